@@ -1,0 +1,110 @@
+"""One error tree, grouped by what the caller should do about it.
+
+Every error has a stable ``code`` (shown to users and stored in the failures table)
+and a ``hint`` saying what to try. CLI users see ``error[CODE]: message`` plus the hint
+on one more line; exit codes follow the group (see :data:`EXIT_CODES`).
+
+Groups (by remedy):
+- :class:`InputError`: one source image is bad; recorded as a failure, the batch goes on.
+- :class:`ConfigError`: a spec, manifest, path or option is wrong; fix it and rerun.
+- :class:`ConflictError`: someone else changed the store; rerun (it resumes idempotently).
+- :class:`StorageError`: the store cannot be read or written.
+- :class:`InternalError`: a bug or an unexpected failure of a dependency.
+"""
+
+from __future__ import annotations
+
+
+class PreprocessError(Exception):
+    """Base of every error this package raises on purpose."""
+
+    code: str = "PP000"
+    hint: str = ""
+    exit_code: int = 1
+
+    def __init__(self, message: str, *, code: str | None = None, hint: str | None = None,
+                 path: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if hint is not None:
+            self.hint = hint
+        self.path = path
+
+    def one_line(self) -> str:
+        where = f"{self.path}: " if self.path else ""
+        return f"{where}{self.message}"
+
+    def __str__(self) -> str:
+        return self.one_line()
+
+
+class InputError(PreprocessError):
+    """A source image cannot be used. Recorded as a failure row; the job goes on."""
+
+    code = "INPUT"
+    exit_code = 0  # a recorded failure alone does not fail the job (see job exit codes)
+
+
+class ConfigError(PreprocessError, ValueError):
+    code = "CONFIG"
+    exit_code = 2
+
+
+class ConflictError(PreprocessError):
+    code = "CONFLICT"
+    hint = "Another writer committed to this branch first; rerun the job (it skips what is stored)."
+    exit_code = 4
+
+
+class StorageError(PreprocessError, OSError):
+    code = "STORAGE"
+    exit_code = 5
+
+
+class InternalError(PreprocessError, RuntimeError):
+    code = "INTERNAL"
+    hint = "This is a bug or an unexpected failure of a dependency; please report it with the log."
+    exit_code = 70
+
+
+# Stable failure codes recorded in the dataset's failures table (never renumber).
+EMPTY_FILE = "E_EMPTY"
+NOT_AN_IMAGE = "E_NOT_IMAGE"
+TRUNCATED = "E_TRUNCATED"
+CORRUPT = "E_CORRUPT"
+TOO_LARGE = "E_TOO_LARGE"
+UNSUPPORTED = "E_UNSUPPORTED"
+UNREADABLE = "E_UNREADABLE"
+GATE_REJECTED = "E_GATE_REJECTED"
+ENGINE_FAILED = "E_ENGINE"
+
+FAILURE_HINTS: dict[str, str] = {
+    EMPTY_FILE: "the file has zero bytes; the writer may have failed",
+    NOT_AN_IMAGE: "the bytes are not a known image format",
+    TRUNCATED: "the file ends early; it may still be being written or was cut off",
+    CORRUPT: "the image data is damaged",
+    TOO_LARGE: "raise limits.max_pixels in the spec if images this large are expected",
+    UNSUPPORTED: "convert the image to JPEG/PNG/TIFF/WebP with 8- or 16-bit channels",
+    UNREADABLE: "check the file's permissions",
+    GATE_REJECTED: "even the top quality failed the feature gate; see gate.on_fail in the spec",
+    ENGINE_FAILED: "the engine failed on this image alone; try --engine pillow",
+}
+
+
+def input_error(code: str, message: str, path: str | None = None) -> InputError:
+    return InputError(message, code=code, hint=FAILURE_HINTS.get(code, ""), path=path)
+
+
+# Process exit codes of the CLI.
+EXIT_OK = 0
+EXIT_FAILURES = 3  # the job committed, but some images failed (recorded in the dataset)
+EXIT_CODES = {
+    "ok": EXIT_OK,
+    "internal": InternalError.exit_code,
+    "config": ConfigError.exit_code,
+    "failures": EXIT_FAILURES,
+    "conflict": ConflictError.exit_code,
+    "storage": StorageError.exit_code,
+}

@@ -1,0 +1,79 @@
+"""Inference with onnxruntime: the only module that imports it.
+
+CPU: the CPU provider on numpy batches. GPU: the CUDA provider with IOBinding, taking the
+engine's device batch through DLPack, so pixels never leave the GPU.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import onnxruntime as ort
+
+if TYPE_CHECKING:
+    from preprocess.extractor.build import BuiltModel
+
+ort.set_default_logger_severity(3)
+
+
+def cuda_available() -> bool:
+    return "CUDAExecutionProvider" in ort.get_available_providers() and _cuda_device_count() > 0
+
+
+def _cuda_device_count() -> int:
+    try:
+        from nvidia.dali.backend import GetCUDADeviceCount  # type: ignore[import-untyped]
+
+        return int(GetCUDADeviceCount())
+    except Exception:
+        return 0
+
+
+class Extractor:
+    """Embeds batches of model-view images into L2-normalised feature vectors."""
+
+    def __init__(self, built: BuiltModel, *, device: str = "cpu", device_id: int = 0,
+                 threads: int | None = None) -> None:
+        self.built = built
+        self.manifest = built.manifest
+        self.device = device
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        providers: list[Any]
+        if device == "gpu":
+            providers = [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
+        else:
+            providers = ["CPUExecutionProvider"]
+        self.session = ort.InferenceSession(str(built.path), sess_options=opts, providers=providers)
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name
+        self.device_id = device_id
+
+    def raw(self, batch: Any) -> np.ndarray:
+        """Model outputs as (N, D) float32 (token selection applied, not normalised)."""
+        if isinstance(batch, np.ndarray):
+            out = self.session.run([self.output_name], {self.input_name: batch})[0]
+        else:  # a device batch exposing __dlpack__ (DALI GPU TensorList as one tensor)
+            binding = self.session.io_binding()
+            binding.bind_ortvalue_input(self.input_name, ort.OrtValue.from_dlpack(batch))
+            binding.bind_output(self.output_name, "cpu")
+            self.session.run_with_iobinding(binding)
+            out = binding.copy_outputs_to_cpu()[0]
+        out = np.asarray(out, dtype=np.float32)
+        if self.manifest.output.token is not None and out.ndim == 3:
+            out = out[:, self.manifest.output.token, :]
+        return out.reshape(out.shape[0], -1)
+
+    def embed(self, batch: Any) -> np.ndarray:
+        feats = self.raw(batch)
+        norms = np.linalg.norm(feats, axis=1, keepdims=True)
+        return feats / np.maximum(norms, 1e-12)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity of two batches of L2-normalised embeddings."""
+    return np.einsum("nd,nd->n", a, b).astype(np.float32)

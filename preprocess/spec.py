@@ -1,0 +1,194 @@
+"""Pipeline specs: declarative TOML, validated (and frozen) before any image is touched.
+
+A spec says how every source becomes a stored image: the target size, the JPEG
+encoding, how quality is chosen, and the feature gate that judges it. Errors name
+the file and the field (``pipelines/camera.toml: quality.min: ...``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from preprocess.errors import ConfigError
+
+SPEC_FORMAT = 1
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PipelineInfo(_Frozen):
+    name: str = "custom"
+    description: str = ""
+    format: Literal[1] = SPEC_FORMAT
+
+
+class Resize(_Frozen):
+    """Target geometry. Aspect ratio is kept in every mode; ``upscale`` is off by default."""
+
+    mode: Literal["long-side", "short-side", "fit", "none"] = "long-side"
+    size: Annotated[int, Field(ge=16, le=65535)] | None = 1280
+    width: Annotated[int, Field(ge=16, le=65535)] | None = None
+    height: Annotated[int, Field(ge=16, le=65535)] | None = None
+    upscale: bool = False
+
+    @model_validator(mode="after")
+    def _check_mode_fields(self) -> Resize:
+        if self.mode in ("long-side", "short-side") and self.size is None:
+            raise ValueError(f"resize.mode = {self.mode!r} needs resize.size")
+        if self.mode == "fit" and (self.width is None or self.height is None):
+            raise ValueError("resize.mode = 'fit' needs resize.width and resize.height")
+        return self
+
+    def target(self, width: int, height: int) -> tuple[int, int]:
+        """The stored image's (width, height) for a source of ``width`` x ``height``."""
+        if self.mode == "none":
+            return width, height
+        if self.mode == "fit":
+            assert self.width is not None and self.height is not None
+            scale = min(self.width / width, self.height / height)
+        else:
+            assert self.size is not None
+            side = max(width, height) if self.mode == "long-side" else min(width, height)
+            scale = self.size / side
+        if scale >= 1.0 and not self.upscale:
+            return width, height
+        return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+class Encode(_Frozen):
+    format: Literal["jpeg"] = "jpeg"
+    chroma_subsampling: Literal["444", "422", "420"] = "420"
+    progressive: bool = False
+
+
+class Quality(_Frozen):
+    """Fixed quality, or adaptive: the lowest quality in [min, max] (on a ``step`` grid) that passes the gate."""
+
+    mode: Literal["adaptive", "fixed"] = "adaptive"
+    value: Annotated[int, Field(ge=1, le=100)] = 85
+    min: Annotated[int, Field(ge=1, le=100)] = 30
+    max: Annotated[int, Field(ge=1, le=100)] = 95
+    step: Annotated[int, Field(ge=1, le=50)] = 5
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> Quality:
+        if self.min > self.max:
+            raise ValueError(f"quality.min ({self.min}) is above quality.max ({self.max})")
+        return self
+
+    def ladder(self) -> list[int]:
+        """The qualities the adaptive search may choose, ascending; always ends at ``max``."""
+        if self.mode == "fixed":
+            return [self.value]
+        steps = list(range(self.min, self.max + 1, self.step))
+        if steps[-1] != self.max:
+            steps.append(self.max)
+        return steps
+
+
+class Gate(_Frozen):
+    """The feature check: cosine similarity between the source's and the stored image's embeddings."""
+
+    model: str = "mobilenetv2-imagenet"
+    threshold: Annotated[float, Field(gt=-1.0, le=1.0)] = 0.99
+    on_fail: Literal["flag", "source", "reject"] = "flag"
+
+
+class Batch(_Frozen):
+    size: Annotated[int, Field(ge=1, le=4096)] = 32
+
+
+class Limits(_Frozen):
+    max_pixels: Annotated[int, Field(ge=1)] = 120_000_000
+    max_file_bytes: Annotated[int, Field(ge=1)] = 256 * 1024 * 1024
+
+
+class Spec(_Frozen):
+    pipeline: PipelineInfo = PipelineInfo()
+    resize: Resize = Resize()
+    encode: Encode = Encode()
+    quality: Quality = Quality()
+    gate: Gate = Gate()
+    batch: Batch = Batch()
+    limits: Limits = Limits()
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def fingerprint(self, model_sha256: str) -> str:
+        """Hash of everything that decides the stored bytes (not names, batch size or limits).
+
+        Rows are keyed by (source sha256, fingerprint): a rerun with the same fingerprint adds
+        nothing; any change that can change the output gives new rows.
+        """
+        decisive = {
+            "resize": self.resize.model_dump(mode="json"),
+            "encode": self.encode.model_dump(mode="json"),
+            "quality": self.quality.model_dump(mode="json"),
+            "gate": {**self.gate.model_dump(mode="json"), "model_sha256": model_sha256},
+        }
+        blob = json.dumps(decisive, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def digest(self) -> str:
+        """sha256 of the whole spec (canonical JSON), for provenance."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def parse_spec(data: dict[str, Any], *, source: str = "<spec>") -> Spec:
+    try:
+        return Spec.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{_field_path(err['loc'])}: {msg}")
+        raise ConfigError(
+            "invalid pipeline spec: " + "; ".join(problems),
+            code="SPEC_INVALID",
+            hint="see pipelines/camera.toml for a documented example",
+            path=source,
+        ) from None
+
+
+def load_spec(path: str | Path) -> Spec:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("pipeline spec not found", code="SPEC_MISSING",
+                          hint="pass --spec with a path to a .toml file", path=str(p)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read pipeline spec: {exc}", code="SPEC_UNREADABLE", path=str(p)) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", code="SPEC_SYNTAX", path=str(p)) from None
+    return parse_spec(data, source=str(p))
+
+
+def bundled_dir(name: str) -> Path:
+    """``models/`` or ``pipelines/`` at the project root (source checkout) or inside the wheel."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / name, here / "_bundled" / name):
+        if candidate.is_dir():
+            return candidate
+    raise ConfigError(f"bundled folder {name!r} not found", code="INSTALL_BROKEN",
+                      hint="reinstall preprocess")
+
+
+def default_spec_path() -> Path:
+    return bundled_dir("pipelines") / "camera.toml"
