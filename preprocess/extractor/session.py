@@ -18,19 +18,6 @@ if TYPE_CHECKING:
 ort.set_default_logger_severity(3)
 
 
-def cuda_available() -> bool:
-    return "CUDAExecutionProvider" in ort.get_available_providers() and _cuda_device_count() > 0
-
-
-def _cuda_device_count() -> int:
-    try:
-        from nvidia.dali.backend import GetCUDADeviceCount  # type: ignore[import-untyped]
-
-        return int(GetCUDADeviceCount())
-    except Exception:
-        return 0
-
-
 class Extractor:
     """Embeds batches of model-view images into L2-normalised feature vectors."""
 

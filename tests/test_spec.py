@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from preprocess.errors import ConfigError
+from preprocess.spec import Quality, Resize, Spec, default_spec_path, load_spec, parse_spec
+
+
+def test_default_spec_is_the_documented_camera_pipeline() -> None:
+    spec = load_spec(default_spec_path())
+    assert spec.resize.mode == "long-side" and spec.resize.size == 1280 and not spec.resize.upscale
+    assert spec.encode.chroma_subsampling == "420"
+    assert (spec.quality.mode, spec.quality.min, spec.quality.max) == ("adaptive", 30, 95)
+    assert spec.gate.threshold == 0.99 and spec.gate.model == "mobilenetv2-imagenet"
+
+
+def test_errors_name_the_file_and_the_field(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[quality]\nmin = 0\n[gate]\nthreshold = 2\nwat = 1\n")
+    with pytest.raises(ConfigError) as e:
+        load_spec(bad)
+    text = str(e.value)
+    assert str(bad) in text
+    assert "quality.min" in text and "gate.threshold" in text and "gate.wat" in text
+    assert e.value.code == "SPEC_INVALID"
+
+
+def test_bounds_and_mode_fields_are_checked() -> None:
+    with pytest.raises(ConfigError, match=r"quality.min \(90\) is above quality.max \(40\)"):
+        parse_spec({"quality": {"min": 90, "max": 40}})
+    with pytest.raises(ConfigError, match="needs resize.width and resize.height"):
+        parse_spec({"resize": {"mode": "fit", "width": 100}})
+
+
+def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
+    (tmp_path / "x.toml").write_text("[quality\n")
+    with pytest.raises(ConfigError) as e:
+        load_spec(tmp_path / "x.toml")
+    assert e.value.code == "SPEC_SYNTAX"
+    with pytest.raises(ConfigError) as e:
+        load_spec(tmp_path / "missing.toml")
+    assert e.value.code == "SPEC_MISSING"
+
+
+@given(w=st.integers(1, 20000), h=st.integers(1, 20000), size=st.integers(16, 4096))
+def test_long_side_never_upscales_and_keeps_aspect(w: int, h: int, size: int) -> None:
+    tw, th = Resize(mode="long-side", size=size).target(w, h)
+    assert max(tw, th) <= max(size, max(w, h) if max(w, h) <= size else size)
+    assert tw <= w and th <= h
+    if max(w, h) > size:
+        assert max(tw, th) == size
+        exact_short = min(w, h) * size / max(w, h)
+        assert abs(min(tw, th) - max(1.0, exact_short)) <= 0.5 + 1e-9
+
+
+@given(lo=st.integers(1, 100), hi=st.integers(1, 100), step=st.integers(1, 50))
+def test_ladder_is_ascending_within_bounds_and_ends_at_max(lo: int, hi: int, step: int) -> None:
+    if lo > hi:
+        lo, hi = hi, lo
+    ladder = Quality(min=lo, max=hi, step=step).ladder()
+    assert ladder == sorted(set(ladder))
+    assert ladder[0] == lo and ladder[-1] == hi
+
+
+@given(threshold=st.floats(0.5, 1.0), step=st.integers(1, 20), size=st.integers(16, 4000),
+       sub=st.sampled_from(["444", "422", "420"]))
+def test_spec_round_trips_and_fingerprint_ignores_names(threshold: float, step: int, size: int, sub: str) -> None:
+    spec = parse_spec({"resize": {"size": size}, "quality": {"step": step}, "gate": {"threshold": threshold},
+                       "encode": {"chroma_subsampling": sub}})
+    again = parse_spec(spec.to_dict())
+    assert again == spec
+    renamed = parse_spec({**spec.to_dict(), "pipeline": {"name": "other", "description": "x"},
+                          "batch": {"size": 7}})
+    assert renamed.fingerprint("m") == spec.fingerprint("m")
+    assert spec.fingerprint("m") != spec.fingerprint("other-model")
+
+
+def test_every_bundled_spec_is_valid() -> None:
+    for path in sorted(default_spec_path().parent.glob("*.toml")):
+        spec = load_spec(path)
+        assert isinstance(spec, Spec)
+        tomllib.loads(path.read_text())
