@@ -1,0 +1,41 @@
+"""The versioned dataset: zarr arrays in an icechunk repository (one commit per job).
+
+- :func:`open_repo` / :func:`open_storage`: where the dataset lives (local paths for now).
+- :class:`DatasetWriter`: chunk-aligned appends of :class:`ItemRow` / :class:`FailureRow`, one commit.
+- :func:`open_dataset` / :class:`Dataset`: read one branch, tag or snapshot.
+- :mod:`preprocess.store.schema`: the layout (``CHUNK_ROWS``, columns, format attribute).
+"""
+
+from preprocess.store.reader import Dataset, dataset_at, open_dataset
+from preprocess.store.schema import (
+    CHUNK_ROWS,
+    FAILURE_COLUMNS,
+    FORMAT_ATTR,
+    FORMAT_VERSION,
+    ITEM_COLUMNS,
+    FailureRow,
+    ItemRow,
+    item_key,
+)
+from preprocess.store.storage import local_path, open_repo, open_storage
+from preprocess.store.writer import DatasetWriter, WriterCounts, open_writer
+
+__all__ = [
+    "CHUNK_ROWS",
+    "FAILURE_COLUMNS",
+    "FORMAT_ATTR",
+    "FORMAT_VERSION",
+    "ITEM_COLUMNS",
+    "Dataset",
+    "DatasetWriter",
+    "FailureRow",
+    "ItemRow",
+    "WriterCounts",
+    "dataset_at",
+    "item_key",
+    "local_path",
+    "open_dataset",
+    "open_repo",
+    "open_storage",
+    "open_writer",
+]

@@ -1,0 +1,136 @@
+"""Reading one version of the dataset (a branch, tag or snapshot), read-only."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import icechunk as ic
+import numpy as np
+import zarr
+
+from preprocess.errors import ConfigError, StorageError
+from preprocess.store import schema
+from preprocess.store.schema import EMBEDDING, FAILURE_COLUMNS, FAILURES, ITEM_COLUMNS, ITEMS, Column
+from preprocess.store.storage import open_repo
+
+_SNAPSHOT_ID = re.compile(r"^[0-9A-Z]{20}$")
+
+
+class Dataset:
+    """A read-only view of one snapshot: columns, single items, failures and embeddings."""
+
+    def __init__(self, session: ic.Session, *, ref: str = "") -> None:
+        self._session = session
+        self.ref = ref
+        self.snapshot_id: str = str(session.snapshot_id)
+        root = schema.open_layout(session.store, writable=False)
+        self._items: dict[str, zarr.Array[Any]] = {}
+        self._failures: dict[str, zarr.Array[Any]] = {}
+        self._emb: dict[str, zarr.Array[Any]] = {}
+        if root is not None:
+            for path, target in ((ITEMS, self._items), (EMBEDDING, self._emb), (FAILURES, self._failures)):
+                group = schema.subgroup(root, path)
+                if group is not None:
+                    target.update(schema.arrays(group))
+        self._n = _rows(self._items)
+        self._n_failures = _rows(self._failures)
+
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def num_failures(self) -> int:
+        return self._n_failures
+
+    @property
+    def models(self) -> dict[str, int]:
+        """Embedding model name -> dimension."""
+        return {m: int(a.shape[1]) for m, a in self._emb.items()}
+
+    def items_table(self, fields: Sequence[str] | None = None) -> dict[str, np.ndarray[Any, Any]]:
+        """Item columns by field name. By default every field except ``jpeg`` (the image bytes:
+        ask for it by name). Strings come back as numpy StringDType arrays, bytes as object arrays."""
+        names = [c.name for c in ITEM_COLUMNS if c.name != "jpeg"] if fields is None else list(fields)
+        return _table(self._items, ITEM_COLUMNS, names, self._n)
+
+    def failures_table(self, fields: Sequence[str] | None = None) -> dict[str, np.ndarray[Any, Any]]:
+        names = [c.name for c in FAILURE_COLUMNS] if fields is None else list(fields)
+        return _table(self._failures, FAILURE_COLUMNS, names, self._n_failures)
+
+    def item(self, i: int) -> dict[str, Any]:
+        """Every field of item ``i`` (negative counts from the end) as Python values, with its
+        ``jpeg`` bytes and its ``embedding`` (float32 [D]) under its own model."""
+        if not -self._n <= i < self._n:
+            raise IndexError(f"item {i} out of range: the dataset has {self._n} items")
+        i %= self._n
+        out: dict[str, Any] = {}
+        for col in ITEM_COLUMNS:
+            arr = self._items.get(col.name)
+            out[col.name] = _python(schema.read(arr, slice(i, i + 1))[0]) if arr is not None else col.fill
+        emb = self._emb.get(out["model"])
+        out["embedding"] = schema.read(emb, i).astype(np.float32) if emb is not None else None
+        return out
+
+    def embedding(self, model: str) -> np.ndarray[Any, Any]:
+        """All items' embeddings under ``model``: float32 [N, D], NaN rows for other models' items."""
+        arr = self._emb.get(model)
+        if arr is None:
+            raise ConfigError(f"no embeddings for model {model!r} in this dataset (it has "
+                              f"{sorted(self._emb) or 'none'})", code="STORE_NO_MODEL")
+        return schema.read(arr).astype(np.float32, copy=False)
+
+
+def open_dataset(location: str, *, ref: str = "main") -> Dataset:
+    """Open ``ref`` (a branch, a tag or a snapshot id) of the dataset at ``location``, read-only."""
+    repo = open_repo(location, create=False)
+    return dataset_at(repo, ref)
+
+
+def dataset_at(repo: ic.Repository, ref: str = "main") -> Dataset:
+    """Like :func:`open_dataset`, for an open repository."""
+    try:
+        if ref in repo.list_branches():
+            session = repo.readonly_session(branch=ref)
+        elif ref in repo.list_tags():
+            session = repo.readonly_session(tag=ref)
+        elif _SNAPSHOT_ID.match(ref):
+            session = repo.readonly_session(snapshot_id=ref)
+        else:
+            raise ConfigError(f"{ref!r} is not a branch, tag or snapshot id of this dataset", code="REF_MISSING",
+                              hint=f"branches: {', '.join(sorted(repo.list_branches()))}")
+    except ic.NotFoundError as exc:
+        raise ConfigError(f"snapshot {ref!r} is not in this dataset", code="REF_MISSING") from exc
+    except ic.IcechunkError as exc:
+        raise StorageError(f"cannot read {ref!r}: {exc}", code="STORE_IO") from exc
+    return Dataset(session, ref=ref)
+
+
+def _rows(arrays: dict[str, zarr.Array[Any]]) -> int:
+    lengths = {a.shape[0] for a in arrays.values()}
+    if len(lengths) > 1:
+        raise StorageError(f"dataset arrays have different lengths {sorted(lengths)}", code="STORE_FORMAT",
+                           hint="the dataset is damaged; read an earlier snapshot")
+    return lengths.pop() if lengths else 0
+
+
+def _table(arrays: dict[str, zarr.Array[Any]], columns: Sequence[Column], names: Sequence[str],
+           n: int) -> dict[str, np.ndarray[Any, Any]]:
+    known = {c.name: c for c in columns}
+    out: dict[str, np.ndarray[Any, Any]] = {}
+    for name in names:
+        if name not in known:
+            raise ConfigError(f"no field {name!r}; fields: {', '.join(known)}", code="STORE_FIELD")
+        arr = arrays.get(name)
+        if arr is not None:
+            out[name] = schema.read(arr)
+        else:  # a field added after this snapshot was written
+            out[name] = np.full(n, known[name].fill, dtype=known[name].numpy_dtype)
+    return out
+
+
+def _python(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

@@ -1,0 +1,307 @@
+"""Appending rows to a branch of the dataset, chunk-aligned, as ONE commit per job.
+
+Rows are buffered in memory and written to zarr only as whole chunks (rows
+``[k*CHUNK_ROWS, (k+1)*CHUNK_ROWS)``); the partial tail is written once, at commit. A job that
+starts on a branch whose last chunk is partial first fills that chunk to its boundary (rewriting it
+once), then continues aligned. So every chunk is written at most once per job and superseded copies
+(kept until expire + GC) stay rare.
+
+Nothing reaches the branch before :meth:`DatasetWriter.commit`: a writer dropped (or killed) without
+committing leaves the branch at its previous snapshot. One writer per branch at a time; a writer is
+not thread-safe and must not be pickled (its session is writable).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import icechunk as ic
+import numpy as np
+import zarr
+
+from preprocess.errors import ConfigError, ConflictError, InternalError, StorageError
+from preprocess.store import schema
+from preprocess.store.schema import (
+    CHUNK_ROWS,
+    FAILURE_COLUMNS,
+    FAILURES,
+    ITEM_COLUMNS,
+    ITEM_STATUSES,
+    ITEMS,
+    Column,
+    FailureRow,
+    ItemRow,
+    quiet,
+)
+from preprocess.store.storage import open_repo
+
+
+@dataclass(frozen=True)
+class WriterCounts:
+    items: int  # rows on the branch plus rows added and not yet committed
+    failures: int
+    items_added: int  # added since the last commit (or since the writer was opened)
+    failures_added: int
+
+
+class _Table[R: (ItemRow, FailureRow)]:
+    """One row group's arrays plus the rows not yet written to them."""
+
+    def __init__(self, group: zarr.Group, columns: Sequence[Column]) -> None:
+        self.group = group
+        self.columns = columns
+        found = schema.arrays(group)
+        for col in columns:  # arrays a newer schema added to an older dataset
+            if col.name not in found:
+                found[col.name] = schema.create_column(group, col, schema.group_rows(group, columns))
+        self.arrays = {c.name: found[c.name] for c in columns}
+        self.stored = schema.group_rows(group, columns)  # rows already in the arrays
+        self.pending: list[R] = []
+        self.added = 0
+
+    @property
+    def rows(self) -> int:
+        return self.stored + len(self.pending)
+
+    def take(self, *, final: bool) -> list[tuple[int, list[R]]]:
+        """Pop the pending rows that can be written now, as (start row, rows) blocks that each end
+        on a chunk boundary (or, when ``final``, at the last row)."""
+        out: list[tuple[int, list[R]]] = []
+        while self.pending:
+            n = (self.stored // CHUNK_ROWS + 1) * CHUNK_ROWS - self.stored
+            if len(self.pending) < n:
+                if not final:
+                    break
+                n = len(self.pending)
+            block, self.pending = self.pending[:n], self.pending[n:]
+            out.append((self.stored, block))
+            self.stored += n
+        return out
+
+    def write(self, start: int, block: Sequence[R]) -> None:
+        stop = start + len(block)
+        with quiet():
+            for col in self.columns:
+                arr = self.arrays[col.name]
+                arr.resize((stop,))
+                arr[start:stop] = col.values(block)
+
+
+class DatasetWriter:
+    """Adds items and failures to ``branch`` of ``repo``; :meth:`commit` makes them one snapshot.
+
+    Usable as a context manager: leaving the block without a commit discards what was added.
+    """
+
+    def __init__(self, repo: ic.Repository, branch: str) -> None:
+        self._repo = repo
+        self._branch = branch
+        self._closed = False
+        if branch not in repo.list_branches():
+            raise ConfigError(f"branch {branch!r} does not exist in this dataset", code="BRANCH_MISSING",
+                              hint="create it first (e.g. from main) with the branch command")
+        self._keys: set[str] = set()
+        self._failure_keys: set[tuple[str, str, str]] = set()
+        try:
+            self._open_session(reload=True)
+        except ic.IcechunkError as exc:
+            raise StorageError(f"cannot open branch {branch!r} for writing: {exc}", code="STORE_IO",
+                               hint="check the dataset's storage (permissions, free space)") from exc
+
+    # -- state -----------------------------------------------------------------------------------
+
+    def _open_session(self, *, reload: bool) -> None:
+        self._session = self._repo.writable_session(self._branch)
+        store = self._session.store
+        root = schema.open_layout(store, writable=True)
+        if root is None:
+            root = schema.create_layout(store)
+        with quiet():
+            items_group = root.require_group(ITEMS)
+            emb_group = items_group.require_group("embedding")
+            failures_group = root.require_group(FAILURES)
+        self._items: _Table[ItemRow] = _Table(items_group, ITEM_COLUMNS)
+        self._failures: _Table[FailureRow] = _Table(failures_group, FAILURE_COLUMNS)
+        self._emb_group = emb_group
+        self._emb = schema.arrays(emb_group)
+        for model, arr in self._emb.items():
+            if arr.ndim != 2 or arr.shape[0] != self._items.stored:
+                raise StorageError(f"embedding array {model!r} has shape {arr.shape}, expected "
+                                   f"({self._items.stored}, D)", code="STORE_FORMAT",
+                                   hint="the dataset is damaged; reset the branch to an earlier snapshot")
+        if reload:
+            self._keys = self._read_keys()
+            self._failure_keys = self._read_failure_keys()
+
+    def _read_keys(self) -> set[str]:
+        if not self._items.stored:
+            return set()
+        shas = schema.read(self._items.arrays["source_sha256"])
+        fps = schema.read(self._items.arrays["fingerprint"])
+        return {schema.item_key(str(s), str(f)) for s, f in zip(shas, fps, strict=True)}
+
+    def _read_failure_keys(self) -> set[tuple[str, str, str]]:
+        if not self._failures.stored:
+            return set()
+        a = self._failures.arrays
+        cols = [schema.read(a[name]) for name in ("source_sha256", "fingerprint", "code")]
+        return {(str(s), str(f), str(c)) for s, f, c in zip(*cols, strict=True)}
+
+    @property
+    def branch(self) -> str:
+        return self._branch
+
+    @property
+    def base_snapshot(self) -> str:
+        """The snapshot the uncommitted rows will be committed on top of."""
+        return str(self._session.snapshot_id)
+
+    @property
+    def counts(self) -> WriterCounts:
+        return WriterCounts(items=self._items.rows, failures=self._failures.rows,
+                            items_added=self._items.added, failures_added=self._failures.added)
+
+    @property
+    def models(self) -> dict[str, int]:
+        """Embedding model name -> dimension, for every model on the branch or added."""
+        return {m: int(a.shape[1]) for m, a in self._emb.items()}
+
+    def existing_keys(self) -> set[str]:
+        """Item keys (``source_sha256:fingerprint``) on the branch, plus those added by this writer."""
+        return set(self._keys)
+
+    def existing_failures(self) -> set[tuple[str, str, str]]:
+        """(source_sha256, fingerprint, code) of failures on the branch, plus those added here."""
+        return set(self._failure_keys)
+
+    # -- adding ----------------------------------------------------------------------------------
+
+    def add_item(self, row: ItemRow) -> None:
+        self._check_open()
+        for col in ITEM_COLUMNS:
+            col.check(getattr(row, col.name))
+        if row.status not in ITEM_STATUSES:
+            raise InternalError(f"item status {row.status!r} is not one of {sorted(ITEM_STATUSES)}",
+                                code="STORE_ROW")
+        emb = np.array(row.embedding, dtype=np.float32)  # a copy: the caller may reuse its buffer
+        if emb.ndim != 1 or emb.size == 0:
+            raise InternalError(f"an embedding must be a non-empty 1-D vector, got shape {emb.shape}",
+                                code="STORE_ROW")
+        arr = self._emb.get(row.model)
+        if arr is None:
+            self._emb[row.model] = schema.create_embedding(self._emb_group, row.model, self._items.stored,
+                                                           emb.size)
+        elif arr.shape[1] != emb.size:
+            raise ConfigError(f"model {row.model!r} is stored with {arr.shape[1]}-d embeddings, this row has "
+                              f"{emb.size}", code="EMBEDDING_DIM",
+                              hint="a model whose output changed needs a new model name (and version)")
+        self._items.pending.append(dataclasses.replace(row, embedding=emb))
+        self._items.added += 1
+        self._keys.add(row.key)
+        self._write(final=False)
+
+    def add_failure(self, row: FailureRow) -> None:
+        self._check_open()
+        for col in FAILURE_COLUMNS:
+            col.check(getattr(row, col.name))
+        self._failures.pending.append(row)
+        self._failures.added += 1
+        self._failure_keys.add((row.source_sha256, row.fingerprint, row.code))
+        self._write(final=False)
+
+    def _write(self, *, final: bool) -> None:
+        for start, block in self._items.take(final=final):
+            self._items.write(start, block)
+            self._write_embeddings(start, block)
+        for start, fblock in self._failures.take(final=final):
+            self._failures.write(start, fblock)
+
+    def _write_embeddings(self, start: int, block: Sequence[ItemRow]) -> None:
+        stop = start + len(block)
+        with quiet():
+            for model, arr in self._emb.items():
+                arr.resize((stop, arr.shape[1]))
+                mine = [i for i, r in enumerate(block) if r.model == model]
+                if not mine:
+                    continue  # all NaN: the fill value already reads as NaN, write nothing
+                values = np.full((len(block), arr.shape[1]), np.nan, dtype=np.float32)
+                for i in mine:
+                    values[i] = block[i].embedding
+                arr[start:stop] = values
+
+    # -- committing ------------------------------------------------------------------------------
+
+    def commit(self, message: str, metadata: Mapping[str, Any] | None = None, *,
+               allow_empty: bool = False) -> str | None:
+        """Write the buffered tail and commit everything added as ONE snapshot; returns its id.
+
+        Returns None (and commits nothing) when nothing was added, unless ``allow_empty``.
+        Raises ConflictError COMMIT_CONFLICT when the branch moved meanwhile; then nothing was
+        committed and the writer is closed (rerun the job). The writer stays usable after a
+        successful commit (e.g. for periodic checkpoints).
+        """
+        self._check_open()
+        if not (self._items.added or self._failures.added or allow_empty):
+            return None
+        meta = dict(metadata or {})
+        try:
+            json.dumps(meta, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise InternalError(f"commit metadata is not plain JSON: {exc}", code="COMMIT_METADATA") from exc
+        self._write(final=True)
+        try:
+            with quiet():
+                snapshot = self._session.commit(message, metadata=meta, allow_empty=allow_empty)
+        except ic.ConflictError as exc:  # also RebaseFailedError
+            self.close()
+            raise ConflictError(f"branch {self._branch!r} changed while this job was writing; nothing was "
+                                f"committed ({exc})", code="COMMIT_CONFLICT") from exc
+        except ic.IcechunkError as exc:
+            self.close()
+            raise StorageError(f"commit to branch {self._branch!r} failed: {exc}", code="STORE_IO",
+                               hint="check the dataset's storage (space, permissions) and rerun") from exc
+        self._items.added = self._failures.added = 0
+        self._open_session(reload=False)
+        if self._session.snapshot_id != snapshot:  # someone committed right after us: re-read the branch
+            self._open_session(reload=True)
+        return str(snapshot)
+
+    def close(self) -> None:
+        """Discard whatever was not committed; the writer cannot be used afterwards."""
+        if not self._closed:
+            self._closed = True
+            self._items.pending.clear()
+            self._failures.pending.clear()
+            if self._session.has_uncommitted_changes:
+                self._session.discard_changes()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InternalError("this DatasetWriter is closed (after close(), a failed commit or the end of "
+                                "its with-block)", code="STORE_CLOSED")
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        raise TypeError("a DatasetWriter holds a writable icechunk session and must not be pickled or "
+                        "sent to another process; use one writer in the coordinating process")
+
+    def __repr__(self) -> str:
+        c = self.counts
+        return (f"DatasetWriter(branch={self._branch!r}, items={c.items}, failures={c.failures}, "
+                f"uncommitted={c.items_added + c.failures_added})")
+
+
+def open_writer(location: str, branch: str = "main", *, create: bool = False) -> DatasetWriter:
+    """A writer on ``branch`` of the dataset at ``location`` (created when ``create`` and missing)."""
+    return DatasetWriter(open_repo(location, create=create), branch)
