@@ -1,0 +1,169 @@
+"""Turning source files into dataset rows: probe -> engine (decode, resize) -> gate -> rows.
+
+:class:`Processor` is the one place that does it, shared by the batch job, the watch daemon
+and distributed workers. It owns the engine and the extractor; it never touches the store,
+so the caller decides what is already stored (dedupe), where rows go and when to commit.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from preprocess import errors
+from preprocess.engines import make_engine, resolve
+from preprocess.engines.base import SourceImage
+from preprocess.errors import InputError, input_error
+from preprocess.extractor.build import BuiltModel, build
+from preprocess.extractor.manifest import find_manifest
+from preprocess.extractor.session import Extractor
+from preprocess.gate import Decision, GateStats, decide
+from preprocess.images import probe
+from preprocess.sources import SourceFile
+from preprocess.spec import Spec, default_spec_path, load_spec
+from preprocess.store import FailureRow, ItemRow
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything decided before any image is touched: spec, model, engine, device."""
+
+    spec: Spec
+    spec_path: str
+    built: BuiltModel
+    fingerprint: str
+    engine: str
+    device: str
+
+    @property
+    def model(self) -> str:
+        return self.built.manifest.name
+
+
+def plan(spec_path: str | None, engine: str = "auto", device: str = "auto") -> Plan:
+    """Validate the spec, find and build the model, resolve engine/device; raise ConfigError early."""
+    path = spec_path or str(default_spec_path())
+    spec = load_spec(path)
+    manifest = find_manifest(spec.gate.model)
+    engine_name, device_name = resolve(engine, device)
+    built = build(manifest)
+    return Plan(spec, path, built, spec.fingerprint(manifest.weights_sha256()), engine_name, device_name)
+
+
+@dataclass
+class Failed:
+    """A source that could not be read at all (no content hash)."""
+
+    path: str
+    error: InputError
+
+
+@dataclass
+class BatchResult:
+    items: list[ItemRow] = field(default_factory=list)
+    failures: list[FailureRow] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Processor:
+    """Processes batches of already-read sources for one :class:`Plan` (engine + model + gate)."""
+
+    def __init__(self, p: Plan, *, job_id: str) -> None:
+        self.plan = p
+        self.job_id = job_id
+        self.engine = make_engine(p.engine, p.device, encode=p.spec.encode, view=p.built.manifest.input,
+                                  max_batch=p.spec.batch.size)
+        self.extractor = Extractor(p.built, device=p.device)
+        self.stats = GateStats()
+
+    def describe(self) -> dict[str, str]:
+        return self.engine.describe()
+
+    def failure(self, path: str, sha256: str, size: int, exc: InputError) -> FailureRow:
+        return FailureRow(source_path=path, source_sha256=sha256, source_bytes=size,
+                          fingerprint=self.plan.fingerprint, code=exc.code, message=exc.message,
+                          job_id=self.job_id)
+
+    def process(self, files: Sequence[SourceFile | Failed]) -> BatchResult:
+        """Rows for every file: an item per stored image, a failure per bad one (order kept per kind)."""
+        spec = self.plan.spec
+        out = BatchResult()
+        clock = out.timings
+        todo: list[SourceImage] = []
+        t0 = time.perf_counter()
+        for f in files:
+            if isinstance(f, Failed):
+                out.failures.append(self.failure(f.path, "", 0, f.error))
+                continue
+            try:
+                info = probe(f.data, max_pixels=spec.limits.max_pixels, path=f.path)
+            except InputError as exc:
+                out.failures.append(self.failure(f.path, f.sha256, f.size, exc))
+                continue
+            todo.append(SourceImage(path=f.path, data=f.data, sha256=f.sha256, info=info,
+                                    target=spec.resize.target(info.width, info.height)))
+        clock["probe"] = time.perf_counter() - t0
+        if not todo:
+            return out
+        t0 = time.perf_counter()
+        loaded = self.engine.load(todo)
+        clock["decode_resize"] = time.perf_counter() - t0
+        for idx, exc in loaded.failures:
+            s = todo[idx]
+            out.failures.append(self.failure(s.path, s.sha256, len(s.data), exc))
+        t0 = time.perf_counter()
+        decisions = decide(self.engine, self.extractor, loaded, spec.quality, spec.gate, self.stats)
+        clock["gate"] = time.perf_counter() - t0
+        for prepared, d in zip(loaded.prepared, decisions, strict=True):
+            s = todo[prepared.index]
+            if d.status == "rejected":
+                out.failures.append(self.failure(s.path, s.sha256, len(s.data), input_error(
+                    errors.GATE_REJECTED, f"best similarity {d.similarity:.4f} at quality {d.quality} is "
+                    f"below the threshold {spec.gate.threshold}", s.path)))
+                continue
+            out.items.append(self._row(s, prepared.width, prepared.height, d))
+        return out
+
+    def _row(self, s: SourceImage, width: int, height: int, d: Decision) -> ItemRow:
+        if d.jpeg is not None and _source_is_smaller(s, width, height, len(d.jpeg)):
+            # Never store more bytes than the source when it is already a plain JPEG of the target
+            # size: its bytes are smaller and exact (similarity 1 by definition).
+            d = replace(d, status="passthrough", quality=0, similarity=1.0, jpeg=None, embedding=d.reference)
+        keep_source = d.jpeg is None
+        blob = s.data if keep_source else d.jpeg
+        assert blob is not None
+        info = s.info
+        return ItemRow(
+            jpeg=blob, format=info.format.lower() if keep_source else "jpeg", status=d.status,
+            width=info.width if keep_source else width, height=info.height if keep_source else height,
+            bytes=len(blob), quality=d.quality, similarity=float(d.similarity), probes=d.probes,
+            model=self.plan.model, source_path=s.path, source_sha256=s.sha256, source_bytes=len(s.data),
+            source_width=info.width, source_height=info.height, source_format=info.format.lower(),
+            capture_time=info.capture_time, camera_model=info.camera_model, fingerprint=self.plan.fingerprint,
+            job_id=self.job_id, embedding=np.asarray(d.embedding, dtype=np.float32))
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+def _source_is_smaller(s: SourceImage, width: int, height: int, candidate_bytes: int) -> bool:
+    info = s.info
+    return (info.format == "JPEG" and info.plain and info.orientation == 1
+            and (width, height) == (info.width, info.height) and len(s.data) <= candidate_bytes)
+
+
+def describe_plan(p: Plan) -> dict[str, Any]:
+    """The spec + model part of a commit's provenance."""
+    m = p.built.manifest
+    return {
+        "spec": p.spec.to_dict(),
+        "spec_path": p.spec_path,
+        "spec_sha256": p.spec.digest(),
+        "fingerprint": p.fingerprint,
+        "model": {"name": m.name, "weights_sha256": m.weights_sha256(), "onnx_sha256": p.built.onnx_sha256,
+                  "manifest": m.origin, "dim": m.output.dim},
+    }
