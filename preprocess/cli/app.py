@@ -1,0 +1,99 @@
+"""The CLI's shared parts: the typer app, consoles, error printing, formatting helpers."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from preprocess.errors import PreprocessError
+
+app = typer.Typer(help="GPU image preprocessing: resize + recompress camera images as small as a neural "
+                       "feature check allows, into versioned zarr (icechunk) datasets.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+models_app = typer.Typer(help="Feature extractor models: list the bundled ones, build their ONNX files.",
+                         no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+out = Console()
+err = Console(stderr=True)
+
+
+def fail(exc: PreprocessError) -> None:
+    err.print(f"[bold red]error[{exc.code}][/]: {exc.one_line()}", highlight=False, soft_wrap=True)
+    if exc.hint:
+        err.print(f"  hint: {exc.hint}", highlight=False, soft_wrap=True)
+    raise typer.Exit(exc.exit_code or 1)
+
+
+def quiet_libraries() -> None:
+    """Keep library chatter (torch export warnings, icechunk's local-storage WARN lines) off the
+    user's terminal; ``ICECHUNK_LOG`` still overrides icechunk's filter."""
+    warnings.filterwarnings("ignore", module="torch")
+    warnings.filterwarnings("ignore", module="zarr")
+    logging.getLogger("torch").setLevel(logging.ERROR)
+    if "ICECHUNK_LOG" not in os.environ:
+        import icechunk
+
+        icechunk.set_logs_filter("error")
+
+
+@app.callback()
+def _root() -> None:
+    quiet_libraries()
+
+
+class RichProgress:
+    def __init__(self, console: Console) -> None:
+        self._p = Progress(TextColumn("[bold]processing"), BarColumn(), MofNCompleteColumn(),
+                           TextColumn("{task.fields[rate]:>7.1f} img/s"), TextColumn("{task.fields[ratio]}"),
+                           TimeElapsedColumn(), console=console, transient=False)
+        self._task: Any = None
+        self._bytes_in = 0
+        self._bytes_out = 0
+
+    def start(self, total: int) -> None:
+        self._p.start()
+        self._task = self._p.add_task("run", total=total, rate=0.0, ratio="")
+
+    def advance(self, images: int, bytes_in: int, bytes_out: int) -> None:
+        self._bytes_in += bytes_in
+        self._bytes_out += bytes_out
+        task = self._p.tasks[0]
+        self._p.update(self._task, advance=images)
+        elapsed = task.elapsed or 0.0
+        rate = task.completed / elapsed if elapsed > 0 else 0.0
+        ratio = f"{self._bytes_in / self._bytes_out:.1f}x smaller" if self._bytes_out else ""
+        self._p.update(self._task, rate=rate, ratio=ratio)
+
+    def finish(self) -> None:
+        self._p.stop()
+
+
+def size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.1f} {unit}" if unit != "B" else f"{int(value)} B"
+        value /= 1000
+    return f"{n} B"
+
+
+def fmt(value: float | None, pattern: str) -> str:
+    return "-" if value is None else format(value, pattern)
+
+
+@app.command()
+def version() -> None:
+    """Print the versions of preprocess and the stack it runs on."""
+    from preprocess.provenance import software_versions
+
+    for k, v in software_versions().items():
+        out.print(f"{k:12} {v or '-'}")
+
+

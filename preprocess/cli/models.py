@@ -1,0 +1,54 @@
+"""`preprocess models list|build`."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from preprocess.cli.app import fail, models_app, out, quiet_libraries
+from preprocess.errors import PreprocessError
+
+
+@models_app.command("list")
+def models_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """The bundled model manifests, and whether their ONNX file is built."""
+    from preprocess.extractor.build import cache_dir
+    from preprocess.extractor.manifest import list_manifests
+
+    rows = []
+    for m in list_manifests():
+        built = cache_dir() / f"{m.name}-{m.source.sha256[:12]}.onnx"
+        rows.append({"name": m.name, "dim": m.output.dim, "input": f"{m.input.width}x{m.input.height}",
+                     "source": m.source.package or m.source.path or "", "built": built.is_file(),
+                     "description": m.description})
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    t = Table("name", "dim", "input", "source", "built", "description")
+    for r in rows:
+        t.add_row(r["name"], str(r["dim"]), r["input"], r["source"], "yes" if r["built"] else "no",
+                  r["description"])
+    out.print(t)
+
+
+@models_app.command("build")
+def models_build(
+    model: Annotated[str, typer.Argument(help="A bundled model name or a manifest path.")] = "mobilenetv2-imagenet",
+    force: Annotated[bool, typer.Option(help="Rebuild even if cached.")] = False,
+) -> None:
+    """Build (export) a model's ONNX file into the local cache, checking weight hashes."""
+    from preprocess.extractor.build import build
+    from preprocess.extractor.manifest import find_manifest
+
+    quiet_libraries()
+    try:
+        b = build(find_manifest(model), force=force)
+    except PreprocessError as exc:
+        fail(exc)
+        return
+    out.print(f"{b.manifest.name}: {b.path} (onnx sha256 {b.onnx_sha256[:16]}...)")
+
+

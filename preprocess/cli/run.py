@@ -1,0 +1,76 @@
+"""`preprocess run`: the batch job."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from preprocess import errors
+from preprocess.cli.app import RichProgress, app, err, fail, fmt, out, quiet_libraries, size
+from preprocess.errors import PreprocessError
+
+
+@app.command()
+def run(
+    sources: Annotated[list[str], typer.Argument(help="Folders (searched recursively) or image files.")],
+    store: Annotated[str, typer.Option("--store", "-s", help="The dataset: a local path (created if missing).")],
+    spec: Annotated[str | None, typer.Option(help="Pipeline spec (TOML); default: pipelines/camera.toml.")] = None,
+    message: Annotated[str, typer.Option("--message", "-m", help="Commit message.")] = "",
+    branch: Annotated[str, typer.Option(help="Branch to commit to.")] = "main",
+    engine: Annotated[str, typer.Option(help="auto | dali | pillow (auto: DALI on a GPU, else pillow).")] = "auto",
+    device: Annotated[str, typer.Option(help="auto | gpu | cpu.")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON (no progress bar).")] = False,
+) -> None:
+    """Resize + recompress SOURCES into the versioned dataset at --store, as ONE commit.
+
+    Exit codes: 0 all stored; 3 committed but some images failed (recorded in the dataset);
+    2 bad spec/options/paths; 4 commit conflict (rerun); 5 storage error; 70 internal error.
+    """
+    from preprocess.job import JobOptions, run_job
+
+    quiet_libraries()
+    opts = JobOptions(sources=sources, store=store, spec_path=spec, branch=branch, message=message,
+                      engine=engine, device=device)
+    progress = None if as_json else RichProgress(err)
+    try:
+        summary = run_job(opts, progress)
+    except PreprocessError as exc:
+        fail(exc)
+        return
+    if as_json:
+        out.print_json(json.dumps(summary.to_dict()))
+    else:
+        _print_summary(summary)
+    raise typer.Exit(errors.EXIT_FAILURES if summary.failed else errors.EXIT_OK)
+
+
+def _print_summary(s: Any) -> None:
+    t = Table(title=f"preprocess run -> {s.store} ({s.branch})", show_header=False, title_justify="left")
+    t.add_column(style="bold")
+    t.add_column()
+    ratio = f"{s.bytes_in / s.bytes_out:.2f}x" if s.bytes_out else "-"
+    rows = [
+        ("snapshot", s.snapshot or "(nothing new: no commit)"),
+        ("engine", f"{s.engine} on {s.device}"),
+        ("images", f"{s.sources} found, {s.stored} stored, {s.skipped} already stored, {s.failed} failed"),
+        ("gate", f"{s.flagged} flagged, {s.kept_source} kept as source (gate failed), "
+                 f"{s.passthrough} source already smaller"),
+        ("bytes in", size(s.bytes_in)),
+        ("bytes out", size(s.bytes_out)),
+        ("ratio", ratio),
+        ("similarity", f"min {fmt(s.similarity_min, '.4f')}  mean {fmt(s.similarity_mean, '.4f')}"),
+        ("quality", f"mean {fmt(s.quality_mean, '.1f')}  (probes/image {fmt(s.probes_mean, '.2f')})"),
+        ("time", f"{s.seconds:.1f} s ({s.images_per_second:.1f} images/s)"),
+    ]
+    for k, v in rows:
+        t.add_row(k, v)
+    out.print(t)
+    for f in s.failures[:20]:
+        err.print(f"  failed [{f['code']}] {f['path']}: {f['message']}", highlight=False, soft_wrap=True)
+    if len(s.failures) > 20:
+        err.print(f"  ... and {len(s.failures) - 20} more (see the dataset's failures table)")
+
+
