@@ -10,6 +10,7 @@ that was measured to pass, with the similarity that was measured.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -65,22 +66,40 @@ class GateStats:
         return int(np.median(self.chosen[-512:])) if self.chosen else None
 
 
+def _timed(timings: dict[str, float] | None, stage: str, t0: float) -> float:
+    now = time.perf_counter()
+    if timings is not None:
+        timings[stage] = timings.get(stage, 0.0) + now - t0
+    return now
+
+
 def decide(engine: Engine, extractor: Extractor, loaded: Loaded, quality: Quality, gate: Gate,
-           stats: GateStats | None = None) -> list[Decision]:
-    """Run the search for every prepared image of ``loaded``; returns decisions in the same order."""
+           stats: GateStats | None = None, timings: dict[str, float] | None = None) -> list[Decision]:
+    """Run the search for every prepared image of ``loaded``; returns decisions in the same order.
+
+    ``timings`` (if given) accumulates seconds per stage: ``encode``, ``view`` (candidate decode +
+    model view) and ``infer`` (embedding, reference included).
+    """
     images = loaded.prepared
     if not images:
         return []
     ladder = quality.ladder()
     top = len(ladder) - 1
+    t0 = time.perf_counter()
     ref = extractor.embed(loaded.source_view)
+    _timed(timings, "infer", t0)
     states = [_Search(lo=0, hi=top) for _ in images]
     guess = stats.guess() if stats else None
 
     def probe(idxs: Sequence[int], rungs: Sequence[int]) -> None:
         qs = [ladder[r] for r in rungs]
+        t = time.perf_counter()
         blobs = engine.encode([images[i] for i in idxs], qs)
-        emb = extractor.embed(engine.view(blobs))
+        t = _timed(timings, "encode", t)
+        batch = engine.view(blobs)
+        t = _timed(timings, "view", t)
+        emb = extractor.embed(batch)
+        _timed(timings, "infer", t)
         sims = cosine(emb, ref[list(idxs)])
         for i, r, blob, e, s in zip(idxs, rungs, blobs, emb, sims, strict=True):
             st = states[i]

@@ -115,9 +115,7 @@ class Processor:
         for idx, exc in loaded.failures:
             s = todo[idx]
             out.failures.append(self.failure(s.path, s.sha256, len(s.data), exc))
-        t0 = time.perf_counter()
-        decisions = decide(self.engine, self.extractor, loaded, spec.quality, spec.gate, self.stats)
-        clock["gate"] = time.perf_counter() - t0
+        decisions = decide(self.engine, self.extractor, loaded, spec.quality, spec.gate, self.stats, clock)
         for prepared, d in zip(loaded.prepared, decisions, strict=True):
             s = todo[prepared.index]
             if d.status == "rejected":
