@@ -1,0 +1,321 @@
+"""The benchmark: the project against a plain Pillow baseline, on the same real photos, in ONE run.
+
+Contenders run interleaved (round-robin, each in a fresh subprocess so peak RSS is its own) on the
+same files, doing the same work: resize to the default spec, adaptive quality with the feature gate.
+
+  baseline     a straightforward per-image Pillow loop: open, EXIF transpose, Lanczos resize, and per
+               probe encode + decode + two single-image onnxruntime calls, plain bisection.
+  pillow       the project's pillow engine through the shared Processor, + dataset write and commit.
+  dali-cpu     the project's DALI engine on the CPU (same graph as the GPU one).
+  dali-gpu     the DALI GPU engine (GPU machines only).
+  decode-only  DALI decode alone on the same files: the ceiling (GPU machines only).
+
+Usage: scripts/bench [--quick] [--images N] [--rounds R] [--contenders a,b,...] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+# --- workers (run in a subprocess each) ----------------------------------------------------------
+
+
+def _files(d: Path) -> list[Path]:
+    return sorted(p for p in d.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+
+
+def _megapixels(paths: list[Path]) -> float:
+    from PIL import Image
+
+    total = 0
+    for p in paths:
+        with Image.open(p) as img:
+            total += img.size[0] * img.size[1]
+    return total / 1e6
+
+
+def worker_baseline(paths: list[Path], warm: list[Path]) -> dict[str, Any]:
+    """What a team writes first: one image at a time, full decode, two model calls per probe."""
+    import numpy as np
+    import onnxruntime as ort
+    from PIL import Image, ImageOps
+
+    from preprocess.extractor.build import build
+    from preprocess.extractor.manifest import find_manifest
+    from preprocess.spec import default_spec_path, load_spec
+
+    spec = load_spec(default_spec_path())
+    session = ort.InferenceSession(str(build(find_manifest(spec.gate.model)).path),
+                                   providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    mean = np.array([0.485, 0.456, 0.406], dtype=np.float32) * 255
+    std = np.array([0.229, 0.224, 0.225], dtype=np.float32) * 255
+    ladder = spec.quality.ladder()
+    stages = {"decode": 0.0, "resize": 0.0, "encode": 0.0, "view": 0.0, "infer": 0.0}
+
+    def embed(img: Image.Image) -> np.ndarray:
+        t = time.perf_counter()
+        x = (np.asarray(img.resize((224, 224), Image.Resampling.BILINEAR), dtype=np.float32) - mean) / std
+        t2 = time.perf_counter()
+        (y,) = session.run(None, {name: x.transpose(2, 0, 1)[None].copy()})
+        stages["infer"] += time.perf_counter() - t2
+        stages["view"] += t2 - t
+        v = y.reshape(-1)
+        return v / np.linalg.norm(v)
+
+    def one(path: Path) -> tuple[int, int]:
+        t = time.perf_counter()
+        img = Image.open(path)
+        img = (ImageOps.exif_transpose(img) or img).convert("RGB")
+        t2 = time.perf_counter()
+        stages["decode"] += t2 - t
+        target = spec.resize.target(*img.size)
+        small = img.resize(target, Image.Resampling.LANCZOS) if target != img.size else img
+        stages["resize"] += time.perf_counter() - t2
+        lo, hi, best, probes = 0, len(ladder) - 1, None, 0
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            t = time.perf_counter()
+            buf = io.BytesIO()
+            small.save(buf, format="JPEG", quality=ladder[mid], subsampling=2)
+            stages["encode"] += time.perf_counter() - t
+            t = time.perf_counter()
+            cand = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+            stages["decode"] += time.perf_counter() - t
+            sim = float(embed(img) @ embed(cand))  # two single-image calls per probe
+            probes += 1
+            if sim >= spec.gate.threshold:
+                best, hi = buf.getvalue(), mid - 1
+            else:
+                lo = mid + 1
+        return probes, len(best) if best else 0
+
+    for p in warm:
+        one(p)
+    for k in stages:
+        stages[k] = 0.0
+    t0 = time.perf_counter()
+    probes = out = 0
+    for p in paths:
+        n, b = one(p)
+        probes += n
+        out += b
+    return {"seconds": time.perf_counter() - t0, "probes": probes / len(paths), "bytes_out": out,
+            "stages": stages}
+
+
+def worker_project(paths: list[Path], warm: list[Path], engine: str, device: str) -> dict[str, Any]:
+    """The project's path: read + hash, Processor (engine + gate) per batch, dataset write, one commit."""
+    import uuid
+
+    from preprocess.process import Processor, plan
+    from preprocess.sources import batched, read_source
+    from preprocess.store import DatasetWriter, open_repo
+
+    p = plan(None, engine, device)
+    proc = Processor(p, job_id=uuid.uuid4().hex)
+    size = p.spec.batch.size
+    for batch in batched(warm, size):
+        proc.process([read_source(f, max_bytes=1 << 30) for f in batch])
+    tmp = Path(tempfile.mkdtemp(prefix="bench-store-"))
+    writer = DatasetWriter(open_repo(str(tmp / "s.icechunk"), create=True), "main")
+    stages: dict[str, float] = {}
+    probes = out = stored = 0
+    t0 = time.perf_counter()
+    for batch in batched(paths, size):
+        t = time.perf_counter()
+        files = [read_source(f, max_bytes=1 << 30) for f in batch]
+        stages["read"] = stages.get("read", 0.0) + time.perf_counter() - t
+        result = proc.process(files)
+        for k, v in result.timings.items():
+            stages[k] = stages.get(k, 0.0) + v
+        t = time.perf_counter()
+        for row in result.items:
+            writer.add_item(row)
+            probes += row.probes
+            out += row.bytes
+            stored += 1
+        stages["store"] = stages.get("store", 0.0) + time.perf_counter() - t
+    t = time.perf_counter()
+    writer.commit("bench", {"bench": True})
+    stages["commit"] = time.perf_counter() - t
+    seconds = time.perf_counter() - t0
+    proc.close()
+    shutil.rmtree(tmp, ignore_errors=True)
+    return {"seconds": seconds, "probes": probes / max(stored, 1), "bytes_out": out, "stages": stages,
+            "stored": stored}
+
+
+def worker_decode_only(paths: list[Path], device: str) -> dict[str, Any]:
+    from preprocess.engines.dali import decode_throughput
+
+    blobs = [f.read_bytes() for f in paths]
+    rate = decode_throughput(blobs, device=device, batch=64, repeats=1)
+    return {"seconds": len(paths) / rate, "probes": 0.0, "bytes_out": 0, "stages": {}}
+
+
+def run_worker(args: argparse.Namespace) -> None:
+    import icechunk
+
+    icechunk.set_logs_filter("error")
+    paths = _files(Path(args.dir))
+    warm = paths[: min(4, len(paths))]
+    name = args.worker
+    if name == "baseline":
+        res = worker_baseline(paths, warm)
+    elif name == "decode-only":
+        res = worker_decode_only(paths, "gpu")
+    else:
+        engine, device = {"pillow": ("pillow", "cpu"), "dali-cpu": ("dali", "cpu"),
+                          "dali-gpu": ("dali", "gpu")}[name]
+        res = worker_project(paths, warm, engine, device)
+    res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    Path(args.result).write_text(json.dumps(res))
+
+
+# --- driver --------------------------------------------------------------------------------------
+
+
+def _versions() -> dict[str, str]:
+    from preprocess.provenance import software_versions
+
+    return software_versions()
+
+
+def _gpu_name() -> str:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20, check=False)
+        return out.stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def _make_set(n: int, dest: Path) -> list[Path]:
+    """``n`` camera photos (2560x1600 with EXIF), replicated round-robin from photos/camera."""
+    src = _files(ROOT / "photos" / "camera")
+    if not src:
+        sys.exit("no photos: run scripts/fetch-photos")
+    dest.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        shutil.copy(src[i % len(src)], dest / f"{i:04d}-{src[i % len(src)].name}")
+    return _files(dest)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="12 images, 1 round (under a minute on 2 cores)")
+    ap.add_argument("--images", type=int, default=96)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--contenders", default="")
+    ap.add_argument("--out", default="")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--dir", help=argparse.SUPPRESS)
+    ap.add_argument("--result", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        run_worker(args)
+        return
+    if args.quick:
+        args.images, args.rounds = 12, 1
+    gpu = _gpu_name()
+    sys.path.insert(0, str(ROOT))
+    from preprocess.engines import gpu_count
+
+    has_gpu = gpu_count() > 0
+    contenders = [c for c in args.contenders.split(",") if c] or (
+        ["baseline", "pillow", "dali-cpu"] + (["dali-gpu", "decode-only"] if has_gpu else []))
+    work = Path(tempfile.mkdtemp(prefix="bench-"))
+    paths = _make_set(args.images, work / "photos")
+    mp = _megapixels(paths)
+    bytes_in = sum(p.stat().st_size for p in paths)
+    runs: dict[str, list[dict[str, Any]]] = {c: [] for c in contenders}
+    print(f"bench: {len(paths)} images ({mp:.0f} MP, {bytes_in / 1e6:.1f} MB), {args.rounds} round(s), "
+          f"contenders: {', '.join(contenders)}", file=sys.stderr)
+    for r in range(args.rounds):
+        for c in contenders:
+            res_file = work / f"{c}-{r}.json"
+            t = time.perf_counter()
+            proc = subprocess.run([sys.executable, __file__, "--worker", c, "--dir", str(work / "photos"),
+                                   "--result", str(res_file)], cwd=ROOT, check=False)
+            if proc.returncode != 0:
+                print(f"  round {r + 1}: {c} FAILED (exit {proc.returncode})", file=sys.stderr)
+                continue
+            res = json.loads(res_file.read_text())
+            runs[c].append(res)
+            print(f"  round {r + 1}: {c:12} {len(paths) / res['seconds']:8.2f} img/s "
+                  f"(wall {time.perf_counter() - t:.1f} s)", file=sys.stderr)
+    shutil.rmtree(work, ignore_errors=True)
+
+    summary: dict[str, Any] = {}
+    for c, rs in runs.items():
+        if not rs:
+            continue
+        secs = statistics.median(r["seconds"] for r in rs)
+        stages: dict[str, float] = {}
+        for k in {k for r in rs for k in r["stages"]}:
+            stages[k] = round(statistics.median(r["stages"].get(k, 0.0) for r in rs) / len(paths) * 1000, 3)
+        summary[c] = {"images_per_s": round(len(paths) / secs, 3), "megapixels_per_s": round(mp / secs, 2),
+                      "seconds": round(secs, 3), "probes_per_image": round(rs[0]["probes"], 2),
+                      "bytes_in": bytes_in, "bytes_out": rs[0]["bytes_out"],
+                      "peak_rss_mb": round(max(r["peak_rss_mb"] for r in rs), 1),
+                      "ms_per_image_by_stage": dict(sorted(stages.items()))}
+    base = summary.get("baseline", {}).get("images_per_s")
+    for c, s in summary.items():
+        s["vs_baseline"] = round(s["images_per_s"] / base, 2) if base else None
+    if "decode-only" in summary and "dali-gpu" in summary:
+        summary["dali-gpu"]["of_decode_ceiling"] = round(
+            summary["dali-gpu"]["images_per_s"] / summary["decode-only"]["images_per_s"], 3)
+    result = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpu_cores": os.cpu_count(), "platform": platform.platform(), "gpu": gpu or "none",
+                    "processor": platform.processor()},
+        "versions": _versions(),
+        "photos": {"count": len(paths), "source": "photos/camera (2560x1600 JPEG with EXIF), replicated",
+                   "megapixels": round(mp, 1), "bytes": bytes_in},
+        "rounds": args.rounds,
+        "spec": "pipelines/camera.toml",
+        "results": summary,
+    }
+    _print(result)
+    out = Path(args.out) if args.out else (
+        ROOT / "bench" / "results" / f"{datetime.now(UTC):%Y-%m-%d}-{'gpu' if has_gpu else 'cpu'}"
+        f"{'-quick' if args.quick else ''}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nwrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}", file=sys.stderr)
+
+
+def _print(result: dict[str, Any]) -> None:
+    rows = result["results"]
+    print(f"\n{result['photos']['count']} photos, {result['machine']['cpu_cores']} cores, GPU: "
+          f"{result['machine']['gpu']}, {result['date']}")
+    print(f"{'contender':12} {'img/s':>8} {'MP/s':>8} {'x base':>7} {'probes':>6} {'out MB':>7} {'RSS MB':>7}  "
+          "ms/image by stage")
+    for c, s in rows.items():
+        stages = " ".join(f"{k}={v:.1f}" for k, v in s["ms_per_image_by_stage"].items())
+        ratio = f"{s['vs_baseline']:.2f}" if s["vs_baseline"] else "-"
+        print(f"{c:12} {s['images_per_s']:8.2f} {s['megapixels_per_s']:8.1f} {ratio:>7} "
+              f"{s['probes_per_image']:6.2f} {s['bytes_out'] / 1e6:7.2f} {s['peak_rss_mb']:7.0f}  {stages}")
+
+
+if __name__ == "__main__":
+    main()
