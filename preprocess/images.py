@@ -108,12 +108,10 @@ def to_rgb(img: Image.Image) -> Image.Image:
     if mode == "RGB":
         return img
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = np.asarray(img, dtype=np.uint32 if mode == "I" else np.uint16)
-        if mode == "I":
-            peak = 65535 if arr.max(initial=0) > 255 else 255
-        else:
-            peak = 65535
-        eight = (arr.astype(np.float32) * (255.0 / peak) + 0.5).clip(0, 255).astype(np.uint8)
+        arr = np.asarray(img).astype(np.float32)
+        # mode "I" holds 16-bit PNGs as 32-bit ints: scale by 16-bit full range unless all <= 255
+        peak = 65535.0 if mode != "I" or float(arr.max(initial=0)) > 255 else 255.0
+        eight = (arr * (255.0 / peak) + 0.5).clip(0, 255).astype(np.uint8)
         return Image.fromarray(eight, "L").convert("RGB")
     if mode == "F":
         arr = np.asarray(img, dtype=np.float32)

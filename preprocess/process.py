@@ -112,9 +112,9 @@ class Processor:
         t0 = time.perf_counter()
         loaded = self.engine.load(todo)
         clock["decode_resize"] = time.perf_counter() - t0
-        for idx, exc in loaded.failures:
+        for idx, error in loaded.failures:
             s = todo[idx]
-            out.failures.append(self.failure(s.path, s.sha256, len(s.data), exc))
+            out.failures.append(self.failure(s.path, s.sha256, len(s.data), error))
         decisions = decide(self.engine, self.extractor, loaded, spec.quality, spec.gate, self.stats, clock)
         for prepared, d in zip(loaded.prepared, decisions, strict=True):
             s = todo[prepared.index]

@@ -27,7 +27,7 @@ class _Frozen(BaseModel):
 class PipelineInfo(_Frozen):
     name: str = "custom"
     description: str = ""
-    format: Literal[1] = SPEC_FORMAT
+    format: Literal[1] = 1
 
 
 class Resize(_Frozen):

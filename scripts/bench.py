@@ -279,7 +279,7 @@ def main() -> None:
                       "peak_rss_mb": round(max(r["peak_rss_mb"] for r in rs), 1),
                       "ms_per_image_by_stage": dict(sorted(stages.items()))}
     base = summary.get("baseline", {}).get("images_per_s")
-    for c, s in summary.items():
+    for s in summary.values():
         s["vs_baseline"] = round(s["images_per_s"] / base, 2) if base else None
     if "decode-only" in summary and "dali-gpu" in summary:
         summary["dali-gpu"]["of_decode_ceiling"] = round(

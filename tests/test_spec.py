@@ -33,7 +33,7 @@ def test_errors_name_the_file_and_the_field(tmp_path: Path) -> None:
 def test_bounds_and_mode_fields_are_checked() -> None:
     with pytest.raises(ConfigError, match=r"quality.min \(90\) is above quality.max \(40\)"):
         parse_spec({"quality": {"min": 90, "max": 40}})
-    with pytest.raises(ConfigError, match="needs resize.width and resize.height"):
+    with pytest.raises(ConfigError, match=r"needs resize\.width and resize\.height"):
         parse_spec({"resize": {"mode": "fit", "width": 100}})
 
 

@@ -21,16 +21,15 @@ def models_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
     rows = []
     for m in list_manifests():
         built = cache_dir() / f"{m.name}-{m.source.sha256[:12]}.onnx"
-        rows.append({"name": m.name, "dim": m.output.dim, "input": f"{m.input.width}x{m.input.height}",
-                     "source": m.source.package or m.source.path or "", "built": built.is_file(),
+        rows.append({"name": m.name, "dim": str(m.output.dim), "input": f"{m.input.width}x{m.input.height}",
+                     "source": m.source.package or m.source.path or "", "built": "yes" if built.is_file() else "no",
                      "description": m.description})
     if as_json:
         out.print_json(json.dumps(rows))
         return
     t = Table("name", "dim", "input", "source", "built", "description")
     for r in rows:
-        t.add_row(r["name"], str(r["dim"]), r["input"], r["source"], "yes" if r["built"] else "no",
-                  r["description"])
+        t.add_row(*r.values())
     out.print(t)
 
 

@@ -50,17 +50,19 @@ class Extractor:
             binding.bind_output(self.output_name, "cpu")
             self.session.run_with_iobinding(binding)
             out = binding.copy_outputs_to_cpu()[0]
-        out = np.asarray(out, dtype=np.float32)
-        if self.manifest.output.token is not None and out.ndim == 3:
-            out = out[:, self.manifest.output.token, :]
-        return out.reshape(out.shape[0], -1)
+        feats: np.ndarray = np.asarray(out, dtype=np.float32)
+        if self.manifest.output.token is not None and feats.ndim == 3:
+            feats = feats[:, self.manifest.output.token, :]
+        return feats.reshape(feats.shape[0], -1)
 
     def embed(self, batch: Any) -> np.ndarray:
         feats = self.raw(batch)
         norms = np.linalg.norm(feats, axis=1, keepdims=True)
-        return feats / np.maximum(norms, 1e-12)
+        unit: np.ndarray = feats / np.maximum(norms, 1e-12)
+        return unit
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise cosine similarity of two batches of L2-normalised embeddings."""
-    return np.einsum("nd,nd->n", a, b).astype(np.float32)
+    sims: np.ndarray = np.einsum("nd,nd->n", a, b).astype(np.float32)
+    return sims
