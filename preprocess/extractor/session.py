@@ -30,6 +30,8 @@ class Extractor:
         opts.intra_op_num_threads = threads or (os.cpu_count() or 1)
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
+        # Spinning intra-op threads would steal the cores the engine's decode/encode threads need.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers: list[Any]
         if device == "gpu":
             providers = [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
@@ -39,11 +41,16 @@ class Extractor:
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
         self.device_id = device_id
+        self.chunk = 8 if device == "cpu" else 256
 
     def raw(self, batch: Any) -> np.ndarray:
         """Model outputs as (N, D) float32 (token selection applied, not normalised)."""
         if isinstance(batch, np.ndarray):
-            out = self.session.run([self.output_name], {self.input_name: batch})[0]
+            # Fixed small chunks: measured on 2 cores, batches of 32 cost 2-3x more per image than
+            # batches of 8 (arena growth and cache misses), and batching beyond 8 gains nothing.
+            parts = [self.session.run([self.output_name], {self.input_name: batch[i:i + self.chunk]})[0]
+                     for i in range(0, max(len(batch), 1), self.chunk)]
+            out = np.concatenate(parts) if len(parts) != 1 else parts[0]
         else:  # a device batch exposing __dlpack__ (DALI GPU TensorList as one tensor)
             binding = self.session.io_binding()
             binding.bind_ortvalue_input(self.input_name, ort.OrtValue.from_dlpack(batch))
