@@ -24,7 +24,7 @@ from preprocess.errors import InputError
 from preprocess.process import BatchResult, Failed, Plan, Processor, describe_plan, plan
 from preprocess.provenance import machine, software_versions
 from preprocess.sources import SourceFile, batched, list_digest, list_sources, read_source
-from preprocess.store import DatasetWriter, open_repo
+from preprocess.store import DatasetWriter, item_key, open_repo
 
 PROVENANCE_FORMAT = 1
 
@@ -94,8 +94,8 @@ class Summary:
         return d
 
 
-class _Tally:
-    """Running totals over a job's batches."""
+class Tally:
+    """Running totals over a job's batches (or over one commit window of the watch daemon)."""
 
     def __init__(self, summary: Summary) -> None:
         self.summary = summary
@@ -139,7 +139,8 @@ class _Tally:
         s.timings = {k: round(v, 4) for k, v in self.timings.items()}
 
 
-def _read(batch: list[Path], max_bytes: int) -> list[SourceFile | Failed]:
+def read_files(batch: Sequence[Path], max_bytes: int) -> list[SourceFile | Failed]:
+    """Read and hash each file; one that cannot be read becomes a :class:`Failed`."""
     out: list[SourceFile | Failed] = []
     for p in batch:
         try:
@@ -160,7 +161,7 @@ def run_job(opts: JobOptions, progress: Progress | None = None) -> Summary:
     summary = Summary(job_id=job_id, snapshot=None, branch=opts.branch, store=opts.store, engine=p.engine,
                       device=p.device, spec=p.spec_path, fingerprint=p.fingerprint, model=p.model,
                       sources=len(paths))
-    tally = _Tally(summary)
+    tally = Tally(summary)
     known = writer.existing_keys()
     known_failures = writer.existing_failures()
     listed: list[tuple[str, str]] = []
@@ -171,31 +172,19 @@ def run_job(opts: JobOptions, progress: Progress | None = None) -> Summary:
             batches = list(batched(paths, p.spec.batch.size))
             max_bytes = p.spec.limits.max_file_bytes
             ahead: Future[list[SourceFile | Failed]] | None = (
-                reader.submit(_read, batches[0], max_bytes) if batches else None)
+                reader.submit(read_files, batches[0], max_bytes) if batches else None)
             for n in range(len(batches)):
                 assert ahead is not None
                 t0 = time.perf_counter()
                 files = ahead.result()
                 tally.time("read", time.perf_counter() - t0)
-                ahead = reader.submit(_read, batches[n + 1], max_bytes) if n + 1 < len(batches) else None
-                todo: list[SourceFile | Failed] = []
-                for f in files:
-                    if isinstance(f, SourceFile):
-                        listed.append((f.path, f.sha256))
-                        if f"{f.sha256}:{p.fingerprint}" in known:
-                            summary.skipped += 1
-                            continue
-                        known.add(f"{f.sha256}:{p.fingerprint}")  # duplicate content within this run
-                    todo.append(f)
+                ahead = reader.submit(read_files, batches[n + 1], max_bytes) if n + 1 < len(batches) else None
+                listed.extend((f.path, f.sha256) for f in files if isinstance(f, SourceFile))
+                todo, skipped = dedupe(files, known, p.fingerprint)
+                summary.skipped += len(skipped)
                 result = processor.process(todo)
                 t0 = time.perf_counter()
-                for row in result.items:
-                    writer.add_item(row)
-                for frow in result.failures:
-                    key = (frow.source_sha256, frow.fingerprint, frow.code)
-                    if key not in known_failures:  # the same failure is recorded once
-                        known_failures.add(key)
-                        writer.add_failure(frow)
+                write_result(writer, result, known_failures)
                 tally.time("store", time.perf_counter() - t0)
                 bytes_in, bytes_out = tally.add(result)
                 progress.advance(len(files), bytes_in, bytes_out)
@@ -214,17 +203,55 @@ def run_job(opts: JobOptions, progress: Progress | None = None) -> Summary:
     return summary
 
 
+def dedupe(files: Sequence[SourceFile | Failed], known: set[str],
+           fingerprint: str) -> tuple[list[SourceFile | Failed], list[SourceFile]]:
+    """Split read files into (to process, already stored): a source whose ``sha256:fingerprint`` key
+    is in ``known`` is skipped; the keys of the others are added to ``known``, so a second copy of
+    the same content (in this batch or a later one) is skipped too."""
+    todo: list[SourceFile | Failed] = []
+    skipped: list[SourceFile] = []
+    for f in files:
+        if isinstance(f, SourceFile):
+            key = item_key(f.sha256, fingerprint)
+            if key in known:
+                skipped.append(f)
+                continue
+            known.add(key)
+        todo.append(f)
+    return todo, skipped
+
+
+def write_result(writer: DatasetWriter, result: BatchResult, known_failures: set[tuple[str, str, str]]) -> None:
+    """Add a batch's rows to the writer; the same failure (content, fingerprint, code) is recorded once."""
+    for row in result.items:
+        writer.add_item(row)
+    for frow in result.failures:
+        key = (frow.source_sha256, frow.fingerprint, frow.code)
+        if key not in known_failures:
+            known_failures.add(key)
+            writer.add_failure(frow)
+
+
 def provenance(opts: JobOptions, p: Plan, processor: Processor, summary: Summary,
                listed: list[tuple[str, str]], parent: str, started_at: str) -> dict[str, Any]:
-    """A commit's metadata: how every row of it was made."""
+    """A ``run`` commit's metadata: how every row of it was made."""
+    return commit_metadata("run", p, processor, summary, roots=opts.sources, branch=opts.branch, listed=listed,
+                           parent=parent, started_at=started_at)
+
+
+def commit_metadata(kind: str, p: Plan, processor: Processor, summary: Summary, *, roots: Sequence[str],
+                    branch: str, listed: list[tuple[str, str]], parent: str, started_at: str,
+                    extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A commit's metadata (``run``, ``watch``, ...): how every row of it was made; ``extra`` is
+    merged in at the top level (e.g. the watch daemon's ``watch`` section)."""
     return {
-        "preprocess": {"format": PROVENANCE_FORMAT, "kind": "run", "job_id": summary.job_id},
+        "preprocess": {"format": PROVENANCE_FORMAT, "kind": kind, "job_id": summary.job_id},
         **describe_plan(p),
         "software": software_versions(),
         "engine": processor.describe(),
         "machine": machine(),
-        "inputs": {"roots": [str(Path(s).resolve()) for s in opts.sources], "count": len(listed),
-                   "list_sha256": list_digest(listed), "branch": opts.branch, "parent_snapshot": parent},
+        "inputs": {"roots": [str(Path(s).resolve()) for s in roots], "count": len(listed),
+                   "list_sha256": list_digest(listed), "branch": branch, "parent_snapshot": parent},
         "counts": {"sources": summary.sources, "skipped": summary.skipped, "stored": summary.stored,
                    "failed": summary.failed, "flagged": summary.flagged, "kept_source": summary.kept_source,
                    "passthrough": summary.passthrough},
@@ -234,4 +261,5 @@ def provenance(opts: JobOptions, p: Plan, processor: Processor, summary: Summary
         "timings": summary.timings,
         "started_at": started_at,
         "finished_at": datetime.now(UTC).isoformat(),
+        **(extra or {}),
     }
