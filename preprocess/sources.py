@@ -26,7 +26,8 @@ class SourceFile:
         return len(self.data)
 
 
-def _is_candidate(p: Path) -> bool:
+def is_candidate(p: Path) -> bool:
+    """An image file name that is not hidden (partial uploads are often hidden: `.name.part`)."""
     return p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
 
 
@@ -45,7 +46,7 @@ def list_sources(roots: Iterable[str | Path]) -> list[Path]:
                 dirnames[:] = [d for d in dirnames if not d.startswith(".")]
                 for name in filenames:
                     p = Path(dirpath) / name
-                    if _is_candidate(p) and (p.is_file() or p.is_symlink()):
+                    if is_candidate(p) and (p.is_file() or p.is_symlink()):
                         found.add(p)
         else:
             raise ConfigError("source path does not exist", code="SOURCE_MISSING", path=str(r),
