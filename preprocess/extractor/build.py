@@ -125,6 +125,11 @@ def _cut_onnx(m: Manifest, src: Path, out: Path) -> None:
     import onnx.utils
 
     model = onnx.load(str(src))
+    known = {v.name for v in [*model.graph.value_info, *model.graph.output]}
+    if m.output.node not in known:  # exporters rarely record intermediate tensors' types: infer them
+        import onnx.shape_inference
+
+        model = onnx.shape_inference.infer_shapes(model)
     inputs = [i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
     assert m.output.node is not None
     onnx.save(onnx.utils.Extractor(model).extract_model(inputs, [m.output.node]), str(out))
