@@ -50,6 +50,7 @@ class JobOptions:
     message: str = ""
     engine: str = "auto"
     device: str = "auto"
+    wait: float = 0.0  # seconds to wait for another process writing the same local store
 
 
 @dataclass
@@ -156,7 +157,7 @@ def run_job(opts: JobOptions, progress: Progress | None = None) -> Summary:
     started_at = datetime.now(UTC).isoformat()
     p = plan(opts.spec_path, opts.engine, opts.device)
     paths = list_sources(opts.sources)
-    writer = DatasetWriter(open_repo(opts.store, create=True), opts.branch)
+    writer = DatasetWriter(open_repo(opts.store, create=True), opts.branch, wait=opts.wait)
     job_id = uuid.uuid4().hex
     summary = Summary(job_id=job_id, snapshot=None, branch=opts.branch, store=opts.store, engine=p.engine,
                       device=p.device, spec=p.spec_path, fingerprint=p.fingerprint, model=p.model,

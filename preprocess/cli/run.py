@@ -22,6 +22,8 @@ def run(
     branch: Annotated[str, typer.Option(help="Branch to commit to.")] = "main",
     engine: Annotated[str, typer.Option(help="auto | dali | pillow (auto: DALI on a GPU, else pillow).")] = "auto",
     device: Annotated[str, typer.Option(help="auto | gpu | cpu.")] = "auto",
+    wait: Annotated[float, typer.Option(help="Seconds to wait while another job writes the same local "
+                                             "store (default: fail at once, exit 4).")] = 0.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON (no progress bar).")] = False,
 ) -> None:
     """Resize + recompress SOURCES into the versioned dataset at --store, as ONE commit.
@@ -33,7 +35,7 @@ def run(
 
     quiet_libraries()
     opts = JobOptions(sources=sources, store=store, spec_path=spec, branch=branch, message=message,
-                      engine=engine, device=device)
+                      engine=engine, device=device, wait=wait)
     progress = None if as_json else RichProgress(err)
     try:
         summary = run_job(opts, progress)

@@ -2,18 +2,35 @@
 
 Only local paths are supported now (``/data/ds``, ``./ds``, ``~/ds``, ``file:///data/ds``).
 Object stores (``s3://`` ...) come later and will be added here, and only here.
+
+Local stores are not safe for concurrent commits (icechunk's local storage has no atomic
+conditional writes: two processes committing at once can silently lose a commit). So every
+writer of a local store holds :class:`StoreLock`, an exclusive advisory lock (``fcntl.flock``) on
+``LOCK_FILE`` inside the store; a second process fails fast with ConflictError STORE_LOCKED naming
+the holder's pid (or waits up to ``wait`` seconds). Within one process the lock is shared (writers
+there are ordered by icechunk's own conflict check).
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
+import socket
+import sys
+import threading
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from types import TracebackType
 from urllib.parse import unquote, urlparse
 
 import icechunk as ic
 
-from preprocess.errors import ConfigError, StorageError
+from preprocess.errors import ConfigError, ConflictError, StorageError
+
+LOCK_FILE = ".preprocess.lock"
 
 
 def local_path(location: str) -> Path:
@@ -98,3 +115,117 @@ def _call[T](path: Path, action: str, fn: Callable[[], T]) -> T:
         raise StorageError(f"cannot {action} the dataset at {path}: {exc}", code="STORE_IO",
                            hint="check the path's permissions and free space") from exc
 
+
+
+# -- the writer lock (local stores) ----------------------------------------------------------------
+
+
+def local_root(repo: ic.Repository) -> Path | None:
+    """The directory of a local-filesystem repository (None for any other storage)."""
+    lines = dict(line.split(": ", 1) for line in repr(repo.storage).splitlines() if ": " in line)
+    if lines.get("type") != "local filesystem" or not lines.get("path"):
+        return None
+    return Path(lines["path"]).absolute()
+
+
+class _Held:
+    """One process's flock on one lock file, shared by its holders (reference counted)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.count = 0
+
+
+_held: dict[Path, _Held] = {}
+_held_guard = threading.Lock()
+
+
+class StoreLock:
+    """The exclusive lock on a local store; release it with :meth:`release` (or a with-block)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._released = False
+
+    def release(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        with _held_guard:
+            held = _held.get(self.path)
+            if held is None:
+                return
+            held.count -= 1
+            if held.count == 0:
+                del _held[self.path]
+                os.close(held.fd)  # closing the descriptor releases the flock
+
+    def __enter__(self) -> StoreLock:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        self.release()
+
+
+def lock_store(root: Path, *, wait: float = 0.0, purpose: str = "") -> StoreLock:
+    """Take the writer lock of the local store at ``root`` (waiting up to ``wait`` seconds).
+
+    Raises ConflictError STORE_LOCKED when another process holds it, StorageError STORE_IO when
+    the lock file cannot be made.
+    """
+    path = root / LOCK_FILE
+    with _held_guard:
+        held = _held.get(path)
+        if held is not None:
+            held.count += 1
+            return StoreLock(path)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            raise StorageError(f"cannot open the lock file {path}: {exc.strerror or exc}", code="STORE_IO",
+                               hint="check the dataset directory's permissions") from exc
+        deadline = time.monotonic() + max(wait, 0.0)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = _holder(fd)
+                    os.close(fd)
+                    waited = f" (waited {wait:g} s)" if wait > 0 else ""
+                    raise ConflictError(f"the dataset at {root} is being written by {holder}{waited}",
+                                        code="STORE_LOCKED",
+                                        hint="a local dataset takes one writer at a time: wait for it to "
+                                             "finish, or rerun with --wait SECONDS") from None
+                time.sleep(0.05)
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "purpose": purpose or " ".join(sys.argv[:2]),
+              "since": datetime.now(UTC).isoformat(timespec="seconds")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(me).encode(), 0)
+        holder_entry = _Held(fd)
+        holder_entry.count = 1
+        _held[path] = holder_entry
+        return StoreLock(path)
+
+
+def lock_repo(repo: ic.Repository, *, wait: float = 0.0, purpose: str = "") -> StoreLock | None:
+    """:func:`lock_store` for a local repository; None (no lock needed) for other storage."""
+    root = local_root(repo)
+    return lock_store(root, wait=wait, purpose=purpose) if root is not None else None
+
+
+def _holder(fd: int) -> str:
+    try:
+        info = json.loads(os.pread(fd, 4096, 0) or b"{}")
+    except (OSError, ValueError):
+        info = {}
+    if not isinstance(info, dict) or "pid" not in info:
+        return "another process"
+    what = f" ({info['purpose']})" if info.get("purpose") else ""
+    since = f", since {info['since']}" if info.get("since") else ""
+    return f"pid {info['pid']} on {info.get('host', '?')}{what}{since}"

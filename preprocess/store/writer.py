@@ -9,6 +9,11 @@ once), then continues aligned. So every chunk is written at most once per job an
 Nothing reaches the branch before :meth:`DatasetWriter.commit`: a writer dropped (or killed) without
 committing leaves the branch at its previous snapshot. One writer per branch at a time; a writer is
 not thread-safe and must not be pickled (its session is writable).
+
+On a local store a writer holds the store's lock (:func:`preprocess.store.storage.lock_repo`) from
+construction to :meth:`DatasetWriter.close`: a second process's writer fails fast with
+ConflictError STORE_LOCKED (or waits ``wait`` seconds). On other storage, concurrent writers are
+ordered by icechunk: the later commit fails with ConflictError COMMIT_CONFLICT and commits nothing.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from preprocess.store.schema import (
     ItemRow,
     quiet,
 )
-from preprocess.store.storage import open_repo
+from preprocess.store.storage import StoreLock, lock_repo, open_repo
 
 
 @dataclass(frozen=True)
@@ -98,20 +103,26 @@ class DatasetWriter:
     Usable as a context manager: leaving the block without a commit discards what was added.
     """
 
-    def __init__(self, repo: ic.Repository, branch: str) -> None:
+    def __init__(self, repo: ic.Repository, branch: str, *, wait: float = 0.0) -> None:
         self._repo = repo
         self._branch = branch
         self._closed = False
+        self._lock: StoreLock | None = None
         if branch not in repo.list_branches():
             raise ConfigError(f"branch {branch!r} does not exist in this dataset", code="BRANCH_MISSING",
                               hint="create it first (e.g. from main) with the branch command")
         self._keys: set[str] = set()
         self._failure_keys: set[tuple[str, str, str]] = set()
+        self._lock = lock_repo(repo, wait=wait, purpose=f"writer on branch {branch}")
         try:
             self._open_session(reload=True)
         except ic.IcechunkError as exc:
+            self._unlock()
             raise StorageError(f"cannot open branch {branch!r} for writing: {exc}", code="STORE_IO",
                                hint="check the dataset's storage (permissions, free space)") from exc
+        except BaseException:
+            self._unlock()
+            raise
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -277,8 +288,16 @@ class DatasetWriter:
             self._closed = True
             self._items.pending.clear()
             self._failures.pending.clear()
-            if self._session.has_uncommitted_changes:
-                self._session.discard_changes()
+            try:
+                if self._session.has_uncommitted_changes:
+                    self._session.discard_changes()
+            finally:
+                self._unlock()
+
+    def _unlock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def _check_open(self) -> None:
         if self._closed:
@@ -302,6 +321,7 @@ class DatasetWriter:
                 f"uncommitted={c.items_added + c.failures_added})")
 
 
-def open_writer(location: str, branch: str = "main", *, create: bool = False) -> DatasetWriter:
-    """A writer on ``branch`` of the dataset at ``location`` (created when ``create`` and missing)."""
-    return DatasetWriter(open_repo(location, create=create), branch)
+def open_writer(location: str, branch: str = "main", *, create: bool = False, wait: float = 0.0) -> DatasetWriter:
+    """A writer on ``branch`` of the dataset at ``location`` (created when ``create`` and missing);
+    ``wait``: seconds to wait for another process's writer on the same local store."""
+    return DatasetWriter(open_repo(location, create=create), branch, wait=wait)
