@@ -6,6 +6,12 @@ the spec's quality ladder: every round, all images still searching encode at the
 quality, their candidates are viewed and embedded in ONE model call, and each image narrows
 its interval. Similarity is not monotone in quality, so the stored candidate is always one
 that was measured to pass, with the similarity that was measured.
+
+With ``gate.view = "tiles"`` the score is not the whole image's: the candidate is cut into
+model-sized tiles at its own resolution (:meth:`Engine.tiles`), each tile is compared with the same
+tile of the uncompressed resized image, and the tiles' similarities combine into one score
+(``gate.tiles_combine``: the worst tile, the 10th percentile, or the mean). The embedding stored
+with the row is still the whole image's.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from typing import Literal
 
 import numpy as np
 
-from preprocess.engines.base import Engine, Loaded
+from preprocess.engines.base import Engine, Loaded, Prepared
 from preprocess.extractor.session import Extractor, cosine
 from preprocess.spec import Gate, Quality
 
@@ -46,7 +52,7 @@ class _Search:
     best_bytes: bytes | None = None
     best_emb: np.ndarray | None = None
     tried: dict[int, float] = field(default_factory=dict)
-    top: tuple[bytes, np.ndarray] | None = None  # the candidate at the ladder's top, once measured
+    top: tuple[bytes, np.ndarray | None] | None = None  # the candidate at the ladder's top, once measured
 
     def next_probe(self, guess: int | None) -> int | None:
         if self.lo > self.hi:
@@ -73,6 +79,34 @@ def _timed(timings: dict[str, float] | None, stage: str, t0: float) -> float:
     return now
 
 
+def combine_tiles(sims: np.ndarray, how: str) -> float:
+    """One score from an image's per-tile similarities: ``min`` (the worst tile), ``p10`` (the 10th
+    percentile, linear interpolation) or ``mean``."""
+    if how == "min":
+        return float(np.min(sims))
+    if how == "p10":
+        return float(np.percentile(sims, 10))
+    if how == "mean":
+        return float(np.mean(sims))
+    raise ValueError(f"unknown tiles_combine {how!r}")
+
+
+def tile_embeddings(engine: Engine, extractor: Extractor, images: Sequence[Prepared | bytes]) -> list[np.ndarray]:
+    """Per image, the embeddings of its tiles ``[tiles, D]`` (uncompressed for a Prepared, decoded for bytes)."""
+    if not images:
+        return []
+    tiles = engine.tiles(images)
+    return np.split(extractor.embed(tiles.batch), np.cumsum(tiles.counts)[:-1])
+
+
+def tile_similarities(engine: Engine, extractor: Extractor, encoded: Sequence[bytes],
+                      reference: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Per candidate, each tile's cosine similarity with the same tile of its reference (from
+    :func:`tile_embeddings` of the uncompressed image)."""
+    return [np.einsum("nd,nd->n", e, r).astype(np.float32)
+            for e, r in zip(tile_embeddings(engine, extractor, encoded), reference, strict=True)]
+
+
 def decide(engine: Engine, extractor: Extractor, loaded: Loaded, quality: Quality, gate: Gate,
            stats: GateStats | None = None, timings: dict[str, float] | None = None) -> list[Decision]:
     """Run the search for every prepared image of ``loaded``; returns decisions in the same order.
@@ -87,7 +121,9 @@ def decide(engine: Engine, extractor: Extractor, loaded: Loaded, quality: Qualit
     top = len(ladder) - 1
     t0 = time.perf_counter()
     ref = extractor.embed(loaded.source_view)
-    _timed(timings, "infer", t0)
+    t0 = _timed(timings, "infer", t0)
+    tiles_ref = tile_embeddings(engine, extractor, images) if gate.view == "tiles" else None
+    _timed(timings, "tiles", t0)
     states = [_Search(lo=0, hi=top) for _ in images]
     guess = stats.guess() if stats else None
 
@@ -96,12 +132,20 @@ def decide(engine: Engine, extractor: Extractor, loaded: Loaded, quality: Qualit
         t = time.perf_counter()
         blobs = engine.encode([images[i] for i in idxs], qs)
         t = _timed(timings, "encode", t)
-        batch = engine.view(blobs)
-        t = _timed(timings, "view", t)
-        emb = extractor.embed(batch)
-        _timed(timings, "infer", t)
-        sims = cosine(emb, ref[list(idxs)])
-        for i, r, blob, e, s in zip(idxs, rungs, blobs, emb, sims, strict=True):
+        embs: list[np.ndarray | None]
+        if tiles_ref is None:
+            batch = engine.view(blobs)
+            t = _timed(timings, "view", t)
+            emb = extractor.embed(batch)
+            _timed(timings, "infer", t)
+            sims = [float(x) for x in cosine(emb, ref[list(idxs)])]
+            embs = list(emb)
+        else:  # the whole-image embedding of what is stored is computed once, for the chosen candidate
+            per_tile = tile_similarities(engine, extractor, blobs, [tiles_ref[i] for i in idxs])
+            _timed(timings, "tiles", t)
+            sims = [combine_tiles(ts, gate.tiles_combine) for ts in per_tile]
+            embs = [None] * len(idxs)
+        for i, r, blob, e, s in zip(idxs, rungs, blobs, embs, sims, strict=True):
             st = states[i]
             st.tried[ladder[r]] = float(s)
             if r == top:
@@ -122,6 +166,8 @@ def decide(engine: Engine, extractor: Extractor, loaded: Loaded, quality: Qualit
     missing = [i for i, st in enumerate(states) if st.best is None and st.top is None]
     if missing:
         probe(missing, [top] * len(missing))
+    if tiles_ref is not None:
+        _embed_chosen(engine, extractor, states, timings)
 
     out: list[Decision] = []
     for i, st in enumerate(states):
@@ -133,7 +179,7 @@ def decide(engine: Engine, extractor: Extractor, loaded: Loaded, quality: Qualit
             if stats is not None:
                 stats.chosen.append(st.best)
             continue
-        assert st.top is not None
+        assert st.top is not None and st.top[1] is not None
         top_q = ladder[top]
         if gate.on_fail == "flag":
             out.append(Decision("flagged", top_q, st.tried[top_q], st.top[0], st.top[1], ref[i], probes, st.tried))
@@ -142,3 +188,22 @@ def decide(engine: Engine, extractor: Extractor, loaded: Loaded, quality: Qualit
         else:
             out.append(Decision("rejected", top_q, st.tried[top_q], None, st.top[1], ref[i], probes, st.tried))
     return out
+
+
+def _embed_chosen(engine: Engine, extractor: Extractor, states: Sequence[_Search],
+                  timings: dict[str, float] | None) -> None:
+    """Tiles view: the whole-image embedding of each chosen candidate (what the row stores), in one batch."""
+    chosen = [(st, st.best_bytes if st.best is not None else st.top[0] if st.top else None) for st in states]
+    todo = [(st, blob) for st, blob in chosen if blob is not None]
+    if not todo:
+        return
+    t = time.perf_counter()
+    batch = engine.view([blob for _, blob in todo])
+    t = _timed(timings, "view", t)
+    emb = extractor.embed(batch)
+    _timed(timings, "infer", t)
+    for (st, blob), e in zip(todo, emb, strict=True):
+        if st.best is not None:
+            st.best_emb = e
+        else:
+            st.top = (blob, e)

@@ -100,6 +100,19 @@ class Gate(_Frozen):
     model: str = "mobilenetv2-imagenet"
     threshold: Annotated[float, Field(gt=-1.0, le=1.0)] = 0.99
     on_fail: Literal["flag", "source", "reject"] = "flag"
+    # "whole": the whole image as the model sees it (squashed to its input size) against the source's.
+    # "tiles": the stored image cut into model-sized tiles at its own resolution, each compared with the
+    # same tile of the uncompressed resized image; the tiles' similarities combine by `tiles_combine`.
+    view: Literal["whole", "tiles"] = "whole"
+    tiles_combine: Literal["min", "p10", "mean"] = "p10"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The gate as data; the tile fields only when ``view = "tiles"`` (so specs written before
+        they existed keep their fingerprint and digest)."""
+        data = self.model_dump(mode="json")
+        if self.view == "whole":
+            del data["view"], data["tiles_combine"]
+        return data
 
 
 class Batch(_Frozen):
@@ -121,7 +134,7 @@ class Spec(_Frozen):
     limits: Limits = Limits()
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        return {**self.model_dump(mode="json"), "gate": self.gate.to_dict()}
 
     def fingerprint(self, model_sha256: str) -> str:
         """Hash of everything that decides the stored bytes (not names, batch size or limits).
@@ -133,7 +146,7 @@ class Spec(_Frozen):
             "resize": self.resize.model_dump(mode="json"),
             "encode": self.encode.model_dump(mode="json"),
             "quality": self.quality.model_dump(mode="json"),
-            "gate": {**self.gate.model_dump(mode="json"), "model_sha256": model_sha256},
+            "gate": {**self.gate.to_dict(), "model_sha256": model_sha256},
         }
         blob = json.dumps(decisive, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()[:16]

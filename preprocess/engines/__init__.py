@@ -1,8 +1,8 @@
 """Engines: decode -> resize -> encode behind one small interface (see :mod:`.base`)."""
 
-from preprocess.engines.base import Engine, Loaded, Prepared, SourceImage
+from preprocess.engines.base import Engine, Loaded, Prepared, SourceImage, Tiles, tile_boxes
 
-__all__ = ["Engine", "Loaded", "Prepared", "SourceImage"]
+__all__ = ["Engine", "Loaded", "Prepared", "SourceImage", "Tiles", "tile_boxes"]
 
 
 def make_engine(name: str, device: str, **kwargs: object) -> Engine:

@@ -41,6 +41,33 @@ class Prepared:
 
 
 @dataclass
+class Tiles:
+    """The result of :meth:`Engine.tiles`: model-view tiles of several images, image after image."""
+
+    batch: Any  # model-view batch of every tile (same layout and memory as ``Loaded.source_view``)
+    counts: list[int]  # tiles per image, in input order (they sum to the batch length)
+
+
+def tile_boxes(width: int, height: int, tile_width: int, tile_height: int) -> list[tuple[int, int, int, int]]:
+    """Model-sized tiles covering a ``width`` x ``height`` image at its own resolution, row by row.
+
+    ``ceil(width / tile_width)`` x ``ceil(height / tile_height)`` boxes ``(x0, y0, x1, y1)``, evenly
+    spaced with the last one flush with the edge (neighbours overlap a little rather than leave a strip
+    out). A side shorter than the tile gives one box spanning that whole side (the model view then
+    stretches it). The geometry depends only on the sizes, so a stored image's tiles line up with the
+    same tiles of its uncompressed resized image.
+    """
+
+    def starts(side: int, tile: int) -> list[tuple[int, int]]:
+        if side <= tile:
+            return [(0, side)]
+        n = -(-side // tile)
+        return [(round(k * (side - tile) / (n - 1)), round(k * (side - tile) / (n - 1)) + tile) for k in range(n)]
+
+    return [(x0, y0, x1, y1) for y0, y1 in starts(height, tile_height) for x0, x1 in starts(width, tile_width)]
+
+
+@dataclass
 class Loaded:
     """The result of :meth:`Engine.load` for one batch."""
 
@@ -72,6 +99,14 @@ class Engine(ABC):
     @abstractmethod
     def view(self, encoded: Sequence[bytes]) -> Any:
         """Decode candidate JPEGs and return their model-view batch (same layout as ``source_view``)."""
+
+    @abstractmethod
+    def tiles(self, images: Sequence[Prepared | bytes]) -> Tiles:
+        """The model view of each image's tiles (:func:`tile_boxes` at the image's own resolution).
+
+        A :class:`Prepared` is tiled from its uncompressed resized pixels, ``bytes`` (a candidate
+        JPEG) after a full decode: tile k of one lines up with tile k of the other.
+        """
 
     def describe(self) -> dict[str, str]:
         return {"engine": self.name, "device": self.device}

@@ -9,6 +9,9 @@ parameterised by device, so the CPU variant (run in CI) exercises the same graph
 - ``pixels`` sources (CMYK, 16-bit, alpha, palette, multi-frame, ...): decoded on the CPU with
   :func:`preprocess.images.decode_rgb`, fed as HWC uint8 into the same resize + view ops.
 - ``view`` of candidates: bytes -> decoder -> the same view ops (no stored output).
+- ``tiles``: stored pixels, or candidates through a decoder-only graph, cut into model-sized tiles
+  (:func:`~preprocess.engines.base.tile_boxes`) and normalised like the view: numpy on the CPU,
+  torch on the device on the GPU.
 
 Failure isolation: one undecodable sample fails a whole DALI batch, so a failed batch is retried
 sample by sample (the pipeline is rebuilt after every failure). A sample DALI cannot decode, or a
@@ -26,7 +29,8 @@ NOT RUN YET (written from the docs, no GPU on the machine it was written on): ev
 ``device="gpu"``: the ``mixed`` decoder (``hw_decoder_load``, ``jpeg_fancy_upsampling``), GPU resize
 and normalise, ``torch.from_dlpack`` on ``TensorGPU`` samples, stream hand-off to nvImageCodec
 (``cuda_stream=`` torch's current stream) and to onnxruntime (stream synchronised before return),
-and the nvImageCodec GPU JPEG encoder (``Encoder(device_id=0)``). The CPU path is tested.
+the nvImageCodec GPU JPEG encoder (``Encoder(device_id=0)``), and the tiles' torch crop + normalise.
+The CPU path is tested.
 """
 
 from __future__ import annotations
@@ -43,9 +47,10 @@ import nvidia.nvimgcodec as nvimgcodec  # noqa: PLR0402 (mypy resolves only this
 from nvidia.dali import fn as _fn
 from nvidia.dali import types as _types
 from nvidia.dali.pipeline import Pipeline as _Pipeline
+from PIL import Image
 
 from preprocess import errors
-from preprocess.engines.base import Engine, Loaded, Prepared, SourceImage
+from preprocess.engines.base import Engine, Loaded, Prepared, SourceImage, Tiles, tile_boxes
 from preprocess.errors import InputError, InternalError, input_error
 from preprocess.extractor.manifest import InputView
 from preprocess.extractor.view import view_arrays
@@ -158,6 +163,8 @@ class DaliEngine(Engine):
         self._pool = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="dali-engine-cpu")
         self._pipes = {kind: _Pipe(partial(self._build, *kind))
                        for kind in (("encoded", True), ("pixels", True), ("encoded", False))}
+        self._decoder = _Pipe(self._build_decoder)  # candidates at full resolution (for tiles)
+        self._norm: tuple[Any, Any] | None = None  # (mean, std) per channel on the tiles' device
         if self._gpu:
             import torch  # GPU only: holds device tensors (DLPack views of DALI outputs), stacks view rows
 
@@ -204,6 +211,19 @@ class DaliEngine(Engine):
         pipe.build()
         return pipe
 
+    def _build_decoder(self) -> Any:
+        """Bytes -> decoded RGB pixels, nothing else (the same decoder settings as ``_build``)."""
+        pipe = Pipeline(batch_size=self.max_batch, num_threads=self._threads,
+                        device_id=self._device_id if self._gpu else None,
+                        prefetch_queue_depth=1, exec_dynamic=True)
+        with pipe:
+            data = fn.external_source(name="data", dtype=types.UINT8, ndim=1)
+            gpu_args: dict[str, Any] = {"hw_decoder_load": self._hw_decoder_load, "jpeg_fancy_upsampling": True}
+            pipe.set_outputs(fn.decoders.image(data, device="mixed" if self._gpu else "cpu", output_type=types.RGB,
+                                               adjust_orientation=True, **(gpu_args if self._gpu else {})))
+        pipe.build()
+        return pipe
+
     # --- device-specific glue (the only GPU-only code) ----------------------------------------
 
     def _adopt(self, tensor: Any) -> Any:
@@ -223,6 +243,33 @@ class DaliEngine(Engine):
                                                           device=f"cuda:{self._device_id}")
         torch.cuda.current_stream(self._device_id).synchronize()  # onnxruntime reads it on its own stream
         return batch
+
+    def _tile_row(self, tile: Any) -> Any:
+        """One HWC uint8 tile (numpy, or a CUDA tensor) -> one model-view row, on the same device.
+
+        Tiles are model-sized except where the image is smaller than the model's input: those are
+        stretched (bilinear, antialiased), as the model view stretches a whole image.
+        """
+        v = self.view_spec
+        if self._norm is None:
+            mean, std = view_arrays(v)
+            self._norm = ((self._torch.tensor(mean, device=f"cuda:{self._device_id}"),
+                           self._torch.tensor(std, device=f"cuda:{self._device_id}")) if self._gpu else (mean, std))
+        mean, std = self._norm
+        if not self._gpu:
+            arr = np.ascontiguousarray(tile)
+            if arr.shape[:2] != (v.height, v.width):
+                arr = np.asarray(Image.fromarray(arr).resize((v.width, v.height), Image.Resampling.BILINEAR))
+            x = (arr.astype(np.float32) - mean) / std
+            x = x[..., ::-1] if v.colour == "BGR" else x
+            return np.ascontiguousarray(x.transpose(2, 0, 1) if v.layout == "NCHW" else x)
+        t = tile.permute(2, 0, 1).float()
+        if tuple(t.shape[1:]) != (v.height, v.width):
+            t = self._torch.nn.functional.interpolate(t[None], size=(v.height, v.width), mode="bilinear",
+                                                      antialias=True, align_corners=False)[0]
+        t = (t - mean[:, None, None]) / std[:, None, None]
+        t = t.flip(0) if v.colour == "BGR" else t
+        return t if v.layout == "NCHW" else t.permute(1, 2, 0).contiguous()
 
     def _stream(self) -> int:
         return int(self._torch.cuda.current_stream(self._device_id).cuda_stream) if self._gpu else 0
@@ -337,9 +384,29 @@ class DaliEngine(Engine):
             rows.extend(self._adopt(views[j]) for j in range(len(chunk)))
         return self._stack(rows)
 
+    def tiles(self, images: Sequence[Prepared | bytes]) -> Tiles:
+        pixels: list[Any] = [im.pixels if isinstance(im, Prepared) else None for im in images]
+        blobs = [(i, im) for i, im in enumerate(images) if isinstance(im, bytes)]
+        for chunk in _chunks(blobs, self.max_batch):
+            try:
+                (decoded,) = self._decoder.run({"data": [np.frombuffer(b, dtype=np.uint8) for _, b in chunk]})
+            except Exception as exc:
+                raise InternalError(f"DALI could not decode a candidate JPEG: {_dali_message(exc)}") from exc
+            for j, (i, _) in enumerate(chunk):
+                pixels[i] = self._adopt(decoded[j])
+        v = self.view_spec
+        rows: list[Any] = []
+        counts: list[int] = []
+        for px in pixels:
+            boxes = tile_boxes(int(px.shape[1]), int(px.shape[0]), v.width, v.height)
+            counts.append(len(boxes))
+            rows.extend(self._tile_row(px[y0:y1, x0:x1]) for x0, y0, x1, y1 in boxes)
+        return Tiles(batch=self._stack(rows), counts=counts)
+
     def close(self) -> None:
         for pipe in self._pipes.values():
             pipe.close()
+        self._decoder.close()
         self._pool.shutdown(wait=True)
 
 
@@ -372,3 +439,54 @@ def decode_throughput(blobs: Sequence[bytes], *, device: str, batch: int = 64, r
     seconds = time.perf_counter() - t0
     del pipe
     return n / seconds if seconds > 0 else 0.0
+
+
+class ImageDecoder:
+    """Encoded images -> oriented RGB uint8 HWC pixels: numpy arrays on ``device="cpu"``, torch CUDA
+    tensors on ``"gpu"`` (DALI's mixed decoder: nvJPEG / the hardware JPEG decoder; zero-copy DLPack
+    views of DALI's outputs, like the engine's). For readers of the dataset
+    (:mod:`preprocess.torchdata`): DataLoader workers read the stored bytes, and the main process
+    decodes each batch here. The GPU variant is NOT RUN yet (no GPU where it was written); the CPU
+    variant is the same graph and is tested. A batch DALI cannot decode raises InternalError.
+    """
+
+    def __init__(self, *, device: str = "gpu", max_batch: int = 64, device_id: int = 0,
+                 threads: int | None = None) -> None:
+        if device not in ("cpu", "gpu"):
+            raise ValueError(f"device must be 'cpu' or 'gpu', not {device!r}")
+        self._gpu = device == "gpu"
+        self._device_id = device_id
+        self.max_batch = max_batch
+        self._threads = threads or min(4, os.cpu_count() or 1)
+        self._pipe = _Pipe(self._build)
+        self._torch: Any = None
+        if self._gpu:
+            import torch
+
+            self._torch = torch
+
+    def _build(self) -> Any:
+        pipe = Pipeline(batch_size=self.max_batch, num_threads=self._threads,
+                        device_id=self._device_id if self._gpu else None, prefetch_queue_depth=1,
+                        exec_dynamic=True)
+        with pipe:
+            data = fn.external_source(name="data", dtype=types.UINT8, ndim=1)
+            pipe.set_outputs(fn.decoders.image(data, device="mixed" if self._gpu else "cpu", output_type=types.RGB,
+                                               adjust_orientation=True))
+        pipe.build()
+        return pipe
+
+    def __call__(self, blobs: Sequence[bytes]) -> list[Any]:
+        out: list[Any] = []
+        for chunk in _chunks(blobs, self.max_batch):
+            try:
+                (decoded,) = self._pipe.run({"data": [np.frombuffer(b, dtype=np.uint8) for b in chunk]})
+            except Exception as exc:
+                raise InternalError(f"DALI could not decode a stored image: {_dali_message(exc)}",
+                                    code="DALI_DECODE") from exc
+            for j in range(len(chunk)):
+                out.append(self._torch.from_dlpack(decoded[j]) if self._gpu else np.array(decoded[j]))
+        return out
+
+    def close(self) -> None:
+        self._pipe.close()

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from PIL import Image
 
 from preprocess import errors
-from preprocess.engines.base import Engine, Loaded, Prepared, SourceImage
+from preprocess.engines.base import Engine, Loaded, Prepared, SourceImage, Tiles, tile_boxes
 from preprocess.errors import InputError, input_error
 from preprocess.extractor.manifest import InputView
 from preprocess.extractor.view import model_view
@@ -83,6 +83,16 @@ class PillowEngine(Engine):
 
     def view(self, encoded: Sequence[bytes]) -> Any:
         return model_view(list(self._pool.map(self._view_one, encoded)), self.view_spec)
+
+    def _tiles_one(self, item: Prepared | bytes) -> list[Image.Image]:
+        img = item.pixels if isinstance(item, Prepared) else Image.open(io.BytesIO(item)).convert("RGB")
+        v = self.view_spec
+        return [img.crop(box) for box in tile_boxes(img.width, img.height, v.width, v.height)]
+
+    def tiles(self, images: Sequence[Prepared | bytes]) -> Tiles:
+        per_image = list(self._pool.map(self._tiles_one, images))
+        flat = [tile for tiles in per_image for tile in tiles]
+        return Tiles(batch=model_view(flat, self.view_spec), counts=[len(t) for t in per_image])
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

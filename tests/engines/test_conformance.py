@@ -172,3 +172,27 @@ def test_a_bad_image_fails_alone(engine: Engine, bad_images: dict[str, tuple[byt
     assert err.path == "truncated.jpg"
     assert [p.index for p in loaded.prepared] == [0, 2, 3]
     assert _host(loaded.source_view).shape[0] == 3
+
+
+def test_tiles_line_up_and_match_reference_crops(engine: Engine, camera_photos: list[Path],
+                                                 small_photos: list[Path]) -> None:
+    from preprocess.engines.base import tile_boxes
+
+    resize = Resize(mode="long-side", size=640)
+    files = [camera_photos[3], next(p for p in small_photos if p.name == "chelsea.png")]
+    srcs = [source(p.name, p.read_bytes(), resize) for p in files]
+    loaded = engine.load(srcs)
+    ref_tiles = engine.tiles(loaded.prepared)
+    blobs = engine.encode(loaded.prepared, [95, 95])
+    got_tiles = engine.tiles(blobs)
+    expected = [len(tile_boxes(p.width, p.height, VIEW.width, VIEW.height)) for p in loaded.prepared]
+    assert ref_tiles.counts == got_tiles.counts == expected == [6, 6]  # 640x400 and 451x300 (not upscaled)
+    ref = _host(ref_tiles.batch)
+    got = _host(got_tiles.batch)
+    assert ref.shape == got.shape == (12, 3, VIEW.height, VIEW.width)
+    # q95 candidates' tiles are close to the uncompressed tiles, tile by tile
+    assert float(np.abs(ref - got).mean()) < 0.1
+    # and each decoded tile is the reference crop of the decoded candidate, in the model's view
+    img = Image.open(io.BytesIO(blobs[0])).convert("RGB")
+    crops = [img.crop(b) for b in tile_boxes(img.width, img.height, VIEW.width, VIEW.height)]
+    assert float(np.abs(got[:6] - model_view(crops, VIEW)).mean()) < 0.06
