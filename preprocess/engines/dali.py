@@ -439,3 +439,54 @@ def decode_throughput(blobs: Sequence[bytes], *, device: str, batch: int = 64, r
     seconds = time.perf_counter() - t0
     del pipe
     return n / seconds if seconds > 0 else 0.0
+
+
+class ImageDecoder:
+    """Encoded images -> oriented RGB uint8 HWC pixels: numpy arrays on ``device="cpu"``, torch CUDA
+    tensors on ``"gpu"`` (DALI's mixed decoder: nvJPEG / the hardware JPEG decoder; zero-copy DLPack
+    views of DALI's outputs, like the engine's). For readers of the dataset
+    (:mod:`preprocess.torchdata`): DataLoader workers read the stored bytes, and the main process
+    decodes each batch here. The GPU variant is NOT RUN yet (no GPU where it was written); the CPU
+    variant is the same graph and is tested. A batch DALI cannot decode raises InternalError.
+    """
+
+    def __init__(self, *, device: str = "gpu", max_batch: int = 64, device_id: int = 0,
+                 threads: int | None = None) -> None:
+        if device not in ("cpu", "gpu"):
+            raise ValueError(f"device must be 'cpu' or 'gpu', not {device!r}")
+        self._gpu = device == "gpu"
+        self._device_id = device_id
+        self.max_batch = max_batch
+        self._threads = threads or min(4, os.cpu_count() or 1)
+        self._pipe = _Pipe(self._build)
+        self._torch: Any = None
+        if self._gpu:
+            import torch
+
+            self._torch = torch
+
+    def _build(self) -> Any:
+        pipe = Pipeline(batch_size=self.max_batch, num_threads=self._threads,
+                        device_id=self._device_id if self._gpu else None, prefetch_queue_depth=1,
+                        exec_dynamic=True)
+        with pipe:
+            data = fn.external_source(name="data", dtype=types.UINT8, ndim=1)
+            pipe.set_outputs(fn.decoders.image(data, device="mixed" if self._gpu else "cpu", output_type=types.RGB,
+                                               adjust_orientation=True))
+        pipe.build()
+        return pipe
+
+    def __call__(self, blobs: Sequence[bytes]) -> list[Any]:
+        out: list[Any] = []
+        for chunk in _chunks(blobs, self.max_batch):
+            try:
+                (decoded,) = self._pipe.run({"data": [np.frombuffer(b, dtype=np.uint8) for b in chunk]})
+            except Exception as exc:
+                raise InternalError(f"DALI could not decode a stored image: {_dali_message(exc)}",
+                                    code="DALI_DECODE") from exc
+            for j in range(len(chunk)):
+                out.append(self._torch.from_dlpack(decoded[j]) if self._gpu else np.array(decoded[j]))
+        return out
+
+    def close(self) -> None:
+        self._pipe.close()

@@ -2,11 +2,15 @@
 
 - :func:`open_repo` / :func:`open_storage`: where the dataset lives (local paths for now).
 - :class:`DatasetWriter`: chunk-aligned appends of :class:`ItemRow` / :class:`FailureRow`, one commit.
-- :func:`open_dataset` / :class:`Dataset`: read one branch, tag or snapshot.
+- :func:`open_dataset` / :class:`Dataset`: read one branch, tag or snapshot (or id prefix).
+- :mod:`preprocess.store.refs`: resolve refs; tag, branch, reset, gc.
+- :mod:`preprocess.store.history`: log, show, item lineage, item-level diff.
+- :mod:`preprocess.store.export`: a version's images + a CSV/Parquet manifest.
 - :mod:`preprocess.store.schema`: the layout (``CHUNK_ROWS``, columns, format attribute).
 """
 
 from preprocess.store.reader import Dataset, dataset_at, open_dataset
+from preprocess.store.refs import Ref, resolve_ref
 from preprocess.store.schema import (
     CHUNK_ROWS,
     FAILURE_COLUMNS,
@@ -17,7 +21,7 @@ from preprocess.store.schema import (
     ItemRow,
     item_key,
 )
-from preprocess.store.storage import local_path, open_repo, open_storage
+from preprocess.store.storage import StoreLock, local_path, lock_repo, open_repo, open_storage
 from preprocess.store.writer import DatasetWriter, WriterCounts, open_writer
 
 __all__ = [
@@ -30,12 +34,16 @@ __all__ = [
     "DatasetWriter",
     "FailureRow",
     "ItemRow",
+    "Ref",
+    "StoreLock",
     "WriterCounts",
     "dataset_at",
     "item_key",
     "local_path",
+    "lock_repo",
     "open_dataset",
     "open_repo",
     "open_storage",
     "open_writer",
+    "resolve_ref",
 ]

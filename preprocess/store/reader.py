@@ -1,21 +1,24 @@
-"""Reading one version of the dataset (a branch, tag or snapshot), read-only."""
+"""Reading one version of the dataset (a branch, tag or snapshot id or prefix), read-only.
+
+``len(ds)``, ``ds[i]`` (every field, the stored bytes and the decoded image), iteration, whole
+columns (:meth:`Dataset.items_table`) and embeddings. For PyTorch see :mod:`preprocess.torchdata`.
+"""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import icechunk as ic
 import numpy as np
 import zarr
+from PIL import Image
 
 from preprocess.errors import ConfigError, StorageError
 from preprocess.store import schema
+from preprocess.store.refs import resolve_ref, session
 from preprocess.store.schema import EMBEDDING, FAILURE_COLUMNS, FAILURES, ITEM_COLUMNS, ITEMS, Column
 from preprocess.store.storage import open_repo
-
-_SNAPSHOT_ID = re.compile(r"^[0-9A-Z]{20}$")
 
 
 class Dataset:
@@ -36,6 +39,7 @@ class Dataset:
                     target.update(schema.arrays(group))
         self._n = _rows(self._items)
         self._n_failures = _rows(self._failures)
+        self._cache: dict[str, np.ndarray[Any, Any]] | None = None
 
     def __len__(self) -> int:
         return self._n
@@ -73,6 +77,34 @@ class Dataset:
         out["embedding"] = schema.read(emb, i).astype(np.float32) if emb is not None else None
         return out
 
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        """Item ``i``: every field, its stored ``jpeg`` bytes, and ``image`` (decoded, RGB PIL image)."""
+        out = self.record(i)
+        out["jpeg"] = self.jpeg(i)
+        out["image"] = decode(out["jpeg"])
+        return out
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for i in range(self._n):
+            yield self[i]
+
+    def record(self, i: int) -> dict[str, Any]:
+        """Item ``i``'s fields (not its bytes or embedding), from columns read once and cached."""
+        i = self._index(i)
+        if self._cache is None:
+            self._cache = self.items_table()
+        return {name: _python(col[i]) for name, col in self._cache.items()} | {"index": i}
+
+    def jpeg(self, i: int) -> bytes:
+        """The stored bytes of item ``i`` (JPEG, or the source's own bytes for source/passthrough)."""
+        i = self._index(i)
+        return bytes(schema.read(self._items["jpeg"], slice(i, i + 1))[0])
+
+    def _index(self, i: int) -> int:
+        if not -self._n <= i < self._n:
+            raise IndexError(f"item {i} out of range: the dataset has {self._n} items")
+        return i % self._n
+
     def embedding(self, model: str) -> np.ndarray[Any, Any]:
         """All items' embeddings under ``model``: float32 [N, D], NaN rows for other models' items."""
         arr = self._emb.get(model)
@@ -89,22 +121,10 @@ def open_dataset(location: str, *, ref: str = "main") -> Dataset:
 
 
 def dataset_at(repo: ic.Repository, ref: str = "main") -> Dataset:
-    """Like :func:`open_dataset`, for an open repository."""
-    try:
-        if ref in repo.list_branches():
-            session = repo.readonly_session(branch=ref)
-        elif ref in repo.list_tags():
-            session = repo.readonly_session(tag=ref)
-        elif _SNAPSHOT_ID.match(ref):
-            session = repo.readonly_session(snapshot_id=ref)
-        else:
-            raise ConfigError(f"{ref!r} is not a branch, tag or snapshot id of this dataset", code="REF_MISSING",
-                              hint=f"branches: {', '.join(sorted(repo.list_branches()))}")
-    except ic.NotFoundError as exc:
-        raise ConfigError(f"snapshot {ref!r} is not in this dataset", code="REF_MISSING") from exc
-    except ic.IcechunkError as exc:
-        raise StorageError(f"cannot read {ref!r}: {exc}", code="STORE_IO") from exc
-    return Dataset(session, ref=ref)
+    """Like :func:`open_dataset`, for an open repository. ``ref`` is resolved once: the dataset
+    reads that snapshot even if the branch moves later."""
+    target = resolve_ref(repo, ref)
+    return Dataset(session(repo, target), ref=ref)
 
 
 def _rows(arrays: dict[str, zarr.Array[Any]]) -> int:
@@ -128,6 +148,14 @@ def _table(arrays: dict[str, zarr.Array[Any]], columns: Sequence[Column], names:
         else:  # a field added after this snapshot was written
             out[name] = np.full(n, known[name].fill, dtype=known[name].numpy_dtype)
     return out
+
+
+def decode(data: bytes) -> Image.Image:
+    """Stored bytes -> an oriented 8-bit RGB image (pillow-simd; the same conversion the pipeline
+    applies to sources, which matters for kept sources: status source/passthrough)."""
+    from preprocess.images import decode_rgb
+
+    return decode_rgb(data)
 
 
 def _python(value: Any) -> Any:

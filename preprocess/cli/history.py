@@ -1,0 +1,307 @@
+"""`preprocess log|show|diff|tag|branch|reset|export|gc`: the dataset's versions and provenance.
+
+Every REF is a branch, a tag or a snapshot id (a unique prefix of 4+ characters is enough).
+Read commands print rich tables, or JSON with ``--json``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import icechunk as ic
+import typer
+from rich import box
+from rich.markup import escape
+from rich.table import Table
+
+from preprocess.cli.app import app, err, fail, fmt, out, size
+from preprocess.errors import PreprocessError
+
+Store = Annotated[str, typer.Argument(help="The dataset (a local path).", show_default=False)]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+Wait = Annotated[float, typer.Option(help="Seconds to wait while a job writes the same local store.")]
+
+
+def _repo(store: str) -> ic.Repository:
+    from preprocess.store import open_repo
+
+    return open_repo(store, create=False)
+
+
+def _guard[T](call: Callable[[], T]) -> T:
+    try:
+        return call()
+    except PreprocessError as exc:
+        fail(exc)
+        raise  # unreachable: fail() exits
+
+
+def _json(value: Any) -> None:
+    out.print_json(json.dumps(value, default=str))
+
+
+def _kv(title: str, rows: list[tuple[str, str]]) -> Table:
+    t = Table(title=title, show_header=False, title_justify="left")
+    t.add_column(style="bold")
+    t.add_column(overflow="fold")
+    for k, v in rows:
+        t.add_row(k, v)
+    return t
+
+
+def _when(iso: str) -> str:
+    return iso[:19].replace("T", " ") + " UTC"
+
+
+@app.command("log")
+def log_cmd(store: Store,
+            branch: Annotated[str, typer.Option("--branch", "-b", "--ref", help="Branch (or any REF).")] = "main",
+            limit: Annotated[int | None, typer.Option(help="Show at most this many commits.")] = None,
+            as_json: AsJson = False) -> None:
+    """The commits of a branch, newest first: id, time, message, +items, failures, spec, model."""
+    from preprocess.store import history
+
+    commits = _guard(lambda: history.log(_repo(store), branch, limit=limit))
+    if as_json:
+        _json([c.to_dict() for c in commits])
+        return
+    t = Table(title=f"{store} ({branch})", title_justify="left", box=box.SIMPLE_HEAD)
+    t.add_column("snapshot", no_wrap=True, style="bold")
+    t.add_column("time (UTC)", no_wrap=True)
+    t.add_column("+items", justify="right", no_wrap=True)
+    t.add_column("failed", justify="right", no_wrap=True)
+    t.add_column("spec", overflow="fold")
+    wide = out.width >= 110  # on narrow terminals the model is in `show` and --json only
+    if wide:
+        t.add_column("model", overflow="fold")
+    t.add_column("message", overflow="fold", ratio=1)
+    for c in commits:
+        spec = f"{c.spec} {c.fingerprint[:8]}".strip() if c.fingerprint else "-"
+        message = f"[cyan]({', '.join(c.refs)})[/] {escape(c.message)}" if c.refs else escape(c.message)
+        cells = [c.id[:12], c.written_at.strftime("%Y-%m-%d %H:%M"), _num(c.added), _num(c.failed), spec]
+        t.add_row(*cells, *([c.model or "-"] if wide else []), message)
+    out.print(t)
+    if not commits:
+        err.print("no commits yet: run a job into this dataset (`preprocess run PHOTOS --store ...`)")
+
+
+def spec_summary(spec: dict[str, Any] | None) -> str:
+    """A spec's decisive settings in one line: resize, quality, chroma, gate."""
+    if not spec:
+        return "-"
+    r, q, e, g = (spec.get(k) or {} for k in ("resize", "quality", "encode", "gate"))
+    if r.get("mode") == "fit":
+        resize = f"fit {r.get('width')}x{r.get('height')}"
+    elif r.get("mode") == "none":
+        resize = "no resize"
+    else:
+        resize = f"{r.get('mode', '?')} {r.get('size', '?')}"
+    quality = (f"q{q.get('value')} fixed" if q.get("mode") == "fixed"
+               else f"q{q.get('min')}-{q.get('max')}/{q.get('step')}")
+    return (f"{resize}, {quality}, {e.get('chroma_subsampling', '?')}, gate {g.get('model', '?')} "
+            f">= {g.get('threshold', '?')} ({g.get('on_fail', '?')})")
+
+
+def _num(n: int | None) -> str:
+    return "-" if n is None else str(n)
+
+
+@app.command("show")
+def show_cmd(store: Store,
+             ref: Annotated[str, typer.Argument(help="The commit (REF); with --item, the version to "
+                                                     "look in.")] = "main",
+             item: Annotated[str | None, typer.Option(help="A source path or file name, a source file, or "
+                                                           "8+ hex of its sha256: that image's lineage.")] = None,
+             as_json: AsJson = False) -> None:
+    """One commit's full provenance, or (--item) one image's lineage: source, spec, model, quality,
+    similarity and the commit that stored it."""
+    from preprocess.store import history
+
+    if item is not None:
+        found = _guard(lambda: history.lineage(_repo(store), item, ref))
+        if as_json:
+            _json(found)
+        else:
+            _print_lineage(found)
+        return
+    shown = _guard(lambda: history.show(_repo(store), ref))
+    if as_json:
+        _json(shown)
+    else:
+        _print_commit(shown)
+
+
+def _print_commit(d: dict[str, Any]) -> None:
+    md = d["metadata"]
+    rows = [("snapshot", d["snapshot"]), ("parent", d["parent"] or "-"), ("refs", ", ".join(d["refs"]) or "-"),
+            ("written", _when(d["written_at"])), ("message", d["message"]), ("kind", d["kind"])]
+    if d["kind"] not in ("init", "other"):
+        inputs, spec, model = md.get("inputs", {}), md.get("spec", {}), md.get("model", {})
+        counts, by = md.get("counts", {}), md.get("bytes", {})
+        rows += [
+            ("job", d["job_id"]),
+            ("branch", f"{inputs.get('branch', '-')} (parent {inputs.get('parent_snapshot', '-')})"),
+            ("inputs", f"{inputs.get('count', '-')} files under {', '.join(inputs.get('roots', []))}"),
+            ("input list sha256", str(inputs.get("list_sha256", "-"))),
+            ("spec", f"{md.get('spec_path', '-')} ({spec.get('pipeline', {}).get('name', '-')})"),
+            ("spec sha256", str(md.get("spec_sha256", "-"))),
+            ("fingerprint", str(md.get("fingerprint", "-"))),
+            ("settings", spec_summary(spec)),
+            ("model", f"{model.get('name', '-')} ({model.get('dim', '-')}-d)"),
+            ("weights sha256", str(model.get("weights_sha256", "-"))),
+            ("onnx sha256", str(model.get("onnx_sha256", "-"))),
+            ("engine", " on ".join(str(v) for v in (md.get("engine") or {}).values())),
+            ("software", ", ".join(f"{k} {v}" for k, v in (md.get("software") or {}).items() if v)),
+            ("machine", str((md.get("machine") or {}).get("host", "-"))),
+            ("counts", ", ".join(f"{k} {v}" for k, v in counts.items())),
+            ("bytes", f"in {size(int(by.get('in', 0)))}, out {size(int(by.get('out', 0)))}"),
+            ("time", f"{md.get('started_at', '-')} .. {md.get('finished_at', '-')}"),
+        ]
+    v = d["version"]
+    rows.append(("version holds", f"{v['items']} items, {v['failures']} failures"))
+    out.print(_kv(f"commit {d['snapshot']}", rows))
+
+
+def _print_lineage(d: dict[str, Any]) -> None:
+    for row in d["items"]:
+        s, st, c = row["source"], row["stored"], row["commit"] or {}
+        spec = row.get("spec") or {}
+        rows = [
+            ("source", s["source_path"]), ("source sha256", s["source_sha256"]),
+            ("source image", f"{s['source_format']} {s['source_width']}x{s['source_height']}, "
+                             f"{size(s['source_bytes'])}"),
+            ("camera", f"{s['camera_model'] or '-'} at {s['capture_time'] or '-'}"),
+            ("stored", f"{st['format']} {st['width']}x{st['height']}, {size(st['bytes'])}, status {st['status']}"),
+            ("quality", f"{st['quality']} (after {st['probes']} probes)"),
+            ("similarity", fmt(st["similarity"], ".4f")),
+            ("spec", f"{row.get('spec_path') or '-'} ({(spec.get('pipeline') or {}).get('name', '-')}), "
+                     f"fingerprint {row['fingerprint']}"),
+            ("model", f"{row['model']} (weights {((row.get('model_info') or {}).get('weights_sha256') or '-')[:16]})"),
+            ("commit", f"{c.get('id', '-')} {c.get('message', '')}"),
+            ("committed", f"{_when(c['written_at']) if c else '-'} on {c.get('branch') or '-'}, job {row['job_id']}"),
+        ]
+        out.print(_kv(f"item {row['index']} of {d['ref']} ({d['snapshot']})", rows))
+    for f in d["failures"]:
+        c = f["commit"] or {}
+        out.print(_kv(f"failure {f['index']} of {d['ref']}", [
+            ("source", f["source_path"]), ("source sha256", f["source_sha256"] or "-"),
+            ("failure", f"[{f['code']}] {f['message']}"), ("commit", f"{c.get('id', '-')} {c.get('message', '')}")]))
+
+
+@app.command("diff")
+def diff_cmd(store: Store, ref_a: Annotated[str, typer.Argument(help="From this version (REF).")],
+             ref_b: Annotated[str, typer.Argument(help="To this version (REF).")],
+             limit: Annotated[int, typer.Option(help="List at most this many items per kind (tables).")] = 20,
+             as_json: AsJson = False) -> None:
+    """Item-level difference between two versions (any two refs, diverged branches included):
+    added, removed, changed items (which fields), bytes delta, spec and model changes."""
+    from preprocess.store import history
+
+    d = _guard(lambda: history.diff(_repo(store), ref_a, ref_b))
+    if as_json:
+        _json(d)
+        return
+    summary = [
+        ("from", f"{ref_a} ({d['a']['snapshot']}): {d['items_a']} items, {size(d['bytes_a'])}"),
+        ("to", f"{ref_b} ({d['b']['snapshot']}): {d['items_b']} items, {size(d['bytes_b'])}"),
+        ("common base", d["base"] or "-"),
+        ("items", f"+{len(d['added'])} added, -{len(d['removed'])} removed, {len(d['changed'])} changed, "
+                  f"{d['unchanged']} unchanged"),
+        ("bytes", f"{'+' if d['bytes_delta'] >= 0 else '-'}{size(abs(d['bytes_delta']))} "
+                  f"(+{size(d['bytes_added'])} added, -{size(d['bytes_removed'])} removed)"),
+        ("failures", f"+{len(d['failures_added'])}, -{len(d['failures_removed'])}"),
+    ]
+    for key, sign in (("specs_added", "+"), ("specs_removed", "-")):
+        for s in d[key]:
+            summary.append(("spec", f"{sign} {s.get('spec') or '?'} {s['fingerprint']}: {spec_summary(s)}"))
+    for m in d["models_added"]:
+        summary.append(("model", f"+ {m}"))
+    for m in d["models_removed"]:
+        summary.append(("model", f"- {m}"))
+    out.print(_kv(f"diff {ref_a} -> {ref_b}", summary))
+    t = Table("", "source", "fingerprint", "status", "bytes", "similarity", "fields", title_justify="left")
+    rows = ([("+", r, "") for r in d["added"][:limit]] + [("-", r, "") for r in d["removed"][:limit]]
+            + [("~", r, ", ".join(r["fields"])) for r in d["changed"][:limit]])
+    for sign, r, fields in rows:
+        t.add_row(sign, r["source_path"], r["fingerprint"], r["status"], str(r["bytes"]),
+                  fmt(r["similarity"], ".4f"), fields)
+    if rows:
+        out.print(t)
+
+
+@app.command("tag")
+def tag_cmd(store: Store, name: Annotated[str, typer.Argument(help="The new tag (tags never move).")],
+            ref: Annotated[str, typer.Argument(help="What to tag (REF).")] = "main",
+            wait: Wait = 0.0, as_json: AsJson = False) -> None:
+    """Name a version for good (e.g. the one a model was trained on)."""
+    from preprocess.store import refs
+
+    made = _guard(lambda: refs.create_tag(_repo(store), name, ref, wait=wait))
+    _done(as_json, made.to_dict(), f"tag {name} -> {made.snapshot}")
+
+
+@app.command("branch")
+def branch_cmd(store: Store, name: Annotated[str, typer.Argument(help="The new branch.")],
+               ref: Annotated[str, typer.Argument(help="Where it starts (REF).")] = "main",
+               wait: Wait = 0.0, as_json: AsJson = False) -> None:
+    """A new branch for an experiment: `preprocess run ... --branch NAME` then commits to it."""
+    from preprocess.store import refs
+
+    made = _guard(lambda: refs.create_branch(_repo(store), name, ref, wait=wait))
+    _done(as_json, made.to_dict(), f"branch {name} -> {made.snapshot}")
+
+
+@app.command("reset")
+def reset_cmd(store: Store, branch: Annotated[str, typer.Argument(help="The branch to move.")],
+              ref: Annotated[str, typer.Argument(help="Where it goes (REF).")],
+              tag: Annotated[str | None, typer.Option(help="First tag the current tip with this name, so it "
+                                                           "survives gc.")] = None,
+              wait: Wait = 0.0, as_json: AsJson = False) -> None:
+    """Roll a branch back (or forward) to REF. The commits it leaves stay readable by id (until
+    gc), or by --tag."""
+    from preprocess.store import refs
+
+    done = _guard(lambda: refs.reset_branch(_repo(store), branch, ref, keep_tag=tag, wait=wait))
+    kept = f"tag {tag}" if tag else "its id (until gc; pass --tag to keep it)"
+    _done(as_json, done.to_dict(), f"{branch}: {done.old} -> {done.new}; the old tip stays readable by {kept}")
+
+
+@app.command("export")
+def export_cmd(store: Store, out_dir: Annotated[str, typer.Argument(help="A new or empty directory.")],
+               ref: Annotated[str, typer.Option(help="The version to export (REF).")] = "main",
+               manifest: Annotated[str, typer.Option("--format", help="Manifest: csv or parquet.")] = "csv",
+               as_json: AsJson = False) -> None:
+    """Write a version's images (OUT_DIR/images/<sha256[:16]>-<fingerprint>.jpg) and a manifest with
+    every row's fields (OUT_DIR/manifest.csv, or .parquet with embeddings)."""
+    from preprocess.store import export
+
+    done = _guard(lambda: export.export(_repo(store), out_dir, ref=ref, fmt=manifest))  # type: ignore[arg-type]
+    _done(as_json, done.to_dict(), f"exported {done.files} images ({size(done.bytes)}) of {ref} "
+                                   f"({done.ref['snapshot']}) to {done.out_dir}; manifest {done.manifest}")
+
+
+@app.command("gc")
+def gc_cmd(store: Store,
+           older_than: Annotated[str, typer.Option(help="Only what became unreachable before this age: "
+                                                        "30d, 12h, 90m, 2w.")] = "30d",
+           dry_run: Annotated[bool, typer.Option(help="Report, delete nothing.")] = False,
+           wait: Wait = 0.0, as_json: AsJson = False) -> None:
+    """Delete what no branch or tag reaches (commits left by resets and deleted branches, superseded
+    chunks) and is older than --older-than. Branch and tag histories are never touched."""
+    from preprocess.store import refs
+
+    done = _guard(lambda: refs.gc(_repo(store), refs.parse_age(older_than), dry_run=dry_run, wait=wait))
+    verb = "would delete" if dry_run else "deleted"
+    _done(as_json, done.to_dict(), f"{verb} {done.counts['snapshots_deleted']} snapshots, "
+                                   f"{done.counts['manifests_deleted']} manifests, {done.counts['chunks_deleted']} "
+                                   f"chunks ({size(done.counts['bytes_deleted'])}) unreachable since before "
+                                   f"{_when(done.cutoff.isoformat())}")
+
+
+def _done(as_json: bool, value: dict[str, Any], line: str) -> None:
+    if as_json:
+        _json(value)
+    else:
+        out.print(line, highlight=False, soft_wrap=True)

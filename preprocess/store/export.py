@@ -1,0 +1,167 @@
+"""Export one version: its stored images as files plus a manifest with every row's fields.
+
+``OUT_DIR/images/<sha256[:16]>-<fingerprint>.<ext>`` (stable across exports and unique per row:
+rows are keyed by source sha256 + spec fingerprint) and ``OUT_DIR/manifest.csv`` (or
+``manifest.parquet``, which also carries each row's embedding). File names are built from hex
+digests only, never from stored paths, and every file is created new inside OUT_DIR
+(``O_EXCL | O_NOFOLLOW``): whatever a dataset holds, nothing is written outside OUT_DIR.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import icechunk as ic
+import numpy as np
+
+from preprocess.errors import ConfigError, StorageError
+from preprocess.store import refs
+from preprocess.store.reader import Dataset
+from preprocess.store.schema import ITEM_COLUMNS
+
+Format = Literal["csv", "parquet"]
+_EXT = {"jpeg": "jpg", "jpg": "jpg", "png": "png", "tiff": "tif", "webp": "webp", "bmp": "bmp", "gif": "gif",
+        "jpeg2000": "jp2", "ppm": "ppm"}
+_HEX = re.compile(r"^[0-9a-f]{16,}$")
+_FP = re.compile(r"^[0-9A-Za-z]{1,64}$")
+
+
+@dataclass(frozen=True)
+class Exported:
+    out_dir: str
+    ref: dict[str, str]
+    manifest: str
+    format: Format
+    files: int
+    bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def file_name(source_sha256: str, fingerprint: str, fmt: str) -> str:
+    """``<sha256[:16]>-<fingerprint>.<ext>``; anything that is not a plain digest is hashed first."""
+    sha = source_sha256.lower()
+    if not _HEX.match(sha):
+        sha = hashlib.sha256(source_sha256.encode("utf-8", "surrogatepass")).hexdigest()
+    fp = fingerprint if _FP.match(fingerprint) else hashlib.sha256(
+        fingerprint.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{sha[:16]}-{fp}.{_EXT.get(fmt.lower(), 'bin')}"
+
+
+def _prepare(out_dir: Path) -> Path:
+    if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
+        raise ConfigError(f"{out_dir} exists and is not a directory", code="EXPORT_DIR",
+                          hint="give a new or empty directory")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        raise ConfigError(f"{out_dir} is not empty", code="EXPORT_DIR",
+                          hint="give a new or empty directory (an export never overwrites files)")
+    if not out_dir.parent.is_dir():
+        raise ConfigError(f"cannot create {out_dir}: {out_dir.parent} is not a directory", code="EXPORT_DIR")
+    try:
+        out_dir.mkdir(exist_ok=True)
+        images = out_dir / "images"
+        images.mkdir()
+    except OSError as exc:
+        raise StorageError(f"cannot create {out_dir}: {exc.strerror or exc}", code="EXPORT_IO") from exc
+    return images.resolve()
+
+
+def _write_new(directory: Path, name: str, data: bytes) -> None:
+    path = directory / name
+    if path.resolve().parent != directory or "/" in name or name in ("", ".", ".."):
+        raise StorageError(f"refusing to write {name!r} outside {directory}", code="EXPORT_PATH")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as exc:
+        raise StorageError(f"cannot create {path}: {exc.strerror or exc}", code="EXPORT_IO") from exc
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def export(repo: ic.Repository, out_dir: str | Path, *, ref: str = "main", fmt: Format = "csv") -> Exported:
+    """Write version ``ref``'s images and manifest into ``out_dir`` (new or empty).
+
+    ConfigError EXPORT_EMPTY when the version holds no images, EXPORT_DIR for a bad OUT_DIR.
+    """
+    if fmt not in ("csv", "parquet"):
+        raise ConfigError(f"unknown manifest format {fmt!r}", code="EXPORT_FORMAT", hint="use csv or parquet")
+    target = refs.resolve_ref(repo, ref)
+    ds = Dataset(refs.session(repo, target), ref=ref)
+    if len(ds) == 0:
+        raise ConfigError(f"{ref!r} holds no images to export", code="EXPORT_EMPTY",
+                          hint="`preprocess log` lists the commits; export a version that has items")
+    images = _prepare(Path(out_dir).expanduser().absolute())
+    table = ds.items_table()
+    names: list[str] = []
+    stored_sha: list[str] = []
+    taken: set[str] = set()
+    total = 0
+    for i in range(len(ds)):
+        name = file_name(str(table["source_sha256"][i]), str(table["fingerprint"][i]), str(table["format"][i]))
+        if name in taken:  # the same key twice in one version (not written by preprocess jobs)
+            stem, ext = name.rsplit(".", 1)
+            name = f"{stem}-{i}.{ext}"
+        taken.add(name)
+        data = ds.jpeg(i)
+        _write_new(images, name, data)
+        names.append(f"images/{name}")
+        stored_sha.append(hashlib.sha256(data).hexdigest())
+        total += len(data)
+    columns: dict[str, list[Any]] = {"file": names, "stored_sha256": stored_sha,
+                                     "index": list(range(len(ds)))}
+    for col in ITEM_COLUMNS:
+        if col.name != "jpeg":
+            columns[col.name] = [_cell(v) for v in table[col.name]]
+    columns["snapshot"] = [target.snapshot] * len(ds)
+    out = images.parent
+    manifest = out / f"manifest.{fmt}"
+    if fmt == "csv":
+        _write_csv(manifest, columns)
+    else:
+        _write_parquet(manifest, columns, ds)
+    return Exported(out_dir=str(out), ref=target.to_dict(), manifest=str(manifest), format=fmt, files=len(ds),
+                    bytes=total)
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    return value
+
+
+def _write_csv(path: Path, columns: dict[str, list[Any]]) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(columns)
+        n = len(next(iter(columns.values())))
+        for i in range(n):
+            w.writerow(["" if columns[c][i] is None else columns[c][i] for c in columns])
+
+
+def _write_parquet(path: Path, columns: dict[str, list[Any]], ds: Dataset) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data: dict[str, Any] = dict(columns)
+    models = ds.models
+    if models:
+        emb: list[list[float] | None] = []
+        by_model = {m: ds.embedding(m) for m in models}
+        for i, m in enumerate(columns["model"]):
+            vec = by_model.get(m)
+            emb.append(vec[i].tolist() if vec is not None else None)
+        data["embedding"] = pa.array(emb, type=pa.list_(pa.float32()))
+    if path.exists() or path.is_symlink():
+        raise StorageError(f"{path} already exists", code="EXPORT_IO")
+    pq.write_table(pa.table(data), str(path))

@@ -1,0 +1,294 @@
+"""Naming versions of the dataset and moving names: resolve, tag, branch, reset, gc.
+
+A REF is a branch, a tag or a snapshot id; a unique prefix of a snapshot id (4 characters at
+least, any case) is enough. Branches win over tags, tags over snapshot ids. Snapshots that no
+branch or tag reaches any more (after a reset, or a deleted branch) stay readable by id until
+:func:`gc` deletes them.
+
+Mutations (tag, branch, reset, gc) take the store's writer lock on local stores
+(:func:`preprocess.store.storage.lock_repo`): icechunk keeps every ref in one object, so on a local
+store a tag made during a job's commit could otherwise be lost.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import icechunk as ic
+
+from preprocess.errors import ConfigError, ConflictError, StorageError
+from preprocess.store.storage import lock_repo
+
+RefKind = Literal["branch", "tag", "snapshot"]
+
+_SNAPSHOT_ID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{20}$")  # Crockford base32, 100 bits
+_PREFIX = re.compile(r"^[0-9A-Za-z]{4,19}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$")
+_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_AGE_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A resolved REF: what the user wrote, what it named, and the snapshot it points at."""
+
+    name: str
+    kind: RefKind
+    snapshot: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"ref": self.name, "kind": self.kind, "snapshot": self.snapshot}
+
+
+@dataclass(frozen=True)
+class Reset:
+    branch: str
+    old: str  # the tip before the reset: still readable by id (until gc), or by ``tag``
+    new: str
+    tag: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"branch": self.branch, "old": self.old, "new": self.new, "tag": self.tag}
+
+
+@dataclass(frozen=True)
+class Collected:
+    """What :func:`gc` found (and, unless a dry run, deleted)."""
+
+    cutoff: datetime
+    dry_run: bool
+    snapshots: list[str]  # unreachable snapshot ids older than the cutoff
+    counts: dict[str, int]  # icechunk's GC summary: snapshots/manifests/chunks/... deleted, bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"cutoff": self.cutoff.isoformat(), "dry_run": self.dry_run, "snapshots": self.snapshots,
+                **self.counts}
+
+
+def _icechunk[T](action: str, call: Callable[[], T]) -> T:
+    try:
+        return call()
+    except ic.IcechunkError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StorageError(f"cannot {action}: {first}", code="STORE_IO",
+                           hint="check the dataset's storage (path, permissions)") from exc
+
+
+def branches(repo: ic.Repository) -> set[str]:
+    return set(_icechunk("list branches", repo.list_branches))
+
+
+def tags(repo: ic.Repository) -> set[str]:
+    return set(_icechunk("list tags", repo.list_tags))
+
+
+def _exists(repo: ic.Repository, snapshot: str) -> bool:
+    try:
+        repo.lookup_snapshot(snapshot)
+    except (ic.NotFoundError, ic.InvalidInputError):
+        return False
+    except ic.IcechunkError as exc:
+        if "not found" in str(exc):
+            return False
+        raise StorageError(f"cannot look up snapshot {snapshot}: {exc}", code="STORE_IO") from exc
+    return True
+
+
+def known_snapshots(repo: ic.Repository) -> set[str]:
+    """Every snapshot id still stored: the history of every branch and tag, plus every commit and
+    former tip in the repository's operations log (unreachable ones until gc removes them)."""
+    ids = reachable(repo)
+    for update in _icechunk("read the operations log", lambda: list(repo.ops_log())):
+        for attr in ("new_snap_id", "previous_snap_id", "snap_id", "snapshot_id"):
+            value = getattr(update.kind, attr, None)
+            if isinstance(value, str) and value not in ids and _exists(repo, value):
+                ids.add(value)
+    return ids
+
+
+def reachable(repo: ic.Repository) -> set[str]:
+    """Snapshot ids in the history of some branch or tag (what gc never deletes)."""
+    ids: set[str] = set()
+    for b in branches(repo):
+        ids.update(s.id for s in history(repo, branch=b))
+    for t in tags(repo):
+        ids.update(s.id for s in history(repo, tag=t))
+    return ids
+
+
+def history(repo: ic.Repository, *, branch: str | None = None, tag: str | None = None,
+            snapshot: str | None = None) -> list[ic.SnapshotInfo]:
+    """The ancestry of one ref, newest first (down to the repository's first snapshot)."""
+    return _icechunk("read the history", lambda: list(repo.ancestry(branch=branch, tag=tag, snapshot_id=snapshot)))
+
+
+def branch_tip(repo: ic.Repository, branch: str) -> str:
+    return str(_icechunk("look up a branch", lambda: repo.lookup_branch(branch)))
+
+
+def tag_target(repo: ic.Repository, tag: str) -> str:
+    return str(_icechunk("look up a tag", lambda: repo.lookup_tag(tag)))
+
+
+def snapshot_info(repo: ic.Repository, snapshot: str) -> ic.SnapshotInfo:
+    return _icechunk("look up a snapshot", lambda: repo.lookup_snapshot(snapshot))
+
+
+def labels(repo: ic.Repository) -> dict[str, list[str]]:
+    """Snapshot id -> the branches and tags pointing at it (``main``, ``tag:v1``)."""
+    out: dict[str, list[str]] = {}
+    for b in sorted(branches(repo)):
+        out.setdefault(branch_tip(repo, b), []).append(b)
+    for t in sorted(tags(repo)):
+        out.setdefault(tag_target(repo, t), []).append(f"tag:{t}")
+    return out
+
+
+def resolve_ref(repo: ic.Repository, ref: str) -> Ref:
+    """A branch, tag, snapshot id or unique snapshot id prefix -> :class:`Ref`.
+
+    ConfigError REF_MISSING (nothing by that name), REF_AMBIGUOUS (a prefix of several snapshots).
+    """
+    ref = ref.strip()
+    if not ref:
+        raise ConfigError("empty REF", code="REF_MISSING", hint="name a branch, a tag or a snapshot id")
+    if ref in branches(repo):
+        return Ref(ref, "branch", branch_tip(repo, ref))
+    if ref in tags(repo):
+        return Ref(ref, "tag", tag_target(repo, ref))
+    upper = ref.upper()
+    if _SNAPSHOT_ID.match(upper) and _exists(repo, upper):
+        return Ref(ref, "snapshot", upper)
+    if _PREFIX.match(ref):
+        found = sorted(s for s in known_snapshots(repo) if s.startswith(upper))
+        if len(found) == 1:
+            return Ref(ref, "snapshot", found[0])
+        if len(found) > 1:
+            raise ConfigError(f"{ref!r} is a prefix of {len(found)} snapshots: {', '.join(found[:5])}",
+                              code="REF_AMBIGUOUS", hint="give more characters of the snapshot id")
+    raise ConfigError(f"{ref!r} is not a branch, tag or snapshot of this dataset", code="REF_MISSING",
+                      hint=_names_hint(repo))
+
+
+def _names_hint(repo: ic.Repository) -> str:
+    tag_list = sorted(tags(repo))
+    shown = ", ".join(tag_list[:10]) + (" ..." if len(tag_list) > 10 else "")
+    return (f"branches: {', '.join(sorted(branches(repo)))}; tags: {shown or 'none'}; snapshot ids "
+            "(or a unique prefix of 4+ characters) are listed by `preprocess log`")
+
+
+def session(repo: ic.Repository, ref: Ref) -> ic.Session:
+    """A read-only session on the snapshot ``ref`` resolved to (pinned: a branch moving later
+    does not change what it reads)."""
+    return _icechunk(f"read {ref.name!r}", lambda: repo.readonly_session(snapshot_id=ref.snapshot))
+
+
+def _check_name(repo: ic.Repository, name: str, what: str) -> None:
+    if not _NAME.match(name) or ".." in name or name.endswith(("/", ".lock")):
+        raise ConfigError(f"{name!r} is not a usable {what} name", code="REF_NAME",
+                          hint="use letters, digits and . _ / - (starting with a letter or digit)")
+    if _SNAPSHOT_ID.match(name.upper()):
+        raise ConfigError(f"{name!r} looks like a snapshot id", code="REF_NAME",
+                          hint=f"choose a {what} name that cannot be mistaken for a snapshot id")
+    if name in branches(repo):
+        raise ConfigError(f"{name!r} is already a branch", code="REF_EXISTS",
+                          hint="choose another name (`preprocess reset` moves an existing branch)")
+    if name in tags(repo):
+        raise ConfigError(f"{name!r} is already a tag", code="REF_EXISTS",
+                          hint="tags never move; choose another name")
+
+
+def create_tag(repo: ic.Repository, name: str, ref: str = "main", *, wait: float = 0.0) -> Ref:
+    """Tag the snapshot ``ref`` names. Tags are immutable, and icechunk never reuses a deleted
+    tag's name."""
+    with _locked(repo, wait, f"tag {name}"):
+        target = resolve_ref(repo, ref)
+        _check_name(repo, name, "tag")
+        _mutate(f"create tag {name!r}", lambda: repo.create_tag(name, target.snapshot))
+    return Ref(name, "tag", target.snapshot)
+
+
+def create_branch(repo: ic.Repository, name: str, ref: str = "main", *, wait: float = 0.0) -> Ref:
+    """A new branch at the snapshot ``ref`` names (jobs can then commit to it: ``--branch``)."""
+    with _locked(repo, wait, f"branch {name}"):
+        target = resolve_ref(repo, ref)
+        _check_name(repo, name, "branch")
+        _mutate(f"create branch {name!r}", lambda: repo.create_branch(name, target.snapshot))
+    return Ref(name, "branch", target.snapshot)
+
+
+def reset_branch(repo: ic.Repository, branch: str, ref: str, *, keep_tag: str | None = None,
+                 wait: float = 0.0) -> Reset:
+    """Point ``branch`` at the snapshot ``ref`` names. The former tip stays readable by its id
+    until gc, and for good with ``keep_tag`` (a tag made at the former tip first)."""
+    with _locked(repo, wait, f"reset {branch}"):
+        if branch not in branches(repo):
+            raise ConfigError(f"branch {branch!r} does not exist", code="BRANCH_MISSING", hint=_names_hint(repo))
+        old = branch_tip(repo, branch)
+        target = resolve_ref(repo, ref)
+        if keep_tag:
+            _check_name(repo, keep_tag, "tag")
+            _mutate(f"create tag {keep_tag!r}", lambda: repo.create_tag(keep_tag, old))
+        _mutate(f"reset branch {branch!r}",
+                lambda: repo.reset_branch(branch, target.snapshot, from_snapshot_id=old))
+    return Reset(branch, old, target.snapshot, keep_tag)
+
+
+def parse_age(text: str) -> timedelta:
+    """``30d``, ``12h``, ``90m``, ``45s``, ``2w`` -> timedelta."""
+    m = _AGE.match(text)
+    if not m:
+        raise ConfigError(f"{text!r} is not an age", code="GC_AGE", hint="write e.g. 30d, 12h, 90m, 45s or 2w")
+    return timedelta(seconds=float(m.group(1)) * _AGE_UNIT[m.group(2)])
+
+
+def gc(repo: ic.Repository, older_than: timedelta, *, dry_run: bool = False, wait: float = 0.0,
+       now: datetime | None = None) -> Collected:
+    """Delete what no branch or tag reaches and is older than ``older_than``: snapshots left behind
+    by resets and deleted branches, their manifests and chunks, superseded chunk copies.
+
+    The history of every branch and tag is kept whole: each job's commit carries the provenance
+    of its rows, so history is never expired here (icechunk's ``expire_snapshots`` is not used).
+    """
+    cutoff = (now or datetime.now(UTC)) - older_than
+    with _locked(repo, wait, "gc"):
+        keep = reachable(repo)
+        gone = []
+        for snap in sorted(known_snapshots(repo) - keep):
+            if snapshot_info(repo, snap).written_at < cutoff:
+                gone.append(snap)
+        summary = _mutate("garbage-collect", lambda: repo.garbage_collect(cutoff, dry_run=dry_run))
+    counts = {name: int(getattr(summary, name)) for name in (
+        "snapshots_deleted", "manifests_deleted", "chunks_deleted", "attributes_deleted",
+        "transaction_logs_deleted", "bytes_deleted", "objects_failed_to_delete")}
+    return Collected(cutoff=cutoff, dry_run=dry_run, snapshots=gone, counts=counts)
+
+
+@contextmanager
+def _locked(repo: ic.Repository, wait: float, purpose: str) -> Iterator[None]:
+    lock = lock_repo(repo, wait=wait, purpose=purpose)
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _mutate[T](action: str, call: Callable[[], T]) -> T:
+    try:
+        return call()
+    except ic.ConflictError as exc:
+        raise ConflictError(f"cannot {action}: the dataset's refs changed meanwhile", code="REF_CONFLICT",
+                            hint="look at `preprocess log` and run the command again") from exc
+    except ic.AlreadyExistsError as exc:
+        raise ConfigError(f"cannot {action}: {str(exc).splitlines()[0]}", code="REF_EXISTS",
+                          hint="icechunk never reuses a deleted tag's name; choose another") from exc
+    except ic.IcechunkError as exc:
+        raise StorageError(f"cannot {action}: {str(exc).splitlines()[0]}", code="STORE_IO",
+                           hint="check the dataset's storage (path, permissions, free space)") from exc
+
