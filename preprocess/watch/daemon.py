@@ -223,6 +223,14 @@ class WatchDaemon:
 
     def _batch(self, ready: list[Ready]) -> None:
         t0 = time.perf_counter()
+        self._gauges()
+        self.metrics.processing.set(len(ready))
+        try:
+            self._read_and_process(ready, t0)
+        finally:
+            self.metrics.processing.set(0)
+
+    def _read_and_process(self, ready: list[Ready], t0: float) -> None:
         files = read_files([Path(r.path) for r in ready], self.plan.spec.limits.max_file_bytes)
         taken: dict[str, Ready] = {}
         batch: list[SourceFile | Failed] = []

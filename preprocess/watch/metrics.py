@@ -24,7 +24,8 @@ class Metrics:
         self.queue_peak = Gauge(f"{p}_queue_peak", "The most files ever queued at once.", registry=r)
         self.refused = Counter(f"{p}_queue_refused", "Offers refused because the queue was full (the files "
                                "stay in the folder and are found by a later rescan).", registry=r)
-        self.in_flight = Gauge(f"{p}_files_in_flight", "Files taken and not yet committed.", registry=r)
+        self.processing = Gauge(f"{p}_files_processing", "Files of the batch being processed now.", registry=r)
+        self.in_flight = Gauge(f"{p}_files_in_flight", "Files processed and not yet committed.", registry=r)
         self.processed = Counter(f"{p}_files_processed", "Files turned into stored items.", registry=r)
         self.failed = Counter(f"{p}_files_failed", "Files recorded as failures, by code.", ["code"], registry=r)
         self.duplicates = Counter(f"{p}_files_duplicate", "Files whose content was already stored (or taken).",

@@ -190,7 +190,7 @@ class FileQueue:
     def take_overflow(self) -> bool:
         """True once after an overflow, when there is room for a rescan to add files again."""
         with self._lock:
-            if self.overflowed and len(self._waiting) + len(self._ready) <= self.capacity // 2:
+            if self.overflowed and len(self._waiting) + len(self._ready) <= self.capacity * 3 // 4:
                 self.overflowed = False
                 return True
             return False
