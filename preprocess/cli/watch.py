@@ -38,12 +38,14 @@ def watch(
     log_format: Annotated[str, typer.Option(help="text | json (one JSON object per line).")] = "text",
     log_level: Annotated[str, typer.Option(help="debug | info | warning | error.")] = "info",
     message: Annotated[str, typer.Option("--message", "-m", help="Commit message (default: counts).")] = "",
+    wait: Annotated[float, typer.Option(help="Seconds to wait at start while another process writes the "
+                                            "dataset (default: fail at once).")] = 0.0,
 ) -> None:
     """Watch FOLDER and turn every new image into a committed row of the dataset at --store.
 
     Runs until SIGTERM/SIGINT, then finishes the batch in flight, commits and exits 0.
-    Exit codes: 0 stopped cleanly; 2 bad spec/options/paths or another daemon holds the dataset;
-    5 storage error at start; 70 internal error.
+    Exit codes: 0 stopped cleanly; 2 bad spec/options/paths; 4 another process writes the dataset
+    (STORE_LOCKED; see --wait); 5 storage error at start; 70 internal error.
     """
     from preprocess.watch import WatchOptions, parse_address, parse_duration, run_watch
     from preprocess.watch.logs import configure
@@ -65,7 +67,7 @@ def watch(
             batch_wait=parse_duration(batch_wait, name="--batch-wait"), move_to=move_to,
             metrics=parse_address(metrics), liveness_timeout=parse_duration(liveness_timeout,
                                                                             name="--liveness-timeout"),
-            message=message)
+            message=message, wait=wait)
         code = run_watch(opts)
     except PreprocessError as exc:
         fail(exc)

@@ -35,12 +35,13 @@ from preprocess.job import commit_metadata, dedupe, read_files, write_result
 from preprocess.process import BatchResult, Failed, Processor, plan
 from preprocess.sources import SourceFile
 from preprocess.store import DatasetWriter, open_repo
+from preprocess.store.storage import StoreLock, lock_repo
 from preprocess.watch.detect import Detector
 from preprocess.watch.metrics import Metrics
 from preprocess.watch.options import WatchOptions
 from preprocess.watch.queue import FileQueue, Ready, Stat
 from preprocess.watch.server import StatusServer
-from preprocess.watch.window import Outcome, StoreLock, Taken, Window, move_settled
+from preprocess.watch.window import Outcome, Taken, Window, move_settled
 
 log = logging.getLogger("preprocess.watch")
 
@@ -109,11 +110,13 @@ class WatchDaemon:
             host, port = self.server.address
             log.info("listening", extra={"fields": {"host": host, "port": port,
                                                     "endpoints": ["/healthz", "/readyz", "/metrics"]}})
-        lock = StoreLock(o.store)
+        lock: StoreLock | None = None
         processor: Processor | None = None
         try:
             repo = open_repo(o.store, create=True)
-            lock.acquire()
+            # The store's writer lock, held for the daemon's life (across writer reopens): a second
+            # daemon or a `run` on this dataset fails fast (STORE_LOCKED) or waits --wait seconds.
+            lock = lock_repo(repo, wait=o.wait, purpose=f"watch daemon on {os.path.abspath(o.folder)}")
             self.plan = plan(o.spec_path, o.engine, o.device)
             self.writer = DatasetWriter(repo, o.branch)
             self._load_keys()
@@ -138,7 +141,8 @@ class WatchDaemon:
                 processor.close()
             if hasattr(self, "writer"):
                 self.writer.close()
-            lock.release()
+            if lock is not None:
+                lock.release()
             if self.server is not None:
                 self.server.stop()
         log.info("stopped", extra={"fields": {"commits": self._commits}})

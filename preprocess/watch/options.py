@@ -56,6 +56,7 @@ class WatchOptions:
     metrics: tuple[str, int] | None = ("127.0.0.1", 9400)
     liveness_timeout: float = 120.0  # /healthz fails when the main loop was stuck this long
     message: str = ""
+    wait: float = 0.0  # seconds to wait at start for another writer of the same local store
 
     def check(self) -> None:
         folder = Path(self.folder)

@@ -7,19 +7,16 @@ After the commit, the window's files may be moved to ``done/`` and ``failed/`` f
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Literal
+from typing import Literal
 
-from preprocess.errors import ConfigError
 from preprocess.job import Summary, Tally
 from preprocess.process import Plan
-from preprocess.store import local_path
 from preprocess.watch.queue import Stat
 
 Outcome = Literal["stored", "failed", "duplicate"]
@@ -91,41 +88,3 @@ def move_settled(files: list[Taken], folder: str, move_to: str) -> list[tuple[st
         shutil.move(f.path, target)
         moved.append((f.path, str(target)))
     return moved
-
-
-class StoreLock:
-    """One watch daemon per dataset: an exclusive ``flock`` on a file inside the store folder.
-
-    icechunk's local storage is not safe for concurrent commits (they can be lost silently), so a
-    second daemon on the same store refuses to start instead of racing the first.
-    """
-
-    NAME = ".preprocess-watch.lock"
-
-    def __init__(self, store: str) -> None:
-        self.path = local_path(store) / self.NAME
-        self._file: IO[str] | None = None
-
-    def acquire(self) -> None:
-        f = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115  (held for the daemon's lifetime)
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip()
-            f.close()
-            raise ConfigError(f"another watch daemon is writing to this dataset ({holder or 'pid unknown'})",
-                              code="WATCH_LOCKED", path=str(self.path.parent),
-                              hint="run one daemon per dataset (icechunk's local storage is not safe for "
-                                   "concurrent commits); stop the other one first") from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()}\n")
-        f.flush()
-        self._file = f
-
-    def release(self) -> None:
-        if self._file is not None:
-            fcntl.flock(self._file, fcntl.LOCK_UN)
-            self._file.close()
-            self._file = None

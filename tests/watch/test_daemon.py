@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.watch.harness import Daemon, read_store, sha, small_jpegs, spec_file, wait_until
+from tests.watch.harness import ROOT, Daemon, read_store, sha, small_jpegs, spec_file, wait_until
 
 
 def slow_write(path: Path, data: bytes, *, pieces: int, pause: float, reopen: bool = False) -> None:
@@ -244,13 +246,17 @@ def test_sigkill_mid_batch_then_restart_loses_nothing_and_duplicates_nothing(tmp
     assert set(killed.shas) <= set(final.shas) and final.commits > killed.commits
 
 
-def test_a_second_daemon_on_the_same_store_refuses_to_start(tmp_path: Path) -> None:
+def test_the_daemon_is_the_only_writer_of_its_dataset(tmp_path: Path) -> None:
     incoming, store = tmp_path / "incoming", tmp_path / "cams.icechunk"
     incoming.mkdir()
     with Daemon(incoming, store) as d:
         d.start()
-        with Daemon(incoming, store) as d2:
-            assert d2.wait(60) == 2
-            assert any("another watch daemon" in e.get("line", "") for e in d2.events), d2.log()
+        with Daemon(incoming, store) as d2:  # a second daemon fails fast, naming the holder
+            assert d2.wait(60) == 4
+            assert any("STORE_LOCKED" in e.get("line", "") and f"{d.proc.pid}" in e.get("line", "")
+                       for e in d2.events), d2.log()
+        run = subprocess.run([sys.executable, "-m", "preprocess", "run", str(incoming), "--store", str(store),
+                              "--engine", "pillow"], cwd=ROOT, capture_output=True, text=True, check=False)
+        assert run.returncode == 4 and "STORE_LOCKED" in run.stderr  # and so does a batch run
         d.signal(signal.SIGTERM)
         assert d.wait(25) == 0

@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,6 @@ from preprocess.watch.detect import Detector, filesystem_type
 from preprocess.watch.logs import configure
 from preprocess.watch.options import WatchOptions, parse_address, parse_duration
 from preprocess.watch.queue import FileQueue, Stat
-from preprocess.watch.window import StoreLock
 
 
 class Clock:
@@ -173,15 +170,3 @@ def test_json_logs_are_one_object_per_line() -> None:
     with pytest.raises(ConfigError):
         configure("xml")
     logging.getLogger("preprocess.watch").handlers.clear()
-
-
-def test_one_daemon_per_store(tmp_path: Path) -> None:
-    a, b = StoreLock(str(tmp_path)), StoreLock(str(tmp_path))
-    a.acquire()
-    t0 = time.monotonic()
-    with pytest.raises(ConfigError, match=f"pid {os.getpid()}"):
-        b.acquire()
-    assert time.monotonic() - t0 < 1
-    a.release()
-    b.acquire()
-    b.release()
