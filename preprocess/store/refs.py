@@ -156,7 +156,8 @@ def resolve_ref(repo: ic.Repository, ref: str) -> Ref:
     """
     ref = ref.strip()
     if not ref:
-        raise ConfigError("empty REF", code="REF_MISSING", hint="name a branch, a tag or a snapshot id")
+        raise ConfigError("empty REF: name a branch, a tag or a snapshot id", code="REF_MISSING",
+                          hint=_names_hint(repo))
     if ref in branches(repo):
         return Ref(ref, "branch", branch_tip(repo, ref))
     if ref in tags(repo):

@@ -94,3 +94,27 @@ def test_commit_conflict_on_storage_with_conditional_writes(tmp_path: Path) -> N
     with pytest.raises(ConflictError) as e:
         b.commit("b", {})
     assert e.value.code == "COMMIT_CONFLICT" and "rerun" in e.value.hint
+
+
+def test_a_second_job_fails_fast_and_its_rerun_stores_everything(tmp_path: Path, photo_sets: list[Path],
+                                                                 tiny_specs: list[Path]) -> None:
+    from preprocess.job import JobOptions, run_job
+    from preprocess.store import open_dataset
+
+    store = tmp_path / "s.icechunk"
+    opts = JobOptions(sources=[str(photo_sets[0])], store=str(store), spec_path=str(tiny_specs[0]),
+                      engine="pillow", device="cpu")
+    first = run_job(opts)
+    proc = _holder(store, 30)  # another job is writing this store
+    try:
+        second = JobOptions(sources=[str(photo_sets[1])], store=str(store), spec_path=str(tiny_specs[0]),
+                            engine="pillow", device="cpu")
+        with pytest.raises(ConflictError) as e:
+            run_job(second)
+        assert e.value.code == "STORE_LOCKED" and f"pid {proc.pid}" in str(e.value)
+        assert len(open_dataset(str(store))) == first.stored  # nothing of the refused job
+    finally:
+        proc.kill()
+        proc.wait()
+    again = run_job(second)
+    assert again.stored == 2 and len(open_dataset(str(store))) == first.stored + 2
