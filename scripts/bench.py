@@ -10,6 +10,9 @@ same files, doing the same work: resize to the default spec, adaptive quality wi
   dali-gpu     the DALI GPU engine (GPU machines only).
   decode-only  DALI decode alone on the same files: the ceiling (GPU machines only).
 
+Then, once: the watch daemon's close-to-commit latency (median, p95): files dropped one by one
+into a watched folder, timed from each file's close() until a new reader sees its committed row.
+
 Usage: scripts/bench [--quick] [--images N] [--rounds R] [--contenders a,b,...] [--out FILE]
 """
 
@@ -227,6 +230,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--contenders", default="")
     ap.add_argument("--out", default="")
+    ap.add_argument("--watch-files", type=int, default=24, help="files for the watch latency (0: skip)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--dir", help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
@@ -235,7 +239,7 @@ def main() -> None:
         run_worker(args)
         return
     if args.quick:
-        args.images, args.rounds = 12, 1
+        args.images, args.rounds, args.watch_files = 12, 1, 6
     gpu = _gpu_name()
     sys.path.insert(0, str(ROOT))
     from preprocess.engines import gpu_count
@@ -263,6 +267,7 @@ def main() -> None:
             runs[c].append(res)
             print(f"  round {r + 1}: {c:12} {len(paths) / res['seconds']:8.2f} img/s "
                   f"(wall {time.perf_counter() - t:.1f} s)", file=sys.stderr)
+    watch = _watch_latency(args.watch_files, work, "dali" if has_gpu else "pillow") if args.watch_files else None
     shutil.rmtree(work, ignore_errors=True)
 
     summary: dict[str, Any] = {}
@@ -294,6 +299,7 @@ def main() -> None:
         "rounds": args.rounds,
         "spec": "pipelines/camera.toml",
         "results": summary,
+        "watch_close_to_commit_s": watch,
     }
     _print(result)
     out = Path(args.out) if args.out else (
@@ -302,6 +308,31 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}", file=sys.stderr)
+
+
+def _watch_latency(n: int, work: Path, engine: str) -> dict[str, Any] | None:
+    """The daemon's close-to-commit latency on ``n`` distinct camera crops (quiet 0.5 s, commit every 1 s)."""
+    from PIL import Image
+
+    from preprocess.watch.bench import close_to_commit_latency
+
+    src = _files(ROOT / "photos" / "camera")
+    blobs = []
+    for i in range(n):
+        img = Image.open(src[i % len(src)]).convert("RGB")
+        off = 16 * (i // len(src))
+        buf = io.BytesIO()
+        img.crop((off, off, off + 2400, off + 1500)).save(buf, format="JPEG", quality=90)
+        blobs.append(buf.getvalue())
+    print(f"  watch: close-to-commit latency over {n} files ({engine})", file=sys.stderr)
+    try:
+        rep = close_to_commit_latency(blobs, workdir=work / "watch", engine=engine, quiet=0.5,
+                                      commit_interval=1.0)
+    except Exception as exc:  # the throughput results still stand
+        print(f"  watch latency FAILED: {exc}", file=sys.stderr)
+        return None
+    return {"median": round(rep.median, 3), "p95": round(rep.p95, 3), "max": round(rep.max, 3),
+            "files": n, "settings": rep.settings}
 
 
 def _print(result: dict[str, Any]) -> None:
@@ -315,6 +346,10 @@ def _print(result: dict[str, Any]) -> None:
         ratio = f"{s['vs_baseline']:.2f}" if s["vs_baseline"] else "-"
         print(f"{c:12} {s['images_per_s']:8.2f} {s['megapixels_per_s']:8.1f} {ratio:>7} "
               f"{s['probes_per_image']:6.2f} {s['bytes_out'] / 1e6:7.2f} {s['peak_rss_mb']:7.0f}  {stages}")
+    w = result.get("watch_close_to_commit_s")
+    if w:
+        print(f"watch daemon close-to-commit latency: median {w['median']:.2f} s, p95 {w['p95']:.2f} s "
+              f"({w['files']} files)")
 
 
 if __name__ == "__main__":
