@@ -22,6 +22,8 @@ from preprocess.errors import PreprocessError
 Store = Annotated[str, typer.Argument(help="The dataset (a local path).", show_default=False)]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 Wait = Annotated[float, typer.Option(help="Seconds to wait while a job writes the same local store.")]
+RefWait = Annotated[float, typer.Option("--wait", help="Seconds to wait for a commit in progress on the same "
+                                                       "local store.")]
 
 
 def _repo(store: str) -> ic.Repository:
@@ -234,7 +236,7 @@ def diff_cmd(store: Store, ref_a: Annotated[str, typer.Argument(help="From this 
 @app.command("tag")
 def tag_cmd(store: Store, name: Annotated[str, typer.Argument(help="The new tag (tags never move).")],
             ref: Annotated[str, typer.Argument(help="What to tag (REF).")] = "main",
-            wait: Wait = 0.0, as_json: AsJson = False) -> None:
+            wait: RefWait = 10.0, as_json: AsJson = False) -> None:
     """Name a version for good (e.g. the one a model was trained on)."""
     from preprocess.store import refs
 
@@ -245,7 +247,7 @@ def tag_cmd(store: Store, name: Annotated[str, typer.Argument(help="The new tag 
 @app.command("branch")
 def branch_cmd(store: Store, name: Annotated[str, typer.Argument(help="The new branch.")],
                ref: Annotated[str, typer.Argument(help="Where it starts (REF).")] = "main",
-               wait: Wait = 0.0, as_json: AsJson = False) -> None:
+               wait: RefWait = 10.0, as_json: AsJson = False) -> None:
     """A new branch for an experiment: `preprocess run ... --branch NAME` then commits to it."""
     from preprocess.store import refs
 
@@ -258,7 +260,7 @@ def reset_cmd(store: Store, branch: Annotated[str, typer.Argument(help="The bran
               ref: Annotated[str, typer.Argument(help="Where it goes (REF).")],
               tag: Annotated[str | None, typer.Option(help="First tag the current tip with this name, so it "
                                                            "survives gc.")] = None,
-              wait: Wait = 0.0, as_json: AsJson = False) -> None:
+              wait: RefWait = 10.0, as_json: AsJson = False) -> None:
     """Roll a branch back (or forward) to REF. The commits it leaves stay readable by id (until
     gc), or by --tag."""
     from preprocess.store import refs

@@ -5,9 +5,10 @@ least, any case) is enough. Branches win over tags, tags over snapshot ids. Snap
 branch or tag reaches any more (after a reset, or a deleted branch) stay readable by id until
 :func:`gc` deletes them.
 
-Mutations (tag, branch, reset, gc) take the store's writer lock on local stores
-(:func:`preprocess.store.storage.lock_repo`): icechunk keeps every ref in one object, so on a local
-store a tag made during a job's commit could otherwise be lost.
+On local stores, tag, branch and reset hold the refs lock for a moment (icechunk keeps every ref in
+one object, so a tag made during a commit could otherwise be lost; they work while a job or the
+watch daemon writes), and gc holds the writer lock too (it must not delete the chunks of a job that
+has not committed yet): see :mod:`preprocess.store.storage`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any, Literal
 import icechunk as ic
 
 from preprocess.errors import ConfigError, ConflictError, StorageError
-from preprocess.store.storage import lock_repo
+from preprocess.store.storage import LOCK_FILE, REFS_LOCK_FILE, lock_repo
 
 RefKind = Literal["branch", "tag", "snapshot"]
 
@@ -31,6 +32,7 @@ _PREFIX = re.compile(r"^[0-9A-Za-z]{4,19}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$")
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _AGE_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+REF_WAIT = 10.0  # seconds tag/branch/reset wait for a commit in progress (a moment)
 
 
 @dataclass(frozen=True)
@@ -204,7 +206,7 @@ def _check_name(repo: ic.Repository, name: str, what: str) -> None:
                           hint="tags never move; choose another name")
 
 
-def create_tag(repo: ic.Repository, name: str, ref: str = "main", *, wait: float = 0.0) -> Ref:
+def create_tag(repo: ic.Repository, name: str, ref: str = "main", *, wait: float = REF_WAIT) -> Ref:
     """Tag the snapshot ``ref`` names. Tags are immutable, and icechunk never reuses a deleted
     tag's name."""
     with _locked(repo, wait, f"tag {name}"):
@@ -214,7 +216,7 @@ def create_tag(repo: ic.Repository, name: str, ref: str = "main", *, wait: float
     return Ref(name, "tag", target.snapshot)
 
 
-def create_branch(repo: ic.Repository, name: str, ref: str = "main", *, wait: float = 0.0) -> Ref:
+def create_branch(repo: ic.Repository, name: str, ref: str = "main", *, wait: float = REF_WAIT) -> Ref:
     """A new branch at the snapshot ``ref`` names (jobs can then commit to it: ``--branch``)."""
     with _locked(repo, wait, f"branch {name}"):
         target = resolve_ref(repo, ref)
@@ -224,7 +226,7 @@ def create_branch(repo: ic.Repository, name: str, ref: str = "main", *, wait: fl
 
 
 def reset_branch(repo: ic.Repository, branch: str, ref: str, *, keep_tag: str | None = None,
-                 wait: float = 0.0) -> Reset:
+                 wait: float = REF_WAIT) -> Reset:
     """Point ``branch`` at the snapshot ``ref`` names. The former tip stays readable by its id
     until gc, and for good with ``keep_tag`` (a tag made at the former tip first)."""
     with _locked(repo, wait, f"reset {branch}"):
@@ -257,7 +259,7 @@ def gc(repo: ic.Repository, older_than: timedelta, *, dry_run: bool = False, wai
     of its rows, so history is never expired here (icechunk's ``expire_snapshots`` is not used).
     """
     cutoff = (now or datetime.now(UTC)) - older_than
-    with _locked(repo, wait, "gc"):
+    with _locked(repo, wait, "gc", writer=True):
         keep = reachable(repo)
         gone = []
         for snap in sorted(known_snapshots(repo) - keep):
@@ -271,12 +273,18 @@ def gc(repo: ic.Repository, older_than: timedelta, *, dry_run: bool = False, wai
 
 
 @contextmanager
-def _locked(repo: ic.Repository, wait: float, purpose: str) -> Iterator[None]:
-    lock = lock_repo(repo, wait=wait, purpose=purpose)
+def _locked(repo: ic.Repository, wait: float, purpose: str, *, writer: bool = False) -> Iterator[None]:
+    """The refs lock (and first the writer lock, with ``writer``) of a local store."""
+    names = [LOCK_FILE, REFS_LOCK_FILE] if writer else [REFS_LOCK_FILE]
+    held = []
     try:
+        for name in names:
+            lock = lock_repo(repo, wait=wait, purpose=purpose, name=name)
+            if lock is not None:
+                held.append(lock)
         yield
     finally:
-        if lock is not None:
+        for lock in reversed(held):
             lock.release()
 
 

@@ -4,11 +4,16 @@ Only local paths are supported now (``/data/ds``, ``./ds``, ``~/ds``, ``file:///
 Object stores (``s3://`` ...) come later and will be added here, and only here.
 
 Local stores are not safe for concurrent commits (icechunk's local storage has no atomic
-conditional writes: two processes committing at once can silently lose a commit). So every
-writer of a local store holds :class:`StoreLock`, an exclusive advisory lock (``fcntl.flock``) on
-``LOCK_FILE`` inside the store; a second process fails fast with ConflictError STORE_LOCKED naming
-the holder's pid (or waits up to ``wait`` seconds). Within one process the lock is shared (writers
-there are ordered by icechunk's own conflict check).
+conditional writes: two processes committing at once can silently lose a commit). So local stores
+use two exclusive advisory locks (``fcntl.flock``, :class:`StoreLock`) on files inside the store:
+
+- ``LOCK_FILE``, the writer lock: every writer (a job, the watch daemon) holds it for its whole life,
+  so a second writer fails fast with ConflictError STORE_LOCKED naming the holder's pid (or waits up
+  to ``wait`` seconds); gc holds it too (it must not delete a running job's unreferenced chunks);
+- ``REFS_LOCK_FILE``, the refs lock: held for a moment around every change of the refs (a commit, a
+  tag, a branch, a reset), which icechunk keeps in one object; so tagging while a daemon runs is safe.
+
+Within one process a lock is shared (writers there are ordered by icechunk's own conflict check).
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ import icechunk as ic
 
 from preprocess.errors import ConfigError, ConflictError, StorageError
 
-LOCK_FILE = ".preprocess.lock"
+LOCK_FILE = ".preprocess.lock"  # one writer at a time
+REFS_LOCK_FILE = ".preprocess.refs.lock"  # held for a moment: commits and ref changes
 
 
 def local_path(location: str) -> Path:
@@ -171,13 +177,14 @@ class StoreLock:
         self.release()
 
 
-def lock_store(root: Path, *, wait: float = 0.0, purpose: str = "") -> StoreLock:
-    """Take the writer lock of the local store at ``root`` (waiting up to ``wait`` seconds).
+def lock_store(root: Path, *, wait: float = 0.0, purpose: str = "", name: str = LOCK_FILE) -> StoreLock:
+    """Take a lock (by default the writer lock) of the local store at ``root``, waiting up to
+    ``wait`` seconds.
 
     Raises ConflictError STORE_LOCKED when another process holds it, StorageError STORE_IO when
     the lock file cannot be made.
     """
-    path = root / LOCK_FILE
+    path = root / name
     with _held_guard:
         held = _held.get(path)
         if held is not None:
@@ -213,10 +220,11 @@ def lock_store(root: Path, *, wait: float = 0.0, purpose: str = "") -> StoreLock
         return StoreLock(path)
 
 
-def lock_repo(repo: ic.Repository, *, wait: float = 0.0, purpose: str = "") -> StoreLock | None:
+def lock_repo(repo: ic.Repository, *, wait: float = 0.0, purpose: str = "",
+              name: str = LOCK_FILE) -> StoreLock | None:
     """:func:`lock_store` for a local repository; None (no lock needed) for other storage."""
     root = local_root(repo)
-    return lock_store(root, wait=wait, purpose=purpose) if root is not None else None
+    return lock_store(root, wait=wait, purpose=purpose, name=name) if root is not None else None
 
 
 def _holder(fd: int) -> str:

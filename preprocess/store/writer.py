@@ -43,7 +43,9 @@ from preprocess.store.schema import (
     ItemRow,
     quiet,
 )
-from preprocess.store.storage import StoreLock, lock_repo, open_repo
+from preprocess.store.storage import REFS_LOCK_FILE, StoreLock, lock_repo, open_repo
+
+COMMIT_WAIT = 60.0  # seconds a commit waits for a tag/branch/reset (a moment) on a local store
 
 
 @dataclass(frozen=True)
@@ -265,6 +267,8 @@ class DatasetWriter:
         except (TypeError, ValueError) as exc:
             raise InternalError(f"commit metadata is not plain JSON: {exc}", code="COMMIT_METADATA") from exc
         self._write(final=True)
+        refs_lock = lock_repo(self._repo, wait=COMMIT_WAIT, purpose=f"commit to {self._branch}",
+                              name=REFS_LOCK_FILE)
         try:
             with quiet():
                 snapshot = self._session.commit(message, metadata=meta, allow_empty=allow_empty)
@@ -276,6 +280,9 @@ class DatasetWriter:
             self.close()
             raise StorageError(f"commit to branch {self._branch!r} failed: {exc}", code="STORE_IO",
                                hint="check the dataset's storage (space, permissions) and rerun") from exc
+        finally:
+            if refs_lock is not None:
+                refs_lock.release()
         self._items.added = self._failures.added = 0
         self._open_session(reload=False)
         if self._session.snapshot_id != snapshot:  # someone committed right after us: re-read the branch

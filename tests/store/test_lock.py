@@ -118,3 +118,21 @@ def test_a_second_job_fails_fast_and_its_rerun_stores_everything(tmp_path: Path,
         proc.wait()
     again = run_job(second)
     assert again.stored == 2 and len(open_dataset(str(store))) == first.stored + 2
+
+
+def test_refs_change_while_a_writer_runs_but_gc_waits_for_it(tmp_path: Path) -> None:
+    from preprocess.store import refs
+
+    store = tmp_path / "s.icechunk"
+    proc = _holder(store, 30)  # a job (or the watch daemon) is writing this store
+    try:
+        repo = open_repo(str(store), create=False)
+        assert refs.create_tag(repo, "during", "main").kind == "tag"  # only the refs lock, for a moment
+        refs.create_branch(repo, "exp", "during")
+        with pytest.raises(ConflictError) as e:
+            refs.gc(repo, refs.parse_age("0s"))  # would delete the running job's unreferenced chunks
+        assert e.value.code == "STORE_LOCKED"
+    finally:
+        proc.kill()
+        proc.wait()
+    assert refs.gc(repo, refs.parse_age("0s")).snapshots == []
