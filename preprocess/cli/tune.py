@@ -63,6 +63,8 @@ def tune(
     sample: Annotated[list[str], typer.Argument(help="Sample folders (searched recursively) or image files.")],
     report: Annotated[str, typer.Option(help="Folder for report.html, report.json and recommended.toml.")],
     spec: Annotated[str | None, typer.Option(help="Spec to start from; default: pipelines/camera.toml.")] = None,
+    gate_model: Annotated[str | None, typer.Option(
+        help="Judge by this model (name or manifest) instead of the spec's gate.model.")] = None,
     model: Annotated[list[str] | None, typer.Option(
         "--model", help="Another model (name or manifest) to compare with the spec's gate model; repeatable.")] = None,
     qualities: Annotated[str, typer.Option(help="JPEG qualities: LO..HI/STEP or a list.")] = "10..95/5",
@@ -90,9 +92,9 @@ def tune(
 
     quiet_libraries()
     try:
-        opts = SweepOptions(sources=sample, spec_path=spec, compare=model or (), sizes=parse_sizes(sizes),
-                            qualities=parse_qualities(qualities), tiles=tiles, compare_tiles=compare_tiles,
-                            engine=engine, device=device)
+        opts = SweepOptions(sources=sample, spec_path=spec, gate_model=gate_model, compare=model or (),
+                            sizes=parse_sizes(sizes), qualities=parse_qualities(qualities), tiles=tiles,
+                            compare_tiles=compare_tiles, engine=engine, device=device)
         sweep = run_sweep(opts, None if as_json else _SweepProgress())
         gate = sweep.spec.gate
         v, combine = view or gate.view, tiles_combine or gate.tiles_combine

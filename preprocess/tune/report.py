@@ -44,7 +44,8 @@ def recommended_spec(sweep: Sweep, rec: Recommendation) -> Spec:
     data["resize"] = {**data["resize"], "size": rec.single.size}
     data["quality"] = {**data["quality"], "mode": "adaptive", "min": q[0], "max": rec.single.quality,
                        "step": step, "value": rec.single.quality}
-    data["gate"] = {**data["gate"], "model": rec.model, "threshold": rec.target, "on_fail": "flag",
+    ref = next(m.ref for m in sweep.models if m.name == rec.model)
+    data["gate"] = {**data["gate"], "model": ref, "threshold": rec.target, "on_fail": "flag",
                     "view": view, "tiles_combine": combine}
     return parse_spec(data, source="recommended.toml")
 
@@ -266,7 +267,8 @@ def to_json(sweep: Sweep, rec: Recommendation) -> dict[str, Any]:
                    for i in sweep.images],
         "skipped": [{"path": s.path, "code": s.code, "message": s.message} for s in sweep.skipped],
         "bytes": sweep.bytes.tolist(), "stored_size": sweep.dims.tolist(),
-        "models": [{"name": m.name, "dim": m.dim, "weights_sha256": m.weights_sha256, "k": m.k,
+        "bits_per_pixel": arr(8 * sweep.bytes / np.maximum(sweep.pixels(), 1)[:, None, :]),
+        "models": [{"name": m.name, "ref": m.ref, "dim": m.dim, "weights_sha256": m.weights_sha256, "k": m.k,
                     "similarity": {g: arr(m.values(g)) for g in m.gauges()},
                     "neighbours": {"top1": arr(m.top1), f"top{m.k}": arr(m.topk)}} for m in sweep.models],
         "recommendation": {

@@ -60,6 +60,7 @@ class _Silent:
 class SweepOptions:
     sources: Sequence[str]
     spec_path: str | None = None
+    gate_model: str | None = None  # judge by this model instead of the spec's gate.model
     compare: Sequence[str] = ()  # other models (names or manifest paths), judged on the same candidates
     sizes: Sequence[int] = (2560, 1920, 1280, 960, 640)
     qualities: Sequence[int] = tuple(range(10, 96, 5))
@@ -90,6 +91,7 @@ class ModelSweep:
     """One model's verdicts; arrays are indexed [size, quality, image]."""
 
     name: str
+    ref: str  # how a spec names it: the bundled name, or the manifest's absolute path
     dim: int
     weights_sha256: str
     whole: np.ndarray  # similarity of the stored image's whole view to the source's
@@ -152,6 +154,7 @@ def check_grid(sizes: Sequence[int], qualities: Sequence[int]) -> tuple[list[int
 
 @dataclass
 class _Model:
+    ref: str
     manifest: Manifest
     built: BuiltModel
     extractor: Extractor
@@ -160,20 +163,20 @@ class _Model:
 
 
 def _models(spec: Spec, opts: SweepOptions, engine: str, device: str) -> list[_Model]:
-    names = [spec.gate.model, *opts.compare]
-    manifests: list[Manifest] = []
-    for n in names:
+    manifests: list[tuple[str, Manifest]] = []
+    for n in [spec.gate.model, *opts.compare]:
         m = find_manifest(n)
-        if m.name not in [x.name for x in manifests]:
-            manifests.append(m)
+        if m.name not in [x.name for _, x in manifests]:
+            bundled = not (n.endswith(".toml") or "/" in n)
+            manifests.append((n if bundled else str(Path(n).resolve()), m))
     engines: dict[InputView, Engine] = {}
     out = []
-    for i, m in enumerate(manifests):
+    for i, (ref, m) in enumerate(manifests):
         built = build(m)
         if m.input not in engines:
             engines[m.input] = make_engine(engine, device, encode=spec.encode, view=m.input,
                                            max_batch=spec.batch.size)
-        out.append(_Model(m, built, Extractor(built, device=device), engines[m.input],
+        out.append(_Model(ref, m, built, Extractor(built, device=device), engines[m.input],
                           tiles=opts.tiles if i == 0 else opts.compare_tiles))
     return out
 
@@ -327,6 +330,8 @@ def run_sweep(opts: SweepOptions, progress: Progress | None = None) -> Sweep:
     t_start = time.perf_counter()
     spec_path = opts.spec_path or str(default_spec_path())
     spec = load_spec(spec_path)
+    if opts.gate_model:
+        spec = spec.model_copy(update={"gate": spec.gate.model_copy(update={"model": opts.gate_model})})
     if spec.resize.mode not in ("long-side", "short-side"):
         raise ConfigError(f"tune sweeps resize.size, but the spec's resize.mode is {spec.resize.mode!r}",
                           code="TUNE_RESIZE", path=spec_path, hint='use resize.mode = "long-side" or "short-side"')
@@ -377,7 +382,7 @@ def run_sweep(opts: SweepOptions, progress: Progress | None = None) -> Sweep:
                     top1[si, qi], topk[si, qi] = _neighbours(full[f"ref:{name}"], full[f"stored:{name}"][si, qi], k)
         tiles = full.get(f"tiles:{name}")
         out_models.append(ModelSweep(
-            name=name, dim=m.manifest.output.dim, weights_sha256=m.manifest.weights_sha256(),
+            name=name, ref=m.ref, dim=m.manifest.output.dim, weights_sha256=m.manifest.weights_sha256(),
             whole=full[f"whole:{name}"],
             tiles={s: tiles[c] for c, s in enumerate(TILE_STATS)} if tiles is not None else None,
             worst_tile=full.get(f"worst:{name}"), top1=top1, topk=topk, k=k))

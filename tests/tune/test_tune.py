@@ -17,6 +17,7 @@ from PIL import Image
 
 from preprocess.cli.tune import parse_qualities
 from preprocess.job import JobOptions, run_job
+from preprocess.process import plan
 from preprocess.spec import load_spec
 from preprocess.tune import Recommendation, Sweep, SweepOptions, recommend, run_sweep, write_report
 from preprocess.tune.recommend import Setting, lowest_meeting, pareto
@@ -223,3 +224,19 @@ def test_grid_parsing_and_recommendation_helpers() -> None:
 
     front = pareto([pt(10, 0.9), pt(20, 0.85), pt(30, 0.95), pt(30, 0.94), pt(5, 0.8)])
     assert [(p.total_bytes, p.at_percentile) for p in front] == [(5, 0.8), (10, 0.9), (30, 0.95)]
+
+
+def test_judging_by_another_models_manifest_writes_a_spec_that_finds_it(sample: Path, tmp_path: Path) -> None:
+    manifest = ROOT / "models" / "dinov2-small.toml"
+    two = tmp_path / "two"
+    two.mkdir()
+    for name in ("messi5.jpg", "fruits.jpg"):
+        shutil.copy(sample / name, two / name)
+    sweep = run_sweep(SweepOptions(sources=[str(two)], gate_model=str(manifest), sizes=(320,), qualities=(60, 90),
+                                   tiles=False, engine="pillow"))
+    assert [m.name for m in sweep.models] == ["dinov2-small"] and sweep.models[0].ref == str(manifest)
+    rec = recommend(sweep, target=0.99, percentile=1)
+    assert rec.ok and rec.model == "dinov2-small"
+    spec = load_spec(write_report(sweep, rec, tmp_path / "r")["spec"])
+    assert spec.gate.model == str(manifest)
+    assert plan(str(tmp_path / "r" / "recommended.toml"), engine="pillow").model == "dinov2-small"
