@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from preprocess.errors import InputError
+from preprocess.objects import is_object_url
 from preprocess.process import BatchResult, Failed, Plan, Processor, describe_plan, plan
 from preprocess.provenance import machine, software_versions
 from preprocess.sources import SourceFile, batched, list_digest, list_sources, read_source
@@ -240,7 +241,18 @@ def provenance(opts: JobOptions, p: Plan, processor: Processor, summary: Summary
                            parent=parent, started_at=started_at)
 
 
-def commit_metadata(kind: str, p: Plan, processor: Processor, summary: Summary, *, roots: Sequence[str],
+class Describes(Protocol):
+    """What made the rows: a :class:`Processor` (or, for a Ray job, what its actors reported)."""
+
+    def describe(self) -> dict[str, str]: ...
+
+
+def input_roots(roots: Sequence[str]) -> list[str]:
+    """The source roots as recorded in provenance: absolute local paths, ``s3://`` URLs as given."""
+    return [s if is_object_url(s) else str(Path(s).resolve()) for s in roots]
+
+
+def commit_metadata(kind: str, p: Plan, processor: Describes, summary: Summary, *, roots: Sequence[str],
                     branch: str, listed: list[tuple[str, str]], parent: str, started_at: str,
                     extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """A commit's metadata (``run``, ``watch``, ...): how every row of it was made; ``extra`` is
@@ -251,7 +263,7 @@ def commit_metadata(kind: str, p: Plan, processor: Processor, summary: Summary, 
         "software": software_versions(),
         "engine": processor.describe(),
         "machine": machine(),
-        "inputs": {"roots": [str(Path(s).resolve()) for s in roots], "count": len(listed),
+        "inputs": {"roots": input_roots(roots), "count": len(listed),
                    "list_sha256": list_digest(listed), "branch": branch, "parent_snapshot": parent},
         "counts": {"sources": summary.sources, "skipped": summary.skipped, "stored": summary.stored,
                    "failed": summary.failed, "flagged": summary.flagged, "kept_source": summary.kept_source,

@@ -1,6 +1,6 @@
 """The versioned dataset: zarr arrays in an icechunk repository (one commit per job).
 
-- :func:`open_repo` / :func:`open_storage`: where the dataset lives (local paths for now).
+- :func:`open_repo` / :func:`open_storage`: where the dataset lives (a local path or ``s3://bucket/prefix``).
 - :class:`DatasetWriter`: chunk-aligned appends of :class:`ItemRow` / :class:`FailureRow`, one commit.
 - :func:`open_dataset` / :class:`Dataset`: read one branch, tag or snapshot (or id prefix).
 - :mod:`preprocess.store.refs`: resolve refs; tag, branch, reset, gc.

@@ -1,7 +1,8 @@
 """Where a dataset lives: the one place a location string becomes icechunk storage.
 
-Only local paths are supported now (``/data/ds``, ``./ds``, ``~/ds``, ``file:///data/ds``).
-Object stores (``s3://`` ...) come later and will be added here, and only here.
+A location is a local path (``/data/ds``, ``./ds``, ``~/ds``, ``file:///data/ds``) or an S3 prefix
+(``s3://bucket/prefix``: icechunk's S3 storage; endpoint, region and credentials from the usual AWS
+places, see :mod:`preprocess.objects`; plain-http endpoints allowed for local S3 servers).
 
 Local stores are not safe for concurrent commits (icechunk's local storage has no atomic
 conditional writes: two processes committing at once can silently lose a commit). So local stores
@@ -29,11 +30,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 import icechunk as ic
 
 from preprocess.errors import ConfigError, ConflictError, StorageError
+from preprocess.objects import is_object_url, parse_s3, s3_config
 
 LOCK_FILE = ".preprocess.lock"  # one writer at a time
 REFS_LOCK_FILE = ".preprocess.refs.lock"  # held for a moment: commits and ref changes
@@ -48,8 +51,8 @@ def local_path(location: str) -> Path:
     if "://" in loc:
         url = urlparse(loc)
         if url.scheme != "file":
-            raise ConfigError(f"{url.scheme}:// datasets are not supported yet: {location}", code="STORE_URL",
-                              hint="use a local directory path for now (object stores come later)")
+            raise ConfigError(f"{url.scheme}:// datasets are not supported: {location}", code="STORE_URL",
+                              hint="use a local directory path or s3://BUCKET/PREFIX")
         if url.netloc not in ("", "localhost"):
             raise ConfigError(f"file:// URL with a host is not supported: {location}", code="STORE_URL",
                               hint="write file:///absolute/path or a plain path")
@@ -57,9 +60,40 @@ def local_path(location: str) -> Path:
     return Path(loc).expanduser().absolute()
 
 
+def is_remote(location: str) -> bool:
+    """True for an object-store location (``s3://...``), False for a local path."""
+    return is_object_url(location)
+
+
 def open_storage(location: str) -> ic.Storage:
     """The icechunk storage for ``location`` (the ONE place storage is chosen)."""
+    if is_object_url(location):
+        return _s3_storage(location)
     return ic.local_filesystem_storage(str(local_path(location)))
+
+
+def _s3_storage(location: str) -> ic.Storage:
+    loc = parse_s3(location)
+    if not loc.prefix:
+        raise ConfigError(f"a dataset needs a prefix inside the bucket: {location}", code="STORE_URL",
+                          hint="write s3://BUCKET/PREFIX (icechunk does not create repositories at a bucket root)")
+    cfg = s3_config()
+    keys: dict[str, Any] = {"from_env": True} if cfg.access_key_id is None else {
+        "access_key_id": cfg.access_key_id, "secret_access_key": cfg.secret_access_key,
+        "session_token": cfg.session_token}
+    return ic.s3_storage(bucket=loc.bucket, prefix=loc.prefix, region=cfg.region, endpoint_url=cfg.endpoint,
+                         allow_http=cfg.allow_http, force_path_style=cfg.endpoint is not None, **keys)
+
+
+def _open_remote(location: str, *, create: bool) -> ic.Repository:
+    url = parse_s3(location).url
+    storage = open_storage(location)
+    if _call(url, "inspect", lambda: ic.Repository.exists(storage)):
+        return _call(url, "open", lambda: ic.Repository.open(storage))
+    if not create:
+        raise ConfigError(f"no dataset at {url}", code="STORE_MISSING",
+                          hint="check the URL and AWS_ENDPOINT_URL, or create the dataset by running a job into it")
+    return _call(url, "create", lambda: ic.Repository.create(storage))
 
 
 def open_repo(location: str, *, create: bool) -> ic.Repository:
@@ -69,6 +103,8 @@ def open_repo(location: str, *, create: bool) -> ic.Repository:
     STORE_MISSING (no repository and not ``create``); StorageError STORE_FOREIGN (something else
     is there), STORE_IO (icechunk failed to read or write it).
     """
+    if is_object_url(location):
+        return _open_remote(location, create=create)
     path = local_path(location)
     try:
         return _open_repo(path, create=create)
@@ -114,12 +150,15 @@ def _foreign(path: Path, what: str) -> StorageError:
                         hint="choose a new or empty directory for the dataset (nothing there was changed)")
 
 
-def _call[T](path: Path, action: str, fn: Callable[[], T]) -> T:
+def _call[T](path: Path | str, action: str, fn: Callable[[], T]) -> T:
     try:
         return fn()
     except ic.IcechunkError as exc:
-        raise StorageError(f"cannot {action} the dataset at {path}: {exc}", code="STORE_IO",
-                           hint="check the path's permissions and free space") from exc
+        remote = isinstance(path, str)
+        detail = str(exc).splitlines()[0][:300] if remote else str(exc)
+        raise StorageError(f"cannot {action} the dataset at {path}: {detail}", code="STORE_IO",
+                           hint="check the bucket, AWS_ENDPOINT_URL, region and credentials" if remote
+                           else "check the path's permissions and free space") from exc
 
 
 

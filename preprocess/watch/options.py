@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from preprocess.errors import ConfigError
+from preprocess.objects import is_object_url
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -59,6 +60,10 @@ class WatchOptions:
     wait: float = 0.0  # seconds to wait at start for another writer of the same local store
 
     def check(self) -> None:
+        if is_object_url(self.folder):
+            raise ConfigError("watch needs a local (or mounted) folder: S3 prefixes cannot be watched",
+                              code="WATCH_FOLDER", path=self.folder,
+                              hint="run `preprocess run s3://...` on a schedule instead (a run adds only new ones)")
         folder = Path(self.folder)
         if not folder.is_dir():
             raise ConfigError("the watched folder does not exist or is not a folder", code="WATCH_FOLDER",
