@@ -15,8 +15,10 @@ from preprocess.errors import PreprocessError
 
 @app.command()
 def run(
-    sources: Annotated[list[str], typer.Argument(help="Folders (searched recursively) or image files.")],
-    store: Annotated[str, typer.Option("--store", "-s", help="The dataset: a local path (created if missing).")],
+    sources: Annotated[list[str], typer.Argument(help="Folders (searched recursively), image files or "
+                                                       "s3://bucket/prefix.")],
+    store: Annotated[str, typer.Option("--store", "-s", help="The dataset: a local path or s3://bucket/prefix "
+                                                             "(created if missing).")],
     spec: Annotated[str | None, typer.Option(help="Pipeline spec (TOML); default: pipelines/camera.toml.")] = None,
     message: Annotated[str, typer.Option("--message", "-m", help="Commit message.")] = "",
     branch: Annotated[str, typer.Option(help="Branch to commit to.")] = "main",
@@ -25,6 +27,15 @@ def run(
     wait: Annotated[float, typer.Option(help="Seconds to wait while another job writes the same local "
                                              "store (default: fail at once, exit 4).")] = 0.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON (no progress bar).")] = False,
+    ray: Annotated[str | None, typer.Option(
+        "--ray", help="Run on Ray (pip install 'preprocess[ray]'): local (this machine), auto (the running "
+                      "cluster) or a cluster address (ray://head:10001).")] = None,
+    gpus_per_worker: Annotated[float, typer.Option(
+        help="With --ray: GPUs per processing actor on a GPU cluster (0.5 = two actors per GPU).")] = 1.0,
+    actors: Annotated[int | None, typer.Option(
+        help="With --ray: processing actors (default: GPUs / --gpus-per-worker, or CPUs - 1 without GPUs).")] = None,
+    ray_batch_size: Annotated[int | None, typer.Option(
+        help="With --ray: images per actor call (default: the spec's batch.size).")] = None,
 ) -> None:
     """Resize + recompress SOURCES into the versioned dataset at --store, as ONE commit.
 
@@ -38,7 +49,10 @@ def run(
                       engine=engine, device=device, wait=wait)
     progress = None if as_json else RichProgress(err)
     try:
-        summary = run_job(opts, progress)
+        if ray is None:
+            summary = run_job(opts, progress)
+        else:
+            summary = _run_on_ray(opts, progress, ray, gpus_per_worker, actors, ray_batch_size)
     except PreprocessError as exc:
         fail(exc)
         return
@@ -47,6 +61,21 @@ def run(
     else:
         _print_summary(summary)
     raise typer.Exit(errors.EXIT_FAILURES if summary.failed else errors.EXIT_OK)
+
+
+def _run_on_ray(opts: Any, progress: Any, address: str, gpus_per_worker: float, actors: int | None,
+                batch_size: int | None) -> Any:
+    import importlib.util
+
+    from preprocess.errors import ConfigError
+
+    if importlib.util.find_spec("ray") is None:
+        raise ConfigError("--ray needs Ray, which is not installed", code="RAY_MISSING",
+                          hint="pip install 'preprocess[ray]'")
+    from preprocess.distributed.ray_job import RayOptions, run_ray_job
+
+    return run_ray_job(opts, RayOptions(address=address, gpus_per_worker=gpus_per_worker, actors=actors,
+                                        batch_size=batch_size), progress)
 
 
 def _print_summary(s: Any) -> None:

@@ -247,6 +247,45 @@ class DatasetWriter:
                     values[i] = block[i].embedding
                 arr[start:stop] = values
 
+    # -- rows written elsewhere (forked sessions) --------------------------------------------------
+
+    def reserve_items(self, count: int, *, model: str, dim: int) -> tuple[int, ic.ForkSession]:
+        """Make room for ``count`` item rows that other processes write, and fork the session.
+
+        The branch's rows must end on a chunk boundary (add rows with :meth:`add_item` until they
+        do). Every item array (and the embedding arrays, ``model``'s created when missing) is
+        resized once, here; returns (first reserved row, a picklable fork). Writers of the fork
+        (:func:`preprocess.distributed.sink.write_items`) must write disjoint whole chunks of the
+        reserved rows; then :meth:`merge_forks` and :meth:`commit`.
+        """
+        self._check_open()
+        start = self._items.stored
+        if self._items.pending or start % CHUNK_ROWS:
+            raise InternalError(f"reserve_items needs the rows to end on a chunk boundary (at {start}, "
+                                f"{len(self._items.pending)} pending)", code="STORE_ALIGN")
+        if model not in self._emb:
+            self._emb[model] = schema.create_embedding(self._emb_group, model, start, dim)
+        elif self._emb[model].shape[1] != dim:
+            raise ConfigError(f"model {model!r} is stored with {self._emb[model].shape[1]}-d embeddings, not {dim}",
+                              code="EMBEDDING_DIM",
+                              hint="a model whose output changed needs a new model name (and version)")
+        stop = start + count
+        with quiet():
+            for arr in self._items.arrays.values():
+                arr.resize((stop,))
+            for emb in self._emb.values():
+                emb.resize((stop, emb.shape[1]))
+        self._items.stored = stop
+        self._items.added += count
+        return start, self._session.fork()
+
+    def merge_forks(self, forks: Sequence[ic.ForkSession], keys: Sequence[str]) -> None:
+        """Merge the forks' writes (of the rows with these ``keys``) into this writer's session."""
+        self._check_open()
+        if forks:
+            self._session.merge(*forks)
+        self._keys.update(keys)
+
     # -- committing ------------------------------------------------------------------------------
 
     def commit(self, message: str, metadata: Mapping[str, Any] | None = None, *,
