@@ -115,6 +115,18 @@ def test_kubernetes_deployment_probes_the_daemons_endpoints_and_the_job_runs_a_b
         assert used <= claims
 
 
+def test_the_rayjob_runs_a_ray_job_on_gpu_workers() -> None:
+    doc = yaml.safe_load((DOCKER / "ray" / "rayjob.yaml").read_text())
+    assert doc["kind"] == "RayJob" and doc["spec"]["shutdownAfterJobFinishes"] is True
+    argv = shlex.split(doc["spec"]["entrypoint"])
+    assert argv[0] == "preprocess"
+    params = parse_cli(argv[1:])
+    assert params["ray"] == "auto" and params["store"].startswith("s3://") and params["sources"][0].startswith("s3://")
+    (worker,) = doc["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    (c,) = worker["template"]["spec"]["containers"]
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == 1 == params["gpus_per_worker"]
+
+
 def test_kustomize_renders_the_manifests() -> None:
     kubectl = shutil.which("kubectl") or pytest.skip("kubectl is not installed")
     done = subprocess.run([kubectl, "kustomize", str(DOCKER / "k8s")], capture_output=True, text=True, check=False)
