@@ -9,6 +9,9 @@ same files, doing the same work: resize to the default spec, adaptive quality wi
   dali-cpu     the project's DALI engine on the CPU (same graph as the GPU one).
   dali-gpu     the DALI GPU engine (GPU machines only).
   decode-only  DALI decode alone on the same files: the ceiling (GPU machines only).
+  ray-local    the Ray path on this machine (`run --ray local`, pillow engine): the whole job (actor
+               start + model load, read tasks, actors, forked chunk writes, merge, commit); Ray itself is
+               started before the clock. Only when ray is importable (preprocess[ray]).
 
 Then, once: the watch daemon's close-to-commit latency (median, p95): files dropped one by one
 into a watched folder, timed from each file's close() until a new reader sees its committed row.
@@ -19,6 +22,7 @@ Usage: scripts/bench [--quick] [--images N] [--rounds R] [--contenders a,b,...] 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import io
 import json
 import os
@@ -167,6 +171,24 @@ def worker_project(paths: list[Path], warm: list[Path], engine: str, device: str
             "stored": stored}
 
 
+def worker_ray(paths: list[Path]) -> dict[str, Any]:
+    """The Ray path (`--ray local`): run_ray_job end to end; ray.init before the clock."""
+    import ray
+
+    from preprocess.distributed.ray_job import RayOptions, run_ray_job
+    from preprocess.job import JobOptions
+
+    ray.init(include_dashboard=False, log_to_driver=False)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-store-"))
+    t0 = time.perf_counter()
+    s = run_ray_job(JobOptions(sources=[str(p) for p in paths], store=str(tmp / "s.icechunk"), engine="pillow",
+                               device="cpu"), RayOptions(address="local"))
+    seconds = time.perf_counter() - t0
+    shutil.rmtree(tmp, ignore_errors=True)
+    return {"seconds": seconds, "probes": s.probes_mean or 0.0, "bytes_out": s.bytes_out, "stages": s.timings,
+            "stored": s.stored}
+
+
 def worker_decode_only(paths: list[Path], device: str) -> dict[str, Any]:
     from preprocess.engines.dali import decode_throughput
 
@@ -186,6 +208,8 @@ def run_worker(args: argparse.Namespace) -> None:
         res = worker_baseline(paths, warm)
     elif name == "decode-only":
         res = worker_decode_only(paths, "gpu")
+    elif name == "ray-local":
+        res = worker_ray(paths)
     else:
         engine, device = {"pillow": ("pillow", "cpu"), "dali-cpu": ("dali", "cpu"),
                           "dali-gpu": ("dali", "gpu")}[name]
@@ -246,7 +270,8 @@ def main() -> None:
 
     has_gpu = gpu_count() > 0
     contenders = [c for c in args.contenders.split(",") if c] or (
-        ["baseline", "pillow", "dali-cpu"] + (["dali-gpu", "decode-only"] if has_gpu else []))
+        ["baseline", "pillow", "dali-cpu"] + (["dali-gpu", "decode-only"] if has_gpu else [])
+        + (["ray-local"] if importlib.util.find_spec("ray") else []))
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     paths = _make_set(args.images, work / "photos")
     mp = _megapixels(paths)
