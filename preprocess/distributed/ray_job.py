@@ -39,6 +39,7 @@ from preprocess.job import JobOptions, Progress, Summary, Tally, _Silent, commit
 from preprocess.process import BatchResult, Failed, Processor, plan
 from preprocess.sources import SourceFile, list_sources, read_source, source_path
 from preprocess.store import CHUNK_ROWS, DatasetWriter, item_key, open_repo
+from preprocess.store.storage import is_remote
 
 FAULTS_ENV = "PREPROCESS_FAULTS"  # tests only: a folder whose marker files inject failures in workers
 
@@ -229,6 +230,10 @@ def run_ray_job(opts: JobOptions, ro: RayOptions | None = None, progress: Progre
     try:
         connect(ro.address)
         shape = cluster_shape(ro, opts.device)
+        if shape.nodes > 1 and not is_remote(opts.store):
+            raise ConfigError(f"a local dataset path with a {shape.nodes}-node Ray cluster: write tasks on other "
+                              "nodes would write to their own disks", code="RAY_LOCAL_STORE", path=opts.store,
+                              hint="put the dataset on object storage (--store s3://bucket/prefix)")
         job_id = uuid.uuid4().hex
         summary = Summary(job_id=job_id, snapshot=None, branch=opts.branch, store=opts.store, engine=p.engine,
                           device=shape.device, spec=p.spec_path, fingerprint=p.fingerprint, model=p.model,
