@@ -40,7 +40,8 @@ def run(
     """Resize + recompress SOURCES into the versioned dataset at --store, as ONE commit.
 
     Exit codes: 0 all stored; 3 committed but some images failed (recorded in the dataset);
-    2 bad spec/options/paths; 4 commit conflict (rerun); 5 storage error; 70 internal error.
+    2 bad spec/options/paths; 4 commit conflict or store locked by another job (rerun, or --wait);
+    5 storage error; 70 internal error.
     """
     from preprocess.job import JobOptions, run_job
 
