@@ -71,6 +71,11 @@ class GateStats:
     def guess(self) -> int | None:
         return int(np.median(self.chosen[-512:])) if self.chosen else None
 
+    def seed(self, qualities: Sequence[int], quality: Quality) -> None:
+        """Start from qualities chosen earlier with the same spec (e.g. by the branch's last job)."""
+        ladder = quality.ladder()
+        self.chosen.extend(ladder.index(q) for q in qualities if q in ladder)
+
 
 def _timed(timings: dict[str, float] | None, stage: str, t0: float) -> float:
     now = time.perf_counter()

@@ -168,6 +168,7 @@ def run_job(opts: JobOptions, progress: Progress | None = None) -> Summary:
     known_failures = writer.existing_failures()
     listed: list[tuple[str, str]] = []
     processor = Processor(p, job_id=job_id)
+    processor.stats.seed(writer.recent_qualities(p.fingerprint), p.spec.quality)  # the first batch's guess
     progress.start(len(paths))
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="reader") as reader:

@@ -203,3 +203,24 @@ def test_the_dali_cpu_engine_runs_the_same_job(tmp_path: Path, sample_dir: Path,
         assert cols["similarity"][i] >= 0.99
         independent = float(reference.embed(Path(path).read_bytes()) @ reference.embed(blobs[i]))
         assert abs(independent - cols["similarity"][i]) < 0.003, path
+
+
+def test_a_new_job_starts_its_search_from_the_branchs_recent_qualities(first_run: tuple[Path, object]) -> None:
+    from preprocess.gate import GateStats
+    from preprocess.spec import Quality
+    from preprocess.store import DatasetWriter, open_repo
+
+    store, summary = first_run
+    cols, _, _ = read_items(store)
+    writer = DatasetWriter(open_repo(str(store), create=False), "main")
+    try:
+        got = writer.recent_qualities(summary.fingerprint)  # type: ignore[attr-defined]
+        assert writer.recent_qualities("another-spec") == []
+    finally:
+        writer.close()
+    assert got == [int(q) for q, st in zip(cols["quality"], cols["status"], strict=True) if st == "ok"]
+    stats = GateStats()
+    stats.seed(got, Quality())
+    ladder = Quality().ladder()
+    assert stats.guess() is not None
+    assert min(got) <= ladder[stats.guess()] <= max(got)  # type: ignore[index]

@@ -192,6 +192,18 @@ class DatasetWriter:
         """(source_sha256, fingerprint, code) of failures on the branch, plus those added here."""
         return set(self._failure_keys)
 
+    def recent_qualities(self, fingerprint: str, rows: int = 512) -> list[int]:
+        """Qualities chosen by the gate (status "ok") for ``fingerprint`` among the branch's last ``rows``
+        stored items, oldest first: a new job's first guess for its quality search."""
+        stored = self._items.stored
+        if not stored:
+            return []
+        window = slice(max(0, stored - rows), stored)
+        a = self._items.arrays
+        fps, statuses, qualities = (schema.read(a[name], window) for name in ("fingerprint", "status", "quality"))
+        return [int(q) for f, st, q in zip(fps, statuses, qualities, strict=True)
+                if str(f) == fingerprint and str(st) == "ok"]
+
     # -- adding ----------------------------------------------------------------------------------
 
     def add_item(self, row: ItemRow) -> None:
