@@ -36,7 +36,7 @@ class Progress(Protocol):
     def finish(self) -> None: ...
 
 
-class _Silent:
+class SilentProgress:
     def start(self, total: int) -> None: ...
     def advance(self, images: int, bytes_in: int, bytes_out: int) -> None: ...
     def finish(self) -> None: ...
@@ -152,17 +152,21 @@ def read_files(batch: Sequence[Path], max_bytes: int) -> list[SourceFile | Faile
     return out
 
 
+def new_summary(opts: JobOptions, p: Plan, *, device: str, sources: int) -> Summary:
+    """A fresh job's summary (with a new job id), shared by the local and the Ray job."""
+    return Summary(job_id=uuid.uuid4().hex, snapshot=None, branch=opts.branch, store=opts.store, engine=p.engine,
+                   device=device, spec=p.spec_path, fingerprint=p.fingerprint, model=p.model, sources=sources)
+
+
 def run_job(opts: JobOptions, progress: Progress | None = None) -> Summary:
-    progress = progress or _Silent()
+    progress = progress or SilentProgress()
     t_start = time.perf_counter()
     started_at = datetime.now(UTC).isoformat()
     p = plan(opts.spec_path, opts.engine, opts.device)
     paths = list_sources(opts.sources)
     writer = DatasetWriter(open_repo(opts.store, create=True), opts.branch, wait=opts.wait)
-    job_id = uuid.uuid4().hex
-    summary = Summary(job_id=job_id, snapshot=None, branch=opts.branch, store=opts.store, engine=p.engine,
-                      device=p.device, spec=p.spec_path, fingerprint=p.fingerprint, model=p.model,
-                      sources=len(paths))
+    summary = new_summary(opts, p, device=p.device, sources=len(paths))
+    job_id = summary.job_id
     tally = Tally(summary)
     known = writer.existing_keys()
     known_failures = writer.existing_failures()

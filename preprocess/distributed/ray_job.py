@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import time
-import uuid
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -35,7 +34,7 @@ import pyarrow as pa
 
 from preprocess.distributed.sink import check_region, decode_failure, decode_item, encode_row, items_of, write_items
 from preprocess.errors import ConfigError, InputError, InternalError, PreprocessError
-from preprocess.job import JobOptions, Progress, Summary, Tally, _Silent, commit_metadata
+from preprocess.job import JobOptions, Progress, SilentProgress, Summary, Tally, commit_metadata, new_summary
 from preprocess.process import BatchResult, Failed, Processor, plan
 from preprocess.sources import SourceFile, list_sources, read_source, source_path
 from preprocess.store import CHUNK_ROWS, DatasetWriter, item_key, open_repo
@@ -103,13 +102,14 @@ class ProcessActor:
     one output row per source: kind item | failure | skipped."""
 
     def __init__(self, *, spec_path: str | None, engine: str, device: str, job_id: str, fingerprint: str,
-                 known: frozenset[str]) -> None:
+                 known: frozenset[str], seed: tuple[int, ...] = ()) -> None:
         p = plan(spec_path, engine, device)
         if p.fingerprint != fingerprint:
             raise ConfigError(f"the spec or model on this worker gives fingerprint {p.fingerprint}, the driver's "
                               f"is {fingerprint}", code="RAY_FINGERPRINT",
                               hint="run the same preprocess version, spec and models on every node")
         self.processor = Processor(p, job_id=job_id)
+        self.processor.stats.seed(seed, p.spec.quality)  # the first batch's guess, as in a local job
         self.known = known
         self.engine = json.dumps({**self.processor.describe(), "engine": p.engine, "device": p.device},
                                  sort_keys=True)
@@ -221,7 +221,7 @@ def run_ray_job(opts: JobOptions, ro: RayOptions | None = None, progress: Progre
     import ray.data
 
     ro = ro or RayOptions()
-    progress = progress or _Silent()
+    progress = progress or SilentProgress()
     t_start = time.perf_counter()
     started_at = datetime.now(UTC).isoformat()
     p = plan(opts.spec_path, opts.engine, "cpu" if opts.device == "cpu" else "auto")
@@ -234,10 +234,8 @@ def run_ray_job(opts: JobOptions, ro: RayOptions | None = None, progress: Progre
             raise ConfigError(f"a local dataset path with a {shape.nodes}-node Ray cluster: write tasks on other "
                               "nodes would write to their own disks", code="RAY_LOCAL_STORE", path=opts.store,
                               hint="put the dataset on object storage (--store s3://bucket/prefix)")
-        job_id = uuid.uuid4().hex
-        summary = Summary(job_id=job_id, snapshot=None, branch=opts.branch, store=opts.store, engine=p.engine,
-                          device=shape.device, spec=p.spec_path, fingerprint=p.fingerprint, model=p.model,
-                          sources=len(paths))
+        summary = new_summary(opts, p, device=shape.device, sources=len(paths))
+        job_id = summary.job_id
         tally = Tally(summary)
         known = writer.existing_keys()
         known_failures = writer.existing_failures()
@@ -245,12 +243,13 @@ def run_ray_job(opts: JobOptions, ro: RayOptions | None = None, progress: Progre
         progress.start(len(paths))
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True
-        ctx.enable_progress_bars = not isinstance(progress, _Silent)
+        ctx.enable_progress_bars = not isinstance(progress, SilentProgress)
         t0 = time.perf_counter()
         with warnings.catch_warnings():  # max_restarts is a "ray_remote_args" (deprecated, still the way)
             warnings.simplefilter("ignore", DeprecationWarning)
+            seed = tuple(writer.recent_qualities(p.fingerprint))
             processed = _pipeline(paths, opts, ro, shape, batch_size, job_id, p.fingerprint,
-                                  p.spec.limits.max_file_bytes, known).materialize()
+                                  p.spec.limits.max_file_bytes, known, seed).materialize()
         tally.time("process", time.perf_counter() - t0)
         t0 = time.perf_counter()
         meta = processed.select_columns(["path", "sha256", "kind", "key", "summary", "failure", "engine",
@@ -323,7 +322,7 @@ def run_ray_job(opts: JobOptions, ro: RayOptions | None = None, progress: Progre
 
 
 def _pipeline(paths: Sequence[Path], opts: JobOptions, ro: RayOptions, shape: Shape, batch_size: int, job_id: str,
-              fingerprint: str, max_bytes: int, known: set[str]) -> Any:
+              fingerprint: str, max_bytes: int, known: set[str], seed: tuple[int, ...] = ()) -> Any:
     """The Ray Data pipeline: paths -> read tasks (bytes) -> processing actors (rows)."""
     import ray.data
 
@@ -337,7 +336,8 @@ def _pipeline(paths: Sequence[Path], opts: JobOptions, ro: RayOptions, shape: Sh
         compute=ray.data.ActorPoolStrategy(size=shape.actors),
         num_cpus=shape.cpus_per_actor, num_gpus=shape.gpus_per_actor or None,
         fn_constructor_kwargs={"spec_path": opts.spec_path, "engine": opts.engine, "device": shape.device,
-                               "job_id": job_id, "fingerprint": fingerprint, "known": frozenset(known)},
+                               "job_id": job_id, "fingerprint": fingerprint, "known": frozenset(known),
+                               "seed": seed},
         max_restarts=ro.max_restarts, max_task_retries=ro.max_restarts,
     )
 
