@@ -71,6 +71,11 @@ class GateStats:
     def guess(self) -> int | None:
         return int(np.median(self.chosen[-512:])) if self.chosen else None
 
+    def record(self, decisions: Sequence[Decision], quality: Quality) -> None:
+        """Add the rungs that passed (in order) to what later guesses start from."""
+        ladder = quality.ladder()
+        self.chosen.extend(ladder.index(d.quality) for d in decisions if d.status == "ok")
+
     def seed(self, qualities: Sequence[int], quality: Quality) -> None:
         """Start from qualities chosen earlier with the same spec (e.g. by the branch's last job)."""
         ladder = quality.ladder()
@@ -113,8 +118,12 @@ def tile_similarities(engine: Engine, extractor: Extractor, encoded: Sequence[by
 
 
 def decide(engine: Engine, extractor: Extractor, loaded: Loaded, quality: Quality, gate: Gate,
-           stats: GateStats | None = None, timings: dict[str, float] | None = None) -> list[Decision]:
+           guess: int | None = None, timings: dict[str, float] | None = None) -> list[Decision]:
     """Run the search for every prepared image of ``loaded``; returns decisions in the same order.
+
+    ``guess`` (a ladder index, e.g. :meth:`GateStats.guess`) is every image's first probe. Each
+    image's search depends only on its own pixels and the guess, never on the other images of the
+    call, so how a batch is cut into calls cannot change what is stored.
 
     ``timings`` (if given) accumulates seconds per stage: ``encode``, ``view`` (candidate decode +
     model view) and ``infer`` (embedding, reference included).
@@ -130,7 +139,6 @@ def decide(engine: Engine, extractor: Extractor, loaded: Loaded, quality: Qualit
     tiles_ref = tile_embeddings(engine, extractor, images) if gate.view == "tiles" else None
     _timed(timings, "tiles", t0)
     states = [_Search(lo=0, hi=top) for _ in images]
-    guess = stats.guess() if stats else None
 
     def probe(idxs: Sequence[int], rungs: Sequence[int]) -> None:
         qs = [ladder[r] for r in rungs]
@@ -181,8 +189,6 @@ def decide(engine: Engine, extractor: Extractor, loaded: Loaded, quality: Qualit
             assert st.best_bytes is not None and st.best_emb is not None
             q = ladder[st.best]
             out.append(Decision("ok", q, st.tried[q], st.best_bytes, st.best_emb, ref[i], probes, st.tried))
-            if stats is not None:
-                stats.chosen.append(st.best)
             continue
         assert st.top is not None and st.top[1] is not None
         top_q = ladder[top]

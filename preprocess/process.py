@@ -3,12 +3,20 @@
 :class:`Processor` is the one place that does it, shared by the batch job, the watch daemon
 and distributed workers. It owns the engine and the extractor; it never touches the store,
 so the caller decides what is already stored (dedupe), where rows go and when to commit.
+
+On the CPU (the pillow engine) a batch is cut into small chunks that ``lanes`` threads take in
+turn, each running decode -> gate -> encode for its chunk with single-threaded Pillow and
+onnxruntime calls: every core stays busy, with no barrier between stages (measured on 2 cores:
+one model call on 2 intra-op threads is only ~1.2x faster than on one). A GPU engine batches
+instead: one lane, the whole batch per call.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -66,19 +74,44 @@ class Failed:
 class BatchResult:
     items: list[ItemRow] = field(default_factory=list)
     failures: list[FailureRow] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage, summed over lanes
+
+    def extend(self, other: BatchResult) -> None:
+        self.items.extend(other.items)
+        self.failures.extend(other.failures)
+        for stage, secs in other.timings.items():
+            self.timings[stage] = self.timings.get(stage, 0.0) + secs
+
+
+LANE_CHUNK = 4  # images per lane task: small enough to balance the lanes, big enough to batch a model call
+
+
+def cpu_lanes() -> int:
+    """The CPUs this process may run on (the affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 class Processor:
-    """Processes batches of already-read sources for one :class:`Plan` (engine + model + gate)."""
+    """Processes batches of already-read sources for one :class:`Plan` (engine + model + gate).
 
-    def __init__(self, p: Plan, *, job_id: str) -> None:
+    ``lanes``: how many chunks of a batch run at once on the CPU engine (default: the CPUs this
+    process may use; a Ray actor passes its CPU share). The DALI engine always runs one lane.
+    """
+
+    def __init__(self, p: Plan, *, job_id: str, lanes: int | None = None) -> None:
         self.plan = p
         self.job_id = job_id
+        cpu = p.engine == "pillow"
+        self.lanes = max(1, lanes or cpu_lanes()) if cpu else 1
+        threads: dict[str, int] = {"threads": 1} if cpu else {}  # parallel lanes, not parallel calls
         self.engine = make_engine(p.engine, p.device, encode=p.spec.encode, view=p.built.manifest.input,
-                                  max_batch=p.spec.batch.size)
-        self.extractor = Extractor(p.built, device=p.device)
+                                  max_batch=p.spec.batch.size, **threads)
+        self.extractor = Extractor(p.built, device=p.device, **threads)
         self.stats = GateStats()
+        self._lanes = ThreadPoolExecutor(self.lanes, thread_name_prefix="lane") if self.lanes > 1 else None
 
     def describe(self) -> dict[str, str]:
         return self.engine.describe()
@@ -107,15 +140,31 @@ class Processor:
             todo.append(SourceImage(path=f.path, data=f.data, sha256=f.sha256, info=info,
                                     target=spec.resize.target(info.width, info.height)))
         clock["probe"] = time.perf_counter() - t0
+        guess = self.stats.guess()  # one guess for the whole batch: the rows never depend on the lanes
+        if self._lanes is None or len(todo) <= LANE_CHUNK:
+            parts = [self._chunk(todo, guess)]
+        else:
+            chunks = [todo[i:i + LANE_CHUNK] for i in range(0, len(todo), LANE_CHUNK)]
+            parts = list(self._lanes.map(self._chunk, chunks, [guess] * len(chunks)))  # in order
+        for part, decisions in parts:
+            out.extend(part)
+            self.stats.record(decisions, spec.quality)
+        return out
+
+    def _chunk(self, todo: Sequence[SourceImage], guess: int | None) -> tuple[BatchResult, list[Decision]]:
+        """Decode, gate and encode probed sources (one lane's share of a batch)."""
+        spec = self.plan.spec
+        out = BatchResult()
         if not todo:
-            return out
+            return out, []
+        clock = out.timings
         t0 = time.perf_counter()
         loaded = self.engine.load(todo)
         clock["decode_resize"] = time.perf_counter() - t0
         for idx, error in loaded.failures:
             s = todo[idx]
             out.failures.append(self.failure(s.path, s.sha256, len(s.data), error))
-        decisions = decide(self.engine, self.extractor, loaded, spec.quality, spec.gate, self.stats, clock)
+        decisions = decide(self.engine, self.extractor, loaded, spec.quality, spec.gate, guess, clock)
         for prepared, d in zip(loaded.prepared, decisions, strict=True):
             s = todo[prepared.index]
             if d.status == "rejected":
@@ -124,7 +173,7 @@ class Processor:
                     f"below the threshold {spec.gate.threshold}", s.path)))
                 continue
             out.items.append(self._row(s, prepared.width, prepared.height, d))
-        return out
+        return out, decisions
 
     def _row(self, s: SourceImage, width: int, height: int, d: Decision) -> ItemRow:
         if d.jpeg is not None and _source_is_smaller(s, width, height, len(d.jpeg)):
@@ -145,6 +194,8 @@ class Processor:
             job_id=self.job_id, embedding=np.asarray(d.embedding, dtype=np.float32))
 
     def close(self) -> None:
+        if self._lanes is not None:
+            self._lanes.shutdown(wait=True)
         self.engine.close()
 
 

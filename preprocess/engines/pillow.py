@@ -2,15 +2,16 @@
 
 JPEG sources decode at a reduced DCT scale (``draft``) that still covers the target size,
 so a 2560x1600 photo bound for 1280 px never decodes its full-size pixels; the rest goes
-through one antialiased resize. Work is spread over a thread pool (Pillow releases the GIL
-in decode, resize and encode).
+through one antialiased resize. With ``threads`` > 1 each call's work is spread over a thread
+pool (Pillow releases the GIL in decode, resize and encode); with ``threads=1`` it runs in the
+caller's thread, for callers that run several batches at once (the :class:`Processor`'s lanes).
 """
 
 from __future__ import annotations
 
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
@@ -35,8 +36,11 @@ class PillowEngine(Engine):
         if device != "cpu":
             raise ValueError("the pillow engine runs on the CPU only")
         super().__init__(encode, view, device="cpu", max_batch=max_batch)
-        self._pool = ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 1,
-                                        thread_name_prefix="pillow-engine")
+        n = threads or os.cpu_count() or 1
+        self._pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="pillow-engine") if n > 1 else None
+
+    def _map(self, fn: Callable[..., Any], *items: Iterable[Any]) -> Iterator[Any]:
+        return self._pool.map(fn, *items) if self._pool is not None else map(fn, *items)
 
     def _load_one(self, src: SourceImage) -> tuple[Image.Image, Image.Image]:
         full = decode_rgb(src.data, draft_to=src.target, path=src.path)
@@ -46,27 +50,26 @@ class PillowEngine(Engine):
         return stored, view
 
     def load(self, sources: Sequence[SourceImage]) -> Loaded:
-        futures = [self._pool.submit(self._load_one, s) for s in sources]
         prepared: list[Prepared] = []
         views: list[Image.Image] = []
         failures: list[tuple[int, InputError]] = []
-        for i, (src, fut) in enumerate(zip(sources, futures, strict=True)):
-            try:
-                stored, view = fut.result()
-            except InputError as exc:
-                failures.append((i, exc))
+        for i, (src, got) in enumerate(zip(sources, self._map(_attempt(self._load_one), sources), strict=True)):
+            if isinstance(got, InputError):
+                failures.append((i, got))
                 continue
-            except Exception as exc:  # one source must never take the batch down
-                failures.append((i, input_error(errors.ENGINE_FAILED, f"pillow engine: {exc}", src.path)))
+            if isinstance(got, Exception):  # one source must never take the batch down
+                failures.append((i, input_error(errors.ENGINE_FAILED, f"pillow engine: {got}", src.path)))
                 continue
+            stored, view = got
             prepared.append(Prepared(index=i, width=stored.width, height=stored.height, pixels=stored))
             views.append(view)
         return Loaded(prepared=prepared, source_view=model_view(views, self.view_spec), failures=failures)
 
     def _encode_one(self, img: Image.Image, quality: int) -> bytes:
-        # Image.save keeps its options on the Image object (encoderinfo), so two threads saving the
-        # same image at different qualities would race: save from a private copy (0.3 ms at 1 MP).
-        img = img.copy()
+        if self._pool is not None:
+            # Image.save keeps its options on the Image object (encoderinfo), so two pool threads saving
+            # the same image at different qualities would race: save from a private copy (0.3 ms at 1 MP).
+            img = img.copy()
         buf = io.BytesIO()
         img.save(buf, format="JPEG", quality=int(quality),
                  subsampling=_SUBSAMPLING[self.encoding.chroma_subsampling],
@@ -74,7 +77,7 @@ class PillowEngine(Engine):
         return buf.getvalue()
 
     def encode(self, images: Sequence[Prepared], qualities: Sequence[int]) -> list[bytes]:
-        return list(self._pool.map(self._encode_one, [p.pixels for p in images], qualities))
+        return list(self._map(self._encode_one, [p.pixels for p in images], qualities))
 
     def _view_one(self, data: bytes) -> Image.Image:
         # Full decode (no DCT draft): the candidate must be seen exactly as the source is.
@@ -82,7 +85,7 @@ class PillowEngine(Engine):
                                           Image.Resampling.BILINEAR)
 
     def view(self, encoded: Sequence[bytes]) -> Any:
-        return model_view(list(self._pool.map(self._view_one, encoded)), self.view_spec)
+        return model_view(list(self._map(self._view_one, encoded)), self.view_spec)
 
     def _tiles_one(self, item: Prepared | bytes) -> list[Image.Image]:
         img = item.pixels if isinstance(item, Prepared) else Image.open(io.BytesIO(item)).convert("RGB")
@@ -90,9 +93,23 @@ class PillowEngine(Engine):
         return [img.crop(box) for box in tile_boxes(img.width, img.height, v.width, v.height)]
 
     def tiles(self, images: Sequence[Prepared | bytes]) -> Tiles:
-        per_image = list(self._pool.map(self._tiles_one, images))
+        per_image = list(self._map(self._tiles_one, images))
         flat = [tile for tiles in per_image for tile in tiles]
         return Tiles(batch=model_view(flat, self.view_spec), counts=[len(t) for t in per_image])
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+
+def _attempt(fn: Callable[[SourceImage], Any]) -> Callable[[SourceImage], Any]:
+    """``fn``, returning the exception it raised instead of raising it (one bad source must not stop
+    ``map`` over the others)."""
+
+    def run(src: SourceImage) -> Any:
+        try:
+            return fn(src)
+        except Exception as exc:
+            return exc
+
+    return run

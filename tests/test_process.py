@@ -1,0 +1,55 @@
+"""The Processor's lanes: cutting a batch into chunks run in parallel must not change a single row."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from preprocess.process import LANE_CHUNK, Processor, plan
+from preprocess.sources import SourceFile
+
+
+def _files(photos: list[Path], bad: bytes) -> list[SourceFile]:
+    out = [SourceFile(path=str(p), data=p.read_bytes(), sha256=hashlib.sha256(p.read_bytes()).hexdigest())
+           for p in photos]
+    out.insert(5, SourceFile(path="bad/truncated.jpg", data=bad, sha256=hashlib.sha256(bad).hexdigest()))
+    return out
+
+
+def _rows(proc: Processor, files: list[SourceFile]) -> tuple[list[tuple[object, ...]], list[tuple[str, str]]]:
+    res = proc.process(files)
+    items = [(r.source_path, r.status, r.quality, round(r.similarity, 6), r.probes,
+              hashlib.sha256(r.jpeg).hexdigest()) for r in res.items]
+    return items, [(f.source_path, f.code) for f in res.failures]
+
+
+@pytest.mark.parametrize("seed", [(), (30, 30, 35)], ids=["no-guess", "guess-q30"])
+def test_lanes_do_not_change_the_rows(small_photos: list[Path], bad_images: dict[str, tuple[bytes, str]],
+                                      seed: tuple[int, ...]) -> None:
+    p = plan(None, "pillow", "cpu")
+    files = _files(small_photos[:11], bad_images["truncated.jpg"][0])
+    assert len(files) > 2 * LANE_CHUNK  # several chunks, so the lanes really split the batch
+    got = {}
+    for lanes in (1, 3):
+        proc = Processor(p, job_id="lanes", lanes=lanes)
+        try:
+            assert proc.lanes == lanes
+            proc.stats.seed(seed, p.spec.quality)
+            got[lanes] = _rows(proc, files)
+        finally:
+            proc.close()
+    items, failures = got[1]
+    assert got[3] == got[1]
+    assert [i[0] for i in items] == [str(f) for f in small_photos[:11]]  # the sources' order
+    assert failures == [("bad/truncated.jpg", bad_images["truncated.jpg"][1])]
+
+
+def test_the_dali_engine_runs_one_lane() -> None:
+    pytest.importorskip("nvidia.dali")
+    proc = Processor(plan(None, "dali", "cpu"), job_id="lanes", lanes=4)
+    try:
+        assert proc.lanes == 1
+    finally:
+        proc.close()
