@@ -3,8 +3,12 @@
 Contenders run interleaved (round-robin, each in a fresh subprocess so peak RSS is its own) on the
 same files, doing the same work: resize to the default spec, adaptive quality with the feature gate.
 
-  baseline     a straightforward per-image Pillow loop: open, EXIF transpose, Lanczos resize, and per
-               probe encode + decode + two single-image onnxruntime calls, plain bisection.
+  baseline     a straightforward per-image loop (scripts/bench_baseline.py): open, EXIF transpose, full
+               decode, Lanczos resize, and per probe encode + decode + two single-image onnxruntime
+               calls, plain bisection; on stock Pillow from PyPI, in its own environment
+               (.bench/baseline, set up by scripts/bench from bench/baseline-requirements.txt).
+  baseline-simd  the same script in the project's environment, on pillow-simd: how much of the
+               gain is pillow-simd's and how much the pipeline's.
   pillow       the project's pillow engine through the shared Processor, + dataset write and commit.
   dali-cpu     the project's DALI engine on the CPU (same graph as the GPU one).
   dali-gpu     the DALI GPU engine (GPU machines only).
@@ -57,76 +61,6 @@ def _megapixels(paths: list[Path]) -> float:
         with Image.open(p) as img:
             total += img.size[0] * img.size[1]
     return total / 1e6
-
-
-def worker_baseline(paths: list[Path], warm: list[Path]) -> dict[str, Any]:
-    """What a team writes first: one image at a time, full decode, two model calls per probe."""
-    import numpy as np
-    import onnxruntime as ort
-    from PIL import Image, ImageOps
-
-    from preprocess.extractor.build import build
-    from preprocess.extractor.manifest import find_manifest
-    from preprocess.spec import default_spec_path, load_spec
-
-    spec = load_spec(default_spec_path())
-    session = ort.InferenceSession(str(build(find_manifest(spec.gate.model)).path),
-                                   providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    mean = np.array([0.485, 0.456, 0.406], dtype=np.float32) * 255
-    std = np.array([0.229, 0.224, 0.225], dtype=np.float32) * 255
-    ladder = spec.quality.ladder()
-    stages = {"decode": 0.0, "resize": 0.0, "encode": 0.0, "view": 0.0, "infer": 0.0}
-
-    def embed(img: Image.Image) -> np.ndarray:
-        t = time.perf_counter()
-        x = (np.asarray(img.resize((224, 224), Image.Resampling.BILINEAR), dtype=np.float32) - mean) / std
-        t2 = time.perf_counter()
-        (y,) = session.run(None, {name: x.transpose(2, 0, 1)[None].copy()})
-        stages["infer"] += time.perf_counter() - t2
-        stages["view"] += t2 - t
-        v = y.reshape(-1)
-        return v / np.linalg.norm(v)
-
-    def one(path: Path) -> tuple[int, int]:
-        t = time.perf_counter()
-        img = Image.open(path)
-        img = (ImageOps.exif_transpose(img) or img).convert("RGB")
-        t2 = time.perf_counter()
-        stages["decode"] += t2 - t
-        target = spec.resize.target(*img.size)
-        small = img.resize(target, Image.Resampling.LANCZOS) if target != img.size else img
-        stages["resize"] += time.perf_counter() - t2
-        lo, hi, best, probes = 0, len(ladder) - 1, None, 0
-        while lo <= hi:
-            mid = (lo + hi) // 2
-            t = time.perf_counter()
-            buf = io.BytesIO()
-            small.save(buf, format="JPEG", quality=ladder[mid], subsampling=2)
-            stages["encode"] += time.perf_counter() - t
-            t = time.perf_counter()
-            cand = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
-            stages["decode"] += time.perf_counter() - t
-            sim = float(embed(img) @ embed(cand))  # two single-image calls per probe
-            probes += 1
-            if sim >= spec.gate.threshold:
-                best, hi = buf.getvalue(), mid - 1
-            else:
-                lo = mid + 1
-        return probes, len(best) if best else 0
-
-    for p in warm:
-        one(p)
-    for k in stages:
-        stages[k] = 0.0
-    t0 = time.perf_counter()
-    probes = out = 0
-    for p in paths:
-        n, b = one(p)
-        probes += n
-        out += b
-    return {"seconds": time.perf_counter() - t0, "probes": probes / len(paths), "bytes_out": out,
-            "stages": stages}
 
 
 def worker_project(paths: list[Path], warm: list[Path], engine: str, device: str) -> dict[str, Any]:
@@ -204,9 +138,7 @@ def run_worker(args: argparse.Namespace) -> None:
     paths = _files(Path(args.dir))
     warm = paths[: min(4, len(paths))]
     name = args.worker
-    if name == "baseline":
-        res = worker_baseline(paths, warm)
-    elif name == "decode-only":
+    if name == "decode-only":
         res = worker_decode_only(paths, "gpu")
     elif name == "ray-local":
         res = worker_ray(paths)
@@ -225,6 +157,30 @@ def _versions() -> dict[str, str]:
     from preprocess.provenance import software_versions
 
     return software_versions()
+
+
+BASELINE_PYTHON = ROOT / ".bench" / "baseline" / "bin" / "python"
+
+
+def _command(contender: str) -> list[str]:
+    """How to start a contender's subprocess (``--dir`` and ``--result`` are appended)."""
+    if not contender.startswith("baseline"):
+        return [sys.executable, __file__, "--worker", contender]
+    from preprocess.extractor.build import build
+    from preprocess.extractor.manifest import find_manifest
+    from preprocess.spec import default_spec_path, load_spec
+
+    spec = load_spec(default_spec_path())
+    assert spec.resize.mode == "long-side" and spec.encode.chroma_subsampling == "420", "the baseline script's spec"
+    python = sys.executable
+    if contender == "baseline":
+        if not BASELINE_PYTHON.exists():
+            sys.exit(f"no stock-Pillow environment at {BASELINE_PYTHON.parent.parent}: run scripts/bench, "
+                     "which sets it up")
+        python = str(BASELINE_PYTHON)
+    return [python, str(ROOT / "scripts" / "bench_baseline.py"),
+            "--model", str(build(find_manifest(spec.gate.model)).path), "--long-side", str(spec.resize.size),
+            "--ladder", ",".join(map(str, spec.quality.ladder())), "--threshold", str(spec.gate.threshold)]
 
 
 def _gpu_name() -> str:
@@ -282,8 +238,9 @@ def main() -> None:
 
     has_gpu = gpu_count() > 0
     contenders = [c for c in args.contenders.split(",") if c] or (
-        ["baseline", "pillow", "dali-cpu"] + (["dali-gpu", "decode-only"] if has_gpu else [])
+        ["baseline", "baseline-simd", "pillow", "dali-cpu"] + (["dali-gpu", "decode-only"] if has_gpu else [])
         + (["ray-local"] if importlib.util.find_spec("ray") else []))
+    commands = {c: _command(c) for c in contenders}
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     paths = _make_set(args.images, work / "photos")
     mp = _megapixels(paths)
@@ -295,8 +252,8 @@ def main() -> None:
         for c in contenders:
             res_file = work / f"{c}-{r}.json"
             t = time.perf_counter()
-            proc = subprocess.run([sys.executable, __file__, "--worker", c, "--dir", str(work / "photos"),
-                                   "--result", str(res_file)], cwd=ROOT, check=False)
+            proc = subprocess.run(commands[c] + ["--dir", str(work / "photos"), "--result", str(res_file)],
+                                  cwd=ROOT, check=False)
             if proc.returncode != 0:
                 print(f"  round {r + 1}: {c} FAILED (exit {proc.returncode})", file=sys.stderr)
                 continue
@@ -320,9 +277,13 @@ def main() -> None:
                       "bytes_in": bytes_in, "bytes_out": rs[0]["bytes_out"],
                       "peak_rss_mb": round(max(r["peak_rss_mb"] for r in rs), 1),
                       "ms_per_image_by_stage": dict(sorted(stages.items()))}
+        if "pillow" in rs[0]:  # the baselines say which Pillow they ran on
+            summary[c]["pillow"] = rs[0]["pillow"]
     base = summary.get("baseline", {}).get("images_per_s")
+    simd = summary.get("baseline-simd", {}).get("images_per_s")
     for s in summary.values():
         s["vs_baseline"] = round(s["images_per_s"] / base, 2) if base else None
+        s["vs_baseline_simd"] = round(s["images_per_s"] / simd, 2) if simd else None
     if "decode-only" in summary and "dali-gpu" in summary:
         summary["dali-gpu"]["of_decode_ceiling"] = round(
             summary["dali-gpu"]["images_per_s"] / summary["decode-only"]["images_per_s"], 3)

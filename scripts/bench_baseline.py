@@ -1,0 +1,105 @@
+"""The benchmark's baseline: what a team writes first, with plain Pillow, numpy and onnxruntime.
+
+One image at a time: open, EXIF transpose, full decode, Lanczos resize to the long side, then a
+plain bisection over the quality ladder where every probe encodes, decodes the candidate and
+makes two single-image onnxruntime calls (source and candidate). Deliberately standalone (it
+imports nothing from the project), so ``scripts/bench`` can run it in a separate environment
+with stock Pillow (``baseline``) as well as in the project's, on pillow-simd (``baseline-simd``).
+
+Usage: python scripts/bench_baseline.py --dir PHOTOS --model MODEL.onnx --result OUT.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import PIL
+from PIL import Image, ImageOps
+
+MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32) * 255
+STD = np.array([0.229, 0.224, 0.225], dtype=np.float32) * 255
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dir", required=True, help="photos (*.jpg, *.jpeg, *.png)")
+    ap.add_argument("--model", required=True, help="the ONNX feature extractor (224x224 RGB NCHW input)")
+    ap.add_argument("--result", required=True, help="where to write the JSON result")
+    ap.add_argument("--long-side", type=int, default=1280)
+    ap.add_argument("--ladder", default=",".join(str(q) for q in range(30, 96, 5)))
+    ap.add_argument("--threshold", type=float, default=0.99)
+    ap.add_argument("--warm", type=int, default=4, help="images run once before the clock")
+    args = ap.parse_args()
+
+    paths = sorted(p for p in Path(args.dir).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    ladder = [int(q) for q in args.ladder.split(",")]
+    session = ort.InferenceSession(args.model, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    stages = {"decode": 0.0, "resize": 0.0, "encode": 0.0, "view": 0.0, "infer": 0.0}
+
+    def embed(img: Image.Image) -> np.ndarray:
+        t = time.perf_counter()
+        x = (np.asarray(img.resize((224, 224), Image.Resampling.BILINEAR), dtype=np.float32) - MEAN) / STD
+        t2 = time.perf_counter()
+        (y,) = session.run(None, {name: x.transpose(2, 0, 1)[None].copy()})
+        stages["infer"] += time.perf_counter() - t2
+        stages["view"] += t2 - t
+        v = y.reshape(-1)
+        return v / np.linalg.norm(v)
+
+    def one(path: Path) -> tuple[int, int]:
+        t = time.perf_counter()
+        img = Image.open(path)
+        img = (ImageOps.exif_transpose(img) or img).convert("RGB")
+        t2 = time.perf_counter()
+        stages["decode"] += t2 - t
+        w, h = img.size
+        scale = min(1.0, args.long_side / max(w, h))
+        target = (max(1, round(w * scale)), max(1, round(h * scale)))
+        small = img.resize(target, Image.Resampling.LANCZOS) if target != img.size else img
+        stages["resize"] += time.perf_counter() - t2
+        lo, hi, best, probes = 0, len(ladder) - 1, None, 0
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            t = time.perf_counter()
+            buf = io.BytesIO()
+            small.save(buf, format="JPEG", quality=ladder[mid], subsampling=2)
+            stages["encode"] += time.perf_counter() - t
+            t = time.perf_counter()
+            cand = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+            stages["decode"] += time.perf_counter() - t
+            sim = float(embed(small) @ embed(cand))  # two single-image calls per probe
+            probes += 1
+            if sim >= args.threshold:
+                best, hi = buf.getvalue(), mid - 1
+            else:
+                lo = mid + 1
+        return probes, len(best) if best else 0
+
+    for p in paths[: args.warm]:
+        one(p)
+    for k in stages:
+        stages[k] = 0.0
+    t0 = time.perf_counter()
+    probes = out = 0
+    for p in paths:
+        n, b = one(p)
+        probes += n
+        out += b
+    seconds = time.perf_counter() - t0
+    Path(args.result).write_text(json.dumps({
+        "seconds": seconds, "probes": probes / len(paths), "bytes_out": out, "stages": stages,
+        "pillow": PIL.__version__, "onnxruntime": ort.__version__,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }))
+
+
+if __name__ == "__main__":
+    main()
