@@ -102,13 +102,13 @@ class ProcessActor:
     one output row per source: kind item | failure | skipped."""
 
     def __init__(self, *, spec_path: str | None, engine: str, device: str, job_id: str, fingerprint: str,
-                 known: frozenset[str], seed: tuple[int, ...] = ()) -> None:
+                 known: frozenset[str], seed: tuple[int, ...] = (), lanes: int = 1) -> None:
         p = plan(spec_path, engine, device)
         if p.fingerprint != fingerprint:
             raise ConfigError(f"the spec or model on this worker gives fingerprint {p.fingerprint}, the driver's "
                               f"is {fingerprint}", code="RAY_FINGERPRINT",
                               hint="run the same preprocess version, spec and models on every node")
-        self.processor = Processor(p, job_id=job_id)
+        self.processor = Processor(p, job_id=job_id, lanes=lanes)  # as many lanes as the CPUs it was given
         self.processor.stats.seed(seed, p.spec.quality)  # the first batch's guess, as in a local job
         self.known = known
         self.engine = json.dumps({**self.processor.describe(), "engine": p.engine, "device": p.device},
@@ -337,7 +337,7 @@ def _pipeline(paths: Sequence[Path], opts: JobOptions, ro: RayOptions, shape: Sh
         num_cpus=shape.cpus_per_actor, num_gpus=shape.gpus_per_actor or None,
         fn_constructor_kwargs={"spec_path": opts.spec_path, "engine": opts.engine, "device": shape.device,
                                "job_id": job_id, "fingerprint": fingerprint, "known": frozenset(known),
-                               "seed": seed},
+                               "seed": seed, "lanes": max(1, int(shape.cpus_per_actor))},
         max_restarts=ro.max_restarts, max_task_retries=ro.max_restarts,
     )
 
