@@ -1,0 +1,121 @@
+"""The quality search on its own (pure: a similarity curve stands in for encode + model).
+
+The real gate runs this same ``_Search`` over measured similarities (tests/test_job.py checks
+those end to end); here curves of every shape check the search's invariants.
+"""
+
+from __future__ import annotations
+
+import math
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from preprocess.gate import DEFICIT_SLOPE, _Search
+from preprocess.spec import Quality
+
+LADDER = Quality().ladder()  # 30, 35, ..., 95
+T = 0.99
+
+
+def run(curve: list[float], guess: int | None, ladder: list[int] = LADDER) -> tuple[_Search, list[int]]:
+    s = _Search(lo=0, hi=len(ladder) - 1)
+    probed: list[int] = []
+    while (r := s.next_probe(guess, ladder, T)) is not None:
+        assert r not in probed, f"rung {r} probed twice"
+        probed.append(r)
+        s.update(r, curve[r], T, ladder)
+    return s, probed
+
+
+curves = st.lists(st.floats(0.9, 1.0), min_size=len(LADDER), max_size=len(LADDER))
+guesses = st.one_of(st.none(), st.integers(0, len(LADDER) - 1))
+
+
+@settings(max_examples=400, deadline=None)
+@given(curves, guesses)
+def test_any_curve_ends_at_a_measured_boundary(curve: list[float], guess: int | None) -> None:
+    s, probed = run(curve, guess)
+    assert len(probed) <= len(LADDER)
+    if s.best is None:
+        assert all(curve[r] < T for r in probed)
+        return
+    assert curve[s.best] >= T  # what is stored was measured to pass ...
+    assert s.best == 0 or (s.best - 1 in probed and curve[s.best - 1] < T)  # ... and the rung below to fail
+    assert s.best == min(r for r in probed if curve[r] >= T)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(0.0, 0.02), min_size=len(LADDER), max_size=len(LADDER)).map(sorted), guesses)
+def test_a_monotone_curve_gets_its_lowest_passing_rung(gaps: list[float], guess: int | None) -> None:
+    curve = [1.0 - g for g in reversed(gaps)]  # similarity rises with quality
+    s, _ = run(curve, guess)
+    passing = [r for r, v in enumerate(curve) if v >= T]
+    assert s.best == (min(passing) if passing else None)
+
+
+@given(st.floats(0.9, 0.9999), guesses)
+def test_a_curve_that_follows_the_prior_takes_at_most_three_probes(at_30: float, guess: int | None) -> None:
+    # log10(1 - s) falls by DEFICIT_SLOPE per quality point: the model the search extrapolates with
+    curve = [1 - 10 ** (math.log10(1 - at_30) - DEFICIT_SLOPE * (q - 30)) for q in LADDER]
+    s, probed = run(curve, guess)
+    assert len(probed) <= 3 + (guess is not None)
+    passing = [r for r, v in enumerate(curve) if v >= T]
+    assert s.best == (min(passing) if passing else None)
+
+
+# Measured curves of the bundled photos: similarity x 10^4 at q30, 35, ..., 95 (MobileNetV2, long side
+# 1280, 4:2:0), from the pillow engine. Real curves are noisy and not monotone.
+MEASURED_E4 = {
+    "camera/Autumn.jpg": [9885, 9901, 9928, 9940, 9952, 9965, 9966, 9981, 9978, 9977, 9987, 9991, 9993, 9994],
+    "camera/BytheWater.jpg": [9965, 9977, 9989, 9990, 9991, 9992, 9994, 9995, 9997, 9998, 9998, 9997, 9999, 9999],
+    "camera/ColdRipple.jpg": [9912, 9948, 9952, 9978, 9982, 9987, 9984, 9987, 9993, 9996, 9996, 9996, 9998, 9998],
+    "camera/ColorfulCups.jpg": [9823, 9861, 9916, 9928, 9952, 9967, 9973, 9983, 9987, 9991, 9996, 9996, 9999, 10000],
+    "camera/DarkestHour.jpg": [9285, 9461, 9710, 9718, 9759, 9806, 9798, 9801, 9809, 9830, 9897, 9933, 9978, 9992],
+    "camera/EveningGlow.jpg": [9946, 9972, 9975, 9974, 9982, 9987, 9986, 9993, 9994, 9996, 9997, 9997, 9998, 9999],
+    "camera/FallenLeaf.jpg": [9915, 9936, 9940, 9969, 9976, 9969, 9983, 9989, 9988, 9991, 9994, 9996, 9998, 9998],
+    "camera/Grey.jpg": [9957, 9969, 9977, 9984, 9990, 9990, 9992, 9995, 9996, 9998, 9999, 9999, 10000, 10000],
+    "camera/Kite.jpg": [9926, 9933, 9953, 9956, 9963, 9975, 9970, 9978, 9978, 9987, 9986, 9990, 9995, 9997],
+    "camera/OneStandsOut.jpg": [9960, 9970, 9983, 9980, 9985, 9988, 9990, 9992, 9994, 9995, 9994, 9998, 9997, 9999],
+    "camera/Path.jpg": [9948, 9969, 9984, 9950, 9988, 9985, 9987, 9991, 9992, 9993, 9997, 9996, 9997, 9998],
+    "camera/summer_1am.jpg": [9778, 9824, 9849, 9849, 9843, 9880, 9881, 9892, 9920, 9944, 9976, 9985, 9995, 9998],
+    "opencv/aero3.jpg": [9824, 9859, 9866, 9844, 9895, 9917, 9913, 9962, 9971, 10000, 9980, 9991, 9993, 9996],
+    "opencv/apple.jpg": [9717, 9690, 9869, 9901, 9905, 9895, 9921, 9939, 9952, 9960, 9974, 10000, 9994, 9996],
+    "opencv/baboon.jpg": [9935, 9937, 9962, 9960, 9967, 9974, 9981, 9981, 9986, 9992, 9993, 9993, 9997, 9998],
+    "opencv/building.jpg": [9973, 9977, 9971, 9983, 9985, 9980, 9988, 9994, 9995, 10000, 9997, 9998, 9999, 9999],
+    "opencv/butterfly.jpg": [9917, 9949, 9953, 9960, 9929, 9937, 9965, 9981, 9991, 9998, 9996, 9995, 9998, 9998],
+    "opencv/fruits.jpg": [9735, 9785, 9877, 9899, 9920, 9931, 9942, 9958, 9975, 9984, 9982, 9988, 9995, 9997],
+    "opencv/graf1.png": [9960, 9967, 9978, 9978, 9980, 9984, 9989, 9990, 9992, 9994, 9995, 9997, 9998, 9998],
+    "opencv/home.jpg": [9906, 9918, 9925, 9936, 9925, 9951, 9964, 9980, 9992, 10000, 9992, 9996, 9997, 9998],
+    "opencv/leuvenA.jpg": [9731, 9827, 9865, 9879, 9907, 9915, 9922, 9945, 9948, 9964, 9979, 9990, 9994, 9996],
+    "opencv/leuvenB.jpg": [9788, 9817, 9860, 9872, 9902, 9924, 9932, 9950, 9973, 9974, 9984, 9991, 9995, 9996],
+    "opencv/messi5.jpg": [9931, 9942, 9952, 9951, 9966, 9969, 9977, 9980, 9986, 9989, 9991, 9994, 9993, 9998],
+    "opencv/orange.jpg": [9799, 9840, 9885, 9906, 9893, 9902, 9911, 9914, 9933, 9939, 9971, 10000, 9992, 9996],
+    "skimage/astronaut.png": [9923, 9939, 9961, 9965, 9962, 9974, 9970, 9977, 9979, 9988, 9993, 9995, 9995, 9998],
+    "skimage/chelsea.png": [9739, 9813, 9851, 9884, 9891, 9905, 9910, 9937, 9949, 9965, 9979, 9985, 9991, 9996],
+    "skimage/coffee.png": [9824, 9860, 9898, 9938, 9928, 9949, 9948, 9973, 9975, 9977, 9988, 9989, 9994, 9997],
+    "skimage/hubble.jpg": [9953, 9933, 9914, 9970, 9962, 9968, 9971, 9989, 9987, 9986, 9987, 9992, 9996, 9999],
+    "skimage/motorcycle_left.png": [9916, 9933, 9931, 9941, 9965, 9972, 9971, 9975, 9980, 9986, 9987, 9992, 9995, 9998],
+    "skimage/rocket.jpg": [9754, 9801, 9861, 9854, 9918, 9938, 9937, 9948, 9956, 9970, 9983, 9992, 9992, 9997],
+}
+MEASURED = {name: [v / 1e4 for v in curve] for name, curve in MEASURED_E4.items()}
+
+
+def bisection(curve: list[float], guess: int | None) -> tuple[int | None, int]:
+    """The search this one replaced: the guess, then midpoints."""
+    s = _Search(lo=0, hi=len(LADDER) - 1)
+    n = 0
+    while s.lo <= s.hi:
+        r = guess if guess is not None and not s.tried and s.lo <= guess <= s.hi else (s.lo + s.hi) // 2
+        s.update(r, curve[r], T, LADDER)
+        n += 1
+    return s.best, n
+
+
+def test_on_measured_curves_it_takes_fewer_probes_than_bisection() -> None:
+    for guess in (None, 0, 2, 5):
+        ours = [len(run(c, guess)[1]) for c in MEASURED.values()]
+        theirs = [bisection(c, guess)[1] for c in MEASURED.values()]
+        assert sum(ours) < 0.9 * sum(theirs), (guess, sum(ours), sum(theirs))
+        same = sum(run(c, guess)[0].best == bisection(c, guess)[0] for c in MEASURED.values())
+        assert same >= len(MEASURED) - 2  # where a curve is not monotone the two may stop at different dips
