@@ -148,8 +148,8 @@ def decode_rgb(data: bytes, *, draft_to: tuple[int, int] | None = None, path: st
                     tw, th = th, tw
                 img.draft("RGB", (tw, th))
             img.load()
-            oriented = ImageOps.exif_transpose(img)
-            return to_rgb(oriented if oriented is not None else img)
+            ImageOps.exif_transpose(img, in_place=True)  # in place: no copy when already upright
+            return to_rgb(img)
     except InputError:
         raise
     except UnidentifiedImageError:

@@ -111,6 +111,7 @@ class Processor:
                                   max_batch=p.spec.batch.size, **threads)
         self.extractor = Extractor(p.built, device=p.device, **threads)
         self.stats = GateStats()
+        self.chunk = LANE_CHUNK if cpu else None  # None: the whole batch in one engine call
         self._lanes = ThreadPoolExecutor(self.lanes, thread_name_prefix="lane") if self.lanes > 1 else None
 
     def describe(self) -> dict[str, str]:
@@ -123,6 +124,20 @@ class Processor:
 
     def process(self, files: Sequence[SourceFile | Failed]) -> BatchResult:
         """Rows for every file: an item per stored image, a failure per bad one (order kept per kind)."""
+        # The same chunks and one guess for the whole batch, whatever the lanes: rows never depend on them.
+        guess = self.stats.guess()
+        size = self.chunk or max(len(files), 1)
+        chunks = [files[i:i + size] for i in range(0, len(files), size)]
+        run = self._lanes.map if self._lanes is not None else map
+        parts = list(run(self._chunk, chunks, [guess] * len(chunks)))  # in order
+        out = BatchResult()
+        for part, decisions in parts:
+            out.extend(part)
+            self.stats.record(decisions, self.plan.spec.quality)
+        return out
+
+    def _chunk(self, files: Sequence[SourceFile | Failed], guess: int | None) -> tuple[BatchResult, list[Decision]]:
+        """Probe, decode, gate and encode some of a batch's files (one lane's share)."""
         spec = self.plan.spec
         out = BatchResult()
         clock = out.timings
@@ -140,24 +155,8 @@ class Processor:
             todo.append(SourceImage(path=f.path, data=f.data, sha256=f.sha256, info=info,
                                     target=spec.resize.target(info.width, info.height)))
         clock["probe"] = time.perf_counter() - t0
-        guess = self.stats.guess()  # one guess for the whole batch: the rows never depend on the lanes
-        if self._lanes is None or len(todo) <= LANE_CHUNK:
-            parts = [self._chunk(todo, guess)]
-        else:
-            chunks = [todo[i:i + LANE_CHUNK] for i in range(0, len(todo), LANE_CHUNK)]
-            parts = list(self._lanes.map(self._chunk, chunks, [guess] * len(chunks)))  # in order
-        for part, decisions in parts:
-            out.extend(part)
-            self.stats.record(decisions, spec.quality)
-        return out
-
-    def _chunk(self, todo: Sequence[SourceImage], guess: int | None) -> tuple[BatchResult, list[Decision]]:
-        """Decode, gate and encode probed sources (one lane's share of a batch)."""
-        spec = self.plan.spec
-        out = BatchResult()
         if not todo:
             return out, []
-        clock = out.timings
         t0 = time.perf_counter()
         loaded = self.engine.load(todo)
         clock["decode_resize"] = time.perf_counter() - t0

@@ -11,10 +11,14 @@ from preprocess.process import LANE_CHUNK, Processor, plan
 from preprocess.sources import SourceFile
 
 
-def _files(photos: list[Path], bad: bytes) -> list[SourceFile]:
-    out = [SourceFile(path=str(p), data=p.read_bytes(), sha256=hashlib.sha256(p.read_bytes()).hexdigest())
-           for p in photos]
-    out.insert(5, SourceFile(path="bad/truncated.jpg", data=bad, sha256=hashlib.sha256(bad).hexdigest()))
+def _file(path: str, data: bytes) -> SourceFile:
+    return SourceFile(path=path, data=data, sha256=hashlib.sha256(data).hexdigest())
+
+
+def _files(photos: list[Path], bad: dict[str, tuple[bytes, str]]) -> list[SourceFile]:
+    out = [_file(str(p), p.read_bytes()) for p in photos]
+    out.insert(5, _file("bad/truncated.jpg", bad["truncated.jpg"][0]))  # fails in the engine
+    out.insert(10, _file("bad/html.jpg", bad["html.jpg"][0]))  # fails at the header probe
     return out
 
 
@@ -29,7 +33,7 @@ def _rows(proc: Processor, files: list[SourceFile]) -> tuple[list[tuple[object, 
 def test_lanes_do_not_change_the_rows(small_photos: list[Path], bad_images: dict[str, tuple[bytes, str]],
                                       seed: tuple[int, ...]) -> None:
     p = plan(None, "pillow", "cpu")
-    files = _files(small_photos[:11], bad_images["truncated.jpg"][0])
+    files = _files(small_photos[:11], bad_images)
     assert len(files) > 2 * LANE_CHUNK  # several chunks, so the lanes really split the batch
     got = {}
     for lanes in (1, 3):
@@ -43,7 +47,8 @@ def test_lanes_do_not_change_the_rows(small_photos: list[Path], bad_images: dict
     items, failures = got[1]
     assert got[3] == got[1]
     assert [i[0] for i in items] == [str(f) for f in small_photos[:11]]  # the sources' order
-    assert failures == [("bad/truncated.jpg", bad_images["truncated.jpg"][1])]
+    assert failures == [("bad/truncated.jpg", bad_images["truncated.jpg"][1]),
+                        ("bad/html.jpg", bad_images["html.jpg"][1])]
 
 
 def test_the_dali_engine_runs_one_lane() -> None:

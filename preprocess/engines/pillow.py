@@ -81,14 +81,14 @@ class PillowEngine(Engine):
 
     def _view_one(self, data: bytes) -> Image.Image:
         # Full decode (no DCT draft): the candidate must be seen exactly as the source is.
-        return Image.open(io.BytesIO(data)).convert("RGB").resize((self.view_spec.width, self.view_spec.height),
-                                          Image.Resampling.BILINEAR)
+        return _decode_candidate(data).resize((self.view_spec.width, self.view_spec.height),
+                                              Image.Resampling.BILINEAR)
 
     def view(self, encoded: Sequence[bytes]) -> Any:
         return model_view(list(self._map(self._view_one, encoded)), self.view_spec)
 
     def _tiles_one(self, item: Prepared | bytes) -> list[Image.Image]:
-        img = item.pixels if isinstance(item, Prepared) else Image.open(io.BytesIO(item)).convert("RGB")
+        img = item.pixels if isinstance(item, Prepared) else _decode_candidate(item)
         v = self.view_spec
         return [img.crop(box) for box in tile_boxes(img.width, img.height, v.width, v.height)]
 
@@ -100,6 +100,13 @@ class PillowEngine(Engine):
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+
+
+def _decode_candidate(data: bytes) -> Image.Image:
+    """One of our own JPEG candidates, decoded (RGB already: no conversion copy)."""
+    img = Image.open(io.BytesIO(data))
+    img.load()
+    return img if img.mode == "RGB" else img.convert("RGB")
 
 
 def _attempt(fn: Callable[[SourceImage], Any]) -> Callable[[SourceImage], Any]:
