@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ import numpy as np
 
 from preprocess.errors import InputError
 from preprocess.objects import is_object_url
-from preprocess.process import BatchResult, Failed, Plan, Processor, describe_plan, plan
+from preprocess.process import BatchResult, Failed, PendingBatch, Plan, Processor, describe_plan, plan
 from preprocess.provenance import machine, software_versions
 from preprocess.sources import SourceFile, batched, list_digest, list_sources, read_source
 from preprocess.store import DatasetWriter, item_key, open_repo
@@ -170,31 +171,13 @@ def run_job(opts: JobOptions, progress: Progress | None = None) -> Summary:
     tally = Tally(summary)
     known = writer.existing_keys()
     known_failures = writer.existing_failures()
-    listed: list[tuple[str, str]] = []
     processor = Processor(p, job_id=job_id)
     processor.stats.seed(writer.recent_qualities(p.fingerprint), p.spec.quality)  # the first batch's guess
     progress.start(len(paths))
     try:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="reader") as reader:
-            batches = list(batched(paths, p.spec.batch.size))
-            max_bytes = p.spec.limits.max_file_bytes
-            ahead: Future[list[SourceFile | Failed]] | None = (
-                reader.submit(read_files, batches[0], max_bytes) if batches else None)
-            for n in range(len(batches)):
-                assert ahead is not None
-                t0 = time.perf_counter()
-                files = ahead.result()
-                tally.time("read", time.perf_counter() - t0)
-                ahead = reader.submit(read_files, batches[n + 1], max_bytes) if n + 1 < len(batches) else None
-                listed.extend((f.path, f.sha256) for f in files if isinstance(f, SourceFile))
-                todo, skipped = dedupe(files, known, p.fingerprint)
-                summary.skipped += len(skipped)
-                result = processor.process(todo)
-                t0 = time.perf_counter()
-                write_result(writer, result, known_failures)
-                tally.time("store", time.perf_counter() - t0)
-                bytes_in, bytes_out = tally.add(result)
-                progress.advance(len(files), bytes_in, bytes_out)
+        listed = run_batches(processor, writer, list(batched(paths, p.spec.batch.size)),
+                             max_bytes=p.spec.limits.max_file_bytes, known=known, known_failures=known_failures,
+                             tally=tally, progress=progress)
         tally.close()
         t0 = time.perf_counter()
         metadata = provenance(opts, p, processor, summary, listed, writer.base_snapshot, started_at)
@@ -208,6 +191,48 @@ def run_job(opts: JobOptions, progress: Progress | None = None) -> Summary:
     tally.close()
     summary.seconds = round(time.perf_counter() - t_start, 3)
     return summary
+
+
+def run_batches(processor: Processor, writer: DatasetWriter, batches: Sequence[Sequence[Path]], *, max_bytes: int,
+                known: set[str], known_failures: set[tuple[str, str, str]], tally: Tally,
+                progress: Progress) -> list[tuple[str, str]]:
+    """Read, dedupe, process and store batch after batch (no commit); returns (path, sha256) of
+    every source read, for the commit's input list.
+
+    Three things overlap: a reader thread reads the next batch, the processor's lanes work on
+    up to two batches, and this thread stores the older one as soon as it is done.
+    """
+    listed: list[tuple[str, str]] = []
+    queued: deque[tuple[int, PendingBatch]] = deque()  # submitted, not yet stored
+    fingerprint = processor.plan.fingerprint
+
+    def store_oldest() -> None:
+        count, pending = queued.popleft()
+        result = pending.result()
+        t0 = time.perf_counter()
+        write_result(writer, result, known_failures)
+        tally.time("store", time.perf_counter() - t0)
+        bytes_in, bytes_out = tally.add(result)
+        progress.advance(count, bytes_in, bytes_out)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="reader") as reader:
+        ahead: Future[list[SourceFile | Failed]] | None = (
+            reader.submit(read_files, batches[0], max_bytes) if batches else None)
+        for n in range(len(batches)):
+            assert ahead is not None
+            t0 = time.perf_counter()
+            files = ahead.result()
+            tally.time("read", time.perf_counter() - t0)
+            ahead = reader.submit(read_files, batches[n + 1], max_bytes) if n + 1 < len(batches) else None
+            listed.extend((f.path, f.sha256) for f in files if isinstance(f, SourceFile))
+            todo, skipped = dedupe(files, known, fingerprint)
+            tally.summary.skipped += len(skipped)
+            queued.append((len(files), processor.submit(todo)))
+            if len(queued) > 1:  # keep the next batch queued on the lanes while storing this one
+                store_oldest()
+        while queued:
+            store_oldest()
+    return listed
 
 
 def dedupe(files: Sequence[SourceFile | Failed], known: set[str],

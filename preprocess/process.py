@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -112,7 +112,8 @@ class Processor:
         self.extractor = Extractor(p.built, device=p.device, **threads)
         self.stats = GateStats()
         self.chunk = LANE_CHUNK if cpu else None  # None: the whole batch in one engine call
-        self._lanes = ThreadPoolExecutor(self.lanes, thread_name_prefix="lane") if self.lanes > 1 else None
+        # Always a pool (even of one), so a caller can queue the next batch while it stores this one.
+        self._lanes = ThreadPoolExecutor(self.lanes, thread_name_prefix="lane")
 
     def describe(self) -> dict[str, str]:
         return self.engine.describe()
@@ -124,17 +125,21 @@ class Processor:
 
     def process(self, files: Sequence[SourceFile | Failed]) -> BatchResult:
         """Rows for every file: an item per stored image, a failure per bad one (order kept per kind)."""
-        # The same chunks and one guess for the whole batch, whatever the lanes: rows never depend on them.
+        return self.submit(files).result()
+
+    def submit(self, files: Sequence[SourceFile | Failed]) -> PendingBatch:
+        """Queue a batch on the lanes and return at once; ``.result()`` gives its rows.
+
+        A caller may keep the next batch queued while it stores this one (the lanes then never
+        wait between batches), as long as it takes results in the order it submitted. The
+        batch's first-probe guess comes from the batches whose results were taken before this
+        call, and the chunks are the same whatever the lanes: the rows depend on the order of
+        calls only, never on timing.
+        """
         guess = self.stats.guess()
         size = self.chunk or max(len(files), 1)
         chunks = [files[i:i + size] for i in range(0, len(files), size)]
-        run = self._lanes.map if self._lanes is not None else map
-        parts = list(run(self._chunk, chunks, [guess] * len(chunks)))  # in order
-        out = BatchResult()
-        for part, decisions in parts:
-            out.extend(part)
-            self.stats.record(decisions, self.plan.spec.quality)
-        return out
+        return PendingBatch(self, [self._lanes.submit(self._chunk, c, guess) for c in chunks])
 
     def _chunk(self, files: Sequence[SourceFile | Failed], guess: int | None) -> tuple[BatchResult, list[Decision]]:
         """Probe, decode, gate and encode some of a batch's files (one lane's share)."""
@@ -193,9 +198,28 @@ class Processor:
             job_id=self.job_id, embedding=np.asarray(d.embedding, dtype=np.float32))
 
     def close(self) -> None:
-        if self._lanes is not None:
-            self._lanes.shutdown(wait=True)
+        self._lanes.shutdown(wait=True, cancel_futures=True)
         self.engine.close()
+
+
+class PendingBatch:
+    """A batch queued by :meth:`Processor.submit`."""
+
+    def __init__(self, processor: Processor, parts: list[Future[tuple[BatchResult, list[Decision]]]]) -> None:
+        self._processor = processor
+        self._parts = parts
+        self._result: BatchResult | None = None
+
+    def result(self) -> BatchResult:
+        """Wait for every chunk; the first call also feeds the batch's choices to later guesses."""
+        if self._result is None:
+            out = BatchResult()
+            for fut in self._parts:
+                part, decisions = fut.result()
+                out.extend(part)
+                self._processor.stats.record(decisions, self._processor.plan.spec.quality)
+            self._result = out
+        return self._result
 
 
 def _source_is_smaller(s: SourceImage, width: int, height: int, candidate_bytes: int) -> bool:

@@ -64,9 +64,11 @@ def _megapixels(paths: list[Path]) -> float:
 
 
 def worker_project(paths: list[Path], warm: list[Path], engine: str, device: str) -> dict[str, Any]:
-    """The project's path: read + hash, Processor (engine + gate) per batch, dataset write, one commit."""
+    """The project's path, as `preprocess run` runs it after set-up (job.run_batches: reader thread,
+    Processor lanes, dataset write) and its one commit; plan, model load and store open before the clock."""
     import uuid
 
+    from preprocess.job import JobOptions, SilentProgress, Tally, new_summary, run_batches
     from preprocess.process import Processor, plan
     from preprocess.sources import batched, read_source
     from preprocess.store import DatasetWriter, open_repo
@@ -76,33 +78,27 @@ def worker_project(paths: list[Path], warm: list[Path], engine: str, device: str
     size = p.spec.batch.size
     for batch in batched(warm, size):
         proc.process([read_source(f, max_bytes=1 << 30) for f in batch])
+    # The warm-up's choices seed the first guess, as a branch's recent rows seed a job's (the steady
+    # state of a fleet's daily jobs); a fresh store's first batches bisect from the middle instead.
     tmp = Path(tempfile.mkdtemp(prefix="bench-store-"))
-    writer = DatasetWriter(open_repo(str(tmp / "s.icechunk"), create=True), "main")
-    stages: dict[str, float] = {}
-    probes = out = stored = 0
+    store = str(tmp / "s.icechunk")
+    writer = DatasetWriter(open_repo(store, create=True), "main")
+    tally = Tally(new_summary(JobOptions(sources=[str(paths[0].parent)], store=store), p, device=p.device,
+                              sources=len(paths)))
     t0 = time.perf_counter()
-    for batch in batched(paths, size):
-        t = time.perf_counter()
-        files = [read_source(f, max_bytes=1 << 30) for f in batch]
-        stages["read"] = stages.get("read", 0.0) + time.perf_counter() - t
-        result = proc.process(files)
-        for k, v in result.timings.items():
-            stages[k] = stages.get(k, 0.0) + v
-        t = time.perf_counter()
-        for row in result.items:
-            writer.add_item(row)
-            probes += row.probes
-            out += row.bytes
-            stored += 1
-        stages["store"] = stages.get("store", 0.0) + time.perf_counter() - t
+    run_batches(proc, writer, list(batched(paths, size)), max_bytes=p.spec.limits.max_file_bytes, known=set(),
+                known_failures=set(), tally=tally, progress=SilentProgress())
     t = time.perf_counter()
     writer.commit("bench", {"bench": True})
-    stages["commit"] = time.perf_counter() - t
+    tally.time("commit", time.perf_counter() - t)
     seconds = time.perf_counter() - t0
+    tally.close()
     proc.close()
+    writer.close()
     shutil.rmtree(tmp, ignore_errors=True)
-    return {"seconds": seconds, "probes": probes / max(stored, 1), "bytes_out": out, "stages": stages,
-            "stored": stored}
+    s = tally.summary
+    return {"seconds": seconds, "probes": s.probes_mean or 0.0, "bytes_out": s.bytes_out, "stages": tally.timings,
+            "stored": s.stored}
 
 
 def worker_ray(paths: list[Path]) -> dict[str, Any]:
