@@ -213,7 +213,7 @@ def _make_set(n: int, dest: Path) -> list[Path]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="12 images, 1 round (under a minute on 2 cores)")
+    ap.add_argument("--quick", action="store_true", help="12 images, 1 round, no ray-local unless named (under a minute on 2 cores)")
     ap.add_argument("--images", type=int, default=96)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--contenders", default="")
@@ -235,7 +235,7 @@ def main() -> None:
     has_gpu = gpu_count() > 0
     contenders = [c for c in args.contenders.split(",") if c] or (
         ["baseline", "baseline-simd", "pillow", "dali-cpu"] + (["dali-gpu", "decode-only"] if has_gpu else [])
-        + (["ray-local"] if importlib.util.find_spec("ray") else []))
+        + (["ray-local"] if importlib.util.find_spec("ray") and not args.quick else []))
     commands = {c: _command(c) for c in contenders}
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     paths = _make_set(args.images, work / "photos")
