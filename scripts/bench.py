@@ -158,7 +158,7 @@ def _versions() -> dict[str, str]:
 BASELINE_PYTHON = ROOT / ".bench" / "baseline" / "bin" / "python"
 
 
-def _command(contender: str) -> list[str]:
+def _command(contender: str, baseline_python: str) -> list[str]:
     """How to start a contender's subprocess (``--dir`` and ``--result`` are appended)."""
     if not contender.startswith("baseline"):
         return [sys.executable, __file__, "--worker", contender]
@@ -168,13 +168,14 @@ def _command(contender: str) -> list[str]:
 
     spec = load_spec(default_spec_path())
     assert spec.resize.mode == "long-side" and spec.encode.chroma_subsampling == "420", "the baseline script's spec"
-    python = sys.executable
+    prefix = [sys.executable]
     if contender == "baseline":
-        if not BASELINE_PYTHON.exists():
-            sys.exit(f"no stock-Pillow environment at {BASELINE_PYTHON.parent.parent}: run scripts/bench, "
-                     "which sets it up")
-        python = str(BASELINE_PYTHON)
-    return [python, str(ROOT / "scripts" / "bench_baseline.py"),
+        if not Path(baseline_python).exists():
+            sys.exit(f"no stock-Pillow Python at {baseline_python}: run scripts/bench, which sets up "
+                     f"{BASELINE_PYTHON.parent.parent}, or pass --baseline-python")
+        # Nothing of the project's environment may leak in (PYTHONPATH could put pillow-simd first).
+        prefix = ["env", "-u", "PYTHONPATH", baseline_python]
+    return [*prefix, str(ROOT / "scripts" / "bench_baseline.py"),
             "--model", str(build(find_manifest(spec.gate.model)).path), "--long-side", str(spec.resize.size),
             "--ladder", ",".join(map(str, spec.quality.ladder())), "--threshold", str(spec.gate.threshold)]
 
@@ -219,6 +220,9 @@ def main() -> None:
     ap.add_argument("--contenders", default="")
     ap.add_argument("--out", default="")
     ap.add_argument("--watch-files", type=int, default=24, help="files for the watch latency (0: skip)")
+    ap.add_argument("--baseline-python", default=str(BASELINE_PYTHON),
+                    help="a Python with stock Pillow, numpy and onnxruntime for the baseline (default: the "
+                         "environment scripts/bench sets up)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--dir", help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
@@ -236,7 +240,7 @@ def main() -> None:
     contenders = [c for c in args.contenders.split(",") if c] or (
         ["baseline", "baseline-simd", "pillow", "dali-cpu"] + (["dali-gpu", "decode-only"] if has_gpu else [])
         + (["ray-local"] if importlib.util.find_spec("ray") and not args.quick else []))
-    commands = {c: _command(c) for c in contenders}
+    commands = {c: _command(c, args.baseline_python) for c in contenders}
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     paths = _make_set(args.images, work / "photos")
     mp = _megapixels(paths)
