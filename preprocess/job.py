@@ -228,7 +228,9 @@ def run_batches(processor: Processor, writer: DatasetWriter, batches: Sequence[S
             todo, skipped = dedupe(files, known, fingerprint)
             tally.summary.skipped += len(skipped)
             queued.append((len(files), processor.submit(todo)))
-            if len(queued) > 1:  # keep the next batch queued on the lanes while storing this one
+            # Keep the next batch queued on the lanes while storing this one; but while there is no
+            # first-probe guess yet (a fresh branch), wait, so the next batch starts from this one's.
+            if len(queued) > 1 or processor.stats.guess() is None:
                 store_oldest()
         while queued:
             store_oldest()

@@ -214,7 +214,8 @@ def _make_set(n: int, dest: Path) -> list[Path]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="12 images, 1 round, no ray-local unless named (under a minute on 2 cores)")
+    ap.add_argument("--quick", action="store_true",
+                    help="12 images, 1 round, no ray-local unless named (under a minute on 2 cores)")
     ap.add_argument("--images", type=int, default=96)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--contenders", default="")

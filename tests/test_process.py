@@ -58,3 +58,42 @@ def test_the_dali_engine_runs_one_lane() -> None:
         assert proc.lanes == 1
     finally:
         proc.close()
+
+
+def test_a_fresh_job_waits_for_its_first_guess_then_keeps_a_batch_queued(
+        small_photos: list[Path], tmp_path: Path) -> None:
+    from preprocess.job import JobOptions, SilentProgress, Tally, new_summary, run_batches
+    from preprocess.store import DatasetWriter, open_repo
+
+    p = plan(None, "pillow", "cpu")
+    proc = Processor(p, job_id="queue", lanes=2)
+    store = str(tmp_path / "s.icechunk")
+    writer = DatasetWriter(open_repo(store, create=True), "main")
+    # Spies (they call through to the real methods): what the guess was, and how many batches' results
+    # had been taken (one chunk per 3-image batch, so one record() each), whenever a batch was submitted.
+    seen: list[tuple[int | None, int]] = []
+    taken = [0]
+    submit, record = proc.submit, proc.stats.record
+
+    def spy_submit(files):  # type: ignore[no-untyped-def]
+        seen.append((proc.stats.guess(), taken[0]))
+        return submit(files)
+
+    def spy_record(decisions, quality):  # type: ignore[no-untyped-def]
+        taken[0] += 1
+        record(decisions, quality)
+
+    proc.submit = spy_submit  # type: ignore[method-assign]
+    proc.stats.record = spy_record  # type: ignore[method-assign]
+    try:
+        batches = [small_photos[i:i + 3] for i in range(0, 12, 3)]
+        tally = Tally(new_summary(JobOptions(sources=["x"], store=store), p, device="cpu", sources=12))
+        run_batches(proc, writer, batches, max_bytes=1 << 30, known=set(), known_failures=set(), tally=tally,
+                    progress=SilentProgress())
+    finally:
+        proc.close()
+        writer.close()
+    assert seen[0] == (None, 0)
+    assert seen[1][0] is not None and seen[1][1] == 1  # waited for batch 1: batch 2 starts from its guess
+    assert [t for _, t in seen[2:]] == [1, 2]  # then one batch stays queued while the older is stored
+    assert tally.summary.stored == 12
