@@ -288,6 +288,9 @@ def main() -> None:
     if "decode-only" in summary and "dali-gpu" in summary:
         summary["dali-gpu"]["of_decode_ceiling"] = round(
             summary["dali-gpu"]["images_per_s"] / summary["decode-only"]["images_per_s"], 3)
+    if "pillow" in summary and "dali-gpu" in summary:  # the GPU target: >= 20x this machine's CPU engine
+        summary["dali-gpu"]["vs_cpu_engine"] = round(
+            summary["dali-gpu"]["images_per_s"] / summary["pillow"]["images_per_s"], 2)
     result = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpu_cores": os.cpu_count(), "platform": platform.platform(), "gpu": gpu or "none",
@@ -349,6 +352,11 @@ def _print(result: dict[str, Any]) -> None:
               f"{s['probes_per_image']:6.2f} {s['bytes_out'] / 1e6:7.2f} {s['peak_rss_mb']:7.0f}  {stages}")
     print("(stage times are busy time summed over threads: the project's lanes overlap, so they add up to more "
           "than the wall time per image)")
+    gpu = rows.get("dali-gpu", {})
+    if "of_decode_ceiling" in gpu or "vs_cpu_engine" in gpu:
+        print(f"dali-gpu: {gpu.get('of_decode_ceiling', '-')} of the decode-only ceiling (target >= 0.6), "
+              f"{gpu.get('vs_cpu_engine', '-')}x the pillow engine on this machine's CPUs (target >= 20), "
+              f"{gpu['images_per_s']:.0f} img/s (target >= 1500)")
     w = result.get("watch_close_to_commit_s")
     if w:
         print(f"watch daemon close-to-commit latency: median {w['median']:.2f} s, p95 {w['p95']:.2f} s "
