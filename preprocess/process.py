@@ -13,11 +13,13 @@ instead: one lane, the whole batch per call.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -86,12 +88,23 @@ class BatchResult:
 LANE_CHUNK = 4  # images per lane task: small enough to balance the lanes, big enough to batch a model call
 
 
-def cpu_lanes() -> int:
-    """The CPUs this process may run on (the affinity mask, not the machine's count)."""
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def cpu_lanes(cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """The CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota (a container's
+    CPU limit, e.g. Kubernetes ``limits.cpu``: ``400000 100000`` is 4 CPUs) when there is one."""
     try:
-        return len(os.sched_getaffinity(0))
+        n = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        n = os.cpu_count() or 1
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):  # no cgroup v2 file, or not in the expected form
+        pass
+    return n
 
 
 class Processor:

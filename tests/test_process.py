@@ -97,3 +97,21 @@ def test_a_fresh_job_waits_for_its_first_guess_then_keeps_a_batch_queued(
     assert seen[1][0] is not None and seen[1][1] == 1  # waited for batch 1: batch 2 starts from its guess
     assert [t for _, t in seen[2:]] == [1, 2]  # then one batch stays queued while the older is stored
     assert tally.summary.stored == 12
+
+
+def test_lanes_follow_a_containers_cpu_quota(tmp_path: Path) -> None:
+    import os
+
+    from preprocess.process import cpu_lanes
+
+    mine = len(os.sched_getaffinity(0))
+    f = tmp_path / "cpu.max"
+    assert cpu_lanes(tmp_path / "missing") == mine
+    f.write_text("max 100000\n")
+    assert cpu_lanes(f) == mine
+    f.write_text("150000 100000\n")  # 1.5 CPUs: 2 lanes (never more than the affinity mask)
+    assert cpu_lanes(f) == min(mine, 2)
+    f.write_text("20000 100000\n")  # 0.2 CPUs: still one lane
+    assert cpu_lanes(f) == 1
+    f.write_text("garbage\n")
+    assert cpu_lanes(f) == mine
