@@ -86,3 +86,32 @@ def test_models_cli() -> None:
     proc = subprocess.run([sys.executable, "-m", "preprocess", "models", "list", "--json"], capture_output=True,
                           text=True, cwd=ROOT, check=True)
     assert '"mobilenetv2-imagenet"' in proc.stdout
+
+
+def test_a_gpu_extractor_without_a_working_cuda_provider_fails_loudly() -> None:
+    # onnxruntime silently falls back to the CPU when its CUDA provider cannot load (here: no driver);
+    # the GPU engine's device batches would then fail much later, in IOBinding.
+    from tests.conftest import gpu_available
+
+    if gpu_available():
+        pytest.skip("a CUDA GPU is here: the provider loads")
+    with pytest.raises(ConfigError) as err:
+        Extractor(build(find_manifest("mobilenetv2-imagenet")), device="gpu")
+    assert err.value.code == "ORT_NO_CUDA"
+    assert "--device cpu" in (err.value.hint or "")
+
+
+def test_the_cuda_providers_libraries_are_installed() -> None:
+    # Everything libonnxruntime_providers_cuda.so links, except the driver (libcuda), must come with the
+    # environment: cuRAND is not in torch's CUDA 13 wheels, only in onnxruntime-gpu[cuda].
+    import onnxruntime as ort
+
+    lib = Path(ort.__file__).parent / "capi" / "libonnxruntime_providers_cuda.so"
+    if not lib.exists():
+        pytest.skip("not an onnxruntime-gpu build")
+    site = Path(ort.__file__).parents[1] / "nvidia"
+    dirs = ":".join(str(d) for d in site.glob("**/lib") if d.is_dir())
+    out = subprocess.run(["ldd", str(lib)], capture_output=True, text=True, check=True,
+                         env={"LD_LIBRARY_PATH": dirs}).stdout
+    missing = [line.split()[0] for line in out.splitlines() if "not found" in line]
+    assert set(missing) <= {"libcuda.so.1"}, missing

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnxruntime as ort
 
+from preprocess.errors import ConfigError
+
 if TYPE_CHECKING:
     from preprocess.extractor.build import BuiltModel
 
@@ -34,10 +36,22 @@ class Extractor:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers: list[Any]
         if device == "gpu":
-            providers = [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
+            # The CUDA provider links cuBLAS, cuDNN and cuRAND from the nvidia-* wheels: load them from
+            # site-packages first (without this they are found only if torch happened to load them).
+            ort.preload_dlls()
+            # HEURISTIC: the gate's batches change size every round, and the default EXHAUSTIVE search
+            # re-benchmarks every convolution for each new batch size.
+            providers = [("CUDAExecutionProvider", {"device_id": device_id, "cudnn_conv_algo_search": "HEURISTIC"}),
+                         "CPUExecutionProvider"]
         else:
             providers = ["CPUExecutionProvider"]
         self.session = ort.InferenceSession(str(built.path), sess_options=opts, providers=providers)
+        if device == "gpu" and "CUDAExecutionProvider" not in self.session.get_providers():
+            # onnxruntime falls back to the CPU silently; device batches would then fail to bind.
+            raise ConfigError("onnxruntime could not start its CUDA provider", code="ORT_NO_CUDA",
+                              hint="check `python -c 'import onnxruntime as o; o.preload_dlls()'` for a missing "
+                                   "CUDA/cuDNN library (onnxruntime-gpu[cuda,cudnn] installs them), or use "
+                                   "--device cpu")
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
         self.device_id = device_id
