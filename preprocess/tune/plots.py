@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from matplotlib import colormaps
@@ -22,8 +23,19 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-def _target_line(ax: object, rec: Recommendation) -> None:
-    ax.axhline(rec.target, color="crimson", lw=1, ls=":", label=f"target {rec.target:g}")  # type: ignore[attr-defined]
+def _label(ax: Any, xlabel: str, ylabel: str, title: str, *, log_x: bool = False, legend: int = 7) -> None:
+    """The axes' labels and title, a light grid and the legend (every line chart of the report)."""
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=legend, loc="lower right")
+
+
+def _target_line(ax: Any, rec: Recommendation) -> None:
+    ax.axhline(rec.target, color="crimson", lw=1, ls=":", label=f"target {rec.target:g}")
 
 
 def _at(sims: np.ndarray, percentile: float) -> np.ndarray:
@@ -49,12 +61,8 @@ def rate_fidelity(sweep: Sweep, rec: Recommendation) -> bytes:
         if rec.single is not None and g == rec.gauge:
             ax.plot(rec.single.total_bytes / 1e6, rec.single.at_percentile, "*", ms=14, color="crimson",
                     label=f"recommended q{rec.single.quality}")
-        ax.set_xscale("log")
-        ax.set_xlabel("total stored MB (log)")
-        ax.set_ylabel(f"similarity, p{rec.percentile:g} (solid) / median (dashed)")
-        ax.set_title(f"{m.name}: {g}", fontsize=10)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+        _label(ax, "total stored MB (log)", f"similarity, p{rec.percentile:g} (solid) / median (dashed)",
+               f"{m.name}: {g}", log_x=True)
     fig.tight_layout()
     return _png(fig)
 
@@ -82,12 +90,8 @@ def pareto_front(sweep: Sweep, rec: Recommendation) -> bytes:
                 label=f"single q{rec.single.quality} @ {rec.single.size}")
         ax.plot(rec.adaptive.total_bytes / 1e6, rec.adaptive.at_percentile, "D", ms=8, color="darkorange",
                 label="adaptive (expected)")
-    ax.set_xscale("log")
-    ax.set_xlabel("total stored MB (log)")
-    ax.set_ylabel(f"similarity at p{rec.percentile:g} ({rec.gauge})")
-    ax.set_title(f"size x quality: bytes vs similarity ({rec.model})", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    _label(ax, "total stored MB (log)", f"similarity at p{rec.percentile:g} ({rec.gauge})",
+           f"size x quality: bytes vs similarity ({rec.model})", log_x=True)
     return _png(fig)
 
 
@@ -109,12 +113,8 @@ def per_image(sweep: Sweep, rec: Recommendation) -> bytes:
         ax.scatter(bpp[idx, cols], sims[si][idx, cols], s=60, facecolors="none", edgecolors="crimson",
                    label="adaptive choice")
     _target_line(ax, rec)
-    ax.set_xscale("log")
-    ax.set_xlabel("bits per pixel (log)")
-    ax.set_ylabel(f"similarity ({rec.gauge})")
-    ax.set_title(f"each image at {size} px ({rec.model})", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    _label(ax, "bits per pixel (log)", f"similarity ({rec.gauge})", f"each image at {size} px ({rec.model})",
+           log_x=True)
     return _png(fig)
 
 
@@ -131,11 +131,8 @@ def neighbours(sweep: Sweep, rec: Recommendation) -> bytes:
     agreement = np.concatenate([np.ravel(m.top1) for m in sweep.models])
     measured = agreement[np.isfinite(agreement)]  # NaN with fewer than 2 images
     ax.set_ylim(max(0.0, float(measured.min()) - 0.05 if measured.size else 0.0) - 0.01, 1.01)
-    ax.set_xlabel("JPEG quality")
-    ax.set_ylabel("neighbour agreement (o top-k, x top-1)")
-    ax.set_title("do nearest neighbours survive compression?", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, loc="lower right")
+    _label(ax, "JPEG quality", "neighbour agreement (o top-k, x top-1)",
+           "do nearest neighbours survive compression?", legend=6)
     return _png(fig)
 
 
@@ -151,11 +148,8 @@ def views_and_models(sweep: Sweep, rec: Recommendation) -> bytes:
             at = _at(m.values(g), rec.percentile)[si]
             ax.plot(sweep.qualities, at, styles[g], marker="o", ms=3, color=f"C{mi}", label=f"{m.name} {g}")
     _target_line(ax, rec)
-    ax.set_xlabel("JPEG quality")
-    ax.set_ylabel(f"similarity at p{rec.percentile:g}")
-    ax.set_title(f"what each model and view calls safe at {size} px", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    _label(ax, "JPEG quality", f"similarity at p{rec.percentile:g}",
+           f"what each model and view calls safe at {size} px")
     return _png(fig)
 
 
