@@ -288,8 +288,7 @@ class WatchDaemon:
                 out.failures.append(self.processor.failure(f.path, sha, size, input_error(
                     errors.ENGINE_FAILED, f"processing failed: {type(exc).__name__}: {exc}", f.path)))
                 continue
-            out.items += one.items
-            out.failures += one.failures
+            out.extend(one)
         self._engine_errors = self._engine_errors + 1 if raised == len(todo) else 0
         if self._engine_errors >= MAX_ENGINE_ERRORS:
             raise InternalError(f"the engine failed on every file of {MAX_ENGINE_ERRORS} batches in a row",
