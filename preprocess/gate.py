@@ -1,11 +1,13 @@
-"""The feature gate: per image, the lowest quality whose stored bytes still look like the source.
+"""The feature gate: per image, the smallest candidate whose stored bytes still look like the source.
 
-Reference = the source as the model sees it; candidate = the encoded bytes decoded the same
-way; score = cosine similarity of their embeddings. Adaptive mode runs a batched search over
-the spec's quality ladder: every round, all images still searching encode at their own probe
-quality, their candidates are viewed and embedded in ONE model call, and each image narrows
-its interval. Similarity is not monotone in quality, so the stored candidate is always one
-that was measured to pass, with the similarity that was measured.
+Reference = the source as the model sees it; candidate = encoded bytes decoded the same way;
+score = cosine similarity of their embeddings. Adaptive mode searches, per image, every variant the
+spec allows (:meth:`preprocess.spec.Encode.variants`: an encoder and a chroma subsampling) over the
+quality ladder. Every round, all images still searching encode at their own next candidate, the
+candidates are viewed and embedded in ONE model call, and each image narrows its interval.
+Similarity is not monotone in quality, so what is stored is always a candidate measured to pass,
+with the similarity that was measured; among the variants, the one with the fewest final bytes
+(:meth:`Engine.finish`: the bytes that are stored, same pixels) wins.
 
 With ``gate.view = "tiles"`` the score is not the whole image's: the candidate is cut into
 model-sized tiles at its own resolution (:meth:`Engine.tiles`), each tile is compared with the same
@@ -20,15 +22,21 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from preprocess.codecs import Candidate, Encoded, Variant
 from preprocess.engines.base import Engine, Loaded, Prepared
-from preprocess.extractor.session import Extractor, cosine
-from preprocess.spec import Gate, Quality
+from preprocess.spec import Spec
 
 Status = Literal["ok", "flagged", "source", "passthrough", "rejected"]
+
+
+class Embedder(Protocol):
+    """What the gate needs of a feature extractor: a model-view batch -> L2-normalised [N, D]."""
+
+    def embed(self, batch: Any) -> np.ndarray: ...
 
 
 @dataclass
@@ -36,69 +44,102 @@ class Decision:
     """What the gate chose for one prepared image."""
 
     status: Status
-    quality: int  # 0 when the source bytes are kept
+    candidate: Candidate | None  # what is stored; None when the source bytes are kept (or rejected)
+    data: bytes | None  # the stored bytes (after Engine.finish); None for "source" and "rejected"
     similarity: float
-    jpeg: bytes | None  # None for "source" and "rejected"
     embedding: np.ndarray  # of what is stored
     reference: np.ndarray  # of the source, as the model sees it
     probes: int
-    tried: dict[int, float] = field(default_factory=dict)  # quality -> measured similarity
+    tried: dict[str, float] = field(default_factory=dict)  # "encoder chroma qNN" -> measured similarity
+
+    @property
+    def quality(self) -> int:
+        """0 when no candidate is stored."""
+        return self.candidate.quality if self.candidate is not None and self.data is not None else 0
 
 
-# How fast the feature deficit (1 - similarity) falls with JPEG quality, in decades per quality
-# point: log10(1 - s) drops by ~0.1 per 5 quality points on the bundled camera, opencv and skimage
-# photos with MobileNetV2 (bench/NOTES.md). Only a prior for where to probe next: every decision
-# is still measured.
+# How fast the feature deficit (1 - similarity) falls with quality, in decades per quality point,
+# before a job has measured its own: log10(1 - s) drops by ~0.1 per 5 libjpeg quality points on the
+# bundled photos with MobileNetV2 (bench/NOTES.md). Each variant learns its own slope as images are
+# searched (:class:`GateStats`). Only a prior for where to probe next: every decision is measured.
 DEFICIT_SLOPE = 0.02
+# A passing candidate this close above the threshold ends its variant's search without measuring
+# the rung below it: near the crossing a quality step moves the similarity by about this much, so
+# the rung below would almost surely fail (measured: 0.4 fewer probes per image, 0.3% more bytes).
+SETTLE = 0.0005
 
 
 def _log_deficit(similarity: float) -> float:
     return math.log10(max(1.0 - similarity, 1e-6))
 
 
+@dataclass(frozen=True)
+class Prior:
+    """Where one variant's search starts and how it extrapolates (from earlier images)."""
+
+    guess: int | None = None  # ladder index of the first probe; None: the middle
+    slope: float = DEFICIT_SLOPE
+
+
 @dataclass
 class _Search:
-    """One image's search over ladder rungs ``0..top``: the open interval ``[lo, hi]`` between the
+    """One variant's search over ladder rungs ``0..top``: the open interval ``[lo, hi]`` between the
     highest rung measured to fail below it and the lowest rung measured to pass above it."""
 
     lo: int
     hi: int
     best: int | None = None
-    best_bytes: bytes | None = None
-    best_emb: np.ndarray | None = None
     tried: dict[int, float] = field(default_factory=dict)  # quality -> measured similarity
-    top: tuple[bytes, np.ndarray | None] | None = None  # the candidate at the ladder's top, once measured
 
-    def next_probe(self, guess: int | None, ladder: Sequence[int], threshold: float) -> int | None:
+    def next_probe(self, guess: int | None, ladder: Sequence[int], threshold: float,
+                   slope: float = DEFICIT_SLOPE, settle: float = 0.0) -> int | None:
         """The next rung to measure, or None when the search is over.
 
         First the guess (else the middle). Then the rung where the similarity is predicted to
         cross the threshold: interpolated in log(1 - similarity) between the two measured rungs
-        around the interval, or extrapolated from the one measured side with
-        :data:`DEFICIT_SLOPE`. A prediction outside the interval is clamped into it, so every
-        probe still shrinks it: at worst this is a linear search, usually it is 1-2 probes.
+        around the interval, or extrapolated from the one measured side with ``slope``. A
+        prediction outside the interval is clamped into it, so every probe still shrinks it: at
+        worst this is a linear search, usually it is 1-2 probes. The search also ends when the
+        lowest pass is within ``settle`` above the threshold.
         """
         lo, hi = self.lo, self.hi
-        if lo > hi:
+        if lo > hi or (self.best is not None and self.tried[ladder[self.best]] < threshold + settle):
             return None
         if not self.tried:
             return guess if guess is not None and lo <= guess <= hi else (lo + hi) // 2
+        target = self._predict(ladder, threshold, slope)
+        if target is None:
+            return (lo + hi) // 2
+        rung = next((r for r in range(lo, hi + 1) if ladder[r] >= target - 1e-9), hi)
+        return min(max(rung, lo), hi)
+
+    def _predict(self, ladder: Sequence[int], threshold: float, slope: float) -> float | None:
+        """The quality where the similarity is predicted to reach the threshold (None: no basis)."""
         goal = _log_deficit(threshold)
-        failed = ladder[lo - 1] if lo > 0 else None  # measured below the threshold
+        lo, hi = self.lo, self.hi
+        failed = ladder[lo - 1] if lo > 0 and ladder[lo - 1] in self.tried else None
         passed = ladder[hi + 1] if hi + 1 < len(ladder) and ladder[hi + 1] in self.tried else None
         if failed is not None and passed is not None:
             a, b = _log_deficit(self.tried[failed]), _log_deficit(self.tried[passed])
             if not a > goal >= b:  # only when 1 - threshold is below the log's floor
-                return (lo + hi) // 2
-            target = failed + (a - goal) / (a - b) * (passed - failed)
-        elif failed is not None:
-            target = failed + (_log_deficit(self.tried[failed]) - goal) / DEFICIT_SLOPE
-        elif passed is not None:
-            target = passed - (goal - _log_deficit(self.tried[passed])) / DEFICIT_SLOPE
-        else:
-            return (lo + hi) // 2
-        rung = next((r for r in range(lo, hi + 1) if ladder[r] >= target - 1e-9), hi)
-        return min(max(rung, lo), hi)
+                return None
+            return failed + (a - goal) / (a - b) * (passed - failed)
+        if failed is not None:
+            return failed + (_log_deficit(self.tried[failed]) - goal) / self._rising(failed, slope)
+        if passed is not None:
+            return passed - (goal - _log_deficit(self.tried[passed])) / slope
+        return None
+
+    def _rising(self, failed: int, slope: float) -> float:
+        """The slope to extrapolate upwards from the highest failure: the prior, or flatter when the last
+        two failures (4+ points apart) show the curve flattening (dark, smooth images: far from the
+        guess, the deficit falls slowly, and the prior would creep up one short step at a time)."""
+        below = sorted(q for q in self.tried if q < failed)
+        if not below or failed - below[-1] < 4:
+            return slope
+        a = below[-1]
+        secant = (_log_deficit(self.tried[a]) - _log_deficit(self.tried[failed])) / (failed - a)
+        return min(slope, max(secant, slope / 4))
 
     def update(self, rung: int, similarity: float, threshold: float, ladder: Sequence[int]) -> bool:
         """Record a measurement; True when it passed."""
@@ -111,32 +152,117 @@ class _Search:
         self.lo = rung + 1
         return False
 
+    def slope(self) -> float | None:
+        """This search's deficit slope: the least-squares fit of log(1 - similarity) against quality
+        over every rung it measured (None with fewer than two rungs 4+ points apart, or no fall).
+        The fit over the whole range, not the last step, is what extrapolating from a first guess
+        needs: near the crossing the curve is steeper and noisier."""
+        qs = sorted(self.tried)
+        if len(qs) < 2 or qs[-1] - qs[0] < 4:
+            return None
+        x = np.asarray(qs, dtype=np.float64)
+        y = np.asarray([_log_deficit(self.tried[q]) for q in qs])
+        fall = -float(np.polyfit(x, y, 1)[0])
+        return fall if fall > 0 else None
+
+
+@dataclass
+class Measured:
+    """A candidate that was encoded and judged."""
+
+    encoded: Encoded
+    similarity: float
+    embedding: np.ndarray | None  # whole-image embedding (None in the tiles view until it is stored)
+
+
+@dataclass
+class _Image:
+    """One image's searches, one per variant, run one variant after the other."""
+
+    searches: list[_Search]
+    current: int = 0
+    measured: dict[Candidate, Measured] = field(default_factory=dict)
+
+    def next_probe(self, variants: Sequence[Variant], ladder: Sequence[int], priors: Priors,
+                   threshold: float) -> Candidate | None:
+        while self.current < len(self.searches):
+            v = variants[self.current]
+            prior = priors.get(v)
+            rung = self.searches[self.current].next_probe(prior.guess, ladder, threshold, prior.slope, SETTLE)
+            if rung is not None:
+                return Candidate(v, ladder[rung])
+            self.current += 1
+        return None
+
+    def best(self, variants: Sequence[Variant], ladder: Sequence[int]) -> list[Measured]:
+        """Each variant's lowest passing candidate."""
+        return [self.measured[Candidate(v, ladder[s.best])] for v, s in zip(variants, self.searches, strict=True)
+                if s.best is not None]
+
+
+class Priors(dict[Variant, Prior]):
+    """Prior per variant for one batch (a snapshot of :class:`GateStats`)."""
+
+    def get(self, variant: Variant, default: Prior | None = None) -> Prior:  # type: ignore[override]
+        return super().get(variant, default or Prior())
+
 
 @dataclass
 class GateStats:
-    """Carries a first guess across batches: the median chosen ladder index so far."""
+    """What earlier images teach later searches, per variant: the chosen rungs (the next first guess
+    is their median) and the measured deficit slopes (the next extrapolation uses their median)."""
 
-    chosen: list[int] = field(default_factory=list)
+    spec: Spec
+    chosen: dict[Variant, list[int]] = field(default_factory=dict)
+    slopes: dict[Variant, list[float]] = field(default_factory=dict)
+    window: int = 512
+
+    def priors(self) -> Priors:
+        out = Priors()
+        for v in set(self.chosen) | set(self.slopes):
+            chosen, slopes = self.chosen.get(v, []), self.slopes.get(v, [])
+            out[v] = Prior(guess=int(np.median(chosen[-self.window:])) if chosen else None,
+                           slope=float(np.median(slopes[-self.window:])) if slopes else DEFICIT_SLOPE)
+        return out
 
     def guess(self) -> int | None:
-        return int(np.median(self.chosen[-512:])) if self.chosen else None
+        """The primary variant's first guess (None before any image was searched)."""
+        return self.priors().get(self.spec.encode.variants()[0]).guess
 
-    def record(self, decisions: Sequence[Decision], quality: Quality) -> None:
-        """Add the rungs that passed (in order) to what later guesses start from."""
-        ladder = quality.ladder()
-        self.chosen.extend(ladder.index(d.quality) for d in decisions if d.status == "ok")
+    def record(self, outcomes: Sequence[Outcome]) -> None:
+        for o in outcomes:
+            for v, rung in o.chosen.items():
+                self.chosen.setdefault(v, []).append(rung)
+            for v, slope in o.slopes.items():
+                self.slopes.setdefault(v, []).append(slope)
 
-    def seed(self, qualities: Sequence[int], quality: Quality) -> None:
+    def seed(self, qualities: Sequence[int]) -> None:
         """Start from qualities chosen earlier with the same spec (e.g. by the branch's last job)."""
-        ladder = quality.ladder()
-        self.chosen.extend(ladder.index(q) for q in qualities if q in ladder)
+        ladder = self.spec.quality.ladder()
+        primary = self.spec.encode.variants()[0]
+        self.chosen.setdefault(primary, []).extend(ladder.index(q) for q in qualities if q in ladder)
 
 
-def _timed(timings: dict[str, float] | None, stage: str, t0: float) -> float:
-    now = time.perf_counter()
-    if timings is not None:
-        timings[stage] = timings.get(stage, 0.0) + now - t0
-    return now
+@dataclass
+class Outcome:
+    """What one image's search teaches :class:`GateStats` (rung chosen and slope measured per variant)."""
+
+    chosen: dict[Variant, int] = field(default_factory=dict)
+    slopes: dict[Variant, float] = field(default_factory=dict)
+
+
+class _Clock:
+    """Seconds per stage, added to ``timings`` (when given)."""
+
+    def __init__(self, timings: dict[str, float] | None) -> None:
+        self.timings = timings
+        self.t = time.perf_counter()
+
+    def __call__(self, stage: str) -> None:
+        now = time.perf_counter()
+        if self.timings is not None:
+            self.timings[stage] = self.timings.get(stage, 0.0) + now - self.t
+        self.t = now
 
 
 def combine_tiles(sims: np.ndarray, how: str) -> float:
@@ -151,116 +277,142 @@ def combine_tiles(sims: np.ndarray, how: str) -> float:
     raise ValueError(f"unknown tiles_combine {how!r}")
 
 
-def tile_embeddings(engine: Engine, extractor: Extractor, images: Sequence[Prepared | bytes]) -> list[np.ndarray]:
-    """Per image, the embeddings of its tiles ``[tiles, D]`` (uncompressed for a Prepared, decoded for bytes)."""
+def tile_embeddings(engine: Engine, embedder: Embedder, images: Sequence[Prepared | Encoded]) -> list[np.ndarray]:
+    """Per image, the embeddings of its tiles ``[tiles, D]`` (uncompressed for a Prepared, decoded for
+    an encoded candidate)."""
     if not images:
         return []
     tiles = engine.tiles(images)
-    return np.split(extractor.embed(tiles.batch), np.cumsum(tiles.counts)[:-1])
+    return np.split(embedder.embed(tiles.batch), np.cumsum(tiles.counts)[:-1])
 
 
-def tile_similarities(engine: Engine, extractor: Extractor, encoded: Sequence[bytes],
+def tile_similarities(engine: Engine, embedder: Embedder, encoded: Sequence[Encoded],
                       reference: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Per candidate, each tile's cosine similarity with the same tile of its reference (from
     :func:`tile_embeddings` of the uncompressed image)."""
     return [np.einsum("nd,nd->n", e, r).astype(np.float32)
-            for e, r in zip(tile_embeddings(engine, extractor, encoded), reference, strict=True)]
+            for e, r in zip(tile_embeddings(engine, embedder, encoded), reference, strict=True)]
 
 
-def decide(engine: Engine, extractor: Extractor, loaded: Loaded, quality: Quality, gate: Gate,
-           guess: int | None = None, timings: dict[str, float] | None = None) -> list[Decision]:
-    """Run the search for every prepared image of ``loaded``; returns decisions in the same order.
+class _Round:
+    """Measuring candidates for a batch: encode, view, embed, score (whole or tiles view)."""
 
-    ``guess`` (a ladder index, e.g. :meth:`GateStats.guess`) is every image's first probe. Each
-    image's search depends only on its own pixels and the guess, never on the other images of the
-    call, so how a batch is cut into calls cannot change what is stored.
+    def __init__(self, engine: Engine, embedder: Embedder, loaded: Loaded, spec: Spec, clock: _Clock) -> None:
+        self.engine, self.embedder, self.spec, self.clock = engine, embedder, spec, clock
+        self.images = loaded.prepared
+        self.reference = embedder.embed(loaded.source_view)
+        clock("infer")
+        tiles = spec.gate.view == "tiles"
+        self.tiles_ref = tile_embeddings(engine, embedder, self.images) if tiles else None
+        clock("tiles")
+
+    def measure(self, idxs: Sequence[int], asks: Sequence[Candidate]) -> list[Measured]:
+        encoded = self.engine.encode([self.images[i] for i in idxs], asks)
+        self.clock("encode")
+        if self.tiles_ref is None:
+            batch = self.engine.view(encoded)
+            self.clock("view")
+            emb = self.embedder.embed(batch)
+            self.clock("infer")
+            sims = np.einsum("nd,nd->n", emb, self.reference[list(idxs)])
+            return [Measured(e, float(s), row) for e, s, row in zip(encoded, sims, emb, strict=True)]
+        per_tile = tile_similarities(self.engine, self.embedder, encoded, [self.tiles_ref[i] for i in idxs])
+        self.clock("tiles")
+        return [Measured(e, combine_tiles(ts, self.spec.gate.tiles_combine), None)
+                for e, ts in zip(encoded, per_tile, strict=True)]
+
+    def embed_stored(self, measured: Sequence[Measured]) -> None:
+        """Tiles view: the whole-image embedding of what is stored, in one batch."""
+        todo = [m for m in measured if m.embedding is None]
+        if todo:
+            batch = self.engine.view([m.encoded for m in todo])
+            self.clock("view")
+            for m, e in zip(todo, self.embedder.embed(batch), strict=True):
+                m.embedding = e
+            self.clock("infer")
+
+
+def decide(engine: Engine, embedder: Embedder, loaded: Loaded, spec: Spec, priors: Priors | None = None,
+           timings: dict[str, float] | None = None) -> tuple[list[Decision], list[Outcome]]:
+    """Run the search for every prepared image of ``loaded``; decisions in the same order, and what
+    each search teaches the next batches (:meth:`GateStats.record`).
+
+    ``priors`` (e.g. :meth:`GateStats.priors`) give every image's first probe and extrapolation slope.
+    Each image's search depends only on its own pixels and the priors, never on the other images of
+    the call, so how a batch is cut into calls cannot change what is stored.
 
     ``timings`` (if given) accumulates seconds per stage: ``encode``, ``view`` (candidate decode +
-    model view) and ``infer`` (embedding, reference included).
+    model view), ``infer`` (embedding, reference included), ``tiles`` and ``finish``.
     """
-    images = loaded.prepared
-    if not images:
-        return []
-    ladder = quality.ladder()
-    top = len(ladder) - 1
-    t0 = time.perf_counter()
-    ref = extractor.embed(loaded.source_view)
-    t0 = _timed(timings, "infer", t0)
-    tiles_ref = tile_embeddings(engine, extractor, images) if gate.view == "tiles" else None
-    _timed(timings, "tiles", t0)
-    states = [_Search(lo=0, hi=top) for _ in images]
+    if not loaded.prepared:
+        return [], []
+    clock = _Clock(timings)
+    rounds = _Round(engine, embedder, loaded, spec, clock)
+    variants = spec.encode.variants()
+    ladder = spec.quality.ladder()
+    states = _search(rounds, variants, ladder, priors or Priors())
+    return _conclude(rounds, states, variants, ladder)
 
-    def probe(idxs: Sequence[int], rungs: Sequence[int]) -> None:
-        qs = [ladder[r] for r in rungs]
-        t = time.perf_counter()
-        blobs = engine.encode([images[i] for i in idxs], qs)
-        t = _timed(timings, "encode", t)
-        embs: list[np.ndarray | None]
-        if tiles_ref is None:
-            batch = engine.view(blobs)
-            t = _timed(timings, "view", t)
-            emb = extractor.embed(batch)
-            _timed(timings, "infer", t)
-            sims = [float(x) for x in cosine(emb, ref[list(idxs)])]
-            embs = list(emb)
-        else:  # the whole-image embedding of what is stored is computed once, for the chosen candidate
-            per_tile = tile_similarities(engine, extractor, blobs, [tiles_ref[i] for i in idxs])
-            _timed(timings, "tiles", t)
-            sims = [combine_tiles(ts, gate.tiles_combine) for ts in per_tile]
-            embs = [None] * len(idxs)
-        for i, r, blob, e, s in zip(idxs, rungs, blobs, embs, sims, strict=True):
+
+def _search(rounds: _Round, variants: Sequence[Variant], ladder: Sequence[int], priors: Priors) -> list[_Image]:
+    threshold = rounds.spec.gate.threshold
+    states = [_Image([_Search(lo=0, hi=len(ladder) - 1) for _ in variants]) for _ in rounds.images]
+    while todo := [(i, c) for i, st in enumerate(states)
+                   if (c := st.next_probe(variants, ladder, priors, threshold)) is not None]:
+        idxs = [i for i, _ in todo]
+        for (i, c), m in zip(todo, rounds.measure(idxs, [c for _, c in todo]), strict=True):
             st = states[i]
-            if r == top:
-                st.top = (blob, e)
-            if st.update(r, float(s), gate.threshold, ladder) and st.best == r:
-                st.best_bytes, st.best_emb = blob, e
-
-    while True:
-        todo = [(i, r) for i, st in enumerate(states)
-                if (r := st.next_probe(guess, ladder, gate.threshold)) is not None]
-        if not todo:
-            break
-        probe([i for i, _ in todo], [r for _, r in todo])
-    # Images with no passing rung: make sure the top rung itself was measured.
-    missing = [i for i, st in enumerate(states) if st.best is None and st.top is None]
+            st.measured[c] = m
+            st.searches[variants.index(c.variant)].update(ladder.index(c.quality), m.similarity, threshold, ladder)
+    # Images where nothing passed: make sure the primary's top rung itself was measured.
+    top = Candidate(variants[0], ladder[-1])
+    missing = [i for i, st in enumerate(states) if not st.best(variants, ladder) and top not in st.measured]
     if missing:
-        probe(missing, [top] * len(missing))
-    if tiles_ref is not None:
-        _embed_chosen(engine, extractor, states, timings)
+        for i, m in zip(missing, rounds.measure(missing, [top] * len(missing)), strict=True):
+            states[i].measured[top] = m
+    return states
 
-    out: list[Decision] = []
-    for i, st in enumerate(states):
-        probes = len(st.tried)
-        if st.best is not None:
-            assert st.best_bytes is not None and st.best_emb is not None
-            q = ladder[st.best]
-            out.append(Decision("ok", q, st.tried[q], st.best_bytes, st.best_emb, ref[i], probes, st.tried))
-            continue
-        assert st.top is not None and st.top[1] is not None
-        top_q = ladder[top]
-        if gate.on_fail == "flag":
-            out.append(Decision("flagged", top_q, st.tried[top_q], st.top[0], st.top[1], ref[i], probes, st.tried))
-        elif gate.on_fail == "source":
-            out.append(Decision("source", 0, 1.0, None, ref[i], ref[i], probes, st.tried))
-        else:
-            out.append(Decision("rejected", top_q, st.tried[top_q], None, st.top[1], ref[i], probes, st.tried))
+
+def _conclude(rounds: _Round, states: Sequence[_Image], variants: Sequence[Variant],
+              ladder: Sequence[int]) -> tuple[list[Decision], list[Outcome]]:
+    """Pick each image's stored candidate (fewest final bytes among the variants' best), or apply on_fail."""
+    spec, engine = rounds.spec, rounds.engine
+    bests = [st.best(variants, ladder) or [st.measured[Candidate(variants[0], ladder[-1])]] for st in states]
+    flat = [(i, m) for i, ms in enumerate(bests) for m in ms]
+    if spec.gate.on_fail != "flag":  # a failing top candidate is not stored: no need to finish it
+        flat = [(i, m) for i, m in flat if m.similarity >= spec.gate.threshold]
+    finished = engine.finish([rounds.images[i] for i, _ in flat], [m.encoded for _, m in flat])
+    rounds.clock("finish")
+    final: dict[int, tuple[Measured, bytes]] = {}
+    for (i, m), data in zip(flat, finished, strict=True):
+        if i not in final or len(data) < len(final[i][1]):
+            final[i] = (m, data)
+    rounds.embed_stored([m for m, _ in final.values()])
+    decisions = [_decision(spec, st, final.get(i), rounds.reference[i]) for i, st in enumerate(states)]
+    outcomes = [_outcome(st, variants, ladder) for st in states]
+    return decisions, outcomes
+
+
+def _decision(spec: Spec, st: _Image, chosen: tuple[Measured, bytes] | None, reference: np.ndarray) -> Decision:
+    tried = {f"{c.variant.label} q{c.quality}": m.similarity for c, m in st.measured.items()}
+    probes = len(st.measured)
+    if chosen is not None:
+        m, data = chosen
+        assert m.embedding is not None
+        status: Status = "ok" if m.similarity >= spec.gate.threshold else "flagged"
+        return Decision(status, m.encoded.candidate, data, m.similarity, m.embedding, reference, probes, tried)
+    if spec.gate.on_fail == "source":  # nothing passed
+        return Decision("source", None, None, 1.0, reference, reference, probes, tried)
+    top = max(st.measured.values(), key=lambda m: m.encoded.candidate.quality)  # on_fail = "reject"
+    return Decision("rejected", top.encoded.candidate, None, top.similarity, reference, reference, probes, tried)
+
+
+def _outcome(st: _Image, variants: Sequence[Variant], ladder: Sequence[int]) -> Outcome:
+    out = Outcome()
+    for v, s in zip(variants, st.searches, strict=True):
+        if s.best is not None:
+            out.chosen[v] = s.best
+        slope = s.slope()
+        if slope is not None:
+            out.slopes[v] = slope
     return out
-
-
-def _embed_chosen(engine: Engine, extractor: Extractor, states: Sequence[_Search],
-                  timings: dict[str, float] | None) -> None:
-    """Tiles view: the whole-image embedding of each chosen candidate (what the row stores), in one batch."""
-    chosen = [(st, st.best_bytes if st.best is not None else st.top[0] if st.top else None) for st in states]
-    todo = [(st, blob) for st, blob in chosen if blob is not None]
-    if not todo:
-        return
-    t = time.perf_counter()
-    batch = engine.view([blob for _, blob in todo])
-    t = _timed(timings, "view", t)
-    emb = extractor.embed(batch)
-    _timed(timings, "infer", t)
-    for (st, blob), e in zip(todo, emb, strict=True):
-        if st.best is not None:
-            st.best_emb = e
-        else:
-            st.top = (blob, e)

@@ -172,7 +172,7 @@ def run_job(opts: JobOptions, progress: Progress | None = None) -> Summary:
     known = writer.existing_keys()
     known_failures = writer.existing_failures()
     processor = Processor(p, job_id=job_id)
-    processor.stats.seed(writer.recent_qualities(p.fingerprint), p.spec.quality)  # the first batch's guess
+    processor.stats.seed(writer.recent_qualities(p.fingerprint))  # the first batch's guess
     progress.start(len(paths))
     try:
         listed = run_batches(processor, writer, list(batched(paths, p.spec.batch.size)),

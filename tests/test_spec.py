@@ -14,8 +14,9 @@ from preprocess.spec import Quality, Resize, Spec, default_spec_path, load_spec,
 def test_default_spec_is_the_documented_camera_pipeline() -> None:
     spec = load_spec(default_spec_path())
     assert spec.resize.mode == "long-side" and spec.resize.size == 1280 and not spec.resize.upscale
-    assert spec.encode.chroma_subsampling == "420"
-    assert (spec.quality.mode, spec.quality.min, spec.quality.max) == ("adaptive", 30, 95)
+    assert spec.encode.chroma_subsampling == ("420",) and spec.encode.encoders == ("jpegli",)
+    assert spec.encode.progressive
+    assert (spec.quality.mode, spec.quality.min, spec.quality.max, spec.quality.step) == ("adaptive", 5, 95, 2)
     assert spec.gate.threshold == 0.99 and spec.gate.model == "mobilenetv2-imagenet"
 
 
@@ -85,3 +86,48 @@ def test_every_bundled_spec_is_valid() -> None:
         spec = load_spec(path)
         assert isinstance(spec, Spec)
         tomllib.loads(path.read_text())
+
+
+def test_the_avif_spec_is_the_default_with_another_format() -> None:
+    camera = load_spec(default_spec_path())
+    avif = load_spec(default_spec_path().parent / "avif.toml")
+    assert avif.encode.format == "avif" and avif.encode.encoders == ("libavif",) and avif.encode.speed == 6
+    same = {k: v for k, v in avif.to_dict().items() if k not in ("pipeline", "encode")}
+    assert same == {k: v for k, v in camera.to_dict().items() if k not in ("pipeline", "encode")}
+    assert avif.fingerprint("m") != camera.fingerprint("m")
+
+
+@pytest.mark.parametrize(("encode", "field", "says"), [
+    ({"format": "avif", "encoders": ["jpegli"]}, "encode.encoders", "'jpegli' is not an encoder of format 'avif'"),
+    ({"format": "webp", "chroma_subsampling": "444"}, "encode.chroma_subsampling", "'444' is not a subsampling"),
+    ({"format": "jpeg", "speed": 3}, "encode.speed", "does not apply to format 'jpeg'"),
+    ({"format": "avif", "speed": 11}, "encode.speed", "less than or equal to 10"),
+    ({"format": "jxl", "effort": 0}, "encode.effort", "greater than or equal to 1"),
+    ({"format": "gif"}, "encode.format", "'jpeg', 'webp', 'avif' or 'jxl'"),
+    ({"encoders": []}, "encode.encoders", "name at least one encoder"),
+    ({"encoders": ["libjpeg", "libjpeg"]}, "encode.encoders", "listed twice"),
+])
+def test_a_bad_encoder_option_is_a_spec_error_naming_the_field(tmp_path: Path, encode: dict[str, object], field: str,
+                                                               says: str) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[encode]\n" + "\n".join(f"{k} = {tomllib_value(v)}" for k, v in encode.items()) + "\n")
+    with pytest.raises(ConfigError) as e:
+        load_spec(bad)
+    assert e.value.code == "SPEC_INVALID"
+    assert str(bad) in str(e.value) and f"{field}: " in str(e.value) and says in str(e.value)
+    assert "encode: encode." not in str(e.value)  # the field is named once
+
+
+def tomllib_value(v: object) -> str:
+    if isinstance(v, str):
+        return f'"{v}"'
+    if isinstance(v, list):
+        return "[" + ", ".join(tomllib_value(x) for x in v) + "]"
+    return str(v)
+
+
+def test_variants_cross_encoders_with_chroma() -> None:
+    spec = parse_spec({"encode": {"encoders": ["libjpeg", "jpegli"], "chroma_subsampling": ["420", "444"]}})
+    assert [(v.encoder, v.chroma) for v in spec.encode.variants()] == [
+        ("libjpeg", "420"), ("libjpeg", "444"), ("jpegli", "420")]  # jpegli encodes 4:2:0 only
+    assert parse_spec({"encode": {"format": "jxl"}}).encode.variants()[0].chroma == ""

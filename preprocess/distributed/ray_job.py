@@ -109,7 +109,7 @@ class ProcessActor:
                               f"is {fingerprint}", code="RAY_FINGERPRINT",
                               hint="run the same preprocess version, spec and models on every node")
         self.processor = Processor(p, job_id=job_id, lanes=lanes)  # as many lanes as the CPUs it was given
-        self.processor.stats.seed(seed, p.spec.quality)  # the first batch's guess, as in a local job
+        self.processor.stats.seed(seed)  # the first batch's guess, as in a local job
         self.known = known
         self.engine = json.dumps({**self.processor.describe(), "engine": p.engine, "device": p.device},
                                  sort_keys=True)

@@ -13,6 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
+
+from preprocess import codecs
+from preprocess.codecs import Candidate, Encoded, Variant
 from preprocess.errors import InputError
 from preprocess.extractor.manifest import InputView
 from preprocess.images import SourceInfo
@@ -93,23 +97,42 @@ class Engine(ABC):
         """
 
     @abstractmethod
-    def encode(self, images: Sequence[Prepared], qualities: Sequence[int]) -> list[bytes]:
-        """JPEG-encode each image at its own quality (``self.encoding`` gives the rest)."""
+    def encode(self, images: Sequence[Prepared], candidates: Sequence[Candidate]) -> list[Encoded]:
+        """Encode each image as its own candidate (variant + quality; ``self.encoding`` gives the
+        rest: progressive, effort)."""
 
     @abstractmethod
-    def view(self, encoded: Sequence[bytes]) -> Any:
-        """Decode candidate JPEGs and return their model-view batch (same layout as ``source_view``)."""
+    def view(self, encoded: Sequence[Encoded]) -> Any:
+        """Decode candidates and return their model-view batch (same layout as ``source_view``)."""
 
     @abstractmethod
-    def tiles(self, images: Sequence[Prepared | bytes]) -> Tiles:
+    def tiles(self, images: Sequence[Prepared | Encoded]) -> Tiles:
         """The model view of each image's tiles (:func:`tile_boxes` at the image's own resolution).
 
-        A :class:`Prepared` is tiled from its uncompressed resized pixels, ``bytes`` (a candidate
-        JPEG) after a full decode: tile k of one lines up with tile k of the other.
+        A :class:`Prepared` is tiled from its uncompressed resized pixels, an encoded candidate after
+        a full decode: tile k of one lines up with tile k of the other.
         """
 
+    def finish(self, images: Sequence[Prepared], chosen: Sequence[Encoded]) -> list[bytes]:
+        """The bytes to store for each measured candidate (of the image at the same position): the same
+        pixels as measured, in their smallest form (:func:`preprocess.codecs.finish`)."""
+        return [codecs.finish(e, progressive=self.encoding.progressive) for e in chosen]
+
+    def crop(self, image: Prepared | Encoded, box: tuple[int, int, int, int]) -> np.ndarray:
+        """A region ``(x0, y0, x1, y1)`` of a prepared image or a decoded candidate, as host HWC uint8."""
+        return np.asarray(self.pixels(image))[box[1]:box[3], box[0]:box[2]]
+
+    @abstractmethod
+    def pixels(self, image: Prepared | Encoded) -> Any:
+        """A prepared image's resized pixels, or a candidate decoded, as host HWC uint8 (or a PIL image)."""
+
+    def library(self, variant: Variant) -> str:
+        """The library that encodes ``variant`` on this engine (what a row records as its encoder)."""
+        return codecs.LIBRARIES[variant.encoder]
+
     def describe(self) -> dict[str, str]:
-        return {"engine": self.name, "device": self.device}
+        encoders = ", ".join(f"{v.label}: {self.library(v)}" for v in self.encoding.variants())
+        return {"engine": self.name, "device": self.device, "encoders": encoders}
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release pipelines, encoders, device memory."""

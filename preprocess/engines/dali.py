@@ -49,7 +49,8 @@ from nvidia.dali import types as _types
 from nvidia.dali.pipeline import Pipeline as _Pipeline
 from PIL import Image
 
-from preprocess import errors
+from preprocess import codecs, errors
+from preprocess.codecs import Candidate, Encoded, Variant
 from preprocess.engines.base import Engine, Loaded, Prepared, SourceImage, Tiles, tile_boxes
 from preprocess.errors import InputError, InternalError, input_error
 from preprocess.extractor.manifest import InputView
@@ -162,7 +163,7 @@ class DaliEngine(Engine):
         self._threads = threads or os.cpu_count() or 1
         self._pool = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="dali-engine-cpu")
         self._pipes = {kind: _Pipe(partial(self._build, *kind))
-                       for kind in (("encoded", True), ("pixels", True), ("encoded", False))}
+                       for kind in (("encoded", True), ("pixels", True), ("encoded", False), ("pixels", False))}
         self._decoder = _Pipe(self._build_decoder)  # candidates at full resolution (for tiles)
         self._norm: tuple[Any, Any] | None = None  # (mean, std) per channel on the tiles' device
         if self._gpu:
@@ -347,49 +348,116 @@ class DaliEngine(Engine):
 
     # --- encode and view ----------------------------------------------------------------------
 
-    def _params(self, quality: int) -> Any:
+    def library(self, variant: Variant) -> str:
+        if variant.encoder == "libjpeg" and self._gpu:
+            return "nvjpeg"
+        return super().library(variant)
+
+    def _params(self, quality: int, chroma: str, *, optimized: bool = False) -> Any:
         return nvimgcodec.EncodeParams(
             quality_type=nvimgcodec.QualityType.QUALITY, quality_value=float(quality),
-            chroma_subsampling=_CSS[self.encoding.chroma_subsampling],
-            jpeg_encode_params=nvimgcodec.JpegEncodeParams(progressive=self.encoding.progressive,
-                                                           optimized_huffman=False))
+            chroma_subsampling=_CSS[chroma or "420"],
+            jpeg_encode_params=nvimgcodec.JpegEncodeParams(progressive=False, optimized_huffman=optimized))
 
-    def encode(self, images: Sequence[Prepared], qualities: Sequence[int]) -> list[bytes]:
-        if len(images) != len(qualities):
-            raise ValueError("one quality per image")
-        out: list[bytes] = [b""] * len(images)
-        by_quality: dict[int, list[int]] = {}
-        for i, q in enumerate(qualities):
-            by_quality.setdefault(int(q), []).append(i)
-        for quality, idxs in by_quality.items():
-            params = self._params(quality)
-            for chunk in _chunks(idxs, self.max_batch):
-                stream = self._stream()
-                imgs = nvimgcodec.as_images([images[i].pixels for i in chunk], cuda_stream=stream)
-                streams = self._encoder.encode(imgs, "jpeg", params=params, cuda_stream=stream)
-                for i, cs in zip(chunk, streams, strict=True):
-                    if cs is None:
-                        raise InternalError(f"nvImageCodec failed to encode image {images[i].index} at q{quality}")
-                    out[i] = bytes(cs)
+    def _nvimgcodec(self, pixels: Sequence[Any], quality: int, chroma: str, *, optimized: bool) -> list[bytes]:
+        """JPEG-encode pixels (device tensors on the GPU, host arrays on the CPU) at one quality."""
+        out: list[bytes] = []
+        params = self._params(quality, chroma, optimized=optimized)
+        for chunk in _chunks(pixels, self.max_batch):
+            stream = self._stream()
+            imgs = nvimgcodec.as_images(list(chunk), cuda_stream=stream)
+            streams = self._encoder.encode(imgs, "jpeg", params=params, cuda_stream=stream)
+            for cs in streams:
+                if cs is None:
+                    raise InternalError(f"nvImageCodec failed to encode an image at q{quality}")
+                out.append(bytes(cs))
         return out
 
-    def view(self, encoded: Sequence[bytes]) -> Any:
-        rows: list[Any] = []
-        pipe = self._pipes[("encoded", False)]
-        for chunk in _chunks(encoded, self.max_batch):
-            try:
-                (views,) = pipe.run({"data": [np.frombuffer(b, dtype=np.uint8) for b in chunk]})
-            except Exception as exc:
-                raise InternalError(f"DALI could not decode a candidate JPEG: {_dali_message(exc)}") from exc
-            rows.extend(self._adopt(views[j]) for j in range(len(chunk)))
-        return self._stack(rows)
+    def encode(self, images: Sequence[Prepared], candidates: Sequence[Candidate]) -> list[Encoded]:
+        """libjpeg candidates through nvImageCodec (nvJPEG on the GPU), grouped by quality and chroma;
+        every other encoder on the CPU (:func:`preprocess.codecs.encode`) from host pixels."""
+        if len(images) != len(candidates):
+            raise ValueError("one candidate per image")
+        out: list[bytes] = [b""] * len(images)
+        groups: dict[tuple[int, str], list[int]] = {}
+        others: list[int] = []
+        for i, c in enumerate(candidates):
+            if c.variant.encoder == "libjpeg":
+                groups.setdefault((c.quality, c.variant.chroma), []).append(i)
+            else:
+                others.append(i)
+        for (quality, chroma), idxs in groups.items():
+            for i, data in zip(idxs, self._nvimgcodec([images[i].pixels for i in idxs], quality, chroma,
+                                                      optimized=False), strict=True):
+                out[i] = data
+        level = self.encoding.level
+        for i, data in zip(others, self._pool.map(
+                lambda i: codecs.encode(self._host(images[i].pixels), candidates[i], level=level), others),
+                strict=True):
+            out[i] = data
+        return [Encoded(data, c) for data, c in zip(out, candidates, strict=True)]
 
-    def tiles(self, images: Sequence[Prepared | bytes]) -> Tiles:
+    def finish(self, images: Sequence[Prepared], chosen: Sequence[Encoded]) -> list[bytes]:
+        """Progressive JPEG: mozjpeg's lossless optimization on the CPU (as the pillow engine). Baseline
+        libjpeg candidates: encoded again by nvImageCodec with optimized Huffman tables (same
+        coefficients, so the same pixels). Everything else as measured."""
+        out = [e.data for e in chosen]
+        redo = [i for i, e in enumerate(chosen)
+                if e.format == "jpeg" and not self.encoding.progressive and e.candidate.variant.encoder == "libjpeg"]
+        for i in redo:
+            c = chosen[i].candidate
+            (out[i],) = self._nvimgcodec([images[i].pixels], c.quality, c.variant.chroma, optimized=True)
+        if self.encoding.progressive:
+            jpegs = [i for i, e in enumerate(chosen) if e.format == "jpeg"]
+            for i, data in zip(jpegs, self._pool.map(lambda i: codecs.optimize_jpeg(chosen[i].data), jpegs),
+                               strict=True):
+                out[i] = data
+        return out
+
+    def _host(self, pixels: Any) -> np.ndarray:
+        """Stored pixels as a host HWC uint8 array (a copy from the device on the GPU)."""
+        if self._gpu:
+            return np.ascontiguousarray(pixels.cpu().numpy())
+        return np.ascontiguousarray(pixels)
+
+    def pixels(self, image: Prepared | Encoded) -> np.ndarray:
+        if isinstance(image, Prepared):
+            return self._host(image.pixels)
+        if image.format != "jpeg":
+            return codecs.decode(image.data, image.format)
+        (decoded,) = self._decoder.run({"data": [np.frombuffer(image.data, dtype=np.uint8)]})
+        return self._host(self._adopt(decoded[0]))
+
+    def view(self, encoded: Sequence[Encoded]) -> Any:
+        """JPEG candidates decoded by DALI (nvJPEG on the GPU); other formats decoded on the CPU
+        (:func:`preprocess.codecs.decode`) and fed as pixels to the same view operators."""
+        rows: dict[int, Any] = {}
+        jpeg = [i for i, e in enumerate(encoded) if e.format == "jpeg"]
+        other = [i for i, e in enumerate(encoded) if e.format != "jpeg"]
+        for kind, idxs in ((("encoded", False), jpeg), (("pixels", False), other)):
+            pipe = self._pipes[kind]
+            for chunk in _chunks(idxs, self.max_batch):
+                if kind[0] == "encoded":
+                    data = [np.frombuffer(encoded[i].data, dtype=np.uint8) for i in chunk]
+                else:
+                    data = list(self._pool.map(lambda i: codecs.decode(encoded[i].data, encoded[i].format), chunk))
+                try:
+                    (views,) = pipe.run({"data": data})
+                except Exception as exc:
+                    raise InternalError(f"DALI could not view a candidate: {_dali_message(exc)}") from exc
+                rows.update((i, self._adopt(views[j])) for j, i in enumerate(chunk))
+        return self._stack([rows[i] for i in range(len(encoded))])
+
+    def tiles(self, images: Sequence[Prepared | Encoded]) -> Tiles:
         pixels: list[Any] = [im.pixels if isinstance(im, Prepared) else None for im in images]
-        blobs = [(i, im) for i, im in enumerate(images) if isinstance(im, bytes)]
-        for chunk in _chunks(blobs, self.max_batch):
+        jpegs = [(i, im) for i, im in enumerate(images) if isinstance(im, Encoded) and im.format == "jpeg"]
+        for i, im in enumerate(images):
+            if isinstance(im, Encoded) and im.format != "jpeg":
+                px = codecs.decode(im.data, im.format)
+                pixels[i] = self._torch.from_numpy(px).to(f"cuda:{self._device_id}") if self._gpu else px
+        for chunk in _chunks(jpegs, self.max_batch):
             try:
-                (decoded,) = self._decoder.run({"data": [np.frombuffer(b, dtype=np.uint8) for _, b in chunk]})
+                (decoded,) = self._decoder.run({"data": [np.frombuffer(e.data, dtype=np.uint8) for _, e in chunk]})
             except Exception as exc:
                 raise InternalError(f"DALI could not decode a candidate JPEG: {_dali_message(exc)}") from exc
             for j, (i, _) in enumerate(chunk):

@@ -15,17 +15,17 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
+import numpy as np
 from PIL import Image
 
-from preprocess import errors
+from preprocess import codecs, errors
+from preprocess.codecs import Candidate, Encoded
 from preprocess.engines.base import Engine, Loaded, Prepared, SourceImage, Tiles, tile_boxes
 from preprocess.errors import InputError, input_error
 from preprocess.extractor.manifest import InputView
 from preprocess.extractor.view import model_view
 from preprocess.images import decode_rgb
 from preprocess.spec import Encode
-
-_SUBSAMPLING = {"444": 0, "422": 1, "420": 2}
 
 
 class PillowEngine(Engine):
@@ -65,46 +65,56 @@ class PillowEngine(Engine):
             views.append(view)
         return Loaded(prepared=prepared, source_view=model_view(views, self.view_spec), failures=failures)
 
-    def _encode_one(self, img: Image.Image, quality: int) -> bytes:
-        if self._pool is not None:
-            # Image.save keeps its options on the Image object (encoderinfo), so two pool threads saving
-            # the same image at different qualities would race: save from a private copy (0.3 ms at 1 MP).
-            img = img.copy()
-        buf = io.BytesIO()
-        img.save(buf, format="JPEG", quality=int(quality),
-                 subsampling=_SUBSAMPLING[self.encoding.chroma_subsampling],
-                 progressive=self.encoding.progressive, optimize=False)
-        return buf.getvalue()
+    def _encode_one(self, img: Image.Image, candidate: Candidate) -> Encoded:
+        v = candidate.variant
+        if v.encoder == "libjpeg":
+            if self._pool is not None:
+                # Image.save keeps its options on the Image object (encoderinfo), so two pool threads saving
+                # the same image at different qualities would race: save from a private copy (0.3 ms at 1 MP).
+                img = img.copy()
+            data = codecs.encode_pillow_jpeg(img, candidate.quality, v.chroma,
+                                             progressive=False)
+        else:
+            data = codecs.encode(np.asarray(img), candidate, level=self.encoding.level)
+        return Encoded(data, candidate)
 
-    def encode(self, images: Sequence[Prepared], qualities: Sequence[int]) -> list[bytes]:
-        return list(self._map(self._encode_one, [p.pixels for p in images], qualities))
+    def encode(self, images: Sequence[Prepared], candidates: Sequence[Candidate]) -> list[Encoded]:
+        return list(self._map(self._encode_one, [p.pixels for p in images], candidates))
 
-    def _view_one(self, data: bytes) -> Image.Image:
+    def _view_one(self, encoded: Encoded) -> Image.Image:
         # Full decode (no DCT draft): the candidate must be seen exactly as the source is.
-        return _decode_candidate(data).resize((self.view_spec.width, self.view_spec.height),
-                                              Image.Resampling.BILINEAR)
+        return _decode_candidate(encoded).resize((self.view_spec.width, self.view_spec.height),
+                                                 Image.Resampling.BILINEAR)
 
-    def view(self, encoded: Sequence[bytes]) -> Any:
+    def view(self, encoded: Sequence[Encoded]) -> Any:
         return model_view(list(self._map(self._view_one, encoded)), self.view_spec)
 
-    def _tiles_one(self, item: Prepared | bytes) -> list[Image.Image]:
-        img = item.pixels if isinstance(item, Prepared) else _decode_candidate(item)
+    def pixels(self, image: Prepared | Encoded) -> Image.Image:
+        return image.pixels if isinstance(image, Prepared) else _decode_candidate(image)
+
+    def _tiles_one(self, item: Prepared | Encoded) -> list[Image.Image]:
+        img = self.pixels(item)
         v = self.view_spec
         return [img.crop(box) for box in tile_boxes(img.width, img.height, v.width, v.height)]
 
-    def tiles(self, images: Sequence[Prepared | bytes]) -> Tiles:
+    def tiles(self, images: Sequence[Prepared | Encoded]) -> Tiles:
         per_image = list(self._map(self._tiles_one, images))
         flat = [tile for tiles in per_image for tile in tiles]
         return Tiles(batch=model_view(flat, self.view_spec), counts=[len(t) for t in per_image])
+
+    def finish(self, images: Sequence[Prepared], chosen: Sequence[Encoded]) -> list[bytes]:
+        return list(self._map(lambda e: codecs.finish(e, progressive=self.encoding.progressive), chosen))
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
 
 
-def _decode_candidate(data: bytes) -> Image.Image:
-    """One of our own JPEG candidates, decoded (RGB already: no conversion copy)."""
-    img = Image.open(io.BytesIO(data))
+def _decode_candidate(encoded: Encoded) -> Image.Image:
+    """One of our own candidates, decoded (JPEG by pillow-simd, RGB already: no conversion copy)."""
+    if encoded.format != "jpeg":
+        return Image.fromarray(codecs.decode(encoded.data, encoded.format), "RGB")
+    img = Image.open(io.BytesIO(encoded.data))
     img.load()
     return img if img.mode == "RGB" else img.convert("RGB")
 

@@ -98,6 +98,8 @@ class Column:
 ITEM_COLUMNS: tuple[Column, ...] = (
     Column("jpeg", "bytes"),
     Column("format", "str"),
+    Column("encoder", "str"),
+    Column("chroma", "str"),
     Column("status", "str"),
     Column("width", "int32"),
     Column("height", "int32"),
@@ -131,11 +133,14 @@ FAILURE_COLUMNS: tuple[Column, ...] = (
 
 @dataclass(frozen=True, eq=False)
 class ItemRow:
-    """One stored image. ``jpeg`` holds the stored bytes (the source's own bytes when status is
-    "source"/"passthrough", then ``format`` is the source's format and ``quality`` is 0)."""
+    """One stored image. ``jpeg`` holds the stored bytes, in ``format`` (the array keeps its first name
+    for compatibility: it holds AVIF/WebP/JPEG XL bytes too), or the source's own bytes when status
+    is "source"/"passthrough" (then ``format`` is the source's format and ``quality`` is 0)."""
 
     jpeg: builtins.bytes
-    format: str
+    format: str  # jpeg | webp | avif | jxl, or the source's format when its bytes are kept
+    encoder: str  # the library that made the bytes (jpegli, libjpeg-turbo, nvjpeg, libavif-aom, ...); "" if kept
+    chroma: str  # chroma subsampling of the stored bytes: 420, 422, 444 ("" when kept or not applicable)
     status: str  # "ok" | "flagged" | "source" | "passthrough"
     width: int
     height: int

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
+from preprocess.codecs import Candidate
 from preprocess.engines import make_engine, tile_boxes
 from preprocess.engines.base import SourceImage
 from preprocess.extractor.manifest import find_manifest
@@ -85,7 +84,8 @@ def _crops(sweep: Sweep, rec: Recommendation) -> list[plots.Crop]:
             info = probe(data, max_pixels=sweep.spec.limits.max_pixels, path=w.path)
             srcs.append(SourceImage(w.path, data, "", info, resize.target(info.width, info.height)))
         loaded = engine.load(srcs)
-        blobs = engine.encode(loaded.prepared, [rec.single.quality] * len(loaded.prepared))
+        primary = sweep.spec.encode.variants()[0]
+        blobs = engine.encode(loaded.prepared, [Candidate(primary, rec.single.quality)] * len(loaded.prepared))
         out = []
         for p, blob in zip(loaded.prepared, blobs, strict=True):
             w = rec.worst[p.index]
@@ -96,8 +96,8 @@ def _crops(sweep: Sweep, rec: Recommendation) -> list[plots.Crop]:
                 cx, cy = p.width // 2, p.height // 2
                 box = (max(cx - view.width // 2, 0), max(cy - view.height // 2, 0),
                        min(cx + view.width // 2, p.width), min(cy + view.height // 2, p.height))
-            src = np.asarray(p.pixels.crop(box))
-            stored = np.asarray(Image.open(io.BytesIO(blob)).convert("RGB").crop(box))
+            src = engine.crop(p, box)
+            stored = engine.crop(blob, box)
             where = "worst tile" if w.tile is not None else "centre"
             out.append(plots.Crop(f"{Path(w.path).name}: {rec.gauge} {w.similarity:.4f}, {w.bytes:,} B "
                                   f"({where} {box[0]},{box[1]})", src, stored))

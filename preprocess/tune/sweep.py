@@ -23,6 +23,7 @@ from typing import Protocol
 
 import numpy as np
 
+from preprocess.codecs import Candidate
 from preprocess.engines import make_engine, resolve, tile_boxes
 from preprocess.engines.base import Engine, Prepared, SourceImage
 from preprocess.errors import ConfigError, InputError
@@ -298,8 +299,9 @@ def _measure_size(b: _Batch, si: int, resize: Resize, qualities: Sequence[int], 
                                for e in tile_embeddings(m.engine, m.extractor, [own[j] for j in g])]
     clock("reference")
     for qi, q in enumerate(qualities):
-        blobs = b.models[0].engine.encode(prepared, [q] * len(prepared))
-        b.arrays["bytes"][si, qi, ids] = [len(x) for x in blobs]
+        primary = b.models[0].engine.encoding.variants()[0]
+        blobs = b.models[0].engine.encode(prepared, [Candidate(primary, q)] * len(prepared))
+        b.arrays["bytes"][si, qi, ids] = [len(x.data) for x in blobs]
         clock("encode")
         views: dict[int, object] = {}
         for m in b.models:

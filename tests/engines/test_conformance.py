@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from preprocess import codecs
+from preprocess.codecs import Candidate, Variant
 from preprocess.engines import make_engine
 from preprocess.engines.base import Engine, SourceImage
 from preprocess.errors import InputError
@@ -68,8 +70,13 @@ def pixels(engine: Engine, prepared: object) -> np.ndarray:
         return np.asarray(px)
     if isinstance(px, np.ndarray):
         return px
-    blob = engine.encode([prepared], [100])[0]  # type: ignore[list-item]
-    return np.asarray(Image.open(io.BytesIO(blob)).convert("RGB"))
+    blob = engine.encode([prepared], [jpeg(100)])[0]  # type: ignore[list-item]
+    return np.asarray(Image.open(io.BytesIO(blob.data)).convert("RGB"))
+
+
+def jpeg(quality: int, chroma: str = "420", encoder: str = "libjpeg") -> Candidate:
+    """A JPEG candidate from the engine's own JPEG encoder (libjpeg-turbo, or nvJPEG on the GPU)."""
+    return Candidate(Variant("jpeg", encoder, chroma), quality)
 
 
 def mean_abs(a: np.ndarray, b: np.ndarray) -> float:
@@ -119,7 +126,7 @@ def test_encode_makes_real_jpegs_and_bytes_grow_with_quality(engine: Engine, cam
     s = source("cam", camera_photos[1].read_bytes())
     loaded = engine.load([s])
     p = loaded.prepared[0]
-    blobs = engine.encode([p, p, p], [30, 60, 95])
+    blobs = [e.data for e in engine.encode([p, p, p], [jpeg(30), jpeg(60), jpeg(95)])]
     sizes = [len(b) for b in blobs]
     assert sizes[0] < sizes[1] < sizes[2]
     for b in blobs:
@@ -137,9 +144,9 @@ def test_encode_makes_real_jpegs_and_bytes_grow_with_quality(engine: Engine, cam
 def test_view_of_encoded_bytes_matches_reference(engine: Engine, camera_photos: list[Path]) -> None:
     s = source("cam", camera_photos[2].read_bytes())
     loaded = engine.load([s])
-    blob = engine.encode(loaded.prepared, [90])[0]
+    blob = engine.encode(loaded.prepared, [jpeg(90)])[0]
     got = _host(engine.view([blob]))
-    ref = model_view([Image.open(io.BytesIO(blob)).convert("RGB")], VIEW)
+    ref = model_view([Image.open(io.BytesIO(blob.data)).convert("RGB")], VIEW)
     assert float(np.abs(got - ref).mean()) < 0.06
 
 
@@ -183,7 +190,7 @@ def test_tiles_line_up_and_match_reference_crops(engine: Engine, camera_photos: 
     srcs = [source(p.name, p.read_bytes(), resize) for p in files]
     loaded = engine.load(srcs)
     ref_tiles = engine.tiles(loaded.prepared)
-    blobs = engine.encode(loaded.prepared, [95, 95])
+    blobs = engine.encode(loaded.prepared, [jpeg(95), jpeg(95)])
     got_tiles = engine.tiles(blobs)
     expected = [len(tile_boxes(p.width, p.height, VIEW.width, VIEW.height)) for p in loaded.prepared]
     assert ref_tiles.counts == got_tiles.counts == expected == [6, 6]  # 640x400 and 451x300 (not upscaled)
@@ -193,6 +200,44 @@ def test_tiles_line_up_and_match_reference_crops(engine: Engine, camera_photos: 
     # q95 candidates' tiles are close to the uncompressed tiles, tile by tile
     assert float(np.abs(ref - got).mean()) < 0.1
     # and each decoded tile is the reference crop of the decoded candidate, in the model's view
-    img = Image.open(io.BytesIO(blobs[0])).convert("RGB")
+    img = Image.open(io.BytesIO(blobs[0].data)).convert("RGB")
     crops = [img.crop(b) for b in tile_boxes(img.width, img.height, VIEW.width, VIEW.height)]
     assert float(np.abs(got[:6] - model_view(crops, VIEW)).mean()) < 0.06
+
+
+EVERY_VARIANT = [Variant("jpeg", "jpegli", "420"), Variant("jpeg", "libjpeg", "444"), Variant("webp", "libwebp", "420"),
+                 Variant("avif", "libavif", "420"), Variant("avif", "libavif", "444"), Variant("jxl", "libjxl", "")]
+
+
+@pytest.mark.parametrize("variant", EVERY_VARIANT, ids=lambda v: f"{v.format}-{v.encoder}-{v.chroma}")
+def test_every_format_encodes_views_and_decodes(engine: Engine, small_photos: list[Path], variant: Variant) -> None:
+    """Each engine offers every format: encode, the model view of the candidate (its own decode), and
+    codecs.decode (what readers use) agree with the prepared pixels."""
+    s = source("chelsea", next(p for p in small_photos if p.name == "chelsea.png").read_bytes())
+    loaded = engine.load([s])
+    p = loaded.prepared[0]
+    lo, hi = engine.encode([p, p], [Candidate(variant, 30), Candidate(variant, 90)])
+    assert len(lo.data) < len(hi.data)
+    assert codecs.sniff(hi.data) == variant.format
+    decoded = codecs.decode(hi.data, variant.format)
+    assert decoded.shape == (p.height, p.width, 3) and decoded.dtype == np.uint8
+    assert mean_abs(decoded, pixels(engine, p)) < 4.0  # q90 of any codec is close to the source
+    got = _host(engine.view([hi]))
+    ref = model_view([Image.fromarray(decoded)], VIEW)
+    assert float(np.abs(got - ref).mean()) < 0.06
+    assert mean_abs(np.asarray(engine.pixels(hi)), decoded) < 1.0
+
+
+@pytest.mark.parametrize("encoder", ["jpegli", "libjpeg"])
+def test_finished_jpeg_is_smaller_with_the_same_pixels(engine: Engine, camera_photos: list[Path],
+                                                       encoder: str) -> None:
+    """What is stored (Engine.finish: mozjpeg's lossless scan optimization) decodes to exactly the pixels
+    of the candidate the gate measured, in fewer bytes."""
+    s = source("cam", camera_photos[4].read_bytes())
+    p = engine.load([s]).prepared[0]
+    probes = engine.encode([p, p], [jpeg(20, encoder=encoder), jpeg(60, encoder=encoder)])
+    final = engine.finish([p, p], probes)
+    for probe_, stored in zip(probes, final, strict=True):
+        assert len(stored) < len(probe_.data)
+        assert Image.open(io.BytesIO(stored)).info.get("progressive")
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(stored))), np.asarray(Image.open(io.BytesIO(probe_.data))))
