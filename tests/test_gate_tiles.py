@@ -21,6 +21,7 @@ from preprocess.gate import combine_tiles, decide, tile_embeddings
 from preprocess.images import probe
 from preprocess.spec import Encode, Gate, Quality, Resize, Spec, default_spec_path, load_spec, parse_spec
 
+
 def test_whole_image_specs_keep_their_fingerprint() -> None:
     """The tile fields are left out of a whole-view spec's fingerprint (as before they existed)."""
     spec = load_spec(default_spec_path())

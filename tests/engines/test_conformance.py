@@ -240,4 +240,5 @@ def test_finished_jpeg_is_smaller_with_the_same_pixels(engine: Engine, camera_ph
     for probe_, stored in zip(probes, final, strict=True):
         assert len(stored) < len(probe_.data)
         assert Image.open(io.BytesIO(stored)).info.get("progressive")
-        assert np.array_equal(np.asarray(Image.open(io.BytesIO(stored))), np.asarray(Image.open(io.BytesIO(probe_.data))))
+        measured = np.asarray(Image.open(io.BytesIO(probe_.data)))
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(stored))), measured)
