@@ -79,6 +79,8 @@ UNSUPPORTED = "E_UNSUPPORTED"
 UNREADABLE = "E_UNREADABLE"
 GATE_REJECTED = "E_GATE_REJECTED"
 ENGINE_FAILED = "E_ENGINE"
+SYMLINK_OUTSIDE = "E_SYMLINK_OUTSIDE"
+NOT_A_FILE = "E_NOT_FILE"
 
 FAILURE_HINTS: dict[str, str] = {
     EMPTY_FILE: "the file has zero bytes; the writer may have failed",
@@ -90,6 +92,9 @@ FAILURE_HINTS: dict[str, str] = {
     UNREADABLE: "check the file's permissions",
     GATE_REJECTED: "even the top quality failed the feature gate; see gate.on_fail in the spec",
     ENGINE_FAILED: "the engine failed on this image alone; try --engine pillow",
+    SYMLINK_OUTSIDE: "links are followed only while they stay inside the input folders; copy the file in, "
+                     "or pass --follow-symlinks to follow links anywhere",
+    NOT_A_FILE: "only regular files are read: FIFOs, sockets and devices are refused, so that no read can block",
 }
 
 
