@@ -86,9 +86,10 @@ FAILURE_HINTS: dict[str, str] = {
     EMPTY_FILE: "the file has zero bytes; the writer may have failed",
     NOT_AN_IMAGE: "the bytes are not a known image format",
     TRUNCATED: "the file ends early; it may still be being written or was cut off",
-    CORRUPT: "the image data is damaged",
+    CORRUPT: "the image data is damaged (the decoder reported it; its pixels would be wrong)",
     TOO_LARGE: "raise limits.max_pixels in the spec if images this large are expected",
-    UNSUPPORTED: "convert the image to JPEG/PNG/TIFF/WebP with 8- or 16-bit channels",
+    UNSUPPORTED: "supported here: JPEG, PNG, TIFF (uncompressed, LZW, Deflate, JPEG, PackBits, ZSTD, ...), WebP, "
+                 "JPEG 2000, AVIF, JPEG XL, BMP, GIF, PPM/PGM; convert the image to one of them",
     UNREADABLE: "check the file's permissions",
     GATE_REJECTED: "even the top quality failed the feature gate; see gate.on_fail in the spec",
     ENGINE_FAILED: "the engine failed on this image alone; try --engine pillow",
