@@ -219,26 +219,40 @@ def _open_pillow(fmt: str, data: bytes) -> _Source:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            img = _PILLOW[fmt](io.BytesIO(data))
+            return _pillow_source(fmt, _PILLOW[fmt](io.BytesIO(data)), data)
+    except (InputError, HeaderError):
+        raise
     except Exception as exc:  # Pillow raises many types for broken headers
         raise _header_error(fmt, data, exc) from None
+
+
+def _pillow_source(fmt: str, img: ImageFile.ImageFile, data: bytes) -> _Source:
     try:
         exif = img.getexif()
     except Exception:  # a damaged EXIF block must not fail a readable image
         exif = Image.Exif()
-    orientation = _exif_fields(exif)[0]
     decoder = {sniff.JPEG: "jpeg", sniff.JPEG2000: "codecs"}.get(fmt, "pillow")
-    src = _Source(format=fmt, mode=img.mode, stored=img.size, orientation=orientation, decoder=decoder, oriented=False,
-                  frames=int(getattr(img, "n_frames", 1) or 1), bits=8, icc=img.info.get("icc_profile") or b"",
-                  exif=exif, pil=img)
+    src = _Source(format=fmt, mode=img.mode, stored=img.size, orientation=_exif_fields(exif)[0], decoder=decoder,
+                  oriented=False, frames=_frames(img), bits=8, icc=img.info.get("icc_profile") or b"", exif=exif,
+                  pil=img)
     if isinstance(img, TiffImagePlugin.TiffImageFile):
         _tiff_details(src, img, len(data))
     elif fmt == sniff.PNG and (bad := containers.png_crc_error(data)):
         raise input_error(errors.CORRUPT, f"PNG chunk {bad} fails its CRC check")
     elif fmt == sniff.JPEG2000:
-        h = containers.jpeg2000(data)
+        h = containers.parse(fmt, data)
         src.bits, src.icc, src.complete, src.orientation = h.bits, h.icc, h.complete, 1
     return src
+
+
+def _frames(img: ImageFile.ImageFile) -> int:
+    """How many frames (Pillow walks every IFD of a TIFF for it); a broken later frame counts as none,
+    the first one is still used."""
+    try:
+        return int(getattr(img, "n_frames", 1) or 1)
+    except Exception:
+        img.seek(0)  # back to the first frame's state (raises if even that is broken)
+        return 1
 
 
 def _tiff_details(src: _Source, img: TiffImagePlugin.TiffImageFile, size: int) -> None:

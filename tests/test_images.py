@@ -180,6 +180,7 @@ def test_codes_say_what_happened(rgb: np.ndarray) -> None:
     assert _code(png[:len(png) // 2]) == "E_TRUNCATED"
     assert _code(ENCODERS["tiff-lzw"](rgb)[:3000]) == "E_TRUNCATED"
     assert _code(ENCODERS["webp-lossy"](rgb)[:500]) == "E_TRUNCATED"
+    assert _code(ENCODERS["avif"](rgb).replace(b"ipco", b"xpco", 1)) == "E_CORRUPT"  # found by the fuzzer
 
 
 def test_a_jpeg_missing_only_its_eoi_is_accepted_whole(rgb: np.ndarray) -> None:

@@ -57,6 +57,8 @@ def parse(fmt: str, data: bytes) -> Header:
         return parsers[fmt](data)
     except IndexError:
         raise HeaderError(f"{fmt} header ends early", truncated=True) from None
+    except (KeyError, ValueError) as exc:  # a required box or field is missing or malformed
+        raise HeaderError(f"{fmt} header is malformed ({type(exc).__name__}: {exc})") from None
 
 
 def _u16(data: bytes, pos: int, order: str = "big") -> int:
