@@ -27,12 +27,14 @@ _EOI = b"\xff\xd9"
 
 
 def header_end(data: bytes) -> int | None:
-    """Where the entropy-coded data of the first scan starts (after the SOS segment), or None when the
-    file ends (or the marker structure breaks) before it."""
+    """Where the entropy-coded data of the first scan starts (after the SOS segment); None when the file
+    ends before it, -1 when the marker structure breaks before it."""
     n, i = len(data), 2
     while True:
-        if i + 4 > n or data[i] != 0xFF:
+        if i + 4 > n:
             return None
+        if data[i] != 0xFF:
+            return -1
         marker = data[i + 1]
         if marker == 0xFF:  # fill byte
             i += 1
@@ -52,7 +54,7 @@ def suspect(data: bytes) -> bool:
     keep damaged-looking files away from its decoder.
     """
     start = header_end(data)
-    if start is None:
+    if start is None or start < 0:
         return True
     scan = np.frombuffer(data, dtype=np.uint8, offset=start)
     after_ff = scan[np.flatnonzero(scan[:-1] == 0xFF) + 1]
