@@ -79,17 +79,23 @@ UNSUPPORTED = "E_UNSUPPORTED"
 UNREADABLE = "E_UNREADABLE"
 GATE_REJECTED = "E_GATE_REJECTED"
 ENGINE_FAILED = "E_ENGINE"
+SYMLINK_OUTSIDE = "E_SYMLINK_OUTSIDE"
+NOT_A_FILE = "E_NOT_FILE"
 
 FAILURE_HINTS: dict[str, str] = {
     EMPTY_FILE: "the file has zero bytes; the writer may have failed",
     NOT_AN_IMAGE: "the bytes are not a known image format",
     TRUNCATED: "the file ends early; it may still be being written or was cut off",
-    CORRUPT: "the image data is damaged",
+    CORRUPT: "the image data is damaged (the decoder reported it; its pixels would be wrong)",
     TOO_LARGE: "raise limits.max_pixels in the spec if images this large are expected",
-    UNSUPPORTED: "convert the image to JPEG/PNG/TIFF/WebP with 8- or 16-bit channels",
+    UNSUPPORTED: "supported here: JPEG, PNG, TIFF (uncompressed, LZW, Deflate, JPEG, PackBits, ZSTD, ...), WebP, "
+                 "JPEG 2000, AVIF, JPEG XL, BMP, GIF, PPM/PGM; convert the image to one of them",
     UNREADABLE: "check the file's permissions",
     GATE_REJECTED: "even the top quality failed the feature gate; see gate.on_fail in the spec",
     ENGINE_FAILED: "the engine failed on this image alone; try --engine pillow",
+    SYMLINK_OUTSIDE: "links are followed only while they stay inside the input folders; copy the file in, "
+                     "or pass --follow-symlinks to follow links anywhere",
+    NOT_A_FILE: "only regular files are read: FIFOs, sockets and devices are refused, so that no read can block",
 }
 
 

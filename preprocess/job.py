@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,8 +26,9 @@ from preprocess.errors import InputError
 from preprocess.objects import is_object_url
 from preprocess.process import BatchResult, Failed, PendingBatch, Plan, Processor, describe_plan, plan
 from preprocess.provenance import machine, software_versions
-from preprocess.sources import SourceFile, batched, list_digest, list_sources, read_source
+from preprocess.sources import SourceFile, batched, list_digest, list_sources, local_roots, read_source
 from preprocess.store import DatasetWriter, item_key, open_repo
+from preprocess.store.schema import failure_key
 
 PROVENANCE_FORMAT = 1
 
@@ -53,6 +55,7 @@ class JobOptions:
     engine: str = "auto"
     device: str = "auto"
     wait: float = 0.0  # seconds to wait for another process writing the same local store
+    follow_symlinks: bool = False  # follow symlinks that lead outside the source roots (default: refuse them)
 
 
 @dataclass
@@ -142,12 +145,14 @@ class Tally:
         s.timings = {k: round(v, 4) for k, v in self.timings.items()}
 
 
-def read_files(batch: Sequence[Path], max_bytes: int) -> list[SourceFile | Failed]:
-    """Read and hash each file; one that cannot be read becomes a :class:`Failed`."""
+def read_files(batch: Sequence[Path], max_bytes: int, *, roots: Sequence[str] | None = None,
+               follow_symlinks: bool = False) -> list[SourceFile | Failed]:
+    """Read and hash each file; one that cannot be read becomes a :class:`Failed`. ``roots`` and
+    ``follow_symlinks``: which symlinks may be followed (see :func:`~preprocess.sources.read_source`)."""
     out: list[SourceFile | Failed] = []
     for p in batch:
         try:
-            out.append(read_source(p, max_bytes=max_bytes))
+            out.append(read_source(p, max_bytes=max_bytes, roots=roots, follow_symlinks=follow_symlinks))
         except InputError as exc:
             out.append(Failed(str(p), exc))
     return out
@@ -177,7 +182,8 @@ def run_job(opts: JobOptions, progress: Progress | None = None) -> Summary:
     try:
         listed = run_batches(processor, writer, list(batched(paths, p.spec.batch.size)),
                              max_bytes=p.spec.limits.max_file_bytes, known=known, known_failures=known_failures,
-                             tally=tally, progress=progress)
+                             tally=tally, progress=progress, roots=local_roots(opts.sources),
+                             follow_symlinks=opts.follow_symlinks)
         tally.close()
         t0 = time.perf_counter()
         metadata = provenance(opts, p, processor, summary, listed, writer.base_snapshot, started_at)
@@ -195,7 +201,8 @@ def run_job(opts: JobOptions, progress: Progress | None = None) -> Summary:
 
 def run_batches(processor: Processor, writer: DatasetWriter, batches: Sequence[Sequence[Path]], *, max_bytes: int,
                 known: set[str], known_failures: set[tuple[str, str, str]], tally: Tally,
-                progress: Progress) -> list[tuple[str, str]]:
+                progress: Progress, roots: Sequence[str] | None = None,
+                follow_symlinks: bool = False) -> list[tuple[str, str]]:
     """Read, dedupe, process and store batch after batch (no commit); returns (path, sha256) of
     every source read, for the commit's input list.
 
@@ -215,15 +222,15 @@ def run_batches(processor: Processor, writer: DatasetWriter, batches: Sequence[S
         bytes_in, bytes_out = tally.add(result)
         progress.advance(count, bytes_in, bytes_out)
 
+    read = partial(read_files, max_bytes=max_bytes, roots=roots, follow_symlinks=follow_symlinks)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="reader") as reader:
-        ahead: Future[list[SourceFile | Failed]] | None = (
-            reader.submit(read_files, batches[0], max_bytes) if batches else None)
+        ahead: Future[list[SourceFile | Failed]] | None = reader.submit(read, batches[0]) if batches else None
         for n in range(len(batches)):
             assert ahead is not None
             t0 = time.perf_counter()
             files = ahead.result()
             tally.time("read", time.perf_counter() - t0)
-            ahead = reader.submit(read_files, batches[n + 1], max_bytes) if n + 1 < len(batches) else None
+            ahead = reader.submit(read, batches[n + 1]) if n + 1 < len(batches) else None
             listed.extend((f.path, f.sha256) for f in files if isinstance(f, SourceFile))
             todo, skipped = dedupe(files, known, fingerprint)
             tally.summary.skipped += len(skipped)
@@ -256,11 +263,12 @@ def dedupe(files: Sequence[SourceFile | Failed], known: set[str],
 
 
 def write_result(writer: DatasetWriter, result: BatchResult, known_failures: set[tuple[str, str, str]]) -> None:
-    """Add a batch's rows to the writer; the same failure (content, fingerprint, code) is recorded once."""
+    """Add a batch's rows to the writer; the same failure (:func:`~preprocess.store.schema.failure_key`) is
+    recorded once."""
     for row in result.items:
         writer.add_item(row)
     for frow in result.failures:
-        key = (frow.source_sha256, frow.fingerprint, frow.code)
+        key = failure_key(frow.source_sha256, frow.source_path, frow.fingerprint, frow.code)
         if key not in known_failures:
             known_failures.add(key)
             writer.add_failure(frow)

@@ -27,9 +27,9 @@ import numpy as np
 from preprocess import errors
 from preprocess.engines import make_engine, resolve
 from preprocess.engines.base import SourceImage
-from preprocess.errors import InputError, input_error
+from preprocess.errors import ConfigError, InputError, input_error
 from preprocess.extractor.build import BuiltModel, build
-from preprocess.extractor.manifest import find_manifest
+from preprocess.extractor.manifest import Manifest, find_manifest
 from preprocess.extractor.session import Extractor
 from preprocess.gate import Decision, GateStats, Outcome, Priors, decide
 from preprocess.images import probe
@@ -58,10 +58,23 @@ def plan(spec_path: str | None, engine: str = "auto", device: str = "auto") -> P
     """Validate the spec, find and build the model, resolve engine/device; raise ConfigError early."""
     path = spec_path or str(default_spec_path())
     spec = load_spec(path)
-    manifest = find_manifest(spec.gate.model)
+    manifest = _spec_model(spec.gate.model, path)
     engine_name, device_name = resolve(engine, device)
     built = build(manifest)
     return Plan(spec, path, built, spec.fingerprint(manifest.weights_sha256()), engine_name, device_name)
+
+
+def _spec_model(model: str, spec_path: str) -> Manifest:
+    """The spec's ``gate.model``; when it cannot be found, the error names the spec file and the field
+    (the manifest path alone does not say where it came from)."""
+    try:
+        return find_manifest(model)
+    except ConfigError as exc:
+        if exc.code not in ("MODEL_MISSING", "MODEL_UNKNOWN"):
+            raise
+        where = f" (manifest: {exc.path})" if exc.path else ""
+        raise ConfigError(f"gate.model = {model!r}: {exc.message}{where}", code=exc.code, path=spec_path,
+                          hint=f"fix gate.model in {spec_path}: {exc.hint or 'see `preprocess models list`'}") from None
 
 
 @dataclass

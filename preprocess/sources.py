@@ -1,11 +1,20 @@
 """Finding and reading source images (local files or S3 objects): listing, reading with limits,
-content hashing."""
+content hashing.
+
+Local files are untrusted names in a folder anyone may write to, so a read never blocks and never
+leaves the input folders by accident: only regular files are opened (a FIFO, socket or device is
+refused before any read), opened without following a final symlink (``O_NOFOLLOW``) and
+non-blocking (``O_NONBLOCK``), and checked again on the open descriptor (``fstat``). A symlink is
+followed only when it resolves inside one of the input roots, unless ``follow_symlinks`` says
+otherwise; a refused link records no hash or size of its target.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Iterator
+import stat
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PosixPath
 
@@ -14,7 +23,12 @@ from preprocess.errors import ConfigError, InputError, input_error
 from preprocess.objects import is_object_url, list_objects, read_object
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif",
-                            ".jp2", ".j2k", ".ppm", ".pgm"})
+                            ".jp2", ".j2k", ".j2c", ".ppm", ".pgm", ".avif", ".jxl",
+                            ".heic", ".heif"})  # HEIF: listed so that it is reported (E_UNSUPPORTED)
+
+# Open flags for a local source: never block (a FIFO or device opened by accident), never follow a
+# final symlink that was not checked (the path opened is already resolved), never leak to children.
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 @dataclass(frozen=True)
@@ -78,25 +92,98 @@ def list_sources(roots: Iterable[str | Path]) -> list[Path]:
     return sorted(found)
 
 
-def read_source(path: Path, *, max_bytes: int) -> SourceFile:
-    """Read one file whole and hash it; raise :class:`InputError` when it cannot be used."""
+def local_roots(roots: Iterable[str | Path]) -> tuple[str, ...]:
+    """The resolved folders that symlinks may lead into: each local root folder, or the folder of a
+    root that is a file (so ``run in/*.jpg`` confines links like ``run in`` does); ``s3://`` roots
+    are left out."""
+    out: list[str] = []
+    for root in roots:
+        r = str(root)
+        if is_object_url(r):
+            continue
+        out.append(os.path.realpath(r if os.path.isdir(r) else os.path.dirname(os.path.abspath(r))))
+    return tuple(out)
+
+
+def read_source(path: Path, *, max_bytes: int, roots: Sequence[str] | None = None,
+                follow_symlinks: bool = False) -> SourceFile:
+    """Read one file whole and hash it; raise :class:`InputError` when it cannot be used.
+
+    ``roots`` are the input roots (see :func:`local_roots`; None: the file's own folder): a path that
+    resolves outside all of them through a symlink is refused (``E_SYMLINK_OUTSIDE``) unless
+    ``follow_symlinks``. Anything but a regular file is refused (``E_NOT_FILE``) without reading.
+    """
     p = str(path)
     if isinstance(path, ObjectPath):
         return _read_object(p, max_bytes=max_bytes)
     try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise input_error(errors.TOO_LARGE, f"file is {size / 1e6:.1f} MB, over the limit of "
-                              f"{max_bytes / 1e6:.1f} MB", p)
-        with open(path, "rb") as f:
-            data = f.read(max_bytes + 1)
+        confined = None if follow_symlinks else _confinement(p, roots)
+        data = _read_regular(_resolve(p, confined), p, max_bytes, confined)
     except InputError:
         raise
     except OSError as exc:
         raise input_error(errors.UNREADABLE, f"cannot read: {exc.strerror or exc}", p) from None
-    if len(data) > max_bytes:
-        raise input_error(errors.TOO_LARGE, f"file grew past the limit of {max_bytes / 1e6:.1f} MB", p)
     return SourceFile(path=p, data=data, sha256=hashlib.sha256(data).hexdigest())
+
+
+def _confinement(path: str, roots: Sequence[str] | None) -> tuple[str, ...]:
+    if roots is None:
+        return local_roots([path])
+    return tuple(os.path.realpath(r) for r in roots)
+
+
+def _inside(real: str, root: str) -> bool:
+    return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _resolve(path: str, confined: tuple[str, ...] | None) -> str:
+    """The file ``path`` leads to, when it may be read: a link out of the ``confined`` roots is refused
+    (None: links are followed anywhere)."""
+    real = os.path.realpath(path)
+    if confined is None or real == os.path.abspath(path) or any(_inside(real, r) for r in confined):
+        return real
+    raise input_error(errors.SYMLINK_OUTSIDE, "a symbolic link that leads outside the input folders; not followed",
+                      path)
+
+
+def _read_regular(real: str, path: str, max_bytes: int, confined: tuple[str, ...] | None) -> bytes:
+    """Read a resolved regular file through one non-blocking descriptor, with the size limit."""
+    _require_regular(os.stat(real).st_mode, path)  # refuse a FIFO or device before opening it
+    fd = os.open(real, _OPEN_FLAGS)
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        _require_regular(st.st_mode, path)  # what was opened, not what the name pointed at before
+        if confined is not None and not _opened_inside(fd, confined):
+            raise input_error(errors.SYMLINK_OUTSIDE, "the file moved outside the input folders while it was "
+                              "opened; not read", path)
+        if st.st_size > max_bytes:
+            raise input_error(errors.TOO_LARGE, f"file is {st.st_size / 1e6:.1f} MB, over the limit of "
+                              f"{max_bytes / 1e6:.1f} MB", path)
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise input_error(errors.TOO_LARGE, f"file grew past the limit of {max_bytes / 1e6:.1f} MB", path)
+    return data
+
+
+_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder"))
+
+
+def _require_regular(mode: int, path: str) -> None:
+    if stat.S_ISREG(mode):
+        return
+    kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+    raise input_error(errors.NOT_A_FILE, f"{kind}, not a regular file; not read", path)
+
+
+def _opened_inside(fd: int, roots: tuple[str, ...]) -> bool:
+    """Whether the open descriptor's file lies inside the roots (closes the race between resolving
+    and opening; Linux only, elsewhere the check before the open stands)."""
+    try:
+        where = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return True
+    return any(_inside(where, r) for r in roots)
 
 
 def _read_object(url: str, *, max_bytes: int) -> SourceFile:

@@ -255,6 +255,10 @@ def load_spec(path: str | Path) -> Spec:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", code="SPEC_SYNTAX", path=str(p)) from None
+    if not data:  # an empty (or comments-only) file would silently be all defaults
+        raise ConfigError("the pipeline spec is empty", code="SPEC_EMPTY", path=str(p),
+                          hint="write the settings to change (see pipelines/camera.toml), or leave out --spec "
+                               "for the default spec")
     return parse_spec(data, source=str(p))
 
 

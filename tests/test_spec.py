@@ -131,3 +131,30 @@ def test_variants_cross_encoders_with_chroma() -> None:
     assert [(v.encoder, v.chroma) for v in spec.encode.variants()] == [
         ("libjpeg", "420"), ("libjpeg", "444"), ("jpegli", "420")]  # jpegli encodes 4:2:0 only
     assert parse_spec({"encode": {"format": "jxl"}}).encode.variants()[0].chroma == ""
+
+
+def test_an_empty_spec_is_refused_not_silently_all_defaults(tmp_path: Path) -> None:
+    """Issue 16, item 11: an empty file (or only comments) is SPEC_EMPTY, exit 2 from the CLI."""
+    for text in ("", "# nothing here\n\n"):
+        empty = tmp_path / "empty.toml"
+        empty.write_text(text)
+        with pytest.raises(ConfigError) as e:
+            load_spec(empty)
+        assert e.value.code == "SPEC_EMPTY" and e.value.path == str(empty) and e.value.exit_code == 2
+        assert "pipelines/camera.toml" in e.value.hint
+
+
+def test_a_missing_model_names_the_spec_file_and_the_field(tmp_path: Path) -> None:
+    from preprocess.process import plan
+
+    spec = tmp_path / "spec.toml"
+    spec.write_text(f'[gate]\nmodel = "{tmp_path / "nope.toml"}"\n')
+    with pytest.raises(ConfigError) as e:
+        plan(str(spec), engine="pillow", device="cpu")
+    assert e.value.code == "MODEL_MISSING" and e.value.path == str(spec)
+    assert "gate.model" in e.value.message and str(tmp_path / "nope.toml") in e.value.message
+    assert str(spec) in e.value.hint
+    spec.write_text('[gate]\nmodel = "no-such-model"\n')
+    with pytest.raises(ConfigError) as e:
+        plan(str(spec), engine="pillow", device="cpu")
+    assert e.value.code == "MODEL_UNKNOWN" and e.value.path == str(spec) and "gate.model" in e.value.message

@@ -26,6 +26,9 @@ def run(
     device: Annotated[str, typer.Option(help="auto | gpu | cpu.")] = "auto",
     wait: Annotated[float, typer.Option(help="Seconds to wait while another job writes the same local "
                                              "store (default: fail at once, exit 4).")] = 0.0,
+    follow_symlinks: Annotated[bool, typer.Option(
+        "--follow-symlinks", help="Follow symlinks that lead outside the source folders (default: such a "
+                                  "link is a failure, E_SYMLINK_OUTSIDE, and its target is never read).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON (no progress bar).")] = False,
     ray: Annotated[str | None, typer.Option(
         "--ray", help="Run on Ray (pip install 'preprocess[ray]'): local (this machine), auto (the running "
@@ -47,7 +50,7 @@ def run(
 
     quiet_libraries()
     opts = JobOptions(sources=sources, store=store, spec_path=spec, branch=branch, message=message,
-                      engine=engine, device=device, wait=wait)
+                      engine=engine, device=device, wait=wait, follow_symlinks=follow_symlinks)
     progress = None if as_json else RichProgress(err)
     try:
         if ray is None:

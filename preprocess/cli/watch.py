@@ -35,6 +35,9 @@ def watch(
     metrics: Annotated[str, typer.Option(help="HOST:PORT for /healthz, /readyz, /metrics (port 0: any free "
                                               "port; 'off' disables).")] = "127.0.0.1:9400",
     liveness_timeout: Annotated[str, typer.Option(help="/healthz fails when the loop is stuck this long.")] = "2m",
+    follow_symlinks: Annotated[bool, typer.Option(
+        "--follow-symlinks", help="Follow symlinks that lead outside FOLDER (default: such a link is a "
+                                  "failure, E_SYMLINK_OUTSIDE, and its target is never read).")] = False,
     log_format: Annotated[str, typer.Option(help="text | json (one JSON object per line).")] = "text",
     log_level: Annotated[str, typer.Option(help="debug | info | warning | error.")] = "info",
     message: Annotated[str, typer.Option("--message", "-m", help="Commit message (default: counts).")] = "",
@@ -67,7 +70,7 @@ def watch(
             batch_wait=parse_duration(batch_wait, name="--batch-wait"), move_to=move_to,
             metrics=parse_address(metrics), liveness_timeout=parse_duration(liveness_timeout,
                                                                             name="--liveness-timeout"),
-            message=message, wait=wait)
+            message=message, wait=wait, follow_symlinks=follow_symlinks)
         code = run_watch(opts)
     except PreprocessError as exc:
         fail(exc)

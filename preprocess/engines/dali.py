@@ -55,7 +55,7 @@ from preprocess.engines.base import Engine, Loaded, Prepared, SourceImage, Tiles
 from preprocess.errors import InputError, InternalError, input_error
 from preprocess.extractor.manifest import InputView
 from preprocess.extractor.view import view_arrays
-from preprocess.images import decode_rgb
+from preprocess.images import decode_rgb, jpeg_suspect
 from preprocess.spec import Encode
 
 # DALI's type stubs are incomplete (enum re-exports, untyped Pipeline methods): use the API dynamically.
@@ -91,33 +91,6 @@ def _dali_message(exc: BaseException) -> str:
     text = str(exc).split("encountered:")[-1].strip()
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "no longer valid" not in ln]
     return (lines[0] if lines else type(exc).__name__)[:300]
-
-
-def _jpeg_suspect(data: bytes) -> bool:
-    """Cheap structural check: truncated (no EOI) or invalid markers inside the entropy-coded data.
-
-    A hint only: a suspect file is decoded by Pillow on the CPU, which gives the verdict.
-    """
-    n, i = len(data), 2
-    while True:  # walk the header segments up to the first SOS
-        if i + 4 > n or data[i] != 0xFF:
-            return True
-        marker = data[i + 1]
-        if marker == 0xDA:
-            break
-        if marker == 0xFF:  # fill byte
-            i += 1
-        elif marker == 0x01 or 0xD0 <= marker <= 0xD8:  # standalone markers
-            i += 2
-        else:
-            i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
-    scan = np.frombuffer(data, dtype=np.uint8, offset=i)
-    after_ff = scan[np.flatnonzero(scan[:-1] == 0xFF) + 1]
-    eoi = np.flatnonzero(after_ff == 0xD9)
-    if eoi.size == 0:
-        return True
-    after_ff = after_ff[:eoi[0]]  # data after the first EOI (MPF trailers, ...) is not ours
-    return bool(np.any((after_ff > 0x00) & (after_ff < 0xC0)))
 
 
 class _Pipe:
@@ -310,7 +283,7 @@ class DaliEngine(Engine):
         if not info.plain:
             return False
         if info.format == "JPEG":
-            return not _jpeg_suspect(src.data)
+            return not jpeg_suspect(src.data)
         return info.orientation == 1  # EXIF orientation is only trusted from DALI for JPEG
 
     def load(self, sources: Sequence[SourceImage]) -> Loaded:

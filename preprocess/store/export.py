@@ -2,7 +2,9 @@
 
 ``OUT_DIR/images/<sha256[:16]>-<fingerprint>.<ext>`` (stable across exports and unique per row:
 rows are keyed by source sha256 + spec fingerprint) and ``OUT_DIR/manifest.csv`` (or
-``manifest.parquet``, which also carries each row's embedding). File names are built from hex
+``manifest.parquet``, which also carries each row's embedding). Text cells of the CSV that a
+spreadsheet would run as a formula (``= + - @``, tab, CR) start with a single quote
+(:func:`csv_cell`); Parquet keeps the raw values. File names are built from hex
 digests only, never from stored paths, and every file is created new inside OUT_DIR
 (``O_EXCL | O_NOFOLLOW``): whatever a dataset holds, nothing is written outside OUT_DIR.
 """
@@ -27,7 +29,7 @@ from preprocess.store.schema import ITEM_COLUMNS
 
 Format = Literal["csv", "parquet"]
 _EXT = {"jpeg": "jpg", "jpg": "jpg", "png": "png", "tiff": "tif", "webp": "webp", "bmp": "bmp", "gif": "gif",
-        "jpeg2000": "jp2", "ppm": "ppm"}
+        "jpeg2000": "jp2", "ppm": "ppm", "avif": "avif", "jxl": "jxl"}
 _HEX = re.compile(r"^[0-9a-f]{16,}$")
 _FP = re.compile(r"^[0-9A-Za-z]{1,64}$")
 
@@ -139,14 +141,30 @@ def _cell(value: Any) -> Any:
     return value
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV injection"); tab and
+# carriage return can hide one behind whitespace.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A manifest.csv cell: a text value that a spreadsheet would run as a formula gets a leading
+    single quote (``=cmd|' -c calc'!A0`` -> ``'=cmd|' -c calc'!A0``); numbers are left as they are.
+    Only the CSV is neutralised: Parquet keeps every value exactly."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 def _write_csv(path: Path, columns: dict[str, list[Any]]) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(columns)
+        w.writerow([csv_cell(c) for c in columns])
         n = len(next(iter(columns.values())))
         for i in range(n):
-            w.writerow(["" if columns[c][i] is None else columns[c][i] for c in columns])
+            w.writerow([csv_cell(columns[c][i]) for c in columns])
 
 
 def _write_parquet(path: Path, columns: dict[str, list[Any]], ds: Dataset) -> None:

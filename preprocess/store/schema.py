@@ -183,6 +183,12 @@ def item_key(source_sha256: str, fingerprint: str) -> str:
     return f"{source_sha256}:{fingerprint}"
 
 
+def failure_key(source_sha256: str, source_path: str, fingerprint: str, code: str) -> tuple[str, str, str]:
+    """What makes a failure the same one again: its content, spec and code; a source that was never
+    read (no content hash: unreadable, a refused link, a FIFO) is known by its path instead."""
+    return (source_sha256 or f"path:{source_path}", fingerprint, code)
+
+
 def check_model_name(model: str) -> None:
     if not _MODEL_NAME.match(model):
         raise ConfigError(f"model name {model!r} cannot name an embedding array",

@@ -162,8 +162,8 @@ class DatasetWriter:
         if not self._failures.stored:
             return set()
         a = self._failures.arrays
-        cols = [schema.read(a[name]) for name in ("source_sha256", "fingerprint", "code")]
-        return {(str(s), str(f), str(c)) for s, f, c in zip(*cols, strict=True)}
+        cols = [schema.read(a[name]) for name in ("source_sha256", "source_path", "fingerprint", "code")]
+        return {schema.failure_key(str(s), str(p), str(f), str(c)) for s, p, f, c in zip(*cols, strict=True)}
 
     @property
     def branch(self) -> str:
@@ -189,7 +189,7 @@ class DatasetWriter:
         return set(self._keys)
 
     def existing_failures(self) -> set[tuple[str, str, str]]:
-        """(source_sha256, fingerprint, code) of failures on the branch, plus those added here."""
+        """:func:`~preprocess.store.schema.failure_key` of failures on the branch, plus those added here."""
         return set(self._failure_keys)
 
     def recent_qualities(self, fingerprint: str, rows: int = 512) -> list[int]:
@@ -236,7 +236,7 @@ class DatasetWriter:
             col.check(getattr(row, col.name))
         self._failures.pending.append(row)
         self._failures.added += 1
-        self._failure_keys.add((row.source_sha256, row.fingerprint, row.code))
+        self._failure_keys.add(schema.failure_key(row.source_sha256, row.source_path, row.fingerprint, row.code))
         self._write(final=False)
 
     def _write(self, *, final: bool) -> None:

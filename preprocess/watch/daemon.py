@@ -33,7 +33,7 @@ from preprocess import errors
 from preprocess.errors import ConflictError, InternalError, PreprocessError, StorageError, input_error
 from preprocess.job import commit_metadata, dedupe, read_files, write_result
 from preprocess.process import BatchResult, Failed, Processor, plan
-from preprocess.sources import SourceFile
+from preprocess.sources import SourceFile, local_roots
 from preprocess.store import DatasetWriter, open_repo
 from preprocess.store.storage import StoreLock, lock_repo
 from preprocess.watch.detect import Detector
@@ -235,7 +235,8 @@ class WatchDaemon:
             self.metrics.processing.set(0)
 
     def _read_and_process(self, ready: list[Ready], t0: float) -> None:
-        files = read_files([Path(r.path) for r in ready], self.plan.spec.limits.max_file_bytes)
+        files = read_files([Path(r.path) for r in ready], self.plan.spec.limits.max_file_bytes,
+                           roots=local_roots([self.opts.folder]), follow_symlinks=self.opts.follow_symlinks)
         taken: dict[str, Ready] = {}
         batch: list[SourceFile | Failed] = []
         for r, f in zip(ready, files, strict=True):

@@ -58,6 +58,7 @@ class WatchOptions:
     liveness_timeout: float = 120.0  # /healthz fails when the main loop was stuck this long
     message: str = ""
     wait: float = 0.0  # seconds to wait at start for another writer of the same local store
+    follow_symlinks: bool = False  # follow symlinks that lead outside the folder (default: refuse them)
 
     def check(self) -> None:
         if is_object_url(self.folder):

@@ -1,0 +1,42 @@
+"""Export is safe to open in a spreadsheet (issue 16, item 10): a cell that would run as a formula is
+neutralised in manifest.csv, and only there (Parquet keeps the raw value). The source is a real photo
+under a hostile name, given to a real `run` as a relative path."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from preprocess.job import JobOptions, run_job
+from preprocess.store import open_repo
+from preprocess.store.export import csv_cell, export
+
+HOSTILE = "=cmd|' -c calc'!A0.jpg"
+
+
+def test_formula_cells_are_quoted_in_the_csv_only(tmp_path: Path, small_photos: list[Path],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    shutil.copyfile(small_photos[0], tmp_path / HOSTILE)
+    summary = run_job(JobOptions(sources=[HOSTILE], store="s.icechunk", engine="pillow"))
+    assert summary.stored == 1
+    repo = open_repo("s.icechunk", create=False)
+    export(repo, tmp_path / "csv")
+    with open(tmp_path / "csv" / "manifest.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    cells = [c for row in rows for c in row]
+    assert "'" + HOSTILE in cells
+    assert not any(c.startswith(("=", "+", "-", "@", "\t", "\r")) for c in cells)
+    table = pq.read_table(export(repo, tmp_path / "pq", fmt="parquet").manifest).to_pydict()
+    assert table["source_path"] == [HOSTILE]
+
+
+def test_csv_cell_rules() -> None:
+    for bad in ("=1+1", "+1", "-1", "@SUM(A1)", "\t=1", "\r=1"):
+        assert csv_cell(bad) == "'" + bad
+    assert csv_cell("photo.jpg") == "photo.jpg" and csv_cell(-3) == -3 and csv_cell(0.5) == 0.5
+    assert csv_cell(None) == ""
