@@ -45,10 +45,11 @@ class Catalog:
         self.repo = repo if repo is not None else open_repo(location, create=False)
         self.reads: Counter[str] = Counter()
         self._reads_lock = threading.Lock()
+        self._pinned: LRU[Ref] = LRU(max_items=4096)
         self._datasets: LRU[Dataset] = LRU(max_items=16)
         self._columns: LRU[np.ndarray] = LRU(max_items=128, max_bytes=256 * 2**20, size=_nbytes)
         self._selections: LRU[np.ndarray] = LRU(max_items=64, max_bytes=64 * 2**20, size=_nbytes)
-        self._jobs: LRU[dict[str, str]] = LRU(max_items=64)
+        self._jobs: LRU[list[dict[str, Any]]] = LRU(max_items=64)
         self._diffs: LRU[dict[str, Any]] = LRU(max_items=8)
         self.thumbnails: LRU[bytes] = LRU(max_items=8192, max_bytes=128 * 2**20, size=len)
         self.comparisons: LRU[compare.Comparison] = LRU(max_items=32, max_bytes=256 * 2**20,
@@ -68,7 +69,8 @@ class Catalog:
         if not SNAPSHOT_ID.match(snapshot):
             raise ConfigError(f"{snapshot[:40]!r} is not a snapshot id", code="REF_MISSING",
                               hint="snapshot ids are 20 characters (0-9, A-Z), as `preprocess log` lists them")
-        return self.resolve(snapshot)
+        known = self._pinned.get(snapshot)  # a snapshot that exists stays (gc removes only unreachable ones)
+        return known if known is not None else self._pinned.put(snapshot, self.resolve(snapshot))
 
     def names(self) -> list[str]:
         return sorted(refs.branches(self.repo)) + sorted(refs.tags(self.repo))
@@ -96,15 +98,18 @@ class Catalog:
     def commit(self, target: Ref) -> dict[str, Any]:
         return dict(plain(history.show(self.repo, target.snapshot)))
 
+    def _history(self, snapshot: str) -> list[dict[str, Any]]:
+        """``snapshot``'s commits, oldest first, cached: their ids, jobs and specs never change (the
+        branches and tags pointing at them do: pages that show those call :meth:`log`)."""
+        return self._jobs.get_or_make(snapshot, lambda: self.log(Ref(snapshot, "snapshot", snapshot))[::-1])
+
     def commit_of_job(self, snapshot: str, job_id: str) -> str | None:
         """The id of the commit in ``snapshot``'s history that job ``job_id`` made."""
-        jobs = self._jobs.get_or_make(snapshot, lambda: {
-            c["job_id"]: c["id"] for c in reversed(self.log(Ref(snapshot, "snapshot", snapshot))) if c["job_id"]})
-        return jobs.get(job_id)
+        return next((c["id"] for c in self._history(snapshot) if job_id and c["job_id"] == job_id), None)
 
     def specs(self, target: Ref) -> dict[str, str]:
         """Spec fingerprint -> pipeline name, for the specs in ``target``'s history."""
-        return {c["fingerprint"]: c["spec"] for c in reversed(self.log(target)) if c["fingerprint"]}
+        return {c["fingerprint"]: c["spec"] for c in self._history(target.snapshot) if c["fingerprint"]}
 
     def diff(self, a: Ref, b: Ref) -> dict[str, Any]:
         """history.diff of two snapshots, each listed item with its row (``row``) in its version."""
@@ -182,10 +187,12 @@ class Catalog:
     def thumbnail(self, snapshot: str, row: int) -> bytes:
         return self.thumbnails.get_or_make((snapshot, row), lambda: renditions.thumbnail(self.stored(snapshot, row)))
 
-    def comparison(self, snapshot: str, row: int) -> compare.Comparison:
-        """Source beside stored (ConfigError SOURCE_UNAVAILABLE when the source cannot be shown)."""
+    def comparison(self, snapshot: str, row: int, item: dict[str, Any] | None = None) -> compare.Comparison:
+        """Source beside stored (ConfigError SOURCE_UNAVAILABLE when the source cannot be shown);
+        ``item``: the row's fields when the caller has them already."""
         def make() -> compare.Comparison:
-            item = self.item(snapshot, row)
+            nonlocal item
+            item = item or self.item(snapshot, row)
             source = compare.source_bytes(str(item["source_path"]), str(item["source_sha256"]))
             return compare.compare(source, decode(self.stored(snapshot, row)), path=str(item["source_path"]))
 

@@ -119,7 +119,7 @@ def item_page(request: Request) -> Response:
     commit = cat.commit(Ref(commit_id, "snapshot", commit_id)) if commit_id else None
     comparison, unavailable = None, ""
     try:
-        comparison = cat.comparison(target.snapshot, row)
+        comparison = cat.comparison(target.snapshot, row, item)
     except (ConfigError, InputError) as exc:  # the source is gone, changed, or not an image any more
         unavailable = exc.message
     return render(request, "item.html", target=target, row=row, item=item, commit=commit,

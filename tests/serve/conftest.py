@@ -22,7 +22,7 @@ import pytest
 from preprocess.job import JobOptions, Summary, run_job
 from preprocess.serve import Catalog
 from preprocess.serve.server import listen, make_server
-from preprocess.store import open_repo, refs
+from preprocess.store import ItemRow, open_repo, refs
 
 SPEC = """
 [pipeline]
@@ -118,3 +118,37 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+# -- stores written row by row (real image bytes; for what real jobs rarely make) -----------------
+
+
+def crops(photo: Path, count: int, size: tuple[int, int] = (48, 32), fmt: str = "JPEG") -> list[bytes]:
+    """``count`` different real images: crops of a real photo, encoded as ``fmt`` (Pillow)."""
+    import io
+
+    from PIL import Image
+
+    img = Image.open(photo).convert("RGB")
+    out = []
+    for k in range(count):
+        x, y = (k * 37) % (img.width - size[0]), (k * 23) % (img.height - size[1])
+        buf = io.BytesIO()
+        img.crop((x, y, x + size[0], y + size[1])).save(buf, format=fmt, **({"quality": 60} if fmt == "JPEG" else {}))
+        out.append(buf.getvalue())
+    return out
+
+
+def item_row(i: int, data: bytes, *, size: tuple[int, int] = (48, 32), quality: int = 60,
+             similarity: float = 0.99, status: str = "ok", fingerprint: str = "fp-a", fmt: str = "jpeg",
+             job: str = "job-1", source_path: str = "") -> ItemRow:
+    import hashlib
+
+    import numpy as np
+
+    return ItemRow(jpeg=data, format=fmt, status=status, width=size[0], height=size[1], bytes=len(data),
+                   quality=quality, similarity=similarity, probes=1, model="m", source_path=source_path or
+                   f"/nowhere/img_{i:06d}.jpg", source_sha256=hashlib.sha256(str(i).encode()).hexdigest(),
+                   source_bytes=10 * len(data), source_width=size[0] * 4, source_height=size[1] * 4,
+                   source_format="JPEG", capture_time="", camera_model="", fingerprint=fingerprint, job_id=job,
+                   embedding=np.zeros(4, dtype=np.float32))
