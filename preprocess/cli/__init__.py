@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from preprocess.cli import history, models, run, tune, watch  # noqa: F401  (registers the commands)
+from preprocess.cli import history, models, run, serve, tune, watch  # noqa: F401  (registers the commands)
 from preprocess.cli.app import app, err
 
 __all__ = ["app", "main"]

@@ -63,6 +63,19 @@ class Dataset:
         names = [c.name for c in FAILURE_COLUMNS] if fields is None else list(fields)
         return _table(self._failures, FAILURE_COLUMNS, names, self._n_failures)
 
+    def items_at(self, rows: Sequence[int] | np.ndarray[Any, Any],
+                 fields: Sequence[str] | None = None) -> dict[str, np.ndarray[Any, Any]]:
+        """Like :meth:`items_table`, for the given rows only (any order, repeats allowed): reads
+        only the chunks holding them (one image's bytes each for ``jpeg``), not whole columns."""
+        names = [c.name for c in ITEM_COLUMNS if c.name != "jpeg"] if fields is None else list(fields)
+        return _take(self._items, ITEM_COLUMNS, names, rows, self._n)
+
+    def failures_at(self, rows: Sequence[int] | np.ndarray[Any, Any],
+                    fields: Sequence[str] | None = None) -> dict[str, np.ndarray[Any, Any]]:
+        """Like :meth:`failures_table`, for the given rows only."""
+        names = [c.name for c in FAILURE_COLUMNS] if fields is None else list(fields)
+        return _take(self._failures, FAILURE_COLUMNS, names, rows, self._n_failures)
+
     def item(self, i: int) -> dict[str, Any]:
         """Every field of item ``i`` (negative counts from the end) as Python values, with its
         ``jpeg`` bytes and its ``embedding`` (float32 [D]) under its own model."""
@@ -147,6 +160,28 @@ def _table(arrays: dict[str, zarr.Array[Any]], columns: Sequence[Column], names:
             out[name] = schema.read(arr)
         else:  # a field added after this snapshot was written
             out[name] = np.full(n, known[name].fill, dtype=known[name].numpy_dtype)
+    return out
+
+
+def _take(arrays: dict[str, zarr.Array[Any]], columns: Sequence[Column], names: Sequence[str],
+          rows: Sequence[int] | np.ndarray[Any, Any], n: int) -> dict[str, np.ndarray[Any, Any]]:
+    wanted = np.asarray(rows, dtype=np.int64).reshape(-1)
+    if wanted.size and (wanted.min() < 0 or wanted.max() >= n):
+        raise IndexError(f"rows out of range: the table has {n} rows")
+    unique, back = np.unique(wanted, return_inverse=True)  # sorted, so zarr reads each chunk once
+    known = {c.name: c for c in columns}
+    out: dict[str, np.ndarray[Any, Any]] = {}
+    for name in names:
+        if name not in known:
+            raise ConfigError(f"no field {name!r}; fields: {', '.join(known)}", code="STORE_FIELD")
+        arr = arrays.get(name)
+        if arr is None:  # a field added after this snapshot was written
+            out[name] = np.full(wanted.size, known[name].fill, dtype=known[name].numpy_dtype)
+        elif not unique.size:
+            out[name] = np.empty(0, dtype=known[name].numpy_dtype)
+        else:
+            with schema.quiet():
+                out[name] = np.asarray(arr.get_orthogonal_selection(unique))[back]
     return out
 
 

@@ -177,7 +177,8 @@ def test_forked_writes_fill_the_partial_chunk_then_whole_chunks(cluster: None, t
     store = str(tmp_path / "forks.icechunk")
 
     def row(i: int) -> ItemRow:
-        return ItemRow(jpeg=f"jpeg{i}".encode(), format="jpeg", status="ok", width=1, height=1, bytes=5, quality=80,
+        return ItemRow(jpeg=f"jpeg{i}".encode(), format="jpeg", encoder="jpegli", chroma="420", status="ok",
+                       width=1, height=1, bytes=5, quality=80,
                        similarity=1.0, probes=1, model="m", source_path=f"/s/{i}.jpg", source_sha256=f"{i:064x}",
                        source_bytes=9, source_width=1, source_height=1, source_format="jpeg", capture_time="",
                        camera_model="", fingerprint="fp", job_id="j", embedding=np.full(4, i, dtype=np.float32))

@@ -36,7 +36,8 @@ DIM = 16
 def make_item(rng: np.random.Generator, i: int, *, model: str = MODEL, dim: int = DIM, job: str = "job") -> ItemRow:
     blob = rng.bytes(int(rng.integers(600, 1200)))
     return ItemRow(
-        jpeg=blob, format="jpeg", status=("ok", "flagged", "source")[i % 3], width=int(rng.integers(16, 4000)),
+        jpeg=blob, format="jpeg", encoder="jpegli", chroma="420", status=("ok", "flagged", "source")[i % 3],
+        width=int(rng.integers(16, 4000)),
         height=int(rng.integers(16, 4000)), bytes=len(blob), quality=int(rng.integers(1, 101)),
         similarity=float(rng.random()), probes=int(rng.integers(1, 8)), model=model,
         source_path=f"/photos/img_{i:05d}_é.jpg", source_sha256=rng.bytes(32).hex(),

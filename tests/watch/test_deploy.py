@@ -71,6 +71,12 @@ def test_every_command_line_in_docker_parses_with_the_cli() -> None:
         params = parse_cli(_dockerfile_cmd(DOCKER / dockerfile))
         assert params["metrics"] == "0.0.0.0:9400" and params["log_format"] == "json"
     compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
+    serve = compose["services"].pop("serve")  # the read-only web UI beside the daemon
+    params = parse_cli(serve["command"])
+    assert (params["store"], params["host"], params["port"]) == ("/data/store/cams.icechunk", "0.0.0.0", 8080)
+    assert [(v["target"], v["read_only"]) for v in serve["volumes"]] == [("/data/store", True)]
+    assert serve["ports"] == ["127.0.0.1:8080:8080"]  # published on the host's loopback only
+    assert "8080/healthz" in serve["healthcheck"]["test"][-1]
     for name, service in compose["services"].items():
         params = parse_cli(service["command"])
         assert params["folder"] == "/data/incoming", name

@@ -1,0 +1,158 @@
+"""The ASGI application of `preprocess serve`: routes (GET and HEAD only), templates, the
+read-only guard and error pages."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from preprocess.cli.app import size
+from preprocess.cli.history import spec_summary
+from preprocess.errors import ConfigError, InputError, InternalError, PreprocessError
+from preprocess.serve import media, pages
+from preprocess.serve.catalog import Catalog
+
+HERE = Path(__file__).parent
+READ_METHODS = ("GET", "HEAD")
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; img-src 'self'; style-src 'self'; form-action 'self'; "
+                               "base-uri 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+NOT_FOUND_CODES = {"REF_MISSING", "REF_AMBIGUOUS", "ITEM_MISSING", "SERVE_NOT_FOUND", "SOURCE_UNAVAILABLE"}
+log = logging.getLogger("preprocess.serve")
+
+ROUTES = [
+    Route("/", pages.refs_page, methods=["GET"]),
+    Route("/log", pages.log_page, methods=["GET"]),
+    Route("/commits/{ref:path}", pages.commit_page, methods=["GET"]),
+    Route("/items", pages.items_page, methods=["GET"]),
+    Route("/failures", pages.failures_page, methods=["GET"]),
+    Route("/diff", pages.diff_page, methods=["GET"]),
+    Route("/snapshots/{snapshot}/items/{row:int}", pages.item_page, methods=["GET"]),
+    Route("/snapshots/{snapshot}/items/{row:int}/thumb", media.thumbnail, methods=["GET"]),
+    Route("/snapshots/{snapshot}/items/{row:int}/stored", media.stored, methods=["GET"]),
+    Route("/snapshots/{snapshot}/items/{row:int}/compare/{view}", media.comparison, methods=["GET"]),
+    Route("/healthz", pages.healthz, methods=["GET"]),
+    Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+]
+
+
+class ReadOnly:
+    """Refuses every method but GET and HEAD (405) before any route runs; optionally refuses
+    requests whose Host is not one of ``hosts`` (DNS rebinding, when bound to loopback); adds the
+    security headers to every response."""
+
+    def __init__(self, app: ASGIApp, hosts: frozenset[str] | None = None) -> None:
+        self.app = app
+        self.hosts = hosts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        refused: Response | None = None
+        if scope["method"] not in READ_METHODS:
+            refused = PlainTextResponse("405: this server is read-only (GET and HEAD only)\n", status_code=405,
+                                        headers={"Allow": ", ".join(READ_METHODS)})
+        elif self.hosts is not None and _host(scope) not in self.hosts:
+            refused = PlainTextResponse("400: unexpected Host header\n", status_code=400)
+
+        async def send_secured(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message).update(SECURITY_HEADERS)
+            await send(message)
+
+        await (refused or self.app)(scope, receive, send_secured)
+
+
+def _host(scope: Scope) -> str:
+    """The request's Host header without its port ("[::1]:8080" -> "::1")."""
+    raw = next((v for k, v in scope.get("headers", []) if k == b"host"), b"").decode("latin-1").lower()
+    if raw.startswith("["):
+        return raw[1:raw.find("]")] if "]" in raw else raw
+    return raw.split(":", 1)[0]
+
+
+def create_app(cat: Catalog, *, hosts: frozenset[str] | None = None) -> ASGIApp:
+    """The web UI over ``cat``; ``hosts``: accept only these Host names (None: any)."""
+    templates = Jinja2Templates(directory=HERE / "templates")
+    templates.env.filters.update(size=size, short=lambda s: str(s or "")[:12], when=_when, sim=_sim, num=_num,
+                                 spec_summary=spec_summary)
+    templates.env.globals["statuses_help"] = STATUS_HELP
+    app = Starlette(routes=ROUTES, exception_handlers={PreprocessError: _error_page, HTTPException: _http_page,
+                                                       Exception: _crash_page})
+    app.state.catalog = cat
+    app.state.templates = templates
+    return ReadOnly(app, hosts)
+
+
+STATUS_HELP = {"ok": "stored at the quality the gate chose", "flagged": "stored, but even the top quality "
+               "missed the gate", "source": "the source's own bytes (gate.on_fail = source)",
+               "passthrough": "the source JPEG was already smaller than any candidate"}
+
+
+def _status(exc: PreprocessError) -> int:
+    if isinstance(exc, ConfigError):
+        return 404 if exc.code in NOT_FOUND_CODES else 400
+    return 422 if isinstance(exc, InputError) else 500
+
+
+async def _error_page(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, PreprocessError)
+    return _page(request, _status(exc), exc.code, exc.one_line(), exc.hint)
+
+
+async def _http_page(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return _page(request, 404, "SERVE_NOT_FOUND", f"no page at {request.url.path[:200]}",
+                     "start from the list of branches and tags")
+    return PlainTextResponse(f"{exc.status_code}: {exc.detail}\n", status_code=exc.status_code,
+                             headers=dict(exc.headers or {}))
+
+
+async def _crash_page(request: Request, exc: Exception) -> Response:
+    log.exception("serve: %s failed", request.url.path)
+    internal = InternalError(f"{type(exc).__name__} while showing {request.url.path[:200]}", code="SERVE_INTERNAL")
+    return _page(request, 500, internal.code, internal.one_line(), internal.hint)
+
+
+def _page(request: Request, status: int, code: str, message: str, hint: str) -> Response:
+    templates: Jinja2Templates = request.app.state.templates
+    if request.url.path.startswith("/snapshots/") and not request.url.path.rstrip("/").split("/")[-1].isdigit():
+        return PlainTextResponse(f"error[{code}]: {message}\n", status_code=status)  # an image URL
+    body = templates.get_template("error.html").render(request=request, status=status, code=code, message=message,
+                                                       hint=hint, store=request.app.state.catalog.location)
+    return HTMLResponse(body, status_code=status)
+
+
+def _when(value: Any) -> str:
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return str(value)
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if isinstance(value, datetime) else "-"
+
+
+def _sim(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.4f}"
+
+
+def _num(value: Any) -> str:
+    return "-" if value is None else f"{int(value):,}"

@@ -1,0 +1,148 @@
+"""Source beside stored: read a row's source from its recorded ``source_path`` (never from a URL),
+and find the region that changed most, for a zoom.
+
+The source is shown only when it is a regular file (or an S3 object) no larger than
+:data:`MAX_SOURCE_BYTES` whose sha256 is the one recorded in the row: a file changed or replaced
+since is reported, not shown.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from preprocess.errors import ConfigError, InputError
+from preprocess.images import decode_rgb, probe
+from preprocess.objects import is_object_url
+from preprocess.serve.renditions import png
+from preprocess.sources import ObjectPath, read_source
+
+MAX_SOURCE_BYTES = 256 * 2**20
+MAX_SOURCE_PIXELS = 200_000_000
+ZOOM_SIDE = 320  # px: a zoom crop is enlarged (nearest neighbour) to about this size
+DIFF_GAIN = 4.0  # the difference map shows |source - stored| x this (small changes become visible)
+
+
+@dataclass(frozen=True)
+class Region:
+    """A tile of the stored image (pixels) and the mean absolute difference inside it (0-255)."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+    mean_abs_diff: float
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The source resized to the stored size, and zoomed crops of the region that changed most."""
+
+    size: tuple[int, int]  # the stored image's (width, height): the comparison's pixel grid
+    source_size: tuple[int, int]  # the source as decoded (oriented)
+    region: Region
+    mean_abs_diff: float  # over the whole image
+    scale: int  # zoom factor of the crops
+    images: dict[str, bytes] = field(repr=False)  # "source" (resized), "zoom-source", "zoom-stored", "zoom-diff"
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(b) for b in self.images.values())
+
+
+def source_bytes(path: str, sha256: str) -> bytes:
+    """The source file of a row, verified against its recorded sha256.
+
+    ConfigError SOURCE_UNAVAILABLE (with the reason) when it is not there, not a regular file, too
+    large, unreadable or changed since it was stored.
+    """
+    if not path:
+        raise _unavailable("the row records no source path")
+    if is_object_url(path):
+        try:
+            data = read_source(ObjectPath(path), max_bytes=MAX_SOURCE_BYTES).data
+        except InputError as exc:
+            raise _unavailable(f"{path}: {exc.message}") from None
+    else:
+        data = _read_regular_file(path)
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise _unavailable(f"{path} has changed since it was stored (its sha256 differs)")
+    return data
+
+
+def _read_regular_file(path: str) -> bytes:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO must not block us
+    except OSError as exc:
+        raise _unavailable(f"{path} is not readable here ({exc.strerror or exc})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise _unavailable(f"{path} is not a regular file")
+        if info.st_size > MAX_SOURCE_BYTES:
+            raise _unavailable(f"{path} is larger than {MAX_SOURCE_BYTES // 2**20} MiB")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return f.read(MAX_SOURCE_BYTES + 1)[:MAX_SOURCE_BYTES]
+    except OSError as exc:
+        raise _unavailable(f"{path} is not readable here ({exc.strerror or exc})") from None
+    finally:
+        os.close(fd)
+
+
+def _unavailable(reason: str) -> ConfigError:
+    return ConfigError(reason, code="SOURCE_UNAVAILABLE",
+                       hint="the side-by-side view needs the source file where the job read it")
+
+
+def compare(source: bytes, stored: Image.Image, *, path: str = "") -> Comparison:
+    """Decode the source as the pipeline does (probe, orient, RGB), resize it to the stored size and
+    find the tile with the largest mean absolute difference."""
+    probe(source, max_pixels=MAX_SOURCE_PIXELS, path=path)
+    src = decode_rgb(source, path=path)
+    resized = src.resize(stored.size, Image.Resampling.LANCZOS) if src.size != stored.size else src
+    a = np.asarray(resized, dtype=np.int16)
+    b = np.asarray(stored.convert("RGB"), dtype=np.int16)
+    diff = np.abs(a - b).mean(axis=2, dtype=np.float32)
+    region = changed_region(diff)
+    scale = max(1, min(8, ZOOM_SIDE // max(region.width, region.height)))
+    box = (region.x, region.y, region.x + region.width, region.y + region.height)
+    heat = np.clip(255.0 - diff * DIFF_GAIN, 0, 255).astype(np.uint8)  # white: unchanged; dark: changed
+
+    def zoom(img: Image.Image) -> bytes:
+        crop = img.crop(box)
+        return png(crop.resize((crop.width * scale, crop.height * scale), Image.Resampling.NEAREST))
+
+    images = {"source": png(resized), "zoom-source": zoom(resized), "zoom-stored": zoom(stored),
+              "zoom-diff": zoom(Image.fromarray(heat, "L"))}
+    return Comparison(size=stored.size, source_size=src.size, region=region, mean_abs_diff=float(diff.mean()),
+                      scale=scale, images=images)
+
+
+def changed_region(diff: np.ndarray, tile: int | None = None) -> Region:
+    """The square tile (side ``tile``, by default a sixth of the shorter side, 16-128 px) with the
+    largest mean of ``diff`` [H, W], over tiles at half-tile steps covering the whole image."""
+    h, w = diff.shape
+    side = tile or int(np.clip(min(h, w) // 6, 16, 128))
+    side = max(1, min(side, h, w))
+    integral = np.zeros((h + 1, w + 1), dtype=np.float64)
+    integral[1:, 1:] = diff.astype(np.float64).cumsum(axis=0).cumsum(axis=1)
+    ys = _starts(h, side)
+    xs = _starts(w, side)
+    y0, x0 = np.meshgrid(ys, xs, indexing="ij")
+    sums = integral[y0 + side, x0 + side] - integral[y0, x0 + side] - integral[y0 + side, x0] + integral[y0, x0]
+    iy, ix = np.unravel_index(int(np.argmax(sums)), sums.shape)
+    return Region(x=int(xs[ix]), y=int(ys[iy]), width=side, height=side,
+                  mean_abs_diff=float(sums[iy, ix]) / (side * side))
+
+
+def _starts(length: int, side: int) -> np.ndarray:
+    step = max(1, side // 2)
+    starts = list(range(0, length - side + 1, step))
+    if starts[-1] != length - side:
+        starts.append(length - side)  # the last tile touches the far edge
+    return np.array(starts, dtype=np.int64)
