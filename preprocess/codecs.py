@@ -84,6 +84,13 @@ def check_encode(info: FormatInfo, encode: Encode) -> None:
                              f"{info.name!r} (it has: {have})")
     if info.chroma and not encode.chroma_subsampling:
         raise ValueError("encode.chroma_subsampling: name at least one subsampling")
+    for name in encode.encoders:
+        fixed = _FIXED_CHROMA.get(name)
+        if fixed is not None and fixed not in encode.chroma_subsampling:
+            others = [e for e in info.encoders if e not in _FIXED_CHROMA]
+            raise ValueError(f"encode.chroma_subsampling: {name} encodes {fixed} only, which is not listed"
+                             + (f" (for {', '.join(encode.chroma_subsampling)} use encoders = {others})" if others
+                                else ""))
     for option in OPTIONS:
         if option in encode.model_fields_set and getattr(encode, option) is not None and (
                 info.option is None or info.option.name != option):

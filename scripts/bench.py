@@ -19,6 +19,9 @@ same files, doing the same work: resize to the default spec, adaptive quality wi
 
 Then, once: the watch daemon's close-to-commit latency (median, p95): files dropped one by one
 into a watched folder, timed from each file's close() until a new reader sees its committed row.
+And the bytes (scripts/bench_bytes.py): what the default and the AVIF spec store on the bundled photos
+(every one of them, not the replicas), against an exhaustive per-image search (every quality of the
+ladder, every allowed encoder) and an independent decode + model check of every stored image.
 
 Usage: scripts/bench [--quick] [--images N] [--rounds R] [--contenders a,b,...] [--out FILE]
 """
@@ -167,7 +170,9 @@ def _command(contender: str, baseline_python: str) -> list[str]:
     from preprocess.spec import default_spec_path, load_spec
 
     spec = load_spec(default_spec_path())
-    assert spec.resize.mode == "long-side" and spec.encode.chroma_subsampling == "420", "the baseline script's spec"
+    primary = spec.encode.variants()[0]
+    assert spec.resize.mode == "long-side" and primary.format == "jpeg" and primary.chroma == "420", \
+        "the baseline script's spec"
     prefix = [sys.executable]
     if contender == "baseline":
         if not Path(baseline_python).exists():
@@ -177,7 +182,8 @@ def _command(contender: str, baseline_python: str) -> list[str]:
         prefix = ["env", "-u", "PYTHONPATH", baseline_python]
     return [*prefix, str(ROOT / "scripts" / "bench_baseline.py"),
             "--model", str(build(find_manifest(spec.gate.model)).path), "--long-side", str(spec.resize.size),
-            "--ladder", ",".join(map(str, spec.quality.ladder())), "--threshold", str(spec.gate.threshold)]
+            "--ladder", ",".join(map(str, spec.quality.ladder())), "--threshold", str(spec.gate.threshold),
+            "--encoder", primary.encoder]
 
 
 def _gpu_name() -> str:
@@ -221,6 +227,7 @@ def main() -> None:
     ap.add_argument("--contenders", default="")
     ap.add_argument("--out", default="")
     ap.add_argument("--watch-files", type=int, default=24, help="files for the watch latency (0: skip)")
+    ap.add_argument("--no-bytes", action="store_true", help="skip the bytes benchmark (scripts/bench_bytes.py)")
     ap.add_argument("--baseline-python", default=str(BASELINE_PYTHON),
                     help="a Python with stock Pillow, numpy and onnxruntime for the baseline (default: the "
                          "environment scripts/bench sets up)")
@@ -264,6 +271,14 @@ def main() -> None:
                   f"(wall {time.perf_counter() - t:.1f} s)", file=sys.stderr)
     watch = _watch_latency(args.watch_files, work, "dali" if has_gpu else "pillow") if args.watch_files else None
     shutil.rmtree(work, ignore_errors=True)
+    stored_bytes = None
+    if not args.no_bytes:
+        import bench_bytes  # scripts/, beside this file
+
+        print("  bytes: the default and AVIF specs on the bundled photos, against the exhaustive search",
+              file=sys.stderr)
+        stored_bytes = bench_bytes.main(["--images", "3", "--specs", "camera.toml"] if args.quick
+                                        else ["--oracle-jpeg"])
 
     summary: dict[str, Any] = {}
     for c, rs in runs.items():
@@ -304,6 +319,7 @@ def main() -> None:
         "stage_times": "ms per image of busy time per stage, summed over threads: the pillow engine's lanes "
                        "work in parallel, so its stages add up to more than its wall time per image",
         "watch_close_to_commit_s": watch,
+        "bytes": stored_bytes,
     }
     _print(result)
     out = Path(args.out) if args.out else (

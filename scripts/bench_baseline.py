@@ -1,10 +1,12 @@
 """The benchmark's baseline: what a team writes first, with plain Pillow, numpy and onnxruntime.
 
 One image at a time: open, EXIF transpose, full decode, Lanczos resize to the long side, then a
-plain bisection over the quality ladder where every probe encodes, decodes the candidate and
-makes two single-image onnxruntime calls (source and candidate). Deliberately standalone (it
-imports nothing from the project), so ``scripts/bench`` can run it in a separate environment
-with stock Pillow (``baseline``) as well as in the project's, on pillow-simd (``baseline-simd``).
+plain bisection over the quality ladder where every probe encodes (with the spec's JPEG encoder:
+jpegli through pyjpegli, or libjpeg through Pillow), decodes the candidate and makes two
+single-image onnxruntime calls (source and candidate); the encoder's output is what it keeps.
+Deliberately standalone (it imports nothing from the project), so ``scripts/bench`` can run it in a
+separate environment with stock Pillow (``baseline``) as well as in the project's, on pillow-simd
+(``baseline-simd``).
 
 Usage: python scripts/bench_baseline.py --dir PHOTOS --model MODEL.onnx --result OUT.json
 """
@@ -21,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import PIL
+import pyjpegli
 from PIL import Image, ImageOps
 
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32) * 255
@@ -35,6 +38,7 @@ def main() -> None:
     ap.add_argument("--long-side", type=int, default=1280)
     ap.add_argument("--ladder", default=",".join(str(q) for q in range(30, 96, 5)))
     ap.add_argument("--threshold", type=float, default=0.99)
+    ap.add_argument("--encoder", choices=["jpegli", "libjpeg"], default="jpegli")
     ap.add_argument("--warm", type=int, default=4, help="images run once before the clock")
     args = ap.parse_args()
 
@@ -69,16 +73,20 @@ def main() -> None:
         while lo <= hi:
             mid = (lo + hi) // 2
             t = time.perf_counter()
-            buf = io.BytesIO()
-            small.save(buf, format="JPEG", quality=ladder[mid], subsampling=2)
+            if args.encoder == "jpegli":
+                blob = pyjpegli.encode(small.tobytes(), small.width, small.height, ladder[mid])
+            else:
+                buf = io.BytesIO()
+                small.save(buf, format="JPEG", quality=ladder[mid], subsampling=2)
+                blob = buf.getvalue()
             stages["encode"] += time.perf_counter() - t
             t = time.perf_counter()
-            cand = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+            cand = Image.open(io.BytesIO(blob)).convert("RGB")
             stages["decode"] += time.perf_counter() - t
             sim = float(embed(small) @ embed(cand))  # two single-image calls per probe
             probes += 1
             if sim >= args.threshold:
-                best, hi = buf.getvalue(), mid - 1
+                best, hi = blob, mid - 1
             else:
                 lo = mid + 1
         return probes, len(best) if best else 0

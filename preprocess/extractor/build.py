@@ -15,6 +15,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from preprocess.errors import ConfigError, InternalError
 from preprocess.extractor.manifest import Manifest
@@ -77,8 +78,10 @@ def _onnx_source(m: Manifest) -> Path:
     return p
 
 
-def _export_torch(m: Manifest, out: Path) -> None:
-    import torch  # heavy; only needed to build
+def load_torch(m: Manifest) -> Any:
+    """A ``torch-state-dict`` manifest's network in eval mode on the CPU (its weights' hash checked):
+    what the ONNX file is exported from, and an independent reference for checks of it."""
+    import torch  # heavy; only needed to build (and for independent checks)
 
     src = m.source
     assert src.package and src.weights and src.architecture and src.class_name
@@ -93,7 +96,13 @@ def _export_torch(m: Manifest, out: Path) -> None:
     spec.loader.exec_module(module)
     net = getattr(module, src.class_name)()
     net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    net.eval()
+    return net.eval()
+
+
+def _export_torch(m: Manifest, out: Path) -> None:
+    import torch
+
+    net = load_torch(m)
     v = m.input
     shape = (2, 3, v.height, v.width) if v.layout == "NCHW" else (2, v.height, v.width, 3)
     x = torch.rand(*shape)
