@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -70,6 +69,10 @@ class Failed:
 
     path: str
     error: InputError
+
+    @property
+    def sha256(self) -> str:
+        return ""  # never read: nothing to dedupe it by
 
 
 @dataclass
@@ -239,16 +242,3 @@ def _source_is_smaller(s: SourceImage, width: int, height: int, candidate_bytes:
     info = s.info
     return (info.format == "JPEG" and info.plain and info.orientation == 1
             and (width, height) == (info.width, info.height) and len(s.data) <= candidate_bytes)
-
-
-def describe_plan(p: Plan) -> dict[str, Any]:
-    """The spec + model part of a commit's provenance."""
-    m = p.built.manifest
-    return {
-        "spec": p.spec.to_dict(),
-        "spec_path": p.spec_path,
-        "spec_sha256": p.spec.digest(),
-        "fingerprint": p.fingerprint,
-        "model": {"name": m.name, "weights_sha256": m.weights_sha256(), "onnx_sha256": p.built.onnx_sha256,
-                  "manifest": m.origin, "dim": m.output.dim},
-    }
