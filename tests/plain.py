@@ -3,6 +3,7 @@ is really on disk: typed accessors, so the tests type-check."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,3 +39,18 @@ def column(group: zarr.Group, path: str) -> np.ndarray[Any, Any]:
 def blob(group: zarr.Group, path: str, i: int) -> bytes:
     """Row ``i`` of a bytes array (zarr returns a 0-d object array for ``a[i]``: read ``a[i:i+1]``)."""
     return bytes(np.asarray(array(group, path)[i : i + 1])[0])
+
+
+FREE_FORM = frozenset({"spec", "software", "timings"})  # sections whose keys vary (the spec's own, versions, stages)
+
+
+def shape(metadata: Mapping[str, Any], prefix: str = "") -> set[str]:
+    """A commit metadata's key paths (``counts.stored``, ``watch.reason``...), the free-form sections'
+    own keys left out: two commits with the same shape record the same provenance fields."""
+    out: set[str] = set()
+    for key, value in metadata.items():
+        path = f"{prefix}{key}"
+        out.add(path)
+        if isinstance(value, Mapping) and path not in FREE_FORM:
+            out |= shape(value, f"{path}.")
+    return out

@@ -16,6 +16,7 @@ from preprocess.provenance import Provenance, WatchInfo
 from preprocess.sources import SourceFile, list_digest
 from preprocess.store import DatasetWriter, open_dataset, open_repo, open_writer
 from preprocess.store.history import log
+from tests.plain import shape
 from tests.store.conftest import TINY
 
 
@@ -161,4 +162,5 @@ def test_the_commit_records_the_provenance_of_its_rows(tmp_path: Path, folder: P
     assert {"store", "probe", "decode_resize"} <= p.timings.keys() and "commit" not in p.timings
     assert "commit" in summary.timings  # the summary also times the commit itself
     assert p.watch is None and p.ray is None and "watch" not in commit.metadata and "ray" not in commit.metadata
+    assert shape(commit.metadata) == shape(Provenance().to_metadata())  # every declared field, nothing else
     assert p.started_at < p.finished_at

@@ -20,9 +20,11 @@ from preprocess.distributed.ray_job import RayOptions, _write, run_ray_job  # no
 from preprocess.distributed.sink import encode_row  # noqa: E402
 from preprocess.errors import ConflictError, InternalError  # noqa: E402
 from preprocess.job import JobOptions, run_job  # noqa: E402
+from preprocess.provenance import RayInfo  # noqa: E402
 from preprocess.store import DatasetWriter, ItemRow, open_dataset, open_repo  # noqa: E402
 from preprocess.store.history import log  # noqa: E402
 from tests.distributed.faults import FAULTS_ENV, CrashingActor, failing_write_task  # noqa: E402
+from tests.plain import shape  # noqa: E402
 from tests.s3server import make_bucket, moto_server, s3_env  # noqa: E402
 from tests.store.conftest import TINY  # noqa: E402
 
@@ -100,6 +102,9 @@ def test_ray_rows_equal_a_local_runs_and_a_rerun_adds_nothing(cluster: None, pho
     (commit, *_) = log(open_repo(remote, create=False))
     assert commit.kind == "run" and commit.provenance is not None and commit.provenance.ray is not None
     assert (commit.provenance.ray.actors, commit.provenance.ray.device) == (1, "cpu")
+    (local_commit,) = log(open_repo(local, create=False))  # the same provenance as a local run, plus its own section
+    assert shape(commit.metadata) - shape(local_commit.metadata) == shape({"ray": RayInfo().model_dump(mode="json")})
+    assert shape(local_commit.metadata) <= shape(commit.metadata)
 
 
 def test_ray_job_on_s3_sources_into_an_s3_store(cluster: None, s3: str, photos: Path, spec: str,
