@@ -39,6 +39,7 @@ from preprocess.provenance import WatchInfo
 from preprocess.sources import SourceFile
 from preprocess.store import DatasetWriter, open_repo
 from preprocess.store.storage import lock_repo
+from preprocess.timing import Stopwatch
 from preprocess.watch.detect import Detector, Scanning
 from preprocess.watch.metrics import Metrics
 from preprocess.watch.options import WatchOptions
@@ -251,15 +252,15 @@ class WatchDaemon:
     # -- one batch -------------------------------------------------------------------------------
 
     def _batch(self, work: _Work, ready: list[Ready]) -> None:
-        t0 = time.perf_counter()
+        took = Stopwatch()
         self._gauges(work)
         self.metrics.processing.set(len(ready))
         try:
-            self._read_and_process(work, ready, t0)
+            self._read_and_process(work, ready, took)
         finally:
             self.metrics.processing.set(0)
 
-    def _read_and_process(self, work: _Work, ready: list[Ready], t0: float) -> None:
+    def _read_and_process(self, work: _Work, ready: list[Ready], took: Stopwatch) -> None:
         files = read_files([Path(r.path) for r in ready], work.plan.spec.limits.max_file_bytes)
         taken = self._unchanged(ready, files)
         if not taken:
@@ -273,10 +274,10 @@ class WatchDaemon:
         for path, outcome in outcomes.items():
             work.window.add(Taken(path, taken[path][1].stat, outcome))
         self._count(result, len(admitted.skipped))
-        self.metrics.batch_seconds.observe(time.perf_counter() - t0)
+        self.metrics.batch_seconds.observe(took.elapsed())
         log.info("batch", extra={"fields": {"files": len(taken), "stored": len(result.items),
                                             "failed": len(result.failures), "duplicate": len(admitted.skipped),
-                                            "seconds": round(time.perf_counter() - t0, 3)}})
+                                            "seconds": round(took.elapsed(), 3)}})
         for fr in result.failures:
             log.warning("failure", extra={"fields": {"path": fr.source_path, "code": fr.code, "message": fr.message}})
 
