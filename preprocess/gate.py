@@ -39,6 +39,14 @@ class Embedder(Protocol):
     def embed(self, batch: Any) -> np.ndarray: ...
 
 
+@dataclass(frozen=True)
+class Measure:
+    """How a candidate is judged: encoded, decoded and viewed by ``engine``, embedded by ``embedder``."""
+
+    engine: Engine
+    embedder: Embedder
+
+
 @dataclass
 class Decision:
     """What the gate chose for one prepared image."""
@@ -297,7 +305,8 @@ def tile_similarities(engine: Engine, embedder: Embedder, encoded: Sequence[Enco
 class _Round:
     """Measuring candidates for a batch: encode, view, embed, score (whole or tiles view)."""
 
-    def __init__(self, engine: Engine, embedder: Embedder, loaded: Loaded, spec: Spec, clock: _Clock) -> None:
+    def __init__(self, measure: Measure, loaded: Loaded, spec: Spec, clock: _Clock) -> None:
+        engine, embedder = measure.engine, measure.embedder
         self.engine, self.embedder, self.spec, self.clock = engine, embedder, spec, clock
         self.images = loaded.prepared
         self.reference = embedder.embed(loaded.source_view)
@@ -332,7 +341,7 @@ class _Round:
             self.clock("infer")
 
 
-def decide(engine: Engine, embedder: Embedder, loaded: Loaded, spec: Spec, priors: Priors | None = None,
+def decide(measure: Measure, loaded: Loaded, spec: Spec, priors: Priors | None = None,
            timings: dict[str, float] | None = None) -> tuple[list[Decision], list[Outcome]]:
     """Run the search for every prepared image of ``loaded``; decisions in the same order, and what
     each search teaches the next batches (:meth:`GateStats.record`).
@@ -347,7 +356,7 @@ def decide(engine: Engine, embedder: Embedder, loaded: Loaded, spec: Spec, prior
     if not loaded.prepared:
         return [], []
     clock = _Clock(timings)
-    rounds = _Round(engine, embedder, loaded, spec, clock)
+    rounds = _Round(measure, loaded, spec, clock)
     variants = spec.encode.variants()
     ladder = spec.quality.ladder()
     states = _search(rounds, variants, ladder, priors or Priors())

@@ -70,9 +70,12 @@ def worker_project(paths: list[Path], warm: list[Path], engine: str, device: str
     """The project's path, as `preprocess run` runs it after set-up (job.run_batches: reader thread,
     Processor lanes, dataset write) and its one commit; plan, model load and store open before the clock."""
     import uuid
+    from functools import partial
 
-    from preprocess.job import JobOptions, SilentProgress, Tally, new_summary, run_batches
+    from preprocess.ingest import Ingest, JobInfo, read_files
+    from preprocess.job import run_batches
     from preprocess.process import Processor, plan
+    from preprocess.progress import SilentProgress
     from preprocess.sources import batched, read_source
     from preprocess.store import DatasetWriter, open_repo
 
@@ -85,22 +88,17 @@ def worker_project(paths: list[Path], warm: list[Path], engine: str, device: str
     # state of a fleet's daily jobs); a fresh store's first batches bisect from the middle instead.
     tmp = Path(tempfile.mkdtemp(prefix="bench-store-"))
     store = str(tmp / "s.icechunk")
-    writer = DatasetWriter(open_repo(store, create=True), "main")
-    tally = Tally(new_summary(JobOptions(sources=[str(paths[0].parent)], store=store), p, device=p.device,
-                              sources=len(paths)))
+    ingest = Ingest(DatasetWriter(open_repo(store, create=True), "main"), p,
+                    JobInfo(kind="run", roots=[str(paths[0].parent)], store=store))
     t0 = time.perf_counter()
-    run_batches(proc, writer, list(batched(paths, size)), max_bytes=p.spec.limits.max_file_bytes, known=set(),
-                known_failures=set(), tally=tally, progress=SilentProgress())
-    t = time.perf_counter()
-    writer.commit("bench", {"bench": True})
-    tally.time("commit", time.perf_counter() - t)
+    read = partial(read_files, max_bytes=p.spec.limits.max_file_bytes)
+    run_batches(proc, ingest, list(batched(paths, size)), read=read, progress=SilentProgress())
+    s = ingest.commit("bench", engine=proc)
     seconds = time.perf_counter() - t0
-    tally.close()
     proc.close()
-    writer.close()
+    ingest.close()
     shutil.rmtree(tmp, ignore_errors=True)
-    s = tally.summary
-    return {"seconds": seconds, "probes": s.probes_mean or 0.0, "bytes_out": s.bytes_out, "stages": tally.timings,
+    return {"seconds": seconds, "probes": s.probes_mean or 0.0, "bytes_out": s.bytes_out, "stages": s.timings,
             "stored": s.stored}
 
 
@@ -218,7 +216,46 @@ def _make_set(n: int, dest: Path) -> list[Path]:
     return _files(dest)
 
 
-def main() -> None:
+def _rounds(commands: dict[str, list[str]], work: Path, rounds: int, n: int) -> dict[str, list[dict[str, Any]]]:
+    """Every contender once per round, interleaved, each in a fresh process; their result files."""
+    runs: dict[str, list[dict[str, Any]]] = {c: [] for c in commands}
+    for r in range(rounds):
+        for c, command in commands.items():
+            res_file = work / f"{c}-{r}.json"
+            t = time.perf_counter()
+            proc = subprocess.run([*command, "--dir", str(work / "photos"), "--result", str(res_file)], cwd=ROOT,
+                                  check=False)
+            if proc.returncode != 0:
+                print(f"  round {r + 1}: {c} FAILED (exit {proc.returncode})", file=sys.stderr)
+                continue
+            res = json.loads(res_file.read_text())
+            runs[c].append(res)
+            print(f"  round {r + 1}: {c:12} {n / res['seconds']:8.2f} img/s "
+                  f"(wall {time.perf_counter() - t:.1f} s)", file=sys.stderr)
+    return runs
+
+
+def _summarize(runs: dict[str, list[dict[str, Any]]], n: int, mp: float, bytes_in: int) -> dict[str, Any]:
+    """Per contender: medians over its rounds (rate, stage times per image), probes, bytes, memory."""
+    summary: dict[str, Any] = {}
+    for c, rs in runs.items():
+        if not rs:
+            continue
+        secs = statistics.median(r["seconds"] for r in rs)
+        stages: dict[str, float] = {}
+        for k in {k for r in rs for k in r["stages"]}:
+            stages[k] = round(statistics.median(r["stages"].get(k, 0.0) for r in rs) / n * 1000, 3)
+        summary[c] = {"images_per_s": round(n / secs, 3), "megapixels_per_s": round(mp / secs, 2),
+                      "seconds": round(secs, 3), "probes_per_image": round(rs[0]["probes"], 2),
+                      "bytes_in": bytes_in, "bytes_out": rs[0]["bytes_out"],
+                      "peak_rss_mb": round(max(r["peak_rss_mb"] for r in rs), 1),
+                      "ms_per_image_by_stage": dict(sorted(stages.items()))}
+        if "pillow" in rs[0]:  # the baselines say which Pillow they ran on
+            summary[c]["pillow"] = rs[0]["pillow"]
+    return summary
+
+
+def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true",
                     help="12 images, 1 round, no ray-local unless named (under a minute on 2 cores)")
@@ -234,7 +271,20 @@ def main() -> None:
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--dir", help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def _stored_bytes(quick: bool) -> dict[str, Any]:
+    """The bytes benchmark (scripts/bench_bytes.py) on the bundled photos."""
+    import bench_bytes  # scripts/, beside this file
+
+    print("  bytes: the default and AVIF specs on the bundled photos, against the exhaustive search",
+          file=sys.stderr)
+    return bench_bytes.main(["--images", "3", "--specs", "camera.toml"] if quick else ["--oracle-jpeg"])
+
+
+def main() -> None:
+    args = _args()
     if args.worker:
         run_worker(args)
         return
@@ -253,48 +303,14 @@ def main() -> None:
     paths = _make_set(args.images, work / "photos")
     mp = _megapixels(paths)
     bytes_in = sum(p.stat().st_size for p in paths)
-    runs: dict[str, list[dict[str, Any]]] = {c: [] for c in contenders}
     print(f"bench: {len(paths)} images ({mp:.0f} MP, {bytes_in / 1e6:.1f} MB), {args.rounds} round(s), "
           f"contenders: {', '.join(contenders)}", file=sys.stderr)
-    for r in range(args.rounds):
-        for c in contenders:
-            res_file = work / f"{c}-{r}.json"
-            t = time.perf_counter()
-            proc = subprocess.run(commands[c] + ["--dir", str(work / "photos"), "--result", str(res_file)],
-                                  cwd=ROOT, check=False)
-            if proc.returncode != 0:
-                print(f"  round {r + 1}: {c} FAILED (exit {proc.returncode})", file=sys.stderr)
-                continue
-            res = json.loads(res_file.read_text())
-            runs[c].append(res)
-            print(f"  round {r + 1}: {c:12} {len(paths) / res['seconds']:8.2f} img/s "
-                  f"(wall {time.perf_counter() - t:.1f} s)", file=sys.stderr)
+    runs = _rounds(commands, work, args.rounds, len(paths))
     watch = _watch_latency(args.watch_files, work, "dali" if has_gpu else "pillow") if args.watch_files else None
     shutil.rmtree(work, ignore_errors=True)
-    stored_bytes = None
-    if not args.no_bytes:
-        import bench_bytes  # scripts/, beside this file
+    stored_bytes = None if args.no_bytes else _stored_bytes(args.quick)
 
-        print("  bytes: the default and AVIF specs on the bundled photos, against the exhaustive search",
-              file=sys.stderr)
-        stored_bytes = bench_bytes.main(["--images", "3", "--specs", "camera.toml"] if args.quick
-                                        else ["--oracle-jpeg"])
-
-    summary: dict[str, Any] = {}
-    for c, rs in runs.items():
-        if not rs:
-            continue
-        secs = statistics.median(r["seconds"] for r in rs)
-        stages: dict[str, float] = {}
-        for k in {k for r in rs for k in r["stages"]}:
-            stages[k] = round(statistics.median(r["stages"].get(k, 0.0) for r in rs) / len(paths) * 1000, 3)
-        summary[c] = {"images_per_s": round(len(paths) / secs, 3), "megapixels_per_s": round(mp / secs, 2),
-                      "seconds": round(secs, 3), "probes_per_image": round(rs[0]["probes"], 2),
-                      "bytes_in": bytes_in, "bytes_out": rs[0]["bytes_out"],
-                      "peak_rss_mb": round(max(r["peak_rss_mb"] for r in rs), 1),
-                      "ms_per_image_by_stage": dict(sorted(stages.items()))}
-        if "pillow" in rs[0]:  # the baselines say which Pillow they ran on
-            summary[c]["pillow"] = rs[0]["pillow"]
+    summary = _summarize(runs, len(paths), mp, bytes_in)
     base = summary.get("baseline", {}).get("images_per_s")
     simd = summary.get("baseline-simd", {}).get("images_per_s")
     for s in summary.values():

@@ -93,8 +93,8 @@ class Independent:
 def decode_stored(data: bytes, fmt: str) -> np.ndarray:
     import imagecodecs
 
-    fn = {"jpeg": imagecodecs.jpeg8_decode, "avif": imagecodecs.avif_decode, "webp": imagecodecs.webp_decode,
-          "jxl": imagecodecs.jpegxl_decode, "png": imagecodecs.png_decode}[fmt]
+    fn: Any = {"jpeg": imagecodecs.jpeg8_decode, "avif": imagecodecs.avif_decode, "webp": imagecodecs.webp_decode,
+               "jxl": imagecodecs.jpegxl_decode, "png": imagecodecs.png_decode}[fmt]
     return _rgb(np.asarray(fn(data)))
 
 
@@ -118,16 +118,16 @@ def _rgb(arr: np.ndarray) -> np.ndarray:
         return np.repeat(arr[..., None], 3, axis=2)
     if arr.shape[2] == 4:  # alpha on white, as the pipeline does
         a = arr[..., 3:4].astype(np.float32) / 255.0
-        return (arr[..., :3] * a + 255.0 * (1 - a)).round().astype(np.uint8)
-    return arr[..., :3]
+        return np.asarray((arr[..., :3] * a + 255.0 * (1 - a)).round(), dtype=np.uint8)
+    return np.asarray(arr[..., :3])
 
 
 def _orient(a: np.ndarray, o: int) -> np.ndarray:
     """EXIF orientation 1..8 applied (the transposes of ImageOps.exif_transpose)."""
-    ops = {2: lambda x: x[:, ::-1], 3: lambda x: x[::-1, ::-1], 4: lambda x: x[::-1],
+    ops: dict[int, Any] = {2: lambda x: x[:, ::-1], 3: lambda x: x[::-1, ::-1], 4: lambda x: x[::-1],
            5: lambda x: np.transpose(x, (1, 0, 2)), 6: lambda x: np.rot90(x, -1),
            7: lambda x: np.rot90(x, 1)[::-1], 8: lambda x: np.rot90(x, 1)}
-    return np.ascontiguousarray(ops[o](a)) if o in ops else a
+    return np.ascontiguousarray(ops[o](a)) if o in ops else a  # type: ignore[no-any-return]
 
 
 class Oracle:
@@ -199,15 +199,15 @@ def run_spec(spec_path: Path, paths: list[Path], *, oracle_jpeg: bool, workers: 
         rows = [Row(path=str(cols["source_path"][i]), source_bytes=int(cols["source_bytes"][i]),
                     stored=int(cols["bytes"][i]), status=str(cols["status"][i]), quality=int(cols["quality"][i]),
                     probes=int(cols["probes"][i]), similarity=float(cols["similarity"][i])) for i in order]
-        stored = {r.path: ds.jpeg(i) for i, r in zip(order, rows, strict=True)}
-        formats = {r.path: str(cols["format"][i]) for i, r in zip(order, rows, strict=True)}
+        stored = {r.path: (ds.jpeg(i), str(cols["format"][i])) for i, r in zip(order, rows, strict=True)}
         print(f"  {spec_path.name}: run {len(rows)} images in {seconds:.1f} s", file=sys.stderr)
-        _measure(spec, rows, stored, formats, oracle_jpeg=oracle_jpeg, workers=workers)
+        _measure(spec, rows, stored, oracle_jpeg=oracle_jpeg, workers=workers)
     return rows
 
 
-def _measure(spec: Spec, rows: list[Row], stored: dict[str, bytes], formats: dict[str, str], *,
-             oracle_jpeg: bool, workers: int) -> None:
+def _measure(spec: Spec, rows: list[Row], stored: dict[str, tuple[bytes, str]], *, oracle_jpeg: bool,
+             workers: int) -> None:
+    """Per row (``stored``: its bytes and format by source path), the oracle and the independent check."""
     import threading
 
     local = threading.local()
@@ -224,7 +224,7 @@ def _measure(spec: Spec, rows: list[Row], stored: dict[str, bytes], formats: dic
         if local.jpeg is not None:
             row.oracle_jpeg = local.jpeg.smallest(path)
         with lock:  # torch runs its own threads: one independent check at a time
-            row.independent = indep.similarity(path.read_bytes(), stored[row.path], formats[row.path])
+            row.independent = indep.similarity(path.read_bytes(), *stored[row.path])
 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:
@@ -259,8 +259,10 @@ def summarize(rows: list[Row], label: str) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sets", nargs="*", default=[str(ROOT / "photos" / d) for d in ("camera", "opencv", "skimage")],
-                    help="photo folders (each is reported alone and in the total)")
+    default_sets = [ROOT / "photos" / d for d in ("camera", "opencv", "skimage", "more")]
+    ap.add_argument("--sets", nargs="*", default=[str(d) for d in default_sets if d.is_dir()],
+                    help="photo folders, each reported alone and in the total (default: the bundled photos, and "
+                         "photos/more when `scripts/fetch-photos --more` fetched it)")
     ap.add_argument("--specs", default="camera.toml,avif.toml", help="specs under pipelines/ (or paths)")
     ap.add_argument("--images", type=int, default=0, help="at most N photos per set (0: all)")
     ap.add_argument("--oracle-jpeg", action="store_true", help="also the oracle over every JPEG variant")

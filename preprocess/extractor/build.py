@@ -13,19 +13,14 @@ import importlib.util
 import json
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from preprocess.errors import ConfigError, InternalError
+from preprocess.extractor.built import BuiltModel
 from preprocess.extractor.manifest import Manifest
 
-
-@dataclass(frozen=True)
-class BuiltModel:
-    manifest: Manifest
-    path: Path
-    onnx_sha256: str
+__all__ = ["BuiltModel", "build", "cache_dir", "sha256_file"]
 
 
 def cache_dir() -> Path:
