@@ -214,24 +214,25 @@ def is_full(exc: BaseException) -> bool:
     return any(t in text for t in _FULL_TEXT)
 
 
-def storage_error(exc: BaseException, action: str, where: Path | str) -> StorageError:
+def storage_error(exc: BaseException, action: str, where: Path | str | None = None) -> StorageError:
     """THE mapping of a failed storage call (icechunk, zarr or the OS) to an error with a stable code:
     STORE_FULL when the disk is full or a quota is exceeded, else STORE_IO. Every read and write of
-    a dataset's storage goes through it (:func:`storage_errors`); commits and writers are never left
-    half-done by it (the branch stays at its last commit)."""
+    a dataset's storage goes through it (:func:`storage_errors`; the refs' changes too); commits and
+    writers are never left half-done by it (the branch stays at its last commit). ``where``: the
+    dataset's location, when the caller knows it."""
     remote = isinstance(where, str) and is_object_url(where)
+    what = f"{action} the dataset at {where}" if where is not None else action
     if is_full(exc):
-        return StorageError(f"cannot {action} the dataset at {where}: no space left on its disk (or quota)",
-                            code="STORE_FULL",
+        return StorageError(f"cannot {what}: no space left on the disk (or quota)", code="STORE_FULL",
                             hint="free space on the disk holding the dataset, then rerun: nothing was committed "
                                  "and the dataset is at its last commit (a rerun skips what is stored)")
     if isinstance(exc, OSError) and not isinstance(exc, ic.IcechunkError):
         detail = exc.strerror or str(exc)
     else:
         detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-    return StorageError(f"cannot {action} the dataset at {where}: {detail}", code="STORE_IO",
+    return StorageError(f"cannot {what}: {detail}", code="STORE_IO",
                         hint="check the bucket, AWS_ENDPOINT_URL, region and credentials" if remote
-                        else "check the path's permissions and free space")
+                        else "check the dataset's storage: path, permissions, free space")
 
 
 @contextmanager
