@@ -236,7 +236,7 @@ def storage_error(exc: BaseException, action: str, where: Path | str | None = No
 
 
 @contextmanager
-def storage_errors(action: str, where: Path | str) -> Iterator[None]:
+def storage_errors(action: str, where: Path | str | None = None) -> Iterator[None]:
     """Map a failed storage call inside the block with :func:`storage_error` (our own errors pass)."""
     try:
         yield

@@ -187,8 +187,9 @@ def write_fork(fork: ic.ForkSession, start: int, rows: Sequence[ItemRow]) -> ic.
         if row.model not in embeddings:
             raise InternalError(f"no embedding array for model {row.model!r} in the fork", code="STORE_REGION")
         checked.append(dataclasses.replace(row, embedding=emb))
-    write_columns(schema.arrays(items), ITEM_COLUMNS, start, checked, resize=False)
-    write_embeddings(embeddings, start, checked, resize=False)
+    with storage_errors("write rows into a fork of the dataset"):
+        write_columns(schema.arrays(items), ITEM_COLUMNS, start, checked, resize=False)
+        write_embeddings(embeddings, start, checked, resize=False)
     return fork
 
 
@@ -425,9 +426,10 @@ class DatasetWriter:
             if refs_lock is not None:
                 refs_lock.release()
         self._items.added = self._failures.added = 0
-        self._open_session(reload=False)
-        if self._session.snapshot_id != snapshot:  # someone committed right after us: re-read the branch
-            self._open_session(reload=True)
+        with self._failing(f"reopen branch {self._branch!r} of"):  # for the next rows (the commit is made)
+            self._open_session(reload=False)
+            if self._session.snapshot_id != snapshot:  # someone committed right after us: re-read the branch
+                self._open_session(reload=True)
         return str(snapshot)
 
     def close(self) -> None:
