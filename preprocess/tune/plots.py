@@ -32,6 +32,7 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 FORMAT_STYLE = {"jpeg": ("#0072B2", "o"), "avif": ("#D55E00", "s"), "webp": ("#009E73", "^"),
                 "jxl": ("#CC79A7", "D")}
 TARGET_COLOUR = "#444444"
+MAX_TITLES = 3000  # hover titles per chart
 # viridis without its pale yellow end: qualities on a white background
 QUALITY_CMAP = ListedColormap(mpl.colormaps["viridis"](np.linspace(0.0, 0.82, 256)), name="viridis-dark")
 
@@ -45,7 +46,10 @@ class Chart:
     titles: dict[str, str] = field(default_factory=dict)
 
     def point(self, ax: Any, x: float, y: float, title: str, **style: Any) -> None:
-        """One marker with a hover title."""
+        """One marker with a hover title (the first MAX_TITLES of a chart: a large sample's SVG stays small)."""
+        if len(self.titles) >= MAX_TITLES:
+            ax.plot([x], [y], linestyle="none", **style)
+            return
         gid = f"{self.name}-pt{len(self.titles)}"
         ax.plot([x], [y], linestyle="none", gid=gid, **style)
         self.titles[gid] = title
@@ -113,7 +117,7 @@ def formats(sweep: Sweep, recs: Sequence[Recommendation], size: int, name: str =
     m = next(x for x in sweep.models if x.name == rec0.model)
     sims = m.values(rec0.gauge)
     si = sweep.sizes.index(size)
-    chart = Chart(name, Figure(figsize=(7.4, 4.6)))
+    chart = Chart(name, Figure(figsize=(8.6, 5.0)))
     ax = chart.fig.add_subplot()
     for ci, coding in enumerate(sweep.codings):
         colour, marker = FORMAT_STYLE[coding.format]

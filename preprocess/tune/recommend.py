@@ -257,7 +257,7 @@ def recommend(sweep: Sweep, *, target: float, percentile: float, model: str | No
     meeting = [s for s, q in rec.per_size.items() if q is not None]
     if not meeting:
         best = max(points, key=lambda p: p.at_percentile)
-        rec.message = (f"{fmt}: no swept setting reaches similarity >= {target} at the {percentile:g}th percentile "
+        rec.message = (f"{fmt}: no swept setting reaches similarity >= {target} at p{percentile:g} "
                        f"({m.name}, {gauge}); the best is {best.at_percentile:.4f} at size {best.size}, "
                        f"quality {best.quality}")
         return rec

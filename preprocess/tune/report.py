@@ -131,7 +131,7 @@ def _pictures(sweep: Sweep, rec: Recommendation, sample: StoredSample | None) ->
     missing = "".join(f'<p class="warn">{html.escape(f"{m.path}: [{m.code}] {m.message}")}</p>' for m in sample.missing)
     thumbs = "".join(_thumb(sweep, k, item) for k, item in enumerate(sample.images, 1))
     return (f"<h3>Every sample image as stored, worst first</h3>{missing}"
-            f"<p>Each image at its adaptive choice (coding and quality), made again on the CPU with the bytes "
+            f"<p>Each image at its adaptive choice (coding and quality), made again by the {sweep.engine} engine "
             f"as stored ({mb(sample.total_bytes)} in all), then decoded; thumbnails downscaled to "
             f"{THUMB_SIDE} px (their own JPEG). Hover for details; a red frame marks an image flagged below the "
             f"target.</p><div class=\"gallery\" id=\"gallery-{rec.format}\">{thumbs}</div>"

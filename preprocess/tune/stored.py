@@ -1,10 +1,10 @@
 """What a recommendation stores, made again and looked at: every sample image at its adaptive choice
-(its coding and quality, at the recommended size), as the bytes a CPU run stores (``Engine.finish``);
+(its coding and quality, at the recommended size), as the bytes it stores (``Engine.finish``);
 how fast those bytes decode on this machine (a training reader decodes them every epoch); a thumbnail
 of each image, and for the worst ones source / stored / difference crops where they differ most.
 
-Pixels come from the engine (:meth:`Engine.pixels` for the whole image, :meth:`Engine.crop` for the
-crops): the pillow engine, so what the report shows is what a CPU run stores, whatever engine swept.
+Made by the engine that swept (so the bytes are the ones measured); pixels come from it too
+(:meth:`Engine.pixels` for the whole image, :meth:`Engine.crop` for the crops).
 """
 
 from __future__ import annotations
@@ -190,7 +190,8 @@ def store_sample(sweep: Sweep, rec: Recommendation, *, crops: int = CROPS,
     order = rec.adaptive.worst_first()
     with_crops = {c.index for c in order[:crops]}
     by_format = {sweep.codings[ci].format: sweep.codings[ci].encode for ci in rec.codings}
-    engine = make_engine("pillow", "cpu", encode=by_format[rec.format], view=find_manifest(rec.model).input)
+    engine = make_engine(sweep.engine, sweep.device, encode=by_format[rec.format], view=find_manifest(rec.model).input,
+                         max_batch=sweep.spec.batch.size)
     missing: list[Skipped] = []
     try:
         made = [s for batch in itertools.batched(order, sweep.spec.batch.size)
