@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -31,7 +30,7 @@ from preprocess.errors import ConfigError, InputError, input_error
 from preprocess.extractor.build import BuiltModel, build
 from preprocess.extractor.manifest import Manifest, find_manifest
 from preprocess.extractor.session import Extractor
-from preprocess.gate import Decision, GateStats, Outcome, Priors, decide
+from preprocess.gate import Decision, GateStats, Measure, Outcome, Priors, decide
 from preprocess.images import probe
 from preprocess.sources import SourceFile
 from preprocess.spec import Spec, default_spec_path, load_spec
@@ -83,6 +82,10 @@ class Failed:
 
     path: str
     error: InputError
+
+    @property
+    def sha256(self) -> str:
+        return ""  # never read: nothing to dedupe it by
 
 
 @dataclass
@@ -194,7 +197,7 @@ class Processor:
         for idx, error in loaded.failures:
             s = todo[idx]
             out.failures.append(self.failure(s.path, s.sha256, len(s.data), error))
-        decisions, outcomes = decide(self.engine, self.extractor, loaded, spec, priors, clock)
+        decisions, outcomes = decide(Measure(self.engine, self.extractor), loaded, spec, priors, clock)
         for prepared, d in zip(loaded.prepared, decisions, strict=True):
             s = todo[prepared.index]
             if d.status == "rejected":
@@ -255,16 +258,3 @@ def _source_is_smaller(s: SourceImage, width: int, height: int, candidate_bytes:
     info = s.info
     return (info.format == "JPEG" and info.plain and info.orientation == 1
             and (width, height) == (info.width, info.height) and len(s.data) <= candidate_bytes)
-
-
-def describe_plan(p: Plan) -> dict[str, Any]:
-    """The spec + model part of a commit's provenance."""
-    m = p.built.manifest
-    return {
-        "spec": p.spec.to_dict(),
-        "spec_path": p.spec_path,
-        "spec_sha256": p.spec.digest(),
-        "fingerprint": p.fingerprint,
-        "model": {"name": m.name, "weights_sha256": m.weights_sha256(), "onnx_sha256": p.built.onnx_sha256,
-                  "manifest": m.origin, "dim": m.output.dim},
-    }

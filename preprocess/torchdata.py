@@ -146,7 +146,7 @@ class Loader:
             yield batch
 
 
-def loader(dataset: VersionDataset, *, batch_size: int = 32, num_workers: int = 2, shuffle: bool = False,
+def loader(dataset: VersionDataset, *, batch_size: int = 32, num_workers: int = 2, shuffle: bool = False,  # noqa: PLR0913 (DataLoader's own keywords)
            multiprocessing_context: str = "spawn", device_id: int = 0, **kwargs: Any) -> Loader:
     """A :class:`Loader` with the right defaults: spawned workers, :func:`collate`."""
     if multiprocessing_context == "fork":

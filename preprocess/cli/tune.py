@@ -55,7 +55,7 @@ class _SweepProgress:
         self._p.start()
         self._task = self._p.add_task("tune", total=total)
 
-    def advance(self, steps: int) -> None:
+    def advance(self, steps: int, bytes_in: int = 0, bytes_out: int = 0) -> None:
         self._p.update(self._task, advance=steps)
 
     def finish(self) -> None:
@@ -102,11 +102,10 @@ def tune(
     recommend a setting per format: writes report.html (opens offline: every sample image as it would be
     stored, crops where it changed most, decode speed per format), report.json and recommended.toml.
 
-    Exit codes: 0 recommendation written;
-    2 bad options, an empty sample, or a target that no swept setting of the first format reaches
-    (the report is still written: it shows the best reachable).
+    Exit codes: 0 recommendation written; 2 bad options, an empty sample, or a target no swept
+    setting of the first format reaches (the report is still written: it shows the best reachable).
     """
-    from preprocess.tune import SweepOptions, recommend_formats, run_sweep, store_sample, write_report
+    from preprocess.tune import SweepOptions, Target, recommend_formats, run_sweep, store_sample, write_report
 
     quiet_libraries()
     try:
@@ -118,8 +117,8 @@ def tune(
                             device=device)
         sweep = run_sweep(opts, None if as_json else _SweepProgress())
         gauge = _gauge(sweep, view, tiles_combine)
-        recs = recommend_formats(sweep, target=sweep.spec.gate.threshold if target is None else target,
-                                 percentile=percentile, gauge=gauge, size=at_size)
+        recs = recommend_formats(sweep, Target(sweep.spec.gate.threshold if target is None else target, percentile,
+                                               gauge=gauge, size=at_size))
         samples = [store_sample(sweep, r, repeats=decode_repeats) for r in recs]
         files = write_report(sweep, recs, report, samples)
         if not recs[0].ok:

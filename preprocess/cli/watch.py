@@ -55,11 +55,6 @@ def watch(
 
     quiet_libraries()
     try:
-        if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            from preprocess.errors import ConfigError
-
-            raise ConfigError(f"--log-level {log_level!r} is not one of debug, info, warning, error",
-                              code="WATCH_OPTION")
         configure(log_format, log_level)
         opts = WatchOptions(
             folder=folder, store=store, spec_path=spec, branch=branch, engine=engine, device=device,

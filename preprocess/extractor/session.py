@@ -7,15 +7,13 @@ engine's device batch through DLPack, so pixels never leave the GPU.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
 from preprocess.errors import ConfigError
-
-if TYPE_CHECKING:
-    from preprocess.extractor.build import BuiltModel
+from preprocess.extractor.built import BuiltModel
 
 ort.set_default_logger_severity(3)
 

@@ -8,10 +8,10 @@ per format, look at what it stores, report it.
   ``recommended.toml`` (and ``recommended-FORMAT.toml`` per other format).
 """
 
-from preprocess.tune.recommend import Recommendation, recommend, recommend_formats
+from preprocess.tune.recommend import Recommendation, Target, recommend, recommend_formats
 from preprocess.tune.report import write_report
 from preprocess.tune.stored import StoredSample, store_sample
 from preprocess.tune.sweep import Sweep, SweepOptions, run_sweep
 
-__all__ = ["Recommendation", "StoredSample", "Sweep", "SweepOptions", "recommend", "recommend_formats", "run_sweep",
-           "store_sample", "write_report"]
+__all__ = ["Recommendation", "StoredSample", "Sweep", "SweepOptions", "Target", "recommend", "recommend_formats",
+           "run_sweep", "store_sample", "write_report"]

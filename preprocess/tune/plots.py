@@ -82,7 +82,7 @@ def _log_x(ax: Any) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def _label(ax: Any, xlabel: str, ylabel: str, title: str, *, log_x: bool = False, legend: int = 7) -> None:
+def _label(ax: Any, xlabel: str, ylabel: str, title: str, *, log_x: bool = False) -> None:
     """The axes' labels and title, a light grid and the legend (every chart of the report)."""
     if log_x:
         _log_x(ax)
@@ -90,7 +90,7 @@ def _label(ax: Any, xlabel: str, ylabel: str, title: str, *, log_x: bool = False
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=legend, loc="lower right")
+    ax.legend(fontsize=7, loc="lower right")
 
 
 def _target_line(ax: Any, target: float) -> None:
@@ -122,7 +122,7 @@ def formats(sweep: Sweep, recs: Sequence[Recommendation], size: int, name: str =
     for ci, coding in enumerate(sweep.codings):
         colour, marker = FORMAT_STYLE[coding.format]
         style = "-" if ci == sweep.of_format(coding.format)[0] else "--"
-        pts = [setting(sweep, sims, ci, si, qi, rec0.percentile) for qi in range(len(sweep.qualities))]
+        pts = [setting(sweep, sims, (ci, si, qi), rec0.percentile) for qi in range(len(sweep.qualities))]
         ax.plot([p.total_bytes / 1e6 for p in pts], [p.at_percentile for p in pts], style, color=colour, lw=1.2,
                 marker=marker, ms=4, label=coding.label)
         for p in pts:
@@ -185,7 +185,7 @@ def pareto_front(sweep: Sweep, rec: Recommendation, name: str) -> str:
     for si, size in enumerate(sweep.sizes):
         st = _style(si)
         for k, ci in enumerate(rec.codings):
-            pts = [setting(sweep, sims, ci, si, qi, rec.percentile) for qi in range(len(sweep.qualities))]
+            pts = [setting(sweep, sims, (ci, si, qi), rec.percentile) for qi in range(len(sweep.qualities))]
             ax.plot([], [], linestyle="none", ms=5, label=f"{size} px" + (f" {sweep.codings[ci].label}" if k else ""),
                     color=st["color"], marker=MARKERS[(si + k) % len(MARKERS)])
             for p in pts:
@@ -253,7 +253,8 @@ def neighbours(sweep: Sweep, rec: Recommendation, name: str) -> str:
     measured = agreement[np.isfinite(agreement)]  # NaN with fewer than 2 images
     ax.set_ylim(max(0.0, float(measured.min()) - 0.05 if measured.size else 0.0) - 0.01, 1.01)
     _label(ax, f"{sweep.codings[ci].label} quality", "neighbour agreement (top-k solid, x top-1 dotted)",
-           "do nearest neighbours survive compression?", legend=6)
+           "do nearest neighbours survive compression?")
+    ax.legend(fontsize=6, loc="lower right")
     return chart.svg()
 
 

@@ -42,6 +42,19 @@ MAX_STEP = 50  # quality.step's bound in a spec
 
 
 @dataclass(frozen=True)
+class Target:
+    """What a recommendation must reach: ``similarity`` at the ``percentile``-th percentile of the sample,
+    judged by ``model`` (default: the sweep's first, the spec's gate model) through ``gauge``; at
+    ``size`` when given (else the spec's ``resize.size`` if swept, else the largest meeting it)."""
+
+    similarity: float
+    percentile: float = 1.0
+    model: str | None = None
+    gauge: str = "whole"
+    size: int | None = None
+
+
+@dataclass(frozen=True)
 class Setting:
     """One (coding, size, quality) over the whole sample, judged by one gauge."""
 
@@ -126,9 +139,10 @@ class Recommendation:
         return self.single is not None and self.adaptive is not None
 
 
-def setting(sweep: Sweep, sims: np.ndarray, ci: int, si: int, qi: int, percentile: float) -> Setting:
-    """The statistics of one (coding, size, quality) given the gauge's similarities
-    ``sims[coding, size, quality, image]``."""
+def setting(sweep: Sweep, sims: np.ndarray, at: tuple[int, int, int], percentile: float) -> Setting:
+    """The statistics of one (coding, size, quality), ``at`` their indices, given the gauge's
+    similarities ``sims[coding, size, quality, image]``."""
+    ci, si, qi = at
     s = sims[ci, si, qi]
     b = sweep.bytes[ci, si, qi]
     px = int(sweep.pixels()[si].sum())
@@ -185,14 +199,14 @@ def swept_ladder(qualities: Sequence[int], top: int) -> Ladder:
     return Ladder(best.min, best.max, best.step, best.rungs, note)
 
 
-def _best_single(sweep: Sweep, sims: np.ndarray, codings: Sequence[int], si: int, target: float,
-                 percentile: float) -> Setting | None:
-    """At size ``si``: per coding the lowest quality meeting the target; of those, the fewest bytes."""
+def _best_single(sweep: Sweep, sims: np.ndarray, rec: Recommendation, si: int) -> Setting | None:
+    """At size ``si``: per coding of ``rec``'s format the lowest quality meeting the target; of those,
+    the fewest bytes."""
     found = []
-    for ci in codings:
-        qi = lowest_meeting(sims[ci, si : si + 1], target, percentile)[0]
+    for ci in rec.codings:
+        qi = lowest_meeting(sims[ci, si : si + 1], rec.target, rec.percentile)[0]
         if qi is not None:
-            found.append(setting(sweep, sims, ci, si, qi, percentile))
+            found.append(setting(sweep, sims, (ci, si, qi), rec.percentile))
     return min(found, key=lambda s: s.total_bytes, default=None)
 
 
@@ -227,53 +241,54 @@ def _model(sweep: Sweep, model: str | None, gauge: str) -> ModelSweep:
     return m
 
 
-def recommend(sweep: Sweep, *, target: float, percentile: float, model: str | None = None,
-              gauge: str = "whole", size: int | None = None, fmt: str | None = None) -> Recommendation:
-    """The recommendation for one stored format (default: the first swept, what ``recommended.toml`` stores)."""
+def _check(sweep: Sweep, target: Target, fmt: str | None) -> tuple[str, ModelSweep]:
+    """The format and the judging model, or a ConfigError for what cannot be recommended from."""
     if not sweep.images:
         raise ConfigError("no sample image could be read: nothing to recommend", code="SAMPLE_EMPTY",
                           hint="see the skipped files in the report")
-    if not 0.0 <= percentile <= 100.0:
-        raise ConfigError(f"--percentile must be 0..100, got {percentile}", code="TUNE_TARGET")
+    if not 0.0 <= target.percentile <= 100.0:
+        raise ConfigError(f"--percentile must be 0..100, got {target.percentile}", code="TUNE_TARGET")
     fmt = fmt or sweep.formats[0]
     if fmt not in sweep.formats:
         raise ConfigError(f"format {fmt!r} was not swept ({', '.join(sweep.formats)})", code="TUNE_FORMAT")
-    m = _model(sweep, model, gauge)
-    if size is not None and size not in sweep.sizes:
-        raise ConfigError(f"size {size} was not swept ({sweep.sizes})", code="TUNE_GRID")
-    sims = m.values(gauge)
-    rec = Recommendation(format=fmt, codings=sweep.of_format(fmt), model=m.name, gauge=gauge, target=target,
-                         percentile=percentile, source_bytes=sweep.source_bytes)
+    if target.size is not None and target.size not in sweep.sizes:
+        raise ConfigError(f"size {target.size} was not swept ({sweep.sizes})", code="TUNE_GRID")
+    return fmt, _model(sweep, target.model, target.gauge)
+
+
+def recommend(sweep: Sweep, target: Target, fmt: str | None = None) -> Recommendation:
+    """The recommendation for one stored format (default: the first swept, what ``recommended.toml`` stores)."""
+    fmt, m = _check(sweep, target, fmt)
+    sims = m.values(target.gauge)
+    rec = Recommendation(format=fmt, codings=sweep.of_format(fmt), model=m.name, gauge=target.gauge,
+                         target=target.similarity, percentile=target.percentile, source_bytes=sweep.source_bytes)
     for mm in sweep.models:
         for g in mm.gauges():
-            singles = [_best_single(sweep, mm.values(g), rec.codings, si, target, percentile)
-                       for si in range(len(sweep.sizes))]
+            singles = [_best_single(sweep, mm.values(g), rec, si) for si in range(len(sweep.sizes))]
             rec.by_gauge[f"{mm.name} {g}"] = {s: (b.quality if b else None)
                                                for s, b in zip(sweep.sizes, singles, strict=True)}
-    rec.per_size = rec.by_gauge[f"{m.name} {gauge}"]
-    points = [setting(sweep, sims, ci, si, qi, percentile) for ci in rec.codings
+    rec.per_size = rec.by_gauge[f"{m.name} {rec.gauge}"]
+    points = [setting(sweep, sims, (ci, si, qi), rec.percentile) for ci in rec.codings
               for si in range(len(sweep.sizes)) for qi in range(len(sweep.qualities))]
     rec.pareto = pareto(points)
     meeting = [s for s, q in rec.per_size.items() if q is not None]
     if not meeting:
         best = max(points, key=lambda p: p.at_percentile)
-        rec.message = (f"{fmt}: no swept setting reaches similarity >= {target} at p{percentile:g} "
-                       f"({m.name}, {gauge}); the best is {best.at_percentile:.4f} at size {best.size}, "
+        rec.message = (f"{fmt}: no swept setting reaches similarity >= {rec.target} at p{rec.percentile:g} "
+                       f"({m.name}, {rec.gauge}); the best is {best.at_percentile:.4f} at size {best.size}, "
                        f"quality {best.quality}")
         return rec
-    wanted = size if size is not None else sweep.spec.resize.size
+    wanted = target.size if target.size is not None else sweep.spec.resize.size
     rec.size = wanted if wanted in meeting else max(meeting)
     if wanted in sweep.sizes and wanted not in meeting:
         rec.message = (f"{fmt}: size {wanted} cannot meet the target at any swept quality; "
                        f"recommending size {rec.size} instead")
-    rec.single = _best_single(sweep, sims, rec.codings, sweep.sizes.index(rec.size), target, percentile)
+    rec.single = _best_single(sweep, sims, rec, sweep.sizes.index(rec.size))
     assert rec.single is not None
     rec.adaptive = _adaptive(sweep, m, sims, rec, rec.single)
     return rec
 
 
-def recommend_formats(sweep: Sweep, *, target: float, percentile: float, model: str | None = None,
-                      gauge: str = "whole", size: int | None = None) -> list[Recommendation]:
+def recommend_formats(sweep: Sweep, target: Target) -> list[Recommendation]:
     """One recommendation per swept format, in the order swept."""
-    return [recommend(sweep, target=target, percentile=percentile, model=model, gauge=gauge, size=size, fmt=f)
-            for f in sweep.formats]
+    return [recommend(sweep, target, f) for f in sweep.formats]

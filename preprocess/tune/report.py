@@ -231,7 +231,7 @@ def _per_size(sweep: Sweep, rec: Recommendation) -> str:
     rows = []
     for si, sz in enumerate(sweep.sizes):
         q = rec.per_size.get(sz)
-        found = [setting(sweep, sims, ci, si, sweep.qualities.index(q), rec.percentile) for ci in rec.codings
+        found = [setting(sweep, sims, (ci, si, sweep.qualities.index(q)), rec.percentile) for ci in rec.codings
                  if q is not None]
         best = min((p for p in found if p.at_percentile >= rec.target), key=lambda p: p.total_bytes, default=None)
         rows.append([best.coding, *_setting_row(best, rec.source_bytes)] if best else
@@ -270,7 +270,7 @@ def _grid_tables(sweep: Sweep, rec: Recommendation) -> str:
             for ci in rec.codings:
                 for si in range(len(sweep.sizes)):
                     for qi in range(len(sweep.qualities)):
-                        row = _setting_row(setting(sweep, sims, ci, si, qi, rec.percentile), rec.source_bytes)
+                        row = _setting_row(setting(sweep, sims, (ci, si, qi), rec.percentile), rec.source_bytes)
                         per_image = int(sweep.bytes[ci, si, qi].mean())
                         rows.append([sweep.codings[ci].label, *row, f"{per_image:,}", f"{m.top1[ci, si, qi]:.2f}",
                                      f"{m.topk[ci, si, qi]:.2f}"])

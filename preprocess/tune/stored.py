@@ -152,33 +152,46 @@ def _crop(engine: Engine, source: Prepared, stored: Encoded, stored_px: np.ndarr
                 _png(heat(diff[y0:y1, x0:x1], DIFF_GAIN)))
 
 
-def _remake(engine: Engine, sweep: Sweep, choices: Sequence[Choice], size: int, with_crops: set[int],
-            missing: list[Skipped]) -> list[StoredImage]:
-    """``choices`` (one batch) encoded again as stored, with their thumbnails and (some) crops."""
-    resize = sweep.resize(size)
-    srcs, kept = [], []
-    for c in choices:
-        im = sweep.images[c.index]
-        try:
-            f = read_source(im.location or Path(im.path), max_bytes=sweep.spec.limits.max_file_bytes)
-            info = probe(f.data, max_pixels=sweep.spec.limits.max_pixels, path=f.path)
-        except InputError as exc:
-            missing.append(Skipped(im.path, exc.code, exc.message))
-            continue
-        srcs.append(SourceImage(f.path, f.data, f.sha256, info, resize.target(info.width, info.height)))
-        kept.append(c)
-    loaded = engine.load(srcs)
-    missing += [Skipped(srcs[i].path, exc.code, exc.message) for i, exc in loaded.failures]
-    picks = [kept[p.index] for p in loaded.prepared]
-    cands = [Candidate(sweep.codings[c.coding].variant, c.quality) for c in picks]
-    stored = engine.finish(loaded.prepared, engine.encode(loaded.prepared, cands))
-    out = []
-    for p, c, cand, data in zip(loaded.prepared, picks, cands, stored, strict=True):
-        kept_bytes = Encoded(data, cand)  # decode what is stored, not the probe
-        px = np.asarray(engine.pixels(kept_bytes))
-        crop = _crop(engine, p, kept_bytes, px) if c.index in with_crops else None
-        out.append(StoredImage(c, p.width, p.height, data, _thumbnail(px), crop))
-    return out
+@dataclass
+class _Maker:
+    """Makes a recommendation's choices again with ``engine``, batch by batch."""
+
+    engine: Engine
+    sweep: Sweep
+    size: int  # the recommended size
+    with_crops: set[int]  # images (indices into Sweep.images) that get crops
+    missing: list[Skipped] = field(default_factory=list)
+
+    def _sources(self, choices: Sequence[Choice]) -> tuple[list[SourceImage], list[Choice]]:
+        resize, limits = self.sweep.resize(self.size), self.sweep.spec.limits
+        srcs, kept = [], []
+        for c in choices:
+            im = self.sweep.images[c.index]
+            try:
+                f = read_source(im.location or Path(im.path), max_bytes=limits.max_file_bytes)
+                info = probe(f.data, max_pixels=limits.max_pixels, path=f.path)
+            except InputError as exc:
+                self.missing.append(Skipped(im.path, exc.code, exc.message))
+                continue
+            srcs.append(SourceImage(f.path, f.data, f.sha256, info, resize.target(info.width, info.height)))
+            kept.append(c)
+        return srcs, kept
+
+    def __call__(self, choices: Sequence[Choice]) -> list[StoredImage]:
+        """``choices`` (one batch) encoded again as stored, with their thumbnails and (some) crops."""
+        srcs, kept = self._sources(choices)
+        loaded = self.engine.load(srcs)
+        self.missing += [Skipped(srcs[i].path, exc.code, exc.message) for i, exc in loaded.failures]
+        picks = [kept[p.index] for p in loaded.prepared]
+        cands = [Candidate(self.sweep.codings[c.coding].variant, c.quality) for c in picks]
+        stored = self.engine.finish(loaded.prepared, self.engine.encode(loaded.prepared, cands))
+        out = []
+        for p, c, cand, data in zip(loaded.prepared, picks, cands, stored, strict=True):
+            kept_bytes = Encoded(data, cand)  # decode what is stored, not the probe
+            px = np.asarray(self.engine.pixels(kept_bytes))
+            crop = _crop(self.engine, p, kept_bytes, px) if c.index in self.with_crops else None
+            out.append(StoredImage(c, p.width, p.height, data, _thumbnail(px), crop))
+        return out
 
 
 def store_sample(sweep: Sweep, rec: Recommendation, *, crops: int = CROPS,
@@ -192,10 +205,9 @@ def store_sample(sweep: Sweep, rec: Recommendation, *, crops: int = CROPS,
     by_format = {sweep.codings[ci].format: sweep.codings[ci].encode for ci in rec.codings}
     engine = make_engine(sweep.engine, sweep.device, encode=by_format[rec.format], view=find_manifest(rec.model).input,
                          max_batch=sweep.spec.batch.size)
-    missing: list[Skipped] = []
+    maker = _Maker(engine, sweep, rec.adaptive.size, with_crops)
     try:
-        made = [s for batch in itertools.batched(order, sweep.spec.batch.size)
-                for s in _remake(engine, sweep, batch, rec.adaptive.size, with_crops, missing)]
+        made = [s for batch in itertools.batched(order, sweep.spec.batch.size) for s in maker(batch)]
     finally:
         engine.close()
     rank = {c.index: k for k, c in enumerate(order)}
@@ -203,4 +215,4 @@ def store_sample(sweep: Sweep, rec: Recommendation, *, crops: int = CROPS,
     speed = None
     if repeats > 0 and made:
         speed = decode_speed(rec.format, [s.data for s in made], sum(s.width * s.height for s in made) / 1e6, repeats)
-    return StoredSample(rec.format, made, missing, speed)
+    return StoredSample(rec.format, made, maker.missing, speed)

@@ -27,7 +27,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
@@ -40,8 +39,10 @@ from preprocess.extractor.manifest import InputView, Manifest, find_manifest
 from preprocess.extractor.session import Extractor, cosine
 from preprocess.gate import combine_tiles, tile_embeddings, tile_similarities
 from preprocess.images import SourceInfo, probe
+from preprocess.progress import Progress, SilentProgress
 from preprocess.sources import batched, list_sources, read_source
 from preprocess.spec import Encode, Resize, Spec, default_spec_path, load_spec
+from preprocess.timing import Laps, Timings
 
 TILE_STATS = ("min", "p10", "mean")
 _TILES_PER_CALL = 512  # bound the tiles held in one model-view batch (a 2560 px image has 96)
@@ -51,18 +52,6 @@ _IMAGE_AXIS = {"ref": 0, "stored": 3, "tiles": 4, "dims": 1}
 
 def _image_axis(key: str) -> int:
     return _IMAGE_AXIS.get(key.partition(":")[0], 3)
-
-
-class Progress(Protocol):
-    def start(self, total: int) -> None: ...
-    def advance(self, steps: int) -> None: ...
-    def finish(self) -> None: ...
-
-
-class _Silent:
-    def start(self, total: int) -> None: ...
-    def advance(self, steps: int) -> None: ...
-    def finish(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -290,17 +279,6 @@ def _neighbours(ref: np.ndarray, stored: np.ndarray, k: int) -> tuple[float, flo
     return top1, float(np.mean(overlap))
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.timings: dict[str, float] = {}
-        self.t = time.perf_counter()
-
-    def __call__(self, stage: str) -> None:
-        now = time.perf_counter()
-        self.timings[stage] = self.timings.get(stage, 0.0) + now - self.t
-        self.t = now
-
-
 @dataclass
 class _Batch:
     """One batch's measurements, indexed [coding, size, quality, image-in-batch] (NaN until measured)."""
@@ -377,7 +355,7 @@ def _references(b: _Batch, size: _Size, loads: dict[Engine, Loaded]) -> None:
                                     for e in tile_embeddings(m.engine, m.extractor, [own[j] for j in g])]
 
 
-def _encode(b: _Batch, size: _Size, qi: int, quality: int, clock: _Clock) -> list[Encoded]:
+def _encode(b: _Batch, size: _Size, qi: int, quality: int, clock: Laps) -> list[Encoded]:
     """Every image in every coding at ``quality``, coding after coding; records the stored bytes (after
     :meth:`Engine.finish`) and the encoder's. The candidates keep the encoder's bytes (the same pixels)."""
     engine, n = b.models[0].engine, len(size.prepared)
@@ -398,7 +376,7 @@ def _encode(b: _Batch, size: _Size, qi: int, quality: int, clock: _Clock) -> lis
     return out
 
 
-def _judge(b: _Batch, size: _Size, qi: int, blobs: list[Encoded], clock: _Clock) -> None:
+def _judge(b: _Batch, size: _Size, qi: int, blobs: list[Encoded], clock: Laps) -> None:
     """Every model's verdict on ``blobs`` (coding-major: coding ``ci``'s image ``j`` at ``ci * n + j``)."""
     n, si, ids = len(size.prepared), size.si, size.ids
     views: dict[int, object] = {}
@@ -426,17 +404,34 @@ def _judge(b: _Batch, size: _Size, qi: int, blobs: list[Encoded], clock: _Clock)
         clock("tiles")
 
 
-def _measure_size(b: _Batch, si: int, resize: Resize, qualities: Sequence[int], skipped: list[Skipped],
-                  clock: _Clock, progress: Progress) -> None:
-    size, loads = _load_size(b, si, resize, skipped)
-    clock("decode_resize")
+@dataclass
+class _Run:
+    """What every batch and size of one sweep shares."""
+
+    spec: Spec
+    sizes: list[int]
+    qualities: list[int]
+    codings: list[Coding]
+    models: list[_Model]
+    progress: Progress
+    skipped: list[Skipped] = field(default_factory=list)
+    timings: Timings = field(default_factory=Timings)
+    clock: Laps = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.clock = Laps(self.timings)
+
+
+def _measure_size(run: _Run, b: _Batch, si: int, resize: Resize) -> None:
+    size, loads = _load_size(b, si, resize, run.skipped)
+    run.clock("decode_resize")
     b.arrays["dims"][si, size.ids] = [(p.width, p.height) for p in size.prepared]
     _references(b, size, loads)
-    clock("reference")
-    for qi, q in enumerate(qualities):
+    run.clock("reference")
+    for qi, q in enumerate(run.qualities):
         if size.prepared:
-            _judge(b, size, qi, _encode(b, size, qi, q, clock), clock)
-        progress.advance(1)
+            _judge(b, size, qi, _encode(b, size, qi, q, run.clock), run.clock)
+        run.progress.advance(1)
     b.alive = size.ids
 
 
@@ -473,9 +468,30 @@ def _spec(opts: SweepOptions) -> tuple[Spec, str]:
     return spec, spec_path
 
 
+def _measure(run: _Run, paths: Sequence[Path]) -> tuple[list[SampleImage], dict[str, list[np.ndarray]]]:
+    """Every batch at every size; the images that survived and their arrays (one part per batch)."""
+    images: list[SampleImage] = []
+    parts: dict[str, list[np.ndarray]] = {}
+    run.progress.start(-(-len(paths) // run.spec.batch.size) * len(run.sizes) * len(run.qualities))
+    try:
+        for paths_batch in batched(paths, run.spec.batch.size):
+            b = _Batch(_read(paths_batch, run.spec, run.skipped), run.models, run.codings, len(run.sizes),
+                       len(run.qualities))
+            run.clock("read")
+            for si, size in enumerate(run.sizes):
+                _measure_size(run, b, si, run.spec.resize.model_copy(update={"size": size}))
+            images.extend(b.read[i][2] for i in b.alive)
+            for key, a in b.kept().items():
+                parts.setdefault(key, []).append(a)
+    finally:
+        run.progress.finish()
+        for eng in {id(m.engine): m.engine for m in run.models}.values():
+            eng.close()
+    return images, parts
+
+
 def run_sweep(opts: SweepOptions, progress: Progress | None = None) -> Sweep:
     """Measure the whole grid; raise ConfigError before any decode for a bad spec, grid or empty sample."""
-    progress = progress or _Silent()
     t_start = time.perf_counter()
     spec, spec_path = _spec(opts)
     sizes, qualities = check_grid(opts.sizes, opts.qualities)
@@ -485,35 +501,17 @@ def run_sweep(opts: SweepOptions, progress: Progress | None = None) -> Sweep:
     if not paths:
         raise ConfigError("the sample is empty: no image files found", code="SAMPLE_EMPTY",
                           path=", ".join(opts.sources), hint="pass folders holding .jpg/.png/... images")
-    models = _models(spec, opts, engine_name, device)
-    batches = list(batched(paths, spec.batch.size))
-    progress.start(len(batches) * len(sizes) * len(qualities))
-    skipped: list[Skipped] = []
-    images: list[SampleImage] = []
-    parts: dict[str, list[np.ndarray]] = {}
-    clock = _Clock()
-    try:
-        for paths_batch in batches:
-            b = _Batch(_read(paths_batch, spec, skipped), models, coding_list, len(sizes), len(qualities))
-            clock("read")
-            for si, size in enumerate(sizes):
-                _measure_size(b, si, spec.resize.model_copy(update={"size": size}), qualities, skipped, clock,
-                              progress)
-            images.extend(b.read[i][2] for i in b.alive)
-            for key, a in b.kept().items():
-                parts.setdefault(key, []).append(a)
-    finally:
-        progress.finish()
-        for eng in {id(m.engine): m.engine for m in models}.values():
-            eng.close()
+    run = _Run(spec, sizes, qualities, coding_list, _models(spec, opts, engine_name, device),
+               progress or SilentProgress())
+    images, parts = _measure(run, paths)
     if not images:
-        first = skipped[0] if skipped else None
+        first = run.skipped[0] if run.skipped else None
         raise ConfigError(f"none of the {len(paths)} sample files could be read"
                           + (f" (e.g. {first.path}: [{first.code}] {first.message})" if first else ""),
                           code="SAMPLE_EMPTY", hint="pass a folder of readable images")
     full = {key: np.concatenate(a, axis=_image_axis(key)) for key, a in parts.items()}
-    out_models = _model_sweeps(models, full, (len(coding_list), len(sizes), len(qualities)), opts.neighbours)
+    out_models = _model_sweeps(run.models, full, (len(coding_list), len(sizes), len(qualities)), opts.neighbours)
     return Sweep(spec=spec, spec_path=spec_path, sizes=sizes, qualities=qualities, codings=coding_list,
-                 images=images, skipped=skipped, bytes=full["bytes"], encoded_bytes=full["encoded"],
+                 images=images, skipped=run.skipped, bytes=full["bytes"], encoded_bytes=full["encoded"],
                  dims=full["dims"], models=out_models, engine=engine_name, device=device,
-                 seconds=time.perf_counter() - t_start, timings={k: round(v, 3) for k, v in clock.timings.items()})
+                 seconds=time.perf_counter() - t_start, timings=run.timings.rounded(3))

@@ -27,6 +27,7 @@ from preprocess.tune import (
     StoredSample,
     Sweep,
     SweepOptions,
+    Target,
     recommend,
     recommend_formats,
     run_sweep,
@@ -67,7 +68,7 @@ def swept(sample: Path) -> Sweep:
 
 @pytest.fixture(scope="module")
 def recs(swept: Sweep) -> list[Recommendation]:
-    return recommend_formats(swept, target=TARGET, percentile=PERCENTILE)
+    return recommend_formats(swept, Target(TARGET, PERCENTILE))
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +158,7 @@ def test_each_format_gets_its_own_recommendation(swept: Sweep, recs: list[Recomm
     si = swept.sizes.index(avif.single.size)
     assert avif.single.total_bytes == swept.bytes[1, si, QUALITIES.index(avif.single.quality)].sum()
     assert avif.adaptive.at_percentile >= TARGET
-    assert recommend(swept, target=TARGET, percentile=PERCENTILE, fmt="avif").single == avif.single
+    assert recommend(swept, Target(TARGET, PERCENTILE), "avif").single == avif.single
     # on real photos AVIF stores the same similarity in fewer bytes than JPEG (stack.md: 2.2% vs ~4.5%)
     assert jpeg.adaptive is not None and avif.adaptive.total_bytes < jpeg.adaptive.total_bytes
 
@@ -211,7 +212,7 @@ def test_the_recommended_specs_meet_the_target_in_real_runs(report: dict[str, Pa
 
 def test_a_tile_view_recommendation_runs_as_a_tile_gate(swept: Sweep, sample: Path, tmp_path: Path) -> None:
     # The tile view is much stricter (q100 with 4:2:0 already costs ~0.005 per tile): a lower target.
-    rec = recommend(swept, target=0.93, percentile=10, gauge="tiles-mean")
+    rec = recommend(swept, Target(0.93, 10, gauge="tiles-mean"))
     assert rec.ok and rec.single is not None
     files = write_report(swept, [rec], tmp_path / "report", samples=[None])
     spec = load_spec(files["spec"])
@@ -338,7 +339,7 @@ def test_the_recommended_ladder_is_one_that_was_swept(two: Path, tmp_path: Path,
     sims = sweep.models[0].whole[0, 0]
     target = float(np.percentile(sims[-1], PERCENTILE))
     assert all(np.percentile(s, PERCENTILE) < target for s in sims[:-1]), "q90 must be the lowest to meet it"
-    rec = recommend(sweep, target=target, percentile=PERCENTILE)
+    rec = recommend(sweep, Target(target, PERCENTILE))
     assert rec.adaptive is not None and rec.adaptive.ladder.rungs == rungs
     assert (left_out in rec.adaptive.ladder.note) if left_out else rec.adaptive.ladder.note == ""
     files = write_report(sweep, [rec], tmp_path, samples=[None])
@@ -418,7 +419,7 @@ def test_another_model_judges_the_same_candidates(two: Path) -> None:
     assert dino.whole.shape == mobilenet.whole.shape == (1, 1, 2, 2)
     # DINOv2 is far less compression-sensitive than MobileNetV2 (stack.md)
     assert dino.whole[0, 0, 0].mean() > mobilenet.whole[0, 0, 0].mean()
-    rec = recommend(sweep, target=0.98, percentile=PERCENTILE)
+    rec = recommend(sweep, Target(0.98, PERCENTILE))
     assert set(rec.by_gauge) == {"mobilenetv2-imagenet whole", "mobilenetv2-imagenet tiles-min",
                                  "mobilenetv2-imagenet tiles-p10", "mobilenetv2-imagenet tiles-mean",
                                  "dinov2-small whole"}
@@ -430,7 +431,7 @@ def test_judging_by_another_models_manifest_writes_a_spec_that_finds_it(two: Pat
     sweep = run_sweep(SweepOptions(sources=[str(two)], gate_model=str(manifest), sizes=(320,), qualities=(60, 90),
                                    tiles=False, engine="pillow"))
     assert [m.name for m in sweep.models] == ["dinov2-small"] and sweep.models[0].ref == str(manifest)
-    rec = recommend(sweep, target=0.99, percentile=1)
+    rec = recommend(sweep, Target(0.99, 1))
     assert rec.ok and rec.model == "dinov2-small"
     spec = load_spec(write_report(sweep, [rec], tmp_path / "r", samples=[None])["spec"])
     assert spec.gate.model == str(manifest)
