@@ -94,7 +94,7 @@ def codings(spec: Spec, formats: Sequence[str]) -> list[Coding]:
     names = list(dict.fromkeys(f.strip().lower() for f in formats if f.strip())) or [spec.encode.format]
     unknown = [f for f in names if f not in FORMATS]
     if unknown:
-        raise ConfigError(f"--formats: {', '.join(map(repr, unknown))} is not a stored format", code="TUNE_FORMAT",
+        raise ConfigError(f"--formats: not a stored format: {', '.join(map(repr, unknown))}", code="TUNE_FORMAT",
                           hint=f"choose among {','.join(FORMATS)}, e.g. --formats jpeg,avif")
     out: list[Coding] = []
     for name in names:
