@@ -180,7 +180,7 @@ def run_job(opts: JobOptions, progress: Progress | None = None) -> Summary:
     processor.stats.seed(writer.recent_qualities(p.fingerprint))  # the first batch's guess
     progress.start(len(paths))
     try:
-        listed = run_batches(processor, writer, list(batched(paths, p.spec.batch.size)),
+        listed = run_batches(processor, writer, list(batched(paths, processor.batch_size)),
                              max_bytes=p.spec.limits.max_file_bytes, known=known, known_failures=known_failures,
                              tally=tally, progress=progress, roots=local_roots(opts.sources),
                              follow_symlinks=opts.follow_symlinks)

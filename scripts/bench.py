@@ -75,7 +75,7 @@ def worker_project(paths: list[Path], warm: list[Path], engine: str, device: str
 
     p = plan(None, engine, device)
     proc = Processor(p, job_id=uuid.uuid4().hex)
-    size = p.spec.batch.size
+    size = proc.batch_size  # what a job reads at once (lanes x device batch on the GPU)
     for batch in batched(warm, size):
         proc.process([read_source(f, max_bytes=1 << 30) for f in batch])
     # The warm-up's choices seed the first guess, as a branch's recent rows seed a job's (the steady

@@ -42,6 +42,7 @@ class Prepared:
     width: int
     height: int
     pixels: Any  # engine-private handle
+    host: Any = None  # engine-private host copy of device pixels, made on first use (CPU encoders)
 
 
 @dataclass
