@@ -80,8 +80,9 @@ OOM_HINT = ("the GPU ran out of memory and nothing was committed: rerun with a s
             "GPU lanes (PREPROCESS_GPU_LANES), stop other processes on the GPU, or use --device cpu")
 
 # What CUDA, cuDNN/cuBLAS, nvJPEG, DALI, torch and onnxruntime print for device memory exhaustion ...
-_OOM = ("out of memory", "cuda allocation failed", "cuda_error_out_of_memory", "cudaerrormemoryallocation", "nvjpeg_status_allocator_failure",
-        "failed to allocate memory for requested buffer", "cudnn_status_alloc_failed", "cublas_status_alloc_failed")
+_OOM = ("out of memory", "cuda allocation failed", "cuda_error_out_of_memory", "cudaerrormemoryallocation",
+        "nvjpeg_status_allocator_failure", "failed to allocate memory for requested buffer",
+        "cudnn_status_alloc_failed", "cublas_status_alloc_failed")
 # ... and for faults after which the CUDA context is unusable (sticky errors) or the device is gone.
 _FAULT = ("illegal memory access", "illegal address", "cudaerrorillegaladdress", "unspecified launch failure",
           "cudaerrorlaunchfailure", "cuda_error_launch_failed", "device-side assert", "uncorrectable ecc",

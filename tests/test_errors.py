@@ -56,13 +56,9 @@ def test_the_cause_chain_and_types_count() -> None:
         pass
 
     assert device_fault(OutOfMemoryError("")) is not None
-    try:
-        try:
-            raise RuntimeError("CUDA error: an illegal memory access was encountered")
-        except RuntimeError as inner:
-            raise ValueError("the batch failed") from inner
-    except ValueError as outer:
-        assert device_fault(outer) is not None
+    outer = ValueError("the batch failed")
+    outer.__cause__ = RuntimeError("CUDA error: an illegal memory access was encountered")
+    assert device_fault(outer) is not None
     err = DeviceError("x")
     assert device_fault(err) is err
     assert device_fault(MemoryError()) is None  # the host's memory: not the GPU

@@ -99,7 +99,7 @@ def test_the_gpu_layout_batches_by_128_per_lane(monkeypatch: pytest.MonkeyPatch,
 def test_headers_are_probed_off_the_lanes(small_photos: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
 
-    import preprocess.process as process
+    from preprocess import process
 
     threads: set[str] = set()
     real = process.probe

@@ -616,6 +616,7 @@ class ImageDecoder:
             raise ValueError(f"device must be 'cpu' or 'gpu', not {device!r}")
         self._gpu = device == "gpu"
         self._device_id = device_id
+        self.device = f"cuda:{device_id}" if self._gpu else "cpu"  # where the decoded tensors are (torch's name)
         self.max_batch = max_batch
         self._threads = threads or min(4, cpu_lanes())
         self._hw_decoder_load = hw_decoder_load

@@ -17,12 +17,12 @@ from PIL import Image
 
 pytest.importorskip("nvidia.dali")
 
-from preprocess.codecs import Candidate, Encoded, Variant  # noqa: E402
-from preprocess.engines.dali import DaliEngine, ImageDecoder, _Pipe, codec_backends  # noqa: E402
-from preprocess.errors import DeviceError  # noqa: E402
-from preprocess.extractor.manifest import find_manifest  # noqa: E402
-from preprocess.spec import Encode  # noqa: E402
-from tests.engines.test_conformance import source  # noqa: E402
+from preprocess.codecs import Candidate, Encoded, Variant
+from preprocess.engines.dali import DaliEngine, ImageDecoder, _Pipe, codec_backends
+from preprocess.errors import DeviceError
+from preprocess.extractor.manifest import find_manifest
+from preprocess.spec import Encode
+from tests.engines.test_conformance import source
 
 VIEW = find_manifest("mobilenetv2-imagenet").input
 LIBJPEG = Variant("jpeg", "libjpeg", "420")
