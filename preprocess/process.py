@@ -119,20 +119,33 @@ class Layout:
     shared: bool  # one engine + extractor for every lane (pillow) or one each (DALI: pipelines, encoder, stream)
 
 
-def layout(p: Plan, lanes: int | None = None) -> Layout:
+def layout(p: Plan, lanes: int | None = None, lane_batch: int | None = None) -> Layout:
     """The pillow engine: one lane per CPU, chunks of :data:`LANE_CHUNK`, single-threaded calls, the
-    spec's batch. DALI on the GPU: :data:`GPU_LANES` lanes, each with its own engine and extractor, and
-    device batches of ``[batch] size``, or :data:`GPU_BATCH` while that is the CPU default (32). DALI on
-    the CPU: one lane unless asked (its threads parallelise each call), device batches of ``[batch] size``."""
+    spec's batch. DALI on the GPU: :data:`GPU_LANES` lanes (``PREPROCESS_GPU_LANES``), each with its
+    own engine and extractor, and device batches of ``[batch] size``, or of :data:`GPU_BATCH` while
+    that is the CPU default, 32 (``PREPROCESS_GPU_BATCH`` sets it in any case). DALI on the CPU: one
+    lane unless asked (its threads parallelise each call), device batches of ``[batch] size``.
+    ``lanes``/``lane_batch`` given here win over all of that."""
     size = p.spec.batch.size
     if p.engine == "pillow":
         return Layout(max(1, lanes or cpu_lanes()), LANE_CHUNK, size, shared=True)
     if p.device == "gpu":
-        n = max(1, lanes or int(os.environ.get("PREPROCESS_GPU_LANES", "") or GPU_LANES))
-        chunk = GPU_BATCH if size == CPU_BATCH else size
+        n = max(1, lanes or _env_int("PREPROCESS_GPU_LANES") or GPU_LANES)
+        chunk = lane_batch or _env_int("PREPROCESS_GPU_BATCH") or (GPU_BATCH if size == CPU_BATCH else size)
         return Layout(n, chunk, chunk * n, shared=False)
     n = max(1, lanes or 1)
-    return Layout(n, size, size * n, shared=False)
+    chunk = lane_batch or size
+    return Layout(n, chunk, chunk * n, shared=False)
+
+
+def _env_int(name: str) -> int | None:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigError(f"{name}={text!r} is not a positive whole number", code="ENV_INVALID",
+                          hint=f"unset {name}, or set it to e.g. 2")
+    return int(text)
 
 
 @dataclass
@@ -169,13 +182,13 @@ class Processor:
     cut into chunks that ``lanes`` threads take in turn (:func:`layout`). Each image's result depends
     only on its pixels and the batch's priors, never on the chunk it lands in (model calls on the GPU
     have one fixed shape: :class:`~preprocess.extractor.session.Extractor`), so lanes never change a row.
-    ``lanes``: default per :func:`layout` (a Ray actor passes its CPU share).
+    ``lanes``, ``lane_batch``: default per :func:`layout` (a Ray actor passes its CPU share).
     """
 
-    def __init__(self, p: Plan, *, job_id: str, lanes: int | None = None) -> None:
+    def __init__(self, p: Plan, *, job_id: str, lanes: int | None = None, lane_batch: int | None = None) -> None:
         self.plan = p
         self.job_id = job_id
-        self.layout = layout(p, lanes)
+        self.layout = layout(p, lanes, lane_batch)
         self.lanes = self.layout.lanes
         self.batch_size = self.layout.batch
         self.chunk = self.layout.chunk

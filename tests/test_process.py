@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from preprocess.errors import ConfigError
 from preprocess.process import LANE_CHUNK, Processor, plan
 from preprocess.sources import SourceFile
 
@@ -88,6 +89,13 @@ def test_the_gpu_layout_batches_by_128_per_lane(monkeypatch: pytest.MonkeyPatch,
     assert (got.lanes, got.chunk, got.batch, got.shared) == (GPU_LANES, GPU_BATCH, GPU_LANES * GPU_BATCH, False)
     monkeypatch.setenv("PREPROCESS_GPU_LANES", "2")
     assert layout(p).lanes == 2 and layout(p, 1).lanes == 1
+    monkeypatch.setenv("PREPROCESS_GPU_BATCH", "32")
+    assert (layout(p).chunk, layout(p).batch, layout(p, 1, 256).chunk) == (32, 64, 256)
+    monkeypatch.setenv("PREPROCESS_GPU_BATCH", "many")
+    with pytest.raises(ConfigError) as err:
+        layout(p)
+    assert err.value.code == "ENV_INVALID"
+    monkeypatch.delenv("PREPROCESS_GPU_BATCH")
     spec = tmp_path / "b64.toml"
     spec.write_text("[batch]\nsize = 64\n")
     p64 = replace(plan(str(spec), "pillow", "cpu"), engine="dali", device="gpu")
