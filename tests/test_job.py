@@ -214,6 +214,23 @@ def test_the_dali_cpu_engine_runs_the_same_job(tmp_path: Path, sample_dir: Path,
         assert abs(independent - cols["similarity"][i]) < 0.003, path
 
 
+def test_the_engine_is_provenance_not_part_of_a_rows_key(tmp_path: Path, sample_dir: Path) -> None:
+    """Quality scales may differ a little between engines (nvJPEG, libjpeg-turbo, DALI's resize): what
+    made a row is recorded (the commit's engine, the row's encoder), but a rerun on another engine adds
+    nothing for the same spec."""
+    pytest.importorskip("nvidia.dali")
+    store = tmp_path / "s.icechunk"
+    first = run_job(JobOptions(sources=[str(sample_dir)], store=str(store), engine="pillow", device="cpu"))
+    again = run_job(JobOptions(sources=[str(sample_dir)], store=str(store), engine="dali", device="cpu"))
+    assert first.stored == len(list(sample_dir.iterdir())) and again.stored == 0
+    assert again.skipped == first.stored and again.snapshot is None  # nothing new: no commit
+    repo = icechunk.Repository.open(icechunk.local_filesystem_storage(str(store)))
+    snap = next(iter(repo.ancestry(branch="main")))
+    assert snap.metadata["engine"]["engine"] == "pillow"
+    cols, _, _ = read_items(store)
+    assert set(cols["encoder"]) <= {"jpegli", ""}
+
+
 def test_a_device_failure_stops_the_job_with_nothing_committed(tmp_path: Path, sample_dir: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("nvidia.dali")
