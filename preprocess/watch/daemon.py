@@ -30,7 +30,7 @@ from types import FrameType
 from typing import Any
 
 from preprocess import errors
-from preprocess.errors import ConflictError, InternalError, PreprocessError, StorageError, input_error
+from preprocess.errors import ConflictError, DeviceError, InternalError, PreprocessError, StorageError, input_error
 from preprocess.job import commit_metadata, dedupe, read_files, write_result
 from preprocess.process import BatchResult, Failed, Processor, plan
 from preprocess.sources import SourceFile, local_roots
@@ -276,6 +276,8 @@ class WatchDaemon:
             result = self.processor.process(todo)
             self._engine_errors = 0
             return result
+        except DeviceError:  # the GPU failed, not the files: stop, leaving the open window uncommitted
+            raise
         except Exception:
             log.exception("batch failed as a whole; retrying file by file")
         out = BatchResult()
@@ -283,6 +285,8 @@ class WatchDaemon:
         for f in todo:
             try:
                 one = self.processor.process([f])
+            except DeviceError:
+                raise
             except Exception as exc:
                 raised += 1
                 sha, size = (f.sha256, f.size) if isinstance(f, SourceFile) else ("", 0)
