@@ -201,9 +201,14 @@ class Processor:
         for k in range(self.lanes):
             free.put(self._kits[k % n])
         self._local = threading.local()
+
+        def enter_lane() -> None:  # once in each lane thread: its kit, and its engine's stream if it has one
+            self._local.kit = free.get()
+            if not self.layout.shared:
+                self._local.kit.engine.bind_lane()
+
         # Always a pool (even of one), so a caller can queue the next batch while it stores this one.
-        self._lanes = ThreadPoolExecutor(self.lanes, thread_name_prefix="lane",
-                                         initializer=lambda: setattr(self._local, "kit", free.get()))
+        self._lanes = ThreadPoolExecutor(self.lanes, thread_name_prefix="lane", initializer=enter_lane)
         self._prober = ThreadPoolExecutor(1, thread_name_prefix="probe")
 
     def _kit(self, threads: int) -> _Kit:

@@ -135,5 +135,10 @@ class Engine(ABC):
         encoders = ", ".join(f"{v.label}: {self.library(v)}" for v in self.encoding.variants())
         return {"engine": self.name, "device": self.device, "encoders": encoders}
 
+    def bind_lane(self) -> None:  # noqa: B027 - optional hook
+        """Called once in the thread (a Processor lane) that will use this engine alone: e.g. make the
+        engine's CUDA stream that thread's current one, so that everything the lane does on the device
+        (the extractor's copies too) is ordered on it."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release pipelines, encoders, device memory."""

@@ -238,6 +238,10 @@ class DaliEngine(Engine):
 
     # --- device-specific glue (the only GPU-only code) ----------------------------------------
 
+    def bind_lane(self) -> None:
+        if self._gpu:  # torch's current stream is per thread: the lane's ops, and the extractor's, go on it
+            self._torch.cuda.set_stream(self._cuda_stream)
+
     def _lane(self) -> contextlib.AbstractContextManager[Any]:
         return self._torch.cuda.stream(self._cuda_stream) if self._gpu else contextlib.nullcontext()
 
