@@ -21,7 +21,7 @@ import numpy as np
 import onnxruntime as ort
 
 from preprocess.cpus import cpu_lanes
-from preprocess.errors import ConfigError
+from preprocess.errors import ConfigError, device_fault
 
 if TYPE_CHECKING:
     from preprocess.extractor.build import BuiltModel
@@ -75,7 +75,13 @@ class Extractor:
             providers = [("CUDAExecutionProvider", cuda_options(device_id)), "CPUExecutionProvider"]
         else:
             providers = ["CPUExecutionProvider"]
-        self.session = ort.InferenceSession(str(built.path), sess_options=opts, providers=providers)
+        try:
+            self.session = ort.InferenceSession(str(built.path), sess_options=opts, providers=providers)
+        except Exception as exc:  # out of device memory at start is the device's failure, not a bug
+            fault = device_fault(exc)
+            if fault is not None:
+                raise fault from exc
+            raise
         if device == "gpu" and "CUDAExecutionProvider" not in self.session.get_providers():
             # onnxruntime falls back to the CPU silently; device batches would then fail to bind.
             raise ConfigError("onnxruntime could not start its CUDA provider", code="ORT_NO_CUDA",
