@@ -228,6 +228,16 @@ def test_size_and_fit_give_every_image_one_shape(mixed_store: Path) -> None:
     assert e.value.code == "TORCH_SIZE"
 
 
+def test_gpu_decoding_without_a_gpu_is_a_clear_error(mixed_store: Path) -> None:
+    from tests.conftest import gpu_available
+
+    if gpu_available():
+        pytest.skip("a CUDA GPU is here")
+    with pytest.raises(ConfigError) as e:
+        loader(VersionDataset(str(mixed_store), decode="gpu"), num_workers=0)
+    assert e.value.code == "NO_GPU"
+
+
 def test_a_transform_is_applied_on_the_cpu_or_refused(mixed_store: Path) -> None:
     with pytest.raises(ConfigError) as e:
         VersionDataset(str(mixed_store), decode="gpu", transform=lambda img: img)
