@@ -52,13 +52,15 @@ class Run:
     """The run's state: where results go, the device, the clock."""
 
     def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
         self.device = "cpu" if args.cpu else "gpu"
         self.out = Path(args.out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.deadline = time.monotonic() + args.budget
         self.images = args.images
         self.results: dict[str, Any] = {}
-        self.work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
+        self.work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="gpu-check-"))
+        self.work.mkdir(parents=True, exist_ok=True)
 
     @property
     def gpu(self) -> bool:
@@ -67,19 +69,27 @@ class Run:
     def left(self) -> float:
         return self.deadline - time.monotonic()
 
-    def check(self, name: str, fn: Callable[[Run], dict[str, Any]], *, needs: float) -> None:
-        """Run one check if ``needs`` seconds are left; record its result, or its error, and its time."""
+    def check(self, name: str, *, needs: float, cap: float) -> None:
+        """Run one check in its own process (a crash in CUDA code loses that check only) if ``needs``
+        seconds are left, for at most ``cap`` seconds; record its result, or its error, and its time."""
         if self.left() < needs:
             self.results[name] = {"skipped": f"out of time ({self.left():.0f} s left, needs ~{needs:.0f} s)"}
             log(f"[{name}] skipped: out of time")
             return
         log(f"[{name}] ...")
         t0 = time.monotonic()
+        result = self.work / f"result-{name.replace(' ', '_')}.json"
+        timeout = max(5.0, min(cap, self.left()))
+        cmd = [sys.executable, __file__, "--worker", name, "--result", str(result), "--out", str(self.out),
+               "--work", str(self.work), "--budget", str(timeout - 3), "--images", str(self.images)]
         try:
-            res = fn(self)
-        except Exception as exc:
-            res = {"error": f"{type(exc).__name__}: {exc}"[:2000], "traceback": traceback.format_exc()[-4000:]}
-            log(f"[{name}] FAILED: {res['error'][:300]}")
+            proc = subprocess.run(cmd + (["--cpu"] if not self.gpu else []), timeout=timeout, check=False)
+            res = (json.loads(result.read_text()) if result.exists()
+                   else {"error": f"the check's process died (exit {proc.returncode}); see the log"})
+        except subprocess.TimeoutExpired:
+            res = {"error": f"timed out after {timeout:.0f} s"}
+        if "error" in res:
+            log(f"[{name}] FAILED: {str(res['error'])[:300]}")
         res["seconds"] = round(time.monotonic() - t0, 2)
         self.results[name] = res
         log(f"[{name}] done in {res['seconds']} s")
@@ -87,6 +97,15 @@ class Run:
 
     def save(self) -> None:
         (self.out / "gpu-check.json").write_text(json.dumps(self.results, indent=2, default=str) + "\n")
+
+
+def run_worker(run: Run, fn: Callable[[Run], dict[str, Any]], result: Path) -> None:
+    """One check, in this process: its result, or the error it raised, as JSON."""
+    try:
+        res = fn(run)
+    except Exception as exc:
+        res = {"error": f"{type(exc).__name__}: {exc}"[:2000], "traceback": traceback.format_exc()[-4000:]}
+    result.write_text(json.dumps(res, default=str))
 
 
 def log(text: str) -> None:
@@ -347,8 +366,11 @@ def _host(batch: Any) -> np.ndarray:
 
 
 def check_pytest(run: Run) -> dict[str, Any]:
-    timeout = max(30, min(240, int(run.left() - 150)))  # leave time for the measurements after it
-    cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", "-rfEs", "tests"]
+    timeout = max(30, int(run.left() - 5))  # this check's process has what the run could spare for it
+    # Only the files that hold GPU tests: the others may import dev-only packages (playwright, moto ...)
+    # that are not staged, and one collection error would stop the whole run.
+    files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("test_*.py") if "mark.gpu" in p.read_text())
+    cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", "-rfEs", *files]
     try:
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
         text, rc = proc.stdout + proc.stderr, proc.returncode
@@ -358,7 +380,8 @@ def check_pytest(run: Run) -> dict[str, Any]:
     lines = [ln for ln in str(text).splitlines() if ln.strip()]
     summary = next((ln for ln in reversed(lines) if " in " in ln and ("passed" in ln or "failed" in ln
                                                                       or "skipped" in ln or "error" in ln)), "")
-    return {"returncode": rc, "summary": summary.strip("= "), "failed": [ln for ln in lines if ln.startswith("FAILED")]}
+    return {"returncode": rc, "summary": summary.strip("= "), "files": files,
+            "failed": [ln for ln in lines if ln.startswith(("FAILED", "ERROR"))]}
 
 
 def _gate_files(n: int) -> list[Path]:
@@ -618,6 +641,14 @@ def table(run: Run) -> str:
     return "\n".join(lines)
 
 
+# name -> (function, seconds it needs to be worth starting, the most it may take)
+CHECKS: dict[str, tuple[Callable[[Run], dict[str, Any]], float, float]] = {
+    "backends": (check_backends, 5, 40), "quant": (check_quant, 10, 60), "embeddings": (check_embeddings, 15, 90),
+    "bad images": (check_bad_images, 10, 60), "shapes": (check_shapes, 10, 60),
+    "pytest -m gpu": (check_pytest, 60, 260), "gate": (check_gate, 30, 100), "throughput": (check_throughput, 40, 400),
+    "ceiling": (check_ceiling, 10, 60)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cpu", action="store_true", help="rehearse on a machine without CUDA (CPU forms only)")
@@ -626,21 +657,29 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=0, help="images per throughput run (default: 1024, --cpu 24)")
     ap.add_argument("--out", default=os.environ.get("OUT") or str(ROOT / "out" / "gpu-check"))
     ap.add_argument("--only", default="", help="comma-separated checks to run (default: all)")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--result", help=argparse.SUPPRESS)
+    ap.add_argument("--work", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.images = args.images or (24 if args.cpu else 1024)
     run = Run(args)
+    if args.worker:
+        import icechunk
+
+        icechunk.set_logs_filter("error")  # its local-storage WARN on every open, not news here
+        run_worker(run, CHECKS[args.worker][0], Path(args.result))
+        return
     if not run.gpu:
         log("rehearsal on the CPU: CUDA-only parts are skipped or replaced by their CPU forms")
-    checks: list[tuple[str, Callable[[Run], dict[str, Any]], float]] = [
-        ("env", check_env, 0), ("backends", check_backends, 5), ("quant", check_quant, 10),
-        ("embeddings", check_embeddings, 15), ("bad images", check_bad_images, 10), ("shapes", check_shapes, 10),
-        ("pytest -m gpu", check_pytest, 60), ("gate", check_gate, 30), ("throughput", check_throughput, 40),
-        ("ceiling", check_ceiling, 10)]
     only = {x.strip() for x in args.only.split(",") if x.strip()}
     try:
-        for name, fn, needs in checks:
-            if not only or name in only or name == "env":
-                run.check(name, fn, needs=needs)
+        run.results["env"] = check_env(run)
+        run.save()
+        todo = [name for name in CHECKS if not only or name in only]
+        for k, name in enumerate(todo):
+            _, needs, cap = CHECKS[name]
+            later = 1.5 * sum(CHECKS[n][1] for n in todo[k + 1:])  # keep time for the checks after this one
+            run.check(name, needs=needs, cap=min(cap, max(needs, run.left() - later)))
     finally:
         shutil.rmtree(run.work, ignore_errors=True)
         text = table(run)
