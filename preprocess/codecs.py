@@ -22,13 +22,11 @@ scales never have to agree.
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from preprocess.spec import Encode
 
 Format = Literal["jpeg", "webp", "avif", "jxl"]
 Chroma = Literal["444", "422", "420"]
@@ -62,13 +60,49 @@ OPTIONS = ("speed", "method", "effort")
 # Encoders that encode one chroma subsampling only, whatever the spec lists.
 _FIXED_CHROMA = {"jpegli": "420", "libwebp": "420"}
 
+# File suffixes of the formats a row's bytes can be in: the stored formats', and the sources' own (kept
+# as they are for source/passthrough rows).
+_SOURCE_SUFFIXES = {"jpg": ".jpg", "png": ".png", "tiff": ".tif", "bmp": ".bmp", "gif": ".gif", "jpeg2000": ".jp2",
+                    "ppm": ".ppm"}
+
+
+def file_suffix(fmt: str) -> str:
+    """The file suffix (with its dot) for bytes in format ``fmt`` (a row's ``format``); ``.bin`` if unknown."""
+    fmt = fmt.lower()
+    info = FORMATS.get(fmt)
+    return info.suffix if info is not None else _SOURCE_SUFFIXES.get(fmt, ".bin")
+
+
 # What a row records as its encoder (the library that made the bytes), per spec encoder name.
 LIBRARIES = {"libjpeg": "libjpeg-turbo", "jpegli": "jpegli", "libwebp": "libwebp", "libavif": "libavif-aom",
              "libjxl": "libjxl"}
 
 
+class Encode(Protocol):
+    """What this module reads of a spec's ``[encode]`` (:class:`preprocess.spec.Encode`)."""
+
+    @property
+    def format(self) -> str: ...
+    @property
+    def encoders(self) -> Sequence[str]: ...
+    @property
+    def chroma_subsampling(self) -> Sequence[str]: ...
+    @property
+    def model_fields_set(self) -> set[str]: ...
+
+
 def check_encode(info: FormatInfo, encode: Encode) -> None:
     """Raise ValueError (a spec error naming the field) for what ``info``'s format cannot do."""
+    _check_encoders(info, encode)
+    _check_chroma(info, encode)
+    for option in OPTIONS:
+        if option in encode.model_fields_set and getattr(encode, option) is not None and (
+                info.option is None or info.option.name != option):
+            raise ValueError(f"encode.{option}: does not apply to format {info.name!r}"
+                             + (f" (its knob is encode.{info.option.name})" if info.option else ""))
+
+
+def _check_encoders(info: FormatInfo, encode: Encode) -> None:
     if not encode.encoders:
         raise ValueError("encode.encoders: name at least one encoder")
     for name in encode.encoders:
@@ -77,6 +111,9 @@ def check_encode(info: FormatInfo, encode: Encode) -> None:
                              f"(it has: {', '.join(info.encoders)})")
     if len(set(encode.encoders)) != len(encode.encoders):
         raise ValueError("encode.encoders: an encoder is listed twice")
+
+
+def _check_chroma(info: FormatInfo, encode: Encode) -> None:
     for chroma in encode.chroma_subsampling:
         if chroma not in info.chroma:
             have = ", ".join(info.chroma) if info.chroma else "none: leave it out"
@@ -84,11 +121,13 @@ def check_encode(info: FormatInfo, encode: Encode) -> None:
                              f"{info.name!r} (it has: {have})")
     if info.chroma and not encode.chroma_subsampling:
         raise ValueError("encode.chroma_subsampling: name at least one subsampling")
-    for option in OPTIONS:
-        if option in encode.model_fields_set and getattr(encode, option) is not None and (
-                info.option is None or info.option.name != option):
-            raise ValueError(f"encode.{option}: does not apply to format {info.name!r}"
-                             + (f" (its knob is encode.{info.option.name})" if info.option else ""))
+    for name in encode.encoders:
+        fixed = _FIXED_CHROMA.get(name)
+        if fixed is not None and fixed not in encode.chroma_subsampling:
+            others = [e for e in info.encoders if e not in _FIXED_CHROMA]
+            raise ValueError(f"encode.chroma_subsampling: {name} encodes {fixed} only, which is not listed"
+                             + (f" (for {', '.join(encode.chroma_subsampling)} use encoders = {others})" if others
+                                else ""))
 
 
 @dataclass(frozen=True)
@@ -229,7 +268,7 @@ def sniff(data: bytes) -> str | None:
 def variants(encode: Encode) -> list[Variant]:
     """The (encoder, chroma) variants an ``[encode]`` section allows, the primary first; an encoder with
     one chroma mode (jpegli, libwebp) gives one variant whatever the list says."""
-    fmt: Format = encode.format
+    fmt: Format = FORMATS[encode.format].name
     out: list[Variant] = []
     for encoder in encode.encoders:
         chromas: list[str] = ([_FIXED_CHROMA[encoder]] if encoder in _FIXED_CHROMA

@@ -19,7 +19,6 @@ with the row is still the whole image's.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -29,14 +28,24 @@ import numpy as np
 from preprocess.codecs import Candidate, Encoded, Variant
 from preprocess.engines.base import Engine, Loaded, Prepared
 from preprocess.spec import Spec
+from preprocess.store.schema import ItemStatus
+from preprocess.timing import Laps
 
-Status = Literal["ok", "flagged", "source", "passthrough", "rejected"]
+Status = ItemStatus | Literal["rejected"]  # "rejected" is recorded as a failure, not an item
 
 
 class Embedder(Protocol):
     """What the gate needs of a feature extractor: a model-view batch -> L2-normalised [N, D]."""
 
     def embed(self, batch: Any) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Measure:
+    """How a candidate is judged: encoded, decoded and viewed by ``engine``, embedded by ``embedder``."""
+
+    engine: Engine
+    embedder: Embedder
 
 
 @dataclass
@@ -252,20 +261,6 @@ class Outcome:
     slopes: dict[Variant, float] = field(default_factory=dict)
 
 
-class _Clock:
-    """Seconds per stage, added to ``timings`` (when given)."""
-
-    def __init__(self, timings: dict[str, float] | None) -> None:
-        self.timings = timings
-        self.t = time.perf_counter()
-
-    def __call__(self, stage: str) -> None:
-        now = time.perf_counter()
-        if self.timings is not None:
-            self.timings[stage] = self.timings.get(stage, 0.0) + now - self.t
-        self.t = now
-
-
 def combine_tiles(sims: np.ndarray, how: str) -> float:
     """One score from an image's per-tile similarities: ``min`` (the worst tile), ``p10`` (the 10th
     percentile, linear interpolation) or ``mean``."""
@@ -298,7 +293,8 @@ def tile_similarities(engine: Engine, embedder: Embedder, encoded: Sequence[Enco
 class _Round:
     """Measuring candidates for a batch: encode, view, embed, score (whole or tiles view)."""
 
-    def __init__(self, engine: Engine, embedder: Embedder, loaded: Loaded, spec: Spec, clock: _Clock) -> None:
+    def __init__(self, measure: Measure, loaded: Loaded, spec: Spec, clock: Laps) -> None:
+        engine, embedder = measure.engine, measure.embedder
         self.engine, self.embedder, self.spec, self.clock = engine, embedder, spec, clock
         self.images = loaded.prepared
         self.reference = embedder.embed(loaded.source_view)
@@ -333,7 +329,7 @@ class _Round:
             self.clock("infer")
 
 
-def decide(engine: Engine, embedder: Embedder, loaded: Loaded, spec: Spec, priors: Priors | None = None,
+def decide(measure: Measure, loaded: Loaded, spec: Spec, priors: Priors | None = None,
            timings: dict[str, float] | None = None) -> tuple[list[Decision], list[Outcome]]:
     """Run the search for every prepared image of ``loaded``; decisions in the same order, and what
     each search teaches the next batches (:meth:`GateStats.record`).
@@ -347,8 +343,8 @@ def decide(engine: Engine, embedder: Embedder, loaded: Loaded, spec: Spec, prior
     """
     if not loaded.prepared:
         return [], []
-    clock = _Clock(timings)
-    rounds = _Round(engine, embedder, loaded, spec, clock)
+    clock = Laps(timings)
+    rounds = _Round(measure, loaded, spec, clock)
     variants = spec.encode.variants()
     ladder = spec.quality.ladder()
     states = _search(rounds, variants, ladder, priors or Priors())

@@ -23,7 +23,6 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import numpy as np
 
@@ -35,7 +34,7 @@ from preprocess.errors import ConfigError, DeviceError, InputError, device_fault
 from preprocess.extractor.build import BuiltModel, build
 from preprocess.extractor.manifest import Manifest, find_manifest
 from preprocess.extractor.session import Extractor
-from preprocess.gate import Decision, GateStats, Outcome, Priors, decide
+from preprocess.gate import Decision, GateStats, Measure, Outcome, Priors, decide
 from preprocess.images import probe
 from preprocess.sources import SourceFile
 from preprocess.spec import Batch, Spec, default_spec_path, load_spec
@@ -87,6 +86,10 @@ class Failed:
 
     path: str
     error: InputError
+
+    @property
+    def sha256(self) -> str:
+        return ""  # never read: nothing to dedupe it by
 
 
 @dataclass
@@ -292,7 +295,7 @@ class Processor:
         for idx, error in loaded.failures:
             pos, s = todo[idx]
             res.failures.append((pos, self.failure(s.path, s.sha256, len(s.data), error)))
-        decisions, res.outcomes = decide(kit.engine, kit.extractor, loaded, spec, priors, res.timings)
+        decisions, res.outcomes = decide(Measure(kit.engine, kit.extractor), loaded, spec, priors, res.timings)
         for prepared, d in zip(loaded.prepared, decisions, strict=True):
             pos, s = todo[prepared.index]
             if d.status == "rejected":
@@ -363,15 +366,3 @@ def _source_is_smaller(s: SourceImage, width: int, height: int, candidate_bytes:
     return (info.format == "JPEG" and info.plain and info.orientation == 1
             and (width, height) == (info.width, info.height) and len(s.data) <= candidate_bytes)
 
-
-def describe_plan(p: Plan) -> dict[str, Any]:
-    """The spec + model part of a commit's provenance."""
-    m = p.built.manifest
-    return {
-        "spec": p.spec.to_dict(),
-        "spec_path": p.spec_path,
-        "spec_sha256": p.spec.digest(),
-        "fingerprint": p.fingerprint,
-        "model": {"name": m.name, "weights_sha256": m.weights_sha256(), "onnx_sha256": p.built.onnx_sha256,
-                  "manifest": m.origin, "dim": m.output.dim},
-    }

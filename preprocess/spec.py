@@ -11,14 +11,12 @@ import hashlib
 import json
 import tomllib
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from preprocess.codecs import FORMATS, Variant, check_encode, variants
 from preprocess.errors import ConfigError
-
-if TYPE_CHECKING:
-    from preprocess.codecs import Variant
 
 SPEC_FORMAT = 1
 
@@ -90,8 +88,6 @@ class Encode(_Frozen):
     @classmethod
     def _defaults(cls, data: Any) -> Any:
         """Fill what the spec leaves out with the format's defaults (so equal specs compare equal)."""
-        from preprocess.codecs import FORMATS
-
         if not isinstance(data, dict):
             return data
         data = dict(data)
@@ -108,22 +104,16 @@ class Encode(_Frozen):
 
     @model_validator(mode="after")
     def _check_format_fields(self) -> Encode:
-        from preprocess.codecs import FORMATS, check_encode
-
         check_encode(FORMATS[self.format], self)
         return self
 
     def variants(self) -> list[Variant]:
         """The (encoder, chroma) variants searched per image, the primary first."""
-        from preprocess.codecs import variants
-
         return variants(self)
 
     @property
     def level(self) -> int | None:
         """The active format's effort option (avif speed, webp method, jxl effort)."""
-        from preprocess.codecs import FORMATS
-
         option = FORMATS[self.format].option
         return None if option is None else getattr(self, option.name)
 

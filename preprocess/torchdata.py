@@ -149,7 +149,7 @@ class VersionDataset(TorchDataset[dict[str, Any]]):
     (``index``: the row in the version). See the module docstring for ``decode``, ``where``,
     ``size`` and ``fit``."""
 
-    def __init__(self, location: str, ref: str = "main", *, decode: Decode = "auto",
+    def __init__(self, location: str, ref: str = "main", *, decode: Decode = "auto",  # noqa: PLR0913 (options, by keyword)
                  fields: Sequence[str] | None = None, transform: Callable[[Image.Image], Any] | None = None,
                  where: Where | Mapping[str, Any] | None = None, size: tuple[int, int] | None = None,
                  fit: Fit = "crop") -> None:
@@ -278,8 +278,7 @@ class Loader:
             if gpu_count() == 0:
                 raise ConfigError("decode='gpu' was asked for, but no CUDA device is visible", code="NO_GPU",
                                   hint="decode='auto' (the GPU where there is one) or decode='cpu'")
-            self._decoder = ImageDecoder(device="gpu", device_id=device_id,
-                                         max_batch=max(1, loader.batch_size or 1))
+            self._decoder = ImageDecoder(device=f"gpu:{device_id}", max_batch=max(1, loader.batch_size or 1))
         self.device = torch.device(self._decoder.device if self._decoder is not None else "cpu")
 
     def __len__(self) -> int:
@@ -305,7 +304,7 @@ class Loader:
         return stack([t.to(self.device, non_blocking=True) for t in out])
 
 
-def loader(dataset: VersionDataset, *, batch_size: int = 32, num_workers: int = 2, shuffle: bool = False,
+def loader(dataset: VersionDataset, *, batch_size: int = 32, num_workers: int = 2, shuffle: bool = False,  # noqa: PLR0913 (DataLoader's own keywords)
            multiprocessing_context: str = "spawn", device_id: int = 0, **kwargs: Any) -> Loader:
     """A :class:`Loader` with the right defaults: spawned workers, :func:`collate`."""
     if multiprocessing_context == "fork":

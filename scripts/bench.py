@@ -19,6 +19,9 @@ same files, doing the same work: resize to the default spec, adaptive quality wi
 
 Then, once: the watch daemon's close-to-commit latency (median, p95): files dropped one by one
 into a watched folder, timed from each file's close() until a new reader sees its committed row.
+And the bytes (scripts/bench_bytes.py): what the default and the AVIF spec store on the bundled photos
+(every one of them, not the replicas), against an exhaustive per-image search (every quality of the
+ladder, every allowed encoder) and an independent decode + model check of every stored image.
 
 Usage: scripts/bench [--quick] [--images N] [--rounds R] [--contenders a,b,...] [--out FILE]
 """
@@ -67,9 +70,12 @@ def worker_project(paths: list[Path], warm: list[Path], engine: str, device: str
     """The project's path, as `preprocess run` runs it after set-up (job.run_batches: reader thread,
     Processor lanes, dataset write) and its one commit; plan, model load and store open before the clock."""
     import uuid
+    from functools import partial
 
-    from preprocess.job import JobOptions, SilentProgress, Tally, new_summary, run_batches
+    from preprocess.ingest import Ingest, JobInfo, read_files
+    from preprocess.job import run_batches
     from preprocess.process import Processor, plan
+    from preprocess.progress import SilentProgress
     from preprocess.sources import batched, read_source
     from preprocess.store import DatasetWriter, open_repo
 
@@ -82,22 +88,17 @@ def worker_project(paths: list[Path], warm: list[Path], engine: str, device: str
     # state of a fleet's daily jobs); a fresh store's first batches bisect from the middle instead.
     tmp = Path(tempfile.mkdtemp(prefix="bench-store-"))
     store = str(tmp / "s.icechunk")
-    writer = DatasetWriter(open_repo(store, create=True), "main")
-    tally = Tally(new_summary(JobOptions(sources=[str(paths[0].parent)], store=store), p, device=p.device,
-                              sources=len(paths)))
+    ingest = Ingest(DatasetWriter(open_repo(store, create=True), "main"), p,
+                    JobInfo(kind="run", roots=[str(paths[0].parent)], store=store))
     t0 = time.perf_counter()
-    run_batches(proc, writer, list(batched(paths, size)), max_bytes=p.spec.limits.max_file_bytes, known=set(),
-                known_failures=set(), tally=tally, progress=SilentProgress())
-    t = time.perf_counter()
-    writer.commit("bench", {"bench": True})
-    tally.time("commit", time.perf_counter() - t)
+    read = partial(read_files, max_bytes=p.spec.limits.max_file_bytes)
+    run_batches(proc, ingest, list(batched(paths, size)), read=read, progress=SilentProgress())
+    s = ingest.commit("bench", engine=proc)
     seconds = time.perf_counter() - t0
-    tally.close()
     proc.close()
-    writer.close()
+    ingest.close()
     shutil.rmtree(tmp, ignore_errors=True)
-    s = tally.summary
-    return {"seconds": seconds, "probes": s.probes_mean or 0.0, "bytes_out": s.bytes_out, "stages": tally.timings,
+    return {"seconds": seconds, "probes": s.probes_mean or 0.0, "bytes_out": s.bytes_out, "stages": s.timings,
             "stored": s.stored}
 
 
@@ -123,7 +124,7 @@ def worker_decode_only(paths: list[Path], device: str) -> dict[str, Any]:
     from preprocess.engines.dali import decode_throughput
 
     blobs = [f.read_bytes() for f in paths]
-    rate = decode_throughput(blobs, device=device, batch=64, repeats=1)
+    rate = decode_throughput(blobs, device=device, batch=64)
     return {"seconds": len(paths) / rate, "probes": 0.0, "bytes_out": 0, "stages": {}}
 
 
@@ -167,7 +168,9 @@ def _command(contender: str, baseline_python: str) -> list[str]:
     from preprocess.spec import default_spec_path, load_spec
 
     spec = load_spec(default_spec_path())
-    assert spec.resize.mode == "long-side" and spec.encode.chroma_subsampling == "420", "the baseline script's spec"
+    primary = spec.encode.variants()[0]
+    assert spec.resize.mode == "long-side" and primary.format == "jpeg" and primary.chroma == "420", \
+        "the baseline script's spec"
     prefix = [sys.executable]
     if contender == "baseline":
         if not Path(baseline_python).exists():
@@ -177,7 +180,8 @@ def _command(contender: str, baseline_python: str) -> list[str]:
         prefix = ["env", "-u", "PYTHONPATH", baseline_python]
     return [*prefix, str(ROOT / "scripts" / "bench_baseline.py"),
             "--model", str(build(find_manifest(spec.gate.model)).path), "--long-side", str(spec.resize.size),
-            "--ladder", ",".join(map(str, spec.quality.ladder())), "--threshold", str(spec.gate.threshold)]
+            "--ladder", ",".join(map(str, spec.quality.ladder())), "--threshold", str(spec.gate.threshold),
+            "--encoder", primary.encoder]
 
 
 def _gpu_name() -> str:
@@ -212,7 +216,46 @@ def _make_set(n: int, dest: Path) -> list[Path]:
     return _files(dest)
 
 
-def main() -> None:
+def _rounds(commands: dict[str, list[str]], work: Path, rounds: int, n: int) -> dict[str, list[dict[str, Any]]]:
+    """Every contender once per round, interleaved, each in a fresh process; their result files."""
+    runs: dict[str, list[dict[str, Any]]] = {c: [] for c in commands}
+    for r in range(rounds):
+        for c, command in commands.items():
+            res_file = work / f"{c}-{r}.json"
+            t = time.perf_counter()
+            proc = subprocess.run([*command, "--dir", str(work / "photos"), "--result", str(res_file)], cwd=ROOT,
+                                  check=False)
+            if proc.returncode != 0:
+                print(f"  round {r + 1}: {c} FAILED (exit {proc.returncode})", file=sys.stderr)
+                continue
+            res = json.loads(res_file.read_text())
+            runs[c].append(res)
+            print(f"  round {r + 1}: {c:12} {n / res['seconds']:8.2f} img/s "
+                  f"(wall {time.perf_counter() - t:.1f} s)", file=sys.stderr)
+    return runs
+
+
+def _summarize(runs: dict[str, list[dict[str, Any]]], n: int, mp: float, bytes_in: int) -> dict[str, Any]:
+    """Per contender: medians over its rounds (rate, stage times per image), probes, bytes, memory."""
+    summary: dict[str, Any] = {}
+    for c, rs in runs.items():
+        if not rs:
+            continue
+        secs = statistics.median(r["seconds"] for r in rs)
+        stages: dict[str, float] = {}
+        for k in {k for r in rs for k in r["stages"]}:
+            stages[k] = round(statistics.median(r["stages"].get(k, 0.0) for r in rs) / n * 1000, 3)
+        summary[c] = {"images_per_s": round(n / secs, 3), "megapixels_per_s": round(mp / secs, 2),
+                      "seconds": round(secs, 3), "probes_per_image": round(rs[0]["probes"], 2),
+                      "bytes_in": bytes_in, "bytes_out": rs[0]["bytes_out"],
+                      "peak_rss_mb": round(max(r["peak_rss_mb"] for r in rs), 1),
+                      "ms_per_image_by_stage": dict(sorted(stages.items()))}
+        if "pillow" in rs[0]:  # the baselines say which Pillow they ran on
+            summary[c]["pillow"] = rs[0]["pillow"]
+    return summary
+
+
+def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true",
                     help="12 images, 1 round, no ray-local unless named (under a minute on 2 cores)")
@@ -221,13 +264,27 @@ def main() -> None:
     ap.add_argument("--contenders", default="")
     ap.add_argument("--out", default="")
     ap.add_argument("--watch-files", type=int, default=24, help="files for the watch latency (0: skip)")
+    ap.add_argument("--no-bytes", action="store_true", help="skip the bytes benchmark (scripts/bench_bytes.py)")
     ap.add_argument("--baseline-python", default=str(BASELINE_PYTHON),
                     help="a Python with stock Pillow, numpy and onnxruntime for the baseline (default: the "
                          "environment scripts/bench sets up)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--dir", help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def _stored_bytes(quick: bool) -> dict[str, Any]:
+    """The bytes benchmark (scripts/bench_bytes.py) on the bundled photos."""
+    import bench_bytes  # scripts/, beside this file
+
+    print("  bytes: the default and AVIF specs on the bundled photos, against the exhaustive search",
+          file=sys.stderr)
+    return bench_bytes.main(["--images", "3", "--specs", "camera.toml"] if quick else ["--oracle-jpeg"])
+
+
+def main() -> None:
+    args = _args()
     if args.worker:
         run_worker(args)
         return
@@ -246,40 +303,14 @@ def main() -> None:
     paths = _make_set(args.images, work / "photos")
     mp = _megapixels(paths)
     bytes_in = sum(p.stat().st_size for p in paths)
-    runs: dict[str, list[dict[str, Any]]] = {c: [] for c in contenders}
     print(f"bench: {len(paths)} images ({mp:.0f} MP, {bytes_in / 1e6:.1f} MB), {args.rounds} round(s), "
           f"contenders: {', '.join(contenders)}", file=sys.stderr)
-    for r in range(args.rounds):
-        for c in contenders:
-            res_file = work / f"{c}-{r}.json"
-            t = time.perf_counter()
-            proc = subprocess.run(commands[c] + ["--dir", str(work / "photos"), "--result", str(res_file)],
-                                  cwd=ROOT, check=False)
-            if proc.returncode != 0:
-                print(f"  round {r + 1}: {c} FAILED (exit {proc.returncode})", file=sys.stderr)
-                continue
-            res = json.loads(res_file.read_text())
-            runs[c].append(res)
-            print(f"  round {r + 1}: {c:12} {len(paths) / res['seconds']:8.2f} img/s "
-                  f"(wall {time.perf_counter() - t:.1f} s)", file=sys.stderr)
+    runs = _rounds(commands, work, args.rounds, len(paths))
     watch = _watch_latency(args.watch_files, work, "dali" if has_gpu else "pillow") if args.watch_files else None
     shutil.rmtree(work, ignore_errors=True)
+    stored_bytes = None if args.no_bytes else _stored_bytes(args.quick)
 
-    summary: dict[str, Any] = {}
-    for c, rs in runs.items():
-        if not rs:
-            continue
-        secs = statistics.median(r["seconds"] for r in rs)
-        stages: dict[str, float] = {}
-        for k in {k for r in rs for k in r["stages"]}:
-            stages[k] = round(statistics.median(r["stages"].get(k, 0.0) for r in rs) / len(paths) * 1000, 3)
-        summary[c] = {"images_per_s": round(len(paths) / secs, 3), "megapixels_per_s": round(mp / secs, 2),
-                      "seconds": round(secs, 3), "probes_per_image": round(rs[0]["probes"], 2),
-                      "bytes_in": bytes_in, "bytes_out": rs[0]["bytes_out"],
-                      "peak_rss_mb": round(max(r["peak_rss_mb"] for r in rs), 1),
-                      "ms_per_image_by_stage": dict(sorted(stages.items()))}
-        if "pillow" in rs[0]:  # the baselines say which Pillow they ran on
-            summary[c]["pillow"] = rs[0]["pillow"]
+    summary = _summarize(runs, len(paths), mp, bytes_in)
     base = summary.get("baseline", {}).get("images_per_s")
     simd = summary.get("baseline-simd", {}).get("images_per_s")
     for s in summary.values():
@@ -304,6 +335,7 @@ def main() -> None:
         "stage_times": "ms per image of busy time per stage, summed over threads: the pillow engine's lanes "
                        "work in parallel, so its stages add up to more than its wall time per image",
         "watch_close_to_commit_s": watch,
+        "bytes": stored_bytes,
     }
     _print(result)
     out = Path(args.out) if args.out else (

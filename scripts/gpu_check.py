@@ -33,6 +33,7 @@ import traceback
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,7 @@ class Run:
         self.device = "cpu" if args.cpu else "gpu"
         self.out = Path(args.out)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.deadline = time.monotonic() + args.budget
+        self.deadline: float = time.monotonic() + float(args.budget)
         self.images = args.images
         self.results: dict[str, Any] = {}
         self.work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="gpu-check-"))
@@ -194,6 +195,12 @@ def _sources(named: dict[str, bytes], resize: Any = None) -> list[Any]:
     return out
 
 
+def _tables(jpeg: bytes) -> dict[int, list[int]]:
+    """A JPEG's quantization tables (Pillow reads them from the DQT segments)."""
+    tables: dict[int, list[int]] = getattr(Image.open(io.BytesIO(jpeg)), "quantization", {})
+    return {k: list(v) for k, v in tables.items()}
+
+
 def check_quant(run: Run) -> dict[str, Any]:
     """The engine's JPEG encoder (nvJPEG on the GPU; nvImageCodec's CPU backend in the rehearsal) against
     libjpeg-turbo (Pillow) at the same quality: quantization tables and bytes, on real photos at 1280 px."""
@@ -209,8 +216,8 @@ def check_quant(run: Run) -> dict[str, Any]:
             nv = eng.encode(prepared, asks)
             nv_opt = eng.finish(prepared, nv)  # optimized Huffman tables, the same coefficients
             lj = [encode_pillow_jpeg(px, q, "420") for px in host]
-            t_nv = Image.open(io.BytesIO(nv[0].data)).quantization
-            t_lj = Image.open(io.BytesIO(lj[0])).quantization
+            t_nv = _tables(nv[0].data)
+            t_lj = _tables(lj[0])
             diff = max(abs(a - b) for k in t_lj for a, b in zip(t_nv.get(k, []), t_lj[k], strict=False))
             rows.append({"quality": q, "tables_equal": t_nv == t_lj, "max_table_diff": diff,
                          "luma_table": list(t_nv.get(0, []))[:8], "libjpeg_luma_table": list(t_lj[0])[:8],
@@ -375,8 +382,9 @@ def check_pytest(run: Run) -> dict[str, Any]:
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
         text, rc = proc.stdout + proc.stderr, proc.returncode
     except subprocess.TimeoutExpired as exc:
-        text, rc = f"{exc.stdout or ''}\nTIMED OUT after {timeout} s", -1
-    (run.out / "pytest-gpu.txt").write_text(text if isinstance(text, str) else text.decode())
+        partial = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        text, rc = f"{partial}\nTIMED OUT after {timeout} s", -1
+    (run.out / "pytest-gpu.txt").write_text(text)
     lines = [ln for ln in str(text).splitlines() if ln.strip()]
     summary = next((ln for ln in reversed(lines) if " in " in ln and ("passed" in ln or "failed" in ln
                                                                       or "skipped" in ln or "error" in ln)), "")
@@ -398,7 +406,8 @@ def check_gate(run: Run) -> dict[str, Any]:
     out: dict[str, Any] = {"images": len(files)}
     for label, spec in (("gpu.toml (libjpeg/nvJPEG, baseline)", GPU_SPEC), ("camera.toml (jpegli, progressive)",
                                                                              DEFAULT_SPEC)):
-        rows = {}
+        rows: dict[str, dict[str, Any]] = {}
+        encoders: dict[str, dict[str, int]] = {}
         for engine, device in (("pillow", "cpu"), ("dali", run.device)):
             proc = Processor(plan(str(spec), engine, device), job_id="gpu-check")
             try:
@@ -406,7 +415,7 @@ def check_gate(run: Run) -> dict[str, Any]:
             finally:
                 proc.close()
             rows[engine] = {r.source_path: r for r in res.items}
-            rows[engine + "_encoders"] = dict(Counter(r.encoder for r in res.items))
+            encoders[engine] = dict(Counter(r.encoder for r in res.items))
         a, b = rows["pillow"], rows["dali"]
         dq = [b[k].quality - a[k].quality for k in a if k in b]
         out[label] = {"same_quality": sum(d == 0 for d in dq), "of": len(dq),
@@ -416,7 +425,7 @@ def check_gate(run: Run) -> dict[str, Any]:
                       "dali_quality_mean": round(float(np.mean([r.quality for r in b.values()])), 2),
                       "pillow_bytes": sum(r.bytes for r in a.values()), "dali_bytes": sum(r.bytes for r in b.values()),
                       "dali_similarity_min": round(min((r.similarity for r in b.values()), default=0.0), 5),
-                      "encoders": {"pillow": rows["pillow_encoders"], "dali": rows["dali_encoders"]}}
+                      "encoders": encoders}
     return out
 
 
@@ -446,41 +455,52 @@ class MemorySampler:
             self._thread.join()
 
 
-def job_rate(run: Run, paths: list[Path], spec: Path, engine: str, device: str, lanes: int | None,
-             lane_batch: int | None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Config:
+    """One throughput measurement: a spec on an engine, with lanes and lane batch (None: the defaults)."""
+
+    label: str
+    spec: Path
+    engine: str = "dali"
+    lanes: int | None = None
+    batch: int | None = None
+
+
+def job_rate(run: Run, paths: list[Path], cfg: Config, device: str) -> dict[str, Any]:
     """The job's path (reader thread, probe thread, lanes, dataset write) and its commit, as
     `preprocess run` runs them; plan, engines, model and a warm-up batch before the clock."""
-    from preprocess.job import JobOptions, SilentProgress, Tally, new_summary, run_batches
+    from functools import partial
+
+    from preprocess.ingest import Ingest, JobInfo, read_files
+    from preprocess.job import run_batches
     from preprocess.process import Processor, plan
+    from preprocess.progress import SilentProgress
     from preprocess.sources import batched, read_source
     from preprocess.store import DatasetWriter, open_repo
 
-    p = plan(str(spec), engine, device)
-    proc = Processor(p, job_id=uuid.uuid4().hex, lanes=lanes, lane_batch=lane_batch)
+    p = plan(str(cfg.spec), cfg.engine, device)
+    proc = Processor(p, job_id=uuid.uuid4().hex, lanes=cfg.lanes, lane_batch=cfg.batch)
     store = run.work / f"store-{uuid.uuid4().hex[:8]}.icechunk"
-    writer = DatasetWriter(open_repo(str(store), create=True), "main")
+    ingest = Ingest(DatasetWriter(open_repo(str(store), create=True), "main"), p,
+                    JobInfo(kind="run", roots=[str(paths[0].parent)], store=str(store)))
     try:
         warm = paths[: proc.batch_size]
         proc.process([read_source(f, max_bytes=1 << 30) for f in warm])  # pipelines, cuDNN, arenas; the first guess
-        tally = Tally(new_summary(JobOptions(sources=[str(paths[0].parent)], store=str(store)), p, device=device,
-                                  sources=len(paths)))
         with MemorySampler(device == "gpu") as mem:
             t0 = time.perf_counter()
-            run_batches(proc, writer, list(batched(paths, proc.batch_size)), max_bytes=1 << 30, known=set(),
-                        known_failures=set(), tally=tally, progress=SilentProgress())
-            writer.commit("gpu-check", {"gpu_check": True})
+            run_batches(proc, ingest, list(batched(paths, proc.batch_size)),
+                        read=partial(read_files, max_bytes=1 << 30), progress=SilentProgress())
+            s = ingest.commit("gpu-check", engine=proc)
             seconds = time.perf_counter() - t0
-        tally.close()
-        s = tally.summary
         return {"images_per_s": round(len(paths) / seconds, 1), "seconds": round(seconds, 2), "images": len(paths),
                 "lanes": proc.lanes, "lane_batch": proc.chunk, "stored": s.stored, "failed": s.failed,
                 "probes_per_image": round(s.probes_mean or 0.0, 2), "quality_mean": round(s.quality_mean or 0, 1),
                 "bytes_out": s.bytes_out, "peak_device_memory_gib": round(mem.peak / 2**30, 2),
-                "ms_per_image_by_stage": {k: round(v / len(paths) * 1000, 3) for k, v in sorted(tally.timings.items())},
+                "ms_per_image_by_stage": {k: round(v / len(paths) * 1000, 3) for k, v in sorted(s.timings.items())},
                 "encode_fallbacks": proc.describe().get("encode_fallbacks", "")}
     finally:
         proc.close()
-        writer.close()
+        ingest.close()
         shutil.rmtree(store, ignore_errors=True)
 
 
@@ -491,22 +511,24 @@ def check_throughput(run: Run) -> dict[str, Any]:
     paths = _camera_set(run, n)
     out: dict[str, Any] = {"images": n, "source": "photos/camera 2560x1600 JPEG (4 MP, EXIF), distinct copies"}
     # The target first, then the CPU path (for the >= 25x), then the rest, so a short budget keeps those.
-    configs: list[tuple[str, Path, str, int | None, int | None]] = [
-        ("gpu.toml b128 x3", GPU_SPEC, "dali", 3, 128), ("cpu pillow (all cores)", GPU_SPEC, "pillow", None, None),
-        ("gpu.toml b128 x1", GPU_SPEC, "dali", 1, 128), ("gpu.toml b32 x3", GPU_SPEC, "dali", 3, 32),
-        ("gpu.toml b32 x1", GPU_SPEC, "dali", 1, 32), ("camera.toml b128 x3", DEFAULT_SPEC, "dali", 3, 128)]
+    configs = [Config("gpu.toml b128 x3", GPU_SPEC, lanes=3, batch=128),
+               Config("cpu pillow (all cores)", GPU_SPEC, engine="pillow"),
+               Config("gpu.toml b128 x1", GPU_SPEC, lanes=1, batch=128),
+               Config("gpu.toml b32 x3", GPU_SPEC, lanes=3, batch=32),
+               Config("gpu.toml b32 x1", GPU_SPEC, lanes=1, batch=32),
+               Config("camera.toml b128 x3", DEFAULT_SPEC, lanes=3, batch=128)]
     if not run.gpu:  # the rehearsal: the same configurations, scaled to two cores
-        configs = [(label.replace("128", "8").replace("32", "4"), spec, engine, lanes, b and (8 if b == 128 else 4))
-                   for label, spec, engine, lanes, b in configs[:4]]
-    for label, spec, engine, lanes, batch in configs:
+        configs = [Config(c.label.replace("128", "8").replace("32", "4"), c.spec, c.engine, c.lanes,
+                          c.batch and (8 if c.batch == 128 else 4)) for c in configs[:4]]
+    for cfg in configs:
         if run.left() < 25:
-            out[label] = {"skipped": "out of time"}
+            out[cfg.label] = {"skipped": "out of time"}
             continue
-        log(f"  throughput {label} ...")
-        few = engine == "pillow"  # the CPU path: fewer images (it is 25x slower, the target says)
-        out[label] = job_rate(run, paths[: min(n, 256 if run.gpu else 16)] if few else paths, spec, engine,
-                              "cpu" if few else run.device, lanes, batch)
-        log(f"  throughput {label}: {out[label]['images_per_s']} img/s")
+        log(f"  throughput {cfg.label} ...")
+        cpu = cfg.engine == "pillow"  # the CPU path: fewer images (it is 25x slower, the target says)
+        some = paths[: min(n, 256 if run.gpu else 16)] if cpu else paths
+        out[cfg.label] = job_rate(run, some, cfg, "cpu" if cpu else run.device)
+        log(f"  throughput {cfg.label}: {out[cfg.label]['images_per_s']} img/s")
     return out
 
 
@@ -576,7 +598,7 @@ def _bad(b: dict[str, Any]) -> str:
 def _shapes(s: dict[str, Any]) -> str:
     def one(x: dict[str, Any]) -> str:
         ok = x.get("size_ok") and x.get("view_ok")
-        return x["shape"] + ("" if ok else "!") + (" (fallback)" if "fallback" in str(x.get("encoder")) else "")
+        return str(x["shape"]) + ("" if ok else "!") + (" (fallback)" if "fallback" in str(x.get("encoder")) else "")
 
     return ("all ok: " if s["all_ok"] else "PROBLEMS: ") + ", ".join(one(x) for x in s["shapes"])
 

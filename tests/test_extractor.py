@@ -71,7 +71,7 @@ def test_preloading_cuda_libraries_never_writes_to_stdout(monkeypatch: pytest.Mo
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     # Test double: onnxruntime's preload_dlls prints its warnings (missing MSVC/cuDNN, CUDA version) with
     # print(); this stands in for such a warning, which would corrupt `--json`.
-    monkeypatch.setattr(session.ort, "preload_dlls", lambda: print("WARNING: cuDNN not found"))
+    monkeypatch.setattr("onnxruntime.preload_dlls", lambda: print("WARNING: cuDNN not found"))
     session._preload_cuda_libraries()
     out = capsys.readouterr()
     assert out.out == "" and "cuDNN" in out.err

@@ -17,7 +17,7 @@ from preprocess.engines.base import SourceImage
 from preprocess.extractor.build import build
 from preprocess.extractor.manifest import find_manifest
 from preprocess.extractor.session import Extractor
-from preprocess.gate import combine_tiles, decide, tile_embeddings
+from preprocess.gate import Measure, combine_tiles, decide, tile_embeddings
 from preprocess.images import probe
 from preprocess.spec import Encode, Gate, Quality, Resize, Spec, default_spec_path, load_spec, parse_spec
 
@@ -77,7 +77,7 @@ def test_the_gate_searches_on_tiles(engine_name: str, camera_photos: list[Path],
         gate = Gate(view="tiles", tiles_combine="p10", threshold=0.985)
         timings: dict[str, float] = {}
         spec = Spec(quality=Quality(min=30, max=95, step=5), gate=gate)
-        decisions, _ = decide(engine, extractor, loaded, spec, timings=timings)
+        decisions, _ = decide(Measure(engine, extractor), loaded, spec, timings=timings)
         assert timings["tiles"] > 0
         ref_tiles = tile_embeddings(engine, extractor, loaded.prepared)
         whole_ref = extractor.embed(loaded.source_view)

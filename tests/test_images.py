@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import io
 import struct
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import imagecodecs
 import numpy as np
@@ -51,21 +53,22 @@ def _code(data: bytes, *, decode: bool = True) -> str:
     return caught.code
 
 
-ENCODERS = {
-    "webp-lossy": lambda a: imagecodecs.webp_encode(a, 85, lossless=False),
-    "webp-lossless": lambda a: imagecodecs.webp_encode(a, lossless=True),
-    "jp2": lambda a: imagecodecs.jpeg2k_encode(a, 90, codecformat="jp2"),
-    "j2k": lambda a: imagecodecs.jpeg2k_encode(a, 90, codecformat="j2k"),
-    "j2k-12bit": lambda a: imagecodecs.jpeg2k_encode(a.astype(np.uint16) * 16, 90, codecformat="j2k", bitspersample=12),
-    "tiff-lzw": lambda a: imagecodecs.tiff_encode(a, compression="lzw"),
-    "tiff-deflate": lambda a: imagecodecs.tiff_encode(a, compression="deflate"),
-    "tiff-jpeg": lambda a: imagecodecs.tiff_encode(a, compression="jpeg", rowsperstrip=16),
-    "tiff-packbits": lambda a: imagecodecs.tiff_encode(a, compression="packbits"),
-    "tiff-zstd": lambda a: imagecodecs.tiff_encode(a, compression="zstd"),
-    "avif": lambda a: imagecodecs.avif_encode(a, 80),
-    "avif-10bit": lambda a: imagecodecs.avif_encode(a.astype(np.uint16) * 4, 80, bitspersample=10),
-    "jxl": lambda a: imagecodecs.jpegxl_encode(a, 90),
-    "jxl-container": lambda a: imagecodecs.jpegxl_encode(a, 90, usecontainer=True),
+ENCODERS: dict[str, Callable[[np.ndarray], bytes]] = {
+    "webp-lossy": lambda a: bytes(imagecodecs.webp_encode(a, 85, lossless=False)),
+    "webp-lossless": lambda a: bytes(imagecodecs.webp_encode(a, lossless=True)),
+    "jp2": lambda a: bytes(imagecodecs.jpeg2k_encode(a, 90, codecformat="jp2")),
+    "j2k": lambda a: bytes(imagecodecs.jpeg2k_encode(a, 90, codecformat="j2k")),
+    "j2k-12bit": lambda a: bytes(imagecodecs.jpeg2k_encode(a.astype(np.uint16) * 16, 90, codecformat="j2k",
+                                                           bitspersample=12)),
+    "tiff-lzw": lambda a: bytes(imagecodecs.tiff_encode(a, compression="lzw")),
+    "tiff-deflate": lambda a: bytes(imagecodecs.tiff_encode(a, compression="deflate")),
+    "tiff-jpeg": lambda a: bytes(imagecodecs.tiff_encode(a, compression="jpeg", rowsperstrip=16)),
+    "tiff-packbits": lambda a: bytes(imagecodecs.tiff_encode(a, compression="packbits")),
+    "tiff-zstd": lambda a: bytes(imagecodecs.tiff_encode(a, compression="zstd")),
+    "avif": lambda a: bytes(imagecodecs.avif_encode(a, 80)),
+    "avif-10bit": lambda a: bytes(imagecodecs.avif_encode(a.astype(np.uint16) * 4, 80, bitspersample=10)),
+    "jxl": lambda a: bytes(imagecodecs.jpegxl_encode(a, 90)),
+    "jxl-container": lambda a: bytes(imagecodecs.jpegxl_encode(a, 90, usecontainer=True)),
 }
 FORMATS = {"webp": "WEBP", "jp2": "JPEG2000", "j2k": "JPEG2000", "tiff": "TIFF", "avif": "AVIF", "jxl": "JXL"}
 
@@ -200,6 +203,7 @@ def test_deep_samples_are_scaled_never_saturated(rgb: np.ndarray) -> None:
     }
     expected = ((gray - gray.min()) * 255.0 / (gray.max() - gray.min()) + 0.5).astype(np.uint8)
     for name, arr in cases.items():
+        assert isinstance(arr, np.ndarray)
         for data in (tifffile_bytes(arr, None), tifffile_bytes(arr, "zlib")):
             got = np.asarray(decode_rgb(data))[:, :, 0].astype(int)
             want = gray if name in ("float32-unit", "uint16") else expected
@@ -207,7 +211,7 @@ def test_deep_samples_are_scaled_never_saturated(rgb: np.ndarray) -> None:
             assert np.count_nonzero(got == 255) < got.size // 10, name  # not saturated
 
 
-def tifffile_bytes(arr: np.ndarray, compression: str | None, **kw: object) -> bytes:
+def tifffile_bytes(arr: np.ndarray, compression: str | None, **kw: Any) -> bytes:
     buf = io.BytesIO()
     tifffile.imwrite(buf, arr, compression=compression, **kw)
     return buf.getvalue()

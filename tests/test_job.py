@@ -13,14 +13,14 @@ import icechunk
 import numpy as np
 import onnxruntime as ort
 import pytest
-import zarr
 from PIL import Image, ImageOps
 
 from preprocess.errors import ConfigError
 from preprocess.extractor.build import build
 from preprocess.extractor.manifest import find_manifest
-from preprocess.job import JobOptions, run_job
+from preprocess.job import JobOptions, Summary, run_job
 from preprocess.spec import Quality, default_spec_path
+from tests.plain import array, blob, column, group, open_root
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "preprocess"]
@@ -28,13 +28,11 @@ CLI = [sys.executable, "-m", "preprocess"]
 
 def read_items(store: Path, ref: str = "main") -> tuple[dict[str, np.ndarray], list[bytes], np.ndarray]:
     """Read the dataset with plain zarr + icechunk only (no preprocess code)."""
-    repo = icechunk.Repository.open(icechunk.local_filesystem_storage(str(store)))
-    root = zarr.open_group(repo.readonly_session(ref).store, mode="r")
-    items = root["items"]
-    cols = {name: arr[:] for name, arr in items.arrays() if name != "jpeg"}
-    jpeg = items["jpeg"]
-    blobs = [jpeg[i : i + 1][0] for i in range(jpeg.shape[0])]
-    emb = root["items/embedding/mobilenetv2-imagenet"][:]
+    root = open_root(store, ref)
+    items = group(root, "items")
+    cols = {name: np.asarray(arr[:]) for name, arr in items.arrays() if name != "jpeg"}
+    blobs = [blob(items, "jpeg", i) for i in range(array(items, "jpeg").shape[0])]
+    emb = column(root, "items/embedding/mobilenetv2-imagenet")
     return cols, blobs, emb
 
 
@@ -48,12 +46,13 @@ class Reference:
         self.std = np.array([0.229, 0.224, 0.225], dtype=np.float32) * 255
 
     def embed(self, data: bytes) -> np.ndarray:
-        img = Image.open(io.BytesIO(data))
+        img: Image.Image = Image.open(io.BytesIO(data))
         img = (ImageOps.exif_transpose(img) or img).convert("RGB").resize((224, 224), Image.Resampling.BILINEAR)
         x = ((np.asarray(img, dtype=np.float32) - self.mean) / self.std).transpose(2, 0, 1)[None]
         (out,) = self.session.run(None, {self.session.get_inputs()[0].name: np.ascontiguousarray(x)})
-        v = out.reshape(-1)
-        return v / np.linalg.norm(v)
+        v = np.asarray(out, dtype=np.float32).reshape(-1)
+        unit: np.ndarray = v / np.linalg.norm(v)
+        return unit
 
 
 @pytest.fixture(scope="module")
@@ -62,19 +61,19 @@ def reference() -> Reference:
 
 
 @pytest.fixture(scope="module")
-def first_run(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> tuple[Path, object]:
+def first_run(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> tuple[Path, Summary]:
     store = tmp_path_factory.mktemp("run") / "cams.icechunk"
     summary = run_job(JobOptions(sources=[str(sample_dir)], store=str(store), engine="pillow", message="first"))
     return store, summary
 
 
-def test_every_source_is_stored_smaller_and_passes_the_gate(first_run: tuple[Path, object], sample_dir: Path,
+def test_every_source_is_stored_smaller_and_passes_the_gate(first_run: tuple[Path, Summary], sample_dir: Path,
                                                            reference: Reference) -> None:
     store, summary = first_run
     cols, blobs, emb = read_items(store)
     sources = sorted(sample_dir.iterdir())
-    assert summary.stored == len(sources) == len(blobs)  # type: ignore[attr-defined]
-    assert summary.failed == 0  # type: ignore[attr-defined]
+    assert summary.stored == len(sources) == len(blobs)
+    assert summary.failed == 0
     by_path = {Path(p).name: i for i, p in enumerate(cols["source_path"])}
     assert set(by_path) == {p.name for p in sources}
     for src in sources:
@@ -100,11 +99,11 @@ def test_every_source_is_stored_smaller_and_passes_the_gate(first_run: tuple[Pat
             assert float(emb[i] @ reference.embed(blob)) > 0.999
 
 
-def test_the_commit_records_its_provenance(first_run: tuple[Path, object]) -> None:
+def test_the_commit_records_its_provenance(first_run: tuple[Path, Summary]) -> None:
     store, summary = first_run
     repo = icechunk.Repository.open(icechunk.local_filesystem_storage(str(store)))
     snap = next(iter(repo.ancestry(branch="main")))
-    assert snap.id == summary.snapshot  # type: ignore[attr-defined]
+    assert snap.id == summary.snapshot
     assert snap.message == "first"
     md = snap.metadata
     assert md["spec"]["gate"]["threshold"] == 0.99
@@ -123,28 +122,28 @@ def test_the_commit_records_its_provenance(first_run: tuple[Path, object]) -> No
     for key in ("imagecodecs", "pyjpegli", "mozjpeg"):
         assert md["software"][key], key
     assert len(md["inputs"]["list_sha256"]) == 64
-    assert md["counts"]["stored"] == summary.stored  # type: ignore[attr-defined]
+    assert md["counts"]["stored"] == summary.stored
     cols, _, _ = read_items(store)
     assert set(cols["job_id"]) == {md["preprocess"]["job_id"]}
     assert set(cols["fingerprint"]) == {md["fingerprint"]}
 
 
-def test_a_rerun_adds_nothing_and_a_new_spec_adds_new_rows(first_run: tuple[Path, object], sample_dir: Path,
+def test_a_rerun_adds_nothing_and_a_new_spec_adds_new_rows(first_run: tuple[Path, Summary], sample_dir: Path,
                                                            tmp_path: Path) -> None:
     store, first = first_run
     copy = tmp_path / "store.icechunk"
     shutil.copytree(store, copy)
     again = run_job(JobOptions(sources=[str(sample_dir)], store=str(copy), engine="pillow"))
-    assert again.stored == 0 and again.skipped == first.stored  # type: ignore[attr-defined]
+    assert again.stored == 0 and again.skipped == first.stored
     assert again.snapshot is None
     spec = tmp_path / "fixed.toml"
     spec.write_text(default_spec_path().read_text().replace('mode = "adaptive"', 'mode = "fixed"'))
     other = run_job(JobOptions(sources=[str(sample_dir)], store=str(copy), spec_path=str(spec), engine="pillow"))
-    assert other.stored == first.stored  # type: ignore[attr-defined]
+    assert other.stored == first.stored
     cols, _, _ = read_items(copy)
-    assert len(cols["source_sha256"]) == 2 * first.stored  # type: ignore[attr-defined]
+    assert len(cols["source_sha256"]) == 2 * first.stored
     assert len(set(zip(cols["source_sha256"], cols["fingerprint"], strict=True))) == len(cols["source_sha256"])
-    new = slice(first.stored, None)  # type: ignore[attr-defined]
+    new = slice(first.stored, None)
     recompressed = cols["status"][new] != "passthrough"
     assert recompressed.any()
     assert set(cols["quality"][new][recompressed]) == {85}
@@ -176,11 +175,10 @@ def test_bad_inputs_are_recorded_and_the_rest_goes_on(tmp_path: Path, small_phot
     cols, _, _ = read_items(store)
     stored = {Path(p).name for p in cols["source_path"]}
     assert stored >= {p.name for p in small_photos[:2]} | set(odd_images)
-    repo = icechunk.Repository.open(icechunk.local_filesystem_storage(str(store)))
-    fails = zarr.open_group(repo.readonly_session("main").store, mode="r")["failures"]
-    recorded = dict(zip([Path(p).name for p in fails["source_path"][:]], fails["code"][:], strict=True))
+    fails = group(open_root(store), "failures")
+    recorded = dict(zip([Path(p).name for p in column(fails, "source_path")], column(fails, "code"), strict=True))
     assert recorded == expected
-    assert all(m for m in fails["message"][:])
+    assert all(m for m in column(fails, "message"))
 
 
 def test_config_errors_stop_before_any_work(tmp_path: Path, sample_dir: Path) -> None:
@@ -268,7 +266,7 @@ def test_a_device_failure_stops_the_job_with_nothing_committed(tmp_path: Path, s
     assert summary.stored == len(list(sample_dir.iterdir())) and summary.failed == 0  # the rerun does it all
 
 
-def test_a_new_job_starts_its_search_from_the_branchs_recent_qualities(first_run: tuple[Path, object]) -> None:
+def test_a_new_job_starts_its_search_from_the_branchs_recent_qualities(first_run: tuple[Path, Summary]) -> None:
     from preprocess.gate import GateStats
     from preprocess.spec import Quality, Spec
     from preprocess.store import DatasetWriter, open_repo
@@ -277,7 +275,7 @@ def test_a_new_job_starts_its_search_from_the_branchs_recent_qualities(first_run
     cols, _, _ = read_items(store)
     writer = DatasetWriter(open_repo(str(store), create=False), "main")
     try:
-        got = writer.recent_qualities(summary.fingerprint)  # type: ignore[attr-defined]
+        got = writer.recent_qualities(summary.fingerprint)
         assert writer.recent_qualities("another-spec") == []
     finally:
         writer.close()
@@ -285,5 +283,6 @@ def test_a_new_job_starts_its_search_from_the_branchs_recent_qualities(first_run
     stats = GateStats(Spec())
     stats.seed(got)
     ladder = Quality().ladder()
-    assert stats.guess() is not None
-    assert min(got) <= ladder[stats.guess()] <= max(got)  # type: ignore[index]
+    guess = stats.guess()
+    assert guess is not None
+    assert min(got) <= ladder[guess] <= max(got)

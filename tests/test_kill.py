@@ -15,6 +15,8 @@ import pytest
 import zarr
 from PIL import Image
 
+from tests.plain import column
+
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "preprocess", "run"]
 
@@ -34,7 +36,8 @@ def rows(store: Path) -> tuple[int, list[str], str]:
     root = zarr.open_group(repo.readonly_session("main").store, mode="r")
     if "items" not in root:
         return 0, [], head.id
-    keys = [f"{s}:{f}" for s, f in zip(root["items/source_sha256"][:], root["items/fingerprint"][:], strict=True)]
+    keys = [f"{s}:{f}" for s, f in zip(column(root, "items/source_sha256"), column(root, "items/fingerprint"),
+                                        strict=True)]
     return len(keys), keys, head.id
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from preprocess.errors import ConfigError
-from preprocess.process import LANE_CHUNK, Processor, plan
+from preprocess.gate import Outcome
+from preprocess.process import LANE_CHUNK, Failed, PendingBatch, Processor, plan
 from preprocess.sources import SourceFile
 
 
@@ -23,7 +25,8 @@ def _files(photos: list[Path], bad: dict[str, tuple[bytes, str]]) -> list[Source
     return out
 
 
-def _rows(proc: Processor, files: list[SourceFile]) -> tuple[list[tuple[object, ...]], list[tuple[str, str]]]:
+def _rows(proc: Processor, files: list[SourceFile]) -> tuple[list[tuple[str, str, int, float, int, str]],
+                                                             list[tuple[str, str]]]:
     res = proc.process(files)
     items = [(r.source_path, r.status, r.quality, round(r.similarity, 6), r.probes,
               hashlib.sha256(r.jpeg).hexdigest()) for r in res.items]
@@ -107,16 +110,15 @@ def test_the_gpu_layout_batches_by_128_per_lane(monkeypatch: pytest.MonkeyPatch,
 def test_headers_are_probed_off_the_lanes(small_photos: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
 
-    from preprocess import process
+    from preprocess.images import probe as real
 
     threads: set[str] = set()
-    real = process.probe
 
     def spy(*args, **kwargs):  # type: ignore[no-untyped-def]  # calls through; records the thread
         threads.add(threading.current_thread().name.split("_")[0])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(process, "probe", spy)
+    monkeypatch.setattr("preprocess.process.probe", spy)
     proc = Processor(plan(None, "pillow", "cpu"), job_id="probe", lanes=2)
     try:
         res = proc.process([_file(str(x), x.read_bytes()) for x in small_photos[:3]])
@@ -128,24 +130,28 @@ def test_headers_are_probed_off_the_lanes(small_photos: list[Path], monkeypatch:
 
 def test_a_fresh_job_waits_for_its_first_guess_then_keeps_a_batch_queued(
         small_photos: list[Path], tmp_path: Path) -> None:
-    from preprocess.job import JobOptions, SilentProgress, Tally, new_summary, run_batches
-    from preprocess.store import DatasetWriter, open_repo
+    from functools import partial
+
+    from preprocess.ingest import Ingest, JobInfo, read_files
+    from preprocess.job import run_batches
+    from preprocess.progress import SilentProgress
+    from preprocess.store import open_writer
 
     p = plan(None, "pillow", "cpu")
     proc = Processor(p, job_id="queue", lanes=2)
     store = str(tmp_path / "s.icechunk")
-    writer = DatasetWriter(open_repo(store, create=True), "main")
+    ingest = Ingest(open_writer(store, create=True), p, JobInfo(kind="run", roots=["x"], store=store))
     # Spies (they call through to the real methods): what the guess was, and how many batches' results
     # had been taken (one chunk per 3-image batch, so one record() each), whenever a batch was submitted.
     seen: list[tuple[int | None, int]] = []
     taken = [0]
     submit, record = proc.submit, proc.stats.record
 
-    def spy_submit(files):  # type: ignore[no-untyped-def]
+    def spy_submit(files: Sequence[SourceFile | Failed]) -> PendingBatch:
         seen.append((proc.stats.guess(), taken[0]))
         return submit(files)
 
-    def spy_record(outcomes):  # type: ignore[no-untyped-def]
+    def spy_record(outcomes: Sequence[Outcome]) -> None:
         taken[0] += 1
         record(outcomes)
 
@@ -153,16 +159,15 @@ def test_a_fresh_job_waits_for_its_first_guess_then_keeps_a_batch_queued(
     proc.stats.record = spy_record  # type: ignore[method-assign]
     try:
         batches = [small_photos[i:i + 3] for i in range(0, 12, 3)]
-        tally = Tally(new_summary(JobOptions(sources=["x"], store=store), p, device="cpu", sources=12))
-        run_batches(proc, writer, batches, max_bytes=1 << 30, known=set(), known_failures=set(), tally=tally,
-                    progress=SilentProgress())
+        run_batches(proc, ingest, batches, read=partial(read_files, max_bytes=1 << 30), progress=SilentProgress())
+        summary = ingest.summary()
     finally:
         proc.close()
-        writer.close()
+        ingest.close()
     assert seen[0] == (None, 0)
     assert seen[1][0] is not None and seen[1][1] == 1  # waited for batch 1: batch 2 starts from its guess
     assert [t for _, t in seen[2:]] == [1, 2]  # then one batch stays queued while the older is stored
-    assert tally.summary.stored == 12
+    assert (summary.sources, summary.stored) == (12, 12)
 
 
 def test_lanes_follow_a_containers_cpu_quota(tmp_path: Path) -> None:

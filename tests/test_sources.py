@@ -11,12 +11,11 @@ import sys
 import threading
 from pathlib import Path
 
-import icechunk
 import pytest
-import zarr
 
 from preprocess.errors import InputError
 from preprocess.sources import list_sources, local_roots, read_source
+from tests.plain import column, open_root
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "preprocess"]
@@ -80,11 +79,10 @@ def test_links_out_of_the_root_are_refused_unless_followed(tmp_path: Path) -> No
 
 
 def _store_columns(store: Path) -> tuple[dict[str, list[str]], dict[str, list[object]]]:
-    repo = icechunk.Repository.open(icechunk.local_filesystem_storage(str(store)))
-    root = zarr.open_group(repo.readonly_session("main").store, mode="r")
-    items = {k: [str(v) for v in root[f"items/{k}"][:]] for k in ("source_path", "source_sha256")}
-    failures = {k: list(root[f"failures/{k}"][:]) for k in ("source_path", "code", "source_sha256",
-                                                             "source_bytes", "message")}
+    root = open_root(store)
+    items = {k: [str(v) for v in column(root, f"items/{k}")] for k in ("source_path", "source_sha256")}
+    failures = {k: list(column(root, f"failures/{k}")) for k in ("source_path", "code", "source_sha256",
+                                                                  "source_bytes", "message")}
     return items, failures
 
 

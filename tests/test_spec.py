@@ -69,10 +69,12 @@ def test_ladder_is_ascending_within_bounds_and_ends_at_max(lo: int, hi: int, ste
 
 
 @given(threshold=st.floats(0.5, 1.0), step=st.integers(1, 20), size=st.integers(16, 4000),
-       sub=st.sampled_from(["444", "422", "420"]))
-def test_spec_round_trips_and_fingerprint_ignores_names(threshold: float, step: int, size: int, sub: str) -> None:
+       sub=st.sampled_from(["444", "422", "420"]), fmt=st.sampled_from(["jpeg", "webp", "avif", "jxl"]))
+def test_spec_round_trips_and_fingerprint_ignores_names(threshold: float, step: int, size: int, sub: str,
+                                                        fmt: str) -> None:
+    encode = {"format": fmt, "encoders": ["libjpeg"], "chroma_subsampling": sub} if fmt == "jpeg" else {"format": fmt}
     spec = parse_spec({"resize": {"size": size}, "quality": {"step": step}, "gate": {"threshold": threshold},
-                       "encode": {"chroma_subsampling": sub}})
+                       "encode": encode})
     again = parse_spec(spec.to_dict())
     assert again == spec
     renamed = parse_spec({**spec.to_dict(), "pipeline": {"name": "other", "description": "x"},
@@ -116,6 +118,7 @@ def test_the_gpu_spec_is_the_default_with_nvjpeg_and_baseline_jpeg() -> None:
     ({"format": "gif"}, "encode.format", "'jpeg', 'webp', 'avif' or 'jxl'"),
     ({"encoders": []}, "encode.encoders", "name at least one encoder"),
     ({"encoders": ["libjpeg", "libjpeg"]}, "encode.encoders", "listed twice"),
+    ({"chroma_subsampling": "444"}, "encode.chroma_subsampling", "jpegli encodes 420 only"),
 ])
 def test_a_bad_encoder_option_is_a_spec_error_naming_the_field(tmp_path: Path, encode: dict[str, object], field: str,
                                                                says: str) -> None:

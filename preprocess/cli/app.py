@@ -49,6 +49,8 @@ def _root() -> None:
 
 
 class RichProgress:
+    """A job's progress bar (a :class:`preprocess.progress.Progress`): images, rate, size ratio."""
+
     def __init__(self, console: Console) -> None:
         self._p = Progress(TextColumn("[bold]processing"), BarColumn(), MofNCompleteColumn(),
                            TextColumn("{task.fields[rate]:>7.1f} img/s"), TextColumn("{task.fields[ratio]}"),
@@ -61,11 +63,11 @@ class RichProgress:
         self._p.start()
         self._task = self._p.add_task("run", total=total, rate=0.0, ratio="")
 
-    def advance(self, images: int, bytes_in: int, bytes_out: int) -> None:
+    def advance(self, steps: int, bytes_in: int = 0, bytes_out: int = 0) -> None:
         self._bytes_in += bytes_in
         self._bytes_out += bytes_out
         task = self._p.tasks[0]
-        self._p.update(self._task, advance=images)
+        self._p.update(self._task, advance=steps)
         elapsed = task.elapsed or 0.0
         rate = task.completed / elapsed if elapsed > 0 else 0.0
         ratio = f"{self._bytes_in / self._bytes_out:.1f}x smaller" if self._bytes_out else ""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import icechunk as ic
 import typer
@@ -18,6 +18,10 @@ from rich.table import Table
 
 from preprocess.cli.app import app, err, fail, fmt, out, size
 from preprocess.errors import PreprocessError
+
+if TYPE_CHECKING:
+    from preprocess.provenance import Provenance
+    from preprocess.store.history import Diff, Lineage, ShownCommit
 
 Store = Annotated[str, typer.Argument(help="The dataset (a local path).", show_default=False)]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
@@ -89,23 +93,6 @@ def log_cmd(store: Store,
         err.print("no commits yet: run a job into this dataset (`preprocess run PHOTOS --store ...`)")
 
 
-def spec_summary(spec: dict[str, Any] | None) -> str:
-    """A spec's decisive settings in one line: resize, quality, chroma, gate."""
-    if not spec:
-        return "-"
-    r, q, e, g = (spec.get(k) or {} for k in ("resize", "quality", "encode", "gate"))
-    if r.get("mode") == "fit":
-        resize = f"fit {r.get('width')}x{r.get('height')}"
-    elif r.get("mode") == "none":
-        resize = "no resize"
-    else:
-        resize = f"{r.get('mode', '?')} {r.get('size', '?')}"
-    quality = (f"q{q.get('value')} fixed" if q.get("mode") == "fixed"
-               else f"q{q.get('min')}-{q.get('max')}/{q.get('step')}")
-    return (f"{resize}, {quality}, {e.get('chroma_subsampling', '?')}, gate {g.get('model', '?')} "
-            f">= {g.get('threshold', '?')} ({g.get('on_fail', '?')})")
-
-
 def _num(n: int | None) -> str:
     return "-" if n is None else str(n)
 
@@ -124,52 +111,56 @@ def show_cmd(store: Store,
     if item is not None:
         found = _guard(lambda: history.lineage(_repo(store), item, ref))
         if as_json:
-            _json(found)
+            _json(found.to_dict())
         else:
             _print_lineage(found)
         return
     shown = _guard(lambda: history.show(_repo(store), ref))
     if as_json:
-        _json(shown)
+        _json(shown.to_dict())
     else:
         _print_commit(shown)
 
 
-def _print_commit(d: dict[str, Any]) -> None:
-    md = d["metadata"]
-    rows = [("snapshot", d["snapshot"]), ("parent", d["parent"] or "-"), ("refs", ", ".join(d["refs"]) or "-"),
-            ("written", _when(d["written_at"])), ("message", d["message"]), ("kind", d["kind"])]
-    if d["kind"] not in ("init", "other"):
-        inputs, spec, model = md.get("inputs", {}), md.get("spec", {}), md.get("model", {})
-        counts, by = md.get("counts", {}), md.get("bytes", {})
-        rows += [
-            ("job", d["job_id"]),
-            ("branch", f"{inputs.get('branch', '-')} (parent {inputs.get('parent_snapshot', '-')})"),
-            ("inputs", f"{inputs.get('count', '-')} files under {', '.join(inputs.get('roots', []))}"),
-            ("input list sha256", str(inputs.get("list_sha256", "-"))),
-            ("spec", f"{md.get('spec_path', '-')} ({spec.get('pipeline', {}).get('name', '-')})"),
-            ("spec sha256", str(md.get("spec_sha256", "-"))),
-            ("fingerprint", str(md.get("fingerprint", "-"))),
-            ("settings", spec_summary(spec)),
-            ("model", f"{model.get('name', '-')} ({model.get('dim', '-')}-d)"),
-            ("weights sha256", str(model.get("weights_sha256", "-"))),
-            ("onnx sha256", str(model.get("onnx_sha256", "-"))),
-            ("engine", " on ".join(str(v) for v in (md.get("engine") or {}).values())),
-            ("software", ", ".join(f"{k} {v}" for k, v in (md.get("software") or {}).items() if v)),
-            ("machine", str((md.get("machine") or {}).get("host", "-"))),
-            ("counts", ", ".join(f"{k} {v}" for k, v in counts.items())),
-            ("bytes", f"in {size(int(by.get('in', 0)))}, out {size(int(by.get('out', 0)))}"),
-            ("time", f"{md.get('started_at', '-')} .. {md.get('finished_at', '-')}"),
-        ]
-    v = d["version"]
-    rows.append(("version holds", f"{v['items']} items, {v['failures']} failures"))
-    out.print(_kv(f"commit {d['snapshot']}", rows))
+def _print_commit(shown: ShownCommit) -> None:
+    c, p, v = shown.commit, shown.commit.provenance, shown.version
+    rows = [("snapshot", shown.ref.snapshot), ("parent", c.parent or "-"), ("refs", ", ".join(c.refs) or "-"),
+            ("written", _when(c.written_at.isoformat())), ("message", c.message), ("kind", c.kind)]
+    if p is not None:
+        rows += _provenance_rows(p)
+    rows.append(("version holds", f"{v.items} items, {v.failures} failures"))
+    out.print(_kv(f"commit {shown.ref.snapshot}", rows))
 
 
-def _print_lineage(d: dict[str, Any]) -> None:
-    for row in d["items"]:
-        s, st, c = row["source"], row["stored"], row["commit"] or {}
-        spec = row.get("spec") or {}
+def _provenance_rows(p: Provenance) -> list[tuple[str, str]]:
+    i, m, c = p.inputs, p.model, p.counts
+    engine = " on ".join(x for x in (p.engine.engine, p.engine.device) if x)
+    return [
+        ("job", p.job_id),
+        ("branch", f"{i.branch or '-'} (parent {i.parent_snapshot or '-'})"),
+        ("inputs", f"{i.count} files under {', '.join(i.roots)}"),
+        ("input list sha256", i.list_sha256 or "-"),
+        ("spec", f"{p.spec_path or '-'} ({p.spec_info.pipeline.name or '-'})"),
+        ("spec sha256", p.spec_sha256 or "-"),
+        ("fingerprint", p.fingerprint or "-"),
+        ("settings", p.spec_info.summary() if p.spec else "-"),
+        ("model", f"{m.name or '-'} ({m.dim if m.dim is not None else '-'}-d)"),
+        ("weights sha256", m.weights_sha256 or "-"),
+        ("onnx sha256", m.onnx_sha256 or "-"),
+        ("engine", engine or "-"),
+        ("software", ", ".join(f"{k} {v}" for k, v in sorted(p.software.items()) if v)),
+        ("machine", p.machine.host or "-"),
+        ("counts", f"sources {c.sources}, stored {c.stored}, skipped {c.skipped}, failed {c.failed}, "
+                   f"flagged {c.flagged}, kept_source {c.kept_source}, passthrough {c.passthrough}"),
+        ("bytes", f"in {size(p.bytes_.in_)}, out {size(p.bytes_.out)}"),
+        ("time", f"{p.started_at or '-'} .. {p.finished_at or '-'}"),
+    ]
+
+
+def _print_lineage(found: Lineage) -> None:
+    ref = found.ref
+    for item in found.items:
+        s, st, c, p = item.row, item.row, item.made_by.commit, item.made_by.provenance
         rows = [
             ("source", s["source_path"]), ("source sha256", s["source_sha256"]),
             ("source image", f"{s['source_format']} {s['source_width']}x{s['source_height']}, "
@@ -178,18 +169,19 @@ def _print_lineage(d: dict[str, Any]) -> None:
             ("stored", f"{st['format']} {st['width']}x{st['height']}, {size(st['bytes'])}, status {st['status']}"),
             ("quality", f"{st['quality']} (after {st['probes']} probes)"),
             ("similarity", fmt(st["similarity"], ".4f")),
-            ("spec", f"{row.get('spec_path') or '-'} ({(spec.get('pipeline') or {}).get('name', '-')}), "
-                     f"fingerprint {row['fingerprint']}"),
-            ("model", f"{row['model']} (weights {((row.get('model_info') or {}).get('weights_sha256') or '-')[:16]})"),
-            ("commit", f"{c.get('id', '-')} {c.get('message', '')}"),
-            ("committed", f"{_when(c['written_at']) if c else '-'} on {c.get('branch') or '-'}, job {row['job_id']}"),
+            ("spec", f"{(p.spec_path if p else '') or '-'} ({(p.spec_info.pipeline.name if p else '') or '-'}), "
+                     f"fingerprint {s['fingerprint']}"),
+            ("model", f"{s['model']} (weights {((p.model.weights_sha256 if p else '') or '-')[:16]})"),
+            ("commit", f"{c.id} {c.message}" if c else "-"),
+            ("committed", f"{_when(c.written_at.isoformat()) if c else '-'} on {(c.branch if c else '') or '-'}, "
+                          f"job {s['job_id']}"),
         ]
-        out.print(_kv(f"item {row['index']} of {d['ref']} ({d['snapshot']})", rows))
-    for f in d["failures"]:
-        c = f["commit"] or {}
-        out.print(_kv(f"failure {f['index']} of {d['ref']}", [
-            ("source", f["source_path"]), ("source sha256", f["source_sha256"] or "-"),
-            ("failure", f"[{f['code']}] {f['message']}"), ("commit", f"{c.get('id', '-')} {c.get('message', '')}")]))
+        out.print(_kv(f"item {item.index} of {ref.name} ({ref.snapshot})", rows))
+    for f in found.failures:
+        c = f.made_by.commit
+        out.print(_kv(f"failure {f.index} of {ref.name}", [
+            ("source", f.row["source_path"]), ("source sha256", f.row["source_sha256"] or "-"),
+            ("failure", f"[{f.row['code']}] {f.row['message']}"), ("commit", f"{c.id} {c.message}" if c else "-")]))
 
 
 @app.command("diff")
@@ -203,34 +195,33 @@ def diff_cmd(store: Store, ref_a: Annotated[str, typer.Argument(help="From this 
 
     d = _guard(lambda: history.diff(_repo(store), ref_a, ref_b))
     if as_json:
-        _json(d)
+        _json(d.to_dict())
         return
-    summary = [
-        ("from", f"{ref_a} ({d['a']['snapshot']}): {d['items_a']} items, {size(d['bytes_a'])}"),
-        ("to", f"{ref_b} ({d['b']['snapshot']}): {d['items_b']} items, {size(d['bytes_b'])}"),
-        ("common base", d["base"] or "-"),
-        ("items", f"+{len(d['added'])} added, -{len(d['removed'])} removed, {len(d['changed'])} changed, "
-                  f"{d['unchanged']} unchanged"),
-        ("bytes", f"{'+' if d['bytes_delta'] >= 0 else '-'}{size(abs(d['bytes_delta']))} "
-                  f"(+{size(d['bytes_added'])} added, -{size(d['bytes_removed'])} removed)"),
-        ("failures", f"+{len(d['failures_added'])}, -{len(d['failures_removed'])}"),
-    ]
-    for key, sign in (("specs_added", "+"), ("specs_removed", "-")):
-        for s in d[key]:
-            summary.append(("spec", f"{sign} {s.get('spec') or '?'} {s['fingerprint']}: {spec_summary(s)}"))
-    for m in d["models_added"]:
-        summary.append(("model", f"+ {m}"))
-    for m in d["models_removed"]:
-        summary.append(("model", f"- {m}"))
-    out.print(_kv(f"diff {ref_a} -> {ref_b}", summary))
+    out.print(_kv(f"diff {ref_a} -> {ref_b}", _diff_rows(d, ref_a, ref_b)))
     t = Table("", "source", "fingerprint", "status", "bytes", "similarity", "fields", title_justify="left")
-    rows = ([("+", r, "") for r in d["added"][:limit]] + [("-", r, "") for r in d["removed"][:limit]]
-            + [("~", r, ", ".join(r["fields"])) for r in d["changed"][:limit]])
+    rows = ([("+", r, "") for r in d.added[:limit]] + [("-", r, "") for r in d.removed[:limit]]
+            + [("~", c.item, ", ".join(c.fields)) for c in d.changed[:limit]])
     for sign, r, fields in rows:
-        t.add_row(sign, r["source_path"], r["fingerprint"], r["status"], str(r["bytes"]),
-                  fmt(r["similarity"], ".4f"), fields)
+        t.add_row(sign, r.source_path, r.fingerprint, r.status, str(r.bytes), fmt(r.similarity, ".4f"), fields)
     if rows:
         out.print(t)
+
+
+def _diff_rows(d: Diff, ref_a: str, ref_b: str) -> list[tuple[str, str]]:
+    rows = [
+        ("from", f"{ref_a} ({d.a.snapshot}): {d.items_a} items, {size(d.bytes_a)}"),
+        ("to", f"{ref_b} ({d.b.snapshot}): {d.items_b} items, {size(d.bytes_b)}"),
+        ("common base", d.base or "-"),
+        ("items", f"+{len(d.added)} added, -{len(d.removed)} removed, {len(d.changed)} changed, "
+                  f"{d.unchanged} unchanged"),
+        ("bytes", f"{'+' if d.bytes_delta >= 0 else '-'}{size(abs(d.bytes_delta))} "
+                  f"(+{size(d.bytes_added)} added, -{size(d.bytes_removed)} removed)"),
+        ("failures", f"+{len(d.failures_added)}, -{len(d.failures_removed)}"),
+    ]
+    for specs, sign in ((d.specs_added, "+"), (d.specs_removed, "-")):
+        rows += [("spec", f"{sign} {s.info.pipeline.name or '?'} {s.fingerprint}: {s.info.summary()}") for s in specs]
+    rows += [("model", f"+ {m}") for m in d.models_added] + [("model", f"- {m}") for m in d.models_removed]
+    return rows
 
 
 @app.command("tag")

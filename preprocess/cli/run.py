@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -11,6 +11,12 @@ from rich.table import Table
 from preprocess import errors
 from preprocess.cli.app import RichProgress, app, err, fail, fmt, out, quiet_libraries, size
 from preprocess.errors import PreprocessError
+
+if TYPE_CHECKING:
+    from preprocess.distributed.ray_job import RayOptions
+    from preprocess.ingest import Summary
+    from preprocess.job import JobOptions
+    from preprocess.progress import Progress
 
 
 @app.command()
@@ -56,7 +62,7 @@ def run(
         if ray is None:
             summary = run_job(opts, progress)
         else:
-            summary = _run_on_ray(opts, progress, ray, gpus_per_worker, actors, ray_batch_size)
+            summary = _run_on_ray(opts, progress, _ray_options(ray, gpus_per_worker, actors, ray_batch_size))
     except PreprocessError as exc:
         fail(exc)
         return
@@ -67,8 +73,7 @@ def run(
     raise typer.Exit(errors.EXIT_FAILURES if summary.failed else errors.EXIT_OK)
 
 
-def _run_on_ray(opts: Any, progress: Any, address: str, gpus_per_worker: float, actors: int | None,
-                batch_size: int | None) -> Any:
+def _ray_options(address: str, gpus_per_worker: float, actors: int | None, batch_size: int | None) -> RayOptions:
     import importlib.util
 
     from preprocess.errors import ConfigError
@@ -76,13 +81,18 @@ def _run_on_ray(opts: Any, progress: Any, address: str, gpus_per_worker: float, 
     if importlib.util.find_spec("ray") is None:
         raise ConfigError("--ray needs Ray, which is not installed", code="RAY_MISSING",
                           hint="pip install 'preprocess[ray]'")
-    from preprocess.distributed.ray_job import RayOptions, run_ray_job
+    from preprocess.distributed.ray_job import RayOptions
 
-    return run_ray_job(opts, RayOptions(address=address, gpus_per_worker=gpus_per_worker, actors=actors,
-                                        batch_size=batch_size), progress)
+    return RayOptions(address=address, gpus_per_worker=gpus_per_worker, actors=actors, batch_size=batch_size)
 
 
-def _print_summary(s: Any) -> None:
+def _run_on_ray(opts: JobOptions, progress: Progress | None, ro: RayOptions) -> Summary:
+    from preprocess.distributed.ray_job import run_ray_job
+
+    return run_ray_job(opts, ro, progress)
+
+
+def _print_summary(s: Summary) -> None:
     t = Table(title=f"preprocess run -> {s.store} ({s.branch})", show_header=False, title_justify="left")
     t.add_column(style="bold")
     t.add_column()

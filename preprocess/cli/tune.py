@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -13,6 +13,9 @@ from rich.table import Table
 
 from preprocess.cli.app import app, err, fail, out, quiet_libraries, size
 from preprocess.errors import ConfigError, PreprocessError
+
+if TYPE_CHECKING:
+    from preprocess.tune import Recommendation, Sweep
 
 _RANGE = re.compile(r"^\s*(\d+)\s*\.\.\s*(\d+)\s*(?:/\s*(\d+))?\s*$")
 
@@ -51,7 +54,7 @@ class _SweepProgress:
         self._p.start()
         self._task = self._p.add_task("tune", total=total)
 
-    def advance(self, steps: int) -> None:
+    def advance(self, steps: int, bytes_in: int = 0, bytes_out: int = 0) -> None:
         self._p.update(self._task, advance=steps)
 
     def finish(self) -> None:
@@ -116,6 +119,10 @@ def tune(
         out.print_json(json.dumps({"files": {k: str(p) for k, p in files.items()},
                                    "recommendation": json.loads(files["json"].read_text())["recommendation"]}))
         return
+    _print_recommendation(sweep, rec, files)
+
+
+def _print_recommendation(sweep: Sweep, rec: Recommendation, files: dict[str, Path]) -> None:
     assert rec.single is not None and rec.adaptive is not None
     t = Table(title=f"preprocess tune ({len(sweep.images)} images, {sweep.engine} on {sweep.device})",
               show_header=False, title_justify="left")

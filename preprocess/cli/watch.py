@@ -48,19 +48,13 @@ def watch(
 
     Runs until SIGTERM/SIGINT, then finishes the batch in flight, commits and exits 0.
     Exit codes: 0 stopped cleanly; 2 bad spec/options/paths; 4 another process writes the dataset
-    (STORE_LOCKED; see --wait); 5 storage error at start; 6 the GPU failed (the open window is not
-    committed); 70 internal error.
+    (STORE_LOCKED; see --wait); 5 storage error at start; 6 GPU failed (window not committed); 70 internal.
     """
     from preprocess.watch import WatchOptions, parse_address, parse_duration, run_watch
     from preprocess.watch.logs import configure
 
     quiet_libraries()
     try:
-        if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            from preprocess.errors import ConfigError
-
-            raise ConfigError(f"--log-level {log_level!r} is not one of debug, info, warning, error",
-                              code="WATCH_OPTION")
         configure(log_format, log_level)
         opts = WatchOptions(
             folder=folder, store=store, spec_path=spec, branch=branch, engine=engine, device=device,

@@ -20,27 +20,27 @@ on a CPU-only cluster they run on CPUs instead of waiting for a GPU that never c
 from __future__ import annotations
 
 import json
-import os
-import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from preprocess.distributed.sink import check_region, decode_failure, decode_item, encode_row, items_of, write_items
+from preprocess.distributed.sink import check_region, decode_failure, decode_item, encode_row, items_of
 from preprocess.errors import ConfigError, InputError, InternalError, PreprocessError, device_fault
-from preprocess.job import JobOptions, Progress, SilentProgress, Summary, Tally, commit_metadata, new_summary
+from preprocess.ingest import Ingest, JobInfo, Stored, Summary
+from preprocess.job import JobOptions
 from preprocess.process import BatchResult, Failed, Processor, plan
+from preprocess.progress import Progress, SilentProgress
+from preprocess.provenance import EngineInfo, RayInfo
 from preprocess.sources import SourceFile, list_sources, read_source, source_path
-from preprocess.store import CHUNK_ROWS, DatasetWriter, item_key, open_repo
+from preprocess.store import CHUNK_ROWS, DatasetWriter, item_key, open_writer
 from preprocess.store.storage import is_remote
-
-FAULTS_ENV = "PREPROCESS_FAULTS"  # tests only: a folder whose marker files inject failures in workers
+from preprocess.store.writer import write_fork
+from preprocess.timing import Stopwatch
 
 
 @dataclass
@@ -56,19 +56,6 @@ class RayOptions:
 
 
 # -- workers ---------------------------------------------------------------------------------------
-
-
-def _fault(name: str) -> bool:
-    """True once when the test marker ``name`` exists in $PREPROCESS_FAULTS (it is consumed)."""
-    folder = os.environ.get(FAULTS_ENV)
-    if not folder:
-        return False
-    marker = Path(folder) / name
-    try:
-        marker.unlink()
-    except FileNotFoundError:
-        return (Path(folder) / f"{name}.always").exists()
-    return True
 
 
 def read_batch(batch: dict[str, Any], *, max_bytes: int) -> Any:
@@ -97,26 +84,40 @@ def read_batch(batch: dict[str, Any], *, max_bytes: int) -> Any:
 _reader: Any = read_batch  # Ray's map_batches type does not take keyword-only arguments
 
 
+@dataclass(frozen=True)
+class ActorConfig:
+    """What every processing actor is built from (sent to each, so it stays small)."""
+
+    spec_path: str | None
+    engine: str
+    device: str
+    job_id: str
+    fingerprint: str  # the driver's: an actor whose spec or model differs refuses to start
+    known: frozenset[str]  # the branch's item keys when the job started (skipped without processing)
+    seed: tuple[int, ...] = ()  # the branch's recent qualities: the first batch's guess
+    lanes: int = 1
+
+
+_OUT = ("path", "sha256", "kind", "key", "item", "summary", "failure")  # the columns of a processed row
+
+
 class ProcessActor:
     """A Ray actor: one Processor (engine + ONNX session) for its life; batches of read sources ->
     one output row per source: kind item | failure | skipped."""
 
-    def __init__(self, *, spec_path: str | None, engine: str, device: str, job_id: str, fingerprint: str,
-                 known: frozenset[str], seed: tuple[int, ...] = (), lanes: int = 1) -> None:
-        p = plan(spec_path, engine, device)
-        if p.fingerprint != fingerprint:
+    def __init__(self, config: ActorConfig) -> None:
+        p = plan(config.spec_path, config.engine, config.device)
+        if p.fingerprint != config.fingerprint:
             raise ConfigError(f"the spec or model on this worker gives fingerprint {p.fingerprint}, the driver's "
-                              f"is {fingerprint}", code="RAY_FINGERPRINT",
+                              f"is {config.fingerprint}", code="RAY_FINGERPRINT",
                               hint="run the same preprocess version, spec and models on every node")
-        self.processor = Processor(p, job_id=job_id, lanes=lanes)  # as many lanes as the CPUs it was given
-        self.processor.stats.seed(seed)  # the first batch's guess, as in a local job
-        self.known = known
+        self.processor = Processor(p, job_id=config.job_id, lanes=config.lanes)  # lanes: the CPUs it was given
+        self.processor.stats.seed(config.seed)  # the first batch's guess, as in a local job
+        self.known = config.known
         self.engine = json.dumps({**self.processor.describe(), "engine": p.engine, "device": p.device},
                                  sort_keys=True)
 
     def __call__(self, batch: dict[str, Any]) -> pa.Table:
-        if _fault("crash-actor"):
-            os._exit(1)  # a worker killed mid-job
         fp = self.processor.plan.fingerprint
         files: list[SourceFile | Failed] = []
         skipped: list[tuple[str, str]] = []
@@ -129,38 +130,32 @@ class ProcessActor:
             else:
                 files.append(SourceFile(path=str(path), data=bytes(data), sha256=str(sha)))
         result = self.processor.process(files)
-        names = ("path", "sha256", "kind", "key", "item", "summary", "failure")
-        out: dict[str, list[Any]] = {k: [] for k in names}
-
-        def add(*values: Any) -> None:
-            for name, v in zip(names, values, strict=True):
-                out[name].append(v)
-
+        rows: list[tuple[Any, ...]] = []
         for row in result.items:
             light = replace(row, jpeg=b"", embedding=np.zeros(0, dtype=np.float32))
-            add(row.source_path, row.source_sha256, "item", row.key, encode_row(row), encode_row(light), b"")
+            rows.append((row.source_path, row.source_sha256, "item", row.key, encode_row(row), encode_row(light), b""))
         for f in result.failures:
-            add(f.source_path, f.source_sha256, "failure", "", b"", b"", encode_row(f))
+            rows.append((f.source_path, f.source_sha256, "failure", "", b"", b"", encode_row(f)))
         for path, sha in skipped:
-            add(path, sha, "skipped", item_key(sha, fp), b"", b"", b"")
-        n = len(out["path"])
-        timings = json.dumps(result.timings)
+            rows.append((path, sha, "skipped", item_key(sha, fp), b"", b"", b""))
+        return self._table(rows, json.dumps(result.timings))
+
+    def _table(self, rows: list[tuple[Any, ...]], timings: str) -> pa.Table:
+        cols = dict(zip(_OUT, zip(*rows, strict=True), strict=True)) if rows else dict.fromkeys(_OUT, ())
+        types = {"item": pa.binary(), "summary": pa.binary(), "failure": pa.binary()}
+        n = len(rows)
         return pa.table({
-            "path": pa.array(out["path"], pa.string()), "sha256": pa.array(out["sha256"], pa.string()),
-            "kind": pa.array(out["kind"], pa.string()),
-            "key": pa.array(out["key"], pa.string()), "item": pa.array(out["item"], pa.binary()),
-            "summary": pa.array(out["summary"], pa.binary()), "failure": pa.array(out["failure"], pa.binary()),
+            **{k: pa.array(list(cols[k]), types.get(k, pa.string())) for k in _OUT},
             "engine": pa.array([self.engine] * n, pa.string()),
-            "timings": pa.array([timings] + [""] * (n - 1) if n else [], pa.string()),
+            "timings": pa.array([timings] + [""] * (n - 1) if n else [], pa.string()),  # once per batch
         })
 
 
 def _write_task(fork: Any, start: int, total_stop: int, *tables: pa.Table) -> Any:
+    """A Ray task: write whole chunks of item rows into the fork, through the store's writer code."""
     rows = items_of(tables)
     check_region(start, len(rows), total_stop)
-    if _fault("fail-write"):
-        raise RuntimeError("injected write failure")
-    return write_items(fork, start, rows)
+    return write_fork(fork, start, rows)
 
 
 # -- the driver ------------------------------------------------------------------------------------
@@ -218,15 +213,13 @@ def cluster_shape(ro: RayOptions, device: str) -> Shape:
 def run_ray_job(opts: JobOptions, ro: RayOptions | None = None, progress: Progress | None = None) -> Summary:
     """Run the job on Ray; ONE commit (or none on any failure). Same Summary as a local run."""
     import ray
-    import ray.data
 
     ro = ro or RayOptions()
     progress = progress or SilentProgress()
-    t_start = time.perf_counter()
-    started_at = datetime.now(UTC).isoformat()
+    since = Stopwatch()
     p = plan(opts.spec_path, opts.engine, "cpu" if opts.device == "cpu" else "auto")
     paths = list_sources(opts.sources)
-    writer = DatasetWriter(open_repo(opts.store, create=True), opts.branch, wait=opts.wait)
+    writer = open_writer(opts.store, opts.branch, create=True, wait=opts.wait)
     try:
         connect(ro.address)
         shape = cluster_shape(ro, opts.device)
@@ -234,78 +227,10 @@ def run_ray_job(opts: JobOptions, ro: RayOptions | None = None, progress: Progre
             raise ConfigError(f"a local dataset path with a {shape.nodes}-node Ray cluster: write tasks on other "
                               "nodes would write to their own disks", code="RAY_LOCAL_STORE", path=opts.store,
                               hint="put the dataset on object storage (--store s3://bucket/prefix)")
-        summary = new_summary(opts, p, device=shape.device, sources=len(paths))
-        job_id = summary.job_id
-        tally = Tally(summary)
-        known = writer.existing_keys()
-        known_failures = writer.existing_failures()
-        batch_size = ro.batch_size or p.spec.batch.size
+        ingest = Ingest(writer, p, JobInfo(kind="run", roots=opts.sources, store=opts.store,
+                                           title="preprocess run (ray)", device=shape.device), since=since)
         progress.start(len(paths))
-        ctx = ray.data.DataContext.get_current()
-        ctx.execution_options.preserve_order = True
-        ctx.enable_progress_bars = not isinstance(progress, SilentProgress)
-        t0 = time.perf_counter()
-        with warnings.catch_warnings():  # max_restarts is a "ray_remote_args" (deprecated, still the way)
-            warnings.simplefilter("ignore", DeprecationWarning)
-            seed = tuple(writer.recent_qualities(p.fingerprint))
-            processed = _pipeline(paths, opts, ro, shape, batch_size, job_id, p.fingerprint,
-                                  p.spec.limits.max_file_bytes, known, seed).materialize()
-        tally.time("process", time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        meta = processed.select_columns(["path", "sha256", "kind", "key", "summary", "failure", "engine",
-                                         "timings"]).take_all()
-        engines = sorted({m["engine"] for m in meta if m["engine"]})
-        if engines:  # what the actors run (the driver may have no GPU)
-            summary.engine = str(json.loads(engines[0]).get("engine", summary.engine))
-        keep: set[str] = set()  # paths of the item rows to store (first copy of each content)
-        keys: list[str] = []
-        result = BatchResult()
-        for m in meta:
-            if m["timings"]:
-                for stage, secs in json.loads(m["timings"]).items():
-                    tally.time(stage, secs)
-            if m["kind"] == "skipped" or (m["kind"] == "item" and m["key"] in known):
-                summary.skipped += 1
-            elif m["kind"] == "item":
-                known.add(m["key"])
-                keep.add(m["path"])
-                keys.append(m["key"])
-                result.items.append(decode_item(m["summary"]))
-            elif m["kind"] == "failure":
-                frow = decode_failure(m["failure"])
-                result.failures.append(frow)
-                fkey = (frow.source_sha256, frow.fingerprint, frow.code)
-                if fkey not in known_failures:
-                    known_failures.add(fkey)
-                    writer.add_failure(frow)
-        if len(meta) != len(paths):
-            raise InternalError(f"{len(paths)} sources gave {len(meta)} rows", code="RAY_ROWS")
-        bytes_in, bytes_out = tally.add(result)
-        progress.advance(len(paths), bytes_in, bytes_out)
-        with warnings.catch_warnings():  # a set of paths is no expression
-            warnings.simplefilter("ignore", UserWarning)
-            items = processed.filter(lambda r: r["kind"] == "item" and r["path"] in keep).select_columns(
-                ["item"]).materialize()
-        count = items.count()
-        if count != len(keep):
-            raise InternalError(f"{len(keep)} items to store, {count} found", code="RAY_ROWS")
-        tally.time("collect", time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        forks = _write(writer, items, count, ro.write_chunks, model=p.model, dim=p.built.manifest.output.dim)
-        writer.merge_forks(forks, keys)
-        tally.time("store", time.perf_counter() - t0)
-        tally.close()
-        t0 = time.perf_counter()
-        cluster = {"ray": {"address": ro.address, "version": ray.__version__, **shape.to_dict(),
-                           "batch_size": batch_size, "write_chunks": ro.write_chunks, "write_tasks": len(forks),
-                           "engines": [json.loads(e) for e in engines]}}
-        listed = [(str(m["path"]), str(m["sha256"])) for m in meta if m["sha256"]]
-        metadata = commit_metadata("run", p, _Engines(engines), summary, roots=opts.sources, branch=opts.branch,
-                                   listed=listed, parent=writer.base_snapshot, started_at=started_at,
-                                   extra=cluster)
-        message = opts.message or f"preprocess run (ray): {summary.stored} stored, {summary.failed} failed"
-        summary.snapshot = writer.commit(message, metadata)
-        tally.time("commit", time.perf_counter() - t0)
+        return _Driver(ingest, opts, ro, shape).run(paths, progress)
     except PreprocessError:
         raise
     except ray.exceptions.RayError as exc:
@@ -319,45 +244,139 @@ def run_ray_job(opts: JobOptions, ro: RayOptions | None = None, progress: Progre
     finally:
         writer.close()
         progress.finish()
-    tally.close()
-    summary.seconds = round(time.perf_counter() - t_start, 3)
-    return summary
 
 
-def _pipeline(paths: Sequence[Path], opts: JobOptions, ro: RayOptions, shape: Shape, batch_size: int, job_id: str,
-              fingerprint: str, max_bytes: int, known: set[str], seed: tuple[int, ...] = ()) -> Any:
-    """The Ray Data pipeline: paths -> read tasks (bytes) -> processing actors (rows)."""
-    import ray.data
+@dataclass(frozen=True)
+class _Row:
+    """A processed row's small columns, as the driver admits it (a :class:`~preprocess.ingest.Candidate`)."""
 
-    return ray.data.from_items(
-        [{"path": str(x)} for x in paths], override_num_blocks=max(1, -(-len(paths) // batch_size)),
-    ).map_batches(
-        _reader, batch_size=batch_size, fn_kwargs={"max_bytes": max_bytes}, num_cpus=ro.read_cpus,
-        batch_format="numpy",
-    ).map_batches(
-        ProcessActor, batch_size=batch_size, batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=shape.actors),
-        num_cpus=shape.cpus_per_actor, num_gpus=shape.gpus_per_actor or None,
-        fn_constructor_kwargs={"spec_path": opts.spec_path, "engine": opts.engine, "device": shape.device,
-                               "job_id": job_id, "fingerprint": fingerprint, "known": frozenset(known),
-                               "seed": seed, "lanes": max(1, int(shape.cpus_per_actor))},
-        max_restarts=ro.max_restarts, max_task_retries=ro.max_restarts,
-    )
+    path: str
+    sha256: str
+    kind: str  # item | failure | skipped
+    summary: bytes  # an item row without its bytes and embedding
+    failure: bytes
+    engine: str
+    timings: str
+
+    @classmethod
+    def of(cls, m: dict[str, Any]) -> _Row:
+        return cls(str(m["path"]), str(m["sha256"]), str(m["kind"]), bytes(m["summary"]), bytes(m["failure"]),
+                   str(m["engine"]), str(m["timings"]))
+
+
+class _Driver:
+    """One Ray job's driver: process on the cluster, admit and count the rows, write the items
+    through forks, commit through the :class:`~preprocess.ingest.Ingest`."""
+
+    def __init__(self, ingest: Ingest, opts: JobOptions, ro: RayOptions, shape: Shape) -> None:
+        self.ingest = ingest
+        self.opts = opts
+        self.ro = ro
+        self.shape = shape
+        self.batch_size = ro.batch_size or ingest.plan.spec.batch.size
+
+    def run(self, paths: Sequence[Path], progress: Progress) -> Summary:
+        import ray
+
+        timings = self.ingest.timings
+        with timings.stage("process"):
+            processed = self._process(paths, bars=not isinstance(progress, SilentProgress))
+        with timings.stage("collect"):
+            rows = [_Row.of(m) for m in processed.select_columns(
+                ["path", "sha256", "kind", "summary", "failure", "engine", "timings"]).take_all()]
+            if len(rows) != len(paths):
+                raise InternalError(f"{len(paths)} sources gave {len(rows)} rows", code="RAY_ROWS")
+            keep, stored = self._admit(rows)
+            progress.advance(len(paths), stored.bytes_in, stored.bytes_out)
+            items = self._items(processed, keep)
+        with timings.stage("store"):
+            embedding = (self.ingest.plan.model, self.ingest.plan.built.manifest.output.dim)
+            forks = _write(self.ingest.writer, items, len(keep), self.ro.write_chunks, embedding)
+            self.ingest.writer.merge_forks(forks)
+        engines = sorted({r.engine for r in rows if r.engine})  # what the actors ran (the driver may have no GPU)
+        info = RayInfo(address=self.ro.address, version=ray.__version__, **self.shape.to_dict(),
+                       batch_size=self.batch_size, write_chunks=self.ro.write_chunks, write_tasks=len(forks),
+                       engines=[EngineInfo.model_validate_json(e) for e in engines])
+        return self.ingest.commit(self.opts.message, engine=_Engines(info.engines), ray=info)
+
+    def _process(self, paths: Sequence[Path], *, bars: bool) -> Any:
+        """The Ray Data pipeline, materialized: paths -> read tasks (bytes) -> processing actors (rows)."""
+        import ray.data
+
+        ctx = ray.data.DataContext.get_current()
+        ctx.execution_options.preserve_order = True
+        ctx.enable_progress_bars = bars
+        p, shape, ro, writer = self.ingest.plan, self.shape, self.ro, self.ingest.writer
+        config = ActorConfig(spec_path=self.opts.spec_path, engine=self.opts.engine, device=shape.device,
+                             job_id=self.ingest.job_id, fingerprint=p.fingerprint,
+                             known=frozenset(writer.existing_keys()),
+                             seed=tuple(writer.recent_qualities(p.fingerprint)),
+                             lanes=max(1, int(shape.cpus_per_actor)))
+        with warnings.catch_warnings():  # max_restarts is a "ray_remote_args" (deprecated, still the way)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return ray.data.from_items(
+                [{"path": str(x)} for x in paths], override_num_blocks=max(1, -(-len(paths) // self.batch_size)),
+            ).map_batches(
+                _reader, batch_size=self.batch_size, fn_kwargs={"max_bytes": p.spec.limits.max_file_bytes},
+                num_cpus=ro.read_cpus, batch_format="numpy",
+            ).map_batches(
+                ProcessActor, batch_size=self.batch_size, batch_format="numpy",
+                compute=ray.data.ActorPoolStrategy(size=shape.actors),
+                num_cpus=shape.cpus_per_actor, num_gpus=shape.gpus_per_actor or None,
+                fn_constructor_kwargs={"config": config},
+                max_restarts=ro.max_restarts, max_task_retries=ro.max_restarts,
+            ).materialize()
+
+    def _admit(self, rows: list[_Row]) -> tuple[set[str], Stored]:
+        """Admit the rows in source order (a second copy of the same content is skipped; what the
+        actors skipped is on the branch), record the failures and count everything; returns the
+        paths of the items to store and what was stored."""
+        admitted = self.ingest.admit(rows)
+        result = BatchResult()
+        for r in rows:
+            if r.timings:
+                for stage, secs in json.loads(r.timings).items():
+                    result.timings[stage] = result.timings.get(stage, 0.0) + secs
+        keep: set[str] = set()
+        for r in admitted.todo:
+            if r.kind == "item":
+                keep.add(r.path)
+                result.items.append(decode_item(r.summary))
+            elif r.kind == "failure":
+                result.failures.append(decode_failure(r.failure))
+            else:
+                raise InternalError(f"{r.path}: an actor skipped content this branch does not have",
+                                    code="RAY_ROWS")
+        return keep, self.ingest.record(result)
+
+    def _items(self, processed: Any, keep: set[str]) -> Any:
+        """The item rows to store (their full rows, in source order), still in the object store."""
+        with warnings.catch_warnings():  # a set of paths is no expression
+            warnings.simplefilter("ignore", UserWarning)
+            items = processed.filter(lambda r: r["kind"] == "item" and r["path"] in keep).select_columns(
+                ["item"]).materialize()
+        count = items.count()
+        if count != len(keep):
+            raise InternalError(f"{len(keep)} items to store, {count} found", code="RAY_ROWS")
+        return items
 
 
 class _Engines:
-    """What the actors said about their engine (the commit's ``engine`` section)."""
+    """What the actors said about their engine (the commit's ``engine`` section: the first one)."""
 
-    def __init__(self, engines: Sequence[str]) -> None:
-        self.engines = [json.loads(e) for e in engines]
+    def __init__(self, engines: Sequence[EngineInfo]) -> None:
+        self.engines = list(engines)
 
     def describe(self) -> dict[str, str]:
-        return {k: str(v) for k, v in self.engines[0].items()} if self.engines else {}
+        if not self.engines:
+            return {}
+        return {k: str(v) for k, v in self.engines[0].model_dump().items()}
 
 
-def _write(writer: DatasetWriter, items: Any, count: int, chunks_per_task: int, *, model: str,
-           dim: int) -> list[Any]:
-    """Fill the partial last chunk in the driver, then whole chunks in forked write tasks."""
+def _write(writer: DatasetWriter, items: Any, count: int, chunks_per_task: int,
+           embedding: tuple[str, int]) -> list[Any]:
+    """Fill the partial last chunk in the driver, then whole chunks in forked write tasks
+    (``embedding``: the rows' model and its dimension, for the arrays reserved for them)."""
     import ray
 
     if count == 0:
@@ -370,7 +389,7 @@ def _write(writer: DatasetWriter, items: Any, count: int, chunks_per_task: int, 
         writer.add_item(row)
     if head == count:
         return []
-    start, fork = writer.reserve_items(count - head, model=model, dim=dim)
+    start, fork = writer.reserve_items(count - head, model=embedding[0], dim=embedding[1])
     total_stop = start + count - head
     task = ray.remote(num_cpus=0.25, max_retries=3)(_write_task)
     refs = []

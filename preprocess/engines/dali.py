@@ -79,6 +79,14 @@ HW_DECODER_LOAD = 0.65  # share of JPEGs for the hardware decoder where the GPU 
 LIBJPEG = codecs.LIBRARIES["libjpeg"]
 
 
+def placement(device: str) -> tuple[bool, int]:
+    """``"cpu"``, ``"gpu"`` or ``"gpu:N"`` -> (on the GPU, which one)."""
+    kind, _, index = device.partition(":")
+    if kind not in ("cpu", "gpu") or (index and (kind == "cpu" or not index.isdigit())):
+        raise ValueError(f"device must be 'cpu', 'gpu' or 'gpu:N', not {device!r}")
+    return kind == "gpu", int(index or 0)
+
+
 def gpu_count() -> int:
     """Number of CUDA devices DALI can see (0 on CPU-only machines or without a driver)."""
     try:
@@ -167,16 +175,17 @@ def _on_lane_stream[F: Callable[..., Any]](method: F) -> F:
 
 
 class DaliEngine(Engine):
+    """``device``: ``"cpu"``, ``"gpu"`` or ``"gpu:N"``; ``threads``: its CPU threads (DALI, nvImageCodec,
+    the CPU codecs; default: the CPUs this process may use). ``hw_decoder_load``: the hardware JPEG
+    decoder's share, read when the pipelines are first built."""
+
     name: ClassVar[str] = "dali"
+    hw_decoder_load: float = HW_DECODER_LOAD
 
     def __init__(self, encode: Encode, view: InputView, *, device: str = "cpu", max_batch: int = 32,
-                 device_id: int = 0, hw_decoder_load: float = HW_DECODER_LOAD, threads: int | None = None) -> None:
-        if device not in ("cpu", "gpu"):
-            raise ValueError(f"device must be 'cpu' or 'gpu', not {device!r}")
-        super().__init__(encode, view, device=device, max_batch=max_batch)
-        self._gpu = device == "gpu"
-        self._device_id = device_id
-        self._hw_decoder_load = hw_decoder_load
+                 threads: int | None = None) -> None:
+        self._gpu, self._device_id = placement(device)
+        super().__init__(encode, view, device="gpu" if self._gpu else "cpu", max_batch=max_batch)
         self._threads = threads or cpu_lanes()
         self._pool = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="dali-engine-cpu")
         self._pipes = {kind: _Pipe(partial(self._build, *kind))
@@ -188,8 +197,8 @@ class DaliEngine(Engine):
             import torch  # GPU only: holds device tensors (DLPack views of DALI outputs), stacks view rows
 
             self._torch: Any = torch
-            self._cuda_stream = torch.cuda.Stream(device=f"cuda:{device_id}")  # type: ignore[no-untyped-call]
-            self._encoder = nvimgcodec.Encoder(device_id=device_id, max_num_cpu_threads=self._threads)
+            self._cuda_stream = torch.cuda.Stream(device=f"cuda:{self._device_id}")  # type: ignore[no-untyped-call]
+            self._encoder = nvimgcodec.Encoder(device_id=self._device_id, max_num_cpu_threads=self._threads)
         else:
             self._encoder = nvimgcodec.Encoder(device_id=nvimgcodec.NVIMGCODEC_DEVICE_CPU_ONLY,
                                                backends=[nvimgcodec.Backend(nvimgcodec.BackendKind.CPU_ONLY)])
@@ -206,7 +215,7 @@ class DaliEngine(Engine):
         with pipe:
             if source == "encoded":
                 img = _decoder(fn.external_source(name="data", dtype=types.UINT8, ndim=1), self._gpu,
-                               self._hw_decoder_load)
+                               self.hw_decoder_load)
             else:
                 img = fn.external_source(name="data", dtype=types.UINT8, ndim=3, layout="HWC")
                 img = img.gpu() if self._gpu else img
@@ -232,7 +241,7 @@ class DaliEngine(Engine):
         pipe = _pipeline(self.max_batch, self._threads, self._device_id if self._gpu else None)
         with pipe:
             pipe.set_outputs(_decoder(fn.external_source(name="data", dtype=types.UINT8, ndim=1), self._gpu,
-                                      self._hw_decoder_load))
+                                      self.hw_decoder_load))
         pipe.build()
         return pipe
 
@@ -421,7 +430,7 @@ class DaliEngine(Engine):
     def describe(self) -> dict[str, str]:
         out = super().describe()
         if self._gpu:
-            out["jpeg_decoder"] = f"DALI mixed: nvJPEG (hardware decoder for {self._hw_decoder_load:.0%} where present)"
+            out["jpeg_decoder"] = f"DALI mixed: nvJPEG (hardware decoder for {self.hw_decoder_load:.0%} where present)"
         if self.fallbacks:
             out["encode_fallbacks"] = f"{self.fallbacks} images encoded by {LIBJPEG} after nvImageCodec failed on them"
         return out
@@ -552,8 +561,8 @@ class DaliEngine(Engine):
         self._pool.shutdown(wait=True)
 
 
-def decode_throughput(blobs: Sequence[bytes], *, device: str, batch: int = 64, repeats: int = 1,
-                      hw_decoder_load: float = HW_DECODER_LOAD, threads: int | None = None) -> float:
+def decode_throughput(blobs: Sequence[bytes], *, device: str, batch: int = 64,
+                      hw_decoder_load: float = HW_DECODER_LOAD) -> float:
     """Images/s of DALI decode alone over ``blobs`` (the ceiling the end-to-end rate is compared with).
 
     Same decoder settings as the engine; ``hw_decoder_load=0`` measures nvJPEG's CUDA decoder alone.
@@ -561,8 +570,8 @@ def decode_throughput(blobs: Sequence[bytes], *, device: str, batch: int = 64, r
     """
     import time
 
-    gpu = device == "gpu"
-    pipe = _pipeline(batch, threads or cpu_lanes(), 0 if gpu else None)
+    gpu, device_id = placement(device)
+    pipe = _pipeline(batch, cpu_lanes(), device_id if gpu else None)
     with pipe:
         pipe.set_outputs(_decoder(fn.external_source(name="data", dtype=types.UINT8, ndim=1), gpu, hw_decoder_load))
     pipe.build()
@@ -571,11 +580,10 @@ def decode_throughput(blobs: Sequence[bytes], *, device: str, batch: int = 64, r
     pipe.run()  # warm-up (allocations, hardware decoder init)
     t0 = time.perf_counter()
     n = 0
-    for _ in range(repeats):
-        for chunk in _chunks(arrays, batch):
-            pipe.feed_input("data", list(chunk))
-            pipe.run()  # dynamic executor: outputs are complete when run() returns
-            n += len(chunk)
+    for chunk in _chunks(arrays, batch):
+        pipe.feed_input("data", list(chunk))
+        pipe.run()  # dynamic executor: outputs are complete when run() returns
+        n += len(chunk)
     seconds = time.perf_counter() - t0
     del pipe
     return n / seconds if seconds > 0 else 0.0
@@ -607,23 +615,20 @@ def codec_backends(jpeg: bytes, pixels: np.ndarray, *, device: str) -> dict[str,
 
 class ImageDecoder:
     """Encoded images -> oriented RGB uint8 HWC pixels: numpy arrays on ``device="cpu"``, torch CUDA
-    tensors on ``"gpu"`` (DALI's mixed decoder: nvJPEG / the hardware JPEG decoder, libjpeg-turbo's
+    tensors on ``"gpu"``/``"gpu:N"`` (DALI's mixed decoder: nvJPEG / the hardware JPEG decoder, libjpeg-turbo's
     fancy upsampling; zero-copy DLPack views of DALI's outputs, like the engine's). For readers of the
     dataset (:mod:`preprocess.torchdata`). A batch DALI cannot decode is retried image by image. The
     GPU variant is NOT RUN yet (no GPU where it was written); the CPU variant is the same graph and is
     tested.
     """
 
-    def __init__(self, *, device: str = "gpu", max_batch: int = 64, device_id: int = 0,
-                 threads: int | None = None, hw_decoder_load: float = HW_DECODER_LOAD) -> None:
-        if device not in ("cpu", "gpu"):
-            raise ValueError(f"device must be 'cpu' or 'gpu', not {device!r}")
-        self._gpu = device == "gpu"
-        self._device_id = device_id
-        self.device = f"cuda:{device_id}" if self._gpu else "cpu"  # where the decoded tensors are (torch's name)
+    def __init__(self, *, device: str = "gpu", max_batch: int = 64, threads: int | None = None,
+                 hw_decoder_load: float = HW_DECODER_LOAD) -> None:
+        self._gpu, self._device_id = placement(device)
+        self.device = f"cuda:{self._device_id}" if self._gpu else "cpu"  # where the decoded tensors are (torch's)
         self.max_batch = max_batch
         self._threads = threads or min(4, cpu_lanes())
-        self._hw_decoder_load = hw_decoder_load
+        self.hw_decoder_load = hw_decoder_load
         self._pipe = _Pipe(self._build)
         self._torch: Any = None
         if self._gpu:
@@ -635,7 +640,7 @@ class ImageDecoder:
         pipe = _pipeline(self.max_batch, self._threads, self._device_id if self._gpu else None)
         with pipe:
             pipe.set_outputs(_decoder(fn.external_source(name="data", dtype=types.UINT8, ndim=1), self._gpu,
-                                      self._hw_decoder_load))
+                                      self.hw_decoder_load))
         pipe.build()
         return pipe
 

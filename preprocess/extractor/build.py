@@ -13,18 +13,14 @@ import importlib.util
 import json
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from preprocess.errors import ConfigError, InternalError
+from preprocess.extractor.built import BuiltModel
 from preprocess.extractor.manifest import Manifest
 
-
-@dataclass(frozen=True)
-class BuiltModel:
-    manifest: Manifest
-    path: Path
-    onnx_sha256: str
+__all__ = ["BuiltModel", "build", "cache_dir", "sha256_file"]
 
 
 def cache_dir() -> Path:
@@ -77,8 +73,10 @@ def _onnx_source(m: Manifest) -> Path:
     return p
 
 
-def _export_torch(m: Manifest, out: Path) -> None:
-    import torch  # heavy; only needed to build
+def load_torch(m: Manifest) -> Any:
+    """A ``torch-state-dict`` manifest's network in eval mode on the CPU (its weights' hash checked):
+    what the ONNX file is exported from, and an independent reference for checks of it."""
+    import torch  # heavy; only needed to build (and for independent checks)
 
     src = m.source
     assert src.package and src.weights and src.architecture and src.class_name
@@ -93,7 +91,13 @@ def _export_torch(m: Manifest, out: Path) -> None:
     spec.loader.exec_module(module)
     net = getattr(module, src.class_name)()
     net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    net.eval()
+    return net.eval()
+
+
+def _export_torch(m: Manifest, out: Path) -> None:
+    import torch
+
+    net = load_torch(m)
     v = m.input
     shape = (2, 3, v.height, v.width) if v.layout == "NCHW" else (2, v.height, v.width, 3)
     x = torch.rand(*shape)

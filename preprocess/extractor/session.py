@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
 from preprocess.cpus import cpu_lanes
 from preprocess.errors import ConfigError, device_fault
-
-if TYPE_CHECKING:
-    from preprocess.extractor.build import BuiltModel
+from preprocess.extractor.built import BuiltModel
 
 ort.set_default_logger_severity(3)
 

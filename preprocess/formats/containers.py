@@ -104,18 +104,8 @@ def webp(data: bytes) -> Header:
     while pos + 8 <= min(end, len(data)):
         fourcc, size = data[pos:pos + 4], _u32(data, pos + 4, "little")
         body = data[pos + 8:pos + 8 + size]
-        if fourcc == b"VP8X":
-            alpha = bool(body[0] & 0x10)
-            w, h = 1 + int.from_bytes(body[4:7], "little"), 1 + int.from_bytes(body[7:10], "little")
-        elif fourcc == b"VP8 " and not w:
-            if body[3:6] != b"\x9d\x01\x2a":
-                raise HeaderError("WebP: bad VP8 frame start code")
-            w, h = _u16(body, 6, "little") & 0x3FFF, _u16(body, 8, "little") & 0x3FFF
-        elif fourcc == b"VP8L" and not w:
-            if body[0] != 0x2F:
-                raise HeaderError("WebP: bad VP8L signature")
-            bits = _u32(body, 1, "little")
-            w, h, alpha = (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1, bool(bits >> 28 & 1)
+        if fourcc in (b"VP8X", b"VP8 ", b"VP8L") and not (w and fourcc != b"VP8X"):
+            w, h, alpha = _webp_frame(fourcc, body, alpha)
         elif fourcc == b"ICCP":
             icc = body
         elif fourcc == b"EXIF":
@@ -127,6 +117,21 @@ def webp(data: bytes) -> Header:
         raise HeaderError("WebP: no image header", truncated=len(data) < end)
     return Header(sniff.WEBP, w, h, 4 if alpha else 3, frames=max(frames, 1), icc=icc, exif=exif,
                   complete=len(data) >= end, orientation=exif_orientation(exif))
+
+
+def _webp_frame(fourcc: bytes, body: bytes, alpha: bool) -> tuple[int, int, bool]:
+    """(width, height, alpha) from a VP8X, VP8 or VP8L chunk."""
+    if fourcc == b"VP8X":
+        return (1 + int.from_bytes(body[4:7], "little"), 1 + int.from_bytes(body[7:10], "little"),
+                bool(body[0] & 0x10))
+    if fourcc == b"VP8 ":
+        if body[3:6] != b"\x9d\x01\x2a":
+            raise HeaderError("WebP: bad VP8 frame start code")
+        return _u16(body, 6, "little") & 0x3FFF, _u16(body, 8, "little") & 0x3FFF, alpha
+    if body[0] != 0x2F:
+        raise HeaderError("WebP: bad VP8L signature")
+    bits = _u32(body, 1, "little")
+    return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1, bool(bits >> 28 & 1)
 
 
 def exif_orientation(exif: bytes) -> int:

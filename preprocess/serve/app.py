@@ -19,8 +19,8 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from preprocess.cli.app import size
-from preprocess.cli.history import spec_summary
 from preprocess.errors import ConfigError, InputError, InternalError, PreprocessError
+from preprocess.provenance import SpecInfo
 from preprocess.serve import media, pages
 from preprocess.serve.catalog import Catalog
 
@@ -92,7 +92,7 @@ def create_app(cat: Catalog, *, hosts: frozenset[str] | None = None) -> ASGIApp:
     """The web UI over ``cat``; ``hosts``: accept only these Host names (None: any)."""
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.filters.update(size=size, short=lambda s: str(s or "")[:12], when=_when, sim=_sim, num=_num,
-                                 spec_summary=spec_summary)
+                                 spec_summary=lambda spec: SpecInfo.of(spec).summary())
     templates.env.globals["statuses_help"] = STATUS_HELP
     app = Starlette(routes=ROUTES, exception_handlers={PreprocessError: _error_page, HTTPException: _http_page,
                                                        Exception: _crash_page})

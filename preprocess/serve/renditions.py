@@ -23,30 +23,25 @@ BROWSER_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "gif": "image/gif", "
                  "avif": "image/avif", "bmp": "image/bmp"}
 
 
+# Leading signatures, in the order they are tried (ISO-BMFF "ftyp" boxes are told apart by brand).
+_SIGNATURES: tuple[tuple[tuple[bytes, ...], str], ...] = (
+    ((b"\xff\xd8\xff",), "jpeg"), ((b"\x89PNG\r\n\x1a\n",), "png"), ((b"GIF87a", b"GIF89a"), "gif"),
+    ((b"\xff\x0a", b"\x00\x00\x00\x0cJXL \r\n\x87\n"), "jxl"),
+    ((b"\x00\x00\x00\x0cjP  \r\n\x87\n", b"\xff\x4f\xff\x51"), "jp2"),
+    ((b"II*\x00", b"MM\x00*"), "tiff"), ((b"BM",), "bmp"),
+)
+
+
 def sniff(data: bytes) -> str:
     """The image format of ``data`` from its first bytes: jpeg, png, gif, webp, avif, heif, jxl,
     jp2, tiff, bmp, or "unknown"."""
     head = data[:32]
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head.startswith((b"GIF87a", b"GIF89a")):
-        return "gif"
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "webp"
     if head[4:8] == b"ftyp":
         brands = {head[i:i + 4] for i in range(8, min(len(head), 32) - 3, 4)}
         return "avif" if brands & {b"avif", b"avis"} else "heif"
-    if head.startswith((b"\xff\x0a", b"\x00\x00\x00\x0cJXL \r\n\x87\n")):
-        return "jxl"
-    if head.startswith((b"\x00\x00\x00\x0cjP  \r\n\x87\n", b"\xff\x4f\xff\x51")):
-        return "jp2"
-    if head.startswith((b"II*\x00", b"MM\x00*")):
-        return "tiff"
-    if head.startswith(b"BM"):
-        return "bmp"
-    return "unknown"
+    return next((name for prefixes, name in _SIGNATURES if head.startswith(prefixes)), "unknown")
 
 
 def check_pixels(width: int, height: int) -> None:

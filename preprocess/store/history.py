@@ -1,9 +1,9 @@
 """What was stored, from what, how and when: log, show, item lineage and item-level diff.
 
-Pure functions over an icechunk Repository. The provenance they read is the commit metadata each
-job writes (:func:`preprocess.job.commit_metadata`: ``preprocess.job_id``, spec, fingerprint, model,
-software, inputs) and the rows' own ``job_id``/``fingerprint`` columns, which link every stored
-image to the commit and spec that made it.
+Pure functions over an icechunk Repository, returning typed results (each with ``to_dict()``
+for ``--json``). The provenance they read is each commit's :class:`~preprocess.provenance.Provenance`
+(read tolerantly: commits of older versions still read) and the rows' own ``job_id``/``fingerprint``
+columns, which link every stored image to the commit and spec that made it.
 
 icechunk's own diff is structural and works only along ancestry; :func:`diff` compares the rows of
 any two versions (two diverged branches included), keyed by source sha256 + spec fingerprint.
@@ -22,32 +22,64 @@ import icechunk as ic
 import numpy as np
 
 from preprocess.errors import ConfigError
+from preprocess.provenance import Provenance, SpecInfo
 from preprocess.store import refs, schema
 from preprocess.store.reader import Dataset
 from preprocess.store.refs import Ref
-from preprocess.store.schema import item_key
+from preprocess.store.schema import ITEM_COLUMNS, item_key
 
 ROOT_MESSAGE = "Repository initialized"
 
 
 @dataclass(frozen=True)
 class Commit:
-    """One snapshot as the log shows it (``metadata`` is its full provenance)."""
+    """One snapshot as the log shows it, with its provenance (None when preprocess did not make it)."""
 
     id: str
     parent: str | None
     written_at: datetime
     message: str
-    kind: str  # "run", "watch", ... (preprocess.kind), "init" (the repository's first snapshot), "other"
-    job_id: str
-    added: int | None  # items stored by this commit
-    failed: int | None
-    fingerprint: str
-    spec: str  # the spec's pipeline name
-    model: str
-    branch: str  # the branch the job committed to
     refs: list[str]  # branches and tags pointing here now
-    metadata: dict[str, Any] = field(repr=False)
+    metadata: dict[str, Any] = field(repr=False)  # exactly as stored
+    provenance: Provenance | None = field(repr=False)
+
+    @property
+    def kind(self) -> str:
+        """"run", "watch", ... (the provenance's), "init" (the repository's first snapshot) or "other"."""
+        if self.provenance is not None:
+            return self.provenance.kind
+        return "init" if self.parent is None else "other"
+
+    @property
+    def job_id(self) -> str:
+        return self.provenance.job_id if self.provenance else ""
+
+    @property
+    def added(self) -> int | None:
+        """Items stored by this commit."""
+        return self.provenance.counts.stored if self.provenance else None
+
+    @property
+    def failed(self) -> int | None:
+        return self.provenance.counts.failed if self.provenance else None
+
+    @property
+    def fingerprint(self) -> str:
+        return self.provenance.fingerprint if self.provenance else ""
+
+    @property
+    def spec(self) -> str:
+        """The spec's pipeline name."""
+        return self.provenance.spec_info.pipeline.name if self.provenance else ""
+
+    @property
+    def model(self) -> str:
+        return self.provenance.model.name if self.provenance else ""
+
+    @property
+    def branch(self) -> str:
+        """The branch the job committed to."""
+        return self.provenance.inputs.branch if self.provenance else ""
 
     def to_dict(self, *, full: bool = False) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -63,16 +95,8 @@ class Commit:
 
 def commit(info: ic.SnapshotInfo, labels: dict[str, list[str]] | None = None) -> Commit:
     md: dict[str, Any] = dict(info.metadata or {})
-    pp = md.get("preprocess") if isinstance(md.get("preprocess"), dict) else None
-    kind = str(pp.get("kind", "run")) if pp is not None else "init" if info.parent_id is None else "other"
-    counts = md.get("counts") or {}
-    spec = md.get("spec") or {}
-    return Commit(
-        id=info.id, parent=info.parent_id, written_at=info.written_at, message=info.message, kind=kind,
-        job_id=str((pp or {}).get("job_id", "")), added=counts.get("stored"), failed=counts.get("failed"),
-        fingerprint=str(md.get("fingerprint", "")), spec=str((spec.get("pipeline") or {}).get("name", "")),
-        model=str((md.get("model") or {}).get("name", "")), branch=str((md.get("inputs") or {}).get("branch", "")),
-        refs=list((labels or {}).get(info.id, [])), metadata=md)
+    return Commit(id=info.id, parent=info.parent_id, written_at=info.written_at, message=info.message,
+                  refs=list((labels or {}).get(info.id, [])), metadata=md, provenance=Provenance.from_metadata(md))
 
 
 def _ancestry(repo: ic.Repository, target: Ref) -> list[ic.SnapshotInfo]:
@@ -93,20 +117,111 @@ def log(repo: ic.Repository, ref: str = "main", *, limit: int | None = None) -> 
     return out[:limit] if limit is not None else out
 
 
-def show(repo: ic.Repository, ref: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class VersionInfo:
+    """What a version holds."""
+
+    items: int
+    failures: int
+    models: dict[str, int]  # embedding model -> dimension
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"items": self.items, "failures": self.failures, "models": self.models}
+
+
+@dataclass(frozen=True)
+class ShownCommit:
+    """:func:`show`: one commit, the ref it was reached by, and what its version holds."""
+
+    ref: Ref
+    commit: Commit
+    version: VersionInfo
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.ref.to_dict(), **self.commit.to_dict(full=True), "version": self.version.to_dict()}
+
+
+def show(repo: ic.Repository, ref: str) -> ShownCommit:
     """One commit's full provenance, plus what the version it made holds."""
     target = refs.resolve_ref(repo, ref)
     ds = Dataset(refs.session(repo, target), ref=ref)
     c = commit(refs.snapshot_info(repo, target.snapshot), refs.labels(repo))
-    return {**target.to_dict(), **c.to_dict(full=True),
-            "version": {"items": len(ds), "failures": ds.num_failures, "models": ds.models}}
+    return ShownCommit(target, c, VersionInfo(len(ds), ds.num_failures, ds.models))
 
 
 # -- item lineage ---------------------------------------------------------------------------------
 
-_SOURCE_FIELDS = ("source_path", "source_sha256", "source_bytes", "source_width", "source_height",
-                  "source_format", "capture_time", "camera_model")
-_STORED_FIELDS = ("status", "format", "width", "height", "bytes", "quality", "similarity", "probes")
+@dataclass(frozen=True)
+class MadeBy:
+    """The commit that stored a row (None if it is not in the version's history: should not happen)."""
+
+    commit: Commit | None
+
+    @property
+    def provenance(self) -> Provenance | None:
+        return self.commit.provenance if self.commit else None
+
+    def to_dict(self) -> dict[str, Any]:
+        c, p = self.commit, self.provenance
+        out: dict[str, Any] = {"commit": {k: v for k, v in c.to_dict().items() if k != "refs"} if c else None}
+        if p is None:
+            return out | dict.fromkeys(("spec", "spec_path", "spec_sha256", "model_info", "software", "engine",
+                                        "inputs"))
+        return out | {"spec": p.spec, "spec_path": p.spec_path, "spec_sha256": p.spec_sha256,
+                      "model_info": p.model.model_dump(mode="json"), "software": p.software,
+                      "engine": p.engine.model_dump(mode="json"), "inputs": p.inputs.model_dump(mode="json")}
+
+
+@dataclass(frozen=True)
+class LineageItem:
+    """A stored row that matched, with everything that made it."""
+
+    index: int
+    row: dict[str, Any]  # every field of the row (not its bytes or embedding)
+    made_by: MadeBy
+
+    @property
+    def key(self) -> str:
+        return item_key(self.row["source_sha256"], self.row["fingerprint"])
+
+    @property
+    def source(self) -> dict[str, Any]:
+        return {c.name: self.row[c.name] for c in ITEM_COLUMNS if c.part == "source" and c.name in self.row}
+
+    @property
+    def stored(self) -> dict[str, Any]:
+        return {c.name: self.row[c.name] for c in ITEM_COLUMNS if c.part == "stored" and c.name in self.row}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "key": self.key, "source": self.source, "stored": self.stored,
+                "fingerprint": self.row["fingerprint"], "model": self.row["model"], "job_id": self.row["job_id"],
+                **self.made_by.to_dict()}
+
+
+@dataclass(frozen=True)
+class LineageFailure:
+    """A recorded failure that matched, with the commit that recorded it."""
+
+    index: int
+    row: dict[str, Any]  # every field of the failure row
+    made_by: MadeBy
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.row, "index": self.index, **self.made_by.to_dict()}
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """:func:`lineage`: the rows and failures of a version whose source matched a query."""
+
+    ref: Ref
+    query: str
+    items: list[LineageItem]
+    failures: list[LineageFailure]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.ref.to_dict(), "query": self.query, "items": [r.to_dict() for r in self.items],
+                "failures": [f.to_dict() for f in self.failures]}
 
 
 def _matches(query: str, paths: np.ndarray[Any, Any], shas: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
@@ -127,7 +242,11 @@ def _matches(query: str, paths: np.ndarray[Any, Any], shas: np.ndarray[Any, Any]
     return hit
 
 
-def lineage(repo: ic.Repository, query: str, ref: str = "main") -> dict[str, Any]:
+def _rows(table: dict[str, np.ndarray[Any, Any]], hits: np.ndarray[Any, Any]) -> list[tuple[int, dict[str, Any]]]:
+    return [(int(i), {k: _py(v[i]) for k, v in table.items()}) for i in np.flatnonzero(hits)]
+
+
+def lineage(repo: ic.Repository, query: str, ref: str = "main") -> Lineage:
     """Every stored row (and recorded failure) of ``ref`` whose source matches ``query`` (a source
     path or file name, a file on disk (matched by content), or a source sha256 prefix of 8+ hex),
     each with the commit, spec and model that made it.
@@ -142,51 +261,123 @@ def lineage(repo: ic.Repository, query: str, ref: str = "main") -> dict[str, Any
         c = commit(info, labels)
         if c.job_id:
             by_job.setdefault(c.job_id, c)
-    items = ds.items_table()
-    failures = ds.failures_table()
-    rows = []
-    for i in np.flatnonzero(_matches(query, items["source_path"], items["source_sha256"])):
-        row = {k: _py(v[i]) for k, v in items.items()}
-        rows.append({
-            "index": int(i), "key": item_key(row["source_sha256"], row["fingerprint"]),
-            "source": {k: row[k] for k in _SOURCE_FIELDS}, "stored": {k: row[k] for k in _STORED_FIELDS},
-            "fingerprint": row["fingerprint"], "model": row["model"], "job_id": row["job_id"],
-            **_made_by(by_job.get(row["job_id"]))})
-    failed = []
-    for i in np.flatnonzero(_matches(query, failures["source_path"], failures["source_sha256"])):
-        frow = {k: _py(v[i]) for k, v in failures.items()}
-        failed.append({**frow, "index": int(i), **_made_by(by_job.get(frow["job_id"]))})
-    if not rows and not failed:
+    items, failures = ds.items_table(), ds.failures_table()
+    found = [LineageItem(i, row, MadeBy(by_job.get(row["job_id"])))
+             for i, row in _rows(items, _matches(query, items["source_path"], items["source_sha256"]))]
+    failed = [LineageFailure(i, row, MadeBy(by_job.get(row["job_id"])))
+              for i, row in _rows(failures, _matches(query, failures["source_path"], failures["source_sha256"]))]
+    if not found and not failed:
         raise ConfigError(f"no stored image or failure of {ref!r} comes from {query!r}", code="ITEM_MISSING",
                           hint="give a source path or file name, a source file, or 8+ hex digits of its sha256")
-    return {**target.to_dict(), "query": query, "items": rows, "failures": failed}
-
-
-def _made_by(c: Commit | None) -> dict[str, Any]:
-    if c is None:  # a row whose commit is not in this version's history (should not happen)
-        return {"commit": None, "spec": None, "spec_path": None, "model_info": None, "software": None}
-    md = c.metadata
-    return {"commit": {k: v for k, v in c.to_dict().items() if k not in ("refs",)},
-            "spec": md.get("spec"), "spec_path": md.get("spec_path"), "spec_sha256": md.get("spec_sha256"),
-            "model_info": md.get("model"), "software": md.get("software"), "engine": md.get("engine"),
-            "inputs": md.get("inputs")}
+    return Lineage(target, query, found, failed)
 
 
 # -- diff -------------------------------------------------------------------------------------------
 
 
-def _specs(repo: ic.Repository, target: Ref) -> dict[str, dict[str, Any]]:
-    """fingerprint -> what made rows with it (spec name and digest, model), from commit metadata."""
-    out: dict[str, dict[str, Any]] = {}
+@dataclass(frozen=True)
+class ItemBrief:
+    """One row in a diff."""
+
+    key: str
+    source_path: str
+    fingerprint: str
+    status: str
+    bytes: int
+    similarity: float | None
+    quality: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class ItemChange:
+    """A row in both versions whose fields differ: field -> [value in a, value in b]."""
+
+    item: ItemBrief  # as in b
+    fields: dict[str, list[Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.item.to_dict(), "fields": self.fields}
+
+
+@dataclass(frozen=True)
+class SpecBrief:
+    """A spec (fingerprint) added or removed, and what made rows with it (the provenance of the
+    oldest commit that has it; None when no commit names it)."""
+
+    fingerprint: str
+    provenance: Provenance | None = None
+
+    @property
+    def info(self) -> SpecInfo:
+        return self.provenance.spec_info if self.provenance else SpecInfo()
+
+    def to_dict(self) -> dict[str, Any]:
+        p = self.provenance
+        if p is None:
+            return {"fingerprint": self.fingerprint}
+        return {"fingerprint": self.fingerprint, "spec": self.info.pipeline.name, "spec_sha256": p.spec_sha256,
+                "model": p.model.name, **{k: p.spec.get(k) for k in ("resize", "quality", "gate", "encode")}}
+
+
+@dataclass(frozen=True)
+class Diff:
+    """:func:`diff`: the item-level difference from version ``a`` to ``b``."""
+
+    a: Ref
+    b: Ref
+    base: str | None  # the newest snapshot in both histories
+    items_a: int
+    items_b: int
+    added: list[ItemBrief]
+    removed: list[ItemBrief]
+    changed: list[ItemChange]
+    unchanged: int
+    bytes_a: int
+    bytes_b: int
+    failures_added: list[str]  # "sha256:fingerprint:code" (path instead of sha256 when unread)
+    failures_removed: list[str]
+    specs_added: list[SpecBrief]
+    specs_removed: list[SpecBrief]
+    models_added: list[str]
+    models_removed: list[str]
+
+    @property
+    def bytes_delta(self) -> int:
+        return self.bytes_b - self.bytes_a
+
+    @property
+    def bytes_added(self) -> int:
+        return sum(r.bytes for r in self.added)
+
+    @property
+    def bytes_removed(self) -> int:
+        return sum(r.bytes for r in self.removed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "a": self.a.to_dict(), "b": self.b.to_dict(), "base": self.base,
+            "items_a": self.items_a, "items_b": self.items_b,
+            "added": [r.to_dict() for r in self.added], "removed": [r.to_dict() for r in self.removed],
+            "changed": [r.to_dict() for r in self.changed], "unchanged": self.unchanged,
+            "bytes_a": self.bytes_a, "bytes_b": self.bytes_b, "bytes_delta": self.bytes_delta,
+            "bytes_added": self.bytes_added, "bytes_removed": self.bytes_removed,
+            "failures_added": self.failures_added, "failures_removed": self.failures_removed,
+            "specs_added": [s.to_dict() for s in self.specs_added],
+            "specs_removed": [s.to_dict() for s in self.specs_removed],
+            "models_added": self.models_added, "models_removed": self.models_removed,
+        }
+
+
+def _specs(repo: ic.Repository, target: Ref) -> dict[str, Provenance]:
+    """fingerprint -> the provenance of the oldest commit that made rows with it."""
+    out: dict[str, Provenance] = {}
     for info in reversed(_ancestry(repo, target)):
-        md = dict(info.metadata or {})
-        fp = md.get("fingerprint")
-        if isinstance(fp, str) and fp and fp not in out:
-            spec = md.get("spec") or {}
-            out[fp] = {"fingerprint": fp, "spec": (spec.get("pipeline") or {}).get("name", ""),
-                       "spec_sha256": md.get("spec_sha256", ""), "model": (md.get("model") or {}).get("name", ""),
-                       "resize": spec.get("resize"), "quality": spec.get("quality"), "gate": spec.get("gate"),
-                       "encode": spec.get("encode")}
+        p = Provenance.from_metadata(info.metadata)
+        if p is not None and p.fingerprint and p.fingerprint not in out:
+            out[p.fingerprint] = p
     return out
 
 
@@ -197,45 +388,59 @@ def merge_base(repo: ic.Repository, a: Ref, b: Ref) -> str | None:
     return next((s for s in ours if s in theirs), None)
 
 
-def diff(repo: ic.Repository, ref_a: str, ref_b: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Version:
+    """One side of a diff: the dataset, its item columns, and its rows by key."""
+
+    ds: Dataset
+    table: dict[str, np.ndarray[Any, Any]]
+    keys: dict[str, int]
+
+    @classmethod
+    def at(cls, repo: ic.Repository, target: Ref, ref: str) -> _Version:
+        ds = Dataset(refs.session(repo, target), ref=ref)
+        table = ds.items_table()
+        return cls(ds, table, _keys(table))
+
+    def column(self, name: str) -> set[str]:
+        return set(self.table[name].tolist())
+
+
+def diff(repo: ic.Repository, ref_a: str, ref_b: str) -> Diff:
     """Item-level difference from version ``ref_a`` to ``ref_b`` (any two refs).
 
     Rows are matched by key (source sha256 + spec fingerprint). ``changed`` lists keys in both whose
     fields differ (``jpeg`` when the stored bytes differ); ``bytes_delta`` is the stored-size change.
     """
     a, b = refs.resolve_ref(repo, ref_a), refs.resolve_ref(repo, ref_b)
-    da, db = Dataset(refs.session(repo, a), ref=ref_a), Dataset(refs.session(repo, b), ref=ref_b)
-    ta, tb = da.items_table(), db.items_table()
-    ka, kb = _keys(ta), _keys(tb)
-    added = [_brief(tb, kb[k], k) for k in kb if k not in ka]
-    removed = [_brief(ta, ka[k], k) for k in ka if k not in kb]
-    changed = []
-    for k in kb.keys() & ka.keys():
-        i, j = ka[k], kb[k]
-        fields = {name: [_py(ta[name][i]), _py(tb[name][j])] for name in ta
-                  if name in tb and not _same(ta[name][i], tb[name][j])}
-        if fields and da.jpeg(i) != db.jpeg(j):
-            fields["jpeg"] = [f"{int(ta['bytes'][i])} bytes", f"{int(tb['bytes'][j])} bytes"]
-        if fields:
-            changed.append({**_brief(tb, j, k), "fields": fields})
-    changed.sort(key=lambda r: (r["source_path"], r["key"]))
-    bytes_a, bytes_b = int(np.sum(ta["bytes"], dtype=np.int64)), int(np.sum(tb["bytes"], dtype=np.int64))
-    fa, fb = _failure_keys(da), _failure_keys(db)
+    va, vb = _Version.at(repo, a, ref_a), _Version.at(repo, b, ref_b)
+    common = va.keys.keys() & vb.keys.keys()
+    changed = sorted((c for k in common if (c := _change(va, vb, k)) is not None),
+                     key=lambda r: (r.item.source_path, r.item.key))
+    fa, fb = _failure_keys(va.ds), _failure_keys(vb.ds)
     sa, sb = _specs(repo, a), _specs(repo, b)
-    fps_a, fps_b = set(ta["fingerprint"].tolist()), set(tb["fingerprint"].tolist())
-    models_a, models_b = set(ta["model"].tolist()), set(tb["model"].tolist())
-    return {
-        "a": a.to_dict(), "b": b.to_dict(), "base": merge_base(repo, a, b),
-        "items_a": len(da), "items_b": len(db),
-        "added": added, "removed": removed, "changed": changed,
-        "unchanged": len(ka.keys() & kb.keys()) - len(changed),
-        "bytes_a": bytes_a, "bytes_b": bytes_b, "bytes_delta": bytes_b - bytes_a,
-        "bytes_added": sum(r["bytes"] for r in added), "bytes_removed": sum(r["bytes"] for r in removed),
-        "failures_added": sorted(fb - fa), "failures_removed": sorted(fa - fb),
-        "specs_added": [sb.get(fp, {"fingerprint": fp}) for fp in sorted(fps_b - fps_a)],
-        "specs_removed": [sa.get(fp, {"fingerprint": fp}) for fp in sorted(fps_a - fps_b)],
-        "models_added": sorted(models_b - models_a), "models_removed": sorted(models_a - models_b),
-    }
+    fps_a, fps_b = va.column("fingerprint"), vb.column("fingerprint")
+    return Diff(
+        a=a, b=b, base=merge_base(repo, a, b), items_a=len(va.ds), items_b=len(vb.ds),
+        added=[_brief(vb.table, i, k) for k, i in vb.keys.items() if k not in va.keys],
+        removed=[_brief(va.table, i, k) for k, i in va.keys.items() if k not in vb.keys],
+        changed=changed, unchanged=len(common) - len(changed),
+        bytes_a=int(np.sum(va.table["bytes"], dtype=np.int64)), bytes_b=int(np.sum(vb.table["bytes"], dtype=np.int64)),
+        failures_added=sorted(fb - fa), failures_removed=sorted(fa - fb),
+        specs_added=[SpecBrief(fp, sb.get(fp)) for fp in sorted(fps_b - fps_a)],
+        specs_removed=[SpecBrief(fp, sa.get(fp)) for fp in sorted(fps_a - fps_b)],
+        models_added=sorted(vb.column("model") - va.column("model")),
+        models_removed=sorted(va.column("model") - vb.column("model")))
+
+
+def _change(a: _Version, b: _Version, key: str) -> ItemChange | None:
+    """How the row with ``key`` differs from a to b, or None when it does not."""
+    i, j, ta, tb = a.keys[key], b.keys[key], a.table, b.table
+    fields = {name: [_py(ta[name][i]), _py(tb[name][j])] for name in ta
+              if name in tb and not _same(ta[name][i], tb[name][j])}
+    if fields and a.ds.jpeg(i) != b.ds.jpeg(j):
+        fields["jpeg"] = [f"{int(ta['bytes'][i])} bytes", f"{int(tb['bytes'][j])} bytes"]
+    return ItemChange(_brief(tb, j, key), fields) if fields else None
 
 
 def _keys(table: dict[str, np.ndarray[Any, Any]]) -> dict[str, int]:
@@ -243,10 +448,10 @@ def _keys(table: dict[str, np.ndarray[Any, Any]]) -> dict[str, int]:
             for i, (s, f) in enumerate(zip(table["source_sha256"], table["fingerprint"], strict=True))}
 
 
-def _brief(table: dict[str, np.ndarray[Any, Any]], i: int, key: str) -> dict[str, Any]:
-    return {"key": key, "source_path": str(table["source_path"][i]), "fingerprint": str(table["fingerprint"][i]),
-            "status": str(table["status"][i]), "bytes": int(table["bytes"][i]),
-            "similarity": _py(table["similarity"][i]), "quality": int(table["quality"][i])}
+def _brief(table: dict[str, np.ndarray[Any, Any]], i: int, key: str) -> ItemBrief:
+    return ItemBrief(key=key, source_path=str(table["source_path"][i]), fingerprint=str(table["fingerprint"][i]),
+                     status=str(table["status"][i]), bytes=int(table["bytes"][i]),
+                     similarity=_py(table["similarity"][i]), quality=int(table["quality"][i]))
 
 
 def _failure_keys(ds: Dataset) -> set[str]:

@@ -16,12 +16,13 @@ one model has NaN in every other model's embedding array.
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import re
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_type_hints
 
 import numpy as np
 import zarr
@@ -35,9 +36,11 @@ CHUNK_ROWS = 256
 ITEMS = "items"
 EMBEDDING = "items/embedding"
 FAILURES = "failures"
-ITEM_STATUSES = frozenset({"ok", "flagged", "source", "passthrough"})
+ItemStatus = Literal["ok", "flagged", "source", "passthrough"]  # THE list of a stored item's statuses
+ITEM_STATUSES: frozenset[str] = frozenset(get_args(ItemStatus))
 
 Kind = Literal["bytes", "str", "int", "float"]
+Part = Literal["data", "stored", "source", "origin"]  # what a row field describes (see Col)
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+@-]{0,199}$")
 
 
@@ -47,6 +50,7 @@ class Column:
 
     name: str
     dtype: str  # zarr dtype string: "bytes", "str", "int16", "int32", "int64", "float32"
+    part: Part = "stored"
 
     @property
     def kind(self) -> Kind:
@@ -95,70 +99,45 @@ class Column:
                                 code="STORE_ROW")
 
 
-ITEM_COLUMNS: tuple[Column, ...] = (
-    Column("jpeg", "bytes"),
-    Column("format", "str"),
-    Column("encoder", "str"),
-    Column("chroma", "str"),
-    Column("status", "str"),
-    Column("width", "int32"),
-    Column("height", "int32"),
-    Column("bytes", "int64"),
-    Column("quality", "int16"),
-    Column("similarity", "float32"),
-    Column("probes", "int16"),
-    Column("model", "str"),
-    Column("source_path", "str"),
-    Column("source_sha256", "str"),
-    Column("source_bytes", "int64"),
-    Column("source_width", "int32"),
-    Column("source_height", "int32"),
-    Column("source_format", "str"),
-    Column("capture_time", "str"),
-    Column("camera_model", "str"),
-    Column("fingerprint", "str"),
-    Column("job_id", "str"),
-)
+@dataclass(frozen=True)
+class Col:
+    """A row field's column: its zarr dtype and which part of the row it describes (the lineage view
+    groups fields by part: what was ``stored``, its ``source``, its ``origin`` (spec, model, job))."""
 
-FAILURE_COLUMNS: tuple[Column, ...] = (
-    Column("source_path", "str"),
-    Column("source_sha256", "str"),
-    Column("source_bytes", "int64"),
-    Column("fingerprint", "str"),
-    Column("code", "str"),
-    Column("message", "str"),
-    Column("job_id", "str"),
-)
+    dtype: str  # zarr dtype string: "bytes", "str", "int16", "int32", "int64", "float32"
+    part: Part = "stored"
 
 
 @dataclass(frozen=True, eq=False)
 class ItemRow:
-    """One stored image. ``jpeg`` holds the stored bytes, in ``format`` (the array keeps its first name
-    for compatibility: it holds AVIF/WebP/JPEG XL bytes too), or the source's own bytes when status
-    is "source"/"passthrough" (then ``format`` is the source's format and ``quality`` is 0)."""
+    """One stored image: THE declaration of the item schema (every field annotated with a
+    :class:`Col` is a column of ``items/``, in this order; adding a field here adds the column).
+    ``jpeg`` holds the stored bytes, in ``format`` (the array keeps its first name for compatibility: it
+    holds AVIF/WebP/JPEG XL bytes too), or the source's own bytes when status is "source"/"passthrough"
+    (then ``format`` is the source's format, ``encoder`` and ``chroma`` are "" and ``quality`` is 0)."""
 
-    jpeg: builtins.bytes
-    format: str  # jpeg | webp | avif | jxl, or the source's format when its bytes are kept
-    encoder: str  # the library that made the bytes (jpegli, libjpeg-turbo, nvjpeg, libavif-aom, ...); "" if kept
-    chroma: str  # chroma subsampling of the stored bytes: 420, 422, 444 ("" when kept or not applicable)
-    status: str  # "ok" | "flagged" | "source" | "passthrough"
-    width: int
-    height: int
-    bytes: int  # stored size
-    quality: int
-    similarity: float
-    probes: int
-    model: str
-    source_path: str
-    source_sha256: str
-    source_bytes: int
-    source_width: int
-    source_height: int
-    source_format: str
-    capture_time: str  # ISO 8601 or ""
-    camera_model: str
-    fingerprint: str  # the spec fingerprint
-    job_id: str
+    jpeg: Annotated[builtins.bytes, Col("bytes", "data")]
+    format: Annotated[str, Col("str")]  # jpeg | webp | avif | jxl, or the source's format when its bytes are kept
+    encoder: Annotated[str, Col("str")]  # the library that made the bytes (jpegli, libjpeg-turbo, nvjpeg, ...)
+    chroma: Annotated[str, Col("str")]  # chroma subsampling of the stored bytes: 420, 422, 444 ("" if none)
+    status: Annotated[str, Col("str")]  # an ItemStatus
+    width: Annotated[int, Col("int32")]
+    height: Annotated[int, Col("int32")]
+    bytes: Annotated[int, Col("int64")]  # stored size
+    quality: Annotated[int, Col("int16")]
+    similarity: Annotated[float, Col("float32")]
+    probes: Annotated[int, Col("int16")]
+    model: Annotated[str, Col("str", "origin")]
+    source_path: Annotated[str, Col("str", "source")]
+    source_sha256: Annotated[str, Col("str", "source")]
+    source_bytes: Annotated[int, Col("int64", "source")]
+    source_width: Annotated[int, Col("int32", "source")]
+    source_height: Annotated[int, Col("int32", "source")]
+    source_format: Annotated[str, Col("str", "source")]
+    capture_time: Annotated[str, Col("str", "source")]  # ISO 8601 or ""
+    camera_model: Annotated[str, Col("str", "source")]
+    fingerprint: Annotated[str, Col("str", "origin")]  # the spec fingerprint
+    job_id: Annotated[str, Col("str", "origin")]
     embedding: np.ndarray[Any, Any] = field(repr=False)  # float32 [D], stored in items/embedding/<model>
 
     @property
@@ -168,15 +147,37 @@ class ItemRow:
 
 @dataclass(frozen=True)
 class FailureRow:
-    """One source that could not be stored, with its stable failure code."""
+    """One source that could not be stored, with its stable failure code (THE declaration of
+    ``failures/``)."""
 
-    source_path: str
-    source_sha256: str
-    source_bytes: int
-    fingerprint: str
-    code: str
-    message: str
-    job_id: str
+    source_path: Annotated[str, Col("str", "source")]
+    source_sha256: Annotated[str, Col("str", "source")]
+    source_bytes: Annotated[int, Col("int64", "source")]
+    fingerprint: Annotated[str, Col("str", "origin")]
+    code: Annotated[str, Col("str")]
+    message: Annotated[str, Col("str")]
+    job_id: Annotated[str, Col("str", "origin")]
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """What makes two failures the same failure: (content, spec fingerprint, code); a source that
+        was never read (no content hash: unreadable, a refused link, a FIFO) is known by its path."""
+        return failure_key(self.source_sha256, self.source_path, self.fingerprint, self.code)
+
+
+def columns_of(row_type: type[Any]) -> tuple[Column, ...]:
+    """The columns a row dataclass declares: its fields annotated with a :class:`Col`, in order."""
+    hints = get_type_hints(row_type, include_extras=True)
+    out = []
+    for f in dataclasses.fields(row_type):
+        col = next((m for m in get_args(hints[f.name])[1:] if isinstance(m, Col)), None)
+        if col is not None:
+            out.append(Column(f.name, col.dtype, col.part))
+    return tuple(out)
+
+
+ITEM_COLUMNS: tuple[Column, ...] = columns_of(ItemRow)
+FAILURE_COLUMNS: tuple[Column, ...] = columns_of(FailureRow)
 
 
 def item_key(source_sha256: str, fingerprint: str) -> str:

@@ -33,6 +33,7 @@ from preprocess.errors import ConfigError, ConflictError, InternalError, Storage
 from preprocess.store import schema
 from preprocess.store.schema import (
     CHUNK_ROWS,
+    EMBEDDING,
     FAILURE_COLUMNS,
     FAILURES,
     ITEM_COLUMNS,
@@ -91,12 +92,94 @@ class _Table[R: (ItemRow, FailureRow)]:
         return out
 
     def write(self, start: int, block: Sequence[R]) -> None:
-        stop = start + len(block)
-        with quiet():
-            for col in self.columns:
-                arr = self.arrays[col.name]
+        write_columns(self.arrays, self.columns, start, block, resize=True)
+
+
+# -- writing rows: shared by DatasetWriter and by writers of forked sessions (write_fork) --------------
+
+
+def check_item(row: ItemRow, dims: Mapping[str, int]) -> np.ndarray[Any, Any]:
+    """Check an item row against the schema (every column's type and range, the status, the
+    embedding; ``dims``: model -> the stored embedding dimension); returns the embedding as a
+    float32 copy. InternalError STORE_ROW for a malformed row, ConfigError EMBEDDING_DIM when the
+    model is stored with another dimension."""
+    for col in ITEM_COLUMNS:
+        col.check(getattr(row, col.name))
+    if row.status not in ITEM_STATUSES:
+        raise InternalError(f"item status {row.status!r} is not one of {sorted(ITEM_STATUSES)}",
+                            code="STORE_ROW")
+    emb = np.array(row.embedding, dtype=np.float32)  # a copy: the caller may reuse its buffer
+    if emb.ndim != 1 or emb.size == 0:
+        raise InternalError(f"an embedding must be a non-empty 1-D vector, got shape {emb.shape}",
+                            code="STORE_ROW")
+    dim = dims.get(row.model)
+    if dim is not None and dim != emb.size:
+        raise ConfigError(f"model {row.model!r} is stored with {dim}-d embeddings, this row has {emb.size}",
+                          code="EMBEDDING_DIM",
+                          hint="a model whose output changed needs a new model name (and version)")
+    return emb
+
+
+def write_columns(arrays: Mapping[str, zarr.Array[Any]], columns: Sequence[Column], start: int,
+                  block: Sequence[Any], *, resize: bool) -> None:
+    """Write ``block``'s rows at ``[start, start + len(block))`` of each column's array (grown to
+    that length first when ``resize``, else it must be long enough already)."""
+    stop = start + len(block)
+    with quiet():
+        for col in columns:
+            arr = arrays[col.name]
+            if resize:
                 arr.resize((stop,))
-                arr[start:stop] = col.values(block)
+            elif arr.shape[0] < stop:
+                raise InternalError(f"{arr.path} has {arr.shape[0]} rows, the block ends at {stop}",
+                                    code="STORE_REGION")
+            arr[start:stop] = col.values(block)
+
+
+def write_embeddings(arrays: Mapping[str, zarr.Array[Any]], start: int, block: Sequence[ItemRow], *,
+                     resize: bool) -> None:
+    """Write the block's embeddings: each row's vector in its own model's array; the other models'
+    arrays keep NaN there (their fill value: an all-NaN region is not written at all)."""
+    stop = start + len(block)
+    with quiet():
+        for model, arr in arrays.items():
+            if resize:
+                arr.resize((stop, arr.shape[1]))
+            elif arr.shape[0] < stop:
+                raise InternalError(f"{arr.path} has {arr.shape[0]} rows, the block ends at {stop}",
+                                    code="STORE_REGION")
+            mine = [i for i, r in enumerate(block) if r.model == model]
+            if not mine:
+                continue
+            values = np.full((len(block), arr.shape[1]), np.nan, dtype=np.float32)
+            for i in mine:
+                values[i] = block[i].embedding
+            arr[start:stop] = values
+
+
+def write_fork(fork: ic.ForkSession, start: int, rows: Sequence[ItemRow]) -> ic.ForkSession:
+    """Write item ``rows`` at ``[start, start + len(rows))`` of a forked session whose arrays
+    :meth:`DatasetWriter.reserve_items` already sized; returns the fork, for
+    :meth:`DatasetWriter.merge_forks`. The rows get the checks and the embedding fill of
+    :meth:`DatasetWriter.add_item`. Rewriting the same region is idempotent (a retried task)."""
+    if not rows:
+        return fork
+    with quiet():
+        root = zarr.open_group(store=fork.store, mode="r+")
+    items, emb_group = schema.subgroup(root, ITEMS), schema.subgroup(root, EMBEDDING)
+    if items is None or emb_group is None:
+        raise InternalError("the fork has no item arrays (reserve_items was not called)", code="STORE_REGION")
+    embeddings = schema.arrays(emb_group)
+    dims = {m: int(a.shape[1]) for m, a in embeddings.items()}
+    checked = []
+    for row in rows:
+        emb = check_item(row, dims)
+        if row.model not in embeddings:
+            raise InternalError(f"no embedding array for model {row.model!r} in the fork", code="STORE_REGION")
+        checked.append(dataclasses.replace(row, embedding=emb))
+    write_columns(schema.arrays(items), ITEM_COLUMNS, start, checked, resize=False)
+    write_embeddings(embeddings, start, checked, resize=False)
+    return fork
 
 
 class DatasetWriter:
@@ -185,12 +268,26 @@ class DatasetWriter:
         return {m: int(a.shape[1]) for m, a in self._emb.items()}
 
     def existing_keys(self) -> set[str]:
-        """Item keys (``source_sha256:fingerprint``) on the branch, plus those added by this writer."""
+        """Item keys (``source_sha256:fingerprint``) on the branch, plus those added or claimed by this
+        writer (a copy: e.g. for processes that skip what is stored before the rows reach here)."""
         return set(self._keys)
 
     def existing_failures(self) -> set[tuple[str, str, str]]:
         """:func:`~preprocess.store.schema.failure_key` of failures on the branch, plus those added here."""
         return set(self._failure_keys)
+
+    def claim(self, key: str) -> bool:
+        """Reserve item ``key`` for a row this writer is about to get; False when the branch, or this
+        writer, already has (or claimed) it. Claims end with the writer: a new writer re-reads the
+        keys of the branch (what was committed)."""
+        if key in self._keys:
+            return False
+        self._keys.add(key)
+        return True
+
+    def has_failure(self, key: tuple[str, str, str]) -> bool:
+        """Whether the failure (:attr:`FailureRow.key`) is on the branch or was added here."""
+        return key in self._failure_keys
 
     def recent_qualities(self, fingerprint: str, rows: int = 512) -> list[int]:
         """Qualities chosen by the gate (status "ok") for ``fingerprint`` among the branch's last ``rows``
@@ -208,23 +305,10 @@ class DatasetWriter:
 
     def add_item(self, row: ItemRow) -> None:
         self._check_open()
-        for col in ITEM_COLUMNS:
-            col.check(getattr(row, col.name))
-        if row.status not in ITEM_STATUSES:
-            raise InternalError(f"item status {row.status!r} is not one of {sorted(ITEM_STATUSES)}",
-                                code="STORE_ROW")
-        emb = np.array(row.embedding, dtype=np.float32)  # a copy: the caller may reuse its buffer
-        if emb.ndim != 1 or emb.size == 0:
-            raise InternalError(f"an embedding must be a non-empty 1-D vector, got shape {emb.shape}",
-                                code="STORE_ROW")
-        arr = self._emb.get(row.model)
-        if arr is None:
+        emb = check_item(row, self.models)
+        if row.model not in self._emb:
             self._emb[row.model] = schema.create_embedding(self._emb_group, row.model, self._items.stored,
                                                            emb.size)
-        elif arr.shape[1] != emb.size:
-            raise ConfigError(f"model {row.model!r} is stored with {arr.shape[1]}-d embeddings, this row has "
-                              f"{emb.size}", code="EMBEDDING_DIM",
-                              hint="a model whose output changed needs a new model name (and version)")
         self._items.pending.append(dataclasses.replace(row, embedding=emb))
         self._items.added += 1
         self._keys.add(row.key)
@@ -236,28 +320,15 @@ class DatasetWriter:
             col.check(getattr(row, col.name))
         self._failures.pending.append(row)
         self._failures.added += 1
-        self._failure_keys.add(schema.failure_key(row.source_sha256, row.source_path, row.fingerprint, row.code))
+        self._failure_keys.add(row.key)
         self._write(final=False)
 
     def _write(self, *, final: bool) -> None:
         for start, block in self._items.take(final=final):
             self._items.write(start, block)
-            self._write_embeddings(start, block)
+            write_embeddings(self._emb, start, block, resize=True)
         for start, fblock in self._failures.take(final=final):
             self._failures.write(start, fblock)
-
-    def _write_embeddings(self, start: int, block: Sequence[ItemRow]) -> None:
-        stop = start + len(block)
-        with quiet():
-            for model, arr in self._emb.items():
-                arr.resize((stop, arr.shape[1]))
-                mine = [i for i, r in enumerate(block) if r.model == model]
-                if not mine:
-                    continue  # all NaN: the fill value already reads as NaN, write nothing
-                values = np.full((len(block), arr.shape[1]), np.nan, dtype=np.float32)
-                for i in mine:
-                    values[i] = block[i].embedding
-                arr[start:stop] = values
 
     # -- rows written elsewhere (forked sessions) --------------------------------------------------
 
@@ -267,8 +338,8 @@ class DatasetWriter:
         The branch's rows must end on a chunk boundary (add rows with :meth:`add_item` until they
         do). Every item array (and the embedding arrays, ``model``'s created when missing) is
         resized once, here; returns (first reserved row, a picklable fork). Writers of the fork
-        (:func:`preprocess.distributed.sink.write_items`) must write disjoint whole chunks of the
-        reserved rows; then :meth:`merge_forks` and :meth:`commit`.
+        (:func:`write_fork`) must write disjoint whole chunks of the reserved rows; then
+        :meth:`merge_forks` and :meth:`commit`.
         """
         self._check_open()
         start = self._items.stored
@@ -291,12 +362,12 @@ class DatasetWriter:
         self._items.added += count
         return start, self._session.fork()
 
-    def merge_forks(self, forks: Sequence[ic.ForkSession], keys: Sequence[str]) -> None:
-        """Merge the forks' writes (of the rows with these ``keys``) into this writer's session."""
+    def merge_forks(self, forks: Sequence[ic.ForkSession]) -> None:
+        """Merge the forks' writes into this writer's session (their rows' keys should have been
+        :meth:`claim`-ed, so the writer knows them)."""
         self._check_open()
         if forks:
             self._session.merge(*forks)
-        self._keys.update(keys)
 
     # -- committing ------------------------------------------------------------------------------
 

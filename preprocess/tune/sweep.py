@@ -19,7 +19,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
@@ -32,6 +31,7 @@ from preprocess.extractor.manifest import InputView, Manifest, find_manifest
 from preprocess.extractor.session import Extractor, cosine
 from preprocess.gate import combine_tiles, tile_embeddings, tile_similarities
 from preprocess.images import SourceInfo, probe
+from preprocess.progress import Progress, SilentProgress
 from preprocess.sources import batched, list_sources, read_source
 from preprocess.spec import Resize, Spec, default_spec_path, load_spec
 
@@ -43,18 +43,6 @@ _IMAGE_AXIS = {"ref": 0, "stored": 2, "tiles": 3, "dims": 1}
 
 def _image_axis(key: str) -> int:
     return _IMAGE_AXIS.get(key.partition(":")[0], 2)
-
-
-class Progress(Protocol):
-    def start(self, total: int) -> None: ...
-    def advance(self, steps: int) -> None: ...
-    def finish(self) -> None: ...
-
-
-class _Silent:
-    def start(self, total: int) -> None: ...
-    def advance(self, steps: int) -> None: ...
-    def finish(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -328,7 +316,7 @@ def _measure_size(b: _Batch, si: int, resize: Resize, qualities: Sequence[int], 
 
 def run_sweep(opts: SweepOptions, progress: Progress | None = None) -> Sweep:
     """Measure the whole grid; raise ConfigError before any decode for a bad spec, grid or empty sample."""
-    progress = progress or _Silent()
+    progress = progress or SilentProgress()
     t_start = time.perf_counter()
     spec_path = opts.spec_path or str(default_spec_path())
     spec = load_spec(spec_path)

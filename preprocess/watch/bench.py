@@ -50,7 +50,7 @@ def percentile(values: Sequence[float], pct: float) -> float:
     return ordered[int(rank) - 1]
 
 
-def close_to_commit_latency(images: Sequence[bytes | str | Path], *, workdir: str | Path | None = None,
+def close_to_commit_latency(images: Sequence[bytes | str | Path], *, workdir: str | Path | None = None,  # noqa: PLR0913 (the daemon's own flags, by keyword)
                             spec: str | None = None, engine: str = "auto", device: str = "auto",
                             quiet: float = 0.5, commit_interval: float = 1.0, commit_every: int = 500,
                             batch_wait: float = 0.2, gap: float = 0.25, poll: bool = False,

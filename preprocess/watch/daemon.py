@@ -24,6 +24,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from types import FrameType
@@ -31,12 +33,14 @@ from typing import Any
 
 from preprocess import errors
 from preprocess.errors import ConflictError, DeviceError, InternalError, PreprocessError, StorageError, input_error
-from preprocess.job import commit_metadata, dedupe, read_files, write_result
-from preprocess.process import BatchResult, Failed, Processor, plan
+from preprocess.ingest import Ingest, JobInfo, read_files
+from preprocess.process import BatchResult, Failed, Plan, Processor, plan
+from preprocess.provenance import WatchInfo
 from preprocess.sources import SourceFile, local_roots
 from preprocess.store import DatasetWriter, open_repo
-from preprocess.store.storage import StoreLock, lock_repo
-from preprocess.watch.detect import Detector
+from preprocess.store.storage import lock_repo
+from preprocess.timing import Stopwatch
+from preprocess.watch.detect import Detector, Scanning
 from preprocess.watch.metrics import Metrics
 from preprocess.watch.options import WatchOptions
 from preprocess.watch.queue import FileQueue, Ready, Stat
@@ -47,6 +51,21 @@ log = logging.getLogger("preprocess.watch")
 
 TICK = 0.05  # the loop's idle sleep (s)
 MAX_ENGINE_ERRORS = 3  # consecutive batches failing as a whole: the engine is broken, not the files
+
+
+@dataclass
+class _Work:
+    """What a running daemon works with: the plan, the engine, the branch's ingest (replaced when the
+    writer is reopened) and the open commit window."""
+
+    plan: Plan
+    processor: Processor
+    ingest: Ingest
+    window: Window = field(default_factory=Window)
+    engine_errors: int = 0  # consecutive batches that failed as a whole
+
+    def close_writer(self) -> None:
+        self.ingest.close()  # the one in use now: a reopen replaces it
 
 
 class WatchDaemon:
@@ -62,7 +81,6 @@ class WatchDaemon:
         self._state = "starting"
         self._heartbeat = time.monotonic()
         self._commits = 0
-        self._engine_errors = 0
         self._seen = self._refused = self._scans = 0
         self.server: StatusServer | None = None
         self.detector: Detector | None = None
@@ -100,118 +118,126 @@ class WatchDaemon:
 
     def run(self, *, install_signals: bool = True) -> int:
         """Run until stopped; returns the process exit code (0 after a clean stop)."""
-        o = self.opts
         if install_signals:
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
-        if o.metrics is not None:
-            self.server = StatusServer(*o.metrics, live=self.live, ready=self.ready, metrics=self.metrics.render)
-            self.server.start()
-            host, port = self.server.address
-            log.info("listening", extra={"fields": {"host": host, "port": port,
-                                                    "endpoints": ["/healthz", "/readyz", "/metrics"]}})
-        lock: StoreLock | None = None
-        processor: Processor | None = None
-        try:
-            repo = open_repo(o.store, create=True)
-            # The store's writer lock, held for the daemon's life (across writer reopens): a second
-            # daemon or a `run` on this dataset fails fast (STORE_LOCKED) or waits --wait seconds.
-            lock = lock_repo(repo, wait=o.wait, purpose=f"watch daemon on {os.path.abspath(o.folder)}")
-            self.plan = plan(o.spec_path, o.engine, o.device)
-            self.writer = DatasetWriter(repo, o.branch)
-            self._load_keys()
-            processor = self.processor = Processor(self.plan, job_id=self.job_id)
-            self.window = self._new_window()
-            exclude = (o.move_to,) if o.move_to else ()
-            self.detector = Detector(o.folder, self.queue, poll=o.poll, poll_interval=o.poll_interval,
-                                     rescan_interval=o.rescan_interval, exclude=exclude,
-                                     on_lost_events=self.metrics.lost_events.inc)
-            self.detector.start()
+        with ExitStack() as cleanup:  # closes in reverse: detector, writer, engine, lock, server
+            self._serve(cleanup)
+            work = self._start(cleanup)
+            self.detector = self._detect()
+            cleanup.callback(self.detector.stop)
             self._set_state("running")
-            log.info("watching", extra={"fields": {
-                "folder": os.path.abspath(o.folder), "store": o.store, "branch": o.branch, "mode": self.detector.mode,
-                "fs": self.detector.fs_type, "engine": self.plan.engine, "device": self.plan.device,
-                "fingerprint": self.plan.fingerprint, "stored": len(self.known), "job_id": self.job_id}})
-            self._loop()
-            self._shutdown()
-        finally:
-            if self.detector is not None:
-                self.detector.stop()
-            if processor is not None:
-                processor.close()
-            if hasattr(self, "writer"):
-                self.writer.close()
-            if lock is not None:
-                lock.release()
-            if self.server is not None:
-                self.server.stop()
+            self._log_start(work)
+            self._loop(work)
+            self._shutdown(work)
         log.info("stopped", extra={"fields": {"commits": self._commits}})
         return errors.EXIT_OK
 
-    def _load_keys(self) -> None:
-        self.known = self.writer.existing_keys()
-        self.known_failures = self.writer.existing_failures()
+    def _serve(self, cleanup: ExitStack) -> None:
+        if self.opts.metrics is None:
+            return
+        self.server = StatusServer(*self.opts.metrics, live=self.live, ready=self.ready, metrics=self.metrics.render)
+        self.server.start()
+        cleanup.callback(self.server.stop)
+        host, port = self.server.address
+        log.info("listening", extra={"fields": {"host": host, "port": port,
+                                                "endpoints": ["/healthz", "/readyz", "/metrics"]}})
 
-    def _new_window(self) -> Window:
-        return Window.new(self.plan, job_id=self.job_id, branch=self.opts.branch, store=self.opts.store)
+    def _start(self, cleanup: ExitStack) -> _Work:
+        """Lock the store, plan, start the engine and open the branch's writer."""
+        o = self.opts
+        repo = open_repo(o.store, create=True)
+        # The store's writer lock, held for the daemon's life (across writer reopens): a second
+        # daemon or a `run` on this dataset fails fast (STORE_LOCKED) or waits --wait seconds.
+        lock = lock_repo(repo, wait=o.wait, purpose=f"watch daemon on {os.path.abspath(o.folder)}")
+        if lock is not None:
+            cleanup.callback(lock.release)
+        p = plan(o.spec_path, o.engine, o.device)
+        processor = Processor(p, job_id=self.job_id)
+        cleanup.callback(processor.close)
+        work = _Work(p, processor, self._ingest(DatasetWriter(repo, o.branch), p))
+        cleanup.callback(work.close_writer)
+        return work
+
+    def _ingest(self, writer: DatasetWriter, p: Plan) -> Ingest:
+        return Ingest(writer, p, JobInfo(kind="watch", roots=[self.opts.folder], store=self.opts.store,
+                                         job_id=self.job_id))
+
+    def _detect(self) -> Detector:
+        o = self.opts
+        scanning = Scanning(poll=o.poll, poll_interval=o.poll_interval, rescan_interval=o.rescan_interval,
+                            exclude=(o.move_to,) if o.move_to else ())
+        detector = Detector(o.folder, self.queue, scanning, on_lost_events=self.metrics.lost_events.inc)
+        detector.start()
+        return detector
+
+    def _log_start(self, work: _Work) -> None:
+        o, p, d = self.opts, work.plan, self.detector
+        assert d is not None
+        log.info("watching", extra={"fields": {
+            "folder": os.path.abspath(o.folder), "store": o.store, "branch": o.branch, "mode": d.mode,
+            "fs": d.fs_type, "engine": p.engine, "device": p.device, "fingerprint": p.fingerprint,
+            "stored": len(work.ingest.writer.existing_keys()), "job_id": self.job_id}})
 
     # -- the loop --------------------------------------------------------------------------------
 
-    def _loop(self) -> None:
-        o, q = self.opts, self.queue
+    def _loop(self, work: _Work) -> None:
+        o, q, detector = self.opts, self.queue, self.detector
+        assert detector is not None
         settle_every = max(0.05, min(0.25, o.quiet / 4))
         next_settle = 0.0
-        batch_size = self.plan.spec.batch.size
+        batch_size = work.plan.spec.batch.size
         while not self._stop.is_set():
             now = self._heartbeat = time.monotonic()
             if now >= next_settle:
                 q.settle()
                 next_settle = now + settle_every
             if q.take_overflow():
-                assert self.detector is not None
-                self.detector.request_rescan()
+                detector.request_rescan()
             ready = q.ready
             took = False
             if ready and (ready >= batch_size or q.oldest_ready_age() >= o.batch_wait):
-                self._guarded(partial(self._batch, q.take(batch_size)))
+                self._guarded(work, partial(self._batch, work, q.take(batch_size)))
                 took = True
-            reason = self.window.due(every=o.commit_every, interval=o.commit_interval)
+            reason = work.window.due(rows=work.ingest.pending_rows, every=o.commit_every,
+                                     interval=o.commit_interval)
             if reason:
-                self._guarded(partial(self._commit, reason))
-            self._gauges()
+                self._guarded(work, partial(self._commit, work, reason))
+            self._gauges(work)
             if not took:
                 self._stop.wait(TICK)
 
-    def _shutdown(self) -> None:
+    def _shutdown(self, work: _Work) -> None:
         dropped = self.queue.drop_ready()
         if self.detector is not None:
             self.detector.stop()
-        log.info("draining", extra={"fields": {"in_flight": len(self.window.files), "left_for_next_start": dropped}})
-        self._guarded(partial(self._commit, "shutdown"), recover=False)
+        log.info("draining", extra={"fields": {"in_flight": len(work.window.files), "left_for_next_start": dropped}})
+        self._guarded(work, partial(self._commit, work, "shutdown"), recover=False)
 
-    def _guarded(self, step: Callable[[], None], *, recover: bool = True) -> None:
+    def _guarded(self, work: _Work, step: Callable[[], None], *, recover: bool = True) -> None:
         """Run a batch or commit step; a storage failure or conflict loses only the open window."""
         try:
             step()
         except (ConflictError, StorageError) as exc:
             self.metrics.commit_errors.inc()
             log.error("store error: the open window is redone", extra={"fields": {
-                "code": exc.code, "error": exc.one_line(), "files": len(self.window.files)}})
-            for f in self.window.files:
+                "code": exc.code, "error": exc.one_line(), "files": len(work.window.files)}})
+            for f in work.window.files:
                 self.queue.forget(f.path)
-            self.window = self._new_window()
+            work.window = Window()
             if recover:
-                self._reopen()
+                self._reopen(work)
 
-    def _reopen(self) -> None:
-        """Open a fresh writer on the branch (retrying with backoff), re-read its keys, rescan."""
+    def _reopen(self, work: _Work) -> None:
+        """Open a fresh writer on the branch (retrying with backoff): it re-reads the branch's keys
+        (what the failed window claimed is forgotten); then rescan."""
         self._set_state("recovering")
-        self.writer.close()
+        work.ingest.close()
         delay = 1.0
         while not self._stop.is_set():
             try:
-                self.writer = DatasetWriter(open_repo(self.opts.store, create=False), self.opts.branch)
-                self._load_keys()
+                writer = DatasetWriter(open_repo(self.opts.store, create=False), self.opts.branch)
+                work.ingest = self._ingest(writer, work.plan)
                 break
             except PreprocessError as exc:
                 log.error("cannot reopen the store", extra={"fields": {"error": exc.one_line(), "retry_s": delay}})
@@ -225,56 +251,56 @@ class WatchDaemon:
 
     # -- one batch -------------------------------------------------------------------------------
 
-    def _batch(self, ready: list[Ready]) -> None:
-        t0 = time.perf_counter()
-        self._gauges()
+    def _batch(self, work: _Work, ready: list[Ready]) -> None:
+        took = Stopwatch()
+        self._gauges(work)
         self.metrics.processing.set(len(ready))
         try:
-            self._read_and_process(ready, t0)
+            self._read_and_process(work, ready, took)
         finally:
             self.metrics.processing.set(0)
 
-    def _read_and_process(self, ready: list[Ready], t0: float) -> None:
-        files = read_files([Path(r.path) for r in ready], self.plan.spec.limits.max_file_bytes,
+    def _read_and_process(self, work: _Work, ready: list[Ready], took: Stopwatch) -> None:
+        files = read_files([Path(r.path) for r in ready], work.plan.spec.limits.max_file_bytes,
                            roots=local_roots([self.opts.folder]), follow_symlinks=self.opts.follow_symlinks)
-        taken: dict[str, Ready] = {}
-        batch: list[SourceFile | Failed] = []
-        for r, f in zip(ready, files, strict=True):
-            if Stat.of(r.path) != r.stat or (isinstance(f, SourceFile) and f.size != r.stat.size):
-                self.queue.forget(r.path)  # written to while we read it: take it again when quiet
-                self.queue.offer(r.path)
-                self.metrics.requeued.inc()
-                continue
-            taken[r.path] = r
-            batch.append(f)
-        if not batch:
+        taken = self._unchanged(ready, files)
+        if not taken:
             return
-        self.window.listed.extend((f.path, f.sha256) for f in batch if isinstance(f, SourceFile))
-        todo, skipped = dedupe(batch, self.known, self.plan.fingerprint)
-        result = self._process(todo)
-        before = self.writer.counts
-        write_result(self.writer, result, self.known_failures)
-        after = self.writer.counts
-        self.window.rows += (after.items_added - before.items_added) + (after.failures_added - before.failures_added)
-        self.window.tally.add(result)
-        outcomes: dict[str, Outcome] = {f.path: "duplicate" for f in skipped}
+        admitted = work.ingest.admit([f for f, _ in taken.values()])
+        result = self._process(work, admitted.todo)
+        work.ingest.store(result)
+        outcomes: dict[str, Outcome] = {f.path: "duplicate" for f in admitted.skipped}
         outcomes.update({row.source_path: "failed" for row in result.failures})
         outcomes.update({row.source_path: "stored" for row in result.items})
         for path, outcome in outcomes.items():
-            self.window.add(Taken(path, taken[path].stat, outcome))
-        self._count(result, len(skipped))
-        self.metrics.batch_seconds.observe(time.perf_counter() - t0)
-        log.info("batch", extra={"fields": {"files": len(batch), "stored": len(result.items),
-                                            "failed": len(result.failures), "duplicate": len(skipped),
-                                            "seconds": round(time.perf_counter() - t0, 3)}})
+            work.window.add(Taken(path, taken[path][1].stat, outcome))
+        self._count(result, len(admitted.skipped))
+        self.metrics.batch_seconds.observe(took.elapsed())
+        log.info("batch", extra={"fields": {"files": len(taken), "stored": len(result.items),
+                                            "failed": len(result.failures), "duplicate": len(admitted.skipped),
+                                            "seconds": round(took.elapsed(), 3)}})
         for fr in result.failures:
             log.warning("failure", extra={"fields": {"path": fr.source_path, "code": fr.code, "message": fr.message}})
 
-    def _process(self, todo: list[SourceFile | Failed]) -> BatchResult:
+    def _unchanged(self, ready: list[Ready], files: list[SourceFile | Failed]) -> dict[str, tuple[SourceFile | Failed,
+                                                                                                  Ready]]:
+        """The files read as they were when they became ready, by path; one written to while it was
+        read goes back to the queue (it is taken again once quiet)."""
+        taken: dict[str, tuple[SourceFile | Failed, Ready]] = {}
+        for r, f in zip(ready, files, strict=True):
+            if Stat.of(r.path) != r.stat or (isinstance(f, SourceFile) and f.size != r.stat.size):
+                self.queue.forget(r.path)
+                self.queue.offer(r.path)
+                self.metrics.requeued.inc()
+                continue
+            taken[r.path] = (f, r)
+        return taken
+
+    def _process(self, work: _Work, todo: list[SourceFile | Failed]) -> BatchResult:
         """Process a batch; if it raises, process file by file so one bad file costs only itself."""
         try:
-            result = self.processor.process(todo)
-            self._engine_errors = 0
+            result = work.processor.process(todo)
+            work.engine_errors = 0
             return result
         except DeviceError:  # the GPU failed, not the files: stop, leaving the open window uncommitted
             raise
@@ -284,18 +310,18 @@ class WatchDaemon:
         raised = 0
         for f in todo:
             try:
-                one = self.processor.process([f])
+                one = work.processor.process([f])
             except DeviceError:
                 raise
             except Exception as exc:
                 raised += 1
                 sha, size = (f.sha256, f.size) if isinstance(f, SourceFile) else ("", 0)
-                out.failures.append(self.processor.failure(f.path, sha, size, input_error(
+                out.failures.append(work.processor.failure(f.path, sha, size, input_error(
                     errors.ENGINE_FAILED, f"processing failed: {type(exc).__name__}: {exc}", f.path)))
                 continue
             out.extend(one)
-        self._engine_errors = self._engine_errors + 1 if raised == len(todo) else 0
-        if self._engine_errors >= MAX_ENGINE_ERRORS:
+        work.engine_errors = work.engine_errors + 1 if raised == len(todo) else 0
+        if work.engine_errors >= MAX_ENGINE_ERRORS:
             raise InternalError(f"the engine failed on every file of {MAX_ENGINE_ERRORS} batches in a row",
                                 code="WATCH_ENGINE")
         return out
@@ -315,38 +341,22 @@ class WatchDaemon:
 
     # -- committing ------------------------------------------------------------------------------
 
-    def _commit(self, reason: str) -> None:
-        w, o = self.window, self.opts
+    def _commit(self, work: _Work, reason: str) -> None:
+        w, o = work.window, self.opts
         if not w.files:
             return
-        w.tally.close()
-        s = w.summary
-        self._commits += 1
-        extra = {"watch": {"reason": reason, "sequence": self._commits, "commit_every": o.commit_every,
-                           "commit_interval_s": o.commit_interval, "quiet_s": o.quiet,
-                           "mode": self.detector.mode if self.detector else "", "folder": os.path.abspath(o.folder)}}
-        meta = commit_metadata("watch", self.plan, self.processor, s, roots=[o.folder], branch=o.branch,
-                               listed=w.listed, parent=self.writer.base_snapshot, started_at=w.started_at,
-                               extra=extra)
-        message = o.message or f"preprocess watch: {s.stored} stored, {s.failed} failed"
-        t0 = time.perf_counter()
-        snapshot = self.writer.commit(message, meta)
-        seconds = time.perf_counter() - t0
-        committed_at = time.time()
-        m = self.metrics
-        if snapshot is not None:
-            m.commits.labels(reason=reason).inc()
-            m.commit_seconds.observe(seconds)
-            m.last_commit.set(committed_at)
-            for f in w.files:
-                if f.outcome != "duplicate":
-                    m.close_to_commit.observe(max(0.0, committed_at - f.closed_at))
-        else:
-            self._commits -= 1
-        log.info("commit" if snapshot else "settled", extra={"fields": {
-            "snapshot": snapshot, "reason": reason, "files": len(w.files), "stored": s.stored, "failed": s.failed,
+        info = WatchInfo(reason=reason, sequence=self._commits + 1, commit_every=o.commit_every,
+                         commit_interval_s=o.commit_interval, quiet_s=o.quiet,
+                         mode=self.detector.mode if self.detector else "", folder=os.path.abspath(o.folder))
+        s = work.ingest.commit(o.message, engine=work.processor, watch=info)
+        seconds = s.timings.get("commit", 0.0)
+        if s.snapshot is not None:
+            self._commits += 1
+            self._observe_commit(reason, seconds, w)
+        log.info("commit" if s.snapshot else "settled", extra={"fields": {
+            "snapshot": s.snapshot, "reason": reason, "files": len(w.files), "stored": s.stored, "failed": s.failed,
             "duplicate": s.skipped, "seconds": round(seconds, 4)}})
-        self.window = self._new_window()
+        work.window = Window()
         if o.move_to:
             try:
                 for src, _ in move_settled(w.files, o.folder, o.move_to):
@@ -354,11 +364,20 @@ class WatchDaemon:
             except OSError as exc:
                 log.error("cannot move committed files", extra={"fields": {"error": str(exc)}})
 
-    def _gauges(self) -> None:
+    def _observe_commit(self, reason: str, seconds: float, window: Window) -> None:
+        m, committed_at = self.metrics, time.time()
+        m.commits.labels(reason=reason).inc()
+        m.commit_seconds.observe(seconds)
+        m.last_commit.set(committed_at)
+        for f in window.files:
+            if f.outcome != "duplicate":
+                m.close_to_commit.observe(max(0.0, committed_at - f.closed_at))
+
+    def _gauges(self, work: _Work) -> None:
         m, q = self.metrics, self.queue
         m.queued.set(len(q))
         m.queue_peak.set(q.peak)
-        m.in_flight.set(len(self.window.files))
+        m.in_flight.set(len(work.window.files))
         if q.seen > self._seen:
             m.seen.inc(q.seen - self._seen)
             self._seen = q.seen

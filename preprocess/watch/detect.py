@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from watchdog.events import (
@@ -66,21 +67,30 @@ def filesystem_type(path: str | Path, mounts: str = "/proc/mounts") -> str:
     return kind
 
 
+@dataclass(frozen=True)
+class Scanning:
+    """How a :class:`Detector` looks: events or polling, how often it polls and rescans, what it skips."""
+
+    poll: bool = False  # poll instead of inotify (automatic on NFS/SMB/FUSE)
+    poll_interval: float = 1.0
+    rescan_interval: float = 300.0
+    exclude: tuple[str, ...] = ()  # folders inside the watched one that are never taken
+
+
 class Detector:
     """Watches ``folder`` recursively and keeps offering its image files to ``queue``."""
 
-    def __init__(self, folder: str, queue: FileQueue, *, poll: bool, poll_interval: float,
-                 rescan_interval: float, exclude: tuple[str, ...] = (),
+    def __init__(self, folder: str, queue: FileQueue, scanning: Scanning, *,
                  on_lost_events: Callable[[], None] | None = None) -> None:
         self.folder = os.path.abspath(folder)
         self.queue = queue
-        self.poll_interval = poll_interval
-        self.rescan_interval = rescan_interval
-        self.exclude = tuple(os.path.abspath(e) for e in exclude)
+        self.poll_interval = scanning.poll_interval
+        self.rescan_interval = scanning.rescan_interval
+        self.exclude = tuple(os.path.abspath(e) for e in scanning.exclude)
         self.on_lost_events = on_lost_events
         fs = filesystem_type(self.folder)
         self.fs_type = fs
-        self.mode = "polling" if poll or fs in EVENTLESS_FS else "inotify"
+        self.mode = "polling" if scanning.poll or fs in EVENTLESS_FS else "inotify"
         self.scans = 0
         self._observer: BaseObserver | None = None
         self._stop = threading.Event()
@@ -203,14 +213,15 @@ class _Handler(FileSystemEventHandler):
         self.d = detector
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        d, q = self.d, self.d.queue
         src = os.fsdecode(event.src_path)
         dest = os.fsdecode(event.dest_path) if event.dest_path else ""
-        kind = event.event_type
-        if event.is_directory:
-            if kind in ("created", "moved"):  # a folder dropped in whole: its files may have no events
-                d.request_rescan(dest or src)
-            return
+        if not event.is_directory:
+            self._file(event.event_type, src, dest)
+        elif event.event_type in ("created", "moved"):  # a folder dropped in whole: its files may have no events
+            self.d.request_rescan(dest or src)
+
+    def _file(self, kind: str, src: str, dest: str) -> None:
+        d, q = self.d, self.d.queue
         if kind == "deleted":
             q.discard(src)
         elif kind == "moved":

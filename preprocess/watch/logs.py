@@ -48,10 +48,12 @@ class TextFormatter(logging.Formatter):
 
 def configure(fmt: str = "text", level: str = "info", stream: TextIO | None = None) -> logging.Logger:
     """Send the daemon's (and watchdog's warnings') log lines to ``stream`` (stderr) in ``fmt``."""
-    if fmt not in ("text", "json"):
-        from preprocess.errors import ConfigError
+    from preprocess.errors import ConfigError
 
+    if fmt not in ("text", "json"):
         raise ConfigError(f"--log-format {fmt!r} is not one of text, json", code="WATCH_OPTION")
+    if level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"--log-level {level!r} is not one of debug, info, warning, error", code="WATCH_OPTION")
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     logger = logging.getLogger(LOGGER)

@@ -11,12 +11,9 @@ import os
 import shutil
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from preprocess.job import Summary, Tally
-from preprocess.process import Plan
 from preprocess.watch.queue import Stat
 
 Outcome = Literal["stored", "failed", "duplicate"]
@@ -36,31 +33,21 @@ class Taken:
 
 @dataclass
 class Window:
-    summary: Summary
-    started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+    """The files taken since the last commit (their rows are the ingest's: see
+    :attr:`preprocess.ingest.Ingest.pending_rows`)."""
+
     files: list[Taken] = field(default_factory=list)
-    listed: list[tuple[str, str]] = field(default_factory=list)  # (path, sha256) of files read
-    rows: int = 0  # rows added to the writer (items + failures)
     opened_at: float | None = None  # monotonic time of its first file
-
-    def __post_init__(self) -> None:
-        self.tally = Tally(self.summary)
-
-    @classmethod
-    def new(cls, p: Plan, *, job_id: str, branch: str, store: str) -> Window:
-        return cls(Summary(job_id=job_id, snapshot=None, branch=branch, store=store, engine=p.engine,
-                           device=p.device, spec=p.spec_path, fingerprint=p.fingerprint, model=p.model))
 
     def add(self, taken: Taken) -> None:
         if self.opened_at is None:
             self.opened_at = time.monotonic()
         self.files.append(taken)
-        self.summary.sources += 1
-        self.summary.skipped += taken.outcome == "duplicate"
 
-    def due(self, *, every: int, interval: float, now: float | None = None) -> str | None:
-        """Why this window should be committed now ("count" / "interval"), or None."""
-        if self.rows >= every:
+    def due(self, *, rows: int, every: int, interval: float, now: float | None = None) -> str | None:
+        """Why this window (holding ``rows`` uncommitted rows) should be committed now ("count" /
+        "interval"), or None."""
+        if rows >= every:
             return "count"
         if self.opened_at is not None and (now or time.monotonic()) - self.opened_at >= interval:
             return "interval"

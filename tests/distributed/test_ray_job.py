@@ -4,7 +4,6 @@ job and concurrent jobs keep the one-commit guarantees."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import threading
 from collections.abc import Iterator
@@ -16,16 +15,21 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from preprocess.distributed.ray_job import FAULTS_ENV, RayOptions, _write, run_ray_job  # noqa: E402
+from preprocess.distributed import ray_job  # noqa: E402
+from preprocess.distributed.ray_job import RayOptions, _write, run_ray_job  # noqa: E402
 from preprocess.distributed.sink import encode_row  # noqa: E402
 from preprocess.errors import ConflictError, InternalError  # noqa: E402
 from preprocess.job import JobOptions, run_job  # noqa: E402
+from preprocess.provenance import RayInfo  # noqa: E402
 from preprocess.store import DatasetWriter, ItemRow, open_dataset, open_repo  # noqa: E402
 from preprocess.store.history import log  # noqa: E402
+from tests.distributed.faults import FAULTS_ENV, CrashingActor, failing_write_task  # noqa: E402
+from tests.plain import shape  # noqa: E402
 from tests.s3server import make_bucket, moto_server, s3_env  # noqa: E402
 from tests.store.conftest import TINY  # noqa: E402
 
 pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
 
 OPTS = RayOptions(address="local", actors=1, cpus_per_actor=0.5, read_cpus=0.25, batch_size=2)
 
@@ -43,7 +47,8 @@ def faults(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def cluster(endpoint: str, faults: Path) -> Iterator[None]:
-    env = {**s3_env(endpoint), FAULTS_ENV: str(faults)}
+    # the workers import the test's fault injectors (tests/distributed/faults.py) from the repository
+    env = {**s3_env(endpoint), FAULTS_ENV: str(faults), "PYTHONPATH": str(ROOT)}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
     yield
     ray.shutdown()
@@ -95,8 +100,11 @@ def test_ray_rows_equal_a_local_runs_and_a_rerun_adds_nothing(cluster: None, pho
     again = run_ray_job(JobOptions(sources=[str(photos)], store=remote, spec_path=spec, engine="pillow"), OPTS)
     assert (again.stored, again.skipped, again.snapshot) == (0, 5, None)  # the same failure is not re-recorded
     (commit, *_) = log(open_repo(remote, create=False))
-    meta = json.dumps(commit.__dict__, default=str)
-    assert '"kind": "run"' in meta and '"actors": 1' in meta and '"device": "cpu"' in meta
+    assert commit.kind == "run" and commit.provenance is not None and commit.provenance.ray is not None
+    assert (commit.provenance.ray.actors, commit.provenance.ray.device) == (1, "cpu")
+    (local_commit,) = log(open_repo(local, create=False))  # the same provenance as a local run, plus its own section
+    assert shape(commit.metadata) - shape(local_commit.metadata) == shape({"ray": RayInfo().model_dump(mode="json")})
+    assert shape(local_commit.metadata) <= shape(commit.metadata)
 
 
 def test_ray_job_on_s3_sources_into_an_s3_store(cluster: None, s3: str, photos: Path, spec: str,
@@ -111,7 +119,9 @@ def test_ray_job_on_s3_sources_into_an_s3_store(cluster: None, s3: str, photos: 
 
 
 def test_a_worker_killed_mid_job_still_gives_one_row_per_source(cluster: None, faults: Path, photos: Path,
-                                                                spec: str, tmp_path: Path) -> None:
+                                                                spec: str, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ray_job, "ProcessActor", CrashingActor)
     (faults / "crash-actor").touch()  # the first batch kills its actor (os._exit); Ray restarts it and retries
     store = str(tmp_path / "ray.icechunk")
     s = run_ray_job(JobOptions(sources=[str(photos)], store=store, spec_path=spec, engine="pillow"), OPTS)
@@ -121,7 +131,9 @@ def test_a_worker_killed_mid_job_still_gives_one_row_per_source(cluster: None, f
     assert len({name for name, _ in items}) == 5
 
 
-def test_a_failed_job_commits_nothing(cluster: None, faults: Path, photos: Path, spec: str, tmp_path: Path) -> None:
+def test_a_failed_job_commits_nothing(cluster: None, faults: Path, photos: Path, spec: str, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ray_job, "_write_task", failing_write_task)
     store = str(tmp_path / "ray.icechunk")
     opts = JobOptions(sources=[str(photos)], store=store, spec_path=spec, engine="pillow")
     (faults / "fail-write.always").touch()
@@ -188,11 +200,12 @@ def test_forked_writes_fill_the_partial_chunk_then_whole_chunks(cluster: None, t
             w.add_item(row(i))
         w.commit("first 100")
     with DatasetWriter(open_repo(store, create=False), "main") as w:
+        assert all(w.claim(row(i).key) for i in range(100, 700))  # as the driver admits them first
         items = ray.data.from_items([{"item": encode_row(row(i))} for i in range(100, 700)],
                                     override_num_blocks=7).materialize()
-        forks = _write(w, items, 600, 1, model="m", dim=4)
+        forks = _write(w, items, 600, 1, ("m", 4))
         assert len(forks) == 2  # rows 256-511 and 512-699; 100-255 by the driver
-        w.merge_forks(forks, [row(i).key for i in range(100, 700)])
+        w.merge_forks(forks)
         w.commit("600 more")
     ds = open_dataset(store)
     assert len(ds) == 700

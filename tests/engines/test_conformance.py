@@ -50,7 +50,7 @@ def source(name: str, data: bytes, resize: Resize = RESIZE) -> SourceImage:
 
 
 def reference_rgb(data: bytes) -> Image.Image:
-    img = Image.open(io.BytesIO(data))
+    img: Image.Image = Image.open(io.BytesIO(data))
     img = ImageOps.exif_transpose(img) or img
     if img.mode in ("I;16", "I"):
         arr = np.asarray(img, dtype=np.float32) / 257.0
@@ -119,7 +119,7 @@ def _host(batch: object) -> np.ndarray:
         return batch
     import torch
 
-    return torch.from_dlpack(batch).cpu().numpy()  # type: ignore[arg-type]
+    return torch.utils.dlpack.from_dlpack(batch).cpu().numpy()  # type: ignore[arg-type]
 
 
 def test_encode_makes_real_jpegs_and_bytes_grow_with_quality(engine: Engine, camera_photos: list[Path]) -> None:

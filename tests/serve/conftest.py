@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,7 +56,7 @@ class Served:
     photos: Path  # the sources' folder (both batches)
 
 
-def _run(sources: list[Path], store: Path, spec: Path, **kw: str) -> Summary:
+def _run(sources: list[Path], store: Path, spec: Path, **kw: Any) -> Summary:
     return run_job(JobOptions(sources=[str(s) for s in sources], store=str(store), spec_path=str(spec),
                               engine="pillow", device="cpu", **kw))
 

@@ -197,8 +197,10 @@ def test_stored_bytes_go_to_the_browser_as_they_are_when_it_shows_them(small_pho
     photo = next(p for p in small_photos if p.name == "fruits.jpg")
     rgb = np.asarray(Image.open(photo).convert("RGB").resize((64, 48)))
     encoded = {"jpeg": crops(photo, 1)[0], "png": crops(photo, 1, fmt="PNG")[0],
-               "webp": imagecodecs.webp_encode(rgb, level=70), "avif": imagecodecs.avif_encode(rgb, level=50),
-               "jxl": imagecodecs.jpegxl_encode(rgb, level=80), "jp2": imagecodecs.jpeg2k_encode(rgb, level=40),
+               "webp": bytes(imagecodecs.webp_encode(rgb, level=70)),
+               "avif": bytes(imagecodecs.avif_encode(rgb, level=50)),
+               "jxl": bytes(imagecodecs.jpegxl_encode(rgb, level=80)),
+               "jp2": bytes(imagecodecs.jpeg2k_encode(rgb, level=40)),
                "tiff": crops(photo, 1, fmt="TIFF")[0]}
     for fmt, data in encoded.items():
         assert sniff(data) == fmt

@@ -80,7 +80,7 @@ def shot(page: Any, name: str) -> None:
             .save(Path(out) / f"{name}.png", optimize=True)
 
 
-def test_from_a_commit_to_its_lowest_similarity_image_beside_its_source_and_back(
+def test_from_a_commit_to_its_lowest_similarity_image_beside_its_source_and_back(  # noqa: PLR0915 - one user path
         page: Any, base_url: str, served: Served) -> None:
     page.goto(base_url + "/")
     assert page.inner_text("#branches").count("\n") >= 2

@@ -27,9 +27,9 @@ def run(**params: str) -> list[int]:
 
     def column(name: str) -> np.ndarray:
         asked.append(name)
-        return COLUMNS[name]
+        return np.asarray(COLUMNS[name])
 
-    rows = select(column, 5, q).tolist()
+    rows: list[int] = select(column, 5, q).tolist()
     assert set(asked) == set(q.columns())  # only the columns it sorts or filters on
     return rows
 

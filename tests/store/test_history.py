@@ -28,6 +28,7 @@ from preprocess.job import JobOptions, Summary, run_job
 from preprocess.sources import list_digest, list_sources
 from preprocess.store import DatasetWriter, dataset_at, history, open_dataset, open_repo, refs
 from preprocess.store import export as export_mod
+from tests.plain import column, group, open_root
 from tests.store.test_store import make_item
 
 
@@ -69,10 +70,9 @@ def hist(tmp_path_factory: pytest.TempPathFactory, photo_sets: list[Path], tiny_
 
 def plain_rows(store: Path, snapshot: str) -> list[tuple[str, str, str]]:
     """(source_sha256, fingerprint, job_id) per row, read with plain zarr + icechunk only."""
-    repo = ic.Repository.open(ic.local_filesystem_storage(str(store)))
-    items = zarr.open_group(repo.readonly_session(snapshot_id=snapshot).store, mode="r")["items"]
-    return list(zip(items["source_sha256"][:].tolist(), items["fingerprint"][:].tolist(),
-                    items["job_id"][:].tolist(), strict=True))
+    items = group(open_root(store, snapshot=snapshot), "items")
+    return list(zip(column(items, "source_sha256").tolist(), column(items, "fingerprint").tolist(),
+                    column(items, "job_id").tolist(), strict=True))
 
 
 def keys(rows: list[tuple[str, str, str]]) -> set[str]:
@@ -98,20 +98,24 @@ def test_log_lists_each_branchs_commits_with_their_provenance(hist: Hist) -> Non
 
 def test_every_commit_records_inputs_parent_spec_model_and_software(hist: Hist, photo_sets: list[Path]) -> None:
     shown = history.show(hist.repo, "low-q")
-    md = shown["metadata"]
-    assert shown["snapshot"] == hist.lowq.snapshot and shown["kind"] == "run"
-    assert md["preprocess"]["job_id"] == hist.lowq.job_id
-    assert md["inputs"]["branch"] == "low-q"
-    assert md["inputs"]["parent_snapshot"] == hist.v1.snapshot  # a run on a branch names its parent
-    assert md["inputs"]["roots"] == [str(p.resolve()) for p in photo_sets[:2]]
+    md = shown.commit.provenance
+    assert md is not None
+    assert shown.ref.snapshot == hist.lowq.snapshot and shown.commit.kind == "run"
+    assert md.job_id == hist.lowq.job_id
+    assert md.inputs.branch == "low-q"
+    assert md.inputs.parent_snapshot == hist.v1.snapshot  # a run on a branch names its parent
+    assert md.inputs.roots == [str(p.resolve()) for p in photo_sets[:2]]
     listed = [(str(p), hashlib.sha256(p.read_bytes()).hexdigest()) for p in list_sources(photo_sets[:2])]
-    assert md["inputs"]["list_sha256"] == list_digest(listed)
-    assert md["spec"]["quality"]["value"] == 40 and md["fingerprint"] == hist.lowq.fingerprint
-    assert len(md["model"]["weights_sha256"]) == 64 and len(md["model"]["onnx_sha256"]) == 64
-    assert md["software"]["icechunk"] and md["software"]["zarr"] and md["software"]["preprocess"]
-    assert shown["version"] == {"items": 6, "failures": 0, "models": {"mobilenetv2-imagenet": 1280}}
+    assert md.inputs.list_sha256 == list_digest(listed)
+    assert md.spec_info.quality.value == 40 and md.fingerprint == hist.lowq.fingerprint
+    assert len(md.model.weights_sha256) == 64 and len(md.model.onnx_sha256) == 64
+    assert md.software["icechunk"] and md.software["zarr"] and md.software["preprocess"]
+    assert shown.version.to_dict() == {"items": 6, "failures": 0, "models": {"mobilenetv2-imagenet": 1280}}
+    as_json = shown.to_dict()  # what --json prints: the stored metadata as it is
+    assert as_json["metadata"] == shown.commit.metadata == md.to_metadata()
+    assert as_json["snapshot"] == hist.lowq.snapshot and as_json["kind"] == "run" and as_json["ref"] == "low-q"
     root = history.show(hist.repo, hist.root)
-    assert root["kind"] == "init" and root["version"]["items"] == 0
+    assert root.commit.kind == "init" and root.commit.provenance is None and root.version.items == 0
 
 
 def test_refs_resolve_by_branch_tag_id_and_unique_prefix(hist: Hist, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -140,7 +144,7 @@ def test_show_item_reaches_from_a_stored_image_to_its_source_commit_and_spec(his
     src = hist.sets[0] / "apple.jpg"
     sha = hashlib.sha256(src.read_bytes()).hexdigest()
     for query in ("apple.jpg", str(src), sha[:12], sha.upper()[:10]):
-        found = history.lineage(hist.repo, query, "low-q")
+        found = history.lineage(hist.repo, query, "low-q").to_dict()  # as --json prints it
         assert {r["source"]["source_sha256"] for r in found["items"]} == {sha}, query
         by_fp = {r["fingerprint"]: r for r in found["items"]}
         assert set(by_fp) == {hist.v1.fingerprint, hist.lowq.fingerprint}
@@ -150,13 +154,19 @@ def test_show_item_reaches_from_a_stored_image_to_its_source_commit_and_spec(his
         assert new["stored"]["quality"] == 40 and new["stored"]["width"] == 256
         assert new["model"] == "mobilenetv2-imagenet" and new["model_info"]["dim"] == 1280
         assert 0 < new["stored"]["similarity"] <= 1 and new["source"]["source_path"] == str(src)
+    typed = history.lineage(hist.repo, "apple.jpg", "low-q")
+    made = {item.made_by.provenance.fingerprint: item for item in typed.items if item.made_by.provenance}
+    assert made[hist.lowq.fingerprint].made_by.provenance.spec_info.quality.value == 40  # type: ignore[union-attr]
+    assert made[hist.lowq.fingerprint].stored["quality"] == 40
     # a file on disk is found by content, wherever it is now
     moved = hist.store.parent / "renamed.bin"
     shutil.copy(src, moved)
-    assert len(history.lineage(hist.repo, str(moved), "main")["items"]) == 1
+    assert len(history.lineage(hist.repo, str(moved), "main").items) == 1
     failed = history.lineage(hist.repo, "truncated.jpg", "main")
-    assert failed["items"] == [] and failed["failures"][0]["code"] == "E_TRUNCATED"
-    assert failed["failures"][0]["commit"]["id"] == hist.main2.snapshot
+    assert failed.items == [] and failed.failures[0].row["code"] == "E_TRUNCATED"
+    commit = failed.failures[0].made_by.commit
+    assert commit is not None and commit.id == hist.main2.snapshot
+    assert failed.to_dict()["failures"][0]["commit"]["id"] == hist.main2.snapshot
     with pytest.raises(ConfigError) as e:
         history.lineage(hist.repo, "no-such.jpg", "main")
     assert e.value.code == "ITEM_MISSING"
@@ -169,32 +179,35 @@ def test_diff_of_two_diverged_branches_is_item_level(hist: Hist) -> None:
     d = history.diff(hist.repo, "main", "low-q")
     main_rows = plain_rows(hist.store, hist.main2.snapshot or "")
     low_rows = plain_rows(hist.store, hist.lowq.snapshot or "")
-    assert {r["key"] for r in d["added"]} == keys(low_rows) - keys(main_rows)
-    assert {r["key"] for r in d["removed"]} == keys(main_rows) - keys(low_rows)
-    assert len(d["added"]) == 4 and len(d["removed"]) == 2
-    assert d["changed"] == [] and d["unchanged"] == 2
-    assert d["base"] == hist.v1.snapshot
-    assert d["bytes_delta"] == d["bytes_b"] - d["bytes_a"] == d["bytes_added"] - d["bytes_removed"]
-    assert d["bytes_b"] == int(open_dataset(str(hist.store), ref="low-q").items_table(["bytes"])["bytes"].sum())
-    assert [s["fingerprint"] for s in d["specs_added"]] == [hist.lowq.fingerprint]
-    assert d["specs_added"][0]["spec"] == "tiny-q40" and d["specs_added"][0]["quality"]["value"] == 40
-    assert d["specs_removed"] == [] and d["models_added"] == []
-    assert len(d["failures_removed"]) == 1 and d["failures_added"] == []
+    assert {r.key for r in d.added} == keys(low_rows) - keys(main_rows)
+    assert {r.key for r in d.removed} == keys(main_rows) - keys(low_rows)
+    assert len(d.added) == 4 and len(d.removed) == 2
+    assert d.changed == [] and d.unchanged == 2
+    assert d.base == hist.v1.snapshot
+    assert d.bytes_delta == d.bytes_b - d.bytes_a == d.bytes_added - d.bytes_removed
+    assert d.bytes_b == int(open_dataset(str(hist.store), ref="low-q").items_table(["bytes"])["bytes"].sum())
+    assert [s.fingerprint for s in d.specs_added] == [hist.lowq.fingerprint]
+    assert d.specs_added[0].info.pipeline.name == "tiny-q40" and d.specs_added[0].info.quality.value == 40
+    assert d.specs_removed == [] and d.models_added == []
+    assert len(d.failures_removed) == 1 and d.failures_added == []
+    as_json = d.to_dict()
+    assert as_json["specs_added"][0]["spec"] == "tiny-q40" and as_json["specs_added"][0]["quality"]["value"] == 40
+    assert as_json["bytes_delta"] == d.bytes_delta and len(as_json["added"]) == 4
     back = history.diff(hist.repo, "low-q", "main")
-    assert {r["key"] for r in back["added"]} == {r["key"] for r in d["removed"]}
-    assert back["bytes_delta"] == -d["bytes_delta"]
+    assert {r.key for r in back.added} == {r.key for r in d.removed}
+    assert back.bytes_delta == -d.bytes_delta
 
 
 def test_diff_names_the_fields_that_changed(hist: Hist) -> None:
     d = history.diff(hist.repo, "v1", "again")  # the same sources and spec, made twice by two jobs
-    assert d["added"] == [] and d["removed"] == [] and d["base"] == hist.root
-    assert len(d["changed"]) == 2
-    for row in d["changed"]:
-        assert "job_id" in row["fields"]
-        assert row["fields"]["job_id"] == [hist.v1.job_id, hist.again.job_id]
-        assert "jpeg" not in row["fields"]  # the same bytes: the encode is deterministic
+    assert d.added == [] and d.removed == [] and d.base == hist.root
+    assert len(d.changed) == 2
+    for row in d.changed:
+        assert "job_id" in row.fields
+        assert row.fields["job_id"] == [hist.v1.job_id, hist.again.job_id]
+        assert "jpeg" not in row.fields  # the same bytes: the encode is deterministic
     same = history.diff(hist.repo, "main", "main")
-    assert same["changed"] == [] and same["added"] == [] and same["bytes_delta"] == 0
+    assert same.changed == [] and same.added == [] and same.bytes_delta == 0
 
 
 # -- tag / branch / reset / gc ------------------------------------------------------------------
@@ -344,7 +357,7 @@ def test_the_python_reader_indexes_iterates_and_decodes(hist: Hist) -> None:
 def test_empty_foreign_and_missing_stores_give_clear_errors(tmp_path: Path) -> None:
     empty = open_repo(str(tmp_path / "empty.icechunk"), create=True)
     assert history.log(empty) == []
-    assert history.show(empty, "main")["kind"] == "init"
+    assert history.show(empty, "main").commit.kind == "init"
     foreign_path = tmp_path / "foreign.icechunk"
     foreign = ic.Repository.create(ic.local_filesystem_storage(str(foreign_path)))
     s = foreign.writable_session("main")

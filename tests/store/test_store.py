@@ -462,3 +462,59 @@ def test_bad_rows_are_caller_bugs(repo: ic.Repository, rng: np.random.Generator)
         w.add_item(dataclasses.replace(good, model="a/b"))
     assert e.value.code == "STORE_MODEL_NAME"
     assert w.counts.items_added == 0
+
+
+# -- dedupe keys and forked writes ---------------------------------------------------------------------
+
+
+def test_claims_and_failure_keys(repo: ic.Repository, rng: np.random.Generator) -> None:
+    w = DatasetWriter(repo, "main")
+    row, fail = make_item(rng, 0), make_failure(rng, 0)
+    assert w.claim(row.key) and not w.claim(row.key)  # the first claim wins
+    w.add_item(row)
+    assert not w.has_failure(fail.key)
+    w.add_failure(fail)
+    assert w.has_failure(fail.key)
+    w.commit("one")
+    w.close()
+    w2 = DatasetWriter(repo, "main")
+    assert not w2.claim(row.key) and w2.has_failure(fail.key)  # what the branch has
+    other = make_item(rng, 1)
+    assert w2.claim(other.key)
+    w2.close()  # never committed: the claim ends with the writer
+    with DatasetWriter(repo, "main") as w3:
+        assert w3.claim(other.key)
+
+
+def test_forked_writes_get_the_writers_checks_and_embedding_fill(repo: ic.Repository,
+                                                                 rng: np.random.Generator) -> None:
+    from preprocess.store.writer import write_fork
+
+    w = DatasetWriter(repo, "main")
+    for i in range(CHUNK_ROWS):
+        w.add_item(make_item(rng, i, model="a", dim=4))
+    w.commit("a chunk of model a")
+    start, fork = w.reserve_items(CHUNK_ROWS, model="b", dim=8)
+    rows = [make_item(rng, i, model="b", dim=8) for i in range(CHUNK_ROWS)]
+    bad: list[tuple[ItemRow, type[Exception], str]] = [
+        (dataclasses.replace(rows[0], status="rejected"), InternalError, "STORE_ROW"),
+        (dataclasses.replace(rows[0], quality=1 << 20), InternalError, "STORE_ROW"),
+        (dataclasses.replace(rows[0], embedding=np.zeros(3, dtype=np.float32)), ConfigError, "EMBEDDING_DIM"),
+        (dataclasses.replace(rows[0], model="c"), InternalError, "STORE_REGION"),  # no array reserved for it
+    ]
+    for row, error, code in bad:
+        with pytest.raises(error) as e:
+            write_fork(fork, start, [row])
+        assert e.value.code == code  # type: ignore[attr-defined]
+    with pytest.raises(InternalError) as e:
+        write_fork(fork, start + CHUNK_ROWS, rows[:1])  # past the reserved rows
+    assert e.value.code == "STORE_REGION"
+    w.merge_forks([write_fork(fork, start, rows)])
+    w.commit("a chunk of model b, written in a fork")
+    w.close()
+    ds = dataset_at(repo, "main")
+    a, b = ds.embedding("a"), ds.embedding("b")
+    assert a.shape == (2 * CHUNK_ROWS, 4) and b.shape == (2 * CHUNK_ROWS, 8)
+    assert np.isnan(a[CHUNK_ROWS:]).all() and np.isnan(b[:CHUNK_ROWS]).all()
+    np.testing.assert_array_equal(b[CHUNK_ROWS:], np.stack([r.embedding for r in rows]))
+    assert_same_item(ds.item(CHUNK_ROWS + 7), rows[7])

@@ -24,6 +24,8 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 from zarr.errors import GroupNotFoundError
 
+from tests.plain import column
+
 ROOT = Path(__file__).resolve().parents[2]
 icechunk.set_logs_filter("error")  # no local-storage WARN lines in the test output
 
@@ -93,9 +95,9 @@ def read_store(store: Path) -> StoreState | None:
     except GroupNotFoundError:  # only the repository's initial snapshot so far
         return StoreState(ancestry[0].id, {}, len(ancestry), items, failures)
     if "items" in root:
-        items = list(zip(map(str, root["items/source_sha256"][:]), map(str, root["items/source_path"][:]),
+        items = list(zip(map(str, column(root, "items/source_sha256")), map(str, column(root, "items/source_path")),
                          strict=True))
-        failures = list(zip(map(str, root["failures/code"][:]), map(str, root["failures/source_path"][:]),
+        failures = list(zip(map(str, column(root, "failures/code")), map(str, column(root, "failures/source_path")),
                             strict=True))
     return StoreState(ancestry[0].id, dict(ancestry[0].metadata or {}), len(ancestry), items, failures)
 
@@ -137,7 +139,9 @@ class Daemon:
             if self.proc.poll() is not None and not self.event(name):
                 raise AssertionError(f"daemon exited ({self.proc.returncode}) before {name!r}: {self.log()}")
             return self.event(name)
-        return wait_until(probe, timeout, f"log event {name!r}")
+        found = wait_until(probe, timeout, f"log event {name!r}")
+        assert found is not None
+        return found
 
     def start(self, timeout: float = 90) -> Daemon:
         self.port = int(self.wait_event("listening", timeout)["port"])

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from preprocess.errors import ConfigError
-from preprocess.watch.detect import Detector, filesystem_type
+from preprocess.watch.detect import Detector, Scanning, filesystem_type
 from preprocess.watch.logs import configure
 from preprocess.watch.options import WatchOptions, parse_address, parse_duration
 from preprocess.watch.queue import FileQueue, Stat
@@ -110,15 +110,14 @@ def test_a_scan_offers_image_files_only_and_stops_when_the_queue_is_full(tmp_pat
     for name in ("a.jpg", "b.PNG", "sub/c.tif", "notes.txt", ".partial.jpg", ".hidden/d.jpg", "done/e.jpg"):
         (tmp_path / name).write_bytes(b"data")
     q = FileQueue(10, quiet=0.0)
-    det = Detector(str(tmp_path), q, poll=True, poll_interval=1.0, rescan_interval=60.0,
-                   exclude=(str(tmp_path / "done"),))
+    det = Detector(str(tmp_path), q, Scanning(poll=True, rescan_interval=60.0, exclude=(str(tmp_path / "done"),)))
     assert det.scan(str(tmp_path)) == 3
     q.settle()
     q.settle()
     assert sorted(Path(r.path).name for r in q.take(10)) == ["a.jpg", "b.PNG", "c.tif"]
     assert det.scan(str(tmp_path)) == 0  # handled versions are not offered again
     small = FileQueue(1, quiet=0.0)
-    det2 = Detector(str(tmp_path), small, poll=True, poll_interval=1.0, rescan_interval=60.0)
+    det2 = Detector(str(tmp_path), small, Scanning(poll=True, rescan_interval=60.0))
     assert det2.scan(str(tmp_path)) == 1 and small.overflowed
 
 
@@ -128,7 +127,7 @@ def test_filesystem_type_reads_the_longest_mount_point(tmp_path: Path) -> None:
     assert filesystem_type(tmp_path / "x", str(mounts)) == "nfs4"
     assert filesystem_type("/usr", str(mounts)) == "ext4"
     q = FileQueue(1, quiet=0.0)
-    assert Detector(str(tmp_path), q, poll=False, poll_interval=1, rescan_interval=1).mode in ("inotify", "polling")
+    assert Detector(str(tmp_path), q, Scanning(poll_interval=1, rescan_interval=1)).mode in ("inotify", "polling")
 
 
 def test_durations_addresses_and_option_checks(tmp_path: Path) -> None:

@@ -1,0 +1,305 @@
+"""The bytes benchmark: what a spec stores on real photos, against an exhaustive per-image search, with
+every stored image checked again by an independent decode and model.
+
+For each spec (default: pipelines/camera.toml and pipelines/avif.toml) over the photo sets:
+
+1. ``run``: the real job (:func:`preprocess.job.run_job`, pillow engine) into a fresh store;
+2. ``oracle``: per stored image, every quality of the spec's ladder with every variant the spec allows
+   (its encoders x chroma subsamplings), each in its stored form (``Engine.finish``) and measured the
+   way the gate measures; the smallest that passes. Optionally (``--oracle-jpeg``) also every JPEG
+   variant this project has (jpegli, libjpeg 4:2:0 / 4:4:4): what the format allows;
+3. ``check``: the stored bytes decoded by imagecodecs (not Pillow), the source by imagecodecs with its
+   EXIF orientation applied, both resized to the model's input by torch (antialiased bilinear) and
+   embedded by the PyTorch network the ONNX file was exported from: the cosine similarity, which must
+   stay >= 0.985 (the gate's threshold is 0.99 in its own measurement).
+
+Prints and returns, per spec and photo set: the share of the source bytes stored, the oracle's share,
+stored / oracle, probes per image, and the independent similarity (min, mean).
+
+Usage: python scripts/bench_bytes.py [--sets DIR ...] [--specs camera.toml,avif.toml] [--images N] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from preprocess.codecs import Candidate, Encoded, Variant  # noqa: E402
+from preprocess.spec import Spec, load_spec  # noqa: E402
+
+SUFFIXES = {".jpg", ".jpeg", ".png"}
+INDEPENDENT_FLOOR = 0.985
+JPEG_VARIANTS = [Variant("jpeg", "jpegli", "420"), Variant("jpeg", "libjpeg", "420"), Variant("jpeg", "libjpeg", "444")]
+
+
+@dataclass
+class Row:
+    path: str
+    source_bytes: int
+    stored: int
+    status: str
+    quality: int
+    probes: int
+    similarity: float
+    oracle: int = 0  # smallest passing candidate's stored bytes over the spec's variants (0: none passes)
+    oracle_jpeg: int = 0  # ... over every JPEG variant
+    independent: float = float("nan")
+
+
+class Independent:
+    """The independent check: imagecodecs decodes, torch resizes, the PyTorch network embeds."""
+
+    def __init__(self, model: str) -> None:
+        import torch
+
+        from preprocess.extractor.build import load_torch
+        from preprocess.extractor.manifest import find_manifest
+
+        self.torch = torch
+        m = find_manifest(model)
+        self.view = m.input
+        self.net = load_torch(m)
+        self.mean = torch.tensor(m.input.mean).view(3, 1, 1) * m.input.scale
+        self.std = torch.tensor(m.input.std).view(3, 1, 1) * m.input.scale
+
+    def embed(self, pixels: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        x = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).float()
+        x = torch.nn.functional.interpolate(x[None], size=(self.view.height, self.view.width), mode="bilinear",
+                                            antialias=True, align_corners=False)[0]
+        x = (x - self.mean) / self.std
+        with torch.no_grad():
+            v = self.net(x[None]).reshape(-1).numpy()
+        return np.asarray(v / np.linalg.norm(v), dtype=np.float32)
+
+    def similarity(self, source: bytes, stored: bytes, stored_format: str) -> float:
+        return float(self.embed(decode_source(source)) @ self.embed(decode_stored(stored, stored_format)))
+
+
+def decode_stored(data: bytes, fmt: str) -> np.ndarray:
+    import imagecodecs
+
+    fn: Any = {"jpeg": imagecodecs.jpeg8_decode, "avif": imagecodecs.avif_decode, "webp": imagecodecs.webp_decode,
+               "jxl": imagecodecs.jpegxl_decode, "png": imagecodecs.png_decode}[fmt]
+    return _rgb(np.asarray(fn(data)))
+
+
+def decode_source(data: bytes) -> np.ndarray:
+    """A source's pixels by imagecodecs, oriented by its EXIF tag (read with Pillow: metadata only)."""
+    import imagecodecs
+    from PIL import ExifTags, Image
+
+    img = _rgb(np.asarray(imagecodecs.imread(data)))
+    import io
+
+    with Image.open(io.BytesIO(data)) as meta:
+        orientation = int(meta.getexif().get(ExifTags.Base.Orientation, 1) or 1)
+    return _orient(img, orientation)
+
+
+def _rgb(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype != np.uint8:
+        arr = (arr.astype(np.float64) * 255.0 / np.iinfo(arr.dtype).max).round().astype(np.uint8)
+    if arr.ndim == 2:
+        return np.repeat(arr[..., None], 3, axis=2)
+    if arr.shape[2] == 4:  # alpha on white, as the pipeline does
+        a = arr[..., 3:4].astype(np.float32) / 255.0
+        return np.asarray((arr[..., :3] * a + 255.0 * (1 - a)).round(), dtype=np.uint8)
+    return np.asarray(arr[..., :3])
+
+
+def _orient(a: np.ndarray, o: int) -> np.ndarray:
+    """EXIF orientation 1..8 applied (the transposes of ImageOps.exif_transpose)."""
+    ops: dict[int, Any] = {2: lambda x: x[:, ::-1], 3: lambda x: x[::-1, ::-1], 4: lambda x: x[::-1],
+           5: lambda x: np.transpose(x, (1, 0, 2)), 6: lambda x: np.rot90(x, -1),
+           7: lambda x: np.rot90(x, 1)[::-1], 8: lambda x: np.rot90(x, 1)}
+    return np.ascontiguousarray(ops[o](a)) if o in ops else a  # type: ignore[no-any-return]
+
+
+class Oracle:
+    """Exhaustive per-image search with the gate's own measurement (one engine + extractor per thread)."""
+
+    def __init__(self, spec: Spec, variants: Sequence[Variant]) -> None:
+        from preprocess.engines import make_engine
+        from preprocess.extractor.build import build
+        from preprocess.extractor.manifest import find_manifest
+        from preprocess.extractor.session import Extractor
+
+        m = find_manifest(spec.gate.model)
+        self.spec = spec
+        self.variants = list(variants)
+        self.engine = make_engine("pillow", "cpu", encode=spec.encode, view=m.input, threads=1)
+        self.extractor = Extractor(build(m), device="cpu", threads=1)
+
+    def smallest(self, path: Path) -> int:
+        """Fewest stored bytes of any candidate that passes (0 when none does)."""
+        from preprocess.engines.base import SourceImage
+        from preprocess.images import probe
+
+        data = path.read_bytes()
+        info = probe(data, max_pixels=self.spec.limits.max_pixels, path=str(path))
+        src = SourceImage(str(path), data, "", info, self.spec.resize.target(info.width, info.height))
+        loaded = self.engine.load([src])
+        if not loaded.prepared:
+            return 0
+        ref = self.extractor.embed(loaded.source_view)[0]
+        p = loaded.prepared[0]
+        asks = [Candidate(v, q) for v in self.variants for q in self.spec.quality.ladder()]
+        best = 0
+        for start in range(0, len(asks), 8):
+            chunk = asks[start:start + 8]
+            enc = self.engine.encode([p] * len(chunk), chunk)
+            sims = self.extractor.embed(self.engine.view(enc)) @ ref
+            passing: list[Encoded] = [e for e, s in zip(enc, sims, strict=True) if s >= self.spec.gate.threshold]
+            for data_ in self.engine.finish([p] * len(passing), passing):
+                best = len(data_) if not best else min(best, len(data_))
+        return best
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+def photos(dirs: Sequence[Path], limit: int) -> list[Path]:
+    out = [p for d in dirs for p in sorted(d.iterdir()) if p.suffix.lower() in SUFFIXES and p.is_file()]
+    return out[:limit] if limit else out
+
+
+def run_spec(spec_path: Path, paths: list[Path], *, oracle_jpeg: bool, workers: int) -> list[Row]:
+    """The job, the oracle and the independent check for one spec over ``paths`` (rows in their order)."""
+    from preprocess.job import JobOptions, run_job
+    from preprocess.store import open_dataset
+
+    spec = load_spec(spec_path)
+    with tempfile.TemporaryDirectory(prefix="bench-bytes-") as tmp:
+        links = Path(tmp) / "in"
+        links.mkdir()
+        for i, p in enumerate(paths):  # one folder: a run over exactly these files, names kept unique
+            (links / f"{i:03d}-{p.name}").write_bytes(p.read_bytes())
+        t0 = time.perf_counter()
+        run_job(JobOptions(sources=[str(links)], store=str(Path(tmp) / "s.icechunk"), spec_path=str(spec_path),
+                           engine="pillow", device="cpu"))
+        seconds = time.perf_counter() - t0
+        ds = open_dataset(str(Path(tmp) / "s.icechunk"))
+        cols = ds.items_table()
+        order = sorted(range(len(ds)), key=lambda i: str(cols["source_path"][i]))
+        rows = [Row(path=str(cols["source_path"][i]), source_bytes=int(cols["source_bytes"][i]),
+                    stored=int(cols["bytes"][i]), status=str(cols["status"][i]), quality=int(cols["quality"][i]),
+                    probes=int(cols["probes"][i]), similarity=float(cols["similarity"][i])) for i in order]
+        stored = {r.path: (ds.jpeg(i), str(cols["format"][i])) for i, r in zip(order, rows, strict=True)}
+        print(f"  {spec_path.name}: run {len(rows)} images in {seconds:.1f} s", file=sys.stderr)
+        _measure(spec, rows, stored, oracle_jpeg=oracle_jpeg, workers=workers)
+    return rows
+
+
+def _measure(spec: Spec, rows: list[Row], stored: dict[str, tuple[bytes, str]], *, oracle_jpeg: bool,
+             workers: int) -> None:
+    """Per row (``stored``: its bytes and format by source path), the oracle and the independent check."""
+    import threading
+
+    local = threading.local()
+    indep = Independent(spec.gate.model)
+    lock = threading.Lock()
+
+    def one(row: Row) -> None:
+        if not hasattr(local, "oracle"):
+            local.oracle = Oracle(spec, spec.encode.variants())
+            local.jpeg = Oracle(spec.model_copy(update={"encode": spec.encode.model_copy(
+                update={"format": "jpeg"})}), JPEG_VARIANTS) if oracle_jpeg else None
+        path = Path(row.path)
+        row.oracle = local.oracle.smallest(path)
+        if local.jpeg is not None:
+            row.oracle_jpeg = local.jpeg.smallest(path)
+        with lock:  # torch runs its own threads: one independent check at a time
+            row.independent = indep.similarity(path.read_bytes(), *stored[row.path])
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(one, rows))
+    print(f"    oracle + independent check in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+
+
+def summarize(rows: list[Row], label: str) -> dict[str, Any]:
+    ok = [r for r in rows if r.status == "ok" and r.oracle]
+    src = sum(r.source_bytes for r in rows)
+    out: dict[str, Any] = {
+        "set": label, "images": len(rows), "source_bytes": src, "stored_bytes": sum(r.stored for r in rows),
+        "stored_share": round(sum(r.stored for r in rows) / src, 5) if src else None,
+        "statuses": {s: sum(r.status == s for r in rows) for s in sorted({r.status for r in rows})},
+        "probes_per_image": round(statistics.mean(r.probes for r in rows), 2) if rows else None,
+        "stored_per_image": round(sum(r.stored for r in rows) / len(rows)) if rows else None,
+    }
+    if ok:
+        out["oracle_share"] = round(sum(r.oracle for r in ok) / sum(r.source_bytes for r in ok), 5)
+        out["stored_vs_oracle"] = round(sum(r.stored for r in ok) / sum(r.oracle for r in ok), 4)
+        out["oracle_per_image"] = round(sum(r.oracle for r in ok) / len(ok))
+        if all(r.oracle_jpeg for r in ok):
+            out["jpeg_oracle_share"] = round(sum(r.oracle_jpeg for r in ok) / sum(r.source_bytes for r in ok), 5)
+    sims = [r.independent for r in rows if r.status == "ok" and not np.isnan(r.independent)]
+    if sims:
+        out["independent_min"] = round(min(sims), 4)
+        out["independent_mean"] = round(float(np.mean(sims)), 4)
+        out["independent_below_floor"] = [r.path for r in rows
+                                          if r.status == "ok" and r.independent < INDEPENDENT_FLOOR]
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    default_sets = [ROOT / "photos" / d for d in ("camera", "opencv", "skimage", "more")]
+    ap.add_argument("--sets", nargs="*", default=[str(d) for d in default_sets if d.is_dir()],
+                    help="photo folders, each reported alone and in the total (default: the bundled photos, and "
+                         "photos/more when `scripts/fetch-photos --more` fetched it)")
+    ap.add_argument("--specs", default="camera.toml,avif.toml", help="specs under pipelines/ (or paths)")
+    ap.add_argument("--images", type=int, default=0, help="at most N photos per set (0: all)")
+    ap.add_argument("--oracle-jpeg", action="store_true", help="also the oracle over every JPEG variant")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--out", default="")
+    args = ap.parse_args(argv)
+    import icechunk
+
+    icechunk.set_logs_filter("error")
+    sets = {Path(d).name: photos([Path(d)], args.images) for d in args.sets}
+    result: dict[str, Any] = {"threshold_independent": INDEPENDENT_FLOOR, "specs": {}}
+    for name in args.specs.split(","):
+        spec_path = Path(name) if "/" in name else ROOT / "pipelines" / name
+        labels = [label for label, ps in sets.items() for _ in ps]
+        rows = run_spec(spec_path, [p for ps in sets.values() for p in ps], oracle_jpeg=args.oracle_jpeg,
+                        workers=args.workers)  # rows come back in the order of the files given
+        per_set = {label: summarize([r for r, lb in zip(rows, labels, strict=True) if lb == label], label)
+                   for label in sets}
+        result["specs"][spec_path.name] = {"all": summarize(rows, "all"), "sets": per_set,
+                                           "rows": [r.__dict__ for r in rows]}
+    print_table(result)
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def print_table(result: dict[str, Any]) -> None:
+    print(f"\n{'spec':12} {'set':10} {'images':>6} {'stored %':>8} {'oracle %':>8} {'x oracle':>8} {'probes':>6} "
+          f"{'indep min':>9} {'indep mean':>10}")
+    for spec, r in result["specs"].items():
+        for s in [r["all"], *r["sets"].values()]:
+            pct = f"{s['stored_share'] * 100:.2f}" if s.get("stored_share") else "-"
+            opct = f"{s['oracle_share'] * 100:.2f}" if s.get("oracle_share") else "-"
+            print(f"{spec:12} {s['set']:10} {s['images']:6} {pct:>8} {opct:>8} {s.get('stored_vs_oracle', '-'):>8} "
+                  f"{s.get('probes_per_image', '-'):>6} {s.get('independent_min', '-'):>9} "
+                  f"{s.get('independent_mean', '-'):>10}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""The gates that keep the architecture easy to see: no import cycle inside the package, no function
+in it over 60 lines (scripts/function_length.py, run by scripts/check), one declaration of the schema."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+from preprocess.store.schema import FAILURE_COLUMNS, ITEM_COLUMNS, FailureRow, ItemRow
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "preprocess"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path, known: set[str]) -> set[str]:
+    """The package modules ``path`` imports: at the top, inside functions, and for type checking."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                full = f"{node.module}.{alias.name}"
+                out.add(full if full in known else node.module)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+    return out & known
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected groups of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while (w := stack.pop()) != v:
+                group.append(w)
+            if group:
+                found.append(sorted([v, *group]))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycles_in_the_package() -> None:
+    paths = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph = {name: imports(path, set(paths)) - {name} for name, path in paths.items()}
+    assert graph["preprocess.extractor.build"] >= {"preprocess.extractor.session"}  # the check sees lazy imports
+    assert cycles(graph) == []
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]  # and finds cycles
+
+
+def test_the_function_length_gate(tmp_path: Path) -> None:
+    script = [sys.executable, str(ROOT / "scripts" / "function_length.py")]
+    ok = subprocess.run([*script, str(PACKAGE)], capture_output=True, text=True, check=False)
+    assert ok.returncode == 0, ok.stdout
+    long = tmp_path / "long.py"
+    body = "\n".join(f"    x{i} = {i}" for i in range(60))
+    long.write_text(f"class A:\n    def fine(self) -> None:\n        pass\n\n    def method(self) -> None:\n{body}\n")
+    long.write_text(long.read_text().replace("    x", "        x"))
+    bad = subprocess.run([*script, str(long)], capture_output=True, text=True, check=False)
+    assert bad.returncode == 1 and "A.method is 61 lines long" in bad.stdout and "fine" not in bad.stdout
+
+
+def test_one_declaration_of_the_rows() -> None:
+    """Every row field but the embedding is a column, in the dataclass's order: adding a field to
+    ItemRow (or FailureRow) is what adds the column."""
+    assert [c.name for c in ITEM_COLUMNS] == [f.name for f in dataclasses.fields(ItemRow) if f.name != "embedding"]
+    assert [c.name for c in FAILURE_COLUMNS] == [f.name for f in dataclasses.fields(FailureRow)]
+    assert {c.part for c in ITEM_COLUMNS} == {"data", "stored", "source", "origin"}
