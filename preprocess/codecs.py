@@ -154,10 +154,13 @@ class Candidate:
 
 @dataclass(frozen=True, eq=False)
 class Encoded:
-    """A candidate's bytes."""
+    """A candidate's bytes. ``library`` names the library that made them when it is not the engine's
+    usual one for the variant (:meth:`~preprocess.engines.base.Engine.library`), e.g. libjpeg-turbo on
+    the CPU for an image nvJPEG failed on; "" otherwise."""
 
     data: bytes
     candidate: Candidate
+    library: str = ""
 
     @property
     def format(self) -> str:

@@ -60,6 +60,7 @@ class Decision:
     reference: np.ndarray  # of the source, as the model sees it
     probes: int
     tried: dict[str, float] = field(default_factory=dict)  # "encoder chroma qNN" -> measured similarity
+    library: str = ""  # the library that made the stored bytes when not the engine's usual one (Encoded.library)
 
     @property
     def quality(self) -> int:
@@ -396,7 +397,8 @@ def _decision(spec: Spec, st: _Image, chosen: tuple[Measured, bytes] | None, ref
         m, data = chosen
         assert m.embedding is not None
         status: Status = "ok" if m.similarity >= spec.gate.threshold else "flagged"
-        return Decision(status, m.encoded.candidate, data, m.similarity, m.embedding, reference, probes, tried)
+        return Decision(status, m.encoded.candidate, data, m.similarity, m.embedding, reference, probes, tried,
+                        library=m.encoded.library)
     if spec.gate.on_fail == "source":  # nothing passed
         return Decision("source", None, None, 1.0, reference, reference, probes, tried)
     top = max(st.measured.values(), key=lambda m: m.encoded.candidate.quality)  # on_fail = "reject"

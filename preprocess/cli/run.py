@@ -50,7 +50,7 @@ def run(
 
     Exit codes: 0 all stored; 3 committed but some images failed (recorded in the dataset);
     2 bad spec/options/paths; 4 commit conflict or store locked by another job (rerun, or --wait);
-    5 storage error; 70 internal error.
+    5 storage error; 6 the GPU failed (DEVICE_OOM, DEVICE_FAULT: nothing committed); 70 internal error.
     """
     from preprocess.job import JobOptions, run_job
 

@@ -48,7 +48,7 @@ def watch(
 
     Runs until SIGTERM/SIGINT, then finishes the batch in flight, commits and exits 0.
     Exit codes: 0 stopped cleanly; 2 bad spec/options/paths; 4 another process writes the dataset
-    (STORE_LOCKED; see --wait); 5 storage error at start; 70 internal error.
+    (STORE_LOCKED; see --wait); 5 storage error at start; 6 GPU failed (window not committed); 70 internal.
     """
     from preprocess.watch import WatchOptions, parse_address, parse_duration, run_watch
     from preprocess.watch.logs import configure
