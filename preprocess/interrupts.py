@@ -26,7 +26,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-EXIT_INTERRUPTED = 130
+from preprocess.errors import EXIT_INTERRUPTED
+
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 

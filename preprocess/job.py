@@ -61,7 +61,7 @@ def run_job(opts: JobOptions, progress: Progress | None = None) -> Summary:
         cleanup.callback(progress.finish)
         read = partial(read_files, max_bytes=p.spec.limits.max_file_bytes, roots=local_roots(opts.sources),
                        follow_symlinks=opts.follow_symlinks)
-        run_batches(processor, ingest, list(batched(paths, p.spec.batch.size)), read=read, progress=progress)
+        run_batches(processor, ingest, list(batched(paths, processor.batch_size)), read=read, progress=progress)
         return ingest.commit(opts.message, engine=processor)
 
 

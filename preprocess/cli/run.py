@@ -52,8 +52,9 @@ def run(
     2 bad spec/options/paths, or no image files (NO_SOURCES): nothing created;
     4 commit conflict, or the store is locked by another job (rerun, or --wait);
     5 storage error (STORE_FULL: the disk is full; free space and rerun);
-    70 internal error; 130 interrupted (Ctrl-C, SIGTERM): nothing committed.
-    After any of them the dataset is at its last commit and a rerun resumes.
+    6 the GPU failed (DEVICE_OOM, DEVICE_FAULT); 70 internal error;
+    130 interrupted (Ctrl-C, SIGTERM). After any of them the dataset is at its
+    last commit and a rerun resumes.
     """
     from preprocess.job import JobOptions, run_job
 

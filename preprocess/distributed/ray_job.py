@@ -31,7 +31,7 @@ import pyarrow as pa
 
 from preprocess import interrupts
 from preprocess.distributed.sink import check_region, decode_failure, decode_item, encode_row, items_of
-from preprocess.errors import ConfigError, InputError, InternalError, PreprocessError
+from preprocess.errors import ConfigError, InputError, InternalError, PreprocessError, device_fault
 from preprocess.ingest import Ingest, JobInfo, Stored, Summary
 from preprocess.job import JobOptions, find_sources
 from preprocess.process import BatchResult, Failed, Processor, plan
@@ -238,6 +238,9 @@ def run_ray_job(opts: JobOptions, ro: RayOptions | None = None, progress: Progre
     except PreprocessError:
         raise
     except ray.exceptions.RayError as exc:
+        fault = device_fault(exc)  # an actor's GPU failed: the same exit as a local job's (6), nothing committed
+        if fault is not None:
+            raise fault from exc
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:300]
         raise InternalError(f"the Ray job failed, nothing was committed: {first}", code="RAY_JOB",
                             hint="see the Ray logs (/tmp/ray/session_latest/logs); rerun: nothing is redone "

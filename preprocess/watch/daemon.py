@@ -36,7 +36,7 @@ from types import FrameType
 from typing import Any
 
 from preprocess import errors
-from preprocess.errors import ConflictError, InternalError, PreprocessError, StorageError, input_error
+from preprocess.errors import ConflictError, DeviceError, InternalError, PreprocessError, StorageError, input_error
 from preprocess.ingest import Ingest, JobInfo, read_files
 from preprocess.process import BatchResult, Failed, Plan, Processor, plan
 from preprocess.provenance import WatchInfo
@@ -333,6 +333,8 @@ class WatchDaemon:
             result = work.processor.process(todo)
             work.engine_errors = 0
             return result
+        except DeviceError:  # the GPU failed, not the files: stop, leaving the open window uncommitted
+            raise
         except Exception:
             log.exception("batch failed as a whole; retrying file by file")
         out = BatchResult()
@@ -340,6 +342,8 @@ class WatchDaemon:
         for f in todo:
             try:
                 one = work.processor.process([f])
+            except DeviceError:
+                raise
             except Exception as exc:
                 raised += 1
                 sha, size = (f.sha256, f.size) if isinstance(f, SourceFile) else ("", 0)
