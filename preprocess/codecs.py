@@ -41,24 +41,44 @@ class Option:
 
 
 @dataclass(frozen=True)
+class EncoderInfo:
+    """An encoder a spec may name: the library that makes its bytes and the chroma subsamplings it offers."""
+
+    name: str  # what a spec names (encode.encoders)
+    library: str  # what a row records as its encoder
+    chroma: tuple[Chroma, ...]  # () when the format has no chroma subsampling
+
+
+@dataclass(frozen=True)
 class FormatInfo:
     name: Format
     suffix: str  # file suffix for exports, with the dot
     mime: str
-    encoders: tuple[str, ...]  # what a spec may name; the first is the default
-    chroma: tuple[Chroma, ...]  # what a spec may name; the first is the default; () when the format has none
+    encoders: tuple[EncoderInfo, ...]  # the first is the default
     option: Option | None
 
+    @property
+    def chroma(self) -> tuple[Chroma, ...]:
+        """Every subsampling an encoder of the format offers; the first is the default."""
+        return tuple(dict.fromkeys(c for e in self.encoders for c in e.chroma))
 
+    def encoder(self, name: str) -> EncoderInfo | None:
+        return next((e for e in self.encoders if e.name == name), None)
+
+
+_ALL: tuple[Chroma, ...] = ("420", "422", "444")
 FORMATS: dict[str, FormatInfo] = {
-    "jpeg": FormatInfo("jpeg", ".jpg", "image/jpeg", ("jpegli", "libjpeg"), ("420", "422", "444"), None),
-    "webp": FormatInfo("webp", ".webp", "image/webp", ("libwebp",), ("420",), Option("method", 4)),
-    "avif": FormatInfo("avif", ".avif", "image/avif", ("libavif",), ("420", "444"), Option("speed", 6)),
-    "jxl": FormatInfo("jxl", ".jxl", "image/jxl", ("libjxl",), (), Option("effort", 7)),
+    "jpeg": FormatInfo("jpeg", ".jpg", "image/jpeg", (EncoderInfo("jpegli", "jpegli", ("420",)),
+                                                      EncoderInfo("libjpeg", "libjpeg-turbo", _ALL)), None),
+    "webp": FormatInfo("webp", ".webp", "image/webp", (EncoderInfo("libwebp", "libwebp", ("420",)),),
+                       Option("method", 4)),
+    "avif": FormatInfo("avif", ".avif", "image/avif", (EncoderInfo("libavif", "libavif-aom", ("420", "444")),),
+                       Option("speed", 6)),
+    "jxl": FormatInfo("jxl", ".jxl", "image/jxl", (EncoderInfo("libjxl", "libjxl", ()),), Option("effort", 7)),
 }
 OPTIONS = ("speed", "method", "effort")
-# Encoders that encode one chroma subsampling only, whatever the spec lists.
-_FIXED_CHROMA = {"jpegli": "420", "libwebp": "420"}
+# What a row records as its encoder (the library that made the bytes), per spec encoder name.
+LIBRARIES = {e.name: e.library for f in FORMATS.values() for e in f.encoders}
 
 # File suffixes of the formats a row's bytes can be in: the stored formats', and the sources' own (kept
 # as they are for source/passthrough rows).
@@ -73,11 +93,6 @@ def file_suffix(fmt: str) -> str:
     return info.suffix if info is not None else _SOURCE_SUFFIXES.get(fmt, ".bin")
 
 
-# What a row records as its encoder (the library that made the bytes), per spec encoder name.
-LIBRARIES = {"libjpeg": "libjpeg-turbo", "jpegli": "jpegli", "libwebp": "libwebp", "libavif": "libavif-aom",
-             "libjxl": "libjxl"}
-
-
 class Encode(Protocol):
     """What this module reads of a spec's ``[encode]`` (:class:`preprocess.spec.Encode`)."""
 
@@ -87,6 +102,8 @@ class Encode(Protocol):
     def encoders(self) -> Sequence[str]: ...
     @property
     def chroma_subsampling(self) -> Sequence[str]: ...
+    @property
+    def progressive(self) -> bool: ...
     @property
     def model_fields_set(self) -> set[str]: ...
 
@@ -100,34 +117,47 @@ def check_encode(info: FormatInfo, encode: Encode) -> None:
                 info.option is None or info.option.name != option):
             raise ValueError(f"encode.{option}: does not apply to format {info.name!r}"
                              + (f" (its knob is encode.{info.option.name})" if info.option else ""))
+    if info.name == "jpeg" and not encode.progressive and "jpegli" in encode.encoders:
+        raise ValueError("encode.progressive: baseline JPEG (false) is stored as encoded, and jpegli does not "
+                         'optimize its Huffman tables (20-40% larger): use encoders = ["libjpeg"] for baseline JPEG')
 
 
 def _check_encoders(info: FormatInfo, encode: Encode) -> None:
     if not encode.encoders:
         raise ValueError("encode.encoders: name at least one encoder")
     for name in encode.encoders:
-        if name not in info.encoders:
+        if info.encoder(name) is None:
             raise ValueError(f"encode.encoders: {name!r} is not an encoder of format {info.name!r} "
-                             f"(it has: {', '.join(info.encoders)})")
+                             f"(it has: {', '.join(e.name for e in info.encoders)})")
     if len(set(encode.encoders)) != len(encode.encoders):
         raise ValueError("encode.encoders: an encoder is listed twice")
 
 
 def _check_chroma(info: FormatInfo, encode: Encode) -> None:
-    for chroma in encode.chroma_subsampling:
+    listed = list(encode.chroma_subsampling)
+    for chroma in listed:
         if chroma not in info.chroma:
             have = ", ".join(info.chroma) if info.chroma else "none: leave it out"
             raise ValueError(f"encode.chroma_subsampling: {chroma!r} is not a subsampling of format "
                              f"{info.name!r} (it has: {have})")
-    if info.chroma and not encode.chroma_subsampling:
+    if len(set(listed)) != len(listed):
+        raise ValueError("encode.chroma_subsampling: a subsampling is listed twice")
+    if info.chroma and not listed:
         raise ValueError("encode.chroma_subsampling: name at least one subsampling")
-    for name in encode.encoders:
-        fixed = _FIXED_CHROMA.get(name)
-        if fixed is not None and fixed not in encode.chroma_subsampling:
-            others = [e for e in info.encoders if e not in _FIXED_CHROMA]
-            raise ValueError(f"encode.chroma_subsampling: {name} encodes {fixed} only, which is not listed"
-                             + (f" (for {', '.join(encode.chroma_subsampling)} use encoders = {others})" if others
-                                else ""))
+    encoders = [e for e in info.encoders if e.name in encode.encoders]
+    for e in encoders:
+        if e.chroma and not set(e.chroma) & set(listed):
+            raise ValueError(f"encode.chroma_subsampling: {e.name} encodes {', '.join(e.chroma)} only, which is not "
+                             f"listed" + _other_encoders(info, listed))
+    unused = [c for c in listed if not any(c in e.chroma for e in encoders)]
+    if unused:
+        raise ValueError(f"encode.chroma_subsampling: no listed encoder makes {', '.join(unused)}"
+                         + _other_encoders(info, unused))
+
+
+def _other_encoders(info: FormatInfo, chroma: Sequence[str]) -> str:
+    able = [e.name for e in info.encoders if set(chroma) <= set(e.chroma)]
+    return f" (for {', '.join(chroma)}: encoders = {able})" if able else ""
 
 
 @dataclass(frozen=True)
@@ -191,31 +221,31 @@ def _as_array(pixels: Any) -> np.ndarray:
 _SUBSAMPLING = {"444": 0, "422": 1, "420": 2}
 
 
-def encode_pillow_jpeg(image: Any, quality: int, chroma: str, *, progressive: bool = False) -> bytes:
-    """libjpeg-turbo through Pillow: optimized Huffman tables always (the same coefficients and
-    pixels as without, a smaller file)."""
+def encode_pillow_jpeg(image: Any, quality: int, chroma: str, *, optimize: bool = True) -> bytes:
+    """libjpeg-turbo through Pillow, baseline; ``optimize``: optimal Huffman tables (the same
+    coefficients and pixels, a smaller file; not needed when :func:`finish` rewrites them anyway)."""
     from PIL import Image
 
     img = image if isinstance(image, Image.Image) else Image.fromarray(_as_array(image), "RGB")
     buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=int(quality), subsampling=_SUBSAMPLING[chroma], optimize=True,
-             progressive=progressive)
+    img.save(buf, format="JPEG", quality=int(quality), subsampling=_SUBSAMPLING[chroma], optimize=optimize)
     return buf.getvalue()
 
 
-def encode(pixels: Any, candidate: Candidate, *, level: int | None = None) -> bytes:
+def encode(pixels: Any, candidate: Candidate, *, level: int | None = None, optimize: bool = True) -> bytes:
     """``pixels`` (HWC uint8 RGB, or a PIL RGB image) encoded as ``candidate`` on the CPU; ``level`` is
-    the format's effort option (avif speed, webp method, jxl effort), else its default."""
+    the format's effort option (avif speed, webp method, jxl effort), else its default; ``optimize``:
+    libjpeg's optimal Huffman tables (see :func:`encode_pillow_jpeg`)."""
     import imagecodecs
 
     v, q = candidate.variant, int(candidate.quality)
     if v.encoder == "libjpeg":
-        return encode_pillow_jpeg(pixels, q, v.chroma or "420")
+        return encode_pillow_jpeg(pixels, q, v.chroma or "420", optimize=optimize)
     arr = _as_array(pixels)
     if v.encoder == "jpegli":
         import pyjpegli
 
-        return bytes(pyjpegli.encode(arr.tobytes(), arr.shape[1], arr.shape[0], q))
+        return bytes(pyjpegli.encode(arr, arr.shape[1], arr.shape[0], q))
     option = FORMATS[v.format].option
     if level is None and option is not None:
         level = option.default
@@ -230,15 +260,23 @@ def encode(pixels: Any, candidate: Candidate, *, level: int | None = None) -> by
     raise ValueError(f"unknown encoder {v.encoder!r}")
 
 
-def decode(data: bytes, fmt: str) -> np.ndarray:
-    """One of our own encoded candidates -> HWC uint8 RGB (no orientation, no colour management:
-    candidates carry neither). JPEG through Pillow (pillow-simd's libjpeg-turbo, as the sources)."""
-    if fmt == "jpeg":
-        from PIL import Image
+def decode_image(data: bytes, fmt: str) -> Any:
+    """One of our own encoded candidates -> an RGB PIL image (no orientation, no colour management:
+    candidates carry neither). JPEG through Pillow (pillow-simd's libjpeg-turbo, as the sources; no
+    conversion copy when already RGB), the others through :func:`decode`."""
+    from PIL import Image
 
-        img = Image.open(io.BytesIO(data))
-        img.load()
-        return np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
+    if fmt != "jpeg":
+        return Image.fromarray(decode(data, fmt), "RGB")
+    img = Image.open(io.BytesIO(data))
+    img.load()
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def decode(data: bytes, fmt: str) -> np.ndarray:
+    """One of our own encoded candidates -> HWC uint8 RGB (see :func:`decode_image`)."""
+    if fmt == "jpeg":
+        return np.asarray(decode_image(data, fmt))
     import imagecodecs
 
     if fmt == "webp":
@@ -266,12 +304,12 @@ def sniff(data: bytes) -> str | None:
 
 
 def variants(encode: Encode) -> list[Variant]:
-    """The (encoder, chroma) variants an ``[encode]`` section allows, the primary first; an encoder with
-    one chroma mode (jpegli, libwebp) gives one variant whatever the list says."""
-    fmt: Format = FORMATS[encode.format].name
+    """The (encoder, chroma) variants an ``[encode]`` section allows, the primary first: each encoder with
+    each listed subsampling it offers."""
+    info = FORMATS[encode.format]
     out: list[Variant] = []
-    for encoder in encode.encoders:
-        chromas: list[str] = ([_FIXED_CHROMA[encoder]] if encoder in _FIXED_CHROMA
-                              else list(encode.chroma_subsampling) or [""])
-        out.extend(Variant(fmt, encoder, c) for c in chromas if Variant(fmt, encoder, c) not in out)
+    for name in encode.encoders:
+        offered = info.encoder(name)
+        chromas: list[str] = [c for c in encode.chroma_subsampling if offered and c in offered.chroma] or [""]
+        out.extend(Variant(info.name, name, c) for c in chromas)
     return out

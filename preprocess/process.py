@@ -114,7 +114,8 @@ CPU_BATCH = Batch().size
 @dataclass(frozen=True)
 class Layout:
     """How a :class:`Processor` cuts work: ``lanes`` threads, each taking ``chunk`` images per engine
-    call; ``batch`` images per submitted batch (what a job reads at once: every lane busy)."""
+    call; ``batch`` images per submitted batch (what a job reads at once). Each batch's searches start
+    from the priors of the batches before it, so ``batch`` never depends on the lanes: rows don't."""
 
     lanes: int
     chunk: int
@@ -135,10 +136,15 @@ def layout(p: Plan, lanes: int | None = None, lane_batch: int | None = None) -> 
     if p.device == "gpu":
         n = max(1, lanes or _env_int("PREPROCESS_GPU_LANES") or GPU_LANES)
         chunk = lane_batch or _env_int("PREPROCESS_GPU_BATCH") or (GPU_BATCH if size == CPU_BATCH else size)
-        return Layout(n, chunk, chunk * n, shared=False)
-    n = max(1, lanes or 1)
-    chunk = lane_batch or size
-    return Layout(n, chunk, chunk * n, shared=False)
+        # every default lane busy, whatever lanes and chunks were asked for (rows must not depend on them)
+        return Layout(n, chunk, (GPU_BATCH if size == CPU_BATCH else size) * GPU_LANES, shared=False)
+    return Layout(max(1, lanes or 1), lane_batch or size, size, shared=False)
+
+
+def _tried(d: Decision) -> str:
+    """Where a rejected image's search ended: the candidate measured at its top, e.g. ``jpegli 4:2:0 q95``."""
+    c = d.candidate
+    return "nothing measured" if c is None else f"{c.variant.label} q{c.quality}"
 
 
 def _env_int(name: str) -> int | None:
@@ -300,8 +306,8 @@ class Processor:
             pos, s = todo[prepared.index]
             if d.status == "rejected":
                 res.failures.append((pos, self.failure(s.path, s.sha256, len(s.data), input_error(
-                    errors.GATE_REJECTED, f"best similarity {d.similarity:.4f} at quality {d.quality} is "
-                    f"below the threshold {spec.gate.threshold}", s.path))))
+                    errors.GATE_REJECTED, f"best similarity {d.similarity:.4f} ({_tried(d)}) is below the "
+                    f"threshold {spec.gate.threshold}", s.path))))
                 continue
             res.items.append(self._row(s, prepared.width, prepared.height, d))
         return res

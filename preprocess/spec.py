@@ -78,7 +78,8 @@ class Encode(_Frozen):
     chroma_subsampling: tuple[Literal["444", "422", "420"], ...] = ()  # default: 4:2:0 (none for jxl)
     # jpeg: True stores the bytes after a lossless scan + Huffman optimization (mozjpeg: progressive,
     # 5-40% smaller, the same pixels); False stores baseline JPEG (what hardware JPEG decoders read).
-    # Other formats ignore it (so a spec that changes only `format` stays valid).
+    # Other formats ignore it, and a format without chroma subsampling (jxl) ignores that: a spec that
+    # changes only `format` stays valid.
     progressive: bool = True
     speed: Annotated[int, Field(ge=0, le=10)] | None = None  # avif: 0 (slowest, smallest) .. 10; default 6
     method: Annotated[int, Field(ge=0, le=6)] | None = None  # webp: 0 (fastest) .. 6 (smallest); default 4
@@ -94,9 +95,12 @@ class Encode(_Frozen):
         info = FORMATS.get(str(data.get("format", "jpeg")))
         if info is None:
             return data  # the format's Literal reports it
-        if isinstance(data.get("chroma_subsampling"), str):
-            data["chroma_subsampling"] = (data["chroma_subsampling"],)
-        data.setdefault("encoders", info.encoders[:1])
+        for key in ("encoders", "chroma_subsampling"):
+            if isinstance(data.get(key), str):
+                data[key] = (data[key],)
+        if not info.chroma:  # a format without chroma subsampling (jxl) ignores it, like progressive
+            data.pop("chroma_subsampling", None)
+        data.setdefault("encoders", (info.encoders[0].name,))
         data.setdefault("chroma_subsampling", info.chroma[:1])
         if info.option is not None:
             data.setdefault(info.option.name, info.option.default)
@@ -122,6 +126,16 @@ class Encode(_Frozen):
         return {k: v for k, v in self.model_dump(mode="json").items()
                 if v is not None and (k != "progressive" or self.format == "jpeg")}
 
+    def decisive(self) -> dict[str, Any]:
+        """What decides the stored bytes, canonical: the variants searched (not how they were listed),
+        the stored JPEG form, the effort option."""
+        out: dict[str, Any] = {"format": self.format, "variants": [[v.encoder, v.chroma] for v in self.variants()]}
+        if self.format == "jpeg":
+            out["progressive"] = self.progressive
+        if self.level is not None:
+            out["level"] = self.level
+        return out
+
 
 class Quality(_Frozen):
     """Fixed quality, or adaptive: the lowest quality in [min, max] (on a ``step`` grid) that passes the gate."""
@@ -137,6 +151,10 @@ class Quality(_Frozen):
         if self.min > self.max:
             raise ValueError(f"quality.min ({self.min}) is above quality.max ({self.max})")
         return self
+
+    def decisive(self) -> dict[str, Any]:
+        """What decides the choice: the qualities that may be chosen (not the unused fields of the mode)."""
+        return {"mode": self.mode, "ladder": self.ladder()}
 
     def ladder(self) -> list[int]:
         """The qualities the adaptive search may choose, ascending; always ends at ``max``."""
@@ -198,8 +216,8 @@ class Spec(_Frozen):
         """
         decisive = {
             "resize": self.resize.model_dump(mode="json"),
-            "encode": self.encode.to_dict(),
-            "quality": self.quality.model_dump(mode="json"),
+            "encode": self.encode.decisive(),
+            "quality": self.quality.decisive(),
             "gate": {**self.gate.to_dict(), "model_sha256": model_sha256},
         }
         blob = json.dumps(decisive, sort_keys=True, separators=(",", ":")).encode()

@@ -49,7 +49,7 @@ def test_a_format_round_trips_through_run_store_reader_and_export(fmt: str, phot
     for i in range(len(ds)):
         item = ds[i]
         assert item["status"] == "ok" and item["format"] == fmt and item["similarity"] >= 0.99
-        assert item["encoder"] == codecs.LIBRARIES[codecs.FORMATS[fmt].encoders[0]]
+        assert item["encoder"] == codecs.FORMATS[fmt].encoders[0].library
         assert codecs.sniff(item["jpeg"]) == fmt  # the stored bytes are in the row's format
         assert item["image"].size == (item["width"], item["height"])  # the reader decodes every format
         assert np.array_equal(np.asarray(item["image"]), codecs.decode(item["jpeg"], fmt))

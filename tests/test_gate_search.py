@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from preprocess.gate import DEFICIT_SLOPE, _Search
+from preprocess.gate import DEFICIT_SLOPE, SETTLE, _Search
 from preprocess.spec import Quality
 
 LADDER = Quality(min=30, max=95, step=5).ladder()  # 30, 35, ..., 95: the grid the curves below were measured on
@@ -119,3 +120,52 @@ def test_on_measured_curves_it_takes_fewer_probes_than_bisection() -> None:
         assert sum(ours) < 0.9 * sum(theirs), (guess, sum(ours), sum(theirs))
         same = sum(run(c, guess)[0].best == bisection(c, guess)[0] for c in MEASURED.values())
         assert same >= len(MEASURED) - 2  # where a curve is not monotone the two may stop at different dips
+
+
+# -- the rules added with the finer ladder: settling, flattening, learned slopes, per-variant priors ----
+
+
+def test_a_pass_just_above_the_threshold_settles_the_search() -> None:
+    ladder = list(range(5, 96, 2))
+    s = _Search(lo=0, hi=len(ladder) - 1)
+    s.update(10, T + SETTLE / 2, T, ladder)  # passes, but only just
+    assert s.next_probe(None, ladder, T, settle=SETTLE) is None  # the rung below would fail: done
+    assert s.next_probe(None, ladder, T, settle=0.0) is not None  # without settling it looks below
+    s2 = _Search(lo=0, hi=len(ladder) - 1)
+    s2.update(10, T + 3 * SETTLE, T, ladder)  # a clear pass keeps looking below
+    assert s2.next_probe(None, ladder, T, settle=SETTLE) is not None
+
+
+def test_failures_on_a_flattening_curve_take_longer_strides() -> None:
+    """Two failures 4+ points apart whose deficit fell less than the prior slope says: the next probe
+    extrapolates with their (flatter) secant, so it lands further up instead of creeping."""
+    ladder = list(range(5, 96, 2))
+    s = _Search(lo=0, hi=len(ladder) - 1)
+    s.update(ladder.index(15), 0.960, T, ladder)
+    s.update(ladder.index(33), 0.970, T, ladder)  # 18 points up, the deficit fell only a little
+    prior = _Search(lo=s.lo, hi=s.hi, tried={33: 0.970})  # the same failure, seen alone
+    assert s.next_probe(None, ladder, T) > prior.next_probe(None, ladder, T)  # type: ignore[operator]
+
+
+def test_a_search_measures_its_slope_over_every_rung() -> None:
+    s = _Search(lo=0, hi=10, tried={20: 0.99, 30: 0.999, 40: 0.9999})  # one decade per 10 points
+    assert s.slope() == pytest.approx(0.1)
+    assert _Search(lo=0, hi=10, tried={20: 0.99}).slope() is None  # one rung: no slope
+    assert _Search(lo=0, hi=10, tried={20: 0.99, 22: 0.999}).slope() is None  # too close to tell
+
+
+def test_priors_are_per_variant_medians_over_a_window() -> None:
+    from preprocess.codecs import Variant
+    from preprocess.gate import GateStats, Outcome
+    from preprocess.spec import parse_spec
+
+    spec = parse_spec({"encode": {"encoders": ["jpegli", "libjpeg"]}})
+    jpegli, libjpeg = spec.encode.variants()
+    stats = GateStats(spec, window=3)
+    assert stats.guess() is None and stats.priors() == {}
+    stats.record([Outcome({jpegli: r, libjpeg: 2 * r}, {jpegli: 0.01 * r}) for r in (1, 2, 3, 10)])
+    priors = stats.priors()
+    assert priors[jpegli].guess == 3 and priors[libjpeg].guess == 6  # medians of the last 3 (2, 3, 10)
+    assert priors[jpegli].slope == pytest.approx(0.03) and priors[libjpeg].slope == DEFICIT_SLOPE
+    assert stats.guess() == 3  # the primary's
+    assert Variant("jpeg", "jpegli", "420") == jpegli

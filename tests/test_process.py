@@ -27,10 +27,15 @@ def _files(photos: list[Path], bad: dict[str, tuple[bytes, str]]) -> list[Source
 
 def _rows(proc: Processor, files: list[SourceFile]) -> tuple[list[tuple[str, str, int, float, int, str]],
                                                              list[tuple[str, str]]]:
-    res = proc.process(files)
-    items = [(r.source_path, r.status, r.quality, round(r.similarity, 6), r.probes,
-              hashlib.sha256(r.jpeg).hexdigest()) for r in res.items]
-    return items, [(f.source_path, f.code) for f in res.failures]
+    """Rows of ``files`` processed as a job does: batch after batch of the processor's batch size, each
+    starting from what the batches before it taught the search."""
+    items, failures = [], []
+    for start in range(0, len(files), proc.batch_size):
+        res = proc.process(files[start:start + proc.batch_size])
+        items += [(r.source_path, r.status, r.quality, round(r.similarity, 6), r.probes,
+                   hashlib.sha256(r.jpeg).hexdigest()) for r in res.items]
+        failures += [(f.source_path, f.code) for f in res.failures]
+    return items, failures
 
 
 @pytest.mark.parametrize("seed", [(), (31, 31, 35)], ids=["no-guess", "guess-q31"])
@@ -68,7 +73,7 @@ def test_dali_lanes_have_their_own_engines_and_do_not_change_the_rows(
     for lanes in (1, 2):
         proc = Processor(p, job_id="lanes", lanes=lanes)
         try:
-            assert (proc.lanes, proc.chunk, proc.batch_size) == (lanes, 3, 3 * lanes)
+            assert (proc.lanes, proc.chunk, proc.batch_size) == (lanes, 3, 3)  # the batch never depends on lanes
             assert len({id(k.engine) for k in proc._kits}) == lanes
             assert len({id(k.extractor) for k in proc._kits}) == lanes
             proc.stats.seed((31,))
@@ -93,7 +98,8 @@ def test_the_gpu_layout_batches_by_128_per_lane(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("PREPROCESS_GPU_LANES", "2")
     assert layout(p).lanes == 2 and layout(p, 1).lanes == 1
     monkeypatch.setenv("PREPROCESS_GPU_BATCH", "32")
-    assert (layout(p).chunk, layout(p).batch, layout(p, 1, 256).chunk) == (32, 64, 256)
+    # lanes and their call size change how the work is cut, never the batches a job reads (nor its rows)
+    assert (layout(p).chunk, layout(p).batch, layout(p, 1, 256).chunk) == (32, GPU_LANES * GPU_BATCH, 256)
     monkeypatch.setenv("PREPROCESS_GPU_BATCH", "many")
     with pytest.raises(ConfigError) as err:
         layout(p)
@@ -102,7 +108,7 @@ def test_the_gpu_layout_batches_by_128_per_lane(monkeypatch: pytest.MonkeyPatch,
     spec = tmp_path / "b64.toml"
     spec.write_text("[batch]\nsize = 64\n")
     p64 = replace(plan(str(spec), "pillow", "cpu"), engine="dali", device="gpu")
-    assert (layout(p64).chunk, layout(p64).batch) == (64, 128)  # a size the spec sets is kept
+    assert (layout(p64).chunk, layout(p64).batch) == (64, 64 * GPU_LANES)  # a size the spec sets is kept
     cpu = layout(plan(None, "pillow", "cpu"), 2)
     assert (cpu.lanes, cpu.chunk, cpu.batch, cpu.shared) == (2, LANE_CHUNK, 32, True)
 

@@ -499,12 +499,8 @@ class DaliEngine(Engine):
         """Progressive JPEG: mozjpeg's lossless optimization on the CPU (as the pillow engine). Baseline
         JPEG from nvImageCodec: encoded again with optimized Huffman tables (same coefficients, so the
         same pixels), one call per (quality, chroma). Everything else as measured."""
-        out = [e.data for e in chosen]
+        out = list(self._pool.map(lambda e: codecs.finish(e, progressive=self.encoding.progressive), chosen))
         if self.encoding.progressive:
-            jpegs = [i for i, e in enumerate(chosen) if e.format == "jpeg"]
-            for i, data in zip(jpegs, self._pool.map(lambda i: codecs.optimize_jpeg(chosen[i].data), jpegs),
-                               strict=True):
-                out[i] = data
             return out
         groups: dict[tuple[int, str], list[int]] = {}
         for i, e in enumerate(chosen):

@@ -9,7 +9,6 @@ caller's thread, for callers that run several batches at once (the :class:`Proce
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
@@ -65,21 +64,30 @@ class PillowEngine(Engine):
             views.append(view)
         return Loaded(prepared=prepared, source_view=model_view(views, self.view_spec), failures=failures)
 
-    def _encode_one(self, img: Image.Image, candidate: Candidate) -> Encoded:
+    def _encode_one(self, image: Prepared, candidate: Candidate) -> Encoded:
         v = candidate.variant
         if v.encoder == "libjpeg":
+            img = image.pixels
             if self._pool is not None:
                 # Image.save keeps its options on the Image object (encoderinfo), so two pool threads saving
                 # the same image at different qualities would race: save from a private copy (0.3 ms at 1 MP).
                 img = img.copy()
-            data = codecs.encode_pillow_jpeg(img, candidate.quality, v.chroma,
-                                             progressive=False)
+            # Huffman tables optimized only when the probe's bytes are what is stored (finish rewrites them)
+            data = codecs.encode_pillow_jpeg(img, candidate.quality, v.chroma, optimize=not self.encoding.progressive)
         else:
-            data = codecs.encode(np.asarray(img), candidate, level=self.encoding.level)
+            data = codecs.encode(self._host(image), candidate, level=self.encoding.level)
         return Encoded(data, candidate)
 
+    @staticmethod
+    def _host(image: Prepared) -> np.ndarray:
+        """The prepared pixels as an array, made once per image (its probes run on one lane's thread)."""
+        if image.host is None:
+            image.host = np.asarray(image.pixels)
+        arr: np.ndarray = image.host
+        return arr
+
     def encode(self, images: Sequence[Prepared], candidates: Sequence[Candidate]) -> list[Encoded]:
-        return list(self._map(self._encode_one, [p.pixels for p in images], candidates))
+        return list(self._map(self._encode_one, images, candidates))
 
     def _view_one(self, encoded: Encoded) -> Image.Image:
         # Full decode (no DCT draft): the candidate must be seen exactly as the source is.
@@ -111,12 +119,9 @@ class PillowEngine(Engine):
 
 
 def _decode_candidate(encoded: Encoded) -> Image.Image:
-    """One of our own candidates, decoded (JPEG by pillow-simd, RGB already: no conversion copy)."""
-    if encoded.format != "jpeg":
-        return Image.fromarray(codecs.decode(encoded.data, encoded.format), "RGB")
-    img = Image.open(io.BytesIO(encoded.data))
-    img.load()
-    return img if img.mode == "RGB" else img.convert("RGB")
+    """One of our own candidates, decoded."""
+    img: Image.Image = codecs.decode_image(encoded.data, encoded.format)
+    return img
 
 
 def _attempt(fn: Callable[[SourceImage], Any]) -> Callable[[SourceImage], Any]:

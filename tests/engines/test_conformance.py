@@ -242,3 +242,21 @@ def test_finished_jpeg_is_smaller_with_the_same_pixels(engine: Engine, camera_ph
         assert Image.open(io.BytesIO(stored)).info.get("progressive")
         measured = np.asarray(Image.open(io.BytesIO(probe_.data)))
         assert np.array_equal(np.asarray(Image.open(io.BytesIO(stored))), measured)
+
+
+def test_finished_baseline_jpeg_keeps_the_pixels(camera_photos: list[Path]) -> None:
+    """``progressive = false`` (libjpeg only): the stored bytes are baseline JPEG with optimized Huffman
+    tables, decoding to exactly the measured candidate's pixels (on DALI: nvImageCodec encodes it again)."""
+    encode = Encode(encoders=("libjpeg",), progressive=False)
+    for name in ("pillow", "dali"):
+        eng = make_engine(name, "cpu", encode=encode, view=VIEW, max_batch=8)
+        try:
+            p = eng.load([source("cam", camera_photos[4].read_bytes())]).prepared[0]
+            probes = eng.encode([p, p], [jpeg(20), jpeg(60, "444")])
+            for probe_, stored in zip(probes, eng.finish([p, p], probes), strict=True):
+                assert len(stored) <= len(probe_.data)
+                assert not Image.open(io.BytesIO(stored)).info.get("progressive")
+                measured = np.asarray(Image.open(io.BytesIO(probe_.data)))
+                assert np.array_equal(np.asarray(Image.open(io.BytesIO(stored))), measured)
+        finally:
+            eng.close()
