@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from typing import Any
 
@@ -37,10 +36,9 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", module="torch")
     warnings.filterwarnings("ignore", module="zarr")
     logging.getLogger("torch").setLevel(logging.ERROR)
-    if "ICECHUNK_LOG" not in os.environ:
-        import icechunk
+    from preprocess.store.storage import quiet_icechunk
 
-        icechunk.set_logs_filter("error")
+    quiet_icechunk("error")
 
 
 @app.callback()
