@@ -23,7 +23,7 @@ import zarr
 from typer.testing import CliRunner
 
 from preprocess.cli import app
-from preprocess.errors import ConfigError, StorageError
+from preprocess.errors import ConfigError
 from preprocess.job import JobOptions, Summary, run_job
 from preprocess.sources import list_digest, list_sources
 from preprocess.store import DatasetWriter, dataset_at, history, open_dataset, open_repo, refs
@@ -366,7 +366,7 @@ def test_empty_foreign_and_missing_stores_give_clear_errors(tmp_path: Path) -> N
     for call in (lambda: history.log(foreign), lambda: history.show(foreign, "main"),
                  lambda: history.diff(foreign, "main", "main"),
                  lambda: export_mod.export(foreign, tmp_path / "o")):
-        with pytest.raises(StorageError) as e:
+        with pytest.raises(ConfigError) as e:
             call()
         assert e.value.code == "STORE_FORMAT"
 
