@@ -198,7 +198,7 @@ class DatasetWriter:
                               hint="create it first (e.g. from main) with the branch command")
         self._keys: set[str] = set()
         self._failure_keys: set[tuple[str, str, str]] = set()
-        self._lock = lock_repo(repo, wait=wait, purpose=f"writer on branch {branch}")
+        self._lock = lock_repo(repo, wait=wait, purpose=f"writer on branch {branch}", branch=branch)
         try:
             self._open_session(reload=True)
         except ic.IcechunkError as exc:
