@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -143,6 +143,9 @@ class Processor:
         self.chunk = LANE_CHUNK if cpu else None  # None: the whole batch in one engine call
         # Always a pool (even of one), so a caller can queue the next batch while it stores this one.
         self._lanes = ThreadPoolExecutor(self.lanes, thread_name_prefix="lane")
+        # Called from a lane as each chunk is done, with its number of files (a job's progress bar moves
+        # per chunk of LANE_CHUNK images, not per batch). Must be thread-safe.
+        self.on_chunk: Callable[[int], None] | None = None
 
     def describe(self) -> dict[str, str]:
         return self.engine.describe()
@@ -168,7 +171,13 @@ class Processor:
         priors = self.stats.priors()
         size = self.chunk or max(len(files), 1)
         chunks = [files[i:i + size] for i in range(0, len(files), size)]
-        return PendingBatch(self, [self._lanes.submit(self._chunk, c, priors) for c in chunks])
+        return PendingBatch(self, [self._lanes.submit(self._chunk_done, c, priors) for c in chunks])
+
+    def _chunk_done(self, files: Sequence[SourceFile | Failed], priors: Priors) -> tuple[BatchResult, list[Outcome]]:
+        done = self._chunk(files, priors)
+        if self.on_chunk is not None:
+            self.on_chunk(len(files))
+        return done
 
     def _chunk(self, files: Sequence[SourceFile | Failed], priors: Priors) -> tuple[BatchResult, list[Outcome]]:
         """Probe, decode, gate and encode some of a batch's files (one lane's share)."""
