@@ -22,10 +22,11 @@ from preprocess.errors import PreprocessError
 
 if TYPE_CHECKING:
     from preprocess.provenance import Provenance
-    from preprocess.store.history import Diff, Lineage, ShownCommit
+    from preprocess.store.history import Commit, Diff, Lineage, ShownCommit
     from preprocess.store.refs import RefInfo
 
 SHORT_ID = 12  # characters of a snapshot id in tables (a unique prefix of 4+ is a REF)
+WIDE = 110  # a terminal at least this wide gets the wide tables
 
 Store = Annotated[str, typer.Argument(help="The dataset: a local path or s3://BUCKET/PREFIX.", show_default=False)]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
@@ -85,24 +86,38 @@ def log_cmd(store: Store,
     if as_json:
         _json([c.to_dict() for c in commits])
         return
-    t = Table(title=f"{store} ({branch})", title_justify="left", box=box.SIMPLE_HEAD)
-    t.add_column("snapshot", no_wrap=True, style="bold")
+    out.print(_log_table(f"{store} ({branch})", commits))
+    if not commits:
+        err.print("no commits yet: run a job into this dataset (`preprocess run PHOTOS --store ...`)")
+
+
+def _log_table(title: str, commits: list[Commit]) -> Table:
+    """The log as a table that fits the terminal: on a wide one a row per commit with the model; on
+    80 columns the refs under the id, the date over the time and the spec name over its fingerprint,
+    so that the message keeps a third of the width."""
+    wide = out.width >= WIDE  # on narrow terminals the model is in `show` and --json only
+    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    t.add_column("snapshot", overflow="fold", max_width=SHORT_ID)
     t.add_column("time (UTC)", no_wrap=True)
     t.add_column("+items", justify="right", no_wrap=True)
     t.add_column("failed", justify="right", no_wrap=True)
-    t.add_column("spec", overflow="fold")
-    wide = out.width >= 110  # on narrow terminals the model is in `show` and --json only
+    t.add_column("spec", overflow="fold" if wide else "ellipsis", max_width=None if wide else SHORT_ID)
     if wide:
         t.add_column("model", overflow="fold")
     t.add_column("message", overflow="fold", ratio=1)
+    sep = " " if wide else "\n"
     for c in commits:
-        spec = f"{c.spec} {c.fingerprint[:8]}".strip() if c.fingerprint else "-"
-        message = f"[cyan]({', '.join(c.refs)})[/] {escape(c.message)}" if c.refs else escape(c.message)
-        cells = [c.id[:12], c.written_at.strftime("%Y-%m-%d %H:%M"), _num(c.added), _num(c.failed), spec]
-        t.add_row(*cells, *([c.model or "-"] if wide else []), message)
-    out.print(t)
-    if not commits:
-        err.print("no commits yet: run a job into this dataset (`preprocess run PHOTOS --store ...`)")
+        refs = f"[cyan]{escape(', '.join(c.refs))}[/]" if c.refs else ""
+        spec = f"{escape(c.spec)}{sep}{c.fingerprint[:8]}".strip() if c.fingerprint else "-"
+        when = c.written_at.strftime(f"%Y-%m-%d{sep}%H:%M")
+        snapshot, message = f"[bold]{c.id[:SHORT_ID]}[/]", escape(c.message)
+        if wide and refs:
+            message = f"({refs}) {message}"
+        elif refs:
+            snapshot += f"\n{refs}"
+        cells = [snapshot, when, _num(c.added), _num(c.failed), spec]
+        t.add_row(*cells, *([escape(c.model or "-")] if wide else []), message)
+    return t
 
 
 def _num(n: int | None) -> str:
@@ -210,13 +225,22 @@ def diff_cmd(store: Store, ref_a: Annotated[str, typer.Argument(help="From this 
         _json(d.to_dict())
         return
     out.print(_kv(f"diff {ref_a} -> {ref_b}", _diff_rows(d, ref_a, ref_b)))
-    t = Table("", "source", "fingerprint", "status", "bytes", "similarity", "fields", title_justify="left")
     rows = ([("+", r, "") for r in d.added[:limit]] + [("-", r, "") for r in d.removed[:limit]]
             + [("~", c.item, ", ".join(c.fields)) for c in d.changed[:limit]])
+    if not rows:
+        return
+    t = Table(box=box.SIMPLE_HEAD)
+    t.add_column("", no_wrap=True)
+    t.add_column("source", overflow="fold", ratio=3)
+    t.add_column("spec", no_wrap=True)
+    t.add_column("status", no_wrap=True)
+    t.add_column("bytes", justify="right", no_wrap=True)
+    t.add_column("similarity", justify="right", no_wrap=True)
+    t.add_column("fields", overflow="fold", ratio=1)
     for sign, r, fields in rows:
-        t.add_row(sign, r.source_path, r.fingerprint, r.status, str(r.bytes), fmt(r.similarity, ".4f"), fields)
-    if rows:
-        out.print(t)
+        t.add_row(sign, escape(r.source_path), r.fingerprint[:8], escape(r.status), size(r.bytes),
+                  fmt(r.similarity, ".4f"), escape(fields))
+    out.print(t)
 
 
 def _diff_rows(d: Diff, ref_a: str, ref_b: str) -> list[tuple[str, str]]:
