@@ -16,9 +16,9 @@ import numpy as np
 import zarr
 from PIL import Image
 
-from preprocess.errors import ConfigError, StorageError
+from preprocess.errors import ConfigError, StorageError, did_you_mean
 from preprocess.store import schema
-from preprocess.store.refs import did_you_mean, resolve_ref, session
+from preprocess.store.refs import resolve_ref, session
 from preprocess.store.schema import EMBEDDING, FAILURE_COLUMNS, FAILURES, ITEM_COLUMNS, ITEMS, Column
 from preprocess.store.storage import open_repo
 

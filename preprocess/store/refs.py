@@ -19,9 +19,8 @@ has not committed yet): see :mod:`preprocess.store.storage`.
 
 from __future__ import annotations
 
-import difflib
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,7 +28,7 @@ from typing import Any, Literal
 
 import icechunk as ic
 
-from preprocess.errors import ConfigError, ConflictError, StorageError
+from preprocess.errors import ConfigError, ConflictError, StorageError, did_you_mean
 from preprocess.store.storage import LOCK_FILE, REFS_LOCK_FILE, local_root, lock_holder, lock_repo
 
 RefKind = Literal["branch", "tag", "snapshot"]
@@ -216,12 +215,6 @@ def _resolve_name(repo: ic.Repository, ref: str) -> Ref:
                               code="REF_AMBIGUOUS", hint="give more characters of the snapshot id")
     raise ConfigError(f"{ref!r} is not a branch, tag or snapshot of this dataset{did_you_mean(ref, _names(repo))}",
                       code="REF_MISSING", hint=_names_hint(repo))
-
-
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """``"; did you mean 'main'?"`` for the closest of ``choices`` (difflib), or ``""``."""
-    close = difflib.get_close_matches(word, sorted(choices), n=3, cutoff=0.6)
-    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
 
 
 def _names(repo: ic.Repository) -> set[str]:
