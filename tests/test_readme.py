@@ -47,7 +47,9 @@ SKIP = {
 
 def blocks(lang: str) -> list[tuple[int, str]]:
     """(line number, code) of every fenced block of ``lang`` in the README."""
-    found, current, start = [], None, 0
+    found: list[tuple[int, str]] = []
+    current: list[str] | None = None
+    start = 0
     for n, line in enumerate(README.read_text().splitlines(), start=1):
         if current is None and line.strip() == f"```{lang}":
             current, start = [], n + 1
@@ -131,7 +133,8 @@ def options(command: Any) -> set[str]:
 
 
 def test_every_option_in_a_synopsis_exists() -> None:
-    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]  (typer vendors click)
+    root: Any = typer.main.get_command(app)  # typer vendors click: a group with .commands
+    commands = root.commands
     checked = 0
     for n, code in blocks("text"):
         command = None

@@ -128,8 +128,9 @@ def _num(n: int | None) -> str:
 def show_cmd(store: Store,
              ref: Annotated[str, typer.Argument(help="The commit (REF); with --item, the version to "
                                                      "look in.")] = "main",
-             item: Annotated[str | None, typer.Option(help="A source path or file name, a source file, or "
-                                                           "8+ hex of its sha256: that image's lineage.")] = None,
+             item: Annotated[str | None, typer.Option(help="A source path or file name, a source or stored "
+                                                           "(exported) file, or 8+ hex of a sha256 (the source's "
+                                                           "or the stored bytes'): that image's lineage.")] = None,
              as_json: AsJson = False) -> None:
     """One commit's full provenance, or (--item) one image's lineage: source, spec, model, quality,
     similarity and the commit that stored it."""
@@ -344,10 +345,10 @@ def reset_cmd(store: Store, branch: Annotated[str, typer.Argument(help="The bran
 
 @app.command("export")
 def export_cmd(store: Store, out_dir: Annotated[str, typer.Argument(help="A new or empty directory.")],
-               ref: Annotated[str, typer.Option(help="The version to export (REF).")] = "main",
+               ref: Annotated[str, typer.Option(help="The version to export (REF, REF~N).")] = "main",
                manifest: Annotated[str, typer.Option("--format", help="Manifest: csv or parquet.")] = "csv",
                as_json: AsJson = False) -> None:
-    """Write a version's images (OUT_DIR/images/<sha256[:16]>-<fingerprint>.jpg) and a manifest with
+    """Write a version's images (OUT_DIR/images/<sha256[:16]>-<fingerprint>.<ext>) and a manifest with
     every row's fields (OUT_DIR/manifest.csv, or .parquet with embeddings)."""
     from preprocess.store import export
 
