@@ -21,18 +21,26 @@ import hashlib
 import os
 import re
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
-
-from preprocess.store.reader import Dataset
 
 _HEX = re.compile(r"^[0-9a-f]{8,64}$")
 _EXPORTED = re.compile(r"^(?P<sha>[0-9a-f]{16})-(?P<fp>[0-9A-Za-z]{1,64})(?:-\d+)?\.[0-9a-z]{1,8}$")
 
 type Column = np.ndarray[Any, Any]
+
+
+class Rows(Protocol):
+    """What is searched: a version's columns and stored bytes (a :class:`preprocess.store.Dataset`)."""
+
+    def __len__(self) -> int: ...
+    def items_table(self, fields: Sequence[str] | None = None) -> dict[str, Column]: ...
+    def failures_table(self, fields: Sequence[str] | None = None) -> dict[str, Column]: ...
+    def jpeg(self, i: int) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -79,7 +87,7 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def find(ds: Dataset, query: str) -> Matches:
+def find(ds: Rows, query: str) -> Matches:
     """The rows of ``ds`` whose source (or stored image) ``query`` names; see the module's docstring."""
     q = _query(query)
     if not q.text:
@@ -114,7 +122,7 @@ def _prefix(shas: Column, prefix: str) -> Column:
     return np.array([str(s).startswith(prefix) for s in shas], dtype=bool)
 
 
-def _stored_is(ds: Dataset, sha_prefix: str, rows: Column, n: int) -> Column:
+def _stored_is(ds: Rows, sha_prefix: str, rows: Column, n: int) -> Column:
     """Which of ``rows`` hold stored bytes whose sha256 starts with ``sha_prefix``."""
     hit = np.zeros(n, dtype=bool)
     for i in rows:

@@ -17,7 +17,7 @@ import zarr
 from PIL import Image
 
 from preprocess.errors import ConfigError, StorageError, did_you_mean
-from preprocess.store import schema
+from preprocess.store import lookup, schema
 from preprocess.store.refs import resolve_ref, session
 from preprocess.store.schema import EMBEDDING, FAILURE_COLUMNS, FAILURES, ITEM_COLUMNS, ITEMS, Column
 from preprocess.store.storage import open_repo
@@ -127,9 +127,7 @@ class Dataset:
         """The item rows ``query`` names: a source path or file name, a source or stored file on disk
         (by content), an exported file's name, or 8+ hex digits of the source's (else the stored
         bytes') sha256. See :mod:`preprocess.store.lookup`; failures: :func:`preprocess.history.lineage`."""
-        from preprocess.store.lookup import find
-
-        return find(self, query).items
+        return lookup.find(self, query).items
 
     def to_pandas(self, fields: Sequence[str] | None = None, *, embeddings: bool = False) -> pd.DataFrame:
         """One row per item with its fields (default: all but the stored bytes), indexed by row
