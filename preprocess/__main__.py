@@ -1,3 +1,27 @@
-from preprocess.cli import main
+"""The process entry point (the ``preprocess`` command and ``python -m preprocess``).
 
-main()
+The SIGINT/SIGTERM handlers go in first, before anything slow is imported, so that an interrupt at
+any moment, start-up included, ends in one line and exit 130 (see :mod:`preprocess.interrupts`).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from preprocess import interrupts
+
+
+def main() -> None:
+    interrupts.install()
+    try:
+        from preprocess.cli import main as cli
+
+        cli()
+    except interrupts.Interrupted as exc:
+        sys.stderr.write(exc.one_line() + "\n")
+        sys.stderr.flush()
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

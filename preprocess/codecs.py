@@ -60,6 +60,19 @@ OPTIONS = ("speed", "method", "effort")
 # Encoders that encode one chroma subsampling only, whatever the spec lists.
 _FIXED_CHROMA = {"jpegli": "420", "libwebp": "420"}
 
+# File suffixes of the formats a row's bytes can be in: the stored formats', and the sources' own (kept
+# as they are for source/passthrough rows).
+_SOURCE_SUFFIXES = {"jpg": ".jpg", "png": ".png", "tiff": ".tif", "bmp": ".bmp", "gif": ".gif", "jpeg2000": ".jp2",
+                    "ppm": ".ppm"}
+
+
+def file_suffix(fmt: str) -> str:
+    """The file suffix (with its dot) for bytes in format ``fmt`` (a row's ``format``); ``.bin`` if unknown."""
+    fmt = fmt.lower()
+    info = FORMATS.get(fmt)
+    return info.suffix if info is not None else _SOURCE_SUFFIXES.get(fmt, ".bin")
+
+
 # What a row records as its encoder (the library that made the bytes), per spec encoder name.
 LIBRARIES = {"libjpeg": "libjpeg-turbo", "jpegli": "jpegli", "libwebp": "libwebp", "libavif": "libavif-aom",
              "libjxl": "libjxl"}
@@ -141,10 +154,13 @@ class Candidate:
 
 @dataclass(frozen=True, eq=False)
 class Encoded:
-    """A candidate's bytes."""
+    """A candidate's bytes. ``library`` names the library that made them when it is not the engine's
+    usual one for the variant (:meth:`~preprocess.engines.base.Engine.library`), e.g. libjpeg-turbo on
+    the CPU for an image nvJPEG failed on; "" otherwise."""
 
     data: bytes
     candidate: Candidate
+    library: str = ""
 
     @property
     def format(self) -> str:

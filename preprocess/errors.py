@@ -9,6 +9,8 @@ Groups (by remedy):
 - :class:`ConfigError`: a spec, manifest, path or option is wrong; fix it and rerun.
 - :class:`ConflictError`: someone else changed the store; rerun (it resumes idempotently).
 - :class:`StorageError`: the store cannot be read or written.
+- :class:`DeviceError`: the GPU failed (out of memory, or a fault that leaves the CUDA context unusable);
+  the job stops before its commit (nothing is stored), never blaming the images.
 - :class:`InternalError`: a bug or an unexpected failure of a dependency.
 """
 
@@ -66,6 +68,57 @@ class StorageError(PreprocessError, OSError):
     exit_code = 5
 
 
+class DeviceError(PreprocessError, RuntimeError):
+    """The accelerator failed, not an image: out of device memory (``DEVICE_OOM``) or a CUDA fault that
+    poisons the process's context (``DEVICE_FAULT``: illegal address, launch failure, ECC, lost device).
+    Raised out of the job so that nothing is committed; every image of the batch is still to do."""
+
+    code = "DEVICE_FAULT"
+    hint = ("the GPU failed, not the images, and nothing was committed: check nvidia-smi (Xid/ECC errors), "
+            "rerun the job (it resumes), or use --device cpu")
+    exit_code = 6
+
+
+OOM_HINT = ("the GPU ran out of memory and nothing was committed: rerun with a smaller [batch] size or fewer "
+            "GPU lanes (PREPROCESS_GPU_LANES), stop other processes on the GPU, or use --device cpu")
+
+# What CUDA, cuDNN/cuBLAS, nvJPEG, DALI, torch and onnxruntime print for device memory exhaustion ...
+_OOM = ("out of memory", "cuda allocation failed", "cuda_error_out_of_memory", "cudaerrormemoryallocation",
+        "nvjpeg_status_allocator_failure", "failed to allocate memory for requested buffer",
+        "cudnn_status_alloc_failed", "cublas_status_alloc_failed")
+# ... and for faults after which the CUDA context is unusable (sticky errors) or the device is gone.
+_FAULT = ("illegal memory access", "illegal address", "cudaerrorillegaladdress", "unspecified launch failure",
+          "cudaerrorlaunchfailure", "cuda_error_launch_failed", "device-side assert", "uncorrectable ecc",
+          "cudaerroreccuncorrectable", "cuda_error_ecc_uncorrectable", "misaligned address",
+          "illegal instruction", "hardware stack error", "cudaerrordevicesunavailable",
+          "cuda-capable device is busy", "no cuda-capable device", "fallen off the bus",
+          "cudaerrorinitializationerror", "cuda_error_not_initialized", "nvjpeg_status_execution_failed",
+          "cublas_status_execution_failed", "cudnn_status_execution_failed", "cuda_error_illegal_address",
+          "cudaerrorunknown", "cuda driver version is insufficient")
+
+
+def device_fault(exc: BaseException) -> DeviceError | None:
+    """The :class:`DeviceError` that ``exc`` (from CUDA, DALI, nvImageCodec, torch or onnxruntime) stands for,
+    or None when it is not a device failure (e.g. an image the decoder rejects). Matched on the
+    libraries' own messages and types, the cause chain included."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, DeviceError):
+            return seen
+        text = f"{type(seen).__name__}: {seen}".lower()
+        if "outofmemoryerror" in text or any(p in text for p in _OOM):
+            return DeviceError(f"GPU out of memory: {_first_line(seen)}", code="DEVICE_OOM", hint=OOM_HINT)
+        if any(p in text for p in _FAULT):
+            return DeviceError(f"GPU fault: {_first_line(seen)}")
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:300]
+
+
 class InternalError(PreprocessError, RuntimeError):
     code = "INTERNAL"
     hint = "This is a bug or an unexpected failure of a dependency; please report it with the log."
@@ -116,6 +169,8 @@ def input_error(code: str, message: str, path: str | None = None) -> InputError:
 # Process exit codes of the CLI.
 EXIT_OK = 0
 EXIT_FAILURES = 3  # the job committed, but some images failed (recorded in the dataset)
+EXIT_DEVICE = DeviceError.exit_code  # the GPU failed: nothing committed
+EXIT_INTERRUPTED = 130  # SIGINT or SIGTERM (preprocess.interrupts): nothing committed, or the line says what
 EXIT_CODES = {
     "ok": EXIT_OK,
     "internal": InternalError.exit_code,
@@ -123,4 +178,6 @@ EXIT_CODES = {
     "failures": EXIT_FAILURES,
     "conflict": ConflictError.exit_code,
     "storage": StorageError.exit_code,
+    "device": EXIT_DEVICE,
+    "interrupted": EXIT_INTERRUPTED,
 }

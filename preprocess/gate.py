@@ -19,7 +19,6 @@ with the row is still the whole image's.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -29,8 +28,10 @@ import numpy as np
 from preprocess.codecs import Candidate, Encoded, Variant
 from preprocess.engines.base import Engine, Loaded, Prepared
 from preprocess.spec import Spec
+from preprocess.store.schema import ItemStatus
+from preprocess.timing import Laps
 
-Status = Literal["ok", "flagged", "source", "passthrough", "rejected"]
+Status = ItemStatus | Literal["rejected"]  # "rejected" is recorded as a failure, not an item
 
 
 class Embedder(Protocol):
@@ -59,6 +60,7 @@ class Decision:
     reference: np.ndarray  # of the source, as the model sees it
     probes: int
     tried: dict[str, float] = field(default_factory=dict)  # "encoder chroma qNN" -> measured similarity
+    library: str = ""  # the library that made the stored bytes when not the engine's usual one (Encoded.library)
 
     @property
     def quality(self) -> int:
@@ -259,20 +261,6 @@ class Outcome:
     slopes: dict[Variant, float] = field(default_factory=dict)
 
 
-class _Clock:
-    """Seconds per stage, added to ``timings`` (when given)."""
-
-    def __init__(self, timings: dict[str, float] | None) -> None:
-        self.timings = timings
-        self.t = time.perf_counter()
-
-    def __call__(self, stage: str) -> None:
-        now = time.perf_counter()
-        if self.timings is not None:
-            self.timings[stage] = self.timings.get(stage, 0.0) + now - self.t
-        self.t = now
-
-
 def combine_tiles(sims: np.ndarray, how: str) -> float:
     """One score from an image's per-tile similarities: ``min`` (the worst tile), ``p10`` (the 10th
     percentile, linear interpolation) or ``mean``."""
@@ -305,7 +293,7 @@ def tile_similarities(engine: Engine, embedder: Embedder, encoded: Sequence[Enco
 class _Round:
     """Measuring candidates for a batch: encode, view, embed, score (whole or tiles view)."""
 
-    def __init__(self, measure: Measure, loaded: Loaded, spec: Spec, clock: _Clock) -> None:
+    def __init__(self, measure: Measure, loaded: Loaded, spec: Spec, clock: Laps) -> None:
         engine, embedder = measure.engine, measure.embedder
         self.engine, self.embedder, self.spec, self.clock = engine, embedder, spec, clock
         self.images = loaded.prepared
@@ -355,7 +343,7 @@ def decide(measure: Measure, loaded: Loaded, spec: Spec, priors: Priors | None =
     """
     if not loaded.prepared:
         return [], []
-    clock = _Clock(timings)
+    clock = Laps(timings)
     rounds = _Round(measure, loaded, spec, clock)
     variants = spec.encode.variants()
     ladder = spec.quality.ladder()
@@ -409,7 +397,8 @@ def _decision(spec: Spec, st: _Image, chosen: tuple[Measured, bytes] | None, ref
         m, data = chosen
         assert m.embedding is not None
         status: Status = "ok" if m.similarity >= spec.gate.threshold else "flagged"
-        return Decision(status, m.encoded.candidate, data, m.similarity, m.embedding, reference, probes, tried)
+        return Decision(status, m.encoded.candidate, data, m.similarity, m.embedding, reference, probes, tried,
+                        library=m.encoded.library)
     if spec.gate.on_fail == "source":  # nothing passed
         return Decision("source", None, None, 1.0, reference, reference, probes, tried)
     top = max(st.measured.values(), key=lambda m: m.encoded.candidate.quality)  # on_fail = "reject"

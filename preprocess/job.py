@@ -1,7 +1,9 @@
 """The batch job (``preprocess run``): list sources -> read + hash -> ingest -> ONE commit.
 
-Everything that can be checked before touching an image is checked first (spec, model, engine,
-sources, store, branch). Each bad source becomes a failure row and the job goes on. Nothing is
+Everything that can be checked before touching an image is checked first, and before anything is
+created or locked: spec, model, engine (:func:`~preprocess.process.plan`), sources (:func:`find_sources`:
+none at all is NO_SOURCES), store location and branch (:func:`~preprocess.store.check_target`). A
+refused job exits 2 having touched nothing. Each bad source becomes a failure row and the job goes on. Nothing is
 visible in the store until the single commit at the end: a killed job leaves the branch at its
 last commit, and a rerun skips every (source content, spec fingerprint) already stored. The rules
 (dedupe, failures once, provenance, the summary) are :class:`~preprocess.ingest.Ingest`'s; this
@@ -18,6 +20,8 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from preprocess import interrupts
+from preprocess.errors import ConfigError
 from preprocess.ingest import Ingest, JobInfo, Summary, read_files
 from preprocess.process import Failed, PendingBatch, Processor, plan
 from preprocess.progress import Progress, SilentProgress
@@ -25,7 +29,7 @@ from preprocess.sources import SourceFile, batched, list_sources, local_roots
 from preprocess.store import open_writer
 from preprocess.timing import Stopwatch
 
-__all__ = ["JobOptions", "Summary", "run_batches", "run_job"]
+__all__ = ["JobOptions", "Summary", "find_sources", "run_batches", "run_job"]
 
 
 @dataclass
@@ -45,7 +49,7 @@ def run_job(opts: JobOptions, progress: Progress | None = None) -> Summary:
     progress = progress or SilentProgress()
     since = Stopwatch()
     p = plan(opts.spec_path, opts.engine, opts.device)
-    paths = list_sources(opts.sources)
+    paths = find_sources(opts.sources)
     with ExitStack() as cleanup:
         ingest = Ingest(open_writer(opts.store, opts.branch, create=True, wait=opts.wait), p,
                         JobInfo(kind="run", roots=opts.sources, store=opts.store), since=since)
@@ -57,8 +61,19 @@ def run_job(opts: JobOptions, progress: Progress | None = None) -> Summary:
         cleanup.callback(progress.finish)
         read = partial(read_files, max_bytes=p.spec.limits.max_file_bytes, roots=local_roots(opts.sources),
                        follow_symlinks=opts.follow_symlinks)
-        run_batches(processor, ingest, list(batched(paths, p.spec.batch.size)), read=read, progress=progress)
+        run_batches(processor, ingest, list(batched(paths, processor.batch_size)), read=read, progress=progress)
         return ingest.commit(opts.message, engine=processor)
+
+
+def find_sources(roots: Sequence[str]) -> list[Path]:
+    """The job's source files (:func:`~preprocess.sources.list_sources`); ConfigError NO_SOURCES when
+    there are none: a job with nothing to do creates and commits nothing."""
+    paths = list_sources(roots)
+    if not paths:
+        raise ConfigError(f"no image files in {', '.join(roots)}: nothing to do", code="NO_SOURCES",
+                          hint="images are found by their suffix (.jpg, .jpeg, .png, .tif, .webp, .avif, ...); "
+                               "hidden files and folders (.name) are skipped; check the path")
+    return paths
 
 
 Reader = Callable[[Sequence[Path]], list[SourceFile | Failed]]
@@ -84,6 +99,7 @@ def run_batches(processor: Processor, ingest: Ingest, batches: Sequence[Sequence
         ahead: Future[list[SourceFile | Failed]] | None = reader.submit(read, batches[0]) if batches else None
         for n in range(len(batches)):
             assert ahead is not None
+            interrupts.check()  # a signal a library swallowed still stops the job here
             with ingest.timings.stage("read"):
                 files = ahead.result()
             ahead = reader.submit(read, batches[n + 1]) if n + 1 < len(batches) else None

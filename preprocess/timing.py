@@ -2,7 +2,8 @@
 
 The one way the package measures time: the job, the watch daemon and the Ray driver time their
 stages with :meth:`Timings.stage`; a stage measured elsewhere (another thread, a Ray actor) is
-added with :meth:`Timings.add` or :meth:`Timings.merge`.
+added with :meth:`Timings.add` or :meth:`Timings.merge`; a thread going through stages one after
+the other (the gate's rounds, a lane's chunk) ticks :class:`Laps`.
 """
 
 from __future__ import annotations
@@ -37,6 +38,21 @@ class Timings:
 
     def rounded(self, digits: int = 4) -> dict[str, float]:
         return {k: round(v, digits) for k, v in self.seconds.items()}
+
+
+class Laps:
+    """Consecutive stages of one thread: ``laps(stage)`` adds the time since the previous call (or since
+    the start) to ``stage`` in ``sink`` (a :class:`Timings` or a plain dict; nothing when None)."""
+
+    def __init__(self, sink: Timings | dict[str, float] | None) -> None:
+        self.sink = sink.seconds if isinstance(sink, Timings) else sink
+        self.t = time.perf_counter()
+
+    def __call__(self, stage: str) -> None:
+        now = time.perf_counter()
+        if self.sink is not None:
+            self.sink[stage] = self.sink.get(stage, 0.0) + now - self.t
+        self.t = now
 
 
 class Stopwatch:

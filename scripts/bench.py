@@ -81,7 +81,7 @@ def worker_project(paths: list[Path], warm: list[Path], engine: str, device: str
 
     p = plan(None, engine, device)
     proc = Processor(p, job_id=uuid.uuid4().hex)
-    size = p.spec.batch.size
+    size = proc.batch_size  # what a job reads at once (lanes x device batch on the GPU)
     for batch in batched(warm, size):
         proc.process([read_source(f, max_bytes=1 << 30) for f in batch])
     # The warm-up's choices seed the first guess, as a branch's recent rows seed a job's (the steady
@@ -124,7 +124,7 @@ def worker_decode_only(paths: list[Path], device: str) -> dict[str, Any]:
     from preprocess.engines.dali import decode_throughput
 
     blobs = [f.read_bytes() for f in paths]
-    rate = decode_throughput(blobs, device=device, batch=64, repeats=1)
+    rate = decode_throughput(blobs, device=device, batch=64)
     return {"seconds": len(paths) / rate, "probes": 0.0, "bytes_out": 0, "stages": {}}
 
 

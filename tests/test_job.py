@@ -113,7 +113,10 @@ def test_the_commit_records_its_provenance(first_run: tuple[Path, Summary]) -> N
     assert md["model"]["weights_sha256"].startswith("2f518e77")
     for key in ("preprocess", "dali", "nvimgcodec", "onnxruntime", "zarr", "icechunk", "python"):
         assert md["software"][key], key
-    assert md["engine"] == {"engine": "pillow", "device": "cpu", "encoders": "jpegli 4:2:0: jpegli"}
+    from preprocess.cpus import cpu_lanes
+
+    assert md["engine"] == {"engine": "pillow", "device": "cpu", "encoders": "jpegli 4:2:0: jpegli",
+                            "lanes": str(cpu_lanes()), "lane_batch": "4"}
     assert md["spec"]["encode"] == {"format": "jpeg", "encoders": ["jpegli"], "chroma_subsampling": ["420"],
                                     "progressive": True}
     for key in ("imagecodecs", "pyjpegli", "mozjpeg"):
@@ -207,6 +210,60 @@ def test_the_dali_cpu_engine_runs_the_same_job(tmp_path: Path, sample_dir: Path,
         assert cols["similarity"][i] >= 0.99
         independent = float(reference.embed(Path(path).read_bytes()) @ reference.embed(blobs[i]))
         assert abs(independent - cols["similarity"][i]) < 0.003, path
+
+
+def test_the_engine_is_provenance_not_part_of_a_rows_key(tmp_path: Path, sample_dir: Path) -> None:
+    """Quality scales may differ a little between engines (nvJPEG, libjpeg-turbo, DALI's resize): what
+    made a row is recorded (the commit's engine, the row's encoder), but a rerun on another engine adds
+    nothing for the same spec."""
+    pytest.importorskip("nvidia.dali")
+    store = tmp_path / "s.icechunk"
+    first = run_job(JobOptions(sources=[str(sample_dir)], store=str(store), engine="pillow", device="cpu"))
+    again = run_job(JobOptions(sources=[str(sample_dir)], store=str(store), engine="dali", device="cpu"))
+    assert first.stored == len(list(sample_dir.iterdir())) and again.stored == 0
+    assert again.skipped == first.stored and again.snapshot is None  # nothing new: no commit
+    repo = icechunk.Repository.open(icechunk.local_filesystem_storage(str(store)))
+    snap = next(iter(repo.ancestry(branch="main")))
+    assert snap.metadata["engine"]["engine"] == "pillow"
+    cols, _, _ = read_items(store)
+    assert set(cols["encoder"]) <= {"jpegli", ""}
+
+
+def test_a_device_failure_stops_the_job_with_nothing_committed(tmp_path: Path, sample_dir: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("nvidia.dali")
+    from typer.testing import CliRunner
+
+    from preprocess.cli import app
+    from preprocess.engines.dali import _Pipe
+    from preprocess.errors import DeviceError
+
+    store = tmp_path / "s.icechunk"
+    real, calls = _Pipe.run, [0]
+
+    # Test double: no GPU here to fault; DALI's pipeline raises what a sticky CUDA error looks like, on the
+    # second call (after some images were decoded), as a GPU that fails mid-job would.
+    def faulty(self: _Pipe, feeds: dict[str, object]) -> object:
+        calls[0] += 1
+        if calls[0] >= 2:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return real(self, feeds)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_Pipe, "run", faulty)
+    with pytest.raises(DeviceError) as err:
+        run_job(JobOptions(sources=[str(sample_dir)], store=str(store), engine="dali", device="cpu"))
+    assert err.value.code == "DEVICE_FAULT"
+    repo = icechunk.Repository.open(icechunk.local_filesystem_storage(str(store)))
+    assert [s.message for s in repo.ancestry(branch="main")] == ["Repository initialized"]  # nothing committed
+    calls[0] = 0
+    got = CliRunner().invoke(app, ["run", str(sample_dir), "--store", str(store), "--engine", "dali",
+                                   "--device", "cpu", "--json"])
+    assert got.exit_code == 6, got.output
+    assert "error[DEVICE_FAULT]" in got.output and "nothing was committed" in got.output
+    assert "{" not in got.stdout  # no summary: the job did not finish
+    monkeypatch.setattr(_Pipe, "run", real)
+    summary = run_job(JobOptions(sources=[str(sample_dir)], store=str(store), engine="dali", device="cpu"))
+    assert summary.stored == len(list(sample_dir.iterdir())) and summary.failed == 0  # the rerun does it all
 
 
 def test_a_new_job_starts_its_search_from_the_branchs_recent_qualities(first_run: tuple[Path, Summary]) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from preprocess.errors import ConfigError
 from preprocess.gate import Outcome
 from preprocess.process import LANE_CHUNK, Failed, PendingBatch, Processor, plan
 from preprocess.sources import SourceFile
@@ -54,13 +55,77 @@ def test_lanes_do_not_change_the_rows(small_photos: list[Path], bad_images: dict
                         ("bad/html.jpg", bad_images["html.jpg"][1])]
 
 
-def test_the_dali_engine_runs_one_lane() -> None:
+def test_dali_lanes_have_their_own_engines_and_do_not_change_the_rows(
+        small_photos: list[Path], bad_images: dict[str, tuple[bytes, str]], tmp_path: Path) -> None:
+    """The GPU design (several lanes, each with its own DALI pipelines, encoder and onnxruntime session,
+    fixed-shape model calls), run with the DALI engine on the CPU."""
     pytest.importorskip("nvidia.dali")
-    proc = Processor(plan(None, "dali", "cpu"), job_id="lanes", lanes=4)
+    spec = tmp_path / "small-batches.toml"
+    spec.write_text("[resize]\nmode = \"long-side\"\nsize = 320\n[batch]\nsize = 3\n")
+    p = plan(str(spec), "dali", "cpu")
+    files = _files(small_photos[:9], bad_images)
+    got = {}
+    for lanes in (1, 2):
+        proc = Processor(p, job_id="lanes", lanes=lanes)
+        try:
+            assert (proc.lanes, proc.chunk, proc.batch_size) == (lanes, 3, 3 * lanes)
+            assert len({id(k.engine) for k in proc._kits}) == lanes
+            assert len({id(k.extractor) for k in proc._kits}) == lanes
+            proc.stats.seed((31,))
+            got[lanes] = _rows(proc, files)
+        finally:
+            proc.close()
+    assert got[2] == got[1]
+    assert [f for f, _ in got[1][1]] == ["bad/truncated.jpg", "bad/html.jpg"]
+
+
+def test_the_gpu_layout_batches_by_128_per_lane(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from preprocess.process import GPU_BATCH, GPU_LANES, layout
+
+    p = replace(plan(None, "pillow", "cpu"), engine="dali", device="gpu")  # the rules only, no GPU needed
+    monkeypatch.delenv("PREPROCESS_GPU_LANES", raising=False)
+    assert p.spec.batch.size == 32  # the CPU default: the GPU takes its own
+    assert layout(p) == layout(p, GPU_LANES)
+    got = layout(p)
+    assert (got.lanes, got.chunk, got.batch, got.shared) == (GPU_LANES, GPU_BATCH, GPU_LANES * GPU_BATCH, False)
+    monkeypatch.setenv("PREPROCESS_GPU_LANES", "2")
+    assert layout(p).lanes == 2 and layout(p, 1).lanes == 1
+    monkeypatch.setenv("PREPROCESS_GPU_BATCH", "32")
+    assert (layout(p).chunk, layout(p).batch, layout(p, 1, 256).chunk) == (32, 64, 256)
+    monkeypatch.setenv("PREPROCESS_GPU_BATCH", "many")
+    with pytest.raises(ConfigError) as err:
+        layout(p)
+    assert err.value.code == "ENV_INVALID"
+    monkeypatch.delenv("PREPROCESS_GPU_BATCH")
+    spec = tmp_path / "b64.toml"
+    spec.write_text("[batch]\nsize = 64\n")
+    p64 = replace(plan(str(spec), "pillow", "cpu"), engine="dali", device="gpu")
+    assert (layout(p64).chunk, layout(p64).batch) == (64, 128)  # a size the spec sets is kept
+    cpu = layout(plan(None, "pillow", "cpu"), 2)
+    assert (cpu.lanes, cpu.chunk, cpu.batch, cpu.shared) == (2, LANE_CHUNK, 32, True)
+
+
+def test_headers_are_probed_off_the_lanes(small_photos: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from preprocess.images import probe as real
+
+    threads: set[str] = set()
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]  # calls through; records the thread
+        threads.add(threading.current_thread().name.split("_")[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("preprocess.process.probe", spy)
+    proc = Processor(plan(None, "pillow", "cpu"), job_id="probe", lanes=2)
     try:
-        assert proc.lanes == 1
+        res = proc.process([_file(str(x), x.read_bytes()) for x in small_photos[:3]])
     finally:
         proc.close()
+    assert len(res.items) == 3
+    assert threads == {"probe"}
 
 
 def test_a_fresh_job_waits_for_its_first_guess_then_keeps_a_batch_queued(
@@ -108,7 +173,7 @@ def test_a_fresh_job_waits_for_its_first_guess_then_keeps_a_batch_queued(
 def test_lanes_follow_a_containers_cpu_quota(tmp_path: Path) -> None:
     import os
 
-    from preprocess.process import cpu_lanes
+    from preprocess.cpus import cpu_lanes
 
     mine = len(os.sched_getaffinity(0))
     f = tmp_path / "cpu.max"
@@ -144,7 +209,7 @@ def test_progress_moves_per_chunk_not_per_batch(small_photos: list[Path], tmp_pa
     from preprocess.store import open_writer
 
     p = plan(None, "pillow", "cpu")
-    batch = small_photos[:9]  # one batch: chunks of 4, 4 and 1 on the lanes
+    batch = small_photos[:9]  # one batch, cut into several chunks on the lanes
     store = str(tmp_path / "s.icechunk")
     for rerun in (False, True):
         proc = Processor(p, job_id="progress", lanes=2)
@@ -161,5 +226,6 @@ def test_progress_moves_per_chunk_not_per_batch(small_photos: list[Path], tmp_pa
         if rerun:
             assert steps == [9]  # all already stored: done at once
         else:
-            assert sorted(steps) == [1, LANE_CHUNK, LANE_CHUNK]  # as each lane finished a chunk
+            size = proc.chunk
+            assert 1 < size < 9 and sorted(steps) == sorted([size] * (9 // size) + ([9 % size] if 9 % size else []))
             assert progress.calls[-1][0] == 0 and progress.calls[-1][2] > 0  # then the bytes, once stored

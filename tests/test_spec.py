@@ -110,6 +110,16 @@ def test_the_avif_spec_is_the_default_with_another_format() -> None:
     assert avif.fingerprint("m") != camera.fingerprint("m")
 
 
+def test_the_gpu_spec_is_the_default_with_nvjpeg_and_baseline_jpeg() -> None:
+    camera = load_spec(default_spec_path())
+    gpu = load_spec(default_spec_path().parent / "gpu.toml")
+    assert gpu.encode.encoders == ("libjpeg",) and gpu.encode.progressive is False
+    assert {k: v for k, v in gpu.encode.to_dict().items() if k not in ("encoders", "progressive")} == {
+        k: v for k, v in camera.encode.to_dict().items() if k not in ("encoders", "progressive")}
+    same = {k: v for k, v in gpu.to_dict().items() if k not in ("pipeline", "encode")}
+    assert same == {k: v for k, v in camera.to_dict().items() if k not in ("pipeline", "encode")}
+
+
 @pytest.mark.parametrize(("encode", "field", "says"), [
     ({"format": "avif", "encoders": ["jpegli"]}, "encode.encoders", "'jpegli' is not an encoder of format 'avif'"),
     ({"format": "webp", "chroma_subsampling": "444"}, "encode.chroma_subsampling", "'444' is not a subsampling"),

@@ -3,18 +3,20 @@ the fork guard, and DALI batch decoding (CPU here; GPU on the lent machine)."""
 
 from __future__ import annotations
 
+import io
 import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader
 
 from preprocess.errors import ConfigError
 from preprocess.job import JobOptions, run_job
 from preprocess.store import open_dataset
-from preprocess.torchdata import VersionDataset, collate, loader
+from preprocess.torchdata import Loader, VersionDataset, Where, collate, fit_box, loader
 from tests.store import conftest as shared
 
 photo_sets = shared.photo_sets  # the history tests' fixtures: small real-photo folders, tiny specs
@@ -95,7 +97,161 @@ def test_gpu_batches_are_decoded_by_dali_on_the_device(store: Path) -> None:
         for j, image in enumerate(batch["image"]):
             assert image.is_cuda and image.dtype == torch.uint8
             ref = np.asarray(plain[int(batch["index"][j])]["image"], dtype=np.int16)
-            assert tuple(image.shape) == ref.shape
-            assert np.abs(image.cpu().numpy().astype(np.int16) - ref).mean() < 2.0
+            hwc = image.permute(1, 2, 0).cpu().numpy()  # CHW, as on the CPU
+            assert hwc.shape == ref.shape
+            assert np.abs(hwc.astype(np.int16) - ref).mean() < 2.0
             seen += 1
     assert seen == len(plain)
+
+
+# --- one layout on both decoders, every stored format, row selection, fixed output size -------------
+
+
+@pytest.fixture(scope="module")
+def mixed_store(tmp_path_factory: pytest.TempPathFactory, photo_sets: list[Path], tiny_specs: list[Path],
+                odd_images: dict[str, bytes], base_image: Image.Image) -> Path:
+    """One branch, four jobs: two JPEG specs over the same photos (so one source has two rows), kept
+    sources that need the CPU's conversion (RGBA PNG, GIF: gate impossible to pass, on_fail = source),
+    and AVIF rows."""
+    root = tmp_path_factory.mktemp("mixed")
+    odd = root / "odd"
+    odd.mkdir()
+    (odd / "rgba.png").write_bytes(odd_images["rgba.png"])
+    buf = io.BytesIO()
+    base_image.convert("P").save(buf, format="GIF")
+    (odd / "frame.gif").write_bytes(buf.getvalue())
+    keep = root / "keep.toml"
+    keep.write_text("[resize]\nsize = 256\n[quality]\nmode = \"fixed\"\nvalue = 90\n"
+                    "[gate]\nthreshold = 1.0\non_fail = \"source\"\n")
+    avif = root / "avif.toml"
+    avif.write_text("[resize]\nsize = 256\n[encode]\nformat = \"avif\"\nspeed = 9\n"
+                    "[quality]\nmode = \"fixed\"\nvalue = 60\n[gate]\nthreshold = 0.5\n")
+    store = root / "mixed.icechunk"
+    for sources, spec in (([photo_sets[0]], tiny_specs[0]), ([photo_sets[0]], tiny_specs[1]), ([odd], keep),
+                          ([photo_sets[1]], avif)):
+        run_job(JobOptions(sources=[str(x) for x in sources], store=str(store), spec_path=str(spec),
+                           engine="pillow", device="cpu"))
+    return store
+
+
+def _dali_cpu_loader(ds: VersionDataset, batch_size: int = 8) -> Loader:
+    """The GPU reader's code path with DALI's CPU decoder in place of the GPU one (same graph)."""
+    from preprocess.engines.dali import ImageDecoder
+
+    dl = DataLoader(ds, batch_size=batch_size, num_workers=0, collate_fn=collate)
+    return Loader(ds, dl, decoder=ImageDecoder(device="cpu", max_batch=batch_size))
+
+
+def test_the_store_holds_every_kind_of_row(mixed_store: Path) -> None:
+    table = open_dataset(str(mixed_store)).items_table(["status", "format", "source_path"])
+    kinds = {(str(st), str(f)) for st, f in zip(table["status"], table["format"], strict=True)}
+    assert {("ok", "jpeg"), ("source", "png"), ("source", "gif"), ("ok", "avif")} <= kinds
+
+
+@pytest.mark.parametrize("size", [None, (96, 64)])
+def test_the_gpu_reader_gives_the_cpu_readers_layout_and_pixels(mixed_store: Path,
+                                                                size: tuple[int, int] | None) -> None:
+    cpu = VersionDataset(str(mixed_store), decode="cpu", size=size)
+    gpu = VersionDataset(str(mixed_store), decode="gpu", size=size)
+    (a,) = list(loader(cpu, batch_size=len(cpu), num_workers=0))
+    (b,) = list(_dali_cpu_loader(gpu, batch_size=len(gpu)))
+    assert torch.equal(a["index"], b["index"]) and a["status"] == b["status"]
+    if size is None:  # different sizes: a list of CHW tensors on both
+        assert isinstance(a["image"], list) and isinstance(b["image"], list)
+    else:  # one size: one stacked tensor on both
+        assert a["image"].shape == b["image"].shape == (len(cpu), 3, size[1], size[0])
+    for x, y, fmt in zip(a["image"], b["image"], a["format"], strict=True):
+        assert x.dtype == y.dtype == torch.uint8 and x.shape == y.shape and x.shape[0] == 3
+        diff = (x.int() - y.int()).abs().float().mean().item()
+        assert diff < (2.0 if size is None else 3.0), fmt  # another IDCT (and resize), the same image
+
+
+def test_kept_sources_are_converted_like_the_pipeline_does(mixed_store: Path) -> None:
+    ds = VersionDataset(str(mixed_store), decode="gpu", where=Where(status="source"))
+    (batch,) = list(_dali_cpu_loader(ds))
+    by_path = {Path(p).name: img for p, img in zip(batch["source_path"], batch["image"], strict=True)}
+    rgba = by_path["rgba.png"]
+    top = rgba[:, : rgba.shape[1] // 2 - 2]  # the transparent half: white, not the colour under it
+    assert int(top.min()) == 255
+    assert by_path["frame.gif"].shape[0] == 3  # a GIF row does not fail the batch
+
+
+def test_a_row_dali_cannot_decode_is_decoded_on_the_cpu(mixed_store: Path) -> None:
+    class Refusing:
+        """Test double: DALI's batch decoder refusing every image (as for a JPEG it cannot take)."""
+
+        device = "cpu"
+
+        def decode(self, blobs: list[bytes]) -> list[None]:
+            return [None] * len(blobs)
+
+    ds = VersionDataset(str(mixed_store), decode="gpu", where=Where(status="ok"), size=(64, 64))
+    dl = DataLoader(ds, batch_size=4, num_workers=0, collate_fn=collate)
+    got = torch.cat([b["image"] for b in Loader(ds, dl, decoder=Refusing())])
+    ref = torch.cat([b["image"] for b in loader(VersionDataset(str(mixed_store), decode="cpu",
+                                                                 where=Where(status="ok"), size=(64, 64)),
+                                                  batch_size=4, num_workers=0)])
+    assert torch.equal(got, ref)
+
+
+def test_rows_are_selected_by_where(mixed_store: Path, tiny_specs: list[Path]) -> None:
+    plain = open_dataset(str(mixed_store))
+    table = plain.items_table()
+    fps = list(dict.fromkeys(str(f) for f in table["fingerprint"]))  # in job order
+    q80 = VersionDataset(str(mixed_store), decode="none", where={"fingerprint": fps[0]})
+    assert len(q80) == 2 and {int(q80[i]["quality"]) for i in range(len(q80))} == {80}
+    ok = VersionDataset(str(mixed_store), decode="none", where=Where(status=["ok", "flagged"], quality=(50, 100)))
+    assert {int(plain.record(int(r))["quality"]) for r in ok.rows} == {60, 80}
+    sims = VersionDataset(str(mixed_store), decode="none", where=Where(similarity=(0.9999, 1.0)))
+    assert all(table["status"][r] == "source" for r in sims.rows) and len(sims) == 2
+    prefix = str(Path(str(table["source_path"][0])).parent)
+    assert len(VersionDataset(str(mixed_store), decode="none", where=Where(source_prefix=prefix))) == 4
+    newest = VersionDataset(str(mixed_store), decode="none", where=Where(source_prefix=prefix, one_per_source=True))
+    assert len(newest) == 2 and {int(newest[i]["quality"]) for i in range(2)} == {40}  # the later spec's rows
+    assert newest[0]["index"] == int(newest.rows[0]) and newest.rows.tolist() == sorted(newest.rows.tolist())
+    copy = pickle.loads(pickle.dumps(newest))
+    assert copy.rows.tolist() == newest.rows.tolist() and copy[1]["jpeg"] == newest[1]["jpeg"]
+    assert len(VersionDataset(str(mixed_store), decode="none", where=Where(status="nope"))) == 0
+
+
+def test_size_and_fit_give_every_image_one_shape(mixed_store: Path) -> None:
+    for fit in ("crop", "stretch"):
+        ds = VersionDataset(str(mixed_store), decode="cpu", size=(50, 30), fit=fit)
+        (batch,) = list(loader(ds, batch_size=len(ds), num_workers=0))
+        assert batch["image"].shape == (len(ds), 3, 30, 50)
+    assert fit_box(200, 100, (50, 50), "crop") == ((100, 50), (25, 0, 75, 50))
+    assert fit_box(100, 200, (50, 30), "crop") == ((50, 100), (0, 35, 50, 65))
+    assert fit_box(10, 10, (40, 20), "crop") == ((40, 40), (0, 10, 40, 30))  # small images are scaled up
+    assert fit_box(640, 427, (224, 224), "stretch") == ((224, 224), (0, 0, 224, 224))
+    with pytest.raises(ConfigError) as e:
+        VersionDataset(str(mixed_store), size=(0, 10))
+    assert e.value.code == "TORCH_SIZE"
+
+
+def test_gpu_decoding_without_a_gpu_is_a_clear_error(mixed_store: Path) -> None:
+    from tests.conftest import gpu_available
+
+    if gpu_available():
+        pytest.skip("a CUDA GPU is here")
+    with pytest.raises(ConfigError) as e:
+        loader(VersionDataset(str(mixed_store), decode="gpu"), num_workers=0)
+    assert e.value.code == "NO_GPU"
+
+
+def test_a_transform_is_applied_on_the_cpu_or_refused(mixed_store: Path) -> None:
+    with pytest.raises(ConfigError) as e:
+        VersionDataset(str(mixed_store), decode="gpu", transform=lambda img: img)
+    assert e.value.code == "TORCH_TRANSFORM" and "size=" in e.value.hint
+    ds = VersionDataset(str(mixed_store), decode="auto", transform=lambda img: img.size)
+    assert ds.decode == "cpu"  # a PIL transform: auto decodes on the CPU, wherever it runs
+    assert ds[0]["image"] == open_dataset(str(mixed_store))[0]["image"].size
+
+
+def test_avif_rows_decode_in_spawned_workers_of_the_gpu_reader(mixed_store: Path) -> None:
+    ds = VersionDataset(str(mixed_store), decode="gpu", where=Where(source_prefix="/"), size=(32, 32))
+    dl = DataLoader(ds, batch_size=len(ds), num_workers=1, multiprocessing_context="spawn", collate_fn=collate)
+    from preprocess.engines.dali import ImageDecoder
+
+    (batch,) = list(Loader(ds, dl, decoder=ImageDecoder(device="cpu")))
+    assert batch["image"].shape == (len(ds), 3, 32, 32)
+    assert "avif" in batch["format"] and "jpeg" in batch["format"]

@@ -48,9 +48,13 @@ def run(
 ) -> None:
     """Resize + recompress SOURCES into the versioned dataset at --store, as ONE commit.
 
-    Exit codes: 0 all stored; 3 committed but some images failed (recorded in the dataset);
-    2 bad spec/options/paths; 4 commit conflict or store locked by another job (rerun, or --wait);
-    5 storage error; 70 internal error.
+    Exit codes: 0 all stored; 3 committed, some images failed (recorded);
+    2 bad spec/options/paths, or no image files (NO_SOURCES): nothing created;
+    4 commit conflict, or the store is locked by another job (rerun, or --wait);
+    5 storage error (STORE_FULL: the disk is full; free space and rerun);
+    6 the GPU failed (DEVICE_OOM, DEVICE_FAULT); 70 internal error;
+    130 interrupted (Ctrl-C, SIGTERM). After any of them the dataset is at its
+    last commit and a rerun resumes.
     """
     from preprocess.job import JobOptions, run_job
 

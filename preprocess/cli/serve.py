@@ -10,6 +10,7 @@ import typer
 
 from preprocess.cli.app import app, err, fail
 from preprocess.errors import ConfigError, PreprocessError
+from preprocess.interrupts import Interrupted
 
 
 def _stop(signum: int, frame: FrameType | None) -> None:
@@ -49,7 +50,7 @@ def serve_cmd(
     previous = signal.signal(signal.SIGTERM, _stop)  # a container's stop: the same clean exit as Ctrl-C
     try:
         run(cat, sock, host=host, log_level=log_level)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted):  # the server re-raises the signal it stopped on
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -1,4 +1,5 @@
-"""`preprocess tune`: sweep sizes x qualities over a sample, recommend a setting, write a report."""
+"""`preprocess tune`: sweep formats x sizes x qualities over a sample, recommend a setting per format,
+write a report."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from preprocess.cli.app import app, err, fail, out, quiet_libraries, size
 from preprocess.errors import ConfigError, PreprocessError
 
 if TYPE_CHECKING:
-    from preprocess.tune import Recommendation, Sweep
+    from preprocess.tune import Recommendation, StoredSample, Sweep
 
 _RANGE = re.compile(r"^\s*(\d+)\s*\.\.\s*(\d+)\s*(?:/\s*(\d+))?\s*$")
 
@@ -61,16 +62,26 @@ class _SweepProgress:
         self._p.stop()
 
 
+def parse_formats(text: str | None) -> list[str]:
+    """``jpeg,avif``: the stored formats to compare (empty: the spec's format)."""
+    return [x.strip().lower() for x in (text or "").split(",") if x.strip()]
+
+
 @app.command()
 def tune(
     sample: Annotated[list[str], typer.Argument(help="Sample folders (searched recursively) or image files.")],
     report: Annotated[str, typer.Option(help="Folder for report.html, report.json and recommended.toml.")],
     spec: Annotated[str | None, typer.Option(help="Spec to start from; default: pipelines/camera.toml.")] = None,
+    formats: Annotated[str | None, typer.Option(
+        help="Stored formats to compare, e.g. jpeg,avif,webp,jxl (the first is recommended.toml's; each other "
+             "gets recommended-FORMAT.toml). Each takes its default \\[encode] options, the spec's own format "
+             "the spec's. Default: the spec's format.")] = None,
     gate_model: Annotated[str | None, typer.Option(
         help="Judge by this model (name or manifest) instead of the spec's gate.model.")] = None,
     model: Annotated[list[str] | None, typer.Option(
         "--model", help="Another model (name or manifest) to compare with the spec's gate model; repeatable.")] = None,
-    qualities: Annotated[str, typer.Option(help="JPEG qualities: LO..HI/STEP or a list.")] = "10..95/5",
+    qualities: Annotated[str, typer.Option(help="Qualities (each encoder's own 1-100 scale): LO..HI/STEP or a "
+                                                "list; the recommended ladder uses swept ones only.")] = "10..95/5",
     sizes: Annotated[str, typer.Option(help="Long-side sizes in px (the spec's resize.size is replaced).")] = (
         "2560,1920,1280,960,640"),
     target: Annotated[float | None, typer.Option(help="Similarity to reach; default: gate.threshold.")] = None,
@@ -81,66 +92,96 @@ def tune(
                                                  "if swept, else the largest meeting the target).")] = None,
     tiles: Annotated[bool, typer.Option(help="Measure the tile view (one embedding per tile: slower).")] = True,
     compare_tiles: Annotated[bool, typer.Option(help="Measure the tile view with the compared models too.")] = False,
+    decode_repeats: Annotated[int, typer.Option(
+        help="Time decoding each format's stored sample this many times (median); 0: do not time.")] = 5,
     engine: Annotated[str, typer.Option(help="auto | dali | pillow (auto: DALI on a GPU, else pillow).")] = "auto",
     device: Annotated[str, typer.Option(help="auto | gpu | cpu.")] = "auto",
-    as_json: Annotated[bool, typer.Option("--json", help="Print the recommendation as JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the recommendations as JSON.")] = False,
 ) -> None:
-    """Measure how far SAMPLE compresses at every size x quality, as judged by your model, and
-    recommend a setting: writes report.html (opens offline), report.json and recommended.toml.
+    """Measure how far SAMPLE compresses at every format x size x quality, as judged by your model, and
+    recommend a setting per format: writes report.html (opens offline: every sample image as it would be
+    stored, crops where it changed most, decode speed per format), report.json and recommended.toml.
 
-    Exit codes: 0 recommendation written; 2 bad options, empty sample, or a target no swept setting
-    reaches (the report is still written: it shows the best reachable).
+    Exit codes: 0 recommendation written; 2 bad options, an empty sample, or a target no swept
+    setting of the first format reaches (the report is still written: it shows the best reachable).
     """
-    from preprocess.tune import SweepOptions, recommend, run_sweep, write_report
+    from preprocess.tune import SweepOptions, Target, recommend_formats, run_sweep, store_sample, write_report
 
     quiet_libraries()
     try:
+        if decode_repeats < 0:
+            raise ConfigError(f"--decode-repeats must be >= 0, got {decode_repeats}", code="TUNE_GRID")
         opts = SweepOptions(sources=sample, spec_path=spec, gate_model=gate_model, compare=model or (),
-                            sizes=parse_sizes(sizes), qualities=parse_qualities(qualities), tiles=tiles,
-                            compare_tiles=compare_tiles, engine=engine, device=device)
+                            sizes=parse_sizes(sizes), qualities=parse_qualities(qualities),
+                            formats=parse_formats(formats), tiles=tiles, compare_tiles=compare_tiles, engine=engine,
+                            device=device)
         sweep = run_sweep(opts, None if as_json else _SweepProgress())
-        gate = sweep.spec.gate
-        v, combine = view or gate.view, tiles_combine or gate.tiles_combine
-        if v not in ("whole", "tiles") or combine not in ("min", "p10", "mean"):
-            raise ConfigError(f"--view {v} --tiles-combine {combine}", code="TUNE_VIEW",
-                              hint="--view whole|tiles, --tiles-combine min|p10|mean")
-        rec = recommend(sweep, target=gate.threshold if target is None else target, percentile=percentile,
-                        gauge="whole" if v == "whole" else f"tiles-{combine}", size=at_size)
-        files = write_report(sweep, rec, report)
-        if not rec.ok:
-            raise ConfigError(f"{rec.message} (report: {files['html']})", code="TARGET_UNREACHABLE",
+        gauge = _gauge(sweep, view, tiles_combine)
+        recs = recommend_formats(sweep, Target(sweep.spec.gate.threshold if target is None else target, percentile,
+                                               gauge=gauge, size=at_size))
+        samples = [store_sample(sweep, r, repeats=decode_repeats) for r in recs]
+        files = write_report(sweep, recs, report, samples)
+        if not recs[0].ok:
+            raise ConfigError(f"{recs[0].message} (report: {files['html']})", code="TARGET_UNREACHABLE",
                               hint="lower --target, raise the quality range, or judge by another view/model")
     except PreprocessError as exc:
         fail(exc)
         return
+    _show(sweep, recs, samples, files, as_json=as_json)
+
+
+def _gauge(sweep: Sweep, view: str | None, tiles_combine: str | None) -> str:
+    """The gauge to recommend by: the spec's gate view unless --view / --tiles-combine say otherwise."""
+    gate = sweep.spec.gate
+    v, combine = view or gate.view, tiles_combine or gate.tiles_combine
+    if v not in ("whole", "tiles") or combine not in ("min", "p10", "mean"):
+        raise ConfigError(f"--view {v} --tiles-combine {combine}", code="TUNE_VIEW",
+                          hint="--view whole|tiles, --tiles-combine min|p10|mean")
+    return "whole" if v == "whole" else f"tiles-{combine}"
+
+
+def _show(sweep: Sweep, recs: list[Recommendation], samples: list[StoredSample | None], files: dict[str, Path], *,
+          as_json: bool) -> None:
+    """The skipped files on stderr; the recommendations as JSON or as a table."""
     for skip in sweep.skipped:
         err.print(f"  skipped [{skip.code}] {skip.path}: {skip.message}", highlight=False, soft_wrap=True)
     if as_json:
         out.print_json(json.dumps({"files": {k: str(p) for k, p in files.items()},
-                                   "recommendation": json.loads(files["json"].read_text())["recommendation"]}))
+                                   "recommendations": json.loads(files["json"].read_text())["recommendations"]}))
         return
-    _print_recommendation(sweep, rec, files)
-
-
-def _print_recommendation(sweep: Sweep, rec: Recommendation, files: dict[str, Path]) -> None:
-    assert rec.single is not None and rec.adaptive is not None
+    rec0 = recs[0]
     t = Table(title=f"preprocess tune ({len(sweep.images)} images, {sweep.engine} on {sweep.device})",
               show_header=False, title_justify="left")
     t.add_column(style="bold")
     t.add_column()
-    s, a = rec.single, rec.adaptive
-    rows = [("judged by", f"{rec.model}, {rec.gauge} >= {rec.target:g} at p{rec.percentile:g}"),
-            ("size", f"{s.size} px"),
-            ("single quality", f"q{s.quality}: {size(s.total_bytes)} ({s.total_bytes / rec.source_bytes:.1%} of "
-                               f"{size(rec.source_bytes)}), similarity {s.at_percentile:.4f} at p{rec.percentile:g}"),
-            ("adaptive", f"q{min(a.qualities)}..q{a.max_quality}: {size(a.total_bytes)} expected, "
-                         f"{a.saving:.1%} less"),
-            ("worst", ", ".join(f"{Path(w.path).name} {w.similarity:.4f}" for w in rec.worst[:3])),
-            *[(g, "  ".join(f"{sz}px:{'q' + str(q) if q else 'never'}" for sz, q in row.items()))
-              for g, row in rec.by_gauge.items()],
-            ("report", str(files["html"])), ("spec", str(files["spec"]))]
+    rows = [("judged by", f"{rec0.model}, {rec0.gauge} >= {rec0.target:g} at p{rec0.percentile:g}")]
+    for rec, sample in zip(recs, samples, strict=True):
+        rows += _format_rows(rec, sample)
+    rows += [(g, "  ".join(f"{sz}px:{'q' + str(q) if q else 'never'}" for sz, q in row.items()))
+             for g, row in rec0.by_gauge.items()]
+    rows += [("report", str(files["html"]))]
+    rows += [(k, str(p)) for k, p in files.items() if k.startswith("spec")]
     for k, val in rows:
         t.add_row(k, val)
-    if rec.message:
-        err.print(f"note: {rec.message}")
+    for rec in recs:
+        for note in (rec.message, rec.adaptive.ladder.note if rec.adaptive else ""):
+            if note:
+                err.print(f"note: {note}")
     out.print(t)
+
+
+def _format_rows(rec: Recommendation, sample: StoredSample | None) -> list[tuple[str, str]]:
+    if rec.single is None or rec.adaptive is None:
+        return [(rec.format, "target not reached")]
+    s, a, src = rec.single, rec.adaptive, rec.source_bytes
+    rows = [(rec.format, f"{s.size} px, single q{s.quality}: {size(s.total_bytes)} ({s.total_bytes / src:.1%} of "
+                         f"{size(src)}), similarity {s.at_percentile:.4f} at p{rec.percentile:g}"),
+            ("  adaptive", f"q{a.ladder.min}..q{a.max_quality} step {a.ladder.step}: {size(a.total_bytes)} expected "
+                           f"({a.total_bytes / src:.1%}), {a.saving:.1%} less"),
+            ("  worst", ", ".join(f"{Path(c.path).name} q{c.quality} {c.similarity:.4f}"
+                                  for c in a.worst_first()[:3]))]
+    if sample is not None and sample.speed is not None:
+        sp = sample.speed
+        rows.append(("  decode", f"{sp.cpu_ms_per_mp:.1f} ms/MP, {sp.images_per_s:.1f} images/s on 1 core "
+                                 f"({sp.decoder})"))
+    return rows

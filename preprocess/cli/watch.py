@@ -46,10 +46,9 @@ def watch(
 ) -> None:
     """Watch FOLDER and turn every new image into a committed row of the dataset at --store.
 
-    Runs until SIGTERM/SIGINT, then finishes the batch in flight, commits and exits 0.
-    Exit codes: 0 stopped cleanly; 2 bad spec/options/paths; 4 another process writes the dataset
-    (STORE_LOCKED; see --wait); 5 storage error at start; 70 internal error.
-    """
+    Until SIGTERM/SIGINT: then finishes its batch, commits, exits 0 (twice: 130).
+    A full disk is retried (/readyz says why). Exit 2: bad spec, options, paths or
+    --metrics in use (nothing made); 4 STORE_LOCKED; 5 storage; 6 GPU; 70 internal."""
     from preprocess.watch import WatchOptions, parse_address, parse_duration, run_watch
     from preprocess.watch.logs import configure
 

@@ -29,15 +29,16 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from preprocess import interrupts
 from preprocess.distributed.sink import check_region, decode_failure, decode_item, encode_row, items_of
-from preprocess.errors import ConfigError, InputError, InternalError, PreprocessError
+from preprocess.errors import ConfigError, InputError, InternalError, PreprocessError, device_fault
 from preprocess.ingest import Ingest, JobInfo, Stored, Summary
-from preprocess.job import JobOptions
+from preprocess.job import JobOptions, find_sources
 from preprocess.process import BatchResult, Failed, Processor, plan
 from preprocess.progress import Progress, SilentProgress
 from preprocess.provenance import EngineInfo, RayInfo
-from preprocess.sources import SourceFile, list_sources, read_source, source_path
-from preprocess.store import CHUNK_ROWS, DatasetWriter, item_key, open_writer
+from preprocess.sources import SourceFile, read_source, source_path
+from preprocess.store import CHUNK_ROWS, DatasetWriter, check_target, item_key, open_writer
 from preprocess.store.storage import is_remote
 from preprocess.store.writer import write_fork
 from preprocess.timing import Stopwatch
@@ -174,6 +175,7 @@ def connect(address: str) -> None:
     else:
         raise ConfigError(f"--ray {address!r} is not local, auto or a cluster address", code="RAY_ADDRESS",
                           hint="e.g. --ray local, --ray auto, --ray ray://head:10001")
+    interrupts.reinstall()  # ray.init replaced SIGTERM's handler (sys.exit(15)): SIGTERM is an interrupt again
 
 
 @dataclass(frozen=True)
@@ -218,8 +220,9 @@ def run_ray_job(opts: JobOptions, ro: RayOptions | None = None, progress: Progre
     progress = progress or SilentProgress()
     since = Stopwatch()
     p = plan(opts.spec_path, opts.engine, "cpu" if opts.device == "cpu" else "auto")
-    paths = list_sources(opts.sources)
-    writer = open_writer(opts.store, opts.branch, create=True, wait=opts.wait)
+    paths = find_sources(opts.sources)
+    check_target(opts.store, opts.branch)  # before Ray starts and before anything is created
+    writer: DatasetWriter | None = None
     try:
         connect(ro.address)
         shape = cluster_shape(ro, opts.device)
@@ -227,6 +230,7 @@ def run_ray_job(opts: JobOptions, ro: RayOptions | None = None, progress: Progre
             raise ConfigError(f"a local dataset path with a {shape.nodes}-node Ray cluster: write tasks on other "
                               "nodes would write to their own disks", code="RAY_LOCAL_STORE", path=opts.store,
                               hint="put the dataset on object storage (--store s3://bucket/prefix)")
+        writer = open_writer(opts.store, opts.branch, create=True, wait=opts.wait)
         ingest = Ingest(writer, p, JobInfo(kind="run", roots=opts.sources, store=opts.store,
                                            title="preprocess run (ray)", device=shape.device), since=since)
         progress.start(len(paths))
@@ -234,12 +238,16 @@ def run_ray_job(opts: JobOptions, ro: RayOptions | None = None, progress: Progre
     except PreprocessError:
         raise
     except ray.exceptions.RayError as exc:
+        fault = device_fault(exc)  # an actor's GPU failed: the same exit as a local job's (6), nothing committed
+        if fault is not None:
+            raise fault from exc
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:300]
         raise InternalError(f"the Ray job failed, nothing was committed: {first}", code="RAY_JOB",
                             hint="see the Ray logs (/tmp/ray/session_latest/logs); rerun: nothing is redone "
                                  "twice") from exc
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
         progress.finish()
 
 

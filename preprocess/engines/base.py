@@ -42,6 +42,7 @@ class Prepared:
     width: int
     height: int
     pixels: Any  # engine-private handle
+    host: Any = None  # engine-private host copy of device pixels, made on first use (CPU encoders)
 
 
 @dataclass
@@ -133,6 +134,11 @@ class Engine(ABC):
     def describe(self) -> dict[str, str]:
         encoders = ", ".join(f"{v.label}: {self.library(v)}" for v in self.encoding.variants())
         return {"engine": self.name, "device": self.device, "encoders": encoders}
+
+    def bind_lane(self) -> None:  # noqa: B027 - optional hook
+        """Called once in the thread (a Processor lane) that will use this engine alone: e.g. make the
+        engine's CUDA stream that thread's current one, so that everything the lane does on the device
+        (the extractor's copies too) is ordered on it."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release pipelines, encoders, device memory."""

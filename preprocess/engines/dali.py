@@ -14,30 +14,39 @@ parameterised by device, so the CPU variant (run in CI) exercises the same graph
   torch on the device on the GPU.
 
 Failure isolation: one undecodable sample fails a whole DALI batch, so a failed batch is retried
-sample by sample (the pipeline is rebuilt after every failure). A sample DALI cannot decode, or a
+sample by sample (the pipeline is rebuilt after every failure). A source DALI cannot decode, or a
 JPEG that looks damaged (no EOI, invalid markers in the scan; libjpeg-turbo in DALI decodes many
 damaged files silently), goes to the CPU decoder: Pillow then either reports the same error the
-pillow engine would (TRUNCATED / CORRUPT ...) or decodes it into the ``pixels`` variant.
+pillow engine would (TRUNCATED / CORRUPT ...) or decodes it into the ``pixels`` variant. A candidate
+DALI cannot decode is decoded on the CPU; an image nvImageCodec cannot encode is encoded by
+libjpeg-turbo on the CPU, and its row records that library. A device failure (out of memory, a sticky
+CUDA error) is never an image's failure: it raises :class:`~preprocess.errors.DeviceError`, which
+stops the job before its commit.
+
+Lanes: each engine has its own pipelines, nvImageCodec encoder and (on the GPU) CUDA stream, so the
+:class:`~preprocess.process.Processor` runs several engines on one GPU, one per lane thread. Thread
+counts follow the process's CPU quota (:func:`preprocess.cpus.cpu_lanes`), shared between lanes.
 
 Memory: on the CPU, stored pixels are numpy arrays and views are numpy batches. On the GPU, both
 stay on the device as torch tensors wrapping DALI's output buffers through DLPack (the default
 dynamic executor never reuses outputs that are still referenced); the view batch goes to
 onnxruntime through ``__dlpack__`` and the stored pixels to nvImageCodec's GPU encoder, with no host
-round trip for pixels.
+round trip for pixels (only the bytes of candidates come back, which are stored anyway).
 
 NOT RUN YET (written from the docs, no GPU on the machine it was written on): everything behind
 ``device="gpu"``: the ``mixed`` decoder (``hw_decoder_load``, ``jpeg_fancy_upsampling``), GPU resize
-and normalise, ``torch.from_dlpack`` on ``TensorGPU`` samples, stream hand-off to nvImageCodec
-(``cuda_stream=`` torch's current stream) and to onnxruntime (stream synchronised before return),
+and normalise, ``torch.from_dlpack`` on ``TensorGPU`` samples, the lane's CUDA stream and its
+hand-off to nvImageCodec (``cuda_stream=``) and to onnxruntime (stream synchronised before return),
 the nvImageCodec GPU JPEG encoder (``Encoder(device_id=0)``), and the tiles' torch crop + normalise.
-The CPU path is tested.
+``scripts/gpu-check`` runs all of it; the CPU path (the same graphs and glue) is tested.
 """
 
 from __future__ import annotations
 
-import os
+import contextlib
+import functools
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, ClassVar
@@ -51,8 +60,9 @@ from PIL import Image
 
 from preprocess import codecs, errors
 from preprocess.codecs import Candidate, Encoded, Variant
+from preprocess.cpus import cpu_lanes
 from preprocess.engines.base import Engine, Loaded, Prepared, SourceImage, Tiles, tile_boxes
-from preprocess.errors import InputError, InternalError, input_error
+from preprocess.errors import InputError, InternalError, device_fault, input_error
 from preprocess.extractor.manifest import InputView
 from preprocess.extractor.view import view_arrays
 from preprocess.images import decode_rgb, jpeg_suspect
@@ -65,6 +75,16 @@ Pipeline: Any = _Pipeline
 
 _CSS = {"444": nvimgcodec.ChromaSubsampling.CSS_444, "422": nvimgcodec.ChromaSubsampling.CSS_422,
         "420": nvimgcodec.ChromaSubsampling.CSS_420}
+HW_DECODER_LOAD = 0.65  # share of JPEGs for the hardware decoder where the GPU has one (DALI's default)
+LIBJPEG = codecs.LIBRARIES["libjpeg"]
+
+
+def placement(device: str) -> tuple[bool, int]:
+    """``"cpu"``, ``"gpu"`` or ``"gpu:N"`` -> (on the GPU, which one)."""
+    kind, _, index = device.partition(":")
+    if kind not in ("cpu", "gpu") or (index and (kind == "cpu" or not index.isdigit())):
+        raise ValueError(f"device must be 'cpu', 'gpu' or 'gpu:N', not {device!r}")
+    return kind == "gpu", int(index or 0)
 
 
 def gpu_count() -> int:
@@ -93,6 +113,27 @@ def _dali_message(exc: BaseException) -> str:
     return (lines[0] if lines else type(exc).__name__)[:300]
 
 
+def _raise_device_fault(exc: BaseException) -> None:
+    """Re-raise ``exc`` as a DeviceError when it is one: a device failure must never be blamed on an image."""
+    fault = device_fault(exc)
+    if fault is not None:
+        raise fault from exc
+
+
+def _pipeline(batch: int, threads: int, device_id: int | None) -> Any:
+    return Pipeline(batch_size=batch, num_threads=threads, device_id=device_id, prefetch_queue_depth=1,
+                    exec_dynamic=True)
+
+
+def _decoder(data: Any, gpu: bool, hw_decoder_load: float) -> Any:
+    """The image decoder every graph uses: RGB, EXIF orientation applied; on the GPU the ``mixed``
+    decoder (nvJPEG, the hardware JPEG decoder for ``hw_decoder_load`` of the images where present),
+    with libjpeg-turbo's fancy chroma upsampling so that it gives the CPU decoder's pixels."""
+    extra: dict[str, Any] = {"hw_decoder_load": hw_decoder_load, "jpeg_fancy_upsampling": True} if gpu else {}
+    return fn.decoders.image(data, device="mixed" if gpu else "cpu", output_type=types.RGB, adjust_orientation=True,
+                             **extra)
+
+
 class _Pipe:
     """A DALI pipeline built on first use and rebuilt after a failure (DALI may leave it unusable)."""
 
@@ -117,33 +158,47 @@ class _Pipe:
 
 @dataclass
 class _Item:
-    index: int  # position in the batch given to load()
+    index: int  # position in the batch given to the engine
     data: np.ndarray  # encoded bytes (1-D) or HWC uint8 pixels
-    target: tuple[int, int]
+    target: tuple[int, int] = (0, 0)  # stored (width, height); only for the "stored" graphs
+
+
+def _on_lane_stream[F: Callable[..., Any]](method: F) -> F:
+    """Run an engine method with the engine's own CUDA stream current (GPU; nothing on the CPU)."""
+
+    @functools.wraps(method)
+    def run(self: DaliEngine, *args: Any, **kwargs: Any) -> Any:
+        with self._lane():
+            return method(self, *args, **kwargs)
+
+    return run  # type: ignore[return-value]
 
 
 class DaliEngine(Engine):
+    """``device``: ``"cpu"``, ``"gpu"`` or ``"gpu:N"``; ``threads``: its CPU threads (DALI, nvImageCodec,
+    the CPU codecs; default: the CPUs this process may use). ``hw_decoder_load``: the hardware JPEG
+    decoder's share, read when the pipelines are first built."""
+
     name: ClassVar[str] = "dali"
+    hw_decoder_load: float = HW_DECODER_LOAD
 
     def __init__(self, encode: Encode, view: InputView, *, device: str = "cpu", max_batch: int = 32,
-                 device_id: int = 0, hw_decoder_load: float = 0.65, threads: int | None = None) -> None:
-        if device not in ("cpu", "gpu"):
-            raise ValueError(f"device must be 'cpu' or 'gpu', not {device!r}")
-        super().__init__(encode, view, device=device, max_batch=max_batch)
-        self._gpu = device == "gpu"
-        self._device_id = device_id
-        self._hw_decoder_load = hw_decoder_load
-        self._threads = threads or os.cpu_count() or 1
+                 threads: int | None = None) -> None:
+        self._gpu, self._device_id = placement(device)
+        super().__init__(encode, view, device="gpu" if self._gpu else "cpu", max_batch=max_batch)
+        self._threads = threads or cpu_lanes()
         self._pool = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="dali-engine-cpu")
         self._pipes = {kind: _Pipe(partial(self._build, *kind))
                        for kind in (("encoded", True), ("pixels", True), ("encoded", False), ("pixels", False))}
         self._decoder = _Pipe(self._build_decoder)  # candidates at full resolution (for tiles)
         self._norm: tuple[Any, Any] | None = None  # (mean, std) per channel on the tiles' device
+        self.fallbacks = 0  # images nvImageCodec failed to encode, encoded by libjpeg-turbo instead
         if self._gpu:
             import torch  # GPU only: holds device tensors (DLPack views of DALI outputs), stacks view rows
 
             self._torch: Any = torch
-            self._encoder = nvimgcodec.Encoder(device_id=device_id, max_num_cpu_threads=self._threads)
+            self._cuda_stream = torch.cuda.Stream(device=f"cuda:{self._device_id}")  # type: ignore[no-untyped-call]
+            self._encoder = nvimgcodec.Encoder(device_id=self._device_id, max_num_cpu_threads=self._threads)
         else:
             self._encoder = nvimgcodec.Encoder(device_id=nvimgcodec.NVIMGCODEC_DEVICE_CPU_ONLY,
                                                backends=[nvimgcodec.Backend(nvimgcodec.BackendKind.CPU_ONLY)])
@@ -156,15 +211,11 @@ class DaliEngine(Engine):
         mean, std = view_arrays(v)
         if v.colour == "BGR":
             mean, std = mean[::-1], std[::-1]
-        pipe = Pipeline(batch_size=self.max_batch, num_threads=self._threads,
-                        device_id=self._device_id if self._gpu else None,
-                        prefetch_queue_depth=1, exec_dynamic=True)
+        pipe = _pipeline(self.max_batch, self._threads, self._device_id if self._gpu else None)
         with pipe:
             if source == "encoded":
-                data = fn.external_source(name="data", dtype=types.UINT8, ndim=1)
-                gpu_args: dict[str, Any] = {"hw_decoder_load": self._hw_decoder_load, "jpeg_fancy_upsampling": True}
-                img = fn.decoders.image(data, device="mixed" if self._gpu else "cpu", output_type=types.RGB,
-                                        adjust_orientation=True, **(gpu_args if self._gpu else {}))
+                img = _decoder(fn.external_source(name="data", dtype=types.UINT8, ndim=1), self._gpu,
+                               self.hw_decoder_load)
             else:
                 img = fn.external_source(name="data", dtype=types.UINT8, ndim=3, layout="HWC")
                 img = img.gpu() if self._gpu else img
@@ -187,24 +238,31 @@ class DaliEngine(Engine):
 
     def _build_decoder(self) -> Any:
         """Bytes -> decoded RGB pixels, nothing else (the same decoder settings as ``_build``)."""
-        pipe = Pipeline(batch_size=self.max_batch, num_threads=self._threads,
-                        device_id=self._device_id if self._gpu else None,
-                        prefetch_queue_depth=1, exec_dynamic=True)
+        pipe = _pipeline(self.max_batch, self._threads, self._device_id if self._gpu else None)
         with pipe:
-            data = fn.external_source(name="data", dtype=types.UINT8, ndim=1)
-            gpu_args: dict[str, Any] = {"hw_decoder_load": self._hw_decoder_load, "jpeg_fancy_upsampling": True}
-            pipe.set_outputs(fn.decoders.image(data, device="mixed" if self._gpu else "cpu", output_type=types.RGB,
-                                               adjust_orientation=True, **(gpu_args if self._gpu else {})))
+            pipe.set_outputs(_decoder(fn.external_source(name="data", dtype=types.UINT8, ndim=1), self._gpu,
+                                      self.hw_decoder_load))
         pipe.build()
         return pipe
 
     # --- device-specific glue (the only GPU-only code) ----------------------------------------
 
+    def bind_lane(self) -> None:
+        if self._gpu:  # torch's current stream is per thread: the lane's ops, and the extractor's, go on it
+            self._torch.cuda.set_stream(self._cuda_stream)
+
+    def _lane(self) -> contextlib.AbstractContextManager[Any]:
+        return self._torch.cuda.stream(self._cuda_stream) if self._gpu else contextlib.nullcontext()
+
     def _adopt(self, tensor: Any) -> Any:
         """One DALI output sample -> numpy (CPU, a copy) or a torch CUDA tensor (GPU, zero-copy)."""
         if self._gpu:
-            return self._torch.from_dlpack(tensor)  # DALI makes torch's current stream wait for it
+            return self._torch.from_dlpack(tensor)  # DALI makes torch's current (the lane's) stream wait
         return np.array(tensor)
+
+    def _upload(self, pixels: np.ndarray) -> Any:
+        """Host HWC pixels (decoded on the CPU) -> the engine's memory."""
+        return self._torch.from_numpy(pixels).to(f"cuda:{self._device_id}") if self._gpu else pixels
 
     def _stack(self, rows: list[Any]) -> Any:
         """Per-sample view rows -> one model batch (numpy, or a CUDA tensor exposing __dlpack__)."""
@@ -248,30 +306,76 @@ class DaliEngine(Engine):
     def _stream(self) -> int:
         return int(self._torch.cuda.current_stream(self._device_id).cuda_stream) if self._gpu else 0
 
-    # --- load ---------------------------------------------------------------------------------
+    def _host(self, image: Prepared) -> np.ndarray:
+        """A prepared image's pixels as a host HWC uint8 array (copied from the device once, in the
+        lane's thread and stream, on the GPU)."""
+        if image.host is None:
+            px = image.pixels
+            image.host = np.ascontiguousarray(px.cpu().numpy() if self._gpu else px)
+        host: np.ndarray = image.host
+        return host
 
-    def _run(self, kind: tuple[str, bool], items: list[_Item]) -> tuple[dict[int, tuple[Any, Any]],
-                                                                         dict[int, str]]:
-        """Run items through a pipeline; a failed batch is retried sample by sample.
+    # --- running the graphs -------------------------------------------------------------------
 
-        Returns ``{index: (stored, view_row)}`` for successes and ``{index: message}`` for failures.
+    def _run(self, pipe: _Pipe, items: list[_Item]) -> tuple[dict[int, tuple[Any, ...]], dict[int, str]]:
+        """Run items through a pipeline; a failed batch is retried sample by sample. A device failure
+        raises DeviceError (it is never one sample's fault).
+
+        Returns ``{index: outputs}`` for successes and ``{index: message}`` for failures.
         """
-        pipe = self._pipes[kind]
+        feeds: dict[str, list[Any]] = {"data": [it.data for it in items]}
+        if pipe is self._pipes["encoded", True] or pipe is self._pipes["pixels", True]:  # resized to the target
+            feeds["w"] = [np.float32(it.target[0]) for it in items]
+            feeds["h"] = [np.float32(it.target[1]) for it in items]
         try:
-            stored, views = pipe.run({"data": [it.data for it in items],
-                                      "w": [np.float32(it.target[0]) for it in items],
-                                      "h": [np.float32(it.target[1]) for it in items]})
+            outputs = pipe.run(feeds)
         except Exception as exc:
+            _raise_device_fault(exc)
             if len(items) == 1:
                 return {}, {items[0].index: _dali_message(exc)}
-            done: dict[int, tuple[Any, Any]] = {}
+            done: dict[int, tuple[Any, ...]] = {}
             failed: dict[int, str] = {}
             for it in items:
-                ok, bad = self._run(kind, [it])
+                ok, bad = self._run(pipe, [it])
                 done.update(ok)
                 failed.update(bad)
             return done, failed
-        return {it.index: (self._adopt(stored[j]), self._adopt(views[j])) for j, it in enumerate(items)}, {}
+        return {it.index: tuple(self._adopt(out[j]) for out in outputs) for j, it in enumerate(items)}, {}
+
+    def _run_all(self, pipe: _Pipe, items: Sequence[_Item]) -> tuple[dict[int, tuple[Any, ...]], dict[int, str]]:
+        done: dict[int, tuple[Any, ...]] = {}
+        failed: dict[int, str] = {}
+        for chunk in _chunks(items, self.max_batch):
+            ok, bad = self._run(pipe, list(chunk))
+            done.update(ok)
+            failed.update(bad)
+        return done, failed
+
+    def _candidates(self, pipe: _Pipe, encoded: Sequence[Encoded], idxs: Sequence[int]) -> dict[int, tuple[Any, ...]]:
+        """Run our own candidates through ``pipe`` (JPEG bytes through DALI's decoder); one DALI cannot
+        decode is decoded on the CPU and fed through the matching pixels graph (or uploaded as is)."""
+        ok, bad = self._run_all(pipe, [_Item(i, np.frombuffer(encoded[i].data, dtype=np.uint8)) for i in idxs])
+        if bad:
+            pixels = self._pipes["pixels", False] if pipe is self._pipes["encoded", False] else None
+            ok.update(self._decoded_on_cpu(encoded, sorted(bad), pixels))
+        return ok
+
+    def _decoded_on_cpu(self, encoded: Sequence[Encoded], idxs: Sequence[int],
+                        pipe: _Pipe | None) -> dict[int, tuple[Any, ...]]:
+        """Candidates decoded by :func:`preprocess.codecs.decode`; through ``pipe`` (a pixels graph), or
+        as pixels in the engine's memory when ``pipe`` is None."""
+        try:
+            arrays = list(self._pool.map(lambda i: codecs.decode(encoded[i].data, encoded[i].format), idxs))
+        except Exception as exc:
+            raise InternalError(f"a candidate ({encoded[idxs[0]].format}) could not be decoded: {exc}") from exc
+        if pipe is None:
+            return {i: (self._upload(a),) for i, a in zip(idxs, arrays, strict=True)}
+        ok, bad = self._run_all(pipe, [_Item(i, a) for i, a in zip(idxs, arrays, strict=True)])
+        if bad:
+            raise InternalError(f"DALI could not view a candidate: {next(iter(bad.values()))}")
+        return ok
+
+    # --- load ---------------------------------------------------------------------------------
 
     def _decode_cpu(self, src: SourceImage) -> np.ndarray:
         img = decode_rgb(src.data, draft_to=src.target, path=src.path)
@@ -286,16 +390,14 @@ class DaliEngine(Engine):
             return not jpeg_suspect(src.data)
         return info.orientation == 1  # EXIF orientation is only trusted from DALI for JPEG
 
+    @_on_lane_stream
     def load(self, sources: Sequence[SourceImage]) -> Loaded:
-        done: dict[int, tuple[Any, Any]] = {}
         failures: dict[int, InputError] = {}
         encoded = [_Item(i, np.frombuffer(s.data, dtype=np.uint8), s.target)
                    for i, s in enumerate(sources) if self._to_dali(s)]
         on_cpu = sorted(set(range(len(sources))) - {it.index for it in encoded})
-        for chunk in _chunks(encoded, self.max_batch):
-            ok, bad = self._run(("encoded", True), list(chunk))
-            done.update(ok)
-            on_cpu.extend(bad)  # DALI could not decode it: Pillow gives the verdict (or the pixels)
+        done, bad = self._run_all(self._pipes["encoded", True], encoded)
+        on_cpu.extend(bad)  # DALI could not decode it: Pillow gives the verdict (or the pixels)
         decoded = {i: self._pool.submit(self._decode_cpu, sources[i]) for i in sorted(on_cpu)}
         pixels: list[_Item] = []
         for i, fut in decoded.items():
@@ -305,11 +407,10 @@ class DaliEngine(Engine):
                 failures[i] = exc
             except Exception as exc:
                 failures[i] = input_error(errors.CORRUPT, f"cannot decode: {exc}", sources[i].path)
-        for chunk in _chunks(pixels, self.max_batch):
-            ok, bad = self._run(("pixels", True), list(chunk))
-            done.update(ok)
-            for i, message in bad.items():
-                failures[i] = input_error(errors.ENGINE_FAILED, f"dali engine: {message}", sources[i].path)
+        ok, bad = self._run_all(self._pipes["pixels", True], pixels)
+        done.update(ok)
+        for i, message in bad.items():
+            failures[i] = input_error(errors.ENGINE_FAILED, f"dali engine: {message}", sources[i].path)
         prepared = []
         rows = []
         for i in sorted(done):
@@ -326,119 +427,128 @@ class DaliEngine(Engine):
             return "nvjpeg"
         return super().library(variant)
 
+    def describe(self) -> dict[str, str]:
+        out = super().describe()
+        if self._gpu:
+            out["jpeg_decoder"] = f"DALI mixed: nvJPEG (hardware decoder for {self.hw_decoder_load:.0%} where present)"
+        if self.fallbacks:
+            out["encode_fallbacks"] = f"{self.fallbacks} images encoded by {LIBJPEG} after nvImageCodec failed on them"
+        return out
+
     def _params(self, quality: int, chroma: str, *, optimized: bool = False) -> Any:
         return nvimgcodec.EncodeParams(
             quality_type=nvimgcodec.QualityType.QUALITY, quality_value=float(quality),
             chroma_subsampling=_CSS[chroma or "420"],
             jpeg_encode_params=nvimgcodec.JpegEncodeParams(progressive=False, optimized_huffman=optimized))
 
-    def _nvimgcodec(self, pixels: Sequence[Any], quality: int, chroma: str, *, optimized: bool) -> list[bytes]:
-        """JPEG-encode pixels (device tensors on the GPU, host arrays on the CPU) at one quality."""
-        out: list[bytes] = []
+    def _nvimgcodec(self, pixels: Sequence[Any], quality: int, chroma: str, *, optimized: bool) -> list[bytes | None]:
+        """JPEG-encode pixels (device tensors on the GPU, host arrays on the CPU) at one quality: one
+        call per ``max_batch`` images (nvImageCodec takes one set of parameters per call). None for an
+        image it failed on; a device failure raises DeviceError."""
+        out: list[bytes | None] = []
         params = self._params(quality, chroma, optimized=optimized)
         for chunk in _chunks(pixels, self.max_batch):
             stream = self._stream()
-            imgs = nvimgcodec.as_images(list(chunk), cuda_stream=stream)
-            streams = self._encoder.encode(imgs, "jpeg", params=params, cuda_stream=stream)
-            for cs in streams:
-                if cs is None:
-                    raise InternalError(f"nvImageCodec failed to encode an image at q{quality}")
-                out.append(bytes(cs))
+            try:
+                imgs = nvimgcodec.as_images(list(chunk), cuda_stream=stream)
+                streams = list(self._encoder.encode(imgs, "jpeg", params=params, cuda_stream=stream))
+            except Exception as exc:
+                _raise_device_fault(exc)
+                streams = [None] * len(chunk)  # the call failed as a whole: each image falls back
+            if len(streams) != len(chunk):  # some versions leave failed images out of the list
+                streams = [None] * len(chunk)
+            out.extend(None if cs is None else bytes(cs) for cs in streams)
         return out
 
+    @_on_lane_stream
     def encode(self, images: Sequence[Prepared], candidates: Sequence[Candidate]) -> list[Encoded]:
-        """libjpeg candidates through nvImageCodec (nvJPEG on the GPU), grouped by quality and chroma;
-        every other encoder on the CPU (:func:`preprocess.codecs.encode`) from host pixels."""
+        """libjpeg candidates through nvImageCodec (nvJPEG on the GPU), one call per (quality, chroma);
+        every other encoder on the CPU (:func:`preprocess.codecs.encode`) from host pixels, in the
+        engine's thread pool while the GPU encodes. An image nvImageCodec fails on is encoded by
+        libjpeg-turbo (Pillow) instead, and says so (``Encoded.library``)."""
         if len(images) != len(candidates):
             raise ValueError("one candidate per image")
-        out: list[bytes] = [b""] * len(images)
+        level = self.encoding.level
         groups: dict[tuple[int, str], list[int]] = {}
-        others: list[int] = []
+        on_cpu: dict[int, Future[bytes]] = {}
         for i, c in enumerate(candidates):
             if c.variant.encoder == "libjpeg":
                 groups.setdefault((c.quality, c.variant.chroma), []).append(i)
             else:
-                others.append(i)
+                host = self._host(images[i])  # copied here, in the lane's stream, not in a pool thread
+                on_cpu[i] = self._pool.submit(codecs.encode, host, c, level=level)
+        out: list[Encoded | None] = [None] * len(images)
         for (quality, chroma), idxs in groups.items():
-            for i, data in zip(idxs, self._nvimgcodec([images[i].pixels for i in idxs], quality, chroma,
-                                                      optimized=False), strict=True):
-                out[i] = data
-        level = self.encoding.level
-        for i, data in zip(others, self._pool.map(
-                lambda i: codecs.encode(self._host(images[i].pixels), candidates[i], level=level), others),
-                strict=True):
-            out[i] = data
-        return [Encoded(data, c) for data, c in zip(out, candidates, strict=True)]
+            got = self._nvimgcodec([images[i].pixels for i in idxs], quality, chroma, optimized=False)
+            for i, data in zip(idxs, got, strict=True):
+                out[i] = Encoded(data, candidates[i]) if data is not None else self._fallback(images[i], candidates[i])
+        for i, fut in on_cpu.items():
+            out[i] = Encoded(fut.result(), candidates[i])
+        done = [e for e in out if e is not None]
+        if len(done) != len(images):
+            raise InternalError("an image was left without a candidate")
+        return done
 
+    def _fallback(self, image: Prepared, candidate: Candidate) -> Encoded:
+        """libjpeg-turbo on the CPU for an image nvImageCodec failed on (the same IJG quality scale)."""
+        self.fallbacks += 1
+        return Encoded(codecs.encode(self._host(image), candidate), candidate, library=LIBJPEG)
+
+    @_on_lane_stream
     def finish(self, images: Sequence[Prepared], chosen: Sequence[Encoded]) -> list[bytes]:
         """Progressive JPEG: mozjpeg's lossless optimization on the CPU (as the pillow engine). Baseline
-        libjpeg candidates: encoded again by nvImageCodec with optimized Huffman tables (same
-        coefficients, so the same pixels). Everything else as measured."""
+        JPEG from nvImageCodec: encoded again with optimized Huffman tables (same coefficients, so the
+        same pixels), one call per (quality, chroma). Everything else as measured."""
         out = [e.data for e in chosen]
-        redo = [i for i, e in enumerate(chosen)
-                if e.format == "jpeg" and not self.encoding.progressive and e.candidate.variant.encoder == "libjpeg"]
-        for i in redo:
-            c = chosen[i].candidate
-            (out[i],) = self._nvimgcodec([images[i].pixels], c.quality, c.variant.chroma, optimized=True)
         if self.encoding.progressive:
             jpegs = [i for i, e in enumerate(chosen) if e.format == "jpeg"]
             for i, data in zip(jpegs, self._pool.map(lambda i: codecs.optimize_jpeg(chosen[i].data), jpegs),
                                strict=True):
                 out[i] = data
+            return out
+        groups: dict[tuple[int, str], list[int]] = {}
+        for i, e in enumerate(chosen):
+            c = e.candidate
+            if e.format == "jpeg" and c.variant.encoder == "libjpeg" and not e.library:
+                groups.setdefault((c.quality, c.variant.chroma), []).append(i)
+        for (quality, chroma), idxs in groups.items():
+            got = self._nvimgcodec([images[i].pixels for i in idxs], quality, chroma, optimized=True)
+            for i, again in zip(idxs, got, strict=True):
+                out[i] = again if again is not None else chosen[i].data  # as measured: valid, a little larger
         return out
 
-    def _host(self, pixels: Any) -> np.ndarray:
-        """Stored pixels as a host HWC uint8 array (a copy from the device on the GPU)."""
-        if self._gpu:
-            return np.ascontiguousarray(pixels.cpu().numpy())
-        return np.ascontiguousarray(pixels)
-
+    @_on_lane_stream
     def pixels(self, image: Prepared | Encoded) -> np.ndarray:
         if isinstance(image, Prepared):
-            return self._host(image.pixels)
+            return self._host(image)
         if image.format != "jpeg":
             return codecs.decode(image.data, image.format)
-        (decoded,) = self._decoder.run({"data": [np.frombuffer(image.data, dtype=np.uint8)]})
-        return self._host(self._adopt(decoded[0]))
+        (decoded,) = self._candidates(self._decoder, [image], [0])[0]
+        return np.ascontiguousarray(decoded.cpu().numpy() if self._gpu else decoded)
 
+    @_on_lane_stream
     def view(self, encoded: Sequence[Encoded]) -> Any:
         """JPEG candidates decoded by DALI (nvJPEG on the GPU); other formats decoded on the CPU
         (:func:`preprocess.codecs.decode`) and fed as pixels to the same view operators."""
-        rows: dict[int, Any] = {}
         jpeg = [i for i, e in enumerate(encoded) if e.format == "jpeg"]
         other = [i for i, e in enumerate(encoded) if e.format != "jpeg"]
-        for kind, idxs in ((("encoded", False), jpeg), (("pixels", False), other)):
-            pipe = self._pipes[kind]
-            for chunk in _chunks(idxs, self.max_batch):
-                if kind[0] == "encoded":
-                    data = [np.frombuffer(encoded[i].data, dtype=np.uint8) for i in chunk]
-                else:
-                    data = list(self._pool.map(lambda i: codecs.decode(encoded[i].data, encoded[i].format), chunk))
-                try:
-                    (views,) = pipe.run({"data": data})
-                except Exception as exc:
-                    raise InternalError(f"DALI could not view a candidate: {_dali_message(exc)}") from exc
-                rows.update((i, self._adopt(views[j])) for j, i in enumerate(chunk))
-        return self._stack([rows[i] for i in range(len(encoded))])
+        rows = self._candidates(self._pipes["encoded", False], encoded, jpeg)
+        if other:
+            rows.update(self._decoded_on_cpu(encoded, other, self._pipes["pixels", False]))
+        return self._stack([rows[i][0] for i in range(len(encoded))])
 
+    @_on_lane_stream
     def tiles(self, images: Sequence[Prepared | Encoded]) -> Tiles:
-        pixels: list[Any] = [im.pixels if isinstance(im, Prepared) else None for im in images]
-        jpegs = [(i, im) for i, im in enumerate(images) if isinstance(im, Encoded) and im.format == "jpeg"]
-        for i, im in enumerate(images):
-            if isinstance(im, Encoded) and im.format != "jpeg":
-                px = codecs.decode(im.data, im.format)
-                pixels[i] = self._torch.from_numpy(px).to(f"cuda:{self._device_id}") if self._gpu else px
-        for chunk in _chunks(jpegs, self.max_batch):
-            try:
-                (decoded,) = self._decoder.run({"data": [np.frombuffer(e.data, dtype=np.uint8) for _, e in chunk]})
-            except Exception as exc:
-                raise InternalError(f"DALI could not decode a candidate JPEG: {_dali_message(exc)}") from exc
-            for j, (i, _) in enumerate(chunk):
-                pixels[i] = self._adopt(decoded[j])
+        enc = [im for im in images if isinstance(im, Encoded)]
+        where = {id(e): k for k, e in enumerate(enc)}
+        jpeg = [k for k, e in enumerate(enc) if e.format == "jpeg"]
+        decoded = self._candidates(self._decoder, enc, jpeg)
+        decoded.update(self._decoded_on_cpu(enc, [k for k, e in enumerate(enc) if e.format != "jpeg"], None))
         v = self.view_spec
         rows: list[Any] = []
         counts: list[int] = []
-        for px in pixels:
+        for im in images:
+            px = im.pixels if isinstance(im, Prepared) else decoded[where[id(im)]][0]
             boxes = tile_boxes(int(px.shape[1]), int(px.shape[0]), v.width, v.height)
             counts.append(len(boxes))
             rows.extend(self._tile_row(px[y0:y1, x0:x1]) for x0, y0, x1, y1 in boxes)
@@ -451,54 +561,74 @@ class DaliEngine(Engine):
         self._pool.shutdown(wait=True)
 
 
-def decode_throughput(blobs: Sequence[bytes], *, device: str, batch: int = 64, repeats: int = 1) -> float:
+def decode_throughput(blobs: Sequence[bytes], *, device: str, batch: int = 64,
+                      hw_decoder_load: float = HW_DECODER_LOAD) -> float:
     """Images/s of DALI decode alone over ``blobs`` (the ceiling the end-to-end rate is compared with).
 
-    Same decoder settings as the engine; the outputs are synchronised but not used.
+    Same decoder settings as the engine; ``hw_decoder_load=0`` measures nvJPEG's CUDA decoder alone.
+    The outputs are complete when ``run()`` returns, but not used.
     """
     import time
 
-    gpu = device == "gpu"
-    pipe = Pipeline(batch_size=batch, num_threads=os.cpu_count() or 1, device_id=0 if gpu else None,
-                    prefetch_queue_depth=1, exec_dynamic=True)
+    gpu, device_id = placement(device)
+    pipe = _pipeline(batch, cpu_lanes(), device_id if gpu else None)
     with pipe:
-        data = fn.external_source(name="data", dtype=types.UINT8, ndim=1)
-        extra: dict[str, Any] = {"hw_decoder_load": 0.65, "jpeg_fancy_upsampling": True} if gpu else {}
-        pipe.set_outputs(fn.decoders.image(data, device="mixed" if gpu else "cpu", output_type=types.RGB,
-                                           adjust_orientation=True, **extra))
+        pipe.set_outputs(_decoder(fn.external_source(name="data", dtype=types.UINT8, ndim=1), gpu, hw_decoder_load))
     pipe.build()
     arrays = [np.frombuffer(b, dtype=np.uint8) for b in blobs]
     pipe.feed_input("data", arrays[:batch])
     pipe.run()  # warm-up (allocations, hardware decoder init)
     t0 = time.perf_counter()
     n = 0
-    for _ in range(repeats):
-        for chunk in _chunks(arrays, batch):
-            pipe.feed_input("data", list(chunk))
-            pipe.run()  # dynamic executor: outputs are complete when run() returns
-            n += len(chunk)
+    for chunk in _chunks(arrays, batch):
+        pipe.feed_input("data", list(chunk))
+        pipe.run()  # dynamic executor: outputs are complete when run() returns
+        n += len(chunk)
     seconds = time.perf_counter() - t0
     del pipe
     return n / seconds if seconds > 0 else 0.0
 
 
+def codec_backends(jpeg: bytes, pixels: np.ndarray, *, device: str) -> dict[str, dict[str, str]]:
+    """Which of nvImageCodec's JPEG backends work here: each decoder backend decodes ``jpeg`` (a baseline
+    4:2:0 JPEG) and each encoder backend encodes ``pixels`` (HWC uint8), alone. ``"ok"``, or why not.
+    On the CPU only the CPU backend is tried. This is what says whether the hardware JPEG decoder is
+    really there (it is missing under some sandboxes and on GPUs without one)."""
+    kinds = {"hardware": "HW_GPU_ONLY", "cuda": "GPU_ONLY", "hybrid": "HYBRID_CPU_GPU", "cpu": "CPU_ONLY"}
+    if device != "gpu":
+        kinds = {"cpu": "CPU_ONLY"}
+    device_id = 0 if device == "gpu" else nvimgcodec.NVIMGCODEC_DEVICE_CPU_ONLY
+    out: dict[str, dict[str, str]] = {"decode": {}, "encode": {}}
+    for name, kind in kinds.items():
+        backend = [nvimgcodec.Backend(getattr(nvimgcodec.BackendKind, kind))]
+        for role in ("decode", "encode"):
+            try:
+                if role == "decode":
+                    got: Any = nvimgcodec.Decoder(device_id=device_id, backends=backend).decode(jpeg)
+                else:
+                    got = nvimgcodec.Encoder(device_id=device_id, backends=backend).encode(pixels, "jpeg")
+                out[role][name] = "ok" if got is not None else "unavailable (no result)"
+            except Exception as exc:
+                out[role][name] = f"unavailable ({(str(exc).strip() or type(exc).__name__).splitlines()[0][:120]})"
+    return out
+
+
 class ImageDecoder:
     """Encoded images -> oriented RGB uint8 HWC pixels: numpy arrays on ``device="cpu"``, torch CUDA
-    tensors on ``"gpu"`` (DALI's mixed decoder: nvJPEG / the hardware JPEG decoder; zero-copy DLPack
-    views of DALI's outputs, like the engine's). For readers of the dataset
-    (:mod:`preprocess.torchdata`): DataLoader workers read the stored bytes, and the main process
-    decodes each batch here. The GPU variant is NOT RUN yet (no GPU where it was written); the CPU
-    variant is the same graph and is tested. A batch DALI cannot decode raises InternalError.
+    tensors on ``"gpu"``/``"gpu:N"`` (DALI's mixed decoder: nvJPEG / the hardware JPEG decoder, libjpeg-turbo's
+    fancy upsampling; zero-copy DLPack views of DALI's outputs, like the engine's). For readers of the
+    dataset (:mod:`preprocess.torchdata`). A batch DALI cannot decode is retried image by image. The
+    GPU variant is NOT RUN yet (no GPU where it was written); the CPU variant is the same graph and is
+    tested.
     """
 
-    def __init__(self, *, device: str = "gpu", max_batch: int = 64, device_id: int = 0,
-                 threads: int | None = None) -> None:
-        if device not in ("cpu", "gpu"):
-            raise ValueError(f"device must be 'cpu' or 'gpu', not {device!r}")
-        self._gpu = device == "gpu"
-        self._device_id = device_id
+    def __init__(self, *, device: str = "gpu", max_batch: int = 64, threads: int | None = None,
+                 hw_decoder_load: float = HW_DECODER_LOAD) -> None:
+        self._gpu, self._device_id = placement(device)
+        self.device = f"cuda:{self._device_id}" if self._gpu else "cpu"  # where the decoded tensors are (torch's)
         self.max_batch = max_batch
-        self._threads = threads or min(4, os.cpu_count() or 1)
+        self._threads = threads or min(4, cpu_lanes())
+        self.hw_decoder_load = hw_decoder_load
         self._pipe = _Pipe(self._build)
         self._torch: Any = None
         if self._gpu:
@@ -507,26 +637,39 @@ class ImageDecoder:
             self._torch = torch
 
     def _build(self) -> Any:
-        pipe = Pipeline(batch_size=self.max_batch, num_threads=self._threads,
-                        device_id=self._device_id if self._gpu else None, prefetch_queue_depth=1,
-                        exec_dynamic=True)
+        pipe = _pipeline(self.max_batch, self._threads, self._device_id if self._gpu else None)
         with pipe:
-            data = fn.external_source(name="data", dtype=types.UINT8, ndim=1)
-            pipe.set_outputs(fn.decoders.image(data, device="mixed" if self._gpu else "cpu", output_type=types.RGB,
-                                               adjust_orientation=True))
+            pipe.set_outputs(_decoder(fn.external_source(name="data", dtype=types.UINT8, ndim=1), self._gpu,
+                                      self.hw_decoder_load))
         pipe.build()
         return pipe
 
-    def __call__(self, blobs: Sequence[bytes]) -> list[Any]:
-        out: list[Any] = []
+    def _adopt(self, tensor: Any) -> Any:
+        return self._torch.from_dlpack(tensor) if self._gpu else np.array(tensor)
+
+    def _run(self, blobs: Sequence[bytes]) -> list[Any | None]:
+        try:
+            (decoded,) = self._pipe.run({"data": [np.frombuffer(b, dtype=np.uint8) for b in blobs]})
+        except Exception as exc:
+            _raise_device_fault(exc)
+            if len(blobs) == 1:
+                return [None]
+            return [px for b in blobs for px in self._run([b])]
+        return [self._adopt(decoded[j]) for j in range(len(blobs))]
+
+    def decode(self, blobs: Sequence[bytes]) -> list[Any | None]:
+        """Each blob decoded, or None where DALI could not decode it (the caller decodes those on the CPU)."""
+        out: list[Any | None] = []
         for chunk in _chunks(blobs, self.max_batch):
-            try:
-                (decoded,) = self._pipe.run({"data": [np.frombuffer(b, dtype=np.uint8) for b in chunk]})
-            except Exception as exc:
-                raise InternalError(f"DALI could not decode a stored image: {_dali_message(exc)}",
-                                    code="DALI_DECODE") from exc
-            for j in range(len(chunk)):
-                out.append(self._torch.from_dlpack(decoded[j]) if self._gpu else np.array(decoded[j]))
+            out.extend(self._run(chunk))
+        return out
+
+    def __call__(self, blobs: Sequence[bytes]) -> list[Any]:
+        """Like :meth:`decode`; an image DALI cannot decode raises InternalError DALI_DECODE."""
+        out = self.decode(blobs)
+        if any(px is None for px in out):
+            raise InternalError(f"DALI could not decode stored image {out.index(None)} of the batch",
+                                code="DALI_DECODE")
         return out
 
     def close(self) -> None:

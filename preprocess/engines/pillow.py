@@ -10,7 +10,6 @@ caller's thread, for callers that run several batches at once (the :class:`Proce
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
@@ -20,6 +19,7 @@ from PIL import Image
 
 from preprocess import codecs, errors
 from preprocess.codecs import Candidate, Encoded
+from preprocess.cpus import cpu_lanes
 from preprocess.engines.base import Engine, Loaded, Prepared, SourceImage, Tiles, tile_boxes
 from preprocess.errors import InputError, input_error
 from preprocess.extractor.manifest import InputView
@@ -36,7 +36,7 @@ class PillowEngine(Engine):
         if device != "cpu":
             raise ValueError("the pillow engine runs on the CPU only")
         super().__init__(encode, view, device="cpu", max_batch=max_batch)
-        n = threads or os.cpu_count() or 1
+        n = threads or cpu_lanes()
         self._pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="pillow-engine") if n > 1 else None
 
     def _map(self, fn: Callable[..., Any], *items: Iterable[Any]) -> Iterator[Any]:

@@ -19,6 +19,7 @@ from PIL import Image
 from preprocess.errors import ConfigError, InputError
 from preprocess.images import decode_rgb, probe
 from preprocess.objects import is_object_url
+from preprocess.regions import Region, abs_difference, changed_region, heat
 from preprocess.serve.renditions import png
 from preprocess.sources import ObjectPath, read_source
 
@@ -26,17 +27,6 @@ MAX_SOURCE_BYTES = 256 * 2**20
 MAX_SOURCE_PIXELS = 200_000_000
 ZOOM_SIDE = 320  # px: a zoom crop is enlarged (nearest neighbour) to about this size
 DIFF_GAIN = 4.0  # the difference map shows |source - stored| x this (small changes become visible)
-
-
-@dataclass(frozen=True)
-class Region:
-    """A tile of the stored image (pixels) and the mean absolute difference inside it (0-255)."""
-
-    x: int
-    y: int
-    width: int
-    height: int
-    mean_abs_diff: float
 
 
 @dataclass(frozen=True)
@@ -105,44 +95,16 @@ def compare(source: bytes, stored: Image.Image, *, path: str = "") -> Comparison
     probe(source, max_pixels=MAX_SOURCE_PIXELS, path=path)
     src = decode_rgb(source, path=path)
     resized = src.resize(stored.size, Image.Resampling.LANCZOS) if src.size != stored.size else src
-    a = np.asarray(resized, dtype=np.int16)
-    b = np.asarray(stored.convert("RGB"), dtype=np.int16)
-    diff = np.abs(a - b).mean(axis=2, dtype=np.float32)
+    diff = abs_difference(np.asarray(resized), np.asarray(stored.convert("RGB")))
     region = changed_region(diff)
     scale = max(1, min(8, ZOOM_SIDE // max(region.width, region.height)))
-    box = (region.x, region.y, region.x + region.width, region.y + region.height)
-    heat = np.clip(255.0 - diff * DIFF_GAIN, 0, 255).astype(np.uint8)  # white: unchanged; dark: changed
+    box = region.box
 
     def zoom(img: Image.Image) -> bytes:
         crop = img.crop(box)
         return png(crop.resize((crop.width * scale, crop.height * scale), Image.Resampling.NEAREST))
 
     images = {"source": png(resized), "zoom-source": zoom(resized), "zoom-stored": zoom(stored),
-              "zoom-diff": zoom(Image.fromarray(heat, "L"))}
+              "zoom-diff": zoom(Image.fromarray(heat(diff, DIFF_GAIN), "L"))}
     return Comparison(size=stored.size, source_size=src.size, region=region, mean_abs_diff=float(diff.mean()),
                       scale=scale, images=images)
-
-
-def changed_region(diff: np.ndarray, tile: int | None = None) -> Region:
-    """The square tile (side ``tile``, by default a sixth of the shorter side, 16-128 px) with the
-    largest mean of ``diff`` [H, W], over tiles at half-tile steps covering the whole image."""
-    h, w = diff.shape
-    side = tile or int(np.clip(min(h, w) // 6, 16, 128))
-    side = max(1, min(side, h, w))
-    integral = np.zeros((h + 1, w + 1), dtype=np.float64)
-    integral[1:, 1:] = diff.astype(np.float64).cumsum(axis=0).cumsum(axis=1)
-    ys = _starts(h, side)
-    xs = _starts(w, side)
-    y0, x0 = np.meshgrid(ys, xs, indexing="ij")
-    sums = integral[y0 + side, x0 + side] - integral[y0, x0 + side] - integral[y0 + side, x0] + integral[y0, x0]
-    iy, ix = np.unravel_index(int(np.argmax(sums)), sums.shape)
-    return Region(x=int(xs[ix]), y=int(ys[iy]), width=side, height=side,
-                  mean_abs_diff=float(sums[iy, ix]) / (side * side))
-
-
-def _starts(length: int, side: int) -> np.ndarray:
-    step = max(1, side // 2)
-    starts = list(range(0, length - side + 1, step))
-    if starts[-1] != length - side:
-        starts.append(length - side)  # the last tile touches the far edge
-    return np.array(starts, dtype=np.int64)

@@ -1,7 +1,8 @@
 """The versioned dataset: zarr arrays in an icechunk repository (one commit per job).
 
 - :func:`open_repo` / :func:`open_storage`: where the dataset lives (a local path or ``s3://bucket/prefix``).
-- :class:`DatasetWriter`: chunk-aligned appends of :class:`ItemRow` / :class:`FailureRow`, one commit.
+- :class:`DatasetWriter`: chunk-aligned appends of :class:`ItemRow` / :class:`FailureRow`, one commit;
+  :func:`check_target`: what a new writer would refuse, checked before anything is created.
 - :func:`open_dataset` / :class:`Dataset`: read one branch, tag or snapshot (or id prefix).
 - :mod:`preprocess.store.refs`: resolve refs (``REF~N`` too); list, make and delete tags and branches;
   reset, gc.
@@ -24,8 +25,8 @@ from preprocess.store.schema import (
     ItemRow,
     item_key,
 )
-from preprocess.store.storage import StoreLock, local_path, lock_repo, open_repo, open_storage
-from preprocess.store.writer import DatasetWriter, WriterCounts, open_writer
+from preprocess.store.storage import StoreLock, local_path, lock_repo, open_repo, open_storage, probe_writable
+from preprocess.store.writer import DatasetWriter, WriterCounts, check_target, open_writer
 
 __all__ = [
     "CHUNK_ROWS",
@@ -40,6 +41,7 @@ __all__ = [
     "Ref",
     "StoreLock",
     "WriterCounts",
+    "check_target",
     "dataset_at",
     "item_key",
     "local_path",
@@ -48,5 +50,6 @@ __all__ = [
     "open_repo",
     "open_storage",
     "open_writer",
+    "probe_writable",
     "resolve_ref",
 ]

@@ -22,14 +22,13 @@ from typing import Any, Literal
 import icechunk as ic
 import numpy as np
 
+from preprocess.codecs import file_suffix
 from preprocess.errors import ConfigError, StorageError
 from preprocess.store import refs
 from preprocess.store.reader import Dataset
 from preprocess.store.schema import ITEM_COLUMNS
 
 Format = Literal["csv", "parquet"]
-_EXT = {"jpeg": "jpg", "jpg": "jpg", "png": "png", "tiff": "tif", "webp": "webp", "bmp": "bmp", "gif": "gif",
-        "jpeg2000": "jp2", "ppm": "ppm", "avif": "avif", "jxl": "jxl"}
 _HEX = re.compile(r"^[0-9a-f]{16,}$")
 _FP = re.compile(r"^[0-9A-Za-z]{1,64}$")
 
@@ -54,7 +53,7 @@ def file_name(source_sha256: str, fingerprint: str, fmt: str) -> str:
         sha = hashlib.sha256(source_sha256.encode("utf-8", "surrogatepass")).hexdigest()
     fp = fingerprint if _FP.match(fingerprint) else hashlib.sha256(
         fingerprint.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-    return f"{sha[:16]}-{fp}.{_EXT.get(fmt.lower(), 'bin')}"
+    return f"{sha[:16]}-{fp}{file_suffix(fmt)}"
 
 
 def _prepare(out_dir: Path) -> Path:

@@ -28,8 +28,8 @@ from typing import Any, Literal
 
 import icechunk as ic
 
-from preprocess.errors import ConfigError, ConflictError, StorageError, did_you_mean
-from preprocess.store.storage import LOCK_FILE, REFS_LOCK_FILE, local_root, lock_holder, lock_repo
+from preprocess.errors import ConfigError, ConflictError, did_you_mean
+from preprocess.store.storage import LOCK_FILE, REFS_LOCK_FILE, local_root, lock_holder, lock_repo, storage_error
 
 RefKind = Literal["branch", "tag", "snapshot"]
 
@@ -99,9 +99,7 @@ def _icechunk[T](action: str, call: Callable[[], T]) -> T:
     try:
         return call()
     except ic.IcechunkError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StorageError(f"cannot {action}: {first}", code="STORE_IO",
-                           hint="check the dataset's storage (path, permissions)") from exc
+        raise storage_error(exc, action) from exc
 
 
 def branches(repo: ic.Repository) -> set[str]:
@@ -120,7 +118,7 @@ def _exists(repo: ic.Repository, snapshot: str) -> bool:
     except ic.IcechunkError as exc:
         if "not found" in str(exc):
             return False
-        raise StorageError(f"cannot look up snapshot {snapshot}: {exc}", code="STORE_IO") from exc
+        raise storage_error(exc, f"look up snapshot {snapshot}") from exc
     return True
 
 
@@ -390,6 +388,5 @@ def _mutate[T](action: str, call: Callable[[], T]) -> T:
         raise ConfigError(f"cannot {action}: {str(exc).splitlines()[0]}", code="REF_EXISTS",
                           hint="icechunk never reuses a deleted tag's name; choose another") from exc
     except ic.IcechunkError as exc:
-        raise StorageError(f"cannot {action}: {str(exc).splitlines()[0]}", code="STORE_IO",
-                           hint="check the dataset's storage (path, permissions, free space)") from exc
+        raise storage_error(exc, action) from exc
 

@@ -19,15 +19,18 @@ Within one process a lock is shared (writers there are ordered by icechunk's own
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
 import os
+import shutil
 import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,7 +40,7 @@ from urllib.parse import unquote, urlparse
 
 import icechunk as ic
 
-from preprocess.errors import ConfigError, ConflictError, StorageError
+from preprocess.errors import ConfigError, ConflictError, PreprocessError, StorageError
 from preprocess.objects import is_object_url, parse_s3, s3_config
 
 LOCK_FILE = ".preprocess.lock"  # one writer at a time
@@ -131,29 +134,71 @@ def open_repo(location: str, *, create: bool) -> ic.Repository:
     if is_object_url(location):
         return _open_remote(location, create=create)
     path = local_path(location)
-    try:
+    with storage_errors("access", path):
         return _open_repo(path, create=create)
-    except OSError as exc:
-        if isinstance(exc, StorageError):
-            raise
-        raise StorageError(f"cannot access the dataset at {path}: {exc.strerror or exc}", code="STORE_IO",
-                           hint="check the path's permissions") from exc
+
+
+def check_location(location: str) -> bool:
+    """True when a dataset exists at ``location``, False when one can be created there; raises what
+    :func:`open_repo` would for a writer (STORE_URL, STORE_PATH, STORE_FOREIGN, STORE_IO), creating
+    nothing."""
+    if is_object_url(location):
+        url = parse_s3(location).url
+        storage = open_storage(location)
+        return bool(_call(url, "inspect", lambda: ic.Repository.exists(storage)))
+    path = local_path(location)
+    with storage_errors("access", path):
+        if _local_exists(path, ic.local_filesystem_storage(str(path)), create=True):
+            return True
+        _check_creatable(path)
+    return False
+
+
+def _local_exists(path: Path, storage: ic.Storage, *, create: bool) -> bool:
+    """Whether a repository is at ``path``; ConfigError STORE_FOREIGN when something else is (its hint
+    for a writer when ``create``, else for a reader)."""
+    if path.exists() and not path.is_dir():
+        raise _foreign(path, "is a file", create=create)
+    if path.is_dir():
+        if _is_repo(storage, path):
+            return True
+        if any(path.iterdir()):
+            raise _foreign(path, "is a non-empty directory", create=create)
+    return False
 
 
 def _open_repo(path: Path, *, create: bool) -> ic.Repository:
     storage = ic.local_filesystem_storage(str(path))
     log.debug("%s: icechunk's local storage is not safe for concurrent commits; preprocess's writer lock "
               "allows one writer at a time", path)
-    if path.exists() and not path.is_dir():
-        raise _foreign(path, "is a file", create=create)
-    if path.is_dir():
-        if _is_repo(storage, path):
-            return _call(path, "open", lambda: ic.Repository.open(storage))
-        if any(path.iterdir()):
-            raise _foreign(path, "is a non-empty directory", create=create)
+    if _local_exists(path, storage, create=create):
+        return _call(path, "open", lambda: ic.Repository.open(storage))
     if not create:
         raise ConfigError(f"no dataset at {path}", code="STORE_MISSING",
                           hint="check the path, or create the dataset by running a job into it")
+    _check_creatable(path)
+    existed = path.exists()  # an empty directory
+    try:
+        return _call(path, "create", lambda: ic.Repository.create(storage))
+    except StorageError:  # e.g. a full disk: leave no half-made repository (it would read as foreign)
+        _unmake(path, existed)
+        raise
+
+
+def _unmake(path: Path, existed: bool) -> None:
+    """Remove what a failed create made at ``path`` (it was absent, or an empty directory)."""
+    if not existed:
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    for child in path.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
+def _check_creatable(path: Path) -> None:
+    """ConfigError STORE_PATH unless a dataset can be created at ``path`` (absent or an empty directory)."""
     if not path.exists():
         parent = path.parent
         if not parent.is_dir():
@@ -165,7 +210,6 @@ def _open_repo(path: Path, *, create: bool) -> ic.Repository:
     elif not os.access(path, os.W_OK | os.X_OK):
         raise ConfigError(f"cannot create the dataset: {path} is not writable", code="STORE_PATH",
                           hint="choose a directory you can write to, or fix its permissions")
-    return _call(path, "create", lambda: ic.Repository.create(storage))
 
 
 def _is_repo(storage: ic.Storage, path: Path) -> bool:
@@ -184,12 +228,72 @@ def _call[T](path: Path | str, action: str, fn: Callable[[], T]) -> T:
     try:
         return fn()
     except ic.IcechunkError as exc:
-        remote = isinstance(path, str)
-        detail = str(exc).splitlines()[0][:300] if remote else str(exc)
-        raise StorageError(f"cannot {action} the dataset at {path}: {detail}", code="STORE_IO",
-                           hint="check the bucket, AWS_ENDPOINT_URL, region and credentials" if remote
-                           else "check the path's permissions and free space") from exc
+        raise storage_error(exc, action, path) from exc
 
+
+# -- what a failed storage call means (the ONE mapping) --------------------------------------------
+
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+_FULL_TEXT = ("no space left on device", "disk quota exceeded", "(os error 28)", "(os error 122)")
+
+
+def is_full(exc: BaseException) -> bool:
+    """Whether a failed write failed because the disk is full or a quota is exceeded (ENOSPC,
+    EDQUOT): from Python's OSError, or the OS error text inside an icechunk error."""
+    if isinstance(exc, OSError) and exc.errno in FULL_ERRNOS:
+        return True
+    text = str(exc).lower()
+    return any(t in text for t in _FULL_TEXT)
+
+
+def storage_error(exc: BaseException, action: str, where: Path | str | None = None) -> StorageError:
+    """THE mapping of a failed storage call (icechunk, zarr or the OS) to an error with a stable code:
+    STORE_FULL when the disk is full or a quota is exceeded, else STORE_IO. Every read and write of
+    a dataset's storage goes through it (:func:`storage_errors`; the refs' changes too); commits and
+    writers are never left half-done by it (the branch stays at its last commit). ``where``: the
+    dataset's location, when the caller knows it."""
+    remote = isinstance(where, str) and is_object_url(where)
+    what = f"{action} the dataset at {where}" if where is not None else action
+    if is_full(exc):
+        return StorageError(f"cannot {what}: no space left on the disk (or quota)", code="STORE_FULL",
+                            hint="free space on the disk holding the dataset, then rerun: nothing was committed "
+                                 "and the dataset is at its last commit (a rerun skips what is stored)")
+    if isinstance(exc, OSError) and not isinstance(exc, ic.IcechunkError):
+        detail = exc.strerror or str(exc)
+    else:
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    return StorageError(f"cannot {what}: {detail}", code="STORE_IO",
+                        hint="check the bucket, AWS_ENDPOINT_URL, region and credentials" if remote
+                        else "check the dataset's storage: path, permissions, free space")
+
+
+@contextmanager
+def storage_errors(action: str, where: Path | str | None = None) -> Iterator[None]:
+    """Map a failed storage call inside the block with :func:`storage_error` (our own errors pass)."""
+    try:
+        yield
+    except (PreprocessError, ic.ConflictError):  # a conflict is not a storage failure: the caller's
+        raise
+    except (ic.IcechunkError, OSError) as exc:
+        raise storage_error(exc, action, where) from exc
+
+
+def probe_writable(location: str, size: int = 1 << 20) -> None:
+    """Write (and fsync, and remove) ``size`` bytes inside a local dataset's directory: StorageError
+    STORE_FULL while its disk cannot take them. Object stores are not probed (they do not fill up)."""
+    if is_object_url(location):
+        return
+    probe = local_path(location) / f".preprocess.probe.{os.getpid()}"
+    with storage_errors("write", probe.parent):
+        try:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+            try:
+                os.write(fd, bytes(size))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        finally:
+            probe.unlink(missing_ok=True)
 
 
 # -- the writer lock (local stores) ----------------------------------------------------------------
@@ -218,8 +322,12 @@ class _Held:
             self.write()
 
     def write(self) -> None:
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, json.dumps(self.info).encode(), 0)
+        """Best effort: on a full disk the lock holds all the same, and the write that matters reports it."""
+        try:
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, json.dumps(self.info).encode(), 0)
+        except OSError:
+            pass
 
 
 _held: dict[Path, _Held] = {}
@@ -273,11 +381,8 @@ def lock_store(root: Path, *, wait: float = 0.0, purpose: str = "", name: str = 
             held.count += 1
             held.note(branch)
             return StoreLock(path)
-        try:
+        with storage_errors("lock", root):
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
-        except OSError as exc:
-            raise StorageError(f"cannot open the lock file {path}: {exc.strerror or exc}", code="STORE_IO",
-                               hint="check the dataset directory's permissions") from exc
         deadline = time.monotonic() + max(wait, 0.0)
         while True:
             try:
@@ -293,13 +398,18 @@ def lock_store(root: Path, *, wait: float = 0.0, purpose: str = "", name: str = 
                                         hint="a local dataset takes one writer at a time: wait for it to "
                                              "finish, or rerun with --wait SECONDS") from None
                 time.sleep(0.05)
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "purpose": purpose or " ".join(sys.argv[:2]),
-              "since": datetime.now(UTC).isoformat(timespec="seconds"), "branches": [branch] if branch else []}
-        holder_entry = _Held(fd, me)
+        holder_entry = _Held(fd, _holder_record(purpose, branch))
         holder_entry.write()
         holder_entry.count = 1
         _held[path] = holder_entry
         return StoreLock(path)
+
+
+def _holder_record(purpose: str, branch: str | None) -> dict[str, Any]:
+    """Who holds the lock, as its file says (what a second writer's STORE_LOCKED names, and which
+    branches a delete must leave alone)."""
+    return {"pid": os.getpid(), "host": socket.gethostname(), "purpose": purpose or " ".join(sys.argv[:2]),
+            "since": datetime.now(UTC).isoformat(timespec="seconds"), "branches": [branch] if branch else []}
 
 
 def lock_repo(repo: ic.Repository, *, wait: float = 0.0, purpose: str = "",
@@ -353,8 +463,7 @@ def lock_holder(root: Path, name: str = LOCK_FILE) -> Holder | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise StorageError(f"cannot open the lock file {path}: {exc.strerror or exc}", code="STORE_IO",
-                           hint="check the dataset directory's permissions") from exc
+        raise storage_error(exc, f"open the lock file {path}") from exc
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)

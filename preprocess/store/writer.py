@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -29,6 +30,7 @@ import icechunk as ic
 import numpy as np
 import zarr
 
+from preprocess import interrupts
 from preprocess.errors import ConfigError, ConflictError, InternalError, StorageError
 from preprocess.store import schema
 from preprocess.store.schema import (
@@ -44,7 +46,15 @@ from preprocess.store.schema import (
     ItemRow,
     quiet,
 )
-from preprocess.store.storage import REFS_LOCK_FILE, StoreLock, lock_repo, open_repo
+from preprocess.store.storage import (
+    REFS_LOCK_FILE,
+    StoreLock,
+    check_location,
+    local_root,
+    lock_repo,
+    open_repo,
+    storage_errors,
+)
 
 COMMIT_WAIT = 60.0  # seconds a commit waits for a tag/branch/reset (a moment) on a local store
 
@@ -177,8 +187,9 @@ def write_fork(fork: ic.ForkSession, start: int, rows: Sequence[ItemRow]) -> ic.
         if row.model not in embeddings:
             raise InternalError(f"no embedding array for model {row.model!r} in the fork", code="STORE_REGION")
         checked.append(dataclasses.replace(row, embedding=emb))
-    write_columns(schema.arrays(items), ITEM_COLUMNS, start, checked, resize=False)
-    write_embeddings(embeddings, start, checked, resize=False)
+    with storage_errors("write rows into a fork of the dataset"):
+        write_columns(schema.arrays(items), ITEM_COLUMNS, start, checked, resize=False)
+        write_embeddings(embeddings, start, checked, resize=False)
     return fork
 
 
@@ -193,18 +204,15 @@ class DatasetWriter:
         self._branch = branch
         self._closed = False
         self._lock: StoreLock | None = None
-        if branch not in repo.list_branches():
-            raise ConfigError(f"branch {branch!r} does not exist in this dataset", code="BRANCH_MISSING",
-                              hint="create it first (e.g. from main) with the branch command")
+        root = local_root(repo)
+        self._where = str(root) if root is not None else "its object store"
+        check_branch(repo, branch)
         self._keys: set[str] = set()
         self._failure_keys: set[tuple[str, str, str]] = set()
         self._lock = lock_repo(repo, wait=wait, purpose=f"writer on branch {branch}", branch=branch)
         try:
-            self._open_session(reload=True)
-        except ic.IcechunkError as exc:
-            self._unlock()
-            raise StorageError(f"cannot open branch {branch!r} for writing: {exc}", code="STORE_IO",
-                               hint="check the dataset's storage (permissions, free space)") from exc
+            with storage_errors(f"open branch {branch!r} of", self._where):
+                self._open_session(reload=True)
         except BaseException:
             self._unlock()
             raise
@@ -324,11 +332,24 @@ class DatasetWriter:
         self._write(final=False)
 
     def _write(self, *, final: bool) -> None:
-        for start, block in self._items.take(final=final):
-            self._items.write(start, block)
-            write_embeddings(self._emb, start, block, resize=True)
-        for start, fblock in self._failures.take(final=final):
-            self._failures.write(start, fblock)
+        with self._failing("write"):
+            for start, block in self._items.take(final=final):
+                self._items.write(start, block)
+                write_embeddings(self._emb, start, block, resize=True)
+            for start, fblock in self._failures.take(final=final):
+                self._failures.write(start, fblock)
+
+    @contextmanager
+    def _failing(self, action: str) -> Iterator[None]:
+        """Storage calls whose failure (:func:`~preprocess.store.storage.storage_error`: STORE_FULL,
+        STORE_IO) ends the writer: what was added and not committed is discarded (the branch stays
+        at its last commit), and the lock is released."""
+        try:
+            with storage_errors(action, self._where):
+                yield
+        except StorageError:
+            self.close()
+            raise
 
     # -- rows written elsewhere (forked sessions) --------------------------------------------------
 
@@ -353,21 +374,23 @@ class DatasetWriter:
                               code="EMBEDDING_DIM",
                               hint="a model whose output changed needs a new model name (and version)")
         stop = start + count
-        with quiet():
+        with quiet(), self._failing("write"):
             for arr in self._items.arrays.values():
                 arr.resize((stop,))
             for emb in self._emb.values():
                 emb.resize((stop, emb.shape[1]))
+            fork = self._session.fork()
         self._items.stored = stop
         self._items.added += count
-        return start, self._session.fork()
+        return start, fork
 
     def merge_forks(self, forks: Sequence[ic.ForkSession]) -> None:
         """Merge the forks' writes into this writer's session (their rows' keys should have been
         :meth:`claim`-ed, so the writer knows them)."""
         self._check_open()
         if forks:
-            self._session.merge(*forks)
+            with self._failing("write"):
+                self._session.merge(*forks)
 
     # -- committing ------------------------------------------------------------------------------
 
@@ -392,23 +415,21 @@ class DatasetWriter:
         refs_lock = lock_repo(self._repo, wait=COMMIT_WAIT, purpose=f"commit to {self._branch}",
                               name=REFS_LOCK_FILE)
         try:
-            with quiet():
+            with interrupts.held(), quiet(), self._failing(f"commit to branch {self._branch!r} of"):
                 snapshot = self._session.commit(message, metadata=meta, allow_empty=allow_empty)
+                interrupts.committed(str(snapshot))
         except ic.ConflictError as exc:  # also RebaseFailedError
             self.close()
             raise ConflictError(f"branch {self._branch!r} changed while this job was writing; nothing was "
                                 f"committed ({exc})", code="COMMIT_CONFLICT") from exc
-        except ic.IcechunkError as exc:
-            self.close()
-            raise StorageError(f"commit to branch {self._branch!r} failed: {exc}", code="STORE_IO",
-                               hint="check the dataset's storage (space, permissions) and rerun") from exc
         finally:
             if refs_lock is not None:
                 refs_lock.release()
         self._items.added = self._failures.added = 0
-        self._open_session(reload=False)
-        if self._session.snapshot_id != snapshot:  # someone committed right after us: re-read the branch
-            self._open_session(reload=True)
+        with self._failing(f"reopen branch {self._branch!r} of"):  # for the next rows (the commit is made)
+            self._open_session(reload=False)
+            if self._session.snapshot_id != snapshot:  # someone committed right after us: re-read the branch
+                self._open_session(reload=True)
         return str(snapshot)
 
     def close(self) -> None:
@@ -450,7 +471,33 @@ class DatasetWriter:
                 f"uncommitted={c.items_added + c.failures_added})")
 
 
-def open_writer(location: str, branch: str = "main", *, create: bool = False, wait: float = 0.0) -> DatasetWriter:
-    """A writer on ``branch`` of the dataset at ``location`` (created when ``create`` and missing);
-    ``wait``: seconds to wait for another process's writer on the same local store."""
+NEW_BRANCH = "main"  # the only branch of a new dataset
+
+
+def check_branch(repo: ic.Repository, branch: str) -> None:
+    """ConfigError BRANCH_MISSING unless ``branch`` is a branch of ``repo``."""
+    if branch not in repo.list_branches():
+        raise ConfigError(f"branch {branch!r} does not exist in this dataset", code="BRANCH_MISSING",
+                          hint="create it first (e.g. from main) with the branch command")
+
+
+def check_target(location: str, branch: str = NEW_BRANCH) -> None:
+    """Everything :func:`open_writer` with ``create`` would refuse, checked before anything is created
+    or locked: the location (see :func:`~preprocess.store.storage.check_location`) and the branch (a
+    new dataset has only ``main``: BRANCH_MISSING)."""
+    if check_location(location):
+        check_branch(open_repo(location, create=False), branch)
+    elif branch != NEW_BRANCH:
+        raise ConfigError(f"branch {branch!r} does not exist: {location} is a new dataset, whose only branch "
+                          f"is {NEW_BRANCH!r}", code="BRANCH_MISSING",
+                          hint=f"run into {NEW_BRANCH} first (without --branch), then create the branch with "
+                               "`preprocess branch`")
+
+
+def open_writer(location: str, branch: str = NEW_BRANCH, *, create: bool = False, wait: float = 0.0) -> DatasetWriter:
+    """A writer on ``branch`` of the dataset at ``location`` (created when ``create`` and missing,
+    after :func:`check_target`: a refused target creates nothing); ``wait``: seconds to wait for
+    another process's writer on the same local store."""
+    if create:
+        check_target(location, branch)
     return DatasetWriter(open_repo(location, create=create), branch, wait=wait)

@@ -1,30 +1,38 @@
-"""The measurement: every sample image at every (size, quality), judged by every model.
+"""The measurement: every sample image at every (coding, size, quality), judged by every model.
+
+A *coding* is one way of storing: a format's ``[encode]`` section and one of its variants (encoder,
+chroma subsampling). ``--formats`` picks the formats; each takes its defaults from
+:data:`preprocess.codecs.FORMATS`, except the spec's own format, which keeps the spec's ``[encode]``.
 
 For each batch of sources: read and probe once; per size, decode + resize once (``Engine.load``);
-per quality, encode every image, then view and embed all candidates of the batch in one model
-call per model (and cut them into tiles for the tile view). The source's reference embedding
-(the whole image as the model sees it) does not depend on the size: it is computed once per
-source and model. Tile references (the uncompressed resized image's tiles) once per size.
+per quality, encode every image in every coding, finish the bytes as they would be stored
+(``Engine.finish``: progressive JPEG losslessly scan-optimized by mozjpeg), then view and embed all
+candidates of the batch, every coding together, in one model call per model (and cut them into
+tiles for the tile view). The source's reference embedding (the whole image as the model sees it)
+does not depend on the size or the coding: it is computed once per source and model. Tile
+references (the uncompressed resized image's tiles) once per size.
 
-Recorded per (size, quality, image): stored bytes, stored width/height, and per model the
-similarity to the source (whole view) and, for the tile view, the worst / 10th-percentile / mean
-tile similarity and which tile was worst. Per (size, quality) and model: neighbour agreement
-(do an image's nearest neighbours among the sample's source embeddings stay the same when every
-image is replaced by its stored copy?).
+Recorded per (coding, size, quality, image): stored bytes (and the encoder's bytes before
+``Engine.finish``), and per model the similarity to the source (whole view) and, for the tile
+view, the worst / 10th-percentile / mean tile similarity and which tile was worst. Per (size,
+image): the stored width/height. Per (coding, size, quality) and model: neighbour agreement (do an
+image's nearest neighbours among the sample's source embeddings stay the same when every image is
+replaced by its stored copy?).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from preprocess.codecs import Candidate
+from preprocess.codecs import FORMATS, Candidate, Encoded, Variant
 from preprocess.engines import make_engine, resolve, tile_boxes
-from preprocess.engines.base import Engine, Prepared, SourceImage
+from preprocess.engines.base import Engine, Loaded, Prepared, SourceImage
 from preprocess.errors import ConfigError, InputError
 from preprocess.extractor.build import BuiltModel, build
 from preprocess.extractor.manifest import InputView, Manifest, find_manifest
@@ -33,16 +41,17 @@ from preprocess.gate import combine_tiles, tile_embeddings, tile_similarities
 from preprocess.images import SourceInfo, probe
 from preprocess.progress import Progress, SilentProgress
 from preprocess.sources import batched, list_sources, read_source
-from preprocess.spec import Resize, Spec, default_spec_path, load_spec
+from preprocess.spec import Encode, Resize, Spec, default_spec_path, load_spec
+from preprocess.timing import Laps, Timings
 
 TILE_STATS = ("min", "p10", "mean")
 _TILES_PER_CALL = 512  # bound the tiles held in one model-view batch (a 2560 px image has 96)
-# Where the image axis is in each kind of per-batch array (see _Batch); 2 for the others.
-_IMAGE_AXIS = {"ref": 0, "stored": 2, "tiles": 3, "dims": 1}
+# Where the image axis is in each kind of per-batch array (see _Batch); 3 for the others.
+_IMAGE_AXIS = {"ref": 0, "stored": 3, "tiles": 4, "dims": 1}
 
 
 def _image_axis(key: str) -> int:
-    return _IMAGE_AXIS.get(key.partition(":")[0], 2)
+    return _IMAGE_AXIS.get(key.partition(":")[0], 3)
 
 
 @dataclass(frozen=True)
@@ -53,11 +62,58 @@ class SweepOptions:
     compare: Sequence[str] = ()  # other models (names or manifest paths), judged on the same candidates
     sizes: Sequence[int] = (2560, 1920, 1280, 960, 640)
     qualities: Sequence[int] = tuple(range(10, 96, 5))
+    formats: Sequence[str] = ()  # stored formats to compare (default: the spec's [encode] format only)
     tiles: bool = True  # measure the tile view with the spec's gate model
     compare_tiles: bool = False  # ... and with the compared models (slower: one embedding per tile)
     engine: str = "auto"
     device: str = "auto"
     neighbours: int = 5
+
+
+@dataclass(frozen=True)
+class Coding:
+    """One way of storing that the sweep measures: a format's ``[encode]`` section (the spec's own when
+    it is that format, else the format's defaults) and one of its variants (encoder, chroma)."""
+
+    encode: Encode
+    variant: Variant
+
+    @property
+    def format(self) -> str:
+        return self.variant.format
+
+    @property
+    def label(self) -> str:
+        """e.g. ``jpeg jpegli 4:2:0``, ``jxl libjxl``."""
+        return f"{self.format} {self.variant.label}"
+
+
+def codings(spec: Spec, formats: Sequence[str]) -> list[Coding]:
+    """The codings of ``formats`` (in that order; default: the spec's format), raising ConfigError for
+    a name that is not a stored format."""
+    names = list(dict.fromkeys(f.strip().lower() for f in formats if f.strip())) or [spec.encode.format]
+    unknown = [f for f in names if f not in FORMATS]
+    if unknown:
+        raise ConfigError(f"--formats: not a stored format: {', '.join(map(repr, unknown))}", code="TUNE_FORMAT",
+                          hint=f"choose among {','.join(FORMATS)}, e.g. --formats jpeg,avif")
+    out: list[Coding] = []
+    for name in names:
+        enc = spec.encode if spec.encode.format == name else Encode.model_validate({"format": name})
+        out += [Coding(enc, v) for v in enc.variants()]
+    return out
+
+
+@contextmanager
+def encoding(engine: Engine, encode: Encode) -> Iterator[Engine]:
+    """``engine`` encoding and finishing with ``encode``'s options (effort, progressive) for the block:
+    :meth:`Engine.encode` and :meth:`Engine.finish` take them from ``engine.encoding``, and the sweep
+    encodes several formats with one engine (whose prepared pixels are its own)."""
+    saved = engine.encoding
+    engine.encoding = encode
+    try:
+        yield engine
+    finally:
+        engine.encoding = saved
 
 
 @dataclass
@@ -66,6 +122,7 @@ class SampleImage:
     source_bytes: int
     width: int  # oriented source size
     height: int
+    location: Path | None = field(default=None, repr=False, compare=False)  # to read it again (an s3:// ObjectPath too)
 
 
 @dataclass
@@ -77,7 +134,7 @@ class Skipped:
 
 @dataclass
 class ModelSweep:
-    """One model's verdicts; arrays are indexed [size, quality, image]."""
+    """One model's verdicts; arrays are indexed [coding, size, quality, image]."""
 
     name: str
     ref: str  # how a spec names it: the bundled name, or the manifest's absolute path
@@ -86,8 +143,8 @@ class ModelSweep:
     whole: np.ndarray  # similarity of the stored image's whole view to the source's
     tiles: dict[str, np.ndarray] | None  # TILE_STATS -> combined tile similarity
     worst_tile: np.ndarray | None  # index of the worst tile (into tile_boxes of the stored size)
-    top1: np.ndarray  # [size, quality] neighbour agreement: same nearest neighbour
-    topk: np.ndarray  # [size, quality] mean overlap of the k nearest neighbours
+    top1: np.ndarray  # [coding, size, quality] neighbour agreement: same nearest neighbour
+    topk: np.ndarray  # [coding, size, quality] mean overlap of the k nearest neighbours
     k: int
 
     def gauges(self) -> list[str]:
@@ -107,9 +164,11 @@ class Sweep:
     spec_path: str
     sizes: list[int]
     qualities: list[int]
+    codings: list[Coding]
     images: list[SampleImage]
     skipped: list[Skipped]
-    bytes: np.ndarray  # [size, quality, image] stored bytes
+    bytes: np.ndarray  # [coding, size, quality, image] bytes as stored (after Engine.finish)
+    encoded_bytes: np.ndarray  # [coding, size, quality, image] the encoder's bytes (before Engine.finish)
     dims: np.ndarray  # [size, image, 2] stored (width, height)
     models: list[ModelSweep]  # the spec's gate model first
     engine: str
@@ -123,6 +182,15 @@ class Sweep:
     @property
     def source_bytes(self) -> int:
         return sum(im.source_bytes for im in self.images)
+
+    @property
+    def formats(self) -> list[str]:
+        """The swept formats, in the order asked (the first is the one ``recommended.toml`` stores)."""
+        return list(dict.fromkeys(c.format for c in self.codings))
+
+    def of_format(self, fmt: str) -> list[int]:
+        """Indices of ``fmt``'s codings (its [encode] section's variants, the primary first)."""
+        return [i for i, c in enumerate(self.codings) if c.format == fmt]
 
     def pixels(self) -> np.ndarray:
         """[size, image] stored pixel count."""
@@ -193,7 +261,7 @@ def _read(paths: Sequence[Path], spec: Spec, skipped: list[Skipped]) -> list[tup
         except InputError as exc:
             skipped.append(Skipped(str(p), exc.code, exc.message))
             continue
-        good.append((f.data, info, SampleImage(f.path, len(f.data), info.width, info.height)))
+        good.append((f.data, info, SampleImage(f.path, len(f.data), info.width, info.height, p)))
     return good
 
 
@@ -211,55 +279,56 @@ def _neighbours(ref: np.ndarray, stored: np.ndarray, k: int) -> tuple[float, flo
     return top1, float(np.mean(overlap))
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.timings: dict[str, float] = {}
-        self.t = time.perf_counter()
-
-    def __call__(self, stage: str) -> None:
-        now = time.perf_counter()
-        self.timings[stage] = self.timings.get(stage, 0.0) + now - self.t
-        self.t = now
-
-
 @dataclass
 class _Batch:
-    """One batch's measurements, indexed [size, quality, image-in-batch] (NaN until measured)."""
+    """One batch's measurements, indexed [coding, size, quality, image-in-batch] (NaN until measured)."""
 
     read: list[tuple[bytes, SourceInfo, SampleImage]]
     models: list[_Model]
+    codings: list[Coding]
     n_sizes: int
     n_qualities: int
     alive: list[int] = field(default_factory=list)  # images every size so far could decode
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        n, s, q = len(self.read), self.n_sizes, self.n_qualities
+        n, c, s, q = len(self.read), len(self.codings), self.n_sizes, self.n_qualities
         self.alive = list(range(n))
-        self.arrays = {"bytes": np.zeros((s, q, n), dtype=np.int64), "dims": np.zeros((s, n, 2), dtype=np.int64)}
+        self.arrays = {"bytes": np.zeros((c, s, q, n), dtype=np.int64),
+                       "encoded": np.zeros((c, s, q, n), dtype=np.int64),
+                       "dims": np.zeros((s, n, 2), dtype=np.int64)}
         for m in self.models:
             name, dim = m.manifest.name, m.manifest.output.dim
-            self.arrays[f"whole:{name}"] = np.full((s, q, n), np.nan, dtype=np.float32)
+            self.arrays[f"whole:{name}"] = np.full((c, s, q, n), np.nan, dtype=np.float32)
             self.arrays[f"ref:{name}"] = np.zeros((n, dim), dtype=np.float32)
-            self.arrays[f"stored:{name}"] = np.zeros((s, q, n, dim), dtype=np.float32)
+            self.arrays[f"stored:{name}"] = np.zeros((c, s, q, n, dim), dtype=np.float32)
             if m.tiles:
-                self.arrays[f"tiles:{name}"] = np.full((len(TILE_STATS), s, q, n), np.nan, dtype=np.float32)
-                self.arrays[f"worst:{name}"] = np.zeros((s, q, n), dtype=np.int32)
+                self.arrays[f"tiles:{name}"] = np.full((len(TILE_STATS), c, s, q, n), np.nan, dtype=np.float32)
+                self.arrays[f"worst:{name}"] = np.zeros((c, s, q, n), dtype=np.int32)
 
     def kept(self) -> dict[str, np.ndarray]:
         """Every array restricted to the images that survived every size."""
         return {key: np.take(a, self.alive, axis=_image_axis(key)) for key, a in self.arrays.items()}
 
 
-def _measure_size(b: _Batch, si: int, resize: Resize, qualities: Sequence[int], skipped: list[Skipped],
-                  clock: _Clock, progress: Progress) -> None:
+@dataclass
+class _Size:
+    """One size of one batch: where to write (``si``, the batch's image ids) and what was prepared."""
+
+    si: int
+    ids: list[int]  # batch image indices of ``prepared``
+    prepared: list[Prepared]  # by the first model's engine (the one that encodes)
+    tile_refs: dict[str, list[np.ndarray]]  # model -> per image, its uncompressed tiles' embeddings
+
+
+def _load_size(b: _Batch, si: int, resize: Resize, skipped: list[Skipped]) -> tuple[_Size, dict[Engine, Loaded]]:
+    """Decode + resize the batch's live images once per engine; record failures as skipped."""
     srcs = [SourceImage(img.path, data, "", info, resize.target(info.width, info.height))
             for data, info, img in (b.read[i] for i in b.alive)]
-    loads = {}
+    loads: dict[Engine, Loaded] = {}
     for m in b.models:
         if m.engine not in loads:
             loads[m.engine] = m.engine.load(srcs)
-    clock("decode_resize")
     bad: set[int] = set()
     for ld in loads.values():
         for idx, exc in ld.failures:
@@ -267,57 +336,128 @@ def _measure_size(b: _Batch, si: int, resize: Resize, qualities: Sequence[int], 
             if all(s.path != srcs[idx].path for s in skipped):
                 skipped.append(Skipped(srcs[idx].path, exc.code, exc.message))
     keep = [k for k in range(len(srcs)) if k not in bad]
-    ids = [b.alive[k] for k in keep]
+    by_index = {p.index: p for p in loads[b.models[0].engine].prepared}
+    size = _Size(si, [b.alive[k] for k in keep], [by_index[k] for k in keep], {})
+    return size, loads
 
-    def mine(m: _Model) -> list[Prepared]:
-        by_index = {p.index: p for p in loads[m.engine].prepared}
-        return [by_index[k] for k in keep]
 
-    prepared = mine(b.models[0])
-    b.arrays["dims"][si, ids] = [(p.width, p.height) for p in prepared]
-    tile_refs: dict[str, list[np.ndarray]] = {}
+def _references(b: _Batch, size: _Size, loads: dict[Engine, Loaded]) -> None:
+    """The sources' whole-image embeddings (once, at the first size) and their tiles' (every size)."""
+    keep = {p.index for p in size.prepared}
+    for m in b.models:
+        name, ld = m.manifest.name, loads[m.engine]
+        if size.si == 0:  # the source's model view does not depend on the size: embedded once
+            rows = [j for j, p in enumerate(ld.prepared) if p.index in keep]
+            b.arrays[f"ref:{name}"][size.ids] = m.extractor.embed(ld.source_view)[rows]
+        if m.tiles:
+            own = [p for p in ld.prepared if p.index in keep]
+            size.tile_refs[name] = [e for g in _tile_chunks(own, m.manifest.input)
+                                    for e in tile_embeddings(m.engine, m.extractor, [own[j] for j in g])]
+
+
+def _encode(b: _Batch, size: _Size, qi: int, quality: int, clock: Laps) -> list[Encoded]:
+    """Every image in every coding at ``quality``, coding after coding; records the stored bytes (after
+    :meth:`Engine.finish`) and the encoder's. The candidates keep the encoder's bytes (the same pixels)."""
+    engine, n = b.models[0].engine, len(size.prepared)
+    out: list[Encoded] = []
+    for fmt in dict.fromkeys(c.format for c in b.codings):
+        mine = [ci for ci, c in enumerate(b.codings) if c.format == fmt]
+        images = size.prepared * len(mine)
+        with encoding(engine, b.codings[mine[0]].encode):
+            blobs = engine.encode(images, [Candidate(b.codings[ci].variant, quality) for ci in mine for _ in range(n)])
+            clock(f"encode:{fmt}")
+            stored = engine.finish(images, blobs)
+            clock("finish")
+        for k, ci in enumerate(mine):
+            part = slice(k * n, (k + 1) * n)
+            b.arrays["encoded"][ci, size.si, qi, size.ids] = [len(x.data) for x in blobs[part]]
+            b.arrays["bytes"][ci, size.si, qi, size.ids] = [len(x) for x in stored[part]]
+        out += blobs
+    return out
+
+
+def _judge(b: _Batch, size: _Size, qi: int, blobs: list[Encoded], clock: Laps) -> None:
+    """Every model's verdict on ``blobs`` (coding-major: coding ``ci``'s image ``j`` at ``ci * n + j``)."""
+    n, si, ids = len(size.prepared), size.si, size.ids
+    views: dict[int, object] = {}
     for m in b.models:
         name = m.manifest.name
-        if si == 0:  # the source's model view does not depend on the size: embedded once
-            rows = [j for j, p in enumerate(loads[m.engine].prepared) if p.index not in bad]
-            b.arrays[f"ref:{name}"][ids] = m.extractor.embed(loads[m.engine].source_view)[rows]
-        if m.tiles:
-            own = mine(m)
-            tile_refs[name] = [e for g in _tile_chunks(own, m.manifest.input)
-                               for e in tile_embeddings(m.engine, m.extractor, [own[j] for j in g])]
-    clock("reference")
-    for qi, q in enumerate(qualities):
-        primary = b.models[0].engine.encoding.variants()[0]
-        blobs = b.models[0].engine.encode(prepared, [Candidate(primary, q)] * len(prepared))
-        b.arrays["bytes"][si, qi, ids] = [len(x.data) for x in blobs]
-        clock("encode")
-        views: dict[int, object] = {}
-        for m in b.models:
-            name = m.manifest.name
-            if id(m.engine) not in views:
-                views[id(m.engine)] = m.engine.view(blobs)
-                clock("view")
-            emb = m.extractor.embed(views[id(m.engine)])
-            b.arrays[f"stored:{name}"][si, qi, ids] = emb
-            b.arrays[f"whole:{name}"][si, qi, ids] = cosine(emb, b.arrays[f"ref:{name}"][ids])
-            clock("infer")
-            if m.tiles:
-                for g in _tile_chunks(prepared, m.manifest.input):
-                    sims = tile_similarities(m.engine, m.extractor, [blobs[j] for j in g],
-                                             [tile_refs[name][j] for j in g])
-                    for j, ts in zip(g, sims, strict=True):
-                        for c, stat in enumerate(TILE_STATS):
-                            b.arrays[f"tiles:{name}"][c, si, qi, ids[j]] = combine_tiles(ts, stat)
-                        b.arrays[f"worst:{name}"][si, qi, ids[j]] = int(np.argmin(ts))
-                clock("tiles")
-        progress.advance(1)
-    b.alive = ids
+        if id(m.engine) not in views:
+            views[id(m.engine)] = m.engine.view(blobs)
+            clock("view")
+        emb = m.extractor.embed(views[id(m.engine)]).reshape(len(b.codings), n, -1)
+        ref = b.arrays[f"ref:{name}"][ids]
+        for ci in range(len(b.codings)):
+            b.arrays[f"stored:{name}"][ci, si, qi, ids] = emb[ci]
+            b.arrays[f"whole:{name}"][ci, si, qi, ids] = cosine(emb[ci], ref)
+        clock("infer")
+        if not m.tiles:
+            continue
+        for ci in range(len(b.codings)):
+            for g in _tile_chunks(size.prepared, m.manifest.input):
+                sims = tile_similarities(m.engine, m.extractor, [blobs[ci * n + j] for j in g],
+                                         [size.tile_refs[name][j] for j in g])
+                for j, ts in zip(g, sims, strict=True):
+                    for c, stat in enumerate(TILE_STATS):
+                        b.arrays[f"tiles:{name}"][c, ci, si, qi, ids[j]] = combine_tiles(ts, stat)
+                    b.arrays[f"worst:{name}"][ci, si, qi, ids[j]] = int(np.argmin(ts))
+        clock("tiles")
 
 
-def run_sweep(opts: SweepOptions, progress: Progress | None = None) -> Sweep:
-    """Measure the whole grid; raise ConfigError before any decode for a bad spec, grid or empty sample."""
-    progress = progress or SilentProgress()
-    t_start = time.perf_counter()
+@dataclass
+class _Run:
+    """What every batch and size of one sweep shares."""
+
+    spec: Spec
+    sizes: list[int]
+    qualities: list[int]
+    codings: list[Coding]
+    models: list[_Model]
+    progress: Progress
+    skipped: list[Skipped] = field(default_factory=list)
+    timings: Timings = field(default_factory=Timings)
+    clock: Laps = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.clock = Laps(self.timings)
+
+
+def _measure_size(run: _Run, b: _Batch, si: int, resize: Resize) -> None:
+    size, loads = _load_size(b, si, resize, run.skipped)
+    run.clock("decode_resize")
+    b.arrays["dims"][si, size.ids] = [(p.width, p.height) for p in size.prepared]
+    _references(b, size, loads)
+    run.clock("reference")
+    for qi, q in enumerate(run.qualities):
+        if size.prepared:
+            _judge(b, size, qi, _encode(b, size, qi, q, run.clock), run.clock)
+        run.progress.advance(1)
+    b.alive = size.ids
+
+
+def _model_sweeps(models: Sequence[_Model], full: dict[str, np.ndarray], shape: tuple[int, int, int],
+                  neighbours: int) -> list[ModelSweep]:
+    """Per model, its arrays and its neighbour agreement per (coding, size, quality)."""
+    n_img = full["dims"].shape[1]
+    # k below n-1, else every other image is a neighbour and top-k agreement is trivially 1
+    k = max(1, min(neighbours, n_img - 2))
+    out = []
+    for m in models:
+        name = m.manifest.name
+        top1, topk = np.full(shape, np.nan), np.full(shape, np.nan)
+        if n_img >= 2:
+            for idx in np.ndindex(*shape):
+                top1[idx], topk[idx] = _neighbours(full[f"ref:{name}"], full[f"stored:{name}"][idx], k)
+        tiles = full.get(f"tiles:{name}")
+        out.append(ModelSweep(
+            name=name, ref=m.ref, dim=m.manifest.output.dim, weights_sha256=m.manifest.weights_sha256(),
+            whole=full[f"whole:{name}"],
+            tiles={s: tiles[c] for c, s in enumerate(TILE_STATS)} if tiles is not None else None,
+            worst_tile=full.get(f"worst:{name}"), top1=top1, topk=topk, k=k))
+    return out
+
+
+def _spec(opts: SweepOptions) -> tuple[Spec, str]:
     spec_path = opts.spec_path or str(default_spec_path())
     spec = load_spec(spec_path)
     if opts.gate_model:
@@ -325,57 +465,53 @@ def run_sweep(opts: SweepOptions, progress: Progress | None = None) -> Sweep:
     if spec.resize.mode not in ("long-side", "short-side"):
         raise ConfigError(f"tune sweeps resize.size, but the spec's resize.mode is {spec.resize.mode!r}",
                           code="TUNE_RESIZE", path=spec_path, hint='use resize.mode = "long-side" or "short-side"')
+    return spec, spec_path
+
+
+def _measure(run: _Run, paths: Sequence[Path]) -> tuple[list[SampleImage], dict[str, list[np.ndarray]]]:
+    """Every batch at every size; the images that survived and their arrays (one part per batch)."""
+    images: list[SampleImage] = []
+    parts: dict[str, list[np.ndarray]] = {}
+    run.progress.start(-(-len(paths) // run.spec.batch.size) * len(run.sizes) * len(run.qualities))
+    try:
+        for paths_batch in batched(paths, run.spec.batch.size):
+            b = _Batch(_read(paths_batch, run.spec, run.skipped), run.models, run.codings, len(run.sizes),
+                       len(run.qualities))
+            run.clock("read")
+            for si, size in enumerate(run.sizes):
+                _measure_size(run, b, si, run.spec.resize.model_copy(update={"size": size}))
+            images.extend(b.read[i][2] for i in b.alive)
+            for key, a in b.kept().items():
+                parts.setdefault(key, []).append(a)
+    finally:
+        run.progress.finish()
+        for eng in {id(m.engine): m.engine for m in run.models}.values():
+            eng.close()
+    return images, parts
+
+
+def run_sweep(opts: SweepOptions, progress: Progress | None = None) -> Sweep:
+    """Measure the whole grid; raise ConfigError before any decode for a bad spec, grid or empty sample."""
+    t_start = time.perf_counter()
+    spec, spec_path = _spec(opts)
     sizes, qualities = check_grid(opts.sizes, opts.qualities)
+    coding_list = codings(spec, opts.formats)
     engine_name, device = resolve(opts.engine, opts.device)
     paths = list_sources(opts.sources)
     if not paths:
         raise ConfigError("the sample is empty: no image files found", code="SAMPLE_EMPTY",
                           path=", ".join(opts.sources), hint="pass folders holding .jpg/.png/... images")
-    models = _models(spec, opts, engine_name, device)
-    batches = list(batched(paths, spec.batch.size))
-    progress.start(len(batches) * len(sizes) * len(qualities))
-    skipped: list[Skipped] = []
-    images: list[SampleImage] = []
-    parts: dict[str, list[np.ndarray]] = {}
-    clock = _Clock()
-    try:
-        for paths_batch in batches:
-            b = _Batch(_read(paths_batch, spec, skipped), models, len(sizes), len(qualities))
-            clock("read")
-            for si, size in enumerate(sizes):
-                _measure_size(b, si, spec.resize.model_copy(update={"size": size}), qualities, skipped, clock,
-                              progress)
-            images.extend(b.read[i][2] for i in b.alive)
-            for key, a in b.kept().items():
-                parts.setdefault(key, []).append(a)
-    finally:
-        progress.finish()
-        for eng in {id(m.engine): m.engine for m in models}.values():
-            eng.close()
+    run = _Run(spec, sizes, qualities, coding_list, _models(spec, opts, engine_name, device),
+               progress or SilentProgress())
+    images, parts = _measure(run, paths)
     if not images:
-        first = skipped[0] if skipped else None
+        first = run.skipped[0] if run.skipped else None
         raise ConfigError(f"none of the {len(paths)} sample files could be read"
                           + (f" (e.g. {first.path}: [{first.code}] {first.message})" if first else ""),
                           code="SAMPLE_EMPTY", hint="pass a folder of readable images")
     full = {key: np.concatenate(a, axis=_image_axis(key)) for key, a in parts.items()}
-    n_s, n_q, n_img = len(sizes), len(qualities), len(images)
-    # k below n-1, else every other image is a neighbour and top-k agreement is trivially 1
-    k = max(1, min(opts.neighbours, n_img - 2))
-    out_models = []
-    for m in models:
-        name = m.manifest.name
-        top1 = np.full((n_s, n_q), np.nan)
-        topk = np.full((n_s, n_q), np.nan)
-        if n_img >= 2:
-            for si in range(n_s):
-                for qi in range(n_q):
-                    top1[si, qi], topk[si, qi] = _neighbours(full[f"ref:{name}"], full[f"stored:{name}"][si, qi], k)
-        tiles = full.get(f"tiles:{name}")
-        out_models.append(ModelSweep(
-            name=name, ref=m.ref, dim=m.manifest.output.dim, weights_sha256=m.manifest.weights_sha256(),
-            whole=full[f"whole:{name}"],
-            tiles={s: tiles[c] for c, s in enumerate(TILE_STATS)} if tiles is not None else None,
-            worst_tile=full.get(f"worst:{name}"), top1=top1, topk=topk, k=k))
-    return Sweep(spec=spec, spec_path=spec_path, sizes=sizes, qualities=qualities, images=images, skipped=skipped,
-                 bytes=full["bytes"], dims=full["dims"], models=out_models, engine=engine_name, device=device,
-                 seconds=time.perf_counter() - t_start, timings={k: round(v, 3) for k, v in clock.timings.items()})
+    out_models = _model_sweeps(run.models, full, (len(coding_list), len(sizes), len(qualities)), opts.neighbours)
+    return Sweep(spec=spec, spec_path=spec_path, sizes=sizes, qualities=qualities, codings=coding_list,
+                 images=images, skipped=run.skipped, bytes=full["bytes"], encoded_bytes=full["encoded"],
+                 dims=full["dims"], models=out_models, engine=engine_name, device=device,
+                 seconds=time.perf_counter() - t_start, timings=run.timings.rounded(3))

@@ -11,8 +11,12 @@ One loop in the main thread owns the engine and the only writer of the branch:
   a killed daemon loses only uncommitted work, which the start-up rescan finds again.
 - SIGTERM/SIGINT: stop taking files, finish the batch in flight, commit, exit 0. A second signal
   exits at once (what was not committed is redone at the next start).
-- A failed commit (conflict, storage) is not fatal: the writer is reopened and the window's files
-  are taken again (still deduped by content).
+- Start-up checks everything before it creates, binds or locks anything: options, spec, model,
+  engine, the store's location and branch, then the metrics address; a refusal exits 2.
+- A failed write or commit (a full disk, a conflict, a storage error) is not fatal: the window's
+  files are forgotten (taken again later, still deduped by content), no file is taken while the
+  store is retried with a growing wait (:class:`~preprocess.watch.backoff.Backoff`; ``/readyz`` says
+  why it is not ready, metrics count the errors), and the daemon goes on once a probe can write.
 """
 
 from __future__ import annotations
@@ -32,14 +36,15 @@ from types import FrameType
 from typing import Any
 
 from preprocess import errors
-from preprocess.errors import ConflictError, InternalError, PreprocessError, StorageError, input_error
+from preprocess.errors import ConflictError, DeviceError, InternalError, PreprocessError, StorageError, input_error
 from preprocess.ingest import Ingest, JobInfo, read_files
 from preprocess.process import BatchResult, Failed, Plan, Processor, plan
 from preprocess.provenance import WatchInfo
 from preprocess.sources import SourceFile, local_roots
-from preprocess.store import DatasetWriter, open_repo
+from preprocess.store import DatasetWriter, check_target, open_repo, probe_writable
 from preprocess.store.storage import lock_repo
 from preprocess.timing import Stopwatch
+from preprocess.watch.backoff import Backoff
 from preprocess.watch.detect import Detector, Scanning
 from preprocess.watch.metrics import Metrics
 from preprocess.watch.options import WatchOptions
@@ -63,9 +68,11 @@ class _Work:
     ingest: Ingest
     window: Window = field(default_factory=Window)
     engine_errors: int = 0  # consecutive batches that failed as a whole
+    writing: bool = True  # the writer is open (False from a store failure until a retry reopens it)
 
     def close_writer(self) -> None:
         self.ingest.close()  # the one in use now: a reopen replaces it
+        self.writing = False
 
 
 class WatchDaemon:
@@ -82,6 +89,7 @@ class WatchDaemon:
         self._heartbeat = time.monotonic()
         self._commits = 0
         self._seen = self._refused = self._scans = 0
+        self.backoff = Backoff()
         self.server: StatusServer | None = None
         self.detector: Detector | None = None
 
@@ -94,8 +102,8 @@ class WatchDaemon:
         return ok, {"state": self._state, "loop_age_s": round(age, 3), "watching": watching}
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
-        ok = self._state == "running" and self.live()[0]
-        return ok, {"state": self._state, "queued": len(self.queue)}
+        ok = self._state == "running" and not self.backoff.down and self.live()[0]
+        return ok, {"state": self._state, "queued": len(self.queue), "store": self.backoff.detail(time.monotonic())}
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -114,16 +122,23 @@ class WatchDaemon:
 
     def _set_state(self, state: str) -> None:
         self._state = state
-        self.metrics.ready.set(1 if state == "running" else 0)
+        self.metrics.ready.set(1 if state == "running" and not self.backoff.down else 0)
 
     def run(self, *, install_signals: bool = True) -> int:
         """Run until stopped; returns the process exit code (0 after a clean stop)."""
         if install_signals:
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
-        with ExitStack() as cleanup:  # closes in reverse: detector, writer, engine, lock, server
-            self._serve(cleanup)
-            work = self._start(cleanup)
+        with ExitStack() as cleanup:  # closes in reverse: detector, writer, lock, server, engine
+            o = self.opts
+            p = plan(o.spec_path, o.engine, o.device)  # spec, model, engine: checked before anything is made
+            check_target(o.store, o.branch)  # where the store goes, and its branch
+            processor = Processor(p, job_id=self.job_id)
+            cleanup.callback(processor.close)
+            if self._stop.is_set():  # stopped while starting: nothing to do, nothing created
+                return errors.EXIT_OK
+            self._serve(cleanup)  # binds the address (METRICS_ADDRESS when it cannot)
+            work = self._start(cleanup, p, processor)
             self.detector = self._detect()
             cleanup.callback(self.detector.stop)
             self._set_state("running")
@@ -143,8 +158,8 @@ class WatchDaemon:
         log.info("listening", extra={"fields": {"host": host, "port": port,
                                                 "endpoints": ["/healthz", "/readyz", "/metrics"]}})
 
-    def _start(self, cleanup: ExitStack) -> _Work:
-        """Lock the store, plan, start the engine and open the branch's writer."""
+    def _start(self, cleanup: ExitStack, p: Plan, processor: Processor) -> _Work:
+        """Open (or create) and lock the store, and open the branch's writer."""
         o = self.opts
         repo = open_repo(o.store, create=True)
         # The store's writer lock, held for the daemon's life (across writer reopens): a second
@@ -152,9 +167,6 @@ class WatchDaemon:
         lock = lock_repo(repo, wait=o.wait, purpose=f"watch daemon on {os.path.abspath(o.folder)}")
         if lock is not None:
             cleanup.callback(lock.release)
-        p = plan(o.spec_path, o.engine, o.device)
-        processor = Processor(p, job_id=self.job_id)
-        cleanup.callback(processor.close)
         work = _Work(p, processor, self._ingest(DatasetWriter(repo, o.branch), p))
         cleanup.callback(work.close_writer)
         return work
@@ -186,7 +198,6 @@ class WatchDaemon:
         assert detector is not None
         settle_every = max(0.05, min(0.25, o.quiet / 4))
         next_settle = 0.0
-        batch_size = work.plan.spec.batch.size
         while not self._stop.is_set():
             now = self._heartbeat = time.monotonic()
             if now >= next_settle:
@@ -194,60 +205,76 @@ class WatchDaemon:
                 next_settle = now + settle_every
             if q.take_overflow():
                 detector.request_rescan()
-            ready = q.ready
-            took = False
-            if ready and (ready >= batch_size or q.oldest_ready_age() >= o.batch_wait):
-                self._guarded(work, partial(self._batch, work, q.take(batch_size)))
-                took = True
-            reason = work.window.due(rows=work.ingest.pending_rows, every=o.commit_every,
-                                     interval=o.commit_interval)
-            if reason:
-                self._guarded(work, partial(self._commit, work, reason))
+            took = self._writable(work, now) and self._step(work)
             self._gauges(work)
             if not took:
                 self._stop.wait(TICK)
+
+    def _step(self, work: _Work) -> bool:
+        """Take a batch when one is due, commit when the window is due; returns whether it took files."""
+        o, q = self.opts, self.queue
+        ready = q.ready
+        took = False
+        if ready and (ready >= work.plan.spec.batch.size or q.oldest_ready_age() >= o.batch_wait):
+            self._guarded(work, partial(self._batch, work, q.take(work.plan.spec.batch.size)))
+            took = True
+        reason = work.window.due(rows=work.ingest.pending_rows, every=o.commit_every, interval=o.commit_interval)
+        if reason and work.writing:
+            self._guarded(work, partial(self._commit, work, reason))
+        return took
 
     def _shutdown(self, work: _Work) -> None:
         dropped = self.queue.drop_ready()
         if self.detector is not None:
             self.detector.stop()
         log.info("draining", extra={"fields": {"in_flight": len(work.window.files), "left_for_next_start": dropped}})
-        self._guarded(work, partial(self._commit, work, "shutdown"), recover=False)
+        self._guarded(work, partial(self._commit, work, "shutdown"))
 
-    def _guarded(self, work: _Work, step: Callable[[], None], *, recover: bool = True) -> None:
+    def _guarded(self, work: _Work, step: Callable[[], None]) -> None:
         """Run a batch or commit step; a storage failure or conflict loses only the open window."""
         try:
             step()
         except (ConflictError, StorageError) as exc:
             self.metrics.commit_errors.inc()
-            log.error("store error: the open window is redone", extra={"fields": {
-                "code": exc.code, "error": exc.one_line(), "files": len(work.window.files)}})
             for f in work.window.files:
                 self.queue.forget(f.path)
+            self._store_failed(work, exc, "store error: the open window is redone", files=len(work.window.files))
             work.window = Window()
-            if recover:
-                self._reopen(work)
 
-    def _reopen(self, work: _Work) -> None:
-        """Open a fresh writer on the branch (retrying with backoff): it re-reads the branch's keys
-        (what the failed window claimed is forgotten); then rescan."""
-        self._set_state("recovering")
-        work.ingest.close()
-        delay = 1.0
-        while not self._stop.is_set():
-            try:
-                writer = DatasetWriter(open_repo(self.opts.store, create=False), self.opts.branch)
-                work.ingest = self._ingest(writer, work.plan)
-                break
-            except PreprocessError as exc:
-                log.error("cannot reopen the store", extra={"fields": {"error": exc.one_line(), "retry_s": delay}})
-                self._heartbeat = time.monotonic()
-                self._stop.wait(delay)
-                delay = min(delay * 2, 30.0)
+    def _store_failed(self, work: _Work, exc: PreprocessError, event: str, **fields: Any) -> None:
+        """Close the writer (what it held is discarded) and wait before the store is retried."""
+        delay = self.backoff.failed(exc, time.monotonic())
+        self.metrics.store_errors.labels(code=exc.code).inc()
+        log.error(event, extra={"fields": {"code": exc.code, "error": exc.one_line(), **fields,
+                                           "retry_in_s": delay}})
+        work.close_writer()
+        if not self._stop.is_set():
+            self._set_state("store_unavailable")
+        self._gauges(work)
+
+    def _writable(self, work: _Work, now: float) -> bool:
+        """Whether files may be taken: the writer is open, or the store's retry is due and it can
+        write again (a probe writes, the writer reopens and re-reads the branch; then a rescan finds
+        the files of the failed window)."""
+        if work.writing:
+            return True
+        if not self.backoff.due(now):
+            return False
+        try:
+            probe_writable(self.opts.store)
+            writer = DatasetWriter(open_repo(self.opts.store, create=False), self.opts.branch)
+        except PreprocessError as exc:
+            self._store_failed(work, exc, "store retry failed", failures=self.backoff.failures + 1)
+            return False
+        work.ingest = self._ingest(writer, work.plan)
+        work.writing = True
+        self.backoff.reopened()
         assert self.detector is not None
         self.detector.request_rescan()
+        log.info("store writable again", extra={"fields": {"failures": self.backoff.failures}})
         if not self._stop.is_set():
             self._set_state("running")
+        return True
 
     # -- one batch -------------------------------------------------------------------------------
 
@@ -257,6 +284,10 @@ class WatchDaemon:
         self.metrics.processing.set(len(ready))
         try:
             self._read_and_process(work, ready, took)
+        except (ConflictError, StorageError):
+            for r in ready:  # not in the window yet: taken again with the window's files
+                self.queue.forget(r.path)
+            raise
         finally:
             self.metrics.processing.set(0)
 
@@ -302,6 +333,8 @@ class WatchDaemon:
             result = work.processor.process(todo)
             work.engine_errors = 0
             return result
+        except DeviceError:  # the GPU failed, not the files: stop, leaving the open window uncommitted
+            raise
         except Exception:
             log.exception("batch failed as a whole; retrying file by file")
         out = BatchResult()
@@ -309,6 +342,8 @@ class WatchDaemon:
         for f in todo:
             try:
                 one = work.processor.process([f])
+            except DeviceError:
+                raise
             except Exception as exc:
                 raised += 1
                 sha, size = (f.sha256, f.size) if isinstance(f, SourceFile) else ("", 0)
@@ -345,6 +380,8 @@ class WatchDaemon:
                          commit_interval_s=o.commit_interval, quiet_s=o.quiet,
                          mode=self.detector.mode if self.detector else "", folder=os.path.abspath(o.folder))
         s = work.ingest.commit(o.message, engine=work.processor, watch=info)
+        if self.backoff.succeeded():
+            log.info("store recovered", extra={"fields": {"snapshot": s.snapshot}})
         seconds = s.timings.get("commit", 0.0)
         if s.snapshot is not None:
             self._commits += 1
@@ -374,6 +411,8 @@ class WatchDaemon:
         m.queued.set(len(q))
         m.queue_peak.set(q.peak)
         m.in_flight.set(len(work.window.files))
+        m.store_writable.set(0 if self.backoff.down else 1)
+        m.store_backoff.set(self.backoff.delay if self.backoff.down else 0.0)
         if q.seen > self._seen:
             m.seen.inc(q.seen - self._seen)
             self._seen = q.seen

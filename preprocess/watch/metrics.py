@@ -44,6 +44,13 @@ class Metrics:
                                ["reason"], registry=r)
         self.commit_errors = Counter(f"{p}_commit_errors", "Commits that failed (their files are redone).",
                                      registry=r)
+        self.store_errors = Counter(f"{p}_store_errors", "Failed writes, commits and retries of the store, by "
+                                    "code (STORE_FULL: the disk is full; STORE_IO, COMMIT_CONFLICT, ...).",
+                                    ["code"], registry=r)
+        self.store_writable = Gauge(f"{p}_store_writable", "0 while the store cannot be written (the daemon "
+                                    "takes no files and retries), else 1.", registry=r)
+        self.store_backoff = Gauge(f"{p}_store_backoff_seconds", "The wait between retries of a failing store "
+                                   "(doubling up to a cap; 0 while the store works).", registry=r)
         self.commit_seconds = Histogram(f"{p}_commit_seconds", "Commit latency (write tail + icechunk commit).",
                                         buckets=SECONDS_BUCKETS, registry=r)
         self.close_to_commit = Histogram(f"{p}_close_to_commit_seconds", "From a file's last write (mtime) to "

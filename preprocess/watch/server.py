@@ -3,7 +3,8 @@
 - ``/healthz`` (liveness): 200 while the daemon's main loop keeps turning (its heartbeat is
   younger than the liveness timeout) and its watcher threads live; else 503: restart it.
 - ``/readyz`` (readiness): 200 once the store is open, the model loaded and the folder watched,
-  and until shutdown begins (or while the store cannot be written); else 503.
+  until shutdown begins, except while the store cannot be written (then 503 with the reason:
+  ``store.code``, ``store.error``, ``store.retry_in_s``); else 503.
 - ``/metrics``: Prometheus text format.
 """
 
@@ -17,6 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
+
+from preprocess.errors import ConfigError
 
 Probe = Callable[[], tuple[bool, dict[str, Any]]]
 
@@ -48,7 +51,13 @@ class StatusServer:
                 return
 
         server_cls = _Server6 if ":" in host else ThreadingHTTPServer
-        self._httpd = server_cls((host, port), Handler)
+        try:
+            self._httpd = server_cls((host, port), Handler)
+        except OSError as exc:  # in use (a second daemon?), not this machine's address, a privileged port
+            raise ConfigError(f"--metrics {host}:{port} cannot be used: {exc.strerror or exc}",
+                              code="METRICS_ADDRESS",
+                              hint="another process (a second daemon?) may listen there: pass another "
+                                   "--metrics HOST:PORT, 127.0.0.1:0 for any free port, or off") from exc
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="watch-http", daemon=True)
 

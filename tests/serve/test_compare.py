@@ -14,8 +14,9 @@ import pytest
 from PIL import Image, ImageFilter
 
 from preprocess.errors import ConfigError
+from preprocess.regions import changed_region
 from preprocess.serve import compare
-from preprocess.serve.compare import changed_region, source_bytes
+from preprocess.serve.compare import source_bytes
 
 
 def sha(data: bytes) -> str:

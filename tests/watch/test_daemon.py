@@ -246,16 +246,18 @@ def test_sigkill_mid_batch_then_restart_loses_nothing_and_duplicates_nothing(tmp
     assert set(killed.shas) <= set(final.shas) and final.commits > killed.commits
 
 
-def test_the_daemon_is_the_only_writer_of_its_dataset(tmp_path: Path) -> None:
-    incoming, store = tmp_path / "incoming", tmp_path / "cams.icechunk"
+def test_the_daemon_is_the_only_writer_of_its_dataset(tmp_path: Path, small_photos: list[Path]) -> None:
+    incoming, store, other = tmp_path / "incoming", tmp_path / "cams.icechunk", tmp_path / "other"
     incoming.mkdir()
+    other.mkdir()
+    (other / "one.jpg").write_bytes(small_photos[0].read_bytes())  # a run with something to do
     with Daemon(incoming, store) as d:
         d.start()
         with Daemon(incoming, store) as d2:  # a second daemon fails fast, naming the holder
             assert d2.wait(60) == 4
             assert any("STORE_LOCKED" in e.get("line", "") and f"{d.proc.pid}" in e.get("line", "")
                        for e in d2.events), d2.log()
-        run = subprocess.run([sys.executable, "-m", "preprocess", "run", str(incoming), "--store", str(store),
+        run = subprocess.run([sys.executable, "-m", "preprocess", "run", str(other), "--store", str(store),
                               "--engine", "pillow"], cwd=ROOT, capture_output=True, text=True, check=False)
         assert run.returncode == 4 and "STORE_LOCKED" in run.stderr  # and so does a batch run
         d.signal(signal.SIGTERM)

@@ -52,3 +52,41 @@ def test_a_failed_commit_reopens_the_writer_and_redoes_the_window(tmp_path: Path
     assert state is not None
     assert sorted(state.shas) == sorted(sha(p) for p in photos)  # redone once each, no duplicates
     assert daemon.metrics.registry.get_sample_value("preprocess_watch_commit_errors_total") == 1
+
+
+def test_a_device_failure_stops_the_daemon_without_committing_the_window(
+        tmp_path: Path, small_photos: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    from preprocess.errors import DeviceError
+    from preprocess.process import Processor
+
+    incoming, store = tmp_path / "incoming", tmp_path / "cams.icechunk"
+    incoming.mkdir()
+
+    # Test double: no GPU here to fail; the processor raises what a sticky CUDA error becomes. The daemon
+    # must not turn it into per-file E_ENGINE failures (and commit them): it stops, exit 6 via the CLI.
+    def broken(self: Processor, files: Any) -> Any:
+        raise DeviceError("GPU fault: CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(Processor, "process", broken)
+    daemon = WatchDaemon(WatchOptions(folder=str(incoming), store=str(store), engine="pillow", quiet=0.3,
+                                      commit_interval=0.3, batch_wait=0.1, metrics=None, rescan_interval=60))
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            daemon.run(install_signals=False)
+        except BaseException as exc:  # what the CLI would turn into its exit code
+            raised.append(exc)
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    try:
+        wait_until(lambda: daemon.ready()[0] or raised, 60, "the daemon ready")
+        (incoming / "p0.jpg").write_bytes(small_photos[0].read_bytes())
+        wait_until(lambda: raised, 60, "the daemon stopped by the device failure")
+    finally:
+        daemon.stop()
+        runner.join(25)
+    assert isinstance(raised[0], DeviceError) and raised[0].exit_code == 6
+    state = read_store(store)
+    assert state is None or (not state.items and not state.failures)  # nothing committed, no file blamed
