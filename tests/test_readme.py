@@ -5,7 +5,8 @@
   loop of "Versions, history and provenance", which makes ``cams.icechunk`` with a tag ``v1`` by `run`.
 - Every ```python block then runs as a script file in that folder, against that store: with
   ``python FILE`` (spawned DataLoader workers import the file, so a missing ``__main__`` guard fails),
-  and, where it uses preprocess, with nothing on stderr (no icechunk warning on open).
+  and, where it uses preprocess, with no icechunk warning on stderr (a library's own warnings, such as
+  torch's about more DataLoader workers than CPUs, may remain).
 - Every option a ```text synopsis line (``preprocess CMD ...``) names exists on that command.
 """
 
@@ -124,7 +125,7 @@ def test_python_block_runs_as_written(readme_dir: Path, line: int, code: str) ->
                           text=True, timeout=600, check=False)
     assert proc.returncode == 0, f"README.md line {line}:\n{proc.stderr[-4000:]}"
     if "preprocess" in code:  # plain icechunk prints its own warnings; preprocess opens silently
-        assert proc.stderr == "", proc.stderr
+        assert "WARN" not in proc.stderr and "icechunk" not in proc.stderr, proc.stderr
 
 
 def options(command: Any) -> set[str]:
