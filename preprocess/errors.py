@@ -16,6 +16,9 @@ Groups (by remedy):
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class PreprocessError(Exception):
     """Base of every error this package raises on purpose."""
@@ -150,6 +153,13 @@ FAILURE_HINTS: dict[str, str] = {
                      "or pass --follow-symlinks to follow links anywhere",
     NOT_A_FILE: "only regular files are read: FIFOs, sockets and devices are refused, so that no read can block",
 }
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """``" (did you mean 'main'?)"`` naming the closest of ``choices`` (difflib), or ``""``: appended to
+    the message of an error about a misspelt name (a REF, a spec field, a column)."""
+    close = difflib.get_close_matches(word, sorted(set(choices)), n=3, cutoff=0.6)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
 
 
 def input_error(code: str, message: str, path: str | None = None) -> InputError:

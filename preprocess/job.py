@@ -87,14 +87,15 @@ def run_batches(processor: Processor, ingest: Ingest, batches: Sequence[Sequence
     Three things overlap: a reader thread reads the next batch, the processor's lanes work on
     up to two batches, and this thread stores the older one as soon as it is done.
     """
-    queued: deque[tuple[int, PendingBatch]] = deque()  # submitted, not yet stored
+    queued: deque[PendingBatch] = deque()  # submitted, not yet stored
 
     def store_oldest() -> None:
-        count, pending = queued.popleft()
-        stored = ingest.store(pending.result())
-        progress.advance(count, stored.bytes_in, stored.bytes_out)
+        stored = ingest.store(queued.popleft().result())
+        progress.advance(0, stored.bytes_in, stored.bytes_out)  # the images counted as their chunks finished
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="reader") as reader:
+    processor.on_chunk = progress.advance  # the bar moves as each lane finishes a chunk, not per batch
+    with ExitStack() as hook, ThreadPoolExecutor(max_workers=1, thread_name_prefix="reader") as reader:
+        hook.callback(setattr, processor, "on_chunk", None)
         ahead: Future[list[SourceFile | Failed]] | None = reader.submit(read, batches[0]) if batches else None
         for n in range(len(batches)):
             assert ahead is not None
@@ -102,7 +103,9 @@ def run_batches(processor: Processor, ingest: Ingest, batches: Sequence[Sequence
             with ingest.timings.stage("read"):
                 files = ahead.result()
             ahead = reader.submit(read, batches[n + 1]) if n + 1 < len(batches) else None
-            queued.append((len(files), processor.submit(ingest.admit(files).todo)))
+            admitted = ingest.admit(files)
+            progress.advance(len(files) - len(admitted.todo))  # already stored: done at once
+            queued.append(processor.submit(admitted.todo))
             # Keep the next batch queued on the lanes while storing this one; but while there is no
             # first-probe guess yet (a fresh branch), wait, so the next batch starts from this one's.
             if len(queued) > 1 or processor.stats.guess() is None:

@@ -20,7 +20,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
@@ -219,6 +219,9 @@ class Processor:
         # Always a pool (even of one), so a caller can queue the next batch while it stores this one.
         self._lanes = ThreadPoolExecutor(self.lanes, thread_name_prefix="lane", initializer=enter_lane)
         self._prober = ThreadPoolExecutor(1, thread_name_prefix="probe")
+        # Called as each chunk is done on a lane (and for a batch's header failures, on the probe thread)
+        # with its number of files: a job's progress bar moves per chunk, not per batch. Thread-safe.
+        self.on_chunk: Callable[[int], None] | None = None
 
     def _kit(self, threads: int) -> _Kit:
         p = self.plan
@@ -257,9 +260,19 @@ class Processor:
     def _probe_and_queue(self, files: list[SourceFile | Failed],
                          priors: Priors) -> tuple[_Probed, list[Future[_LaneResult]]]:
         probed = self._probe(files)
+        self._done(len(probed.failures))
         size = self.chunk
         chunks = [probed.todo[i:i + size] for i in range(0, len(probed.todo), size)]
-        return probed, [self._lanes.submit(self._chunk, c, priors) for c in chunks]
+        return probed, [self._lanes.submit(self._chunk_done, c, priors) for c in chunks]
+
+    def _chunk_done(self, todo: Sequence[tuple[int, SourceImage]], priors: Priors) -> _LaneResult:
+        done = self._chunk(todo, priors)
+        self._done(len(todo))
+        return done
+
+    def _done(self, files: int) -> None:
+        if files and self.on_chunk is not None:
+            self.on_chunk(files)
 
     def _probe(self, files: Sequence[SourceFile | Failed]) -> _Probed:
         spec = self.plan.spec

@@ -6,8 +6,9 @@ from typing import Protocol
 
 
 class Progress(Protocol):
-    """``start(total)``, then ``advance`` as steps finish (images for a job, with their bytes in and
-    out; sweep steps for tune), then ``finish`` (also after a failure)."""
+    """``start(total)``, then ``advance`` as steps finish (images for a job, as each lane finishes a
+    chunk, then their bytes in and out once stored; sweep steps for tune), then ``finish`` (also
+    after a failure). ``advance`` may be called from several threads at once."""
 
     def start(self, total: int) -> None: ...
     def advance(self, steps: int, bytes_in: int = 0, bytes_out: int = 0) -> None: ...

@@ -70,6 +70,12 @@ def list_sources(roots: Iterable[str | Path]) -> list[Path]:
     ``s3://bucket/prefix`` (every object under it, as :class:`ObjectPath`).
 
     Hidden files (``.name``, e.g. partial uploads) and files without an image suffix are left out.
+
+    **The path rule** (what rows record as ``source_path``): a local file's path is absolute, under
+    its root's *resolved* folder (``photos``, ``./photos/``, ``/abs/photos`` and a symlink to that
+    folder give the same paths), and keeps its own name below it (a symlink inside the root is
+    recorded by its name, and read only if it resolves inside the root). ``s3://`` URLs are kept as
+    listed.
     """
     found: set[Path] = set()
     for root in roots:
@@ -78,9 +84,9 @@ def list_sources(roots: Iterable[str | Path]) -> list[Path]:
             continue
         r = Path(root)
         if r.is_file():
-            found.add(r)
+            found.add(Path(os.path.realpath(r.parent)) / r.name)
         elif r.is_dir():
-            for dirpath, dirnames, filenames in os.walk(r, followlinks=False):
+            for dirpath, dirnames, filenames in os.walk(os.path.realpath(r), followlinks=False):
                 dirnames[:] = [d for d in dirnames if not d.startswith(".")]
                 for name in filenames:
                     p = Path(dirpath) / name

@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from preprocess.codecs import FORMATS, Variant, check_encode, variants
-from preprocess.errors import ConfigError
+from preprocess.errors import ConfigError, did_you_mean
 
 SPEC_FORMAT = 1
 
@@ -233,6 +234,16 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(p) for p in loc) or "(top level)"
 
 
+def _fields_at(loc: tuple[int | str, ...]) -> set[str]:
+    """The field names a spec section takes (``()``: the top level), for "did you mean"."""
+    models: list[type[BaseModel]] = [Spec]
+    for part in loc:
+        inner = [m.model_fields[str(part)].annotation for m in models if str(part) in m.model_fields]
+        models = [t for a in inner for t in (typing.get_args(a) or (a,))
+                  if isinstance(t, type) and issubclass(t, BaseModel)]
+    return {name for m in models for name in m.model_fields}
+
+
 def parse_spec(data: dict[str, Any], *, source: str = "<spec>") -> Spec:
     try:
         return Spec.model_validate(data)
@@ -241,6 +252,8 @@ def parse_spec(data: dict[str, Any], *, source: str = "<spec>") -> Spec:
         for err in exc.errors():
             msg = err["msg"].removeprefix("Value error, ")
             where = _field_path(err["loc"])
+            if err["type"] == "extra_forbidden":
+                msg += did_you_mean(str(err["loc"][-1]), _fields_at(err["loc"][:-1]))
             problems.append(msg if msg.startswith(f"{where}.") else f"{where}: {msg}")
         raise ConfigError(
             "invalid pipeline spec: " + "; ".join(problems),

@@ -115,3 +115,77 @@ def test_the_cuda_providers_libraries_are_installed() -> None:
                          env={"LD_LIBRARY_PATH": dirs}).stdout
     missing = [line.split()[0] for line in out.splitlines() if "not found" in line]
     assert set(missing) <= {"libcuda.so.1"}, missing
+
+
+# -- manifests checked against their model on every load (issue 14, broken 5) ---------------------
+
+
+def _own_model(tmp_path: Path, dim: int = 1280) -> Path:
+    """A user's ONNX model (the MobileNetV2 file, copied) and its manifest; returns the manifest."""
+    onnx_file = tmp_path / "own.onnx"
+    if not onnx_file.exists():
+        onnx_file.write_bytes(build(find_manifest("mobilenetv2-imagenet")).path.read_bytes())
+    manifest = tmp_path / f"own-{dim}.toml"
+    manifest.write_text(f'name = "own"\n[source]\nkind = "onnx"\npath = "own.onnx"\n'
+                        f'sha256 = "{sha256_file(onnx_file)}"\n'
+                        f"[input]\nwidth = 224\nheight = 224\n[output]\ndim = {dim}\n")
+    return manifest
+
+
+def _spec_with(tmp_path: Path, manifest: Path) -> Path:
+    spec = tmp_path / f"spec-{manifest.stem}.toml"
+    spec.write_text(default_spec_path().read_text().replace('model = "mobilenetv2-imagenet"', f'model = "{manifest}"'))
+    return spec
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    from typer.testing import CliRunner
+
+    from preprocess.cli import app
+
+    r = CliRunner().invoke(app, list(args))
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.exception  # no traceback
+    return r.exit_code, r.stderr
+
+
+def test_a_manifest_whose_dim_disagrees_with_the_model_is_refused_by_every_command(
+        tmp_path: Path, sample_dir: Path) -> None:
+    wrong = tmp_path / "mnv2.toml"  # the bundled model, built and cached, under a manifest that lies
+    wrong.write_text((ROOT / "models" / "mobilenetv2-imagenet.toml").read_text().replace("dim = 1280", "dim = 1000"))
+    with pytest.raises(ConfigError) as e:
+        build(load_manifest(wrong))
+    assert e.value.code == "MODEL_DIM" and e.value.path == str(wrong) and "output.dim = 1280" in e.value.hint
+    own = _own_model(tmp_path, dim=384)
+    for manifest in (wrong, own):
+        spec = _spec_with(tmp_path, manifest)
+        store = tmp_path / f"{manifest.stem}.icechunk"
+        for args in (("run", str(sample_dir), "--store", str(store), "--spec", str(spec)),
+                     ("tune", str(sample_dir), "--spec", str(spec), "--report", str(tmp_path / "report")),
+                     ("models", "build", str(manifest))):
+            code, stderr = _cli(*args)
+            assert code == 2 and "error[MODEL_DIM]" in stderr, (args, stderr)
+        assert not store.exists()  # refused before anything was written
+
+
+def test_a_manifest_whose_onnx_file_is_gone_or_changed_is_refused_even_when_cached(
+        tmp_path: Path, sample_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PREPROCESS_CACHE", str(tmp_path / "cache"))
+    manifest = _own_model(tmp_path)
+    assert build(load_manifest(manifest)).path.is_file()  # built: the cache holds a copy now
+    spec = _spec_with(tmp_path, manifest)
+    (tmp_path / "own.onnx").rename(tmp_path / "own.onnx.moved")
+    with pytest.raises(ConfigError) as e:
+        build(load_manifest(manifest))
+    assert e.value.code == "MODEL_MISSING" and "source.path" in e.value.hint
+    for args in (("run", str(sample_dir), "--store", str(tmp_path / "s.icechunk"), "--spec", str(spec)),
+                 ("tune", str(sample_dir), "--spec", str(spec), "--report", str(tmp_path / "report"))):
+        code, stderr = _cli(*args)
+        assert code == 2 and "error[MODEL_MISSING]" in stderr, (args, stderr)
+    data = bytearray((tmp_path / "own.onnx.moved").read_bytes())
+    data[-1] ^= 1  # the same size, other bytes (and a new mtime)
+    (tmp_path / "own.onnx").write_bytes(bytes(data))
+    with pytest.raises(ConfigError) as e:
+        build(load_manifest(manifest))
+    assert e.value.code == "MODEL_HASH"
+    (tmp_path / "own.onnx.moved").replace(tmp_path / "own.onnx")  # back as it was: used again, re-hashed once
+    assert build(load_manifest(manifest)).manifest.name == "own"

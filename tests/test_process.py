@@ -192,3 +192,46 @@ def test_lanes_follow_a_containers_cpu_quota(tmp_path: Path) -> None:
     assert cpu_lanes(f) == 1
     f.write_text("garbage\n")
     assert cpu_lanes(f) == mine
+
+
+class Recorded:
+    """A :class:`preprocess.progress.Progress` that keeps every call (lanes call it from their threads)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int, int]] = []
+
+    def start(self, total: int) -> None: ...
+    def finish(self) -> None: ...
+
+    def advance(self, steps: int, bytes_in: int = 0, bytes_out: int = 0) -> None:
+        self.calls.append((steps, bytes_in, bytes_out))
+
+
+def test_progress_moves_per_chunk_not_per_batch(small_photos: list[Path], tmp_path: Path) -> None:
+    from functools import partial
+
+    from preprocess.ingest import Ingest, JobInfo, read_files
+    from preprocess.job import run_batches
+    from preprocess.store import open_writer
+
+    p = plan(None, "pillow", "cpu")
+    batch = small_photos[:9]  # one batch, cut into several chunks on the lanes
+    store = str(tmp_path / "s.icechunk")
+    for rerun in (False, True):
+        proc = Processor(p, job_id="progress", lanes=2)
+        ingest = Ingest(open_writer(store, create=True), p, JobInfo(kind="run", roots=["x"], store=store))
+        progress = Recorded()
+        try:
+            run_batches(proc, ingest, [batch], read=partial(read_files, max_bytes=1 << 30), progress=progress)
+            ingest.commit("progress", engine=proc)
+        finally:
+            proc.close()
+            ingest.close()
+        steps = [s for s, _, _ in progress.calls if s]
+        assert sum(steps) == 9 and proc.on_chunk is None  # the hook is the job's for its duration only
+        if rerun:
+            assert steps == [9]  # all already stored: done at once
+        else:
+            size = proc.chunk
+            assert 1 < size < 9 and sorted(steps) == sorted([size] * (9 // size) + ([9 % size] if 9 % size else []))
+            assert progress.calls[-1][0] == 0 and progress.calls[-1][2] > 0  # then the bytes, once stored

@@ -55,14 +55,14 @@ def test_links_out_of_the_root_are_refused_unless_followed(tmp_path: Path) -> No
     root.mkdir()
     outside.mkdir()
     (outside / "photo.jpg").write_bytes(b"\xff\xd8\xff outside")
-    (root / "inside.jpg").write_bytes(b"\xff\xd8\xff inside")
+    (root / "zz-inside.jpg").write_bytes(b"\xff\xd8\xff inside")
     (root / "sub").mkdir()
-    (root / "sub" / "in-link.jpg").symlink_to(root / "inside.jpg")
+    (root / "sub" / "in-link.jpg").symlink_to(root / "zz-inside.jpg")
     (root / "out.jpg").symlink_to(outside / "photo.jpg")
     (root / "p.jpg").symlink_to(PASSWD)
     (root / "dirlink").symlink_to(outside, target_is_directory=True)
     listed = {p.name for p in list_sources([root])}
-    assert listed == {"inside.jpg", "in-link.jpg", "out.jpg", "p.jpg"}  # linked folders are not walked
+    assert listed == {"zz-inside.jpg", "in-link.jpg", "out.jpg", "p.jpg"}  # linked folders are not walked
     assert _read(root / "sub" / "in-link.jpg", root) == b"\xff\xd8\xff inside"
     for name in ("out.jpg", "p.jpg", "dirlink/photo.jpg"):
         got = _read(root / name, root)
@@ -133,3 +133,33 @@ def test_run_refuses_fifos_and_outside_links_and_follows_only_when_asked(tmp_pat
     assert hashlib.sha256(other.read_bytes()).hexdigest() in items["source_sha256"]
     codes = {Path(str(p)).name: c for p, c in zip(failures["source_path"], failures["code"], strict=True)}
     assert codes == {"y.jpg": "E_NOT_FILE", "z.jpg": "E_NOT_FILE", "p.jpg": "E_NOT_IMAGE"}
+
+
+def test_source_paths_are_recorded_by_one_rule_however_typed(tmp_path: Path, small_photos: list[Path],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 14: the same folder typed relative, with ./ or a trailing slash, absolute, or through a
+    symlinked folder records the same absolute paths (under the root's resolved folder); a link inside
+    the root keeps its own name, and a link out of it is still refused."""
+    real = tmp_path / "data" / "photos"
+    real.mkdir(parents=True)
+    for p in small_photos[:2]:
+        (real / p.name).write_bytes(p.read_bytes())
+    (real / "zz-inside.jpg").symlink_to(real / small_photos[0].name)
+    (real / "out.jpg").symlink_to(PASSWD)
+    (tmp_path / "link").symlink_to(real, target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    expected = sorted(os.path.join(os.path.realpath(real), n) for n in (*(p.name for p in small_photos[:2]),
+                                                                         "zz-inside.jpg", "out.jpg"))
+    typings = ("data/photos", "./data/photos/", "data//photos", str(real), "link", "./link/", str(tmp_path / "link"))
+    for typed in typings:
+        assert [str(p) for p in list_sources([typed])] == expected, typed
+    one = small_photos[0].name
+    assert [str(p) for p in list_sources([f"link/{one}"])] == [os.path.join(os.path.realpath(real), one)]
+    from preprocess.job import JobOptions, run_job
+
+    summary = run_job(JobOptions(sources=["./link/"], store="s.icechunk", engine="pillow"))
+    items, failures = _store_columns(tmp_path / "s.icechunk")
+    stored = [e for e in expected if not e.endswith(("zz-inside.jpg", "out.jpg"))]
+    assert sorted(map(str, items["source_path"])) == stored
+    assert [Path(str(p)).name for p in failures["source_path"]] == ["out.jpg"]
+    assert failures["code"] == ["E_SYMLINK_OUTSIDE"] and summary.skipped == 1  # zz-inside.jpg: the same content

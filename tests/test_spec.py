@@ -32,6 +32,17 @@ def test_errors_name_the_file_and_the_field(tmp_path: Path) -> None:
     assert e.value.code == "SPEC_INVALID"
 
 
+def test_a_misspelt_field_says_what_was_meant() -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_spec({"quality": {"maxx": 90}, "gaet": {"threshold": 0.9}, "encode": {"encoder": ["jpegli"]},
+                    "resize": {"zzz": 1}})
+    text = e.value.message
+    assert "quality.maxx: Extra inputs are not permitted (did you mean 'max'?)" in text
+    assert "gaet: Extra inputs are not permitted (did you mean 'gate'?)" in text
+    assert "(did you mean 'encoders'?)" in text
+    assert "resize.zzz: Extra inputs are not permitted;" in text + ";"  # nothing close: no guess
+
+
 def test_bounds_and_mode_fields_are_checked() -> None:
     with pytest.raises(ConfigError, match=r"quality.min \(90\) is above quality.max \(40\)"):
         parse_spec({"quality": {"min": 90, "max": 40}})

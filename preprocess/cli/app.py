@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
+import threading
 import warnings
 from typing import Any
 
@@ -37,10 +37,9 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", module="torch")
     warnings.filterwarnings("ignore", module="zarr")
     logging.getLogger("torch").setLevel(logging.ERROR)
-    if "ICECHUNK_LOG" not in os.environ:
-        import icechunk
+    from preprocess.store.storage import quiet_icechunk
 
-        icechunk.set_logs_filter("error")
+    quiet_icechunk("error")
 
 
 @app.callback()
@@ -58,20 +57,22 @@ class RichProgress:
         self._task: Any = None
         self._bytes_in = 0
         self._bytes_out = 0
+        self._lock = threading.Lock()  # lanes advance the images, the storing thread the bytes
 
     def start(self, total: int) -> None:
         self._p.start()
         self._task = self._p.add_task("run", total=total, rate=0.0, ratio="")
 
     def advance(self, steps: int, bytes_in: int = 0, bytes_out: int = 0) -> None:
-        self._bytes_in += bytes_in
-        self._bytes_out += bytes_out
-        task = self._p.tasks[0]
-        self._p.update(self._task, advance=steps)
-        elapsed = task.elapsed or 0.0
-        rate = task.completed / elapsed if elapsed > 0 else 0.0
-        ratio = f"{self._bytes_in / self._bytes_out:.1f}x smaller" if self._bytes_out else ""
-        self._p.update(self._task, rate=rate, ratio=ratio)
+        with self._lock:
+            self._bytes_in += bytes_in
+            self._bytes_out += bytes_out
+            task = self._p.tasks[0]
+            self._p.update(self._task, advance=steps)
+            elapsed = task.elapsed or 0.0
+            rate = task.completed / elapsed if elapsed > 0 else 0.0
+            ratio = f"{self._bytes_in / self._bytes_out:.1f}x smaller" if self._bytes_out else ""
+            self._p.update(self._task, rate=rate, ratio=ratio)
 
     def finish(self) -> None:
         self._p.stop()

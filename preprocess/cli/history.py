@@ -1,14 +1,15 @@
 """`preprocess log|show|diff|tag|branch|reset|export|gc`: the dataset's versions and provenance.
 
-Every REF is a branch, a tag or a snapshot id (a unique prefix of 4+ characters is enough).
-Read commands print rich tables, or JSON with ``--json``.
+Every REF is a branch, a tag or a snapshot id (a unique prefix of 4+ characters is enough), and
+``REF~N`` its Nth first-parent ancestor. Read commands print rich tables that fit 80 columns, or
+JSON with ``--json`` (the same bytes for the same content).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import icechunk as ic
 import typer
@@ -21,9 +22,13 @@ from preprocess.errors import PreprocessError
 
 if TYPE_CHECKING:
     from preprocess.provenance import Provenance
-    from preprocess.store.history import Diff, Lineage, ShownCommit
+    from preprocess.store.history import Commit, Diff, Lineage, ShownCommit
+    from preprocess.store.refs import RefInfo
 
-Store = Annotated[str, typer.Argument(help="The dataset (a local path).", show_default=False)]
+SHORT_ID = 12  # characters of a snapshot id in tables (a unique prefix of 4+ is a REF)
+WIDE = 110  # a terminal at least this wide gets the wide tables
+
+Store = Annotated[str, typer.Argument(help="The dataset: a local path or s3://BUCKET/PREFIX.", show_default=False)]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 Wait = Annotated[float, typer.Option(help="Seconds to wait while a job writes the same local store.")]
 RefWait = Annotated[float, typer.Option("--wait", help="Seconds to wait for a commit in progress on the same "
@@ -63,34 +68,56 @@ def _when(iso: str) -> str:
 
 @app.command("log")
 def log_cmd(store: Store,
-            branch: Annotated[str, typer.Option("--branch", "-b", "--ref", help="Branch (or any REF).")] = "main",
+            ref: Annotated[str | None, typer.Argument(help="Whose history: a branch, tag, snapshot or REF~N "
+                                                           "(default: main).", show_default=False)] = None,
+            branch: Annotated[str | None, typer.Option("--branch", "-b", "--ref",
+                                                       help="The same as REF (kept for scripts).")] = None,
             limit: Annotated[int | None, typer.Option(help="Show at most this many commits.")] = None,
             as_json: AsJson = False) -> None:
-    """The commits of a branch, newest first: id, time, message, +items, failures, spec, model."""
+    """The commits of a branch (or any REF), newest first: id, time, +items, failures, spec, message."""
+    from preprocess.errors import ConfigError
     from preprocess.store import history
 
+    if ref is not None and branch is not None and ref != branch:
+        fail(ConfigError(f"two refs given: {ref!r} and --branch {branch!r}", code="CLI_USAGE",
+                         hint="give REF or --branch, not both"))
+    branch = ref or branch or "main"
     commits = _guard(lambda: history.log(_repo(store), branch, limit=limit))
     if as_json:
         _json([c.to_dict() for c in commits])
         return
-    t = Table(title=f"{store} ({branch})", title_justify="left", box=box.SIMPLE_HEAD)
-    t.add_column("snapshot", no_wrap=True, style="bold")
+    out.print(_log_table(f"{store} ({branch})", commits))
+    if not commits:
+        err.print("no commits yet: run a job into this dataset (`preprocess run PHOTOS --store ...`)")
+
+
+def _log_table(title: str, commits: list[Commit]) -> Table:
+    """The log as a table that fits the terminal: on a wide one a row per commit with the model; on
+    80 columns the refs under the id, the date over the time and the spec name over its fingerprint,
+    so that the message keeps a third of the width."""
+    wide = out.width >= WIDE  # on narrow terminals the model is in `show` and --json only
+    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    t.add_column("snapshot", overflow="fold", max_width=SHORT_ID)
     t.add_column("time (UTC)", no_wrap=True)
     t.add_column("+items", justify="right", no_wrap=True)
     t.add_column("failed", justify="right", no_wrap=True)
-    t.add_column("spec", overflow="fold")
-    wide = out.width >= 110  # on narrow terminals the model is in `show` and --json only
+    t.add_column("spec", overflow="fold" if wide else "ellipsis", max_width=None if wide else SHORT_ID)
     if wide:
         t.add_column("model", overflow="fold")
     t.add_column("message", overflow="fold", ratio=1)
+    sep = " " if wide else "\n"
     for c in commits:
-        spec = f"{c.spec} {c.fingerprint[:8]}".strip() if c.fingerprint else "-"
-        message = f"[cyan]({', '.join(c.refs)})[/] {escape(c.message)}" if c.refs else escape(c.message)
-        cells = [c.id[:12], c.written_at.strftime("%Y-%m-%d %H:%M"), _num(c.added), _num(c.failed), spec]
-        t.add_row(*cells, *([c.model or "-"] if wide else []), message)
-    out.print(t)
-    if not commits:
-        err.print("no commits yet: run a job into this dataset (`preprocess run PHOTOS --store ...`)")
+        refs = f"[cyan]{escape(', '.join(c.refs))}[/]" if c.refs else ""
+        spec = f"{escape(c.spec)}{sep}{c.fingerprint[:8]}".strip() if c.fingerprint else "-"
+        when = c.written_at.strftime(f"%Y-%m-%d{sep}%H:%M")
+        snapshot, message = f"[bold]{c.id[:SHORT_ID]}[/]", escape(c.message)
+        if wide and refs:
+            message = f"({refs}) {message}"
+        elif refs:
+            snapshot += f"\n{refs}"
+        cells = [snapshot, when, _num(c.added), _num(c.failed), spec]
+        t.add_row(*cells, *([escape(c.model or "-")] if wide else []), message)
+    return t
 
 
 def _num(n: int | None) -> str:
@@ -101,8 +128,9 @@ def _num(n: int | None) -> str:
 def show_cmd(store: Store,
              ref: Annotated[str, typer.Argument(help="The commit (REF); with --item, the version to "
                                                      "look in.")] = "main",
-             item: Annotated[str | None, typer.Option(help="A source path or file name, a source file, or "
-                                                           "8+ hex of its sha256: that image's lineage.")] = None,
+             item: Annotated[str | None, typer.Option(help="A source path or file name, a source or stored "
+                                                           "(exported) file, or 8+ hex of a sha256 (the source's "
+                                                           "or the stored bytes'): that image's lineage.")] = None,
              as_json: AsJson = False) -> None:
     """One commit's full provenance, or (--item) one image's lineage: source, spec, model, quality,
     similarity and the commit that stored it."""
@@ -198,13 +226,22 @@ def diff_cmd(store: Store, ref_a: Annotated[str, typer.Argument(help="From this 
         _json(d.to_dict())
         return
     out.print(_kv(f"diff {ref_a} -> {ref_b}", _diff_rows(d, ref_a, ref_b)))
-    t = Table("", "source", "fingerprint", "status", "bytes", "similarity", "fields", title_justify="left")
     rows = ([("+", r, "") for r in d.added[:limit]] + [("-", r, "") for r in d.removed[:limit]]
             + [("~", c.item, ", ".join(c.fields)) for c in d.changed[:limit]])
+    if not rows:
+        return
+    t = Table(box=box.SIMPLE_HEAD)
+    t.add_column("", no_wrap=True)
+    t.add_column("source", overflow="fold", ratio=3)
+    t.add_column("spec", no_wrap=True)
+    t.add_column("status", no_wrap=True)
+    t.add_column("bytes", justify="right", no_wrap=True)
+    t.add_column("similarity", justify="right", no_wrap=True)
+    t.add_column("fields", overflow="fold", ratio=1)
     for sign, r, fields in rows:
-        t.add_row(sign, r.source_path, r.fingerprint, r.status, str(r.bytes), fmt(r.similarity, ".4f"), fields)
-    if rows:
-        out.print(t)
+        t.add_row(sign, escape(r.source_path), r.fingerprint[:8], escape(r.status), size(r.bytes),
+                  fmt(r.similarity, ".4f"), escape(fields))
+    out.print(t)
 
 
 def _diff_rows(d: Diff, ref_a: str, ref_b: str) -> list[tuple[str, str]]:
@@ -225,25 +262,70 @@ def _diff_rows(d: Diff, ref_a: str, ref_b: str) -> list[tuple[str, str]]:
 
 
 @app.command("tag")
-def tag_cmd(store: Store, name: Annotated[str, typer.Argument(help="The new tag (tags never move).")],
-            ref: Annotated[str, typer.Argument(help="What to tag (REF).")] = "main",
+def tag_cmd(store: Store,
+            name: Annotated[str | None, typer.Argument(help="The new tag (tags never move); without it, "
+                                                            "list the tags.", show_default=False)] = None,
+            ref: Annotated[str | None, typer.Argument(help="What to tag (REF; default: main).",
+                                                      show_default=False)] = None,
+            delete: Annotated[str | None, typer.Option("--delete", "-d", help="Delete this tag (its name "
+                                                       "cannot be used again).")] = None,
             wait: RefWait = 10.0, as_json: AsJson = False) -> None:
-    """Name a version for good (e.g. the one a model was trained on)."""
-    from preprocess.store import refs
-
-    made = _guard(lambda: refs.create_tag(_repo(store), name, ref, wait=wait))
-    _done(as_json, made.to_dict(), f"tag {name} -> {made.snapshot}")
+    """List the tags (`tag STORE`), name a version for good (`tag STORE NAME [REF]`, e.g. the one a
+    model was trained on), or delete a tag (`tag STORE --delete NAME`)."""
+    _ref_command(store, "tag", name, ref, delete, wait=wait, as_json=as_json)
 
 
 @app.command("branch")
-def branch_cmd(store: Store, name: Annotated[str, typer.Argument(help="The new branch.")],
-               ref: Annotated[str, typer.Argument(help="Where it starts (REF).")] = "main",
+def branch_cmd(store: Store,
+               name: Annotated[str | None, typer.Argument(help="The new branch; without it, list the branches.",
+                                                          show_default=False)] = None,
+               ref: Annotated[str | None, typer.Argument(help="Where it starts (REF; default: main).",
+                                                         show_default=False)] = None,
+               delete: Annotated[str | None, typer.Option("--delete", "-d", help="Delete this branch (not "
+                                                          "main, nor one a running job writes).")] = None,
                wait: RefWait = 10.0, as_json: AsJson = False) -> None:
-    """A new branch for an experiment: `preprocess run ... --branch NAME` then commits to it."""
+    """List the branches (`branch STORE`), start one for an experiment (`branch STORE NAME [REF]`;
+    `preprocess run ... --branch NAME` then commits to it), or delete one (`branch STORE --delete NAME`)."""
+    _ref_command(store, "branch", name, ref, delete, wait=wait, as_json=as_json)
+
+
+def _ref_command(store: str, kind: Literal["branch", "tag"], name: str | None, ref: str | None,
+                 delete: str | None, *, wait: float, as_json: bool) -> None:
+    """The three forms of `branch` and `tag`: list, create, --delete."""
+    from preprocess.errors import ConfigError
     from preprocess.store import refs
 
-    made = _guard(lambda: refs.create_branch(_repo(store), name, ref, wait=wait))
-    _done(as_json, made.to_dict(), f"branch {name} -> {made.snapshot}")
+    if delete is not None and name is not None:
+        fail(ConfigError(f"`{kind} STORE --delete NAME` takes no other name", code="CLI_USAGE",
+                         hint=f"delete with `preprocess {kind} STORE --delete NAME`, create with "
+                              f"`preprocess {kind} STORE NAME [REF]`"))
+    if delete is not None:
+        drop = refs.delete_branch if kind == "branch" else refs.delete_tag
+        gone = _guard(lambda: drop(_repo(store), delete, wait=wait))
+        _done(as_json, gone.to_dict(), f"deleted {kind} {delete} (was {gone.snapshot}: readable by id until gc)")
+    elif name is not None:
+        make = refs.create_branch if kind == "branch" else refs.create_tag
+        made = _guard(lambda: make(_repo(store), name, ref or "main", wait=wait))
+        _done(as_json, made.to_dict(), f"{kind} {name} -> {made.snapshot}")
+    else:
+        _print_refs(store, kind, _guard(lambda: refs.list_refs(_repo(store), kind)), as_json=as_json)
+
+
+def _print_refs(store: str, kind: str, found: list[RefInfo], *, as_json: bool) -> None:
+    if as_json:
+        _json([r.to_dict() for r in found])
+        return
+    t = Table(title=f"{kind}es of {store}" if kind == "branch" else f"tags of {store}", title_justify="left",
+              box=box.SIMPLE_HEAD)
+    t.add_column(kind, overflow="fold", style="bold", ratio=1)
+    t.add_column("snapshot", no_wrap=True)
+    t.add_column("time (UTC)", no_wrap=True)
+    t.add_column("message", overflow="fold", ratio=2)
+    for r in found:
+        t.add_row(escape(r.name), r.snapshot[:SHORT_ID], r.written_at.strftime("%Y-%m-%d %H:%M"), escape(r.message))
+    out.print(t)
+    if not found:
+        err.print(f"no {kind}es" if kind == "branch" else "no tags", highlight=False)
 
 
 @app.command("reset")
@@ -263,10 +345,10 @@ def reset_cmd(store: Store, branch: Annotated[str, typer.Argument(help="The bran
 
 @app.command("export")
 def export_cmd(store: Store, out_dir: Annotated[str, typer.Argument(help="A new or empty directory.")],
-               ref: Annotated[str, typer.Option(help="The version to export (REF).")] = "main",
+               ref: Annotated[str, typer.Option(help="The version to export (REF, REF~N).")] = "main",
                manifest: Annotated[str, typer.Option("--format", help="Manifest: csv or parquet.")] = "csv",
                as_json: AsJson = False) -> None:
-    """Write a version's images (OUT_DIR/images/<sha256[:16]>-<fingerprint>.jpg) and a manifest with
+    """Write a version's images (OUT_DIR/images/<sha256[:16]>-<fingerprint>.<ext>) and a manifest with
     every row's fields (OUT_DIR/manifest.csv, or .parquet with embeddings)."""
     from preprocess.store import export
 

@@ -6,6 +6,8 @@ import json
 from typing import Annotated
 
 import typer
+from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from preprocess.cli.app import fail, models_app, out, quiet_libraries
@@ -27,9 +29,15 @@ def models_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
     if as_json:
         out.print_json(json.dumps(rows))
         return
-    t = Table("name", "dim", "input", "source", "built", "description")
+    columns = ["name", "dim", "input", "built", "source", "description"]
+    if out.width < 110:  # on 80 columns the description (which names the source) gets the room
+        columns.remove("source")
+    t = Table(box=box.SIMPLE_HEAD)
+    for name in columns:
+        wraps = name in ("source", "description")
+        t.add_column(name, no_wrap=not wraps, overflow="fold", ratio=1 if wraps else None)
     for r in rows:
-        t.add_row(*r.values())
+        t.add_row(*(escape(r[k]) for k in columns))
     out.print(t)
 
 

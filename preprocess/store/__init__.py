@@ -4,8 +4,11 @@
 - :class:`DatasetWriter`: chunk-aligned appends of :class:`ItemRow` / :class:`FailureRow`, one commit;
   :func:`check_target`: what a new writer would refuse, checked before anything is created.
 - :func:`open_dataset` / :class:`Dataset`: read one branch, tag or snapshot (or id prefix).
-- :mod:`preprocess.store.refs`: resolve refs; tag, branch, reset, gc.
-- :mod:`preprocess.store.history`: log, show, item lineage, item-level diff.
+- :mod:`preprocess.store.refs`: resolve refs (``REF~N`` too); list, make and delete tags and branches;
+  reset, gc.
+- :mod:`preprocess.store.history`: log, show, item lineage, item-level diff (public API:
+  :mod:`preprocess.history`).
+- :mod:`preprocess.store.lookup`: which rows a source path, file or sha256 names.
 - :mod:`preprocess.store.export`: a version's images + a CSV/Parquet manifest.
 - :mod:`preprocess.store.schema`: the layout (``CHUNK_ROWS``, columns, format attribute).
 """

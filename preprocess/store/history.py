@@ -11,11 +11,9 @@ any two versions (two diverged branches included), keyed by source sha256 + spec
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import icechunk as ic
@@ -23,7 +21,7 @@ import numpy as np
 
 from preprocess.errors import ConfigError
 from preprocess.provenance import Provenance, SpecInfo
-from preprocess.store import refs, schema
+from preprocess.store import lookup, refs, schema
 from preprocess.store.reader import Dataset
 from preprocess.store.refs import Ref
 from preprocess.store.schema import ITEM_COLUMNS, item_key
@@ -94,9 +92,20 @@ class Commit:
 
 
 def commit(info: ic.SnapshotInfo, labels: dict[str, list[str]] | None = None) -> Commit:
-    md: dict[str, Any] = dict(info.metadata or {})
+    md: dict[str, Any] = canonical(dict(info.metadata or {}))
     return Commit(id=info.id, parent=info.parent_id, written_at=info.written_at, message=info.message,
                   refs=list((labels or {}).get(info.id, [])), metadata=md, provenance=Provenance.from_metadata(md))
+
+
+def canonical(value: Any) -> Any:
+    """``value`` with every mapping's keys in sorted order, recursively. icechunk hands a commit's
+    metadata back in a different key order on every read; sorted, whatever is built from it (the
+    provenance, ``to_dict()``, ``--json``) is the same bytes for the same content."""
+    if isinstance(value, dict):
+        return {k: canonical(value[k]) for k in sorted(value)}
+    if isinstance(value, list | tuple):
+        return [canonical(v) for v in value]
+    return value
 
 
 def _ancestry(repo: ic.Repository, target: Ref) -> list[ic.SnapshotInfo]:
@@ -224,52 +233,38 @@ class Lineage:
                 "failures": [f.to_dict() for f in self.failures]}
 
 
-def _matches(query: str, paths: np.ndarray[Any, Any], shas: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    q = query.strip()
-    hit = np.zeros(len(paths), dtype=bool)
-    if not q:
-        return hit
-    lower = q.lower()
-    if len(lower) >= 8 and all(ch in "0123456789abcdef" for ch in lower):
-        hit |= np.array([str(s).startswith(lower) for s in shas], dtype=bool)
-    wanted = {q, str(Path(q).expanduser().absolute())}
-    local = Path(q).expanduser()
-    if local.is_file():
-        wanted.add(str(local.resolve()))
-        hit |= shas == hashlib.sha256(local.read_bytes()).hexdigest()
-    names = np.array([Path(str(p)).name for p in paths], dtype=object)
-    hit |= np.isin(np.asarray(paths, dtype=object), list(wanted)) | (names == q)
-    return hit
-
-
-def _rows(table: dict[str, np.ndarray[Any, Any]], hits: np.ndarray[Any, Any]) -> list[tuple[int, dict[str, Any]]]:
-    return [(int(i), {k: _py(v[i]) for k, v in table.items()}) for i in np.flatnonzero(hits)]
-
-
 def lineage(repo: ic.Repository, query: str, ref: str = "main") -> Lineage:
-    """Every stored row (and recorded failure) of ``ref`` whose source matches ``query`` (a source
-    path or file name, a file on disk (matched by content), or a source sha256 prefix of 8+ hex),
-    each with the commit, spec and model that made it.
+    """Every stored row (and recorded failure) of ``ref`` that ``query`` names, each with the commit,
+    spec and model that made it. ``query``: a source path or file name, a file on disk (matched by
+    content: the source's or the stored bytes'), an exported file's name, or 8+ hex digits of a
+    sha256 (the source's, else the stored bytes'): see :mod:`preprocess.store.lookup`.
 
     ConfigError ITEM_MISSING when nothing matches.
     """
     target = refs.resolve_ref(repo, ref)
     ds = Dataset(refs.session(repo, target), ref=ref)
+    hits = lookup.find(ds, query)
+    if not hits:
+        raise ConfigError(f"no stored image or failure of {ref!r} comes from {query!r}", code="ITEM_MISSING",
+                          hint="give a source path or file name, a source or stored (exported) file, or 8+ hex "
+                               "digits of its sha256")
     by_job: dict[str, Commit] = {}
     labels = refs.labels(repo)
     for info in _ancestry(repo, target):
         c = commit(info, labels)
         if c.job_id:
             by_job.setdefault(c.job_id, c)
-    items, failures = ds.items_table(), ds.failures_table()
-    found = [LineageItem(i, row, MadeBy(by_job.get(row["job_id"])))
-             for i, row in _rows(items, _matches(query, items["source_path"], items["source_sha256"]))]
-    failed = [LineageFailure(i, row, MadeBy(by_job.get(row["job_id"])))
-              for i, row in _rows(failures, _matches(query, failures["source_path"], failures["source_sha256"]))]
-    if not found and not failed:
-        raise ConfigError(f"no stored image or failure of {ref!r} comes from {query!r}", code="ITEM_MISSING",
-                          hint="give a source path or file name, a source file, or 8+ hex digits of its sha256")
+    items = ds.items_at(hits.items)
+    failures = ds.failures_at(hits.failures)
+    found = [LineageItem(i, _row(items, k), MadeBy(by_job.get(str(items["job_id"][k]))))
+             for k, i in enumerate(hits.items)]
+    failed = [LineageFailure(i, _row(failures, k), MadeBy(by_job.get(str(failures["job_id"][k]))))
+              for k, i in enumerate(hits.failures)]
     return Lineage(target, query, found, failed)
+
+
+def _row(table: dict[str, np.ndarray[Any, Any]], k: int) -> dict[str, Any]:
+    return {name: _py(column[k]) for name, column in table.items()}
 
 
 # -- diff -------------------------------------------------------------------------------------------
@@ -375,7 +370,7 @@ def _specs(repo: ic.Repository, target: Ref) -> dict[str, Provenance]:
     """fingerprint -> the provenance of the oldest commit that made rows with it."""
     out: dict[str, Provenance] = {}
     for info in reversed(_ancestry(repo, target)):
-        p = Provenance.from_metadata(info.metadata)
+        p = Provenance.from_metadata(canonical(info.metadata))
         if p is not None and p.fingerprint and p.fingerprint not in out:
             out[p.fingerprint] = p
     return out

@@ -1,24 +1,29 @@
-"""Reading one version of the dataset (a branch, tag or snapshot id or prefix), read-only.
+"""Reading one version of the dataset (a branch, tag or snapshot id or prefix, or ``REF~N``), read-only.
 
 ``len(ds)``, ``ds[i]`` (every field, the stored bytes and the decoded image), iteration, whole
-columns (:meth:`Dataset.items_table`) and embeddings. For PyTorch see :mod:`preprocess.torchdata`.
+columns (:meth:`Dataset.items_table`), embeddings, a pandas DataFrame (:meth:`Dataset.to_pandas`,
+with the optional ``notebook`` extra) and rows by source or stored file (:meth:`Dataset.find`).
+For PyTorch see :mod:`preprocess.torchdata`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import icechunk as ic
 import numpy as np
 import zarr
 from PIL import Image
 
-from preprocess.errors import ConfigError, StorageError
-from preprocess.store import schema
+from preprocess.errors import ConfigError, StorageError, did_you_mean
+from preprocess.store import lookup, schema
 from preprocess.store.refs import resolve_ref, session
 from preprocess.store.schema import EMBEDDING, FAILURE_COLUMNS, FAILURES, ITEM_COLUMNS, ITEMS, Column
 from preprocess.store.storage import open_repo
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class Dataset:
@@ -118,6 +123,43 @@ class Dataset:
             raise IndexError(f"item {i} out of range: the dataset has {self._n} items")
         return i % self._n
 
+    def find(self, query: str) -> list[int]:
+        """The item rows ``query`` names: a source path or file name, a source or stored file on disk
+        (by content), an exported file's name, or 8+ hex digits of the source's (else the stored
+        bytes') sha256. See :mod:`preprocess.store.lookup`; failures: :func:`preprocess.history.lineage`."""
+        return lookup.find(self, query).items
+
+    def to_pandas(self, fields: Sequence[str] | None = None, *, embeddings: bool = False) -> pd.DataFrame:
+        """One row per item with its fields (default: all but the stored bytes), indexed by row
+        number (``index``, what ``ds[i]`` takes); text columns have pandas' ``str`` dtype.
+        ``embeddings=True`` adds an ``embedding`` column: each row's vector under its own model
+        (float32 [D]; ``np.stack(df["embedding"])`` is the [N, D] matrix when there is one model).
+        Needs pandas: ``pip install 'preprocess[notebook]'`` (ConfigError PANDAS_MISSING otherwise)."""
+        pd = _pandas()
+        frame = pd.DataFrame({k: _series(v) for k, v in self.items_table(fields).items()},
+                             index=pd.RangeIndex(self._n, name="index"))
+        if embeddings:
+            frame["embedding"] = self._own_embeddings()
+        return frame
+
+    def failures_to_pandas(self) -> pd.DataFrame:
+        """The recorded failures as a DataFrame (one row each: path, sha256, code, message, ...)."""
+        pd = _pandas()
+        return pd.DataFrame({k: _series(v) for k, v in self.failures_table().items()},
+                            index=pd.RangeIndex(self._n_failures, name="index"))
+
+    def _own_embeddings(self) -> list[np.ndarray[Any, Any] | None]:
+        """Each item's embedding under the model that made its row (None when absent)."""
+        models = self.items_table(["model"])["model"]
+        out: list[np.ndarray[Any, Any] | None] = [None] * self._n
+        for name in self._emb:
+            rows = np.flatnonzero(models == name)
+            if rows.size:
+                vectors = self.embedding(name)
+                for i in rows:
+                    out[int(i)] = vectors[int(i)]
+        return out
+
     def embedding(self, model: str) -> np.ndarray[Any, Any]:
         """All items' embeddings under ``model``: float32 [N, D], NaN rows for other models' items."""
         arr = self._emb.get(model)
@@ -128,7 +170,8 @@ class Dataset:
 
 
 def open_dataset(location: str, *, ref: str = "main") -> Dataset:
-    """Open ``ref`` (a branch, a tag or a snapshot id) of the dataset at ``location``, read-only."""
+    """Open ``ref`` (a branch, a tag, a snapshot id or unique prefix, or ``REF~N``) of the dataset at
+    ``location`` (a local path or ``s3://bucket/prefix``), read-only, pinned to that snapshot."""
     repo = open_repo(location, create=False)
     return dataset_at(repo, ref)
 
@@ -138,6 +181,26 @@ def dataset_at(repo: ic.Repository, ref: str = "main") -> Dataset:
     reads that snapshot even if the branch moves later."""
     target = resolve_ref(repo, ref)
     return Dataset(session(repo, target), ref=ref)
+
+
+def _pandas() -> Any:
+    try:
+        import pandas
+    except ImportError:
+        raise ConfigError("to_pandas() needs pandas, which is not installed", code="PANDAS_MISSING",
+                          hint="pip install 'preprocess[notebook]' (or pandas itself)") from None
+    return pandas
+
+
+def _series(column: np.ndarray[Any, Any]) -> Any:
+    """A column as pandas takes it: numpy's variable-width strings become Python str objects (pandas
+    then gives them its ``str`` dtype)."""
+    return column.astype(object) if column.dtype.kind == "T" else column
+
+
+def _unknown_field(name: str, known: Sequence[str]) -> ConfigError:
+    return ConfigError(f"no field {name!r}{did_you_mean(name, known)}", code="STORE_FIELD",
+                       hint=f"fields: {', '.join(known)}")
 
 
 def _rows(arrays: dict[str, zarr.Array[Any]]) -> int:
@@ -154,7 +217,7 @@ def _table(arrays: dict[str, zarr.Array[Any]], columns: Sequence[Column], names:
     out: dict[str, np.ndarray[Any, Any]] = {}
     for name in names:
         if name not in known:
-            raise ConfigError(f"no field {name!r}; fields: {', '.join(known)}", code="STORE_FIELD")
+            raise _unknown_field(name, list(known))
         arr = arrays.get(name)
         if arr is not None:
             out[name] = schema.read(arr)
@@ -173,7 +236,7 @@ def _take(arrays: dict[str, zarr.Array[Any]], columns: Sequence[Column], names: 
     out: dict[str, np.ndarray[Any, Any]] = {}
     for name in names:
         if name not in known:
-            raise ConfigError(f"no field {name!r}; fields: {', '.join(known)}", code="STORE_FIELD")
+            raise _unknown_field(name, list(known))
         arr = arrays.get(name)
         if arr is None:  # a field added after this snapshot was written
             out[name] = np.full(wanted.size, known[name].fill, dtype=known[name].numpy_dtype)

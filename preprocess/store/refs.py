@@ -1,9 +1,15 @@
 """Naming versions of the dataset and moving names: resolve, tag, branch, reset, gc.
 
 A REF is a branch, a tag or a snapshot id; a unique prefix of a snapshot id (4 characters at
-least, any case) is enough. Branches win over tags, tags over snapshot ids. Snapshots that no
-branch or tag reaches any more (after a reset, or a deleted branch) stay readable by id until
-:func:`gc` deletes them.
+least, any case) is enough. Branches win over tags, tags over snapshot ids. ``REF~N`` is the Nth
+first-parent ancestor of REF, as in git (``main~1``: the commit before main's tip; ``REF~`` is
+``REF~1``; ``~`` steps add up). Snapshots that no branch or tag reaches any more (after a reset, or a
+deleted branch or tag) stay readable by id until :func:`gc` deletes them.
+
+Deleting a branch some job may be committing to is refused: on a local store the writer lock says
+which branches its holder writes (:func:`preprocess.store.storage.lock_holder`). Object stores have
+no lock, so there the delete goes through, and a job still writing to that branch fails at its commit
+(icechunk: the branch is gone) and commits nothing.
 
 On local stores, tag, branch and reset hold the refs lock for a moment (icechunk keeps every ref in
 one object, so a tag made during a commit could otherwise be lost; they work while a job or the
@@ -22,14 +28,15 @@ from typing import Any, Literal
 
 import icechunk as ic
 
-from preprocess.errors import ConfigError, ConflictError
-from preprocess.store.storage import LOCK_FILE, REFS_LOCK_FILE, lock_repo, storage_error
+from preprocess.errors import ConfigError, ConflictError, did_you_mean
+from preprocess.store.storage import LOCK_FILE, REFS_LOCK_FILE, local_root, lock_holder, lock_repo, storage_error
 
 RefKind = Literal["branch", "tag", "snapshot"]
 
 _SNAPSHOT_ID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{20}$")  # Crockford base32, 100 bits
 _PREFIX = re.compile(r"^[0-9A-Za-z]{4,19}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$")
+_ANCESTOR = re.compile(r"^(?P<base>[^~]+)(?P<steps>(?:~\d{0,6})+)$")  # REF~N (git's first-parent steps)
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _AGE_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 REF_WAIT = 10.0  # seconds tag/branch/reset wait for a commit in progress (a moment)
@@ -45,6 +52,22 @@ class Ref:
 
     def to_dict(self) -> dict[str, str]:
         return {"ref": self.name, "kind": self.kind, "snapshot": self.snapshot}
+
+
+@dataclass(frozen=True)
+class RefInfo:
+    """A branch or a tag as ``preprocess branch|tag STORE`` lists it: its tip and that commit's time
+    and message."""
+
+    name: str
+    kind: Literal["branch", "tag"]
+    snapshot: str
+    written_at: datetime
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "kind": self.kind, "snapshot": self.snapshot,
+                "written_at": self.written_at.isoformat(), "message": self.message}
 
 
 @dataclass(frozen=True)
@@ -150,14 +173,30 @@ def labels(repo: ic.Repository) -> dict[str, list[str]]:
 
 
 def resolve_ref(repo: ic.Repository, ref: str) -> Ref:
-    """A branch, tag, snapshot id or unique snapshot id prefix -> :class:`Ref`.
+    """A branch, tag, snapshot id or unique snapshot id prefix, optionally followed by ``~N`` (the
+    Nth first-parent ancestor) -> :class:`Ref`.
 
-    ConfigError REF_MISSING (nothing by that name), REF_AMBIGUOUS (a prefix of several snapshots).
+    ConfigError REF_MISSING (nothing by that name, with the closest names; or fewer than N commits
+    before it), REF_AMBIGUOUS (a prefix of several snapshots).
     """
     ref = ref.strip()
     if not ref:
         raise ConfigError("empty REF: name a branch, a tag or a snapshot id", code="REF_MISSING",
                           hint=_names_hint(repo))
+    steps = _ANCESTOR.match(ref)
+    if steps is None:
+        return _resolve_name(repo, ref)
+    base = _resolve_name(repo, steps["base"])
+    n = sum(int(step or "1") for step in steps["steps"].split("~")[1:])
+    line = history(repo, snapshot=base.snapshot)  # base first, then its first parents
+    if n >= len(line):
+        raise ConfigError(f"{ref!r}: {steps['base']!r} has only {len(line) - 1} commits before it "
+                          "(counting the repository's first, empty one)", code="REF_MISSING",
+                          hint=f"`preprocess log STORE {steps['base']}` lists them")
+    return Ref(ref, "snapshot", line[n].id)
+
+
+def _resolve_name(repo: ic.Repository, ref: str) -> Ref:
     if ref in branches(repo):
         return Ref(ref, "branch", branch_tip(repo, ref))
     if ref in tags(repo):
@@ -172,8 +211,12 @@ def resolve_ref(repo: ic.Repository, ref: str) -> Ref:
         if len(found) > 1:
             raise ConfigError(f"{ref!r} is a prefix of {len(found)} snapshots: {', '.join(found[:5])}",
                               code="REF_AMBIGUOUS", hint="give more characters of the snapshot id")
-    raise ConfigError(f"{ref!r} is not a branch, tag or snapshot of this dataset", code="REF_MISSING",
-                      hint=_names_hint(repo))
+    raise ConfigError(f"{ref!r} is not a branch, tag or snapshot of this dataset{did_you_mean(ref, _names(repo))}",
+                      code="REF_MISSING", hint=_names_hint(repo))
+
+
+def _names(repo: ic.Repository) -> set[str]:
+    return branches(repo) | tags(repo)
 
 
 def _names_hint(repo: ic.Repository) -> str:
@@ -228,8 +271,7 @@ def reset_branch(repo: ic.Repository, branch: str, ref: str, *, keep_tag: str | 
     """Point ``branch`` at the snapshot ``ref`` names. The former tip stays readable by its id
     until gc, and for good with ``keep_tag`` (a tag made at the former tip first)."""
     with _locked(repo, wait, f"reset {branch}"):
-        if branch not in branches(repo):
-            raise ConfigError(f"branch {branch!r} does not exist", code="BRANCH_MISSING", hint=_names_hint(repo))
+        _need(repo, branch, "branch")
         old = branch_tip(repo, branch)
         target = resolve_ref(repo, ref)
         if keep_tag:
@@ -238,6 +280,56 @@ def reset_branch(repo: ic.Repository, branch: str, ref: str, *, keep_tag: str | 
         _mutate(f"reset branch {branch!r}",
                 lambda: repo.reset_branch(branch, target.snapshot, from_snapshot_id=old))
     return Reset(branch, old, target.snapshot, keep_tag)
+
+
+def list_refs(repo: ic.Repository, kind: Literal["branch", "tag"]) -> list[RefInfo]:
+    """Every branch (or tag), by name, with its tip commit's time and message."""
+    names, target = (branches(repo), branch_tip) if kind == "branch" else (tags(repo), tag_target)
+    out = []
+    for name in sorted(names):
+        info = snapshot_info(repo, target(repo, name))
+        out.append(RefInfo(name, kind, info.id, info.written_at, info.message))
+    return out
+
+
+def delete_branch(repo: ic.Repository, name: str, *, wait: float = REF_WAIT) -> Ref:
+    """Delete a branch; returns where it pointed (that snapshot stays readable by id until gc).
+
+    Refused: ``main`` (BRANCH_MAIN; reset it instead), a missing branch (BRANCH_MISSING), and on a
+    local store a branch the writer lock's holder (a job, the watch daemon) may be committing to
+    (ConflictError BRANCH_BUSY). See the module's note on object stores.
+    """
+    with _locked(repo, wait, f"delete branch {name}"):
+        _need(repo, name, "branch")
+        if name == "main":
+            raise ConfigError("the main branch cannot be deleted", code="BRANCH_MAIN",
+                              hint="move it instead: `preprocess reset STORE main REF`")
+        root = local_root(repo)
+        holder = lock_holder(root) if root is not None else None
+        if holder is not None and holder.writes(name):
+            raise ConflictError(f"branch {name!r} is being written by {holder}: not deleted", code="BRANCH_BUSY",
+                                hint="delete it after that job ends (or the watch daemon stops)")
+        tip = branch_tip(repo, name)
+        _mutate(f"delete branch {name!r}", lambda: repo.delete_branch(name))
+    return Ref(name, "branch", tip)
+
+
+def delete_tag(repo: ic.Repository, name: str, *, wait: float = REF_WAIT) -> Ref:
+    """Delete a tag; returns where it pointed (readable by id until gc). icechunk never lets a
+    deleted tag's name be used again."""
+    with _locked(repo, wait, f"delete tag {name}"):
+        _need(repo, name, "tag")
+        target = tag_target(repo, name)
+        _mutate(f"delete tag {name!r}", lambda: repo.delete_tag(name))
+    return Ref(name, "tag", target)
+
+
+def _need(repo: ic.Repository, name: str, what: Literal["branch", "tag"]) -> None:
+    """ConfigError BRANCH_MISSING / TAG_MISSING (with the closest names) unless ``name`` exists."""
+    names = branches(repo) if what == "branch" else tags(repo)
+    if name not in names:
+        raise ConfigError(f"{what} {name!r} does not exist{did_you_mean(name, names)}",
+                          code=f"{what.upper()}_MISSING", hint=_names_hint(repo))
 
 
 def parse_age(text: str) -> timedelta:

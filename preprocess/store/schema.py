@@ -242,8 +242,8 @@ def create_layout(store: Any) -> zarr.Group:
 def open_layout(store: Any, *, writable: bool) -> zarr.Group | None:
     """The root group of a preprocess dataset, or None when the branch is still empty.
 
-    Raises StorageError STORE_FORMAT when the branch holds something that is not a preprocess
-    dataset (or a format this version does not know).
+    Raises ConfigError STORE_FORMAT (a usage error, exit 2: the wrong path was given) when the
+    branch holds something that is not a preprocess dataset, or a format this version does not know.
     """
     with quiet():
         try:
@@ -255,13 +255,13 @@ def open_layout(store: Any, *, writable: bool) -> zarr.Group | None:
         if version is None:
             if not attrs and not list(root.keys()):
                 return None  # an empty root group: nothing to protect
-            raise StorageError("this icechunk repository holds data that preprocess did not write "
-                               f"(no {FORMAT_ATTR!r} attribute on its root group)", code="STORE_FORMAT",
-                               hint="use another path or branch for the dataset")
+            raise ConfigError("this icechunk repository holds data that preprocess did not write "
+                              f"(no {FORMAT_ATTR!r} attribute on its root group)", code="STORE_FORMAT",
+                              hint="use another path or branch for the dataset (nothing there was changed)")
         if version != FORMAT_VERSION:
-            raise StorageError(f"dataset format {version!r} is not known to this version "
-                               f"(it reads format {FORMAT_VERSION})", code="STORE_FORMAT",
-                               hint="upgrade preprocess to read this dataset")
+            raise ConfigError(f"dataset format {version!r} is not known to this version "
+                              f"(it reads format {FORMAT_VERSION})", code="STORE_FORMAT",
+                              hint="upgrade preprocess to read this dataset")
         return root
 
 

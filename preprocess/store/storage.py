@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import json
+import logging
 import os
 import shutil
 import socket
@@ -30,6 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -43,6 +45,27 @@ from preprocess.objects import is_object_url, parse_s3, s3_config
 
 LOCK_FILE = ".preprocess.lock"  # one writer at a time
 REFS_LOCK_FILE = ".preprocess.refs.lock"  # held for a moment: commits and ref changes
+
+log = logging.getLogger("preprocess.store")
+
+# icechunk's log filter for library use: its warnings, except two it prints on every open of a local
+# store ("The LocalFileSystem storage is not safe for concurrent commits": the writer lock here
+# answers it, and it goes to Python logging, debug, instead) and on every commit ("conditional PUT is
+# enabled but `unsafe_use_metadata` is disabled": a storage setting preprocess chooses, nothing a
+# user can act on).
+ICECHUNK_LOGS = "warn,icechunk_arrow_object_store=error,icechunk_storage::readback=error"
+_logs: dict[str, str] = {}  # the filter this process set, if any
+
+
+def quiet_icechunk(directive: str | None = None) -> None:
+    """Set icechunk's log filter (it prints Rust log lines to stderr itself) once per process:
+    ``directive`` when given (the CLI passes ``"error"``), else :data:`ICECHUNK_LOGS` on the first
+    open. Never when the user set ``ICECHUNK_LOG``: theirs wins."""
+    if "ICECHUNK_LOG" in os.environ or (directive is None and _logs):
+        return
+    chosen = directive or ICECHUNK_LOGS
+    ic.set_logs_filter(chosen)
+    _logs["filter"] = chosen
 
 
 def local_path(location: str) -> Path:
@@ -103,9 +126,11 @@ def open_repo(location: str, *, create: bool) -> ic.Repository:
     """Open the icechunk repository at ``location``; with ``create``, make it when missing.
 
     Errors: ConfigError STORE_URL (unsupported scheme), STORE_PATH (cannot create there),
-    STORE_MISSING (no repository and not ``create``); StorageError STORE_FOREIGN (something else
-    is there), STORE_IO (icechunk failed to read or write it).
+    STORE_MISSING (no repository and not ``create``), STORE_FOREIGN (a file, or a folder holding
+    something else: a usage error, exit 2, whose hint depends on ``create``); StorageError STORE_IO
+    (icechunk failed to read or write it).
     """
+    quiet_icechunk()
     if is_object_url(location):
         return _open_remote(location, create=create)
     path = local_path(location)
@@ -115,34 +140,38 @@ def open_repo(location: str, *, create: bool) -> ic.Repository:
 
 def check_location(location: str) -> bool:
     """True when a dataset exists at ``location``, False when one can be created there; raises what
-    :func:`open_repo` would (STORE_URL, STORE_PATH, STORE_FOREIGN, STORE_IO), creating nothing."""
+    :func:`open_repo` would for a writer (STORE_URL, STORE_PATH, STORE_FOREIGN, STORE_IO), creating
+    nothing."""
     if is_object_url(location):
         url = parse_s3(location).url
         storage = open_storage(location)
         return bool(_call(url, "inspect", lambda: ic.Repository.exists(storage)))
     path = local_path(location)
     with storage_errors("access", path):
-        if _local_exists(path, ic.local_filesystem_storage(str(path))):
+        if _local_exists(path, ic.local_filesystem_storage(str(path)), create=True):
             return True
         _check_creatable(path)
     return False
 
 
-def _local_exists(path: Path, storage: ic.Storage) -> bool:
-    """Whether a repository is at ``path``; StorageError STORE_FOREIGN when something else is."""
+def _local_exists(path: Path, storage: ic.Storage, *, create: bool) -> bool:
+    """Whether a repository is at ``path``; ConfigError STORE_FOREIGN when something else is (its hint
+    for a writer when ``create``, else for a reader)."""
     if path.exists() and not path.is_dir():
-        raise _foreign(path, "is a file")
+        raise _foreign(path, "is a file", create=create)
     if path.is_dir():
         if _is_repo(storage, path):
             return True
         if any(path.iterdir()):
-            raise _foreign(path, "is a non-empty directory")
+            raise _foreign(path, "is a non-empty directory", create=create)
     return False
 
 
 def _open_repo(path: Path, *, create: bool) -> ic.Repository:
     storage = ic.local_filesystem_storage(str(path))
-    if _local_exists(path, storage):
+    log.debug("%s: icechunk's local storage is not safe for concurrent commits; preprocess's writer lock "
+              "allows one writer at a time", path)
+    if _local_exists(path, storage, create=create):
         return _call(path, "open", lambda: ic.Repository.open(storage))
     if not create:
         raise ConfigError(f"no dataset at {path}", code="STORE_MISSING",
@@ -187,9 +216,12 @@ def _is_repo(storage: ic.Storage, path: Path) -> bool:
     return bool(_call(path, "inspect", lambda: ic.Repository.exists(storage)))
 
 
-def _foreign(path: Path, what: str) -> StorageError:
-    return StorageError(f"{path} {what} but not an icechunk repository", code="STORE_FOREIGN",
-                        hint="choose a new or empty directory for the dataset (nothing there was changed)")
+def _foreign(path: Path, what: str, *, create: bool) -> ConfigError:
+    """A file or a folder of something else where a dataset was expected: the user named the wrong
+    path (exit 2). A writer may create a dataset in a new or empty folder; a reader needs one."""
+    hint = ("choose a new or empty directory for the dataset (nothing there was changed)" if create else
+            "pass the directory a job wrote (`preprocess run ... --store DIR`); nothing there was read or changed")
+    return ConfigError(f"{path} {what}, not a dataset (no icechunk repository)", code="STORE_FOREIGN", hint=hint)
 
 
 def _call[T](path: Path | str, action: str, fn: Callable[[], T]) -> T:
@@ -276,11 +308,26 @@ def local_root(repo: ic.Repository) -> Path | None:
 
 
 class _Held:
-    """One process's flock on one lock file, shared by its holders (reference counted)."""
+    """One process's flock on one lock file, shared by its holders (reference counted), and what the
+    file says about it: pid, host, purpose, since, and the branches its writers write."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, info: dict[str, Any]) -> None:
         self.fd = fd
         self.count = 0
+        self.info = info
+
+    def note(self, branch: str | None) -> None:
+        if branch is not None and branch not in self.info["branches"]:
+            self.info["branches"].append(branch)
+            self.write()
+
+    def write(self) -> None:
+        """Best effort: on a full disk the lock holds all the same, and the write that matters reports it."""
+        try:
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, json.dumps(self.info).encode(), 0)
+        except OSError:
+            pass
 
 
 _held: dict[Path, _Held] = {}
@@ -318,9 +365,11 @@ class StoreLock:
         self.release()
 
 
-def lock_store(root: Path, *, wait: float = 0.0, purpose: str = "", name: str = LOCK_FILE) -> StoreLock:
+def lock_store(root: Path, *, wait: float = 0.0, purpose: str = "", name: str = LOCK_FILE,
+               branch: str | None = None) -> StoreLock:
     """Take a lock (by default the writer lock) of the local store at ``root``, waiting up to
-    ``wait`` seconds.
+    ``wait`` seconds. ``branch``: the branch the holder writes, recorded in the lock file (see
+    :func:`lock_holder`; a branch being written is not deleted).
 
     Raises ConflictError STORE_LOCKED when another process holds it, StorageError STORE_IO when
     the lock file cannot be made.
@@ -330,6 +379,7 @@ def lock_store(root: Path, *, wait: float = 0.0, purpose: str = "", name: str = 
         held = _held.get(path)
         if held is not None:
             held.count += 1
+            held.note(branch)
             return StoreLock(path)
         with storage_errors("lock", root):
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
@@ -348,39 +398,90 @@ def lock_store(root: Path, *, wait: float = 0.0, purpose: str = "", name: str = 
                                         hint="a local dataset takes one writer at a time: wait for it to "
                                              "finish, or rerun with --wait SECONDS") from None
                 time.sleep(0.05)
-        _note_holder(fd, purpose)
-        holder_entry = _Held(fd)
+        holder_entry = _Held(fd, _holder_record(purpose, branch))
+        holder_entry.write()
         holder_entry.count = 1
         _held[path] = holder_entry
         return StoreLock(path)
 
 
-def _note_holder(fd: int, purpose: str) -> None:
-    """Write who holds the lock into its file (what a second writer's STORE_LOCKED names). Best
-    effort: on a full disk the lock holds all the same, and the write that matters reports it."""
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "purpose": purpose or " ".join(sys.argv[:2]),
-          "since": datetime.now(UTC).isoformat(timespec="seconds")}
-    try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(me).encode(), 0)
-    except OSError:
-        pass
+def _holder_record(purpose: str, branch: str | None) -> dict[str, Any]:
+    """Who holds the lock, as its file says (what a second writer's STORE_LOCKED names, and which
+    branches a delete must leave alone)."""
+    return {"pid": os.getpid(), "host": socket.gethostname(), "purpose": purpose or " ".join(sys.argv[:2]),
+            "since": datetime.now(UTC).isoformat(timespec="seconds"), "branches": [branch] if branch else []}
 
 
 def lock_repo(repo: ic.Repository, *, wait: float = 0.0, purpose: str = "",
-              name: str = LOCK_FILE) -> StoreLock | None:
+              name: str = LOCK_FILE, branch: str | None = None) -> StoreLock | None:
     """:func:`lock_store` for a local repository; None (no lock needed) for other storage."""
     root = local_root(repo)
-    return lock_store(root, wait=wait, purpose=purpose, name=name) if root is not None else None
+    return lock_store(root, wait=wait, purpose=purpose, name=name, branch=branch) if root is not None else None
 
 
-def _holder(fd: int) -> str:
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a store's lock, from its lock file. ``branches``: the branches its writers write
+    (None when the file does not say: a holder of an older version)."""
+
+    pid: int | None
+    host: str
+    purpose: str
+    since: str
+    branches: tuple[str, ...] | None
+
+    @classmethod
+    def from_info(cls, info: object) -> Holder:
+        d = info if isinstance(info, dict) else {}
+        pid, branches = d.get("pid"), d.get("branches")
+        return cls(pid=pid if isinstance(pid, int) else None, host=str(d.get("host", "?")),
+                   purpose=str(d.get("purpose", "")), since=str(d.get("since", "")),
+                   branches=tuple(str(b) for b in branches) if isinstance(branches, list) else None)
+
+    def writes(self, branch: str) -> bool:
+        """Whether it may be writing ``branch`` (yes when its file does not say)."""
+        return self.branches is None or branch in self.branches
+
+    def __str__(self) -> str:
+        if self.pid is None:
+            return "another process"
+        what = f" ({self.purpose})" if self.purpose else ""
+        since = f", since {self.since}" if self.since else ""
+        return f"pid {self.pid} on {self.host}{what}{since}"
+
+
+def lock_holder(root: Path, name: str = LOCK_FILE) -> Holder | None:
+    """Who holds the lock ``name`` of the local store at ``root`` now (None: nobody). Probes with a
+    shared, non-blocking flock that it drops at once."""
+    path = root / name
+    with _held_guard:
+        held = _held.get(path)
+        if held is not None:  # this process holds it
+            return Holder.from_info(held.info)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise storage_error(exc, f"open the lock file {path}") from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _holder_info(fd)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _holder_info(fd: int) -> Holder:
     try:
         info = json.loads(os.pread(fd, 4096, 0) or b"{}")
     except (OSError, ValueError):
         info = {}
-    if not isinstance(info, dict) or "pid" not in info:
-        return "another process"
-    what = f" ({info['purpose']})" if info.get("purpose") else ""
-    since = f", since {info['since']}" if info.get("since") else ""
-    return f"pid {info['pid']} on {info.get('host', '?')}{what}{since}"
+    return Holder.from_info(info)
+
+
+def _holder(fd: int) -> str:
+    return str(_holder_info(fd))

@@ -209,7 +209,7 @@ class DatasetWriter:
         check_branch(repo, branch)
         self._keys: set[str] = set()
         self._failure_keys: set[tuple[str, str, str]] = set()
-        self._lock = lock_repo(repo, wait=wait, purpose=f"writer on branch {branch}")
+        self._lock = lock_repo(repo, wait=wait, purpose=f"writer on branch {branch}", branch=branch)
         try:
             with storage_errors(f"open branch {branch!r} of", self._where):
                 self._open_session(reload=True)

@@ -259,3 +259,14 @@ def test_a_tiff_row_is_shown_as_png_and_the_diff_shows_changed_items_before_and_
         assert "<th>quality</th><td>60</td><td>→ 30</td>" in changed
         for url in [u.split('"')[0] for u in changed.split('src="')[1:]]:
             assert c.get(url).status_code == 200
+
+
+def test_ref_tilde_n_works_in_urls(client: TestClient, served: Served) -> None:
+    # issue 14: REF~N wherever a REF is taken, the web UI's URLs included (through refs.resolve_ref)
+    commit = client.get("/commits/main~1")
+    assert commit.status_code == 200 and str(served.first.snapshot) in commit.text
+    log = client.get("/log?ref=main~1").text
+    assert "first cameras" in log and "second batch" not in log
+    assert client.get("/diff?a=main~1&b=main").status_code == 200
+    missing = client.get("/commits/main~9")
+    assert missing.status_code == 404 and "REF_MISSING" in missing.text

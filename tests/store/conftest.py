@@ -1,11 +1,18 @@
-"""Fixtures for the history tests: small real-photo folders and tiny, fast specs."""
+"""Fixtures for the history tests: small real-photo folders, tiny fast specs, and one store with
+branches, a tag and diverged histories made by real jobs (:func:`hist`)."""
 
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import icechunk as ic
 import pytest
+
+from preprocess.job import JobOptions, Summary, run_job
+from preprocess.store import open_repo, refs
 
 TINY = """
 [pipeline]
@@ -50,3 +57,50 @@ def tiny_specs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
         p.write_text(TINY.format(name=name, quality=quality))
         out.append(p)
     return out
+
+
+@dataclass
+class Hist:
+    store: Path
+    repo: ic.Repository
+    v1: Summary
+    lowq: Summary
+    main2: Summary
+    again: Summary
+    root: str
+    sets: list[Path]
+
+
+def _run(sources: list[Path], store: Path, spec: Path, **kw: Any) -> Summary:
+    return run_job(JobOptions(sources=[str(s) for s in sources], store=str(store), spec_path=str(spec),
+                              engine="pillow", device="cpu", **kw))
+
+
+@pytest.fixture(scope="session")
+def hist(tmp_path_factory: pytest.TempPathFactory, photo_sets: list[Path], tiny_specs: list[Path],
+         bad_images: dict[str, tuple[bytes, str]]) -> Hist:
+    """``main`` = set0 @q80 (tagged v1), then set1 @q80 + a truncated file; ``low-q`` = branched from
+    v1, then set0 + set1 @q40 (main and low-q diverged after v1); ``again`` = branched from the empty
+    first snapshot, then set0 @q80 again (same keys as v1, another job). Tests that change refs work on
+    a copy (``scratch``)."""
+    store = tmp_path_factory.mktemp("hist") / "cams.icechunk"
+    bad = tmp_path_factory.mktemp("bad")
+    (bad / "truncated.jpg").write_bytes(bad_images["truncated.jpg"][0])
+    q80, q40 = tiny_specs
+    v1 = _run([photo_sets[0]], store, q80, message="first")
+    repo = open_repo(str(store), create=False)
+    refs.create_tag(repo, "v1")
+    refs.create_branch(repo, "low-q", "v1")
+    lowq = _run(photo_sets[:2], store, q40, branch="low-q")
+    main2 = _run([photo_sets[1], bad], store, q80, message="second")
+    root = refs.history(repo, branch="main")[-1].id
+    refs.create_branch(repo, "again", root)
+    again = _run([photo_sets[0]], store, q80, branch="again")
+    return Hist(store, repo, v1, lowq, main2, again, root, photo_sets)
+
+
+@pytest.fixture
+def scratch(hist: Hist, tmp_path: Path) -> ic.Repository:
+    copy = tmp_path / "copy.icechunk"
+    shutil.copytree(hist.store, copy)
+    return open_repo(str(copy), create=False)

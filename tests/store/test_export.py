@@ -1,27 +1,32 @@
 """Export is safe to open in a spreadsheet (issue 16, item 10): a cell that would run as a formula is
 neutralised in manifest.csv, and only there (Parquet keeps the raw value). The source is a real photo
-under a hostile name, given to a real `run` as a relative path."""
+under a hostile name with a hostile camera model in its EXIF, given to a real `run` as a relative path."""
 
 from __future__ import annotations
 
 import csv
-import shutil
+import os
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 from preprocess.job import JobOptions, run_job
 from preprocess.store import open_repo
 from preprocess.store.export import csv_cell, export
 
 HOSTILE = "=cmd|' -c calc'!A0.jpg"
+CAMERA = "=HYPERLINK(\"http://x\")"
 
 
 def test_formula_cells_are_quoted_in_the_csv_only(tmp_path: Path, small_photos: list[Path],
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    shutil.copyfile(small_photos[0], tmp_path / HOSTILE)
+    exif = Image.Exif()
+    exif[0x0110] = CAMERA  # the camera model, recorded as a column
+    Image.open(small_photos[0]).convert("RGB").save(tmp_path / HOSTILE, format="JPEG", quality=92,
+                                                    exif=exif.tobytes())
     summary = run_job(JobOptions(sources=[HOSTILE], store="s.icechunk", engine="pillow"))
     assert summary.stored == 1
     repo = open_repo("s.icechunk", create=False)
@@ -29,10 +34,12 @@ def test_formula_cells_are_quoted_in_the_csv_only(tmp_path: Path, small_photos: 
     with open(tmp_path / "csv" / "manifest.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))
     cells = [c for row in rows for c in row]
-    assert "'" + HOSTILE in cells
+    assert "'" + CAMERA in cells
     assert not any(c.startswith(("=", "+", "-", "@", "\t", "\r")) for c in cells)
     table = pq.read_table(export(repo, tmp_path / "pq", fmt="parquet").manifest).to_pydict()
-    assert table["source_path"] == [HOSTILE]
+    assert table["camera_model"] == [CAMERA]
+    # the path rule: a local source is recorded absolute, under its root's resolved folder
+    assert table["source_path"] == [os.path.join(os.path.realpath(tmp_path), HOSTILE)]
 
 
 def test_csv_cell_rules() -> None:

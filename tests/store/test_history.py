@@ -11,7 +11,6 @@ import csv
 import hashlib
 import json
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,49 +22,13 @@ import zarr
 from typer.testing import CliRunner
 
 from preprocess.cli import app
-from preprocess.errors import ConfigError, StorageError
-from preprocess.job import JobOptions, Summary, run_job
+from preprocess.errors import ConfigError
 from preprocess.sources import list_digest, list_sources
 from preprocess.store import DatasetWriter, dataset_at, history, open_dataset, open_repo, refs
 from preprocess.store import export as export_mod
 from tests.plain import column, group, open_root
+from tests.store.conftest import Hist
 from tests.store.test_store import make_item
-
-
-@dataclass
-class Hist:
-    store: Path
-    repo: ic.Repository
-    v1: Summary
-    lowq: Summary
-    main2: Summary
-    again: Summary
-    root: str
-    sets: list[Path]
-
-
-def _run(sources: list[Path], store: Path, spec: Path, **kw: Any) -> Summary:
-    return run_job(JobOptions(sources=[str(s) for s in sources], store=str(store), spec_path=str(spec),
-                              engine="pillow", device="cpu", **kw))
-
-
-@pytest.fixture(scope="module")
-def hist(tmp_path_factory: pytest.TempPathFactory, photo_sets: list[Path], tiny_specs: list[Path],
-         bad_images: dict[str, tuple[bytes, str]]) -> Hist:
-    store = tmp_path_factory.mktemp("hist") / "cams.icechunk"
-    bad = tmp_path_factory.mktemp("bad")
-    (bad / "truncated.jpg").write_bytes(bad_images["truncated.jpg"][0])
-    q80, q40 = tiny_specs
-    v1 = _run([photo_sets[0]], store, q80, message="first")
-    repo = open_repo(str(store), create=False)
-    refs.create_tag(repo, "v1")
-    refs.create_branch(repo, "low-q", "v1")
-    lowq = _run(photo_sets[:2], store, q40, branch="low-q")
-    main2 = _run([photo_sets[1], bad], store, q80, message="second")
-    root = refs.history(repo, branch="main")[-1].id
-    refs.create_branch(repo, "again", root)
-    again = _run([photo_sets[0]], store, q80, branch="again")
-    return Hist(store, repo, v1, lowq, main2, again, root, photo_sets)
 
 
 def plain_rows(store: Path, snapshot: str) -> list[tuple[str, str, str]]:
@@ -211,13 +174,6 @@ def test_diff_names_the_fields_that_changed(hist: Hist) -> None:
 
 
 # -- tag / branch / reset / gc ------------------------------------------------------------------
-
-
-@pytest.fixture
-def scratch(hist: Hist, tmp_path: Path) -> ic.Repository:
-    copy = tmp_path / "copy.icechunk"
-    shutil.copytree(hist.store, copy)
-    return open_repo(str(copy), create=False)
 
 
 def test_reset_rolls_back_and_the_old_commits_stay_reachable(hist: Hist, scratch: ic.Repository) -> None:
@@ -366,7 +322,7 @@ def test_empty_foreign_and_missing_stores_give_clear_errors(tmp_path: Path) -> N
     for call in (lambda: history.log(foreign), lambda: history.show(foreign, "main"),
                  lambda: history.diff(foreign, "main", "main"),
                  lambda: export_mod.export(foreign, tmp_path / "o")):
-        with pytest.raises(StorageError) as e:
+        with pytest.raises(ConfigError) as e:
             call()
         assert e.value.code == "STORE_FORMAT"
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import zarr
 
-from preprocess.errors import ConfigError, ConflictError, InternalError, StorageError
+from preprocess.errors import ConfigError, ConflictError, InternalError
 from preprocess.store import (
     CHUNK_ROWS,
     FAILURE_COLUMNS,
@@ -130,10 +130,11 @@ def test_foreign_dir_and_file(tmp_path: Path, create: bool) -> None:
     (tmp_path / "photos" / "a.jpg").write_bytes(b"x")
     (tmp_path / "file.txt").write_text("x")
     for p in ("photos", "file.txt"):
-        with pytest.raises(StorageError) as e:
+        with pytest.raises(ConfigError) as e:  # a usage error (exit 2): the wrong path was given
             open_repo(str(tmp_path / p), create=create)
-        assert e.value.code == "STORE_FOREIGN"
-        assert "not an icechunk repository" in e.value.message
+        assert e.value.code == "STORE_FOREIGN" and e.value.exit_code == 2
+        assert "not a dataset" in e.value.message
+        assert ("new or empty directory" in e.value.hint) == create, e.value.hint
     assert os.listdir(tmp_path / "photos") == ["a.jpg"]  # untouched
 
 
@@ -150,10 +151,10 @@ def test_icechunk_repo_not_made_by_preprocess(repo_path: Path) -> None:
     zarr.group(store=s.store).create_array("other", shape=(3,), dtype="int8")
     s.commit("someone else's data")
     repo = open_repo(str(repo_path), create=False)
-    with pytest.raises(StorageError) as e:
+    with pytest.raises(ConfigError) as e:
         DatasetWriter(repo, "main")
     assert e.value.code == "STORE_FORMAT"
-    with pytest.raises(StorageError) as e:
+    with pytest.raises(ConfigError) as e:
         open_dataset(str(repo_path))
     assert e.value.code == "STORE_FORMAT"
 

@@ -1,0 +1,132 @@
+"""`preprocess log|show|diff|branch|tag|export|gc` as a user meets them (issue 14): every ``--json`` is the
+same bytes twice, tables fit 80 columns without cutting ids or names, the list / create / --delete
+forms of branch and tag, ``log STORE REF``, and a folder that is not a dataset is a usage error for
+every command that takes a store."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from preprocess.cli import app
+from preprocess.cli.app import out
+from tests.store.conftest import Hist
+
+
+def cli(*args: str) -> Any:
+    return CliRunner().invoke(app, list(args))
+
+
+def test_every_json_output_is_the_same_bytes_twice(hist: Hist, tmp_path: Path) -> None:
+    s = str(hist.store)
+    sha = hist.sets[0] / "apple.jpg"
+    for args in (("log", s), ("log", s, "low-q"), ("show", s), ("show", s, "main~1"), ("show", s, "v1"),
+                 ("show", s, "--item", "apple.jpg"), ("show", s, "low-q", "--item", str(sha)),
+                 ("show", s, "main", "--item", "truncated.jpg"), ("diff", s, "main", "low-q"),
+                 ("diff", s, "v1", "again"), ("branch", s), ("tag", s), ("models", "list")):
+        first, second = cli(*args, "--json"), cli(*args, "--json")
+        assert first.exit_code == 0, (args, first.output)
+        assert first.stdout == second.stdout, args
+        json.loads(first.stdout)
+    # what writes: the same command on two identical copies prints the same bytes
+    copies = [tmp_path / "a" / "c.icechunk", tmp_path / "b" / "c.icechunk"]
+    for c in copies:
+        shutil.copytree(hist.store, c)
+    for args in (("tag", "{s}", "t1", "main~1"), ("branch", "{s}", "exp", "v1"), ("reset", "{s}", "again", "v1"),
+                 ("branch", "{s}", "--delete", "exp"), ("tag", "{s}", "--delete", "t1"),
+                 ("export", "{s}", "{d}/out", "--ref", "low-q")):
+        outs = [cli(*(a.format(s=c, d=c.parent) for a in args), "--json") for c in copies]
+        assert outs[0].exit_code == 0, (args, outs[0].output)
+        assert outs[0].stdout.replace(str(copies[0].parent), "X") == outs[1].stdout.replace(str(copies[1].parent), "X")
+    gcs = [json.loads(cli("gc", str(c), "--older-than", "0s", "--dry-run", "--json").stdout) for c in copies]
+    assert gcs[0].pop("cutoff") != "" and gcs[1].pop("cutoff") != ""  # the one field that is "now"
+    assert gcs[0] == gcs[1] and gcs[0]["snapshots"] == [hist.again.snapshot]
+
+
+def test_tables_fit_80_columns_without_cutting_ids_or_names(hist: Hist, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(out, "_width", 80)
+    s = str(hist.store)
+    for args in (("log", s), ("log", s, "low-q"), ("show", s), ("show", s, "--item", "apple.jpg"),
+                 ("diff", s, "main", "low-q"), ("diff", s, "v1", "again"), ("branch", s), ("tag", s),
+                 ("models", "list")):
+        r = cli(*args)
+        assert r.exit_code == 0, (args, r.output)
+        lines = r.stdout.splitlines()
+        assert lines and max(len(line) for line in lines) <= 80, (args, r.stdout)
+        assert "…" not in r.stdout, (args, r.stdout)  # folded, never cut
+    log = cli("log", s).stdout
+    assert (hist.main2.snapshot or "")[:12] in log and "second" in log and "tiny-q80" in log
+    assert "mobilenetv2-imagenet" in cli("models", "list").stdout
+
+
+def test_branch_and_tag_list_create_and_delete(hist: Hist, tmp_path: Path) -> None:
+    copy = tmp_path / "c.icechunk"
+    shutil.copytree(hist.store, copy)
+    s = str(copy)
+    listed = json.loads(cli("branch", s, "--json").stdout)
+    assert [(b["name"], b["snapshot"]) for b in listed] == [
+        ("again", hist.again.snapshot), ("low-q", hist.lowq.snapshot), ("main", hist.main2.snapshot)]
+    assert listed[2]["message"] == "second" and listed[2]["kind"] == "branch" and listed[2]["written_at"]
+    table = cli("branch", s).stdout
+    assert all(name in table for name in ("again", "low-q", "main", "second"))
+    assert cli("tag", s, "v0", "main~1").exit_code == 0
+    assert [t["name"] for t in json.loads(cli("tag", s, "--json").stdout)] == ["v0", "v1"]
+    r = cli("branch", s, "--delete", "low-q")
+    assert r.exit_code == 0 and hist.lowq.snapshot in r.stdout
+    assert cli("tag", s, "-d", "v0").exit_code == 0
+    assert [b["name"] for b in json.loads(cli("branch", s, "--json").stdout)] == ["again", "main"]
+    for args, code, exit_code in ((("branch", s, "--delete", "main"), "BRANCH_MAIN", 2),
+                                  (("branch", s, "--delete", "mian"), "BRANCH_MISSING", 2),
+                                  (("tag", s, "--delete", "v0"), "TAG_MISSING", 2),
+                                  (("branch", s, "x", "--delete", "again"), "CLI_USAGE", 2),
+                                  (("log", s, "main", "--branch", "again"), "CLI_USAGE", 2)):
+        r = cli(*args)
+        assert r.exit_code == exit_code and r.stderr.startswith(f"error[{code}]"), (args, r.output)
+
+
+def test_log_takes_a_ref_as_argument_or_option(hist: Hist) -> None:
+    s = str(hist.store)
+    by_arg, by_opt = cli("log", s, "low-q", "--json"), cli("log", s, "--branch", "low-q", "--json")
+    assert by_arg.exit_code == 0 and by_arg.stdout == by_opt.stdout
+    assert [c["id"] for c in json.loads(by_arg.stdout)] == [hist.lowq.snapshot, hist.v1.snapshot]
+    assert [c["id"] for c in json.loads(cli("log", s, "main~1", "--json").stdout)] == [hist.v1.snapshot]
+    r = cli("export", s, "/nonexistent-parent/x", "--ref", "mian~1")
+    assert r.exit_code == 2 and "did you mean 'main'?" in r.stderr
+
+
+STORE_COMMANDS = [("log", "{s}"), ("show", "{s}"), ("diff", "{s}", "main", "main"), ("tag", "{s}"),
+                  ("branch", "{s}"), ("reset", "{s}", "main", "main"), ("export", "{s}", "{out}"),
+                  ("gc", "{s}", "--dry-run"), ("run", "{photos}", "--store", "{s}")]
+
+
+@pytest.mark.parametrize("what", ["a folder of photos", "a file"])
+def test_a_store_that_is_not_a_dataset_is_a_usage_error_for_every_command(
+        hist: Hist, tmp_path: Path, what: str) -> None:
+    photos = hist.sets[0]
+    if what == "a file":
+        store = tmp_path / "notes.txt"
+        store.write_text("not a dataset")
+    else:
+        store = tmp_path / "photos"
+        shutil.copytree(photos, store)
+    before = sorted(os.listdir(store)) if store.is_dir() else store.read_text()
+    for command in STORE_COMMANDS:
+        r = cli(*(a.format(s=store, out=tmp_path / "out", photos=photos) for a in command))
+        assert r.exit_code == 2, (command, r.output)
+        assert r.stderr.startswith("error[STORE_FOREIGN]") and "not a dataset" in r.stderr, (command, r.stderr)
+        writes = command[0] == "run"
+        assert ("choose a new or empty directory" in r.stderr) == writes, (command, r.stderr)
+    daemons = (["serve", str(store), "--port", "0"], ["watch", str(photos), "--store", str(store), "--metrics", "off"])
+    for args in daemons:
+        proc = subprocess.run([sys.executable, "-m", "preprocess", *args], capture_output=True, text=True,
+                              timeout=120, check=False)
+        assert proc.returncode == 2 and "\nerror[STORE_FOREIGN]" in f"\n{proc.stderr}", (args, proc.stderr)
+    assert (sorted(os.listdir(store)) if store.is_dir() else store.read_text()) == before
