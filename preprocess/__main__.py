@@ -19,8 +19,7 @@ def main() -> None:
         cli()
     except interrupts.Interrupted as exc:
         sys.stderr.write(exc.one_line() + "\n")
-        sys.stderr.flush()
-        sys.exit(exc.exit_code)
+        interrupts.leave(exc.exit_code)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ The process entry point (``preprocess/__main__.py``) calls :func:`install` befor
 imported. From then on the first SIGINT or SIGTERM raises :class:`Interrupted` in the main thread,
 wherever it is (imports, planning, reading, processing): the with-blocks and ``finally`` clauses on
 the way out discard what was not committed and release the store's lock, and the entry point prints
-:meth:`Interrupted.one_line` and exits 130. A second signal exits at once (130; the store is then as
+:meth:`Interrupted.one_line` and exits 130 (:func:`leave`). A second signal exits at once (130; the store is then as
 after a SIGKILL: at its last commit).
 
 A commit runs inside :func:`held`: a signal during it takes effect when it ends, so the outcome is
@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from types import FrameType
 
 from preprocess.errors import EXIT_INTERRUPTED
@@ -120,6 +121,21 @@ def held() -> Iterator[None]:
         _state.holding -= 1
     if not _state.holding and _state.first is not None:
         _raise()
+
+
+def leave(code: int) -> None:
+    """Exit now with ``code``, after an interrupt was reported: the job has unwound (nothing uncommitted
+    is kept, the lock is released), so the interpreter's slow teardown is skipped. Python resets the
+    signal handlers to their defaults late in that teardown, and a second Ctrl-C landing there would
+    kill the process by the signal (exit -2) instead of exit 130; until ``os._exit`` the handler stays
+    and a second signal exits 130 at once. A local Ray started by this process is shut down first."""
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(OSError, ValueError):
+            stream.flush()
+    ray = sys.modules.get("ray")
+    if ray is not None and getattr(ray, "is_initialized", lambda: False)():
+        ray.shutdown()
+    os._exit(code)
 
 
 def committed(snapshot: str) -> None:

@@ -169,7 +169,10 @@ def test_signals_at_any_moment_of_a_run(tmp_path: Path, camera_photos: list[Path
     job.writing()
     time.sleep(1.0)
     code, err = job.stop(signal.SIGINT, signal.SIGINT)
-    assert code == 130 and "interrupted again by SIGINT: exiting at once" in err.splitlines()[-1], err
+    # 130 either way: the second signal exits at once, unless the first had already finished the exit
+    assert code == 130, err
+    assert ("interrupted again by SIGINT: exiting at once" in err.splitlines()[-1]
+            or err.splitlines() == [f"interrupted by SIGINT: {NOTHING}"]), err
     assert rows(store)[::2] == (n_first, committed)
 
     job = Job(src, store)  # during the commit: it completes, and the line says so
