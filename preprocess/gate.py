@@ -76,21 +76,39 @@ class Decision:
 DEFICIT_SLOPE = 0.02
 # A passing candidate this close above the threshold ends its variant's search without measuring
 # the rung below it: near the crossing a quality step moves the similarity by about this much, so
-# the rung below would almost surely fail (simulated on the measured curves of 44 photos: 0.4 fewer probes
-# per image for 0.3% more bytes; bench/NOTES.md).
-SETTLE = 0.0005
+# the rung below would almost surely fail (simulated on the measured curves of 44 photos: against 0.0005,
+# 0.1% more bytes, 3% fewer probes for AVIF; 0.0015 costs 1% bytes; bench/NOTES.md).
+SETTLE = 0.001
 
 
 def _log_deficit(similarity: float) -> float:
     return math.log10(max(1.0 - similarity, 1e-6))
 
 
-@dataclass(frozen=True)
+# The first probe starts where the earlier images most like this one (cosine of the sources' embeddings
+# at least NEIGHBOUR, the NEIGHBOURS nearest) crossed: a fleet's cameras keep sending the same scenes.
+NEIGHBOUR = 0.9
+NEIGHBOURS = 5
+
+
+@dataclass(frozen=True, eq=False)
 class Prior:
     """Where one variant's search starts and how it extrapolates (from earlier images)."""
 
     guess: int | None = None  # ladder index of the first probe; None: the middle
     slope: float = DEFICIT_SLOPE
+    seen: np.ndarray | None = None  # [N, D] reference embeddings of earlier images, and ...
+    rungs: np.ndarray | None = None  # [N] ... the rung each chose
+
+    def first(self, reference: np.ndarray) -> int | None:
+        """The first probe for an image whose source embeds as ``reference``: the median rung of its
+        nearest earlier images when they look alike, else the median of all (:attr:`guess`)."""
+        if self.seen is None or self.rungs is None or not len(self.seen):
+            return self.guess
+        sims = self.seen @ reference
+        near = np.argsort(-sims, kind="stable")[:NEIGHBOURS]
+        near = near[sims[near] >= NEIGHBOUR]
+        return int(np.median(self.rungs[near])) if len(near) else self.guess
 
 
 @dataclass
@@ -192,6 +210,7 @@ class _Image:
     """One image's searches, one per variant, run one variant after the other."""
 
     searches: list[_Search]
+    reference: np.ndarray  # the source's embedding (where earlier images like it crossed: the first guess)
     current: int = 0
     measured: dict[Candidate, Measured] = field(default_factory=dict)
 
@@ -200,7 +219,9 @@ class _Image:
         while self.current < len(self.searches):
             v = variants[self.current]
             prior = priors.get(v, Prior())
-            rung = self.searches[self.current].next_probe(prior.guess, ladder, threshold, prior.slope, SETTLE)
+            search = self.searches[self.current]
+            guess = prior.first(self.reference) if not search.tried else None
+            rung = search.next_probe(guess, ladder, threshold, prior.slope, SETTLE)
             if rung is not None:
                 return Candidate(v, ladder[rung])
             self.current += 1
@@ -218,19 +239,23 @@ Priors = dict[Variant, Prior]  # per variant, for one batch (a snapshot of :clas
 @dataclass
 class GateStats:
     """What earlier images teach later searches, per variant: the chosen rungs (the next first guess
-    is their median) and the measured deficit slopes (the next extrapolation uses their median)."""
+    is their median, or that of the nearest earlier images by their sources' embeddings) and the
+    measured deficit slopes (the next extrapolation uses their median)."""
 
     spec: Spec
     chosen: dict[Variant, deque[int]] = field(default_factory=dict)
     slopes: dict[Variant, deque[float]] = field(default_factory=dict)
+    seen: dict[Variant, deque[tuple[np.ndarray, int]]] = field(default_factory=dict)  # (reference, rung)
     window: int = 512  # the latest images each median is taken over (a daemon runs for months)
 
     def priors(self) -> Priors:
         out: Priors = {}
         for v in set(self.chosen) | set(self.slopes):
-            chosen, slopes = self.chosen.get(v), self.slopes.get(v)
+            chosen, slopes, seen = self.chosen.get(v), self.slopes.get(v), self.seen.get(v)
             out[v] = Prior(guess=int(np.median(chosen)) if chosen else None,
-                           slope=float(np.median(slopes)) if slopes else DEFICIT_SLOPE)
+                           slope=float(np.median(slopes)) if slopes else DEFICIT_SLOPE,
+                           seen=np.stack([e for e, _ in seen]) if seen else None,
+                           rungs=np.array([r for _, r in seen]) if seen else None)
         return out
 
     def _list[T](self, lists: dict[Variant, deque[T]], v: Variant) -> deque[T]:
@@ -244,14 +269,22 @@ class GateStats:
         for o in outcomes:
             for v, rung in o.chosen.items():
                 self._list(self.chosen, v).append(rung)
+                if o.reference is not None:
+                    self._list(self.seen, v).append((o.reference, rung))
             for v, slope in o.slopes.items():
                 self._list(self.slopes, v).append(slope)
 
-    def seed(self, qualities: Sequence[int]) -> None:
-        """Start from qualities chosen earlier with the same spec (e.g. by the branch's last job)."""
+    def seed(self, qualities: Sequence[int], embeddings: np.ndarray | None = None) -> None:
+        """Start from qualities chosen earlier with the same spec (e.g. by the branch's last job), and
+        with ``embeddings`` (the stored images', one per quality: >= the threshold's cosine to their
+        sources by construction) from where images like each new one crossed."""
         ladder = self.spec.quality.ladder()
         primary = self.spec.encode.variants()[0]
-        self._list(self.chosen, primary).extend(ladder.index(q) for q in qualities if q in ladder)
+        for k, q in enumerate(qualities):
+            if q in ladder:
+                self._list(self.chosen, primary).append(ladder.index(q))
+                if embeddings is not None:
+                    self._list(self.seen, primary).append((np.asarray(embeddings[k], np.float32), ladder.index(q)))
 
 
 @dataclass
@@ -260,6 +293,7 @@ class Outcome:
 
     chosen: dict[Variant, int] = field(default_factory=dict)
     slopes: dict[Variant, float] = field(default_factory=dict)
+    reference: np.ndarray | None = None  # the source's embedding
 
 
 def combine_tiles(sims: np.ndarray, how: str) -> float:
@@ -354,7 +388,7 @@ def decide(measure: Measure, loaded: Loaded, spec: Spec, priors: Priors | None =
 
 def _search(rounds: _Round, variants: Sequence[Variant], ladder: Sequence[int], priors: Priors) -> list[_Image]:
     threshold = rounds.spec.gate.threshold
-    states = [_Image([_Search(lo=0, hi=len(ladder) - 1) for _ in variants]) for _ in rounds.images]
+    states = [_Image([_Search(lo=0, hi=len(ladder) - 1) for _ in variants], ref) for ref in rounds.reference]
     while todo := [(i, c) for i, st in enumerate(states)
                    if (c := st.next_probe(variants, ladder, priors, threshold)) is not None]:
         idxs = [i for i, _ in todo]
@@ -384,7 +418,7 @@ def _conclude(rounds: _Round, states: Sequence[_Image], variants: Sequence[Varia
             final[i] = (m, data)
     rounds.embed_stored([m for m, _ in final.values()])
     decisions = [_decision(spec, st, final.get(i), rounds.reference[i]) for i, st in enumerate(states)]
-    outcomes = [_outcome(st, variants, ladder) for st in states]
+    outcomes = [_outcome(st, variants) for st in states]
     return decisions, outcomes
 
 
@@ -403,8 +437,8 @@ def _decision(spec: Spec, st: _Image, chosen: tuple[Measured, bytes] | None, ref
     return Decision("rejected", top.encoded.candidate, None, top.similarity, reference, reference, probes, tried)
 
 
-def _outcome(st: _Image, variants: Sequence[Variant], ladder: Sequence[int]) -> Outcome:
-    out = Outcome()
+def _outcome(st: _Image, variants: Sequence[Variant]) -> Outcome:
+    out = Outcome(reference=st.reference)
     for v, s in zip(variants, st.searches, strict=True):
         if s.best is not None:
             out.chosen[v] = s.best

@@ -84,8 +84,8 @@ def worker_project(paths: list[Path], warm: list[Path], engine: str, device: str
     size = proc.batch_size  # what a job reads at once (lanes x device batch on the GPU)
     for batch in batched(warm, size):
         proc.process([read_source(f, max_bytes=1 << 30) for f in batch])
-    # The warm-up's choices seed the first guess, as a branch's recent rows seed a job's (the steady
-    # state of a fleet's daily jobs); a fresh store's first batches bisect from the middle instead.
+    # The warm-up (yesterday's frames of the same scenes) seeds the first guesses, as a branch's recent rows
+    # seed a job's: the steady state of a fleet's daily jobs. A fresh store's first batch starts blind.
     tmp = Path(tempfile.mkdtemp(prefix="bench-store-"))
     store = str(tmp / "s.icechunk")
     ingest = Ingest(DatasetWriter(open_repo(store, create=True), "main"), p,
@@ -133,7 +133,7 @@ def run_worker(args: argparse.Namespace) -> None:
 
     icechunk.set_logs_filter("error")
     paths = _files(Path(args.dir))
-    warm = paths[: min(4, len(paths))]
+    warm = _files(Path(args.dir).parent / "warm")
     name = args.worker
     if name == "decode-only":
         res = worker_decode_only(paths, "gpu")
@@ -181,7 +181,8 @@ def _command(contender: str, baseline_python: str) -> list[str]:
     return [*prefix, str(ROOT / "scripts" / "bench_baseline.py"),
             "--model", str(build(find_manifest(spec.gate.model)).path), "--long-side", str(spec.resize.size),
             "--ladder", ",".join(map(str, spec.quality.ladder())), "--threshold", str(spec.gate.threshold),
-            "--encoder", primary.encoder]
+            "--encoder", primary.encoder,
+            "--stored-form", "mozjpeg" if primary.format == "jpeg" and spec.encode.progressive else "as-encoded"]
 
 
 def _gpu_name() -> str:
@@ -193,26 +194,35 @@ def _gpu_name() -> str:
         return ""
 
 
-def _distinct(data: bytes, tag: int) -> bytes:
-    """The same JPEG with a COM segment naming the copy (inserted after the APPn segments): identical
-    pixels and work, distinct content, so no contender can skip a replica as already stored."""
-    i = 2
-    while i + 4 <= len(data) and data[i] == 0xFF and 0xE0 <= data[i + 1] <= 0xEF:
-        i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
-    text = f"preprocess bench copy {tag}".encode()
-    return data[:i] + b"\xff\xfe" + (len(text) + 2).to_bytes(2, "big") + text + data[i:]
+def _frame(data: bytes, k: int) -> bytes:
+    """Frame ``k`` of a fixed camera looking at the photo's scene: the photo shifted by ``8k`` px (cropped
+    back to its size minus 64 px), JPEG q92 with the photo's EXIF: other pixels, the same scene."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:
+        w, h = img.size
+        frame = img.convert("RGB").crop((8 * k, 8 * k, 8 * k + w - 64, 8 * k + h - 64))
+        buf = io.BytesIO()
+        frame.save(buf, format="JPEG", quality=92, exif=img.info.get("exif", b""))
+    return buf.getvalue()
 
 
 def _make_set(n: int, dest: Path) -> list[Path]:
-    """``n`` distinct camera photos (2560x1600 with EXIF), replicated round-robin from photos/camera."""
+    """``n`` camera photos (2560x1600 with EXIF): the 12 of photos/camera, then more frames of their
+    scenes (:func:`_frame`), round-robin: what a fleet of fixed cameras sends. Beside them, ``warm/``:
+    one more frame of each scene, which the project's contenders process before the clock (as a job
+    starts from its branch's recent rows) and the baseline's first images warm up on."""
     src = _files(ROOT / "photos" / "camera")
     if not src:
         sys.exit("no photos: run scripts/fetch-photos")
     dest.mkdir(parents=True, exist_ok=True)
+    (dest.parent / "warm").mkdir(exist_ok=True)
     for i in range(n):
         p = src[i % len(src)]
         data = p.read_bytes()
-        (dest / f"{i:04d}-{p.name}").write_bytes(data if i < len(src) else _distinct(data, i))
+        (dest / f"{i:04d}-{p.name}").write_bytes(data if i < len(src) else _frame(data, i // len(src)))
+    for p in src:
+        (dest.parent / "warm" / p.name).write_bytes(_frame(p.read_bytes(), n // len(src) + 1))
     return _files(dest)
 
 
@@ -327,7 +337,8 @@ def main() -> None:
         "machine": {"cpu_cores": os.cpu_count(), "platform": platform.platform(), "gpu": gpu or "none",
                     "processor": platform.processor()},
         "versions": _versions(),
-        "photos": {"count": len(paths), "source": "photos/camera (2560x1600 JPEG with EXIF), replicated",
+        "photos": {"count": len(paths), "source": "photos/camera (2560x1600 JPEG with EXIF), then frames of the "
+                   "same scenes (shifted 8 px per frame, JPEG q92)",
                    "megapixels": round(mp, 1), "bytes": bytes_in},
         "rounds": args.rounds,
         "spec": "pipelines/camera.toml",

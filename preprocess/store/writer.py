@@ -300,14 +300,23 @@ class DatasetWriter:
     def recent_qualities(self, fingerprint: str, rows: int = 512) -> list[int]:
         """Qualities chosen by the gate (status "ok") for ``fingerprint`` among the branch's last ``rows``
         stored items, oldest first: a new job's first guess for its quality search."""
+        return self.recent_choices(fingerprint, rows=rows)[0]
+
+    def recent_choices(self, fingerprint: str, model: str | None = None,
+                       rows: int = 512) -> tuple[list[int], np.ndarray | None]:
+        """:meth:`recent_qualities`, and (with ``model``) the stored images' embeddings under it, one row
+        each ([N, D]; None when the branch has none): where earlier images like a new one crossed."""
         stored = self._items.stored
         if not stored:
-            return []
+            return [], None
         window = slice(max(0, stored - rows), stored)
         a = self._items.arrays
         fps, statuses, qualities = (schema.read(a[name], window) for name in ("fingerprint", "status", "quality"))
-        return [int(q) for f, st, q in zip(fps, statuses, qualities, strict=True)
+        keep = [i for i, (f, st) in enumerate(zip(fps, statuses, strict=True))
                 if str(f) == fingerprint and str(st) == "ok"]
+        emb = self._emb.get(model) if model is not None else None
+        embeddings = schema.read(emb, window)[keep].astype(np.float32) if emb is not None and keep else None
+        return [int(qualities[i]) for i in keep], embeddings
 
     # -- adding ----------------------------------------------------------------------------------
 
