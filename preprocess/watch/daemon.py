@@ -187,7 +187,7 @@ class WatchDaemon:
         o, p, d = self.opts, work.plan, self.detector
         assert d is not None
         log.info("watching", extra={"fields": {
-            "folder": os.path.abspath(o.folder), "store": o.store, "branch": o.branch, "mode": d.mode,
+            "folder": os.path.realpath(o.folder), "store": o.store, "branch": o.branch, "mode": d.mode,
             "fs": d.fs_type, "engine": p.engine, "device": p.device, "fingerprint": p.fingerprint,
             "stored": len(work.ingest.writer.existing_keys()), "job_id": self.job_id}})
 
@@ -378,7 +378,7 @@ class WatchDaemon:
             return
         info = WatchInfo(reason=reason, sequence=self._commits + 1, commit_every=o.commit_every,
                          commit_interval_s=o.commit_interval, quiet_s=o.quiet,
-                         mode=self.detector.mode if self.detector else "", folder=os.path.abspath(o.folder))
+                         mode=self.detector.mode if self.detector else "", folder=os.path.realpath(o.folder))
         s = work.ingest.commit(o.message, engine=work.processor, watch=info)
         if self.backoff.succeeded():
             log.info("store recovered", extra={"fields": {"snapshot": s.snapshot}})

@@ -82,11 +82,11 @@ class Detector:
 
     def __init__(self, folder: str, queue: FileQueue, scanning: Scanning, *,
                  on_lost_events: Callable[[], None] | None = None) -> None:
-        self.folder = os.path.abspath(folder)
+        self.folder = os.path.realpath(folder)  # rows record paths under the resolved folder, as run does
         self.queue = queue
         self.poll_interval = scanning.poll_interval
         self.rescan_interval = scanning.rescan_interval
-        self.exclude = tuple(os.path.abspath(e) for e in scanning.exclude)
+        self.exclude = tuple(os.path.realpath(e) for e in scanning.exclude)
         self.on_lost_events = on_lost_events
         fs = filesystem_type(self.folder)
         self.fs_type = fs

@@ -50,3 +50,4 @@ def test_links_out_of_the_watched_folder(tmp_path: Path, small_photos: list[Path
     else:
         assert state.shas == [sha(inside)]
         assert failures == {"out.jpg": "E_SYMLINK_OUTSIDE", "p.jpg": "E_SYMLINK_OUTSIDE"}
+
