@@ -195,13 +195,17 @@ def _gpu_name() -> str:
 
 
 def _frame(data: bytes, k: int) -> bytes:
-    """Frame ``k`` of a fixed camera looking at the photo's scene: the photo shifted by ``8k`` px (cropped
-    back to its size minus 64 px), JPEG q92 with the photo's EXIF: other pixels, the same scene."""
+    """Frame ``k`` of a fixed camera looking at the photo's scene: the scene shifted by ``8k`` px at the
+    camera's resolution (the strip uncovered at the right and bottom mirrors the edge), JPEG q92 with the
+    photo's EXIF: other pixels, the same scene, the same size as every frame the camera sends."""
+    import numpy as np
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as img:
-        w, h = img.size
-        frame = img.convert("RGB").crop((8 * k, 8 * k, 8 * k + w - 64, 8 * k + h - 64))
+        s = 8 * k
+        shifted = np.asarray(img.convert("RGB"))[s:, s:]
+        frame = Image.fromarray(np.pad(shifted, ((0, s), (0, s), (0, 0)), mode="symmetric"))
+        assert frame.size == img.size
         buf = io.BytesIO()
         frame.save(buf, format="JPEG", quality=92, exif=img.info.get("exif", b""))
     return buf.getvalue()
