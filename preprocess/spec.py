@@ -145,7 +145,7 @@ class Quality(_Frozen):
     value: Annotated[int, Field(ge=1, le=100)] = 85
     min: Annotated[int, Field(ge=1, le=100)] = 5
     max: Annotated[int, Field(ge=1, le=100)] = 95
-    step: Annotated[int, Field(ge=1, le=50)] = 3
+    step: Annotated[int, Field(ge=1, le=50)] = 2
 
     @model_validator(mode="after")
     def _check_bounds(self) -> Quality:

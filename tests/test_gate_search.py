@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -169,3 +171,50 @@ def test_priors_are_per_variant_medians_over_a_window() -> None:
     assert priors[jpegli].slope == pytest.approx(0.03) and priors[libjpeg].slope == DEFICIT_SLOPE
     assert stats.guess() == 3  # the primary's
     assert Variant("jpeg", "jpegli", "420") == jpegli
+
+
+def _unit(v: list[float]) -> np.ndarray:
+    a = np.asarray(v, dtype=np.float32)
+    return a / np.linalg.norm(a)
+
+
+def test_the_first_guess_is_where_the_nearest_alike_images_crossed() -> None:
+    """A fleet's cameras send the same scenes again: the first probe for an image is the median rung of
+    the (up to NEIGHBOURS) earlier images whose sources embed within NEIGHBOUR of it; an image like
+    none of them starts at the median of all."""
+    from preprocess.gate import NEIGHBOUR, NEIGHBOURS, GateStats, Outcome
+    from preprocess.spec import Spec
+
+    spec = Spec()
+    (v,) = spec.encode.variants()
+    dark, bright, other = _unit([1, 0, 0]), _unit([0, 1, 0]), _unit([0, 0, 1])
+    stats = GateStats(spec)
+    assert stats.priors().get(v) is None
+    near_dark = [_unit([1, 0.05 * k, 0]) for k in range(NEIGHBOURS + 2)]  # all alike, nearest first
+    stats.record([Outcome({v: 30 + k}, reference=e) for k, e in enumerate(near_dark)])
+    stats.record([Outcome({v: r}, reference=bright) for r in (2, 3, 4)])
+    prior = stats.priors()[v]
+    assert prior.guess == 31  # the median over all 10 rungs (2, 3, 4, 30..36), as an int
+    assert prior.first(dark) == 32  # median of the NEIGHBOURS nearest: 30..34, not 35 or 36
+    assert prior.first(_unit([0.1, 1, 0])) == 3
+    assert float(other @ dark) < NEIGHBOUR and prior.first(other) == prior.guess
+
+
+def test_seeded_embeddings_guide_the_first_batch() -> None:
+    """A job seeds its stats with the branch's stored rows (qualities and embeddings): its first
+    images already start where stored images like them crossed."""
+    from preprocess.gate import GateStats
+    from preprocess.spec import Spec
+
+    spec = Spec()
+    (v,) = spec.encode.variants()
+    ladder = spec.quality.ladder()
+    stats = GateStats(spec)
+    stats.seed([ladder[3], ladder[4], ladder[40], ladder[41], ladder[42]],
+               np.stack([_unit([1, 0]), _unit([1, 0.1]), _unit([0, 1]), _unit([0.1, 1]), _unit([0.05, 1])]))
+    prior = stats.priors()[v]
+    assert prior.first(_unit([1, 0.02])) == 3  # the median of rungs 3 and 4, as an int
+    assert prior.first(_unit([0, 1])) == 41
+    stats2 = GateStats(spec)
+    stats2.seed([ladder[3], ladder[40]])  # no embeddings (another model's rows): the median only
+    assert stats2.priors()[v].first(_unit([1, 0])) == stats2.priors()[v].guess

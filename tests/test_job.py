@@ -277,8 +277,12 @@ def test_a_new_job_starts_its_search_from_the_branchs_recent_qualities(first_run
     try:
         got = writer.recent_qualities(summary.fingerprint)
         assert writer.recent_qualities("another-spec") == []
+        qualities, embeddings = writer.recent_choices(summary.fingerprint, "mobilenetv2-imagenet")
+        assert writer.recent_choices(summary.fingerprint, "another-model")[1] is None
     finally:
         writer.close()
+    assert qualities == got and embeddings is not None and embeddings.shape == (len(got), 1280)
+    assert np.allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-3)  # the stored images' embeddings
     assert got == [int(q) for q, st in zip(cols["quality"], cols["status"], strict=True) if st == "ok"]
     stats = GateStats(Spec())
     stats.seed(got)

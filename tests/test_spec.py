@@ -17,7 +17,7 @@ def test_default_spec_is_the_documented_camera_pipeline() -> None:
     assert spec.resize.mode == "long-side" and spec.resize.size == 1280 and not spec.resize.upscale
     assert spec.encode.chroma_subsampling == ("420",) and spec.encode.encoders == ("jpegli",)
     assert spec.encode.progressive
-    assert (spec.quality.mode, spec.quality.min, spec.quality.max, spec.quality.step) == ("adaptive", 5, 95, 3)
+    assert (spec.quality.mode, spec.quality.min, spec.quality.max, spec.quality.step) == ("adaptive", 5, 95, 2)
     assert spec.gate.threshold == 0.99 and spec.gate.model == "mobilenetv2-imagenet"
 
 
