@@ -47,6 +47,7 @@ class EncoderInfo:
     name: str  # what a spec names (encode.encoders)
     library: str  # what a row records as its encoder
     chroma: tuple[Chroma, ...]  # () when the format has no chroma subsampling
+    also: tuple[str, ...] = ()  # the libraries it runs as elsewhere (libjpeg on the GPU: nvjpeg)
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,8 @@ class FormatInfo:
 _ALL: tuple[Chroma, ...] = ("420", "422", "444")
 FORMATS: dict[str, FormatInfo] = {
     "jpeg": FormatInfo("jpeg", ".jpg", "image/jpeg", (EncoderInfo("jpegli", "jpegli", ("420",)),
-                                                      EncoderInfo("libjpeg", "libjpeg-turbo", _ALL)), None),
+                                                      EncoderInfo("libjpeg", "libjpeg-turbo", _ALL, also=("nvjpeg",))),
+                       None),
     "webp": FormatInfo("webp", ".webp", "image/webp", (EncoderInfo("libwebp", "libwebp", ("420",)),),
                        Option("method", 4)),
     "avif": FormatInfo("avif", ".avif", "image/avif", (EncoderInfo("libavif", "libavif-aom", ("420", "444")),),
@@ -79,6 +81,8 @@ FORMATS: dict[str, FormatInfo] = {
 OPTIONS = ("speed", "method", "effort")
 # What a row records as its encoder (the library that made the bytes), per spec encoder name.
 LIBRARIES = {e.name: e.library for f in FORMATS.values() for e in f.encoders}
+# ... and back: the spec encoder name of every library a row may record.
+ENCODER_OF = {lib: e.name for f in FORMATS.values() for e in f.encoders for lib in (e.library, *e.also)}
 
 # File suffixes of the formats a row's bytes can be in: the stored formats', and the sources' own (kept
 # as they are for source/passthrough rows).
@@ -172,6 +176,10 @@ class Variant:
     def label(self) -> str:
         chroma = f" {self.chroma[0]}:{self.chroma[1]}:{self.chroma[2]}" if self.chroma else ""
         return f"{self.encoder}{chroma}"
+
+    def made(self, library: str, chroma: str) -> bool:
+        """Whether a stored row whose ``encoder`` and ``chroma`` columns read so came from this variant."""
+        return ENCODER_OF.get(library) == self.encoder and chroma == self.chroma
 
 
 @dataclass(frozen=True)

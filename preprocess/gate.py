@@ -30,6 +30,7 @@ from preprocess.codecs import Candidate, Encoded, Variant
 from preprocess.engines.base import Engine, Loaded, Prepared
 from preprocess.spec import Spec
 from preprocess.store.schema import ItemStatus
+from preprocess.store.writer import Recent
 from preprocess.timing import Laps
 
 Status = ItemStatus | Literal["rejected"]  # "rejected" is recorded as a failure, not an item
@@ -87,6 +88,10 @@ def _log_deficit(similarity: float) -> float:
 
 # The first probe starts where the earlier images most like this one (cosine of the sources' embeddings
 # at least NEIGHBOUR, the NEIGHBOURS nearest) crossed: a fleet's cameras keep sending the same scenes.
+# The median rung is rounded down: between two rungs the lower is tried first, so an image that passes
+# it is not stored higher. NEIGHBOUR is set for MobileNetV2's pooled features (non-negative: the 44 photos
+# of the bytes bench are 0.29-0.89 apart, median 0.47, no pair >= 0.9); with another model it is only a
+# prior: a looser or tighter match changes where searches start, never what is stored without a measure.
 NEIGHBOUR = 0.9
 NEIGHBOURS = 5
 
@@ -274,17 +279,26 @@ class GateStats:
             for v, slope in o.slopes.items():
                 self._list(self.slopes, v).append(slope)
 
-    def seed(self, qualities: Sequence[int], embeddings: np.ndarray | None = None) -> None:
-        """Start from qualities chosen earlier with the same spec (e.g. by the branch's last job), and
-        with ``embeddings`` (the stored images', one per quality: >= the threshold's cosine to their
-        sources by construction) from where images like each new one crossed."""
+    def seed(self, qualities: Sequence[int], embeddings: np.ndarray | None = None,
+             made_by: Sequence[tuple[str, str]] | None = None) -> None:
+        """Start from qualities chosen earlier with the same spec (e.g. by the branch's last job), each
+        credited to the variant that made it (``made_by``: the rows' encoder and chroma; without it, the
+        spec's first variant), and with ``embeddings`` (the stored images', one per quality) from where
+        images like each new one crossed: in the whole-image view a stored image embeds within the
+        threshold of its source, so it stands for the source at the NEIGHBOUR scale."""
         ladder = self.spec.quality.ladder()
-        primary = self.spec.encode.variants()[0]
+        variants = self.spec.encode.variants()
         for k, q in enumerate(qualities):
-            if q in ladder:
-                self._list(self.chosen, primary).append(ladder.index(q))
-                if embeddings is not None:
-                    self._list(self.seen, primary).append((np.asarray(embeddings[k], np.float32), ladder.index(q)))
+            v = variants[0] if made_by is None else next((v for v in variants if v.made(*made_by[k])), None)
+            if v is None or q not in ladder:
+                continue
+            self._list(self.chosen, v).append(ladder.index(q))
+            if embeddings is not None:
+                self._list(self.seen, v).append((np.asarray(embeddings[k], np.float32), ladder.index(q)))
+
+    def seed_from(self, recent: Recent) -> None:
+        """:meth:`seed` from the branch's rows (:meth:`DatasetWriter.recent_choices`)."""
+        self.seed(recent.qualities, recent.embeddings, recent.made_by)
 
 
 @dataclass
@@ -438,7 +452,7 @@ def _decision(spec: Spec, st: _Image, chosen: tuple[Measured, bytes] | None, ref
 
 
 def _outcome(st: _Image, variants: Sequence[Variant]) -> Outcome:
-    out = Outcome(reference=st.reference)
+    out = Outcome(reference=st.reference.copy())  # not a view that keeps its whole batch alive
     for v, s in zip(variants, st.searches, strict=True):
         if s.best is not None:
             out.chosen[v] = s.best

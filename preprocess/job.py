@@ -56,7 +56,7 @@ def run_job(opts: JobOptions, progress: Progress | None = None) -> Summary:
         cleanup.callback(ingest.close)
         processor = Processor(p, job_id=ingest.job_id)
         cleanup.callback(processor.close)
-        processor.stats.seed(*ingest.writer.recent_choices(p.fingerprint, p.model))  # the first batch's guesses
+        processor.stats.seed_from(ingest.writer.recent_choices(p.fingerprint, p.model))  # the first batch's guesses
         progress.start(len(paths))
         cleanup.callback(progress.finish)
         read = partial(read_files, max_bytes=p.spec.limits.max_file_bytes, roots=local_roots(opts.sources),

@@ -1,11 +1,13 @@
 """The benchmark: the project against a plain Pillow baseline, on the same real photos, in ONE run.
 
 Contenders run interleaved (round-robin, each in a fresh subprocess so peak RSS is its own) on the
-same files, doing the same work: resize to the default spec, adaptive quality with the feature gate.
+same files, doing the same work: resize to the default spec, adaptive quality with the feature gate,
+the chosen candidate in the spec's stored form. The files: the 12 camera photos and more frames of
+their scenes (:func:`_make_set`).
 
   baseline     a straightforward per-image loop (scripts/bench_baseline.py): open, EXIF transpose, full
                decode, Lanczos resize, and per probe encode + decode + two single-image onnxruntime
-               calls, plain bisection; on stock Pillow from PyPI, in its own environment
+               calls, plain bisection over the spec's ladder, mozjpeg's rewrite of the chosen one; on stock Pillow from PyPI, in its own environment
                (.bench/baseline, set up by scripts/bench from bench/baseline-requirements.txt).
   baseline-simd  the same script in the project's environment, on pillow-simd: how much of the
                gain is pillow-simd's and how much the pipeline's.
@@ -20,7 +22,7 @@ same files, doing the same work: resize to the default spec, adaptive quality wi
 Then, once: the watch daemon's close-to-commit latency (median, p95): files dropped one by one
 into a watched folder, timed from each file's close() until a new reader sees its committed row.
 And the bytes (scripts/bench_bytes.py): what the default and the AVIF spec store on the bundled photos
-(every one of them, not the replicas), against an exhaustive per-image search (every quality of the
+and photos/more (distinct photos, not the frames), against an exhaustive per-image search (every quality of the
 ladder, every allowed encoder) and an independent decode + model check of every stored image.
 
 Usage: scripts/bench [--quick] [--images N] [--rounds R] [--contenders a,b,...] [--out FILE]
@@ -215,7 +217,7 @@ def _make_set(n: int, dest: Path) -> list[Path]:
     """``n`` camera photos (2560x1600 with EXIF): the 12 of photos/camera, then more frames of their
     scenes (:func:`_frame`), round-robin: what a fleet of fixed cameras sends. Beside them, ``warm/``:
     one more frame of each scene, which the project's contenders process before the clock (as a job
-    starts from its branch's recent rows) and the baseline's first images warm up on."""
+    starts from its branch's recent rows); the baseline runs its first images once before the clock."""
     src = _files(ROOT / "photos" / "camera")
     if not src:
         sys.exit("no photos: run scripts/fetch-photos")

@@ -43,6 +43,7 @@ from preprocess.spec import Spec, load_spec  # noqa: E402
 
 SUFFIXES = {".jpg", ".jpeg", ".png"}
 INDEPENDENT_FLOOR = 0.985
+HELD_OUT = ("more",)  # photo sets not bundled in the repository (scripts/fetch-photos --more)
 JPEG_VARIANTS = [Variant("jpeg", "jpegli", "420"), Variant("jpeg", "libjpeg", "420"), Variant("jpeg", "libjpeg", "444")]
 
 
@@ -257,9 +258,29 @@ def summarize(rows: list[Row], label: str) -> dict[str, Any]:
     return out
 
 
+def cuts(rows: Sequence[dict[str, Any]], bundled: int) -> dict[str, float]:
+    """The stored share on the cuts the README reports, from a result's rows (in the order run): all,
+    without the two largest sources, the first ``bundled`` rows (the bundled photos), median per image."""
+    def share(rs: Sequence[dict[str, Any]]) -> float:
+        return round(float(sum(r["stored"] for r in rs)) / float(sum(r["source_bytes"] for r in rs)), 5)
+
+    largest = sorted(range(len(rows)), key=lambda i: -rows[i]["source_bytes"])[:2]
+    return {"all": share(rows), "without_two_largest": share([r for i, r in enumerate(rows) if i not in largest]),
+            "bundled": share(rows[:bundled]),
+            "median_per_image": round(float(statistics.median(r["stored"] / r["source_bytes"] for r in rows)), 5)}
+
+
+def print_cuts(result: dict[str, Any]) -> None:
+    """``--cuts FILE``: the README's cuts of a result file (this script's, or ``bytes`` in scripts/bench's)."""
+    specs = result.get("bytes", result)["specs"]
+    for spec, r in specs.items():
+        bundled = sum(s["images"] for name, s in r["sets"].items() if name not in HELD_OUT)
+        print(spec, " ".join(f"{k}={v * 100:.2f}%" for k, v in cuts(r["rows"], bundled).items()))
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    default_sets = [ROOT / "photos" / d for d in ("camera", "opencv", "skimage", "more")]
+    default_sets = [ROOT / "photos" / d for d in ("camera", "opencv", "skimage", *HELD_OUT)]
     ap.add_argument("--sets", nargs="*", default=[str(d) for d in default_sets if d.is_dir()],
                     help="photo folders, each reported alone and in the total (default: the bundled photos, and "
                          "photos/more when `scripts/fetch-photos --more` fetched it)")
@@ -268,7 +289,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--oracle-jpeg", action="store_true", help="also the oracle over every JPEG variant")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", default="")
+    ap.add_argument("--cuts", metavar="RESULT", help="print the README's cuts of a result file and exit")
     args = ap.parse_args(argv)
+    if args.cuts:
+        print_cuts(json.loads(Path(args.cuts).read_text()))
+        return {}
     import icechunk
 
     icechunk.set_logs_filter("error")

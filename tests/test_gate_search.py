@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -194,8 +193,10 @@ def test_the_first_guess_is_where_the_nearest_alike_images_crossed() -> None:
     stats.record([Outcome({v: 30 + k}, reference=e) for k, e in enumerate(near_dark)])
     stats.record([Outcome({v: r}, reference=bright) for r in (2, 3, 4)])
     prior = stats.priors()[v]
-    assert prior.guess == 31  # the median over all 10 rungs (2, 3, 4, 30..36), as an int
-    assert prior.first(dark) == 32  # median of the NEIGHBOURS nearest: 30..34, not 35 or 36
+    rungs = [2, 3, 4, *range(30, 30 + NEIGHBOURS + 2)]
+    assert prior.guess == int(np.median(rungs))  # the median over all, rounded down
+    assert prior.first(dark) == int(np.median(range(30, 30 + NEIGHBOURS)))  # the nearest only, not 35, 36
+    assert prior.first(dark) != prior.guess
     assert prior.first(_unit([0.1, 1, 0])) == 3
     assert float(other @ dark) < NEIGHBOUR and prior.first(other) == prior.guess
 
@@ -218,3 +219,25 @@ def test_seeded_embeddings_guide_the_first_batch() -> None:
     stats2 = GateStats(spec)
     stats2.seed([ladder[3], ladder[40]])  # no embeddings (another model's rows): the median only
     assert stats2.priors()[v].first(_unit([1, 0])) == stats2.priors()[v].guess
+
+
+def test_seeded_rows_are_credited_to_the_variant_that_made_them() -> None:
+    """A spec searching jpegli and libjpeg 4:4:4: a stored row made by libjpeg-turbo 4:4:4 (or nvJPEG
+    on the GPU) teaches libjpeg 4:4:4's first guess, not jpegli's; a row no variant of the spec makes
+    (another chroma) teaches nothing."""
+    from preprocess.gate import GateStats
+    from preprocess.spec import parse_spec
+
+    spec = parse_spec({"encode": {"encoders": ["jpegli", "libjpeg"], "chroma_subsampling": ["420", "444"]}})
+    variants = spec.encode.variants()
+    jpegli = next(v for v in variants if v.encoder == "jpegli")
+    lib444 = next(v for v in variants if v.encoder == "libjpeg" and v.chroma == "444")
+    ladder = spec.quality.ladder()
+    stats = GateStats(spec)
+    stats.seed([ladder[5], ladder[30], ladder[31], ladder[40]], np.stack([_unit([1, 0])] * 4),
+               [("jpegli", "420"), ("libjpeg-turbo", "444"), ("nvjpeg", "444"), ("libjpeg-turbo", "422")])
+    priors = stats.priors()
+    assert priors[jpegli].guess == 5 and priors[lib444].guess == 30
+    rungs = priors[lib444].rungs
+    assert rungs is not None and sorted(rungs) == [30, 31]
+    assert sum(len(p.rungs) for p in priors.values() if p.rungs is not None) == 3

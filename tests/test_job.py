@@ -277,15 +277,20 @@ def test_a_new_job_starts_its_search_from_the_branchs_recent_qualities(first_run
     try:
         got = writer.recent_qualities(summary.fingerprint)
         assert writer.recent_qualities("another-spec") == []
-        qualities, embeddings = writer.recent_choices(summary.fingerprint, "mobilenetv2-imagenet")
-        assert writer.recent_choices(summary.fingerprint, "another-model")[1] is None
+        recent = writer.recent_choices(summary.fingerprint, "mobilenetv2-imagenet")
+        assert writer.recent_choices(summary.fingerprint, "another-model").embeddings is None
     finally:
         writer.close()
-    assert qualities == got and embeddings is not None and embeddings.shape == (len(got), 1280)
+    embeddings = recent.embeddings
+    assert list(recent.qualities) == got and embeddings is not None and embeddings.shape == (len(got), 1280)
     assert np.allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-3)  # the stored images' embeddings
+    assert set(recent.made_by) == {("jpegli", "420")}  # the default spec's one variant, as its rows record it
     assert got == [int(q) for q, st in zip(cols["quality"], cols["status"], strict=True) if st == "ok"]
     stats = GateStats(Spec())
-    stats.seed(got)
+    stats.seed_from(recent)
+    (variant,) = Spec().encode.variants()
+    prior = stats.priors()[variant]
+    assert prior.seen is not None and len(prior.seen) == len(got)
     ladder = Quality().ladder()
     guess = stats.guess()
     assert guess is not None

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ from preprocess.provenance import EngineInfo, RayInfo
 from preprocess.sources import SourceFile, read_source, source_path
 from preprocess.store import CHUNK_ROWS, DatasetWriter, check_target, item_key, open_writer
 from preprocess.store.storage import is_remote
-from preprocess.store.writer import write_fork
+from preprocess.store.writer import Recent, write_fork
 from preprocess.timing import Stopwatch
 
 
@@ -87,7 +87,8 @@ _reader: Any = read_batch  # Ray's map_batches type does not take keyword-only a
 
 @dataclass(frozen=True)
 class ActorConfig:
-    """What every processing actor is built from (sent to each, so it stays small)."""
+    """What every processing actor is built from (sent to each: small, but for the seed's embeddings, at
+    most 512 rows of the model's dimension)."""
 
     spec_path: str | None
     engine: str
@@ -95,7 +96,7 @@ class ActorConfig:
     job_id: str
     fingerprint: str  # the driver's: an actor whose spec or model differs refuses to start
     known: frozenset[str]  # the branch's item keys when the job started (skipped without processing)
-    seed: tuple[int, ...] = ()  # the branch's recent qualities: the first batch's guess
+    seed: Recent = field(default_factory=Recent)  # the branch's recent choices: the first batch's guesses
     lanes: int = 1
 
 
@@ -113,7 +114,7 @@ class ProcessActor:
                               f"is {config.fingerprint}", code="RAY_FINGERPRINT",
                               hint="run the same preprocess version, spec and models on every node")
         self.processor = Processor(p, job_id=config.job_id, lanes=config.lanes)  # lanes: the CPUs it was given
-        self.processor.stats.seed(config.seed)  # the first batch's guess, as in a local job
+        self.processor.stats.seed_from(config.seed)  # the first batch's guesses, as in a local job
         self.known = config.known
         self.engine = json.dumps({**self.processor.describe(), "engine": p.engine, "device": p.device},
                                  sort_keys=True)
@@ -315,7 +316,7 @@ class _Driver:
         config = ActorConfig(spec_path=self.opts.spec_path, engine=self.opts.engine, device=shape.device,
                              job_id=self.ingest.job_id, fingerprint=p.fingerprint,
                              known=frozenset(writer.existing_keys()),
-                             seed=tuple(writer.recent_qualities(p.fingerprint)),
+                             seed=writer.recent_choices(p.fingerprint, p.model),
                              lanes=max(1, int(shape.cpus_per_actor)))
         with warnings.catch_warnings():  # max_restarts is a "ray_remote_args" (deprecated, still the way)
             warnings.simplefilter("ignore", DeprecationWarning)

@@ -193,6 +193,15 @@ def write_fork(fork: ic.ForkSession, start: int, rows: Sequence[ItemRow]) -> ic.
     return fork
 
 
+@dataclass(frozen=True, eq=False)
+class Recent:
+    """The branch's latest choices for one spec, oldest first (:meth:`DatasetWriter.recent_choices`)."""
+
+    qualities: tuple[int, ...] = ()
+    made_by: tuple[tuple[str, str], ...] = ()  # per quality: the row's encoder (library) and chroma
+    embeddings: np.ndarray | None = None  # [N, D]: the stored images' embeddings under the job's model
+
+
 class DatasetWriter:
     """Adds items and failures to ``branch`` of ``repo``; :meth:`commit` makes them one snapshot.
 
@@ -300,23 +309,25 @@ class DatasetWriter:
     def recent_qualities(self, fingerprint: str, rows: int = 512) -> list[int]:
         """Qualities chosen by the gate (status "ok") for ``fingerprint`` among the branch's last ``rows``
         stored items, oldest first: a new job's first guess for its quality search."""
-        return self.recent_choices(fingerprint, rows=rows)[0]
+        return list(self.recent_choices(fingerprint, rows=rows).qualities)
 
-    def recent_choices(self, fingerprint: str, model: str | None = None,
-                       rows: int = 512) -> tuple[list[int], np.ndarray | None]:
-        """:meth:`recent_qualities`, and (with ``model``) the stored images' embeddings under it, one row
-        each ([N, D]; None when the branch has none): where earlier images like a new one crossed."""
+    def recent_choices(self, fingerprint: str, model: str | None = None, rows: int = 512) -> Recent:
+        """What the gate chose (status "ok") for ``fingerprint`` among the branch's last ``rows`` stored
+        items, oldest first: qualities, the variant that made each, and (with ``model``) the stored
+        images' embeddings under it: where a new job's searches start (:meth:`GateStats.seed`)."""
         stored = self._items.stored
         if not stored:
-            return [], None
+            return Recent()
         window = slice(max(0, stored - rows), stored)
         a = self._items.arrays
-        fps, statuses, qualities = (schema.read(a[name], window) for name in ("fingerprint", "status", "quality"))
+        fps, statuses, qualities, encoders, chroma = (
+            schema.read(a[name], window) for name in ("fingerprint", "status", "quality", "encoder", "chroma"))
         keep = [i for i, (f, st) in enumerate(zip(fps, statuses, strict=True))
                 if str(f) == fingerprint and str(st) == "ok"]
         emb = self._emb.get(model) if model is not None else None
         embeddings = schema.read(emb, window)[keep].astype(np.float32) if emb is not None and keep else None
-        return [int(qualities[i]) for i in keep], embeddings
+        return Recent(tuple(int(qualities[i]) for i in keep), tuple((str(encoders[i]), str(chroma[i])) for i in keep),
+                      embeddings)
 
     # -- adding ----------------------------------------------------------------------------------
 

@@ -139,6 +139,8 @@ class WatchDaemon:
                 return errors.EXIT_OK
             self._serve(cleanup)  # binds the address (METRICS_ADDRESS when it cannot)
             work = self._start(cleanup, p, processor)
+            # the first batch's guesses: where the branch's stored images like each new one crossed
+            processor.stats.seed_from(work.ingest.writer.recent_choices(p.fingerprint, p.model))
             self.detector = self._detect()
             cleanup.callback(self.detector.stop)
             self._set_state("running")
@@ -164,7 +166,7 @@ class WatchDaemon:
         repo = open_repo(o.store, create=True)
         # The store's writer lock, held for the daemon's life (across writer reopens): a second
         # daemon or a `run` on this dataset fails fast (STORE_LOCKED) or waits --wait seconds.
-        lock = lock_repo(repo, wait=o.wait, purpose=f"watch daemon on {os.path.abspath(o.folder)}")
+        lock = lock_repo(repo, wait=o.wait, purpose=f"watch daemon on {os.path.realpath(o.folder)}")
         if lock is not None:
             cleanup.callback(lock.release)
         work = _Work(p, processor, self._ingest(DatasetWriter(repo, o.branch), p))
@@ -392,7 +394,7 @@ class WatchDaemon:
         work.window = Window()
         if o.move_to:
             try:
-                for src, _ in move_settled(w.files, o.folder, o.move_to):
+                for src, _ in move_settled(w.files, os.path.realpath(o.folder), o.move_to):  # as detected
                     self.queue.discard(src)
             except OSError as exc:
                 log.error("cannot move committed files", extra={"fields": {"error": str(exc)}})

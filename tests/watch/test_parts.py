@@ -174,13 +174,14 @@ def test_json_logs_are_one_object_per_line() -> None:
 def test_a_folder_reached_through_a_link_is_scanned_at_its_real_path(tmp_path: Path) -> None:
     """`watch /data/cam --move-to /mnt/disk/cam/done` where /data is a link to /mnt/disk: the folder and
     its exclusions are compared resolved, so the moved-away files are never taken again."""
-    real = tmp_path / "disk" / "cam"
+    tmp = tmp_path.resolve()
+    real = tmp / "disk" / "cam"
     (real / "done").mkdir(parents=True)
-    (tmp_path / "data").symlink_to(tmp_path / "disk")
+    (tmp / "data").symlink_to(tmp / "disk")
     (real / "a.jpg").write_bytes(b"data")
     (real / "done" / "b.jpg").write_bytes(b"data")
     q = FileQueue(10, quiet=0.0)
-    det = Detector(str(tmp_path / "data" / "cam"), q,
+    det = Detector(str(tmp / "data" / "cam"), q,
                    Scanning(poll=True, rescan_interval=60.0, exclude=(str(real / "done"),)))
     assert det.folder == str(real)
     assert det.scan(det.folder) == 1
