@@ -4,6 +4,7 @@ from them, the real model, and a GPU check for tests marked ``gpu``."""
 from __future__ import annotations
 
 import io
+import signal
 import struct
 from pathlib import Path
 
@@ -13,6 +14,13 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = ROOT / "photos"
+
+# A shell starts a background job (`scripts/test &`, nohup, some CI runners) with SIGINT ignored, and an
+# ignored signal stays ignored in every process started from it: `preprocess run` (rightly) keeps it so,
+# and the Ctrl-C tests would see nothing. The tests run as from a terminal: SIGINT caught here, so the
+# processes they start get it at its default.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _photos(sub: str) -> list[Path]:
