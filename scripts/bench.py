@@ -7,8 +7,9 @@ their scenes (:func:`_make_set`).
 
   baseline     a straightforward per-image loop (scripts/bench_baseline.py): open, EXIF transpose, full
                decode, Lanczos resize, and per probe encode + decode + two single-image onnxruntime
-               calls, plain bisection over the spec's ladder, mozjpeg's rewrite of the chosen one; on stock Pillow from PyPI, in its own environment
-               (.bench/baseline, set up by scripts/bench from bench/baseline-requirements.txt).
+               calls, plain bisection over the spec's ladder, mozjpeg's rewrite of the chosen one; on
+               stock Pillow from PyPI, in its own environment (.bench/baseline, set up by scripts/bench
+               from bench/baseline-requirements.txt).
   baseline-simd  the same script in the project's environment, on pillow-simd: how much of the
                gain is pillow-simd's and how much the pipeline's.
   pillow       the project's pillow engine through the shared Processor, + dataset write and commit.
