@@ -205,6 +205,12 @@ def _read_object(url: str, *, max_bytes: int) -> SourceFile:
     return SourceFile(path=url, data=data, sha256=hashlib.sha256(data).hexdigest())
 
 
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file's bytes, read in blocks (a model file or a large source need not fit in memory)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def list_digest(entries: Iterable[tuple[str, str]]) -> str:
     """The input list's hash: sha256 over sorted (path, content sha256) lines."""
     h = hashlib.sha256()

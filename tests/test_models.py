@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from preprocess.errors import ConfigError
-from preprocess.extractor.build import build, sha256_file
+from preprocess.extractor.build import build
 from preprocess.extractor.manifest import find_manifest, list_manifests, load_manifest
 from preprocess.extractor.session import Extractor
 from preprocess.job import JobOptions, run_job
+from preprocess.sources import sha256_file
 from preprocess.spec import default_spec_path
 
 ROOT = Path(__file__).resolve().parents[1]

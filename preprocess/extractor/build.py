@@ -14,7 +14,6 @@ its sha256 is checked again whenever its size or mtime differ from when it was l
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -26,22 +25,15 @@ from typing import Any
 from preprocess.errors import ConfigError, InternalError
 from preprocess.extractor.built import BuiltModel
 from preprocess.extractor.manifest import Manifest
+from preprocess.sources import sha256_file
 
-__all__ = ["BuiltModel", "build", "cache_dir", "check_dim", "measure_dim", "sha256_file"]
+__all__ = ["BuiltModel", "build", "cache_dir", "check_dim", "measure_dim"]
 
 
 def cache_dir() -> Path:
     root = os.environ.get("PREPROCESS_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "preprocess")
     return Path(root) / "models"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _package_file(package: str, rel: str, model: str) -> Path:

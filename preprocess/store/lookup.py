@@ -28,6 +28,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from preprocess.sources import sha256_file
+
 _HEX = re.compile(r"^[0-9a-f]{8,64}$")
 _EXPORTED = re.compile(r"^(?P<sha>[0-9a-f]{16})-(?P<fp>[0-9A-Za-z]{1,64})(?:-\d+)?\.[0-9a-z]{1,8}$")
 
@@ -73,18 +75,10 @@ def _query(text: str) -> _Query:
     try:
         st = os.stat(local)
         if stat.S_ISREG(st.st_mode):
-            sha, size = _sha256_file(local), st.st_size
+            sha, size = sha256_file(local), st.st_size
     except (OSError, ValueError):
         pass
     return _Query(q, lower if _HEX.match(lower) else None, frozenset(paths), sha, size)
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def find(ds: Rows, query: str) -> Matches:
