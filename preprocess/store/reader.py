@@ -211,19 +211,24 @@ def _rows(arrays: dict[str, zarr.Array[Any]]) -> int:
     return lengths.pop() if lengths else 0
 
 
-def _table(arrays: dict[str, zarr.Array[Any]], columns: Sequence[Column], names: Sequence[str],
-           n: int) -> dict[str, np.ndarray[Any, Any]]:
+def _fields(columns: Sequence[Column], names: Sequence[str]) -> list[Column]:
+    """The columns ``names`` asks for, in its order (a misspelt one is a config error with a suggestion)."""
     known = {c.name: c for c in columns}
-    out: dict[str, np.ndarray[Any, Any]] = {}
     for name in names:
         if name not in known:
             raise _unknown_field(name, list(known))
-        arr = arrays.get(name)
-        if arr is not None:
-            out[name] = schema.read(arr)
-        else:  # a field added after this snapshot was written
-            out[name] = np.full(n, known[name].fill, dtype=known[name].numpy_dtype)
-    return out
+    return [known[name] for name in names]
+
+
+def _missing(col: Column, n: int) -> np.ndarray[Any, Any]:
+    """``n`` rows of a field added after this snapshot was written: its fill value."""
+    return np.full(n, col.fill, dtype=col.numpy_dtype)
+
+
+def _table(arrays: dict[str, zarr.Array[Any]], columns: Sequence[Column], names: Sequence[str],
+           n: int) -> dict[str, np.ndarray[Any, Any]]:
+    return {c.name: schema.read(arrays[c.name]) if c.name in arrays else _missing(c, n)
+            for c in _fields(columns, names)}
 
 
 def _take(arrays: dict[str, zarr.Array[Any]], columns: Sequence[Column], names: Sequence[str],
@@ -232,19 +237,16 @@ def _take(arrays: dict[str, zarr.Array[Any]], columns: Sequence[Column], names: 
     if wanted.size and (wanted.min() < 0 or wanted.max() >= n):
         raise IndexError(f"rows out of range: the table has {n} rows")
     unique, back = np.unique(wanted, return_inverse=True)  # sorted, so zarr reads each chunk once
-    known = {c.name: c for c in columns}
     out: dict[str, np.ndarray[Any, Any]] = {}
-    for name in names:
-        if name not in known:
-            raise _unknown_field(name, list(known))
-        arr = arrays.get(name)
-        if arr is None:  # a field added after this snapshot was written
-            out[name] = np.full(wanted.size, known[name].fill, dtype=known[name].numpy_dtype)
+    for c in _fields(columns, names):
+        arr = arrays.get(c.name)
+        if arr is None:
+            out[c.name] = _missing(c, wanted.size)
         elif not unique.size:
-            out[name] = np.empty(0, dtype=known[name].numpy_dtype)
+            out[c.name] = np.empty(0, dtype=c.numpy_dtype)
         else:
             with schema.quiet():
-                out[name] = np.asarray(arr.get_orthogonal_selection(unique))[back]
+                out[c.name] = np.asarray(arr.get_orthogonal_selection(unique))[back]
     return out
 
 
