@@ -16,14 +16,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from preprocess.job import JobOptions, Summary, run_job
+from preprocess.job import Summary
 from preprocess.serve import Catalog
 from preprocess.serve.server import listen, make_server
 from preprocess.store import ItemRow, open_repo, refs
+from tests.jobs import run_pillow
 
 SPEC = """
 [pipeline]
@@ -56,11 +56,6 @@ class Served:
     photos: Path  # the sources' folder (both batches)
 
 
-def _run(sources: list[Path], store: Path, spec: Path, **kw: Any) -> Summary:
-    return run_job(JobOptions(sources=[str(s) for s in sources], store=str(store), spec_path=str(spec),
-                              engine="pillow", device="cpu", **kw))
-
-
 @pytest.fixture(scope="session")
 def served(tmp_path_factory: pytest.TempPathFactory, camera_photos: list[Path], small_photos: list[Path],
            bad_images: dict[str, tuple[bytes, str]]) -> Served:
@@ -79,12 +74,12 @@ def served(tmp_path_factory: pytest.TempPathFactory, camera_photos: list[Path], 
         specs[name] = root / f"{name}.toml"
         specs[name].write_text(SPEC.format(name=name, mode=mode))
     store = root / "cams.icechunk"
-    one = _run([first], store, specs["camera-640"], message="first cameras")
+    one = run_pillow([first], store, specs["camera-640"], message="first cameras")
     repo = open_repo(str(store), create=False)
     refs.create_tag(repo, "v1")
     refs.create_branch(repo, "low-q", "v1")
-    two = _run([second], store, specs["camera-640"], message="second batch")
-    low = _run([first, second], store, specs["low-q40"], branch="low-q", message="low quality trial")
+    two = run_pillow([second], store, specs["camera-640"], message="second batch")
+    low = run_pillow([first, second], store, specs["low-q40"], branch="low-q", message="low quality trial")
     (second / GONE).unlink()
     (second / REWRITTEN).write_bytes((second / REWRITTEN).read_bytes() + b"\0changed")
     return Served(store=store, first=one, second=two, lowq=low, photos=root / "photos")

@@ -6,13 +6,13 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import icechunk as ic
 import pytest
 
-from preprocess.job import JobOptions, Summary, run_job
+from preprocess.job import Summary
 from preprocess.store import open_repo, refs
+from tests.jobs import run_pillow
 
 TINY = """
 [pipeline]
@@ -71,11 +71,6 @@ class Hist:
     sets: list[Path]
 
 
-def _run(sources: list[Path], store: Path, spec: Path, **kw: Any) -> Summary:
-    return run_job(JobOptions(sources=[str(s) for s in sources], store=str(store), spec_path=str(spec),
-                              engine="pillow", device="cpu", **kw))
-
-
 @pytest.fixture(scope="session")
 def hist(tmp_path_factory: pytest.TempPathFactory, photo_sets: list[Path], tiny_specs: list[Path],
          bad_images: dict[str, tuple[bytes, str]]) -> Hist:
@@ -87,15 +82,15 @@ def hist(tmp_path_factory: pytest.TempPathFactory, photo_sets: list[Path], tiny_
     bad = tmp_path_factory.mktemp("bad")
     (bad / "truncated.jpg").write_bytes(bad_images["truncated.jpg"][0])
     q80, q40 = tiny_specs
-    v1 = _run([photo_sets[0]], store, q80, message="first")
+    v1 = run_pillow([photo_sets[0]], store, q80, message="first")
     repo = open_repo(str(store), create=False)
     refs.create_tag(repo, "v1")
     refs.create_branch(repo, "low-q", "v1")
-    lowq = _run(photo_sets[:2], store, q40, branch="low-q")
-    main2 = _run([photo_sets[1], bad], store, q80, message="second")
+    lowq = run_pillow(photo_sets[:2], store, q40, branch="low-q")
+    main2 = run_pillow([photo_sets[1], bad], store, q80, message="second")
     root = refs.history(repo, branch="main")[-1].id
     refs.create_branch(repo, "again", root)
-    again = _run([photo_sets[0]], store, q80, branch="again")
+    again = run_pillow([photo_sets[0]], store, q80, branch="again")
     return Hist(store, repo, v1, lowq, main2, again, root, photo_sets)
 
 
