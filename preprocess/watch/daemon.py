@@ -79,6 +79,8 @@ class WatchDaemon:
     def __init__(self, opts: WatchOptions) -> None:
         opts.check()
         self.opts = opts
+        self.folder = os.path.realpath(opts.folder)  # resolved once: detection, reads, moves, logs, provenance
+        self._roots = local_roots([self.folder])
         self.metrics = Metrics()
         self.job_id = uuid.uuid4().hex
         self.queue = FileQueue(opts.queue_size, opts.quiet)
@@ -166,7 +168,7 @@ class WatchDaemon:
         repo = open_repo(o.store, create=True)
         # The store's writer lock, held for the daemon's life (across writer reopens): a second
         # daemon or a `run` on this dataset fails fast (STORE_LOCKED) or waits --wait seconds.
-        lock = lock_repo(repo, wait=o.wait, purpose=f"watch daemon on {os.path.realpath(o.folder)}")
+        lock = lock_repo(repo, wait=o.wait, purpose=f"watch daemon on {self.folder}")
         if lock is not None:
             cleanup.callback(lock.release)
         work = _Work(p, processor, self._ingest(DatasetWriter(repo, o.branch), p))
@@ -181,7 +183,7 @@ class WatchDaemon:
         o = self.opts
         scanning = Scanning(poll=o.poll, poll_interval=o.poll_interval, rescan_interval=o.rescan_interval,
                             exclude=(o.move_to,) if o.move_to else ())
-        detector = Detector(o.folder, self.queue, scanning, on_lost_events=self.metrics.lost_events.inc)
+        detector = Detector(self.folder, self.queue, scanning, on_lost_events=self.metrics.lost_events.inc)
         detector.start()
         return detector
 
@@ -189,7 +191,7 @@ class WatchDaemon:
         o, p, d = self.opts, work.plan, self.detector
         assert d is not None
         log.info("watching", extra={"fields": {
-            "folder": os.path.realpath(o.folder), "store": o.store, "branch": o.branch, "mode": d.mode,
+            "folder": self.folder, "store": o.store, "branch": o.branch, "mode": d.mode,
             "fs": d.fs_type, "engine": p.engine, "device": p.device, "fingerprint": p.fingerprint,
             "stored": len(work.ingest.writer.existing_keys()), "job_id": self.job_id}})
 
@@ -295,7 +297,7 @@ class WatchDaemon:
 
     def _read_and_process(self, work: _Work, ready: list[Ready], took: Stopwatch) -> None:
         files = read_files([Path(r.path) for r in ready], work.plan.spec.limits.max_file_bytes,
-                           roots=local_roots([self.opts.folder]), follow_symlinks=self.opts.follow_symlinks)
+                           roots=self._roots, follow_symlinks=self.opts.follow_symlinks)
         taken = self._unchanged(ready, files)
         if not taken:
             return
@@ -380,7 +382,7 @@ class WatchDaemon:
             return
         info = WatchInfo(reason=reason, sequence=self._commits + 1, commit_every=o.commit_every,
                          commit_interval_s=o.commit_interval, quiet_s=o.quiet,
-                         mode=self.detector.mode if self.detector else "", folder=os.path.realpath(o.folder))
+                         mode=self.detector.mode if self.detector else "", folder=self.folder)
         s = work.ingest.commit(o.message, engine=work.processor, watch=info)
         if self.backoff.succeeded():
             log.info("store recovered", extra={"fields": {"snapshot": s.snapshot}})
@@ -394,7 +396,7 @@ class WatchDaemon:
         work.window = Window()
         if o.move_to:
             try:
-                for src, _ in move_settled(w.files, os.path.realpath(o.folder), o.move_to):  # as detected
+                for src, _ in move_settled(w.files, self.folder, o.move_to):
                     self.queue.discard(src)
             except OSError as exc:
                 log.error("cannot move committed files", extra={"fields": {"error": str(exc)}})
