@@ -332,7 +332,7 @@ class Diff:
     unchanged: int
     bytes_a: int
     bytes_b: int
-    failures_added: list[str]  # "sha256:fingerprint:code" (path instead of sha256 when unread)
+    failures_added: list[str]  # "sha256:fingerprint:code" ("path:<source path>" instead of sha256 when unread)
     failures_removed: list[str]
     specs_added: list[SpecBrief]
     specs_removed: list[SpecBrief]
@@ -451,7 +451,7 @@ def _brief(table: dict[str, np.ndarray[Any, Any]], i: int, key: str) -> ItemBrie
 
 def _failure_keys(ds: Dataset) -> set[str]:
     t = ds.failures_table(["source_path", "source_sha256", "fingerprint", "code"])
-    return {f"{s}:{f}:{c}" if s else f"{p}:{f}:{c}"
+    return {":".join(schema.failure_key(str(s), str(p), str(f), str(c)))  # the writer's identity of a failure
             for p, s, f, c in zip(t["source_path"], t["source_sha256"], t["fingerprint"], t["code"], strict=True)}
 
 
