@@ -268,7 +268,8 @@ class GateStats:
 
     def guess(self) -> int | None:
         """The primary variant's first guess (None before any image was searched)."""
-        return self.priors().get(self.spec.encode.variants()[0], Prior()).guess
+        chosen = self.chosen.get(self.spec.encode.variants()[0])
+        return int(np.median(chosen)) if chosen else None  # as priors() has it, without building them
 
     def record(self, outcomes: Sequence[Outcome]) -> None:
         for o in outcomes:
