@@ -28,6 +28,8 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from preprocess.formats.sniff import sniff as sniff_format
+
 Format = Literal["jpeg", "webp", "avif", "jxl"]
 Chroma = Literal["444", "422", "420"]
 
@@ -300,15 +302,8 @@ def decode(data: bytes, fmt: str) -> np.ndarray:
 
 def sniff(data: bytes) -> str | None:
     """The stored format of ``data`` from its magic bytes (None when it is none of ours)."""
-    if data[:3] == b"\xff\xd8\xff":
-        return "jpeg"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    if data[4:12] in (b"ftypavif", b"ftypavis"):
-        return "avif"
-    if data[:2] == b"\xff\x0a" or data[:12] == b"\x00\x00\x00\x0cJXL \r\n\x87\n":
-        return "jxl"
-    return None
+    fmt = (sniff_format(data) or "").lower()
+    return fmt if fmt in FORMATS else None
 
 
 def variants(encode: Encode) -> list[Variant]:

@@ -10,7 +10,6 @@ whole columns only for what a grid sorts or filters on, the page's rows for ever
 from __future__ import annotations
 
 import math
-import re
 import threading
 from collections import Counter
 from typing import Any
@@ -24,8 +23,6 @@ from preprocess.serve.cache import LRU
 from preprocess.serve.grid import GridQuery, select
 from preprocess.store import Dataset, Ref, history, item_key, open_repo, refs
 from preprocess.store.reader import decode
-
-SNAPSHOT_ID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{20}$")  # icechunk's ids: Crockford base32, 20 characters
 
 
 def plain(value: Any) -> Any:
@@ -66,7 +63,7 @@ class Catalog:
 
     def pinned(self, snapshot: str) -> Ref:
         """A full snapshot id from a URL path (what item and image URLs are pinned to)."""
-        if not SNAPSHOT_ID.match(snapshot):
+        if not refs.SNAPSHOT_ID.match(snapshot):
             raise ConfigError(f"{snapshot[:40]!r} is not a snapshot id", code="REF_MISSING",
                               hint="snapshot ids are 20 characters (0-9, A-Z), as `preprocess log` lists them")
         known = self._pinned.get(snapshot)  # a snapshot that exists stays (gc removes only unreachable ones)

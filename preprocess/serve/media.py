@@ -11,8 +11,8 @@ from starlette.responses import Response
 
 from preprocess.errors import ConfigError
 from preprocess.serve import renditions
-from preprocess.serve.catalog import SNAPSHOT_ID
 from preprocess.serve.pages import catalog
+from preprocess.store.refs import SNAPSHOT_ID
 
 IMMUTABLE = "private, max-age=31536000, immutable"
 VIEWS = ("source", "zoom-source", "zoom-stored", "zoom-diff")

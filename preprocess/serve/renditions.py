@@ -12,36 +12,16 @@ import io
 from PIL import Image
 
 from preprocess.errors import ConfigError
+from preprocess.formats import sniff
 from preprocess.store.reader import decode
 
 THUMB_BOX = 256  # a thumbnail's long side, px (grid cards are ~180 px wide; sharp on 1.5x screens)
 THUMB_QUALITY = 85
 MAX_PIXELS = 200_000_000  # a stored image larger than this is not decoded here
 
-# What Chromium, Firefox and Safari all display as an <img>: served as stored.
-BROWSER_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "gif": "image/gif", "webp": "image/webp",
-                 "avif": "image/avif", "bmp": "image/bmp"}
-
-
-# Leading signatures, in the order they are tried (ISO-BMFF "ftyp" boxes are told apart by brand).
-_SIGNATURES: tuple[tuple[tuple[bytes, ...], str], ...] = (
-    ((b"\xff\xd8\xff",), "jpeg"), ((b"\x89PNG\r\n\x1a\n",), "png"), ((b"GIF87a", b"GIF89a"), "gif"),
-    ((b"\xff\x0a", b"\x00\x00\x00\x0cJXL \r\n\x87\n"), "jxl"),
-    ((b"\x00\x00\x00\x0cjP  \r\n\x87\n", b"\xff\x4f\xff\x51"), "jp2"),
-    ((b"II*\x00", b"MM\x00*"), "tiff"), ((b"BM",), "bmp"),
-)
-
-
-def sniff(data: bytes) -> str:
-    """The image format of ``data`` from its first bytes: jpeg, png, gif, webp, avif, heif, jxl,
-    jp2, tiff, bmp, or "unknown"."""
-    head = data[:32]
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    if head[4:8] == b"ftyp":
-        brands = {head[i:i + 4] for i in range(8, min(len(head), 32) - 3, 4)}
-        return "avif" if brands & {b"avif", b"avis"} else "heif"
-    return next((name for prefixes, name in _SIGNATURES if head.startswith(prefixes)), "unknown")
+# What Chromium, Firefox and Safari all display as an <img>: served as stored (by the sniffed format).
+BROWSER_TYPES = {sniff.JPEG: "image/jpeg", sniff.PNG: "image/png", sniff.GIF: "image/gif", sniff.WEBP: "image/webp",
+                 sniff.AVIF: "image/avif", sniff.BMP: "image/bmp"}
 
 
 def check_pixels(width: int, height: int) -> None:
@@ -54,7 +34,7 @@ def check_pixels(width: int, height: int) -> None:
 def for_browser(data: bytes) -> tuple[bytes, str]:
     """(bytes, media type) a browser can show: the stored bytes when their format is one browsers
     display, else a PNG of the decoded pixels (JPEG XL, JPEG 2000, TIFF, HEIF, ...)."""
-    media = BROWSER_TYPES.get(sniff(data))
+    media = BROWSER_TYPES.get(sniff.sniff(data) or "")
     if media is not None:
         return data, media
     return png(decode(data)), "image/png"

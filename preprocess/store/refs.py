@@ -33,7 +33,7 @@ from preprocess.store.storage import LOCK_FILE, REFS_LOCK_FILE, local_root, lock
 
 RefKind = Literal["branch", "tag", "snapshot"]
 
-_SNAPSHOT_ID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{20}$")  # Crockford base32, 100 bits
+SNAPSHOT_ID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{20}$")  # icechunk's ids: Crockford base32, 20 characters
 _PREFIX = re.compile(r"^[0-9A-Za-z]{4,19}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$")
 _ANCESTOR = re.compile(r"^(?P<base>[^~]+)(?P<steps>(?:~\d{0,6})+)$")  # REF~N (git's first-parent steps)
@@ -202,7 +202,7 @@ def _resolve_name(repo: ic.Repository, ref: str) -> Ref:
     if ref in tags(repo):
         return Ref(ref, "tag", tag_target(repo, ref))
     upper = ref.upper()
-    if _SNAPSHOT_ID.match(upper) and _exists(repo, upper):
+    if SNAPSHOT_ID.match(upper) and _exists(repo, upper):
         return Ref(ref, "snapshot", upper)
     if _PREFIX.match(ref):
         found = sorted(s for s in known_snapshots(repo) if s.startswith(upper))
@@ -236,7 +236,7 @@ def _check_name(repo: ic.Repository, name: str, what: str) -> None:
     if not _NAME.match(name) or ".." in name or name.endswith(("/", ".lock")):
         raise ConfigError(f"{name!r} is not a usable {what} name", code="REF_NAME",
                           hint="use letters, digits and . _ / - (starting with a letter or digit)")
-    if _SNAPSHOT_ID.match(name.upper()):
+    if SNAPSHOT_ID.match(name.upper()):
         raise ConfigError(f"{name!r} looks like a snapshot id", code="REF_NAME",
                           hint=f"choose a {what} name that cannot be mistaken for a snapshot id")
     if name in branches(repo):
