@@ -29,7 +29,15 @@ from typing import Any, Literal
 import icechunk as ic
 
 from preprocess.errors import ConfigError, ConflictError, did_you_mean
-from preprocess.store.storage import LOCK_FILE, REFS_LOCK_FILE, local_root, lock_holder, lock_repo, storage_error
+from preprocess.store.storage import (
+    LOCK_FILE,
+    REFS_LOCK_FILE,
+    local_root,
+    lock_holder,
+    lock_repo,
+    storage_call,
+    storage_error,
+)
 
 RefKind = Literal["branch", "tag", "snapshot"]
 
@@ -95,19 +103,12 @@ class Collected:
                 **self.counts}
 
 
-def _icechunk[T](action: str, call: Callable[[], T]) -> T:
-    try:
-        return call()
-    except ic.IcechunkError as exc:
-        raise storage_error(exc, action) from exc
-
-
 def branches(repo: ic.Repository) -> set[str]:
-    return set(_icechunk("list branches", repo.list_branches))
+    return set(storage_call("list branches", repo.list_branches))
 
 
 def tags(repo: ic.Repository) -> set[str]:
-    return set(_icechunk("list tags", repo.list_tags))
+    return set(storage_call("list tags", repo.list_tags))
 
 
 def _exists(repo: ic.Repository, snapshot: str) -> bool:
@@ -126,7 +127,7 @@ def known_snapshots(repo: ic.Repository) -> set[str]:
     """Every snapshot id still stored: the history of every branch and tag, plus every commit and
     former tip in the repository's operations log (unreachable ones until gc removes them)."""
     ids = reachable(repo)
-    for update in _icechunk("read the operations log", lambda: list(repo.ops_log())):
+    for update in storage_call("read the operations log", lambda: list(repo.ops_log())):
         for attr in ("new_snap_id", "previous_snap_id", "snap_id", "snapshot_id"):
             value = getattr(update.kind, attr, None)
             if isinstance(value, str) and value not in ids and _exists(repo, value):
@@ -147,19 +148,19 @@ def reachable(repo: ic.Repository) -> set[str]:
 def history(repo: ic.Repository, *, branch: str | None = None, tag: str | None = None,
             snapshot: str | None = None) -> list[ic.SnapshotInfo]:
     """The ancestry of one ref, newest first (down to the repository's first snapshot)."""
-    return _icechunk("read the history", lambda: list(repo.ancestry(branch=branch, tag=tag, snapshot_id=snapshot)))
+    return storage_call("read the history", lambda: list(repo.ancestry(branch=branch, tag=tag, snapshot_id=snapshot)))
 
 
 def branch_tip(repo: ic.Repository, branch: str) -> str:
-    return str(_icechunk("look up a branch", lambda: repo.lookup_branch(branch)))
+    return str(storage_call("look up a branch", lambda: repo.lookup_branch(branch)))
 
 
 def tag_target(repo: ic.Repository, tag: str) -> str:
-    return str(_icechunk("look up a tag", lambda: repo.lookup_tag(tag)))
+    return str(storage_call("look up a tag", lambda: repo.lookup_tag(tag)))
 
 
 def snapshot_info(repo: ic.Repository, snapshot: str) -> ic.SnapshotInfo:
-    return _icechunk("look up a snapshot", lambda: repo.lookup_snapshot(snapshot))
+    return storage_call("look up a snapshot", lambda: repo.lookup_snapshot(snapshot))
 
 
 def labels(repo: ic.Repository) -> dict[str, list[str]]:
@@ -229,7 +230,7 @@ def _names_hint(repo: ic.Repository) -> str:
 def session(repo: ic.Repository, ref: Ref) -> ic.Session:
     """A read-only session on the snapshot ``ref`` resolved to (pinned: a branch moving later
     does not change what it reads)."""
-    return _icechunk(f"read {ref.name!r}", lambda: repo.readonly_session(snapshot_id=ref.snapshot))
+    return storage_call(f"read {ref.name!r}", lambda: repo.readonly_session(snapshot_id=ref.snapshot))
 
 
 def _check_name(repo: ic.Repository, name: str, what: str) -> None:

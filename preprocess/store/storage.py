@@ -114,12 +114,12 @@ def _s3_storage(location: str) -> ic.Storage:
 def _open_remote(location: str, *, create: bool) -> ic.Repository:
     url = parse_s3(location).url
     storage = open_storage(location)
-    if _call(url, "inspect", lambda: ic.Repository.exists(storage)):
-        return _call(url, "open", lambda: ic.Repository.open(storage))
+    if storage_call("inspect", where=url, fn=lambda: ic.Repository.exists(storage)):
+        return storage_call("open", where=url, fn=lambda: ic.Repository.open(storage))
     if not create:
         raise ConfigError(f"no dataset at {url}", code="STORE_MISSING",
                           hint="check the URL and AWS_ENDPOINT_URL, or create the dataset by running a job into it")
-    return _call(url, "create", lambda: ic.Repository.create(storage))
+    return storage_call("create", where=url, fn=lambda: ic.Repository.create(storage))
 
 
 def open_repo(location: str, *, create: bool) -> ic.Repository:
@@ -145,7 +145,7 @@ def check_location(location: str) -> bool:
     if is_object_url(location):
         url = parse_s3(location).url
         storage = open_storage(location)
-        return bool(_call(url, "inspect", lambda: ic.Repository.exists(storage)))
+        return bool(storage_call("inspect", where=url, fn=lambda: ic.Repository.exists(storage)))
     path = local_path(location)
     with storage_errors("access", path):
         if _local_exists(path, ic.local_filesystem_storage(str(path)), create=True):
@@ -172,14 +172,14 @@ def _open_repo(path: Path, *, create: bool) -> ic.Repository:
     log.debug("%s: icechunk's local storage is not safe for concurrent commits; preprocess's writer lock "
               "allows one writer at a time", path)
     if _local_exists(path, storage, create=create):
-        return _call(path, "open", lambda: ic.Repository.open(storage))
+        return storage_call("open", where=path, fn=lambda: ic.Repository.open(storage))
     if not create:
         raise ConfigError(f"no dataset at {path}", code="STORE_MISSING",
                           hint="check the path, or create the dataset by running a job into it")
     _check_creatable(path)
     existed = path.exists()  # an empty directory
     try:
-        return _call(path, "create", lambda: ic.Repository.create(storage))
+        return storage_call("create", where=path, fn=lambda: ic.Repository.create(storage))
     except StorageError:  # e.g. a full disk: leave no half-made repository (it would read as foreign)
         _unmake(path, existed)
         raise
@@ -213,7 +213,7 @@ def _check_creatable(path: Path) -> None:
 
 
 def _is_repo(storage: ic.Storage, path: Path) -> bool:
-    return bool(_call(path, "inspect", lambda: ic.Repository.exists(storage)))
+    return bool(storage_call("inspect", where=path, fn=lambda: ic.Repository.exists(storage)))
 
 
 def _foreign(path: Path, what: str, *, create: bool) -> ConfigError:
@@ -222,13 +222,6 @@ def _foreign(path: Path, what: str, *, create: bool) -> ConfigError:
     hint = ("choose a new or empty directory for the dataset (nothing there was changed)" if create else
             "pass the directory a job wrote (`preprocess run ... --store DIR`); nothing there was read or changed")
     return ConfigError(f"{path} {what}, not a dataset (no icechunk repository)", code="STORE_FOREIGN", hint=hint)
-
-
-def _call[T](path: Path | str, action: str, fn: Callable[[], T]) -> T:
-    try:
-        return fn()
-    except ic.IcechunkError as exc:
-        raise storage_error(exc, action, path) from exc
 
 
 # -- what a failed storage call means (the ONE mapping) --------------------------------------------
@@ -276,6 +269,12 @@ def storage_errors(action: str, where: Path | str | None = None) -> Iterator[Non
         raise
     except (ic.IcechunkError, OSError) as exc:
         raise storage_error(exc, action, where) from exc
+
+
+def storage_call[T](action: str, fn: Callable[[], T], where: Path | str | None = None) -> T:
+    """``fn()``, its storage failure mapped as :func:`storage_errors` maps it."""
+    with storage_errors(action, where):
+        return fn()
 
 
 def probe_writable(location: str, size: int = 1 << 20) -> None:
