@@ -49,7 +49,7 @@ class EncoderInfo:
     name: str  # what a spec names (encode.encoders)
     library: str  # what a row records as its encoder
     chroma: tuple[Chroma, ...]  # () when the format has no chroma subsampling
-    also: tuple[str, ...] = ()  # the libraries it runs as elsewhere (libjpeg on the GPU: nvjpeg)
+    gpu: str = ""  # the library it runs as on the GPU (libjpeg: nvjpeg), "" when it has no GPU form
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class FormatInfo:
 _ALL: tuple[Chroma, ...] = ("420", "422", "444")
 FORMATS: dict[str, FormatInfo] = {
     "jpeg": FormatInfo("jpeg", ".jpg", "image/jpeg", (EncoderInfo("jpegli", "jpegli", ("420",)),
-                                                      EncoderInfo("libjpeg", "libjpeg-turbo", _ALL, also=("nvjpeg",))),
+                                                      EncoderInfo("libjpeg", "libjpeg-turbo", _ALL, gpu="nvjpeg")),
                        None),
     "webp": FormatInfo("webp", ".webp", "image/webp", (EncoderInfo("libwebp", "libwebp", ("420",)),),
                        Option("method", 4)),
@@ -84,7 +84,7 @@ OPTIONS = ("speed", "method", "effort")
 # What a row records as its encoder (the library that made the bytes), per spec encoder name.
 LIBRARIES = {e.name: e.library for f in FORMATS.values() for e in f.encoders}
 # ... and back: the spec encoder name of every library a row may record.
-ENCODER_OF = {lib: e.name for f in FORMATS.values() for e in f.encoders for lib in (e.library, *e.also)}
+ENCODER_OF = {lib: e.name for f in FORMATS.values() for e in f.encoders for lib in (e.library, e.gpu) if lib}
 
 # File suffixes of the formats a row's bytes can be in: the stored formats', and the sources' own (kept
 # as they are for source/passthrough rows).

@@ -423,9 +423,8 @@ class DaliEngine(Engine):
     # --- encode and view ----------------------------------------------------------------------
 
     def library(self, variant: Variant) -> str:
-        if variant.encoder == "libjpeg" and self._gpu:
-            return "nvjpeg"
-        return super().library(variant)
+        info = codecs.FORMATS[variant.format].encoder(variant.encoder)
+        return info.gpu if self._gpu and info is not None and info.gpu else super().library(variant)
 
     def describe(self) -> dict[str, str]:
         out = super().describe()
