@@ -85,7 +85,7 @@ def png_crc_error(data: bytes) -> str | None:
         end = pos + 8 + length
         if end + 4 > len(data):
             return None
-        if zlib.crc32(data[pos + 4:end]) != int.from_bytes(data[end:end + 4], "big"):
+        if zlib.crc32(memoryview(data)[pos + 4:end]) != int.from_bytes(data[end:end + 4], "big"):  # no copy
             return data[pos + 4:pos + 8].decode("latin-1")
         if data[pos + 4:pos + 8] == b"IEND":
             return None
