@@ -191,6 +191,11 @@ class Candidate:
     variant: Variant
     quality: int
 
+    @property
+    def label(self) -> str:
+        """E.g. ``jpegli 4:2:0 q35`` (what rows' ``tried`` and error messages name)."""
+        return f"{self.variant.label} q{self.quality}"
+
 
 @dataclass(frozen=True, eq=False)
 class Encoded:

@@ -237,6 +237,10 @@ class _Image:
         return [self.measured[Candidate(v, ladder[s.best])] for v, s in zip(variants, self.searches, strict=True)
                 if s.best is not None]
 
+    def top(self, variants: Sequence[Variant], ladder: Sequence[int]) -> Measured:
+        """The primary variant's top rung, as measured: what ``on_fail`` goes by when nothing passed."""
+        return self.measured[Candidate(variants[0], ladder[-1])]
+
 
 Priors = dict[Variant, Prior]  # per variant, for one batch (a snapshot of :class:`GateStats`)
 
@@ -412,8 +416,7 @@ def _search(rounds: _Round, variants: Sequence[Variant], ladder: Sequence[int], 
             st.measured[c] = m
             st.searches[variants.index(c.variant)].update(ladder.index(c.quality), m.similarity, threshold, ladder)
     # A search without a pass ends only once its top rung failed: on_fail always has it to go by.
-    top = Candidate(variants[0], ladder[-1])
-    assert all(st.best(variants, ladder) or top in st.measured for st in states)
+    assert all(st.best(variants, ladder) or Candidate(variants[0], ladder[-1]) in st.measured for st in states)
     return states
 
 
@@ -421,7 +424,7 @@ def _conclude(rounds: _Round, states: Sequence[_Image], variants: Sequence[Varia
               ladder: Sequence[int]) -> tuple[list[Decision], list[Outcome]]:
     """Pick each image's stored candidate (fewest final bytes among the variants' best), or apply on_fail."""
     spec, engine = rounds.spec, rounds.engine
-    bests = [st.best(variants, ladder) or [st.measured[Candidate(variants[0], ladder[-1])]] for st in states]
+    bests = [st.best(variants, ladder) or [st.top(variants, ladder)] for st in states]
     flat = [(i, m) for i, ms in enumerate(bests) for m in ms]
     if spec.gate.on_fail != "flag":  # a failing top candidate is not stored: no need to finish it
         flat = [(i, m) for i, m in flat if m.similarity >= spec.gate.threshold]
@@ -438,7 +441,7 @@ def _conclude(rounds: _Round, states: Sequence[_Image], variants: Sequence[Varia
 
 
 def _decision(spec: Spec, st: _Image, chosen: tuple[Measured, bytes] | None, reference: np.ndarray) -> Decision:
-    tried = {f"{c.variant.label} q{c.quality}": m.similarity for c, m in st.measured.items()}
+    tried = {c.label: m.similarity for c, m in st.measured.items()}
     probes = len(st.measured)
     if chosen is not None:
         m, data = chosen
@@ -448,7 +451,7 @@ def _decision(spec: Spec, st: _Image, chosen: tuple[Measured, bytes] | None, ref
                         library=m.encoded.library)
     if spec.gate.on_fail == "source":  # nothing passed
         return Decision("source", None, None, 1.0, reference, reference, probes, tried)
-    top = max(st.measured.values(), key=lambda m: m.encoded.candidate.quality)  # on_fail = "reject"
+    top = st.top(spec.encode.variants(), spec.quality.ladder())  # on_fail = "reject"
     return Decision("rejected", top.encoded.candidate, None, top.similarity, reference, reference, probes, tried)
 
 

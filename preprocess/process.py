@@ -144,7 +144,7 @@ def layout(p: Plan, lanes: int | None = None, lane_batch: int | None = None) -> 
 def _tried(d: Decision) -> str:
     """Where a rejected image's search ended: the candidate measured at its top, e.g. ``jpegli 4:2:0 q95``."""
     c = d.candidate
-    return "nothing measured" if c is None else f"{c.variant.label} q{c.quality}"
+    return "nothing measured" if c is None else c.label
 
 
 def _env_int(name: str) -> int | None:
