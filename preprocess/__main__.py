@@ -1,14 +1,14 @@
 """The process entry point (the ``preprocess`` command and ``python -m preprocess``).
 
 The SIGINT/SIGTERM handlers go in first, before anything slow is imported, so that an interrupt at
-any moment, start-up included, ends in one line and exit 130 (see :mod:`preprocess.interrupts`).
+any moment, start-up included, ends in one line and exit 130 (see :mod:`preprocess.core.interrupts`).
 """
 
 from __future__ import annotations
 
 import sys
 
-from preprocess import interrupts
+from preprocess.core import interrupts
 
 
 def main() -> None:

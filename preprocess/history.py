@@ -11,7 +11,7 @@ what ``--json`` prints::
     history.diff("cams.icechunk", "v1", "main").added
     history.lineage("cams.icechunk", "IMG_0042.jpg").items[0].made_by.provenance
 
-Errors are :class:`preprocess.errors.PreprocessError` subclasses with a stable ``code`` and a
+Errors are :class:`preprocess.core.errors.PreprocessError` subclasses with a stable ``code`` and a
 ``hint`` (``REF_MISSING``, ``ITEM_MISSING``, ``STORE_MISSING``, ...). For a version's rows see
 :func:`preprocess.store.open_dataset` (``Dataset.to_pandas()``, ``Dataset.find()``).
 """

@@ -17,7 +17,7 @@ when their sizes agree, which ``size=`` makes sure of; otherwise a list):
   through imagecodecs; kept sources through the pipeline's own conversion: EXIF orientation, alpha
   composited on white, CMYK/16-bit converted), then ``size``/``fit``, then ``transform(PIL image)``;
 - ``"gpu"``: workers read the stored bytes of JPEG rows; :func:`loader` decodes each batch in the
-  main process on the GPU with DALI (:class:`preprocess.engines.dali.ImageDecoder`: nvJPEG, libjpeg's
+  main process on the GPU with DALI (:class:`preprocess.pipeline.engines.dali.ImageDecoder`: nvJPEG, libjpeg's
   fancy upsampling, so the same pixels as the CPU within decoder rounding) and resizes there (torch,
   bilinear antialiased, as Pillow). Rows that are not our own JPEGs (kept sources: PNG with alpha,
   GIF, CMYK ...; AVIF/WebP/JPEG XL) are decoded on the CPU by the workers, and an image DALI cannot
@@ -52,10 +52,11 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
-from preprocess.codecs import sniff
-from preprocess.errors import ConfigError
-from preprocess.store import ITEM_COLUMNS, Dataset, open_dataset
-from preprocess.store.reader import decode as decode_image
+from preprocess.core.errors import ConfigError, ErrorCode
+from preprocess.pipeline.codecs import sniff
+from preprocess.pipeline.images import decode_rgb as decode_image
+from preprocess.rows.schema import ITEM_COLUMNS
+from preprocess.store import Dataset, open_dataset
 
 Decode = Literal["auto", "cpu", "gpu", "none"]
 Fit = Literal["crop", "stretch"]
@@ -158,11 +159,11 @@ class VersionDataset(TorchDataset[dict[str, Any]]):
         self.fields = tuple(FIELDS if fields is None else fields)
         unknown = set(self.fields) - set(FIELDS)
         if unknown:
-            raise ConfigError(f"unknown fields {sorted(unknown)}", code="STORE_FIELD",
+            raise ConfigError(f"unknown fields {sorted(unknown)}", code=ErrorCode.STORE_FIELD,
                               hint=f"fields: {', '.join(FIELDS)}")
         if fit not in ("crop", "stretch") or (size is not None and (len(size) != 2 or min(size) < 1)):
             raise ConfigError(f"size={size!r}, fit={fit!r}: size is (width, height) >= 1, fit crop or stretch",
-                              code="TORCH_SIZE")
+                              code=ErrorCode.TORCH_SIZE)
         self.transform = transform
         self.size = None if size is None else (int(size[0]), int(size[1]))
         self.fit: Fit = fit
@@ -180,7 +181,7 @@ class VersionDataset(TorchDataset[dict[str, Any]]):
         if self._ds is not None and os.getpid() != self._pid:
             raise ConfigError("this dataset was opened before the process forked (a DataLoader worker "
                               "started with the fork method); forking after icechunk is opened can deadlock",
-                              code="TORCH_FORK",
+                              code=ErrorCode.TORCH_FORK,
                               hint="use preprocess.torchdata.loader(), or DataLoader(..., "
                                    "multiprocessing_context='spawn')")
         if self._ds is None:
@@ -225,14 +226,14 @@ class VersionDataset(TorchDataset[dict[str, Any]]):
 
 def _decode_mode(decode: str, transform: Callable[..., Any] | None) -> Decode:
     if decode not in ("auto", "cpu", "gpu", "none"):
-        raise ConfigError(f"decode must be auto, cpu, gpu or none, not {decode!r}", code="TORCH_DECODE")
+        raise ConfigError(f"decode must be auto, cpu, gpu or none, not {decode!r}", code=ErrorCode.TORCH_DECODE)
     if decode == "gpu" and transform is not None:
         raise ConfigError("transform takes a PIL image, decoded on the CPU; decode='gpu' gives CUDA tensors",
-                          code="TORCH_TRANSFORM",
+                          code=ErrorCode.TORCH_TRANSFORM,
                           hint="use size=/fit= (done on the GPU) and apply tensor transforms to each batch, or "
                                "decode='cpu'")
     if decode == "auto":
-        from preprocess.engines import gpu_count
+        from preprocess.pipeline.engines import gpu_count
 
         return "gpu" if transform is None and gpu_count() > 0 else "cpu"
     return decode  # type: ignore[return-value]
@@ -273,10 +274,10 @@ class Loader:
         self.loader = loader
         self._decoder = decoder
         if dataset.decode == "gpu" and decoder is None:
-            from preprocess.engines.dali import ImageDecoder, gpu_count
+            from preprocess.pipeline.engines.dali import ImageDecoder, gpu_count
 
             if gpu_count() == 0:
-                raise ConfigError("decode='gpu' was asked for, but no CUDA device is visible", code="NO_GPU",
+                raise ConfigError("decode='gpu' was asked for, but no CUDA device is visible", code=ErrorCode.NO_GPU,
                                   hint="decode='auto' (the GPU where there is one) or decode='cpu'")
             self._decoder = ImageDecoder(device=f"gpu:{device_id}", max_batch=max(1, loader.batch_size or 1))
         self.device = torch.device(self._decoder.device if self._decoder is not None else "cpu")
@@ -308,7 +309,7 @@ def loader(dataset: VersionDataset, *, batch_size: int = 32, num_workers: int = 
            multiprocessing_context: str = "spawn", device_id: int = 0, **kwargs: Any) -> Loader:
     """A :class:`Loader` with the right defaults: spawned workers, :func:`collate`."""
     if multiprocessing_context == "fork":
-        raise ConfigError("DataLoader workers cannot be forked after icechunk was opened", code="TORCH_FORK",
+        raise ConfigError("DataLoader workers cannot be forked after icechunk was opened", code=ErrorCode.TORCH_FORK,
                           hint="use multiprocessing_context='spawn' (the default) or 'forkserver'")
     dl: DataLoader[dict[str, Any]] = DataLoader(
         dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, collate_fn=collate,

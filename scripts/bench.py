@@ -75,11 +75,11 @@ def worker_project(paths: list[Path], warm: list[Path], engine: str, device: str
     import uuid
     from functools import partial
 
-    from preprocess.ingest import Ingest, JobInfo, read_files
-    from preprocess.job import run_batches
-    from preprocess.process import Processor, plan
-    from preprocess.progress import SilentProgress
-    from preprocess.sources import batched, read_source
+    from preprocess.core.progress import SilentProgress
+    from preprocess.drivers.ingest import Ingest, JobInfo, read_files
+    from preprocess.drivers.run import run_batches
+    from preprocess.pipeline.process import Processor, plan
+    from preprocess.sources.files import batched, read_source
     from preprocess.store import DatasetWriter, open_repo
 
     p = plan(None, engine, device)
@@ -109,8 +109,8 @@ def worker_ray(paths: list[Path]) -> dict[str, Any]:
     """The Ray path (`--ray local`): run_ray_job end to end; ray.init before the clock."""
     import ray
 
-    from preprocess.distributed.ray_job import RayOptions, run_ray_job
-    from preprocess.job import JobOptions
+    from preprocess.drivers.ray.job import RayOptions, run_ray_job
+    from preprocess.drivers.run import JobOptions
 
     ray.init(include_dashboard=False, log_to_driver=False)
     tmp = Path(tempfile.mkdtemp(prefix="bench-store-"))
@@ -124,7 +124,7 @@ def worker_ray(paths: list[Path]) -> dict[str, Any]:
 
 
 def worker_decode_only(paths: list[Path], device: str) -> dict[str, Any]:
-    from preprocess.engines.dali import decode_throughput
+    from preprocess.pipeline.engines.dali import decode_throughput
 
     blobs = [f.read_bytes() for f in paths]
     rate = decode_throughput(blobs, device=device, batch=64)
@@ -154,7 +154,7 @@ def run_worker(args: argparse.Namespace) -> None:
 
 
 def _versions() -> dict[str, str]:
-    from preprocess.provenance import software_versions
+    from preprocess.rows.provenance import software_versions
 
     return software_versions()
 
@@ -166,9 +166,9 @@ def _command(contender: str, baseline_python: str) -> list[str]:
     """How to start a contender's subprocess (``--dir`` and ``--result`` are appended)."""
     if not contender.startswith("baseline"):
         return [sys.executable, __file__, "--worker", contender]
-    from preprocess.extractor.build import build
-    from preprocess.extractor.manifest import find_manifest
-    from preprocess.spec import default_spec_path, load_spec
+    from preprocess.pipeline.extractor.build import build
+    from preprocess.pipeline.extractor.manifest import find_manifest
+    from preprocess.pipeline.spec import default_spec_path, load_spec
 
     spec = load_spec(default_spec_path())
     primary = spec.encode.variants()[0]
@@ -309,7 +309,7 @@ def main() -> None:
         args.images, args.rounds, args.watch_files = 12, 1, 6
     gpu = _gpu_name()
     sys.path.insert(0, str(ROOT))
-    from preprocess.engines import gpu_count
+    from preprocess.pipeline.engines import gpu_count
 
     has_gpu = gpu_count() > 0
     contenders = [c for c in args.contenders.split(",") if c] or (
@@ -368,7 +368,7 @@ def _watch_latency(n: int, work: Path, engine: str) -> dict[str, Any] | None:
     """The daemon's close-to-commit latency on ``n`` distinct camera crops (quiet 0.5 s, commit every 1 s)."""
     from PIL import Image
 
-    from preprocess.watch.bench import close_to_commit_latency
+    from preprocess.drivers.watch.bench import close_to_commit_latency
 
     src = _files(ROOT / "photos" / "camera")
     blobs = []

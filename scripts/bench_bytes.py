@@ -3,7 +3,7 @@ every stored image checked again by an independent decode and model.
 
 For each spec (default: pipelines/camera.toml and pipelines/avif.toml) over the photo sets:
 
-1. ``run``: the real job (:func:`preprocess.job.run_job`, pillow engine) into a fresh store;
+1. ``run``: the real job (:func:`preprocess.drivers.run.run_job`, pillow engine) into a fresh store;
 2. ``oracle``: per stored image, every quality of the spec's ladder with every variant the spec allows
    (its encoders x chroma subsamplings), each in its stored form (``Engine.finish``) and measured the
    way the gate measures; the smallest that passes. Optionally (``--oracle-jpeg``) also every JPEG
@@ -38,8 +38,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from preprocess.codecs import Candidate, Encoded, Variant  # noqa: E402
-from preprocess.spec import Spec, load_spec  # noqa: E402
+from preprocess.pipeline.codecs import Candidate, Encoded, Variant  # noqa: E402
+from preprocess.pipeline.spec import Spec, load_spec  # noqa: E402
 
 SUFFIXES = {".jpg", ".jpeg", ".png"}
 INDEPENDENT_FLOOR = 0.985
@@ -67,8 +67,8 @@ class Independent:
     def __init__(self, model: str) -> None:
         import torch
 
-        from preprocess.extractor.build import load_torch
-        from preprocess.extractor.manifest import find_manifest
+        from preprocess.pipeline.extractor.build import load_torch
+        from preprocess.pipeline.extractor.manifest import find_manifest
 
         self.torch = torch
         m = find_manifest(model)
@@ -135,10 +135,10 @@ class Oracle:
     """Exhaustive per-image search with the gate's own measurement (one engine + extractor per thread)."""
 
     def __init__(self, spec: Spec, variants: Sequence[Variant]) -> None:
-        from preprocess.engines import make_engine
-        from preprocess.extractor.build import build
-        from preprocess.extractor.manifest import find_manifest
-        from preprocess.extractor.session import Extractor
+        from preprocess.pipeline.engines import make_engine
+        from preprocess.pipeline.extractor.build import build
+        from preprocess.pipeline.extractor.manifest import find_manifest
+        from preprocess.pipeline.extractor.session import Extractor
 
         m = find_manifest(spec.gate.model)
         self.spec = spec
@@ -148,8 +148,8 @@ class Oracle:
 
     def smallest(self, path: Path) -> int:
         """Fewest stored bytes of any candidate that passes (0 when none does)."""
-        from preprocess.engines.base import SourceImage
-        from preprocess.images import probe
+        from preprocess.pipeline.engines.base import SourceImage
+        from preprocess.pipeline.images import probe
 
         data = path.read_bytes()
         info = probe(data, max_pixels=self.spec.limits.max_pixels, path=str(path))
@@ -181,7 +181,7 @@ def photos(dirs: Sequence[Path], limit: int) -> list[Path]:
 
 def run_spec(spec_path: Path, paths: list[Path], *, oracle_jpeg: bool, workers: int) -> list[Row]:
     """The job, the oracle and the independent check for one spec over ``paths`` (rows in their order)."""
-    from preprocess.job import JobOptions, run_job
+    from preprocess.drivers.run import JobOptions, run_job
     from preprocess.store import open_dataset
 
     spec = load_spec(spec_path)

@@ -155,9 +155,9 @@ def _nvidia_smi(query: str) -> str:
 
 
 def check_env(run: Run) -> dict[str, Any]:
-    from preprocess.cpus import cpu_lanes
-    from preprocess.engines import gpu_count
-    from preprocess.provenance import software_versions
+    from preprocess.core.cpus import cpu_lanes
+    from preprocess.pipeline.engines import gpu_count
+    from preprocess.rows.provenance import software_versions
 
     return {"date": datetime.now(UTC).isoformat(timespec="seconds"), "device": run.device,
             "gpu": _nvidia_smi("name,driver_version,memory.total,compute_cap") or "none",
@@ -166,7 +166,7 @@ def check_env(run: Run) -> dict[str, Any]:
 
 
 def check_backends(run: Run) -> dict[str, Any]:
-    from preprocess.engines.dali import codec_backends
+    from preprocess.pipeline.engines.dali import codec_backends
 
     img = Image.open(_photos("camera")[0]).convert("RGB").resize((640, 400))
     return codec_backends(_jpeg(img), np.asarray(img), device=run.device)
@@ -174,18 +174,18 @@ def check_backends(run: Run) -> dict[str, Any]:
 
 def _engine(run: Run) -> Any:
     """The DALI engine on this device with the libjpeg encoder (nvJPEG on the GPU), baseline JPEG."""
-    from preprocess.engines.dali import DaliEngine
-    from preprocess.extractor.manifest import find_manifest
-    from preprocess.spec import Encode
+    from preprocess.pipeline.engines.dali import DaliEngine
+    from preprocess.pipeline.extractor.manifest import find_manifest
+    from preprocess.pipeline.spec import Encode
 
     return DaliEngine(Encode(encoders=("libjpeg",), progressive=False), find_manifest("mobilenetv2-imagenet").input,
                       device=run.device, max_batch=16)
 
 
 def _sources(named: dict[str, bytes], resize: Any = None) -> list[Any]:
-    from preprocess.engines.base import SourceImage
-    from preprocess.images import probe
-    from preprocess.spec import Resize
+    from preprocess.pipeline.engines.base import SourceImage
+    from preprocess.pipeline.images import probe
+    from preprocess.pipeline.spec import Resize
 
     resize = resize or Resize()
     out = []
@@ -204,7 +204,7 @@ def _tables(jpeg: bytes) -> dict[int, list[int]]:
 def check_quant(run: Run) -> dict[str, Any]:
     """The engine's JPEG encoder (nvJPEG on the GPU; nvImageCodec's CPU backend in the rehearsal) against
     libjpeg-turbo (Pillow) at the same quality: quantization tables and bytes, on real photos at 1280 px."""
-    from preprocess.codecs import Candidate, Variant, encode_pillow_jpeg
+    from preprocess.pipeline.codecs import Candidate, Variant, encode_pillow_jpeg
 
     eng = _engine(run)
     try:
@@ -232,10 +232,10 @@ def check_quant(run: Run) -> dict[str, Any]:
 def check_embeddings(run: Run) -> dict[str, Any]:
     """GPU vs CPU embeddings of the same model views, and how far batch size moves them: through the
     Extractor (fixed-shape calls, TF32 off) and through the bare session (what the fix prevents)."""
-    from preprocess.extractor.build import build
-    from preprocess.extractor.manifest import find_manifest
-    from preprocess.extractor.session import Extractor
-    from preprocess.extractor.view import model_view
+    from preprocess.pipeline.extractor.build import build
+    from preprocess.pipeline.extractor.manifest import find_manifest
+    from preprocess.pipeline.extractor.session import Extractor
+    from preprocess.pipeline.extractor.view import model_view
 
     built = build(find_manifest("mobilenetv2-imagenet"))
     view = built.manifest.input
@@ -285,7 +285,7 @@ def _tf32_drift(built: Any, dev: Any, off: np.ndarray) -> float:
     """How far TF32 (the CUDA provider's default) would move the embeddings."""
     import onnxruntime as ort
 
-    from preprocess.extractor import session
+    from preprocess.pipeline.extractor import session
 
     opts = session.cuda_options(0) | {"use_tf32": 1}
     sess = ort.InferenceSession(str(built.path), providers=[("CUDAExecutionProvider", opts)])
@@ -296,10 +296,10 @@ def _tf32_drift(built: Any, dev: Any, off: np.ndarray) -> float:
 
 def check_bad_images(run: Run) -> dict[str, Any]:
     """Bad and odd sources through the DALI engine on this device, against the pillow engine's verdicts."""
-    from preprocess.engines import make_engine
-    from preprocess.errors import InputError
-    from preprocess.extractor.manifest import find_manifest
-    from preprocess.spec import Encode
+    from preprocess.core.errors import InputError
+    from preprocess.pipeline.engines import make_engine
+    from preprocess.pipeline.extractor.manifest import find_manifest
+    from preprocess.pipeline.spec import Encode
 
     base = Image.open(_photos("opencv")[0]).convert("RGB")
     png, gif = io.BytesIO(), io.BytesIO()
@@ -334,8 +334,8 @@ def check_bad_images(run: Run) -> dict[str, Any]:
 def check_shapes(run: Run) -> dict[str, Any]:
     """Tiny and extreme shapes (kept at their size) through the engine: load, its JPEG encoder (nvJPEG on
     the GPU), a decode of the bytes and the model view."""
-    from preprocess.codecs import Candidate, Variant
-    from preprocess.spec import Resize
+    from preprocess.pipeline.codecs import Candidate, Variant
+    from preprocess.pipeline.spec import Resize
 
     shapes = [(1, 1), (2, 2), (3, 7), (1, 4000), (4000, 1), (8191, 3), (15, 16), (17, 9)]
     rng = np.random.default_rng(0)
@@ -399,8 +399,8 @@ def _gate_files(n: int) -> list[Path]:
 def check_gate(run: Run) -> dict[str, Any]:
     """The gate with the DALI engine on this device against the pillow engine (the CPU path), per spec:
     the quality chosen per image, the similarity, the bytes, and which encoders made the rows."""
-    from preprocess.process import Processor, plan
-    from preprocess.sources import read_source
+    from preprocess.pipeline.process import Processor, plan
+    from preprocess.sources.files import read_source
 
     files = _gate_files(48 if run.gpu else 8)
     out: dict[str, Any] = {"images": len(files)}
@@ -471,11 +471,11 @@ def job_rate(run: Run, paths: list[Path], cfg: Config, device: str) -> dict[str,
     `preprocess run` runs them; plan, engines, model and a warm-up batch before the clock."""
     from functools import partial
 
-    from preprocess.ingest import Ingest, JobInfo, read_files
-    from preprocess.job import run_batches
-    from preprocess.process import Processor, plan
-    from preprocess.progress import SilentProgress
-    from preprocess.sources import batched, read_source
+    from preprocess.core.progress import SilentProgress
+    from preprocess.drivers.ingest import Ingest, JobInfo, read_files
+    from preprocess.drivers.run import run_batches
+    from preprocess.pipeline.process import Processor, plan
+    from preprocess.sources.files import batched, read_source
     from preprocess.store import DatasetWriter, open_repo
 
     p = plan(str(cfg.spec), cfg.engine, device)
@@ -533,7 +533,7 @@ def check_throughput(run: Run) -> dict[str, Any]:
 
 
 def check_ceiling(run: Run) -> dict[str, Any]:
-    from preprocess.engines.dali import decode_throughput
+    from preprocess.pipeline.engines.dali import decode_throughput
 
     blobs = [p.read_bytes() for p in _camera_set(run, run.images)]
     out: dict[str, Any] = {"images": len(blobs)}

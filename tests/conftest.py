@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.paths import ROOT
+
 PHOTOS = ROOT / "photos"
 
 # A shell starts a background job (`scripts/test &`, nohup, some CI runners) with SIGINT ignored, and an
@@ -54,7 +55,7 @@ def sample_dir(tmp_path_factory: pytest.TempPathFactory, camera_photos: list[Pat
 
 def gpu_available() -> bool:
     try:
-        from preprocess.engines import gpu_count
+        from preprocess.pipeline.engines import gpu_count
 
         return gpu_count() > 0
     except Exception:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from preprocess.job import JobOptions, Summary, run_job
+from preprocess.drivers.run import JobOptions, Summary, run_job
 
 
 def run_pillow(sources: list[Path], store: Path, spec: Path, **kw: Any) -> Summary:

@@ -1,5 +1,6 @@
-"""The gates that keep the architecture easy to see: no import cycle inside the package, no function
-in it over 60 lines (scripts/function_length.py, run by scripts/check), one declaration of the schema."""
+"""The gates that keep the architecture easy to see: every import goes down the layers (ARCHITECTURE.md), no
+import cycle inside the package, no function in it over 60 lines (scripts/function_length.py, run by
+scripts/check), one declaration of the schema."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from preprocess.store.schema import FAILURE_COLUMNS, ITEM_COLUMNS, FailureRow, ItemRow
+from preprocess.rows.schema import FAILURE_COLUMNS, ITEM_COLUMNS, FailureRow, ItemRow
+from tests.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "preprocess"
 
 
@@ -31,6 +32,57 @@ def imports(path: Path, known: set[str]) -> set[str]:
         elif isinstance(node, ast.Import):
             out.update(a.name for a in node.names)
     return out & known
+
+
+# The floors, lowest first (ARCHITECTURE.md). A module may import its own folder and any lower floor; two
+# folders on one floor never import each other (sources and rows; pipeline and store; the faces).
+FLOORS: dict[str, int] = {
+    "core": 0,
+    "sources": 1, "rows": 1,
+    "pipeline": 2, "store": 2,
+    "drivers": 3,
+    "tune": 4, "serve": 4, "torchdata": 4, "history": 4, "notebook": 4,  # the faces
+    "cli": 5,  # the command line: the face over every face
+    "preprocess": 5,  # the package's __init__: the public Python surface, over the faces
+    "__main__": 6,
+}
+
+
+def room(module: str) -> str:
+    """The folder (or root module) of a package module: ``preprocess.store.writer`` -> ``store``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def against_the_floors(graph: dict[str, set[str]]) -> list[str]:
+    """Every import that goes up a floor, or sideways into another folder of the same floor."""
+    bad = []
+    for module, targets in sorted(graph.items()):
+        here = room(module)
+        for target in sorted(targets):
+            there = room(target)
+            if there != here and FLOORS[there] >= FLOORS[here]:
+                bad.append(f"{module} -> {target}")
+    return bad
+
+
+def package_graph() -> dict[str, set[str]]:
+    paths = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    return {name: imports(path, set(paths)) - {name} for name, path in paths.items()}
+
+
+def test_every_import_goes_down_the_floors() -> None:
+    graph = package_graph()
+    assert {room(m) for m in graph} == set(FLOORS)  # a new folder takes a floor here first
+    assert against_the_floors(graph) == []
+    # and the check can fail: up a floor, and sideways on one floor
+    assert against_the_floors({"preprocess.store.reader": {"preprocess.pipeline.images"},
+                               "preprocess.rows.schema": {"preprocess.core.errors"},
+                               "preprocess.serve.app": {"preprocess.cli.app"},
+                               "preprocess.core.units": {"preprocess.drivers.run"}}) == [
+        "preprocess.core.units -> preprocess.drivers.run",
+        "preprocess.serve.app -> preprocess.cli.app",
+        "preprocess.store.reader -> preprocess.pipeline.images"]
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -63,9 +115,9 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_no_import_cycles_in_the_package() -> None:
-    paths = {module_name(p): p for p in PACKAGE.rglob("*.py")}
-    graph = {name: imports(path, set(paths)) - {name} for name, path in paths.items()}
-    assert graph["preprocess.extractor.build"] >= {"preprocess.extractor.session"}  # the check sees lazy imports
+    graph = package_graph()
+    # the check sees lazy imports
+    assert graph["preprocess.pipeline.extractor.build"] >= {"preprocess.pipeline.extractor.session"}
     assert cycles(graph) == []
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]  # and finds cycles
 

@@ -24,8 +24,8 @@ import pytest
 import typer
 
 from preprocess.cli import app
+from tests.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 BIN = Path(sys.executable).parent
 
@@ -42,7 +42,7 @@ SKIP = {
     "preprocess run s3://cams/raw/2026-11/ --store s3://cams/datasets/front-door --ray auto --gpus-per-worker 1":
         "needs a Ray cluster with GPUs and an S3 endpoint (tests/distributed: Ray on this machine, S3 on moto)",
     "preprocess run ./photos --store ./cams.icechunk --ray local":
-        "runs here, but starts Ray (~10 s, 1 GiB); tests/distributed/test_ray_job.py runs this code path",
+        "runs here, but starts Ray (~10 s, 1 GiB); tests/drivers/ray/test_job.py runs this code path",
 }
 
 

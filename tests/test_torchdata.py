@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from preprocess.errors import ConfigError
-from preprocess.job import JobOptions, run_job
-from preprocess.store import open_dataset
+from preprocess import open_dataset
+from preprocess.core.errors import ConfigError
+from preprocess.drivers.run import JobOptions, run_job
 from preprocess.torchdata import Loader, VersionDataset, Where, collate, fit_box, loader
 from tests.store import conftest as shared
 
@@ -75,7 +75,7 @@ def test_forked_workers_are_refused_with_a_clear_error(store: Path) -> None:
 
 
 def test_dali_decodes_stored_images_on_the_cpu(store: Path) -> None:
-    from preprocess.engines.dali import ImageDecoder
+    from preprocess.pipeline.engines.dali import ImageDecoder
 
     plain = open_dataset(str(store))
     decoder = ImageDecoder(device="cpu", max_batch=4)
@@ -136,7 +136,7 @@ def mixed_store(tmp_path_factory: pytest.TempPathFactory, photo_sets: list[Path]
 
 def _dali_cpu_loader(ds: VersionDataset, batch_size: int = 8) -> Loader:
     """The GPU reader's code path with DALI's CPU decoder in place of the GPU one (same graph)."""
-    from preprocess.engines.dali import ImageDecoder
+    from preprocess.pipeline.engines.dali import ImageDecoder
 
     dl = DataLoader(ds, batch_size=batch_size, num_workers=0, collate_fn=collate)
     return Loader(ds, dl, decoder=ImageDecoder(device="cpu", max_batch=batch_size))
@@ -250,7 +250,7 @@ def test_a_transform_is_applied_on_the_cpu_or_refused(mixed_store: Path) -> None
 def test_avif_rows_decode_in_spawned_workers_of_the_gpu_reader(mixed_store: Path) -> None:
     ds = VersionDataset(str(mixed_store), decode="gpu", where=Where(source_prefix="/"), size=(32, 32))
     dl = DataLoader(ds, batch_size=len(ds), num_workers=1, multiprocessing_context="spawn", collate_fn=collate)
-    from preprocess.engines.dali import ImageDecoder
+    from preprocess.pipeline.engines.dali import ImageDecoder
 
     (batch,) = list(Loader(ds, dl, decoder=ImageDecoder(device="cpu")))
     assert batch["image"].shape == (len(ds), 3, 32, 32)

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from preprocess.errors import PreprocessError
+from preprocess.core.errors import PreprocessError
 
 app = typer.Typer(help="GPU image preprocessing: resize + recompress camera images as small as a neural "
                        "feature check allows, into versioned zarr (icechunk) datasets.",
@@ -48,7 +48,7 @@ def _root() -> None:
 
 
 class RichProgress:
-    """A job's progress bar (a :class:`preprocess.progress.Progress`): images, rate, size ratio."""
+    """A job's progress bar (a :class:`preprocess.core.progress.Progress`): images, rate, size ratio."""
 
     def __init__(self, console: Console) -> None:
         self._p = Progress(TextColumn("[bold]processing"), BarColumn(), MofNCompleteColumn(),
@@ -78,15 +78,6 @@ class RichProgress:
         self._p.stop()
 
 
-def size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{value:.1f} {unit}" if unit != "B" else f"{int(value)} B"
-        value /= 1000
-    return f"{n} B"
-
-
 def fmt(value: float | None, pattern: str) -> str:
     return "-" if value is None else format(value, pattern)
 
@@ -94,7 +85,7 @@ def fmt(value: float | None, pattern: str) -> str:
 @app.command()
 def version() -> None:
     """Print the versions of preprocess and the stack it runs on."""
-    from preprocess.provenance import software_versions
+    from preprocess.rows.provenance import software_versions
 
     for k, v in software_versions().items():
         out.print(f"{k:12} {v or '-'}")

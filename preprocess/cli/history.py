@@ -17,11 +17,12 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from preprocess.cli.app import app, err, fail, fmt, out, size
-from preprocess.errors import PreprocessError
+from preprocess.cli.app import app, err, fail, fmt, out
+from preprocess.core.errors import ErrorCode, PreprocessError
+from preprocess.core.units import size
 
 if TYPE_CHECKING:
-    from preprocess.provenance import Provenance
+    from preprocess.rows.provenance import Provenance
     from preprocess.store.history import Commit, Diff, Lineage, ShownCommit
     from preprocess.store.refs import RefInfo
 
@@ -75,11 +76,11 @@ def log_cmd(store: Store,
             limit: Annotated[int | None, typer.Option(help="Show at most this many commits.")] = None,
             as_json: AsJson = False) -> None:
     """The commits of a branch (or any REF), newest first: id, time, +items, failures, spec, message."""
-    from preprocess.errors import ConfigError
+    from preprocess.core.errors import ConfigError
     from preprocess.store import history
 
     if ref is not None and branch is not None and ref != branch:
-        fail(ConfigError(f"two refs given: {ref!r} and --branch {branch!r}", code="CLI_USAGE",
+        fail(ConfigError(f"two refs given: {ref!r} and --branch {branch!r}", code=ErrorCode.CLI_USAGE,
                          hint="give REF or --branch, not both"))
     branch = ref or branch or "main"
     commits = _guard(lambda: history.log(_repo(store), branch, limit=limit))
@@ -292,11 +293,11 @@ def branch_cmd(store: Store,
 def _ref_command(store: str, kind: Literal["branch", "tag"], name: str | None, ref: str | None,
                  delete: str | None, *, wait: float, as_json: bool) -> None:
     """The three forms of `branch` and `tag`: list, create, --delete."""
-    from preprocess.errors import ConfigError
+    from preprocess.core.errors import ConfigError
     from preprocess.store import refs
 
     if delete is not None and name is not None:
-        fail(ConfigError(f"`{kind} STORE --delete NAME` takes no other name", code="CLI_USAGE",
+        fail(ConfigError(f"`{kind} STORE --delete NAME` takes no other name", code=ErrorCode.CLI_USAGE,
                          hint=f"delete with `preprocess {kind} STORE --delete NAME`, create with "
                               f"`preprocess {kind} STORE NAME [REF]`"))
     if delete is not None:

@@ -11,14 +11,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from preprocess.cli.app import fail, models_app, out, quiet_libraries
-from preprocess.errors import PreprocessError
+from preprocess.core.errors import PreprocessError
 
 
 @models_app.command("list")
 def models_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """The bundled model manifests, and whether their ONNX file is built."""
-    from preprocess.extractor.build import cache_dir
-    from preprocess.extractor.manifest import list_manifests
+    from preprocess.pipeline.extractor.build import cache_dir
+    from preprocess.pipeline.extractor.manifest import list_manifests
 
     rows = []
     for m in list_manifests():
@@ -47,8 +47,8 @@ def models_build(
     force: Annotated[bool, typer.Option(help="Rebuild even if cached.")] = False,
 ) -> None:
     """Build (export) a model's ONNX file into the local cache, checking weight hashes."""
-    from preprocess.extractor.build import build
-    from preprocess.extractor.manifest import find_manifest
+    from preprocess.pipeline.extractor.build import build
+    from preprocess.pipeline.extractor.manifest import find_manifest
 
     quiet_libraries()
     try:

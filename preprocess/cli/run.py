@@ -8,15 +8,16 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from preprocess import errors
-from preprocess.cli.app import RichProgress, app, err, fail, fmt, out, quiet_libraries, size
-from preprocess.errors import PreprocessError
+from preprocess.cli.app import RichProgress, app, err, fail, fmt, out, quiet_libraries
+from preprocess.core import errors
+from preprocess.core.errors import ErrorCode, PreprocessError
+from preprocess.core.units import size
 
 if TYPE_CHECKING:
-    from preprocess.distributed.ray_job import RayOptions
-    from preprocess.ingest import Summary
-    from preprocess.job import JobOptions
-    from preprocess.progress import Progress
+    from preprocess.core.progress import Progress
+    from preprocess.drivers.ingest import Summary
+    from preprocess.drivers.ray.job import RayOptions
+    from preprocess.drivers.run import JobOptions
 
 
 @app.command()
@@ -56,7 +57,7 @@ def run(
     130 interrupted (Ctrl-C, SIGTERM). After any of them the dataset is at its
     last commit and a rerun resumes.
     """
-    from preprocess.job import JobOptions, run_job
+    from preprocess.drivers.run import JobOptions, run_job
 
     quiet_libraries()
     opts = JobOptions(sources=sources, store=store, spec_path=spec, branch=branch, message=message,
@@ -80,18 +81,18 @@ def run(
 def _ray_options(address: str, gpus_per_worker: float, actors: int | None, batch_size: int | None) -> RayOptions:
     import importlib.util
 
-    from preprocess.errors import ConfigError
+    from preprocess.core.errors import ConfigError
 
     if importlib.util.find_spec("ray") is None:
-        raise ConfigError("--ray needs Ray, which is not installed", code="RAY_MISSING",
+        raise ConfigError("--ray needs Ray, which is not installed", code=ErrorCode.RAY_MISSING,
                           hint="pip install 'preprocess[ray]'")
-    from preprocess.distributed.ray_job import RayOptions
+    from preprocess.drivers.ray.job import RayOptions
 
     return RayOptions(address=address, gpus_per_worker=gpus_per_worker, actors=actors, batch_size=batch_size)
 
 
 def _run_on_ray(opts: JobOptions, progress: Progress | None, ro: RayOptions) -> Summary:
-    from preprocess.distributed.ray_job import run_ray_job
+    from preprocess.drivers.ray.job import run_ray_job
 
     return run_ray_job(opts, ro, progress)
 

@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 
 from preprocess.cli.app import app, err, fail
-from preprocess.errors import ConfigError, PreprocessError
-from preprocess.interrupts import Interrupted
+from preprocess.core.errors import ConfigError, ErrorCode, PreprocessError
+from preprocess.core.interrupts import Interrupted
 
 
 def _stop(signum: int, frame: FrameType | None) -> None:
@@ -36,7 +36,7 @@ def serve_cmd(
     from preprocess.serve import listen, open_catalog, run
 
     if log_level not in ("warning", "info", "debug"):
-        fail(ConfigError(f"--log-level {log_level!r} is not one of warning, info, debug", code="SERVE_OPTION",
+        fail(ConfigError(f"--log-level {log_level!r} is not one of warning, info, debug", code=ErrorCode.SERVE_OPTION,
                          hint="see `preprocess serve --help`"))
     try:
         cat = open_catalog(store)

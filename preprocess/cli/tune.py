@@ -12,8 +12,9 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from preprocess.cli.app import app, err, fail, out, quiet_libraries, size
-from preprocess.errors import ConfigError, PreprocessError
+from preprocess.cli.app import app, err, fail, out, quiet_libraries
+from preprocess.core.errors import ConfigError, ErrorCode, PreprocessError
+from preprocess.core.units import size
 
 if TYPE_CHECKING:
     from preprocess.tune import Recommendation, StoredSample, Sweep
@@ -33,7 +34,7 @@ def parse_qualities(text: str) -> list[int]:
             return values if values[-1] == hi else [*values, hi]
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise ConfigError(f"--qualities {text!r}: expected LO..HI/STEP or a list", code="TUNE_GRID",
+        raise ConfigError(f"--qualities {text!r}: expected LO..HI/STEP or a list", code=ErrorCode.TUNE_GRID,
                           hint="e.g. --qualities 10..95/5 or --qualities 30,50,70,90") from None
 
 
@@ -41,7 +42,7 @@ def parse_sizes(text: str) -> list[int]:
     try:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise ConfigError(f"--sizes {text!r}: expected a list of pixel sizes", code="TUNE_GRID",
+        raise ConfigError(f"--sizes {text!r}: expected a list of pixel sizes", code=ErrorCode.TUNE_GRID,
                           hint="e.g. --sizes 2560,1920,1280,960,640") from None
 
 
@@ -110,7 +111,7 @@ def tune(
     quiet_libraries()
     try:
         if decode_repeats < 0:
-            raise ConfigError(f"--decode-repeats must be >= 0, got {decode_repeats}", code="TUNE_GRID")
+            raise ConfigError(f"--decode-repeats must be >= 0, got {decode_repeats}", code=ErrorCode.TUNE_GRID)
         opts = SweepOptions(sources=sample, spec_path=spec, gate_model=gate_model, compare=model or (),
                             sizes=parse_sizes(sizes), qualities=parse_qualities(qualities),
                             formats=parse_formats(formats), tiles=tiles, compare_tiles=compare_tiles, engine=engine,
@@ -122,7 +123,7 @@ def tune(
         samples = [store_sample(sweep, r, repeats=decode_repeats) for r in recs]
         files = write_report(sweep, recs, report, samples)
         if not recs[0].ok:
-            raise ConfigError(f"{recs[0].message} (report: {files['html']})", code="TARGET_UNREACHABLE",
+            raise ConfigError(f"{recs[0].message} (report: {files['html']})", code=ErrorCode.TARGET_UNREACHABLE,
                               hint="lower --target, raise the quality range, or judge by another view/model")
     except PreprocessError as exc:
         fail(exc)
@@ -135,7 +136,7 @@ def _gauge(sweep: Sweep, view: str | None, tiles_combine: str | None) -> str:
     gate = sweep.spec.gate
     v, combine = view or gate.view, tiles_combine or gate.tiles_combine
     if v not in ("whole", "tiles") or combine not in ("min", "p10", "mean"):
-        raise ConfigError(f"--view {v} --tiles-combine {combine}", code="TUNE_VIEW",
+        raise ConfigError(f"--view {v} --tiles-combine {combine}", code=ErrorCode.TUNE_VIEW,
                           hint="--view whole|tiles, --tiles-combine min|p10|mean")
     return "whole" if v == "whole" else f"tiles-{combine}"
 

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from preprocess.cli.app import app, fail, quiet_libraries
-from preprocess.errors import PreprocessError
+from preprocess.core.errors import PreprocessError
 
 
 @app.command()
@@ -49,8 +49,8 @@ def watch(
     Until SIGTERM/SIGINT: then finishes its batch, commits, exits 0 (twice: 130).
     A full disk is retried (/readyz says why). Exit 2: bad spec, options, paths or
     --metrics in use (nothing made); 4 STORE_LOCKED; 5 storage; 6 GPU; 70 internal."""
-    from preprocess.watch import WatchOptions, parse_address, parse_duration, run_watch
-    from preprocess.watch.logs import configure
+    from preprocess.drivers.watch import WatchOptions, parse_address, parse_duration, run_watch
+    from preprocess.drivers.watch.logs import configure
 
     quiet_libraries()
     try:

@@ -18,9 +18,9 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from preprocess.cli.app import size
-from preprocess.errors import ConfigError, InputError, InternalError, PreprocessError
-from preprocess.provenance import SpecInfo
+from preprocess.core.errors import ConfigError, ErrorCode, InputError, InternalError, NotFoundError, PreprocessError
+from preprocess.core.units import size
+from preprocess.rows.provenance import SpecInfo
 from preprocess.serve import media, pages
 from preprocess.serve.catalog import Catalog
 
@@ -33,7 +33,6 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
 }
-NOT_FOUND_CODES = {"REF_MISSING", "REF_AMBIGUOUS", "ITEM_MISSING", "SERVE_NOT_FOUND", "SOURCE_UNAVAILABLE"}
 log = logging.getLogger("preprocess.serve")
 
 ROUTES = [
@@ -107,8 +106,10 @@ STATUS_HELP = {"ok": "stored at the quality the gate chose", "flagged": "stored,
 
 
 def _status(exc: PreprocessError) -> int:
+    if isinstance(exc, NotFoundError):
+        return 404
     if isinstance(exc, ConfigError):
-        return 404 if exc.code in NOT_FOUND_CODES else 400
+        return 400
     return 422 if isinstance(exc, InputError) else 500
 
 
@@ -120,7 +121,7 @@ async def _error_page(request: Request, exc: Exception) -> Response:
 async def _http_page(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
-        return _page(request, 404, "SERVE_NOT_FOUND", f"no page at {request.url.path[:200]}",
+        return _page(request, 404, ErrorCode.SERVE_NOT_FOUND, f"no page at {request.url.path[:200]}",
                      "start from the list of branches and tags")
     return PlainTextResponse(f"{exc.status_code}: {exc.detail}\n", status_code=exc.status_code,
                              headers=dict(exc.headers or {}))
@@ -128,7 +129,8 @@ async def _http_page(request: Request, exc: Exception) -> Response:
 
 async def _crash_page(request: Request, exc: Exception) -> Response:
     log.exception("serve: %s failed", request.url.path)
-    internal = InternalError(f"{type(exc).__name__} while showing {request.url.path[:200]}", code="SERVE_INTERNAL")
+    internal = InternalError(f"{type(exc).__name__} while showing {request.url.path[:200]}",
+                             code=ErrorCode.SERVE_INTERNAL)
     return _page(request, 500, internal.code, internal.one_line(), internal.hint)
 
 

@@ -17,12 +17,13 @@ from typing import Any
 import icechunk as ic
 import numpy as np
 
-from preprocess.errors import ConfigError
+from preprocess.core.errors import ErrorCode, NotFoundError
+from preprocess.pipeline.images import decode_rgb
+from preprocess.rows.schema import item_key
 from preprocess.serve import compare, renditions
 from preprocess.serve.cache import LRU
 from preprocess.serve.grid import GridQuery, select
-from preprocess.store import Dataset, Ref, history, item_key, open_repo, refs
-from preprocess.store.reader import decode
+from preprocess.store import Dataset, Ref, history, open_repo, refs
 
 
 def plain(value: Any) -> Any:
@@ -57,14 +58,14 @@ class Catalog:
     def resolve(self, ref: str) -> Ref:
         """A branch, tag, snapshot id or prefix (ConfigError REF_MISSING / REF_AMBIGUOUS, as the CLI)."""
         if len(ref) > 200:
-            raise ConfigError(f"{ref[:40]!r}... is not a REF (too long)", code="REF_MISSING",
+            raise NotFoundError(f"{ref[:40]!r}... is not a REF (too long)", code=ErrorCode.REF_MISSING,
                               hint="name a branch, a tag or a snapshot id")
         return refs.resolve_ref(self.repo, ref)
 
     def pinned(self, snapshot: str) -> Ref:
         """A full snapshot id from a URL path (what item and image URLs are pinned to)."""
         if not refs.SNAPSHOT_ID.match(snapshot):
-            raise ConfigError(f"{snapshot[:40]!r} is not a snapshot id", code="REF_MISSING",
+            raise NotFoundError(f"{snapshot[:40]!r} is not a snapshot id", code=ErrorCode.REF_MISSING,
                               hint="snapshot ids are 20 characters (0-9, A-Z), as `preprocess log` lists them")
         known = self._pinned.get(snapshot)  # a snapshot that exists stays (gc removes only unreachable ones)
         return known if known is not None else self._pinned.put(snapshot, self.resolve(snapshot))
@@ -171,8 +172,9 @@ class Catalog:
     def _check_row(self, snapshot: str, row: int) -> None:
         n = len(self.dataset(snapshot))
         if not 0 <= row < n:
-            raise ConfigError(f"there is no item {row} in snapshot {snapshot} (it has {n} items)",
-                              code="ITEM_MISSING", hint="items are numbered from 0; open the version's items page")
+            raise NotFoundError(f"there is no item {row} in snapshot {snapshot} (it has {n} items)",
+                              code=ErrorCode.ITEM_MISSING,
+                              hint="items are numbered from 0; open the version's items page")
 
     def keys(self, snapshot: str) -> dict[str, int]:
         """Item key (source sha256 + spec fingerprint) -> row."""
@@ -191,7 +193,7 @@ class Catalog:
             nonlocal item
             item = item or self.item(snapshot, row)
             source = compare.source_bytes(str(item["source_path"]), str(item["source_sha256"]))
-            return compare.compare(source, decode(self.stored(snapshot, row)), path=str(item["source_path"]))
+            return compare.compare(source, decode_rgb(self.stored(snapshot, row)), path=str(item["source_path"]))
 
         return self.comparisons.get_or_make((snapshot, row), make)
 

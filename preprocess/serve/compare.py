@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from preprocess.errors import ConfigError, InputError
-from preprocess.images import decode_rgb, probe
-from preprocess.objects import is_object_url
-from preprocess.regions import Region, abs_difference, changed_region, heat
+from preprocess.core.errors import ConfigError, ErrorCode, InputError, NotFoundError
+from preprocess.pipeline.images import decode_rgb, probe
+from preprocess.pipeline.regions import Region, abs_difference, changed_region, heat
 from preprocess.serve.renditions import png
-from preprocess.sources import ObjectPath, read_source
+from preprocess.sources.files import ObjectPath, read_source
+from preprocess.sources.objects import is_object_url
 
 MAX_SOURCE_BYTES = 256 * 2**20
 MAX_SOURCE_PIXELS = 200_000_000
@@ -85,7 +85,7 @@ def _read_regular_file(path: str) -> bytes:
 
 
 def _unavailable(reason: str) -> ConfigError:
-    return ConfigError(reason, code="SOURCE_UNAVAILABLE",
+    return NotFoundError(reason, code=ErrorCode.SOURCE_UNAVAILABLE,
                        hint="the side-by-side view needs the source file where the job read it")
 
 

@@ -16,8 +16,8 @@ from urllib.parse import urlencode
 
 import numpy as np
 
-from preprocess.errors import ConfigError
-from preprocess.store.schema import ITEM_STATUSES
+from preprocess.core.errors import ConfigError, ErrorCode
+from preprocess.rows.schema import ITEM_STATUSES
 
 SORTS = {"row": "", "similarity": "similarity", "quality": "quality", "bytes": "bytes"}
 PER_PAGE = (24, 48, 96, 192)
@@ -99,7 +99,7 @@ class GridQuery:
 
 def _check(ok: bool, name: str, value: str, expected: str) -> None:
     if not ok:
-        raise ConfigError(f"bad {name}={value[:80]!r}: expected {expected}", code="SERVE_PARAM",
+        raise ConfigError(f"bad {name}={value[:80]!r}: expected {expected}", code=ErrorCode.SERVE_PARAM,
                           hint="fix the URL, or start again from the items page")
 
 
@@ -109,7 +109,7 @@ def _number(text: str, name: str, kind: type) -> Any:
     try:
         value = kind(text)
     except ValueError:
-        raise ConfigError(f"bad {name}={text[:80]!r}: expected a number", code="SERVE_PARAM",
+        raise ConfigError(f"bad {name}={text[:80]!r}: expected a number", code=ErrorCode.SERVE_PARAM,
                           hint="fix the URL, or start again from the items page") from None
     _check(math.isfinite(value) and abs(value) < 2**62, name, text, "a finite number")
     return value

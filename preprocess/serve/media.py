@@ -9,7 +9,7 @@ from collections.abc import Callable
 from starlette.requests import Request
 from starlette.responses import Response
 
-from preprocess.errors import ConfigError
+from preprocess.core.errors import ErrorCode, NotFoundError
 from preprocess.serve import renditions
 from preprocess.serve.pages import catalog
 from preprocess.store.refs import SNAPSHOT_ID
@@ -45,6 +45,6 @@ def comparison(request: Request) -> Response:
     cat = catalog(request)
     view = str(request.path_params["view"])
     if view not in VIEWS:
-        raise ConfigError(f"no picture {view[:40]!r} in a comparison", code="SERVE_NOT_FOUND",
+        raise NotFoundError(f"no picture {view[:40]!r} in a comparison", code=ErrorCode.SERVE_NOT_FOUND,
                           hint=f"one of {', '.join(VIEWS)}")
     return _pinned(request, view, lambda s, r: (cat.comparison(s, r).images[view], "image/png"))

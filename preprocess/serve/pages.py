@@ -10,11 +10,11 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from preprocess.errors import FAILURE_HINTS, ConfigError, InputError
+from preprocess.core.errors import FAILURE_HINTS, ConfigError, ErrorCode, InputError
+from preprocess.rows.schema import ITEM_STATUSES
 from preprocess.serve.catalog import Catalog
 from preprocess.serve.grid import CARD_FIELDS, PER_PAGE, RANGES, SORTS, GridQuery, Page
 from preprocess.store import Ref
-from preprocess.store.schema import ITEM_STATUSES
 
 # Item fields the item page shows in its own words; any other column (a newer one) is listed as is.
 SHOWN_FIELDS = frozenset({"row", "source_path", "source_sha256", "source_format", "source_width", "source_height",
@@ -40,7 +40,7 @@ def render(request: Request, name: str, status: int = 200, **context: Any) -> Re
 def _page(request: Request, pages: int) -> int:
     text = request.query_params.get("page") or "1"
     if not text.isdigit() or not 1 <= int(text) <= max(1, pages):
-        raise ConfigError(f"bad page={text[:20]!r}: expected 1 to {max(1, pages)}", code="SERVE_PARAM",
+        raise ConfigError(f"bad page={text[:20]!r}: expected 1 to {max(1, pages)}", code=ErrorCode.SERVE_PARAM,
                           hint="fix the URL, or start again from the first page")
     return int(text)
 
@@ -48,7 +48,8 @@ def _page(request: Request, pages: int) -> int:
 def _ref(request: Request, name: str = "ref", default: str | None = "main") -> str:
     value = request.query_params.get(name, default)
     if value is None:
-        raise ConfigError(f"missing {name}=REF", code="SERVE_PARAM", hint="name a branch, a tag or a snapshot id")
+        raise ConfigError(f"missing {name}=REF",
+                          code=ErrorCode.SERVE_PARAM, hint="name a branch, a tag or a snapshot id")
     return value
 
 

@@ -1,7 +1,7 @@
 """What the browser gets for a stored image: its bytes as they are when a browser shows that format,
 else a PNG of its pixels; thumbnails (JPEG) for grids.
 
-Every decode of stored bytes goes through :func:`preprocess.store.reader.decode`, so a format the
+Every decode of stored bytes goes through :func:`preprocess.pipeline.images.decode_rgb`, so a format the
 store learns (AVIF, WebP, JPEG XL, JPEG 2000, ...) is shown here with no change.
 """
 
@@ -11,9 +11,9 @@ import io
 
 from PIL import Image
 
-from preprocess.errors import ConfigError
-from preprocess.formats import sniff
-from preprocess.store.reader import decode
+from preprocess.core.errors import ConfigError, ErrorCode
+from preprocess.pipeline.formats import sniff
+from preprocess.pipeline.images import decode_rgb as decode
 
 THUMB_BOX = 256  # a thumbnail's long side, px (grid cards are ~180 px wide; sharp on 1.5x screens)
 THUMB_QUALITY = 85
@@ -27,7 +27,8 @@ BROWSER_TYPES = {sniff.JPEG: "image/jpeg", sniff.PNG: "image/png", sniff.GIF: "i
 def check_pixels(width: int, height: int) -> None:
     """ConfigError SERVE_TOO_LARGE for an image too large to decode here (a damaged or hostile row)."""
     if width * height > MAX_PIXELS:
-        raise ConfigError(f"the stored image is {width}x{height}: too large to show here", code="SERVE_TOO_LARGE",
+        raise ConfigError(f"the stored image is {width}x{height}: too large to show here",
+                          code=ErrorCode.SERVE_TOO_LARGE,
                           hint="export it (`preprocess export`) and open it with an image viewer")
 
 

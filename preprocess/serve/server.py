@@ -7,7 +7,7 @@ import socket
 
 import uvicorn
 
-from preprocess.errors import ConfigError
+from preprocess.core.errors import ConfigError, ErrorCode
 from preprocess.serve.app import create_app
 from preprocess.serve.catalog import Catalog
 from preprocess.store import history, refs
@@ -30,7 +30,7 @@ def listen(host: str, port: int) -> socket.socket:
                                                              flags=socket.AI_PASSIVE)[0]
         sock = socket.socket(family, kind, proto)
     except (OSError, UnicodeError) as exc:
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc}", code="SERVE_LISTEN",
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc}", code=ErrorCode.SERVE_LISTEN,
                           hint="give --host an address of this machine (127.0.0.1, 0.0.0.0, ...)") from None
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -38,7 +38,7 @@ def listen(host: str, port: int) -> socket.socket:
         sock.listen(128)
     except OSError as exc:
         sock.close()
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", code="SERVE_LISTEN",
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", code=ErrorCode.SERVE_LISTEN,
                           hint="choose another --port (or stop what uses it)") from None
     sock.set_inheritable(True)
     return sock

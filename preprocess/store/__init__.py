@@ -1,7 +1,7 @@
 """The versioned dataset: zarr arrays in an icechunk repository (one commit per job).
 
 - :func:`open_repo` / :func:`open_storage`: where the dataset lives (a local path or ``s3://bucket/prefix``).
-- :class:`DatasetWriter`: chunk-aligned appends of :class:`ItemRow` / :class:`FailureRow`, one commit;
+- :class:`DatasetWriter`: chunk-aligned appends of rows (:mod:`preprocess.rows.schema`), one commit;
   :func:`check_target`: what a new writer would refuse, checked before anything is created.
 - :func:`open_dataset` / :class:`Dataset`: read one branch, tag or snapshot (or id prefix).
 - :mod:`preprocess.store.refs`: resolve refs (``REF~N`` too); list, make and delete tags and branches;
@@ -10,40 +10,21 @@
   :mod:`preprocess.history`).
 - :mod:`preprocess.store.lookup`: which rows a source path, file or sha256 names.
 - :mod:`preprocess.store.export`: a version's images + a CSV/Parquet manifest.
-- :mod:`preprocess.store.schema`: the layout (``CHUNK_ROWS``, columns, format attribute).
 """
 
 from preprocess.store.reader import Dataset, dataset_at, open_dataset
 from preprocess.store.refs import Ref, resolve_ref
-from preprocess.store.schema import (
-    CHUNK_ROWS,
-    FAILURE_COLUMNS,
-    FORMAT_ATTR,
-    FORMAT_VERSION,
-    ITEM_COLUMNS,
-    FailureRow,
-    ItemRow,
-    item_key,
-)
 from preprocess.store.storage import StoreLock, local_path, lock_repo, open_repo, open_storage, probe_writable
 from preprocess.store.writer import DatasetWriter, WriterCounts, check_target, open_writer
 
 __all__ = [
-    "CHUNK_ROWS",
-    "FAILURE_COLUMNS",
-    "FORMAT_ATTR",
-    "FORMAT_VERSION",
-    "ITEM_COLUMNS",
     "Dataset",
     "DatasetWriter",
-    "FailureRow",
-    "ItemRow",
     "Ref",
     "StoreLock",
     "WriterCounts",
     "check_target",
     "dataset_at",
-    "item_key",
     "local_path",
     "lock_repo",
     "open_dataset",

@@ -22,11 +22,11 @@ from typing import Any, Literal
 import icechunk as ic
 import numpy as np
 
-from preprocess.codecs import file_suffix
-from preprocess.errors import ConfigError, StorageError
+from preprocess.core.errors import ConfigError, ErrorCode, StorageError
+from preprocess.rows.formats import file_suffix
+from preprocess.rows.schema import ITEM_COLUMNS
 from preprocess.store import refs
 from preprocess.store.reader import Dataset
-from preprocess.store.schema import ITEM_COLUMNS
 
 Format = Literal["csv", "parquet"]
 _HEX = re.compile(r"^[0-9a-f]{16,}$")
@@ -58,31 +58,31 @@ def file_name(source_sha256: str, fingerprint: str, fmt: str) -> str:
 
 def _prepare(out_dir: Path) -> Path:
     if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
-        raise ConfigError(f"{out_dir} exists and is not a directory", code="EXPORT_DIR",
+        raise ConfigError(f"{out_dir} exists and is not a directory", code=ErrorCode.EXPORT_DIR,
                           hint="give a new or empty directory")
     if out_dir.is_dir() and any(out_dir.iterdir()):
-        raise ConfigError(f"{out_dir} is not empty", code="EXPORT_DIR",
+        raise ConfigError(f"{out_dir} is not empty", code=ErrorCode.EXPORT_DIR,
                           hint="give a new or empty directory (an export never overwrites files)")
     if not out_dir.parent.is_dir():
-        raise ConfigError(f"cannot create {out_dir}: {out_dir.parent} is not a directory", code="EXPORT_DIR")
+        raise ConfigError(f"cannot create {out_dir}: {out_dir.parent} is not a directory", code=ErrorCode.EXPORT_DIR)
     try:
         out_dir.mkdir(exist_ok=True)
         images = out_dir / "images"
         images.mkdir()
     except OSError as exc:
-        raise StorageError(f"cannot create {out_dir}: {exc.strerror or exc}", code="EXPORT_IO") from exc
+        raise StorageError(f"cannot create {out_dir}: {exc.strerror or exc}", code=ErrorCode.EXPORT_IO) from exc
     return images.resolve()
 
 
 def _write_new(directory: Path, name: str, data: bytes) -> None:
     path = directory / name
     if path.resolve().parent != directory or "/" in name or name in ("", ".", ".."):
-        raise StorageError(f"refusing to write {name!r} outside {directory}", code="EXPORT_PATH")
+        raise StorageError(f"refusing to write {name!r} outside {directory}", code=ErrorCode.EXPORT_PATH)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
         fd = os.open(path, flags, 0o644)
     except OSError as exc:
-        raise StorageError(f"cannot create {path}: {exc.strerror or exc}", code="EXPORT_IO") from exc
+        raise StorageError(f"cannot create {path}: {exc.strerror or exc}", code=ErrorCode.EXPORT_IO) from exc
     with os.fdopen(fd, "wb") as f:
         f.write(data)
 
@@ -93,11 +93,11 @@ def export(repo: ic.Repository, out_dir: str | Path, *, ref: str = "main", fmt: 
     ConfigError EXPORT_EMPTY when the version holds no images, EXPORT_DIR for a bad OUT_DIR.
     """
     if fmt not in ("csv", "parquet"):
-        raise ConfigError(f"unknown manifest format {fmt!r}", code="EXPORT_FORMAT", hint="use csv or parquet")
+        raise ConfigError(f"unknown manifest format {fmt!r}", code=ErrorCode.EXPORT_FORMAT, hint="use csv or parquet")
     target = refs.resolve_ref(repo, ref)
     ds = Dataset(refs.session(repo, target), ref=ref)
     if len(ds) == 0:
-        raise ConfigError(f"{ref!r} holds no images to export", code="EXPORT_EMPTY",
+        raise ConfigError(f"{ref!r} holds no images to export", code=ErrorCode.EXPORT_EMPTY,
                           hint="`preprocess log` lists the commits; export a version that has items")
     images = _prepare(Path(out_dir).expanduser().absolute())
     table = ds.items_table()
@@ -180,5 +180,5 @@ def _write_parquet(path: Path, columns: dict[str, list[Any]], ds: Dataset) -> No
             emb.append(vec[i].tolist() if vec is not None else None)
         data["embedding"] = pa.array(emb, type=pa.list_(pa.float32()))
     if path.exists() or path.is_symlink():
-        raise StorageError(f"{path} already exists", code="EXPORT_IO")
+        raise StorageError(f"{path} already exists", code=ErrorCode.EXPORT_IO)
     pq.write_table(pa.table(data), str(path))

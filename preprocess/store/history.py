@@ -1,7 +1,7 @@
 """What was stored, from what, how and when: log, show, item lineage and item-level diff.
 
 Pure functions over an icechunk Repository, returning typed results (each with ``to_dict()``
-for ``--json``). The provenance they read is each commit's :class:`~preprocess.provenance.Provenance`
+for ``--json``). The provenance they read is each commit's :class:`~preprocess.rows.provenance.Provenance`
 (read tolerantly: commits of older versions still read) and the rows' own ``job_id``/``fingerprint``
 columns, which link every stored image to the commit and spec that made it.
 
@@ -19,12 +19,13 @@ from typing import Any
 import icechunk as ic
 import numpy as np
 
-from preprocess.errors import ConfigError
-from preprocess.provenance import Provenance, SpecInfo
-from preprocess.store import lookup, refs, schema
+from preprocess.core.errors import ErrorCode, NotFoundError
+from preprocess.rows import schema
+from preprocess.rows.provenance import Provenance, SpecInfo
+from preprocess.rows.schema import ITEM_COLUMNS, item_key
+from preprocess.store import lookup, refs
 from preprocess.store.reader import Dataset
 from preprocess.store.refs import Ref
-from preprocess.store.schema import ITEM_COLUMNS, item_key
 
 ROOT_MESSAGE = "Repository initialized"
 
@@ -245,7 +246,7 @@ def lineage(repo: ic.Repository, query: str, ref: str = "main") -> Lineage:
     ds = Dataset(refs.session(repo, target), ref=ref)
     hits = lookup.find(ds, query)
     if not hits:
-        raise ConfigError(f"no stored image or failure of {ref!r} comes from {query!r}", code="ITEM_MISSING",
+        raise NotFoundError(f"no stored image or failure of {ref!r} comes from {query!r}", code=ErrorCode.ITEM_MISSING,
                           hint="give a source path or file name, a source or stored (exported) file, or 8+ hex "
                                "digits of its sha256")
     by_job: dict[str, Commit] = {}

@@ -2,7 +2,7 @@
 
 A query matches an item row when it is:
 
-- the row's ``source_path`` (as recorded: see the path rule in :mod:`preprocess.sources`), the same
+- the row's ``source_path`` (as recorded: see the path rule in :mod:`preprocess.sources.files`), the same
   path typed relative, with ``./`` or through a symlinked folder, or just its file name;
 - 8+ hex digits (any case) starting the source's sha256; when no source sha256 starts with them, the
   sha256 of the **stored** bytes (this reads every stored image of the version: slow on large ones);
@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from preprocess.sources import sha256_file
+from preprocess.sources.files import sha256_file
 
 _HEX = re.compile(r"^[0-9a-f]{8,64}$")
 _EXPORTED = re.compile(r"^(?P<sha>[0-9a-f]{16})-(?P<fp>[0-9A-Za-z]{1,64})(?:-\d+)?\.[0-9a-z]{1,8}$")

@@ -1,36 +1,42 @@
 """Reading one version of the dataset (a branch, tag or snapshot id or prefix, or ``REF~N``), read-only.
 
-``len(ds)``, ``ds[i]`` (every field, the stored bytes and the decoded image), iteration, whole
+``len(ds)``, ``ds[i]`` (every field, the stored bytes and, given a ``decode``, the decoded image), iteration, whole
 columns (:meth:`Dataset.items_table`), embeddings, a pandas DataFrame (:meth:`Dataset.to_pandas`,
 with the optional ``notebook`` extra) and rows by source or stored file (:meth:`Dataset.find`).
 For PyTorch see :mod:`preprocess.torchdata`.
+
+The store never decodes an image: a face that wants ``ds[i]["image"]`` passes ``decode`` (the public
+:func:`preprocess.open_dataset` passes the pipeline's :func:`~preprocess.pipeline.images.decode_rgb`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import icechunk as ic
 import numpy as np
 import zarr
-from PIL import Image
 
-from preprocess.errors import ConfigError, StorageError, did_you_mean
-from preprocess.store import lookup, schema
+from preprocess.core.errors import ConfigError, ErrorCode, NotFoundError, StorageError, did_you_mean
+from preprocess.rows import schema
+from preprocess.rows.schema import EMBEDDING, FAILURE_COLUMNS, FAILURES, ITEM_COLUMNS, ITEMS, Column
+from preprocess.store import lookup
 from preprocess.store.refs import resolve_ref, session
-from preprocess.store.schema import EMBEDDING, FAILURE_COLUMNS, FAILURES, ITEM_COLUMNS, ITEMS, Column
 from preprocess.store.storage import open_repo
 
 if TYPE_CHECKING:
     import pandas as pd
 
+Decode = Callable[[bytes], Any]  # stored bytes -> an image (the face's choice of decoder)
+
 
 class Dataset:
     """A read-only view of one snapshot: columns, single items, failures and embeddings."""
 
-    def __init__(self, session: ic.Session, *, ref: str = "") -> None:
+    def __init__(self, session: ic.Session, *, ref: str = "", decode: Decode | None = None) -> None:
         self._session = session
+        self._decode = decode
         self.ref = ref
         self.snapshot_id: str = str(session.snapshot_id)
         root = schema.open_layout(session.store, writable=False)
@@ -96,10 +102,12 @@ class Dataset:
         return out
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        """Item ``i``: every field, its stored ``jpeg`` bytes, and ``image`` (decoded, RGB PIL image)."""
+        """Item ``i``: every field, its stored ``jpeg`` bytes, and ``image`` (the bytes decoded by the
+        dataset's ``decode``; absent when it has none)."""
         out = self.record(i)
         out["jpeg"] = self.jpeg(i)
-        out["image"] = decode(out["jpeg"])
+        if self._decode is not None:
+            out["image"] = self._decode(out["jpeg"])
         return out
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -164,30 +172,30 @@ class Dataset:
         """All items' embeddings under ``model``: float32 [N, D], NaN rows for other models' items."""
         arr = self._emb.get(model)
         if arr is None:
-            raise ConfigError(f"no embeddings for model {model!r} in this dataset (it has "
-                              f"{sorted(self._emb) or 'none'})", code="STORE_NO_MODEL")
+            raise NotFoundError(f"no embeddings for model {model!r} in this dataset (it has "
+                              f"{sorted(self._emb) or 'none'})", code=ErrorCode.STORE_NO_MODEL)
         return schema.read(arr).astype(np.float32, copy=False)
 
 
-def open_dataset(location: str, *, ref: str = "main") -> Dataset:
+def open_dataset(location: str, *, ref: str = "main", decode: Decode | None = None) -> Dataset:
     """Open ``ref`` (a branch, a tag, a snapshot id or unique prefix, or ``REF~N``) of the dataset at
     ``location`` (a local path or ``s3://bucket/prefix``), read-only, pinned to that snapshot."""
     repo = open_repo(location, create=False)
-    return dataset_at(repo, ref)
+    return dataset_at(repo, ref, decode=decode)
 
 
-def dataset_at(repo: ic.Repository, ref: str = "main") -> Dataset:
+def dataset_at(repo: ic.Repository, ref: str = "main", *, decode: Decode | None = None) -> Dataset:
     """Like :func:`open_dataset`, for an open repository. ``ref`` is resolved once: the dataset
     reads that snapshot even if the branch moves later."""
     target = resolve_ref(repo, ref)
-    return Dataset(session(repo, target), ref=ref)
+    return Dataset(session(repo, target), ref=ref, decode=decode)
 
 
 def _pandas() -> Any:
     try:
         import pandas
     except ImportError:
-        raise ConfigError("to_pandas() needs pandas, which is not installed", code="PANDAS_MISSING",
+        raise ConfigError("to_pandas() needs pandas, which is not installed", code=ErrorCode.PANDAS_MISSING,
                           hint="pip install 'preprocess[notebook]' (or pandas itself)") from None
     return pandas
 
@@ -199,14 +207,14 @@ def _series(column: np.ndarray[Any, Any]) -> Any:
 
 
 def _unknown_field(name: str, known: Sequence[str]) -> ConfigError:
-    return ConfigError(f"no field {name!r}{did_you_mean(name, known)}", code="STORE_FIELD",
+    return ConfigError(f"no field {name!r}{did_you_mean(name, known)}", code=ErrorCode.STORE_FIELD,
                        hint=f"fields: {', '.join(known)}")
 
 
 def _rows(arrays: dict[str, zarr.Array[Any]]) -> int:
     lengths = {a.shape[0] for a in arrays.values()}
     if len(lengths) > 1:
-        raise StorageError(f"dataset arrays have different lengths {sorted(lengths)}", code="STORE_FORMAT",
+        raise StorageError(f"dataset arrays have different lengths {sorted(lengths)}", code=ErrorCode.STORE_FORMAT,
                            hint="the dataset is damaged; read an earlier snapshot")
     return lengths.pop() if lengths else 0
 
@@ -248,14 +256,6 @@ def _take(arrays: dict[str, zarr.Array[Any]], columns: Sequence[Column], names: 
             with schema.quiet():
                 out[c.name] = np.asarray(arr.get_orthogonal_selection(unique))[back]
     return out
-
-
-def decode(data: bytes) -> Image.Image:
-    """Stored bytes -> an oriented 8-bit RGB image (pillow-simd; the same conversion the pipeline
-    applies to sources, which matters for kept sources: status source/passthrough)."""
-    from preprocess.images import decode_rgb
-
-    return decode_rgb(data)
 
 
 def _python(value: Any) -> Any:

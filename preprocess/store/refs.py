@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import icechunk as ic
 
-from preprocess.errors import ConfigError, ConflictError, did_you_mean
+from preprocess.core.errors import ConfigError, ConflictError, ErrorCode, NotFoundError, did_you_mean
 from preprocess.store.storage import (
     LOCK_FILE,
     REFS_LOCK_FILE,
@@ -182,7 +182,7 @@ def resolve_ref(repo: ic.Repository, ref: str) -> Ref:
     """
     ref = ref.strip()
     if not ref:
-        raise ConfigError("empty REF: name a branch, a tag or a snapshot id", code="REF_MISSING",
+        raise NotFoundError("empty REF: name a branch, a tag or a snapshot id", code=ErrorCode.REF_MISSING,
                           hint=_names_hint(repo))
     steps = _ANCESTOR.match(ref)
     if steps is None:
@@ -191,8 +191,8 @@ def resolve_ref(repo: ic.Repository, ref: str) -> Ref:
     n = sum(int(step or "1") for step in steps["steps"].split("~")[1:])
     line = history(repo, snapshot=base.snapshot)  # base first, then its first parents
     if n >= len(line):
-        raise ConfigError(f"{ref!r}: {steps['base']!r} has only {len(line) - 1} commits before it "
-                          "(counting the repository's first, empty one)", code="REF_MISSING",
+        raise NotFoundError(f"{ref!r}: {steps['base']!r} has only {len(line) - 1} commits before it "
+                          "(counting the repository's first, empty one)", code=ErrorCode.REF_MISSING,
                           hint=f"`preprocess log STORE {steps['base']}` lists them")
     return Ref(ref, "snapshot", line[n].id)
 
@@ -210,10 +210,10 @@ def _resolve_name(repo: ic.Repository, ref: str) -> Ref:
         if len(found) == 1:
             return Ref(ref, "snapshot", found[0])
         if len(found) > 1:
-            raise ConfigError(f"{ref!r} is a prefix of {len(found)} snapshots: {', '.join(found[:5])}",
-                              code="REF_AMBIGUOUS", hint="give more characters of the snapshot id")
-    raise ConfigError(f"{ref!r} is not a branch, tag or snapshot of this dataset{did_you_mean(ref, _names(repo))}",
-                      code="REF_MISSING", hint=_names_hint(repo))
+            raise NotFoundError(f"{ref!r} is a prefix of {len(found)} snapshots: {', '.join(found[:5])}",
+                              code=ErrorCode.REF_AMBIGUOUS, hint="give more characters of the snapshot id")
+    raise NotFoundError(f"{ref!r} is not a branch, tag or snapshot of this dataset{did_you_mean(ref, _names(repo))}",
+                      code=ErrorCode.REF_MISSING, hint=_names_hint(repo))
 
 
 def _names(repo: ic.Repository) -> set[str]:
@@ -235,16 +235,16 @@ def session(repo: ic.Repository, ref: Ref) -> ic.Session:
 
 def _check_name(repo: ic.Repository, name: str, what: str) -> None:
     if not _NAME.match(name) or ".." in name or name.endswith(("/", ".lock")):
-        raise ConfigError(f"{name!r} is not a usable {what} name", code="REF_NAME",
+        raise ConfigError(f"{name!r} is not a usable {what} name", code=ErrorCode.REF_NAME,
                           hint="use letters, digits and . _ / - (starting with a letter or digit)")
     if SNAPSHOT_ID.match(name.upper()):
-        raise ConfigError(f"{name!r} looks like a snapshot id", code="REF_NAME",
+        raise ConfigError(f"{name!r} looks like a snapshot id", code=ErrorCode.REF_NAME,
                           hint=f"choose a {what} name that cannot be mistaken for a snapshot id")
     if name in branches(repo):
-        raise ConfigError(f"{name!r} is already a branch", code="REF_EXISTS",
+        raise ConfigError(f"{name!r} is already a branch", code=ErrorCode.REF_EXISTS,
                           hint="choose another name (`preprocess reset` moves an existing branch)")
     if name in tags(repo):
-        raise ConfigError(f"{name!r} is already a tag", code="REF_EXISTS",
+        raise ConfigError(f"{name!r} is already a tag", code=ErrorCode.REF_EXISTS,
                           hint="tags never move; choose another name")
 
 
@@ -303,12 +303,13 @@ def delete_branch(repo: ic.Repository, name: str, *, wait: float = REF_WAIT) -> 
     with _locked(repo, wait, f"delete branch {name}"):
         _need(repo, name, "branch")
         if name == "main":
-            raise ConfigError("the main branch cannot be deleted", code="BRANCH_MAIN",
+            raise ConfigError("the main branch cannot be deleted", code=ErrorCode.BRANCH_MAIN,
                               hint="move it instead: `preprocess reset STORE main REF`")
         root = local_root(repo)
         holder = lock_holder(root) if root is not None else None
         if holder is not None and holder.writes(name):
-            raise ConflictError(f"branch {name!r} is being written by {holder}: not deleted", code="BRANCH_BUSY",
+            raise ConflictError(f"branch {name!r} is being written by {holder}: not deleted",
+                                code=ErrorCode.BRANCH_BUSY,
                                 hint="delete it after that job ends (or the watch daemon stops)")
         tip = branch_tip(repo, name)
         _mutate(f"delete branch {name!r}", lambda: repo.delete_branch(name))
@@ -329,15 +330,15 @@ def _need(repo: ic.Repository, name: str, what: Literal["branch", "tag"]) -> Non
     """ConfigError BRANCH_MISSING / TAG_MISSING (with the closest names) unless ``name`` exists."""
     names = branches(repo) if what == "branch" else tags(repo)
     if name not in names:
-        raise ConfigError(f"{what} {name!r} does not exist{did_you_mean(name, names)}",
-                          code=f"{what.upper()}_MISSING", hint=_names_hint(repo))
+        raise NotFoundError(f"{what} {name!r} does not exist{did_you_mean(name, names)}",
+                          code=ErrorCode(f"{what.upper()}_MISSING"), hint=_names_hint(repo))
 
 
 def parse_age(text: str) -> timedelta:
     """``30d``, ``12h``, ``90m``, ``45s``, ``2w`` -> timedelta."""
     m = _AGE.match(text)
     if not m:
-        raise ConfigError(f"{text!r} is not an age", code="GC_AGE", hint="write e.g. 30d, 12h, 90m, 45s or 2w")
+        raise ConfigError(f"{text!r} is not an age", code=ErrorCode.GC_AGE, hint="write e.g. 30d, 12h, 90m, 45s or 2w")
     return timedelta(seconds=float(m.group(1)) * _AGE_UNIT[m.group(2)])
 
 
@@ -383,10 +384,10 @@ def _mutate[T](action: str, call: Callable[[], T]) -> T:
     try:
         return call()
     except ic.ConflictError as exc:
-        raise ConflictError(f"cannot {action}: the dataset's refs changed meanwhile", code="REF_CONFLICT",
+        raise ConflictError(f"cannot {action}: the dataset's refs changed meanwhile", code=ErrorCode.REF_CONFLICT,
                             hint="look at `preprocess log` and run the command again") from exc
     except ic.AlreadyExistsError as exc:
-        raise ConfigError(f"cannot {action}: {str(exc).splitlines()[0]}", code="REF_EXISTS",
+        raise ConfigError(f"cannot {action}: {str(exc).splitlines()[0]}", code=ErrorCode.REF_EXISTS,
                           hint="icechunk never reuses a deleted tag's name; choose another") from exc
     except ic.IcechunkError as exc:
         raise storage_error(exc, action) from exc

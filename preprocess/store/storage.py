@@ -2,7 +2,7 @@
 
 A location is a local path (``/data/ds``, ``./ds``, ``~/ds``, ``file:///data/ds``) or an S3 prefix
 (``s3://bucket/prefix``: icechunk's S3 storage; endpoint, region and credentials from the usual AWS
-places, see :mod:`preprocess.objects`; plain-http endpoints allowed for local S3 servers).
+places, see :mod:`preprocess.sources.objects`; plain-http endpoints allowed for local S3 servers).
 
 Local stores are not safe for concurrent commits (icechunk's local storage has no atomic
 conditional writes: two processes committing at once can silently lose a commit). So local stores
@@ -40,8 +40,8 @@ from urllib.parse import unquote, urlparse
 
 import icechunk as ic
 
-from preprocess.errors import ConfigError, ConflictError, PreprocessError, StorageError
-from preprocess.objects import is_object_url, parse_s3, s3_config
+from preprocess.core.errors import ConfigError, ConflictError, ErrorCode, NotFoundError, PreprocessError, StorageError
+from preprocess.sources.objects import is_object_url, parse_s3, s3_config
 
 LOCK_FILE = ".preprocess.lock"  # one writer at a time
 REFS_LOCK_FILE = ".preprocess.refs.lock"  # held for a moment: commits and ref changes
@@ -72,15 +72,15 @@ def local_path(location: str) -> Path:
     """The absolute local path a location names (ConfigError STORE_URL for any other scheme)."""
     loc = location.strip()
     if not loc:
-        raise ConfigError("the dataset location is empty", code="STORE_PATH",
+        raise ConfigError("the dataset location is empty", code=ErrorCode.STORE_PATH,
                           hint="pass a directory path, e.g. --store ./dataset")
     if "://" in loc:
         url = urlparse(loc)
         if url.scheme != "file":
-            raise ConfigError(f"{url.scheme}:// datasets are not supported: {location}", code="STORE_URL",
+            raise ConfigError(f"{url.scheme}:// datasets are not supported: {location}", code=ErrorCode.STORE_URL,
                               hint="use a local directory path or s3://BUCKET/PREFIX")
         if url.netloc not in ("", "localhost"):
-            raise ConfigError(f"file:// URL with a host is not supported: {location}", code="STORE_URL",
+            raise ConfigError(f"file:// URL with a host is not supported: {location}", code=ErrorCode.STORE_URL,
                               hint="write file:///absolute/path or a plain path")
         loc = unquote(url.path)
     return Path(loc).expanduser().absolute()
@@ -101,7 +101,7 @@ def open_storage(location: str) -> ic.Storage:
 def _s3_storage(location: str) -> ic.Storage:
     loc = parse_s3(location)
     if not loc.prefix:
-        raise ConfigError(f"a dataset needs a prefix inside the bucket: {location}", code="STORE_URL",
+        raise ConfigError(f"a dataset needs a prefix inside the bucket: {location}", code=ErrorCode.STORE_URL,
                           hint="write s3://BUCKET/PREFIX (icechunk does not create repositories at a bucket root)")
     cfg = s3_config()
     keys: dict[str, Any] = {"from_env": True} if cfg.access_key_id is None else {
@@ -117,7 +117,7 @@ def _open_remote(location: str, *, create: bool) -> ic.Repository:
     if storage_call("inspect", where=url, fn=lambda: ic.Repository.exists(storage)):
         return storage_call("open", where=url, fn=lambda: ic.Repository.open(storage))
     if not create:
-        raise ConfigError(f"no dataset at {url}", code="STORE_MISSING",
+        raise NotFoundError(f"no dataset at {url}", code=ErrorCode.STORE_MISSING,
                           hint="check the URL and AWS_ENDPOINT_URL, or create the dataset by running a job into it")
     return storage_call("create", where=url, fn=lambda: ic.Repository.create(storage))
 
@@ -174,7 +174,7 @@ def _open_repo(path: Path, *, create: bool) -> ic.Repository:
     if _local_exists(path, storage, create=create):
         return storage_call("open", where=path, fn=lambda: ic.Repository.open(storage))
     if not create:
-        raise ConfigError(f"no dataset at {path}", code="STORE_MISSING",
+        raise NotFoundError(f"no dataset at {path}", code=ErrorCode.STORE_MISSING,
                           hint="check the path, or create the dataset by running a job into it")
     _check_creatable(path)
     existed = path.exists()  # an empty directory
@@ -202,13 +202,13 @@ def _check_creatable(path: Path) -> None:
     if not path.exists():
         parent = path.parent
         if not parent.is_dir():
-            raise ConfigError(f"cannot create the dataset: {parent} is not a directory", code="STORE_PATH",
+            raise ConfigError(f"cannot create the dataset: {parent} is not a directory", code=ErrorCode.STORE_PATH,
                               hint="create the parent directory first (only the last path part is created)")
         if not os.access(parent, os.W_OK | os.X_OK):
-            raise ConfigError(f"cannot create the dataset: {parent} is not writable", code="STORE_PATH",
+            raise ConfigError(f"cannot create the dataset: {parent} is not writable", code=ErrorCode.STORE_PATH,
                               hint="choose a directory you can write to, or fix its permissions")
     elif not os.access(path, os.W_OK | os.X_OK):
-        raise ConfigError(f"cannot create the dataset: {path} is not writable", code="STORE_PATH",
+        raise ConfigError(f"cannot create the dataset: {path} is not writable", code=ErrorCode.STORE_PATH,
                           hint="choose a directory you can write to, or fix its permissions")
 
 
@@ -221,7 +221,8 @@ def _foreign(path: Path, what: str, *, create: bool) -> ConfigError:
     path (exit 2). A writer may create a dataset in a new or empty folder; a reader needs one."""
     hint = ("choose a new or empty directory for the dataset (nothing there was changed)" if create else
             "pass the directory a job wrote (`preprocess run ... --store DIR`); nothing there was read or changed")
-    return ConfigError(f"{path} {what}, not a dataset (no icechunk repository)", code="STORE_FOREIGN", hint=hint)
+    return ConfigError(f"{path} {what}, not a dataset (no icechunk repository)",
+                       code=ErrorCode.STORE_FOREIGN, hint=hint)
 
 
 # -- what a failed storage call means (the ONE mapping) --------------------------------------------
@@ -248,14 +249,14 @@ def storage_error(exc: BaseException, action: str, where: Path | str | None = No
     remote = isinstance(where, str) and is_object_url(where)
     what = f"{action} the dataset at {where}" if where is not None else action
     if is_full(exc):
-        return StorageError(f"cannot {what}: no space left on the disk (or quota)", code="STORE_FULL",
+        return StorageError(f"cannot {what}: no space left on the disk (or quota)", code=ErrorCode.STORE_FULL,
                             hint="free space on the disk holding the dataset, then rerun: nothing was committed "
                                  "and the dataset is at its last commit (a rerun skips what is stored)")
     if isinstance(exc, OSError) and not isinstance(exc, ic.IcechunkError):
         detail = exc.strerror or str(exc)
     else:
         detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-    return StorageError(f"cannot {what}: {detail}", code="STORE_IO",
+    return StorageError(f"cannot {what}: {detail}", code=ErrorCode.STORE_IO,
                         hint="check the bucket, AWS_ENDPOINT_URL, region and credentials" if remote
                         else "check the dataset's storage: path, permissions, free space")
 
@@ -393,7 +394,7 @@ def lock_store(root: Path, *, wait: float = 0.0, purpose: str = "", name: str = 
                     os.close(fd)
                     waited = f" (waited {wait:g} s)" if wait > 0 else ""
                     raise ConflictError(f"the dataset at {root} is being written by {holder}{waited}",
-                                        code="STORE_LOCKED",
+                                        code=ErrorCode.STORE_LOCKED,
                                         hint="a local dataset takes one writer at a time: wait for it to "
                                              "finish, or rerun with --wait SECONDS") from None
                 time.sleep(0.05)

@@ -30,10 +30,11 @@ import icechunk as ic
 import numpy as np
 import zarr
 
-from preprocess import interrupts
-from preprocess.errors import ConfigError, ConflictError, InternalError, StorageError
-from preprocess.store import schema
-from preprocess.store.schema import (
+from preprocess.core import interrupts
+from preprocess.core.errors import ConfigError, ConflictError, ErrorCode, InternalError, NotFoundError, StorageError
+from preprocess.rows import schema
+from preprocess.rows.recent import Recent
+from preprocess.rows.schema import (
     CHUNK_ROWS,
     EMBEDDING,
     FAILURE_COLUMNS,
@@ -117,15 +118,15 @@ def check_item(row: ItemRow, dims: Mapping[str, int]) -> np.ndarray[Any, Any]:
         col.check(getattr(row, col.name))
     if row.status not in ITEM_STATUSES:
         raise InternalError(f"item status {row.status!r} is not one of {sorted(ITEM_STATUSES)}",
-                            code="STORE_ROW")
+                            code=ErrorCode.STORE_ROW)
     emb = np.array(row.embedding, dtype=np.float32)  # a copy: the caller may reuse its buffer
     if emb.ndim != 1 or emb.size == 0:
         raise InternalError(f"an embedding must be a non-empty 1-D vector, got shape {emb.shape}",
-                            code="STORE_ROW")
+                            code=ErrorCode.STORE_ROW)
     dim = dims.get(row.model)
     if dim is not None and dim != emb.size:
         raise ConfigError(f"model {row.model!r} is stored with {dim}-d embeddings, this row has {emb.size}",
-                          code="EMBEDDING_DIM",
+                          code=ErrorCode.EMBEDDING_DIM,
                           hint="a model whose output changed needs a new model name (and version)")
     return emb
 
@@ -142,7 +143,7 @@ def write_columns(arrays: Mapping[str, zarr.Array[Any]], columns: Sequence[Colum
                 arr.resize((stop,))
             elif arr.shape[0] < stop:
                 raise InternalError(f"{arr.path} has {arr.shape[0]} rows, the block ends at {stop}",
-                                    code="STORE_REGION")
+                                    code=ErrorCode.STORE_REGION)
             arr[start:stop] = col.values(block)
 
 
@@ -157,7 +158,7 @@ def write_embeddings(arrays: Mapping[str, zarr.Array[Any]], start: int, block: S
                 arr.resize((stop, arr.shape[1]))
             elif arr.shape[0] < stop:
                 raise InternalError(f"{arr.path} has {arr.shape[0]} rows, the block ends at {stop}",
-                                    code="STORE_REGION")
+                                    code=ErrorCode.STORE_REGION)
             mine = [i for i, r in enumerate(block) if r.model == model]
             if not mine:
                 continue
@@ -178,28 +179,19 @@ def write_fork(fork: ic.ForkSession, start: int, rows: Sequence[ItemRow]) -> ic.
         root = zarr.open_group(store=fork.store, mode="r+")
     items, emb_group = schema.subgroup(root, ITEMS), schema.subgroup(root, EMBEDDING)
     if items is None or emb_group is None:
-        raise InternalError("the fork has no item arrays (reserve_items was not called)", code="STORE_REGION")
+        raise InternalError("the fork has no item arrays (reserve_items was not called)", code=ErrorCode.STORE_REGION)
     embeddings = schema.arrays(emb_group)
     dims = {m: int(a.shape[1]) for m, a in embeddings.items()}
     checked = []
     for row in rows:
         emb = check_item(row, dims)
         if row.model not in embeddings:
-            raise InternalError(f"no embedding array for model {row.model!r} in the fork", code="STORE_REGION")
+            raise InternalError(f"no embedding array for model {row.model!r} in the fork", code=ErrorCode.STORE_REGION)
         checked.append(dataclasses.replace(row, embedding=emb))
     with storage_errors("write rows into a fork of the dataset"):
         write_columns(schema.arrays(items), ITEM_COLUMNS, start, checked, resize=False)
         write_embeddings(embeddings, start, checked, resize=False)
     return fork
-
-
-@dataclass(frozen=True, eq=False)
-class Recent:
-    """The branch's latest choices for one spec, oldest first (:meth:`DatasetWriter.recent_choices`)."""
-
-    qualities: tuple[int, ...] = ()
-    made_by: tuple[tuple[str, str], ...] = ()  # per quality: the row's encoder (library) and chroma
-    embeddings: np.ndarray | None = None  # [N, D]: the stored images' embeddings under the job's model
 
 
 class DatasetWriter:
@@ -245,7 +237,7 @@ class DatasetWriter:
         for model, arr in self._emb.items():
             if arr.ndim != 2 or arr.shape[0] != self._items.stored:
                 raise StorageError(f"embedding array {model!r} has shape {arr.shape}, expected "
-                                   f"({self._items.stored}, D)", code="STORE_FORMAT",
+                                   f"({self._items.stored}, D)", code=ErrorCode.STORE_FORMAT,
                                    hint="the dataset is damaged; reset the branch to an earlier snapshot")
         if reload:
             self._keys = self._read_keys()
@@ -290,7 +282,7 @@ class DatasetWriter:
         return set(self._keys)
 
     def existing_failures(self) -> set[tuple[str, str, str]]:
-        """:func:`~preprocess.store.schema.failure_key` of failures on the branch, plus those added here."""
+        """:func:`~preprocess.rows.schema.failure_key` of failures on the branch, plus those added here."""
         return set(self._failure_keys)
 
     def claim(self, key: str) -> bool:
@@ -386,12 +378,12 @@ class DatasetWriter:
         start = self._items.stored
         if self._items.pending or start % CHUNK_ROWS:
             raise InternalError(f"reserve_items needs the rows to end on a chunk boundary (at {start}, "
-                                f"{len(self._items.pending)} pending)", code="STORE_ALIGN")
+                                f"{len(self._items.pending)} pending)", code=ErrorCode.STORE_ALIGN)
         if model not in self._emb:
             self._emb[model] = schema.create_embedding(self._emb_group, model, start, dim)
         elif self._emb[model].shape[1] != dim:
             raise ConfigError(f"model {model!r} is stored with {self._emb[model].shape[1]}-d embeddings, not {dim}",
-                              code="EMBEDDING_DIM",
+                              code=ErrorCode.EMBEDDING_DIM,
                               hint="a model whose output changed needs a new model name (and version)")
         stop = start + count
         with quiet(), self._failing("write"):
@@ -430,7 +422,7 @@ class DatasetWriter:
         try:
             json.dumps(meta, allow_nan=False)
         except (TypeError, ValueError) as exc:
-            raise InternalError(f"commit metadata is not plain JSON: {exc}", code="COMMIT_METADATA") from exc
+            raise InternalError(f"commit metadata is not plain JSON: {exc}", code=ErrorCode.COMMIT_METADATA) from exc
         self._write(final=True)
         refs_lock = lock_repo(self._repo, wait=COMMIT_WAIT, purpose=f"commit to {self._branch}",
                               name=REFS_LOCK_FILE)
@@ -441,7 +433,7 @@ class DatasetWriter:
         except ic.ConflictError as exc:  # also RebaseFailedError
             self.close()
             raise ConflictError(f"branch {self._branch!r} changed while this job was writing; nothing was "
-                                f"committed ({exc})", code="COMMIT_CONFLICT") from exc
+                                f"committed ({exc})", code=ErrorCode.COMMIT_CONFLICT) from exc
         finally:
             if refs_lock is not None:
                 refs_lock.release()
@@ -472,7 +464,7 @@ class DatasetWriter:
     def _check_open(self) -> None:
         if self._closed:
             raise InternalError("this DatasetWriter is closed (after close(), a failed commit or the end of "
-                                "its with-block)", code="STORE_CLOSED")
+                                "its with-block)", code=ErrorCode.STORE_CLOSED)
 
     def __enter__(self) -> DatasetWriter:
         return self
@@ -497,7 +489,7 @@ NEW_BRANCH = "main"  # the only branch of a new dataset
 def check_branch(repo: ic.Repository, branch: str) -> None:
     """ConfigError BRANCH_MISSING unless ``branch`` is a branch of ``repo``."""
     if branch not in repo.list_branches():
-        raise ConfigError(f"branch {branch!r} does not exist in this dataset", code="BRANCH_MISSING",
+        raise NotFoundError(f"branch {branch!r} does not exist in this dataset", code=ErrorCode.BRANCH_MISSING,
                           hint="create it first (e.g. from main) with the branch command")
 
 
@@ -508,8 +500,8 @@ def check_target(location: str, branch: str = NEW_BRANCH) -> None:
     if check_location(location):
         check_branch(open_repo(location, create=False), branch)
     elif branch != NEW_BRANCH:
-        raise ConfigError(f"branch {branch!r} does not exist: {location} is a new dataset, whose only branch "
-                          f"is {NEW_BRANCH!r}", code="BRANCH_MISSING",
+        raise NotFoundError(f"branch {branch!r} does not exist: {location} is a new dataset, whose only branch "
+                          f"is {NEW_BRANCH!r}", code=ErrorCode.BRANCH_MISSING,
                           hint=f"run into {NEW_BRANCH} first (without --branch), then create the branch with "
                                "`preprocess branch`")
 

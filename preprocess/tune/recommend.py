@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from preprocess.errors import ConfigError
-from preprocess.spec import Quality
+from preprocess.core.errors import ConfigError, ErrorCode
+from preprocess.pipeline.spec import Quality
 from preprocess.tune.sweep import ModelSweep, Sweep
 
 GAUGES = ("whole", "tiles-min", "tiles-p10", "tiles-mean")
@@ -175,7 +175,7 @@ def pareto(points: list[Setting]) -> list[Setting]:
 
 def swept_ladder(qualities: Sequence[int], top: int) -> Ladder:
     """The longest quality ladder a spec can write (``quality.min``, ``min + step``, ..., ``quality.max``
-    = ``top``, step <= 50: :meth:`preprocess.spec.Quality.ladder`) whose every rung was swept; ties go to
+    = ``top``, step <= 50: :meth:`preprocess.pipeline.spec.Quality.ladder`) whose every rung was swept; ties go to
     the lowest ``min``, then the smallest step. ``top`` alone is always one."""
     swept = set(qualities)
     below = sorted(q for q in swept if q <= top)
@@ -234,9 +234,9 @@ def _adaptive(sweep: Sweep, m: ModelSweep, sims: np.ndarray, rec: Recommendation
 def _model(sweep: Sweep, model: str | None, gauge: str) -> ModelSweep:
     m = next((x for x in sweep.models if model in (None, x.name)), None)
     if m is None:
-        raise ConfigError(f"model {model!r} was not in the sweep", code="TUNE_MODEL")
+        raise ConfigError(f"model {model!r} was not in the sweep", code=ErrorCode.TUNE_MODEL)
     if gauge not in m.gauges():
-        raise ConfigError(f"the sweep has no {gauge!r} measurement for {m.name}", code="TUNE_VIEW",
+        raise ConfigError(f"the sweep has no {gauge!r} measurement for {m.name}", code=ErrorCode.TUNE_VIEW,
                           hint="the tile view needs the sweep's tiles (drop --no-tiles)")
     return m
 
@@ -244,15 +244,15 @@ def _model(sweep: Sweep, model: str | None, gauge: str) -> ModelSweep:
 def _check(sweep: Sweep, target: Target, fmt: str | None) -> tuple[str, ModelSweep]:
     """The format and the judging model, or a ConfigError for what cannot be recommended from."""
     if not sweep.images:
-        raise ConfigError("no sample image could be read: nothing to recommend", code="SAMPLE_EMPTY",
+        raise ConfigError("no sample image could be read: nothing to recommend", code=ErrorCode.SAMPLE_EMPTY,
                           hint="see the skipped files in the report")
     if not 0.0 <= target.percentile <= 100.0:
-        raise ConfigError(f"--percentile must be 0..100, got {target.percentile}", code="TUNE_TARGET")
+        raise ConfigError(f"--percentile must be 0..100, got {target.percentile}", code=ErrorCode.TUNE_TARGET)
     fmt = fmt or sweep.formats[0]
     if fmt not in sweep.formats:
-        raise ConfigError(f"format {fmt!r} was not swept ({', '.join(sweep.formats)})", code="TUNE_FORMAT")
+        raise ConfigError(f"format {fmt!r} was not swept ({', '.join(sweep.formats)})", code=ErrorCode.TUNE_FORMAT)
     if target.size is not None and target.size not in sweep.sizes:
-        raise ConfigError(f"size {target.size} was not swept ({sweep.sizes})", code="TUNE_GRID")
+        raise ConfigError(f"size {target.size} was not swept ({sweep.sizes})", code=ErrorCode.TUNE_GRID)
     return fmt, _model(sweep, target.model, target.gauge)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from preprocess.spec import Spec, parse_spec
+from preprocess.pipeline.spec import Spec, parse_spec
 from preprocess.tune.recommend import Recommendation
 from preprocess.tune.sweep import Sweep
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from preprocess.spec import load_spec
+from preprocess.pipeline.spec import load_spec
 from preprocess.tune import plots
 from preprocess.tune.recommend import Recommendation, Setting, setting
 from preprocess.tune.recommended import header, recommended_spec, spec_file, spec_toml
@@ -218,7 +218,7 @@ def _formats(sweep: Sweep, recs: Sequence[Recommendation], samples: Sequence[Sto
             f"<code>Engine.finish</code>, which rewrites progressive JPEG with mozjpeg's lossless scan "
             f"optimization (the encoder's own bytes are in report.json as <code>encoded_bytes</code>). Decode "
             f"speed: each format's stored sample at its recommended setting decoded as the dataset reader does "
-            f"(<code>preprocess.store.reader.decode</code>), one image after another on one thread, median of "
+            f"(<code>preprocess.pipeline.images.decode_rgb</code>), one image after another on one thread, median of "
             f"repeated passes, CPU time (wall time is in report.json; on a busy machine it is longer). Quality "
             f"scales differ between encoders: compare bytes and similarity, not quality numbers.</p>"
             + f'<div class="wide">{_table(FORMATS_HEAD, rows, "formats")}</div>'

@@ -20,14 +20,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from preprocess.codecs import Candidate, Encoded
-from preprocess.engines import make_engine
-from preprocess.engines.base import Engine, Prepared, SourceImage
-from preprocess.errors import InputError
-from preprocess.extractor.manifest import find_manifest
-from preprocess.images import probe
-from preprocess.regions import Region, abs_difference, changed_region, heat
-from preprocess.sources import read_source
+from preprocess.core.errors import InputError
+from preprocess.pipeline.codecs import Candidate, Encoded
+from preprocess.pipeline.engines import make_engine
+from preprocess.pipeline.engines.base import Engine, Prepared, SourceImage
+from preprocess.pipeline.extractor.manifest import find_manifest
+from preprocess.pipeline.images import probe
+from preprocess.pipeline.regions import Region, abs_difference, changed_region, heat
+from preprocess.sources.files import read_source
 from preprocess.tune.recommend import Choice, Recommendation
 from preprocess.tune.sweep import Skipped, Sweep
 
@@ -60,7 +60,7 @@ class StoredImage:
 
 @dataclass(frozen=True)
 class DecodeSpeed:
-    """Decoding a format's stored bytes as the reader does (:func:`preprocess.store.reader.decode`),
+    """Decoding a format's stored bytes as the reader does (:func:`preprocess.pipeline.images.decode_rgb`),
     one image after the other in one thread; CPU time (steady on a shared machine) and wall time."""
 
     format: str
@@ -98,7 +98,7 @@ class StoredSample:
 
 
 def decoder_name(fmt: str) -> str:
-    """The library :func:`preprocess.store.reader.decode` decodes ``fmt`` with, and its version."""
+    """The library :func:`preprocess.pipeline.images.decode_rgb` decodes ``fmt`` with, and its version."""
     if fmt == "jpeg":
         import simplejpeg
 
@@ -114,7 +114,7 @@ def decoder_name(fmt: str) -> str:
 
 def decode_speed(fmt: str, blobs: Sequence[bytes], megapixels: float, repeats: int = DECODE_REPEATS) -> DecodeSpeed:
     """Decode every blob ``repeats`` times (after one untimed pass); the median pass."""
-    from preprocess.store.reader import decode
+    from preprocess.pipeline.images import decode_rgb as decode
 
     for b in blobs:
         decode(b)

@@ -2,7 +2,7 @@
 
 A *coding* is one way of storing: a format's ``[encode]`` section and one of its variants (encoder,
 chroma subsampling). ``--formats`` picks the formats; each takes its defaults from
-:data:`preprocess.codecs.FORMATS`, except the spec's own format, which keeps the spec's ``[encode]``.
+:data:`preprocess.rows.formats.FORMATS`, except the spec's own format, which keeps the spec's ``[encode]``.
 
 For each batch of sources: read and probe once; per size, decode + resize once (``Engine.load``);
 per quality, encode every image in every coding, finish the bytes as they would be stored
@@ -30,19 +30,20 @@ from pathlib import Path
 
 import numpy as np
 
-from preprocess.codecs import FORMATS, Candidate, Encoded, Variant
-from preprocess.engines import make_engine, resolve, tile_boxes
-from preprocess.engines.base import Engine, Loaded, Prepared, SourceImage
-from preprocess.errors import ConfigError, InputError
-from preprocess.extractor.build import BuiltModel, build
-from preprocess.extractor.manifest import InputView, Manifest, find_manifest
-from preprocess.extractor.session import Extractor, cosine
-from preprocess.gate import combine_tiles, tile_embeddings, tile_similarities
-from preprocess.images import SourceInfo, probe
-from preprocess.progress import Progress, SilentProgress
-from preprocess.sources import batched, list_sources, read_source
-from preprocess.spec import Encode, Resize, Spec, default_spec_path, load_spec
-from preprocess.timing import Laps, Timings
+from preprocess.core.errors import ConfigError, ErrorCode, InputError
+from preprocess.core.progress import Progress, SilentProgress
+from preprocess.core.timing import Laps, Timings
+from preprocess.pipeline.codecs import Candidate, Encoded, Variant
+from preprocess.pipeline.engines import make_engine, resolve, tile_boxes
+from preprocess.pipeline.engines.base import Engine, Loaded, Prepared, SourceImage
+from preprocess.pipeline.extractor.build import BuiltModel, build
+from preprocess.pipeline.extractor.manifest import InputView, Manifest, find_manifest
+from preprocess.pipeline.extractor.session import Extractor, cosine
+from preprocess.pipeline.gate import combine_tiles, tile_embeddings, tile_similarities
+from preprocess.pipeline.images import SourceInfo, probe
+from preprocess.pipeline.spec import Encode, Resize, Spec, default_spec_path, load_spec
+from preprocess.rows.formats import FORMATS
+from preprocess.sources.files import batched, list_sources, read_source
 
 TILE_STATS = ("min", "p10", "mean")
 _TILES_PER_CALL = 512  # bound the tiles held in one model-view batch (a 2560 px image has 96)
@@ -94,7 +95,8 @@ def codings(spec: Spec, formats: Sequence[str]) -> list[Coding]:
     names = list(dict.fromkeys(f.strip().lower() for f in formats if f.strip())) or [spec.encode.format]
     unknown = [f for f in names if f not in FORMATS]
     if unknown:
-        raise ConfigError(f"--formats: not a stored format: {', '.join(map(repr, unknown))}", code="TUNE_FORMAT",
+        raise ConfigError(f"--formats: not a stored format: {', '.join(map(repr, unknown))}",
+                          code=ErrorCode.TUNE_FORMAT,
                           hint=f"choose among {','.join(FORMATS)}, e.g. --formats jpeg,avif")
     out: list[Coding] = []
     for name in names:
@@ -200,12 +202,12 @@ class Sweep:
 
 def check_grid(sizes: Sequence[int], qualities: Sequence[int]) -> tuple[list[int], list[int]]:
     if not sizes or not qualities:
-        raise ConfigError("the sweep needs at least one size and one quality", code="TUNE_GRID",
+        raise ConfigError("the sweep needs at least one size and one quality", code=ErrorCode.TUNE_GRID,
                           hint="e.g. --sizes 1280,640 --qualities 30..90/10")
     if any(not 16 <= s <= 65535 for s in sizes):
-        raise ConfigError(f"sizes must be 16..65535 px, got {list(sizes)}", code="TUNE_GRID")
+        raise ConfigError(f"sizes must be 16..65535 px, got {list(sizes)}", code=ErrorCode.TUNE_GRID)
     if any(not 1 <= q <= 100 for q in qualities):
-        raise ConfigError(f"qualities must be 1..100, got {list(qualities)}", code="TUNE_GRID")
+        raise ConfigError(f"qualities must be 1..100, got {list(qualities)}", code=ErrorCode.TUNE_GRID)
     return sorted(set(sizes), reverse=True), sorted(set(qualities))
 
 
@@ -464,7 +466,8 @@ def _spec(opts: SweepOptions) -> tuple[Spec, str]:
         spec = spec.model_copy(update={"gate": spec.gate.model_copy(update={"model": opts.gate_model})})
     if spec.resize.mode not in ("long-side", "short-side"):
         raise ConfigError(f"tune sweeps resize.size, but the spec's resize.mode is {spec.resize.mode!r}",
-                          code="TUNE_RESIZE", path=spec_path, hint='use resize.mode = "long-side" or "short-side"')
+                          code=ErrorCode.TUNE_RESIZE, path=spec_path,
+                          hint='use resize.mode = "long-side" or "short-side"')
     return spec, spec_path
 
 
@@ -499,7 +502,7 @@ def run_sweep(opts: SweepOptions, progress: Progress | None = None) -> Sweep:
     engine_name, device = resolve(opts.engine, opts.device)
     paths = list_sources(opts.sources)
     if not paths:
-        raise ConfigError("the sample is empty: no image files found", code="SAMPLE_EMPTY",
+        raise ConfigError("the sample is empty: no image files found", code=ErrorCode.SAMPLE_EMPTY,
                           path=", ".join(opts.sources), hint="pass folders holding .jpg/.png/... images")
     run = _Run(spec, sizes, qualities, coding_list, _models(spec, opts, engine_name, device),
                progress or SilentProgress())
@@ -508,7 +511,7 @@ def run_sweep(opts: SweepOptions, progress: Progress | None = None) -> Sweep:
         first = run.skipped[0] if run.skipped else None
         raise ConfigError(f"none of the {len(paths)} sample files could be read"
                           + (f" (e.g. {first.path}: [{first.code}] {first.message})" if first else ""),
-                          code="SAMPLE_EMPTY", hint="pass a folder of readable images")
+                          code=ErrorCode.SAMPLE_EMPTY, hint="pass a folder of readable images")
     full = {key: np.concatenate(a, axis=_image_axis(key)) for key, a in parts.items()}
     out_models = _model_sweeps(run.models, full, (len(coding_list), len(sizes), len(qualities)), opts.neighbours)
     return Sweep(spec=spec, spec_path=spec_path, sizes=sizes, qualities=qualities, codings=coding_list,

@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from preprocess.job import Summary
+from preprocess.drivers.run import Summary
+from preprocess.rows.schema import ItemRow
 from preprocess.serve import Catalog
 from preprocess.serve.server import listen, make_server
-from preprocess.store import ItemRow, open_repo, refs
+from preprocess.store import open_repo, refs
 from tests.jobs import run_pillow
 
 SPEC = """

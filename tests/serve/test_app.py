@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 from starlette.testclient import TestClient
 
-from preprocess.errors import ConfigError, InputError
-from preprocess.formats import sniff
+from preprocess.core.errors import ConfigError, InputError
+from preprocess.pipeline.formats import sniff
 from preprocess.serve import Catalog, create_app
 from preprocess.serve.renditions import for_browser, thumbnail
 from preprocess.serve.server import LOOPBACK

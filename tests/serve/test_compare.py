@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from preprocess.errors import ConfigError
-from preprocess.regions import changed_region
+from preprocess.core.errors import ConfigError
+from preprocess.pipeline.regions import changed_region
 from preprocess.serve import compare
 from preprocess.serve.compare import source_bytes
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from preprocess.errors import ConfigError
+from preprocess.core.errors import ConfigError
 from preprocess.serve.cache import LRU
 from preprocess.serve.grid import GridQuery, Page, select
 

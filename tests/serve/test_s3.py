@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from preprocess.job import JobOptions, run_job
+from preprocess.drivers.run import JobOptions, run_job
 from preprocess.serve import Catalog, create_app
 from tests.s3server import make_bucket, moto_server, s3_env
 from tests.store.conftest import TINY

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
+from preprocess.rows.schema import ITEM_COLUMNS
 from preprocess.serve import Catalog, create_app
 from preprocess.serve.grid import CARD_FIELDS
-from preprocess.store import ITEM_COLUMNS, DatasetWriter, open_repo
+from preprocess.store import DatasetWriter, open_repo
 from tests.serve.conftest import crops, item_row
 
 ROWS = 100_000

@@ -10,7 +10,7 @@ from pathlib import Path
 import icechunk as ic
 import pytest
 
-from preprocess.job import Summary
+from preprocess.drivers.run import Summary
 from preprocess.store import open_repo, refs
 from tests.jobs import run_pillow
 

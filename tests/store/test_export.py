@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from preprocess.job import JobOptions, run_job
+from preprocess.drivers.run import JobOptions, run_job
 from preprocess.store import open_repo
 from preprocess.store.export import csv_cell, export
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from preprocess.errors import StorageError
+from preprocess.core.errors import StorageError
 from preprocess.store import DatasetWriter, open_dataset, open_repo, probe_writable
 from preprocess.store.storage import storage_error, storage_errors
 from tests.smallfs import fill, small_tmpfs

@@ -21,9 +21,10 @@ import pytest
 import zarr
 from typer.testing import CliRunner
 
+import preprocess
 from preprocess.cli import app
-from preprocess.errors import ConfigError
-from preprocess.sources import list_digest, list_sources
+from preprocess.core.errors import ConfigError
+from preprocess.sources.files import list_digest, list_sources
 from preprocess.store import DatasetWriter, dataset_at, history, open_dataset, open_repo, refs
 from preprocess.store import export as export_mod
 from tests.plain import column, group, open_root
@@ -295,7 +296,7 @@ def test_plain_zarr_and_the_reader_give_the_same_rows(hist: Hist) -> None:
 
 
 def test_the_python_reader_indexes_iterates_and_decodes(hist: Hist) -> None:
-    ds = open_dataset(str(hist.store), ref="low-q")
+    ds = preprocess.open_dataset(str(hist.store), ref="low-q")
     assert len(ds) == 6
     items = list(ds)
     assert [it["index"] for it in items] == list(range(6))

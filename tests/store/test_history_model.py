@@ -25,11 +25,12 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from preprocess.errors import ConfigError
-from preprocess.job import JobOptions, run_job
-from preprocess.process import plan
-from preprocess.sources import list_sources
-from preprocess.store import dataset_at, open_dataset, open_repo, refs
+import preprocess
+from preprocess.core.errors import ConfigError
+from preprocess.drivers.run import JobOptions, run_job
+from preprocess.pipeline.process import plan
+from preprocess.sources.files import list_sources
+from preprocess.store import dataset_at, open_repo, refs
 from preprocess.store import history as hist
 
 Row = tuple[str, str]  # (key, job_id)
@@ -194,7 +195,7 @@ class History(RuleBasedStateMachine):
                 refs.resolve_ref(self.repo, snap)
         tip = self.branches["main"]
         if self.rows[tip]:  # the bytes are there too: the last image of main decodes
-            ds = open_dataset(self.store, ref="main")
+            ds = preprocess.open_dataset(self.store, ref="main")
             assert ds[len(ds) - 1]["image"].size[0] > 0
 
 

@@ -15,11 +15,12 @@ import pytest
 from typer.testing import CliRunner
 
 from preprocess.cli import app
-from preprocess.job import JobOptions, run_job
-from preprocess.provenance import Provenance
+from preprocess.drivers.run import JobOptions, run_job
+from preprocess.rows.provenance import Provenance
 from preprocess.store import export, history, open_dataset, open_repo, refs
+from tests.paths import ROOT
 
-LEGACY = Path(__file__).resolve().parents[1] / "data" / "store-ead8ba0"
+LEGACY = ROOT / "tests" / "data" / "store-ead8ba0"
 ROOT_SNAPSHOT = "1CECHNKREP0F1RSTCMT0"
 
 

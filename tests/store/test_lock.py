@@ -14,9 +14,10 @@ import icechunk as ic
 import numpy as np
 import pytest
 
-from preprocess.errors import ConflictError
+from preprocess.core.errors import ConflictError
 from preprocess.store import DatasetWriter, open_repo
 from preprocess.store.storage import LOCK_FILE, local_root, lock_store
+from tests.paths import ROOT
 from tests.store.test_store import make_item
 
 HOLD = """
@@ -31,7 +32,7 @@ w.close()
 
 def _holder(store: Path, seconds: float) -> subprocess.Popen[str]:
     proc = subprocess.Popen([sys.executable, "-c", HOLD, str(store), str(seconds)], stdout=subprocess.PIPE,
-                            text=True, cwd=Path(__file__).resolve().parents[2])
+                            text=True, cwd=ROOT)
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "holding"
     return proc
@@ -76,7 +77,7 @@ def test_the_lock_is_shared_within_a_process_and_released_on_close(tmp_path: Pat
     probe = (f"from pathlib import Path; from preprocess.store.storage import lock_store; "
              f"lock_store(Path({str(root)!r}))")
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False,
-                          cwd=Path(__file__).resolve().parents[2])
+                          cwd=ROOT)
     assert proc.returncode != 0 and f"pid {os.getpid()}" in proc.stderr  # b still holds it
     b.close()
     lock_store(root).release()  # free again
@@ -98,7 +99,7 @@ def test_commit_conflict_on_storage_with_conditional_writes(tmp_path: Path) -> N
 
 def test_a_second_job_fails_fast_and_its_rerun_stores_everything(tmp_path: Path, photo_sets: list[Path],
                                                                  tiny_specs: list[Path]) -> None:
-    from preprocess.job import JobOptions, run_job
+    from preprocess.drivers.run import JobOptions, run_job
     from preprocess.store import open_dataset
 
     store = tmp_path / "s.icechunk"

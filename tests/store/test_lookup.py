@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from preprocess.cli import app
-from preprocess.errors import ConfigError
+from preprocess.core.errors import ConfigError
 from preprocess.store import dataset_at, history
 from preprocess.store import export as export_mod
 from tests.store.conftest import Hist

@@ -10,8 +10,9 @@ import textwrap
 import numpy as np
 import pytest
 
-from preprocess.errors import ConfigError
-from preprocess.store import ITEM_COLUMNS, dataset_at
+from preprocess.core.errors import ConfigError
+from preprocess.rows.schema import ITEM_COLUMNS
+from preprocess.store import dataset_at
 from tests.store.conftest import Hist
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import icechunk as ic
 import pytest
 
-from preprocess.errors import ConfigError, ConflictError
+from preprocess.core.errors import ConfigError, ConflictError
 from preprocess.store import DatasetWriter, dataset_at, history, open_repo, refs
 from preprocess.store.storage import local_root, lock_holder
 from tests.store.conftest import Hist

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from preprocess.errors import ConfigError, StorageError
-from preprocess.job import JobOptions, run_job
-from preprocess.objects import s3_config
-from preprocess.sources import ObjectPath, list_sources, read_source
+from preprocess.core.errors import ConfigError, StorageError
+from preprocess.drivers.run import JobOptions, run_job
+from preprocess.sources.files import ObjectPath, list_sources, read_source
+from preprocess.sources.objects import s3_config
 from preprocess.store import open_dataset, open_repo
 from preprocess.store.history import log
 from tests.s3server import SECRET, make_bucket, moto_server, s3_env
@@ -111,7 +111,7 @@ def test_config_comes_from_env_then_profile_files(tmp_path: Path, monkeypatch: p
 
 
 def test_watch_refuses_an_s3_folder() -> None:
-    from preprocess.watch.options import WatchOptions
+    from preprocess.drivers.watch.options import WatchOptions
 
     with pytest.raises(ConfigError, match="S3 prefixes cannot be watched"):
         WatchOptions(folder="s3://cams/incoming", store="/tmp/x").check()

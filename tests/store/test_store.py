@@ -14,20 +14,9 @@ import numpy as np
 import pytest
 import zarr
 
-from preprocess.errors import ConfigError, ConflictError, InternalError
-from preprocess.store import (
-    CHUNK_ROWS,
-    FAILURE_COLUMNS,
-    FORMAT_ATTR,
-    ITEM_COLUMNS,
-    DatasetWriter,
-    FailureRow,
-    ItemRow,
-    dataset_at,
-    open_dataset,
-    open_repo,
-    open_storage,
-)
+from preprocess.core.errors import ConfigError, ConflictError, InternalError
+from preprocess.rows.schema import CHUNK_ROWS, FAILURE_COLUMNS, FORMAT_ATTR, ITEM_COLUMNS, FailureRow, ItemRow
+from preprocess.store import DatasetWriter, dataset_at, open_dataset, open_repo, open_storage
 
 MODEL = "mobilenetv2-1280"
 DIM = 16

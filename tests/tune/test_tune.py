@@ -18,10 +18,10 @@ import pytest
 from PIL import Image
 
 from preprocess.cli.tune import parse_qualities
-from preprocess.codecs import sniff
-from preprocess.job import JobOptions, run_job
-from preprocess.process import plan
-from preprocess.spec import load_spec
+from preprocess.drivers.run import JobOptions, run_job
+from preprocess.pipeline.codecs import sniff
+from preprocess.pipeline.process import plan
+from preprocess.pipeline.spec import load_spec
 from preprocess.tune import (
     Recommendation,
     StoredSample,
@@ -35,9 +35,9 @@ from preprocess.tune import (
     write_report,
 )
 from preprocess.tune.recommend import Setting, lowest_meeting, pareto, swept_ladder
-from tests.test_job import read_items
+from tests.drivers.test_run import read_items
+from tests.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "preprocess"]
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -1,0 +1,190 @@
+"""One error tree, grouped by what the caller should do about it.
+
+Every error has a stable ``code`` (shown to users and stored in the failures table)
+and a ``hint`` saying what to try. CLI users see ``error[CODE]: message`` plus the hint
+on one more line; exit codes follow the group (see :data:`EXIT_CODES`).
+
+Groups (by remedy):
+- :class:`InputError`: one source image is bad; recorded as a failure, the batch goes on.
+- :class:`ConfigError`: a spec, manifest, path or option is wrong; fix it and rerun.
+- :class:`ConflictError`: someone else changed the store; rerun (it resumes idempotently).
+- :class:`StorageError`: the store cannot be read or written.
+- :class:`DeviceError`: the GPU failed (out of memory, or a fault that leaves the CUDA context unusable);
+  the job stops before its commit (nothing is stored), never blaming the images.
+- :class:`InternalError`: a bug or an unexpected failure of a dependency.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+from preprocess.core.codes import ErrorCode
+
+
+class PreprocessError(Exception):
+    """Base of every error this package raises on purpose."""
+
+    code: ErrorCode = ErrorCode.INTERNAL
+    hint: str = ""
+    exit_code: int = 1
+
+    def __init__(self, message: str, *, code: ErrorCode | None = None, hint: str | None = None,
+                 path: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if hint is not None:
+            self.hint = hint
+        self.path = path
+
+    def one_line(self) -> str:
+        where = f"{self.path}: " if self.path else ""
+        return f"{where}{self.message}"
+
+    def __str__(self) -> str:
+        return self.one_line()
+
+
+class InputError(PreprocessError):
+    """A source image cannot be used. Recorded as a failure row; the job goes on."""
+
+    code = ErrorCode.INPUT
+    exit_code = 0  # a recorded failure alone does not fail the job (see job exit codes)
+
+
+class ConfigError(PreprocessError, ValueError):
+    code = ErrorCode.CONFIG
+    exit_code = 2
+
+
+class NotFoundError(ConfigError, LookupError):
+    """What was named is not there: a REF, an item, a page, a source, a store, a spec, a model. The web UI
+    answers 404 for these (by type, never by code); the command line exits 2 like any ConfigError."""
+
+
+class ConflictError(PreprocessError):
+    code = ErrorCode.CONFLICT
+    hint = "Another writer committed to this branch first; rerun the job (it skips what is stored)."
+    exit_code = 4
+
+
+class StorageError(PreprocessError, OSError):
+    code = ErrorCode.STORAGE
+    exit_code = 5
+
+
+class DeviceError(PreprocessError, RuntimeError):
+    """The accelerator failed, not an image: out of device memory (``DEVICE_OOM``) or a CUDA fault that
+    poisons the process's context (``DEVICE_FAULT``: illegal address, launch failure, ECC, lost device).
+    Raised out of the job so that nothing is committed; every image of the batch is still to do."""
+
+    code = ErrorCode.DEVICE_FAULT
+    hint = ("the GPU failed, not the images, and nothing was committed: check nvidia-smi (Xid/ECC errors), "
+            "rerun the job (it resumes), or use --device cpu")
+    exit_code = 6
+
+
+OOM_HINT = ("the GPU ran out of memory and nothing was committed: rerun with a smaller [batch] size or fewer "
+            "GPU lanes (PREPROCESS_GPU_LANES), stop other processes on the GPU, or use --device cpu")
+
+# What CUDA, cuDNN/cuBLAS, nvJPEG, DALI, torch and onnxruntime print for device memory exhaustion ...
+_OOM = ("out of memory", "cuda allocation failed", "cuda_error_out_of_memory", "cudaerrormemoryallocation",
+        "nvjpeg_status_allocator_failure", "failed to allocate memory for requested buffer",
+        "cudnn_status_alloc_failed", "cublas_status_alloc_failed")
+# ... and for faults after which the CUDA context is unusable (sticky errors) or the device is gone.
+_FAULT = ("illegal memory access", "illegal address", "cudaerrorillegaladdress", "unspecified launch failure",
+          "cudaerrorlaunchfailure", "cuda_error_launch_failed", "device-side assert", "uncorrectable ecc",
+          "cudaerroreccuncorrectable", "cuda_error_ecc_uncorrectable", "misaligned address",
+          "illegal instruction", "hardware stack error", "cudaerrordevicesunavailable",
+          "cuda-capable device is busy", "no cuda-capable device", "fallen off the bus",
+          "cudaerrorinitializationerror", "cuda_error_not_initialized", "nvjpeg_status_execution_failed",
+          "cublas_status_execution_failed", "cudnn_status_execution_failed", "cuda_error_illegal_address",
+          "cudaerrorunknown", "cuda driver version is insufficient")
+
+
+def device_fault(exc: BaseException) -> DeviceError | None:
+    """The :class:`DeviceError` that ``exc`` (from CUDA, DALI, nvImageCodec, torch or onnxruntime) stands for,
+    or None when it is not a device failure (e.g. an image the decoder rejects). Matched on the
+    libraries' own messages and types, the cause chain included."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, DeviceError):
+            return seen
+        text = f"{type(seen).__name__}: {seen}".lower()
+        if "outofmemoryerror" in text or any(p in text for p in _OOM):
+            return DeviceError(f"GPU out of memory: {_first_line(seen)}", code=ErrorCode.DEVICE_OOM, hint=OOM_HINT)
+        if any(p in text for p in _FAULT):
+            return DeviceError(f"GPU fault: {_first_line(seen)}")
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:300]
+
+
+class InternalError(PreprocessError, RuntimeError):
+    code = ErrorCode.INTERNAL
+    hint = "This is a bug or an unexpected failure of a dependency; please report it with the log."
+    exit_code = 70
+
+
+# The failure codes recorded in the dataset's failures table, by their old names.
+EMPTY_FILE = ErrorCode.E_EMPTY
+NOT_AN_IMAGE = ErrorCode.E_NOT_IMAGE
+TRUNCATED = ErrorCode.E_TRUNCATED
+CORRUPT = ErrorCode.E_CORRUPT
+TOO_LARGE = ErrorCode.E_TOO_LARGE
+UNSUPPORTED = ErrorCode.E_UNSUPPORTED
+UNREADABLE = ErrorCode.E_UNREADABLE
+GATE_REJECTED = ErrorCode.E_GATE_REJECTED
+ENGINE_FAILED = ErrorCode.E_ENGINE
+SYMLINK_OUTSIDE = ErrorCode.E_SYMLINK_OUTSIDE
+NOT_A_FILE = ErrorCode.E_NOT_FILE
+
+FAILURE_HINTS: dict[ErrorCode, str] = {
+    EMPTY_FILE: "the file has zero bytes; the writer may have failed",
+    NOT_AN_IMAGE: "the bytes are not a known image format",
+    TRUNCATED: "the file ends early; it may still be being written or was cut off",
+    CORRUPT: "the image data is damaged (the decoder reported it; its pixels would be wrong)",
+    TOO_LARGE: "raise limits.max_pixels in the spec if images this large are expected",
+    UNSUPPORTED: "supported here: JPEG, PNG, TIFF (uncompressed, LZW, Deflate, JPEG, PackBits, ZSTD, ...), WebP, "
+                 "JPEG 2000, AVIF, JPEG XL, BMP, GIF, PPM/PGM; convert the image to one of them",
+    UNREADABLE: "check the file's permissions",
+    GATE_REJECTED: "even the top quality failed the feature gate; see gate.on_fail in the spec",
+    ENGINE_FAILED: "the engine failed on this image alone; try --engine pillow",
+    SYMLINK_OUTSIDE: "links are followed only while they stay inside the input folders; copy the file in, "
+                     "or pass --follow-symlinks to follow links anywhere",
+    NOT_A_FILE: "only regular files are read: FIFOs, sockets and devices are refused, so that no read can block",
+}
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """``" (did you mean 'main'?)"`` naming the closest of ``choices`` (difflib), or ``""``: appended to
+    the message of an error about a misspelt name (a REF, a spec field, a column)."""
+    close = difflib.get_close_matches(word, sorted(set(choices)), n=3, cutoff=0.6)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+
+
+def input_error(code: ErrorCode, message: str, path: str | None = None) -> InputError:
+    return InputError(message, code=code, hint=FAILURE_HINTS.get(code, ""), path=path)
+
+
+# Process exit codes of the CLI.
+EXIT_OK = 0
+EXIT_FAILURES = 3  # the job committed, but some images failed (recorded in the dataset)
+EXIT_DEVICE = DeviceError.exit_code  # the GPU failed: nothing committed
+EXIT_INTERRUPTED = 130  # SIGINT or SIGTERM (preprocess.core.interrupts): nothing committed, or the line says what
+EXIT_CODES = {
+    "ok": EXIT_OK,
+    "internal": InternalError.exit_code,
+    "config": ConfigError.exit_code,
+    "failures": EXIT_FAILURES,
+    "conflict": ConflictError.exit_code,
+    "storage": StorageError.exit_code,
+    "device": EXIT_DEVICE,
+    "interrupted": EXIT_INTERRUPTED,
+}

@@ -1,0 +1,144 @@
+"""SIGINT and SIGTERM in the command line: one line, exit 130, never a traceback, never a commit cut
+in the middle of being reported.
+
+The process entry point (``preprocess/__main__.py``) calls :func:`install` before anything slow is
+imported. From then on the first SIGINT or SIGTERM raises :class:`Interrupted` in the main thread,
+wherever it is (imports, planning, reading, processing): the with-blocks and ``finally`` clauses on
+the way out discard what was not committed and release the store's lock, and the entry point prints
+:meth:`Interrupted.one_line` and exits 130 (:func:`leave`). A second signal exits at once (130; the store is then as
+after a SIGKILL: at its last commit).
+
+A commit runs inside :func:`held`: a signal during it takes effect when it ends, so the outcome is
+always known; the interrupt then says which snapshot was committed (:func:`committed`). A signal that
+a library swallowed (a bare ``except:``) still stops the job at the next :func:`check`, and never lets
+a commit begin.
+
+The watch daemon installs its own handlers (finish the batch, commit, exit 0). Library users who
+never call :func:`install` see none of this: :func:`held`, :func:`check` and :func:`committed` do
+nothing then.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from types import FrameType
+
+from preprocess.core.errors import EXIT_INTERRUPTED
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(BaseException):
+    """The process got SIGINT or SIGTERM. A BaseException, like KeyboardInterrupt, so that
+    ``except Exception`` does not stop it (typer turns KeyboardInterrupt into a silent exit)."""
+
+    exit_code = EXIT_INTERRUPTED
+
+    def __init__(self, signum: int, committed: str | None = None) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        self.committed = committed  # the snapshot this process committed last, if any
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+    def one_line(self) -> str:
+        if self.committed:
+            return (f"interrupted by {self.name} after the commit: snapshot {self.committed} holds the job "
+                    "(a rerun adds nothing)")
+        return (f"interrupted by {self.name}: nothing was committed (the dataset stays at its last commit, "
+                "unlocked; a rerun resumes)")
+
+
+class _State:
+    """What this process's handler saw (a plain class: this module is imported first, so it keeps
+    its imports few)."""
+
+    def __init__(self) -> None:
+        self.installed = False
+        self.signals = 0  # received since install
+        self.first: int | None = None  # the first signal
+        self.holding = 0  # depth of held() blocks
+        self.snapshots: list[str] = []  # committed by this process
+
+
+_state = _State()
+
+
+def install() -> None:
+    """Make SIGINT and SIGTERM raise :class:`Interrupted` (a signal inherited as ignored, e.g. by a
+    background job of a shell, stays ignored)."""
+    for sig in SIGNALS:
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, _on_signal)
+    _state.installed = True
+
+
+def reinstall() -> None:
+    """Take the signals back after a library replaced the handlers (``ray.init`` does); does
+    nothing unless :func:`install` was called."""
+    if _state.installed:
+        install()
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    s = _state
+    s.signals += 1
+    if s.signals > 1:
+        os.write(2, f"interrupted again by {signal.Signals(signum).name}: exiting at once (the dataset "
+                    "stays at its last commit)\n".encode())
+        os._exit(EXIT_INTERRUPTED)
+    s.first = signum
+    if not s.holding:
+        _raise()
+
+
+def _raise() -> None:
+    assert _state.first is not None
+    raise Interrupted(_state.first, _state.snapshots[-1] if _state.snapshots else None)
+
+
+def check() -> None:
+    """Raise :class:`Interrupted` when a signal came and was not acted upon (a library swallowed it)."""
+    if _state.first is not None:
+        _raise()
+
+
+@contextmanager
+def held() -> Iterator[None]:
+    """A block a signal does not cut (a commit): a signal during it raises when the block ends
+    (after a normal end; an error from the block goes first). Refuses to begin after a signal."""
+    check()
+    _state.holding += 1
+    try:
+        yield
+    finally:
+        _state.holding -= 1
+    if not _state.holding and _state.first is not None:
+        _raise()
+
+
+def leave(code: int) -> None:
+    """Exit now with ``code``, after an interrupt was reported: the job has unwound (nothing uncommitted
+    is kept, the lock is released), so the interpreter's slow teardown is skipped. Python resets the
+    signal handlers to their defaults late in that teardown, and a second Ctrl-C landing there would
+    kill the process by the signal (exit -2) instead of exit 130; until ``os._exit`` the handler stays
+    and a second signal exits 130 at once. A local Ray started by this process is shut down first."""
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(OSError, ValueError):
+            stream.flush()
+    ray = sys.modules.get("ray")
+    if ray is not None and getattr(ray, "is_initialized", lambda: False)():
+        ray.shutdown()
+    os._exit(code)
+
+
+def committed(snapshot: str) -> None:
+    """Note a snapshot this process committed (what an interrupt after it reports)."""
+    if _state.installed:
+        _state.snapshots.append(snapshot)

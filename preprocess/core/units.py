@@ -1,0 +1,13 @@
+"""Units as people read them: byte counts in decimal units (``27.0 KB``), for every face."""
+
+from __future__ import annotations
+
+
+def size(n: int) -> str:
+    """``n`` bytes as ``"812 B"``, ``"27.0 KB"``, ``"3.4 MB"`` ... (powers of 1000, like file managers)."""
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.1f} {unit}" if unit != "B" else f"{int(value)} B"
+        value /= 1000
+    return f"{n} B"

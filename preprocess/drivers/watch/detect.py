@@ -1,0 +1,253 @@
+"""Finding new files: filesystem events (inotify via watchdog, or polling) plus full rescans.
+
+Events only *offer* paths to the :class:`~preprocess.drivers.watch.queue.FileQueue`; the queue's quiet
+period decides when a file is taken. Events can be lost (inotify queue overflow, a full queue,
+a daemon restart), so the folder is rescanned fully at start, every ``rescan_interval`` seconds,
+after watchdog reports lost events, and whenever the queue has room again after refusing files.
+Polling (``--poll``, and automatically on NFS/SMB/FUSE mounts, where inotify sees no remote
+writes) uses watchdog's PollingObserver.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from watchdog.events import (
+    DirCreatedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileClosedNoWriteEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileOpenedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+from preprocess.drivers.watch.queue import FileQueue, Stat
+from preprocess.sources.files import is_candidate
+
+log = logging.getLogger("preprocess.drivers.watch")
+
+# Filesystems whose remote changes inotify does not see: poll them.
+EVENTLESS_FS = frozenset({"nfs", "nfs4", "cifs", "smb", "smb3", "smbfs", "9p", "afs", "ceph", "glusterfs",
+                          "lustre", "gpfs", "davfs", "fuse.sshfs", "fuse.s3fs", "fuse.gcsfuse", "fuse.rclone",
+                          "fuse.glusterfs", "fuse.ceph", "fuse.cephfs", "fuse.juicefs", "fuse.mountpoint-s3"})
+
+_EVENTS = [FileCreatedEvent, FileModifiedEvent, FileMovedEvent, FileDeletedEvent, FileClosedEvent,
+           FileClosedNoWriteEvent, FileOpenedEvent, DirCreatedEvent, DirMovedEvent]
+
+
+def filesystem_type(path: str | Path, mounts: str = "/proc/mounts") -> str:
+    """The type of the filesystem holding ``path`` (longest mount point prefix), or "" if unknown."""
+    target = os.path.realpath(path)
+    best, kind = "", ""
+    try:
+        with open(mounts, encoding="utf-8") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) < 3:
+                    continue
+                point = parts[1].replace("\\040", " ")
+                inside = target == point or target.startswith(point.rstrip("/") + "/")
+                if inside and len(point) >= len(best):
+                    best, kind = point, parts[2]
+    except OSError:
+        return ""
+    return kind
+
+
+@dataclass(frozen=True)
+class Scanning:
+    """How a :class:`Detector` looks: events or polling, how often it polls and rescans, what it skips."""
+
+    poll: bool = False  # poll instead of inotify (automatic on NFS/SMB/FUSE)
+    poll_interval: float = 1.0
+    rescan_interval: float = 300.0
+    exclude: tuple[str, ...] = ()  # folders inside the watched one that are never taken
+
+
+class Detector:
+    """Watches ``folder`` recursively and keeps offering its image files to ``queue``."""
+
+    def __init__(self, folder: str, queue: FileQueue, scanning: Scanning, *,
+                 on_lost_events: Callable[[], None] | None = None) -> None:
+        self.folder = os.path.realpath(folder)  # rows record paths under the resolved folder, as run does
+        self.queue = queue
+        self.poll_interval = scanning.poll_interval
+        self.rescan_interval = scanning.rescan_interval
+        self.exclude = tuple(os.path.realpath(e) for e in scanning.exclude)
+        self.on_lost_events = on_lost_events
+        fs = filesystem_type(self.folder)
+        self.fs_type = fs
+        self.mode = "polling" if scanning.poll or fs in EVENTLESS_FS else "inotify"
+        self.scans = 0
+        self._observer: BaseObserver | None = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._dirs: set[str] = set()
+        self._full = True
+        self._lock = threading.Lock()
+        self._scanner = threading.Thread(target=self._scan_loop, name="watch-scanner", daemon=True)
+        self._hook = _LostEventsHook(self)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._observer = self._start_observer()
+        logging.getLogger("watchdog.observers.inotify_c").addHandler(self._hook)
+        self._scanner.start()
+
+    def _start_observer(self) -> BaseObserver:
+        handler = _Handler(self)
+        if self.mode == "inotify":
+            try:
+                obs: BaseObserver = Observer()
+                obs.schedule(handler, self.folder, recursive=True, event_filter=_EVENTS)
+                obs.start()
+                return obs
+            except OSError as exc:  # e.g. the inotify watch limit
+                log.warning("inotify unavailable, polling instead", extra={"fields": {"error": str(exc)}})
+                self.mode = "polling"
+        obs = PollingObserver(timeout=self.poll_interval)
+        obs.schedule(handler, self.folder, recursive=True, event_filter=_EVENTS)
+        obs.start()
+        return obs
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        logging.getLogger("watchdog.observers.inotify_c").removeHandler(self._hook)
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=5)
+        if self._scanner.is_alive():
+            self._scanner.join(timeout=5)
+
+    @property
+    def alive(self) -> bool:
+        obs = self._observer
+        return obs is not None and obs.is_alive() and self._scanner.is_alive()
+
+    # -- scanning --------------------------------------------------------------------------------
+
+    def request_rescan(self, folder: str | None = None) -> None:
+        """Scan the whole tree (or just ``folder``) soon, in the scanner thread."""
+        with self._lock:
+            if folder is None:
+                self._full = True
+            else:
+                self._dirs.add(folder)
+        self._wake.set()
+
+    def _scan_loop(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                full, dirs = self._full, self._dirs
+                self._full, self._dirs = False, set()
+            self._wake.clear()
+            try:
+                if full:
+                    self.scan(self.folder)
+                    self.scans += 1
+                else:
+                    for d in sorted(dirs):
+                        self.scan(d)
+            except Exception:  # a scan must never kill the scanner; the next one retries
+                log.exception("rescan failed")
+            if self._wake.wait(self.rescan_interval):
+                continue
+            with self._lock:
+                self._full = True
+
+    def scan(self, top: str) -> int:
+        """Offer every image file under ``top`` not yet handled; stops early when the queue is full.
+
+        A complete scan of the whole folder also drops handled entries of files that are gone
+        (their delete events may have been lost)."""
+        offered = 0
+        present: set[str] = set()
+        for dirpath, dirnames, filenames in os.walk(top):
+            if self._stop.is_set():
+                return offered
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")
+                           and not self._excluded(os.path.join(dirpath, d))]
+            for name in filenames:
+                path = os.path.join(dirpath, name)
+                if not self.wanted(path):
+                    continue
+                present.add(path)
+                st = Stat.of(path)
+                if st is None or self.queue.is_handled(path, st):
+                    continue
+                if not self.queue.offer(path):
+                    return offered  # full: the daemon asks for a rescan once there is room
+                offered += 1
+        if top == self.folder:
+            self.queue.prune_handled(present)
+        return offered
+
+    def _excluded(self, path: str) -> bool:
+        return any(path == e or path.startswith(e + os.sep) for e in self.exclude)
+
+    def wanted(self, path: str) -> bool:
+        """An image file inside the folder, not hidden (nor in a hidden folder), not excluded."""
+        if not path.startswith(self.folder + os.sep) or self._excluded(path):
+            return False
+        rel = os.path.relpath(path, self.folder).split(os.sep)
+        return is_candidate(Path(path)) and not any(part.startswith(".") for part in rel[:-1])
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, detector: Detector) -> None:
+        self.d = detector
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        src = os.fsdecode(event.src_path)
+        dest = os.fsdecode(event.dest_path) if event.dest_path else ""
+        if not event.is_directory:
+            self._file(event.event_type, src, dest)
+        elif event.event_type in ("created", "moved"):  # a folder dropped in whole: its files may have no events
+            self.d.request_rescan(dest or src)
+
+    def _file(self, kind: str, src: str, dest: str) -> None:
+        d, q = self.d, self.d.queue
+        if kind == "deleted":
+            q.discard(src)
+        elif kind == "moved":
+            q.discard(src)
+            if dest and d.wanted(dest):
+                q.offer(dest)
+        elif kind == "opened":
+            if d.wanted(src):
+                q.opened(src)
+        elif kind in ("closed", "closed_no_write"):
+            q.closed(src)
+            if kind == "closed" and d.wanted(src):
+                q.offer(src)
+        elif kind in ("created", "modified") and d.wanted(src):
+            q.offer(src)
+
+
+class _LostEventsHook(logging.Handler):
+    """watchdog only logs an inotify queue overflow: turn that log line into a rescan."""
+
+    def __init__(self, detector: Detector) -> None:
+        super().__init__(logging.WARNING)
+        self.d = detector
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" in record.getMessage().lower():
+            self.d.request_rescan()
+            if self.d.on_lost_events is not None:
+                self.d.on_lost_events()

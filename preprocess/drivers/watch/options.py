@@ -1,0 +1,85 @@
+"""The watch daemon's options: parsed and checked before anything starts."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from preprocess.core.errors import ConfigError, ErrorCode
+from preprocess.sources.objects import is_object_url
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(text: str, *, name: str) -> float:
+    """``"30s"``, ``"500ms"``, ``"2m"``, ``"1h"`` or plain seconds (``"2.5"``) -> seconds."""
+    m = _DURATION.match(text)
+    if not m:
+        raise ConfigError(f"{name}: {text!r} is not a duration", code=ErrorCode.WATCH_OPTION,
+                          hint="write e.g. 30s, 500ms, 2m, 1h or a number of seconds")
+    return float(m.group(1)) * _UNIT[m.group(2)]
+
+
+def parse_address(text: str) -> tuple[str, int] | None:
+    """``HOST:PORT`` (port 0 picks a free one), ``PORT`` (on 127.0.0.1) or ``off`` -> None."""
+    t = text.strip()
+    if t.lower() in ("off", "none", ""):
+        return None
+    host, sep, port = t.rpartition(":")
+    if not sep:
+        host, port = "127.0.0.1", t
+    host = host.strip("[]") or "127.0.0.1"
+    if not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"--metrics: {text!r} is not HOST:PORT", code=ErrorCode.WATCH_OPTION,
+                          hint="e.g. 127.0.0.1:9400, 0.0.0.0:9400 (all interfaces), 9400, or off")
+    return host, int(port)
+
+
+@dataclass(frozen=True)
+class WatchOptions:
+    folder: str
+    store: str
+    spec_path: str | None = None
+    branch: str = "main"
+    engine: str = "auto"
+    device: str = "auto"
+    commit_every: int = 500  # images (items + failures) per commit at most
+    commit_interval: float = 30.0  # seconds from the first uncommitted image to its commit, at most
+    poll: bool = False  # poll instead of inotify (automatic on NFS/SMB/FUSE)
+    poll_interval: float = 1.0
+    quiet: float = 2.0  # a file is taken once its size and mtime were stable this long
+    rescan_interval: float = 300.0  # full rescans (events can be lost)
+    queue_size: int = 1000  # files waiting (quiet period + ready) at most; the folder holds the rest
+    batch_wait: float = 0.5  # a partial batch waits this long for more ready files
+    move_to: str | None = None  # after their commit: files go to MOVE_TO/done/..., MOVE_TO/failed/...
+    metrics: tuple[str, int] | None = ("127.0.0.1", 9400)
+    liveness_timeout: float = 120.0  # /healthz fails when the main loop was stuck this long
+    message: str = ""
+    wait: float = 0.0  # seconds to wait at start for another writer of the same local store
+    follow_symlinks: bool = False  # follow symlinks that lead outside the folder (default: refuse them)
+
+    def check(self) -> None:
+        if is_object_url(self.folder):
+            raise ConfigError("watch needs a local (or mounted) folder: S3 prefixes cannot be watched",
+                              code=ErrorCode.WATCH_FOLDER, path=self.folder,
+                              hint="run `preprocess run s3://...` on a schedule instead (a run adds only new ones)")
+        folder = Path(self.folder)
+        if not folder.is_dir():
+            raise ConfigError("the watched folder does not exist or is not a folder", code=ErrorCode.WATCH_FOLDER,
+                              path=self.folder, hint="create it first, or mount it (it is never created)")
+        if self.commit_every < 1:
+            raise ConfigError("--commit-every must be at least 1", code=ErrorCode.WATCH_OPTION)
+        for name, value in (("--commit-interval", self.commit_interval), ("--poll-interval", self.poll_interval),
+                            ("--rescan-interval", self.rescan_interval), ("--liveness-timeout",
+                                                                          self.liveness_timeout)):
+            if value <= 0:
+                raise ConfigError(f"{name} must be above zero", code=ErrorCode.WATCH_OPTION)
+        if self.quiet < 0 or self.batch_wait < 0:
+            raise ConfigError("--quiet and --batch-wait cannot be negative", code=ErrorCode.WATCH_OPTION)
+        if self.queue_size < 1:
+            raise ConfigError("--queue-size must be at least 1", code=ErrorCode.WATCH_OPTION)
+        if self.move_to is not None and Path(self.move_to).resolve() == folder.resolve():
+            raise ConfigError("--move-to cannot be the watched folder itself", code=ErrorCode.WATCH_OPTION,
+                              hint="use a folder beside it, or a subfolder (which is then not watched)")

@@ -1,0 +1,138 @@
+"""The pillow engine: pillow-simd on the CPU, the fast CPU path.
+
+JPEG sources decode at a reduced DCT scale (``draft``) that still covers the target size,
+so a 2560x1600 photo bound for 1280 px never decodes its full-size pixels; the rest goes
+through one antialiased resize. With ``threads`` > 1 each call's work is spread over a thread
+pool (Pillow releases the GIL in decode, resize and encode); with ``threads=1`` it runs in the
+caller's thread, for callers that run several batches at once (the :class:`Processor`'s lanes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ClassVar
+
+import numpy as np
+from PIL import Image
+
+from preprocess.core import errors
+from preprocess.core.cpus import cpu_lanes
+from preprocess.core.errors import InputError, input_error
+from preprocess.pipeline import codecs
+from preprocess.pipeline.codecs import Candidate, Encoded
+from preprocess.pipeline.engines.base import Engine, Loaded, Prepared, SourceImage, Tiles, tile_boxes
+from preprocess.pipeline.extractor.manifest import InputView
+from preprocess.pipeline.extractor.view import model_view
+from preprocess.pipeline.images import decode_rgb
+from preprocess.pipeline.spec import Encode
+
+
+class PillowEngine(Engine):
+    name: ClassVar[str] = "pillow"
+
+    def __init__(self, encode: Encode, view: InputView, *, device: str = "cpu", max_batch: int = 32,
+                 threads: int | None = None) -> None:
+        if device != "cpu":
+            raise ValueError("the pillow engine runs on the CPU only")
+        super().__init__(encode, view, device="cpu", max_batch=max_batch)
+        n = threads or cpu_lanes()
+        self._pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="pillow-engine") if n > 1 else None
+
+    def _map(self, fn: Callable[..., Any], *items: Iterable[Any]) -> Iterator[Any]:
+        return self._pool.map(fn, *items) if self._pool is not None else map(fn, *items)
+
+    def _load_one(self, src: SourceImage) -> tuple[Image.Image, Image.Image]:
+        full = decode_rgb(src.data, draft_to=src.target, path=src.path)
+        stored = full if full.size == src.target else full.resize(src.target, Image.Resampling.LANCZOS,
+                                                                   reducing_gap=3.0)
+        view = full.resize((self.view_spec.width, self.view_spec.height), Image.Resampling.BILINEAR)
+        return stored, view
+
+    def load(self, sources: Sequence[SourceImage]) -> Loaded:
+        prepared: list[Prepared] = []
+        views: list[Image.Image] = []
+        failures: list[tuple[int, InputError]] = []
+        for i, (src, got) in enumerate(zip(sources, self._map(_attempt(self._load_one), sources), strict=True)):
+            if isinstance(got, InputError):
+                failures.append((i, got))
+                continue
+            if isinstance(got, Exception):  # one source must never take the batch down
+                failures.append((i, input_error(errors.ENGINE_FAILED, f"pillow engine: {got}", src.path)))
+                continue
+            stored, view = got
+            prepared.append(Prepared(index=i, width=stored.width, height=stored.height, pixels=stored))
+            views.append(view)
+        return Loaded(prepared=prepared, source_view=model_view(views, self.view_spec), failures=failures)
+
+    def _encode_one(self, image: Prepared, candidate: Candidate) -> Encoded:
+        v = candidate.variant
+        if v.encoder == "libjpeg":
+            img = image.pixels
+            if self._pool is not None:
+                # Image.save keeps its options on the Image object (encoderinfo), so two pool threads saving
+                # the same image at different qualities would race: save from a private copy (0.3 ms at 1 MP).
+                img = img.copy()
+            # Huffman tables optimized only when the probe's bytes are what is stored (finish rewrites them)
+            data = codecs.encode_pillow_jpeg(img, candidate.quality, v.chroma, optimize=not self.encoding.progressive)
+        else:
+            data = codecs.encode(self._host(image), candidate, level=self.encoding.level)
+        return Encoded(data, candidate)
+
+    @staticmethod
+    def _host(image: Prepared) -> np.ndarray:
+        """The prepared pixels as an array, made once per image (its probes run on one lane's thread)."""
+        if image.host is None:
+            image.host = np.asarray(image.pixels)
+        arr: np.ndarray = image.host
+        return arr
+
+    def encode(self, images: Sequence[Prepared], candidates: Sequence[Candidate]) -> list[Encoded]:
+        return list(self._map(self._encode_one, images, candidates))
+
+    def _view_one(self, encoded: Encoded) -> Image.Image:
+        # Full decode (no DCT draft): the candidate must be seen exactly as the source is.
+        return _decode_candidate(encoded).resize((self.view_spec.width, self.view_spec.height),
+                                                 Image.Resampling.BILINEAR)
+
+    def view(self, encoded: Sequence[Encoded]) -> Any:
+        return model_view(list(self._map(self._view_one, encoded)), self.view_spec)
+
+    def pixels(self, image: Prepared | Encoded) -> Image.Image:
+        return image.pixels if isinstance(image, Prepared) else _decode_candidate(image)
+
+    def _tiles_one(self, item: Prepared | Encoded) -> list[Image.Image]:
+        img = self.pixels(item)
+        v = self.view_spec
+        return [img.crop(box) for box in tile_boxes(img.width, img.height, v.width, v.height)]
+
+    def tiles(self, images: Sequence[Prepared | Encoded]) -> Tiles:
+        per_image = list(self._map(self._tiles_one, images))
+        flat = [tile for tiles in per_image for tile in tiles]
+        return Tiles(batch=model_view(flat, self.view_spec), counts=[len(t) for t in per_image])
+
+    def finish(self, images: Sequence[Prepared], chosen: Sequence[Encoded]) -> list[bytes]:
+        return list(self._map(lambda e: codecs.finish(e, progressive=self.encoding.progressive), chosen))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+
+def _decode_candidate(encoded: Encoded) -> Image.Image:
+    """One of our own candidates, decoded."""
+    img: Image.Image = codecs.decode_image(encoded.data, encoded.format)
+    return img
+
+
+def _attempt(fn: Callable[[SourceImage], Any]) -> Callable[[SourceImage], Any]:
+    """``fn``, returning the exception it raised instead of raising it (one bad source must not stop
+    ``map`` over the others)."""
+
+    def run(src: SourceImage) -> Any:
+        try:
+            return fn(src)
+        except Exception as exc:
+            return exc
+
+    return run

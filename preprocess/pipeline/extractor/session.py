@@ -1,0 +1,144 @@
+"""Inference with onnxruntime: the only module that imports it.
+
+CPU: the CPU provider on numpy batches. GPU: the CUDA provider with IOBinding, taking the
+engine's device batch through DLPack, so pixels never leave the GPU.
+
+Batch independence ("how a batch is cut never changes a row"): on the GPU every model call has the
+same shape. A batch is cut into slices of ``fixed_batch`` rows (views, no copy) and the last, short
+slice is padded to that size (one small copy), so cuDNN's HEURISTIC algorithm choice, which depends
+on the input shape, never changes with how many images are still searching; TF32 is off (the CUDA
+provider turns it on by default, which moves embeddings by ~1e-3, enough to flip a decision at the
+threshold). The same rule can be asked for on the CPU (``fixed_batch=``), which is how it is tested.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from preprocess.core.cpus import cpu_lanes
+from preprocess.core.errors import ConfigError, ErrorCode, device_fault
+from preprocess.pipeline.extractor.built import BuiltModel
+
+ort.set_default_logger_severity(3)
+
+CPU_CHUNK = 8  # measured on 2 cores: batches of 32 cost 2-3x more per image than batches of 8
+GPU_BATCH = 64  # every GPU model call has this many rows (the last slice padded)
+
+
+def cuda_options(device_id: int) -> dict[str, Any]:
+    """The CUDA provider's options: what makes embeddings reproducible and memory bounded."""
+    return {
+        "device_id": device_id,
+        # HEURISTIC: no benchmarking (EXHAUSTIVE re-times every convolution per new shape, and may pick
+        # another algorithm on another run); with one fixed shape per session, one choice for the job.
+        "cudnn_conv_algo_search": "HEURISTIC",
+        "use_tf32": 0,  # full float32: TF32 rounds the convolutions' inputs to 10-bit mantissas
+        "arena_extend_strategy": "kSameAsRequested",  # grow the arena by what is asked, not powers of two
+    }
+
+
+def _preload_cuda_libraries() -> None:
+    """Load cuBLAS, cuDNN, cuRAND ... from the nvidia-* wheels before the CUDA provider links them.
+    ``ort.preload_dlls`` prints its warnings to stdout, which would corrupt ``--json``: to stderr."""
+    with contextlib.redirect_stdout(sys.stderr):
+        ort.preload_dlls()
+
+
+class Extractor:
+    """Embeds batches of model-view images into L2-normalised feature vectors.
+
+    ``fixed_batch``: every model call gets exactly this many rows (default: :data:`GPU_BATCH` on the GPU,
+    none on the CPU, where calls of up to :data:`CPU_CHUNK` rows run as they are).
+    """
+
+    def __init__(self, built: BuiltModel, *, device: str = "cpu", device_id: int = 0,
+                 threads: int | None = None, fixed_batch: int | None = None) -> None:
+        self.built = built
+        self.manifest = built.manifest
+        self.device = device
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or cpu_lanes()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        # Spinning intra-op threads would steal the cores the engine's decode/encode threads need.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        providers: list[Any]
+        if device == "gpu":
+            _preload_cuda_libraries()
+            providers = [("CUDAExecutionProvider", cuda_options(device_id)), "CPUExecutionProvider"]
+        else:
+            providers = ["CPUExecutionProvider"]
+        try:
+            self.session = ort.InferenceSession(str(built.path), sess_options=opts, providers=providers)
+        except Exception as exc:  # out of device memory at start is the device's failure, not a bug
+            fault = device_fault(exc)
+            if fault is not None:
+                raise fault from exc
+            raise
+        if device == "gpu" and "CUDAExecutionProvider" not in self.session.get_providers():
+            # onnxruntime falls back to the CPU silently; device batches would then fail to bind.
+            raise ConfigError("onnxruntime could not start its CUDA provider", code=ErrorCode.ORT_NO_CUDA,
+                              hint="check `python -c 'import onnxruntime as o; o.preload_dlls()'` for a missing "
+                                   "CUDA/cuDNN library (onnxruntime-gpu[cuda,cudnn] installs them), or use "
+                                   "--device cpu")
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name
+        self.device_id = device_id
+        self.fixed = fixed_batch if fixed_batch is not None else (GPU_BATCH if device == "gpu" else None)
+        self.chunk = self.fixed or CPU_CHUNK
+
+    def raw(self, batch: Any) -> np.ndarray:
+        """Model outputs as (N, D) float32 (token selection applied, not normalised).
+
+        ``batch``: a numpy array, or a tensor exposing ``__dlpack__`` (the GPU engine's torch CUDA
+        tensor; a torch CPU tensor takes the same IOBinding path on the CPU)."""
+        n = int(batch.shape[0])
+        run = self._run_host if isinstance(batch, np.ndarray) else self._run_bound
+        parts = [run(batch[i:i + self.chunk]) for i in range(0, max(n, 1), self.chunk)]
+        out = np.concatenate(parts) if len(parts) != 1 else parts[0]
+        feats: np.ndarray = np.asarray(out, dtype=np.float32)
+        if self.manifest.output.token is not None and feats.ndim == 3:
+            feats = feats[:, self.manifest.output.token, :]
+        return feats.reshape(feats.shape[0], -1)
+
+    def _run_host(self, rows: np.ndarray) -> np.ndarray:
+        k = rows.shape[0]
+        if self.fixed and 0 < k < self.fixed:
+            rows = np.concatenate([rows, np.zeros((self.fixed - k, *rows.shape[1:]), dtype=rows.dtype)])
+        out: np.ndarray = self.session.run([self.output_name], {self.input_name: rows})[0]
+        return out[:k]
+
+    def _run_bound(self, rows: Any) -> np.ndarray:
+        """One call on a DLPack tensor (a slice of the batch: a view), padded to the fixed shape."""
+        k = int(rows.shape[0])
+        if self.fixed and 0 < k < self.fixed:
+            import torch  # the device batches are torch tensors (the DALI GPU engine's)
+
+            padded = torch.zeros((self.fixed, *rows.shape[1:]), dtype=rows.dtype, device=rows.device)
+            padded[:k].copy_(rows)
+            if padded.is_cuda:  # onnxruntime reads it on its own stream
+                torch.cuda.current_stream(padded.device).synchronize()
+            rows = padded
+        binding = self.session.io_binding()
+        binding.bind_ortvalue_input(self.input_name, ort.OrtValue.from_dlpack(rows))
+        binding.bind_output(self.output_name, "cpu")
+        self.session.run_with_iobinding(binding)
+        out: np.ndarray = binding.copy_outputs_to_cpu()[0]
+        return out[:k]
+
+    def embed(self, batch: Any) -> np.ndarray:
+        feats = self.raw(batch)
+        norms = np.linalg.norm(feats, axis=1, keepdims=True)
+        unit: np.ndarray = feats / np.maximum(norms, 1e-12)
+        return unit
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity of two batches of L2-normalised embeddings."""
+    sims: np.ndarray = np.einsum("nd,nd->n", a, b).astype(np.float32)
+    return sims

@@ -1,0 +1,296 @@
+"""Header parsers for the formats Pillow cannot open here (WebP, AVIF, JPEG XL) and for JPEG 2000's
+sample depth: size, channels, bit depth, orientation, frames and the embedded ICC profile, read from
+the container without decoding a pixel (the decompression-bomb guard runs on these numbers).
+
+Each parser reads only declared sizes and fixed fields and raises :class:`HeaderError` (``truncated``
+when the data ends inside a header field) for anything it cannot make sense of.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from PIL import Image
+
+from preprocess.pipeline.formats import sniff
+
+# PIL transpose operations for EXIF orientations 1..8 (EXIF 2.32, tag 0x0112).
+EXIF_OPS: dict[int, tuple[Image.Transpose, ...]] = {
+    1: (), 2: (Image.Transpose.FLIP_LEFT_RIGHT,), 3: (Image.Transpose.ROTATE_180,),
+    4: (Image.Transpose.FLIP_TOP_BOTTOM,), 5: (Image.Transpose.TRANSPOSE,), 6: (Image.Transpose.ROTATE_270,),
+    7: (Image.Transpose.TRANSVERSE,), 8: (Image.Transpose.ROTATE_90,),
+}
+
+
+class HeaderError(Exception):
+    def __init__(self, message: str, *, truncated: bool = False) -> None:
+        super().__init__(message)
+        self.truncated = truncated
+
+
+@dataclass(frozen=True)
+class Header:
+    """What a container says about its image (sizes as stored, before orientation)."""
+
+    format: str
+    width: int
+    height: int
+    channels: int
+    bits: int = 8  # bits per sample as stored (a decoder may return them in a wider type)
+    frames: int = 1
+    orientation: int = 1  # as an EXIF orientation; applied by the caller unless the decoder does
+    icc: bytes = b""
+    exif: bytes = b""
+    complete: bool = True  # every size the container declares fits in the data (else: cut off)
+
+    @property
+    def mode(self) -> str:
+        """The Pillow mode the decoded samples map to."""
+        return {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}.get(self.channels, "RGB")
+
+
+def parse(fmt: str, data: bytes) -> Header:
+    parsers = {sniff.WEBP: webp, sniff.AVIF: avif, sniff.JXL: jxl, sniff.JPEG2000: jpeg2000}
+    try:
+        return parsers[fmt](data)
+    except IndexError:
+        raise HeaderError(f"{fmt} header ends early", truncated=True) from None
+    except (KeyError, ValueError) as exc:  # a required box or field is missing or malformed
+        raise HeaderError(f"{fmt} header is malformed ({type(exc).__name__}: {exc})") from None
+
+
+def _u16(data: bytes, pos: int, order: str = "big") -> int:
+    if pos + 2 > len(data):
+        raise IndexError(pos)
+    return int.from_bytes(data[pos:pos + 2], order)  # type: ignore[arg-type]
+
+
+def _u32(data: bytes, pos: int, order: str = "big") -> int:
+    if pos + 4 > len(data):
+        raise IndexError(pos)
+    return int.from_bytes(data[pos:pos + 4], order)  # type: ignore[arg-type]
+
+
+# -- PNG ------------------------------------------------------------------------------------------
+
+
+def png_crc_error(data: bytes) -> str | None:
+    """The name of the first chunk whose CRC does not match (Pillow checks only some), or None.
+    A chunk cut off by the end of the file is left to the decoder (``E_TRUNCATED``)."""
+    pos = 8
+    while pos + 12 <= len(data):
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        end = pos + 8 + length
+        if end + 4 > len(data):
+            return None
+        if zlib.crc32(memoryview(data)[pos + 4:end]) != int.from_bytes(data[end:end + 4], "big"):  # no copy
+            return data[pos + 4:pos + 8].decode("latin-1")
+        if data[pos + 4:pos + 8] == b"IEND":
+            return None
+        pos = end + 4
+    return None
+
+
+# -- WebP (RIFF) -------------------------------------------------------------------------------
+
+
+def webp(data: bytes) -> Header:
+    end = 8 + _u32(data, 4, "little")
+    w = h = 0
+    alpha, frames, icc, exif = False, 0, b"", b""
+    pos = 12
+    while pos + 8 <= min(end, len(data)):
+        fourcc, size = data[pos:pos + 4], _u32(data, pos + 4, "little")
+        body = data[pos + 8:pos + 8 + size]
+        if fourcc in (b"VP8X", b"VP8 ", b"VP8L") and not (w and fourcc != b"VP8X"):
+            w, h, alpha = _webp_frame(fourcc, body, alpha)
+        elif fourcc == b"ICCP":
+            icc = body
+        elif fourcc == b"EXIF":
+            exif = body
+        elif fourcc == b"ANMF":
+            frames += 1
+        pos += 8 + size + (size & 1)
+    if not w:
+        raise HeaderError("WebP: no image header", truncated=len(data) < end)
+    return Header(sniff.WEBP, w, h, 4 if alpha else 3, frames=max(frames, 1), icc=icc, exif=exif,
+                  complete=len(data) >= end, orientation=exif_orientation(exif))
+
+
+def _webp_frame(fourcc: bytes, body: bytes, alpha: bool) -> tuple[int, int, bool]:
+    """(width, height, alpha) from a VP8X, VP8 or VP8L chunk."""
+    if fourcc == b"VP8X":
+        return (1 + int.from_bytes(body[4:7], "little"), 1 + int.from_bytes(body[7:10], "little"),
+                bool(body[0] & 0x10))
+    if fourcc == b"VP8 ":
+        if body[3:6] != b"\x9d\x01\x2a":
+            raise HeaderError("WebP: bad VP8 frame start code")
+        return _u16(body, 6, "little") & 0x3FFF, _u16(body, 8, "little") & 0x3FFF, alpha
+    if body[0] != 0x2F:
+        raise HeaderError("WebP: bad VP8L signature")
+    bits = _u32(body, 1, "little")
+    return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1, bool(bits >> 28 & 1)
+
+
+def exif_orientation(exif: bytes) -> int:
+    if not exif:
+        return 1
+    try:
+        value = Image.Exif()
+        value.load(exif if exif.startswith(b"Exif") else b"Exif\x00\x00" + exif)
+        o = int(value.get(0x0112, 1) or 1)
+    except Exception:  # a damaged EXIF block must not fail a readable image
+        return 1
+    return o if o in EXIF_OPS else 1
+
+
+# -- ISO BMFF boxes (AVIF, the JPEG XL and JP2 containers) ----------------------------------------
+
+
+def boxes(data: bytes, start: int = 0, end: int | None = None) -> Iterator[tuple[bytes, int, int]]:
+    """(type, body start, body end) of each box in ``data[start:end]``; the last may end past the data."""
+    end = len(data) if end is None else end
+    pos = start
+    while pos + 8 <= end:
+        size, kind, head = _u32(data, pos), data[pos + 4:pos + 8], 8
+        if size == 1:
+            size, head = int.from_bytes(data[pos + 8:pos + 16], "big"), 16
+        elif size == 0:
+            size = end - pos
+        if size < head:
+            raise HeaderError(f"box {kind!r} has an invalid size {size}")
+        yield kind, pos + head, pos + size
+        pos += size
+
+
+def _children(data: bytes, body: tuple[int, int], *, full: bool = False) -> dict[bytes, list[tuple[int, int]]]:
+    out: dict[bytes, list[tuple[int, int]]] = {}
+    start = body[0] + (4 if full else 0)
+    for kind, s, e in boxes(data, start, min(body[1], len(data))):
+        out.setdefault(kind, []).append((s, e))
+    return out
+
+
+def avif(data: bytes) -> Header:
+    top = {kind: (s, e) for kind, s, e in boxes(data)}
+    complete = all(e <= len(data) for _, e in top.values())
+    if b"meta" not in top:
+        raise HeaderError("AVIF: no meta box", truncated=not complete)
+    meta = _children(data, top[b"meta"], full=True)
+    ipco = _children(data, _children(data, meta[b"iprp"][0])[b"ipco"][0]) if b"iprp" in meta else {}
+    sizes = [(_u32(data, s + 4), _u32(data, s + 8)) for s, _ in ipco.get(b"ispe", [])]
+    if not sizes:
+        raise HeaderError("AVIF: no image size (ispe)", truncated=not complete)
+    w, h = max(sizes, key=lambda wh: wh[0] * wh[1])
+    icc = next((data[s + 4:e] for s, e in ipco.get(b"colr", []) if data[s:s + 4] in (b"prof", b"rICC")), b"")
+    bits = 8
+    for s, _ in ipco.get(b"av1C", [])[:1]:
+        flags = data[s + 2]
+        bits = 12 if flags & 0x20 and flags & 0x40 else 10 if flags & 0x40 else 8
+    ops: list[Image.Transpose] = []
+    for s, _ in ipco.get(b"irot", [])[:1]:  # MIAF order: rotate (counter-clockwise), then mirror
+        ops += [Image.Transpose.ROTATE_90] * (data[s] & 3)
+    for s, _ in ipco.get(b"imir", [])[:1]:
+        ops.append(Image.Transpose.FLIP_TOP_BOTTOM if data[s] & 1 else Image.Transpose.FLIP_LEFT_RIGHT)
+    channels = 4 if any(b"alpha" in data[s:e] for s, e in ipco.get(b"auxC", [])) else 3
+    return Header(sniff.AVIF, w, h, channels, bits=bits, icc=icc, complete=complete, orientation=_orientation(ops))
+
+
+def _orientation(ops: list[Image.Transpose]) -> int:
+    """The EXIF orientation that does what ``ops`` do (tried on a small asymmetric image)."""
+    probe = Image.frombytes("L", (3, 2), bytes(range(6)))
+    want = probe
+    for op in ops:
+        want = want.transpose(op)
+    for code, seq in EXIF_OPS.items():
+        got = probe
+        for op in seq:
+            got = got.transpose(op)
+        if got.size == want.size and got.tobytes() == want.tobytes():
+            return code
+    return 1
+
+
+# -- JPEG XL -------------------------------------------------------------------------------------
+
+
+class _Bits:
+    """LSB-first bit reader (the JPEG XL codestream's bit order)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def u(self, n: int) -> int:
+        v = 0
+        for i in range(n):
+            v |= (self.data[self.pos >> 3] >> (self.pos & 7) & 1) << i
+            self.pos += 1
+        return v
+
+    def size(self, div8: bool) -> int:
+        if div8:
+            return (self.u(5) + 1) * 8
+        return self.u((9, 13, 18, 30)[self.u(2)]) + 1
+
+
+_JXL_RATIOS = {1: (1, 1), 2: (12, 10), 3: (4, 3), 4: (3, 2), 5: (16, 9), 6: (5, 4), 7: (2, 1)}
+
+
+def jxl(data: bytes) -> Header:
+    complete = True
+    code, exif = data, b""
+    if not data.startswith(b"\xff\x0a"):  # the container: the codestream is in jxlc, or starts in the first jxlp
+        found = b""
+        for kind, s, e in boxes(data):
+            complete &= e <= len(data)
+            if kind == b"jxlc" and not found:
+                found = data[s:e]
+            elif kind == b"jxlp" and not found:
+                found = data[s + 4:e]
+            elif kind == b"Exif":
+                exif = data[s + 4:e]  # after the 4-byte offset to the TIFF header
+        if not found:
+            raise HeaderError("JPEG XL: no codestream box", truncated=not complete)
+        code = found
+    bits = _Bits(code[2:])
+    div8 = bool(bits.u(1))
+    height = bits.size(div8)
+    ratio = bits.u(3)
+    if ratio:
+        num, den = _JXL_RATIOS[ratio]
+        width = height * num // den
+    else:
+        width = bits.size(div8)
+    orientation = 1
+    if not bits.u(1) and bits.u(1):  # not all_default, extra_fields: the orientation comes first
+        orientation = 1 + bits.u(3)
+    # libjxl applies the orientation while decoding: report it, the caller must not apply it again
+    return Header(sniff.JXL, width, height, 3, orientation=orientation, exif=exif, complete=complete)
+
+
+# -- JPEG 2000 -----------------------------------------------------------------------------------
+
+
+def jpeg2000(data: bytes) -> Header:
+    """Size, components and bit depth from the codestream's SIZ marker; the ICC profile from a JP2's
+    colour specification box (method 2 or 3)."""
+    at = data.find(b"\xff\x4f\xff\x51")
+    if at < 0:
+        raise HeaderError("JPEG 2000: no SIZ marker", truncated=True)
+    siz = at + 2
+    width = _u32(data, siz + 6) - _u32(data, siz + 14)
+    height = _u32(data, siz + 10) - _u32(data, siz + 18)
+    components = _u16(data, siz + 38)
+    depth = (data[siz + 40] & 0x7F) + 1
+    icc, complete = b"", data.rstrip(b"\x00").endswith(b"\xff\xd9")
+    if at > 0:
+        for kind, s, e in boxes(data):
+            complete &= e <= len(data)
+            if kind == b"jp2h":
+                colr = _children(data, (s, e)).get(b"colr", [])
+                icc = next((data[cs + 3:ce] for cs, ce in colr if data[cs] in (2, 3)), b"")
+    if width <= 0 or height <= 0 or not 1 <= components <= 16384:
+        raise HeaderError(f"JPEG 2000: invalid size {width}x{height} with {components} components")
+    return Header(sniff.JPEG2000, width, height, min(components, 4), bits=depth, icc=icc, complete=complete)

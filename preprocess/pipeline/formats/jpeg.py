@@ -1,0 +1,98 @@
+"""JPEG: a structural scan of the markers, and a strict decode that reports damaged data.
+
+Pillow drops libjpeg's warnings, so garbage in the entropy-coded data ("Corrupt JPEG data: N
+extraneous bytes before marker", "premature end of data segment", "bad Huffman code") decodes to
+grey or smeared blocks with no error at all. simplejpeg (libjpeg-turbo's TurboJPEG API) raises on
+those warnings when ``strict``: that is the decode used for every JPEG source, with the same DCT
+scaling as Pillow's draft. A file that only lacks its final EOI marker, with every scan complete,
+is accepted (cameras and uploaders cut it; no pixel is missing).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import simplejpeg
+
+from preprocess.core import errors
+from preprocess.core.errors import input_error
+
+# libjpeg warnings that mean the pixels are not what was encoded (so does an invalid marker inside
+# the entropy-coded data, which libjpeg reports as an unsupported marker or a second SOF) ...
+_DAMAGE = ("Corrupt JPEG data", "Premature end of JPEG file", "Huffman", "Inconsistent progression",
+           "arithmetic code")
+# ... and warnings that do not touch the pixels: accepted, the image is decoded without strict checks.
+_HARMLESS = ("unknown JFIF revision", "Invalid SOS parameters for sequential JPEG", "Unknown Adobe color transform",
+             "thumbnail image size")
+_EOI = b"\xff\xd9"
+
+
+def header_end(data: bytes) -> int | None:
+    """Where the entropy-coded data of the first scan starts (after the SOS segment); None when the file
+    ends before it, -1 when the marker structure breaks before it."""
+    n, i = len(data), 2
+    while True:
+        if i + 4 > n:
+            return None
+        if data[i] != 0xFF:
+            return -1
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD8:  # standalone markers
+            i += 2
+        else:
+            length = int.from_bytes(data[i + 2:i + 4], "big")
+            if marker == 0xDA:
+                return i + 2 + length if i + 2 + length <= n else None
+            i += 2 + length
+
+
+def suspect(data: bytes) -> bool:
+    """Cheap structural check: truncated (no EOI) or invalid markers inside the entropy-coded data.
+
+    Not a verdict (garbage without 0xFF bytes passes it); :func:`decode` is. The DALI engine uses it to
+    keep damaged-looking files away from its decoder.
+    """
+    start = header_end(data)
+    if start is None or start < 0:
+        return True
+    scan = np.frombuffer(data, dtype=np.uint8, offset=start)
+    after_ff = scan[np.flatnonzero(scan[:-1] == 0xFF) + 1]
+    eoi = np.flatnonzero(after_ff == 0xD9)
+    if eoi.size == 0:
+        return True
+    after_ff = after_ff[:eoi[0]]  # data after the first EOI (MPF trailers, ...) is not ours
+    return bool(np.any((after_ff > 0x00) & (after_ff < 0xC0)))
+
+
+def decode(data: bytes, mode: str, *, min_size: tuple[int, int] = (0, 0), path: str | None = None) -> np.ndarray:
+    """Decode to an HWC uint8 array (``GRAY`` for L, ``CMYK`` as stored for CMYK, else RGB) at the
+    smallest DCT scale that covers ``min_size`` (width, height); damaged data raises ``E_CORRUPT`` or
+    ``E_TRUNCATED``, a JPEG process libjpeg-turbo lacks ``E_UNSUPPORTED``."""
+    colorspace = {"L": "GRAY", "CMYK": "CMYK"}.get(mode, "RGB")
+    try:
+        return _decode(data, colorspace, min_size, strict=True)
+    except ValueError as exc:
+        message = str(exc)
+    cut = not data.rstrip(b"\x00").endswith(_EOI)
+    if any(word in message for word in _DAMAGE) or suspect(data):
+        if cut and "Premature end of JPEG file" in message:
+            try:  # every scan complete, only the EOI marker missing: nothing is lost
+                return _decode(data + _EOI, colorspace, min_size, strict=True)
+            except ValueError:
+                pass
+        raise input_error(errors.TRUNCATED if cut else errors.CORRUPT, f"cannot decode: {message}", path)
+    if any(word in message for word in _HARMLESS):
+        try:
+            return _decode(data, colorspace, min_size, strict=False)
+        except ValueError as exc:
+            message = str(exc)
+    code = errors.UNSUPPORTED if "Unsupported" in message else errors.CORRUPT
+    raise input_error(code, f"cannot decode: {message}", path)
+
+
+def _decode(data: bytes, colorspace: str, min_size: tuple[int, int], *, strict: bool) -> np.ndarray:
+    arr = simplejpeg.decode_jpeg(data, colorspace=colorspace, min_width=min_size[0], min_height=min_size[1],
+                                 strict=strict)
+    return np.asarray(arr)
+

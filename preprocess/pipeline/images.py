@@ -1,0 +1,372 @@
+"""Reading untrusted source images on the CPU: probe headers, and decode any supported format to
+oriented 8-bit sRGB.
+
+Shared by every engine: the header probe runs before any decode (so a bomb or a non-image never
+reaches a DALI batch), and :func:`decode_rgb` is the one CPU decode path (the pillow engine, the
+DALI engine's CPU fallback, and the stored-bytes reader all use it).
+
+What decodes what (this pillow-simd has libjpeg-turbo and zlib only):
+
+- JPEG: simplejpeg (libjpeg-turbo), strict: damaged entropy-coded data is ``E_CORRUPT`` /
+  ``E_TRUNCATED`` instead of grey blocks stored as ok (:mod:`preprocess.pipeline.formats.jpeg`);
+- PNG, BMP, GIF, PPM/PGM and uncompressed TIFF: Pillow;
+- compressed TIFF (LZW, Deflate, JPEG, PackBits, ZSTD, ...), WebP, JPEG 2000 (JP2 and J2K),
+  AVIF and JPEG XL: imagecodecs (libtiff, libwebp, OpenJPEG, libavif, libjxl);
+- HEIF/HEIC and anything else Pillow recognises: ``E_UNSUPPORTED``, with the list of what is.
+
+Then, in this order: EXIF (or container) orientation, samples scaled to 8 bits
+(:mod:`preprocess.pipeline.formats.pixels`: never saturated), alpha composited on white, and an embedded
+non-sRGB ICC profile converted to sRGB (:mod:`preprocess.pipeline.formats.colour`).
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import imagecodecs
+import numpy as np
+from PIL import (
+    BmpImagePlugin,
+    ExifTags,
+    GifImagePlugin,
+    Image,
+    ImageFile,
+    Jpeg2KImagePlugin,
+    JpegImagePlugin,
+    PngImagePlugin,
+    PpmImagePlugin,
+    TiffImagePlugin,
+)
+
+from preprocess.core import errors
+from preprocess.core.errors import InputError, input_error
+from preprocess.pipeline.formats import colour, containers, jpeg, pixels, sniff
+from preprocess.pipeline.formats.containers import EXIF_OPS, Header, HeaderError
+
+# We enforce our own pixel limit (spec.limits.max_pixels) as an error; Pillow's own guard only
+# warns below 2x its limit, so switch it off and never rely on it.
+Image.MAX_IMAGE_PIXELS = None
+
+# Orientations 5..8 swap width and height (EXIF 2.32, tag 0x0112).
+_SWAPS_AXES = {5, 6, 7, 8}
+# Formats DALI's decoder takes straight from the bytes (when 8-bit RGB/L, single-frame, sRGB). Checked
+# on DALI 2.4's CPU decoder: it decodes WebP, JPEG 2000 and compressed TIFF; not AVIF or JPEG XL.
+_DALI_FORMATS = {"JPEG", "PNG", "TIFF", "BMP", "WEBP", "JPEG2000"}
+_PLAIN_MODES = {"RGB", "L"}
+# TIFF compressions DALI's CPU decoder took (none, LZW, JPEG, Deflate, PackBits, ZSTD); LZMA, WebP,
+# LERC ... failed there, so they take the CPU path.
+_DALI_TIFF_COMPRESSIONS = {1, 5, 7, 8, 32946, 32773, 50000}
+# Header parsers Pillow has here (their decoders may be missing: see _decode_pixels).
+_PILLOW: dict[str, type[ImageFile.ImageFile]] = {
+    sniff.JPEG: JpegImagePlugin.JpegImageFile, sniff.PNG: PngImagePlugin.PngImageFile,
+    sniff.TIFF: TiffImagePlugin.TiffImageFile, sniff.BMP: BmpImagePlugin.BmpImageFile,
+    sniff.GIF: GifImagePlugin.GifImageFile, sniff.PPM: PpmImagePlugin.PpmImageFile,
+    sniff.JPEG2000: Jpeg2KImagePlugin.Jpeg2KImageFile,
+}
+_CODECS: dict[str, Callable[[bytes], np.ndarray]] = {
+    sniff.WEBP: lambda d: imagecodecs.webp_decode(d, index=0),
+    sniff.AVIF: lambda d: imagecodecs.avif_decode(d, index=0),
+    sniff.JXL: lambda d: imagecodecs.jpegxl_decode(d, index=0),
+    sniff.JPEG2000: imagecodecs.jpeg2k_decode,
+    sniff.TIFF: lambda d: imagecodecs.tiff_decode(d, index=0),
+}
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """What a header says about a source, before any pixel is decoded."""
+
+    format: str
+    mode: str
+    width: int  # after EXIF orientation
+    height: int  # after EXIF orientation
+    orientation: int
+    frames: int
+    capture_time: str  # ISO 8601 or ""
+    camera_model: str  # "Make Model" or ""
+    bits: int = 8  # bits per sample as stored
+    profile: str = ""  # an embedded ICC profile other than sRGB (converted to sRGB on decode): its name
+    compression: int = 0  # TIFF's compression tag (0 for other formats)
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+    @property
+    def plain(self) -> bool:
+        """True when a generic decoder (DALI/nvImageCodec) handles it without conversion: a format it
+        decodes, 8-bit RGB or grey, one frame, and no colour profile to apply (sources with a non-sRGB
+        profile take the CPU path, where :func:`decode_rgb` converts them to sRGB)."""
+        return (self.format in _DALI_FORMATS and self.mode in _PLAIN_MODES and self.frames == 1
+                and self.bits == 8 and not self.profile
+                and (self.format != "TIFF" or self.compression in _DALI_TIFF_COMPRESSIONS))
+
+
+@dataclass
+class _Source:
+    """A source's header, opened: a Pillow image (pixels not loaded) or a container header."""
+
+    format: str
+    mode: str
+    stored: tuple[int, int]  # width, height as stored
+    orientation: int  # EXIF orientation of the stored pixels
+    decoder: str  # "jpeg" (strict libjpeg-turbo), "pillow" or "codecs" (imagecodecs)
+    oriented: bool  # the decoder applies the orientation itself (TIFF in Pillow, JPEG XL)
+    frames: int
+    bits: int
+    icc: bytes
+    exif: Image.Exif
+    pil: ImageFile.ImageFile | None = None
+    compression: int = 0
+    complete: bool = True
+    palette: tuple[str, bytes] | None = field(default=None, repr=False)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Width and height after orientation."""
+        w, h = self.stored
+        return (h, w) if self.orientation in _SWAPS_AXES else (w, h)
+
+
+def _exif_fields(exif: Image.Exif) -> tuple[int, str, str]:
+    orientation = int(exif.get(ExifTags.Base.Orientation, 1) or 1)
+    if orientation not in range(1, 9):
+        orientation = 1
+    make = str(exif.get(ExifTags.Base.Make, "") or "").strip("\x00 ")
+    model = str(exif.get(ExifTags.Base.Model, "") or "").strip("\x00 ")
+    camera = model if make and model.startswith(make) else " ".join(p for p in (make, model) if p)
+    when = ""
+    try:
+        sub = exif.get_ifd(ExifTags.IFD.Exif)
+        raw = sub.get(ExifTags.Base.DateTimeOriginal) or exif.get(ExifTags.Base.DateTime)
+        if raw:
+            when = datetime.strptime(str(raw).strip("\x00 "), "%Y:%m:%d %H:%M:%S").isoformat()
+    except (ValueError, KeyError, TypeError, AttributeError, struct.error):
+        when = ""
+    return orientation, when, camera
+
+
+def probe(data: bytes, *, max_pixels: int, path: str | None = None) -> SourceInfo:
+    """Read the header only; raise :class:`InputError` with a stable code for anything unusable."""
+    src = _open(data, path)
+    w, h = src.size
+    if w <= 0 or h <= 0:
+        raise input_error(errors.CORRUPT, f"invalid dimensions {w}x{h}", path)
+    if w * h > max_pixels:
+        raise input_error(errors.TOO_LARGE,
+                          f"{w}x{h} = {w * h / 1e6:.1f} MP exceeds the limit of "
+                          f"{max_pixels / 1e6:.1f} MP (decompression-bomb guard)", path)
+    _, when, camera = _exif_fields(src.exif)
+    found = colour.describe(src.icc)
+    return SourceInfo(format=src.format, mode=src.mode, width=w, height=h, orientation=src.orientation,
+                      frames=src.frames, capture_time=when, camera_model=camera, bits=src.bits,
+                      profile=found[0] if found else "", compression=src.compression)
+
+
+def _open(data: bytes, path: str | None) -> _Source:
+    """Identify ``data`` by its signature and read its header (no pixel is decoded)."""
+    if not data:
+        raise input_error(errors.EMPTY_FILE, "empty file (0 bytes)", path)
+    fmt = sniff.sniff(data)
+    if fmt is None:
+        raise _unknown(data, path)
+    if fmt == sniff.HEIF:
+        raise input_error(errors.UNSUPPORTED, "HEIF/HEIC image: no HEVC decoder is available here", path)
+    try:
+        if fmt in _PILLOW:
+            return _open_pillow(fmt, data)
+        return _from_header(containers.parse(fmt, data))
+    except HeaderError as exc:
+        code = errors.TRUNCATED if exc.truncated else errors.CORRUPT
+        raise input_error(code, f"unreadable {fmt} header: {exc}", path) from None
+    except InputError as exc:
+        raise input_error(exc.code, exc.message, path) from None
+
+
+def _unknown(data: bytes, path: str | None) -> InputError:
+    cut = sniff.cut_signature(data)
+    if cut is not None:
+        return input_error(errors.TRUNCATED, f"the file ends inside its {cut} signature ({len(data)} bytes)", path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            other = Image.open(io.BytesIO(data)).format  # identify only: never loaded
+    except Exception:
+        other = None
+    if other:
+        return input_error(errors.UNSUPPORTED, f"{other} images are not supported", path)
+    return input_error(errors.NOT_AN_IMAGE, "not a recognised image format", path)
+
+
+def _from_header(h: Header) -> _Source:
+    exif = Image.Exif()
+    if h.exif:
+        try:
+            exif.load(h.exif if h.exif.startswith(b"Exif") else b"Exif\x00\x00" + h.exif)
+        except Exception:  # a damaged EXIF block must not fail a readable image
+            exif = Image.Exif()
+    return _Source(format=h.format, mode=h.mode, stored=(h.width, h.height), orientation=h.orientation,
+                   decoder="codecs", oriented=h.format == sniff.JXL, frames=h.frames, bits=h.bits, icc=h.icc, exif=exif,
+                   complete=h.complete)
+
+
+def _open_pillow(fmt: str, data: bytes) -> _Source:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return _pillow_source(fmt, _PILLOW[fmt](io.BytesIO(data)), data)
+    except (InputError, HeaderError):
+        raise
+    except Exception as exc:  # Pillow raises many types for broken headers
+        raise _header_error(fmt, data, exc) from None
+
+
+def _pillow_source(fmt: str, img: ImageFile.ImageFile, data: bytes) -> _Source:
+    try:
+        exif = img.getexif()
+    except Exception:  # a damaged EXIF block must not fail a readable image
+        exif = Image.Exif()
+    decoder = {sniff.JPEG: "jpeg", sniff.JPEG2000: "codecs"}.get(fmt, "pillow")
+    src = _Source(format=fmt, mode=img.mode, stored=img.size, orientation=_exif_fields(exif)[0], decoder=decoder,
+                  oriented=False, frames=_frames(img), bits=8, icc=img.info.get("icc_profile") or b"", exif=exif,
+                  pil=img)
+    if isinstance(img, TiffImagePlugin.TiffImageFile):
+        _tiff_details(src, img, len(data))
+    elif fmt == sniff.PNG and (bad := containers.png_crc_error(data)):
+        raise input_error(errors.CORRUPT, f"PNG chunk {bad} fails its CRC check")
+    elif fmt == sniff.JPEG2000:
+        h = containers.parse(fmt, data)
+        src.bits, src.icc, src.complete, src.orientation = h.bits, h.icc, h.complete, 1
+    return src
+
+
+def _frames(img: ImageFile.ImageFile) -> int:
+    """How many frames (Pillow walks every IFD of a TIFF for it); a broken later frame counts as none,
+    the first one is still used."""
+    try:
+        return int(getattr(img, "n_frames", 1) or 1)
+    except Exception:
+        img.seek(0)  # back to the first frame's state (raises if even that is broken)
+        return 1
+
+
+def _tiff_details(src: _Source, img: TiffImagePlugin.TiffImageFile, size: int) -> None:
+    """Pillow reports a TIFF's size already oriented (and orients when it decodes): keep the stored size
+    for libtiff, which does not; note the bit depth, palette and whether every strip is in the data."""
+    tags = img.tag_v2
+    src.stored = getattr(img, "_tile_size", img.size)
+    libtiff = bool(img.tile) and img.tile[0].codec_name == "libtiff"  # a compression Pillow lacks here
+    src.decoder, src.oriented = ("codecs", False) if libtiff else ("pillow", True)
+    src.compression = int(tags.get(259, 1) or 1)
+    depth = tags.get(258, (8,))
+    src.bits = int(depth[0] if isinstance(depth, tuple) else depth)
+    ends = [int(o) + int(n) for o, n in zip(tags.get(273, tags.get(324, ())) or (),
+                                            tags.get(279, tags.get(325, ())) or (), strict=False)]
+    src.complete = max(ends, default=0) <= size
+    if img.mode == "P" and img.palette is not None:
+        rawmode, table = img.palette.getdata()
+        src.palette = rawmode, bytes(table)
+
+
+def _header_error(fmt: str, data: bytes, exc: Exception) -> InputError:
+    cause = exc.__cause__ or exc
+    text = str(exc)
+    if fmt == sniff.TIFF and isinstance(cause, KeyError):
+        return input_error(errors.UNSUPPORTED, f"TIFF with an unknown compression or layout ({text})")
+    ended = isinstance(cause, EOFError | struct.error) or any(w in text.lower() for w in ("truncated", "end of"))
+    if fmt == sniff.JPEG:
+        ended = jpeg.header_end(data) is None
+    elif fmt == sniff.TIFF and data[2:4] in (b"*\x00", b"\x00*"):  # the first IFD lies past the end
+        ended = ended or int.from_bytes(data[4:8], "little" if data[:1] == b"I" else "big") + 2 > len(data)
+    if "not identified by this driver" in text:
+        text = "no image mode, or a zero width or height"
+    return input_error(errors.TRUNCATED if ended else errors.CORRUPT, f"unreadable {fmt} header: {text}")
+
+
+def to_rgb(img: Image.Image, *, bits: int | None = None) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB correctly: deep samples scaled (never saturated, see
+    :mod:`preprocess.pipeline.formats.pixels`), alpha composited on white, palettes expanded."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img)
+        if mode == "I" and arr.size and int(arr.min()) >= 0 and int(arr.max()) <= 65535:
+            # mode "I" holds 16-bit PNGs as 32-bit ints: their range, unless every value is 8-bit
+            arr = arr.astype(np.uint16) if int(arr.max()) > 255 else arr.astype(np.uint8)
+        return Image.fromarray(pixels.to_8bit(arr, bits), "L").convert("RGB")
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, (255, 255, 255))
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    # CMYK (Adobe-style inverted JPEGs are already un-inverted by the decoder), L, P, 1, YCbCr, ...
+    return img.convert("RGB")
+
+
+def decode_rgb(data: bytes, *, draft_to: tuple[int, int] | None = None, path: str | None = None) -> Image.Image:
+    """Decode fully to an oriented 8-bit sRGB image (first frame of multi-frame files).
+
+    ``draft_to`` (oriented width, height) lets JPEG decode at a reduced DCT scale that still
+    covers the target size: the fast path of the pillow engine.
+    """
+    src = _open(data, path)
+    try:
+        img = _decode_pixels(src, data, draft_to, path)
+    except InputError:
+        raise
+    except Exception as exc:  # every decoder has its own error types
+        code = errors.CORRUPT if src.complete else errors.TRUNCATED
+        text = str(exc) or type(exc).__name__
+        if isinstance(exc, OSError) and any(w in text.lower() for w in ("truncated", "end of file")):
+            code = errors.TRUNCATED
+        raise input_error(code, f"cannot decode: {text}", path) from None
+    if not src.oriented:
+        for op in EXIF_OPS.get(src.orientation, ()):
+            img = img.transpose(op)
+    return _to_srgb(img, src)
+
+
+def _decode_pixels(src: _Source, data: bytes, draft_to: tuple[int, int] | None, path: str | None) -> Image.Image:
+    """The stored pixels (not yet oriented), in whatever mode the decoder gives."""
+    if src.decoder == "jpeg":
+        target = (0, 0)
+        if draft_to is not None:
+            target = draft_to[::-1] if src.orientation in _SWAPS_AXES else draft_to
+        arr = jpeg.decode(data, src.mode, min_size=(int(target[0]), int(target[1])), path=path)
+        if src.mode == "CMYK" and src.pil is not None and src.pil.info.get("adobe") is not None:
+            arr = 255 - arr  # Adobe CMYK JPEGs store inverted samples (as Pillow assumes)
+        return pixels.to_image(arr, cmyk=src.mode == "CMYK")
+    img = src.pil
+    if src.decoder == "pillow" and img is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if src.frames > 1:
+                img.seek(0)
+            img.load()
+        return img
+    arr = np.asarray(_CODECS[src.format](data))
+    if src.palette is not None and arr.ndim == 2:
+        out = Image.fromarray(pixels.to_8bit(arr), "L")
+        out.putpalette(src.palette[1], rawmode=src.palette[0])
+        return out
+    return pixels.to_image(arr, bits=src.bits if src.bits < 8 * arr.dtype.itemsize else None)
+
+
+def _to_srgb(img: Image.Image, src: _Source) -> Image.Image:
+    found = colour.describe(src.icc)
+    space = found[1] if found else ""
+    if space in ("CMYK", "L") and img.mode == space:
+        return colour.to_srgb(img, src.icc)
+    rgb = to_rgb(img, bits=src.bits if src.bits > 8 else None)
+    return colour.to_srgb(rgb, src.icc) if space == "RGB" else rgb
+
+
+jpeg_suspect = jpeg.suspect  # the DALI engine keeps damaged-looking JPEGs from its decoder with it
+
+__all__ = ["SourceInfo", "decode_rgb", "jpeg_suspect", "probe", "to_rgb"]

@@ -1,0 +1,18 @@
+"""What the gate seeds its first guesses from: a branch's latest choices for one spec, read by the store
+(:meth:`preprocess.store.writer.DatasetWriter.recent_choices`) and given to the gate
+(:meth:`preprocess.pipeline.gate.GateStats.seed_from`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, eq=False)
+class Recent:
+    """The branch's latest choices for one spec, oldest first (:meth:`DatasetWriter.recent_choices`)."""
+
+    qualities: tuple[int, ...] = ()
+    made_by: tuple[tuple[str, str], ...] = ()  # per quality: the row's encoder (library) and chroma
+    embeddings: np.ndarray | None = None  # [N, D]: the stored images' embeddings under the job's model

@@ -1,0 +1,230 @@
+"""Finding and reading source images (local files or S3 objects): listing, reading with limits,
+content hashing.
+
+Local files are untrusted names in a folder anyone may write to, so a read never blocks and never
+leaves the input folders by accident: only regular files are opened (a FIFO, socket or device is
+refused before any read), opened without following a final symlink (``O_NOFOLLOW``) and
+non-blocking (``O_NONBLOCK``), and checked again on the open descriptor (``fstat``). A symlink is
+followed only when it resolves inside one of the input roots, unless ``follow_symlinks`` says
+otherwise; a refused link records no hash or size of its target.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PosixPath
+
+from preprocess.core import errors
+from preprocess.core.errors import ErrorCode, InputError, NotFoundError, input_error
+from preprocess.sources.objects import is_object_url, list_objects, read_object
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif",
+                            ".jp2", ".j2k", ".j2c", ".ppm", ".pgm", ".avif", ".jxl",
+                            ".heic", ".heif"})  # HEIF: listed so that it is reported (E_UNSUPPORTED)
+
+# Open flags for a local source: never block (a FIFO or device opened by accident), never follow a
+# final symlink that was not checked (the path opened is already resolved), never leak to children.
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: str
+    data: bytes
+    sha256: str
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+class ObjectPath(PosixPath):
+    """An object in S3 (``s3://bucket/key``) where a source :class:`~pathlib.Path` is expected:
+    ``name``, ``suffix`` and ``str()`` work (``str`` gives the ``s3://`` URL); reading goes through
+    :func:`read_source` (obstore), never the local filesystem."""
+
+    def __str__(self) -> str:
+        parts = self.parts
+        return "s3://" + "/".join(parts[1:]) if parts and parts[0] == "s3:" else super().__str__()
+
+    def __repr__(self) -> str:
+        return f"ObjectPath({str(self)!r})"
+
+
+def source_path(location: str) -> Path:
+    """A source location as a Path (an :class:`ObjectPath` for ``s3://`` URLs)."""
+    return ObjectPath(location) if is_object_url(location) else Path(location)
+
+
+def is_candidate(p: Path) -> bool:
+    """An image file name that is not hidden (partial uploads are often hidden: `.name.part`)."""
+    return p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+
+
+def list_sources(roots: Iterable[str | Path]) -> list[Path]:
+    """Every image file under the roots (recursively), sorted; a root may also be one file, or an
+    ``s3://bucket/prefix`` (every object under it, as :class:`ObjectPath`).
+
+    Hidden files (``.name``, e.g. partial uploads) and files without an image suffix are left out.
+
+    **The path rule** (what rows record as ``source_path``): a local file's path is absolute, under
+    its root's *resolved* folder (``photos``, ``./photos/``, ``/abs/photos`` and a symlink to that
+    folder give the same paths), and keeps its own name below it (a symlink inside the root is
+    recorded by its name, and read only if it resolves inside the root). ``s3://`` URLs are kept as
+    listed.
+    """
+    found: set[Path] = set()
+    for root in roots:
+        if is_object_url(str(root)):  # an S3 prefix (or one object)
+            found.update(p for p in map(ObjectPath, list_objects(str(root))) if is_candidate(p))
+            continue
+        r = Path(root)
+        if r.is_file():
+            found.add(Path(os.path.realpath(r.parent)) / r.name)
+        elif r.is_dir():
+            for dirpath, dirnames, filenames in os.walk(os.path.realpath(r), followlinks=False):
+                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+                for name in filenames:
+                    p = Path(dirpath) / name
+                    if is_candidate(p) and (p.is_file() or p.is_symlink()):
+                        found.add(p)
+        else:
+            raise NotFoundError("source path does not exist", code=ErrorCode.SOURCE_MISSING, path=str(r),
+                              hint="pass a folder of images or image files")
+    return sorted(found)
+
+
+def local_roots(roots: Iterable[str | Path]) -> tuple[str, ...]:
+    """The resolved folders that symlinks may lead into: each local root folder, or the folder of a
+    root that is a file (so ``run in/*.jpg`` confines links like ``run in`` does); ``s3://`` roots
+    are left out."""
+    out: list[str] = []
+    for root in roots:
+        r = str(root)
+        if is_object_url(r):
+            continue
+        out.append(os.path.realpath(r if os.path.isdir(r) else os.path.dirname(os.path.abspath(r))))
+    return tuple(out)
+
+
+def read_source(path: Path, *, max_bytes: int, roots: Sequence[str] | None = None,
+                follow_symlinks: bool = False) -> SourceFile:
+    """Read one file whole and hash it; raise :class:`InputError` when it cannot be used.
+
+    ``roots`` are the input roots (see :func:`local_roots`; None: the file's own folder): a path that
+    resolves outside all of them through a symlink is refused (``E_SYMLINK_OUTSIDE``) unless
+    ``follow_symlinks``. Anything but a regular file is refused (``E_NOT_FILE``) without reading.
+    """
+    p = str(path)
+    if isinstance(path, ObjectPath):
+        return _read_object(p, max_bytes=max_bytes)
+    try:
+        confined = None if follow_symlinks else _confinement(p, roots)
+        data = _read_regular(_resolve(p, confined), p, max_bytes, confined)
+    except InputError:
+        raise
+    except OSError as exc:
+        raise input_error(errors.UNREADABLE, f"cannot read: {exc.strerror or exc}", p) from None
+    return SourceFile(path=p, data=data, sha256=hashlib.sha256(data).hexdigest())
+
+
+def _confinement(path: str, roots: Sequence[str] | None) -> tuple[str, ...]:
+    if roots is None:
+        return local_roots([path])
+    return tuple(os.path.realpath(r) for r in roots)
+
+
+def _inside(real: str, root: str) -> bool:
+    return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _resolve(path: str, confined: tuple[str, ...] | None) -> str:
+    """The file ``path`` leads to, when it may be read: a link out of the ``confined`` roots is refused
+    (None: links are followed anywhere)."""
+    real = os.path.realpath(path)
+    if confined is None or real == os.path.abspath(path) or any(_inside(real, r) for r in confined):
+        return real
+    raise input_error(errors.SYMLINK_OUTSIDE, "a symbolic link that leads outside the input folders; not followed",
+                      path)
+
+
+def _read_regular(real: str, path: str, max_bytes: int, confined: tuple[str, ...] | None) -> bytes:
+    """Read a resolved regular file through one non-blocking descriptor, with the size limit."""
+    _require_regular(os.stat(real).st_mode, path)  # refuse a FIFO or device before opening it
+    fd = os.open(real, _OPEN_FLAGS)
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        _require_regular(st.st_mode, path)  # what was opened, not what the name pointed at before
+        if confined is not None and not _opened_inside(fd, confined):
+            raise input_error(errors.SYMLINK_OUTSIDE, "the file moved outside the input folders while it was "
+                              "opened; not read", path)
+        if st.st_size > max_bytes:
+            raise input_error(errors.TOO_LARGE, f"file is {st.st_size / 1e6:.1f} MB, over the limit of "
+                              f"{max_bytes / 1e6:.1f} MB", path)
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise input_error(errors.TOO_LARGE, f"file grew past the limit of {max_bytes / 1e6:.1f} MB", path)
+    return data
+
+
+_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder"))
+
+
+def _require_regular(mode: int, path: str) -> None:
+    if stat.S_ISREG(mode):
+        return
+    kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+    raise input_error(errors.NOT_A_FILE, f"{kind}, not a regular file; not read", path)
+
+
+def _opened_inside(fd: int, roots: tuple[str, ...]) -> bool:
+    """Whether the open descriptor's file lies inside the roots (closes the race between resolving
+    and opening; Linux only, elsewhere the check before the open stands)."""
+    try:
+        where = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return True
+    return any(_inside(where, r) for r in roots)
+
+
+def _read_object(url: str, *, max_bytes: int) -> SourceFile:
+    try:
+        size, data = read_object(url, max_bytes=max_bytes)
+    except FileNotFoundError:
+        raise input_error(errors.UNREADABLE, "cannot read: the object does not exist", url) from None
+    except OSError as exc:
+        raise input_error(errors.UNREADABLE, f"cannot read: {exc}", url) from None
+    if size > max_bytes:
+        raise input_error(errors.TOO_LARGE, f"file is {size / 1e6:.1f} MB, over the limit of "
+                          f"{max_bytes / 1e6:.1f} MB", url)
+    return SourceFile(path=url, data=data, sha256=hashlib.sha256(data).hexdigest())
+
+
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file's bytes, read in blocks (a model file or a large source need not fit in memory)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def list_digest(entries: Iterable[tuple[str, str]]) -> str:
+    """The input list's hash: sha256 over sorted (path, content sha256) lines."""
+    h = hashlib.sha256()
+    for path, sha in sorted(entries):
+        h.update(f"{path}\t{sha}\n".encode())
+    return h.hexdigest()
+
+
+def batched(items: Iterable[Path], size: int) -> Iterator[list[Path]]:
+    batch: list[Path] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

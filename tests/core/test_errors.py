@@ -1,0 +1,97 @@
+"""Device failures are told apart from bad images by what the libraries say (messages as they print them)."""
+
+from __future__ import annotations
+
+import ast
+
+import pytest
+
+from preprocess.core.codes import MEANINGS, ErrorCode, table
+from preprocess.core.errors import EXIT_CODES, ConfigError, DeviceError, InputError, NotFoundError, device_fault
+from tests.paths import ROOT
+
+OOM = [
+    "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 139.81 GiB total capacity; 137.1 GiB already allocated)",
+    "[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero status code returned while running Conv node. Name:'/f/0'"
+    " Status Message: bfc_arena.cc:359 AllocateRawInternal Failed to allocate memory for requested buffer of size 8",
+    "Critical error in pipeline:\nError in MIXED operator `nvidia.dali.fn.decoders.image`,\nCUDA allocation failed",
+    "CUDA runtime API error cudaErrorMemoryAllocation (2):\nout of memory",
+    "nvJPEG error (NVJPEG_STATUS_ALLOCATOR_FAILURE)",
+]
+FAULTS = [
+    "CUDA error: an illegal memory access was encountered\nCUDA kernel errors might be asynchronously reported",
+    "CUDA failure 700: an illegal memory access was encountered ; GPU=0 ; expr=cudaStreamSynchronize(stream)",
+    "CUDA error: unspecified launch failure",
+    "CUDA error: uncorrectable ECC error encountered",
+    "CUDA driver error: CUDA_ERROR_ILLEGAL_ADDRESS",
+    "Error in thread 0: nvJPEG error (NVJPEG_STATUS_EXECUTION_FAILED)",
+    "CUDA error: device-side assert triggered",
+]
+IMAGES = [
+    "Error in thread 0: nvJPEG error (NVJPEG_STATUS_BAD_JPEG): Bad JPEG",
+    "Assert on \"CanDecode(...)\" failed: Unrecognized image format. Supported formats are: JPEG, PNG, BMP, TIFF",
+    "cannot decode: broken data stream when reading image file",
+    "DALI could not view a candidate: Image shape is invalid",
+]
+
+
+@pytest.mark.parametrize("message", OOM)
+def test_out_of_device_memory_is_a_device_error(message: str) -> None:
+    got = device_fault(RuntimeError(message))
+    assert isinstance(got, DeviceError) and got.code == "DEVICE_OOM"
+    assert "batch" in got.hint and "--device cpu" in got.hint
+    assert got.exit_code == EXIT_CODES["device"] == 6
+
+
+@pytest.mark.parametrize("message", FAULTS)
+def test_sticky_cuda_errors_are_device_faults(message: str) -> None:
+    got = device_fault(RuntimeError(message))
+    assert isinstance(got, DeviceError) and got.code == "DEVICE_FAULT"
+    assert got.message.startswith("GPU fault: ")
+
+
+@pytest.mark.parametrize("message", IMAGES)
+def test_an_images_own_failure_is_not_a_device_error(message: str) -> None:
+    assert device_fault(RuntimeError(message)) is None
+
+
+def test_the_cause_chain_and_types_count() -> None:
+    class OutOfMemoryError(RuntimeError):  # torch.cuda.OutOfMemoryError's name, without importing torch for it
+        pass
+
+    assert device_fault(OutOfMemoryError("")) is not None
+    outer = ValueError("the batch failed")
+    outer.__cause__ = RuntimeError("CUDA error: an illegal memory access was encountered")
+    assert device_fault(outer) is not None
+    err = DeviceError("x")
+    assert device_fault(err) is err
+    assert device_fault(MemoryError()) is None  # the host's memory: not the GPU
+    assert not isinstance(DeviceError("x"), InputError)  # never recorded as an image's failure
+
+
+def test_error_codes_only_grow_and_the_readme_lists_them() -> None:
+    """The enum keeps every code ever shipped, in order (new ones go at the end, and into
+    tests/data/error_codes.txt), and README's table is generated from it."""
+    shipped = (ROOT / "tests" / "data" / "error_codes.txt").read_text().split()
+    assert [str(c) for c in ErrorCode][: len(shipped)] == shipped
+    assert set(MEANINGS) == set(ErrorCode) and all(MEANINGS.values())
+    assert table() in (ROOT / "README.md").read_text()
+    assert ErrorCode.STORE_FULL == "STORE_FULL" and f"{ErrorCode.E_CORRUPT}" == "E_CORRUPT"  # plain strings
+
+
+def test_no_free_error_code_literals_in_the_package() -> None:
+    """Every ``code=`` given to an error names an ErrorCode member, never a string."""
+    free = []
+    for path in (ROOT / "preprocess").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                for kw in node.keywords:
+                    if kw.arg == "code" and isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, str):
+                        free.append(f"{path.relative_to(ROOT)}:{kw.value.lineno}: {kw.value.value}")
+    assert free == []
+
+
+def test_not_found_is_a_type() -> None:
+    exc = NotFoundError("no branch 'x'", code=ErrorCode.BRANCH_MISSING)
+    assert isinstance(exc, ConfigError) and isinstance(exc, LookupError) and exc.exit_code == 2
+    assert str(exc) == "no branch 'x'"  # not KeyError's quoted repr

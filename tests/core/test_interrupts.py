@@ -1,0 +1,194 @@
+"""SIGINT and SIGTERM (issue 16 item 8, issue 14 "a message on Ctrl-C"): at any moment of `preprocess
+run`, from the first instant its handlers exist to the commit, the job exits 130 with one line that
+says what was committed, no traceback, the store at its last commit (or at the job's own commit, when
+the signal came during it, and the line says so), the lock released; a second signal exits at once.
+Real signals to real processes; in-process checks of the commit's shield with real signals too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from preprocess.core import interrupts
+from tests.drivers.test_kill import distinct_photos, rows
+from tests.drivers.watch.harness import wait_until
+from tests.paths import ROOT
+
+NOTHING = "nothing was committed (the dataset stays at its last commit, unlocked; a rerun resumes)"
+
+
+# -- the shield around a commit, in this process ----------------------------------------------------
+
+
+@pytest.fixture
+def installed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The entry point's handlers in this process, with fresh state; pytest's own handlers after."""
+    saved = {sig: signal.getsignal(sig) for sig in interrupts.SIGNALS}
+    monkeypatch.setattr(interrupts, "_state", interrupts._State())
+    interrupts.install()
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def signal_self(sig: signal.Signals) -> None:
+    os.kill(os.getpid(), sig)
+    time.sleep(5)  # the handler raises in the main thread long before this ends
+
+
+def commit_while_signalled(finished: list[bool]) -> None:
+    """A stand-in for a commit that gets SIGINT halfway: it goes on to the end."""
+    with interrupts.held():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)
+        interrupts.committed("SNAP1")
+        finished.append(True)
+
+
+def test_a_signal_raises_where_the_process_is(installed: None) -> None:
+    with pytest.raises(interrupts.Interrupted) as e:
+        signal_self(signal.SIGTERM)
+    assert e.value.exit_code == 130 and e.value.name == "SIGTERM" and e.value.committed is None
+    assert e.value.one_line() == f"interrupted by SIGTERM: {NOTHING}"
+
+
+def test_a_signal_during_a_commit_waits_for_it_and_then_says_what_was_committed(installed: None) -> None:
+    finished: list[bool] = []
+    with pytest.raises(interrupts.Interrupted) as e:
+        commit_while_signalled(finished)
+    assert finished == [True]
+    assert e.value.committed == "SNAP1" and "after the commit: snapshot SNAP1" in e.value.one_line()
+    with pytest.raises(interrupts.Interrupted), interrupts.held():  # no commit begins after a signal
+        finished.append(False)
+    assert finished == [True]
+
+
+def test_a_swallowed_signal_still_stops_at_the_next_check(installed: None) -> None:
+    with contextlib.suppress(interrupts.Interrupted):  # what a careless library does
+        signal_self(signal.SIGINT)
+    with pytest.raises(interrupts.Interrupted):
+        interrupts.check()
+
+
+def test_without_install_nothing_changes() -> None:
+    assert not interrupts._state.installed  # library users and tests: no handlers, no effect
+    with interrupts.held():
+        interrupts.committed("SNAP")
+    interrupts.check()
+    assert interrupts._state.snapshots == []
+
+
+# -- real `preprocess run` processes ----------------------------------------------------------------
+
+
+def handlers_installed(pid: int) -> bool:
+    """Whether the process catches SIGTERM (Python itself does not: only preprocess's handler does)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = int(re.search(r"^SigCgt:\s*([0-9a-f]+)$", status, re.M).group(1), 16)  # type: ignore[union-attr]
+    return bool(caught & (1 << (signal.SIGTERM - 1)))
+
+
+def holder(lock: Path) -> int | None:
+    try:
+        return int(json.loads(lock.read_text() or "{}").get("pid", 0)) or None
+    except (OSError, ValueError):
+        return None
+
+
+class Job:
+    def __init__(self, sources: Path, store: Path) -> None:
+        self.store = store
+        self.proc = subprocess.Popen([sys.executable, "-m", "preprocess", "run", str(sources), "--store", str(store),
+                                      "--engine", "pillow", "--json"], cwd=ROOT, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def started(self) -> None:
+        wait_until(lambda: handlers_installed(self.proc.pid) or self.proc.poll() is not None, 30,
+                   "the handlers installed", every=0.001)
+
+    def writing(self) -> None:
+        wait_until(lambda: holder(self.store / ".preprocess.lock") == self.proc.pid, 120, "the writer open",
+                   every=0.01)
+
+    def committing(self) -> None:
+        wait_until(lambda: holder(self.store / ".preprocess.refs.lock") == self.proc.pid, 240, "the commit",
+                   every=0.001)
+
+    def stop(self, *sigs: signal.Signals, gap: float = 0.05) -> tuple[int, str]:
+        for n, sig in enumerate(sigs):
+            if n:
+                time.sleep(gap)
+            self.proc.send_signal(sig)
+        _, err = self.proc.communicate(timeout=60)
+        assert "Traceback" not in err, err
+        return self.proc.returncode, err
+
+
+@pytest.mark.slow
+def test_signals_at_any_moment_of_a_run(tmp_path: Path, camera_photos: list[Path]) -> None:
+    first, second = tmp_path / "src" / "a", tmp_path / "src" / "b"
+    distinct_photos(camera_photos, first, 4)
+    distinct_photos(camera_photos, second, 40, base=20)
+    store = tmp_path / "cams.icechunk"
+    done = subprocess.run([sys.executable, "-m", "preprocess", "run", str(first), "--store", str(store), "--engine",
+                           "pillow", "--json"], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    n_first, _, committed = rows(store)
+    src = tmp_path / "src"
+
+    moments = [("the first instant the handlers exist", signal.SIGINT, Job.started, 0.0),
+               ("start-up: imports, spec and model", signal.SIGTERM, Job.started, 0.3),
+               ("processing", signal.SIGINT, Job.writing, 1.0),
+               ("processing", signal.SIGTERM, Job.writing, 1.0)]
+    for what, sig, reached, after in moments:
+        job = Job(src, store)
+        reached(job)
+        time.sleep(after)
+        code, err = job.stop(sig)
+        assert code == 130, f"{what}: {err}"
+        assert err.splitlines() == [f"interrupted by {sig.name}: {NOTHING}"], f"{what}: {err!r}"
+        assert rows(store)[::2] == (n_first, committed), what  # at its last commit
+
+    job = Job(src, store)  # a second signal: at once, whatever the first was doing
+    job.writing()
+    time.sleep(1.0)
+    code, err = job.stop(signal.SIGINT, signal.SIGINT)
+    # 130 either way: the second signal exits at once, unless the first had already finished the exit
+    assert code == 130, err
+    assert ("interrupted again by SIGINT: exiting at once" in err.splitlines()[-1]
+            or err.splitlines() == [f"interrupted by SIGINT: {NOTHING}"]), err
+    assert rows(store)[::2] == (n_first, committed)
+
+    job = Job(src, store)  # during the commit: it completes, and the line says so
+    job.committing()
+    code, err = job.stop(signal.SIGINT)
+    assert code == 130 and len(err.splitlines()) == 1, err
+    n, keys, head = rows(store)
+    if "after the commit" in err:
+        assert err.strip() == (f"interrupted by SIGINT after the commit: snapshot {head} holds the job "
+                               "(a rerun adds nothing)")
+        assert n == 44 and len(set(keys)) == 44
+    else:  # the signal came before the commit began
+        assert err.strip() == f"interrupted by SIGINT: {NOTHING}" and (n, head) == (n_first, committed)
+
+    final = subprocess.run([sys.executable, "-m", "preprocess", "run", str(src), "--store", str(store), "--engine",
+                            "pillow", "--json"], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert final.returncode == 0, final.stderr  # the lock was released every time
+    n, keys, _ = rows(store)
+    assert n == 44 and len(set(keys)) == 44

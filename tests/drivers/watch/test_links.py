@@ -1,0 +1,84 @@
+"""The watch daemon reads like `run` (issue 16, item 2): a symlink dropped into the watched folder
+that leads outside it is a failure row (E_SYMLINK_OUTSIDE) with nothing about its target, unless the
+daemon runs with follow_symlinks (in-process daemon, real files, real model, real store)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from preprocess.drivers.watch import WatchDaemon, WatchOptions
+from tests.drivers.watch.harness import read_store, sha, wait_until
+
+
+def _watch(incoming: Path, store: Path, follow: bool, until: int) -> None:
+    daemon = WatchDaemon(WatchOptions(folder=str(incoming), store=str(store), engine="pillow", quiet=0.2,
+                                      commit_interval=0.3, batch_wait=0.1, metrics=None, rescan_interval=60,
+                                      follow_symlinks=follow))
+    codes: list[int] = []
+    runner = threading.Thread(target=lambda: codes.append(daemon.run(install_signals=False)))
+    runner.start()
+    try:
+        wait_until(lambda: (s := read_store(store)) and len(s.items) + len(s.failures) >= until, 90,
+                   f"{until} rows in the store")
+    finally:
+        daemon.stop()
+        runner.join(25)
+    assert codes == [0]
+
+
+@pytest.mark.parametrize("follow", [False, True], ids=["default", "follow-symlinks"])
+def test_links_out_of_the_watched_folder(tmp_path: Path, small_photos: list[Path], follow: bool) -> None:
+    incoming, outside = tmp_path / "incoming", tmp_path / "outside"
+    incoming.mkdir()
+    outside.mkdir()
+    inside, other = small_photos[2].read_bytes(), small_photos[3].read_bytes()
+    (outside / "other.jpg").write_bytes(other)
+    (incoming / "photo.jpg").write_bytes(inside)
+    (incoming / "out.jpg").symlink_to(outside / "other.jpg")
+    (incoming / "p.jpg").symlink_to("/etc/passwd")
+    store = tmp_path / "s.icechunk"
+    _watch(incoming, store, follow, until=3)
+    state = read_store(store)
+    assert state is not None
+    failures = {Path(p).name: code for code, p in state.failures}
+    if follow:
+        assert sorted(state.shas) == sorted([sha(inside), sha(other)])
+        assert failures == {"p.jpg": "E_NOT_IMAGE"}
+    else:
+        assert state.shas == [sha(inside)]
+        assert failures == {"out.jpg": "E_SYMLINK_OUTSIDE", "p.jpg": "E_SYMLINK_OUTSIDE"}
+
+
+def test_a_folder_reached_through_a_link_moves_its_files_under_the_move_to_folder(
+        tmp_path: Path, small_photos: list[Path]) -> None:
+    """`watch /data/cam --move-to /mnt/disk/cam/archive` where /data links to /mnt/disk: a committed file
+    goes to archive/done/<its name> (its path relative to the resolved folder), once, and is not taken
+    again from there."""
+    tmp = tmp_path.resolve()
+    real = tmp / "disk" / "cam"
+    real.mkdir(parents=True)
+    (tmp / "data").symlink_to(tmp / "disk")
+    photo = small_photos[2].read_bytes()
+    (real / "photo.jpg").write_bytes(photo)
+    store, archive = tmp / "s.icechunk", real / "archive"
+    daemon = WatchDaemon(WatchOptions(folder=str(tmp / "data" / "cam"), store=str(store), engine="pillow",
+                                      quiet=0.2, commit_interval=0.3, batch_wait=0.1, metrics=None,
+                                      rescan_interval=1, move_to=str(archive)))
+    codes: list[int] = []
+    runner = threading.Thread(target=lambda: codes.append(daemon.run(install_signals=False)))
+    runner.start()
+    try:
+        wait_until((archive / "done" / "photo.jpg").exists, 90, "the photo moved to the archive")
+        time.sleep(1.5)  # a rescan or two: nothing more is taken
+    finally:
+        daemon.stop()
+        runner.join(25)
+    assert codes == [0]
+    assert sorted(p.relative_to(real).as_posix() for p in real.rglob("*") if p.is_file()) == \
+        ["archive/done/photo.jpg"]
+    state = read_store(store)
+    assert state is not None and state.shas == [sha(photo)] and state.failures == []

@@ -1,0 +1,190 @@
+"""The daemon's parts in isolation: the bounded quiet-period queue, the folder scan, options, logs."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from preprocess.core.errors import ConfigError
+from preprocess.drivers.watch.detect import Detector, Scanning, filesystem_type
+from preprocess.drivers.watch.logs import configure
+from preprocess.drivers.watch.options import WatchOptions, parse_address, parse_duration
+from preprocess.drivers.watch.queue import FileQueue, Stat
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_file_is_ready_only_after_its_quiet_period(tmp_path: Path) -> None:
+    clock = Clock()
+    q = FileQueue(10, quiet=2.0, clock=clock)
+    f = tmp_path / "a.jpg"
+    f.write_bytes(b"x" * 10)
+    assert q.offer(str(f))
+    q.settle()  # first look: size and mtime recorded
+    clock.now += 1.9
+    assert q.settle() == 0
+    with f.open("ab") as fh:  # the writer reopens and appends: the quiet period starts again
+        fh.write(b"y")
+    clock.now += 0.5
+    assert q.settle() == 0
+    clock.now += 1.9
+    assert q.settle() == 0
+    clock.now += 0.2
+    assert q.settle() == 1
+    (taken,) = q.take(5)
+    assert taken.path == str(f) and taken.stat == Stat.of(str(f)) and taken.stat.size == 11
+    # the same version is never taken twice; a new version is
+    assert q.offer(str(f))
+    q.settle()
+    assert len(q) == 0
+    f.write_bytes(b"z" * 12)
+    q.offer(str(f))
+    q.settle()
+    clock.now += 2.1
+    assert q.settle() == 1
+
+
+def test_a_file_held_open_waits_until_closed_or_the_hold_limit(tmp_path: Path) -> None:
+    clock = Clock()
+    q = FileQueue(10, quiet=1.0, open_hold=30.0, clock=clock)
+    f = tmp_path / "a.jpg"
+    f.write_bytes(b"partial")
+    q.opened(str(f))
+    q.offer(str(f))
+    q.settle()
+    clock.now += 5
+    assert q.settle() == 0  # quiet, but a writer still has it open
+    q.closed(str(f))
+    assert q.settle() == 1
+    g = tmp_path / "b.jpg"
+    g.write_bytes(b"held forever")
+    q.opened(str(g))
+    q.offer(str(g))
+    q.settle()
+    clock.now += 31
+    assert q.settle() == 1  # a lost close event cannot stall it forever
+
+
+def test_the_queue_is_bounded_and_remembers_it_overflowed(tmp_path: Path) -> None:
+    clock = Clock()
+    q = FileQueue(4, quiet=0.0, clock=clock)
+    paths = []
+    for i in range(10):
+        p = tmp_path / f"{i}.jpg"
+        p.write_bytes(bytes([i]) * 5)
+        paths.append(str(p))
+    accepted = [q.offer(p) for p in paths]
+    assert accepted == [True] * 4 + [False] * 6
+    assert len(q) == 4 and q.peak == 4 and q.refused == 6
+    assert not q.take_overflow()  # no room yet
+    q.settle()
+    q.settle()
+    assert len(q.take(2)) == 2
+    assert q.take_overflow() and not q.take_overflow()  # once, when there is room
+
+
+def test_gone_files_leave_the_queue(tmp_path: Path) -> None:
+    q = FileQueue(4, quiet=0.0)
+    p = tmp_path / "a.jpg"
+    p.write_bytes(b"1")
+    q.offer(str(p))
+    p.unlink()
+    q.settle()
+    assert len(q) == 0
+
+
+def test_a_scan_offers_image_files_only_and_stops_when_the_queue_is_full(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / ".hidden").mkdir()
+    (tmp_path / "done").mkdir()
+    for name in ("a.jpg", "b.PNG", "sub/c.tif", "notes.txt", ".partial.jpg", ".hidden/d.jpg", "done/e.jpg"):
+        (tmp_path / name).write_bytes(b"data")
+    q = FileQueue(10, quiet=0.0)
+    det = Detector(str(tmp_path), q, Scanning(poll=True, rescan_interval=60.0, exclude=(str(tmp_path / "done"),)))
+    assert det.scan(str(tmp_path)) == 3
+    q.settle()
+    q.settle()
+    assert sorted(Path(r.path).name for r in q.take(10)) == ["a.jpg", "b.PNG", "c.tif"]
+    assert det.scan(str(tmp_path)) == 0  # handled versions are not offered again
+    small = FileQueue(1, quiet=0.0)
+    det2 = Detector(str(tmp_path), small, Scanning(poll=True, rescan_interval=60.0))
+    assert det2.scan(str(tmp_path)) == 1 and small.overflowed
+
+
+def test_filesystem_type_reads_the_longest_mount_point(tmp_path: Path) -> None:
+    mounts = tmp_path / "mounts"
+    mounts.write_text(f"/dev/sda1 / ext4 rw 0 0\nserver:/export {tmp_path} nfs4 rw 0 0\n")
+    assert filesystem_type(tmp_path / "x", str(mounts)) == "nfs4"
+    assert filesystem_type("/usr", str(mounts)) == "ext4"
+    q = FileQueue(1, quiet=0.0)
+    assert Detector(str(tmp_path), q, Scanning(poll_interval=1, rescan_interval=1)).mode in ("inotify", "polling")
+
+
+def test_durations_addresses_and_option_checks(tmp_path: Path) -> None:
+    assert parse_duration("30s", name="x") == 30.0
+    assert parse_duration("500ms", name="x") == 0.5
+    assert parse_duration("2m", name="x") == 120.0
+    assert parse_duration("1.5", name="x") == 1.5
+    with pytest.raises(ConfigError, match="not a duration"):
+        parse_duration("soon", name="--commit-interval")
+    assert parse_address("127.0.0.1:0") == ("127.0.0.1", 0)
+    assert parse_address("9400") == ("127.0.0.1", 9400)
+    assert parse_address("[::1]:9400") == ("::1", 9400)
+    assert parse_address("off") is None
+    with pytest.raises(ConfigError):
+        parse_address("host:port")
+    with pytest.raises(ConfigError, match="does not exist"):
+        WatchOptions(folder=str(tmp_path / "missing"), store=str(tmp_path / "s")).check()
+    with pytest.raises(ConfigError, match="commit-every"):
+        WatchOptions(folder=str(tmp_path), store=str(tmp_path / "s"), commit_every=0).check()
+    with pytest.raises(ConfigError, match="watched folder itself"):
+        WatchOptions(folder=str(tmp_path), store=str(tmp_path / "s"), move_to=str(tmp_path)).check()
+
+
+def test_json_logs_are_one_object_per_line() -> None:
+    buf = io.StringIO()
+    log = configure("json", "info", stream=buf)
+    log.info("commit", extra={"fields": {"snapshot": "ABC", "files": 3}})
+    log.debug("hidden")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        log.exception("failed")
+    lines = buf.getvalue().splitlines()
+    first = json.loads(lines[0])
+    assert first["event"] == "commit" and first["snapshot"] == "ABC" and first["files"] == 3
+    assert first["level"] == "info" and first["logger"] == "preprocess.drivers.watch" and first["ts"].endswith("+00:00")
+    assert "ValueError: boom" in json.loads(lines[1])["exception"]
+    assert len(lines) == 2
+    with pytest.raises(ConfigError):
+        configure("xml")
+    logging.getLogger("preprocess.drivers.watch").handlers.clear()
+
+
+def test_a_folder_reached_through_a_link_is_scanned_at_its_real_path(tmp_path: Path) -> None:
+    """`watch /data/cam --move-to /mnt/disk/cam/done` where /data is a link to /mnt/disk: the folder and
+    its exclusions are compared resolved, so the moved-away files are never taken again."""
+    tmp = tmp_path.resolve()
+    real = tmp / "disk" / "cam"
+    (real / "done").mkdir(parents=True)
+    (tmp / "data").symlink_to(tmp / "disk")
+    (real / "a.jpg").write_bytes(b"data")
+    (real / "done" / "b.jpg").write_bytes(b"data")
+    q = FileQueue(10, quiet=0.0)
+    det = Detector(str(tmp / "data" / "cam"), q,
+                   Scanning(poll=True, rescan_interval=60.0, exclude=(str(real / "done"),)))
+    assert det.folder == str(real)
+    assert det.scan(det.folder) == 1
+    q.settle()
+    q.settle()
+    assert [Path(r.path) for r in q.take(10)] == [real / "a.jpg"]

@@ -1,0 +1,262 @@
+"""The engine contract: every engine (pillow, DALI on CPU, DALI on GPU) must pass this same suite.
+
+References are computed independently with plain Pillow (full decode, EXIF transpose, RGB
+conversion) so an engine cannot agree with itself by construction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from preprocess.core.errors import InputError
+from preprocess.pipeline import codecs
+from preprocess.pipeline.codecs import Candidate, Variant
+from preprocess.pipeline.engines import make_engine
+from preprocess.pipeline.engines.base import Engine, SourceImage
+from preprocess.pipeline.extractor.manifest import find_manifest
+from preprocess.pipeline.extractor.view import model_view
+from preprocess.pipeline.images import probe
+from preprocess.pipeline.spec import Encode, Resize
+
+VIEW = find_manifest("mobilenetv2-imagenet").input
+RESIZE = Resize(mode="long-side", size=1280)
+
+ENGINES = [
+    pytest.param(("pillow", "cpu"), id="pillow"),
+    pytest.param(("dali", "cpu"), id="dali-cpu"),
+    pytest.param(("dali", "gpu"), id="dali-gpu", marks=pytest.mark.gpu),
+]
+
+
+@pytest.fixture(params=ENGINES, scope="module")
+def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
+    name, device = request.param
+    eng = make_engine(name, device, encode=Encode(), view=VIEW, max_batch=8)
+    yield eng
+    eng.close()
+
+
+def source(name: str, data: bytes, resize: Resize = RESIZE) -> SourceImage:
+    info = probe(data, max_pixels=200_000_000, path=name)
+    return SourceImage(path=name, data=data, sha256=hashlib.sha256(data).hexdigest(), info=info,
+                       target=resize.target(info.width, info.height))
+
+
+def reference_rgb(data: bytes) -> Image.Image:
+    img: Image.Image = Image.open(io.BytesIO(data))
+    img = ImageOps.exif_transpose(img) or img
+    if img.mode in ("I;16", "I"):
+        arr = np.asarray(img, dtype=np.float32) / 257.0
+        img = Image.fromarray(arr.round().clip(0, 255).astype(np.uint8), "L")
+    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        bg = Image.new("RGB", rgba.size, (255, 255, 255))
+        bg.paste(rgba, mask=rgba.getchannel("A"))
+        return bg
+    return img.convert("RGB")
+
+
+def pixels(engine: Engine, prepared: object) -> np.ndarray:
+    """The prepared image as host HWC uint8 (decoded from a lossless-enough encode if on device)."""
+    px = getattr(prepared, "pixels", None)
+    if isinstance(px, Image.Image):
+        return np.asarray(px)
+    if isinstance(px, np.ndarray):
+        return px
+    blob = engine.encode([prepared], [jpeg(100)])[0]  # type: ignore[list-item]
+    return np.asarray(Image.open(io.BytesIO(blob.data)).convert("RGB"))
+
+
+def jpeg(quality: int, chroma: str = "420", encoder: str = "libjpeg") -> Candidate:
+    """A JPEG candidate from the engine's own JPEG encoder (libjpeg-turbo, or nvJPEG on the GPU)."""
+    return Candidate(Variant("jpeg", encoder, chroma), quality)
+
+
+def mean_abs(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.float32) - b.astype(np.float32)).mean())
+
+
+def test_resizes_real_photos_to_the_target(engine: Engine, camera_photos: list[Path],
+                                           small_photos: list[Path]) -> None:
+    files = camera_photos[:3] + small_photos[:3]
+    srcs = [source(p.name, p.read_bytes()) for p in files]
+    loaded = engine.load(srcs)
+    assert not loaded.failures
+    assert [p.index for p in loaded.prepared] == list(range(len(srcs)))
+    for p, s in zip(loaded.prepared, srcs, strict=True):
+        assert (p.width, p.height) == s.target
+        assert max(p.width, p.height) <= 1280
+        # never upscaled
+        assert p.width <= s.info.width and p.height <= s.info.height
+        ref = reference_rgb(s.data).resize(s.target, Image.Resampling.LANCZOS)
+        got = pixels(engine, p)
+        assert got.shape == (s.target[1], s.target[0], 3)
+        assert mean_abs(got, np.asarray(ref)) < 4.0, s.path
+
+
+def test_source_view_matches_the_reference_view(engine: Engine, camera_photos: list[Path],
+                                                small_photos: list[Path]) -> None:
+    files = [camera_photos[0], small_photos[0]]
+    srcs = [source(p.name, p.read_bytes()) for p in files]
+    loaded = engine.load(srcs)
+    got = np.asarray(_host(loaded.source_view))
+    ref = model_view([reference_rgb(s.data) for s in srcs], VIEW)
+    assert got.shape == ref.shape == (2, 3, VIEW.height, VIEW.width)
+    assert got.dtype == np.float32
+    # normalised units: ~0.02 is about one 8-bit level
+    assert float(np.abs(got - ref).mean()) < 0.06
+
+
+def _host(batch: object) -> np.ndarray:
+    if isinstance(batch, np.ndarray):
+        return batch
+    import torch
+
+    return torch.utils.dlpack.from_dlpack(batch).cpu().numpy()  # type: ignore[arg-type]
+
+
+def test_encode_makes_real_jpegs_and_bytes_grow_with_quality(engine: Engine, camera_photos: list[Path]) -> None:
+    s = source("cam", camera_photos[1].read_bytes())
+    loaded = engine.load([s])
+    p = loaded.prepared[0]
+    blobs = [e.data for e in engine.encode([p, p, p], [jpeg(30), jpeg(60), jpeg(95)])]
+    sizes = [len(b) for b in blobs]
+    assert sizes[0] < sizes[1] < sizes[2]
+    for b in blobs:
+        img = Image.open(io.BytesIO(b))
+        assert img.format == "JPEG"
+        assert img.size == s.target
+        img.load()
+    assert sizes[2] < len(s.data)  # resized 4x fewer pixels: smaller even at q95
+    # 4:2:0 subsampling as specified
+    from PIL import JpegImagePlugin
+
+    assert JpegImagePlugin.get_sampling(Image.open(io.BytesIO(blobs[1]))) == 2
+
+
+def test_view_of_encoded_bytes_matches_reference(engine: Engine, camera_photos: list[Path]) -> None:
+    s = source("cam", camera_photos[2].read_bytes())
+    loaded = engine.load([s])
+    blob = engine.encode(loaded.prepared, [jpeg(90)])[0]
+    got = _host(engine.view([blob]))
+    ref = model_view([Image.open(io.BytesIO(blob.data)).convert("RGB")], VIEW)
+    assert float(np.abs(got - ref).mean()) < 0.06
+
+
+@pytest.mark.parametrize("name", ["rotated6.jpg", "rotated3.jpg", "cmyk.jpg", "gray.jpg", "gray16.png",
+                                  "rgba.png", "palette.png", "multiframe.tif"])
+def test_odd_images_convert_correctly(engine: Engine, odd_images: dict[str, bytes], name: str) -> None:
+    data = odd_images[name]
+    s = source(name, data)
+    loaded = engine.load([s])
+    assert not loaded.failures, loaded.failures
+    p = loaded.prepared[0]
+    ref = reference_rgb(data)
+    assert (p.width, p.height) == ref.size  # small photo: not resized; orientation applied
+    got = pixels(engine, p)
+    assert mean_abs(got, np.asarray(ref)) < 4.0
+    if name.startswith("gray"):
+        assert mean_abs(got[..., 0], got[..., 2]) < 1.0
+
+
+def test_a_bad_image_fails_alone(engine: Engine, bad_images: dict[str, tuple[bytes, str]],
+                                 small_photos: list[Path]) -> None:
+    good = [source(p.name, p.read_bytes()) for p in small_photos[:3]]
+    truncated = source("truncated.jpg", bad_images["truncated.jpg"][0])
+    batch = [good[0], truncated, good[1], good[2]]
+    loaded = engine.load(batch)
+    assert [i for i, _ in loaded.failures] == [1]
+    err = loaded.failures[0][1]
+    assert isinstance(err, InputError)
+    assert err.code in ("E_TRUNCATED", "E_CORRUPT")
+    assert err.path == "truncated.jpg"
+    assert [p.index for p in loaded.prepared] == [0, 2, 3]
+    assert _host(loaded.source_view).shape[0] == 3
+
+
+def test_tiles_line_up_and_match_reference_crops(engine: Engine, camera_photos: list[Path],
+                                                 small_photos: list[Path]) -> None:
+    from preprocess.pipeline.engines.base import tile_boxes
+
+    resize = Resize(mode="long-side", size=640)
+    files = [camera_photos[3], next(p for p in small_photos if p.name == "chelsea.png")]
+    srcs = [source(p.name, p.read_bytes(), resize) for p in files]
+    loaded = engine.load(srcs)
+    ref_tiles = engine.tiles(loaded.prepared)
+    blobs = engine.encode(loaded.prepared, [jpeg(95), jpeg(95)])
+    got_tiles = engine.tiles(blobs)
+    expected = [len(tile_boxes(p.width, p.height, VIEW.width, VIEW.height)) for p in loaded.prepared]
+    assert ref_tiles.counts == got_tiles.counts == expected == [6, 6]  # 640x400 and 451x300 (not upscaled)
+    ref = _host(ref_tiles.batch)
+    got = _host(got_tiles.batch)
+    assert ref.shape == got.shape == (12, 3, VIEW.height, VIEW.width)
+    # q95 candidates' tiles are close to the uncompressed tiles, tile by tile
+    assert float(np.abs(ref - got).mean()) < 0.1
+    # and each decoded tile is the reference crop of the decoded candidate, in the model's view
+    img = Image.open(io.BytesIO(blobs[0].data)).convert("RGB")
+    crops = [img.crop(b) for b in tile_boxes(img.width, img.height, VIEW.width, VIEW.height)]
+    assert float(np.abs(got[:6] - model_view(crops, VIEW)).mean()) < 0.06
+
+
+EVERY_VARIANT = [Variant("jpeg", "jpegli", "420"), Variant("jpeg", "libjpeg", "444"), Variant("webp", "libwebp", "420"),
+                 Variant("avif", "libavif", "420"), Variant("avif", "libavif", "444"), Variant("jxl", "libjxl", "")]
+
+
+@pytest.mark.parametrize("variant", EVERY_VARIANT, ids=lambda v: f"{v.format}-{v.encoder}-{v.chroma}")
+def test_every_format_encodes_views_and_decodes(engine: Engine, small_photos: list[Path], variant: Variant) -> None:
+    """Each engine offers every format: encode, the model view of the candidate (its own decode), and
+    codecs.decode (what readers use) agree with the prepared pixels."""
+    s = source("chelsea", next(p for p in small_photos if p.name == "chelsea.png").read_bytes())
+    loaded = engine.load([s])
+    p = loaded.prepared[0]
+    lo, hi = engine.encode([p, p], [Candidate(variant, 30), Candidate(variant, 90)])
+    assert len(lo.data) < len(hi.data)
+    assert codecs.sniff(hi.data) == variant.format
+    decoded = codecs.decode(hi.data, variant.format)
+    assert decoded.shape == (p.height, p.width, 3) and decoded.dtype == np.uint8
+    assert mean_abs(decoded, pixels(engine, p)) < 4.0  # q90 of any codec is close to the source
+    got = _host(engine.view([hi]))
+    ref = model_view([Image.fromarray(decoded)], VIEW)
+    assert float(np.abs(got - ref).mean()) < 0.06
+    assert mean_abs(np.asarray(engine.pixels(hi)), decoded) < 1.0
+
+
+@pytest.mark.parametrize("encoder", ["jpegli", "libjpeg"])
+def test_finished_jpeg_is_smaller_with_the_same_pixels(engine: Engine, camera_photos: list[Path],
+                                                       encoder: str) -> None:
+    """What is stored (Engine.finish: mozjpeg's lossless scan optimization) decodes to exactly the pixels
+    of the candidate the gate measured, in fewer bytes."""
+    s = source("cam", camera_photos[4].read_bytes())
+    p = engine.load([s]).prepared[0]
+    probes = engine.encode([p, p], [jpeg(20, encoder=encoder), jpeg(60, encoder=encoder)])
+    final = engine.finish([p, p], probes)
+    for probe_, stored in zip(probes, final, strict=True):
+        assert len(stored) < len(probe_.data)
+        assert Image.open(io.BytesIO(stored)).info.get("progressive")
+        measured = np.asarray(Image.open(io.BytesIO(probe_.data)))
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(stored))), measured)
+
+
+def test_finished_baseline_jpeg_keeps_the_pixels(camera_photos: list[Path]) -> None:
+    """``progressive = false`` (libjpeg only): the stored bytes are baseline JPEG with optimized Huffman
+    tables, decoding to exactly the measured candidate's pixels (on DALI: nvImageCodec encodes it again)."""
+    encode = Encode(encoders=("libjpeg",), progressive=False)
+    for name in ("pillow", "dali"):
+        eng = make_engine(name, "cpu", encode=encode, view=VIEW, max_batch=8)
+        try:
+            p = eng.load([source("cam", camera_photos[4].read_bytes())]).prepared[0]
+            probes = eng.encode([p, p], [jpeg(20), jpeg(60, "444")])
+            for probe_, stored in zip(probes, eng.finish([p, p], probes), strict=True):
+                assert len(stored) <= len(probe_.data)
+                assert not Image.open(io.BytesIO(stored)).info.get("progressive")
+                measured = np.asarray(Image.open(io.BytesIO(probe_.data)))
+                assert np.array_equal(np.asarray(Image.open(io.BytesIO(stored))), measured)
+        finally:
+            eng.close()
