@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _uses_any(node: ast.expr | None) -> bool:
-    return node is not None and any(isinstance(n, ast.Name) and n.id == "Any" or
-                                    isinstance(n, ast.Attribute) and n.attr == "Any" for n in ast.walk(node))
+    return node is not None and any((isinstance(n, ast.Name) and n.id == "Any") or
+                                    (isinstance(n, ast.Attribute) and n.attr == "Any") for n in ast.walk(node))
 
 
 def signatures(package: Path) -> tuple[int, Counter[str]]:
