@@ -52,7 +52,8 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
-from preprocess.core.errors import ConfigError, ErrorCode
+from preprocess.core.codes import ErrorCode
+from preprocess.core.errors import ConfigError
 from preprocess.pipeline.codecs import sniff
 from preprocess.pipeline.images import decode_rgb as decode_image
 from preprocess.rows.schema import ITEM_COLUMNS

@@ -18,7 +18,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from preprocess.cli.app import app, err, fail, fmt, out
-from preprocess.core.errors import ErrorCode, PreprocessError
+from preprocess.core.codes import ErrorCode
+from preprocess.core.errors import PreprocessError
 from preprocess.core.units import size
 
 if TYPE_CHECKING:

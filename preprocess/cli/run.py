@@ -10,7 +10,8 @@ from rich.table import Table
 
 from preprocess.cli.app import RichProgress, app, err, fail, fmt, out, quiet_libraries
 from preprocess.core import errors
-from preprocess.core.errors import ErrorCode, PreprocessError
+from preprocess.core.codes import ErrorCode
+from preprocess.core.errors import PreprocessError
 from preprocess.core.units import size
 
 if TYPE_CHECKING:

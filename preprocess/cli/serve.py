@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 
 from preprocess.cli.app import app, err, fail
-from preprocess.core.errors import ConfigError, ErrorCode, PreprocessError
+from preprocess.core.codes import ErrorCode
+from preprocess.core.errors import ConfigError, PreprocessError
 from preprocess.core.interrupts import Interrupted
 
 

@@ -13,7 +13,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from preprocess.cli.app import app, err, fail, out, quiet_libraries
-from preprocess.core.errors import ConfigError, ErrorCode, PreprocessError
+from preprocess.core.codes import ErrorCode
+from preprocess.core.errors import ConfigError, PreprocessError
 from preprocess.core.units import size
 
 if TYPE_CHECKING:

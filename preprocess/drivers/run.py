@@ -21,7 +21,8 @@ from functools import partial
 from pathlib import Path
 
 from preprocess.core import interrupts
-from preprocess.core.errors import ConfigError, ErrorCode
+from preprocess.core.codes import ErrorCode
+from preprocess.core.errors import ConfigError
 from preprocess.core.progress import Progress, SilentProgress
 from preprocess.core.timing import Stopwatch
 from preprocess.drivers.ingest import Ingest, JobInfo, Summary, read_files

@@ -27,8 +27,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from preprocess.core import errors
+from preprocess.core.codes import ErrorCode
 from preprocess.core.cpus import cpu_lanes, cpu_share
-from preprocess.core.errors import ConfigError, DeviceError, ErrorCode, InputError, device_fault, input_error
+from preprocess.core.errors import ConfigError, DeviceError, InputError, device_fault, input_error
 from preprocess.pipeline.engines import make_engine, resolve
 from preprocess.pipeline.engines.base import Engine, SourceImage
 from preprocess.pipeline.extractor.build import BuiltModel, build

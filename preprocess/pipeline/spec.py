@@ -16,7 +16,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from preprocess.core.errors import ConfigError, ErrorCode, NotFoundError, did_you_mean
+from preprocess.core.codes import ErrorCode
+from preprocess.core.errors import ConfigError, NotFoundError, did_you_mean
 from preprocess.pipeline.codecs import Variant, check_encode, variants
 from preprocess.rows.formats import FORMATS
 

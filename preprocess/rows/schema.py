@@ -28,7 +28,8 @@ import numpy as np
 import zarr
 from zarr.errors import GroupNotFoundError, UnstableSpecificationWarning
 
-from preprocess.core.errors import ConfigError, ErrorCode, InternalError, StorageError
+from preprocess.core.codes import ErrorCode
+from preprocess.core.errors import ConfigError, InternalError, StorageError
 
 FORMAT_ATTR = "preprocess_format"
 FORMAT_VERSION = 1

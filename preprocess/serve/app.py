@@ -18,7 +18,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from preprocess.core.errors import ConfigError, ErrorCode, InputError, InternalError, NotFoundError, PreprocessError
+from preprocess.core.codes import ErrorCode
+from preprocess.core.errors import ConfigError, InputError, InternalError, NotFoundError, PreprocessError
 from preprocess.core.units import size
 from preprocess.rows.provenance import SpecInfo
 from preprocess.serve import media, pages

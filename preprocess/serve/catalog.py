@@ -17,7 +17,8 @@ from typing import Any
 import icechunk as ic
 import numpy as np
 
-from preprocess.core.errors import ErrorCode, NotFoundError
+from preprocess.core.codes import ErrorCode
+from preprocess.core.errors import NotFoundError
 from preprocess.pipeline.images import decode_rgb
 from preprocess.rows.schema import item_key
 from preprocess.serve import compare, renditions

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from preprocess.core.errors import ConfigError, ErrorCode, InputError, NotFoundError
+from preprocess.core.codes import ErrorCode
+from preprocess.core.errors import ConfigError, InputError, NotFoundError
 from preprocess.pipeline.images import decode_rgb, probe
 from preprocess.pipeline.regions import Region, abs_difference, changed_region, heat
 from preprocess.serve.renditions import png

@@ -16,7 +16,8 @@ from urllib.parse import urlencode
 
 import numpy as np
 
-from preprocess.core.errors import ConfigError, ErrorCode
+from preprocess.core.codes import ErrorCode
+from preprocess.core.errors import ConfigError
 from preprocess.rows.schema import ITEM_STATUSES
 
 SORTS = {"row": "", "similarity": "similarity", "quality": "quality", "bytes": "bytes"}

@@ -9,7 +9,8 @@ from collections.abc import Callable
 from starlette.requests import Request
 from starlette.responses import Response
 
-from preprocess.core.errors import ErrorCode, NotFoundError
+from preprocess.core.codes import ErrorCode
+from preprocess.core.errors import NotFoundError
 from preprocess.serve import renditions
 from preprocess.serve.pages import catalog
 from preprocess.store.refs import SNAPSHOT_ID

@@ -10,7 +10,8 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from preprocess.core.errors import FAILURE_HINTS, ConfigError, ErrorCode, InputError
+from preprocess.core.codes import ErrorCode
+from preprocess.core.errors import FAILURE_HINTS, ConfigError, InputError
 from preprocess.rows.schema import ITEM_STATUSES
 from preprocess.serve.catalog import Catalog
 from preprocess.serve.grid import CARD_FIELDS, PER_PAGE, RANGES, SORTS, GridQuery, Page

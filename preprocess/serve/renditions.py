@@ -11,7 +11,8 @@ import io
 
 from PIL import Image
 
-from preprocess.core.errors import ConfigError, ErrorCode
+from preprocess.core.codes import ErrorCode
+from preprocess.core.errors import ConfigError
 from preprocess.pipeline.formats import sniff
 from preprocess.pipeline.images import decode_rgb as decode
 

@@ -7,7 +7,8 @@ import socket
 
 import uvicorn
 
-from preprocess.core.errors import ConfigError, ErrorCode
+from preprocess.core.codes import ErrorCode
+from preprocess.core.errors import ConfigError
 from preprocess.serve.app import create_app
 from preprocess.serve.catalog import Catalog
 from preprocess.store import history, refs

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path, PosixPath
 
 from preprocess.core import errors
-from preprocess.core.errors import ErrorCode, InputError, NotFoundError, input_error
+from preprocess.core.codes import ErrorCode
+from preprocess.core.errors import InputError, NotFoundError, input_error
 from preprocess.sources.objects import is_object_url, list_objects, read_object
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif",

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from preprocess.core.errors import ConfigError, ErrorCode, NotFoundError
+from preprocess.core.codes import ErrorCode
+from preprocess.core.errors import ConfigError, NotFoundError
 
 SCHEME = "s3"
 

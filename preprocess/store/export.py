@@ -22,7 +22,8 @@ from typing import Any, Literal
 import icechunk as ic
 import numpy as np
 
-from preprocess.core.errors import ConfigError, ErrorCode, StorageError
+from preprocess.core.codes import ErrorCode
+from preprocess.core.errors import ConfigError, StorageError
 from preprocess.rows.formats import file_suffix
 from preprocess.rows.schema import ITEM_COLUMNS
 from preprocess.store import refs

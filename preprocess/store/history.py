@@ -19,7 +19,8 @@ from typing import Any
 import icechunk as ic
 import numpy as np
 
-from preprocess.core.errors import ErrorCode, NotFoundError
+from preprocess.core.codes import ErrorCode
+from preprocess.core.errors import NotFoundError
 from preprocess.rows import schema
 from preprocess.rows.provenance import Provenance, SpecInfo
 from preprocess.rows.schema import ITEM_COLUMNS, item_key

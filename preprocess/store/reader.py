@@ -18,7 +18,8 @@ import icechunk as ic
 import numpy as np
 import zarr
 
-from preprocess.core.errors import ConfigError, ErrorCode, NotFoundError, StorageError, did_you_mean
+from preprocess.core.codes import ErrorCode
+from preprocess.core.errors import ConfigError, NotFoundError, StorageError, did_you_mean
 from preprocess.rows import schema
 from preprocess.rows.schema import EMBEDDING, FAILURE_COLUMNS, FAILURES, ITEM_COLUMNS, ITEMS, Column
 from preprocess.store import lookup

@@ -28,7 +28,8 @@ from typing import Any, Literal
 
 import icechunk as ic
 
-from preprocess.core.errors import ConfigError, ConflictError, ErrorCode, NotFoundError, did_you_mean
+from preprocess.core.codes import ErrorCode
+from preprocess.core.errors import ConfigError, ConflictError, NotFoundError, did_you_mean
 from preprocess.store.storage import (
     LOCK_FILE,
     REFS_LOCK_FILE,

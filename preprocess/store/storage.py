@@ -40,7 +40,8 @@ from urllib.parse import unquote, urlparse
 
 import icechunk as ic
 
-from preprocess.core.errors import ConfigError, ConflictError, ErrorCode, NotFoundError, PreprocessError, StorageError
+from preprocess.core.codes import ErrorCode
+from preprocess.core.errors import ConfigError, ConflictError, NotFoundError, PreprocessError, StorageError
 from preprocess.sources.objects import is_object_url, parse_s3, s3_config
 
 LOCK_FILE = ".preprocess.lock"  # one writer at a time

@@ -31,7 +31,8 @@ import numpy as np
 import zarr
 
 from preprocess.core import interrupts
-from preprocess.core.errors import ConfigError, ConflictError, ErrorCode, InternalError, NotFoundError, StorageError
+from preprocess.core.codes import ErrorCode
+from preprocess.core.errors import ConfigError, ConflictError, InternalError, NotFoundError, StorageError
 from preprocess.rows import schema
 from preprocess.rows.recent import Recent
 from preprocess.rows.schema import (

@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from preprocess.core.errors import ConfigError, ErrorCode
+from preprocess.core.codes import ErrorCode
+from preprocess.core.errors import ConfigError
 from preprocess.pipeline.spec import Quality
 from preprocess.tune.sweep import ModelSweep, Sweep
 

@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from preprocess.core.errors import ConfigError, ErrorCode, InputError
+from preprocess.core.codes import ErrorCode
+from preprocess.core.errors import ConfigError, InputError
 from preprocess.core.progress import Progress, SilentProgress
 from preprocess.core.timing import Laps, Timings
 from preprocess.pipeline.codecs import Candidate, Encoded, Variant

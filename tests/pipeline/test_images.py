@@ -17,7 +17,8 @@ import pytest
 import tifffile
 from PIL import Image
 
-from preprocess.core.errors import FAILURE_HINTS, ErrorCode, InputError
+from preprocess.core.codes import ErrorCode
+from preprocess.core.errors import FAILURE_HINTS, InputError
 from preprocess.pipeline.images import decode_rgb, probe
 
 MAX = 100_000_000

@@ -30,7 +30,8 @@ import numpy as np
 import pyarrow as pa
 
 from preprocess.core import interrupts
-from preprocess.core.errors import ConfigError, ErrorCode, InputError, InternalError, PreprocessError, device_fault
+from preprocess.core.codes import ErrorCode
+from preprocess.core.errors import ConfigError, InputError, InternalError, PreprocessError, device_fault
 from preprocess.core.progress import Progress, SilentProgress
 from preprocess.core.timing import Stopwatch
 from preprocess.drivers.ingest import Ingest, JobInfo, Stored, Summary

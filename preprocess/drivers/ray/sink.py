@@ -16,7 +16,8 @@ from collections.abc import Sequence
 
 import pyarrow as pa
 
-from preprocess.core.errors import ErrorCode, InternalError
+from preprocess.core.codes import ErrorCode
+from preprocess.core.errors import InternalError
 from preprocess.rows.schema import CHUNK_ROWS, FailureRow, ItemRow
 
 

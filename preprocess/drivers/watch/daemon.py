@@ -36,10 +36,10 @@ from types import FrameType
 from typing import Any
 
 from preprocess.core import errors
+from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import (
     ConflictError,
     DeviceError,
-    ErrorCode,
     InternalError,
     PreprocessError,
     StorageError,

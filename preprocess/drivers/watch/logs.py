@@ -13,7 +13,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from preprocess.core.errors import ErrorCode
+from preprocess.core.codes import ErrorCode
 
 LOGGER = "preprocess.drivers.watch"
 

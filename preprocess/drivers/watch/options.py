@@ -6,7 +6,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from preprocess.core.errors import ConfigError, ErrorCode
+from preprocess.core.codes import ErrorCode
+from preprocess.core.errors import ConfigError
 from preprocess.sources.objects import is_object_url
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")

@@ -19,7 +19,8 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from preprocess.core.errors import ConfigError, ErrorCode
+from preprocess.core.codes import ErrorCode
+from preprocess.core.errors import ConfigError
 
 Probe = Callable[[], tuple[bool, dict[str, Any]]]
 

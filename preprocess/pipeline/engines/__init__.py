@@ -1,6 +1,6 @@
 """Engines: decode -> resize -> encode behind one small interface (see :mod:`.base`)."""
 
-from preprocess.core.errors import ErrorCode
+from preprocess.core.codes import ErrorCode
 from preprocess.pipeline.engines.base import Engine, Loaded, Prepared, SourceImage, Tiles, tile_boxes
 
 __all__ = ["Engine", "Loaded", "Prepared", "SourceImage", "Tiles", "tile_boxes"]

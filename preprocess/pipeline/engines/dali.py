@@ -59,8 +59,9 @@ from nvidia.dali.pipeline import Pipeline as _Pipeline
 from PIL import Image
 
 from preprocess.core import errors
+from preprocess.core.codes import ErrorCode
 from preprocess.core.cpus import cpu_lanes
-from preprocess.core.errors import ErrorCode, InputError, InternalError, device_fault, input_error
+from preprocess.core.errors import InputError, InternalError, device_fault, input_error
 from preprocess.pipeline import codecs
 from preprocess.pipeline.codecs import Candidate, Encoded, Variant
 from preprocess.pipeline.engines.base import Engine, Loaded, Prepared, SourceImage, Tiles, tile_boxes

@@ -22,7 +22,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from preprocess.core.errors import ConfigError, ErrorCode, InternalError, NotFoundError
+from preprocess.core.codes import ErrorCode
+from preprocess.core.errors import ConfigError, InternalError, NotFoundError
 from preprocess.pipeline.extractor.built import BuiltModel
 from preprocess.pipeline.extractor.manifest import Manifest
 from preprocess.sources.files import sha256_file

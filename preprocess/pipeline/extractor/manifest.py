@@ -18,7 +18,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from preprocess.core.errors import ConfigError, ErrorCode, NotFoundError
+from preprocess.core.codes import ErrorCode
+from preprocess.core.errors import ConfigError, NotFoundError
 from preprocess.pipeline.spec import bundled_dir
 
 

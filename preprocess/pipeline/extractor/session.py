@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from preprocess.core.codes import ErrorCode
 from preprocess.core.cpus import cpu_lanes
-from preprocess.core.errors import ConfigError, ErrorCode, device_fault
+from preprocess.core.errors import ConfigError, device_fault
 from preprocess.pipeline.extractor.built import BuiltModel
 
 ort.set_default_logger_severity(3)

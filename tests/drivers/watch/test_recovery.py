@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from preprocess.core.errors import ErrorCode, StorageError
+from preprocess.core.codes import ErrorCode
+from preprocess.core.errors import StorageError
 from preprocess.drivers.watch import WatchDaemon, WatchOptions
 from preprocess.store import DatasetWriter
 from tests.drivers.watch.harness import read_store, sha, wait_until
