@@ -9,7 +9,9 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from preprocess.core.errors import PreprocessError
 
@@ -25,9 +27,9 @@ err = Console(stderr=True)
 
 
 def fail(exc: PreprocessError) -> None:
-    err.print(f"[bold red]error[{exc.code}][/]: {exc.one_line()}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error[{exc.code}][/]: {escape(exc.one_line())}", highlight=False, soft_wrap=True)
     if exc.hint:
-        err.print(f"  hint: {exc.hint}", highlight=False, soft_wrap=True)
+        err.print(Text(f"  hint: {exc.hint}"), highlight=False, soft_wrap=True)
     raise typer.Exit(exc.exit_code or 1)
 
 

@@ -16,8 +16,10 @@ import typer
 from rich import box
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from preprocess.cli.app import app, err, fail, fmt, out
+from preprocess.core import names
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import PreprocessError
 from preprocess.core.units import size
@@ -60,7 +62,7 @@ def _kv(title: str, rows: list[tuple[str, str]]) -> Table:
     t.add_column(style="bold")
     t.add_column(overflow="fold")
     for k, v in rows:
-        t.add_row(k, v)
+        t.add_row(k, Text(v))  # plain text, never markup: values hold names and messages from the data
     return t
 
 
@@ -168,9 +170,9 @@ def _provenance_rows(p: Provenance) -> list[tuple[str, str]]:
     return [
         ("job", p.job_id),
         ("branch", f"{i.branch or '-'} (parent {i.parent_snapshot or '-'})"),
-        ("inputs", f"{i.count} files under {', '.join(i.roots)}"),
+        ("inputs", f"{i.count} files under {', '.join(map(names.shown, i.roots))}"),
         ("input list sha256", i.list_sha256 or "-"),
-        ("spec", f"{p.spec_path or '-'} ({p.spec_info.pipeline.name or '-'})"),
+        ("spec", f"{names.shown(p.spec_path) or '-'} ({p.spec_info.pipeline.name or '-'})"),
         ("spec sha256", p.spec_sha256 or "-"),
         ("fingerprint", p.fingerprint or "-"),
         ("settings", p.spec_info.summary() if p.spec else "-"),
@@ -192,15 +194,15 @@ def _print_lineage(found: Lineage) -> None:
     for item in found.items:
         s, st, c, p = item.row, item.row, item.made_by.commit, item.made_by.provenance
         rows = [
-            ("source", s["source_path"]), ("source sha256", s["source_sha256"]),
+            ("source", names.shown(s["source_path"])), ("source sha256", s["source_sha256"]),
             ("source image", f"{s['source_format']} {s['source_width']}x{s['source_height']}, "
                              f"{size(s['source_bytes'])}"),
             ("camera", f"{s['camera_model'] or '-'} at {s['capture_time'] or '-'}"),
             ("stored", f"{st['format']} {st['width']}x{st['height']}, {size(st['bytes'])}, status {st['status']}"),
             ("quality", f"{st['quality']} (after {st['probes']} probes)"),
             ("similarity", fmt(st["similarity"], ".4f")),
-            ("spec", f"{(p.spec_path if p else '') or '-'} ({(p.spec_info.pipeline.name if p else '') or '-'}), "
-                     f"fingerprint {s['fingerprint']}"),
+            ("spec", f"{names.shown(p.spec_path if p else '') or '-'} "
+                     f"({(p.spec_info.pipeline.name if p else '') or '-'}), fingerprint {s['fingerprint']}"),
             ("model", f"{s['model']} (weights {((p.model.weights_sha256 if p else '') or '-')[:16]})"),
             ("commit", f"{c.id} {c.message}" if c else "-"),
             ("committed", f"{_when(c.written_at.isoformat()) if c else '-'} on {(c.branch if c else '') or '-'}, "
@@ -210,8 +212,9 @@ def _print_lineage(found: Lineage) -> None:
     for f in found.failures:
         c = f.made_by.commit
         out.print(_kv(f"failure {f.index} of {ref.name}", [
-            ("source", f.row["source_path"]), ("source sha256", f.row["source_sha256"] or "-"),
-            ("failure", f"[{f.row['code']}] {f.row['message']}"), ("commit", f"{c.id} {c.message}" if c else "-")]))
+            ("source", names.shown(f.row["source_path"])), ("source sha256", f.row["source_sha256"] or "-"),
+            ("failure", f"[{f.row['code']}] {names.quote(f.row['message'])}"),
+            ("commit", f"{c.id} {c.message}" if c else "-")]))
 
 
 @app.command("diff")
@@ -241,7 +244,7 @@ def diff_cmd(store: Store, ref_a: Annotated[str, typer.Argument(help="From this 
     t.add_column("similarity", justify="right", no_wrap=True)
     t.add_column("fields", overflow="fold", ratio=1)
     for sign, r, fields in rows:
-        t.add_row(sign, escape(r.source_path), r.fingerprint[:8], escape(r.status), size(r.bytes),
+        t.add_row(sign, Text(names.shown(r.source_path)), r.fingerprint[:8], escape(r.status), size(r.bytes),
                   fmt(r.similarity, ".4f"), escape(fields))
     out.print(t)
 

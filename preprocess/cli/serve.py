@@ -7,8 +7,10 @@ from types import FrameType
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from preprocess.cli.app import app, err, fail
+from preprocess.core import names
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import ConfigError, PreprocessError
 from preprocess.core.interrupts import Interrupted
@@ -47,7 +49,8 @@ def serve_cmd(
         return
     from preprocess.serve.server import url
 
-    err.print(f"serving {store} (read-only) at {url(sock)}  (Ctrl-C stops)", highlight=False, soft_wrap=True)
+    err.print(f"serving {escape(names.quote(store))} (read-only) at {url(sock)}  (Ctrl-C stops)", highlight=False,
+              soft_wrap=True)
     previous = signal.signal(signal.SIGTERM, _stop)  # a container's stop: the same clean exit as Ctrl-C
     try:
         run(cat, sock, host=host, log_level=log_level)

@@ -262,6 +262,7 @@ def _pillow_source(fmt: str, img: ImageFile.ImageFile, data: bytes) -> _Source:
     elif fmt == sniff.JPEG2000:
         h = containers.parse(fmt, data)
         src.bits, src.icc, src.complete, src.orientation = h.bits, h.icc, h.complete, 1
+        src.coded_pixels = h.width * h.height  # the codestream's size (SIZ) counts for the limit, not only the box's
     return src
 
 

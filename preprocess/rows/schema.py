@@ -28,6 +28,7 @@ import numpy as np
 import zarr
 from zarr.errors import GroupNotFoundError, UnstableSpecificationWarning
 
+from preprocess.core import names
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import ConfigError, InternalError, StorageError
 
@@ -43,6 +44,9 @@ ITEM_STATUSES: frozenset[str] = frozenset(get_args(ItemStatus))
 Kind = Literal["bytes", "str", "int", "float"]
 Part = Literal["data", "stored", "source", "origin"]  # what a row field describes (see Col)
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+@-]{0,199}$")
+# Columns that hold a file name: stored by preprocess.core.names.storable (a name that is not UTF-8 text
+# is kept in its quoted form, byte for byte recoverable with names.real); other text columns hold text.
+NAME_COLUMNS = frozenset({"source_path"})
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,9 @@ class Column:
             for i, r in enumerate(rows):
                 out[i] = getattr(r, self.name)
             return out
+        if self.kind == "str":  # zarr's text columns are UTF-8: never a lone surrogate (an undecodable name byte)
+            text = names.storable if self.name in NAME_COLUMNS else names.text
+            return np.array([text(getattr(r, self.name)) for r in rows], dtype=self.numpy_dtype)
         return np.array([getattr(r, self.name) for r in rows], dtype=self.numpy_dtype)
 
     def check(self, value: Any) -> None:

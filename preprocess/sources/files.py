@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PosixPath
 
-from preprocess.core import errors
+from preprocess.core import errors, names
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import InputError, NotFoundError, input_error
 from preprocess.sources.objects import is_object_url, list_objects, read_object
@@ -213,10 +213,11 @@ def sha256_file(path: Path) -> str:
 
 
 def list_digest(entries: Iterable[tuple[str, str]]) -> str:
-    """The input list's hash: sha256 over sorted (path, content sha256) lines."""
+    """The input list's hash: sha256 over sorted (path, content sha256) lines (a path's exact bytes,
+    also when it is not UTF-8)."""
     h = hashlib.sha256()
     for path, sha in sorted(entries):
-        h.update(f"{path}\t{sha}\n".encode())
+        h.update(names.as_bytes(path) + f"\t{sha}\n".encode())
     return h.hexdigest()
 
 

@@ -30,7 +30,7 @@ import icechunk as ic
 import numpy as np
 import zarr
 
-from preprocess.core import interrupts
+from preprocess.core import interrupts, names
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import ConfigError, ConflictError, InternalError, NotFoundError, StorageError
 from preprocess.rows import schema
@@ -256,7 +256,8 @@ class DatasetWriter:
             return set()
         a = self._failures.arrays
         cols = [schema.read(a[name]) for name in ("source_sha256", "source_path", "fingerprint", "code")]
-        return {schema.failure_key(str(s), str(p), str(f), str(c)) for s, p, f, c in zip(*cols, strict=True)}
+        return {schema.failure_key(str(s), names.real(str(p)), str(f), str(c))  # the name, as rows in memory hold it
+                for s, p, f, c in zip(*cols, strict=True)}
 
     @property
     def branch(self) -> str:
