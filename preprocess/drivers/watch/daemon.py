@@ -35,7 +35,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from preprocess.core import errors
+from preprocess.core import errors, interrupts
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import (
     ConflictError,
@@ -135,10 +135,28 @@ class WatchDaemon:
         self.metrics.ready.set(1 if state == "running" and not self.backoff.down else 0)
 
     def run(self, *, install_signals: bool = True) -> int:
-        """Run until stopped; returns the process exit code (0 after a clean stop)."""
-        if install_signals:
-            signal.signal(signal.SIGTERM, self._on_signal)
-            signal.signal(signal.SIGINT, self._on_signal)
+        """Run until stopped; returns the process exit code (0 after a clean stop).
+
+        Until it watches, a signal is the command line's interrupt (:mod:`preprocess.core.interrupts`): it
+        stops whatever start-up is doing at once (building the model, waiting ``--wait`` for the store's
+        lock, the first scan), and the daemon exits 0 having taken nothing. From then on
+        (``install_signals``) the first signal finishes the batch and commits."""
+        try:
+            return self._run(install_signals)
+        except interrupts.Interrupted:
+            return self._stopped_starting()
+        except Exception:
+            if interrupts.pending() is None:  # not a signal that a library turned into its own error
+                raise
+            return self._stopped_starting()
+
+    def _stopped_starting(self) -> int:
+        signum = interrupts.handled()
+        log.info("stopped", extra={"fields": {"signal": signum.name if signum else "", "during": "start-up",
+                                              "commits": 0}})
+        return errors.EXIT_OK
+
+    def _run(self, install_signals: bool) -> int:
         with ExitStack() as cleanup:  # closes in reverse: detector, writer, lock, server, engine
             o = self.opts
             p = plan(o.spec_path, o.engine, o.device)  # spec, model, engine: checked before anything is made
@@ -153,6 +171,9 @@ class WatchDaemon:
             processor.stats.seed_from(work.ingest.writer.recent_choices(p.fingerprint, p.model))
             self.detector = self._detect()
             cleanup.callback(self.detector.stop)
+            if install_signals:  # from now on a signal stops the loop: the batch in flight is committed
+                signal.signal(signal.SIGTERM, self._on_signal)
+                signal.signal(signal.SIGINT, self._on_signal)
             self._set_state("running")
             self._log_start(work)
             self._loop(work)
