@@ -71,6 +71,8 @@ def list_sources(roots: Iterable[str | Path]) -> list[Path]:
     ``s3://bucket/prefix`` (every object under it, as :class:`ObjectPath`).
 
     Hidden files (``.name``, e.g. partial uploads) and files without an image suffix are left out.
+    Everything else with an image name is listed, whatever it is (a FIFO, a socket, a device, a broken
+    link): :func:`read_source` refuses it, so it becomes a failure row instead of vanishing.
 
     **The path rule** (what rows record as ``source_path``): a local file's path is absolute, under
     its root's *resolved* folder (``photos``, ``./photos/``, ``/abs/photos`` and a symlink to that
@@ -84,15 +86,12 @@ def list_sources(roots: Iterable[str | Path]) -> list[Path]:
             found.update(p for p in map(ObjectPath, list_objects(str(root))) if is_candidate(p))
             continue
         r = Path(root)
-        if r.is_file():
-            found.add(Path(os.path.realpath(r.parent)) / r.name)
-        elif r.is_dir():
+        if r.is_dir():
             for dirpath, dirnames, filenames in os.walk(os.path.realpath(r), followlinks=False):
                 dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-                for name in filenames:
-                    p = Path(dirpath) / name
-                    if is_candidate(p) and (p.is_file() or p.is_symlink()):
-                        found.add(p)
+                found.update(p for p in (Path(dirpath) / name for name in filenames) if is_candidate(p))
+        elif r.exists() or r.is_symlink():  # a file, or a FIFO, device or broken link named on the command line
+            found.add(Path(os.path.realpath(r.parent)) / r.name)
         else:
             raise NotFoundError("source path does not exist", code=ErrorCode.SOURCE_MISSING, path=str(r),
                               hint="pass a folder of images or image files")
