@@ -48,6 +48,7 @@ from preprocess.core.errors import (
 from preprocess.core.timing import Stopwatch
 from preprocess.drivers.ingest import Ingest, JobInfo, read_files
 from preprocess.drivers.watch.backoff import Backoff
+from preprocess.drivers.watch.claim import FolderClaim
 from preprocess.drivers.watch.detect import Detector, Scanning
 from preprocess.drivers.watch.metrics import Metrics
 from preprocess.drivers.watch.options import WatchOptions
@@ -161,6 +162,8 @@ class WatchDaemon:
             o = self.opts
             p = plan(o.spec_path, o.engine, o.device)  # spec, model, engine: checked before anything is made
             check_target(o.store, o.branch)  # where the store goes, and its branch
+            claim = FolderClaim(self.folder, moves=o.move_to is not None, wait=o.wait)  # WATCH_FOLDER_BUSY
+            cleanup.callback(claim.release)
             processor = Processor(p, job_id=self.job_id)
             cleanup.callback(processor.close)
             if self._stop.is_set():  # stopped while starting: nothing to do, nothing created
@@ -338,7 +341,7 @@ class WatchDaemon:
         outcomes.update({row.source_path: "stored" for row in result.items})
         for path, outcome in outcomes.items():
             work.window.add(Taken(path, taken[path][1].stat, outcome))
-        self._count(result, len(admitted.skipped))
+        self.metrics.count_batch(result.items, result.failures, len(admitted.skipped))
         self.metrics.batch_seconds.observe(took.elapsed())
         log.info("batch", extra={"fields": {"files": len(taken), "stored": len(result.items),
                                             "failed": len(result.failures), "duplicate": len(admitted.skipped),
@@ -390,19 +393,6 @@ class WatchDaemon:
                                 code=ErrorCode.WATCH_ENGINE)
         return out
 
-    def _count(self, result: BatchResult, duplicates: int) -> None:
-        m = self.metrics
-        m.duplicates.inc(duplicates)
-        for row in result.items:
-            m.processed.inc()
-            m.bytes_in.inc(row.source_bytes)
-            m.bytes_out.inc(row.bytes)
-            m.similarity.observe(row.similarity)
-            if row.quality:
-                m.quality.observe(row.quality)
-        for fr in result.failures:
-            m.failed.labels(code=fr.code).inc()
-
     # -- committing ------------------------------------------------------------------------------
 
     def _commit(self, work: _Work, reason: str) -> None:
@@ -418,7 +408,7 @@ class WatchDaemon:
         seconds = s.timings.get("commit", 0.0)
         if s.snapshot is not None:
             self._commits += 1
-            self._observe_commit(reason, seconds, w)
+            self.metrics.observe_commit(reason, seconds, w.files)
         log.info("commit" if s.snapshot else "settled", extra={"fields": {
             "snapshot": s.snapshot, "reason": reason, "files": len(w.files), "stored": s.stored, "failed": s.failed,
             "duplicate": s.skipped, "seconds": round(seconds, 4)}})
@@ -429,15 +419,6 @@ class WatchDaemon:
                     self.queue.discard(src)
             except OSError as exc:
                 log.error("cannot move committed files", extra={"fields": {"error": str(exc)}})
-
-    def _observe_commit(self, reason: str, seconds: float, window: Window) -> None:
-        m, committed_at = self.metrics, time.time()
-        m.commits.labels(reason=reason).inc()
-        m.commit_seconds.observe(seconds)
-        m.last_commit.set(committed_at)
-        for f in window.files:
-            if f.outcome != "duplicate":
-                m.close_to_commit.observe(max(0.0, committed_at - f.closed_at))
 
     def _gauges(self, work: _Work) -> None:
         m, q = self.metrics, self.queue

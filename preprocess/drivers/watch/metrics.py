@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
+
+from preprocess.drivers.watch.window import Taken
+from preprocess.rows.schema import FailureRow, ItemRow
 
 PREFIX = "preprocess_watch"
 
@@ -62,6 +68,27 @@ class Metrics:
                                    registry=r)
         self.ready = Gauge(f"{p}_ready", "1 when the daemon takes files (store open, model loaded, watching).",
                            registry=r)
+
+    def count_batch(self, items: Sequence[ItemRow], failures: Sequence[FailureRow], duplicates: int) -> None:
+        self.duplicates.inc(duplicates)
+        for row in items:
+            self.processed.inc()
+            self.bytes_in.inc(row.source_bytes)
+            self.bytes_out.inc(row.bytes)
+            self.similarity.observe(row.similarity)
+            if row.quality:
+                self.quality.observe(row.quality)
+        for fr in failures:
+            self.failed.labels(code=fr.code).inc()
+
+    def observe_commit(self, reason: str, seconds: float, files: Sequence[Taken]) -> None:
+        committed_at = time.time()
+        self.commits.labels(reason=reason).inc()
+        self.commit_seconds.observe(seconds)
+        self.last_commit.set(committed_at)
+        for f in files:
+            if f.outcome != "duplicate":
+                self.close_to_commit.observe(max(0.0, committed_at - f.closed_at))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

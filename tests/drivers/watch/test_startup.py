@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from tests.drivers.watch.harness import Daemon
 from tests.paths import ROOT
 
 
@@ -91,3 +92,24 @@ def test_a_signal_stops_a_daemon_that_waits_for_the_store_at_once(tmp_path: Path
 HOLD = ("import sys, time; from preprocess.store import open_repo; from preprocess.store.storage import lock_repo; "
         "lock = lock_repo(open_repo(sys.argv[1], create=True), wait=0, purpose='a test'); print('locked', flush=True); "
         "time.sleep(300)")
+
+
+def test_a_daemon_that_moves_files_is_the_only_one_on_its_folder(tmp_path: Path) -> None:
+    """Issue 25 item 12: two daemons on one folder, one moving committed files away (--move-to), silently
+    missed files (the mover took them before the other had read them). The second one is refused before it
+    takes anything (exit 4, WATCH_FOLDER_BUSY), whichever of them moves; two that leave files may share."""
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    moved = ("--move-to", str(tmp_path / "moved"))
+    for n, (first, second, who) in enumerate(((moved, (), "that daemon"), ((), moved, "this daemon"))):
+        with Daemon(incoming, tmp_path / f"first{n}.icechunk", *first) as daemon:
+            daemon.start()
+            code, _, stderr = watch(incoming, tmp_path / f"second{n}.icechunk", "--metrics", "off", *second)
+        assert code == 4, stderr
+        assert errors(stderr) == [f"error[WATCH_FOLDER_BUSY]: {incoming}: another watch daemon takes files from "
+                                  f"this folder, and {who} moves committed files away (--move-to), so "
+                                  f"{'the other' if second else 'this one'} would miss them"], stderr
+        assert not (tmp_path / f"second{n}.icechunk").exists()  # refused before its store was made
+    with Daemon(incoming, tmp_path / "a.icechunk") as a, Daemon(incoming, tmp_path / "b.icechunk") as b:
+        a.start()
+        b.start()  # both watching
