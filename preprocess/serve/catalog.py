@@ -68,8 +68,13 @@ class Catalog:
         if not refs.SNAPSHOT_ID.match(snapshot):
             raise NotFoundError(f"{snapshot[:40]!r} is not a snapshot id", code=ErrorCode.REF_MISSING,
                               hint="snapshot ids are 20 characters (0-9, A-Z), as `preprocess log` lists them")
-        known = self._pinned.get(snapshot)  # a snapshot that exists stays (gc removes only unreachable ones)
+        known = self._pinned.get(snapshot)  # until gc deletes it (after a reset): then forget() it
         return known if known is not None else self._pinned.put(snapshot, self.resolve(snapshot))
+
+    def forget(self, snapshot: str) -> None:
+        """Drop what is cached of ``snapshot`` but its renditions (a read of it failed: gc may have deleted it)."""
+        self._pinned.pop(snapshot)
+        self._datasets.pop(snapshot)
 
     def names(self) -> list[str]:
         return sorted(refs.branches(self.repo)) + sorted(refs.tags(self.repo))

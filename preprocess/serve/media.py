@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from preprocess.core.codes import ErrorCode
-from preprocess.core.errors import NotFoundError
+from preprocess.core.errors import NotFoundError, PreprocessError
 from preprocess.serve import renditions
 from preprocess.serve.pages import catalog
 from preprocess.store.refs import SNAPSHOT_ID
@@ -28,7 +28,14 @@ def _pinned(request: Request, kind: str, make: Callable[[str, int], tuple[bytes,
     if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)
     catalog(request).pinned(snapshot)
-    body, media = make(snapshot, row)
+    try:
+        body, media = make(snapshot, row)
+    except PreprocessError:
+        raise
+    except Exception:  # gc deleted the snapshot after it was cached? Then 404 (REF_MISSING), not a 500
+        catalog(request).forget(snapshot)
+        catalog(request).pinned(snapshot)
+        raise
     return Response(body, media_type=media, headers=headers)
 
 
