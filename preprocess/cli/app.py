@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
+from preprocess.core import names
 from preprocess.core.errors import PreprocessError
 
 app = typer.Typer(help="GPU image preprocessing: resize + recompress camera images as small as a neural "
@@ -27,9 +28,11 @@ err = Console(stderr=True)
 
 
 def fail(exc: PreprocessError) -> None:
-    err.print(f"[bold red]error[{exc.code}][/]: {escape(exc.one_line())}", highlight=False, soft_wrap=True)
+    # one line whatever the message holds: a name in it with a newline or an ESC is quoted (core.names)
+    err.print(f"[bold red]error[{exc.code}][/]: {escape(names.line(exc.one_line()))}", highlight=False,
+              soft_wrap=True)
     if exc.hint:
-        err.print(Text(f"  hint: {exc.hint}"), highlight=False, soft_wrap=True)
+        err.print(Text(f"  hint: {names.line(exc.hint)}"), highlight=False, soft_wrap=True)
     raise typer.Exit(exc.exit_code or 1)
 
 

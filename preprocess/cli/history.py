@@ -213,7 +213,7 @@ def _print_lineage(found: Lineage) -> None:
         c = f.made_by.commit
         out.print(_kv(f"failure {f.index} of {ref.name}", [
             ("source", names.shown(f.row["source_path"])), ("source sha256", f.row["source_sha256"] or "-"),
-            ("failure", f"[{f.row['code']}] {names.quote(f.row['message'])}"),
+            ("failure", f"[{f.row['code']}] {names.line(f.row['message'])}"),
             ("commit", f"{c.id} {c.message}" if c else "-")]))
 
 

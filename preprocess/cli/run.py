@@ -122,7 +122,7 @@ def _print_summary(s: Summary) -> None:
         t.add_row(k, v)
     out.print(t)
     for f in s.failures[:20]:
-        err.print(Text(f"  failed [{f['code']}] {names.shown(f['path'])}: {names.quote(f['message'])}"),
+        err.print(Text(f"  failed [{f['code']}] {names.shown(f['path'])}: {names.line(f['message'])}"),
                   highlight=False, soft_wrap=True)
     if len(s.failures) > 20:
         err.print(f"  ... and {len(s.failures) - 20} more (see the dataset's failures table)")

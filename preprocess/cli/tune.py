@@ -148,7 +148,7 @@ def _show(sweep: Sweep, recs: list[Recommendation], samples: list[StoredSample |
           as_json: bool) -> None:
     """The skipped files on stderr; the recommendations as JSON or as a table."""
     for skip in sweep.skipped:
-        err.print(Text(f"  skipped [{skip.code}] {names.quote(skip.path)}: {names.quote(skip.message)}"),
+        err.print(Text(f"  skipped [{skip.code}] {names.quote(skip.path)}: {names.line(skip.message)}"),
                   highlight=False, soft_wrap=True)
     if as_json:
         out.print_json(json.dumps({"files": {k: str(p) for k, p in files.items()},

@@ -249,7 +249,7 @@ MEANINGS: dict[ErrorCode, str] = {
     ErrorCode.SERVE_TOO_LARGE: "a stored image too large to show in the browser",
     ErrorCode.SERVE_INTERNAL: "a page failed (a bug); the log has the traceback",
     ErrorCode.SOURCE_UNAVAILABLE: "the source of a stored image is gone or changed: no comparison",
-    ErrorCode.WATCH_FOLDER_BUSY: "another watch daemon takes files from the folder, and one of them moves them (exit 4)",
+    ErrorCode.WATCH_FOLDER_BUSY: "another watch daemon takes files from the folder and one of them moves them (exit 4)",
 }
 
 

@@ -57,6 +57,12 @@ def quote(name: str | os.PathLike[str], *, always: bool = False) -> str:
     return "".join(out)
 
 
+def line(text: str) -> str:
+    """A message as one printable line: unchanged unless it holds an unprintable character (a name in
+    its text), then quoted whole. For messages; a name is printed with :func:`quote`."""
+    return quote(text, always=True) if any(not _plain(ch) and ch not in '"\\' for ch in text) else text
+
+
 def unquote(text: str) -> str:
     """The name that :func:`quote` printed as ``text`` (``text`` itself when it is not quoted);
     ``ValueError`` when it starts with ``"`` but is not a quoted name."""

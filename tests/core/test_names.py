@@ -53,3 +53,9 @@ def test_two_names_never_print_the_same(a: bytes, b: bytes) -> None:
     if a != b:
         assert quote(os.fsdecode(a)) != quote(os.fsdecode(b))
         assert storable(os.fsdecode(a)) != storable(os.fsdecode(b))
+
+
+def test_a_message_is_one_printable_line() -> None:
+    assert names.line("cannot read: No such file") == "cannot read: No such file"
+    assert names.line('"/in/a.jpg": bad') == '"/in/a.jpg": bad'  # already printable: as it is
+    assert names.line("cannot read '/in/e\x1b[2J\nx.jpg'") == '"cannot read \'/in/e\\033[2J\\nx.jpg\'"'

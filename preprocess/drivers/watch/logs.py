@@ -50,7 +50,7 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         ts = datetime.fromtimestamp(record.created).isoformat(sep=" ", timespec="seconds")
         fields = " ".join(f"{k}={_text(v)}" for k, v in _fields(record).items())
-        line = f"{ts} {record.levelname.lower():7} {names.quote(record.getMessage())}"
+        line = f"{ts} {record.levelname.lower():7} {names.line(record.getMessage())}"
         line += f" {fields}" if fields else ""
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
