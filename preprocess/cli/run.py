@@ -13,6 +13,7 @@ from preprocess.core import errors
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import PreprocessError
 from preprocess.core.units import size
+from preprocess.pipeline.devices import choices
 
 if TYPE_CHECKING:
     from preprocess.core.progress import Progress
@@ -61,10 +62,11 @@ def run(
     from preprocess.drivers.run import JobOptions, run_job
 
     quiet_libraries()
-    opts = JobOptions(sources=sources, store=store, spec_path=spec, branch=branch, message=message,
-                      engine=engine, device=device, wait=wait, follow_symlinks=follow_symlinks)
     progress = None if as_json else RichProgress(err)
     try:
+        engine_choice, device_choice = choices(engine, device)
+        opts = JobOptions(sources=sources, store=store, spec_path=spec, branch=branch, message=message,
+                          engine=engine_choice, device=device_choice, wait=wait, follow_symlinks=follow_symlinks)
         if ray is None:
             summary = run_job(opts, progress)
         else:

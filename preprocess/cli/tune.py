@@ -16,6 +16,7 @@ from preprocess.cli.app import app, err, fail, out, quiet_libraries
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import ConfigError, PreprocessError
 from preprocess.core.units import size
+from preprocess.pipeline.devices import choices
 
 if TYPE_CHECKING:
     from preprocess.tune import Recommendation, StoredSample, Sweep
@@ -113,10 +114,10 @@ def tune(
     try:
         if decode_repeats < 0:
             raise ConfigError(f"--decode-repeats must be >= 0, got {decode_repeats}", code=ErrorCode.TUNE_GRID)
-        opts = SweepOptions(sources=sample, spec_path=spec, gate_model=gate_model, compare=model or (),
-                            sizes=parse_sizes(sizes), qualities=parse_qualities(qualities),
-                            formats=parse_formats(formats), tiles=tiles, compare_tiles=compare_tiles, engine=engine,
-                            device=device)
+        engine, device = choices(engine, device)  # parsed: their types from here on
+        opts = SweepOptions(sources=sample, spec_path=spec, gate_model=gate_model, compare=model or (), engine=engine,
+                            device=device, sizes=parse_sizes(sizes), qualities=parse_qualities(qualities),
+                            formats=parse_formats(formats), tiles=tiles, compare_tiles=compare_tiles)
         sweep = run_sweep(opts, None if as_json else _SweepProgress())
         gauge = _gauge(sweep, view, tiles_combine)
         recs = recommend_formats(sweep, Target(sweep.spec.gate.threshold if target is None else target, percentile,

@@ -26,6 +26,7 @@ from preprocess.core.errors import ConfigError
 from preprocess.core.progress import Progress, SilentProgress
 from preprocess.core.timing import Stopwatch
 from preprocess.drivers.ingest import Ingest, JobInfo, Summary, read_files
+from preprocess.pipeline.devices import DeviceChoice, EngineChoice
 from preprocess.pipeline.process import Failed, PendingBatch, Processor, plan
 from preprocess.sources.files import SourceFile, batched, list_sources, local_roots
 from preprocess.store import open_writer
@@ -40,8 +41,8 @@ class JobOptions:
     spec_path: str | None = None
     branch: str = "main"
     message: str = ""
-    engine: str = "auto"
-    device: str = "auto"
+    engine: EngineChoice = "auto"
+    device: DeviceChoice = "auto"
     wait: float = 0.0  # seconds to wait for another process writing the same local store
     follow_symlinks: bool = False  # follow symlinks that lead outside the source roots (default: refuse them)
 

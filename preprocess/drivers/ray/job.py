@@ -37,6 +37,7 @@ from preprocess.core.timing import Stopwatch
 from preprocess.drivers.ingest import Ingest, JobInfo, Stored, Summary
 from preprocess.drivers.ray.sink import check_region, decode_failure, decode_item, encode_row, items_of
 from preprocess.drivers.run import JobOptions, find_sources
+from preprocess.pipeline.devices import DeviceChoice, DeviceName, EngineChoice
 from preprocess.pipeline.process import BatchResult, Failed, Processor, plan
 from preprocess.rows.provenance import EngineInfo, RayInfo
 from preprocess.rows.recent import Recent
@@ -94,8 +95,8 @@ class ActorConfig:
     most 512 rows of the model's dimension)."""
 
     spec_path: str | None
-    engine: str
-    device: str
+    engine: EngineChoice
+    device: DeviceChoice
     job_id: str
     fingerprint: str  # the driver's: an actor whose spec or model differs refuses to start
     known: frozenset[str]  # the branch's item keys when the job started (skipped without processing)
@@ -190,13 +191,13 @@ class Shape:
     actors: int
     gpus_per_actor: float
     cpus_per_actor: float
-    device: str
+    device: DeviceName
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
-def cluster_shape(ro: RayOptions, device: str) -> Shape:
+def cluster_shape(ro: RayOptions, device: DeviceChoice) -> Shape:
     import ray
 
     res: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
