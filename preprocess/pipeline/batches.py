@@ -9,6 +9,7 @@ tensor is made (the DALI engine on a GPU); here it is named for the type checker
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Literal
 
@@ -44,7 +45,8 @@ class Pixels:
 
     @property
     def device(self) -> DeviceName:
-        return "cpu" if isinstance(self.data, Image.Image | np.ndarray) else "gpu"
+        data = self.data
+        return "cpu" if isinstance(data, Image.Image | np.ndarray) or not data.is_cuda else "gpu"
 
     @property
     def width(self) -> int:
@@ -86,7 +88,8 @@ class ModelBatch:
 
     @property
     def device(self) -> DeviceName:
-        return "cpu" if isinstance(self.rows, np.ndarray) else "gpu"
+        rows = self.rows
+        return "cpu" if isinstance(rows, np.ndarray) or not rows.is_cuda else "gpu"
 
     def __len__(self) -> int:
         return int(self.rows.shape[0])
@@ -100,6 +103,20 @@ class ModelBatch:
         if isinstance(self.rows, np.ndarray):
             return self.rows
         return np.asarray(self.rows.detach().cpu().numpy(), dtype=np.float32)
+
+    @classmethod
+    def concat(cls, batches: Sequence[ModelBatch]) -> ModelBatch:
+        """Several batches for one model as one (one model call for several views of the images)."""
+        layouts = {b.layout for b in batches}
+        if len(layouts) != 1:
+            raise InternalError(f"batches in {sorted(layouts) or 'no'} layouts cannot be one model call")
+        layout = layouts.pop()
+        host = [b.rows for b in batches if isinstance(b.rows, np.ndarray)]
+        if len(host) == len(batches):
+            return cls(np.concatenate(host), layout)
+        import torch  # device batches are torch tensors
+
+        return cls(torch.cat([torch.as_tensor(b.rows) for b in batches]), layout)
 
 
 def split_rows(embeddings: Embeddings, counts: list[int]) -> list[Embeddings]:

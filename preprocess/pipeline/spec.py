@@ -11,8 +11,9 @@ import hashlib
 import json
 import tomllib
 import typing
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -22,6 +23,8 @@ from preprocess.pipeline.codecs import Variant, check_encode, variants
 from preprocess.rows.formats import FORMATS
 
 SPEC_FORMAT = 1
+
+type JSON = str | int | float | bool | list[JSON] | dict[str, JSON] | None  # a spec (section) as data
 
 
 class _Frozen(BaseModel):
@@ -90,7 +93,7 @@ class Encode(_Frozen):
 
     @model_validator(mode="before")
     @classmethod
-    def _defaults(cls, data: Any) -> Any:
+    def _defaults(cls, data: object) -> object:
         """Fill what the spec leaves out with the format's defaults (so equal specs compare equal)."""
         if not isinstance(data, dict):
             return data
@@ -124,15 +127,15 @@ class Encode(_Frozen):
         option = FORMATS[self.format].option
         return None if option is None else getattr(self, option.name)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, JSON]:
         """The encoding as data without the options of other formats."""
         return {k: v for k, v in self.model_dump(mode="json").items()
                 if v is not None and (k != "progressive" or self.format == "jpeg")}
 
-    def decisive(self) -> dict[str, Any]:
+    def decisive(self) -> dict[str, JSON]:
         """What decides the stored bytes, canonical: the variants searched (not how they were listed),
         the stored JPEG form, the effort option."""
-        out: dict[str, Any] = {"format": self.format, "variants": [[v.encoder, v.chroma] for v in self.variants()]}
+        out: dict[str, JSON] = {"format": self.format, "variants": [[v.encoder, v.chroma] for v in self.variants()]}
         if self.format == "jpeg":
             out["progressive"] = self.progressive
         if self.level is not None:
@@ -155,9 +158,10 @@ class Quality(_Frozen):
             raise ValueError(f"quality.min ({self.min}) is above quality.max ({self.max})")
         return self
 
-    def decisive(self) -> dict[str, Any]:
+    def decisive(self) -> dict[str, JSON]:
         """What decides the choice: the qualities that may be chosen (not the unused fields of the mode)."""
-        return {"mode": self.mode, "ladder": self.ladder()}
+        ladder: list[JSON] = list(self.ladder())
+        return {"mode": self.mode, "ladder": ladder}
 
     def ladder(self) -> list[int]:
         """The qualities the adaptive search may choose, ascending; always ends at ``max``."""
@@ -181,7 +185,7 @@ class Gate(_Frozen):
     view: Literal["whole", "tiles"] = "whole"
     tiles_combine: Literal["min", "p10", "mean"] = "p10"
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, JSON]:
         """The gate as data; the tile fields only when ``view = "tiles"`` (so specs written before
         they existed keep their fingerprint and digest)."""
         data = self.model_dump(mode="json")
@@ -208,7 +212,8 @@ class Spec(_Frozen):
     batch: Batch = Batch()
     limits: Limits = Limits()
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, dict[str, JSON]]:
+        """Each section as data (what provenance records and ``preprocess tune`` writes back)."""
         return {**self.model_dump(mode="json"), "encode": self.encode.to_dict(), "gate": self.gate.to_dict()}
 
     def fingerprint(self, model_sha256: str) -> str:
@@ -246,7 +251,7 @@ def _fields_at(loc: tuple[int | str, ...]) -> set[str]:
     return {name for m in models for name in m.model_fields}
 
 
-def parse_spec(data: dict[str, Any], *, source: str = "<spec>") -> Spec:
+def parse_spec(data: Mapping[str, object], *, source: str = "<spec>") -> Spec:
     try:
         return Spec.model_validate(data)
     except ValidationError as exc:
