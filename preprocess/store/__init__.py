@@ -12,9 +12,10 @@
 - :mod:`preprocess.store.export`: a version's images + a CSV/Parquet manifest.
 """
 
+from preprocess.store.lock import StoreLock, lock_repo
 from preprocess.store.reader import Dataset, dataset_at, open_dataset
 from preprocess.store.refs import Ref, resolve_ref
-from preprocess.store.storage import StoreLock, local_path, lock_repo, open_repo, open_storage, probe_writable
+from preprocess.store.storage import local_path, open_repo, open_storage, probe_writable
 from preprocess.store.writer import DatasetWriter, WriterCounts, check_target, open_writer
 
 __all__ = [

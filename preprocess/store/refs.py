@@ -7,7 +7,7 @@ first-parent ancestor of REF, as in git (``main~1``: the commit before main's ti
 deleted branch or tag) stay readable by id until :func:`gc` deletes them.
 
 Deleting a branch some job may be committing to is refused: on a local store the writer lock says
-which branches its holder writes (:func:`preprocess.store.storage.lock_holder`). Object stores have
+which branches its holder writes (:func:`preprocess.store.lock.lock_holder`). Object stores have
 no lock, so there the delete goes through, and a job still writing to that branch fails at its commit
 (icechunk: the branch is gone) and commits nothing.
 
@@ -30,15 +30,8 @@ import icechunk as ic
 
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import ConfigError, ConflictError, NotFoundError, did_you_mean
-from preprocess.store.storage import (
-    LOCK_FILE,
-    REFS_LOCK_FILE,
-    local_root,
-    lock_holder,
-    lock_repo,
-    storage_call,
-    storage_error,
-)
+from preprocess.store.lock import LOCK_FILE, REFS_LOCK_FILE, local_root, lock_holder, lock_repo
+from preprocess.store.storage import storage_call, storage_error
 
 RefKind = Literal["branch", "tag", "snapshot"]
 

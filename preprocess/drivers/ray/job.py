@@ -43,8 +43,8 @@ from preprocess.rows.recent import Recent
 from preprocess.rows.schema import CHUNK_ROWS, item_key
 from preprocess.sources.files import SourceFile, read_source, source_path
 from preprocess.store import DatasetWriter, check_target, open_writer
+from preprocess.store.forks import write_fork
 from preprocess.store.storage import is_remote
-from preprocess.store.writer import write_fork
 
 
 @dataclass

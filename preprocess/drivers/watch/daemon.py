@@ -58,7 +58,7 @@ from preprocess.pipeline.process import BatchResult, Failed, Plan, Processor, pl
 from preprocess.rows.provenance import WatchInfo
 from preprocess.sources.files import SourceFile, local_roots
 from preprocess.store import DatasetWriter, check_target, open_repo, probe_writable
-from preprocess.store.storage import lock_repo
+from preprocess.store.lock import lock_repo
 
 log = logging.getLogger("preprocess.drivers.watch")
 
