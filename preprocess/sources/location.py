@@ -107,6 +107,11 @@ class Location:
         return self.object.url if self.object is not None else str(self.path)
 
 
+def given(where: Where | Location) -> str:
+    """A location as the user wrote it (a parsed one keeps what it was parsed from)."""
+    return where.text if isinstance(where, Location) else os.fspath(where)
+
+
 def _local_store_path(text: str) -> Path:
     """The absolute local path a dataset location names (ConfigError STORE_URL for any other scheme)."""
     loc = text.strip()

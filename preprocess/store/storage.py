@@ -53,11 +53,6 @@ def local_path(location: Where | Location) -> Path:
     return Location.of_store(location).local
 
 
-def is_remote(location: Where | Location) -> bool:
-    """True for an object-store location (``s3://...``), False for a local path."""
-    return Location.of_store(location).remote
-
-
 def open_storage(location: Where | Location) -> ic.Storage:
     """The icechunk storage for ``location`` (the ONE place storage is chosen)."""
     loc = Location.of_store(location)

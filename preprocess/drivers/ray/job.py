@@ -42,9 +42,9 @@ from preprocess.rows.provenance import EngineInfo, RayInfo
 from preprocess.rows.recent import Recent
 from preprocess.rows.schema import CHUNK_ROWS, item_key
 from preprocess.sources.files import SourceFile, read_source, source_path
+from preprocess.sources.location import Location
 from preprocess.store import DatasetWriter, check_target, open_writer
 from preprocess.store.forks import write_fork
-from preprocess.store.storage import is_remote
 
 
 @dataclass
@@ -224,18 +224,20 @@ def run_ray_job(opts: JobOptions, ro: RayOptions | None = None, progress: Progre
     progress = progress or SilentProgress()
     since = Stopwatch()
     p = plan(opts.spec_path, opts.engine, "cpu" if opts.device == "cpu" else "auto")
-    paths = find_sources(opts.sources)
-    check_target(opts.store, opts.branch)  # before Ray starts and before anything is created
+    roots = [Location.of_source(s) for s in opts.sources]  # the locations, parsed once
+    paths = find_sources(roots)
+    store = Location.of_store(opts.store)
+    check_target(store, opts.branch)  # before Ray starts and before anything is created
     writer: DatasetWriter | None = None
     try:
         connect(ro.address)
         shape = cluster_shape(ro, opts.device)
-        if shape.nodes > 1 and not is_remote(opts.store):
+        if shape.nodes > 1 and not store.remote:
             raise ConfigError(f"a local dataset path with a {shape.nodes}-node Ray cluster: write tasks on other "
                               "nodes would write to their own disks", code=ErrorCode.RAY_LOCAL_STORE, path=opts.store,
                               hint="put the dataset on object storage (--store s3://bucket/prefix)")
-        writer = open_writer(opts.store, opts.branch, create=True, wait=opts.wait)
-        ingest = Ingest(writer, p, JobInfo(kind="run", roots=opts.sources, store=opts.store,
+        writer = open_writer(store, opts.branch, create=True, wait=opts.wait)
+        ingest = Ingest(writer, p, JobInfo(kind="run", roots=roots, store=store,
                                            title="preprocess run (ray)", device=shape.device), since=since)
         progress.start(len(paths))
         return _Driver(ingest, opts, ro, shape).run(paths, progress)
