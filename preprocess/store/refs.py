@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 
 import icechunk as ic
 
@@ -79,7 +79,7 @@ class Reset:
     new: str
     tag: str | None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, str | None]:
         return {"branch": self.branch, "old": self.old, "new": self.new, "tag": self.tag}
 
 
@@ -92,7 +92,7 @@ class Collected:
     snapshots: list[str]  # unreachable snapshot ids older than the cutoff
     counts: dict[str, int]  # icechunk's GC summary: snapshots/manifests/chunks/... deleted, bytes
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, str | bool | int | list[str]]:
         return {"cutoff": self.cutoff.isoformat(), "dry_run": self.dry_run, "snapshots": self.snapshots,
                 **self.counts}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pickle
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,7 @@ def repo(repo_path: Path) -> ic.Repository:
     return open_repo(str(repo_path), create=True)
 
 
-def assert_same_item(got: dict[str, Any], row: ItemRow) -> None:
+def assert_same_item(got: Mapping[str, object], row: ItemRow) -> None:
     for col in ITEM_COLUMNS:
         want = getattr(row, col.name)
         if col.dtype == "float32":
