@@ -102,8 +102,8 @@ def export(repo: ic.Repository, out_dir: str | Path, *, ref: str = "main", fmt: 
                           hint="`preprocess log` lists the commits; export a version that has items")
     images = _prepare(Path(out_dir).expanduser().absolute())
     table = ds.items_table()
-    names: list[str] = []
-    stored_sha: list[str] = []
+    names: list[Plain] = []  # manifest columns
+    stored_sha: list[Plain] = []
     taken: set[str] = set()
     total = 0
     for i in range(len(ds)):
@@ -117,8 +117,7 @@ def export(repo: ic.Repository, out_dir: str | Path, *, ref: str = "main", fmt: 
         names.append(f"images/{name}")
         stored_sha.append(hashlib.sha256(data).hexdigest())
         total += len(data)
-    columns: dict[str, list[Plain]] = {"file": [*names], "stored_sha256": [*stored_sha],
-                                       "index": list(range(len(ds)))}
+    columns: dict[str, list[Plain]] = {"file": names, "stored_sha256": stored_sha, "index": list(range(len(ds)))}
     for col in ITEM_COLUMNS:
         if col.name != "jpeg":
             columns[col.name] = [plain(v) for v in table[col.name]]  # NaN: an empty cell
