@@ -1,4 +1,4 @@
-"""Appending rows to a branch's arrays, chunk-aligned: :class:`Rows` (the item and failure tables and
+"""Appending rows to a branch's arrays, chunk-aligned: :class:`Tables` (the item and failure tables and
 the embedding arrays of one writable session), and the writing of checked rows into them.
 
 Rows are buffered in memory and written to zarr only as whole chunks (rows
@@ -75,7 +75,7 @@ class Table[R: (ItemRow, FailureRow)]:
         write_columns(self.arrays, self.columns, start, block, resize=True)
 
 
-class Rows:
+class Tables:
     """A writable session's rows: the item and failure tables and the embedding arrays (one per
     model), with what was added and not yet written. Nothing here commits or locks."""
 

@@ -21,11 +21,11 @@ from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import InternalError
 from preprocess.rows import schema
 from preprocess.rows.schema import CHUNK_ROWS, EMBEDDING, ITEM_COLUMNS, ITEMS, ItemRow, quiet
-from preprocess.store.append import Rows, check_item, write_columns, write_embeddings
+from preprocess.store.append import Tables, check_item, write_columns, write_embeddings
 from preprocess.store.storage import storage_errors
 
 
-def prepare(rows: Rows, *, model: str, dim: int) -> int:
+def prepare(rows: Tables, *, model: str, dim: int) -> int:
     """Check that the stored rows end on a chunk boundary with nothing queued (InternalError
     STORE_ALIGN), make ``model``'s embedding array when missing (EMBEDDING_DIM when it has another
     dimension); returns the first row to reserve."""
@@ -37,7 +37,7 @@ def prepare(rows: Rows, *, model: str, dim: int) -> int:
     return start
 
 
-def reserve(rows: Rows, session: ic.Session, count: int) -> ic.ForkSession:
+def reserve(rows: Tables, session: ic.Session, count: int) -> ic.ForkSession:
     """Grow every item array and embedding array by ``count`` rows (after :func:`prepare`), once,
     and fork ``session``: the fork's writers fill the new rows. Storage errors pass (the writer maps
     them)."""

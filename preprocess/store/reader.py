@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 type Decode = Callable[[bytes], object]  # stored bytes -> an image (the face's choice of decoder)
-type Rows = Sequence[int] | NDArray[np.integer]  # row numbers
+type RowNumbers = Sequence[int] | NDArray[np.integer]  # which rows (any order, repeats allowed)
 
 
 class Dataset:
@@ -81,14 +81,14 @@ class Dataset:
         names = [c.name for c in FAILURE_COLUMNS] if fields is None else list(fields)
         return _table(self._failures, FAILURE_COLUMNS, names, self._n_failures)
 
-    def items_at(self, rows: Rows,
+    def items_at(self, rows: RowNumbers,
                  fields: Sequence[str] | None = None) -> dict[str, Values]:
         """Like :meth:`items_table`, for the given rows only (any order, repeats allowed): reads
         only the chunks holding them (one image's bytes each for ``jpeg``), not whole columns."""
         names = [c.name for c in ITEM_COLUMNS if c.name != "jpeg"] if fields is None else list(fields)
         return _take(self._items, ITEM_COLUMNS, names, rows, self._n)
 
-    def failures_at(self, rows: Rows,
+    def failures_at(self, rows: RowNumbers,
                     fields: Sequence[str] | None = None) -> dict[str, Values]:
         """Like :meth:`failures_table`, for the given rows only."""
         names = [c.name for c in FAILURE_COLUMNS] if fields is None else list(fields)
@@ -245,7 +245,7 @@ def _table(arrays: dict[str, ArrayV3], columns: Sequence[Column], names: Sequenc
             for c in _fields(columns, names)}
 
 
-def _take(arrays: dict[str, ArrayV3], columns: Sequence[Column], names: Sequence[str], rows: Rows,
+def _take(arrays: dict[str, ArrayV3], columns: Sequence[Column], names: Sequence[str], rows: RowNumbers,
           n: int) -> dict[str, Values]:
     wanted = np.asarray(rows, dtype=np.int64).reshape(-1)
     if wanted.size and (wanted.min() < 0 or wanted.max() >= n):

@@ -29,7 +29,7 @@ from preprocess.rows.recent import Recent
 from preprocess.rows.schema import FailureRow, ItemRow
 from preprocess.sources.location import Location, Where
 from preprocess.store import forks, seed
-from preprocess.store.append import Rows
+from preprocess.store.append import Tables
 from preprocess.store.commit import NEW_BRANCH, BranchSession, check_branch, plain_metadata
 from preprocess.store.keys import FailureKey, Keys
 from preprocess.store.storage import check_location, open_repo, storage_errors
@@ -64,7 +64,7 @@ class DatasetWriter:
 
     def _open(self, *, reload: bool) -> None:
         """A new session on the branch's tip; with ``reload``, the dedupe index read again from it."""
-        self._rows = Rows(self._branch.open().store)
+        self._rows = Tables(self._branch.open().store)
         if reload:
             self._keys = Keys.read(self._rows.items, self._rows.failures)
 
