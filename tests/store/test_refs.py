@@ -14,7 +14,7 @@ import pytest
 
 from preprocess.core.errors import ConfigError, ConflictError
 from preprocess.store import DatasetWriter, dataset_at, history, open_repo, refs
-from preprocess.store.storage import local_root, lock_holder
+from preprocess.store.lock import local_root, lock_holder
 from tests.store.conftest import Hist
 
 

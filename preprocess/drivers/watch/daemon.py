@@ -30,7 +30,7 @@ import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -57,8 +57,9 @@ from preprocess.drivers.watch.window import Outcome, Taken, Window, move_settled
 from preprocess.pipeline.process import BatchResult, Failed, Plan, Processor, plan
 from preprocess.rows.provenance import WatchInfo
 from preprocess.sources.files import SourceFile, local_roots
+from preprocess.sources.location import Location
 from preprocess.store import DatasetWriter, check_target, open_repo, probe_writable
-from preprocess.store.storage import lock_repo
+from preprocess.store.lock import lock_repo
 
 log = logging.getLogger("preprocess.drivers.watch")
 
@@ -134,6 +135,11 @@ class WatchDaemon:
         self._state = state
         self.metrics.ready.set(1 if state == "running" and not self.backoff.down else 0)
 
+    @cached_property
+    def store(self) -> Location:
+        """The dataset's location, parsed once (first when :meth:`run` checks the target)."""
+        return Location.of_store(self.opts.store)
+
     def run(self, *, install_signals: bool = True) -> int:
         """Run until stopped; returns the process exit code (0 after a clean stop)."""
         if install_signals:
@@ -142,7 +148,7 @@ class WatchDaemon:
         with ExitStack() as cleanup:  # closes in reverse: detector, writer, lock, server, engine
             o = self.opts
             p = plan(o.spec_path, o.engine, o.device)  # spec, model, engine: checked before anything is made
-            check_target(o.store, o.branch)  # where the store goes, and its branch
+            check_target(self.store, o.branch)  # where the store goes, and its branch
             processor = Processor(p, job_id=self.job_id)
             cleanup.callback(processor.close)
             if self._stop.is_set():  # stopped while starting: nothing to do, nothing created
@@ -173,7 +179,7 @@ class WatchDaemon:
     def _start(self, cleanup: ExitStack, p: Plan, processor: Processor) -> _Work:
         """Open (or create) and lock the store, and open the branch's writer."""
         o = self.opts
-        repo = open_repo(o.store, create=True)
+        repo = open_repo(self.store, create=True)
         # The store's writer lock, held for the daemon's life (across writer reopens): a second
         # daemon or a `run` on this dataset fails fast (STORE_LOCKED) or waits --wait seconds.
         lock = lock_repo(repo, wait=o.wait, purpose=f"watch daemon on {self.folder}")
@@ -184,7 +190,7 @@ class WatchDaemon:
         return work
 
     def _ingest(self, writer: DatasetWriter, p: Plan) -> Ingest:
-        return Ingest(writer, p, JobInfo(kind="watch", roots=[self.opts.folder], store=self.opts.store,
+        return Ingest(writer, p, JobInfo(kind="watch", roots=[self.opts.folder], store=self.store,
                                          job_id=self.job_id))
 
     def _detect(self) -> Detector:
@@ -273,8 +279,8 @@ class WatchDaemon:
         if not self.backoff.due(now):
             return False
         try:
-            probe_writable(self.opts.store)
-            writer = DatasetWriter(open_repo(self.opts.store, create=False), self.opts.branch)
+            probe_writable(self.store)
+            writer = DatasetWriter(open_repo(self.store, create=False), self.opts.branch)
         except PreprocessError as exc:
             self._store_failed(work, exc, "store retry failed", failures=self.backoff.failures + 1)
             return False
