@@ -35,7 +35,8 @@ def test_every_json_output_is_the_same_bytes_twice(hist: Hist, tmp_path: Path) -
         first, second = cli(*args, "--json"), cli(*args, "--json")
         assert first.exit_code == 0, (args, first.output)
         assert first.stdout == second.stdout, args
-        json.loads(first.stdout)
+        doc = json.loads(first.stdout)
+        assert doc["version"] == 1 and doc["command"].split()[0] == args[0] and "error" not in doc, args
     # what writes: the same command on two identical copies prints the same bytes
     copies = [tmp_path / "a" / "c.icechunk", tmp_path / "b" / "c.icechunk"]
     for c in copies:
@@ -71,18 +72,18 @@ def test_branch_and_tag_list_create_and_delete(hist: Hist, tmp_path: Path) -> No
     copy = tmp_path / "c.icechunk"
     shutil.copytree(hist.store, copy)
     s = str(copy)
-    listed = json.loads(cli("branch", s, "--json").stdout)
+    listed = json.loads(cli("branch", s, "--json").stdout)["branches"]
     assert [(b["name"], b["snapshot"]) for b in listed] == [
         ("again", hist.again.snapshot), ("low-q", hist.lowq.snapshot), ("main", hist.main2.snapshot)]
     assert listed[2]["message"] == "second" and listed[2]["kind"] == "branch" and listed[2]["written_at"]
     table = cli("branch", s).stdout
     assert all(name in table for name in ("again", "low-q", "main", "second"))
     assert cli("tag", s, "v0", "main~1").exit_code == 0
-    assert [t["name"] for t in json.loads(cli("tag", s, "--json").stdout)] == ["v0", "v1"]
+    assert [t["name"] for t in json.loads(cli("tag", s, "--json").stdout)["tags"]] == ["v0", "v1"]
     r = cli("branch", s, "--delete", "low-q")
     assert r.exit_code == 0 and hist.lowq.snapshot in r.stdout
     assert cli("tag", s, "-d", "v0").exit_code == 0
-    assert [b["name"] for b in json.loads(cli("branch", s, "--json").stdout)] == ["again", "main"]
+    assert [b["name"] for b in json.loads(cli("branch", s, "--json").stdout)["branches"]] == ["again", "main"]
     for args, code, exit_code in ((("branch", s, "--delete", "main"), "BRANCH_MAIN", 2),
                                   (("branch", s, "--delete", "mian"), "BRANCH_MISSING", 2),
                                   (("tag", s, "--delete", "v0"), "TAG_MISSING", 2),
@@ -96,8 +97,8 @@ def test_log_takes_a_ref_as_argument_or_option(hist: Hist) -> None:
     s = str(hist.store)
     by_arg, by_opt = cli("log", s, "low-q", "--json"), cli("log", s, "--branch", "low-q", "--json")
     assert by_arg.exit_code == 0 and by_arg.stdout == by_opt.stdout
-    assert [c["id"] for c in json.loads(by_arg.stdout)] == [hist.lowq.snapshot, hist.v1.snapshot]
-    assert [c["id"] for c in json.loads(cli("log", s, "main~1", "--json").stdout)] == [hist.v1.snapshot]
+    assert [c["id"] for c in json.loads(by_arg.stdout)["commits"]] == [hist.lowq.snapshot, hist.v1.snapshot]
+    assert [c["id"] for c in json.loads(cli("log", s, "main~1", "--json").stdout)["commits"]] == [hist.v1.snapshot]
     r = cli("export", s, "/nonexistent-parent/x", "--ref", "mian~1")
     assert r.exit_code == 2 and "did you mean 'main'?" in r.stderr
 
