@@ -18,6 +18,7 @@ from preprocess.core.units import size
 
 WIDTH, HEIGHT = 420, 170
 LEFT, BOTTOM, TOP, RIGHT = 44, 28, 10, 10  # plot margins, px
+MAX_BAR = 36  # px: a bar is never wider (a version of two commits has two slim bars, not two slabs)
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,8 @@ def bars_svg(bars: Sequence[Bar], *, title: str, ticks: tuple[str, str], fmt: Ca
     for i, b in enumerate(bars):
         bh = h * b.value / top
         rect = (f'<rect class="bar" x="{LEFT + i * step + 0.5:.1f}" y="{TOP + h - bh:.1f}" '
-                f'width="{max(1.0, step - 1):.1f}" height="{max(0.0, bh):.1f}"><title>{escape(b.label)}</title></rect>')
+                f'width="{min(MAX_BAR, max(1.0, step - 1)):.1f}" height="{max(0.0, bh):.1f}">'
+                f'<title>{escape(b.label)}</title></rect>')
         out.append(f'<a href="{escape(b.href)}">{rect}</a>' if b.href else rect)
     out += [f'<text class="tick" x="{LEFT}" y="{HEIGHT - 8}" text-anchor="start">{escape(ticks[0])}</text>',
             f'<text class="tick" x="{LEFT + w}" y="{HEIGHT - 8}" text-anchor="end">{escape(ticks[1])}</text>',

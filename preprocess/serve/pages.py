@@ -139,13 +139,14 @@ def item_page(request: Request) -> Response:
     siblings = _siblings(cat, target.snapshot, row, item)
     sides = _sides(f"/snapshots/{target.snapshot}/items/{row}", item, window, siblings,
                    has_source=comparison is not None)
-    allowed = set(sides)
-    a = parse_side(request.query_params.get("a", ""), "source" if comparison else next(iter(sides)), allowed)
-    b = parse_side(request.query_params.get("b", ""), "stored", allowed)
+    others = [k for k in sides if k != "stored"]  # the source, then the same source stored elsewhere
+    a = parse_side(request.query_params.get("a", ""), others[0] if others else "stored", set(sides))
+    b = parse_side(request.query_params.get("b", ""), "stored", set(sides))
     commit = cat.added_by(target.snapshot, row)
     return render(request, "item.html", target=target, row=row, item=item, commit=commit, md=commit.metadata,
                   comparison=comparison, unavailable=unavailable, items=len(cat.dataset(target.snapshot)),
-                  known_fields=SHOWN_FIELDS, window=window, sides=sides, a=sides[a], b=sides[b], siblings=siblings,
+                  known_fields=SHOWN_FIELDS, window=window, sides=sides, siblings=siblings,
+                  a=sides[a] if a != b else None, b=sides[b],
                   side_choices=SIDES, size=size, cells=window.cells(size),
                   here=lambda **kw: _item_query(request, **kw))
 

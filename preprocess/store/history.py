@@ -95,15 +95,24 @@ class Commit:
 
 
 def engine_words(engine: Json) -> str:
-    """A recorded ``engine`` section in words: the engine on its device, then the library that
-    encoded each of the spec's variants when the engine named them (``encoders``)."""
+    """A recorded ``engine`` section in words: ``pillow on cpu, 2 lanes of 4 (jpegli 4:2:0 by jpegli)``:
+    the engine on its device, its lanes, and which library encoded each of the spec's variants
+    (``encoders``: a mapping, or the ``"variant: library, ..."`` text older versions wrote)."""
     if not isinstance(engine, Mapping):
         return ""
     name, device = str(engine.get("engine") or ""), str(engine.get("device") or "")
     words = " on ".join(p for p in (name, device) if p)
+    lanes, batch = engine.get("lanes"), engine.get("lane_batch")
+    if lanes not in (None, ""):
+        words += f", {lanes} lane{'s' if str(lanes) != '1' else ''}" + (f" of {batch}" if batch not in (None, "") else "")
     encoders = engine.get("encoders")
-    if isinstance(encoders, Mapping) and encoders:
-        words += " (" + ", ".join(f"{variant}: {lib}" for variant, lib in sorted(encoders.items())) + ")"
+    pairs: list[tuple[str, str]] = []
+    if isinstance(encoders, Mapping):
+        pairs = [(str(k), str(v)) for k, v in sorted(encoders.items())]
+    elif isinstance(encoders, str) and encoders:
+        pairs = [(v.strip(), lib.strip()) for part in encoders.split(", ") for v, _, lib in [part.rpartition(": ")]]
+    if pairs:
+        words += " (" + ", ".join(f"{v} by {lib}" if v else lib for v, lib in pairs) + ")"
     return words
 
 

@@ -131,3 +131,21 @@ def test_a_store_that_is_not_a_dataset_is_a_usage_error_for_every_command(
                               timeout=120, check=False)
         assert proc.returncode == 2 and "\nerror[STORE_FOREIGN]" in f"\n{proc.stderr}", (args, proc.stderr)
     assert (sorted(os.listdir(store)) if store.is_dir() else store.read_text()) == before
+
+
+def test_a_negative_limit_is_an_error_not_fewer_commits(hist: Hist) -> None:
+    """issue 23, bug 2: ``--limit -1`` silently dropped the oldest commit."""
+    for limit in ("-1", "-2"):
+        r = cli("log", str(hist.store), "--limit", limit)
+        assert r.exit_code == 2 and r.stderr.startswith("error[CLI_USAGE]") and "--limit" in r.stderr
+    assert len(json.loads(cli("log", str(hist.store), "--limit", "1", "--json").stdout)["commits"]) == 1
+
+
+def test_the_log_of_the_first_snapshot_says_what_it_is(hist: Hist) -> None:
+    """issue 23, bug 3: ``log S main~2`` at the repository's first snapshot printed an empty table and
+    "no commits yet" (the dataset has commits), the message broken mid-command."""
+    r = cli("log", str(hist.store), "main~2")
+    assert r.exit_code == 0 and "snapshot" not in r.stdout  # no empty table
+    assert "first snapshot" in r.stderr and "no commits yet" not in r.stderr
+    assert r.stderr.strip().count("\n") == 0  # one line, however narrow the terminal
+    assert json.loads(cli("log", str(hist.store), "main~2", "--json").stdout)["commits"] == []

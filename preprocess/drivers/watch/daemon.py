@@ -49,11 +49,11 @@ from preprocess.core.timing import Stopwatch
 from preprocess.drivers.ingest import Ingest, JobInfo, read_files
 from preprocess.drivers.watch.backoff import Backoff
 from preprocess.drivers.watch.detect import Detector, Scanning
+from preprocess.drivers.watch.logs import log_files
 from preprocess.drivers.watch.metrics import Metrics
 from preprocess.drivers.watch.options import WatchOptions
 from preprocess.drivers.watch.queue import FileQueue, Ready, Stat
 from preprocess.drivers.watch.server import StatusServer
-from preprocess.drivers.watch.logs import log_files
 from preprocess.drivers.watch.window import Outcome, Taken, Window, move_settled
 from preprocess.pipeline.process import BatchResult, Failed, Plan, Processor, plan
 from preprocess.rows.provenance import WatchInfo
