@@ -7,7 +7,7 @@ JSON with ``--json`` (the same bytes for the same content).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import icechunk as ic
@@ -420,7 +420,7 @@ def gc_cmd(store: Store,
                                    f"{_when(done.cutoff.isoformat())}")
 
 
-def _done(js: str, value: Json, line: str) -> None:
+def _done(js: str, value: Mapping[str, Json], line: str) -> None:
     if js:
         emit(js, value)
     else:

@@ -104,7 +104,8 @@ def engine_words(engine: Json) -> str:
     words = " on ".join(p for p in (name, device) if p)
     lanes, batch = engine.get("lanes"), engine.get("lane_batch")
     if lanes not in (None, ""):
-        words += f", {lanes} lane{'s' if str(lanes) != '1' else ''}" + (f" of {batch}" if batch not in (None, "") else "")
+        words += f", {lanes} lane{'s' if str(lanes) != '1' else ''}"
+        words += f" of {batch}" if batch not in (None, "") else ""
     encoders = engine.get("encoders")
     pairs: list[tuple[str, str]] = []
     if isinstance(encoders, Mapping):

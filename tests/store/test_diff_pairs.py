@@ -74,7 +74,8 @@ def test_the_cli_prints_the_pairs(two_formats: Path) -> None:
     assert r.exit_code == 0, r.output
     assert "4 sources stored under another spec" in r.stdout
     assert "4 stored under another spec: +0 new sources, -0 sources gone" in r.stdout
-    pairs = [line for line in r.stdout.splitlines() if re.search(r"\.(jpg|png)\s+jpeg [\d.]+ K?B q\d+\s+->\s+avif ", line)]
+    pair = re.compile(r"\.(jpg|png)\s+jpeg [\d.]+ K?B q\d+\s+->\s+avif ")
+    pairs = [line for line in r.stdout.splitlines() if pair.search(line)]
     assert len(pairs) == 4, r.stdout
     assert not [line for line in r.stdout.splitlines() if line.strip().startswith(("+ ", "- "))]  # no +/- rows
     doc = json.loads(CliRunner().invoke(app, ["diff", str(two_formats), "jpeg", "avif", "--json"]).stdout)
