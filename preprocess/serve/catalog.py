@@ -131,6 +131,7 @@ class Catalog:
         self._columns: LRU[Column] = LRU(max_items=128, max_bytes=256 * 2**20, size=_nbytes)
         self._selections: LRU[Rows] = LRU(max_items=64, max_bytes=64 * 2**20, size=_nbytes)
         self._commits: LRU[Commit] = LRU(max_items=4096)
+        self._logs: LRU[list[Commit]] = LRU(max_items=64)
         self._origins: LRU[Origins] = LRU(max_items=64)
         self._specs: LRU[dict[str, str]] = LRU(max_items=64)
         self._diffs: LRU[DiffView] = LRU(max_items=8)
@@ -174,6 +175,12 @@ class Catalog:
 
     def commit(self, target: Ref) -> ShownCommit:
         return history.show(self.repo, target.snapshot)
+
+    def added_commits(self, snapshot: str, limit: int = 500) -> list[Commit]:
+        """The newest ``limit`` commits of ``snapshot``'s history that added items (the grid's commit
+        filter; cached: a snapshot's history never changes, only the refs shown beside it)."""
+        target = Ref(snapshot, "snapshot", snapshot)
+        return self._logs.get_or_make((snapshot, limit), lambda: [c for c in self.log(target) if c.added][:limit])
 
     def commit_at(self, snapshot: str) -> Commit:
         """The commit ``snapshot`` (its refs as they were when first read: pages that show a commit's

@@ -100,7 +100,7 @@ def items_page(request: Request) -> Response:
     cat, ref, target, q = _grid(request)
     page = Page.of(cat.select(target.snapshot, q), q)
     ds = cat.dataset(target.snapshot)
-    commits = [c for c in cat.log(target) if c.added]
+    commits = cat.added_commits(target.snapshot)
     return render(request, "items.html", ref=ref, target=target, q=q, page=page,
                   cards=cat.cards(target.snapshot, page.rows), specs=cat.specs(target), items=len(ds),
                   failures=ds.num_failures, sorts=list(SORTS), statuses=sorted(ITEM_STATUSES), ranges=list(RANGES),
