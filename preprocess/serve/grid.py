@@ -31,6 +31,7 @@ CARD_FIELDS = ("source_path", "status", "format", "width", "height", "bytes", "q
 _FINGERPRINT = re.compile(r"^[0-9A-Za-z_.:-]{1,128}$")
 _COMMIT = re.compile(r"^[0-9A-Za-z]{4,20}$")
 _FORMAT = re.compile(r"^[0-9A-Za-z]{1,16}$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 TEXTS = {"q": 200, "camera": 200, "where": 1000}  # free-text parameters and their longest value
 
 type Rows = npt.NDArray[np.int64]
@@ -49,6 +50,8 @@ class GridQuery:
     commit: str = ""  # the snapshot that added the row (an id or a prefix of 4+)
     format: str = ""
     camera: str = ""
+    captured_from: str = ""  # capture dates (EXIF), YYYY-MM-DD, both days included
+    captured_to: str = ""
     where: str = ""  # any expression of preprocess.store.where
     similarity_min: float | None = None
     similarity_max: float | None = None
@@ -76,6 +79,10 @@ class GridQuery:
         _check(not commit or bool(_COMMIT.match(commit)), "commit", commit, "a snapshot id or a prefix of 4+ of it")
         _check(not fmt or bool(_FORMAT.match(fmt)), "format", fmt, "a format name (jpeg, avif, ...)")
         values.update(commit=commit.upper(), format=fmt.lower())
+        for name in ("captured_from", "captured_to"):
+            day = params.get(name) or ""
+            _check(not day or bool(_DATE.match(day)), name, day, "a date, YYYY-MM-DD")
+            values[name] = day
         for name, longest in TEXTS.items():
             text = (params.get(name) or "").strip()
             _check(len(text) <= longest and "\0" not in text, name, text, f"at most {longest} characters")
@@ -104,6 +111,8 @@ class GridQuery:
                                                         ("format", self.format), ("camera", self.camera),
                                                         ("commit", self.commit)) if v]
         conditions += [Condition("path", "~", self.q)] if self.q else []
+        conditions += [Condition("time", ">=", self.captured_from)] if self.captured_from else []
+        conditions += [Condition("time", "<", f"{self.captured_to}U")] if self.captured_to else []  # 'U' > 'T...'
         for name in RANGES:
             low, high = self.range(name)
             conditions += [Condition(name, ">=", str(low))] if low is not None else []
