@@ -73,7 +73,7 @@ def log_cmd(store: Store,
                                                            "(default: main).", show_default=False)] = None,
             branch: Annotated[str | None, typer.Option("--branch", "-b", "--ref",
                                                        help="The same as REF (kept for scripts).")] = None,
-            limit: Annotated[int | None, typer.Option(help="Show at most this many commits.")] = None,
+            limit: Annotated[int | None, typer.Option(help="Show at most this many commits (1 or more).")] = None,
             as_json: AsJson = False) -> None:
     """The commits of a branch (or any REF), newest first: id, time, +items, failures, spec, message."""
     from preprocess.core.errors import ConfigError
