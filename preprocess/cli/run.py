@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from preprocess.cli.app import RichProgress, app, err, fail, fmt, out, quiet_libraries
+from preprocess.cli.app import RichProgress, app, emit, err, fail, fmt, out, quiet_libraries
 from preprocess.core import errors
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import PreprocessError
@@ -72,10 +71,10 @@ def run(
         else:
             summary = _run_on_ray(opts, progress, _ray_options(ray, gpus_per_worker, actors, ray_batch_size))
     except PreprocessError as exc:
-        fail(exc)
+        fail(exc, as_json="run" if as_json else "")
         return
     if as_json:
-        out.print_json(json.dumps(summary.to_dict()))
+        emit("run", summary.to_dict())
     else:
         _print_summary(summary)
     raise typer.Exit(errors.EXIT_FAILURES if summary.failed else errors.EXIT_OK)

@@ -12,7 +12,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from preprocess.cli.app import app, err, fail, out, quiet_libraries
+from preprocess.cli.app import app, emit, err, fail, out, quiet_libraries
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import ConfigError, PreprocessError
 from preprocess.core.units import size
@@ -128,7 +128,7 @@ def tune(
             raise ConfigError(f"{recs[0].message} (report: {files['html']})", code=ErrorCode.TARGET_UNREACHABLE,
                               hint="lower --target, raise the quality range, or judge by another view/model")
     except PreprocessError as exc:
-        fail(exc)
+        fail(exc, as_json="tune" if as_json else "")
         return
     _show(sweep, recs, samples, files, as_json=as_json)
 
@@ -149,8 +149,8 @@ def _show(sweep: Sweep, recs: list[Recommendation], samples: list[StoredSample |
     for skip in sweep.skipped:
         err.print(f"  skipped [{skip.code}] {skip.path}: {skip.message}", highlight=False, soft_wrap=True)
     if as_json:
-        out.print_json(json.dumps({"files": {k: str(p) for k, p in files.items()},
-                                   "recommendations": json.loads(files["json"].read_text())["recommendations"]}))
+        emit("tune", {"files": {k: str(p) for k, p in files.items()},
+                      "recommendations": json.loads(files["json"].read_text())["recommendations"]})
         return
     rec0 = recs[0]
     t = Table(title=f"preprocess tune ({len(sweep.images)} images, {sweep.engine} on {sweep.device})",

@@ -38,7 +38,7 @@ from preprocess.pipeline.extractor.manifest import Manifest, find_manifest
 from preprocess.pipeline.extractor.session import Extractor
 from preprocess.pipeline.gate import Decision, GateStats, Measure, Outcome, Priors, decide
 from preprocess.pipeline.images import probe
-from preprocess.pipeline.spec import Batch, Spec, default_spec_path, load_spec
+from preprocess.pipeline.spec import Batch, Spec, default_spec_path, find_spec, load_spec
 from preprocess.rows.schema import FailureRow, ItemRow
 from preprocess.sources.files import SourceFile
 
@@ -61,7 +61,7 @@ class Plan:
 
 def plan(spec_path: str | None, engine: EngineChoice = "auto", device: DeviceChoice = "auto") -> Plan:
     """Validate the spec, find and build the model, resolve engine/device; raise ConfigError early."""
-    path = spec_path or str(default_spec_path())
+    path = str(find_spec(spec_path)) if spec_path else str(default_spec_path())
     spec = load_spec(path)
     manifest = _spec_model(spec.gate.model, path)
     engine_name, device_name = resolve(engine, device)

@@ -98,12 +98,12 @@ class Encode(_Frozen):
         if not isinstance(data, dict):
             return data
         data = dict(data)
-        info = FORMATS.get(str(data.get("format", "jpeg")))
-        if info is None:
-            return data  # the format's Literal reports it
-        for key in ("encoders", "chroma_subsampling"):
+        for key in ("encoders", "chroma_subsampling"):  # one value, or a list of them
             if isinstance(data.get(key), str):
                 data[key] = (data[key],)
+        info = FORMATS.get(str(data.get("format", "jpeg")))
+        if info is None:
+            return data  # the format's Literal reports it (and only it)
         if not info.chroma:  # a format without chroma subsampling (jxl) ignores it, like progressive
             data.pop("chroma_subsampling", None)
         data.setdefault("encoders", (info.encoders[0].name,))
@@ -270,13 +270,43 @@ def parse_spec(data: Mapping[str, object], *, source: str = "<spec>") -> Spec:
         ) from None
 
 
-def load_spec(path: str | Path) -> Spec:
+def bundled_specs() -> list[str]:
+    """The names of the specs that ship with preprocess (``camera``, ``archive``, ...)."""
+    try:
+        return sorted(p.stem for p in bundled_dir("pipelines").glob("*.toml"))
+    except ConfigError:
+        return []
+
+
+def find_spec(path: str | Path) -> Path:
+    """The spec file ``--spec`` names: a path as given (relative to the working folder), else a bundled
+    spec by its name (``archive``, ``archive.toml``) or by its path in the source tree
+    (``pipelines/archive.toml``, from any working folder). A path that is none of these is returned
+    as given (:func:`load_spec` then says it is missing, and which specs are bundled)."""
     p = Path(path)
+    if p.exists() or p.is_absolute():
+        return p
+    parts = p.parts
+    name = p.name if len(parts) == 1 or (len(parts) == 2 and parts[0] == "pipelines") else ""
+    if name:
+        try:
+            bundled = bundled_dir("pipelines") / (name if name.endswith(".toml") else f"{name}.toml")
+        except ConfigError:
+            return p
+        if bundled.is_file():
+            return bundled
+    return p
+
+
+def load_spec(path: str | Path) -> Spec:
+    p = find_spec(path)
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
+        names = ", ".join(bundled_specs()) or "none found"
         raise NotFoundError("pipeline spec not found", code=ErrorCode.SPEC_MISSING,
-                          hint="pass --spec with a path to a .toml file", path=str(p)) from None
+                            hint=f"pass --spec a .toml file, or the name of a bundled spec: {names}",
+                            path=str(p)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read pipeline spec: {exc}", code=ErrorCode.SPEC_UNREADABLE, path=str(p)) from None
     try:

@@ -28,6 +28,7 @@ from preprocess.rows.records import Item, ItemRecord, StoredItem, plain
 from preprocess.rows.schema import EMBEDDING, FAILURE_COLUMNS, FAILURES, ITEM_COLUMNS, ITEMS, Column, Values
 from preprocess.sources.location import Location, Where
 from preprocess.store import lookup
+from preprocess.store.origins import origins
 from preprocess.store.refs import resolve_ref, session
 from preprocess.store.storage import open_repo
 
@@ -41,9 +42,11 @@ type RowNumbers = Sequence[int] | NDArray[np.integer]  # which rows (any order, 
 class Dataset:
     """A read-only view of one snapshot: columns, single items, failures and embeddings."""
 
-    def __init__(self, session: ic.Session, *, ref: str = "", decode: Decode | None = None) -> None:
+    def __init__(self, session: ic.Session, *, ref: str = "", decode: Decode | None = None,
+                 repo: ic.Repository | None = None) -> None:
         self._session = session
         self._decode = decode
+        self._repo = repo  # for added_by: the history the snapshot belongs to
         self.ref = ref
         self.snapshot_id: str = str(session.snapshot_id)
         root = schema.open_layout(session.store, writable=False)
@@ -137,6 +140,16 @@ class Dataset:
             raise IndexError(f"item {i} out of range: the dataset has {self._n} items")
         return i % self._n
 
+    def added_by(self, i: int) -> str:
+        """The snapshot id of the commit that added item ``i`` (:mod:`preprocess.store.origins`: the same
+        answer as ``show --item``, the lineage API and the web UI). Needs a dataset opened from a
+        repository (:func:`open_dataset`, :func:`dataset_at`)."""
+        if self._repo is None:
+            raise ConfigError("this dataset was opened from a session, without its history",
+                              code=ErrorCode.STORE_FIELD,
+                              hint="open it with open_dataset(...) or dataset_at(repo, ...)")
+        return origins(self._repo, self.snapshot_id).item(self._index(i))
+
     def find(self, query: str) -> list[int]:
         """The item rows ``query`` names: a source path or file name, a source or stored file on disk
         (by content), an exported file's name, or 8+ hex digits of the source's (else the stored
@@ -194,7 +207,7 @@ def dataset_at(repo: ic.Repository, ref: str = "main", *, decode: Decode | None 
     """Like :func:`open_dataset`, for an open repository. ``ref`` is resolved once: the dataset
     reads that snapshot even if the branch moves later."""
     target = resolve_ref(repo, ref)
-    return Dataset(session(repo, target), ref=ref, decode=decode)
+    return Dataset(session(repo, target), ref=ref, decode=decode, repo=repo)
 
 
 def _pandas() -> ModuleType:

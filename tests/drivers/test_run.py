@@ -260,7 +260,8 @@ def test_a_device_failure_stops_the_job_with_nothing_committed(tmp_path: Path, s
                                    "--device", "cpu", "--json"])
     assert got.exit_code == 6, got.output
     assert "error[DEVICE_FAULT]" in got.output and "nothing was committed" in got.output
-    assert "{" not in got.stdout  # no summary: the job did not finish
+    doc = json.loads(got.stdout)  # under --json: the error as a document (docs/json.md), no summary
+    assert doc["error"]["code"] == "DEVICE_FAULT" and "stored" not in doc
     monkeypatch.setattr(Pipe, "run", real)
     summary = run_job(JobOptions(sources=[str(sample_dir)], store=str(store), engine="dali", device="cpu"))
     assert summary.stored == len(list(sample_dir.iterdir())) and summary.failed == 0  # the rerun does it all

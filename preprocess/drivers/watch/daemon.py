@@ -49,6 +49,7 @@ from preprocess.core.timing import Stopwatch
 from preprocess.drivers.ingest import Ingest, JobInfo, read_files
 from preprocess.drivers.watch.backoff import Backoff
 from preprocess.drivers.watch.detect import Detector, Scanning
+from preprocess.drivers.watch.logs import log_files
 from preprocess.drivers.watch.metrics import Metrics
 from preprocess.drivers.watch.options import WatchOptions
 from preprocess.drivers.watch.queue import FileQueue, Ready, Stat
@@ -154,7 +155,8 @@ class WatchDaemon:
             if self._stop.is_set():  # stopped while starting: nothing to do, nothing created
                 return errors.EXIT_OK
             self._serve(cleanup)  # binds the address (METRICS_ADDRESS when it cannot)
-            work = self._start(cleanup, p, processor)
+            work = self._start(cleanup, p, processor)  # the store's lock (STORE_LOCKED when another holds it)
+            self._log_listening()  # only now: a daemon refused the store never said it was listening
             # the first batch's guesses: where the branch's stored images like each new one crossed
             processor.stats.seed_from(work.ingest.writer.recent_choices(p.fingerprint, p.model))
             self.detector = self._detect()
@@ -172,6 +174,10 @@ class WatchDaemon:
         self.server = StatusServer(*self.opts.metrics, live=self.live, ready=self.ready, metrics=self.metrics.render)
         self.server.start()
         cleanup.callback(self.server.stop)
+
+    def _log_listening(self) -> None:
+        if self.server is None:
+            return
         host, port = self.server.address
         log.info("listening", extra={"fields": {"host": host, "port": port,
                                                 "endpoints": ["/healthz", "/readyz", "/metrics"]}})
@@ -330,6 +336,7 @@ class WatchDaemon:
                                             "seconds": round(took.elapsed(), 3)}})
         for fr in result.failures:
             log.warning("failure", extra={"fields": {"path": fr.source_path, "code": fr.code, "message": fr.message}})
+        log_files(log, result, [f.path for f in admitted.skipped])  # --log-level debug: a line per file
 
     def _unchanged(self, ready: list[Ready], files: list[SourceFile | Failed]) -> dict[str, tuple[SourceFile | Failed,
                                                                                                   Ready]]:
@@ -404,8 +411,9 @@ class WatchDaemon:
         if s.snapshot is not None:
             self._commits += 1
             self._observe_commit(reason, seconds, w)
+        made = {"snapshot": s.snapshot} if s.snapshot else {}  # "settled": every file was a duplicate, no commit
         log.info("commit" if s.snapshot else "settled", extra={"fields": {
-            "snapshot": s.snapshot, "reason": reason, "files": len(w.files), "stored": s.stored, "failed": s.failed,
+            **made, "reason": reason, "files": len(w.files), "stored": s.stored, "failed": s.failed,
             "duplicate": s.skipped, "seconds": round(seconds, 4)}})
         work.window = Window()
         if o.move_to:
