@@ -20,6 +20,7 @@ SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
+        self._totals: dict[str, int] = {}  # what count_up counted so far
         ProcessCollector(registry=r)  # process_resident_memory_bytes, cpu seconds, open fds
         p = PREFIX
         self.seen = Counter(f"{p}_files_seen", "File versions noticed in the folder (events or rescans).",
@@ -68,6 +69,14 @@ class Metrics:
                                    registry=r)
         self.ready = Gauge(f"{p}_ready", "1 when the daemon takes files (store open, model loaded, watching).",
                            registry=r)
+
+    def count_up(self, **totals: int) -> None:
+        """Bring the counters ``seen``, ``refused`` and ``scans`` up to the totals the queue and detector keep."""
+        for name, total in totals.items():
+            done = self._totals.get(name, 0)
+            if total > done:
+                getattr(self, name).inc(total - done)
+                self._totals[name] = total
 
     def count_batch(self, items: Sequence[ItemRow], failures: Sequence[FailureRow], duplicates: int) -> None:
         self.duplicates.inc(duplicates)
