@@ -97,6 +97,7 @@ class SourceInfo:
     bits: int = 8  # bits per sample as stored
     profile: str = ""  # an embedded ICC profile other than sRGB (converted to sRGB on decode): its name
     compression: int = 0  # TIFF's compression tag (0 for other formats)
+    ambiguous: bool = False  # its header gives its size twice: only the CPU decoder, whose output is checked
 
     @property
     def pixels(self) -> int:
@@ -109,7 +110,7 @@ class SourceInfo:
         profile take the CPU path, where :func:`decode_rgb` converts them to sRGB)."""
         return (self.format in _DALI_FORMATS and self.mode in _PLAIN_MODES and self.frames == 1
                 and self.bits == 8 and not self.profile
-                and (self.format != "TIFF" or self.compression in _DALI_TIFF_COMPRESSIONS))
+                and not self.ambiguous and (self.format != "TIFF" or self.compression in _DALI_TIFF_COMPRESSIONS))
 
 
 @dataclass
@@ -132,6 +133,7 @@ class _Source:
     palette: tuple[str, bytes] | None = field(default=None, repr=False)
     coded_pixels: int = 0  # a larger frame than ``stored`` that the decoder makes first (AVIF), or 0
     coded: tuple[int, int] | None = None  # the size the image is coded at, when its container says another
+    ambiguous: bool = False  # the header gives its size twice (decoders disagree): the CPU decoder only
 
     @property
     def size(self) -> tuple[int, int]:
@@ -174,7 +176,8 @@ def probe(data: bytes, *, max_pixels: int, path: str | None = None) -> SourceInf
     found = colour.describe(src.icc)
     return SourceInfo(format=src.format, mode=src.mode, width=w, height=h, orientation=src.orientation,
                       frames=src.frames, capture_time=when, camera_model=camera, bits=src.bits,
-                      profile=found[0] if found else "", compression=src.compression)
+                      profile=found[0] if found else "", compression=src.compression,
+                      ambiguous=src.ambiguous)
 
 
 def _check_coded(src: _Source, path: str | None) -> None:
@@ -286,7 +289,7 @@ def _tiff_details(src: _Source, img: TiffImagePlugin.TiffImageFile, data: bytes)
     src.compression = containers.tiff_int(tags, 259, 1)
     src.bits = containers.tiff_int(tags, 258, 8)
     src.complete = containers.tiff_complete(tags, len(data))
-    src.coded_pixels = containers.tiff_largest(data)
+    src.coded_pixels, src.ambiguous = containers.tiff_claims(data)
     if img.mode == "P" and img.palette is not None:
         rawmode, table = img.palette.getdata()
         src.palette = rawmode, bytes(table)

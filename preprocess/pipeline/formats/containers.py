@@ -356,13 +356,14 @@ def tiff(data: bytes) -> Header:
                   frames=2 if tags.next else 1, orientation=exif_orientation(exif.tobytes()),
                   icc=bytes(tags.get(34675, b"") or b""), exif=exif.tobytes(),
                   complete=tiff_complete(tags, len(data)), compression=tiff_int(tags, 259, 1),
-                  coded_pixels=tiff_largest(data))
+                  coded_pixels=tiff_claims(data)[0])
 
 
-def tiff_largest(data: bytes) -> int:
-    """The largest image the first IFD can stand for: its largest width x its largest height claim. A
-    tag given twice is read differently by Pillow (the last) and libtiff (the first), so the pixel limit
-    takes the largest of each (and the decoded size is checked against the header after the decode)."""
+def tiff_claims(data: bytes) -> tuple[int, bool]:
+    """The largest image the first IFD can stand for (its largest width x its largest height claim), and
+    whether it gives a size twice. Such a tag is read differently by Pillow (the last) and libtiff (the
+    first), so the pixel limit takes the largest of each, the file never goes to a decoder whose output
+    is not checked (DALI), and the decoded size is checked against the header after the decode."""
     big = data[2:4] in (b"+\x00", b"\x00+")
     order = "little" if data[:2] == b"II" else "big"
     pos = int.from_bytes(data[8:16] if big else data[4:8], order)  # type: ignore[arg-type]
@@ -377,4 +378,4 @@ def tiff_largest(data: bytes) -> int:
         if tag in claims and kind in (3, 4, 16):  # SHORT, LONG, LONG8
             size = 2 if kind == 3 else 8 if kind == 16 else 4
             claims[tag].append(int.from_bytes(data[at + value_at:at + value_at + size], order))  # type: ignore[arg-type]
-    return max(claims[256]) * max(claims[257])
+    return max(claims[256]) * max(claims[257]), len(claims[256]) > 2 or len(claims[257]) > 2
