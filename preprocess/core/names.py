@@ -26,7 +26,9 @@ import unicodedata
 
 _SHORT = {"\a": "a", "\b": "b", "\t": "t", "\n": "n", "\v": "v", "\f": "f", "\r": "r", '"': '"', "\\": "\\"}
 _UNSHORT = {v.encode(): k.encode() for k, v in _SHORT.items()}
-_UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})  # controls, format (bidi, zero-width), surrogates, separators
+# controls, format (bidi, zero-width), surrogates, private use, unassigned (a later Unicode may make it a
+# format character), line and paragraph separators
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 
 def _plain(ch: str) -> bool:

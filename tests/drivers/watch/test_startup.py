@@ -89,7 +89,7 @@ def test_a_signal_stops_a_daemon_that_waits_for_the_store_at_once(tmp_path: Path
     assert [json.loads(line)["event"] for line in err.splitlines()] == ["stopped"], err
 
 
-HOLD = ("import sys, time; from preprocess.store import open_repo; from preprocess.store.storage import lock_repo; "
+HOLD = ("import sys, time; from preprocess.store import open_repo; from preprocess.store.lock import lock_repo; "
         "lock = lock_repo(open_repo(sys.argv[1], create=True), wait=0, purpose='a test'); print('locked', flush=True); "
         "time.sleep(300)")
 
