@@ -25,7 +25,7 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     return dict(fields) if isinstance(fields, dict) else {}
 
 
-def _text(value: Any) -> str:
+def _text(value: object) -> str:
     """A field's value in a text line: a file name never raw (:func:`preprocess.core.names.quote`), and
     quoted when it holds a space or ``=`` so that no value reads as another field."""
     text = value if isinstance(value, str) else str(value)
