@@ -231,7 +231,8 @@ def test_a_signal_as_the_command_ends_is_one_line_and_130(tmp_path: Path, small_
     src = tmp_path / "src"
     src.mkdir()
     (src / small_photos[0].name).write_bytes(small_photos[0].read_bytes())
-    for attempt in range(6):
+    landed = 0
+    for attempt in range(12):
         job = Job(src, tmp_path / f"s{attempt}.icechunk")
         assert job.proc.stdout is not None
         while (line := job.proc.stdout.readline()) and not line.startswith("}"):  # the end of the JSON summary
@@ -239,6 +240,12 @@ def test_a_signal_as_the_command_ends_is_one_line_and_130(tmp_path: Path, small_
         job.proc.send_signal(signal.SIGINT)
         _, err = job.proc.communicate(timeout=60)
         head = rows(tmp_path / f"s{attempt}.icechunk")[2]
+        if job.proc.returncode == 0 and not err:
+            continue  # the process had ended before the signal reached it: a clean exit, try again
         assert job.proc.returncode == 130, err
         assert err.splitlines() == [f"interrupted by SIGINT after the commit: snapshot {head} holds the job "
                                     "(a rerun adds nothing)"], err
+        landed += 1
+        if landed == 2:
+            break
+    assert landed, "no signal reached the job before it ended in 12 tries"
