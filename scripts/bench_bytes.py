@@ -182,29 +182,37 @@ def photos(dirs: Sequence[Path], limit: int) -> list[Path]:
 
 def run_spec(spec_path: Path, paths: list[Path], *, oracle_jpeg: bool, workers: int) -> list[Row]:
     """The job, the oracle and the independent check for one spec over ``paths`` (rows in their order)."""
+    spec = load_spec(spec_path)
+    with tempfile.TemporaryDirectory(prefix="bench-bytes-") as tmp:
+        rows, stored = job(spec_path, paths, Path(tmp))
+        _measure(spec, rows, stored, oracle_jpeg=oracle_jpeg, workers=workers)
+    return rows
+
+
+def job(spec_path: Path, paths: list[Path], tmp: Path) -> tuple[list[Row], dict[str, tuple[bytes, str]]]:
+    """The real job (pillow engine) over copies of ``paths`` in ``tmp`` (named ``NNN-<name>``, NNN the
+    position in ``paths``): its rows in the order of ``paths``, and each row's stored bytes and format by
+    the row's (copied) source path."""
     from preprocess.drivers.run import JobOptions, run_job
     from preprocess.store import open_dataset
 
-    spec = load_spec(spec_path)
-    with tempfile.TemporaryDirectory(prefix="bench-bytes-") as tmp:
-        links = Path(tmp) / "in"
-        links.mkdir()
-        for i, p in enumerate(paths):  # one folder: a run over exactly these files, names kept unique
-            (links / f"{i:03d}-{p.name}").write_bytes(p.read_bytes())
-        t0 = time.perf_counter()
-        run_job(JobOptions(sources=[str(links)], store=str(Path(tmp) / "s.icechunk"), spec_path=str(spec_path),
-                           engine="pillow", device="cpu"))
-        seconds = time.perf_counter() - t0
-        ds = open_dataset(str(Path(tmp) / "s.icechunk"))
-        cols = ds.items_table()
-        order = sorted(range(len(ds)), key=lambda i: str(cols["source_path"][i]))
-        rows = [Row(path=str(cols["source_path"][i]), source_bytes=int(cols["source_bytes"][i]),
-                    stored=int(cols["bytes"][i]), status=str(cols["status"][i]), quality=int(cols["quality"][i]),
-                    probes=int(cols["probes"][i]), similarity=float(cols["similarity"][i])) for i in order]
-        stored = {r.path: (ds.jpeg(i), str(cols["format"][i])) for i, r in zip(order, rows, strict=True)}
-        print(f"  {spec_path.name}: run {len(rows)} images in {seconds:.1f} s", file=sys.stderr)
-        _measure(spec, rows, stored, oracle_jpeg=oracle_jpeg, workers=workers)
-    return rows
+    links = tmp / "in"
+    links.mkdir()
+    for i, p in enumerate(paths):  # one folder: a run over exactly these files, names kept unique
+        (links / f"{i:03d}-{p.name}").write_bytes(p.read_bytes())
+    t0 = time.perf_counter()
+    run_job(JobOptions(sources=[str(links)], store=str(tmp / "s.icechunk"), spec_path=str(spec_path),
+                       engine="pillow", device="cpu"))
+    seconds = time.perf_counter() - t0
+    ds = open_dataset(str(tmp / "s.icechunk"))
+    cols = ds.items_table()
+    order = sorted(range(len(ds)), key=lambda i: str(cols["source_path"][i]))
+    rows = [Row(path=str(cols["source_path"][i]), source_bytes=int(cols["source_bytes"][i]),
+                stored=int(cols["bytes"][i]), status=str(cols["status"][i]), quality=int(cols["quality"][i]),
+                probes=int(cols["probes"][i]), similarity=float(cols["similarity"][i])) for i in order]
+    stored = {r.path: (ds.jpeg(i), str(cols["format"][i])) for i, r in zip(order, rows, strict=True)}
+    print(f"  {spec_path.name}: run {len(rows)} images in {seconds:.1f} s", file=sys.stderr)
+    return rows, stored
 
 
 def _measure(spec: Spec, rows: list[Row], stored: dict[str, tuple[bytes, str]], *, oracle_jpeg: bool,
