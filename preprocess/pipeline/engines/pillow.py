@@ -23,7 +23,7 @@ from preprocess.pipeline import codecs
 from preprocess.pipeline.batches import HostPixels, ModelBatch, Pixels
 from preprocess.pipeline.codecs import Candidate, Encoded
 from preprocess.pipeline.devices import DeviceName, EngineName
-from preprocess.pipeline.engines.base import Engine, Loaded, Prepared, SourceImage, Tiles, tile_boxes
+from preprocess.pipeline.engines.base import BoxRule, Engine, Loaded, Looks, Prepared, SourceImage, Tiles
 from preprocess.pipeline.extractor.manifest import InputView
 from preprocess.pipeline.extractor.view import model_view
 from preprocess.pipeline.images import decode_rgb
@@ -108,15 +108,27 @@ class PillowEngine(Engine):
     def pixels(self, image: Prepared | Encoded) -> HostPixels:
         return image.pixels.array() if isinstance(image, Prepared) else np.asarray(_decode_candidate(image))
 
-    def _tiles_one(self, item: Prepared | Encoded) -> list[Image.Image]:
-        img = self._image(item)
-        v = self.view_spec
-        return [img.crop(box) for box in tile_boxes(img.width, img.height, v.width, v.height)]
+    def regions(self, images: Sequence[Prepared | Encoded], boxes: BoxRule) -> Tiles:
+        def cut(item: Prepared | Encoded) -> list[Image.Image]:
+            img = self._image(item)
+            return [img.crop(box) for box in boxes(img.width, img.height)]
 
-    def tiles(self, images: Sequence[Prepared | Encoded]) -> Tiles:
-        per_image = list(self._map(self._tiles_one, images))
-        flat = [tile for tiles in per_image for tile in tiles]
-        return Tiles(batch=model_view(flat, self.view_spec), counts=[len(t) for t in per_image])
+        per_image = list(self._map(cut, images))
+        flat = [region for regions in per_image for region in regions]
+        return Tiles(batch=model_view(flat, self.view_spec), counts=[len(r) for r in per_image])
+
+    def looks(self, encoded: Sequence[Encoded], boxes: BoxRule | None, *, whole: bool = True) -> Looks:
+        """Each candidate decoded once for its whole view and its regions."""
+        v = self.view_spec
+
+        def look(e: Encoded) -> tuple[Image.Image | None, list[Image.Image]]:
+            img = _decode_candidate(e)
+            small = img.resize((v.width, v.height), Image.Resampling.BILINEAR) if whole else None
+            return small, [img.crop(box) for box in boxes(img.width, img.height)] if boxes is not None else []
+
+        got = list(self._map(look, encoded))
+        rows = [small for small, _ in got if small is not None] + [r for _, regions in got for r in regions]
+        return Looks(model_view(rows, v), len(encoded) if whole else 0, [len(regions) for _, regions in got])
 
     def finish(self, images: Sequence[Prepared], chosen: Sequence[Encoded]) -> list[bytes]:
         return list(self._map(lambda e: codecs.finish(e, progressive=self.encoding.progressive), chosen))
