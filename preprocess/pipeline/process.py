@@ -81,9 +81,10 @@ def _one_input(manifests: Sequence[Manifest], spec_path: str) -> None:
     first = manifests[0]
     for m in manifests[1:]:
         if m.input != first.input:
+            a, b = m.input, first.input
             raise ConfigError(f"gate.models: {m.name!r} takes another input than {first.name!r} "
-                              f"({m.input.width}x{m.input.height} {m.input.layout}, mean {m.input.mean} vs "
-                              f"{first.input.width}x{first.input.height} {first.input.layout}, mean {first.input.mean})",
+                              f"({a.width}x{a.height} {a.layout}, mean {a.mean} vs "
+                              f"{b.width}x{b.height} {b.layout}, mean {b.mean})",
                               code=ErrorCode.SPEC_INVALID, path=spec_path,
                               hint="the models of one spec share one model input (size, colour, layout, "
                                    "normalisation): check the others with `preprocess tune --model`")
@@ -99,7 +100,8 @@ def _spec_model(model: str, spec_path: str) -> Manifest:
             raise
         where = f" (manifest: {exc.path})" if exc.path else ""
         raise ConfigError(f"gate.model = {model!r}: {exc.message}{where}", code=exc.code, path=spec_path,
-                          hint=f"fix gate.model(s) in {spec_path}: {exc.hint or 'see `preprocess models list`'}") from None
+                          hint=f"fix gate.models in {spec_path}: {exc.hint or 'see `preprocess models list`'}",
+                          ) from None
 
 
 @dataclass
@@ -349,7 +351,8 @@ class Processor:
         for idx, error in loaded.failures:
             pos, s = todo[idx]
             res.failures.append((pos, self.failure(s.path, s.sha256, len(s.data), error)))
-        decisions, res.outcomes = decide(kit.measure(), loaded, spec, priors, res.timings, [s for _, s in todo])
+        decisions, res.outcomes = decide(kit.measure(), loaded, spec, priors, timings=res.timings,
+                                         sources=[s for _, s in todo])
         for prepared, d in zip(loaded.prepared, decisions, strict=True):
             pos, s = todo[prepared.index]
             if d.status == "rejected":

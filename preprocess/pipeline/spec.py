@@ -20,14 +20,13 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import ConfigError, NotFoundError, did_you_mean
 from preprocess.pipeline.codecs import Variant, check_encode, variants
-from preprocess.pipeline.gatespec import JSON as JSON
-from preprocess.pipeline.gatespec import VIEW_NAMES as VIEW_NAMES
-from preprocess.pipeline.gatespec import Crops as Crops
+from preprocess.pipeline.gatespec import JSON, VIEW_NAMES, Crops, Gate, ViewName, Views
 from preprocess.pipeline.gatespec import Frozen as _Frozen
-from preprocess.pipeline.gatespec import Gate as Gate
-from preprocess.pipeline.gatespec import ViewName as ViewName
-from preprocess.pipeline.gatespec import Views as Views
 from preprocess.rows.formats import FORMATS
+
+__all__ = ["AUTO_SIDES", "JSON", "SPEC_FORMAT", "VIEW_NAMES", "Batch", "Crops", "Encode", "Gate", "Limits",
+           "PipelineInfo", "Quality", "Resize", "Spec", "ViewName", "Views", "bundled_dir", "bundled_specs",
+           "default_spec_path", "find_spec", "load_spec", "parse_spec"]
 
 SPEC_FORMAT = 1
 # ``resize.sizes = "auto"``: these sides below ``resize.size``. The floor is the models' input side

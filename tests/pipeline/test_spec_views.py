@@ -134,4 +134,4 @@ def test_every_target_fits_its_side(sides: list[int], w: int, h: int) -> None:
     resize = parse_spec({"resize": {"size": 1280, "sizes": sides}}).resize
     targets = resize.targets(w, h)
     assert len(set(targets)) == len(targets) and targets == sorted(targets, reverse=True)
-    assert all(max(t) <= max(1280, max(w, h)) and t[0] <= w and t[1] <= h for t in targets)
+    assert all(max(t) <= max(1280, w, h) and t[0] <= w and t[1] <= h for t in targets)

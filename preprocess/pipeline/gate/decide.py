@@ -66,7 +66,7 @@ class ImageSearch:
             prior = priors.get(self.tracks[t], Prior())
             search = self.searches[t]
             guess = prior.first(self.reference) if not search.tried else None
-            rung = search.next_probe(guess, ladder, threshold, prior.slope, SETTLE, DIP)
+            rung = search.next_probe(guess, ladder, threshold, slope=prior.slope, settle=SETTLE, dip=DIP)
             if rung is not None:
                 return t, rung
             self._done(t, ladder)
@@ -116,7 +116,7 @@ class ImageSearch:
         return f"{self.tracks[t].label} q{quality}"
 
 
-def decide(measure: Measure, loaded: Loaded, spec: Spec, priors: Priors | None = None,
+def decide(measure: Measure, loaded: Loaded, spec: Spec, priors: Priors | None = None, *,  # noqa: PLR0913 (options, by keyword)
            timings: dict[str, float] | None = None,
            sources: Sequence[SourceImage] | None = None) -> tuple[list[Decision], list[Outcome]]:
     """Run the search for every prepared image of ``loaded``; decisions in the same order, and what

@@ -52,7 +52,7 @@ class Search:
         if self.floor < 0:
             self.floor = self.lo
 
-    def next_probe(self, guess: int | None, ladder: Sequence[int], threshold: float,
+    def next_probe(self, guess: int | None, ladder: Sequence[int], threshold: float, *,  # noqa: PLR0913 (rules, by keyword)
                    slope: float = DEFICIT_SLOPE, settle: float = 0.0, dip: float = 0.0) -> int | None:
         """The next rung to measure, or None when the search is over.
 
