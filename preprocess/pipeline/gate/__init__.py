@@ -32,6 +32,7 @@ from preprocess.pipeline.gate.measure import (
     ViewColumns,
     combine_tiles,
     gate_score,
+    judge,
     tile_embeddings,
     tile_similarities,
     view_columns,
@@ -41,5 +42,5 @@ from preprocess.pipeline.gate.search import DEFICIT_SLOPE, DIP, SETTLE, Search
 
 __all__ = ["DEFICIT_SLOPE", "DIP", "NEIGHBOUR", "NEIGHBOURS", "SETTLE", "Checks", "Decision", "Embedder", "GateStats",
            "ImageSearch", "Measure", "Measured", "Outcome", "Prior", "Priors", "RegionView", "Search", "Status",
-           "Track", "ViewColumns", "combine_tiles", "decide", "gate_score", "tile_embeddings", "tile_similarities",
+           "Track", "ViewColumns", "combine_tiles", "decide", "gate_score", "judge", "tile_embeddings", "tile_similarities",
            "view_columns"]

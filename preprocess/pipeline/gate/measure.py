@@ -232,3 +232,10 @@ class Rounds:
             for m, e in zip(todo, self.embedders[0].embed(batch), strict=True):
                 m.embedding = e
             self.clock("infer")
+
+
+def judge(measure: Measure, loaded: Loaded, spec: Spec, encoded: Sequence[Encoded]) -> list[Measured]:
+    """Every check of ``spec`` (each model under each view) of ``encoded[k]``, a candidate made from
+    ``loaded.prepared[k]``: what the gate would measure of it, for a report (``preprocess tune``)."""
+    rounds = Rounds(measure, loaded, spec, Laps(None))
+    return rounds.score(encoded, range(len(encoded)), loaded.prepared)
