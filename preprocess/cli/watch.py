@@ -16,7 +16,10 @@ def watch(
     folder: Annotated[str, typer.Argument(help="The folder cameras or uploaders drop files into (watched "
                                                 "recursively).")],
     store: Annotated[str, typer.Option("--store", "-s", help="The dataset: a local path (created if missing).")],
-    spec: Annotated[str | None, typer.Option(help="Pipeline spec (TOML); default: pipelines/camera.toml.")] = None,
+    spec: Annotated[str | None, typer.Option(
+        help="Pipeline spec: a TOML file, or a bundled spec by name: camera (the default: checks what it stores, the "
+             "whole image >= 0.99 and each quadrant and the centre half at the stored size >= 0.97), avif, gpu, "
+             "archive, thumbnail (whole frames only, the size in the search), strict (two networks).")] = None,
     branch: Annotated[str, typer.Option(help="Branch to commit to (one daemon per dataset).")] = "main",
     engine: Annotated[str, typer.Option(help="auto | dali | pillow (auto: DALI on a GPU, else pillow).")] = "auto",
     device: Annotated[str, typer.Option(help="auto | gpu | cpu.")] = "auto",
