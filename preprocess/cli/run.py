@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from preprocess.cli.app import RichProgress, app, emit, err, fail, fmt, out, quiet_libraries
+from preprocess.cli.helptext import SPEC_HELP
 from preprocess.core import errors
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import PreprocessError
@@ -27,10 +28,7 @@ def run(
                                                        "s3://bucket/prefix.")],
     store: Annotated[str, typer.Option("--store", "-s", help="The dataset: a local path or s3://bucket/prefix "
                                                              "(created if missing).")],
-    spec: Annotated[str | None, typer.Option(
-        help="Pipeline spec: a TOML file, or a bundled spec by name: camera (the default: checks what it stores, the "
-             "whole image >= 0.99 and each quadrant and the centre half at the stored size >= 0.97), avif, gpu, "
-             "archive, thumbnail (whole frames only, the size in the search), strict (two networks).")] = None,
+    spec: Annotated[str | None, typer.Option(help=SPEC_HELP)] = None,
     message: Annotated[str, typer.Option("--message", "-m", help="Commit message.")] = "",
     branch: Annotated[str, typer.Option(help="Branch to commit to.")] = "main",
     engine: Annotated[str, typer.Option(help="auto | dali | pillow (auto: DALI on a GPU, else pillow).")] = "auto",
