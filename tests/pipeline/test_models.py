@@ -135,7 +135,8 @@ def _own_model(tmp_path: Path, dim: int = 1280) -> Path:
 
 def _spec_with(tmp_path: Path, manifest: Path) -> Path:
     spec = tmp_path / f"spec-{manifest.stem}.toml"
-    spec.write_text(default_spec_path().read_text().replace('models = ["mobilenetv2-imagenet"]', f'models = ["{manifest}"]'))
+    spec.write_text(default_spec_path().read_text().replace('models = ["mobilenetv2-imagenet"]',
+                                                            f'models = ["{manifest}"]'))
     return spec
 
 

@@ -40,7 +40,7 @@ from preprocess.pipeline.gate.measure import (
 from preprocess.pipeline.gate.priors import NEIGHBOUR, NEIGHBOURS, GateStats, Outcome, Prior, Priors, Track
 from preprocess.pipeline.gate.search import DEFICIT_SLOPE, DIP, SETTLE, Search
 
-__all__ = ["DEFICIT_SLOPE", "DIP", "NEIGHBOUR", "NEIGHBOURS", "SETTLE", "Checks", "Decision", "Embedder", "GateStats",
-           "ImageSearch", "Measure", "Measured", "Outcome", "Prior", "Priors", "RegionView", "Search", "Status",
-           "Track", "ViewColumns", "combine_tiles", "decide", "gate_score", "judge", "tile_embeddings", "tile_similarities",
-           "view_columns"]
+__all__ = ["DEFICIT_SLOPE", "DIP", "NEIGHBOUR", "NEIGHBOURS", "SETTLE", "Checks", "Decision", "Embedder",
+           "GateStats", "ImageSearch", "Measure", "Measured", "Outcome", "Prior", "Priors", "RegionView",
+           "Search", "Status", "Track", "ViewColumns", "combine_tiles", "decide", "gate_score", "judge",
+           "tile_embeddings", "tile_similarities", "view_columns"]
