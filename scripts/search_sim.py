@@ -7,7 +7,7 @@ each image's first probe at the median rung the earlier images of its set were s
 priors, without the neighbour match), for each ``--dip`` asked. Prints, per set and dip: stored / oracle
 bytes (pooled, worst image), probes per image, and the images stored above their oracle.
 
-Usage: python scripts/search_sim.py RESULT.json [--spec camera.toml] [--dips 0,0.05,0.1,0.2]
+Usage: python scripts/search_sim.py RESULT.json [--spec camera.toml] [--dips 0,0.05,0.1,0.2] [--settles 0.001,0.002]
 """
 
 from __future__ import annotations
@@ -50,12 +50,12 @@ def curves(result: dict[str, object], spec: str) -> list[Curve]:
     return out
 
 
-def replay(curve: Curve, ladder: Sequence[int], threshold: float, guess: int | None,
-           dip: float) -> tuple[int, int, int]:
+def replay(curve: Curve, ladder: Sequence[int], threshold: float, guess: int | None,  # noqa: PLR0913 (the rules)
+           dip: float, settle: float = SETTLE) -> tuple[int, int, int]:
     """(stored bytes, probes, the rung stored at) of the search on one curve (0 bytes: nothing passed)."""
     s = Search(lo=0, hi=len(ladder) - 1)
     probes = 0
-    while (r := s.next_probe(guess if not s.tried else None, ladder, threshold, slope=DEFICIT_SLOPE, settle=SETTLE,
+    while (r := s.next_probe(guess if not s.tried else None, ladder, threshold, slope=DEFICIT_SLOPE, settle=settle,
                              dip=dip)) is not None:
         s.update(r, curve["score"][ladder[r]], threshold, ladder)
         probes += 1
@@ -66,7 +66,8 @@ def replay(curve: Curve, ladder: Sequence[int], threshold: float, guess: int | N
     return curve["stored"][q], probes, ladder.index(q)
 
 
-def simulate(cs: Sequence[Curve], ladder: Sequence[int], threshold: float, dip: float) -> dict[str, float]:
+def simulate(cs: Sequence[Curve], ladder: Sequence[int], threshold: float, dip: float,
+             settle: float = SETTLE) -> dict[str, float]:
     stored = oracle = 0
     probes: list[int] = []
     chosen: list[int] = []
@@ -74,7 +75,7 @@ def simulate(cs: Sequence[Curve], ladder: Sequence[int], threshold: float, dip: 
     for c in cs:
         best = min((b for b in c["stored"].values() if b), default=0)
         guess = int(statistics.median(chosen)) if chosen else None
-        got, n, rung = replay(c, ladder, threshold, guess, dip)
+        got, n, rung = replay(c, ladder, threshold, guess, dip, settle)
         probes.append(n)
         chosen.append(rung)
         if not best or not got:
@@ -92,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("result", nargs="+")
     ap.add_argument("--spec", default="camera.toml")
     ap.add_argument("--dips", default="0,0.05,0.1,0.15,0.2,0.3")
+    ap.add_argument("--settles", default=str(SETTLE))
     args = ap.parse_args(argv)
     from preprocess.pipeline.spec import load_spec
 
@@ -103,7 +105,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         for label in ["", *sorted({c["set"] for c in cs})]:
             subset = [c for c in cs if not label or c["set"] == label]
             for dip in (float(d) for d in args.dips.split(",")):
-                print(f"{Path(f).name:28} {label or 'all':12} dip {dip:<5} {simulate(subset, ladder, threshold, dip)}")
+                for settle in (float(x) for x in args.settles.split(",")):
+                    got = simulate(subset, ladder, threshold, dip, settle)
+                    print(f"{Path(f).name:24} {label or 'all':12} dip {dip:<5} settle {settle:<6} {got}")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ SETTLE = 0.001
 # threshold, not proof that every rung below fails, and the rung below it is measured too, down to the
 # first deeper failure (or a pass, where the search goes on below it). Chosen on the tuning sets' curves
 # (bench/NOTES.md).
-DIP = 0.1
+DIP = 0.05
 
 
 def _log_deficit(similarity: float) -> float:
