@@ -63,6 +63,7 @@ if TYPE_CHECKING:
 SIZES = (1280, 960, 640, 448, 320, 224)  # long sides of the size search (the first is the spec's)
 BOX_NAMES = ("top-left", "top-right", "bottom-left", "bottom-right", "centre")
 DINO_FROM = 0.985  # DINOv2 is measured for candidates whose whole-frame similarity is at least this
+DINO_CROPS_FROM = 0.0  # ... and whose worst crop is at least this (--dinov2-crops: DINOv2 costs ~15x a crop)
 TUNING_SETS = ("camera", "opencv", "skimage", "more")
 CUTS = ("tuning", "held-out", "cctv-tuning", "cctv-held-out")
 
@@ -142,9 +143,10 @@ class Check:
                          crops=self.mobilenet(crops), size=size)
 
     def measure(self, ref: Reference, images: Sequence[NDArray[np.uint8]], *, crops: bool = True,
-                dinov2_from: float | None = DINO_FROM) -> list[Views]:
+                dinov2_from: float | None = DINO_FROM, dinov2_crops: float = 0.0) -> list[Views]:
         """Each decoded image (HWC uint8, at the reference's size when ``crops``) under every view; DINOv2
-        where the whole frame's similarity is at least ``dinov2_from`` (None: nowhere)."""
+        where the whole frame's similarity is at least ``dinov2_from`` (None: nowhere) and the worst crop's
+        at least ``dinov2_crops``."""
         xs = [self._tensor(im) for im in images]
         if crops:
             boxes = crop_boxes(*ref["size"])
@@ -158,7 +160,8 @@ class Check:
             sims = (emb[len(xs):].reshape(len(xs), len(BOX_NAMES), -1) * ref["crops"][None]).sum(axis=2)
             for v, s in zip(out, sims, strict=True):
                 v.crops = [round(float(c), 5) for c in s]
-        keep = [i for i, v in enumerate(out) if dinov2_from is not None and v.whole >= dinov2_from]
+        keep = [i for i, v in enumerate(out) if dinov2_from is not None and v.whole >= dinov2_from
+                and (not v.crops or v.worst_crop >= dinov2_crops)]
         if keep:
             for i, d in zip(keep, self.dinov2([xs[i] for i in keep]) @ ref["dinov2"], strict=True):
                 out[i].dinov2 = round(float(d), 5)
@@ -224,6 +227,7 @@ class Task:
     avif_step: int
     sizes: tuple[int, ...]
     size_step: int  # jpegli's step at the smaller sizes (whole view only)
+    dinov2: tuple[float, float] = (DINO_FROM, DINO_CROPS_FROM)  # measured from these whole, worst crop
 
 
 _CHECK: list[Check] = []  # one per worker process
@@ -305,7 +309,8 @@ def grid(task: Task) -> Grid:
             blobs = [cands.encode(pixels, v, q) for v, q in chunk]
             decoded = [decode_stored(b, "avif" if v == "avif" else "jpeg") for b, (v, _) in zip(blobs, chunk,
                                                                                               strict=True)]
-            views = check.measure(ref, decoded, crops=full, dinov2_from=DINO_FROM if full else None)
+            views = check.measure(ref, decoded, crops=full, dinov2_from=task.dinov2[0] if full else None,
+                                  dinov2_crops=task.dinov2[1])
             points += [Point(v, side, q, len(b), vw) for (v, q), b, vw in zip(chunk, blobs, views, strict=True)]
     print(f"    {Path(task.path).name}: {len(points)} candidates in {time.perf_counter() - t0:.0f} s",
           file=sys.stderr, flush=True)
@@ -407,6 +412,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--sizes", default=",".join(map(str, SIZES)), help="long sides; the first is the stored size")
     ap.add_argument("--size-step", type=int, default=4, help="jpegli's quality step at the smaller sizes")
     ap.add_argument("--specs", default="camera.toml,avif.toml", help="today's specs run as jobs ('' for none)")
+    ap.add_argument("--dinov2-from", type=float, default=DINO_FROM,
+                    help="measure DINOv2 for candidates whose whole frame is at least this")
+    ap.add_argument("--dinov2-crops", type=float, default=DINO_CROPS_FROM,
+                    help="... and whose worst crop is at least this (0: any)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--photos", default=str(ROOT / "photos"))
     ap.add_argument("--out", default="")
@@ -426,7 +435,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "cuts": {c: [str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p) for p in ps]
                  for c, ps in cuts.items()},
         "step": args.step, "avif_step": args.avif_step, "sizes": list(sizes),
-        "size_step": args.size_step, "dinov2_from": DINO_FROM,
+        "size_step": args.size_step, "dinov2_from": args.dinov2_from,
+        "dinov2_crops": args.dinov2_crops,
         "boxes": list(BOX_NAMES), "cpu": f"{os.cpu_count()} cores"}}
     t0 = time.perf_counter()
     with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
@@ -435,8 +445,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         icechunk.set_logs_filter("error")
         stored = today([s for s in args.specs.split(",") if s], cuts, pool)
         result["today"] = [asdict(s) for s in stored]
-        tasks = [Task(str(p), c, args.step, args.avif_step, sizes, args.size_step)
-                 for c, ps in cuts.items() for p in ps]
+        tasks = [Task(str(p), c, args.step, args.avif_step, sizes, args.size_step,
+                      (args.dinov2_from, args.dinov2_crops)) for c, ps in cuts.items() for p in ps]
         grids = list(pool.map(grid, tasks))
     result["grids"] = [_compact(g) for g in grids]
     result["seconds"] = round(time.perf_counter() - t0)
