@@ -357,7 +357,7 @@ def today(spec_names: Sequence[str], cuts: dict[str, list[Path]], pool: ProcessP
     labels = [c for c, ps in cuts.items() for _ in ps]
     out: list[Stored] = []
     for name in spec_names:
-        spec_path = ROOT / "pipelines" / name
+        spec_path = ROOT / name if "/" in name else ROOT / "pipelines" / name
         with tempfile.TemporaryDirectory(prefix="bench-views-") as tmp:
             rows, stored = job(spec_path, paths, Path(tmp))
         t0 = time.perf_counter()
@@ -411,7 +411,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--avif-step", type=int, default=4, help="AVIF's quality step (an encode costs ~0.3 s)")
     ap.add_argument("--sizes", default=",".join(map(str, SIZES)), help="long sides; the first is the stored size")
     ap.add_argument("--size-step", type=int, default=4, help="jpegli's quality step at the smaller sizes")
-    ap.add_argument("--specs", default="camera.toml,avif.toml", help="today's specs run as jobs ('' for none)")
+    ap.add_argument("--specs", default="camera.toml,avif.toml",
+                    help="today's specs run as jobs: names under pipelines/ or paths from the root ('' for none)")
+    ap.add_argument("--no-oracle", action="store_true",
+                    help="only today's specs (merge with an oracle's result file in --report)")
     ap.add_argument("--dinov2-from", type=float, default=DINO_FROM,
                     help="measure DINOv2 for candidates whose whole frame is at least this")
     ap.add_argument("--dinov2-crops", type=float, default=DINO_CROPS_FROM,
@@ -447,7 +450,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         result["today"] = [asdict(s) for s in stored]
         tasks = [Task(str(p), c, args.step, args.avif_step, sizes, args.size_step,
                       (args.dinov2_from, args.dinov2_crops)) for c, ps in cuts.items() for p in ps]
-        grids = list(pool.map(grid, tasks))
+        grids = list(pool.map(grid, tasks)) if not args.no_oracle else []
     result["grids"] = [_compact(g) for g in grids]
     result["seconds"] = round(time.perf_counter() - t0)
     if args.out:

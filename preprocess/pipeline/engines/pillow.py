@@ -115,7 +115,7 @@ class PillowEngine(Engine):
 
         per_image = list(self._map(cut, images))
         flat = [region for regions in per_image for region in regions]
-        return Tiles(batch=model_view(flat, self.view_spec), counts=[len(r) for r in per_image])
+        return Tiles(batch=model_view(flat, self.view_spec, precise=True), counts=[len(r) for r in per_image])
 
     def looks(self, encoded: Sequence[Encoded], boxes: BoxRule | None, *, whole: bool = True) -> Looks:
         """Each candidate decoded once for its whole view and its regions."""
@@ -127,8 +127,12 @@ class PillowEngine(Engine):
             return small, [img.crop(box) for box in boxes(img.width, img.height)] if boxes is not None else []
 
         got = list(self._map(look, encoded))
-        rows = [small for small, _ in got if small is not None] + [r for _, regions in got for r in regions]
-        return Looks(model_view(rows, v), len(encoded) if whole else 0, [len(regions) for _, regions in got])
+        wholes = [small for small, _ in got if small is not None]
+        regions = [r for _, rs in got for r in rs]
+        parts = [model_view(wholes, v)] if wholes else []
+        parts += [model_view(regions, v, precise=True)] if regions or not parts else []
+        batch = parts[0] if len(parts) == 1 else ModelBatch.concat(parts)
+        return Looks(batch, len(encoded) if whole else 0, [len(rs) for _, rs in got])
 
     def finish(self, images: Sequence[Prepared], chosen: Sequence[Encoded]) -> list[bytes]:
         return list(self._map(lambda e: codecs.finish(e, progressive=self.encoding.progressive), chosen))
