@@ -11,8 +11,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from preprocess.cli.app import app, emit, err, fail, out, quiet_libraries
+from preprocess.core import names
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import ConfigError, PreprocessError
 from preprocess.core.units import size
@@ -147,7 +149,8 @@ def _show(sweep: Sweep, recs: list[Recommendation], samples: list[StoredSample |
           as_json: bool) -> None:
     """The skipped files on stderr; the recommendations as JSON or as a table."""
     for skip in sweep.skipped:
-        err.print(f"  skipped [{skip.code}] {skip.path}: {skip.message}", highlight=False, soft_wrap=True)
+        err.print(Text(f"  skipped [{skip.code}] {names.quote(skip.path)}: {names.line(skip.message)}"),
+                  highlight=False, soft_wrap=True)
     if as_json:
         emit("tune", {"files": {k: str(p) for k, p in files.items()},
                       "recommendations": json.loads(files["json"].read_text())["recommendations"]})
