@@ -51,7 +51,7 @@ def curves(result: dict[str, object], spec: str) -> list[Curve]:
 
 
 def replay(curve: Curve, ladder: Sequence[int], threshold: float, guess: int | None,  # noqa: PLR0913 (the rules)
-           dip: float, settle: float = SETTLE) -> tuple[int, int, int]:
+           dip: float, *, settle: float = SETTLE) -> tuple[int, int, int]:
     """(stored bytes, probes, the rung stored at) of the search on one curve (0 bytes: nothing passed)."""
     s = Search(lo=0, hi=len(ladder) - 1)
     probes = 0
@@ -75,7 +75,7 @@ def simulate(cs: Sequence[Curve], ladder: Sequence[int], threshold: float, dip: 
     for c in cs:
         best = min((b for b in c["stored"].values() if b), default=0)
         guess = int(statistics.median(chosen)) if chosen else None
-        got, n, rung = replay(c, ladder, threshold, guess, dip, settle)
+        got, n, rung = replay(c, ladder, threshold, guess, dip, settle=settle)
         probes.append(n)
         chosen.append(rung)
         if not best or not got:

@@ -193,10 +193,10 @@ class _Maker:
         picks = [kept[p.index] for p in loaded.prepared]
         cands = [Candidate(self.sweep.codings[c.coding].variant, c.quality) for c in picks]
         stored = self.engine.finish(loaded.prepared, self.engine.encode(loaded.prepared, cands))
-        kept = [Encoded(data, cand) for data, cand in zip(stored, cands, strict=True)]  # what is stored, not the probe
-        judged = judge(self.measure, loaded, self.sweep.spec, kept) if self.measure is not None and kept else []
+        made = [Encoded(data, cand) for data, cand in zip(stored, cands, strict=True)]  # what is stored, not the probe
+        judged = judge(self.measure, loaded, self.sweep.spec, made) if self.measure is not None and made else []
         out = []
-        for k, (p, c, kept_bytes) in enumerate(zip(loaded.prepared, picks, kept, strict=True)):
+        for k, (p, c, kept_bytes) in enumerate(zip(loaded.prepared, picks, made, strict=True)):
             px = np.asarray(self.engine.pixels(kept_bytes))
             crop = _crop(self.engine, p, kept_bytes, px) if c.index in self.with_crops else None
             m = judged[k] if judged else None

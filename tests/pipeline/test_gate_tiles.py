@@ -78,7 +78,7 @@ def test_the_gate_searches_on_tiles(engine_name: EngineName, camera_photos: list
                                 resize.target(info.width, info.height)))
     try:
         loaded = engine.load(srcs)
-        gate = Gate(view="tiles", tiles_combine="p10", threshold=0.985)
+        gate = Gate.model_validate({"view": "tiles", "tiles_combine": "p10", "threshold": 0.985})  # the older spelling
         timings: dict[str, float] = {}
         spec = Spec(quality=Quality(min=30, max=95, step=5), gate=gate)
         decisions, _ = decide(Measure(engine, extractor), loaded, spec, timings=timings)

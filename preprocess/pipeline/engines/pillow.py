@@ -2,9 +2,10 @@
 
 JPEG sources decode at a reduced DCT scale (``draft``) that still covers the target size, but
 never below half the source's (:data:`DRAFT_REDUCTION`), so a 2560x1600 photo bound for 1280 px never
-decodes its full-size pixels; the rest goes through one antialiased resize. With ``threads`` > 1 each call's work is spread over a thread
-pool (Pillow releases the GIL in decode, resize and encode); with ``threads=1`` it runs in the
-caller's thread, for callers that run several batches at once (the :class:`Processor`'s lanes).
+decodes its full-size pixels; the rest goes through one antialiased resize. With ``threads`` > 1
+each call's work is spread over a thread pool (Pillow releases the GIL in decode, resize and encode);
+with ``threads=1`` it runs in the caller's thread, for callers that run several batches at once (the
+:class:`Processor`'s lanes).
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from preprocess.pipeline.extractor.manifest import InputView
 from preprocess.pipeline.extractor.view import model_view
 from preprocess.pipeline.images import decode_rgb
 from preprocess.pipeline.spec import Encode
-
 
 # The DCT scale a JPEG source decodes at goes down to 1/DRAFT_REDUCTION, no further: a 6028x3391 photo bound
 # for 1280 px decoded at 1/4 and resized 1507 -> 1280 px differed from a full resize enough that a lossless
