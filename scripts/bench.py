@@ -6,8 +6,9 @@ the chosen candidate in the spec's stored form. The files: the 12 camera photos 
 their scenes (:func:`_make_set`).
 
   baseline     a straightforward per-image loop (scripts/bench_baseline.py): open, EXIF transpose, full
-               decode, Lanczos resize, and per probe encode + decode + two single-image onnxruntime
-               calls, plain bisection over the spec's ladder, mozjpeg's rewrite of the chosen one; on
+               decode, Lanczos resize, and per probe encode + decode + single-image onnxruntime calls for
+               the spec's views (two for the whole image, one per crop: the same views as the project),
+               plain bisection over the spec's ladder, mozjpeg's rewrite of the chosen one; on
                stock Pillow from PyPI, in its own environment (.bench/baseline, set up by scripts/bench
                from bench/baseline-requirements.txt).
   baseline-simd  the same script in the project's environment, on pillow-simd: how much of the
@@ -178,6 +179,8 @@ def _command(contender: str, baseline_python: str) -> list[str]:
     primary = spec.encode.variants()[0]
     assert spec.resize.mode == "long-side" and primary.format == "jpeg" and primary.chroma == "420", \
         "the baseline script's spec"
+    assert spec.gate.views.whole is not None and spec.gate.views.tiles is None and spec.gate.crops.grids == (2,) \
+        and len(spec.gate.models) == 1, "the baseline script's views: whole, and the quadrants + centre crops"
     prefix = [sys.executable]
     if contender == "baseline":
         if not Path(baseline_python).exists():
@@ -187,8 +190,8 @@ def _command(contender: str, baseline_python: str) -> list[str]:
         prefix = ["env", "-u", "PYTHONPATH", baseline_python]
     return [*prefix, str(ROOT / "scripts" / "bench_baseline.py"),
             "--model", str(build(find_manifest(spec.gate.model)).path), "--long-side", str(spec.resize.size),
-            "--ladder", ",".join(map(str, spec.quality.ladder())), "--threshold", str(spec.gate.threshold),
-            "--encoder", primary.encoder,
+            "--ladder", ",".join(map(str, spec.quality.ladder())), "--threshold", str(spec.gate.views.whole),
+            "--crops-threshold", str(spec.gate.views.crops or 0.0), "--encoder", primary.encoder,
             "--stored-form", "mozjpeg" if primary.format == "jpeg" and spec.encode.progressive else "as-encoded"]
 
 

@@ -3,8 +3,12 @@
 One image at a time: open, EXIF transpose, full decode, Lanczos resize to the long side, then a
 plain bisection over the quality ladder where every probe encodes (with the spec's JPEG encoder:
 jpegli through pyjpegli, or libjpeg through Pillow), decodes the candidate and makes two
-single-image onnxruntime calls (source and candidate); it keeps the chosen candidate in the spec's
-stored form (mozjpeg's lossless optimization for progressive JPEG), so it stores what the spec asks.
+single-image onnxruntime calls (source and candidate) for the whole view, and with the crops view
+(``--crops-threshold``, the spec's ``gate.views.crops``) one more per crop of the candidate (the four
+quadrants and the centre half at the stored resolution, stretched to 224 px), against the same crops of
+the resized source, embedded once per image; a probe passes when every view does. It keeps the chosen
+candidate in the spec's stored form (mozjpeg's lossless optimization for progressive JPEG), so it stores
+what the spec asks.
 Deliberately standalone (it imports nothing from the project), so ``scripts/bench`` can run it in a
 separate environment with stock Pillow (``baseline``) as well as in the project's, on pillow-simd
 (``baseline-simd``).
@@ -76,9 +80,26 @@ class Baseline:
         self.stages["resize"] += time.perf_counter() - t2
         return small
 
+    @staticmethod
+    def crops(img: Image.Image) -> list[Image.Image]:
+        """The four quadrants and the centre half, at the image's own resolution."""
+        w, h = img.size
+        hw, hh = w // 2, h // 2
+        boxes = [(0, 0, hw, hh), (hw, 0, w, hh), (0, hh, hw, h), (hw, hh, w, h),
+                 (w // 4, h // 4, w // 4 + hw, h // 4 + hh)]
+        return [img.crop(b) for b in boxes]
+
+    def passes(self, small: Image.Image, cand: Image.Image, source_crops: list[np.ndarray]) -> bool:
+        """Every view of the candidate against the source's (whole: two single-image calls)."""
+        if float(self.embed(small) @ self.embed(cand)) < self.args.threshold:
+            return False
+        return all(float(self.embed(c) @ ref) >= self.args.crops_threshold
+                   for c, ref in zip(self.crops(cand), source_crops, strict=True))
+
     def one(self, path: Path) -> tuple[int, int]:
         """(probes, bytes stored) for one image: plain bisection over the ladder."""
         small = self.resized(path)
+        source_crops = [self.embed(c) for c in self.crops(small)] if self.args.crops_threshold else []
         lo, hi, best, probes = 0, len(self.ladder) - 1, None, 0
         while lo <= hi:
             mid = (lo + hi) // 2
@@ -86,9 +107,8 @@ class Baseline:
             t = time.perf_counter()
             cand = Image.open(io.BytesIO(blob)).convert("RGB")
             self.stages["decode"] += time.perf_counter() - t
-            sim = float(self.embed(small) @ self.embed(cand))  # two single-image calls per probe
             probes += 1
-            if sim >= self.args.threshold:
+            if self.passes(small, cand, source_crops):
                 best, hi = blob, mid - 1
             else:
                 lo = mid + 1
@@ -107,6 +127,8 @@ def main() -> None:
     ap.add_argument("--long-side", type=int, default=1280)
     ap.add_argument("--ladder", default=",".join(str(q) for q in range(30, 96, 5)))
     ap.add_argument("--threshold", type=float, default=0.99)
+    ap.add_argument("--crops-threshold", type=float, default=0.0,
+                    help="the crops view's threshold (the spec's gate.views.crops; 0: no crops view)")
     ap.add_argument("--encoder", choices=["jpegli", "libjpeg"], default="jpegli")
     ap.add_argument("--stored-form", choices=["mozjpeg", "as-encoded"], default="mozjpeg",
                     help="what is kept of the chosen candidate: mozjpeg's lossless optimization (the spec's "

@@ -29,7 +29,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from preprocess.pipeline.codecs import Candidate, Encoded, Variant  # noqa: E402
+from preprocess.pipeline.codecs import Candidate, Variant  # noqa: E402
+from preprocess.pipeline.gate import Checks  # noqa: E402
 from preprocess.pipeline.spec import Spec, load_spec  # noqa: E402
 
 SUFFIXES = {".jpg", ".jpeg", ".png"}
@@ -56,7 +57,10 @@ class Row:
     quality: int
     probes: int
     similarity: float
+    set: str = ""  # the photo set (--sets) it came from
+    crops: float = float("nan")  # the gate's own worst crop (specs with the crops view)
     oracle: int = 0  # smallest passing candidate's stored bytes over the spec's variants (0: none passes)
+    curve: list[Point] | None = None  # every candidate the oracle measured (--curves)
     oracle_jpeg: int = 0  # ... over every JPEG variant
     independent: float = float("nan")
 
@@ -131,80 +135,117 @@ def _orient(a: np.ndarray, o: int) -> np.ndarray:
     return np.ascontiguousarray(ops[o](a)) if o in ops else a  # type: ignore[no-any-return]
 
 
+@dataclass
+class Point:
+    """One candidate of the oracle: its track (variant, stored size), quality, bytes and the gate's verdict."""
+
+    variant: str
+    size: tuple[int, int]
+    quality: int
+    encoded: int  # the encoder's bytes
+    score: float  # the gate score (>= the first threshold when every check passes)
+    checks: Checks
+    stored: int = 0  # the bytes in stored form (Engine.finish), for a pass
+
+
 class Oracle:
-    """Exhaustive per-image search with the gate's own measurement (one engine + extractor per thread)."""
+    """Exhaustive per-image search with the gate's own measurement (every check of the spec: each model
+    under each view, and every size of a size search; one engine + extractors per thread)."""
 
     def __init__(self, spec: Spec, variants: Sequence[Variant]) -> None:
         from preprocess.pipeline.engines import make_engine
         from preprocess.pipeline.extractor.build import build
         from preprocess.pipeline.extractor.manifest import find_manifest
         from preprocess.pipeline.extractor.session import Extractor
+        from preprocess.pipeline.gate import Measure
 
-        m = find_manifest(spec.gate.model)
+        manifests = [find_manifest(m) for m in spec.gate.models]
         self.spec = spec
         self.variants = list(variants)
-        self.engine = make_engine("pillow", "cpu", encode=spec.encode, view=m.input, threads=1)
-        self.extractor = Extractor(build(m), device="cpu", threads=1)
+        self.engine = make_engine("pillow", "cpu", encode=spec.encode, view=manifests[0].input, threads=1)
+        extractors = [Extractor(build(m), device="cpu", threads=1) for m in manifests]
+        self.measure = Measure(self.engine, extractors[0], tuple(extractors[1:]))
 
-    def smallest(self, path: Path) -> int:
-        """Fewest stored bytes of any candidate that passes (0 when none does)."""
-        from preprocess.pipeline.batches import similarity
+    def curve(self, path: Path) -> list[Point]:
+        """Every candidate of every track, measured as the gate measures (the stored form of each pass)."""
+        from preprocess.core.timing import Laps
         from preprocess.pipeline.engines.base import SourceImage
+        from preprocess.pipeline.gate.measure import Rounds
         from preprocess.pipeline.images import probe
 
         data = path.read_bytes()
         info = probe(data, max_pixels=self.spec.limits.max_pixels, path=str(path))
-        src = SourceImage(str(path), data, "", info, self.spec.resize.target(info.width, info.height))
-        loaded = self.engine.load([src])
-        if not loaded.prepared:
-            return 0
-        ref = self.extractor.embed(loaded.source_view)[0]
-        p = loaded.prepared[0]
-        asks = [Candidate(v, q) for v in self.variants for q in self.spec.quality.ladder()]
-        best = 0
-        for start in range(0, len(asks), 8):
-            chunk = asks[start:start + 8]
-            enc = self.engine.encode([p] * len(chunk), chunk)
-            sims = similarity(self.extractor.embed(self.engine.view(enc)), ref)
-            passing: list[Encoded] = [e for e, s in zip(enc, sims, strict=True) if s >= self.spec.gate.threshold]
-            for data_ in self.engine.finish([p] * len(passing), passing):
-                best = len(data_) if not best else min(best, len(data_))
-        return best
+        points: list[Point] = []
+        rounds = None
+        for target in self.spec.resize.targets(info.width, info.height):
+            loaded = self.engine.load([SourceImage(str(path), data, "", info, target)])
+            if not loaded.prepared:
+                return []
+            rounds = rounds or Rounds(self.measure, loaded, self.spec, Laps(None))  # the largest size's references
+            p = loaded.prepared[0]
+            asks = [Candidate(v, q) for v in self.variants for q in self.spec.quality.ladder()]
+            for start in range(0, len(asks), 8):
+                enc = self.engine.encode([p] * len(asks[start:start + 8]), asks[start:start + 8])
+                for e, m in zip(enc, rounds.score(enc, [0] * len(enc), [p] * len(enc)), strict=True):
+                    points.append(Point(e.candidate.variant.label, target, e.candidate.quality, len(e.data),
+                                        round(m.similarity, 6), m.checks))
+                    if m.similarity >= self.spec.gate.threshold:
+                        points[-1].stored = len(self.engine.finish([p], [e])[0])
+        return points
+
+    def smallest(self, path: Path) -> int:
+        """Fewest stored bytes of any candidate that passes (0 when none does)."""
+        return min((pt.stored for pt in self.curve(path) if pt.stored), default=0)
 
     def close(self) -> None:
         self.engine.close()
 
 
 def photos(dirs: Sequence[Path], limit: int) -> list[Path]:
-    out = [p for d in dirs for p in sorted(d.iterdir()) if p.suffix.lower() in SUFFIXES and p.is_file()]
+    """The photos of ``dirs``; a folder named ``DIR:first`` or ``DIR:second`` gives the first or second half
+    of its photos in name order (the fixed camera's frames: the first half for tuning, the second held out)."""
+    out = []
+    for d in dirs:
+        folder, _, half = str(d).partition(":")
+        ps = [p for p in sorted(Path(folder).iterdir()) if p.suffix.lower() in SUFFIXES and p.is_file()]
+        out += {"first": ps[:len(ps) // 2], "second": ps[len(ps) // 2:]}.get(half, ps)
     return out[:limit] if limit else out
 
 
 def run_spec(spec_path: Path, paths: list[Path], *, oracle_jpeg: bool, workers: int) -> list[Row]:
     """The job, the oracle and the independent check for one spec over ``paths`` (rows in their order)."""
+    spec = load_spec(spec_path)
+    with tempfile.TemporaryDirectory(prefix="bench-bytes-") as tmp:
+        rows, stored = job(spec_path, paths, Path(tmp))
+        _measure(spec, rows, stored, oracle_jpeg=oracle_jpeg, workers=workers)
+    return rows
+
+
+def job(spec_path: Path, paths: list[Path], tmp: Path) -> tuple[list[Row], dict[str, tuple[bytes, str]]]:
+    """The real job (pillow engine) over copies of ``paths`` in ``tmp`` (named ``NNN-<name>``, NNN the
+    position in ``paths``): its rows in the order of ``paths``, and each row's stored bytes and format by
+    the row's (copied) source path."""
     from preprocess.drivers.run import JobOptions, run_job
     from preprocess.store import open_dataset
 
-    spec = load_spec(spec_path)
-    with tempfile.TemporaryDirectory(prefix="bench-bytes-") as tmp:
-        links = Path(tmp) / "in"
-        links.mkdir()
-        for i, p in enumerate(paths):  # one folder: a run over exactly these files, names kept unique
-            (links / f"{i:03d}-{p.name}").write_bytes(p.read_bytes())
-        t0 = time.perf_counter()
-        run_job(JobOptions(sources=[str(links)], store=str(Path(tmp) / "s.icechunk"), spec_path=str(spec_path),
-                           engine="pillow", device="cpu"))
-        seconds = time.perf_counter() - t0
-        ds = open_dataset(str(Path(tmp) / "s.icechunk"))
-        cols = ds.items_table()
-        order = sorted(range(len(ds)), key=lambda i: str(cols["source_path"][i]))
-        rows = [Row(path=str(cols["source_path"][i]), source_bytes=int(cols["source_bytes"][i]),
-                    stored=int(cols["bytes"][i]), status=str(cols["status"][i]), quality=int(cols["quality"][i]),
-                    probes=int(cols["probes"][i]), similarity=float(cols["similarity"][i])) for i in order]
-        stored = {r.path: (ds.jpeg(i), str(cols["format"][i])) for i, r in zip(order, rows, strict=True)}
-        print(f"  {spec_path.name}: run {len(rows)} images in {seconds:.1f} s", file=sys.stderr)
-        _measure(spec, rows, stored, oracle_jpeg=oracle_jpeg, workers=workers)
-    return rows
+    links = tmp / "in"
+    links.mkdir()
+    for i, p in enumerate(paths):  # one folder: a run over exactly these files, names kept unique
+        (links / f"{i:03d}-{p.name}").write_bytes(p.read_bytes())
+    t0 = time.perf_counter()
+    run_job(JobOptions(sources=[str(links)], store=str(tmp / "s.icechunk"), spec_path=str(spec_path),
+                       engine="pillow", device="cpu"))
+    seconds = time.perf_counter() - t0
+    ds = open_dataset(str(tmp / "s.icechunk"))
+    cols = ds.items_table()
+    order = sorted(range(len(ds)), key=lambda i: str(cols["source_path"][i]))
+    rows = [Row(path=str(cols["source_path"][i]), source_bytes=int(cols["source_bytes"][i]),
+                stored=int(cols["bytes"][i]), status=str(cols["status"][i]), quality=int(cols["quality"][i]),
+                probes=int(cols["probes"][i]), similarity=float(cols["similarity"][i]),
+                crops=float(cols["similarity_crops"][i])) for i in order]
+    stored = {r.path: (ds.jpeg(i), str(cols["format"][i])) for i, r in zip(order, rows, strict=True)}
+    print(f"  {spec_path.name}: run {len(rows)} images in {seconds:.1f} s", file=sys.stderr)
+    return rows, stored
 
 
 def _measure(spec: Spec, rows: list[Row], stored: dict[str, tuple[bytes, str]], *, oracle_jpeg: bool,
@@ -222,7 +263,8 @@ def _measure(spec: Spec, rows: list[Row], stored: dict[str, tuple[bytes, str]], 
             local.jpeg = Oracle(spec.model_copy(update={"encode": spec.encode.model_copy(
                 update={"format": "jpeg"})}), JPEG_VARIANTS) if oracle_jpeg else None
         path = Path(row.path)
-        row.oracle = local.oracle.smallest(path)
+        row.curve = local.oracle.curve(path)
+        row.oracle = min((pt.stored for pt in row.curve if pt.stored), default=0)
         if local.jpeg is not None:
             row.oracle_jpeg = local.jpeg.smallest(path)
         with lock:  # torch runs its own threads: one independent check at a time
@@ -298,17 +340,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     import icechunk
 
     icechunk.set_logs_filter("error")
-    sets = {Path(d).name: photos([Path(d)], args.images) for d in args.sets}
+    sets = {Path(d).name: photos([Path(d)], args.images) for d in args.sets}  # "cctv:first", ...
     result: dict[str, Any] = {"threshold_independent": INDEPENDENT_FLOOR, "specs": {}}
     for name in args.specs.split(","):
         spec_path = Path(name) if "/" in name else ROOT / "pipelines" / name
         labels = [label for label, ps in sets.items() for _ in ps]
         rows = run_spec(spec_path, [p for ps in sets.values() for p in ps], oracle_jpeg=args.oracle_jpeg,
                         workers=args.workers)  # rows come back in the order of the files given
+        for r, label in zip(rows, labels, strict=True):
+            r.set = label
         per_set = {label: summarize([r for r, lb in zip(rows, labels, strict=True) if lb == label], label)
                    for label in sets}
         result["specs"][spec_path.name] = {"all": summarize(rows, "all"), "sets": per_set,
-                                           "rows": [r.__dict__ for r in rows]}
+                                           "rows": [asdict(r) for r in rows]}
     print_table(result)
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -8,6 +8,7 @@
   and, where it uses preprocess, with no icechunk warning on stderr (a library's own warnings, such as
   torch's about more DataLoader workers than CPUs, may remain).
 - Every option a ```text synopsis line (``preprocess CMD ...``) names exists on that command.
+- Every ```toml block is a spec that parses.
 """
 
 from __future__ import annotations
@@ -153,3 +154,13 @@ def test_every_option_in_a_synopsis_exists() -> None:
                                               f"`preprocess {command.name} --help`"
             checked += len(named)
     assert checked > 20  # the synopses of run, log/show/..., serve, watch and tune were read
+
+
+@pytest.mark.parametrize(("line", "code"), blocks("toml"), ids=[f"README.md:{n}" for n, _ in blocks("toml")])
+def test_every_toml_block_is_a_valid_spec(line: int, code: str) -> None:
+    """A spec excerpt in the README is a spec that parses (its sections; the rest default)."""
+    import tomllib
+
+    from preprocess.pipeline.spec import parse_spec
+
+    parse_spec(tomllib.loads(code), source=f"README.md:{line}")

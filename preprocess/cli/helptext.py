@@ -60,3 +60,8 @@ def command(app: typer.Typer) -> Command:
     """The command the ``preprocess`` program runs: ``app``, tidied."""
     built = cast("Command", typer.main.get_command(app))
     return tidy(built)
+
+
+SPEC_HELP = ("Pipeline spec: a TOML file, or a bundled spec by name: camera (the default: checks what it stores, the "
+             "whole image >= 0.99 and each quadrant and the centre half at the stored size >= 0.975), avif, gpu, "
+             "archive, thumbnail (whole frames only, the size in the search), strict (two networks).")

@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from preprocess.cli.app import RichProgress, app, emit, err, fail, fmt, out, quiet_libraries
+from preprocess.cli.helptext import SPEC_HELP
 from preprocess.core import errors, names
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import PreprocessError
@@ -28,7 +29,7 @@ def run(
                                                        "s3://bucket/prefix.")],
     store: Annotated[str, typer.Option("--store", "-s", help="The dataset: a local path or s3://bucket/prefix "
                                                              "(created if missing).")],
-    spec: Annotated[str | None, typer.Option(help="Pipeline spec (TOML); default: pipelines/camera.toml.")] = None,
+    spec: Annotated[str | None, typer.Option(help=SPEC_HELP)] = None,
     message: Annotated[str, typer.Option("--message", "-m", help="Commit message.")] = "",
     branch: Annotated[str, typer.Option(help="Branch to commit to.")] = "main",
     engine: Annotated[str, typer.Option(help="auto | dali | pillow (auto: DALI on a GPU, else pillow).")] = "auto",

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from preprocess.cli.app import app, fail, quiet_libraries
+from preprocess.cli.helptext import SPEC_HELP
 from preprocess.core.errors import PreprocessError
 from preprocess.pipeline.devices import choices
 
@@ -16,7 +17,7 @@ def watch(
     folder: Annotated[str, typer.Argument(help="The folder cameras or uploaders drop files into (watched "
                                                 "recursively).")],
     store: Annotated[str, typer.Option("--store", "-s", help="The dataset: a local path (created if missing).")],
-    spec: Annotated[str | None, typer.Option(help="Pipeline spec (TOML); default: pipelines/camera.toml.")] = None,
+    spec: Annotated[str | None, typer.Option(help=SPEC_HELP)] = None,
     branch: Annotated[str, typer.Option(help="Branch to commit to (one daemon per dataset).")] = "main",
     engine: Annotated[str, typer.Option(help="auto | dali | pillow (auto: DALI on a GPU, else pillow).")] = "auto",
     device: Annotated[str, typer.Option(help="auto | gpu | cpu.")] = "auto",

@@ -32,6 +32,7 @@ import numpy as np
 from preprocess.core import names
 from preprocess.core.errors import InputError
 from preprocess.core.timing import Stopwatch, Timings, now_iso
+from preprocess.pipeline.extractor.built import BuiltModel
 from preprocess.pipeline.process import BatchResult, Failed, Plan
 from preprocess.rows.provenance import (
     ByteCounts,
@@ -182,6 +183,12 @@ def read_files(paths: Sequence[Path], max_bytes: int, *, roots: Sequence[str] | 
     return out
 
 
+def _model_info(built: BuiltModel) -> ModelInfo:
+    m = built.manifest
+    return ModelInfo(name=m.name, weights_sha256=m.weights_sha256(), onnx_sha256=built.onnx_sha256,
+                     manifest=m.origin, dim=m.output.dim)
+
+
 def input_roots(roots: Sequence[Where | Location]) -> list[str]:
     """The source roots as recorded in provenance: absolute local paths, ``s3://`` URLs as given."""
     return [loc.text if loc.remote else str(Path(loc.text).resolve()) for loc in map(Location.of_source, roots)]
@@ -291,12 +298,12 @@ class Ingest:
     def provenance(self, engine: dict[str, str], *, watch: WatchInfo | None = None,
                    ray: RayInfo | None = None) -> Provenance:
         """The provenance of the rows since the last commit (written by :meth:`commit`)."""
-        p, t, m = self.plan, self._tally, self.plan.built.manifest
+        p, t = self.plan, self._tally
         return Provenance(
             preprocess=Header(kind=self.job.kind, job_id=self.job_id),
             spec=p.spec.to_dict(), spec_path=p.spec_path, spec_sha256=p.spec.digest(), fingerprint=p.fingerprint,
-            model=ModelInfo(name=m.name, weights_sha256=m.weights_sha256(), onnx_sha256=p.built.onnx_sha256,
-                            manifest=m.origin, dim=m.output.dim),
+            model=_model_info(p.built),
+            others=[_model_info(b) for b in p.others] or None,
             software=software_versions(), engine=EngineInfo.model_validate(engine), machine=Machine.here(),
             inputs=Inputs(roots=input_roots(self.job.roots), count=len(self._listed),
                           list_sha256=list_digest(self._listed), branch=self.writer.branch,

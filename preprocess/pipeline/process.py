@@ -36,7 +36,7 @@ from preprocess.pipeline.engines.base import Engine, SourceImage
 from preprocess.pipeline.extractor.build import BuiltModel, build
 from preprocess.pipeline.extractor.manifest import Manifest, find_manifest
 from preprocess.pipeline.extractor.session import Extractor
-from preprocess.pipeline.gate import Decision, GateStats, Measure, Outcome, Priors, decide
+from preprocess.pipeline.gate import Decision, GateStats, Measure, Outcome, Priors, decide, view_columns
 from preprocess.pipeline.images import probe
 from preprocess.pipeline.spec import Batch, Spec, default_spec_path, find_spec, load_spec
 from preprocess.rows.schema import FailureRow, ItemRow
@@ -45,33 +45,54 @@ from preprocess.sources.files import SourceFile
 
 @dataclass(frozen=True)
 class Plan:
-    """Everything decided before any image is touched: spec, model, engine, device."""
+    """Everything decided before any image is touched: spec, models, engine, device."""
 
     spec: Spec
     spec_path: str
-    built: BuiltModel
+    built: BuiltModel  # the primary model of gate.models (its embedding is stored with each row)
     fingerprint: str
     engine: EngineName
     device: DeviceName
+    others: tuple[BuiltModel, ...] = ()  # the other models of gate.models, in order
 
     @property
     def model(self) -> str:
         return self.built.manifest.name
 
+    @property
+    def models(self) -> tuple[BuiltModel, ...]:
+        return (self.built, *self.others)
+
 
 def plan(spec_path: str | None, engine: EngineChoice = "auto", device: DeviceChoice = "auto") -> Plan:
-    """Validate the spec, find and build the model, resolve engine/device; raise ConfigError early."""
+    """Validate the spec, find and build its models, resolve engine/device; raise ConfigError early."""
     path = str(find_spec(spec_path)) if spec_path else str(default_spec_path())
     spec = load_spec(path)
-    manifest = _spec_model(spec.gate.model, path)
+    manifests = [_spec_model(m, path) for m in spec.gate.models]
+    _one_input(manifests, path)
     engine_name, device_name = resolve(engine, device)
-    built = build(manifest)
-    return Plan(spec, path, built, spec.fingerprint(manifest.weights_sha256()), engine_name, device_name)
+    built = [build(m) for m in manifests]
+    fingerprint = spec.fingerprint([m.weights_sha256() for m in manifests])
+    return Plan(spec, path, built[0], fingerprint, engine_name, device_name, tuple(built[1:]))
+
+
+def _one_input(manifests: Sequence[Manifest], spec_path: str) -> None:
+    """The models of one spec embed the same model batch: they must take the same input."""
+    first = manifests[0]
+    for m in manifests[1:]:
+        if m.input != first.input:
+            a, b = m.input, first.input
+            raise ConfigError(f"gate.models: {m.name!r} takes another input than {first.name!r} "
+                              f"({a.width}x{a.height} {a.layout}, mean {a.mean} vs "
+                              f"{b.width}x{b.height} {b.layout}, mean {b.mean})",
+                              code=ErrorCode.SPEC_INVALID, path=spec_path,
+                              hint="the models of one spec share one model input (size, colour, layout, "
+                                   "normalisation): check the others with `preprocess tune --model`")
 
 
 def _spec_model(model: str, spec_path: str) -> Manifest:
-    """The spec's ``gate.model``; when it cannot be found, the error names the spec file and the field
-    (the manifest path alone does not say where it came from)."""
+    """A model of the spec's ``gate.models``; when it cannot be found, the error names the spec file and
+    the field (the manifest path alone does not say where it came from)."""
     try:
         return find_manifest(model)
     except ConfigError as exc:
@@ -79,7 +100,8 @@ def _spec_model(model: str, spec_path: str) -> Manifest:
             raise
         where = f" (manifest: {exc.path})" if exc.path else ""
         raise ConfigError(f"gate.model = {model!r}: {exc.message}{where}", code=exc.code, path=spec_path,
-                          hint=f"fix gate.model in {spec_path}: {exc.hint or 'see `preprocess models list`'}") from None
+                          hint=f"fix gate.models in {spec_path}: {exc.hint or 'see `preprocess models list`'}",
+                          ) from None
 
 
 @dataclass
@@ -143,6 +165,14 @@ def layout(p: Plan, lanes: int | None = None, lane_batch: int | None = None) -> 
     return Layout(max(1, lanes or 1), lane_batch or size, size, shared=False)
 
 
+def _failing(spec: Spec, d: Decision) -> str:
+    """The checks a rejected image's best candidate failed, e.g. ``crops 0.9512 < 0.97 (dinov2-small)``."""
+    thresholds = dict(spec.gate.views.items())
+    bad = [f"{view} {s:.4f} < {thresholds[view]}" + (f" ({model})" if len(spec.gate.models) > 1 else "")
+           for model, views in d.checks.items() for view, s in views.items() if s < thresholds[view]]
+    return ", ".join(bad) or f"similarity {d.similarity:.4f} is below the threshold {spec.gate.threshold}"
+
+
 def _tried(d: Decision) -> str:
     """Where a rejected image's search ended: the candidate measured at its top, e.g. ``jpegli 4:2:0 q95``."""
     c = d.candidate
@@ -161,10 +191,14 @@ def _env_int(name: str) -> int | None:
 
 @dataclass
 class _Kit:
-    """What one lane works with: an engine and an extractor (shared by every lane, or its own)."""
+    """What one lane works with: an engine and an extractor per model (shared by every lane, or its own)."""
 
     engine: Engine
     extractor: Extractor
+    others: tuple[Extractor, ...] = ()
+
+    def measure(self) -> Measure:
+        return Measure(self.engine, self.extractor, self.others)
 
 
 @dataclass
@@ -229,7 +263,8 @@ class Processor:
         p = self.plan
         engine = make_engine(p.engine, p.device, encode=p.spec.encode, view=p.built.manifest.input,
                              max_batch=self.chunk, threads=threads)
-        return _Kit(engine, Extractor(p.built, device=p.device, threads=threads))
+        return _Kit(engine, Extractor(p.built, device=p.device, threads=threads),
+                    tuple(Extractor(b, device=p.device, threads=threads) for b in p.others))
 
     def describe(self) -> dict[str, str]:
         out = self.engine.describe() | {"lanes": str(self.lanes), "lane_batch": str(self.chunk)}
@@ -316,15 +351,16 @@ class Processor:
         for idx, error in loaded.failures:
             pos, s = todo[idx]
             res.failures.append((pos, self.failure(s.path, s.sha256, len(s.data), error)))
-        decisions, res.outcomes = decide(Measure(kit.engine, kit.extractor), loaded, spec, priors, res.timings)
+        decisions, res.outcomes = decide(kit.measure(), loaded, spec, priors, timings=res.timings,
+                                         sources=[s for _, s in todo])
         for prepared, d in zip(loaded.prepared, decisions, strict=True):
             pos, s = todo[prepared.index]
             if d.status == "rejected":
                 res.failures.append((pos, self.failure(s.path, s.sha256, len(s.data), input_error(
-                    errors.GATE_REJECTED, f"best similarity {d.similarity:.4f} ({_tried(d)}) is below the "
-                    f"threshold {spec.gate.threshold}", s.path))))
+                    errors.GATE_REJECTED, f"the best candidate ({_tried(d)}) fails the gate: {_failing(spec, d)}",
+                    s.path))))
                 continue
-            res.items.append(self._row(s, prepared.width, prepared.height, d))
+            res.items.append(self._row(s, *(d.size or (prepared.width, prepared.height)), d))
         return res
 
     def _row(self, s: SourceImage, width: int, height: int, d: Decision) -> ItemRow:
@@ -346,7 +382,8 @@ class Processor:
             model=self.plan.model, source_path=s.path, source_sha256=s.sha256, source_bytes=len(s.data),
             source_width=info.width, source_height=info.height, source_format=info.format.lower(),
             capture_time=info.capture_time, camera_model=info.camera_model, fingerprint=self.plan.fingerprint,
-            job_id=self.job_id, embedding=np.asarray(d.embedding, dtype=np.float32))
+            job_id=self.job_id, embedding=np.asarray(d.embedding, dtype=np.float32),
+            **view_columns({} if keep_source else d.checks, None if keep_source else d.worst_crop))
 
     def close(self) -> None:
         self._prober.shutdown(wait=True, cancel_futures=True)  # it queues work on the lanes: first

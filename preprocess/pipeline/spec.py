@@ -11,24 +11,27 @@ import hashlib
 import json
 import tomllib
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import ConfigError, NotFoundError, did_you_mean
 from preprocess.pipeline.codecs import Variant, check_encode, variants
+from preprocess.pipeline.gatespec import JSON, VIEW_NAMES, Crops, Gate, ViewName, Views
+from preprocess.pipeline.gatespec import Frozen as _Frozen
 from preprocess.rows.formats import FORMATS
 
+__all__ = ["AUTO_SIDES", "JSON", "SPEC_FORMAT", "VIEW_NAMES", "Batch", "Crops", "Encode", "Gate", "Limits",
+           "PipelineInfo", "Quality", "Resize", "Spec", "ViewName", "Views", "bundled_dir", "bundled_specs",
+           "default_spec_path", "find_spec", "load_spec", "parse_spec"]
+
 SPEC_FORMAT = 1
-
-type JSON = str | int | float | bool | list[JSON] | dict[str, JSON] | None  # a spec (section) as data
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+# ``resize.sizes = "auto"``: these sides below ``resize.size``. The floor is the models' input side
+# (224): below it the stored image has fewer pixels than the network looks at.
+AUTO_SIDES = (2560, 1920, 1280, 960, 640, 448, 320, 224)
 
 
 class PipelineInfo(_Frozen):
@@ -38,13 +41,19 @@ class PipelineInfo(_Frozen):
 
 
 class Resize(_Frozen):
-    """Target geometry. Aspect ratio is kept in every mode; ``upscale`` is off by default."""
+    """Target geometry. Aspect ratio is kept in every mode; ``upscale`` is off by default.
+
+    ``sizes`` puts the size in the search (``long-side``/``short-side`` only): the sides listed (each at
+    most ``size``), or ``"auto"`` (:data:`AUTO_SIDES` below ``size``), are searched besides ``size`` and the
+    fewest bytes that pass are stored. For a consumer that only ever sees whole frames: a spec with
+    sizes checks the whole view only."""
 
     mode: Literal["long-side", "short-side", "fit", "none"] = "long-side"
     size: Annotated[int, Field(ge=16, le=65535)] | None = 1280
     width: Annotated[int, Field(ge=16, le=65535)] | None = None
     height: Annotated[int, Field(ge=16, le=65535)] | None = None
     upscale: bool = False
+    sizes: tuple[Annotated[int, Field(ge=16, le=65535)], ...] | Literal["auto"] | None = None
 
     @model_validator(mode="after")
     def _check_mode_fields(self) -> Resize:
@@ -52,22 +61,60 @@ class Resize(_Frozen):
             raise ValueError(f"resize.mode = {self.mode!r} needs resize.size")
         if self.mode == "fit" and (self.width is None or self.height is None):
             raise ValueError("resize.mode = 'fit' needs resize.width and resize.height")
+        if self.sizes is not None:
+            if self.mode not in ("long-side", "short-side"):
+                raise ValueError(f"resize.sizes: needs mode long-side or short-side, not {self.mode!r}")
+            assert self.size is not None
+            if self.sizes != "auto" and (not self.sizes or max(self.sizes) > self.size):
+                raise ValueError(f"resize.sizes: list sides of at most resize.size ({self.size}), or \"auto\"")
         return self
 
-    def target(self, width: int, height: int) -> tuple[int, int]:
-        """The stored image's (width, height) for a source of ``width`` x ``height``."""
+    def sides(self) -> list[int]:
+        """The sides searched, largest first (``[size]`` without ``sizes``; ``[]`` in fit/none modes)."""
+        if self.size is None or self.mode not in ("long-side", "short-side"):
+            return []
+        extra = [s for s in AUTO_SIDES if s < self.size] if self.sizes == "auto" else list(self.sizes or ())
+        return sorted({self.size, *extra}, reverse=True)
+
+    def to_dict(self) -> dict[str, JSON]:
+        """The geometry as data; ``sizes`` only when set (specs written before it keep their fingerprint)."""
+        data: dict[str, JSON] = self.model_dump(mode="json")
+        if self.sizes is None:
+            del data["sizes"]
+        return data
+
+    def decisive(self) -> dict[str, JSON]:
+        """What decides the stored geometry: ``auto`` as the sides it means."""
+        data = self.to_dict()
+        if self.sizes is not None:
+            sides: list[JSON] = list(self.sides())
+            data["sizes"] = sides
+        return data
+
+    def target(self, width: int, height: int, side: int | None = None) -> tuple[int, int]:
+        """The stored image's (width, height) for a source of ``width`` x ``height`` (at ``side`` instead of
+        ``size``: one of :meth:`sides`)."""
         if self.mode == "none":
             return width, height
         if self.mode == "fit":
             assert self.width is not None and self.height is not None
             scale = min(self.width / width, self.height / height)
         else:
-            assert self.size is not None
-            side = max(width, height) if self.mode == "long-side" else min(width, height)
-            scale = self.size / side
+            size = side or self.size
+            assert size is not None
+            scale = size / (max(width, height) if self.mode == "long-side" else min(width, height))
         if scale >= 1.0 and not self.upscale:
             return width, height
         return max(1, round(width * scale)), max(1, round(height * scale))
+
+    def targets(self, width: int, height: int) -> list[tuple[int, int]]:
+        """Every distinct stored size the search tries, largest first (one without ``sizes``)."""
+        out: list[tuple[int, int]] = []
+        for side in self.sides() or [0]:
+            t = self.target(width, height, side or None)
+            if t not in out:
+                out.append(t)
+        return out
 
 
 class Encode(_Frozen):
@@ -173,27 +220,6 @@ class Quality(_Frozen):
         return steps
 
 
-class Gate(_Frozen):
-    """The feature check: cosine similarity between the source's and the stored image's embeddings."""
-
-    model: str = "mobilenetv2-imagenet"
-    threshold: Annotated[float, Field(gt=-1.0, le=1.0)] = 0.99
-    on_fail: Literal["flag", "source", "reject"] = "flag"
-    # "whole": the whole image as the model sees it (squashed to its input size) against the source's.
-    # "tiles": the stored image cut into model-sized tiles at its own resolution, each compared with the
-    # same tile of the uncompressed resized image; the tiles' similarities combine by `tiles_combine`.
-    view: Literal["whole", "tiles"] = "whole"
-    tiles_combine: Literal["min", "p10", "mean"] = "p10"
-
-    def to_dict(self) -> dict[str, JSON]:
-        """The gate as data; the tile fields only when ``view = "tiles"`` (so specs written before
-        they existed keep their fingerprint and digest)."""
-        data = self.model_dump(mode="json")
-        if self.view == "whole":
-            del data["view"], data["tiles_combine"]
-        return data
-
-
 class Batch(_Frozen):
     size: Annotated[int, Field(ge=1, le=4096)] = 32
 
@@ -212,21 +238,32 @@ class Spec(_Frozen):
     batch: Batch = Batch()
     limits: Limits = Limits()
 
+    @model_validator(mode="after")
+    def _sizes_check_whole_frames(self) -> Spec:
+        if len(self.resize.sides()) > 1 and (self.gate.views.crops is not None or self.gate.views.tiles is not None):
+            raise ValueError("resize.sizes: a spec that searches sizes checks the whole view only (crops and tiles "
+                             "of a smaller image would be compared with the same smaller image)")
+        return self
+
     def to_dict(self) -> dict[str, dict[str, JSON]]:
         """Each section as data (what provenance records and ``preprocess tune`` writes back)."""
-        return {**self.model_dump(mode="json"), "encode": self.encode.to_dict(), "gate": self.gate.to_dict()}
+        return {**self.model_dump(mode="json"), "resize": self.resize.to_dict(), "encode": self.encode.to_dict(),
+                "gate": self.gate.to_dict()}
 
-    def fingerprint(self, model_sha256: str) -> str:
+    def fingerprint(self, model_sha256: str | Sequence[str]) -> str:
         """Hash of everything that decides the stored bytes (not names, batch size or limits).
 
         Rows are keyed by (source sha256, fingerprint): a rerun with the same fingerprint adds
-        nothing; any change that can change the output gives new rows.
+        nothing; any change that can change the output gives new rows. ``model_sha256``: the weights of
+        each model of ``gate.models``, in order.
         """
+        shas: JSON = model_sha256 if isinstance(model_sha256, str) else (
+            model_sha256[0] if len(model_sha256) == 1 else list(model_sha256))  # one model: as before
         decisive = {
-            "resize": self.resize.model_dump(mode="json"),
+            "resize": self.resize.decisive(),
             "encode": self.encode.decisive(),
             "quality": self.quality.decisive(),
-            "gate": {**self.gate.to_dict(), "model_sha256": model_sha256},
+            "gate": {**self.gate.to_dict(), "model_sha256": shas},
         }
         blob = json.dumps(decisive, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
@@ -251,6 +288,18 @@ def _fields_at(loc: tuple[int | str, ...]) -> set[str]:
     return {name for m in models for name in m.model_fields}
 
 
+def _as_written(loc: tuple[int | str, ...], gate: object) -> tuple[int | str, ...]:
+    """An error's field as the spec wrote it: a gate in the older spelling (``threshold``, ``model``) is
+    checked as ``views`` and ``models``."""
+    if not isinstance(gate, Mapping) or loc[:1] != ("gate",) or len(loc) < 3:
+        return loc
+    if loc[1] == "views" and "views" not in gate and "threshold" in gate:
+        return ("gate", "threshold")
+    if loc[1] == "models" and "models" not in gate and "model" in gate:
+        return ("gate", "model")
+    return loc
+
+
 def parse_spec(data: Mapping[str, object], *, source: str = "<spec>") -> Spec:
     try:
         return Spec.model_validate(data)
@@ -258,7 +307,7 @@ def parse_spec(data: Mapping[str, object], *, source: str = "<spec>") -> Spec:
         problems = []
         for err in exc.errors():
             msg = err["msg"].removeprefix("Value error, ")
-            where = _field_path(err["loc"])
+            where = _field_path(_as_written(err["loc"], data.get("gate")))
             if err["type"] == "extra_forbidden":
                 msg += did_you_mean(str(err["loc"][-1]), _fields_at(err["loc"][:-1]))
             problems.append(msg if msg.startswith(f"{where}.") else f"{where}: {msg}")

@@ -124,6 +124,7 @@ class PipelineInfo(Section):
 class ResizeInfo(Section):
     mode: str = ""
     size: int | None = None
+    sizes: str | list[int] | None = None  # "auto", or the sides of a size search
     width: int | None = None
     height: int | None = None
 
@@ -149,9 +150,23 @@ class EncodeInfo(Section):
 
 
 class GateInfo(Section):
+    """The gate of a recorded spec: one model and one threshold (specs before issue 21, and specs of one
+    model and one view still written so), or several ``models`` and ``views`` with their thresholds."""
+
     model: str = ""
     threshold: float | None = None
     on_fail: str = ""
+    view: str = ""  # "tiles", in the older spelling of a tiles gate
+    models: list[str] = Field(default_factory=list)
+    views: dict[str, float] = Field(default_factory=dict)
+
+    def summary(self) -> str:
+        """``mobilenetv2-imagenet >= 0.99`` or ``mobilenetv2-imagenet+dinov2-small whole >= 0.99, crops >= 0.97``."""
+        if self.views:
+            checks = ", ".join(f"{v} >= {t}" for v, t in self.views.items())
+            return f"{'+'.join(self.models) or '?'} {checks}"
+        tiles = " tiles" if self.view == "tiles" else ""
+        return f"{_or_q(self.model)}{tiles} >= {_or_q(self.threshold)}"
 
 
 class SpecInfo(Section):
@@ -180,8 +195,9 @@ class SpecInfo(Section):
             resize = f"{_or_q(r.mode)} {_or_q(r.size)}"
         quality = (f"q{_or_q(q.value)} fixed" if q.mode == "fixed"
                    else f"q{_or_q(q.min)}-{_or_q(q.max)}/{_or_q(q.step)}")
-        return (f"{resize}, {quality}, {_or_q(self.encode.summary())}, gate {_or_q(g.model)} "
-                f">= {_or_q(g.threshold)} ({_or_q(g.on_fail)})")
+        if r.mode in ("long-side", "short-side") and r.sizes:
+            resize += f" (sizes {r.sizes if isinstance(r.sizes, str) else ','.join(map(str, r.sizes))})"
+        return f"{resize}, {quality}, {_or_q(self.encode.summary())}, gate {g.summary()} ({_or_q(g.on_fail)})"
 
 
 def _or_q(value: object) -> str:
@@ -286,7 +302,8 @@ class Provenance(Section):
     spec_path: str = ""
     spec_sha256: str = ""
     fingerprint: str = ""
-    model: ModelInfo = Field(default_factory=ModelInfo)
+    model: ModelInfo = Field(default_factory=ModelInfo)  # the primary model of the spec's gate.models
+    others: list[ModelInfo] | None = None  # its other models, in order (written only when there are some)
     software: dict[str, str] = Field(default_factory=dict)
     engine: EngineInfo = Field(default_factory=EngineInfo)
     machine: Machine = Field(default_factory=Machine)
@@ -315,7 +332,7 @@ class Provenance(Section):
     def to_metadata(self) -> dict[str, object]:
         """Plain JSON for a commit's metadata (a driver's section only when it has one)."""
         out = self.model_dump(mode="json", by_alias=True)
-        for name in ("watch", "ray"):
+        for name in ("watch", "ray", "others"):
             if out.get(name) is None:
                 out.pop(name, None)
         return {k: _text(v) for k, v in out.items()}

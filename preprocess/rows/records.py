@@ -61,6 +61,11 @@ class ItemFields(TypedDict):
     camera_model: str
     fingerprint: str
     job_id: str
+    similarity_whole: float
+    similarity_crops: float
+    similarity_tiles: float
+    crop_box: str
+    checks: str
 
 
 class ItemRecord(ItemFields):

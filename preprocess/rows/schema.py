@@ -153,6 +153,12 @@ class ItemRow:
     fingerprint: Annotated[str, Col("str", "origin")]  # the spec fingerprint
     job_id: Annotated[str, Col("str", "origin")]
     embedding: NDArray[np.float32] = field(repr=False)  # float32 [D], stored in items/embedding/<model>
+    # The gate's views (issue 21), each the worst of its models (NaN: not checked, or a row from before them)
+    similarity_whole: Annotated[float, Col("float32")] = float("nan")
+    similarity_crops: Annotated[float, Col("float32")] = float("nan")  # the worst crop's
+    similarity_tiles: Annotated[float, Col("float32")] = float("nan")  # the tiles' combined score
+    crop_box: Annotated[str, Col("str")] = ""  # the worst crop: "x0,y0,x1,y1" in the stored image ("" if none)
+    checks: Annotated[str, Col("str")] = ""  # JSON {model: {view: similarity}} of every check ("" if none)
 
     @property
     def key(self) -> str:

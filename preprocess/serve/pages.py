@@ -4,8 +4,11 @@ through the catalog."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from starlette.requests import Request
@@ -15,6 +18,7 @@ from preprocess.core import names
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import FAILURE_HINTS, ConfigError, InputError, NotFoundError
 from preprocess.rows.formats import FORMATS
+from preprocess.rows.provenance import SpecInfo
 from preprocess.rows.schema import ITEM_STATUSES
 from preprocess.serve import charts
 from preprocess.serve.catalog import Catalog, Sibling
@@ -27,7 +31,7 @@ from preprocess.store.cells import Record
 SHOWN_FIELDS = frozenset({"row", "source_path", "source_sha256", "source_format", "source_width", "source_height",
                           "source_bytes", "camera_model", "capture_time", "format", "width", "height", "bytes",
                           "status", "quality", "probes", "similarity", "model", "fingerprint", "job_id", "encoder",
-                          "chroma"})
+                          "chroma", "similarity_whole", "similarity_crops", "similarity_tiles", "crop_box", "checks"})
 LOG_PAGE = 50  # commits per page
 FAILURE_PAGE = 100  # failures per page
 DIFF_PAGE = 48  # items per kind per page
@@ -175,11 +179,53 @@ def item_page(request: Request) -> Response:
     b = parse_side(request.query_params.get("b", ""), "stored", set(sides))
     commit = cat.added_by(target.snapshot, row)
     return render(request, "item.html", target=target, row=row, item=item, commit=commit, md=commit.metadata,
+                  checks=checks_of(item, commit.metadata), worst_crop=worst_crop(item),
                   comparison=comparison, unavailable=unavailable, items=len(cat.dataset(target.snapshot)),
                   known_fields=SHOWN_FIELDS, window=window, sides=sides, siblings=siblings,
                   a=sides[a] if a != b else None, b=sides[b],
                   side_choices=SIDES, size=size, cells=window.cells(size),
                   here=lambda **kw: _item_query(request, **kw))
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the item page's checks: a model under a view, its similarity and threshold."""
+
+    view: str
+    model: str
+    similarity: float
+    threshold: float | None
+
+    @property
+    def passed(self) -> bool | None:
+        return None if self.threshold is None else self.similarity >= self.threshold
+
+
+def checks_of(item: Record, metadata: Mapping[str, object]) -> list[Check]:
+    """Every check the gate measured of the stored image (the row's ``checks``), with the thresholds of
+    the commit's recorded spec; [] for a row made before views (or that keeps its source's bytes)."""
+    try:
+        measured = json.loads(str(item.get("checks") or "{}"))
+    except ValueError:
+        return []
+    gate = SpecInfo.of(_mapping(metadata.get("spec"))).gate
+    thresholds = gate.views or ({gate.view or "whole": gate.threshold} if gate.threshold is not None else {})
+    return [Check(view, model, float(sim), thresholds.get(view))
+            for model, views in measured.items() if isinstance(views, dict)
+            for view, sim in views.items() if isinstance(sim, int | float)]
+
+
+def _mapping(value: object) -> Mapping[str, object] | None:
+    return value if isinstance(value, Mapping) else None
+
+
+def worst_crop(item: Record) -> tuple[int, int, int, int] | None:
+    """The worst crop's box (``x0, y0, x1, y1`` in the stored image), when the row has one."""
+    parts = str(item.get("crop_box") or "").split(",")
+    if len(parts) != 4 or not all(p.strip().isdigit() for p in parts):
+        return None
+    x0, y0, x1, y1 = (int(p) for p in parts)
+    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
 
 
 def _item_query(request: Request, **changes: object) -> str:

@@ -32,8 +32,9 @@ def recommended_spec(sweep: Sweep, rec: Recommendation) -> Spec:
     data["quality"] = {**data["quality"], "mode": "adaptive", "min": ladder.min, "max": ladder.max,
                        "step": ladder.step, "value": ladder.max}
     ref = next(m.ref for m in sweep.models if m.name == rec.model)
-    data["gate"] = {**data["gate"], "model": ref, "threshold": rec.target, "on_fail": "flag",
-                    "view": view, "tiles_combine": combine}
+    # one model under the one view the recommendation was judged by (the spec's other views and models
+    # are not what tune measured its target with)
+    data["gate"] = {"model": ref, "threshold": rec.target, "on_fail": "flag", "view": view, "tiles_combine": combine}
     spec = parse_spec(data, source=spec_file(rec, True))
     assert spec.quality.ladder() == ladder.rungs, (spec.quality.ladder(), ladder.rungs)
     return spec

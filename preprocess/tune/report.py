@@ -69,7 +69,10 @@ details{margin:.8em 0}summary{cursor:pointer;font-weight:600}.wide{overflow-x:au
 background-repeat:no-repeat}.compare .b{position:absolute;top:0;left:0;height:100%;width:50%;min-width:6px;
 max-width:100%;overflow:hidden;resize:horizontal;border-right:2px solid #e8175d;background-repeat:no-repeat}
 .compare:has(.flick:hover) .b{width:100%;animation:flick 1.2s steps(1) infinite}@keyframes flick{50%{opacity:0}}
-.compare .flick{display:inline-block;margin-left:1em;cursor:help;text-decoration:underline dotted}"""
+.compare .flick{display:inline-block;margin-left:1em;cursor:help;text-decoration:underline dotted}
+.gallery .frame{position:relative;line-height:0;width:fit-content;margin:0 auto}
+.gallery svg.worst-crop{position:absolute;inset:0;width:100%;height:100%}
+.gallery svg.worst-crop rect{fill:none;stroke:#e8175d;stroke-width:2;vector-effect:non-scaling-stroke}"""
 
 
 def _cards(rec: Recommendation, sample: StoredSample | None) -> str:
@@ -99,15 +102,36 @@ def _decision(sweep: Sweep, rec: Recommendation, sample: StoredSample | None, fi
             f"<code>{spec_file(rec, first)}</code> is that adaptive spec.</p>")
 
 
+def _views(item: StoredImage) -> str:
+    """``whole 0.9931 · crops 0.9712`` (the worst model's, per view) of the spec's gate checks."""
+    views: dict[str, float] = {}
+    for per_view in item.checks.values():
+        for view, s in per_view.items():
+            views[view] = min(views.get(view, s), s)
+    return " · ".join(f"{view} {s:.4f}" for view, s in views.items())
+
+
+def _worst_crop(item: StoredImage) -> str:
+    """The worst crop outlined over the thumbnail (an SVG the size of the stored image, scaled)."""
+    if item.worst_crop is None:
+        return ""
+    x0, y0, x1, y1 = item.worst_crop
+    return (f'<svg class="worst-crop" viewBox="0 0 {item.width} {item.height}" preserveAspectRatio="none" '
+            f'aria-hidden="true"><rect x="{x0}" y="{y0}" width="{x1 - x0}" height="{y1 - y0}"/></svg>')
+
+
 def _thumb(sweep: Sweep, rank: int, item: StoredImage) -> str:
     c = item.choice
     name = Path(c.path).name
+    views = _views(item)
     label = (f"{rank}. {name}: {sweep.codings[c.coding].label} q{c.quality}, {len(item.data):,} B, "
-             f"{item.width}x{item.height}, similarity {c.similarity:.4f}" + ("" if c.passed else " (flagged)"))
+             f"{item.width}x{item.height}, similarity {c.similarity:.4f}" + ("" if c.passed else " (flagged)")
+             + (f"; the spec's gate: {views}" if views else ""))
     cls = "" if c.passed else ' class="flagged"'
     return (f'<figure{cls} data-rank="{rank}" data-similarity="{c.similarity:.6f}" data-name="{html.escape(name)}">'
-            f'<img class="thumb" alt="{html.escape(name)} as stored" title="{html.escape(label)}" '
-            f'src="{_data_uri(item.thumbnail, "image/jpeg")}"><figcaption>{html.escape(label)}</figcaption></figure>')
+            f'<div class="frame"><img class="thumb" alt="{html.escape(name)} as stored" title="{html.escape(label)}" '
+            f'src="{_data_uri(item.thumbnail, "image/jpeg")}">{_worst_crop(item)}</div>'
+            f'<figcaption>{html.escape(label)}</figcaption></figure>')
 
 
 def _crops(sweep: Sweep, sample: StoredSample) -> str:

@@ -4,7 +4,9 @@ how fast those bytes decode on this machine (a training reader decodes them ever
 of each image, and for the worst ones source / stored / difference crops where they differ most.
 
 Made by the engine that swept (so the bytes are the ones measured); pixels come from it too
-(:meth:`Engine.pixels` for the whole image, :meth:`Engine.crop` for the crops).
+(:meth:`Engine.pixels` for the whole image, :meth:`Engine.crop` for the crops). Each stored image is also
+judged by every check of the sweep spec's gate (each model under each view: whole, crops, tiles), with its
+worst crop (:func:`preprocess.pipeline.gate.judge`).
 """
 
 from __future__ import annotations
@@ -23,8 +25,11 @@ from PIL import Image
 from preprocess.core.errors import InputError
 from preprocess.pipeline.codecs import Candidate, Encoded
 from preprocess.pipeline.engines import make_engine
-from preprocess.pipeline.engines.base import Engine, Prepared, SourceImage
-from preprocess.pipeline.extractor.manifest import find_manifest
+from preprocess.pipeline.engines.base import Box, Engine, Prepared, SourceImage
+from preprocess.pipeline.extractor.build import build
+from preprocess.pipeline.extractor.manifest import InputView, find_manifest
+from preprocess.pipeline.extractor.session import Extractor
+from preprocess.pipeline.gate import Checks, Measure, judge
 from preprocess.pipeline.images import probe
 from preprocess.pipeline.regions import Region, abs_difference, changed_region, heat
 from preprocess.sources.files import read_source
@@ -56,6 +61,8 @@ class StoredImage:
     data: bytes = field(repr=False)  # the bytes as stored
     thumbnail: bytes = field(repr=False)  # JPEG, THUMB_SIDE px
     crop: Crop | None = None
+    checks: Checks = field(default_factory=dict)  # the sweep spec's gate, every model under every view
+    worst_crop: Box | None = None  # the crops view's worst crop (in the stored image)
 
 
 @dataclass(frozen=True)
@@ -160,6 +167,7 @@ class _Maker:
     sweep: Sweep
     size: int  # the recommended size
     with_crops: set[int]  # images (indices into Sweep.images) that get crops
+    measure: Measure | None = None  # the sweep spec's gate models (None: their input is not the engine's)
     missing: list[Skipped] = field(default_factory=list)
 
     def _sources(self, choices: Sequence[Choice]) -> tuple[list[SourceImage], list[Choice]]:
@@ -185,13 +193,26 @@ class _Maker:
         picks = [kept[p.index] for p in loaded.prepared]
         cands = [Candidate(self.sweep.codings[c.coding].variant, c.quality) for c in picks]
         stored = self.engine.finish(loaded.prepared, self.engine.encode(loaded.prepared, cands))
+        made = [Encoded(data, cand) for data, cand in zip(stored, cands, strict=True)]  # what is stored, not the probe
+        judged = judge(self.measure, loaded, self.sweep.spec, made) if self.measure is not None and made else []
         out = []
-        for p, c, cand, data in zip(loaded.prepared, picks, cands, stored, strict=True):
-            kept_bytes = Encoded(data, cand)  # decode what is stored, not the probe
+        for k, (p, c, kept_bytes) in enumerate(zip(loaded.prepared, picks, made, strict=True)):
             px = np.asarray(self.engine.pixels(kept_bytes))
             crop = _crop(self.engine, p, kept_bytes, px) if c.index in self.with_crops else None
-            out.append(StoredImage(c, p.width, p.height, data, _thumbnail(px), crop))
+            m = judged[k] if judged else None
+            out.append(StoredImage(c, p.width, p.height, kept_bytes.data, _thumbnail(px), crop,
+                                   m.checks if m else {}, m.worst_crop if m else None))
         return out
+
+
+def _gate_models(sweep: Sweep, view: InputView, engine: Engine) -> Measure | None:
+    """The sweep spec's gate models, to judge what is stored by every view it checks (None when their
+    model input is not the one ``engine`` makes views for)."""
+    manifests = [find_manifest(m) for m in sweep.spec.gate.models]
+    if any(m.input != view for m in manifests):
+        return None
+    extractors = [Extractor(build(m), device=sweep.device) for m in manifests]
+    return Measure(engine, extractors[0], tuple(extractors[1:]))
 
 
 def store_sample(sweep: Sweep, rec: Recommendation, *, crops: int = CROPS,
@@ -203,9 +224,10 @@ def store_sample(sweep: Sweep, rec: Recommendation, *, crops: int = CROPS,
     order = rec.adaptive.worst_first()
     with_crops = {c.index for c in order[:crops]}
     by_format = {sweep.codings[ci].format: sweep.codings[ci].encode for ci in rec.codings}
-    engine = make_engine(sweep.engine, sweep.device, encode=by_format[rec.format], view=find_manifest(rec.model).input,
+    view = find_manifest(rec.model).input
+    engine = make_engine(sweep.engine, sweep.device, encode=by_format[rec.format], view=view,
                          max_batch=sweep.spec.batch.size)
-    maker = _Maker(engine, sweep, rec.adaptive.size, with_crops)
+    maker = _Maker(engine, sweep, rec.adaptive.size, with_crops, _gate_models(sweep, view, engine))
     try:
         made = [s for batch in itertools.batched(order, sweep.spec.batch.size) for s in maker(batch)]
     finally:

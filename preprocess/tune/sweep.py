@@ -466,7 +466,7 @@ def _spec(opts: SweepOptions) -> tuple[Spec, str]:
     spec_path = opts.spec_path or str(default_spec_path())
     spec = load_spec(spec_path)
     if opts.gate_model:
-        spec = spec.model_copy(update={"gate": spec.gate.model_copy(update={"model": opts.gate_model})})
+        spec = spec.model_copy(update={"gate": spec.gate.model_copy(update={"models": (opts.gate_model,)})})
     if spec.resize.mode not in ("long-side", "short-side"):
         raise ConfigError(f"tune sweeps resize.size, but the spec's resize.mode is {spec.resize.mode!r}",
                           code=ErrorCode.TUNE_RESIZE, path=spec_path,

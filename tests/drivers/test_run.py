@@ -268,7 +268,7 @@ def test_a_device_failure_stops_the_job_with_nothing_committed(tmp_path: Path, s
 
 
 def test_a_new_job_starts_its_search_from_the_branchs_recent_qualities(first_run: tuple[Path, Summary]) -> None:
-    from preprocess.pipeline.gate import GateStats
+    from preprocess.pipeline.gate import GateStats, Track
     from preprocess.pipeline.spec import Quality, Spec
     from preprocess.store import DatasetWriter, open_repo
 
@@ -290,7 +290,7 @@ def test_a_new_job_starts_its_search_from_the_branchs_recent_qualities(first_run
     stats = GateStats(Spec())
     stats.seed_from(recent)
     (variant,) = Spec().encode.variants()
-    prior = stats.priors()[variant]
+    prior = stats.priors()[Track(variant)]
     assert prior.seen is not None and len(prior.seen) == len(got)
     ladder = Quality().ladder()
     guess = stats.guess()

@@ -15,7 +15,7 @@ from preprocess.pipeline.engines.base import Engine, Loaded, SourceImage
 from preprocess.pipeline.extractor.build import build
 from preprocess.pipeline.extractor.manifest import find_manifest
 from preprocess.pipeline.extractor.session import Extractor
-from preprocess.pipeline.gate import Measure, decide
+from preprocess.pipeline.gate import Measure, Track, decide
 from preprocess.pipeline.images import probe
 from preprocess.pipeline.process import Processor, plan
 from preprocess.pipeline.spec import Spec, parse_spec
@@ -60,7 +60,7 @@ def test_every_variant_is_searched_and_the_fewest_stored_bytes_win(three: list[P
                 assert passing, f"{v.label} was not searched to a pass"
                 cand = Candidate(v, min(passing))
                 finals[v.label] = len(engine.finish([p], engine.encode([p], [cand]))[0])
-                assert o.chosen[v] == spec.quality.ladder().index(min(passing))
+                assert o.chosen[Track(v)] == spec.quality.ladder().index(min(passing))
             assert len(d.data) == min(finals.values())
             assert finals[d.candidate.variant.label] == len(d.data)
     finally:

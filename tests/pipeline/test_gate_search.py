@@ -157,11 +157,11 @@ def test_a_search_measures_its_slope_over_every_rung() -> None:
 
 def test_priors_are_per_variant_medians_over_a_window() -> None:
     from preprocess.pipeline.codecs import Variant
-    from preprocess.pipeline.gate import GateStats, Outcome
+    from preprocess.pipeline.gate import GateStats, Outcome, Track
     from preprocess.pipeline.spec import parse_spec
 
     spec = parse_spec({"encode": {"encoders": ["jpegli", "libjpeg"]}})
-    jpegli, libjpeg = spec.encode.variants()
+    jpegli, libjpeg = (Track(v) for v in spec.encode.variants())
     stats = GateStats(spec, window=3)
     assert stats.guess() is None and stats.priors() == {}
     stats.record([Outcome({jpegli: r, libjpeg: 2 * r}, {jpegli: 0.01 * r}) for r in (1, 2, 3, 10)])
@@ -169,7 +169,7 @@ def test_priors_are_per_variant_medians_over_a_window() -> None:
     assert priors[jpegli].guess == 3 and priors[libjpeg].guess == 6  # medians of the last 3 (2, 3, 10)
     assert priors[jpegli].slope == pytest.approx(0.03) and priors[libjpeg].slope == DEFICIT_SLOPE
     assert stats.guess() == 3  # the primary's
-    assert Variant("jpeg", "jpegli", "420") == jpegli
+    assert Variant("jpeg", "jpegli", "420") == jpegli.variant
 
 
 def _unit(v: list[float]) -> np.ndarray:
@@ -181,11 +181,11 @@ def test_the_first_guess_is_where_the_nearest_alike_images_crossed() -> None:
     """A fleet's cameras send the same scenes again: the first probe for an image is the median rung of
     the (up to NEIGHBOURS) earlier images whose sources embed within NEIGHBOUR of it; an image like
     none of them starts at the median of all."""
-    from preprocess.pipeline.gate import NEIGHBOUR, NEIGHBOURS, GateStats, Outcome
+    from preprocess.pipeline.gate import NEIGHBOUR, NEIGHBOURS, GateStats, Outcome, Track
     from preprocess.pipeline.spec import Spec
 
     spec = Spec()
-    (v,) = spec.encode.variants()
+    (v,) = (Track(x) for x in spec.encode.variants())
     dark, bright, other = _unit([1, 0, 0]), _unit([0, 1, 0]), _unit([0, 0, 1])
     stats = GateStats(spec)
     assert stats.priors().get(v) is None
@@ -204,11 +204,11 @@ def test_the_first_guess_is_where_the_nearest_alike_images_crossed() -> None:
 def test_seeded_embeddings_guide_the_first_batch() -> None:
     """A job seeds its stats with the branch's stored rows (qualities and embeddings): its first
     images already start where stored images like them crossed."""
-    from preprocess.pipeline.gate import GateStats
+    from preprocess.pipeline.gate import GateStats, Track
     from preprocess.pipeline.spec import Spec
 
     spec = Spec()
-    (v,) = spec.encode.variants()
+    (v,) = (Track(x) for x in spec.encode.variants())
     ladder = spec.quality.ladder()
     stats = GateStats(spec)
     stats.seed([ladder[3], ladder[4], ladder[40], ladder[41], ladder[42]],
@@ -225,13 +225,13 @@ def test_seeded_rows_are_credited_to_the_variant_that_made_them() -> None:
     """A spec searching jpegli and libjpeg 4:4:4: a stored row made by libjpeg-turbo 4:4:4 (or nvJPEG
     on the GPU) teaches libjpeg 4:4:4's first guess, not jpegli's; a row no variant of the spec makes
     (another chroma) teaches nothing."""
-    from preprocess.pipeline.gate import GateStats
+    from preprocess.pipeline.gate import GateStats, Track
     from preprocess.pipeline.spec import parse_spec
 
     spec = parse_spec({"encode": {"encoders": ["jpegli", "libjpeg"], "chroma_subsampling": ["420", "444"]}})
     variants = spec.encode.variants()
-    jpegli = next(v for v in variants if v.encoder == "jpegli")
-    lib444 = next(v for v in variants if v.encoder == "libjpeg" and v.chroma == "444")
+    jpegli = Track(next(v for v in variants if v.encoder == "jpegli"))
+    lib444 = Track(next(v for v in variants if v.encoder == "libjpeg" and v.chroma == "444"))
     ladder = spec.quality.ladder()
     stats = GateStats(spec)
     stats.seed([ladder[5], ladder[30], ladder[31], ladder[40]], np.stack([_unit([1, 0])] * 4),

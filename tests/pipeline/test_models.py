@@ -74,8 +74,8 @@ std = [0.229, 0.224, 0.225]
 dim = 1280
 ''')
     spec = tmp_path / "spec.toml"
-    spec.write_text(default_spec_path().read_text().replace('model = "mobilenetv2-imagenet"',
-                                                            f'model = "{manifest}"'))
+    spec.write_text(default_spec_path().read_text().replace('models = ["mobilenetv2-imagenet"]',
+                                                            f'models = ["{manifest}"]'))
     summary = run_job(JobOptions(sources=[str(sample_dir)], store=str(tmp_path / "s.icechunk"),
                                  spec_path=str(spec), engine="pillow"))
     assert summary.model == "my-model"
@@ -135,7 +135,8 @@ def _own_model(tmp_path: Path, dim: int = 1280) -> Path:
 
 def _spec_with(tmp_path: Path, manifest: Path) -> Path:
     spec = tmp_path / f"spec-{manifest.stem}.toml"
-    spec.write_text(default_spec_path().read_text().replace('model = "mobilenetv2-imagenet"', f'model = "{manifest}"'))
+    spec.write_text(default_spec_path().read_text().replace('models = ["mobilenetv2-imagenet"]',
+                                                            f'models = ["{manifest}"]'))
     return spec
 
 

@@ -52,7 +52,7 @@ def test_a_misspelt_ref_or_field_says_what_was_meant(hist: Hist) -> None:
     assert "did you mean" not in e.value.message
     with pytest.raises(ConfigError) as e:
         dataset_at(hist.repo, "main").items_table(["similarty"])
-    assert e.value.code == "STORE_FIELD" and "did you mean 'similarity'?" in e.value.message
+    assert e.value.code == "STORE_FIELD" and "did you mean 'similarity'" in e.value.message
 
 
 def test_branches_and_tags_are_listed_with_their_tip(hist: Hist) -> None:

@@ -33,7 +33,10 @@ def make_item(rng: np.random.Generator, i: int, *, model: str = MODEL, dim: int 
         source_bytes=int(rng.integers(1, 2**40)), source_width=int(rng.integers(16, 9000)),
         source_height=int(rng.integers(16, 9000)), source_format=("jpeg", "png", "tiff")[i % 3],
         capture_time=f"2024-01-{1 + i % 28:02d}T10:00:{i % 60:02d}", camera_model=f"Cam {i % 7}",
-        fingerprint=f"fp{i % 2}", job_id=job, embedding=rng.standard_normal(dim).astype(np.float32))
+        fingerprint=f"fp{i % 2}", job_id=job, embedding=rng.standard_normal(dim).astype(np.float32),
+        similarity_whole=float(rng.random()), similarity_crops=float(rng.random()),
+        similarity_tiles=float(rng.random()), crop_box=f"0,0,{8 + i},{9 + i}",
+        checks=f'{{"{model}": {{"whole": 0.99{i % 10}}}}}')
 
 
 def make_failure(rng: np.random.Generator, i: int, job: str = "job") -> FailureRow:

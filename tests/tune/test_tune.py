@@ -181,6 +181,9 @@ def test_the_stored_sample_is_every_image_as_stored_worst_first(swept: Sweep, re
             assert r.mean_abs_diff > 0  # where it changed, not a region that did not
             assert Image.open(io.BytesIO(s.crop.stored)).size == (r.width, r.height)
         assert sample.total_bytes == rec.adaptive.total_bytes
+        views = {v for v, _ in swept.spec.gate.views.items()}  # every image judged by the spec's every view
+        assert all(set(s.checks[swept.spec.gate.model]) == views for s in sample.images)
+        assert all((s.worst_crop is not None) == ("crops" in views) for s in sample.images)
         speed = sample.speed
         assert speed is not None and speed.images == 6 and speed.repeats == 2
         assert speed.cpu_seconds > 0 and speed.cpu_ms_per_mp > 0 and speed.images_per_s > 0

@@ -4,12 +4,23 @@ from typing import TypedDict, Unpack
 
 from preprocess.core.codes import ErrorCode
 from preprocess.pipeline.devices import DeviceChoice, DeviceName, EngineChoice, EngineName, choices
-from preprocess.pipeline.engines.base import Engine, Loaded, Prepared, SourceImage, Tiles, tile_boxes
+from preprocess.pipeline.engines.base import (
+    Box,
+    BoxRule,
+    Engine,
+    Loaded,
+    Looks,
+    Prepared,
+    SourceImage,
+    Tiles,
+    crop_boxes,
+    tile_boxes,
+)
 from preprocess.pipeline.extractor.manifest import InputView
 from preprocess.pipeline.spec import Encode
 
-__all__ = ["Engine", "Loaded", "Prepared", "SourceImage", "Tiles", "gpu_count", "make_engine", "resolve",
-           "tile_boxes"]
+__all__ = ["Box", "BoxRule", "Engine", "Loaded", "Looks", "Prepared", "SourceImage", "Tiles", "crop_boxes",
+           "gpu_count", "make_engine", "resolve", "tile_boxes"]
 
 
 class Options(TypedDict, total=False):

@@ -10,7 +10,7 @@ the DALI GPU engine) in :class:`Prepared.pixels`; only bytes and model batches
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -47,16 +47,51 @@ class Prepared:
     host: HostPixels | None = None  # the engine's host copy of device pixels, made on first use (CPU encoders)
 
 
+Box = tuple[int, int, int, int]  # (x0, y0, x1, y1) at an image's own resolution
+BoxRule = Callable[[int, int], list[Box]]  # an image's (width, height) -> the boxes to look at
+
+
 @dataclass
 class Tiles:
-    """The result of :meth:`Engine.tiles`: model-view tiles of several images, image after image."""
+    """The result of :meth:`Engine.regions` (and :meth:`Engine.tiles`): model views of regions of several
+    images (tiles, crops), image after image."""
 
-    batch: ModelBatch  # model-view batch of every tile (same layout and memory as ``Loaded.source_view``)
-    counts: list[int]  # tiles per image, in input order (they sum to the batch length)
+    batch: ModelBatch  # model-view batch of every region (same layout and memory as ``Loaded.source_view``)
+    counts: list[int]  # regions per image, in input order (they sum to the batch length)
 
     def split(self, embeddings: Embeddings) -> list[Embeddings]:
-        """The embeddings of :attr:`batch`, image by image: ``[tiles, D]`` each."""
+        """The embeddings of :attr:`batch`, image by image: ``[regions, D]`` each."""
         return split_rows(embeddings, self.counts)
+
+
+@dataclass
+class Looks:
+    """The result of :meth:`Engine.looks`: one model batch of every way a round looks at its candidates:
+    first each candidate's whole view (when asked), then each candidate's regions, image after image."""
+
+    batch: ModelBatch
+    whole: int  # whole-view rows at the start (0, or one per candidate)
+    counts: list[int]  # regions per candidate after them
+
+    def split(self, embeddings: Embeddings) -> tuple[Embeddings | None, list[Embeddings]]:
+        """(the whole views' embeddings ``[N, D]`` or None, each candidate's regions' ``[regions, D]``)."""
+        wholes = embeddings[:self.whole] if self.whole else None
+        return wholes, split_rows(embeddings[self.whole:], self.counts)
+
+
+def crop_boxes(width: int, height: int, grids: Sequence[int] = (2,), centre: bool = True) -> list[Box]:
+    """Crops of a ``width`` x ``height`` image at its own resolution: each grid ``g`` cut into ``g`` x ``g``
+    cells (2: the four quadrants; row by row), then the centre half. Cell edges are ``k * side // g``."""
+    out: list[Box] = []
+    for g in grids:
+        xs = [k * width // g for k in range(g + 1)]
+        ys = [k * height // g for k in range(g + 1)]
+        out += [(xs[i], ys[j], xs[i + 1], ys[j + 1]) for j in range(g) for i in range(g)
+                if xs[i + 1] > xs[i] and ys[j + 1] > ys[j]]
+    if centre:
+        hw, hh = max(1, width // 2), max(1, height // 2)
+        out.append((width // 4, height // 4, width // 4 + hw, height // 4 + hh))
+    return out
 
 
 def tile_boxes(width: int, height: int, tile_width: int, tile_height: int) -> list[tuple[int, int, int, int]]:
@@ -113,12 +148,32 @@ class Engine(ABC):
         """Decode candidates and return their model-view batch (same layout as ``source_view``)."""
 
     @abstractmethod
-    def tiles(self, images: Sequence[Prepared | Encoded]) -> Tiles:
-        """The model view of each image's tiles (:func:`tile_boxes` at the image's own resolution).
+    def regions(self, images: Sequence[Prepared | Encoded], boxes: BoxRule) -> Tiles:
+        """The model view of regions of each image, ``boxes(width, height)`` at the image's own
+        resolution, each stretched to the model's input (as the model view stretches a whole image).
 
-        A :class:`Prepared` is tiled from its uncompressed resized pixels, an encoded candidate after
-        a full decode: tile k of one lines up with tile k of the other.
+        A :class:`Prepared` is cut from its uncompressed resized pixels, an encoded candidate after a
+        full decode: region k of one lines up with region k of the other.
         """
+
+    def tiles(self, images: Sequence[Prepared | Encoded]) -> Tiles:
+        """The model view of each image's model-sized tiles (:func:`tile_boxes`)."""
+        v = self.view_spec
+        return self.regions(images, lambda w, h: tile_boxes(w, h, v.width, v.height))
+
+    def looks(self, encoded: Sequence[Encoded], boxes: BoxRule | None, *, whole: bool = True) -> Looks:
+        """One round's model batch of its candidates: each one's whole view (:meth:`view`, when ``whole``)
+        and its ``boxes`` (:meth:`regions`). An engine may decode each candidate once for both."""
+        parts: list[ModelBatch] = [self.view(encoded)] if whole else []
+        counts = [0] * len(encoded)
+        if boxes is not None:
+            regions = self.regions(encoded, boxes)
+            parts.append(regions.batch)
+            counts = regions.counts
+        if not parts:
+            raise ValueError("looks: neither the whole view nor regions asked for")
+        batch = parts[0] if len(parts) == 1 else ModelBatch.concat(parts)
+        return Looks(batch, len(encoded) if whole else 0, counts)
 
     def finish(self, images: Sequence[Prepared], chosen: Sequence[Encoded]) -> list[bytes]:
         """The bytes to store for each measured candidate (of the image at the same position): the same

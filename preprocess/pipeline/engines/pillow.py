@@ -1,10 +1,11 @@
 """The pillow engine: pillow-simd on the CPU, the fast CPU path.
 
-JPEG sources decode at a reduced DCT scale (``draft``) that still covers the target size,
-so a 2560x1600 photo bound for 1280 px never decodes its full-size pixels; the rest goes
-through one antialiased resize. With ``threads`` > 1 each call's work is spread over a thread
-pool (Pillow releases the GIL in decode, resize and encode); with ``threads=1`` it runs in the
-caller's thread, for callers that run several batches at once (the :class:`Processor`'s lanes).
+JPEG sources decode at a reduced DCT scale (``draft``) that still covers the target size, but
+never below half the source's (:data:`DRAFT_REDUCTION`), so a 2560x1600 photo bound for 1280 px never
+decodes its full-size pixels; the rest goes through one antialiased resize. With ``threads`` > 1
+each call's work is spread over a thread pool (Pillow releases the GIL in decode, resize and encode);
+with ``threads=1`` it runs in the caller's thread, for callers that run several batches at once (the
+:class:`Processor`'s lanes).
 """
 
 from __future__ import annotations
@@ -23,11 +24,22 @@ from preprocess.pipeline import codecs
 from preprocess.pipeline.batches import HostPixels, ModelBatch, Pixels
 from preprocess.pipeline.codecs import Candidate, Encoded
 from preprocess.pipeline.devices import DeviceName, EngineName
-from preprocess.pipeline.engines.base import Engine, Loaded, Prepared, SourceImage, Tiles, tile_boxes
+from preprocess.pipeline.engines.base import BoxRule, Engine, Loaded, Looks, Prepared, SourceImage, Tiles
 from preprocess.pipeline.extractor.manifest import InputView
 from preprocess.pipeline.extractor.view import model_view
 from preprocess.pipeline.images import decode_rgb
 from preprocess.pipeline.spec import Encode
+
+# The DCT scale a JPEG source decodes at goes down to 1/DRAFT_REDUCTION, no further: a 6028x3391 photo bound
+# for 1280 px decoded at 1/4 and resized 1507 -> 1280 px differed from a full resize enough that a lossless
+# copy's worst crop scored 0.9918 under an independent decode and resize (0.9967 at 1/2, 0.9977 in full).
+DRAFT_REDUCTION = 2
+
+
+def draft_size(src: SourceImage) -> tuple[int, int]:
+    """The smallest decoded size asked of a JPEG source: the target, and at least 1/DRAFT_REDUCTION of it."""
+    w, h = src.info.width, src.info.height
+    return max(src.target[0], -(-w // DRAFT_REDUCTION)), max(src.target[1], -(-h // DRAFT_REDUCTION))
 
 
 class PillowEngine(Engine):
@@ -45,7 +57,7 @@ class PillowEngine(Engine):
         return self._pool.map(fn, items) if self._pool is not None else map(fn, items)
 
     def _load_one(self, src: SourceImage) -> tuple[Image.Image, Image.Image]:
-        full = decode_rgb(src.data, draft_to=src.target, path=src.path)
+        full = decode_rgb(src.data, draft_to=draft_size(src), path=src.path)
         stored = full if full.size == src.target else full.resize(src.target, Image.Resampling.LANCZOS,
                                                                    reducing_gap=3.0)
         view = full.resize((self.view_spec.width, self.view_spec.height), Image.Resampling.BILINEAR)
@@ -108,15 +120,31 @@ class PillowEngine(Engine):
     def pixels(self, image: Prepared | Encoded) -> HostPixels:
         return image.pixels.array() if isinstance(image, Prepared) else np.asarray(_decode_candidate(image))
 
-    def _tiles_one(self, item: Prepared | Encoded) -> list[Image.Image]:
-        img = self._image(item)
-        v = self.view_spec
-        return [img.crop(box) for box in tile_boxes(img.width, img.height, v.width, v.height)]
+    def regions(self, images: Sequence[Prepared | Encoded], boxes: BoxRule) -> Tiles:
+        def cut(item: Prepared | Encoded) -> list[Image.Image]:
+            img = self._image(item)
+            return [img.crop(box) for box in boxes(img.width, img.height)]
 
-    def tiles(self, images: Sequence[Prepared | Encoded]) -> Tiles:
-        per_image = list(self._map(self._tiles_one, images))
-        flat = [tile for tiles in per_image for tile in tiles]
-        return Tiles(batch=model_view(flat, self.view_spec), counts=[len(t) for t in per_image])
+        per_image = list(self._map(cut, images))
+        flat = [region for regions in per_image for region in regions]
+        return Tiles(batch=model_view(flat, self.view_spec, precise=True), counts=[len(r) for r in per_image])
+
+    def looks(self, encoded: Sequence[Encoded], boxes: BoxRule | None, *, whole: bool = True) -> Looks:
+        """Each candidate decoded once for its whole view and its regions."""
+        v = self.view_spec
+
+        def look(e: Encoded) -> tuple[Image.Image | None, list[Image.Image]]:
+            img = _decode_candidate(e)
+            small = img.resize((v.width, v.height), Image.Resampling.BILINEAR) if whole else None
+            return small, [img.crop(box) for box in boxes(img.width, img.height)] if boxes is not None else []
+
+        got = list(self._map(look, encoded))
+        wholes = [small for small, _ in got if small is not None]
+        regions = [r for _, rs in got for r in rs]
+        parts = [model_view(wholes, v)] if wholes else []
+        parts += [model_view(regions, v, precise=True)] if regions or not parts else []
+        batch = parts[0] if len(parts) == 1 else ModelBatch.concat(parts)
+        return Looks(batch, len(encoded) if whole else 0, [len(rs) for _, rs in got])
 
     def finish(self, images: Sequence[Prepared], chosen: Sequence[Encoded]) -> list[bytes]:
         return list(self._map(lambda e: codecs.finish(e, progressive=self.encoding.progressive), chosen))

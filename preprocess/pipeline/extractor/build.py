@@ -61,12 +61,14 @@ def cache_dir() -> Path:
     return Path(root) / "models"
 
 
-def _package_file(package: str, rel: str, model: str) -> Path:
+def _package_file(package: str, rel: str, model: str, extra: str | None = None) -> Path:
     try:
         dist = importlib.metadata.distribution(package)
     except importlib.metadata.PackageNotFoundError:
+        hint = (f"install preprocess's optional extra {extra!r}: `uv sync --extra {extra}` in a checkout, or "
+                f"`pip install 'preprocess[{extra}]'`" if extra else f"uv pip install {package}")
         raise ConfigError(f"model {model!r} needs the package {package!r}, which is not installed",
-                          code=ErrorCode.MODEL_PACKAGE, hint=f"uv pip install {package}") from None
+                          code=ErrorCode.MODEL_PACKAGE, hint=hint) from None
     path = Path(str(dist.locate_file(rel)))
     if not path.is_file():
         raise ConfigError(f"{rel} is missing from the installed package {package!r}", code=ErrorCode.MODEL_PACKAGE,
@@ -87,7 +89,7 @@ def _onnx_source(m: Manifest) -> Path:
     src = m.source
     if src.file is not None:
         assert src.package is not None
-        return _package_file(src.package, src.file, m.name)
+        return _package_file(src.package, src.file, m.name, src.extra)
     assert src.path is not None
     p = Path(src.path)
     if not p.is_absolute() and m.origin:
@@ -106,8 +108,8 @@ def load_torch(m: Manifest) -> nn.Module:
 
     src = m.source
     assert src.package and src.weights and src.architecture and src.class_name
-    weights = _checked(_package_file(src.package, src.weights, m.name), src.sha256, m.name)
-    arch_file = _package_file(src.package, src.architecture, m.name)
+    weights = _checked(_package_file(src.package, src.weights, m.name, src.extra), src.sha256, m.name)
+    arch_file = _package_file(src.package, src.architecture, m.name, src.extra)
     # Load the architecture file on its own, never through the package's __init__ (which may
     # import heavy or missing modules such as torchvision/opencv).
     spec = importlib.util.spec_from_file_location(f"_preprocess_arch_{m.name.replace('-', '_')}", arch_file)
@@ -212,7 +214,7 @@ def _source_file(m: Manifest) -> Path:
     """The file the model is made from (weights, or the ONNX file); ConfigError when it is gone."""
     if m.source.kind == "torch-state-dict":
         assert m.source.package is not None and m.source.weights is not None
-        return _package_file(m.source.package, m.source.weights, m.name)
+        return _package_file(m.source.package, m.source.weights, m.name, m.source.extra)
     return _onnx_source(m)
 
 

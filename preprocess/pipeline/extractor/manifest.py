@@ -31,6 +31,7 @@ class Source(_Frozen):
     kind: Literal["torch-state-dict", "onnx"]
     package: str | None = None
     package_version: str | None = None
+    extra: str | None = None  # the optional extra of preprocess that installs ``package`` (its error's hint)
     weights: str | None = None  # torch-state-dict: path inside site-packages
     architecture: str | None = None
     class_name: str | None = None

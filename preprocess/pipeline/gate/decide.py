@@ -1,20 +1,21 @@
-"""The per-image search: every image searches each variant the spec allows over the quality ladder,
-all images of a batch in lockstep (one encode + one model call per round), and the smallest
-candidate measured to pass is stored (:func:`decide`)."""
+"""The per-image search: every image searches each track the spec allows (a variant at a stored size)
+over the quality ladder, all images of a batch in lockstep (one encode + one model call per model per
+round), and the candidate with the fewest bytes among every one measured to pass is stored
+(:func:`decide`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from preprocess.core.timing import Laps
 from preprocess.pipeline.batches import Embeddings
-from preprocess.pipeline.codecs import Candidate, Variant
-from preprocess.pipeline.engines.base import Loaded
-from preprocess.pipeline.gate.measure import Measure, Measured, Rounds
-from preprocess.pipeline.gate.priors import Outcome, Prior, Priors
-from preprocess.pipeline.gate.search import SETTLE, Search
+from preprocess.pipeline.codecs import Candidate, Encoded, Variant
+from preprocess.pipeline.engines.base import Box, Loaded, Prepared, SourceImage
+from preprocess.pipeline.gate.measure import Checks, Measure, Measured, Rounds
+from preprocess.pipeline.gate.priors import Outcome, Prior, Priors, Track, order
+from preprocess.pipeline.gate.search import DIP, SETTLE, Search
 from preprocess.pipeline.spec import Spec
 from preprocess.rows.schema import ItemStatus
 
@@ -28,12 +29,15 @@ class Decision:
     status: Status
     candidate: Candidate | None  # what is stored; None when the source bytes are kept (or rejected)
     data: bytes | None  # the stored bytes (after Engine.finish); None for "source" and "rejected"
-    similarity: float
-    embedding: Embeddings  # of what is stored [D]
-    reference: Embeddings  # of the source, as the model sees it [D]
+    similarity: float  # the first check's similarity (the primary model's first view), as measured
+    embedding: Embeddings  # of what is stored [D] (the primary model's whole view)
+    reference: Embeddings  # of the source, as the primary model sees it [D]
     probes: int
-    tried: dict[str, float] = field(default_factory=dict)  # "encoder chroma qNN" -> measured similarity
+    tried: dict[str, float] = field(default_factory=dict)  # "encoder chroma [side px] qNN" -> gate score
     library: str = ""  # the library that made the stored bytes when not the engine's usual one (Encoded.library)
+    checks: Checks = field(default_factory=dict)  # every model's every view, of what is stored (or tried last)
+    worst_crop: Box | None = None
+    size: tuple[int, int] | None = None  # the stored (width, height), when it is not the batch image's
 
     @property
     def quality(self) -> int:
@@ -43,114 +47,206 @@ class Decision:
 
 @dataclass
 class ImageSearch:
-    """One image's searches, one per variant, run one variant after the other."""
+    """One image's searches, one per track, taken in ``order``; ``images[t]`` is what track ``t`` encodes
+    (the batch image, or the same source at a smaller size)."""
 
-    searches: list[Search]
+    tracks: list[Track]
+    images: list[Prepared]
     reference: Embeddings  # the source's embedding (where earlier images like it crossed: the first guess)
+    order: list[int]
+    searches: list[Search] = field(default_factory=list)
     current: int = 0
-    measured: dict[Candidate, Measured] = field(default_factory=dict)
+    measured: dict[tuple[int, int], Measured] = field(default_factory=dict)  # (track, rung) -> measured
+    bound: dict[Variant, int] = field(default_factory=dict)  # a variant's fewest encoded bytes that passed
 
-    def next_probe(self, variants: Sequence[Variant], ladder: Sequence[int], priors: Priors,
-                   threshold: float) -> Candidate | None:
-        while self.current < len(self.searches):
-            v = variants[self.current]
-            prior = priors.get(v, Prior())
-            search = self.searches[self.current]
+    def next_probe(self, ladder: Sequence[int], priors: Priors, threshold: float) -> tuple[int, int] | None:
+        """The next (track, rung) to measure, or None when every track is done."""
+        while self.current < len(self.order):
+            t = self.order[self.current]
+            prior = priors.get(self.tracks[t], Prior())
+            search = self.searches[t]
             guess = prior.first(self.reference) if not search.tried else None
-            rung = search.next_probe(guess, ladder, threshold, prior.slope, SETTLE)
+            rung = search.next_probe(guess, ladder, threshold, slope=prior.slope, settle=SETTLE, dip=DIP)
             if rung is not None:
-                return Candidate(v, ladder[rung])
+                return t, rung
+            self._done(t, ladder)
             self.current += 1
         return None
 
-    def best(self, variants: Sequence[Variant], ladder: Sequence[int]) -> list[Measured]:
-        """Each variant's lowest passing candidate."""
-        return [self.measured[Candidate(v, ladder[s.best])] for v, s in zip(variants, self.searches, strict=True)
-                if s.best is not None]
+    def _done(self, t: int, ladder: Sequence[int]) -> None:
+        """A size search goes down the sides from where it started: a side that fails even at its top
+        quality ends that, for its variant (a smaller image of the same source fails too)."""
+        track = self.tracks[t]
+        if not track.side or self.searches[t].best is not None or ladder[-1] not in self.searches[t].tried:
+            return
+        rest = self.order[self.current + 1:]
+        smaller = {u for u in rest if self.tracks[u].variant == track.variant and self.tracks[u].side < track.side}
+        self.order = self.order[:self.current + 1] + [u for u in rest if u not in smaller]
 
-    def top(self, variants: Sequence[Variant], ladder: Sequence[int]) -> Measured:
-        """The primary variant's top rung, as measured: what ``on_fail`` goes by when nothing passed."""
-        return self.measured[Candidate(variants[0], ladder[-1])]
+    def record(self, t: int, rung: int, m: Measured, threshold: float, ladder: Sequence[int]) -> None:
+        self.measured[t, rung] = m
+        if self.searches[t].update(rung, m.similarity, threshold, ladder):
+            v = self.tracks[t].variant
+            self.bound[v] = min(self.bound.get(v, len(m.encoded.data)), len(m.encoded.data))
+
+    def prune(self, t: int, rung: int, encoded: Encoded) -> bool:
+        """Whether a candidate cannot be stored: it has at least the bytes of a pass of its variant at
+        another size. Then neither can any rung above it of its track, which the search leaves out."""
+        bound = self.bound.get(self.tracks[t].variant)
+        if bound is None or len(encoded.data) < bound:
+            return False
+        search = self.searches[t]
+        search.hi = min(search.hi, rung - 1)
+        return True
+
+    def passes(self, threshold: float) -> list[tuple[int, Measured]]:
+        """Per track, its pass with the fewest encoded bytes (every measured pass counts, not only the
+        lowest rung: similarity is not monotone in quality)."""
+        out: dict[int, Measured] = {}
+        for (t, _), m in self.measured.items():
+            if m.similarity >= threshold and (t not in out or len(m.encoded.data) < len(out[t].encoded.data)):
+                out[t] = m
+        return sorted(out.items())
+
+    def top(self, ladder: Sequence[int]) -> tuple[int, Measured]:
+        """The primary track's top rung, as measured: what ``on_fail`` goes by when nothing passed."""
+        return 0, self.measured[0, len(ladder) - 1]
+
+    def label(self, t: int, quality: int) -> str:
+        return f"{self.tracks[t].label} q{quality}"
 
 
-def decide(measure: Measure, loaded: Loaded, spec: Spec, priors: Priors | None = None,
-           timings: dict[str, float] | None = None) -> tuple[list[Decision], list[Outcome]]:
+def decide(measure: Measure, loaded: Loaded, spec: Spec, priors: Priors | None = None, *,  # noqa: PLR0913 (options, by keyword)
+           timings: dict[str, float] | None = None,
+           sources: Sequence[SourceImage] | None = None) -> tuple[list[Decision], list[Outcome]]:
     """Run the search for every prepared image of ``loaded``; decisions in the same order, and what
     each search teaches the next batches (:meth:`GateStats.record`).
 
-    ``priors`` (e.g. :meth:`GateStats.priors`) give every image's first probe and extrapolation slope.
-    Each image's search depends only on its own pixels and the priors, never on the other images of
-    the call, so how a batch is cut into calls cannot change what is stored.
+    ``priors`` (e.g. :meth:`GateStats.priors`) give every track's first probe and extrapolation slope,
+    and where a size search starts. Each image's search depends only on its own pixels and the priors,
+    never on the other images of the call, so how a batch is cut into calls cannot change what is
+    stored. A spec with sizes in the search (``resize.sizes``) needs the batch's ``sources`` (the ones
+    ``loaded`` was loaded from), which are loaded again at each smaller size.
 
     ``timings`` (if given) accumulates seconds per stage: ``encode``, ``view`` (candidate decode +
-    model view), ``infer`` (embedding, reference included), ``tiles`` and ``finish``.
+    model views), ``infer`` (embedding, references included), ``tiles`` (the references' regions),
+    ``sizes`` (loading the smaller sizes) and ``finish``.
     """
     if not loaded.prepared:
         return [], []
     clock = Laps(timings)
     rounds = Rounds(measure, loaded, spec, clock)
+    priors = priors or {}
+    states = _states(rounds, spec, sources, priors)
+    clock("sizes")
+    _search(rounds, states, spec.quality.ladder(), priors)
+    return _conclude(rounds, states, spec.quality.ladder())
+
+
+def _states(rounds: Rounds, spec: Spec, sources: Sequence[SourceImage] | None, priors: Priors) -> list[ImageSearch]:
+    """Each image's tracks (its variants at each distinct size), the images they encode, and their order."""
     variants = spec.encode.variants()
-    ladder = spec.quality.ladder()
-    states = _search(rounds, variants, ladder, priors or {})
-    return _conclude(rounds, states, variants, ladder)
-
-
-def _search(rounds: Rounds, variants: Sequence[Variant], ladder: Sequence[int], priors: Priors) -> list[ImageSearch]:
-    threshold = rounds.spec.gate.threshold
-    states = [ImageSearch([Search(lo=0, hi=len(ladder) - 1) for _ in variants], ref) for ref in rounds.reference]
-    while todo := [(i, c) for i, st in enumerate(states)
-                   if (c := st.next_probe(variants, ladder, priors, threshold)) is not None]:
-        idxs = [i for i, _ in todo]
-        for (i, c), m in zip(todo, rounds.measure(idxs, [c for _, c in todo]), strict=True):
-            st = states[i]
-            st.measured[c] = m
-            st.searches[variants.index(c.variant)].update(ladder.index(c.quality), m.similarity, threshold, ladder)
-    # A search without a pass ends only once its top rung failed: on_fail always has it to go by.
-    assert all(st.best(variants, ladder) or Candidate(variants[0], ladder[-1]) in st.measured for st in states)
+    sides = spec.resize.sides()
+    sized = len(sides) > 1 and sources is not None
+    extra: dict[tuple[int, int], Prepared] = {}  # (image, side) -> the source at that side
+    if sized:
+        assert sources is not None
+        asks = [(i, side, replace(sources[p.index], target=t)) for i, p in enumerate(rounds.images)
+                for side, t in _sides(spec, sources[p.index])[1:]]
+        loaded = rounds.engine.load([s for _, _, s in asks])
+        done = {p.index: p for p in loaded.prepared}
+        extra = {(i, side): done[k] for k, (i, side, _) in enumerate(asks) if k in done}
+    states = []
+    for i, (image, ref) in enumerate(zip(rounds.images, rounds.reference, strict=True)):
+        own = _sides(spec, sources[image.index]) if sized and sources is not None else [(0, (0, 0))]
+        pairs = [(side, image if k == 0 else extra.get((i, side))) for k, (side, _) in enumerate(own)]
+        tracks = [Track(v, side) for side, p in pairs if p is not None for v in variants]
+        images = [p for _, p in pairs if p is not None for _ in variants]
+        st = ImageSearch(tracks, images, ref, order(tracks, priors))
+        st.searches = [Search(lo=0, hi=len(spec.quality.ladder()) - 1) for _ in tracks]
+        states.append(st)
     return states
 
 
-def _conclude(rounds: Rounds, states: Sequence[ImageSearch], variants: Sequence[Variant],
+def _sides(spec: Spec, source: SourceImage) -> list[tuple[int, tuple[int, int]]]:
+    """The sides a source is searched at with their stored sizes, largest first (equal sizes once)."""
+    out: list[tuple[int, tuple[int, int]]] = []
+    for side in spec.resize.sides():
+        target = spec.resize.target(source.info.width, source.info.height, side)
+        if all(target != t for _, t in out):
+            out.append((side, target))
+    return out
+
+
+def _search(rounds: Rounds, states: list[ImageSearch], ladder: Sequence[int], priors: Priors) -> None:
+    threshold = rounds.spec.gate.threshold
+    while todo := [(i, tr) for i, st in enumerate(states) if (tr := st.next_probe(ladder, priors, threshold))]:
+        encoded = rounds.encode([states[i].images[t] for i, (t, _) in todo],
+                                [Candidate(states[i].tracks[t].variant, ladder[r]) for i, (t, r) in todo])
+        keep = [k for k, (i, (t, r)) in enumerate(todo) if not states[i].prune(t, r, encoded[k])]
+        if not keep:
+            continue
+        got = rounds.score([encoded[k] for k in keep], [todo[k][0] for k in keep],
+                           [states[todo[k][0]].images[todo[k][1][0]] for k in keep])
+        for k, m in zip(keep, got, strict=True):
+            i, (t, r) = todo[k]
+            states[i].record(t, r, m, threshold, ladder)
+    # A search without a pass ends only once its top rung failed: on_fail always has it to go by.
+    assert all(st.passes(threshold) or (0, len(ladder) - 1) in st.measured for st in states)
+
+
+def _conclude(rounds: Rounds, states: Sequence[ImageSearch],
               ladder: Sequence[int]) -> tuple[list[Decision], list[Outcome]]:
-    """Pick each image's stored candidate (fewest final bytes among the variants' best), or apply on_fail."""
+    """Pick each image's stored candidate (fewest final bytes among its tracks' passes), or apply on_fail."""
     spec, engine = rounds.spec, rounds.engine
-    bests = [st.best(variants, ladder) or [st.top(variants, ladder)] for st in states]
-    flat = [(i, m) for i, ms in enumerate(bests) for m in ms]
+    threshold = spec.gate.threshold
+    flat = [(i, t, m) for i, st in enumerate(states) for t, m in (st.passes(threshold) or [st.top(ladder)])]
     if spec.gate.on_fail != "flag":  # a failing top candidate is not stored: no need to finish it
-        flat = [(i, m) for i, m in flat if m.similarity >= spec.gate.threshold]
-    finished = engine.finish([rounds.images[i] for i, _ in flat], [m.encoded for _, m in flat])
+        flat = [(i, t, m) for i, t, m in flat if m.similarity >= threshold]
+    finished = engine.finish([states[i].images[t] for i, t, _ in flat], [m.encoded for _, _, m in flat])
     rounds.clock("finish")
-    final: dict[int, tuple[Measured, bytes]] = {}
-    for (i, m), data in zip(flat, finished, strict=True):
-        if i not in final or len(data) < len(final[i][1]):
-            final[i] = (m, data)
-    rounds.embed_stored([m for m, _ in final.values()])
-    decisions = [_decision(spec, st, final.get(i), rounds.reference[i]) for i, st in enumerate(states)]
-    outcomes = [_outcome(st, variants) for st in states]
-    return decisions, outcomes
+    final: dict[int, tuple[int, Measured, bytes]] = {}
+    for (i, t, m), data in zip(flat, finished, strict=True):
+        if i not in final or len(data) < len(final[i][2]):
+            final[i] = (t, m, data)
+    rounds.embed_stored([m for _, m, _ in final.values()])
+    decisions = [_decision(rounds, st, final.get(i), rounds.reference[i]) for i, st in enumerate(states)]
+    return decisions, [_outcome(st, final.get(i)) for i, st in enumerate(states)]
 
 
-def _decision(spec: Spec, st: ImageSearch, chosen: tuple[Measured, bytes] | None, reference: Embeddings) -> Decision:
-    tried = {c.label: m.similarity for c, m in st.measured.items()}
+def _first(spec: Spec, m: Measured) -> float:
+    """The first check's similarity (the primary model's first view) of a measured candidate."""
+    return m.checks.get(spec.gate.model, {}).get(spec.gate.view, m.similarity)
+
+
+def _decision(rounds: Rounds, st: ImageSearch, chosen: tuple[int, Measured, bytes] | None,
+              reference: Embeddings) -> Decision:
+    spec = rounds.spec
+    tried = {st.label(t, rounds.spec.quality.ladder()[r]): m.similarity for (t, r), m in st.measured.items()}
     probes = len(st.measured)
     if chosen is not None:
-        m, data = chosen
+        t, m, data = chosen
         assert m.embedding is not None
         status: Status = "ok" if m.similarity >= spec.gate.threshold else "flagged"
-        return Decision(status, m.encoded.candidate, data, m.similarity, m.embedding, reference, probes, tried,
-                        library=m.encoded.library)
+        image, own = st.images[t], st.images[0]
+        size = None if (image.width, image.height) == (own.width, own.height) else (image.width, image.height)
+        return Decision(status, m.encoded.candidate, data, _first(spec, m), m.embedding, reference, probes, tried,
+                        library=m.encoded.library, checks=m.checks, worst_crop=m.worst_crop, size=size)
     if spec.gate.on_fail == "source":  # nothing passed
         return Decision("source", None, None, 1.0, reference, reference, probes, tried)
-    top = st.top(spec.encode.variants(), spec.quality.ladder())  # on_fail = "reject"
-    return Decision("rejected", top.encoded.candidate, None, top.similarity, reference, reference, probes, tried)
+    _, top = st.top(spec.quality.ladder())  # on_fail = "reject"
+    return Decision("rejected", top.encoded.candidate, None, _first(spec, top), reference, reference, probes, tried,
+                    checks=top.checks, worst_crop=top.worst_crop)
 
 
-def _outcome(st: ImageSearch, variants: Sequence[Variant]) -> Outcome:
+def _outcome(st: ImageSearch, chosen: tuple[int, Measured, bytes] | None) -> Outcome:
     out = Outcome(reference=st.reference.copy())  # not a view that keeps its whole batch alive
-    for v, s in zip(variants, st.searches, strict=True):
+    for track, s in zip(st.tracks, st.searches, strict=True):
         if s.best is not None:
-            out.chosen[v] = s.best
+            out.chosen[track] = s.best
         slope = s.slope()
         if slope is not None:
-            out.slopes[v] = slope
+            out.slopes[track] = slope
+    if chosen is not None and st.tracks[chosen[0]].side:
+        out.side = st.tracks[chosen[0]].side
     return out

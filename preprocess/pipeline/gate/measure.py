@@ -1,17 +1,25 @@
-"""Measuring candidates: encode, look at them as the model does, embed, compare with the source.
+"""Measuring candidates: encode, look at them as each model does, embed, compare with the source.
 
-A :class:`View` is one way of looking: the whole image (:class:`WholeView`, one model-view row per
-image) or its tiles at their own resolution (:class:`TileView`, several rows per image whose
-similarities combine into one score). Each round a view makes ONE model batch of every candidate's rows
-and ONE model call (:class:`Embedder`); a new way of looking (crops, several views of one image) is
-another :class:`View` over the same engine and embedder.
+A candidate is judged by every check of the spec (:meth:`preprocess.pipeline.spec.Gate.checks`): each
+model of ``gate.models`` under each view of ``gate.views``. The ``whole`` view is the whole image as the
+model sees it, against the source's; a region view (:class:`RegionView`: ``crops``, ``tiles``) cuts the
+candidate at its own resolution into boxes, each against the same box of the uncompressed resized image,
+and makes one score of them. Each round, the engine makes ONE model batch of every candidate's whole view
+and every region of every region view (:meth:`~preprocess.pipeline.engines.base.Engine.looks`), and each
+model embeds it in ONE call. The models of a spec share one model input (checked by the plan).
+
+A candidate's gate score (:func:`gate_score`) puts every check on the scale of the first check's
+threshold: it passes that threshold exactly when every check passes its own, and with one check it is
+that check's similarity. So the quality search (:mod:`.search`) works on one curve whatever the views.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Protocol, TypedDict
 
 import numpy as np
 from numpy.typing import NDArray
@@ -19,8 +27,10 @@ from numpy.typing import NDArray
 from preprocess.core.timing import Laps
 from preprocess.pipeline.batches import Embeddings, ModelBatch, similarity
 from preprocess.pipeline.codecs import Candidate, Encoded
-from preprocess.pipeline.engines.base import Engine, Loaded, Prepared
-from preprocess.pipeline.spec import Spec
+from preprocess.pipeline.engines.base import Box, Engine, Loaded, Prepared, crop_boxes, tile_boxes
+from preprocess.pipeline.spec import Spec, ViewName
+
+Checks = dict[str, dict[ViewName, float]]  # model -> view -> measured similarity
 
 
 class Embedder(Protocol):
@@ -31,10 +41,16 @@ class Embedder(Protocol):
 
 @dataclass(frozen=True)
 class Measure:
-    """How a candidate is judged: encoded, decoded and viewed by ``engine``, embedded by ``embedder``."""
+    """How a candidate is judged: encoded, decoded and viewed by ``engine``, embedded by ``embedder``
+    (the primary model of ``gate.models``) and ``others`` (the rest, in order)."""
 
     engine: Engine
     embedder: Embedder
+    others: tuple[Embedder, ...] = ()
+
+    @property
+    def embedders(self) -> tuple[Embedder, ...]:
+        return (self.embedder, *self.others)
 
 
 @dataclass
@@ -42,8 +58,10 @@ class Measured:
     """A candidate that was encoded and judged."""
 
     encoded: Encoded
-    similarity: float
-    embedding: Embeddings | None  # whole-image embedding [D] (None in the tiles view until it is stored)
+    similarity: float  # the gate score (:func:`gate_score`): >= the first threshold when every check passes
+    embedding: Embeddings | None  # the primary model's whole-view embedding [D] (None until stored, without it)
+    checks: Checks = field(default_factory=dict)
+    worst_crop: Box | None = None  # the crop with the lowest similarity of any model (crops view)
 
 
 def combine_tiles(sims: NDArray[np.float32], how: str) -> float:
@@ -56,6 +74,69 @@ def combine_tiles(sims: NDArray[np.float32], how: str) -> float:
     if how == "mean":
         return float(np.mean(sims))
     raise ValueError(f"unknown tiles_combine {how!r}")
+
+
+class ViewColumns(TypedDict):
+    """What a row records of its checks (the ``ItemRow`` fields of the same names)."""
+
+    similarity_whole: float
+    similarity_crops: float
+    similarity_tiles: float
+    crop_box: str
+    checks: str
+
+
+def view_columns(checks: Checks, worst_crop: Box | None) -> ViewColumns:
+    """A stored candidate's checks as row fields: each view's worst similarity over the models (NaN when
+    not checked), the worst crop's box ``x0,y0,x1,y1``, and every check as JSON ``{model: {view: s}}``."""
+    def worst(view: ViewName) -> float:
+        values = [per_view[view] for per_view in checks.values() if view in per_view]
+        return min(values) if values else float("nan")
+
+    return ViewColumns(
+        similarity_whole=worst("whole"), similarity_crops=worst("crops"), similarity_tiles=worst("tiles"),
+        crop_box=",".join(map(str, worst_crop)) if worst_crop is not None else "",
+        checks=json.dumps({m: {v: round(s, 5) for v, s in per_view.items()} for m, per_view in checks.items()},
+                          separators=(",", ":")) if checks else "")
+
+
+def _log_deficit(s: float) -> float:
+    return math.log10(max(1.0 - s, 1e-6))
+
+
+def gate_score(checks: Checks, thresholds: dict[ViewName, float], scale: float) -> float:
+    """The candidate's one score on the scale of threshold ``scale``: the check with the smallest margin
+    (in decades of the deficit 1 - similarity below its own threshold's) carried over to ``scale``.
+    ``>= scale`` exactly when every check passes; one check whose threshold is ``scale`` scores its own
+    similarity."""
+    pairs = [(s, thresholds[v]) for per_view in checks.values() for v, s in per_view.items()]
+    if len(pairs) == 1 and pairs[0][1] == scale:
+        return pairs[0][0]
+    margin = min(_log_deficit(t) - _log_deficit(s) for s, t in pairs)
+    if all(s >= t for s, t in pairs):
+        margin = max(margin, 0.0)  # a pass at the log's floor stays a pass
+    elif margin >= 0:
+        margin = -1e-9
+    return 1.0 - (1.0 - scale) * 10 ** (-margin)
+
+
+class RegionView:
+    """A view of regions at the image's own resolution (``crops`` or ``tiles``): its boxes, and one score
+    from their similarities (with the index of the worst box)."""
+
+    def __init__(self, name: ViewName, spec: Spec, tile: tuple[int, int]) -> None:
+        self.name, self.gate, self.tile = name, spec.gate, tile
+
+    def boxes(self, width: int, height: int) -> list[Box]:
+        if self.name == "crops":
+            return crop_boxes(width, height, self.gate.crops.grids, self.gate.crops.centre)
+        return tile_boxes(width, height, *self.tile)
+
+    def score(self, sims: NDArray[np.float32]) -> tuple[float, int]:
+        worst = int(np.argmin(sims))
+        if self.name == "crops":
+            return float(sims[worst]), worst
+        return combine_tiles(sims, self.gate.tiles_combine), worst
 
 
 def tile_embeddings(engine: Engine, embedder: Embedder, images: Sequence[Prepared | Encoded]) -> list[Embeddings]:
@@ -74,73 +155,87 @@ def tile_similarities(engine: Engine, embedder: Embedder, encoded: Sequence[Enco
     return [similarity(e, r) for e, r in zip(tile_embeddings(engine, embedder, encoded), reference, strict=True)]
 
 
-class View(Protocol):
-    """One way of scoring candidates against their sources."""
-
-    def score(self, encoded: Sequence[Encoded], idxs: Sequence[int]) -> list[Measured]:
-        """Each candidate measured against the source at its index (of the batch's prepared images)."""
-        ...
-
-
-class WholeView:
-    """The whole image as the model sees it (squashed to its input size) against the source's: the
-    candidate's embedding is the one stored with the row."""
-
-    def __init__(self, measure: Measure, reference: Embeddings, clock: Laps) -> None:
-        self.engine, self.embedder, self.reference, self.clock = measure.engine, measure.embedder, reference, clock
-
-    def score(self, encoded: Sequence[Encoded], idxs: Sequence[int]) -> list[Measured]:
-        batch = self.engine.view(encoded)
-        self.clock("view")
-        emb = self.embedder.embed(batch)
-        self.clock("infer")
-        sims = similarity(emb, self.reference[list(idxs)])
-        return [Measured(e, float(s), row) for e, s, row in zip(encoded, sims, emb, strict=True)]
-
-
-class TileView:
-    """Model-sized tiles at the image's own resolution, each against the same tile of the uncompressed
-    resized image; the tiles' similarities combine (``gate.tiles_combine``) into one score."""
-
-    def __init__(self, measure: Measure, images: Sequence[Prepared], combine: str, clock: Laps) -> None:
-        self.engine, self.embedder, self.combine, self.clock = measure.engine, measure.embedder, combine, clock
-        self.reference = tile_embeddings(self.engine, self.embedder, images)
-
-    def score(self, encoded: Sequence[Encoded], idxs: Sequence[int]) -> list[Measured]:
-        per_tile = tile_similarities(self.engine, self.embedder, encoded, [self.reference[i] for i in idxs])
-        self.clock("tiles")
-        return [Measured(e, combine_tiles(ts, self.combine), None) for e, ts in zip(encoded, per_tile, strict=True)]
-
-
 class Rounds:
-    """Measuring candidates for one batch of prepared images, round after round: the sources'
-    whole-image embeddings (every view's reference for the priors and the rows), then each round's
-    candidates encoded and scored by the spec's view (``gate.view``)."""
+    """Measuring candidates for one batch of prepared images, round after round: the sources' whole-view
+    embeddings per model (the primary's are every image's reference for the priors and the rows) and the
+    uncompressed images' regions per model, then each round's candidates encoded, looked at and scored."""
 
     def __init__(self, measure: Measure, loaded: Loaded, spec: Spec, clock: Laps) -> None:
-        self.engine, self.embedder, self.spec, self.clock = measure.engine, measure.embedder, spec, clock
+        self.engine, self.embedders, self.spec, self.clock = measure.engine, measure.embedders, spec, clock
         self.images = loaded.prepared
-        self.reference = self.embedder.embed(loaded.source_view)
+        self.sources = [e.embed(loaded.source_view) for e in self.embedders]  # per model [N, D]
+        self.reference = self.sources[0]
         clock("infer")
-        self.view: View
-        if spec.gate.view == "tiles":
-            self.view = TileView(measure, self.images, spec.gate.tiles_combine, clock)
-        else:
-            self.view = WholeView(measure, self.reference, clock)
+        self.thresholds = dict(spec.gate.views.items())
+        v = self.engine.view_spec
+        self.views = [RegionView(name, spec, (v.width, v.height)) for name in self.thresholds if name != "whole"]
+        self.whole = "whole" in self.thresholds
+        self.regions: list[list[Embeddings]] = [[] for _ in self.embedders]  # per model, per image [boxes, D]
+        if self.views:
+            ref = self.engine.regions(self.images, self.boxes)
+            for m, e in enumerate(self.embedders):
+                self.regions[m] = ref.split(e.embed(ref.batch))
         clock("tiles")
 
-    def measure(self, idxs: Sequence[int], asks: Sequence[Candidate]) -> list[Measured]:
-        """Candidate ``asks[k]`` of image ``idxs[k]``, each encoded and scored."""
-        encoded = self.engine.encode([self.images[i] for i in idxs], asks)
+    def boxes(self, width: int, height: int) -> list[Box]:
+        """Every region view's boxes of a ``width`` x ``height`` image, view after view."""
+        return [b for view in self.views for b in view.boxes(width, height)]
+
+    def encode(self, images: Sequence[Prepared], asks: Sequence[Candidate]) -> list[Encoded]:
+        """Candidate ``asks[k]`` of ``images[k]`` (a batch image, or the same source at another size)."""
+        encoded = self.engine.encode(images, asks)
         self.clock("encode")
-        return self.view.score(encoded, idxs)
+        return encoded
+
+    def score(self, encoded: Sequence[Encoded], idxs: Sequence[int], images: Sequence[Prepared]) -> list[Measured]:
+        """Each candidate (of batch image ``idxs[k]``, made from ``images[k]``) under every check: one look,
+        one model call per model."""
+        look = self.engine.looks(encoded, self.boxes if self.views else None, whole=self.whole)
+        self.clock("view")
+        checks: list[Checks] = [{} for _ in encoded]
+        worst: list[tuple[float, Box | None]] = [(2.0, None) for _ in encoded]
+        firsts: Embeddings | None = None
+        for m, embedder in enumerate(self.embedders):
+            wholes, regions = look.split(embedder.embed(look.batch))
+            name = self.spec.gate.models[m]
+            if wholes is not None:
+                firsts = wholes if m == 0 else firsts
+                for k, s in enumerate(similarity(wholes, self.sources[m][list(idxs)])):
+                    checks[k].setdefault(name, {})["whole"] = float(s)
+            for k, i in enumerate(idxs if self.views else ()):
+                worst[k] = self._regions(checks[k].setdefault(name, {}), regions[k], self.regions[m][i],
+                                         images[k], worst[k])
+        self.clock("infer")
+        return [Measured(e, gate_score(c, self.thresholds, self.spec.gate.threshold),
+                         None if firsts is None else firsts[k], c, worst[k][1])
+                for k, (e, c) in enumerate(zip(encoded, checks, strict=True))]
+
+    def _regions(self, out: dict[ViewName, float], got: Embeddings, ref: Embeddings, image: Prepared,
+                 worst: tuple[float, Box | None]) -> tuple[float, Box | None]:
+        """Each region view's score of one candidate into ``out``; the worst crop so far, updated."""
+        start = 0
+        for view in self.views:
+            boxes = view.boxes(image.width, image.height)
+            sims = similarity(got[start:start + len(boxes)], ref[start:start + len(boxes)])
+            start += len(boxes)
+            out[view.name], at = view.score(sims)
+            if view.name == "crops" and float(sims[at]) < worst[0]:
+                worst = (float(sims[at]), boxes[at])
+        return worst
 
     def embed_stored(self, measured: Sequence[Measured]) -> None:
-        """The whole-image embedding of what is stored, in one batch, where the view did not make it."""
+        """The primary model's whole-view embedding of what is stored, in one batch, where no round made it."""
         todo = [m for m in measured if m.embedding is None]
         if todo:
             batch = self.engine.view([m.encoded for m in todo])
             self.clock("view")
-            for m, e in zip(todo, self.embedder.embed(batch), strict=True):
+            for m, e in zip(todo, self.embedders[0].embed(batch), strict=True):
                 m.embedding = e
             self.clock("infer")
+
+
+def judge(measure: Measure, loaded: Loaded, spec: Spec, encoded: Sequence[Encoded]) -> list[Measured]:
+    """Every check of ``spec`` (each model under each view) of ``encoded[k]``, a candidate made from
+    ``loaded.prepared[k]``: what the gate would measure of it, for a report (``preprocess tune``)."""
+    rounds = Rounds(measure, loaded, spec, Laps(None))
+    return rounds.score(encoded, range(len(encoded)), loaded.prepared)

@@ -1,6 +1,7 @@
-"""What earlier images teach later searches: where each variant's search starts (:class:`Prior`) and
-how it extrapolates, from the images searched before (:class:`GateStats`) and from the rows a branch
-already holds (:meth:`GateStats.seed_from`). Only priors: every decision is still measured.
+"""What earlier images teach later searches: where each track's search starts (:class:`Prior`) and
+how it extrapolates, and at which size a size search starts (:func:`order`), from the images searched
+before (:class:`GateStats`) and from the rows a branch already holds (:meth:`GateStats.seed_from`).
+Only priors: every decision is still measured.
 """
 
 from __future__ import annotations
@@ -28,6 +29,20 @@ NEIGHBOUR = 0.9
 NEIGHBOURS = 5
 
 
+@dataclass(frozen=True)
+class Track:
+    """One line of an image's search: a variant at one stored size (``side``: the long or short side
+    asked for, of ``resize.sizes``; 0 in a spec with one size)."""
+
+    variant: Variant
+    side: int = 0
+
+    @property
+    def label(self) -> str:
+        """E.g. ``jpegli 4:2:0`` or ``jpegli 4:2:0 640px``."""
+        return self.variant.label + (f" {self.side}px" if self.side else "")
+
+
 @dataclass(frozen=True, eq=False)
 class Prior:
     """Where one variant's search starts and how it extrapolates (from earlier images)."""
@@ -48,56 +63,82 @@ class Prior:
         return int(np.median(self.rungs[near])) if len(near) else self.guess
 
 
-Priors = dict[Variant, Prior]  # per variant, for one batch (a snapshot of :class:`GateStats`)
+Priors = dict[Track, Prior]  # per track, for one batch (a snapshot of :class:`GateStats`)
+# The key under which :class:`Priors` hold where a size search starts (its ``guess``: a side in px): a
+# track no spec searches (no encoder is called "side", no side is negative).
+SIDE = Track(Variant("jpeg", "side"), -1)
+
+
+def order(tracks: Sequence[Track], priors: Priors) -> list[int]:
+    """The order an image's tracks are searched in (indices of ``tracks``): variant after variant; a
+    size search starts at the side the earlier images were stored at most (the median; else the middle
+    side), goes down the smaller sides, then up the larger ones (each bounded by the bytes of the
+    passes found before it)."""
+    sides = sorted({t.side for t in tracks}, reverse=True)
+    start = priors.get(SIDE, Prior()).guess
+    first = min(sides, key=lambda s: abs(s - start)) if start is not None else sides[len(sides) // 2]
+    ranked = [s for s in sides if s <= first] + sorted(s for s in sides if s > first)
+    variants = list(dict.fromkeys(t.variant for t in tracks))
+    return sorted(range(len(tracks)), key=lambda k: (variants.index(tracks[k].variant), ranked.index(tracks[k].side)))
 
 
 @dataclass
 class Outcome:
-    """What one image's search teaches :class:`GateStats` (rung chosen and slope measured per variant)."""
+    """What one image's search teaches :class:`GateStats` (rung chosen and slope measured per track, the
+    side stored by a size search)."""
 
-    chosen: dict[Variant, int] = field(default_factory=dict)
-    slopes: dict[Variant, float] = field(default_factory=dict)
+    chosen: dict[Track, int] = field(default_factory=dict)
+    slopes: dict[Track, float] = field(default_factory=dict)
     reference: Embeddings | None = None  # the source's embedding [D]
+    side: int = 0  # the side of what was stored (a size search; 0 otherwise)
 
 
 @dataclass
 class GateStats:
-    """What earlier images teach later searches, per variant: the chosen rungs (the next first guess
+    """What earlier images teach later searches, per track: the chosen rungs (the next first guess
     is their median, or that of the nearest earlier images by their sources' embeddings) and the
-    measured deficit slopes (the next extrapolation uses their median)."""
+    measured deficit slopes (the next extrapolation uses their median); and the sides stored by a size
+    search (the next one starts at their median)."""
 
     spec: Spec
-    chosen: dict[Variant, deque[int]] = field(default_factory=dict)
-    slopes: dict[Variant, deque[float]] = field(default_factory=dict)
-    seen: dict[Variant, deque[tuple[Embeddings, int]]] = field(default_factory=dict)  # (reference, rung)
+    chosen: dict[Track, deque[int]] = field(default_factory=dict)
+    slopes: dict[Track, deque[float]] = field(default_factory=dict)
+    seen: dict[Track, deque[tuple[Embeddings, int]]] = field(default_factory=dict)  # (reference, rung)
     window: int = 512  # the latest images each median is taken over (a daemon runs for months)
 
     def priors(self) -> Priors:
         out: Priors = {}
-        for v in set(self.chosen) | set(self.slopes):
-            chosen, slopes, seen = self.chosen.get(v), self.slopes.get(v), self.seen.get(v)
-            out[v] = Prior(guess=int(np.median(chosen)) if chosen else None,
+        for t in set(self.chosen) | set(self.slopes):
+            chosen, slopes, seen = self.chosen.get(t), self.slopes.get(t), self.seen.get(t)
+            out[t] = Prior(guess=int(np.median(chosen)) if chosen else None,
                            slope=float(np.median(slopes)) if slopes else DEFICIT_SLOPE,
                            seen=np.stack([e for e, _ in seen]) if seen else None,
                            rungs=np.array([r for _, r in seen]) if seen else None)
         return out
 
-    def _list[T](self, lists: dict[Variant, deque[T]], v: Variant) -> deque[T]:
-        return lists.setdefault(v, deque(maxlen=self.window))
+    def _list[T](self, lists: dict[Track, deque[T]], t: Track) -> deque[T]:
+        return lists.setdefault(t, deque(maxlen=self.window))
 
     def guess(self) -> int | None:
-        """The primary variant's first guess (None before any image was searched)."""
-        chosen = self.chosen.get(self.spec.encode.variants()[0])
+        """The primary track's first guess (None before any image was searched)."""
+        chosen = self.chosen.get(self.primary())
         return int(np.median(chosen)) if chosen else None  # as priors() has it, without building them
+
+    def primary(self) -> Track:
+        """The primary variant at the spec's size (its largest side in a size search)."""
+        sides = self.spec.resize.sides()
+        return Track(self.spec.encode.variants()[0], sides[0] if len(sides) > 1 else 0)
 
     def record(self, outcomes: Sequence[Outcome]) -> None:
         for o in outcomes:
-            for v, rung in o.chosen.items():
-                self._list(self.chosen, v).append(rung)
+            for t, rung in o.chosen.items():
+                self._list(self.chosen, t).append(rung)
                 if o.reference is not None:
-                    self._list(self.seen, v).append((o.reference, rung))
-            for v, slope in o.slopes.items():
-                self._list(self.slopes, v).append(slope)
+                    self._list(self.seen, t).append((o.reference, rung))
+            for t, slope in o.slopes.items():
+                self._list(self.slopes, t).append(slope)
+            if o.side:
+                self._list(self.chosen, SIDE).append(o.side)
 
     def seed(self, qualities: Sequence[int], embeddings: Embeddings | None = None,
              made_by: Sequence[tuple[str, str]] | None = None) -> None:
@@ -112,9 +153,10 @@ class GateStats:
             v = variants[0] if made_by is None else next((v for v in variants if v.made(*made_by[k])), None)
             if v is None or q not in ladder:
                 continue
-            self._list(self.chosen, v).append(ladder.index(q))
+            t = Track(v, self.primary().side)
+            self._list(self.chosen, t).append(ladder.index(q))
             if embeddings is not None:
-                self._list(self.seen, v).append((np.asarray(embeddings[k], np.float32), ladder.index(q)))
+                self._list(self.seen, t).append((np.asarray(embeddings[k], np.float32), ladder.index(q)))
 
     def seed_from(self, recent: Recent) -> None:
         """:meth:`seed` from the branch's rows (:meth:`DatasetWriter.recent_choices`)."""

@@ -24,6 +24,13 @@ DEFICIT_SLOPE = 0.02
 # the rung below would almost surely fail (simulated on the measured curves of 44 photos: against 0.0005,
 # 0.1% more bytes, 3% fewer probes for AVIF; 0.0015 costs 1% bytes; bench/NOTES.md).
 SETTLE = 0.001
+# Similarity is not monotone in quality: on frames of a fixed camera jpegli passes q25, fails q27 and
+# q37-39, passes from q41. So a pass is confirmed against the failures below it where the curve dips: a
+# failure whose deficit (1 - similarity) is within DIP decades of the threshold's is noise around the
+# threshold, not proof that every rung below fails, and the rung below it is measured too, down to the
+# first deeper failure (or a pass, where the search goes on below it). Chosen on the tuning sets' curves
+# (bench/NOTES.md).
+DIP = 0.05
 
 
 def _log_deficit(similarity: float) -> float:
@@ -39,9 +46,14 @@ class Search:
     hi: int
     best: int | None = None
     tried: dict[int, float] = field(default_factory=dict)  # quality -> measured similarity
+    floor: int = field(default=-1, repr=False)  # the lowest rung searched (the first lo)
 
-    def next_probe(self, guess: int | None, ladder: Sequence[int], threshold: float,
-                   slope: float = DEFICIT_SLOPE, settle: float = 0.0) -> int | None:
+    def __post_init__(self) -> None:
+        if self.floor < 0:
+            self.floor = self.lo
+
+    def next_probe(self, guess: int | None, ladder: Sequence[int], threshold: float, *,  # noqa: PLR0913 (rules, by keyword)
+                   slope: float = DEFICIT_SLOPE, settle: float = 0.0, dip: float = 0.0) -> int | None:
         """The next rung to measure, or None when the search is over.
 
         First the guess (else the middle). Then the rung where the similarity is predicted to
@@ -49,11 +61,15 @@ class Search:
         around the interval, or extrapolated from the one measured side with ``slope``. A
         prediction outside the interval is clamped into it, so every probe still shrinks it: at
         worst this is a linear search, usually it is 1-2 probes. The search also ends when the
-        lowest pass is within ``settle`` above the threshold.
+        lowest pass is within ``settle`` above the threshold. Once the lowest pass sits on a
+        failure, with ``dip`` > 0 the pass is confirmed against the failures below it
+        (:meth:`_confirm`).
         """
         lo, hi = self.lo, self.hi
-        if lo > hi or (self.best is not None and self.tried[ladder[self.best]] < threshold + settle):
+        if self.best is not None and self.tried[ladder[self.best]] < threshold + settle:
             return None
+        if lo > hi:
+            return self._confirm(ladder, threshold, dip) if dip > 0 and self.best is not None else None
         if not self.tried:
             return guess if guess is not None and lo <= guess <= hi else (lo + hi) // 2
         target = self._predict(ladder, threshold, slope)
@@ -90,16 +106,34 @@ class Search:
         secant = (_log_deficit(self.tried[a]) - _log_deficit(self.tried[failed])) / (failed - a)
         return min(slope, max(secant, slope / 4))
 
+    def _confirm(self, ladder: Sequence[int], threshold: float, dip: float) -> int | None:
+        """Below the lowest pass, walk down the measured failures while each is shallow (its deficit
+        within ``dip`` decades of the threshold's): the first rung not measured yet is the next probe.
+        None at a deeper failure, or at the bottom of the ladder."""
+        assert self.best is not None
+        goal = _log_deficit(threshold)
+        for rung in range(self.best - 1, -1, -1):
+            sim = self.tried.get(ladder[rung])
+            if sim is None:
+                return rung
+            if _log_deficit(sim) - goal >= dip:
+                return None
+        return None
+
     def update(self, rung: int, similarity: float, threshold: float, ladder: Sequence[int]) -> bool:
-        """Record a measurement; True when it passed."""
+        """Record a measurement; True when it passed. The interval is what the measurements leave: below
+        the lowest pass, above the highest failure under it (a pass found below a failure while
+        confirming reopens the interval under that pass)."""
         self.tried[ladder[rung]] = similarity
-        if similarity >= threshold:
-            if self.best is None or rung < self.best:
-                self.best = rung
-            self.hi = rung - 1
-            return True
-        self.lo = rung + 1
-        return False
+        passed = similarity >= threshold
+        if passed and (self.best is None or rung < self.best):
+            self.best = rung
+        if self.best is not None:
+            self.hi = self.best - 1
+        below = [r for r in range(len(ladder)) if (self.best is None or r < self.best)
+                 and ladder[r] in self.tried and self.tried[ladder[r]] < threshold]
+        self.lo = max(below) + 1 if below else min(self.lo, self.floor)
+        return passed
 
     def slope(self) -> float | None:
         """This search's deficit slope: the least-squares fit of log(1 - similarity) against quality

@@ -194,6 +194,43 @@ def test_tiles_line_up_and_match_reference_crops(engine: Engine, camera_photos: 
     assert float(np.abs(got[:6] - model_view(crops, VIEW).host()).mean()) < 0.06
 
 
+def test_crops_and_looks_line_up_with_the_reference(engine: Engine, camera_photos: list[Path],
+                                                    small_photos: list[Path]) -> None:
+    """The crops view (quadrants + centre half at the stored resolution) of a candidate and of its
+    uncompressed resized image line up; one round's look (whole views, then every candidate's crops)
+    holds exactly what view() and regions() give one by one."""
+    from preprocess.pipeline.engines.base import crop_boxes
+
+    files = [camera_photos[1], next(p for p in small_photos if p.name == "chelsea.png")]
+    loaded = engine.load([source(p.name, p.read_bytes(), Resize(mode="long-side", size=640)) for p in files])
+    ref = engine.regions(loaded.prepared, crop_boxes)
+    blobs = engine.encode(loaded.prepared, [jpeg(95), jpeg(60)])
+    got = engine.regions(blobs, crop_boxes)
+    assert ref.counts == got.counts == [5, 5]
+    assert float(np.abs(ref.batch.host()[:5] - got.batch.host()[:5]).mean()) < 0.1  # q95: close, crop by crop
+    img = Image.open(io.BytesIO(blobs[1].data)).convert("RGB")
+    crops = [img.crop(b) for b in crop_boxes(img.width, img.height)]
+    assert float(np.abs(got.batch.host()[5:] - model_view(crops, VIEW).host()).mean()) < 0.06
+    look = engine.looks(blobs, crop_boxes)
+    assert (look.whole, look.counts) == (2, [5, 5])
+    wholes, regions = look.split(look.batch.host()[:, 0, 0, :2])  # any [N, D] array splits alike
+    assert wholes is not None and wholes.shape[0] == 2 and [len(r) for r in regions] == [5, 5]
+    rows = look.batch.host()
+    assert float(np.abs(rows[:2] - engine.view(blobs).host()).mean()) < 0.02
+    assert float(np.abs(rows[2:] - got.batch.host()).mean()) < 0.02
+    only = engine.looks(blobs, None)
+    assert (only.whole, only.counts, len(only.batch)) == (2, [0, 0], 2)
+
+
+def test_crop_boxes_are_the_quadrants_and_the_centre_half() -> None:
+    from preprocess.pipeline.engines.base import crop_boxes
+
+    assert crop_boxes(1280, 800) == [(0, 0, 640, 400), (640, 0, 1280, 400), (0, 400, 640, 800), (640, 400, 1280, 800),
+                                     (320, 200, 960, 600)]
+    assert len(crop_boxes(1281, 801, grids=(2, 3))) == 4 + 9 + 1
+    assert crop_boxes(9, 9, grids=(3,), centre=False)[4] == (3, 3, 6, 6)
+
+
 EVERY_VARIANT = [Variant("jpeg", "jpegli", "420"), Variant("jpeg", "libjpeg", "444"), Variant("webp", "libwebp", "420"),
                  Variant("avif", "libavif", "420"), Variant("avif", "libavif", "444"), Variant("jxl", "libjxl", "")]
 

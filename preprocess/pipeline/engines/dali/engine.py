@@ -9,9 +9,10 @@ the GPU one:
 - ``pixels`` sources (CMYK, 16-bit, alpha, palette, multi-frame, ...): decoded on the CPU with
   :func:`preprocess.pipeline.images.decode_rgb`, fed as HWC uint8 into the same resize + view ops.
 - ``view`` of candidates: bytes -> decoder -> the same view ops (no stored output).
-- ``tiles``: stored pixels, or candidates through the decoder pipeline (:func:`.graph.decoder_pipeline`),
-  cut into model-sized tiles (:func:`~preprocess.pipeline.engines.base.tile_boxes`) and normalised like
-  the view (:meth:`.memory.Memory.tile_row`).
+- ``regions`` (tiles, crops): stored pixels, or candidates through the decoder pipeline
+  (:func:`.graph.decoder_pipeline`), cut into the boxes asked for (e.g.
+  :func:`~preprocess.pipeline.engines.base.tile_boxes`) and stretched and normalised like the view
+  (:meth:`.memory.Memory.tile_row`).
 
 Failure isolation (:func:`.graph.run_samples`): a failed batch is retried sample by sample. A source
 DALI cannot decode, or a JPEG that looks damaged (no EOI, invalid markers in the scan; libjpeg-turbo in
@@ -55,7 +56,7 @@ from preprocess.pipeline import codecs
 from preprocess.pipeline.batches import HostPixels, ModelBatch, Pixels
 from preprocess.pipeline.codecs import Candidate, Encoded, Variant
 from preprocess.pipeline.devices import DeviceName, EngineName, Placement
-from preprocess.pipeline.engines.base import Engine, Loaded, Prepared, SourceImage, Tiles, tile_boxes
+from preprocess.pipeline.engines.base import BoxRule, Engine, Loaded, Prepared, SourceImage, Tiles
 from preprocess.pipeline.engines.dali import jpeg
 from preprocess.pipeline.engines.dali.graph import (
     HW_DECODER_LOAD,
@@ -343,7 +344,7 @@ class DaliEngine(Engine):
         return self._memory.stack([rows[i] for i in range(len(encoded))], self.view_spec)
 
     @_on_lane_stream
-    def tiles(self, images: Sequence[Prepared | Encoded]) -> Tiles:
+    def regions(self, images: Sequence[Prepared | Encoded], boxes: BoxRule) -> Tiles:
         enc = [im for im in images if isinstance(im, Encoded)]
         where = {id(e): k for k, e in enumerate(enc)}
         decoded = self._candidates(self._decoder, enc, [k for k, e in enumerate(enc) if e.format == "jpeg"],
@@ -354,9 +355,9 @@ class DaliEngine(Engine):
         counts: list[int] = []
         for im in images:
             px = self._memory.of(im.pixels) if isinstance(im, Prepared) else decoded[where[id(im)]]
-            boxes = tile_boxes(int(px.shape[1]), int(px.shape[0]), v.width, v.height)
-            counts.append(len(boxes))
-            rows.extend(self._memory.tile_row(px[y0:y1, x0:x1], v) for x0, y0, x1, y1 in boxes)
+            cut = boxes(int(px.shape[1]), int(px.shape[0]))
+            counts.append(len(cut))
+            rows.extend(self._memory.tile_row(px[y0:y1, x0:x1], v) for x0, y0, x1, y1 in cut)
         return Tiles(batch=self._memory.stack(rows, v), counts=counts)
 
     def close(self) -> None:

@@ -11,13 +11,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 from nvidia.dali.tensors import TensorCPU, TensorGPU
-from PIL import Image
 
 from preprocess.core.errors import InternalError
 from preprocess.pipeline.batches import HostPixels, ModelBatch, Pixels
 from preprocess.pipeline.devices import Placement
 from preprocess.pipeline.extractor.manifest import InputView
-from preprocess.pipeline.extractor.view import view_arrays
+from preprocess.pipeline.extractor.view import stretch, view_arrays
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -79,13 +78,10 @@ class Memory:
     def tile_row(self, tile: Image_, view: InputView) -> Row:
         """One HWC uint8 tile -> one model-view row, on the same device.
 
-        Tiles are model-sized except where the image is smaller than the model's input: those are
-        stretched (bilinear, antialiased), as the model view stretches a whole image.
+        Tiles are model-sized except where the image is smaller than the model's input: those, and crops,
+        are stretched (bilinear, antialiased, in floating point: :func:`~preprocess.pipeline.extractor.view.stretch`).
         """
         mean, std = view_arrays(view)
-        arr = np.ascontiguousarray(_host(tile))
-        if arr.shape[:2] != (view.height, view.width):
-            arr = np.asarray(Image.fromarray(arr).resize((view.width, view.height), Image.Resampling.BILINEAR))
-        x = (arr.astype(np.float32) - mean) / std
+        x = (stretch(np.ascontiguousarray(_host(tile)), view) - mean) / std  # resampled in float, as on the GPU
         x = x[..., ::-1] if view.colour == "BGR" else x
         return np.ascontiguousarray(x.transpose(2, 0, 1) if view.layout == "NCHW" else x)
