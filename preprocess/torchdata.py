@@ -91,9 +91,10 @@ class Where:
                 keep &= np.isin(cols[name], values)
         for name, bounds in (("quality", self.quality), ("similarity", self.similarity)):
             if bounds is not None:
-                keep &= (cols[name] >= bounds[0]) & (cols[name] <= bounds[1])
+                numbers = cols[name].astype(np.float64)  # quality (int16) or similarity (float32)
+                keep &= (numbers >= bounds[0]) & (numbers <= bounds[1])
         if self.source_prefix is not None:
-            keep &= np.strings.startswith(cols["source_path"], self.source_prefix)
+            keep &= np.strings.startswith(cols["source_path"].astype(np.dtypes.StringDType()), self.source_prefix)
         rows = np.flatnonzero(keep)
         if self.one_per_source and rows.size:
             newest_first = rows[::-1]
@@ -195,7 +196,7 @@ class VersionDataset(TorchDataset[dict[str, Any]]):
             raise IndexError(f"item {i} out of range: {len(self.rows)} rows")
         ds = self._dataset()
         row = int(self.rows[i])
-        record = ds.record(row)
+        record: Mapping[str, object] = ds.record(row)
         item: dict[str, Any] = {"index": row, **{k: record[k] for k in self.fields}}
         data = ds.jpeg(row)
         if self.decode == "none":
@@ -275,12 +276,13 @@ class Loader:
         self.loader = loader
         self._decoder = decoder
         if dataset.decode == "gpu" and decoder is None:
+            from preprocess.pipeline.devices import Placement
             from preprocess.pipeline.engines.dali import ImageDecoder, gpu_count
 
             if gpu_count() == 0:
                 raise ConfigError("decode='gpu' was asked for, but no CUDA device is visible", code=ErrorCode.NO_GPU,
                                   hint="decode='auto' (the GPU where there is one) or decode='cpu'")
-            self._decoder = ImageDecoder(device=f"gpu:{device_id}", max_batch=max(1, loader.batch_size or 1))
+            self._decoder = ImageDecoder(device=Placement("gpu", device_id), max_batch=max(1, loader.batch_size or 1))
         self.device = torch.device(self._decoder.device if self._decoder is not None else "cpu")
 
     def __len__(self) -> int:

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from preprocess.cli.app import RichProgress, app, err, fail, fmt, out, quiet_libraries
-from preprocess.core import errors
+from preprocess.cli.app import RichProgress, app, emit, err, fail, fmt, out, quiet_libraries
+from preprocess.core import errors, names
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import PreprocessError
 from preprocess.core.units import size
+from preprocess.pipeline.devices import choices
 
 if TYPE_CHECKING:
     from preprocess.core.progress import Progress
@@ -61,19 +62,20 @@ def run(
     from preprocess.drivers.run import JobOptions, run_job
 
     quiet_libraries()
-    opts = JobOptions(sources=sources, store=store, spec_path=spec, branch=branch, message=message,
-                      engine=engine, device=device, wait=wait, follow_symlinks=follow_symlinks)
     progress = None if as_json else RichProgress(err)
     try:
+        engine_choice, device_choice = choices(engine, device)
+        opts = JobOptions(sources=sources, store=store, spec_path=spec, branch=branch, message=message,
+                          engine=engine_choice, device=device_choice, wait=wait, follow_symlinks=follow_symlinks)
         if ray is None:
             summary = run_job(opts, progress)
         else:
             summary = _run_on_ray(opts, progress, _ray_options(ray, gpus_per_worker, actors, ray_batch_size))
     except PreprocessError as exc:
-        fail(exc)
+        fail(exc, as_json="run" if as_json else "")
         return
     if as_json:
-        out.print_json(json.dumps(summary.to_dict()))
+        emit("run", summary.to_dict())
     else:
         _print_summary(summary)
     raise typer.Exit(errors.EXIT_FAILURES if summary.failed else errors.EXIT_OK)
@@ -106,7 +108,8 @@ def _print_summary(s: Summary) -> None:
     rows = [
         ("snapshot", s.snapshot or "(nothing new: no commit)"),
         ("engine", f"{s.engine} on {s.device}"),
-        ("images", f"{s.sources} found, {s.stored} stored, {s.skipped} already stored, {s.failed} failed"),
+        ("images", f"{s.sources} found, {s.stored} stored, {s.skipped} already stored, {s.failed} failed"
+                   + (f" ({s.failed_known} already recorded)" if s.failed_known else "")),
         ("gate", f"{s.flagged} flagged, {s.kept_source} kept as source (gate failed), "
                  f"{s.passthrough} source already smaller"),
         ("bytes in", size(s.bytes_in)),
@@ -120,7 +123,8 @@ def _print_summary(s: Summary) -> None:
         t.add_row(k, v)
     out.print(t)
     for f in s.failures[:20]:
-        err.print(f"  failed [{f['code']}] {f['path']}: {f['message']}", highlight=False, soft_wrap=True)
+        err.print(Text(f"  failed [{f['code']}] {names.shown(f['path'])}: {names.line(f['message'])}"),
+                  highlight=False, soft_wrap=True)
     if len(s.failures) > 20:
         err.print(f"  ... and {len(s.failures) - 20} more (see the dataset's failures table)")
 

@@ -11,11 +11,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
-from preprocess.cli.app import app, err, fail, out, quiet_libraries
+from preprocess.cli.app import app, emit, err, fail, out, quiet_libraries
+from preprocess.core import names
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import ConfigError, PreprocessError
 from preprocess.core.units import size
+from preprocess.pipeline.devices import choices
 
 if TYPE_CHECKING:
     from preprocess.tune import Recommendation, StoredSample, Sweep
@@ -113,10 +116,10 @@ def tune(
     try:
         if decode_repeats < 0:
             raise ConfigError(f"--decode-repeats must be >= 0, got {decode_repeats}", code=ErrorCode.TUNE_GRID)
-        opts = SweepOptions(sources=sample, spec_path=spec, gate_model=gate_model, compare=model or (),
-                            sizes=parse_sizes(sizes), qualities=parse_qualities(qualities),
-                            formats=parse_formats(formats), tiles=tiles, compare_tiles=compare_tiles, engine=engine,
-                            device=device)
+        engine, device = choices(engine, device)  # parsed: their types from here on
+        opts = SweepOptions(sources=sample, spec_path=spec, gate_model=gate_model, compare=model or (), engine=engine,
+                            device=device, sizes=parse_sizes(sizes), qualities=parse_qualities(qualities),
+                            formats=parse_formats(formats), tiles=tiles, compare_tiles=compare_tiles)
         sweep = run_sweep(opts, None if as_json else _SweepProgress())
         gauge = _gauge(sweep, view, tiles_combine)
         recs = recommend_formats(sweep, Target(sweep.spec.gate.threshold if target is None else target, percentile,
@@ -127,7 +130,7 @@ def tune(
             raise ConfigError(f"{recs[0].message} (report: {files['html']})", code=ErrorCode.TARGET_UNREACHABLE,
                               hint="lower --target, raise the quality range, or judge by another view/model")
     except PreprocessError as exc:
-        fail(exc)
+        fail(exc, as_json="tune" if as_json else "")
         return
     _show(sweep, recs, samples, files, as_json=as_json)
 
@@ -146,10 +149,11 @@ def _show(sweep: Sweep, recs: list[Recommendation], samples: list[StoredSample |
           as_json: bool) -> None:
     """The skipped files on stderr; the recommendations as JSON or as a table."""
     for skip in sweep.skipped:
-        err.print(f"  skipped [{skip.code}] {skip.path}: {skip.message}", highlight=False, soft_wrap=True)
+        err.print(Text(f"  skipped [{skip.code}] {names.quote(skip.path)}: {names.line(skip.message)}"),
+                  highlight=False, soft_wrap=True)
     if as_json:
-        out.print_json(json.dumps({"files": {k: str(p) for k, p in files.items()},
-                                   "recommendations": json.loads(files["json"].read_text())["recommendations"]}))
+        emit("tune", {"files": {k: str(p) for k, p in files.items()},
+                      "recommendations": json.loads(files["json"].read_text())["recommendations"]})
         return
     rec0 = recs[0]
     t = Table(title=f"preprocess tune ({len(sweep.images)} images, {sweep.engine} on {sweep.device})",

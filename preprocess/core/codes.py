@@ -135,6 +135,9 @@ class ErrorCode(StrEnum):
     SERVE_TOO_LARGE = "SERVE_TOO_LARGE"
     SERVE_INTERNAL = "SERVE_INTERNAL"
     SOURCE_UNAVAILABLE = "SOURCE_UNAVAILABLE"
+    # selecting rows (`ls --where`, the web UI's search)
+    WHERE_INVALID = "WHERE_INVALID"
+    WATCH_FOLDER_BUSY = "WATCH_FOLDER_BUSY"
 
 
 # What each code means, in one line (README's table; the hint at the raise site says what to do).
@@ -248,6 +251,8 @@ MEANINGS: dict[ErrorCode, str] = {
     ErrorCode.SERVE_TOO_LARGE: "a stored image too large to show in the browser",
     ErrorCode.SERVE_INTERNAL: "a page failed (a bug); the log has the traceback",
     ErrorCode.SOURCE_UNAVAILABLE: "the source of a stored image is gone or changed: no comparison",
+    ErrorCode.WHERE_INVALID: "a --where (or search) expression cannot be read: field, operator or value",
+    ErrorCode.WATCH_FOLDER_BUSY: "another watch daemon takes files from the folder and one of them moves them (exit 4)",
 }
 
 

@@ -32,7 +32,21 @@ from pydantic import (
     model_validator,
 )
 
+from preprocess.core import names
+
 PROVENANCE_FORMAT = 1
+
+
+def _text(value: object) -> object:
+    """JSON holds UTF-8 text: a string with an undecodable byte (a folder or spec path that is not
+    UTF-8) is kept in its quoted form (:func:`preprocess.core.names.text`)."""
+    if isinstance(value, str):
+        return names.text(value)
+    if isinstance(value, dict):
+        return {k: _text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_text(v) for v in value]
+    return value
 
 _PACKAGES = {
     "preprocess": "preprocess",
@@ -76,7 +90,7 @@ class Section(BaseModel):
 
     @model_validator(mode="wrap")
     @classmethod
-    def _tolerate(cls, data: Any, handler: ModelWrapValidatorHandler[Self], info: ValidationInfo) -> Self:
+    def _tolerate(cls, data: object, handler: ModelWrapValidatorHandler[Self], info: ValidationInfo) -> Self:
         try:
             return handler(data)
         except ValidationError:
@@ -87,7 +101,7 @@ class Section(BaseModel):
             return handler({k: v for k, v in data.items() if _valid(handler, k, v)})
 
 
-def _valid(handler: ModelWrapValidatorHandler[Any], key: Any, value: Any) -> bool:
+def _valid[S: Section](handler: ModelWrapValidatorHandler[S], key: object, value: object) -> bool:
     try:
         handler({key: value})
     except ValidationError:
@@ -152,7 +166,7 @@ class SpecInfo(Section):
     gate: GateInfo = Field(default_factory=GateInfo)
 
     @classmethod
-    def of(cls, spec: Mapping[str, Any] | None) -> SpecInfo:
+    def of(cls, spec: Mapping[str, object] | None) -> SpecInfo:
         return cls.model_validate(dict(spec or {}), context={"tolerant": True})
 
     def summary(self) -> str:
@@ -212,7 +226,7 @@ class Counts(Section):
     sources: int = 0
     skipped: int = 0  # already stored with this fingerprint, or a second copy in this job
     stored: int = 0
-    failed: int = 0
+    failed: int = 0  # failure rows added by this commit (a failure recorded before is not counted again)
     flagged: int = 0
     kept_source: int = 0
     passthrough: int = 0
@@ -298,16 +312,16 @@ class Provenance(Section):
     def job_id(self) -> str:
         return self.preprocess.job_id
 
-    def to_metadata(self) -> dict[str, Any]:
+    def to_metadata(self) -> dict[str, object]:
         """Plain JSON for a commit's metadata (a driver's section only when it has one)."""
         out = self.model_dump(mode="json", by_alias=True)
         for name in ("watch", "ray"):
             if out.get(name) is None:
                 out.pop(name, None)
-        return out
+        return {k: _text(v) for k, v in out.items()}
 
     @classmethod
-    def from_metadata(cls, metadata: Mapping[str, Any] | None) -> Provenance | None:
+    def from_metadata(cls, metadata: Mapping[str, object] | None) -> Provenance | None:
         """A commit's provenance, or None when preprocess did not make the commit (no ``preprocess``
         section: the repository's first snapshot, or someone else's commit). Never raises on what
         an older or newer version wrote: missing or malformed fields take their defaults."""

@@ -3,7 +3,8 @@
 A query matches an item row when it is:
 
 - the row's ``source_path`` (as recorded: see the path rule in :mod:`preprocess.sources.files`), the same
-  path typed relative, with ``./`` or through a symlinked folder, or just its file name;
+  path typed relative, with ``./`` or through a symlinked folder, or just its file name; a name that is
+  not UTF-8 may be typed as it is or as it is printed (quoted: :mod:`preprocess.core.names`);
 - 8+ hex digits (any case) starting the source's sha256; when no source sha256 starts with them, the
   sha256 of the **stored** bytes (this reads every stored image of the version: slow on large ones);
 - a file on disk, matched by content: its sha256 is the source's, or the stored bytes' (only rows
@@ -24,24 +25,27 @@ import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
+from numpy.typing import NDArray
 
+from preprocess.core import names
+from preprocess.rows.schema import Values
 from preprocess.sources.files import sha256_file
 
 _HEX = re.compile(r"^[0-9a-f]{8,64}$")
 _EXPORTED = re.compile(r"^(?P<sha>[0-9a-f]{16})-(?P<fp>[0-9A-Za-z]{1,64})(?:-\d+)?\.[0-9a-z]{1,8}$")
 
-type Column = np.ndarray[Any, Any]
+type Mask = NDArray[np.bool_]  # one flag per row
 
 
 class Rows(Protocol):
     """What is searched: a version's columns and stored bytes (a :class:`preprocess.store.Dataset`)."""
 
     def __len__(self) -> int: ...
-    def items_table(self, fields: Sequence[str] | None = None) -> dict[str, Column]: ...
-    def failures_table(self, fields: Sequence[str] | None = None) -> dict[str, Column]: ...
+    def items_table(self, fields: Sequence[str] | None = None) -> dict[str, Values]: ...
+    def failures_table(self, fields: Sequence[str] | None = None) -> dict[str, Values]: ...
     def jpeg(self, i: int) -> bytes: ...
 
 
@@ -66,7 +70,7 @@ class _Query:
 
 
 def _query(text: str) -> _Query:
-    q = text.strip()
+    q = names.real(text.strip())  # the name itself, also when pasted as printed ("caf\351.jpg")
     lower = q.lower()
     local = Path(q).expanduser()
     paths = {q, os.path.abspath(local), os.path.realpath(local),
@@ -101,10 +105,10 @@ def find(ds: Rows, query: str) -> Matches:
     return Matches(np.flatnonzero(hit).tolist(), np.flatnonzero(failed).tolist())
 
 
-def _by_source(q: _Query, paths: Column, shas: Column) -> Column:
-    objects = np.asarray(paths, dtype=object)
-    names = np.array([Path(str(p)).name for p in objects], dtype=object)
-    hit = np.isin(objects, list(q.paths)) | (names == q.text)
+def _by_source(q: _Query, paths: Values, shas: Values) -> Mask:
+    objects = np.array([names.real(str(p)) for p in paths], dtype=object)  # the names the stored values stand for
+    files = np.array([Path(p).name for p in objects], dtype=object)
+    hit = np.isin(objects, list(q.paths)) | (files == q.text)
     if q.hex is not None:
         hit |= _prefix(shas, q.hex)
     if q.file_sha256 is not None:
@@ -112,11 +116,11 @@ def _by_source(q: _Query, paths: Column, shas: Column) -> Column:
     return np.asarray(hit, dtype=bool)
 
 
-def _prefix(shas: Column, prefix: str) -> Column:
+def _prefix(shas: Values, prefix: str) -> Mask:
     return np.array([str(s).startswith(prefix) for s in shas], dtype=bool)
 
 
-def _stored_is(ds: Rows, sha_prefix: str, rows: Column, n: int) -> Column:
+def _stored_is(ds: Rows, sha_prefix: str, rows: NDArray[np.intp], n: int) -> Mask:
     """Which of ``rows`` hold stored bytes whose sha256 starts with ``sha_prefix``."""
     hit = np.zeros(n, dtype=bool)
     for i in rows:

@@ -34,12 +34,14 @@ from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import ConfigError, InputError
 from preprocess.core.progress import Progress, SilentProgress
 from preprocess.core.timing import Laps, Timings
+from preprocess.pipeline.batches import ModelBatch, similarity
 from preprocess.pipeline.codecs import Candidate, Encoded, Variant
+from preprocess.pipeline.devices import DeviceChoice, DeviceName, EngineChoice, EngineName
 from preprocess.pipeline.engines import make_engine, resolve, tile_boxes
 from preprocess.pipeline.engines.base import Engine, Loaded, Prepared, SourceImage
 from preprocess.pipeline.extractor.build import BuiltModel, build
 from preprocess.pipeline.extractor.manifest import InputView, Manifest, find_manifest
-from preprocess.pipeline.extractor.session import Extractor, cosine
+from preprocess.pipeline.extractor.session import Extractor
 from preprocess.pipeline.gate import combine_tiles, tile_embeddings, tile_similarities
 from preprocess.pipeline.images import SourceInfo, probe
 from preprocess.pipeline.spec import Encode, Resize, Spec, default_spec_path, load_spec
@@ -67,8 +69,8 @@ class SweepOptions:
     formats: Sequence[str] = ()  # stored formats to compare (default: the spec's [encode] format only)
     tiles: bool = True  # measure the tile view with the spec's gate model
     compare_tiles: bool = False  # ... and with the compared models (slower: one embedding per tile)
-    engine: str = "auto"
-    device: str = "auto"
+    engine: EngineChoice = "auto"
+    device: DeviceChoice = "auto"
     neighbours: int = 5
 
 
@@ -174,8 +176,8 @@ class Sweep:
     encoded_bytes: np.ndarray  # [coding, size, quality, image] the encoder's bytes (before Engine.finish)
     dims: np.ndarray  # [size, image, 2] stored (width, height)
     models: list[ModelSweep]  # the spec's gate model first
-    engine: str
-    device: str
+    engine: EngineName
+    device: DeviceName
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -222,7 +224,7 @@ class _Model:
     tiles: bool
 
 
-def _models(spec: Spec, opts: SweepOptions, engine: str, device: str) -> list[_Model]:
+def _models(spec: Spec, opts: SweepOptions, engine: EngineName, device: DeviceName) -> list[_Model]:
     manifests: list[tuple[str, Manifest]] = []
     for n in [spec.gate.model, *opts.compare]:
         m = find_manifest(n)
@@ -271,7 +273,7 @@ def _read(paths: Sequence[Path], spec: Spec, skipped: list[Skipped]) -> list[tup
 def _neighbours(ref: np.ndarray, stored: np.ndarray, k: int) -> tuple[float, float]:
     """(top-1 agreement, mean top-k overlap) of each image's nearest neighbours: sources vs stored."""
     def nearest(e: np.ndarray) -> np.ndarray:
-        sims = e @ e.T
+        sims = np.stack([similarity(e, row) for row in e])
         np.fill_diagonal(sims, -np.inf)
         order: np.ndarray = np.argsort(-sims, axis=1, kind="stable")[:, :k]
         return order
@@ -382,7 +384,7 @@ def _encode(b: _Batch, size: _Size, qi: int, quality: int, clock: Laps) -> list[
 def _judge(b: _Batch, size: _Size, qi: int, blobs: list[Encoded], clock: Laps) -> None:
     """Every model's verdict on ``blobs`` (coding-major: coding ``ci``'s image ``j`` at ``ci * n + j``)."""
     n, si, ids = len(size.prepared), size.si, size.ids
-    views: dict[int, object] = {}
+    views: dict[int, ModelBatch] = {}
     for m in b.models:
         name = m.manifest.name
         if id(m.engine) not in views:
@@ -392,7 +394,7 @@ def _judge(b: _Batch, size: _Size, qi: int, blobs: list[Encoded], clock: Laps) -
         ref = b.arrays[f"ref:{name}"][ids]
         for ci in range(len(b.codings)):
             b.arrays[f"stored:{name}"][ci, si, qi, ids] = emb[ci]
-            b.arrays[f"whole:{name}"][ci, si, qi, ids] = cosine(emb[ci], ref)
+            b.arrays[f"whole:{name}"][ci, si, qi, ids] = similarity(emb[ci], ref)
         clock("infer")
         if not m.tiles:
             continue

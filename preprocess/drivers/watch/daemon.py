@@ -30,12 +30,12 @@ import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from preprocess.core import errors
+from preprocess.core import errors, interrupts
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import (
     ConflictError,
@@ -48,7 +48,9 @@ from preprocess.core.errors import (
 from preprocess.core.timing import Stopwatch
 from preprocess.drivers.ingest import Ingest, JobInfo, read_files
 from preprocess.drivers.watch.backoff import Backoff
+from preprocess.drivers.watch.claim import FolderClaim
 from preprocess.drivers.watch.detect import Detector, Scanning
+from preprocess.drivers.watch.logs import log_files
 from preprocess.drivers.watch.metrics import Metrics
 from preprocess.drivers.watch.options import WatchOptions
 from preprocess.drivers.watch.queue import FileQueue, Ready, Stat
@@ -57,8 +59,9 @@ from preprocess.drivers.watch.window import Outcome, Taken, Window, move_settled
 from preprocess.pipeline.process import BatchResult, Failed, Plan, Processor, plan
 from preprocess.rows.provenance import WatchInfo
 from preprocess.sources.files import SourceFile, local_roots
+from preprocess.sources.location import Location
 from preprocess.store import DatasetWriter, check_target, open_repo, probe_writable
-from preprocess.store.storage import lock_repo
+from preprocess.store.lock import lock_repo
 
 log = logging.getLogger("preprocess.drivers.watch")
 
@@ -98,7 +101,6 @@ class WatchDaemon:
         self._state = "starting"
         self._heartbeat = time.monotonic()
         self._commits = 0
-        self._seen = self._refused = self._scans = 0
         self.backoff = Backoff()
         self.server: StatusServer | None = None
         self.detector: Detector | None = None
@@ -134,25 +136,54 @@ class WatchDaemon:
         self._state = state
         self.metrics.ready.set(1 if state == "running" and not self.backoff.down else 0)
 
+    @cached_property
+    def store(self) -> Location:
+        """The dataset's location, parsed once (first when :meth:`run` checks the target)."""
+        return Location.of_store(self.opts.store)
+
     def run(self, *, install_signals: bool = True) -> int:
-        """Run until stopped; returns the process exit code (0 after a clean stop)."""
-        if install_signals:
-            signal.signal(signal.SIGTERM, self._on_signal)
-            signal.signal(signal.SIGINT, self._on_signal)
+        """Run until stopped; returns the process exit code (0 after a clean stop).
+
+        Until it watches, a signal is the command line's interrupt (:mod:`preprocess.core.interrupts`): it
+        stops whatever start-up is doing at once (building the model, waiting ``--wait`` for the store's
+        lock, the first scan), and the daemon exits 0 having taken nothing. From then on
+        (``install_signals``) the first signal finishes the batch and commits."""
+        try:
+            return self._run(install_signals)
+        except interrupts.Interrupted:
+            return self._stopped_starting()
+        except Exception:
+            if interrupts.pending() is None:  # not a signal that a library turned into its own error
+                raise
+            return self._stopped_starting()
+
+    def _stopped_starting(self) -> int:
+        signum = interrupts.handled()
+        log.info("stopped", extra={"fields": {"signal": signum.name if signum else "", "during": "start-up",
+                                              "commits": 0}})
+        return errors.EXIT_OK
+
+    def _run(self, install_signals: bool) -> int:
         with ExitStack() as cleanup:  # closes in reverse: detector, writer, lock, server, engine
             o = self.opts
             p = plan(o.spec_path, o.engine, o.device)  # spec, model, engine: checked before anything is made
-            check_target(o.store, o.branch)  # where the store goes, and its branch
+            check_target(self.store, o.branch)  # where the store goes, and its branch
+            claim = FolderClaim(self.folder, moves=o.move_to is not None, wait=o.wait)  # WATCH_FOLDER_BUSY
+            cleanup.callback(claim.release)
             processor = Processor(p, job_id=self.job_id)
             cleanup.callback(processor.close)
             if self._stop.is_set():  # stopped while starting: nothing to do, nothing created
                 return errors.EXIT_OK
             self._serve(cleanup)  # binds the address (METRICS_ADDRESS when it cannot)
-            work = self._start(cleanup, p, processor)
+            work = self._start(cleanup, p, processor)  # the store's lock (STORE_LOCKED when another holds it)
+            self._log_listening()  # only now: a daemon refused the store never said it was listening
             # the first batch's guesses: where the branch's stored images like each new one crossed
             processor.stats.seed_from(work.ingest.writer.recent_choices(p.fingerprint, p.model))
             self.detector = self._detect()
             cleanup.callback(self.detector.stop)
+            if install_signals:  # from now on a signal stops the loop: the batch in flight is committed
+                signal.signal(signal.SIGTERM, self._on_signal)
+                signal.signal(signal.SIGINT, self._on_signal)
             self._set_state("running")
             self._log_start(work)
             self._loop(work)
@@ -166,6 +197,10 @@ class WatchDaemon:
         self.server = StatusServer(*self.opts.metrics, live=self.live, ready=self.ready, metrics=self.metrics.render)
         self.server.start()
         cleanup.callback(self.server.stop)
+
+    def _log_listening(self) -> None:
+        if self.server is None:
+            return
         host, port = self.server.address
         log.info("listening", extra={"fields": {"host": host, "port": port,
                                                 "endpoints": ["/healthz", "/readyz", "/metrics"]}})
@@ -173,7 +208,7 @@ class WatchDaemon:
     def _start(self, cleanup: ExitStack, p: Plan, processor: Processor) -> _Work:
         """Open (or create) and lock the store, and open the branch's writer."""
         o = self.opts
-        repo = open_repo(o.store, create=True)
+        repo = open_repo(self.store, create=True)
         # The store's writer lock, held for the daemon's life (across writer reopens): a second
         # daemon or a `run` on this dataset fails fast (STORE_LOCKED) or waits --wait seconds.
         lock = lock_repo(repo, wait=o.wait, purpose=f"watch daemon on {self.folder}")
@@ -184,7 +219,7 @@ class WatchDaemon:
         return work
 
     def _ingest(self, writer: DatasetWriter, p: Plan) -> Ingest:
-        return Ingest(writer, p, JobInfo(kind="watch", roots=[self.opts.folder], store=self.opts.store,
+        return Ingest(writer, p, JobInfo(kind="watch", roots=[self.opts.folder], store=self.store,
                                          job_id=self.job_id))
 
     def _detect(self) -> Detector:
@@ -273,8 +308,8 @@ class WatchDaemon:
         if not self.backoff.due(now):
             return False
         try:
-            probe_writable(self.opts.store)
-            writer = DatasetWriter(open_repo(self.opts.store, create=False), self.opts.branch)
+            probe_writable(self.store)
+            writer = DatasetWriter(open_repo(self.store, create=False), self.opts.branch)
         except PreprocessError as exc:
             self._store_failed(work, exc, "store retry failed", failures=self.backoff.failures + 1)
             return False
@@ -317,13 +352,14 @@ class WatchDaemon:
         outcomes.update({row.source_path: "stored" for row in result.items})
         for path, outcome in outcomes.items():
             work.window.add(Taken(path, taken[path][1].stat, outcome))
-        self._count(result, len(admitted.skipped))
+        self.metrics.count_batch(result.items, result.failures, len(admitted.skipped))
         self.metrics.batch_seconds.observe(took.elapsed())
         log.info("batch", extra={"fields": {"files": len(taken), "stored": len(result.items),
                                             "failed": len(result.failures), "duplicate": len(admitted.skipped),
                                             "seconds": round(took.elapsed(), 3)}})
         for fr in result.failures:
             log.warning("failure", extra={"fields": {"path": fr.source_path, "code": fr.code, "message": fr.message}})
+        log_files(log, result, [f.path for f in admitted.skipped])  # --log-level debug: a line per file
 
     def _unchanged(self, ready: list[Ready], files: list[SourceFile | Failed]) -> dict[str, tuple[SourceFile | Failed,
                                                                                                   Ready]]:
@@ -369,19 +405,6 @@ class WatchDaemon:
                                 code=ErrorCode.WATCH_ENGINE)
         return out
 
-    def _count(self, result: BatchResult, duplicates: int) -> None:
-        m = self.metrics
-        m.duplicates.inc(duplicates)
-        for row in result.items:
-            m.processed.inc()
-            m.bytes_in.inc(row.source_bytes)
-            m.bytes_out.inc(row.bytes)
-            m.similarity.observe(row.similarity)
-            if row.quality:
-                m.quality.observe(row.quality)
-        for fr in result.failures:
-            m.failed.labels(code=fr.code).inc()
-
     # -- committing ------------------------------------------------------------------------------
 
     def _commit(self, work: _Work, reason: str) -> None:
@@ -397,9 +420,10 @@ class WatchDaemon:
         seconds = s.timings.get("commit", 0.0)
         if s.snapshot is not None:
             self._commits += 1
-            self._observe_commit(reason, seconds, w)
+            self.metrics.observe_commit(reason, seconds, w.files)
+        made = {"snapshot": s.snapshot} if s.snapshot else {}  # "settled": every file was a duplicate, no commit
         log.info("commit" if s.snapshot else "settled", extra={"fields": {
-            "snapshot": s.snapshot, "reason": reason, "files": len(w.files), "stored": s.stored, "failed": s.failed,
+            **made, "reason": reason, "files": len(w.files), "stored": s.stored, "failed": s.failed,
             "duplicate": s.skipped, "seconds": round(seconds, 4)}})
         work.window = Window()
         if o.move_to:
@@ -409,15 +433,6 @@ class WatchDaemon:
             except OSError as exc:
                 log.error("cannot move committed files", extra={"fields": {"error": str(exc)}})
 
-    def _observe_commit(self, reason: str, seconds: float, window: Window) -> None:
-        m, committed_at = self.metrics, time.time()
-        m.commits.labels(reason=reason).inc()
-        m.commit_seconds.observe(seconds)
-        m.last_commit.set(committed_at)
-        for f in window.files:
-            if f.outcome != "duplicate":
-                m.close_to_commit.observe(max(0.0, committed_at - f.closed_at))
-
     def _gauges(self, work: _Work) -> None:
         m, q = self.metrics, self.queue
         m.queued.set(len(q))
@@ -425,15 +440,7 @@ class WatchDaemon:
         m.in_flight.set(len(work.window.files))
         m.store_writable.set(0 if self.backoff.down else 1)
         m.store_backoff.set(self.backoff.delay if self.backoff.down else 0.0)
-        if q.seen > self._seen:
-            m.seen.inc(q.seen - self._seen)
-            self._seen = q.seen
-        if q.refused > self._refused:
-            m.refused.inc(q.refused - self._refused)
-            self._refused = q.refused
-        if self.detector is not None and self.detector.scans > self._scans:
-            m.scans.inc(self.detector.scans - self._scans)
-            self._scans = self.detector.scans
+        m.count_up(seen=q.seen, refused=q.refused, scans=self.detector.scans if self.detector is not None else 0)
 
 
 def run_watch(opts: WatchOptions) -> int:
