@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import warnings
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -15,7 +15,7 @@ from preprocess.core.errors import PreprocessError
 
 app = typer.Typer(help="GPU image preprocessing: resize + recompress camera images as small as a neural "
                        "feature check allows, into versioned zarr (icechunk) datasets.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+                  no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False)
 models_app = typer.Typer(help="Feature extractor models: list the bundled ones, build their ONNX files.",
                          no_args_is_help=True)
 app.add_typer(models_app, name="models")
@@ -31,20 +31,38 @@ def fail(exc: PreprocessError) -> None:
     raise typer.Exit(exc.exit_code or 1)
 
 
-def quiet_libraries() -> None:
+def quiet_libraries(*, icechunk: bool = True) -> None:
     """Keep library chatter (torch export warnings, icechunk's local-storage WARN lines) off the
-    user's terminal; ``ICECHUNK_LOG`` still overrides icechunk's filter."""
+    user's terminal; ``ICECHUNK_LOG`` still overrides icechunk's filter. ``icechunk=False`` leaves
+    icechunk alone (setting its filter imports it: ~1 s that a command without a store never pays);
+    commands call this with the default before they open a store."""
     warnings.filterwarnings("ignore", module="torch")
     warnings.filterwarnings("ignore", module="zarr")
     logging.getLogger("torch").setLevel(logging.ERROR)
-    from preprocess.store.storage import quiet_icechunk
+    if icechunk:
+        from preprocess.store.storage import quiet_icechunk
 
-    quiet_icechunk("error")
+        quiet_icechunk("error")
+
+
+def print_version() -> None:
+    """``preprocess --version``: the package's version, from its metadata (nothing else is imported;
+    ``preprocess/__main__.py`` answers a lone ``--version`` the same way before importing the CLI)."""
+    import preprocess
+
+    print(f"preprocess {preprocess.__version__}")
+
+
+def _version(value: bool) -> None:
+    if value:
+        print_version()
+        raise typer.Exit()
 
 
 @app.callback()
-def _root() -> None:
-    quiet_libraries()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the version and exit.")] = False) -> None:
+    quiet_libraries(icechunk=False)
 
 
 class RichProgress:
@@ -84,7 +102,7 @@ def fmt(value: float | None, pattern: str) -> str:
 
 @app.command()
 def version() -> None:
-    """Print the versions of preprocess and the stack it runs on."""
+    """Print the versions of preprocess and the stack it runs on (`preprocess --version`: the package's alone)."""
     from preprocess.rows.provenance import software_versions
 
     for k, v in software_versions().items():

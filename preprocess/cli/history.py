@@ -11,18 +11,19 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import icechunk as ic
 import typer
 from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from preprocess.cli.app import app, err, fail, fmt, out
+from preprocess.cli.app import app, err, fail, fmt, out, quiet_libraries
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import PreprocessError
 from preprocess.core.units import size
 
 if TYPE_CHECKING:
+    import icechunk as ic
+
     from preprocess.rows.provenance import Provenance
     from preprocess.store.history import Commit, Diff, Lineage, ShownCommit
     from preprocess.store.refs import RefInfo
@@ -40,6 +41,7 @@ RefWait = Annotated[float, typer.Option("--wait", help="Seconds to wait for a co
 def _repo(store: str) -> ic.Repository:
     from preprocess.store import open_repo
 
+    quiet_libraries()
     return open_repo(store, create=False)
 
 
@@ -75,8 +77,11 @@ def log_cmd(store: Store,
             branch: Annotated[str | None, typer.Option("--branch", "-b", "--ref",
                                                        help="The same as REF (kept for scripts).")] = None,
             limit: Annotated[int | None, typer.Option(help="Show at most this many commits.")] = None,
+            oneline: Annotated[bool, typer.Option("--oneline", help="One line per commit: id, refs, "
+                                                                    "message (as git log --oneline).")] = False,
             as_json: AsJson = False) -> None:
-    """The commits of a branch (or any REF), newest first: id, time, +items, failures, spec, message."""
+    """The commits of a branch (or any REF; HEAD is main's tip), newest first: id, time, +items, failures,
+    spec, message."""
     from preprocess.core.errors import ConfigError
     from preprocess.store import history
 
@@ -88,7 +93,12 @@ def log_cmd(store: Store,
     if as_json:
         _json([c.to_dict() for c in commits])
         return
-    out.print(_log_table(f"{store} ({branch})", commits))
+    if oneline:
+        for c in commits:
+            refs = f" ({', '.join(c.refs)})" if c.refs else ""
+            out.print(f"{c.id[:SHORT_ID]}{refs} {c.message}", highlight=False, markup=False, soft_wrap=True)
+    else:
+        out.print(_log_table(f"{store} ({branch})", commits))
     if not commits:
         err.print("no commits yet: run a job into this dataset (`preprocess run PHOTOS --store ...`)")
 
