@@ -9,8 +9,16 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
+from preprocess.core import progress
 from preprocess.core.errors import PreprocessError
 
 app = typer.Typer(help="GPU image preprocessing: resize + recompress camera images as small as a neural "
@@ -48,9 +56,9 @@ def quiet_libraries(*, icechunk: bool = True) -> None:
 def print_version() -> None:
     """``preprocess --version``: the package's version, from its metadata (nothing else is imported;
     ``preprocess/__main__.py`` answers a lone ``--version`` the same way before importing the CLI)."""
-    import preprocess
+    from importlib.metadata import version as installed
 
-    print(f"preprocess {preprocess.__version__}")
+    print(f"preprocess {installed('preprocess')}")
 
 
 def _version(value: bool) -> None:
@@ -94,6 +102,39 @@ class RichProgress:
 
     def finish(self) -> None:
         self._p.stop()
+
+
+class BarProgress:
+    """A bar with the count, the rate and the time left (tune's measurements)."""
+
+    def __init__(self, console: Console, label: str, unit: str) -> None:
+        self._p = Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
+                           TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                           TimeRemainingColumn(), console=console)
+        self._unit = unit
+        self._task = self._p.add_task(label, total=0, rate="", start=False)
+
+    def start(self, total: int) -> None:
+        self._p.update(self._task, total=total)
+        self._p.start_task(self._task)
+        self._p.start()
+
+    def advance(self, steps: int, bytes_in: int = 0, bytes_out: int = 0) -> None:
+        self._p.update(self._task, advance=steps)
+        task = self._p.tasks[0]
+        rate = task.completed / task.elapsed if task.elapsed else 0.0
+        self._p.update(self._task, rate=f"{rate:.1f}/s")
+
+    def finish(self) -> None:
+        self._p.stop()
+
+
+def progress_for(label: str, *, unit: str = "images", job: bool = False) -> progress.Progress:
+    """A live bar when stdout and stderr are terminals; else plain lines on stderr (a log file, CI): N/M,
+    the rate and the time left (:class:`preprocess.core.progress.LineProgress`). ``job``: run's bar."""
+    if out.is_terminal and err.is_terminal:
+        return RichProgress(err) if job else BarProgress(err, label, unit)
+    return progress.LineProgress(lambda line: err.print(line, highlight=False, soft_wrap=True), label, unit)
 
 
 def fmt(value: float | None, pattern: str) -> str:

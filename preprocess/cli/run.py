@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from preprocess.cli.app import RichProgress, app, err, fail, fmt, out, quiet_libraries
+from preprocess.cli.app import app, err, fail, fmt, out, progress_for, quiet_libraries
 from preprocess.core import errors
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import PreprocessError
@@ -63,7 +63,7 @@ def run(
     quiet_libraries()
     opts = JobOptions(sources=sources, store=store, spec_path=spec, branch=branch, message=message,
                       engine=engine, device=device, wait=wait, follow_symlinks=follow_symlinks)
-    progress = None if as_json else RichProgress(err)
+    progress = None if as_json else progress_for("processing", job=True)
     try:
         if ray is None:
             summary = run_job(opts, progress)

@@ -135,6 +135,7 @@ class ErrorCode(StrEnum):
     SERVE_TOO_LARGE = "SERVE_TOO_LARGE"
     SERVE_INTERNAL = "SERVE_INTERNAL"
     SOURCE_UNAVAILABLE = "SOURCE_UNAVAILABLE"
+    TUNE_REPORT = "TUNE_REPORT"
 
 
 # What each code means, in one line (README's table; the hint at the raise site says what to do).
@@ -240,7 +241,7 @@ MEANINGS: dict[ErrorCode, str] = {
     ErrorCode.TORCH_DECODE: "decode is not auto, cpu, gpu or none",
     ErrorCode.TORCH_TRANSFORM: "a transform (PIL) with decode='gpu'",
     ErrorCode.TORCH_SIZE: "size is not (width, height) >= 1, or fit is not crop or stretch",
-    ErrorCode.TORCH_FORK: "a DataLoader worker was forked after icechunk was opened: spawn it",
+    ErrorCode.TORCH_FORK: "a DataLoader worker was forked from a process that had loaded icechunk: use loader()",
     ErrorCode.SERVE_OPTION: "a serve option has an unusable value",
     ErrorCode.SERVE_LISTEN: "serve cannot listen on that host and port",
     ErrorCode.SERVE_PARAM: "a bad query parameter in a page's address",
@@ -248,6 +249,7 @@ MEANINGS: dict[ErrorCode, str] = {
     ErrorCode.SERVE_TOO_LARGE: "a stored image too large to show in the browser",
     ErrorCode.SERVE_INTERNAL: "a page failed (a bug); the log has the traceback",
     ErrorCode.SOURCE_UNAVAILABLE: "the source of a stored image is gone or changed: no comparison",
+    ErrorCode.TUNE_REPORT: "tune --from names no report.json this version of tune wrote",
 }
 
 

@@ -464,3 +464,8 @@ def _outcome(st: _Image, variants: Sequence[Variant]) -> Outcome:
         if slope is not None:
             out.slopes[v] = slope
     return out
+
+
+# The one search, public for tune (preprocess.tune.search): it finds each sample image's crossing of
+# several thresholds with the gate's own probes, so that what tune expects is what the gate does.
+Search = _Search
