@@ -52,10 +52,13 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+if TYPE_CHECKING:
+    from preprocess.pipeline.devices import DeviceName, EngineName
 
 
 # --- workers (run in a subprocess each) ----------------------------------------------------------
@@ -75,7 +78,7 @@ def _megapixels(paths: list[Path]) -> float:
     return total / 1e6
 
 
-def worker_project(paths: list[Path], warm: list[Path], engine: str, device: str) -> dict[str, Any]:
+def worker_project(paths: list[Path], warm: list[Path], engine: EngineName, device: DeviceName) -> dict[str, Any]:
     """The project's path, as `preprocess run` runs it after set-up (job.run_batches: reader thread,
     Processor lanes, dataset write) and its one commit; plan, model load and store open before the clock."""
     import uuid
@@ -129,7 +132,7 @@ def worker_ray(paths: list[Path]) -> dict[str, Any]:
             "stored": s.stored}
 
 
-def worker_decode_only(paths: list[Path], device: str) -> dict[str, Any]:
+def worker_decode_only(paths: list[Path], device: DeviceName) -> dict[str, Any]:
     from preprocess.pipeline.engines.dali import decode_throughput
 
     blobs = [f.read_bytes() for f in paths]
@@ -149,8 +152,9 @@ def run_worker(args: argparse.Namespace) -> None:
     elif name == "ray-local":
         res = worker_ray(paths)
     else:
-        engine, device = {"pillow": ("pillow", "cpu"), "dali-cpu": ("dali", "cpu"),
-                          "dali-gpu": ("dali", "gpu")}[name]
+        engines: dict[str, tuple[EngineName, DeviceName]] = {"pillow": ("pillow", "cpu"), "dali-cpu": ("dali", "cpu"),
+                                                             "dali-gpu": ("dali", "gpu")}
+        engine, device = engines[name]
         res = worker_project(paths, warm, engine, device)
     res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     Path(args.result).write_text(json.dumps(res))

@@ -148,6 +148,7 @@ class Oracle:
 
     def smallest(self, path: Path) -> int:
         """Fewest stored bytes of any candidate that passes (0 when none does)."""
+        from preprocess.pipeline.batches import similarity
         from preprocess.pipeline.engines.base import SourceImage
         from preprocess.pipeline.images import probe
 
@@ -164,7 +165,7 @@ class Oracle:
         for start in range(0, len(asks), 8):
             chunk = asks[start:start + 8]
             enc = self.engine.encode([p] * len(chunk), chunk)
-            sims = self.extractor.embed(self.engine.view(enc)) @ ref
+            sims = similarity(self.extractor.embed(self.engine.view(enc)), ref)
             passing: list[Encoded] = [e for e, s in zip(enc, sims, strict=True) if s >= self.spec.gate.threshold]
             for data_ in self.engine.finish([p] * len(passing), passing):
                 best = len(data_) if not best else min(best, len(data_))

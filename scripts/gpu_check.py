@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -45,6 +45,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 QUALITIES = (5, 10, 20, 30, 50, 70, 85, 95)
+if TYPE_CHECKING:
+    from preprocess.pipeline.devices import DeviceName, EngineName
+
 GPU_SPEC = ROOT / "pipelines" / "gpu.toml"
 DEFAULT_SPEC = ROOT / "pipelines" / "camera.toml"
 
@@ -54,7 +57,7 @@ class Run:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.device = "cpu" if args.cpu else "gpu"
+        self.device: DeviceName = "cpu" if args.cpu else "gpu"
         self.out = Path(args.out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.deadline: float = time.monotonic() + float(args.budget)
@@ -232,6 +235,7 @@ def check_quant(run: Run) -> dict[str, Any]:
 def check_embeddings(run: Run) -> dict[str, Any]:
     """GPU vs CPU embeddings of the same model views, and how far batch size moves them: through the
     Extractor (fixed-shape calls, TF32 off) and through the bare session (what the fix prevents)."""
+    from preprocess.pipeline.batches import ModelBatch, similarity
     from preprocess.pipeline.extractor.build import build
     from preprocess.pipeline.extractor.manifest import find_manifest
     from preprocess.pipeline.extractor.session import Extractor
@@ -247,12 +251,12 @@ def check_embeddings(run: Run) -> dict[str, Any]:
         import torch
 
         ex = Extractor(built, device="gpu")
-        dev = torch.from_numpy(batch).cuda()
-        whole = ex.embed(dev)
-        alone = np.stack([ex.embed(dev[i:i + 1])[0] for i in range(len(batch))])
+        dev = torch.from_numpy(batch.host()).cuda()
+        whole = ex.embed(ModelBatch(dev, batch.layout))
+        alone = np.stack([ex.embed(ModelBatch(dev[i:i + 1], batch.layout))[0] for i in range(len(batch))])
         bare = _bare_batch_drift(ex, dev)
         out |= {"gpu_vs_cpu_max_abs": float(np.abs(whole - cpu).max()),
-                "gpu_vs_cpu_min_cosine": float(np.einsum("nd,nd->n", whole, cpu).min()),
+                "gpu_vs_cpu_min_cosine": float(similarity(whole, cpu).min()),
                 "batch1_vs_32_max_abs": float(np.abs(whole - alone).max()), "unpadded_batch1_vs_32_max_abs": bare,
                 "tf32_on_vs_off_max_abs": _tf32_drift(built, dev, whole)}
     else:
@@ -313,7 +317,8 @@ def check_bad_images(run: Run) -> dict[str, Any]:
              "frame.gif": gif.getvalue(), "truncated.jpg": good[: len(good) // 2], "bitflip.jpg": bytes(flipped),
              "cmyk.jpg": _jpeg(base.convert("CMYK"))}
     verdicts: dict[str, dict[str, str]] = {}
-    for name, device in (("pillow", "cpu"), ("dali", run.device)):
+    engines: tuple[tuple[EngineName, DeviceName], ...] = (("pillow", "cpu"), ("dali", run.device))
+    for name, device in engines:
         eng = make_engine(name, device, encode=Encode(), view=find_manifest("mobilenetv2-imagenet").input, max_batch=8)
         got: dict[str, str] = {}
         srcs = []
@@ -408,7 +413,8 @@ def check_gate(run: Run) -> dict[str, Any]:
                                                                              DEFAULT_SPEC)):
         rows: dict[str, dict[str, Any]] = {}
         encoders: dict[str, dict[str, int]] = {}
-        for engine, device in (("pillow", "cpu"), ("dali", run.device)):
+        engines: tuple[tuple[EngineName, DeviceName], ...] = (("pillow", "cpu"), ("dali", run.device))
+        for engine, device in engines:
             proc = Processor(plan(str(spec), engine, device), job_id="gpu-check")
             try:
                 res = proc.process([read_source(f, max_bytes=1 << 30) for f in files])
@@ -461,12 +467,12 @@ class Config:
 
     label: str
     spec: Path
-    engine: str = "dali"
+    engine: EngineName = "dali"
     lanes: int | None = None
     batch: int | None = None
 
 
-def job_rate(run: Run, paths: list[Path], cfg: Config, device: str) -> dict[str, Any]:
+def job_rate(run: Run, paths: list[Path], cfg: Config, device: DeviceName) -> dict[str, Any]:
     """The job's path (reader thread, probe thread, lanes, dataset write) and its commit, as
     `preprocess run` runs them; plan, engines, model and a warm-up batch before the clock."""
     from functools import partial

@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import signal
 import struct
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -153,3 +155,58 @@ def bad_images(base_image: Image.Image) -> dict[str, tuple[bytes, str]]:
         "bomb.jpg": (_huge_header(good, 60000, 60000), "E_TOO_LARGE"),
         "bitflip.jpg": (bytes(flipped), "E_CORRUPT"),
     }
+
+
+# -- a store made by a real watch daemon that committed several times under one job id (issue 23) ----------
+
+
+@dataclass
+class DaemonStore:
+    """``store``: three daemon commits on main (3 photos; 2 photos + a truncated file; 3 photos), each
+    wave written once the previous one was committed, then a duplicate (settled at shutdown, no
+    commit). ``waves``: the source sha256s (and failed file names) each commit added, in order.
+    ``events``: the daemon's JSON log (``--log-level debug``)."""
+
+    store: Path
+    folder: Path
+    waves: list[set[str]]
+    failed: list[set[str]]
+    events: list[dict[str, object]]
+
+
+@pytest.fixture(scope="session")
+def daemon_store(tmp_path_factory: pytest.TempPathFactory, camera_photos: list[Path],
+                 bad_images: dict[str, tuple[bytes, str]]) -> DaemonStore:
+    import hashlib
+
+    from tests.drivers.watch.harness import Daemon, small_jpegs
+
+    root = tmp_path_factory.mktemp("daemon")
+    incoming, store = root / "incoming", root / "cams.icechunk"
+    incoming.mkdir()
+    photos = small_jpegs(camera_photos, 8)
+    waves: list[list[tuple[str, bytes]]] = [
+        [(f"cam0-{i:04d}.jpg", photos[i]) for i in range(3)],
+        [("cam1-0003.jpg", photos[3]), ("cam1-0004.jpg", photos[4]), ("truncated.jpg", bad_images["truncated.jpg"][0])],
+        [(f"cam2-{i:04d}.jpg", photos[i]) for i in range(5, 8)],
+    ]
+    with Daemon(incoming, store, "--commit-every", "3", "--batch-wait", "0.1s", "--log-level", "debug",
+                quiet="0.3s", commit_interval="60s") as d:
+        d.start()
+        for k, wave in enumerate(waves, start=1):
+            for name, data in wave:
+                (incoming / name).write_bytes(data)
+            deadline = time.monotonic() + 90
+            while len(d.named("commit")) < k:  # the wave is committed before the next one is written
+                assert time.monotonic() < deadline and d.proc.poll() is None, d.log()
+                time.sleep(0.1)
+        (incoming / "copy-of-cam0-0000.jpg").write_bytes(photos[0])  # a duplicate: no row, no commit
+        deadline = time.monotonic() + 60
+        while not any(e.get("duplicate") for e in d.named("batch")):
+            assert time.monotonic() < deadline and d.proc.poll() is None, d.log()
+            time.sleep(0.1)
+        d.signal(signal.SIGTERM)
+        assert d.wait(30) == 0, d.log()
+        events = [dict(e) for e in d.events]
+    shas = [{hashlib.sha256(data).hexdigest() for name, data in wave if name != "truncated.jpg"} for wave in waves]
+    return DaemonStore(store, incoming, shas, [{n for n, _ in wave if n == "truncated.jpg"} for wave in waves], events)

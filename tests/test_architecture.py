@@ -9,8 +9,10 @@ import dataclasses
 import subprocess
 import sys
 from pathlib import Path
+from typing import get_type_hints
 
-from preprocess.rows.schema import FAILURE_COLUMNS, ITEM_COLUMNS, FailureRow, ItemRow
+from preprocess.rows.records import FailureFields, Item, ItemFields, ItemRecord, StoredItem
+from preprocess.rows.schema import FAILURE_COLUMNS, ITEM_COLUMNS, Column, FailureRow, ItemRow
 from tests.paths import ROOT
 
 PACKAGE = ROOT / "preprocess"
@@ -140,3 +142,21 @@ def test_one_declaration_of_the_rows() -> None:
     assert [c.name for c in ITEM_COLUMNS] == [f.name for f in dataclasses.fields(ItemRow) if f.name != "embedding"]
     assert [c.name for c in FAILURE_COLUMNS] == [f.name for f in dataclasses.fields(FailureRow)]
     assert {c.part for c in ITEM_COLUMNS} == {"data", "stored", "source", "origin"}
+
+
+def _python_type(col: Column) -> type:
+    return {"bytes": bytes, "str": str, "int": int, "float": float}[col.kind]
+
+
+def test_the_read_records_mirror_the_rows() -> None:
+    """The reader's typed records (rows/records.py) have every column of the rows, in order, with its
+    Python type: adding a field to ItemRow fails here until the records have it too."""
+    fields = get_type_hints(ItemFields)
+    assert list(fields) == [c.name for c in ITEM_COLUMNS if c.name != "jpeg"]
+    assert all(fields[c.name] is _python_type(c) for c in ITEM_COLUMNS if c.name != "jpeg")
+    assert list(get_type_hints(FailureFields)) == [c.name for c in FAILURE_COLUMNS]
+    assert all(get_type_hints(FailureFields)[c.name] is _python_type(c) for c in FAILURE_COLUMNS)
+    assert set(get_type_hints(ItemRecord)) - set(fields) == {"index"}
+    assert set(get_type_hints(Item)) - set(fields) == {"index", "jpeg", "image"}
+    assert set(get_type_hints(StoredItem)) - set(fields) == {"jpeg", "embedding"}
+    assert Item.__optional_keys__ == frozenset({"image"})  # only with a decoder

@@ -17,14 +17,19 @@ from tests.store.conftest import Hist, hist, photo_sets, tiny_specs
 __all__ = ["hist", "photo_sets", "tiny_specs"]  # the store of real jobs the history tests use
 
 
+LISTS = {"log": "commits", "branch": "branches", "tag": "tags"}  # commands whose result is a list, under this key
+
+
 def cli_json(*args: str) -> Any:
     r = CliRunner().invoke(app, [*args, "--json"])
     assert r.exit_code == 0, r.output
-    return json.loads(r.stdout)
+    doc = json.loads(r.stdout)
+    assert doc.pop("version") == 1 and doc.pop("command") == args[0]  # the JSON document's header (docs/json.md)
+    return doc[LISTS[args[0]]] if args[0] in LISTS else doc
 
 
 def test_the_public_surface_is_small_and_documented() -> None:
-    functions = {"log", "show", "diff", "lineage", "branches", "tags", "resolve"}
+    functions = {"log", "show", "diff", "lineage", "added_by", "branches", "tags", "resolve"}
     assert functions <= set(history.__all__)
     assert all(name[0].isupper() for name in set(history.__all__) - functions)  # the rest: result types
     for name in history.__all__:

@@ -5,11 +5,12 @@ The process starts in ``preprocess/__main__.py`` (signal handlers first), which 
 
 from __future__ import annotations
 
-from preprocess.cli import history, models, run, serve, tune, watch  # noqa: F401  (registers the commands)
+from preprocess.cli import history, ls, models, run, serve, tune, watch  # noqa: F401  (registers the commands)
 from preprocess.cli.app import app
+from preprocess.cli.helptext import command
 
-__all__ = ["app", "main"]
+__all__ = ["app", "command", "main"]
 
 
 def main() -> None:
-    app()
+    command(app)(prog_name="preprocess")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import warnings
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
 import typer
@@ -20,6 +22,7 @@ from rich.progress import (
 
 from preprocess.core import progress
 from preprocess.core.errors import PreprocessError
+from preprocess.core.jsonable import JSON_VERSION, Json
 
 app = typer.Typer(help="GPU image preprocessing: resize + recompress camera images as small as a neural "
                        "feature check allows, into versioned zarr (icechunk) datasets.",
@@ -32,7 +35,26 @@ out = Console()
 err = Console(stderr=True)
 
 
-def fail(exc: PreprocessError) -> None:
+def emit(command: str, result: Mapping[str, Json] | Sequence[Json], key: str = "") -> None:
+    """Print a command's ``--json`` document (docs/json.md; the same bytes for the same content): one
+    object, ``{"version": 1, "command": "show", ...the result's fields}``, or for a list, under ``key``:
+    ``{"version": 1, "command": "log", "commits": [...]}``."""
+    fields = {key: result} if key or not isinstance(result, Mapping) else dict(result)
+    assert not fields.keys() & HEADER, f"{command}: a result may not use the header's keys {HEADER}"
+    out.print_json(json.dumps({"version": JSON_VERSION, "command": command, **fields}, default=str))
+
+
+HEADER = frozenset({"version", "command", "error"})  # the keys every --json document may have besides its result's
+
+
+def fail(exc: PreprocessError, *, as_json: str = "") -> None:
+    """Exit with ``exc``'s code after one line and a hint on stderr; when ``as_json`` names the command
+    (its ``--json``), the error is also printed as the JSON document on stdout:
+    ``{"version": 1, "command": "log", "error": {"code": ..., "message": ..., "hint": ..., ...}}``."""
+    if as_json:
+        error = {"code": str(exc.code), "message": exc.message, "path": exc.path, "line": exc.one_line(),
+                 "hint": exc.hint or "", "exit_code": exc.exit_code or 1}
+        out.print_json(json.dumps({"version": JSON_VERSION, "command": as_json, "error": error}))
     err.print(f"[bold red]error[{exc.code}][/]: {exc.one_line()}", highlight=False, soft_wrap=True)
     if exc.hint:
         err.print(f"  hint: {exc.hint}", highlight=False, soft_wrap=True)

@@ -7,25 +7,27 @@ JSON with ``--json`` (the same bytes for the same content).
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from preprocess.cli.app import app, err, fail, fmt, out, quiet_libraries
+from preprocess.cli.app import app, emit, err, fail, fmt, out, quiet_libraries
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import PreprocessError
+from preprocess.core.jsonable import Json
 from preprocess.core.units import size
 
 if TYPE_CHECKING:
     import icechunk as ic
 
     from preprocess.rows.provenance import Provenance
-    from preprocess.store.history import Commit, Diff, Lineage, ShownCommit
+    from preprocess.store.diff import Diff
+    from preprocess.store.history import Commit, Log, ShownCommit
+    from preprocess.store.lineage import Lineage
     from preprocess.store.refs import RefInfo
 
 SHORT_ID = 12  # characters of a snapshot id in tables (a unique prefix of 4+ is a REF)
@@ -45,16 +47,13 @@ def _repo(store: str) -> ic.Repository:
     return open_repo(store, create=False)
 
 
-def _guard[T](call: Callable[[], T]) -> T:
+def _guard[T](call: Callable[[], T], as_json: str = "") -> T:
+    """``call()``; a PreprocessError ends the command (as JSON when ``as_json`` names the command)."""
     try:
         return call()
     except PreprocessError as exc:
-        fail(exc)
+        fail(exc, as_json=as_json)
         raise  # unreachable: fail() exits
-
-
-def _json(value: Any) -> None:
-    out.print_json(json.dumps(value, default=str))
 
 
 def _kv(title: str, rows: list[tuple[str, str]]) -> Table:
@@ -76,7 +75,7 @@ def log_cmd(store: Store,
                                                            "(default: main).", show_default=False)] = None,
             branch: Annotated[str | None, typer.Option("--branch", "-b", "--ref",
                                                        help="The same as REF (kept for scripts).")] = None,
-            limit: Annotated[int | None, typer.Option(help="Show at most this many commits.")] = None,
+            limit: Annotated[int | None, typer.Option(help="Show at most this many commits (1 or more).")] = None,
             oneline: Annotated[bool, typer.Option("--oneline", help="One line per commit: id, refs, "
                                                                     "message (as git log --oneline).")] = False,
             as_json: AsJson = False) -> None:
@@ -85,22 +84,35 @@ def log_cmd(store: Store,
     from preprocess.core.errors import ConfigError
     from preprocess.store import history
 
+    js = "log" if as_json else ""
     if ref is not None and branch is not None and ref != branch:
         fail(ConfigError(f"two refs given: {ref!r} and --branch {branch!r}", code=ErrorCode.CLI_USAGE,
-                         hint="give REF or --branch, not both"))
+                         hint="give REF or --branch, not both"), as_json=js)
     branch = ref or branch or "main"
-    commits = _guard(lambda: history.log(_repo(store), branch, limit=limit))
+    found = _guard(lambda: history.history_of(_repo(store), branch, limit=limit), js)
     if as_json:
-        _json([c.to_dict() for c in commits])
+        emit("log", [c.to_dict() for c in found.commits], key="commits")
         return
-    if oneline:
-        for c in commits:
+    if found.commits and oneline:
+        for c in found.commits:
             refs = f" ({', '.join(c.refs)})" if c.refs else ""
             out.print(f"{c.id[:SHORT_ID]}{refs} {c.message}", highlight=False, markup=False, soft_wrap=True)
+    elif found.commits:
+        out.print(_log_table(f"{store} ({branch})", found.commits))
     else:
-        out.print(_log_table(f"{store} ({branch})", commits))
-    if not commits:
-        err.print("no commits yet: run a job into this dataset (`preprocess run PHOTOS --store ...`)")
+        err.print(_no_commits(store, branch, found), highlight=False, soft_wrap=True)
+
+
+def _no_commits(store: str, ref: str, found: Log) -> str:
+    """Why a log is empty: the ref names the repository's first snapshot (other commits may follow
+    it), or the dataset has no commit at all."""
+    if found.at_root and found.ref.kind == "snapshot":
+        return (f"{ref} is the repository's first snapshot ({found.ref.snapshot}, {ROOT_WORDS}): no commit "
+                f"comes before it; `preprocess log {store}` lists the commits of main")
+    return "no commits yet: run a job into this dataset (`preprocess run PHOTOS --store ...`)"
+
+
+ROOT_WORDS = "made when the dataset was created, before any job"
 
 
 def _log_table(title: str, commits: list[Commit]) -> Table:
@@ -146,18 +158,19 @@ def show_cmd(store: Store,
              as_json: AsJson = False) -> None:
     """One commit's full provenance, or (--item) one image's lineage: source, spec, model, quality,
     similarity and the commit that stored it."""
-    from preprocess.store import history
+    from preprocess.store import history, lineage
 
+    js = "show" if as_json else ""
     if item is not None:
-        found = _guard(lambda: history.lineage(_repo(store), item, ref))
+        found = _guard(lambda: lineage.lineage(_repo(store), item, ref), js)
         if as_json:
-            _json(found.to_dict())
+            emit("show", found.to_dict())
         else:
             _print_lineage(found)
         return
-    shown = _guard(lambda: history.show(_repo(store), ref))
+    shown = _guard(lambda: history.show(_repo(store), ref), js)
     if as_json:
-        _json(shown.to_dict())
+        emit("show", shown.to_dict())
     else:
         _print_commit(shown)
 
@@ -173,8 +186,10 @@ def _print_commit(shown: ShownCommit) -> None:
 
 
 def _provenance_rows(p: Provenance) -> list[tuple[str, str]]:
+    from preprocess.store.history import engine_words
+
     i, m, c = p.inputs, p.model, p.counts
-    engine = " on ".join(x for x in (p.engine.engine, p.engine.device) if x)
+    engine = engine_words(p.engine.model_dump(mode="json"))
     return [
         ("job", p.job_id),
         ("branch", f"{i.branch or '-'} (parent {i.parent_snapshot or '-'})"),
@@ -201,14 +216,16 @@ def _print_lineage(found: Lineage) -> None:
     ref = found.ref
     for item in found.items:
         s, st, c, p = item.row, item.row, item.made_by.commit, item.made_by.provenance
+        sim = st["similarity"]
         rows = [
-            ("source", s["source_path"]), ("source sha256", s["source_sha256"]),
+            ("source", str(s["source_path"])), ("source sha256", str(s["source_sha256"])),
             ("source image", f"{s['source_format']} {s['source_width']}x{s['source_height']}, "
-                             f"{size(s['source_bytes'])}"),
+                             f"{size(int(s['source_bytes'] or 0))}"),
             ("camera", f"{s['camera_model'] or '-'} at {s['capture_time'] or '-'}"),
-            ("stored", f"{st['format']} {st['width']}x{st['height']}, {size(st['bytes'])}, status {st['status']}"),
+            ("stored", f"{st['format']} {st['width']}x{st['height']}, {size(int(st['bytes'] or 0))}, "
+                       f"status {st['status']}"),
             ("quality", f"{st['quality']} (after {st['probes']} probes)"),
-            ("similarity", fmt(st["similarity"], ".4f")),
+            ("similarity", fmt(float(sim) if isinstance(sim, int | float) else None, ".4f")),
             ("spec", f"{(p.spec_path if p else '') or '-'} ({(p.spec_info.pipeline.name if p else '') or '-'}), "
                      f"fingerprint {s['fingerprint']}"),
             ("model", f"{s['model']} (weights {((p.model.weights_sha256 if p else '') or '-')[:16]})"),
@@ -220,7 +237,7 @@ def _print_lineage(found: Lineage) -> None:
     for f in found.failures:
         c = f.made_by.commit
         out.print(_kv(f"failure {f.index} of {ref.name}", [
-            ("source", f.row["source_path"]), ("source sha256", f.row["source_sha256"] or "-"),
+            ("source", str(f.row["source_path"])), ("source sha256", str(f.row["source_sha256"] or "-")),
             ("failure", f"[{f.row['code']}] {f.row['message']}"), ("commit", f"{c.id} {c.message}" if c else "-")]))
 
 
@@ -231,14 +248,16 @@ def diff_cmd(store: Store, ref_a: Annotated[str, typer.Argument(help="From this 
              as_json: AsJson = False) -> None:
     """Item-level difference between two versions (any two refs, diverged branches included):
     added, removed, changed items (which fields), bytes delta, spec and model changes."""
-    from preprocess.store import history
+    from preprocess.store import diff
 
-    d = _guard(lambda: history.diff(_repo(store), ref_a, ref_b))
+    d = _guard(lambda: diff.diff(_repo(store), ref_a, ref_b), "diff" if as_json else "")
     if as_json:
-        _json(d.to_dict())
+        emit("diff", d.to_dict())
         return
     out.print(_kv(f"diff {ref_a} -> {ref_b}", _diff_rows(d, ref_a, ref_b)))
-    rows = ([("+", r, "") for r in d.added[:limit]] + [("-", r, "") for r in d.removed[:limit]]
+    if d.pairs:
+        out.print(_pairs_table(d, limit))
+    rows = ([("+", r, "") for r in d.added_alone[:limit]] + [("-", r, "") for r in d.removed_alone[:limit]]
             + [("~", c.item, ", ".join(c.fields)) for c in d.changed[:limit]])
     if not rows:
         return
@@ -256,6 +275,24 @@ def diff_cmd(store: Store, ref_a: Annotated[str, typer.Argument(help="From this 
     out.print(t)
 
 
+def _pairs_table(d: Diff, limit: int) -> Table:
+    """The same sources under the two versions' specs: ``name: jpeg 27.0 KB q41 -> avif 30.4 KB q47``."""
+    t = Table(title=f"{len(d.pairs)} sources stored under another spec (a -> b)", title_justify="left",
+              box=box.SIMPLE_HEAD)
+    t.add_column("source", overflow="fold", ratio=2)
+    t.add_column("a", no_wrap=True)
+    t.add_column("", no_wrap=True)
+    t.add_column("b", no_wrap=True)
+    t.add_column("bytes", justify="right", no_wrap=True)
+    for p in d.pairs[:limit]:
+        delta = p.b.bytes - p.a.bytes
+        t.add_row(escape(p.source_path.rsplit("/", 1)[-1]), escape(p.a.words()), "->", escape(p.b.words()),
+                  f"{'+' if delta >= 0 else '-'}{size(abs(delta))}")
+    if len(d.pairs) > limit:
+        t.caption = f"{len(d.pairs) - limit} more (--limit, or --json)"
+    return t
+
+
 def _diff_rows(d: Diff, ref_a: str, ref_b: str) -> list[tuple[str, str]]:
     rows = [
         ("from", f"{ref_a} ({d.a.snapshot}): {d.items_a} items, {size(d.bytes_a)}"),
@@ -263,6 +300,8 @@ def _diff_rows(d: Diff, ref_a: str, ref_b: str) -> list[tuple[str, str]]:
         ("common base", d.base or "-"),
         ("items", f"+{len(d.added)} added, -{len(d.removed)} removed, {len(d.changed)} changed, "
                   f"{d.unchanged} unchanged"),
+        *([("same sources", f"{len(d.pairs)} stored under another spec: +{len(d.added_alone)} new sources, "
+                            f"-{len(d.removed_alone)} sources gone")] if d.pairs else []),
         ("bytes", f"{'+' if d.bytes_delta >= 0 else '-'}{size(abs(d.bytes_delta))} "
                   f"(+{size(d.bytes_added)} added, -{size(d.bytes_removed)} removed)"),
         ("failures", f"+{len(d.failures_added)}, -{len(d.failures_removed)}"),
@@ -284,7 +323,7 @@ def tag_cmd(store: Store,
             wait: RefWait = 10.0, as_json: AsJson = False) -> None:
     """List the tags (`tag STORE`), name a version for good (`tag STORE NAME [REF]`, e.g. the one a
     model was trained on), or delete a tag (`tag STORE --delete NAME`)."""
-    _ref_command(store, "tag", name, ref, delete, wait=wait, as_json=as_json)
+    _ref_command(store, "tag", name, ref, delete, wait=wait, js="tag" if as_json else "")
 
 
 @app.command("branch")
@@ -298,34 +337,34 @@ def branch_cmd(store: Store,
                wait: RefWait = 10.0, as_json: AsJson = False) -> None:
     """List the branches (`branch STORE`), start one for an experiment (`branch STORE NAME [REF]`;
     `preprocess run ... --branch NAME` then commits to it), or delete one (`branch STORE --delete NAME`)."""
-    _ref_command(store, "branch", name, ref, delete, wait=wait, as_json=as_json)
+    _ref_command(store, "branch", name, ref, delete, wait=wait, js="branch" if as_json else "")
 
 
 def _ref_command(store: str, kind: Literal["branch", "tag"], name: str | None, ref: str | None,
-                 delete: str | None, *, wait: float, as_json: bool) -> None:
-    """The three forms of `branch` and `tag`: list, create, --delete."""
+                 delete: str | None, *, wait: float, js: str) -> None:
+    """The three forms of `branch` and `tag`: list, create, --delete (``js``: the command, under --json)."""
     from preprocess.core.errors import ConfigError
     from preprocess.store import refs
 
     if delete is not None and name is not None:
         fail(ConfigError(f"`{kind} STORE --delete NAME` takes no other name", code=ErrorCode.CLI_USAGE,
                          hint=f"delete with `preprocess {kind} STORE --delete NAME`, create with "
-                              f"`preprocess {kind} STORE NAME [REF]`"))
+                              f"`preprocess {kind} STORE NAME [REF]`"), as_json=js)
     if delete is not None:
         drop = refs.delete_branch if kind == "branch" else refs.delete_tag
-        gone = _guard(lambda: drop(_repo(store), delete, wait=wait))
-        _done(as_json, gone.to_dict(), f"deleted {kind} {delete} (was {gone.snapshot}: readable by id until gc)")
+        gone = _guard(lambda: drop(_repo(store), delete, wait=wait), js)
+        _done(js, gone.to_dict(), f"deleted {kind} {delete} (was {gone.snapshot}: readable by id until gc)")
     elif name is not None:
         make = refs.create_branch if kind == "branch" else refs.create_tag
-        made = _guard(lambda: make(_repo(store), name, ref or "main", wait=wait))
-        _done(as_json, made.to_dict(), f"{kind} {name} -> {made.snapshot}")
+        made = _guard(lambda: make(_repo(store), name, ref or "main", wait=wait), js)
+        _done(js, made.to_dict(), f"{kind} {name} -> {made.snapshot}")
     else:
-        _print_refs(store, kind, _guard(lambda: refs.list_refs(_repo(store), kind)), as_json=as_json)
+        _print_refs(store, kind, _guard(lambda: refs.list_refs(_repo(store), kind), js), js=js)
 
 
-def _print_refs(store: str, kind: str, found: list[RefInfo], *, as_json: bool) -> None:
-    if as_json:
-        _json([r.to_dict() for r in found])
+def _print_refs(store: str, kind: str, found: list[RefInfo], *, js: str) -> None:
+    if js:
+        emit(js, [r.to_dict() for r in found], key="branches" if kind == "branch" else "tags")
         return
     t = Table(title=f"{kind}es of {store}" if kind == "branch" else f"tags of {store}", title_justify="left",
               box=box.SIMPLE_HEAD)
@@ -350,9 +389,10 @@ def reset_cmd(store: Store, branch: Annotated[str, typer.Argument(help="The bran
     gc), or by --tag."""
     from preprocess.store import refs
 
-    done = _guard(lambda: refs.reset_branch(_repo(store), branch, ref, keep_tag=tag, wait=wait))
+    js = "reset" if as_json else ""
+    done = _guard(lambda: refs.reset_branch(_repo(store), branch, ref, keep_tag=tag, wait=wait), js)
     kept = f"tag {tag}" if tag else "its id (until gc; pass --tag to keep it)"
-    _done(as_json, done.to_dict(), f"{branch}: {done.old} -> {done.new}; the old tip stays readable by {kept}")
+    _done(js, done.to_dict(), f"{branch}: {done.old} -> {done.new}; the old tip stays readable by {kept}")
 
 
 @app.command("export")
@@ -364,8 +404,9 @@ def export_cmd(store: Store, out_dir: Annotated[str, typer.Argument(help="A new 
     every row's fields (OUT_DIR/manifest.csv, or .parquet with embeddings)."""
     from preprocess.store import export
 
-    done = _guard(lambda: export.export(_repo(store), out_dir, ref=ref, fmt=manifest))  # type: ignore[arg-type]
-    _done(as_json, done.to_dict(), f"exported {done.files} images ({size(done.bytes)}) of {ref} "
+    js = "export" if as_json else ""
+    done = _guard(lambda: export.export(_repo(store), out_dir, ref=ref, fmt=manifest), js)  # type: ignore[arg-type]
+    _done(js, done.to_dict(), f"exported {done.files} images ({size(done.bytes)}) of {ref} "
                                    f"({done.ref['snapshot']}) to {done.out_dir}; manifest {done.manifest}")
 
 
@@ -379,16 +420,17 @@ def gc_cmd(store: Store,
     chunks) and is older than --older-than. Branch and tag histories are never touched."""
     from preprocess.store import refs
 
-    done = _guard(lambda: refs.gc(_repo(store), refs.parse_age(older_than), dry_run=dry_run, wait=wait))
+    js = "gc" if as_json else ""
+    done = _guard(lambda: refs.gc(_repo(store), refs.parse_age(older_than), dry_run=dry_run, wait=wait), js)
     verb = "would delete" if dry_run else "deleted"
-    _done(as_json, done.to_dict(), f"{verb} {done.counts['snapshots_deleted']} snapshots, "
+    _done(js, done.to_dict(), f"{verb} {done.counts['snapshots_deleted']} snapshots, "
                                    f"{done.counts['manifests_deleted']} manifests, {done.counts['chunks_deleted']} "
                                    f"chunks ({size(done.counts['bytes_deleted'])}) unreachable since before "
                                    f"{_when(done.cutoff.isoformat())}")
 
 
-def _done(as_json: bool, value: dict[str, Any], line: str) -> None:
-    if as_json:
-        _json(value)
+def _done(js: str, value: Mapping[str, Json], line: str) -> None:
+    if js:
+        emit(js, value)
     else:
         out.print(line, highlight=False, soft_wrap=True)

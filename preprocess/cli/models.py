@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import typer
@@ -10,7 +9,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from preprocess.cli.app import fail, models_app, out, quiet_libraries
+from preprocess.cli.app import emit, fail, models_app, out, quiet_libraries
 from preprocess.core.errors import PreprocessError
 
 
@@ -27,7 +26,7 @@ def models_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
                      "source": m.source.package or m.source.path or "", "built": "yes" if built.is_file() else "no",
                      "description": m.description})
     if as_json:
-        out.print_json(json.dumps(rows))
+        emit("models list", rows, key="models")
         return
     columns = ["name", "dim", "input", "built", "source", "description"]
     if out.width < 110:  # on 80 columns the description (which names the source) gets the room

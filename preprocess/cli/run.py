@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from preprocess.cli.app import app, err, fail, fmt, out, progress_for, quiet_libraries
+from preprocess.cli.app import app, emit, err, fail, fmt, out, progress_for, quiet_libraries
 from preprocess.core import errors
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import PreprocessError
 from preprocess.core.units import size
+from preprocess.pipeline.devices import choices
 
 if TYPE_CHECKING:
     from preprocess.core.progress import Progress
@@ -61,19 +61,20 @@ def run(
     from preprocess.drivers.run import JobOptions, run_job
 
     quiet_libraries()
-    opts = JobOptions(sources=sources, store=store, spec_path=spec, branch=branch, message=message,
-                      engine=engine, device=device, wait=wait, follow_symlinks=follow_symlinks)
     progress = None if as_json else progress_for("processing", job=True)
     try:
+        engine_choice, device_choice = choices(engine, device)
+        opts = JobOptions(sources=sources, store=store, spec_path=spec, branch=branch, message=message,
+                          engine=engine_choice, device=device_choice, wait=wait, follow_symlinks=follow_symlinks)
         if ray is None:
             summary = run_job(opts, progress)
         else:
             summary = _run_on_ray(opts, progress, _ray_options(ray, gpus_per_worker, actors, ray_batch_size))
     except PreprocessError as exc:
-        fail(exc)
+        fail(exc, as_json="run" if as_json else "")
         return
     if as_json:
-        out.print_json(json.dumps(summary.to_dict()))
+        emit("run", summary.to_dict())
     else:
         _print_summary(summary)
     raise typer.Exit(errors.EXIT_FAILURES if summary.failed else errors.EXIT_OK)

@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from preprocess.cli.app import app, err, fail, out, progress_for, quiet_libraries
+from preprocess.cli.app import app, emit, err, fail, out, progress_for, quiet_libraries
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import ConfigError, PreprocessError
 from preprocess.core.units import size
+from preprocess.pipeline.devices import choices
 
 if TYPE_CHECKING:
     from preprocess.pipeline.spec import Spec
@@ -184,7 +185,7 @@ def tune(
                  sizes=sizes, what_if=what_if, tiles=tiles, compare_tiles=compare_tiles, every_quality=every_quality,
                  decode_repeats=decode_repeats, engine=engine, device=device, as_json=as_json)
     except PreprocessError as exc:
-        fail(exc)
+        fail(exc, as_json="tune" if as_json else "")
 
 
 def _band(what_if: str | None) -> list[float]:
@@ -211,11 +212,13 @@ def _measure(sample: list[str] | None, report: str | None, judge: _Judge, *, spe
     from preprocess.tune.stored import store_sample
     from preprocess.tune.sweep import SweepOptions, run_sweep
 
+    engine_choice, device_choice = choices(engine, device)  # parsed: their types from here on
     asked = judge.resolve(load_spec(spec or default_spec_path()))
     opts = SweepOptions(sources=sample, spec_path=spec, gate_model=judge.model, compare=compare,
                         sizes=parse_sizes(sizes), qualities=parse_qualities(qualities) if qualities else (),
                         formats=parse_formats(formats), tiles=tiles or asked.gauge != "whole",
-                        compare_tiles=compare_tiles, engine=engine, device=device, every_quality=every_quality,
+                        compare_tiles=compare_tiles, engine=engine_choice, device=device_choice,
+                        every_quality=every_quality,
                         target=asked.similarity, band=_band(what_if), gauge=asked.gauge)
     sweep = run_sweep(opts, None if as_json else progress_for("tune: measuring", unit="images"))
     decision = decide(sweep, asked)
@@ -252,8 +255,10 @@ def _from(path: str, sample: list[str] | None, report: str | None, judge: _Judge
 
 def _finish(sweep: Sweep, d: Decision, samples: list[StoredSample | None], files: dict[str, Path], *,
             as_json: bool) -> None:
-    """Show the decision; exit 2 (TARGET_UNREACHABLE) when no setting meets the target."""
-    _show(sweep, d, samples, files, as_json=as_json)
+    """Show the decision; exit 2 (TARGET_UNREACHABLE) when no setting meets the target (with --json, the
+    error is the document; the report says what came closest)."""
+    if d.best is not None or not as_json:
+        _show(sweep, d, samples, files, as_json=as_json)
     if d.best is None:
         where = f" (report: {files['html']})" if "html" in files else ""
         raise ConfigError(f"{d.message}{where}", code=ErrorCode.TARGET_UNREACHABLE,
@@ -268,8 +273,7 @@ def _show(sweep: Sweep, d: Decision, samples: list[StoredSample | None], files: 
     if as_json:
         from preprocess.tune.report import decision_json
 
-        out.print_json(json.dumps({"files": {k: str(p) for k, p in files.items()},
-                                   **decision_json(sweep, d, samples)}))
+        emit("tune", {"files": {k: str(p) for k, p in files.items()}, **decision_json(sweep, d, samples)})
         return
     for rec in d.recs:
         for note in (rec.message, rec.setting.ladder.note if rec.setting else ""):

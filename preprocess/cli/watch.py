@@ -8,6 +8,7 @@ import typer
 
 from preprocess.cli.app import app, fail, quiet_libraries
 from preprocess.core.errors import PreprocessError
+from preprocess.pipeline.devices import choices
 
 
 @app.command()
@@ -55,8 +56,9 @@ def watch(
     quiet_libraries()
     try:
         configure(log_format, log_level)
+        engine_choice, device_choice = choices(engine, device)
         opts = WatchOptions(
-            folder=folder, store=store, spec_path=spec, branch=branch, engine=engine, device=device,
+            folder=folder, store=store, spec_path=spec, branch=branch, engine=engine_choice, device=device_choice,
             commit_every=commit_every, commit_interval=parse_duration(commit_interval, name="--commit-interval"),
             poll=poll, poll_interval=parse_duration(poll_interval, name="--poll-interval"),
             quiet=parse_duration(quiet, name="--quiet"),

@@ -135,6 +135,9 @@ class ErrorCode(StrEnum):
     SERVE_TOO_LARGE = "SERVE_TOO_LARGE"
     SERVE_INTERNAL = "SERVE_INTERNAL"
     SOURCE_UNAVAILABLE = "SOURCE_UNAVAILABLE"
+    # selecting rows (`ls --where`, the web UI's search)
+    WHERE_INVALID = "WHERE_INVALID"
+    # tune, later
     TUNE_REPORT = "TUNE_REPORT"
 
 
@@ -249,6 +252,7 @@ MEANINGS: dict[ErrorCode, str] = {
     ErrorCode.SERVE_TOO_LARGE: "a stored image too large to show in the browser",
     ErrorCode.SERVE_INTERNAL: "a page failed (a bug); the log has the traceback",
     ErrorCode.SOURCE_UNAVAILABLE: "the source of a stored image is gone or changed: no comparison",
+    ErrorCode.WHERE_INVALID: "a --where (or search) expression cannot be read: field, operator or value",
     ErrorCode.TUNE_REPORT: "tune --from names no report.json this version of tune wrote",
 }
 

@@ -48,7 +48,7 @@ from preprocess.rows.provenance import (
 )
 from preprocess.rows.schema import FailureRow, item_key
 from preprocess.sources.files import SourceFile, list_digest, read_source
-from preprocess.sources.objects import is_object_url
+from preprocess.sources.location import Location, Where, given
 from preprocess.store import DatasetWriter
 
 
@@ -176,9 +176,9 @@ def read_files(paths: Sequence[Path], max_bytes: int, *, roots: Sequence[str] | 
     return out
 
 
-def input_roots(roots: Sequence[str]) -> list[str]:
+def input_roots(roots: Sequence[Where | Location]) -> list[str]:
     """The source roots as recorded in provenance: absolute local paths, ``s3://`` URLs as given."""
-    return [s if is_object_url(s) else str(Path(s).resolve()) for s in roots]
+    return [loc.text if loc.remote else str(Path(loc.text).resolve()) for loc in map(Location.of_source, roots)]
 
 
 @dataclass(frozen=True)
@@ -186,8 +186,8 @@ class JobInfo:
     """Who is ingesting: what the provenance and the summary say about the job."""
 
     kind: str  # the provenance's kind: "run" (also on Ray), "watch"
-    roots: Sequence[str]  # the sources as the user gave them
-    store: str  # the dataset's location as the user gave it
+    roots: Sequence[Where | Location]  # the sources (as the user gave them, or parsed)
+    store: Where | Location  # the dataset's location (as the user gave it, or parsed)
     job_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # on every row and in the provenance
     title: str = ""  # the default commit message's start (default: "preprocess KIND")
     device: str = ""  # the device the summary reports (default: the plan's)
@@ -300,7 +300,7 @@ class Ingest:
         """What was done since the last commit (the job's summary)."""
         p, t, c, q = self.plan, self._tally, self._tally.counts, self._tally.quality()
         return Summary(
-            job_id=self.job_id, snapshot=snapshot, branch=self.writer.branch, store=self.job.store,
+            job_id=self.job_id, snapshot=snapshot, branch=self.writer.branch, store=given(self.job.store),
             engine=engine or p.engine, device=self.job.device or p.device, spec=p.spec_path, fingerprint=p.fingerprint,
             model=p.model, sources=c.sources, skipped=c.skipped, stored=c.stored, failed=c.failed,
             flagged=c.flagged, kept_source=c.kept_source, passthrough=c.passthrough, bytes_in=t.bytes_in,

@@ -26,8 +26,10 @@ from preprocess.core.errors import ConfigError
 from preprocess.core.progress import Progress, SilentProgress
 from preprocess.core.timing import Stopwatch
 from preprocess.drivers.ingest import Ingest, JobInfo, Summary, read_files
+from preprocess.pipeline.devices import DeviceChoice, EngineChoice
 from preprocess.pipeline.process import Failed, PendingBatch, Processor, plan
 from preprocess.sources.files import SourceFile, batched, list_sources, local_roots
+from preprocess.sources.location import Location, Where
 from preprocess.store import open_writer
 
 __all__ = ["JobOptions", "Summary", "find_sources", "run_batches", "run_job"]
@@ -40,8 +42,8 @@ class JobOptions:
     spec_path: str | None = None
     branch: str = "main"
     message: str = ""
-    engine: str = "auto"
-    device: str = "auto"
+    engine: EngineChoice = "auto"
+    device: DeviceChoice = "auto"
     wait: float = 0.0  # seconds to wait for another process writing the same local store
     follow_symlinks: bool = False  # follow symlinks that lead outside the source roots (default: refuse them)
 
@@ -50,28 +52,32 @@ def run_job(opts: JobOptions, progress: Progress | None = None) -> Summary:
     progress = progress or SilentProgress()
     since = Stopwatch()
     p = plan(opts.spec_path, opts.engine, opts.device)
-    paths = find_sources(opts.sources)
+    roots = [Location.of_source(s) for s in opts.sources]  # the locations, parsed once
+    paths = find_sources(roots)
+    store = Location.of_store(opts.store)
     with ExitStack() as cleanup:
-        ingest = Ingest(open_writer(opts.store, opts.branch, create=True, wait=opts.wait), p,
-                        JobInfo(kind="run", roots=opts.sources, store=opts.store), since=since)
+        ingest = Ingest(open_writer(store, opts.branch, create=True, wait=opts.wait), p,
+                        JobInfo(kind="run", roots=roots, store=store), since=since)
         cleanup.callback(ingest.close)
         processor = Processor(p, job_id=ingest.job_id)
         cleanup.callback(processor.close)
         processor.stats.seed_from(ingest.writer.recent_choices(p.fingerprint, p.model))  # the first batch's guesses
         progress.start(len(paths))
         cleanup.callback(progress.finish)
-        read = partial(read_files, max_bytes=p.spec.limits.max_file_bytes, roots=local_roots(opts.sources),
+        read = partial(read_files, max_bytes=p.spec.limits.max_file_bytes, roots=local_roots(roots),
                        follow_symlinks=opts.follow_symlinks)
         run_batches(processor, ingest, list(batched(paths, processor.batch_size)), read=read, progress=progress)
         return ingest.commit(opts.message, engine=processor)
 
 
-def find_sources(roots: Sequence[str]) -> list[Path]:
+def find_sources(roots: Sequence[Where | Location]) -> list[Path]:
     """The job's source files (:func:`~preprocess.sources.files.list_sources`); ConfigError NO_SOURCES when
     there are none: a job with nothing to do creates and commits nothing."""
-    paths = list_sources(roots)
+    locations = [Location.of_source(r) for r in roots]
+    paths = list_sources(locations)
     if not paths:
-        raise ConfigError(f"no image files in {', '.join(roots)}: nothing to do", code=ErrorCode.NO_SOURCES,
+        raise ConfigError(f"no image files in {', '.join(loc.text for loc in locations)}: nothing to do",
+                          code=ErrorCode.NO_SOURCES,
                           hint="images are found by their suffix (.jpg, .jpeg, .png, .tif, .webp, .avif, ...); "
                                "hidden files and folders (.name) are skipped; check the path")
     return paths

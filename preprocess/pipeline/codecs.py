@@ -24,12 +24,18 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+from numpy.typing import NDArray
 
 from preprocess.pipeline.formats.sniff import sniff as sniff_format
 from preprocess.rows.formats import ENCODER_OF, FORMATS, OPTIONS, Format, FormatInfo
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+type Picture = NDArray[np.uint8] | Image.Image  # HWC uint8 RGB on the host, or a PIL RGB image
 
 
 class Encode(Protocol):
@@ -161,7 +167,7 @@ def finish(encoded: Encoded, *, progressive: bool) -> bytes:
     return encoded.data
 
 
-def _as_array(pixels: Any) -> np.ndarray:
+def _as_array(pixels: Picture) -> NDArray[np.uint8]:
     """HWC uint8 RGB, C-contiguous (a PIL image or an array)."""
     return np.ascontiguousarray(np.asarray(pixels, dtype=np.uint8))
 
@@ -169,7 +175,7 @@ def _as_array(pixels: Any) -> np.ndarray:
 _SUBSAMPLING = {"444": 0, "422": 1, "420": 2}
 
 
-def encode_pillow_jpeg(image: Any, quality: int, chroma: str, *, optimize: bool = True) -> bytes:
+def encode_pillow_jpeg(image: Picture, quality: int, chroma: str, *, optimize: bool = True) -> bytes:
     """libjpeg-turbo through Pillow, baseline; ``optimize``: optimal Huffman tables (the same
     coefficients and pixels, a smaller file; not needed when :func:`finish` rewrites them anyway)."""
     from PIL import Image
@@ -180,7 +186,7 @@ def encode_pillow_jpeg(image: Any, quality: int, chroma: str, *, optimize: bool 
     return buf.getvalue()
 
 
-def encode(pixels: Any, candidate: Candidate, *, level: int | None = None, optimize: bool = True) -> bytes:
+def encode(pixels: Picture, candidate: Candidate, *, level: int | None = None, optimize: bool = True) -> bytes:
     """``pixels`` (HWC uint8 RGB, or a PIL RGB image) encoded as ``candidate`` on the CPU; ``level`` is
     the format's effort option (avif speed, webp method, jxl effort), else its default; ``optimize``:
     libjpeg's optimal Huffman tables (see :func:`encode_pillow_jpeg`)."""
@@ -208,7 +214,7 @@ def encode(pixels: Any, candidate: Candidate, *, level: int | None = None, optim
     raise ValueError(f"unknown encoder {v.encoder!r}")
 
 
-def decode_image(data: bytes, fmt: str) -> Any:
+def decode_image(data: bytes, fmt: str) -> Image.Image:
     """One of our own encoded candidates -> an RGB PIL image (no orientation, no colour management:
     candidates carry neither). JPEG through Pillow (pillow-simd's libjpeg-turbo, as the sources; no
     conversion copy when already RGB), the others through :func:`decode`."""
@@ -221,7 +227,7 @@ def decode_image(data: bytes, fmt: str) -> Any:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
-def decode(data: bytes, fmt: str) -> np.ndarray:
+def decode(data: bytes, fmt: str) -> NDArray[np.uint8]:
     """One of our own encoded candidates -> HWC uint8 RGB (see :func:`decode_image`)."""
     if fmt == "jpeg":
         return np.asarray(decode_image(data, fmt))

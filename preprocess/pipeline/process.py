@@ -30,6 +30,7 @@ from preprocess.core import errors
 from preprocess.core.codes import ErrorCode
 from preprocess.core.cpus import cpu_lanes, cpu_share
 from preprocess.core.errors import ConfigError, DeviceError, InputError, device_fault, input_error
+from preprocess.pipeline.devices import DeviceChoice, DeviceName, EngineChoice, EngineName
 from preprocess.pipeline.engines import make_engine, resolve
 from preprocess.pipeline.engines.base import Engine, SourceImage
 from preprocess.pipeline.extractor.build import BuiltModel, build
@@ -37,7 +38,7 @@ from preprocess.pipeline.extractor.manifest import Manifest, find_manifest
 from preprocess.pipeline.extractor.session import Extractor
 from preprocess.pipeline.gate import Decision, GateStats, Measure, Outcome, Priors, decide
 from preprocess.pipeline.images import probe
-from preprocess.pipeline.spec import Batch, Spec, default_spec_path, load_spec
+from preprocess.pipeline.spec import Batch, Spec, default_spec_path, find_spec, load_spec
 from preprocess.rows.schema import FailureRow, ItemRow
 from preprocess.sources.files import SourceFile
 
@@ -50,17 +51,17 @@ class Plan:
     spec_path: str
     built: BuiltModel
     fingerprint: str
-    engine: str
-    device: str
+    engine: EngineName
+    device: DeviceName
 
     @property
     def model(self) -> str:
         return self.built.manifest.name
 
 
-def plan(spec_path: str | None, engine: str = "auto", device: str = "auto") -> Plan:
+def plan(spec_path: str | None, engine: EngineChoice = "auto", device: DeviceChoice = "auto") -> Plan:
     """Validate the spec, find and build the model, resolve engine/device; raise ConfigError early."""
-    path = spec_path or str(default_spec_path())
+    path = str(find_spec(spec_path)) if spec_path else str(default_spec_path())
     spec = load_spec(path)
     manifest = _spec_model(spec.gate.model, path)
     engine_name, device_name = resolve(engine, device)
@@ -74,7 +75,7 @@ def _spec_model(model: str, spec_path: str) -> Manifest:
     try:
         return find_manifest(model)
     except ConfigError as exc:
-        if exc.code not in ("MODEL_MISSING", "MODEL_UNKNOWN"):
+        if exc.code not in (ErrorCode.MODEL_MISSING, ErrorCode.MODEL_UNKNOWN):
             raise
         where = f" (manifest: {exc.path})" if exc.path else ""
         raise ConfigError(f"gate.model = {model!r}: {exc.message}{where}", code=exc.code, path=spec_path,

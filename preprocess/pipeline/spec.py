@@ -11,8 +11,9 @@ import hashlib
 import json
 import tomllib
 import typing
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -22,6 +23,8 @@ from preprocess.pipeline.codecs import Variant, check_encode, variants
 from preprocess.rows.formats import FORMATS
 
 SPEC_FORMAT = 1
+
+type JSON = str | int | float | bool | list[JSON] | dict[str, JSON] | None  # a spec (section) as data
 
 
 class _Frozen(BaseModel):
@@ -90,17 +93,17 @@ class Encode(_Frozen):
 
     @model_validator(mode="before")
     @classmethod
-    def _defaults(cls, data: Any) -> Any:
+    def _defaults(cls, data: object) -> object:
         """Fill what the spec leaves out with the format's defaults (so equal specs compare equal)."""
         if not isinstance(data, dict):
             return data
         data = dict(data)
-        info = FORMATS.get(str(data.get("format", "jpeg")))
-        if info is None:
-            return data  # the format's Literal reports it
-        for key in ("encoders", "chroma_subsampling"):
+        for key in ("encoders", "chroma_subsampling"):  # one value, or a list of them
             if isinstance(data.get(key), str):
                 data[key] = (data[key],)
+        info = FORMATS.get(str(data.get("format", "jpeg")))
+        if info is None:
+            return data  # the format's Literal reports it (and only it)
         if not info.chroma:  # a format without chroma subsampling (jxl) ignores it, like progressive
             data.pop("chroma_subsampling", None)
         data.setdefault("encoders", (info.encoders[0].name,))
@@ -124,15 +127,15 @@ class Encode(_Frozen):
         option = FORMATS[self.format].option
         return None if option is None else getattr(self, option.name)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, JSON]:
         """The encoding as data without the options of other formats."""
         return {k: v for k, v in self.model_dump(mode="json").items()
                 if v is not None and (k != "progressive" or self.format == "jpeg")}
 
-    def decisive(self) -> dict[str, Any]:
+    def decisive(self) -> dict[str, JSON]:
         """What decides the stored bytes, canonical: the variants searched (not how they were listed),
         the stored JPEG form, the effort option."""
-        out: dict[str, Any] = {"format": self.format, "variants": [[v.encoder, v.chroma] for v in self.variants()]}
+        out: dict[str, JSON] = {"format": self.format, "variants": [[v.encoder, v.chroma] for v in self.variants()]}
         if self.format == "jpeg":
             out["progressive"] = self.progressive
         if self.level is not None:
@@ -155,9 +158,10 @@ class Quality(_Frozen):
             raise ValueError(f"quality.min ({self.min}) is above quality.max ({self.max})")
         return self
 
-    def decisive(self) -> dict[str, Any]:
+    def decisive(self) -> dict[str, JSON]:
         """What decides the choice: the qualities that may be chosen (not the unused fields of the mode)."""
-        return {"mode": self.mode, "ladder": self.ladder()}
+        ladder: list[JSON] = list(self.ladder())
+        return {"mode": self.mode, "ladder": ladder}
 
     def ladder(self) -> list[int]:
         """The qualities the adaptive search may choose, ascending; always ends at ``max``."""
@@ -181,7 +185,7 @@ class Gate(_Frozen):
     view: Literal["whole", "tiles"] = "whole"
     tiles_combine: Literal["min", "p10", "mean"] = "p10"
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, JSON]:
         """The gate as data; the tile fields only when ``view = "tiles"`` (so specs written before
         they existed keep their fingerprint and digest)."""
         data = self.model_dump(mode="json")
@@ -208,7 +212,8 @@ class Spec(_Frozen):
     batch: Batch = Batch()
     limits: Limits = Limits()
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, dict[str, JSON]]:
+        """Each section as data (what provenance records and ``preprocess tune`` writes back)."""
         return {**self.model_dump(mode="json"), "encode": self.encode.to_dict(), "gate": self.gate.to_dict()}
 
     def fingerprint(self, model_sha256: str) -> str:
@@ -246,7 +251,7 @@ def _fields_at(loc: tuple[int | str, ...]) -> set[str]:
     return {name for m in models for name in m.model_fields}
 
 
-def parse_spec(data: dict[str, Any], *, source: str = "<spec>") -> Spec:
+def parse_spec(data: Mapping[str, object], *, source: str = "<spec>") -> Spec:
     try:
         return Spec.model_validate(data)
     except ValidationError as exc:
@@ -265,13 +270,43 @@ def parse_spec(data: dict[str, Any], *, source: str = "<spec>") -> Spec:
         ) from None
 
 
-def load_spec(path: str | Path) -> Spec:
+def bundled_specs() -> list[str]:
+    """The names of the specs that ship with preprocess (``camera``, ``archive``, ...)."""
+    try:
+        return sorted(p.stem for p in bundled_dir("pipelines").glob("*.toml"))
+    except ConfigError:
+        return []
+
+
+def find_spec(path: str | Path) -> Path:
+    """The spec file ``--spec`` names: a path as given (relative to the working folder), else a bundled
+    spec by its name (``archive``, ``archive.toml``) or by its path in the source tree
+    (``pipelines/archive.toml``, from any working folder). A path that is none of these is returned
+    as given (:func:`load_spec` then says it is missing, and which specs are bundled)."""
     p = Path(path)
+    if p.exists() or p.is_absolute():
+        return p
+    parts = p.parts
+    name = p.name if len(parts) == 1 or (len(parts) == 2 and parts[0] == "pipelines") else ""
+    if name:
+        try:
+            bundled = bundled_dir("pipelines") / (name if name.endswith(".toml") else f"{name}.toml")
+        except ConfigError:
+            return p
+        if bundled.is_file():
+            return bundled
+    return p
+
+
+def load_spec(path: str | Path) -> Spec:
+    p = find_spec(path)
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
+        names = ", ".join(bundled_specs()) or "none found"
         raise NotFoundError("pipeline spec not found", code=ErrorCode.SPEC_MISSING,
-                          hint="pass --spec with a path to a .toml file", path=str(p)) from None
+                            hint=f"pass --spec a .toml file, or the name of a bundled spec: {names}",
+                            path=str(p)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read pipeline spec: {exc}", code=ErrorCode.SPEC_UNREADABLE, path=str(p)) from None
     try:

@@ -76,7 +76,7 @@ class Section(BaseModel):
 
     @model_validator(mode="wrap")
     @classmethod
-    def _tolerate(cls, data: Any, handler: ModelWrapValidatorHandler[Self], info: ValidationInfo) -> Self:
+    def _tolerate(cls, data: object, handler: ModelWrapValidatorHandler[Self], info: ValidationInfo) -> Self:
         try:
             return handler(data)
         except ValidationError:
@@ -87,7 +87,7 @@ class Section(BaseModel):
             return handler({k: v for k, v in data.items() if _valid(handler, k, v)})
 
 
-def _valid(handler: ModelWrapValidatorHandler[Any], key: Any, value: Any) -> bool:
+def _valid[S: Section](handler: ModelWrapValidatorHandler[S], key: object, value: object) -> bool:
     try:
         handler({key: value})
     except ValidationError:
@@ -152,7 +152,7 @@ class SpecInfo(Section):
     gate: GateInfo = Field(default_factory=GateInfo)
 
     @classmethod
-    def of(cls, spec: Mapping[str, Any] | None) -> SpecInfo:
+    def of(cls, spec: Mapping[str, object] | None) -> SpecInfo:
         return cls.model_validate(dict(spec or {}), context={"tolerant": True})
 
     def summary(self) -> str:
@@ -298,7 +298,7 @@ class Provenance(Section):
     def job_id(self) -> str:
         return self.preprocess.job_id
 
-    def to_metadata(self) -> dict[str, Any]:
+    def to_metadata(self) -> dict[str, object]:
         """Plain JSON for a commit's metadata (a driver's section only when it has one)."""
         out = self.model_dump(mode="json", by_alias=True)
         for name in ("watch", "ray"):
@@ -307,7 +307,7 @@ class Provenance(Section):
         return out
 
     @classmethod
-    def from_metadata(cls, metadata: Mapping[str, Any] | None) -> Provenance | None:
+    def from_metadata(cls, metadata: Mapping[str, object] | None) -> Provenance | None:
         """A commit's provenance, or None when preprocess did not make the commit (no ``preprocess``
         section: the repository's first snapshot, or someone else's commit). Never raises on what
         an older or newer version wrote: missing or malformed fields take their defaults."""

@@ -1,5 +1,5 @@
 """What the gate seeds its first guesses from: a branch's latest choices for one spec, read by the store
-(:meth:`preprocess.store.writer.DatasetWriter.recent_choices`) and given to the gate
+(:func:`preprocess.store.seed.recent_choices`, through `DatasetWriter.recent_choices`) and given to the gate
 (:meth:`preprocess.pipeline.gate.GateStats.seed_from`)."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import NDArray
 
 
 @dataclass(frozen=True, eq=False)
@@ -15,4 +16,4 @@ class Recent:
 
     qualities: tuple[int, ...] = ()
     made_by: tuple[tuple[str, str], ...] = ()  # per quality: the row's encoder (library) and chroma
-    embeddings: np.ndarray | None = None  # [N, D]: the stored images' embeddings under the job's model
+    embeddings: NDArray[np.float32] | None = None  # [N, D]: the stored images' embeddings under the job's model

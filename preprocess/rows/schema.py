@@ -22,11 +22,14 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, get_args, get_type_hints
+from typing import Annotated, Literal, get_args, get_type_hints
 
 import numpy as np
 import zarr
+from numpy.typing import NDArray
+from zarr.abc.store import Store
 from zarr.errors import GroupNotFoundError, UnstableSpecificationWarning
+from zarr.types import ArrayV3
 
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import ConfigError, InternalError, StorageError
@@ -41,7 +44,10 @@ ItemStatus = Literal["ok", "flagged", "source", "passthrough"]  # THE list of a 
 ITEM_STATUSES: frozenset[str] = frozenset(get_args(ItemStatus))
 
 Kind = Literal["bytes", "str", "int", "float"]
+type Value = builtins.bytes | str | int | float  # one row field's value, as a row holds it
+type Values = NDArray[np.generic]  # one column of rows (object for bytes, StringDType for str, ints, floats)
 Part = Literal["data", "stored", "source", "origin"]  # what a row field describes (see Col)
+_FILLS: dict[Kind, Value] = {"bytes": b"", "str": "", "int": 0, "float": float("nan")}  # a missing row's values
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+@-]{0,199}$")
 
 
@@ -60,11 +66,11 @@ class Column:
         return "float" if self.dtype.startswith("float") else "int"
 
     @property
-    def fill(self) -> Any:
-        return {"bytes": b"", "str": "", "int": 0, "float": float("nan")}[self.kind]
+    def fill(self) -> Value:
+        return _FILLS[self.kind]
 
     @property
-    def numpy_dtype(self) -> np.dtype[Any]:
+    def numpy_dtype(self) -> np.dtype[np.generic] | np.dtypes.StringDType:
         """The dtype of an in-memory column (what zarr returns when reading it)."""
         if self.kind == "bytes":
             return np.dtype(object)
@@ -72,7 +78,7 @@ class Column:
             return np.dtype(np.dtypes.StringDType())
         return np.dtype(self.dtype)
 
-    def values(self, rows: Sequence[Any]) -> np.ndarray[Any, Any]:
+    def values(self, rows: Sequence[ItemRow | FailureRow]) -> Values:
         """This column of ``rows`` as a 1-D array ready to write."""
         if self.kind == "bytes":
             out = np.empty(len(rows), dtype=object)
@@ -81,7 +87,7 @@ class Column:
             return out
         return np.array([getattr(r, self.name) for r in rows], dtype=self.numpy_dtype)
 
-    def check(self, value: Any) -> None:
+    def check(self, value: object) -> None:
         """Raise InternalError when ``value`` cannot be stored in this column (a caller bug)."""
         ok: bool
         if self.kind == "bytes":
@@ -90,11 +96,11 @@ class Column:
             ok = isinstance(value, str)
         elif self.kind == "float":
             ok = isinstance(value, (float, int, np.floating, np.integer)) and not isinstance(value, bool)
+        elif isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+            info = np.iinfo(np.dtype(self.dtype))
+            ok = info.min <= int(value) <= info.max
         else:
-            ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-            if ok:
-                info = np.iinfo(np.dtype(self.dtype))
-                ok = info.min <= int(value) <= info.max
+            ok = False
         if not ok:
             raise InternalError(f"row field {self.name}={value!r:.80} does not fit the {self.dtype} column",
                                 code=ErrorCode.STORE_ROW)
@@ -139,7 +145,7 @@ class ItemRow:
     camera_model: Annotated[str, Col("str", "source")]
     fingerprint: Annotated[str, Col("str", "origin")]  # the spec fingerprint
     job_id: Annotated[str, Col("str", "origin")]
-    embedding: np.ndarray[Any, Any] = field(repr=False)  # float32 [D], stored in items/embedding/<model>
+    embedding: NDArray[np.float32] = field(repr=False)  # float32 [D], stored in items/embedding/<model>
 
     @property
     def key(self) -> str:
@@ -166,7 +172,7 @@ class FailureRow:
         return failure_key(self.source_sha256, self.source_path, self.fingerprint, self.code)
 
 
-def columns_of(row_type: type[Any]) -> tuple[Column, ...]:
+def columns_of(row_type: type[ItemRow | FailureRow]) -> tuple[Column, ...]:
     """The columns a row dataclass declares: its fields annotated with a :class:`Col`, in order."""
     hints = get_type_hints(row_type, include_extras=True)
     out = []
@@ -206,7 +212,7 @@ def quiet() -> Iterator[None]:
         yield
 
 
-def create_column(group: zarr.Group, col: Column, rows: int) -> zarr.Array[Any]:
+def create_column(group: zarr.Group, col: Column, rows: int) -> ArrayV3:
     with quiet():
         if col.kind == "bytes":
             # One storage object (shard) per CHUNK_ROWS rows like every other array, but one inner
@@ -218,14 +224,14 @@ def create_column(group: zarr.Group, col: Column, rows: int) -> zarr.Array[Any]:
                                   fill_value=col.fill)
 
 
-def create_embedding(group: zarr.Group, model: str, rows: int, dim: int) -> zarr.Array[Any]:
+def create_embedding(group: zarr.Group, model: str, rows: int, dim: int) -> ArrayV3:
     check_model_name(model)
     with quiet():
         return group.create_array(model, shape=(rows, dim), chunks=(CHUNK_ROWS, dim), dtype="float32",
                                   fill_value=float("nan"))
 
 
-def create_layout(store: Any) -> zarr.Group:
+def create_layout(store: Store) -> zarr.Group:
     """Write the root attrs and the (empty) groups and arrays; returns the root group."""
     with quiet():
         root = zarr.group(store=store)  # may be an existing, empty root group
@@ -240,7 +246,7 @@ def create_layout(store: Any) -> zarr.Group:
     return root
 
 
-def open_layout(store: Any, *, writable: bool) -> zarr.Group | None:
+def open_layout(store: Store, *, writable: bool) -> zarr.Group | None:
     """The root group of a preprocess dataset, or None when the branch is still empty.
 
     Raises ConfigError STORE_FORMAT (a usage error, exit 2: the wrong path was given) when the
@@ -275,12 +281,12 @@ def group_rows(group: zarr.Group, columns: Sequence[Column]) -> int:
     return next(iter(lengths.values()), 0)
 
 
-def _arrays(group: zarr.Group) -> list[tuple[str, zarr.Array[Any]]]:
+def _arrays(group: zarr.Group) -> list[tuple[str, ArrayV3]]:
     with quiet():
         return list(group.arrays())
 
 
-def arrays(group: zarr.Group) -> dict[str, zarr.Array[Any]]:
+def arrays(group: zarr.Group) -> dict[str, ArrayV3]:
     return dict(_arrays(group))
 
 
@@ -294,7 +300,7 @@ def subgroup(root: zarr.Group, path: str) -> zarr.Group | None:
     return node if isinstance(node, zarr.Group) else None
 
 
-def read(arr: zarr.Array[Any], selection: Any = slice(None)) -> np.ndarray[Any, Any]:
+def read(arr: ArrayV3, selection: int | slice = slice(None)) -> Values:
     """``arr[selection]`` as a numpy array (object for bytes, StringDType for str)."""
     with quiet():
         return np.asarray(arr[selection])

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
@@ -24,12 +23,14 @@ from preprocess.core.units import size
 from preprocess.rows.provenance import SpecInfo
 from preprocess.serve import media, pages
 from preprocess.serve.catalog import Catalog
+from preprocess.store.diff import SpecBrief
+from preprocess.store.history import engine_words
 
 HERE = Path(__file__).parent
 READ_METHODS = ("GET", "HEAD")
 SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; img-src 'self'; style-src 'self'; form-action 'self'; "
-                               "base-uri 'none'; frame-ancestors 'none'",
+    "Content-Security-Policy": "default-src 'none'; img-src 'self'; style-src 'self'; script-src 'self'; "
+                               "form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
@@ -43,10 +44,16 @@ ROUTES = [
     Route("/items", pages.items_page, methods=["GET"]),
     Route("/failures", pages.failures_page, methods=["GET"]),
     Route("/diff", pages.diff_page, methods=["GET"]),
+    Route("/charts", pages.charts_page, methods=["GET"]),
+    Route("/items.zip", media.items_zip, methods=["GET"]),
+    Route("/items.csv", media.items_csv, methods=["GET"]),
+    Route("/spec.toml", media.spec, methods=["GET"]),
     Route("/snapshots/{snapshot}/items/{row:int}", pages.item_page, methods=["GET"]),
     Route("/snapshots/{snapshot}/items/{row:int}/thumb", media.thumbnail, methods=["GET"]),
     Route("/snapshots/{snapshot}/items/{row:int}/stored", media.stored, methods=["GET"]),
+    Route("/snapshots/{snapshot}/items/{row:int}/download", media.download, methods=["GET"]),
     Route("/snapshots/{snapshot}/items/{row:int}/compare/{view}", media.comparison, methods=["GET"]),
+    Route("/snapshots/{snapshot}/items/{row:int}/crop/{view}", media.crop, methods=["GET"]),
     Route("/healthz", pages.healthz, methods=["GET"]),
     Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
 ]
@@ -92,7 +99,7 @@ def create_app(cat: Catalog, *, hosts: frozenset[str] | None = None) -> ASGIApp:
     """The web UI over ``cat``; ``hosts``: accept only these Host names (None: any)."""
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.filters.update(size=size, short=lambda s: str(s or "")[:12], when=_when, sim=_sim, num=_num,
-                                 spec_summary=lambda spec: SpecInfo.of(spec).summary())
+                                 spec_summary=_spec_summary, engine=engine_words)
     templates.env.globals["statuses_help"] = STATUS_HELP
     app = Starlette(routes=ROUTES, exception_handlers={PreprocessError: _error_page, HTTPException: _http_page,
                                                        Exception: _crash_page})
@@ -135,16 +142,29 @@ async def _crash_page(request: Request, exc: Exception) -> Response:
     return _page(request, 500, internal.code, internal.one_line(), internal.hint)
 
 
+def _picture(path: str) -> bool:
+    """Whether ``path`` asks for a picture or a file (an <img> or a download shows no page)."""
+    parts = path.rstrip("/").split("/")
+    return path.startswith("/snapshots/") and len(parts) >= 6 and (
+        parts[-1] in media.PICTURES or "/".join(parts[-2:]) in media.PICTURES or parts[-2] in ("compare", "crop"))
+
+
 def _page(request: Request, status: int, code: str, message: str, hint: str) -> Response:
     templates: Jinja2Templates = request.app.state.templates
-    if request.url.path.startswith("/snapshots/") and not request.url.path.rstrip("/").split("/")[-1].isdigit():
-        return PlainTextResponse(f"error[{code}]: {message}\n", status_code=status)  # an image URL
+    if _picture(request.url.path) or request.url.path in ("/items.zip", "/items.csv", "/spec.toml"):
+        return PlainTextResponse(f"error[{code}]: {message}\n", status_code=status)  # a picture or a file
     body = templates.get_template("error.html").render(request=request, status=status, code=code, message=message,
                                                        hint=hint, store=request.app.state.catalog.location)
     return HTMLResponse(body, status_code=status)
 
 
-def _when(value: Any) -> str:
+def _spec_summary(spec: object) -> str:
+    if isinstance(spec, SpecBrief):
+        return spec.info.summary()
+    return SpecInfo.of(spec if isinstance(spec, dict) else None).summary()
+
+
+def _when(value: object) -> str:
     if isinstance(value, str):
         try:
             value = datetime.fromisoformat(value)
@@ -153,9 +173,9 @@ def _when(value: Any) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S UTC") if isinstance(value, datetime) else "-"
 
 
-def _sim(value: Any) -> str:
-    return "-" if value is None else f"{float(value):.4f}"
+def _sim(value: object) -> str:
+    return "-" if not isinstance(value, int | float) else f"{float(value):.4f}"
 
 
-def _num(value: Any) -> str:
-    return "-" if value is None else f"{int(value):,}"
+def _num(value: object) -> str:
+    return "-" if not isinstance(value, int | float) else f"{int(value):,}"

@@ -40,10 +40,11 @@ class Comparison:
     mean_abs_diff: float  # over the whole image
     scale: int  # zoom factor of the crops
     images: dict[str, bytes] = field(repr=False)  # "source" (resized), "zoom-source", "zoom-stored", "zoom-diff"
+    source: Image.Image = field(repr=False, default_factory=lambda: Image.new("RGB", (1, 1)))  # resized, for crops
 
     @property
     def nbytes(self) -> int:
-        return sum(len(b) for b in self.images.values())
+        return sum(len(b) for b in self.images.values()) + self.source.width * self.source.height * 3
 
 
 def source_bytes(path: str, sha256: str) -> bytes:
@@ -108,4 +109,4 @@ def compare(source: bytes, stored: Image.Image, *, path: str = "") -> Comparison
     images = {"source": png(resized), "zoom-source": zoom(resized), "zoom-stored": zoom(stored),
               "zoom-diff": zoom(Image.fromarray(heat(diff, DIFF_GAIN), "L"))}
     return Comparison(size=stored.size, source_size=src.size, region=region, mean_abs_diff=float(diff.mean()),
-                      scale=scale, images=images)
+                      scale=scale, images=images, source=resized.convert("RGB"))

@@ -1,29 +1,36 @@
-"""The HTML pages: refs, a ref's commits, one commit, a version's items and failures, one item,
-and the difference of two versions. Each handler reads what its page shows, through the catalog."""
+"""The HTML pages: refs, a ref's commits, one commit, a version's items and failures, one item (with
+the comparer), charts, and the difference of two versions. Each handler reads what its page shows,
+through the catalog."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
 from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from preprocess.core.codes import ErrorCode
-from preprocess.core.errors import FAILURE_HINTS, ConfigError, InputError
+from preprocess.core.errors import FAILURE_HINTS, ConfigError, InputError, NotFoundError
+from preprocess.rows.formats import FORMATS
 from preprocess.rows.schema import ITEM_STATUSES
-from preprocess.serve.catalog import Catalog
+from preprocess.serve import charts
+from preprocess.serve.catalog import Catalog, Sibling
+from preprocess.serve.comparer import SIDES, Side, Window, parse_side
 from preprocess.serve.grid import CARD_FIELDS, PER_PAGE, RANGES, SORTS, GridQuery, Page
 from preprocess.store import Ref
+from preprocess.store.cells import Record
 
 # Item fields the item page shows in its own words; any other column (a newer one) is listed as is.
 SHOWN_FIELDS = frozenset({"row", "source_path", "source_sha256", "source_format", "source_width", "source_height",
                           "source_bytes", "camera_model", "capture_time", "format", "width", "height", "bytes",
-                          "status", "quality", "probes", "similarity", "model", "fingerprint", "job_id"})
+                          "status", "quality", "probes", "similarity", "model", "fingerprint", "job_id", "encoder",
+                          "chroma"})
 LOG_PAGE = 50  # commits per page
 FAILURE_PAGE = 100  # failures per page
 DIFF_PAGE = 48  # items per kind per page
+SIBLINGS_UP_TO = 50_000  # rows: look for the same source elsewhere on the item page up to this many
+type Context = dict[str, object]
 
 
 def catalog(request: Request) -> Catalog:
@@ -31,7 +38,7 @@ def catalog(request: Request) -> Catalog:
     return cat
 
 
-def render(request: Request, name: str, status: int = 200, **context: Any) -> Response:
+def render(request: Request, name: str, status: int = 200, **context: object) -> Response:
     context.setdefault("store", catalog(request).location)
     response: Response = request.app.state.templates.TemplateResponse(request, name, context, status_code=status)
     response.headers["Cache-Control"] = "no-cache"  # branches move: always ask again
@@ -78,23 +85,28 @@ def log_page(request: Request) -> Response:
 def commit_page(request: Request) -> Response:
     cat = catalog(request)
     target = cat.resolve(request.path_params["ref"])
-    commit = cat.commit(target)
-    return render(request, "commit.html", ref=request.path_params["ref"], target=target, commit=commit,
-                  md=commit.get("metadata") or {})
+    shown = cat.commit(target)
+    return render(request, "commit.html", ref=request.path_params["ref"], target=target, shown=shown,
+                  commit=shown.commit, md=shown.commit.metadata)
+
+
+def _grid(request: Request) -> tuple[Catalog, str, Ref, GridQuery]:
+    cat = catalog(request)
+    ref = _ref(request)
+    return cat, ref, cat.resolve(ref), GridQuery.parse(request.query_params)
 
 
 def items_page(request: Request) -> Response:
-    cat = catalog(request)
-    ref = _ref(request)
-    target = cat.resolve(ref)
-    q = GridQuery.parse(request.query_params)
+    cat, ref, target, q = _grid(request)
     page = Page.of(cat.select(target.snapshot, q), q)
-    cards = cat.rows(target.snapshot, page.rows, list(CARD_FIELDS))
     ds = cat.dataset(target.snapshot)
-    return render(request, "items.html", ref=ref, target=target, q=q, page=page, cards=cards,
-                  specs=cat.specs(target), items=len(ds), failures=ds.num_failures, sorts=list(SORTS),
-                  statuses=sorted(ITEM_STATUSES), ranges=list(RANGES), per_page=PER_PAGE,
-                  query=lambda **kw: urlencode({"ref": ref}) + "&" + q.params(**kw))
+    commits = cat.added_commits(target.snapshot)
+    return render(request, "items.html", ref=ref, target=target, q=q, page=page,
+                  cards=cat.cards(target.snapshot, page.rows), specs=cat.specs(target), items=len(ds),
+                  failures=ds.num_failures, sorts=list(SORTS), statuses=sorted(ITEM_STATUSES), ranges=list(RANGES),
+                  per_page=PER_PAGE, commits=commits, formats=sorted(FORMATS), fields=CARD_FIELDS,
+                  query=lambda **kw: urlencode({"ref": ref}) + "&" + q.params(**kw),
+                  filters=urlencode({"ref": ref}) + "&" + q.params(page=1, per_page=48))
 
 
 def failures_page(request: Request) -> Response:
@@ -106,8 +118,8 @@ def failures_page(request: Request) -> Response:
     page = _page(request, pages)
     rows = cat.failures(target.snapshot, list(range((page - 1) * FAILURE_PAGE, min(total, page * FAILURE_PAGE))))
     for r in rows:
-        r["hint"] = FAILURE_HINTS.get(r["code"], "")
-        r["commit"] = cat.commit_of_job(target.snapshot, r["job_id"])
+        r["hint"] = next((hint for code, hint in FAILURE_HINTS.items() if code == r["code"]), "")
+        r["commit"] = cat.failure_added_by(target.snapshot, int(r["row"] or 0))
     return render(request, "failures.html", ref=ref, target=target, rows=rows, page=page, pages=pages, total=total,
                   query=lambda p: urlencode({"ref": ref, "page": p}))
 
@@ -117,16 +129,88 @@ def item_page(request: Request) -> Response:
     target = cat.pinned(request.path_params["snapshot"])
     row = int(request.path_params["row"])
     item = cat.item(target.snapshot, row)
-    commit_id = cat.commit_of_job(target.snapshot, str(item["job_id"]))
-    commit = cat.commit(Ref(commit_id, "snapshot", commit_id)) if commit_id else None
     comparison, unavailable = None, ""
     try:
         comparison = cat.comparison(target.snapshot, row, item)
     except (ConfigError, InputError) as exc:  # the source is gone, changed, or not an image any more
         unavailable = exc.message
-    return render(request, "item.html", target=target, row=row, item=item, commit=commit,
-                  md=(commit or {}).get("metadata") or {}, comparison=comparison, unavailable=unavailable,
-                  items=len(cat.dataset(target.snapshot)), known_fields=SHOWN_FIELDS)
+    size = (int(item["width"] or 1), int(item["height"] or 1))
+    window = Window.parse(request.query_params, size, comparison.region if comparison else None)
+    siblings = _siblings(cat, target.snapshot, row, item)
+    sides = _sides(f"/snapshots/{target.snapshot}/items/{row}", item, window, siblings,
+                   has_source=comparison is not None)
+    others = [k for k in sides if k != "stored"]  # the source, then the same source stored elsewhere
+    a = parse_side(request.query_params.get("a", ""), others[0] if others else "stored", set(sides))
+    b = parse_side(request.query_params.get("b", ""), "stored", set(sides))
+    commit = cat.added_by(target.snapshot, row)
+    return render(request, "item.html", target=target, row=row, item=item, commit=commit, md=commit.metadata,
+                  comparison=comparison, unavailable=unavailable, items=len(cat.dataset(target.snapshot)),
+                  known_fields=SHOWN_FIELDS, window=window, sides=sides, siblings=siblings,
+                  a=sides[a] if a != b else None, b=sides[b],
+                  side_choices=SIDES, size=size, cells=window.cells(size),
+                  here=lambda **kw: _item_query(request, **kw))
+
+
+def _item_query(request: Request, **changes: object) -> str:
+    params = {k: v for k, v in request.query_params.items() if k in ("a", "b", "x", "y", "side")}
+    params.update({k: str(v) for k, v in changes.items()})
+    return "?" + urlencode(params) + "#comparer"
+
+
+def _siblings(cat: Catalog, snapshot: str, row: int, item: Record) -> list[Sibling] | None:
+    """The same source elsewhere, or None when the versions are too large to look on every page view."""
+    from preprocess.store import refs
+
+    tips = [refs.branch_tip(cat.repo, b) for b in refs.branches(cat.repo)]
+    if sum(len(cat.dataset(s)) for s in {snapshot, *tips}) > SIBLINGS_UP_TO:
+        return None
+    return cat.siblings(snapshot, row, str(item["source_sha256"]))
+
+
+def _sides(base: str, item: Record, window: Window, siblings: list[Sibling] | None, *,
+           has_source: bool) -> dict[str, Side]:
+    """Every picture the comparer can show: the source (when it can be read), the stored image, and
+    the same source stored elsewhere, each a crop of the same part of the picture (``base``: the
+    item's URL)."""
+    x, y, w, h = window.x, window.y, window.width, window.height
+    box = urlencode({"x": x, "y": y, "w": w, "h": h})
+    sim = item["similarity"]
+    out: dict[str, Side] = {}
+    if has_source:
+        out["source"] = Side("source", "source", f"{base}/crop/source?{box}", w, h, None,
+                             "decoded and resized to the stored size")
+    out["stored"] = Side("stored", "stored", f"{base}/crop/stored?{box}", w, h,
+                         float(sim) if isinstance(sim, int | float) else None,
+                         f"{item['format']} q{item['quality']}, this row")
+    for s in siblings or []:
+        c = s.card
+        size = (int(item["width"] or 1), int(item["height"] or 1))
+        ox, oy, ow, oh = window.scaled(size, s.size)
+        url = f"/snapshots/{s.snapshot}/items/{s.row}/crop/stored?" + urlencode({"x": ox, "y": oy, "w": ow, "h": oh})
+        out[f"{s.snapshot}:{s.row}"] = Side(f"{s.snapshot}:{s.row}", f"{c.format} q{c.quality} ({s.where})", url,
+                                            ow, oh, c.similarity, f"spec {c.fingerprint[:8]}, row {s.row}")
+    return out
+
+
+def charts_page(request: Request) -> Response:
+    cat, ref, target, q = _grid(request)
+    rows = cat.select(target.snapshot, q)
+    hists = [charts.histogram(name, cat.column(target.snapshot, name)[rows]) for name in ("similarity", "quality",
+                                                                                          "bytes")]
+    sizes = cat.column(target.snapshot, "bytes")
+    points, held = [], 0
+    for added in cat.origins(target.snapshot).commits():
+        if not added.items and not added.failures:
+            continue
+        c = cat.commit_at(added.snapshot)
+        got = int(sizes[added.items.start:added.items.stop].sum()) if added.items else 0
+        held += got
+        points.append(charts.CommitPoint(added.snapshot, f"{c.written_at:%Y-%m-%d %H:%M} · {c.message[:60]}",
+                                         len(added.items), got, held))
+    over = charts.commit_charts(points, lambda s: "/charts?" + urlencode({"ref": ref, "commit": s}))
+    return render(request, "charts.html", ref=ref, target=target, q=q, hists=hists, over=over, total=int(rows.size),
+                  commit=cat.commit_at(q.commit) if len(q.commit) == 20 else None,
+                  items_link="/items?" + urlencode({"ref": ref}) + "&" + q.params(page=1))
 
 
 def diff_page(request: Request) -> Response:
@@ -135,12 +219,18 @@ def diff_page(request: Request) -> Response:
     if not a_name or not b_name:
         return render(request, "diff.html", names=cat.names(), a_name=a_name, b_name=b_name, d=None)
     a, b = cat.resolve(a_name), cat.resolve(b_name)
-    d = cat.diff(a, b)
-    longest = max(len(d["added"]), len(d["removed"]), len(d["changed"]))
+    view = cat.diff(a, b)
+    added, removed, pairs = view.added(), view.removed(), view.pairs()
+    longest = max(len(added), len(removed), len(view.d.changed), len(pairs))
     pages = math.ceil(longest / DIFF_PAGE)
     page = _page(request, pages)
     window = slice((page - 1) * DIFF_PAGE, page * DIFF_PAGE)
-    return render(request, "diff.html", names=cat.names(), a_name=a_name, b_name=b_name, a=a, b=b, d=d,
-                  added=d["added"][window], removed=d["removed"][window], changed=d["changed"][window],
-                  page=page, pages=pages,
-                  query=lambda p: urlencode({"a": a_name, "b": b_name, "page": p}))
+    changed = [(view.rows_a[c.item.key], view.rows_b[c.item.key], c) for c in view.d.changed[window]]
+    return render(request, "diff.html", names=cat.names(), a_name=a_name, b_name=b_name, a=a, b=b, d=view.d,
+                  added=added[window], removed=removed[window], changed=changed, pairs=pairs[window],
+                  counts={"added": len(added), "removed": len(removed), "pairs": len(pairs)},
+                  page=page, pages=pages, query=lambda p: urlencode({"a": a_name, "b": b_name, "page": p}))
+
+
+def not_found(what: str) -> NotFoundError:
+    return NotFoundError(f"no {what}", code=ErrorCode.SERVE_NOT_FOUND, hint="start from the list of branches and tags")

@@ -21,7 +21,8 @@ from pathlib import Path, PosixPath
 from preprocess.core import errors
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import InputError, NotFoundError, input_error
-from preprocess.sources.objects import is_object_url, list_objects, read_object
+from preprocess.sources.location import Location, Where, is_object_url
+from preprocess.sources.objects import list_objects, read_object
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif",
                             ".jp2", ".j2k", ".j2c", ".ppm", ".pgm", ".avif", ".jxl",
@@ -66,7 +67,7 @@ def is_candidate(p: Path) -> bool:
     return p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
 
 
-def list_sources(roots: Iterable[str | Path]) -> list[Path]:
+def list_sources(roots: Iterable[Where | Location]) -> list[Path]:
     """Every image file under the roots (recursively), sorted; a root may also be one file, or an
     ``s3://bucket/prefix`` (every object under it, as :class:`ObjectPath`).
 
@@ -79,11 +80,11 @@ def list_sources(roots: Iterable[str | Path]) -> list[Path]:
     listed.
     """
     found: set[Path] = set()
-    for root in roots:
-        if is_object_url(str(root)):  # an S3 prefix (or one object)
-            found.update(p for p in map(ObjectPath, list_objects(str(root))) if is_candidate(p))
+    for root in map(Location.of_source, roots):
+        if root.remote:  # an S3 prefix (or one object)
+            found.update(p for p in map(ObjectPath, list_objects(root)) if is_candidate(p))
             continue
-        r = Path(root)
+        r = root.local
         if r.is_file():
             found.add(Path(os.path.realpath(r.parent)) / r.name)
         elif r.is_dir():
@@ -94,20 +95,20 @@ def list_sources(roots: Iterable[str | Path]) -> list[Path]:
                     if is_candidate(p) and (p.is_file() or p.is_symlink()):
                         found.add(p)
         else:
-            raise NotFoundError("source path does not exist", code=ErrorCode.SOURCE_MISSING, path=str(r),
+            raise NotFoundError("source path does not exist", code=ErrorCode.SOURCE_MISSING, path=root.text,
                               hint="pass a folder of images or image files")
     return sorted(found)
 
 
-def local_roots(roots: Iterable[str | Path]) -> tuple[str, ...]:
+def local_roots(roots: Iterable[Where | Location]) -> tuple[str, ...]:
     """The resolved folders that symlinks may lead into: each local root folder, or the folder of a
     root that is a file (so ``run in/*.jpg`` confines links like ``run in`` does); ``s3://`` roots
     are left out."""
     out: list[str] = []
-    for root in roots:
-        r = str(root)
-        if is_object_url(r):
+    for root in map(Location.of_source, roots):
+        if root.remote:
             continue
+        r = root.text
         out.append(os.path.realpath(r if os.path.isdir(r) else os.path.dirname(os.path.abspath(r))))
     return tuple(out)
 

@@ -17,40 +17,18 @@ import configparser
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlparse
+from typing import TYPE_CHECKING
 
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import ConfigError, NotFoundError
+from preprocess.sources.location import Location, S3Location, is_object_url, parse_s3
 
-SCHEME = "s3"
+if TYPE_CHECKING:
+    from obstore.store import S3Config as ObstoreConfig
+    from obstore.store import S3Store
 
-
-def is_object_url(location: str | os.PathLike[str]) -> bool:
-    return isinstance(location, str) and location.strip().lower().startswith(f"{SCHEME}://")
-
-
-@dataclass(frozen=True)
-class S3Location:
-    bucket: str
-    prefix: str  # no leading or trailing slash; "" for the bucket root
-
-    @property
-    def url(self) -> str:
-        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
-
-    def child(self, key: str) -> str:
-        """The ``s3://`` URL of the object ``key`` (a full key in the bucket)."""
-        return f"s3://{self.bucket}/{key}"
-
-
-def parse_s3(location: str) -> S3Location:
-    """``s3://bucket/some/prefix`` -> S3Location (ConfigError STORE_URL when malformed)."""
-    url = urlparse(location.strip())
-    if url.scheme.lower() != SCHEME or not url.netloc:
-        raise ConfigError(f"not an s3://bucket/prefix URL: {location}", code=ErrorCode.STORE_URL,
-                          hint="write s3://BUCKET/PREFIX")
-    return S3Location(bucket=url.netloc, prefix=url.path.strip("/"))
+# is_object_url: also here for the faces that look for it here (serve/compare.py)
+__all__ = ["S3Config", "is_object_url", "list_objects", "object_store", "read_object", "s3_config"]
 
 
 @dataclass(frozen=True, repr=False)
@@ -66,15 +44,15 @@ class S3Config:
     def allow_http(self) -> bool:
         return bool(self.endpoint and self.endpoint.lower().startswith("http://"))
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> dict[str, str | None]:
         """What may be shown or recorded: never the keys."""
         return {"region": self.region, "endpoint": self.endpoint, "credentials": self.source}
 
     def __repr__(self) -> str:
         return f"S3Config({self.describe()})"
 
-    def obstore_config(self) -> dict[str, Any]:
-        cfg: dict[str, Any] = {}
+    def obstore_config(self) -> ObstoreConfig:
+        cfg: ObstoreConfig = {}
         if self.region:
             cfg["region"] = self.region
         if self.endpoint:
@@ -134,20 +112,24 @@ def s3_config() -> S3Config:
 # -- objects (sources) -----------------------------------------------------------------------------
 
 
-def object_store(loc: S3Location, config: S3Config | None = None) -> Any:
+def object_store(loc: S3Location, config: S3Config | None = None) -> S3Store:
     """An obstore S3Store for the bucket of ``loc`` (keys are full bucket keys)."""
     from obstore.store import S3Store
 
     cfg = config or s3_config()
-    return S3Store(loc.bucket, config=cfg.obstore_config(),  # type: ignore[arg-type]
-                   client_options={"allow_http": cfg.allow_http})
+    return S3Store(loc.bucket, config=cfg.obstore_config(), client_options={"allow_http": cfg.allow_http})
 
 
-def list_objects(location: str) -> list[str]:
-    """The ``s3://`` URLs of every object under ``location`` (a prefix, or one object's key)."""
+def list_objects(location: Location | str) -> list[str]:
+    """The ``s3://`` URLs of every object under ``location`` (a prefix, or one object's key; a string is
+    parsed as a source's location)."""
     import obstore
 
-    loc = parse_s3(location)
+    where = Location.of_source(location)
+    loc = where.object
+    if loc is None:
+        raise ConfigError(f"not an s3://bucket/prefix URL: {where.text}", code=ErrorCode.STORE_URL,
+                          hint="write s3://BUCKET/PREFIX")
     store = object_store(loc)
     prefix = loc.prefix
     found: list[str] = []
@@ -161,7 +143,7 @@ def list_objects(location: str) -> list[str]:
             except FileNotFoundError:
                 pass
     except (OSError, RuntimeError, ValueError) as exc:
-        raise NotFoundError(f"cannot list {location}: {_short(exc)}", code=ErrorCode.SOURCE_MISSING, path=location,
+        raise NotFoundError(f"cannot list {where.text}: {_short(exc)}", code=ErrorCode.SOURCE_MISSING, path=where.text,
                           hint="check the bucket name, the endpoint (AWS_ENDPOINT_URL) and the credentials") from None
     return [loc.child(k) for k in found]
 

@@ -17,14 +17,14 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import icechunk as ic
-import numpy as np
 
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import ConfigError, StorageError
 from preprocess.rows.formats import file_suffix
+from preprocess.rows.records import Plain, plain
 from preprocess.rows.schema import ITEM_COLUMNS
 from preprocess.store import refs
 from preprocess.store.reader import Dataset
@@ -43,7 +43,7 @@ class Exported:
     files: int
     bytes: int
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, str | int | dict[str, str]]:
         return dict(self.__dict__)
 
 
@@ -102,8 +102,8 @@ def export(repo: ic.Repository, out_dir: str | Path, *, ref: str = "main", fmt: 
                           hint="`preprocess log` lists the commits; export a version that has items")
     images = _prepare(Path(out_dir).expanduser().absolute())
     table = ds.items_table()
-    names: list[str] = []
-    stored_sha: list[str] = []
+    names: list[Plain] = []  # manifest columns
+    stored_sha: list[Plain] = []
     taken: set[str] = set()
     total = 0
     for i in range(len(ds)):
@@ -117,11 +117,10 @@ def export(repo: ic.Repository, out_dir: str | Path, *, ref: str = "main", fmt: 
         names.append(f"images/{name}")
         stored_sha.append(hashlib.sha256(data).hexdigest())
         total += len(data)
-    columns: dict[str, list[Any]] = {"file": names, "stored_sha256": stored_sha,
-                                     "index": list(range(len(ds)))}
+    columns: dict[str, list[Plain]] = {"file": names, "stored_sha256": stored_sha, "index": list(range(len(ds)))}
     for col in ITEM_COLUMNS:
         if col.name != "jpeg":
-            columns[col.name] = [_cell(v) for v in table[col.name]]
+            columns[col.name] = [plain(v) for v in table[col.name]]  # NaN: an empty cell
     columns["snapshot"] = [target.snapshot] * len(ds)
     out = images.parent
     manifest = out / f"manifest.{fmt}"
@@ -133,20 +132,12 @@ def export(repo: ic.Repository, out_dir: str | Path, *, ref: str = "main", fmt: 
                     bytes=total)
 
 
-def _cell(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and np.isnan(value):
-        return None
-    return value
-
-
 # A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV injection"); tab and
 # carriage return can hide one behind whitespace.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def csv_cell(value: Any) -> Any:
+def csv_cell(value: Plain) -> Plain:
     """A manifest.csv cell: a text value that a spreadsheet would run as a formula gets a leading
     single quote (``=cmd|' -c calc'!A0`` -> ``'=cmd|' -c calc'!A0``); numbers are left as they are.
     Only the CSV is neutralised: Parquet keeps every value exactly."""
@@ -157,7 +148,7 @@ def csv_cell(value: Any) -> Any:
     return value
 
 
-def _write_csv(path: Path, columns: dict[str, list[Any]]) -> None:
+def _write_csv(path: Path, columns: dict[str, list[Plain]]) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
@@ -167,17 +158,17 @@ def _write_csv(path: Path, columns: dict[str, list[Any]]) -> None:
             w.writerow([csv_cell(columns[c][i]) for c in columns])
 
 
-def _write_parquet(path: Path, columns: dict[str, list[Any]], ds: Dataset) -> None:
+def _write_parquet(path: Path, columns: dict[str, list[Plain]], ds: Dataset) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    data: dict[str, Any] = dict(columns)
+    data: dict[str, list[Plain] | pa.Array] = dict(columns)
     models = ds.models
     if models:
         emb: list[list[float] | None] = []
         by_model = {m: ds.embedding(m) for m in models}
         for i, m in enumerate(columns["model"]):
-            vec = by_model.get(m)
+            vec = by_model.get(str(m))
             emb.append(vec[i].tolist() if vec is not None else None)
         data["embedding"] = pa.array(emb, type=pa.list_(pa.float32()))
     if path.exists() or path.is_symlink():

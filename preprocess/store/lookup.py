@@ -24,24 +24,26 @@ import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
+from numpy.typing import NDArray
 
+from preprocess.rows.schema import Values
 from preprocess.sources.files import sha256_file
 
 _HEX = re.compile(r"^[0-9a-f]{8,64}$")
 _EXPORTED = re.compile(r"^(?P<sha>[0-9a-f]{16})-(?P<fp>[0-9A-Za-z]{1,64})(?:-\d+)?\.[0-9a-z]{1,8}$")
 
-type Column = np.ndarray[Any, Any]
+type Mask = NDArray[np.bool_]  # one flag per row
 
 
 class Rows(Protocol):
     """What is searched: a version's columns and stored bytes (a :class:`preprocess.store.Dataset`)."""
 
     def __len__(self) -> int: ...
-    def items_table(self, fields: Sequence[str] | None = None) -> dict[str, Column]: ...
-    def failures_table(self, fields: Sequence[str] | None = None) -> dict[str, Column]: ...
+    def items_table(self, fields: Sequence[str] | None = None) -> dict[str, Values]: ...
+    def failures_table(self, fields: Sequence[str] | None = None) -> dict[str, Values]: ...
     def jpeg(self, i: int) -> bytes: ...
 
 
@@ -101,7 +103,7 @@ def find(ds: Rows, query: str) -> Matches:
     return Matches(np.flatnonzero(hit).tolist(), np.flatnonzero(failed).tolist())
 
 
-def _by_source(q: _Query, paths: Column, shas: Column) -> Column:
+def _by_source(q: _Query, paths: Values, shas: Values) -> Mask:
     objects = np.asarray(paths, dtype=object)
     names = np.array([Path(str(p)).name for p in objects], dtype=object)
     hit = np.isin(objects, list(q.paths)) | (names == q.text)
@@ -112,11 +114,11 @@ def _by_source(q: _Query, paths: Column, shas: Column) -> Column:
     return np.asarray(hit, dtype=bool)
 
 
-def _prefix(shas: Column, prefix: str) -> Column:
+def _prefix(shas: Values, prefix: str) -> Mask:
     return np.array([str(s).startswith(prefix) for s in shas], dtype=bool)
 
 
-def _stored_is(ds: Rows, sha_prefix: str, rows: Column, n: int) -> Column:
+def _stored_is(ds: Rows, sha_prefix: str, rows: NDArray[np.intp], n: int) -> Mask:
     """Which of ``rows`` hold stored bytes whose sha256 starts with ``sha_prefix``."""
     hit = np.zeros(n, dtype=bool)
     for i in rows:

@@ -12,38 +12,47 @@ The store never decodes an image: a face that wants ``ds[i]["image"]`` passes ``
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from importlib import import_module
+from types import ModuleType
+from typing import TYPE_CHECKING, cast
 
 import icechunk as ic
 import numpy as np
-import zarr
+from numpy.typing import NDArray
+from zarr.types import ArrayV3
 
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import ConfigError, NotFoundError, StorageError, did_you_mean
 from preprocess.rows import schema
-from preprocess.rows.schema import EMBEDDING, FAILURE_COLUMNS, FAILURES, ITEM_COLUMNS, ITEMS, Column
+from preprocess.rows.records import Item, ItemRecord, StoredItem, plain
+from preprocess.rows.schema import EMBEDDING, FAILURE_COLUMNS, FAILURES, ITEM_COLUMNS, ITEMS, Column, Values
+from preprocess.sources.location import Location, Where
 from preprocess.store import lookup
+from preprocess.store.origins import origins
 from preprocess.store.refs import resolve_ref, session
 from preprocess.store.storage import open_repo
 
 if TYPE_CHECKING:
     import pandas as pd
 
-Decode = Callable[[bytes], Any]  # stored bytes -> an image (the face's choice of decoder)
+type Decode = Callable[[bytes], object]  # stored bytes -> an image (the face's choice of decoder)
+type RowNumbers = Sequence[int] | NDArray[np.integer]  # which rows (any order, repeats allowed)
 
 
 class Dataset:
     """A read-only view of one snapshot: columns, single items, failures and embeddings."""
 
-    def __init__(self, session: ic.Session, *, ref: str = "", decode: Decode | None = None) -> None:
+    def __init__(self, session: ic.Session, *, ref: str = "", decode: Decode | None = None,
+                 repo: ic.Repository | None = None) -> None:
         self._session = session
         self._decode = decode
+        self._repo = repo  # for added_by: the history the snapshot belongs to
         self.ref = ref
         self.snapshot_id: str = str(session.snapshot_id)
         root = schema.open_layout(session.store, writable=False)
-        self._items: dict[str, zarr.Array[Any]] = {}
-        self._failures: dict[str, zarr.Array[Any]] = {}
-        self._emb: dict[str, zarr.Array[Any]] = {}
+        self._items: dict[str, ArrayV3] = {}
+        self._failures: dict[str, ArrayV3] = {}
+        self._emb: dict[str, ArrayV3] = {}
         if root is not None:
             for path, target in ((ITEMS, self._items), (EMBEDDING, self._emb), (FAILURES, self._failures)):
                 group = schema.subgroup(root, path)
@@ -51,7 +60,7 @@ class Dataset:
                     target.update(schema.arrays(group))
         self._n = _rows(self._items)
         self._n_failures = _rows(self._failures)
-        self._cache: dict[str, np.ndarray[Any, Any]] | None = None
+        self._cache: dict[str, Values] | None = None
 
     def __len__(self) -> int:
         return self._n
@@ -65,62 +74,61 @@ class Dataset:
         """Embedding model name -> dimension."""
         return {m: int(a.shape[1]) for m, a in self._emb.items()}
 
-    def items_table(self, fields: Sequence[str] | None = None) -> dict[str, np.ndarray[Any, Any]]:
+    def items_table(self, fields: Sequence[str] | None = None) -> dict[str, Values]:
         """Item columns by field name. By default every field except ``jpeg`` (the image bytes:
         ask for it by name). Strings come back as numpy StringDType arrays, bytes as object arrays."""
         names = [c.name for c in ITEM_COLUMNS if c.name != "jpeg"] if fields is None else list(fields)
         return _table(self._items, ITEM_COLUMNS, names, self._n)
 
-    def failures_table(self, fields: Sequence[str] | None = None) -> dict[str, np.ndarray[Any, Any]]:
+    def failures_table(self, fields: Sequence[str] | None = None) -> dict[str, Values]:
         names = [c.name for c in FAILURE_COLUMNS] if fields is None else list(fields)
         return _table(self._failures, FAILURE_COLUMNS, names, self._n_failures)
 
-    def items_at(self, rows: Sequence[int] | np.ndarray[Any, Any],
-                 fields: Sequence[str] | None = None) -> dict[str, np.ndarray[Any, Any]]:
+    def items_at(self, rows: RowNumbers,
+                 fields: Sequence[str] | None = None) -> dict[str, Values]:
         """Like :meth:`items_table`, for the given rows only (any order, repeats allowed): reads
         only the chunks holding them (one image's bytes each for ``jpeg``), not whole columns."""
         names = [c.name for c in ITEM_COLUMNS if c.name != "jpeg"] if fields is None else list(fields)
         return _take(self._items, ITEM_COLUMNS, names, rows, self._n)
 
-    def failures_at(self, rows: Sequence[int] | np.ndarray[Any, Any],
-                    fields: Sequence[str] | None = None) -> dict[str, np.ndarray[Any, Any]]:
+    def failures_at(self, rows: RowNumbers,
+                    fields: Sequence[str] | None = None) -> dict[str, Values]:
         """Like :meth:`failures_table`, for the given rows only."""
         names = [c.name for c in FAILURE_COLUMNS] if fields is None else list(fields)
         return _take(self._failures, FAILURE_COLUMNS, names, rows, self._n_failures)
 
-    def item(self, i: int) -> dict[str, Any]:
+    def item(self, i: int) -> StoredItem:
         """Every field of item ``i`` (negative counts from the end) as Python values, with its
         ``jpeg`` bytes and its ``embedding`` (float32 [D]) under its own model."""
-        if not -self._n <= i < self._n:
-            raise IndexError(f"item {i} out of range: the dataset has {self._n} items")
-        i %= self._n
-        out: dict[str, Any] = {}
+        i = self._index(i)
+        out: dict[str, object] = {}
         for col in ITEM_COLUMNS:
             arr = self._items.get(col.name)
-            out[col.name] = _python(schema.read(arr, slice(i, i + 1))[0]) if arr is not None else col.fill
-        emb = self._emb.get(out["model"])
+            out[col.name] = plain(schema.read(arr, slice(i, i + 1))[0], keep_nan=True) if arr is not None else col.fill
+        emb = self._emb.get(str(out["model"]))
         out["embedding"] = schema.read(emb, i).astype(np.float32) if emb is not None else None
-        return out
+        return cast(StoredItem, out)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def __getitem__(self, i: int) -> Item:
         """Item ``i``: every field, its stored ``jpeg`` bytes, and ``image`` (the bytes decoded by the
         dataset's ``decode``; absent when it has none)."""
-        out = self.record(i)
+        out = cast(Item, self.record(i))
         out["jpeg"] = self.jpeg(i)
         if self._decode is not None:
             out["image"] = self._decode(out["jpeg"])
         return out
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[Item]:
         for i in range(self._n):
             yield self[i]
 
-    def record(self, i: int) -> dict[str, Any]:
+    def record(self, i: int) -> ItemRecord:
         """Item ``i``'s fields (not its bytes or embedding), from columns read once and cached."""
         i = self._index(i)
         if self._cache is None:
             self._cache = self.items_table()
-        return {name: _python(col[i]) for name, col in self._cache.items()} | {"index": i}
+        fields = {name: plain(col[i], keep_nan=True) for name, col in self._cache.items()}
+        return cast(ItemRecord, fields | {"index": i})
 
     def jpeg(self, i: int) -> bytes:
         """The stored bytes of item ``i`` (JPEG, or the source's own bytes for source/passthrough)."""
@@ -131,6 +139,16 @@ class Dataset:
         if not -self._n <= i < self._n:
             raise IndexError(f"item {i} out of range: the dataset has {self._n} items")
         return i % self._n
+
+    def added_by(self, i: int) -> str:
+        """The snapshot id of the commit that added item ``i`` (:mod:`preprocess.store.origins`: the same
+        answer as ``show --item``, the lineage API and the web UI). Needs a dataset opened from a
+        repository (:func:`open_dataset`, :func:`dataset_at`)."""
+        if self._repo is None:
+            raise ConfigError("this dataset was opened from a session, without its history",
+                              code=ErrorCode.STORE_FIELD,
+                              hint="open it with open_dataset(...) or dataset_at(repo, ...)")
+        return origins(self._repo, self.snapshot_id).item(self._index(i))
 
     def find(self, query: str) -> list[int]:
         """The item rows ``query`` names: a source path or file name, a source or stored file on disk
@@ -157,10 +175,10 @@ class Dataset:
         return pd.DataFrame({k: _series(v) for k, v in self.failures_table().items()},
                             index=pd.RangeIndex(self._n_failures, name="index"))
 
-    def _own_embeddings(self) -> list[np.ndarray[Any, Any] | None]:
+    def _own_embeddings(self) -> list[NDArray[np.float32] | None]:
         """Each item's embedding under the model that made its row (None when absent)."""
         models = self.items_table(["model"])["model"]
-        out: list[np.ndarray[Any, Any] | None] = [None] * self._n
+        out: list[NDArray[np.float32] | None] = [None] * self._n
         for name in self._emb:
             rows = np.flatnonzero(models == name)
             if rows.size:
@@ -169,7 +187,7 @@ class Dataset:
                     out[int(i)] = vectors[int(i)]
         return out
 
-    def embedding(self, model: str) -> np.ndarray[Any, Any]:
+    def embedding(self, model: str) -> NDArray[np.float32]:
         """All items' embeddings under ``model``: float32 [N, D], NaN rows for other models' items."""
         arr = self._emb.get(model)
         if arr is None:
@@ -178,7 +196,7 @@ class Dataset:
         return schema.read(arr).astype(np.float32, copy=False)
 
 
-def open_dataset(location: str, *, ref: str = "main", decode: Decode | None = None) -> Dataset:
+def open_dataset(location: Where | Location, *, ref: str = "main", decode: Decode | None = None) -> Dataset:
     """Open ``ref`` (a branch, a tag, a snapshot id or unique prefix, or ``REF~N``) of the dataset at
     ``location`` (a local path or ``s3://bucket/prefix``), read-only, pinned to that snapshot."""
     repo = open_repo(location, create=False)
@@ -189,19 +207,19 @@ def dataset_at(repo: ic.Repository, ref: str = "main", *, decode: Decode | None 
     """Like :func:`open_dataset`, for an open repository. ``ref`` is resolved once: the dataset
     reads that snapshot even if the branch moves later."""
     target = resolve_ref(repo, ref)
-    return Dataset(session(repo, target), ref=ref, decode=decode)
+    return Dataset(session(repo, target), ref=ref, decode=decode, repo=repo)
 
 
-def _pandas() -> Any:
+def _pandas() -> ModuleType:
     try:
-        import pandas
+        pandas = import_module("pandas")
     except ImportError:
         raise ConfigError("to_pandas() needs pandas, which is not installed", code=ErrorCode.PANDAS_MISSING,
                           hint="pip install 'preprocess[notebook]' (or pandas itself)") from None
     return pandas
 
 
-def _series(column: np.ndarray[Any, Any]) -> Any:
+def _series(column: Values) -> Values:
     """A column as pandas takes it: numpy's variable-width strings become Python str objects (pandas
     then gives them its ``str`` dtype)."""
     return column.astype(object) if column.dtype.kind == "T" else column
@@ -212,7 +230,7 @@ def _unknown_field(name: str, known: Sequence[str]) -> ConfigError:
                        hint=f"fields: {', '.join(known)}")
 
 
-def _rows(arrays: dict[str, zarr.Array[Any]]) -> int:
+def _rows(arrays: dict[str, ArrayV3]) -> int:
     lengths = {a.shape[0] for a in arrays.values()}
     if len(lengths) > 1:
         raise StorageError(f"dataset arrays have different lengths {sorted(lengths)}", code=ErrorCode.STORE_FORMAT,
@@ -229,24 +247,24 @@ def _fields(columns: Sequence[Column], names: Sequence[str]) -> list[Column]:
     return [known[name] for name in names]
 
 
-def _missing(col: Column, n: int) -> np.ndarray[Any, Any]:
+def _missing(col: Column, n: int) -> Values:
     """``n`` rows of a field added after this snapshot was written: its fill value."""
     return np.full(n, col.fill, dtype=col.numpy_dtype)
 
 
-def _table(arrays: dict[str, zarr.Array[Any]], columns: Sequence[Column], names: Sequence[str],
-           n: int) -> dict[str, np.ndarray[Any, Any]]:
+def _table(arrays: dict[str, ArrayV3], columns: Sequence[Column], names: Sequence[str],
+           n: int) -> dict[str, Values]:
     return {c.name: schema.read(arrays[c.name]) if c.name in arrays else _missing(c, n)
             for c in _fields(columns, names)}
 
 
-def _take(arrays: dict[str, zarr.Array[Any]], columns: Sequence[Column], names: Sequence[str],
-          rows: Sequence[int] | np.ndarray[Any, Any], n: int) -> dict[str, np.ndarray[Any, Any]]:
+def _take(arrays: dict[str, ArrayV3], columns: Sequence[Column], names: Sequence[str], rows: RowNumbers,
+          n: int) -> dict[str, Values]:
     wanted = np.asarray(rows, dtype=np.int64).reshape(-1)
     if wanted.size and (wanted.min() < 0 or wanted.max() >= n):
         raise IndexError(f"rows out of range: the table has {n} rows")
     unique, back = np.unique(wanted, return_inverse=True)  # sorted, so zarr reads each chunk once
-    out: dict[str, np.ndarray[Any, Any]] = {}
+    out: dict[str, Values] = {}
     for c in _fields(columns, names):
         arr = arrays.get(c.name)
         if arr is None:
@@ -257,9 +275,3 @@ def _take(arrays: dict[str, zarr.Array[Any]], columns: Sequence[Column], names: 
             with schema.quiet():
                 out[c.name] = np.asarray(arr.get_orthogonal_selection(unique))[back]
     return out
-
-
-def _python(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    return value

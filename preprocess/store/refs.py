@@ -8,7 +8,7 @@ no branch or tag reaches any more (after a reset, or a deleted branch or tag) st
 :func:`gc` deletes them.
 
 Deleting a branch some job may be committing to is refused: on a local store the writer lock says
-which branches its holder writes (:func:`preprocess.store.storage.lock_holder`). Object stores have
+which branches its holder writes (:func:`preprocess.store.lock.lock_holder`). Object stores have
 no lock, so there the delete goes through, and a job still writing to that branch fails at its commit
 (icechunk: the branch is gone) and commits nothing.
 
@@ -25,21 +25,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 
 import icechunk as ic
 
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import ConfigError, ConflictError, NotFoundError, did_you_mean
-from preprocess.store.storage import (
-    LOCK_FILE,
-    REFS_LOCK_FILE,
-    local_root,
-    lock_holder,
-    lock_repo,
-    storage_call,
-    storage_error,
-)
+from preprocess.store.lock import LOCK_FILE, REFS_LOCK_FILE, local_root, lock_holder, lock_repo
+from preprocess.store.storage import storage_call, storage_error
 
 RefKind = Literal["branch", "tag", "snapshot"]
 
@@ -89,7 +82,7 @@ class Reset:
     new: str
     tag: str | None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, str | None]:
         return {"branch": self.branch, "old": self.old, "new": self.new, "tag": self.tag}
 
 
@@ -102,7 +95,7 @@ class Collected:
     snapshots: list[str]  # unreachable snapshot ids older than the cutoff
     counts: dict[str, int]  # icechunk's GC summary: snapshots/manifests/chunks/... deleted, bytes
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, str | bool | int | list[str]]:
         return {"cutoff": self.cutoff.isoformat(), "dry_run": self.dry_run, "snapshots": self.snapshots,
                 **self.counts}
 

@@ -95,12 +95,13 @@ class Loader:
         self.loader = loader
         self._decoder = decoder
         if dataset.decode == "gpu" and decoder is None:
+            from preprocess.pipeline.devices import Placement
             from preprocess.pipeline.engines.dali import ImageDecoder, gpu_count
 
             if gpu_count() == 0:
                 raise ConfigError("decode='gpu' was asked for, but no CUDA device is visible", code=ErrorCode.NO_GPU,
                                   hint="decode='auto' (the GPU where there is one) or decode='cpu'")
-            self._decoder = ImageDecoder(device=f"gpu:{device_id}", max_batch=max(1, loader.batch_size or 1))
+            self._decoder = ImageDecoder(device=Placement("gpu", device_id), max_batch=max(1, loader.batch_size or 1))
         self.device = torch.device(self._decoder.device if self._decoder is not None else "cpu")
 
     def __len__(self) -> int:

@@ -22,7 +22,9 @@ import numpy.typing as npt
 
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import ConfigError
+from preprocess.core.jsonable import Json, JsonObject
 from preprocess.pipeline.codecs import Variant
+from preprocess.pipeline.devices import DeviceName, EngineName
 from preprocess.pipeline.spec import Encode, Resize, Spec, parse_spec
 from preprocess.rows.formats import FORMATS
 
@@ -33,8 +35,6 @@ Floats = npt.NDArray[np.float32]
 Ints = npt.NDArray[np.int64]
 Key = tuple[int, int, int, int]  # (coding, size, quality, image)
 Mode = Literal["search", "every-quality"]
-JsonValue = None | bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"]
-Json = dict[str, JsonValue]
 
 
 @dataclass(frozen=True)
@@ -125,8 +125,8 @@ class Sweep:
     encoded_bytes: Ints  # [coding, size, quality, image] the encoder's bytes (before Engine.finish)
     dims: Ints  # [size, image, 2] stored (width, height)
     models: list[ModelSweep]  # the spec's gate model first
-    engine: str
-    device: str
+    engine: EngineName
+    device: DeviceName
     mode: Mode = "every-quality"
     band: list[float] = field(default_factory=list)  # the similarities whose crossings the search bracketed
     gauge: str = "whole"  # the gauge (of the first model) that led the search
@@ -166,7 +166,7 @@ class Sweep:
         return found
 
 
-def _nulls(a: npt.NDArray[np.float64]) -> JsonValue:
+def _nulls(a: npt.NDArray[np.float64]) -> Json:
     """Nested lists, with null for NaN (JSON has no NaN)."""
     if a.ndim == 0:
         v = float(a)
@@ -174,7 +174,7 @@ def _nulls(a: npt.NDArray[np.float64]) -> JsonValue:
     return [_nulls(x) for x in a]
 
 
-def to_json(sweep: Sweep) -> Json:
+def to_json(sweep: Sweep) -> JsonObject:
     """The measurement: everything ``tune --from`` needs to recommend again."""
     return {
         "format": REPORT_FORMAT, "spec": sweep.spec.to_dict(), "spec_path": sweep.spec_path,
@@ -195,7 +195,7 @@ def to_json(sweep: Sweep) -> Json:
     }
 
 
-def _get[T](doc: Json, key: str, kind: type[T]) -> T:
+def _get[T](doc: JsonObject, key: str, kind: type[T]) -> T:
     value = doc.get(key)
     if not isinstance(value, kind):
         raise ConfigError(f"report.json: {key!r} is missing or not a {kind.__name__}", code=ErrorCode.TUNE_REPORT,
@@ -203,13 +203,13 @@ def _get[T](doc: Json, key: str, kind: type[T]) -> T:
     return value
 
 
-def _nan(value: JsonValue) -> object:
+def _nan(value: Json) -> object:
     if isinstance(value, list):
         return [_nan(v) for v in value]
     return np.nan if value is None else value
 
 
-def _coding(doc: Json) -> Coding:
+def _coding(doc: JsonObject) -> Coding:
     enc = Encode.model_validate(_get(doc, "encode", dict))
     found = [v for v in enc.variants() if (v.encoder, v.chroma) == (doc.get("encoder"), doc.get("chroma"))]
     if not found:
@@ -218,7 +218,7 @@ def _coding(doc: Json) -> Coding:
     return Coding(enc, found[0])
 
 
-def _model(doc: Json) -> ModelSweep:
+def _model(doc: JsonObject) -> ModelSweep:
     sims = _get(doc, "similarity", dict)
     whole = np.asarray(_nan(sims["whole"]), dtype=np.float32)
     tiles = {s: np.asarray(_nan(sims[f"tiles-{s}"]), dtype=np.float32) for s in TILE_STATS} \
@@ -229,7 +229,7 @@ def _model(doc: Json) -> ModelSweep:
                       worst_tile=np.asarray(worst, dtype=np.int32) if worst is not None else None)
 
 
-def from_json(doc: Json, path: str) -> Sweep:
+def from_json(doc: JsonObject, path: str) -> Sweep:
     """The measurement of a saved ``report.json`` (format 3): ConfigError TUNE_REPORT for anything else."""
     if doc.get("format") != REPORT_FORMAT:
         raise ConfigError(f"{path}: a report.json of format {doc.get('format')!r}, not {REPORT_FORMAT}",
@@ -248,7 +248,8 @@ def from_json(doc: Json, path: str) -> Sweep:
                  encoded_bytes=np.asarray(_get(doc, "encoded_bytes", list), dtype=np.int64),
                  dims=np.asarray(_get(doc, "stored_size", list), dtype=np.int64),
                  models=[_model(m) for m in _get(doc, "models", list) if isinstance(m, dict)],
-                 engine=_get(doc, "engine", str), device=_get(doc, "device", str),
+                 engine="dali" if doc.get("engine") == "dali" else "pillow",
+                 device="gpu" if doc.get("device") == "gpu" else "cpu",
                  mode="search" if mode == "search" else "every-quality",
                  band=[float(str(b)) for b in _get(doc, "band", list)], gauge=_get(doc, "gauge", str),
                  seconds=float(str(doc.get("seconds", 0.0))))

@@ -16,6 +16,7 @@ import numpy as np
 
 from preprocess.core.progress import Progress
 from preprocess.core.timing import Laps, Timings
+from preprocess.pipeline.batches import Embeddings, ModelBatch, similarity, split_rows
 from preprocess.pipeline.codecs import Candidate, Encoded
 from preprocess.pipeline.engines import tile_boxes
 from preprocess.pipeline.engines.base import Engine, Loaded, Prepared, SourceImage
@@ -206,9 +207,9 @@ def encode_probes(b: Batch, size: SizeBatch, probes: Sequence[Probe]) -> list[En
 
 
 def embed_probes(m: ModelUse, blobs: Sequence[Encoded], images: Sequence[Prepared],
-           views: dict[int, object]) -> tuple[np.ndarray, list[np.ndarray]]:
+                 views: dict[int, ModelBatch]) -> tuple[Embeddings, list[Embeddings]]:
     """The candidates' whole-view embeddings and, with the tile view, each one's tile embeddings (of
-    ``images``' sizes): one model call for both where the engine's batches are host arrays."""
+    ``images``' sizes): one model call for both (:meth:`ModelBatch.concat`)."""
     if not m.tiles:
         if id(m.engine) not in views:
             views[id(m.engine)] = m.engine.view(blobs)
@@ -219,19 +220,15 @@ def embed_probes(m: ModelUse, blobs: Sequence[Encoded], images: Sequence[Prepare
     for group in tile_chunks(counts):
         part = [blobs[i] for i in group]
         view, cut = m.engine.view(part), m.engine.tiles(part)
-        if isinstance(view, np.ndarray) and isinstance(cut.batch, np.ndarray):
-            emb = m.extractor.embed(np.concatenate([view, cut.batch]))
-            w, t = emb[: len(part)], emb[len(part):]
-        else:
-            w, t = m.extractor.embed(view), m.extractor.embed(cut.batch)
-        whole.append(w)
-        tiles += np.split(t, np.cumsum(cut.counts)[:-1])
+        emb = m.extractor.embed(ModelBatch.concat([view, cut.batch]))
+        whole.append(emb[: len(part)])
+        tiles += split_rows(emb[len(part):], cut.counts)
     return np.concatenate(whole), tiles
 
 
 def judge(b: Batch, size: SizeBatch, probes: Sequence[Probe], blobs: Sequence[Encoded]) -> list[float]:
     """Every model's verdict on the probes (recorded); the leading gauge's similarity of each."""
-    run, views = b.run, dict[int, object]()
+    run, views = b.run, dict[int, ModelBatch]()
     images = [size.prepared[k] for _, k, _ in probes]
     lead: list[float] = []
     for mi, m in enumerate(run.models):
@@ -239,13 +236,13 @@ def judge(b: Batch, size: SizeBatch, probes: Sequence[Probe], blobs: Sequence[En
         whole, tiles = embed_probes(m, blobs, images, views)
         run.clock("view_infer")
         refs = b.arrays[f"ref:{name}"][[size.ids[k] for _, k, _ in probes]]
-        sims = np.einsum("nd,nd->n", whole, refs)
+        sims = similarity(whole, refs)
         for p, (ci, k, rung) in enumerate(probes):
             at = (ci, size.si, rung, size.ids[k])
             b.arrays[f"whole:{name}"][at] = sims[p]
             b.stored[name][at] = whole[p]
             if m.tiles:
-                per_tile = np.einsum("nd,nd->n", tiles[p], size.tile_refs[name][k]).astype(np.float32)
+                per_tile = similarity(tiles[p], size.tile_refs[name][k])
                 for c, stat in enumerate(TILE_STATS):
                     b.arrays[f"tiles:{name}"][(c, *at)] = combine_tiles(per_tile, stat)
                 b.arrays[f"worst:{name}"][at] = int(np.argmin(per_tile))

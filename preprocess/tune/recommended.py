@@ -6,13 +6,14 @@ adaptive quality ladder, target and gate view, written as TOML that ``preprocess
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
+from preprocess.core.jsonable import Json
 from preprocess.pipeline.spec import Spec, parse_spec
 from preprocess.tune.grid import Sweep
 from preprocess.tune.recommend import Recommendation
 
 DECISION_FILE = "recommended.toml"
-TomlValue = bool | int | float | str | list["TomlValue"] | tuple["TomlValue", ...]
 
 
 def spec_file(rec: Recommendation) -> str:
@@ -43,14 +44,14 @@ def recommended_spec(sweep: Sweep, rec: Recommendation) -> Spec:
     return spec
 
 
-def _toml_value(v: TomlValue) -> str:
+def _toml_value(v: Json) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, int | float):
         return repr(v)
     if isinstance(v, str):
         return json.dumps(v)  # a TOML basic string: JSON's escapes are valid TOML
-    if isinstance(v, list | tuple):
+    if isinstance(v, Sequence):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     raise TypeError(f"cannot write {type(v).__name__} to TOML")
 

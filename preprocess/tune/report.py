@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from preprocess.core.jsonable import Json, JsonObject
 from preprocess.pipeline.spec import load_spec
 from preprocess.tune import plots
-from preprocess.tune.grid import Json, JsonValue, Sweep, to_json
+from preprocess.tune.grid import Sweep, to_json
 from preprocess.tune.recommend import PRESETS, Decision, Recommendation, Setting
 from preprocess.tune.recommended import DECISION_FILE, header, recommended_spec, spec_file, spec_toml
 from preprocess.tune.stored import DIFF_GAIN, THUMB_SIDE, StoredImage, StoredSample
@@ -53,7 +54,12 @@ svg.plot{max-width:100%;height:auto;display:block;margin:.6em 0}code{background:
 .gallery img{display:block;max-width:100%;height:auto;margin:0 auto}.gallery .flagged{outline:2px solid #D55E00}
 .crops figure{margin:.8em 0}.crops .row{display:flex;flex-wrap:wrap;gap:8px}
 .crops img{image-rendering:pixelated;border:1px solid #ccc}.crops span{display:block;font-size:12px;color:#555}
-details{margin:.8em 0}summary{cursor:pointer;font-weight:600}.wide{overflow-x:auto}#formats{font-size:13px}"""
+details{margin:.8em 0}summary{cursor:pointer;font-weight:600}.wide{overflow-x:auto}#formats{font-size:13px}
+.compare{margin:.4em 0}.compare .a{position:relative;image-rendering:pixelated;border:1px solid #ccc;
+background-repeat:no-repeat}.compare .b{position:absolute;top:0;left:0;height:100%;width:50%;min-width:6px;
+max-width:100%;overflow:hidden;resize:horizontal;border-right:2px solid #e8175d;background-repeat:no-repeat}
+.compare:has(.flick:hover) .b{width:100%;animation:flick 1.2s steps(1) infinite}@keyframes flick{50%{opacity:0}}
+.compare .flick{display:inline-block;margin-left:1em;cursor:help;text-decoration:underline dotted}"""
 
 
 def _cards(cards: Sequence[tuple[str, str]]) -> str:
@@ -120,8 +126,21 @@ def _crops(sweep: Sweep, sample: StoredSample) -> str:
                    f"{c.similarity:.4f}: the {r.width} px square at ({r.x}, {r.y}) where it changed most (mean "
                    f"|difference| {r.mean_abs_diff:.1f} of 255), shown x{zoom}")
         out.append(f'<figure class="crop-set" data-name="{html.escape(Path(c.path).name)}">'
-                   f'<figcaption>{html.escape(caption)}</figcaption><div class="row">{imgs}</div></figure>')
+                   f'<figcaption>{html.escape(caption)}</figcaption><div class="row">{imgs}</div>'
+                   f'{_comparer(item.crop.source, item.crop.stored, r.width, r.height)}</figure>')
     return f'<div class="crops" id="crops-{sample.format}">{"".join(out)}</div>'
+
+
+def _comparer(source: bytes, stored: bytes, width: int, height: int) -> str:
+    """The web UI's "Compare at 100%" without a script (the report runs none): the source and the stored
+    crop at 1:1 in one place, the stored one over the source up to a divider the reader drags (the
+    box's resize corner), flickering while the pointer rests on "flicker". Backgrounds, not <img>."""
+    size, a = f"width:{width}px;height:{height}px", _data_uri(source, "image/png")
+    return (f'<div class="compare"><div class="a" style="{size};background-image:url({a})">'
+            f'<div class="b" style="background-size:{width}px {height}px;'
+            f'background-image:url({_data_uri(stored, "image/png")})"></div></div>'
+            f'<span>compare at 100%: the stored crop over the source; drag the corner to slide</span>'
+            f'<span class="flick">flicker</span></div>')
 
 
 def _pictures(sweep: Sweep, rec: Recommendation, sample: StoredSample | None) -> str:
@@ -244,16 +263,16 @@ def render_html(sweep: Sweep, d: Decision, samples: Samples) -> str:
             f'<link rel="icon" href="data:,"><style>{_CSS}</style></head><body>{"".join(parts)}</body></html>\n')
 
 
-def _setting_json(sweep: Sweep, s: Setting | None) -> JsonValue:
+def _setting_json(sweep: Sweep, s: Setting | None) -> Json:
     if s is None:
         return None
-    out: Json = json.loads(json.dumps(asdict(s)))
+    out: JsonObject = json.loads(json.dumps(asdict(s)))
     out["choices"] = [{**asdict(c), "coding": sweep.codings[c.coding].label} for c in s.choices]
     return out
 
 
-def _rec_json(sweep: Sweep, rec: Recommendation, sample: StoredSample | None) -> Json:
-    stored: JsonValue = None
+def _rec_json(sweep: Sweep, rec: Recommendation, sample: StoredSample | None) -> JsonObject:
+    stored: Json = None
     if sample is not None:
         sp = sample.speed
         stored = {"total_bytes": sample.total_bytes, "images": len(sample.images),
@@ -274,14 +293,14 @@ def _rec_json(sweep: Sweep, rec: Recommendation, sample: StoredSample | None) ->
             "stored": stored, "spec": spec_file(rec) if rec.ok else None}
 
 
-def _brief(sweep: Sweep, s: Setting | None) -> JsonValue:
+def _brief(sweep: Sweep, s: Setting | None) -> Json:
     return None if s is None else {"format": s.format, "size": s.size, "total_bytes": s.total_bytes,
                                    "share": round(s.total_bytes / sweep.source_bytes, 6),
                                    "at_percentile": round(s.at_percentile, 6), "flagged": s.below_target,
                                    "inexact": s.inexact}
 
 
-def decision_json(sweep: Sweep, d: Decision, samples: Samples) -> Json:
+def decision_json(sweep: Sweep, d: Decision, samples: Samples) -> JsonObject:
     t = d.target
     return {"target": {"similarity": t.similarity, "percentile": t.percentile, "model": d.recs[0].model,
                        "gauge": t.gauge, "size": t.size},

@@ -23,6 +23,7 @@ import numpy as np
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import ConfigError, InputError
 from preprocess.core.progress import Progress, SilentProgress
+from preprocess.pipeline.devices import DeviceChoice, DeviceName, EngineChoice, EngineName
 from preprocess.pipeline.engines import make_engine, resolve
 from preprocess.pipeline.engines.base import Engine
 from preprocess.pipeline.extractor.build import build
@@ -47,8 +48,8 @@ class SweepOptions:
     formats: Sequence[str] = ()  # stored formats to compare (default: the spec's [encode] format only)
     tiles: bool = False  # measure the tile view with the spec's gate model
     compare_tiles: bool = False  # ... and with the compared models (slower: one embedding per tile)
-    engine: str = "auto"
-    device: str = "auto"
+    engine: EngineChoice = "auto"
+    device: DeviceChoice = "auto"
     every_quality: bool = False  # measure every rung (full curves) instead of searching the crossings
     target: float | None = None  # the asked similarity (default: the spec's gate.threshold) ...
     band: Sequence[float] = ()  # ... and the others whose crossings the search brackets (the presets')
@@ -66,7 +67,7 @@ def check_grid(sizes: Sequence[int], qualities: Sequence[int]) -> tuple[list[int
     return sorted(set(sizes), reverse=True), sorted(set(qualities))
 
 
-def _models(spec: Spec, opts: SweepOptions, engine: str, device: str) -> list[ModelUse]:
+def _models(spec: Spec, opts: SweepOptions, engine: EngineName, device: DeviceName) -> list[ModelUse]:
     manifests: list[tuple[str, Manifest]] = []
     for n in [spec.gate.model, *opts.compare]:
         m = find_manifest(n)

@@ -40,3 +40,33 @@ def test_every_store_argument_says_s3_works() -> None:
         assert "(a local path)" not in store.help
     run_store = next(p for p in commands()["run"].params if p.name == "store")
     assert "s3://" in run_store.help
+
+
+def test_help_keeps_paragraphs_whole_and_shows_no_type_for_flags() -> None:
+    """issue 23, bug 10: typer kept the docstrings' hard line breaks, so help was wrapped again
+    mid-sentence; and flags read ``--json <bool>`` as if they took a value."""
+    import os
+    import subprocess
+    import sys
+
+    def help_of(name: str, columns: int) -> str:
+        env = {**os.environ, "COLUMNS": str(columns), "TERM": "dumb", "NO_COLOR": "1"}
+        return subprocess.run([sys.executable, "-m", "preprocess", name, "--help"], env=env, capture_output=True,
+                              text=True, check=True).stdout
+
+    wide = help_of("watch", 250)
+    assert "exits 0 (twice: 130). A full disk is retried (/readyz says why). Exit 2:" in wide
+    for name in ("log", "ls", "run"):
+        shown = help_of(name, 80)
+        assert "<bool>" not in shown and "--json" in shown, name
+
+
+def test_errors_under_json_are_json_documents_too() -> None:
+    import json
+
+    r = CliRunner().invoke(app, ["log", "/nonexistent/store", "--json"])
+    assert r.exit_code == 2
+    doc = json.loads(r.stdout)
+    assert doc["version"] == 1 and doc["command"] == "log" and "result" not in doc
+    assert doc["error"]["code"] == "STORE_MISSING" and doc["error"]["exit_code"] == 2 and doc["error"]["hint"]
+    assert r.stderr.startswith("error[STORE_MISSING]")  # the line a person reads, as without --json

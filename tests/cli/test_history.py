@@ -35,7 +35,8 @@ def test_every_json_output_is_the_same_bytes_twice(hist: Hist, tmp_path: Path) -
         first, second = cli(*args, "--json"), cli(*args, "--json")
         assert first.exit_code == 0, (args, first.output)
         assert first.stdout == second.stdout, args
-        json.loads(first.stdout)
+        doc = json.loads(first.stdout)
+        assert doc["version"] == 1 and doc["command"].split()[0] == args[0] and "error" not in doc, args
     # what writes: the same command on two identical copies prints the same bytes
     copies = [tmp_path / "a" / "c.icechunk", tmp_path / "b" / "c.icechunk"]
     for c in copies:
@@ -71,18 +72,18 @@ def test_branch_and_tag_list_create_and_delete(hist: Hist, tmp_path: Path) -> No
     copy = tmp_path / "c.icechunk"
     shutil.copytree(hist.store, copy)
     s = str(copy)
-    listed = json.loads(cli("branch", s, "--json").stdout)
+    listed = json.loads(cli("branch", s, "--json").stdout)["branches"]
     assert [(b["name"], b["snapshot"]) for b in listed] == [
         ("again", hist.again.snapshot), ("low-q", hist.lowq.snapshot), ("main", hist.main2.snapshot)]
     assert listed[2]["message"] == "second" and listed[2]["kind"] == "branch" and listed[2]["written_at"]
     table = cli("branch", s).stdout
     assert all(name in table for name in ("again", "low-q", "main", "second"))
     assert cli("tag", s, "v0", "main~1").exit_code == 0
-    assert [t["name"] for t in json.loads(cli("tag", s, "--json").stdout)] == ["v0", "v1"]
+    assert [t["name"] for t in json.loads(cli("tag", s, "--json").stdout)["tags"]] == ["v0", "v1"]
     r = cli("branch", s, "--delete", "low-q")
     assert r.exit_code == 0 and hist.lowq.snapshot in r.stdout
     assert cli("tag", s, "-d", "v0").exit_code == 0
-    assert [b["name"] for b in json.loads(cli("branch", s, "--json").stdout)] == ["again", "main"]
+    assert [b["name"] for b in json.loads(cli("branch", s, "--json").stdout)["branches"]] == ["again", "main"]
     for args, code, exit_code in ((("branch", s, "--delete", "main"), "BRANCH_MAIN", 2),
                                   (("branch", s, "--delete", "mian"), "BRANCH_MISSING", 2),
                                   (("tag", s, "--delete", "v0"), "TAG_MISSING", 2),
@@ -96,8 +97,8 @@ def test_log_takes_a_ref_as_argument_or_option(hist: Hist) -> None:
     s = str(hist.store)
     by_arg, by_opt = cli("log", s, "low-q", "--json"), cli("log", s, "--branch", "low-q", "--json")
     assert by_arg.exit_code == 0 and by_arg.stdout == by_opt.stdout
-    assert [c["id"] for c in json.loads(by_arg.stdout)] == [hist.lowq.snapshot, hist.v1.snapshot]
-    assert [c["id"] for c in json.loads(cli("log", s, "main~1", "--json").stdout)] == [hist.v1.snapshot]
+    assert [c["id"] for c in json.loads(by_arg.stdout)["commits"]] == [hist.lowq.snapshot, hist.v1.snapshot]
+    assert [c["id"] for c in json.loads(cli("log", s, "main~1", "--json").stdout)["commits"]] == [hist.v1.snapshot]
     r = cli("export", s, "/nonexistent-parent/x", "--ref", "mian~1")
     assert r.exit_code == 2 and "did you mean 'main'?" in r.stderr
 
@@ -130,3 +131,21 @@ def test_a_store_that_is_not_a_dataset_is_a_usage_error_for_every_command(
                               timeout=120, check=False)
         assert proc.returncode == 2 and "\nerror[STORE_FOREIGN]" in f"\n{proc.stderr}", (args, proc.stderr)
     assert (sorted(os.listdir(store)) if store.is_dir() else store.read_text()) == before
+
+
+def test_a_negative_limit_is_an_error_not_fewer_commits(hist: Hist) -> None:
+    """issue 23, bug 2: ``--limit -1`` silently dropped the oldest commit."""
+    for limit in ("-1", "-2"):
+        r = cli("log", str(hist.store), "--limit", limit)
+        assert r.exit_code == 2 and r.stderr.startswith("error[CLI_USAGE]") and "--limit" in r.stderr
+    assert len(json.loads(cli("log", str(hist.store), "--limit", "1", "--json").stdout)["commits"]) == 1
+
+
+def test_the_log_of_the_first_snapshot_says_what_it_is(hist: Hist) -> None:
+    """issue 23, bug 3: ``log S main~2`` at the repository's first snapshot printed an empty table and
+    "no commits yet" (the dataset has commits), the message broken mid-command."""
+    r = cli("log", str(hist.store), "main~2")
+    assert r.exit_code == 0 and "snapshot" not in r.stdout  # no empty table
+    assert "first snapshot" in r.stderr and "no commits yet" not in r.stderr
+    assert r.stderr.strip().count("\n") == 0  # one line, however narrow the terminal
+    assert json.loads(cli("log", str(hist.store), "main~2", "--json").stdout)["commits"] == []

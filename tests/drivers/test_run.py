@@ -236,20 +236,20 @@ def test_a_device_failure_stops_the_job_with_nothing_committed(tmp_path: Path, s
 
     from preprocess.cli import app
     from preprocess.core.errors import DeviceError
-    from preprocess.pipeline.engines.dali import _Pipe
+    from preprocess.pipeline.engines.dali.graph import Pipe
 
     store = tmp_path / "s.icechunk"
-    real, calls = _Pipe.run, [0]
+    real, calls = Pipe.run, [0]
 
     # Test double: no GPU here to fault; DALI's pipeline raises what a sticky CUDA error looks like, on the
     # second call (after some images were decoded), as a GPU that fails mid-job would.
-    def faulty(self: _Pipe, feeds: dict[str, object]) -> object:
+    def faulty(self: Pipe, feeds: dict[str, object]) -> object:
         calls[0] += 1
         if calls[0] >= 2:
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
         return real(self, feeds)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(_Pipe, "run", faulty)
+    monkeypatch.setattr(Pipe, "run", faulty)
     with pytest.raises(DeviceError) as err:
         run_job(JobOptions(sources=[str(sample_dir)], store=str(store), engine="dali", device="cpu"))
     assert err.value.code == "DEVICE_FAULT"
@@ -260,8 +260,9 @@ def test_a_device_failure_stops_the_job_with_nothing_committed(tmp_path: Path, s
                                    "--device", "cpu", "--json"])
     assert got.exit_code == 6, got.output
     assert "error[DEVICE_FAULT]" in got.output and "nothing was committed" in got.output
-    assert "{" not in got.stdout  # no summary: the job did not finish
-    monkeypatch.setattr(_Pipe, "run", real)
+    doc = json.loads(got.stdout)  # under --json: the error as a document (docs/json.md), no summary
+    assert doc["error"]["code"] == "DEVICE_FAULT" and "stored" not in doc
+    monkeypatch.setattr(Pipe, "run", real)
     summary = run_job(JobOptions(sources=[str(sample_dir)], store=str(store), engine="dali", device="cpu"))
     assert summary.stored == len(list(sample_dir.iterdir())) and summary.failed == 0  # the rerun does it all
 

@@ -6,6 +6,7 @@ rerun completes. Real subprocesses, real photos, a real filesystem that fills up
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -58,7 +59,8 @@ def test_a_full_disk_is_one_error_line_exit_5_and_the_rerun_completes(tmp_path: 
         full = run(tmp_path / "src", "--store", store, "--spec", tiny)
         assert full.returncode == 5, full.stderr
         assert len(error_lines(full.stderr)) == 1 and full.stderr.startswith("error[STORE_FULL]: "), full.stderr
-        assert "hint: free space" in full.stderr and full.stdout == ""
+        assert "hint: free space" in full.stderr
+        assert json.loads(full.stdout)["error"]["code"] == "STORE_FULL"  # --json: the error document, no summary
         assert len(full.stderr.splitlines()) == 2  # the error and its hint: nothing else
         n, _, head = rows(store)
         assert n == n_first == 2 and head == committed  # at its last commit

@@ -1,6 +1,6 @@
 """The quality search on its own (pure: a similarity curve stands in for encode + model).
 
-The real gate runs this same ``_Search`` over measured similarities (tests/drivers/test_run.py checks
+The real gate runs this same ``Search`` over measured similarities (tests/drivers/test_run.py checks
 those end to end); here curves of every shape check the search's invariants.
 """
 
@@ -13,15 +13,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from preprocess.pipeline.gate import DEFICIT_SLOPE, SETTLE, _Search
+from preprocess.pipeline.gate import DEFICIT_SLOPE, SETTLE, Search
 from preprocess.pipeline.spec import Quality
 
 LADDER = Quality(min=30, max=95, step=5).ladder()  # 30, 35, ..., 95: the grid the curves below were measured on
 T = 0.99
 
 
-def run(curve: list[float], guess: int | None, ladder: list[int] = LADDER) -> tuple[_Search, list[int]]:
-    s = _Search(lo=0, hi=len(ladder) - 1)
+def run(curve: list[float], guess: int | None, ladder: list[int] = LADDER) -> tuple[Search, list[int]]:
+    s = Search(lo=0, hi=len(ladder) - 1)
     probed: list[int] = []
     while (r := s.next_probe(guess, ladder, T)) is not None:
         assert r not in probed, f"rung {r} probed twice"
@@ -105,7 +105,7 @@ MEASURED = {name: [v / 1e4 for v in curve] for name, curve in MEASURED_E4.items(
 
 def bisection(curve: list[float], guess: int | None) -> tuple[int | None, int]:
     """The search this one replaced: the guess, then midpoints."""
-    s = _Search(lo=0, hi=len(LADDER) - 1)
+    s = Search(lo=0, hi=len(LADDER) - 1)
     n = 0
     while s.lo <= s.hi:
         r = guess if guess is not None and not s.tried and s.lo <= guess <= s.hi else (s.lo + s.hi) // 2
@@ -128,11 +128,11 @@ def test_on_measured_curves_it_takes_fewer_probes_than_bisection() -> None:
 
 def test_a_pass_just_above_the_threshold_settles_the_search() -> None:
     ladder = list(range(5, 96, 2))
-    s = _Search(lo=0, hi=len(ladder) - 1)
+    s = Search(lo=0, hi=len(ladder) - 1)
     s.update(10, T + SETTLE / 2, T, ladder)  # passes, but only just
     assert s.next_probe(None, ladder, T, settle=SETTLE) is None  # the rung below would fail: done
     assert s.next_probe(None, ladder, T, settle=0.0) is not None  # without settling it looks below
-    s2 = _Search(lo=0, hi=len(ladder) - 1)
+    s2 = Search(lo=0, hi=len(ladder) - 1)
     s2.update(10, T + 3 * SETTLE, T, ladder)  # a clear pass keeps looking below
     assert s2.next_probe(None, ladder, T, settle=SETTLE) is not None
 
@@ -141,18 +141,18 @@ def test_failures_on_a_flattening_curve_take_longer_strides() -> None:
     """Two failures 4+ points apart whose deficit fell less than the prior slope says: the next probe
     extrapolates with their (flatter) secant, so it lands further up instead of creeping."""
     ladder = list(range(5, 96, 2))
-    s = _Search(lo=0, hi=len(ladder) - 1)
+    s = Search(lo=0, hi=len(ladder) - 1)
     s.update(ladder.index(15), 0.960, T, ladder)
     s.update(ladder.index(33), 0.970, T, ladder)  # 18 points up, the deficit fell only a little
-    prior = _Search(lo=s.lo, hi=s.hi, tried={33: 0.970})  # the same failure, seen alone
+    prior = Search(lo=s.lo, hi=s.hi, tried={33: 0.970})  # the same failure, seen alone
     assert s.next_probe(None, ladder, T) > prior.next_probe(None, ladder, T)  # type: ignore[operator]
 
 
 def test_a_search_measures_its_slope_over_every_rung() -> None:
-    s = _Search(lo=0, hi=10, tried={20: 0.99, 30: 0.999, 40: 0.9999})  # one decade per 10 points
+    s = Search(lo=0, hi=10, tried={20: 0.99, 30: 0.999, 40: 0.9999})  # one decade per 10 points
     assert s.slope() == pytest.approx(0.1)
-    assert _Search(lo=0, hi=10, tried={20: 0.99}).slope() is None  # one rung: no slope
-    assert _Search(lo=0, hi=10, tried={20: 0.99, 22: 0.999}).slope() is None  # too close to tell
+    assert Search(lo=0, hi=10, tried={20: 0.99}).slope() is None  # one rung: no slope
+    assert Search(lo=0, hi=10, tried={20: 0.99, 22: 0.999}).slope() is None  # too close to tell
 
 
 def test_priors_are_per_variant_medians_over_a_window() -> None:

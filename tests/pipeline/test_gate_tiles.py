@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from preprocess.pipeline.codecs import Encoded
+from preprocess.pipeline.devices import EngineName
 from preprocess.pipeline.engines import make_engine, tile_boxes
 from preprocess.pipeline.engines.base import SourceImage
 from preprocess.pipeline.extractor.build import build
@@ -61,7 +62,8 @@ def test_combine_tiles() -> None:
 
 
 @pytest.mark.parametrize("engine_name", ["pillow", "dali"])
-def test_the_gate_searches_on_tiles(engine_name: str, camera_photos: list[Path], small_photos: list[Path]) -> None:
+def test_the_gate_searches_on_tiles(engine_name: EngineName, camera_photos: list[Path],
+                                    small_photos: list[Path]) -> None:
     manifest = find_manifest("mobilenetv2-imagenet")
     extractor = Extractor(build(manifest))
     engine = make_engine(engine_name, "cpu", encode=Encode(), view=manifest.input, max_batch=8)

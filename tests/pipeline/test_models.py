@@ -11,6 +11,7 @@ import pytest
 
 from preprocess.core.errors import ConfigError
 from preprocess.drivers.run import JobOptions, run_job
+from preprocess.pipeline.batches import ModelBatch
 from preprocess.pipeline.extractor.build import build
 from preprocess.pipeline.extractor.manifest import find_manifest, list_manifests, load_manifest
 from preprocess.pipeline.extractor.session import Extractor
@@ -26,7 +27,7 @@ def test_default_model_is_built_from_shipped_weights_and_embeds() -> None:
     assert built.path.is_file() and sha256_file(built.path) == built.onnx_sha256
     ex = Extractor(built)
     x = np.random.default_rng(0).normal(size=(3, 3, 224, 224)).astype(np.float32)
-    e = ex.embed(x)
+    e = ex.embed(ModelBatch(x, "NCHW"))
     assert e.shape == (3, 1280)
     assert np.allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
     assert "mobilenetv2-imagenet" in {mm.name for mm in list_manifests()}

@@ -201,3 +201,33 @@ def test_a_missing_model_names_the_spec_file_and_the_field(tmp_path: Path) -> No
     with pytest.raises(ConfigError) as e:
         plan(str(spec), engine="pillow", device="cpu")
     assert e.value.code == "MODEL_UNKNOWN" and e.value.path == str(spec) and "gate.model" in e.value.message
+
+
+def test_an_unknown_format_is_the_only_error_of_its_section(tmp_path: Path) -> None:
+    """issue 23, bug 7: a spec copied from camera.toml with ``format = "png"`` (its chroma and encoder
+    written as one value each) also reported ``encode.chroma_subsampling`` and ``encode.encoders``."""
+    p = tmp_path / "png.toml"
+    p.write_text('[encode]\nformat = "png"\nencoders = "jpegli"\nchroma_subsampling = "420"\n')
+    with pytest.raises(ConfigError) as e:
+        load_spec(p)
+    assert "encode.format" in e.value.message
+    assert "chroma_subsampling" not in e.value.message and "encoders" not in e.value.message
+
+
+def test_bundled_specs_are_found_by_name_or_their_path_from_anywhere(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """issue 23, bug 8: ``--spec pipelines/archive.toml`` worked only from the repository's root, and
+    ``--spec archive`` was refused with a hint that did not list the bundled specs."""
+    from preprocess.pipeline.spec import bundled_specs, find_spec
+
+    monkeypatch.chdir(tmp_path)
+    archive = default_spec_path().parent / "archive.toml"
+    for name in ("archive", "archive.toml", "pipelines/archive.toml"):
+        assert find_spec(name) == archive, name
+        assert load_spec(name) == load_spec(archive), name
+    (tmp_path / "archive.toml").write_text('[pipeline]\nname = "mine"\n')  # a file by that name wins
+    assert load_spec("archive.toml").pipeline.name == "mine"
+    assert {"camera", "archive", "avif", "gpu"} <= set(bundled_specs())
+    with pytest.raises(ConfigError) as e:
+        load_spec("archiv")
+    assert e.value.code == "SPEC_MISSING" and "archive" in e.value.hint and "camera" in e.value.hint

@@ -41,7 +41,7 @@ def test_reading_is_tolerant_of_old_new_and_damaged_commits() -> None:
     assert p.counts == Counts() and p.inputs.count == 0 and p.inputs.branch == "main"
     assert p.machine.host == "" and p.software == {}
     assert p.ray is not None and p.ray.actors == 2 and p.ray.engines[0].engine == "dali"
-    out = p.to_metadata()
+    out: dict[str, Any] = p.to_metadata()  # nested plain JSON
     assert out["inputs"]["added_later"] == [1, 2] and out["newer_section"] == {"x": 1}  # unknown fields are kept
     assert out["ray"]["engines"][0]["gpu"] == "H200"
 

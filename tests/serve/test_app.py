@@ -39,7 +39,11 @@ def pages(served: Served) -> list[str]:
             "/failures?ref=main", "/diff", "/diff?a=main&b=low-q", "/diff?a=v1&b=main",
             f"/snapshots/{snap}/items/0", f"/snapshots/{snap}/items/0/thumb", f"/snapshots/{snap}/items/0/stored",
             f"/snapshots/{snap}/items/0/compare/source", f"/snapshots/{snap}/items/0/compare/zoom-diff",
-            "/healthz", "/static/style.css", "/static/favicon.svg"]
+            f"/snapshots/{snap}/items/0/crop/source", f"/snapshots/{snap}/items/0/crop/stored?x=8&y=8&w=32&h=32",
+            f"/snapshots/{snap}/items/0/download", f"/snapshots/{snap}/items/0?side=128&b=source&a=stored",
+            "/charts?ref=main", f"/charts?ref=main&commit={snap}", "/items?ref=main&q=fruits&where=quality+%3E%3D+30",
+            "/items.csv?ref=main", "/items.zip?ref=low-q&status=ok", "/spec.toml?ref=v1",
+            "/healthz", "/static/style.css", "/static/favicon.svg", "/static/compare.js"]
 
 
 def test_every_page_answers_and_says_what_the_store_holds(client: TestClient, served: Served) -> None:
@@ -73,7 +77,7 @@ def test_the_items_grid_sorts_filters_and_pages_by_the_columns(client: TestClien
     only = client.get(f"/items?ref=low-q&spec={fp}&quality_min=40&quality_max=40").text
     assert only.count('class="card"') == int(np.sum(t["fingerprint"] == fp)) == 8
     low = client.get("/items?ref=low-q&similarity_max=0.99").text
-    assert low.count('class="card"') == int(np.sum(t["similarity"] <= 0.99))
+    assert low.count('class="card"') == int(np.sum(t["similarity"].astype(np.float64) <= 0.99))
     paged = client.get("/items?ref=low-q&per_page=24&page=1").text
     assert paged.count('class="card"') == 13 and "page 1 of" not in paged
 

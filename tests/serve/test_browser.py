@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from preprocess.serve import Catalog
+from preprocess.store import open_dataset
 from tests.serve.conftest import GONE, Served, live_server
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -148,8 +149,10 @@ def test_an_item_whose_source_is_gone_says_so(page: Any, base_url: str, served: 
     assert len(loaded_images(page)) == 8
     page.click(f"#grid a.card[href] >> text={GONE}")
     assert "not readable here" in page.inner_text("#no-source")
-    images = {src.rsplit("/", 1)[-1]: w for src, w, _ in loaded_images(page)}
-    assert images == {"stored": images["stored"]} and images["stored"] > 0
+    images = {src: w for src, w, _ in loaded_images(page)}
+    assert not [src for src in images if "/compare/" in src or "/crop/source" in src]  # nothing of the source
+    stored = [w for src, w in images.items() if src.endswith("/stored")]
+    assert stored and stored[0] > 0
     assert page.problems == []
 
 
@@ -162,12 +165,15 @@ def test_comparing_two_versions_shows_what_was_added_and_removed(page: Any, base
     counts = page.inner_text("#counts")
     # low-q = v1's five items + all eight photos at q40 (another spec: other items); main = v1 + three
     assert "+8 added, −3 removed, 0 changed, 5 unchanged" in counts
-    assert page.locator("#added a.card").count() == 8 and page.locator("#removed a.card").count() == 3
+    # issue 23: the three sources main stored with its spec are in low-q under the q40 spec: pairs, side by side
+    assert "3 stored under another spec, +5 new sources, −0 sources gone" in page.inner_text("#pair-counts")
+    assert page.locator("#pairs tbody tr").count() == 3
+    assert page.locator("#added a.card").count() == 5 and page.locator("#removed a.card").count() == 0
     assert "low-q40" in page.inner_text("#summary")
     thumbs = loaded_images(page)
-    assert len(thumbs) == 11 and all(w > 0 for _, w, _ in thumbs)
+    assert len(thumbs) == 5 + 2 * 3 and all(w > 0 for _, w, _ in thumbs)
     shot(page, "diff")
-    page.locator("#removed a.card").first.click()
+    page.locator("#pairs tbody tr a").first.click()
     assert "/snapshots/" in page.url and page.inner_text("#name")
     assert page.problems == []
 
@@ -177,3 +183,84 @@ def test_a_bad_ref_is_a_404_page_with_the_clis_hint(page: Any, base_url: str) ->
     assert response.status == 404
     assert "REF_MISSING" in page.inner_text("#error")
     assert "branches: low-q, main" in page.inner_text("#hint")
+
+
+# -- issue 23: compare at 100%, search and filter, charts -------------------------------------------------
+
+NATURAL = "e => [e.naturalWidth, e.naturalHeight, e.clientWidth, e.clientHeight, e.complete]"
+
+
+def test_the_comparer_shows_two_images_at_1_to_1_and_moves(page: Any, base_url: str, served: Served) -> None:
+    page.goto(f"{base_url}/snapshots/{served.first.snapshot}/items/0?side=256")
+    page.wait_for_load_state("networkidle")
+    for view in ("#view-a", "#view-b"):
+        nw, nh, cw, ch, done = page.eval_on_selector(view, NATURAL)
+        assert done and nw > 0 and (nw, nh) == (cw, ch), (view, nw, nh, cw, ch)  # one stored pixel, one screen pixel
+    assert page.is_visible("#comparer .modes")  # the script runs (the CSP allows this server's scripts only)
+    shot(page, "compare-side")
+
+    page.click("#comparer .modes button[data-mode=slider]")
+    assert page.get_attribute("#comparer", "data-mode") == "slider"
+    a_box, b_box = page.locator("#view-a").bounding_box(), page.locator("#view-b").bounding_box()
+    assert a_box == b_box  # stacked: pixel over pixel
+    clip = page.eval_on_selector("#view-b", "e => getComputedStyle(e).clipPath")
+    assert clip == "inset(0px 0px 0px 50%)"
+    page.focus("#split")
+    for _ in range(20):
+        page.keyboard.press("ArrowLeft")
+    assert page.eval_on_selector("#view-b", "e => getComputedStyle(e).clipPath") == "inset(0px 0px 0px 30%)"
+    x, y, w, h = b_box["x"], b_box["y"], b_box["width"], b_box["height"]
+    page.mouse.move(x + w * 0.5, y + h / 2)
+    page.mouse.down()
+    page.mouse.move(x + w * 0.8, y + h / 2, steps=4)
+    page.mouse.up()
+    dragged = page.eval_on_selector("#view-b", "e => getComputedStyle(e).clipPath")
+    assert dragged.startswith(("inset(0px 0px 0px 8", "inset(0px 0px 0px 7")), dragged
+    shot(page, "compare-slider")
+
+    page.click("#comparer .modes button[data-mode=flicker]")
+    seen = set()
+    for _ in range(12):
+        seen.add(page.eval_on_selector("#view-b", "e => getComputedStyle(e.parentElement).visibility"))
+        page.wait_for_timeout(150)
+    assert seen == {"visible", "hidden"}  # it flickers between the two
+    page.click("#comparer .modes button[data-mode=side]")
+    assert page.eval_on_selector("#view-b", "e => getComputedStyle(e).clipPath") == "none"
+    assert page.problems == []
+
+
+def test_a_search_by_file_name_and_a_filter_by_commit_return_the_right_rows(page: Any, base_url: str,
+                                                                             served: Served) -> None:
+    ds = open_dataset(str(served.store), ref="main")
+    names = [Path(str(p)).name for p in ds.items_table(["source_path"])["source_path"]]
+    page.goto(base_url + "/items?ref=main")
+    page.fill("#search", "fruit")
+    page.click("#apply")
+    assert "q=fruit" in page.url
+    assert page.locator("#grid a.card .name").all_inner_texts() == ["fruits.jpg"]
+    shot(page, "search")
+
+    page.goto(base_url + "/items?ref=main")
+    page.select_option("#commit", str(served.second.snapshot))
+    page.click("#apply")
+    shown = sorted(page.locator("#grid a.card .name").all_inner_texts())
+    added = sorted(names[i] for i in range(len(ds)) if ds.added_by(i) == served.second.snapshot)
+    assert shown == added and len(shown) == 3
+    assert str(served.second.snapshot) in page.inner_text("#where")
+    href = page.get_attribute("#download-zip", "href")
+    assert href is not None and f"commit={served.second.snapshot}" in href
+    assert page.problems == []
+
+
+def test_a_histogram_page_renders(page: Any, base_url: str) -> None:
+    page.goto(base_url + "/charts?ref=main")
+    for name in ("similarity", "quality", "bytes"):
+        bars = page.locator(f"#hist-{name} rect.bar")
+        assert bars.count() >= 1
+        heights = [b["height"] for b in (bars.nth(i).bounding_box() for i in range(bars.count())) if b]
+        assert max(heights) > 50, name  # the tallest bar fills most of the plot
+    assert page.locator("#over-commits svg").count() == 3
+    shot(page, "charts")
+    page.locator("#over-commits a").first.click()
+    assert "commit=" in page.url and page.locator("#hist-bytes rect.bar").count() >= 1
+    assert page.problems == []

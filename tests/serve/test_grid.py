@@ -18,6 +18,14 @@ COLUMNS = {
     "bytes": np.array([100, 900, 300, 50, 400], dtype=np.int64),
     "status": np.array(["ok", "source", "ok", "ok", "flagged"], dtype=np.dtypes.StringDType()),
     "fingerprint": np.array(["a", "a", "b", "a", "b"], dtype=np.dtypes.StringDType()),
+    "source_path": np.array(["/c/gate-1/cam0-1.jpg", "/c/gate-1/CAM0-2.JPG", "/c/gate-2/cam1-3.jpg", "/c/x.png",
+                             "/c/gate-2/cam0-5.avif"], dtype=np.dtypes.StringDType()),
+    "capture_time": np.array(["2026-11-30T23:59:59", "", "2026-10-31T10:00:00", "2026-11-01T00:00:00",
+                              "2026-12-01T00:00:00"], dtype=np.dtypes.StringDType()),
+    "format": np.array(["jpeg", "jpeg", "jpeg", "png", "avif"], dtype=np.dtypes.StringDType()),
+    "camera_model": np.array(["A", "", "B", "A", "B"], dtype=np.dtypes.StringDType()),
+    "commit": np.array(["7D0G" + "0" * 16, "7D0G" + "0" * 16, "9ZZZ" + "0" * 16, "9ZZZ" + "0" * 16,
+                        "9ZZZ" + "1" * 16], dtype=np.dtypes.StringDType()),
 }
 
 
@@ -82,3 +90,20 @@ def test_the_lru_keeps_the_recent_within_its_budget() -> None:
     assert cache.get("b") is None and cache.get("a") is not None and len(cache) == 3
     cache.put("e", b"x" * 50)  # larger than the budget alone: kept (the one entry), others go
     assert len(cache) == 1 and cache.get_or_make("e", lambda: b"") == b"x" * 50
+
+
+def test_search_commit_format_camera_dates_and_expressions_select_rows() -> None:
+    """issue 23: the grid's search and filters are conditions of the `ls --where` language."""
+    assert run(q="cam0") == [0, 1, 4]  # the file name or folder contains it, any case
+    assert run(q="gate-2") == [2, 4]
+    assert run(commit="7d0g") == [0, 1] and run(commit="9ZZZ0000") == [2, 3]
+    assert run(format="jpeg", camera="B") == [2]
+    assert run(captured_from="2026-11-01", captured_to="2026-11-30") == [0, 3]  # both days included, no date out
+    assert run(where="name ~ *.jpg or format = avif") == [0, 1, 2, 4]  # case-insensitive, like the search
+    assert run(where="quality >= 40", q="cam", sort="bytes", order="desc") == [1, 4, 2]
+    for params in ({"captured_from": "yesterday"}, {"commit": "7D"}, {"format": "a/b"}, {"q": "x" * 201}):
+        with pytest.raises(ConfigError, match=f"bad {next(iter(params))}="):
+            GridQuery.parse(params)
+    with pytest.raises(ConfigError) as e:
+        GridQuery.parse({"where": "nope < 1"})
+    assert e.value.code == "WHERE_INVALID"

@@ -25,7 +25,7 @@ import preprocess
 from preprocess.cli import app
 from preprocess.core.errors import ConfigError
 from preprocess.sources.files import list_digest, list_sources
-from preprocess.store import DatasetWriter, dataset_at, history, open_dataset, open_repo, refs
+from preprocess.store import DatasetWriter, dataset_at, diff, history, lineage, open_dataset, open_repo, refs
 from preprocess.store import export as export_mod
 from tests.plain import column, group, open_root
 from tests.store.conftest import Hist
@@ -108,7 +108,7 @@ def test_show_item_reaches_from_a_stored_image_to_its_source_commit_and_spec(his
     src = hist.sets[0] / "apple.jpg"
     sha = hashlib.sha256(src.read_bytes()).hexdigest()
     for query in ("apple.jpg", str(src), sha[:12], sha.upper()[:10]):
-        found = history.lineage(hist.repo, query, "low-q").to_dict()  # as --json prints it
+        found: Any = lineage.lineage(hist.repo, query, "low-q").to_dict()  # as --json prints it
         assert {r["source"]["source_sha256"] for r in found["items"]} == {sha}, query
         by_fp = {r["fingerprint"]: r for r in found["items"]}
         assert set(by_fp) == {hist.v1.fingerprint, hist.lowq.fingerprint}
@@ -118,21 +118,22 @@ def test_show_item_reaches_from_a_stored_image_to_its_source_commit_and_spec(his
         assert new["stored"]["quality"] == 40 and new["stored"]["width"] == 256
         assert new["model"] == "mobilenetv2-imagenet" and new["model_info"]["dim"] == 1280
         assert 0 < new["stored"]["similarity"] <= 1 and new["source"]["source_path"] == str(src)
-    typed = history.lineage(hist.repo, "apple.jpg", "low-q")
+    typed = lineage.lineage(hist.repo, "apple.jpg", "low-q")
     made = {item.made_by.provenance.fingerprint: item for item in typed.items if item.made_by.provenance}
     assert made[hist.lowq.fingerprint].made_by.provenance.spec_info.quality.value == 40  # type: ignore[union-attr]
     assert made[hist.lowq.fingerprint].stored["quality"] == 40
     # a file on disk is found by content, wherever it is now
     moved = hist.store.parent / "renamed.bin"
     shutil.copy(src, moved)
-    assert len(history.lineage(hist.repo, str(moved), "main").items) == 1
-    failed = history.lineage(hist.repo, "truncated.jpg", "main")
+    assert len(lineage.lineage(hist.repo, str(moved), "main").items) == 1
+    failed = lineage.lineage(hist.repo, "truncated.jpg", "main")
     assert failed.items == [] and failed.failures[0].row["code"] == "E_TRUNCATED"
     commit = failed.failures[0].made_by.commit
     assert commit is not None and commit.id == hist.main2.snapshot
-    assert failed.to_dict()["failures"][0]["commit"]["id"] == hist.main2.snapshot
+    as_dict: Any = failed.to_dict()
+    assert as_dict["failures"][0]["commit"]["id"] == hist.main2.snapshot
     with pytest.raises(ConfigError) as e:
-        history.lineage(hist.repo, "no-such.jpg", "main")
+        lineage.lineage(hist.repo, "no-such.jpg", "main")
     assert e.value.code == "ITEM_MISSING"
 
 
@@ -140,7 +141,7 @@ def test_show_item_reaches_from_a_stored_image_to_its_source_commit_and_spec(his
 
 
 def test_diff_of_two_diverged_branches_is_item_level(hist: Hist) -> None:
-    d = history.diff(hist.repo, "main", "low-q")
+    d = diff.diff(hist.repo, "main", "low-q")
     main_rows = plain_rows(hist.store, hist.main2.snapshot or "")
     low_rows = plain_rows(hist.store, hist.lowq.snapshot or "")
     assert {r.key for r in d.added} == keys(low_rows) - keys(main_rows)
@@ -154,23 +155,23 @@ def test_diff_of_two_diverged_branches_is_item_level(hist: Hist) -> None:
     assert d.specs_added[0].info.pipeline.name == "tiny-q40" and d.specs_added[0].info.quality.value == 40
     assert d.specs_removed == [] and d.models_added == []
     assert len(d.failures_removed) == 1 and d.failures_added == []
-    as_json = d.to_dict()
+    as_json: Any = d.to_dict()
     assert as_json["specs_added"][0]["spec"] == "tiny-q40" and as_json["specs_added"][0]["quality"]["value"] == 40
     assert as_json["bytes_delta"] == d.bytes_delta and len(as_json["added"]) == 4
-    back = history.diff(hist.repo, "low-q", "main")
+    back = diff.diff(hist.repo, "low-q", "main")
     assert {r.key for r in back.added} == {r.key for r in d.removed}
     assert back.bytes_delta == -d.bytes_delta
 
 
 def test_diff_names_the_fields_that_changed(hist: Hist) -> None:
-    d = history.diff(hist.repo, "v1", "again")  # the same sources and spec, made twice by two jobs
+    d = diff.diff(hist.repo, "v1", "again")  # the same sources and spec, made twice by two jobs
     assert d.added == [] and d.removed == [] and d.base == hist.root
     assert len(d.changed) == 2
     for row in d.changed:
         assert "job_id" in row.fields
         assert row.fields["job_id"] == [hist.v1.job_id, hist.again.job_id]
         assert "jpeg" not in row.fields  # the same bytes: the encode is deterministic
-    same = history.diff(hist.repo, "main", "main")
+    same = diff.diff(hist.repo, "main", "main")
     assert same.changed == [] and same.added == [] and same.bytes_delta == 0
 
 
@@ -321,7 +322,7 @@ def test_empty_foreign_and_missing_stores_give_clear_errors(tmp_path: Path) -> N
     zarr.group(store=s.store).create_array("x", shape=(2,), dtype="int8")
     s.commit("not ours")
     for call in (lambda: history.log(foreign), lambda: history.show(foreign, "main"),
-                 lambda: history.diff(foreign, "main", "main"),
+                 lambda: diff.diff(foreign, "main", "main"),
                  lambda: export_mod.export(foreign, tmp_path / "o")):
         with pytest.raises(ConfigError) as e:
             call()
@@ -336,7 +337,7 @@ def test_cli_read_commands_print_tables_and_json(hist: Hist, tmp_path: Path) -> 
     s = str(hist.store)
     r = cli("log", s, "--json")
     assert r.exit_code == 0, r.output
-    assert [c["id"] for c in json.loads(r.stdout)] == [hist.main2.snapshot, hist.v1.snapshot]
+    assert [c["id"] for c in json.loads(r.stdout)["commits"]] == [hist.main2.snapshot, hist.v1.snapshot]
     r = cli("log", s, "--branch", "low-q")
     assert r.exit_code == 0 and (hist.lowq.snapshot or "")[:12] in r.stdout and "tiny-q40" in r.stdout
     r = cli("show", s, (hist.v1.snapshot or "")[:7], "--json")
@@ -372,7 +373,8 @@ def test_cli_tag_branch_reset_gc(hist: Hist, tmp_path: Path) -> None:
     s = str(copy)
     assert cli("tag", s, "keep", "low-q").exit_code == 0
     r = cli("branch", s, "exp", "v1", "--json")
-    assert json.loads(r.stdout) == {"ref": "exp", "kind": "branch", "snapshot": hist.v1.snapshot}
+    assert json.loads(r.stdout) == {"version": 1, "command": "branch", "ref": "exp", "kind": "branch",
+                                    "snapshot": hist.v1.snapshot}
     r = cli("reset", s, "main", "v1", "--tag", "main-before")
     assert r.exit_code == 0 and hist.main2.snapshot in r.stdout
     r = cli("gc", s, "--older-than", "0s", "--json")

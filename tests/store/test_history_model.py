@@ -30,7 +30,7 @@ from preprocess.core.errors import ConfigError
 from preprocess.drivers.run import JobOptions, run_job
 from preprocess.pipeline.process import plan
 from preprocess.sources.files import list_sources
-from preprocess.store import dataset_at, open_repo, refs
+from preprocess.store import dataset_at, diff, lineage, open_repo, refs
 from preprocess.store import history as hist
 
 Row = tuple[str, str]  # (key, job_id)
@@ -155,7 +155,7 @@ class History(RuleBasedStateMachine):
     @rule(data=st.data())
     def diff(self, data: st.DataObject) -> None:
         a, b = (data.draw(st.sampled_from(self.live())) for _ in range(2))
-        d = hist.diff(self.repo, self.spell(data, a), self.spell(data, b))
+        d = diff.diff(self.repo, self.spell(data, a), self.spell(data, b))
         ka, kb = dict(self.rows[a]), dict(self.rows[b])
         assert {r.key for r in d.added} == kb.keys() - ka.keys()
         assert {r.key for r in d.removed} == ka.keys() - kb.keys()
@@ -169,7 +169,7 @@ class History(RuleBasedStateMachine):
     def show_item(self, data: st.DataObject) -> None:
         snap = data.draw(st.sampled_from([s for s in self.live() if self.rows[s]]))
         key, job = data.draw(st.sampled_from(self.rows[snap]))
-        found = hist.lineage(self.repo, key.split(":")[0][:16], self.spell(data, snap)).items
+        found = lineage.lineage(self.repo, key.split(":")[0][:16], self.spell(data, snap)).items
         mine = [r for r in found if r.key == key]
         assert len(mine) == 1 and mine[0].made_by.commit is not None
         assert mine[0].made_by.commit.id == self.made_by[job]

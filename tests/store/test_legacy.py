@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from preprocess.cli import app
 from preprocess.drivers.run import JobOptions, run_job
 from preprocess.rows.provenance import Provenance
-from preprocess.store import export, history, open_dataset, open_repo, refs
+from preprocess.store import diff, export, history, lineage, open_dataset, open_repo, refs
 from tests.paths import ROOT
 
 LEGACY = ROOT / "tests" / "data" / "store-ead8ba0"
@@ -68,18 +68,18 @@ def test_log_and_show_of_an_old_store(store: Path) -> None:
     assert r.exit_code == 0, r.output
     assert "pillow on cpu" in r.stdout and "long-side 64, q60 fixed" in r.stdout and "legacy-tiny" in r.stdout
     r = cli("log", str(store), "--json")
-    assert r.exit_code == 0 and [c["kind"] for c in json.loads(r.stdout)] == ["watch", "run"]
+    assert r.exit_code == 0 and [c["kind"] for c in json.loads(r.stdout)["commits"]] == ["watch", "run"]
 
 
 def test_lineage_and_diff_of_an_old_store(store: Path) -> None:
     repo = open_repo(str(store), create=False)
-    found = history.lineage(repo, "apple.jpg", "main")
+    found = lineage.lineage(repo, "apple.jpg", "main")
     (item,) = found.items
     assert item.made_by.commit is not None and item.made_by.commit.refs == ["tag:v1"]
-    assert item.stored["width"] == 64 and item.source["source_path"].endswith("apple.jpg")
-    failed = history.lineage(repo, "truncated.jpg", "main")
+    assert item.stored["width"] == 64 and str(item.source["source_path"]).endswith("apple.jpg")
+    failed = lineage.lineage(repo, "truncated.jpg", "main")
     assert [f.row["code"] for f in failed.failures] == ["E_TRUNCATED"]
-    d = history.diff(repo, "v1", "ray")  # the same sources and spec, made by the local and the Ray job
+    d = diff.diff(repo, "v1", "ray")  # the same sources and spec, made by the local and the Ray job
     assert d.base == ROOT_SNAPSHOT and d.added == [] and d.removed == []
     assert len(d.changed) == 2 and all(set(c.fields) == {"job_id"} for c in d.changed)
     r = cli("diff", str(store), "main", "ray", "--json")

@@ -16,7 +16,7 @@ import pytest
 
 from preprocess.core.errors import ConflictError
 from preprocess.store import DatasetWriter, open_repo
-from preprocess.store.storage import LOCK_FILE, local_root, lock_store
+from preprocess.store.lock import LOCK_FILE, local_root, lock_store
 from tests.paths import ROOT
 from tests.store.test_store import make_item
 
@@ -74,7 +74,7 @@ def test_the_lock_is_shared_within_a_process_and_released_on_close(tmp_path: Pat
     a = DatasetWriter(repo, "main")
     b = DatasetWriter(repo, "main")
     a.close()
-    probe = (f"from pathlib import Path; from preprocess.store.storage import lock_store; "
+    probe = (f"from pathlib import Path; from preprocess.store.lock import lock_store; "
              f"lock_store(Path({str(root)!r}))")
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False,
                           cwd=ROOT)

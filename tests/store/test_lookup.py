@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from preprocess.cli import app
 from preprocess.core.errors import ConfigError
-from preprocess.store import dataset_at, history
+from preprocess.store import dataset_at, lineage
 from preprocess.store import export as export_mod
 from tests.store.conftest import Hist
 
@@ -27,7 +27,7 @@ def test_an_exported_file_leads_back_to_its_row(hist: Hist, tmp_path: Path) -> N
     for i, f in enumerate(sorted((tmp_path / "out" / "images").iterdir(), key=lambda p: p.name)):
         row = next(r for r in range(len(ds)) if f.name.startswith(f"{table['source_sha256'][r][:16]}-"
                                                                   f"{table['fingerprint'][r]}."))
-        found = history.lineage(hist.repo, str(f), "low-q")
+        found = lineage.lineage(hist.repo, str(f), "low-q")
         assert [x.index for x in found.items] == [row], (i, f.name)
         assert ds.find(str(f)) == [row]
         moved = tmp_path / f"moved-{i}.bin"  # the content alone, under another name
@@ -45,9 +45,9 @@ def test_the_stored_bytes_sha256_leads_back_to_its_row(hist: Hist) -> None:
         stored = hashlib.sha256(ds.jpeg(i)).hexdigest()
         assert ds.find(stored) == [i]
         assert ds.find(stored[:10].upper()) == [i]
-        assert [x.index for x in history.lineage(hist.repo, stored, "main").items] == [i]
+        assert [x.index for x in lineage.lineage(hist.repo, stored, "main").items] == [i]
     with pytest.raises(ConfigError) as e:
-        history.lineage(hist.repo, "0" * 64, "main")
+        lineage.lineage(hist.repo, "0" * 64, "main")
     assert e.value.code == "ITEM_MISSING" and "stored" in e.value.hint
 
 

@@ -13,8 +13,8 @@ import icechunk as ic
 import pytest
 
 from preprocess.core.errors import ConfigError, ConflictError
-from preprocess.store import DatasetWriter, dataset_at, history, open_repo, refs
-from preprocess.store.storage import local_root, lock_holder
+from preprocess.store import DatasetWriter, dataset_at, diff, history, open_repo, refs
+from preprocess.store.lock import local_root, lock_holder
 from tests.store.conftest import Hist
 
 
@@ -37,7 +37,7 @@ def test_ref_tilde_n_is_the_nth_first_parent(hist: Hist) -> None:
     # wherever a REF is taken
     assert history.show(hist.repo, "main~1").commit.id == v1
     assert [c.id for c in history.log(hist.repo, "main~1")] == [v1]
-    d = history.diff(hist.repo, "main~1", "main")
+    d = diff.diff(hist.repo, "main~1", "main")
     assert len(d.added) == 2 and d.removed == [] and d.base == v1
     assert len(dataset_at(hist.repo, "main~1")) == 2
 

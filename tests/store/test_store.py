@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pickle
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,7 @@ def repo(repo_path: Path) -> ic.Repository:
     return open_repo(str(repo_path), create=True)
 
 
-def assert_same_item(got: dict[str, Any], row: ItemRow) -> None:
+def assert_same_item(got: Mapping[str, object], row: ItemRow) -> None:
     for col in ITEM_COLUMNS:
         want = getattr(row, col.name)
         if col.dtype == "float32":
@@ -442,7 +442,7 @@ def test_bad_rows_are_caller_bugs(repo: ic.Repository, rng: np.random.Generator)
         dataclasses.replace(good, status="weird"),
         dataclasses.replace(good, quality=40000),
         dataclasses.replace(good, width="12"),  # type: ignore[arg-type]
-        dataclasses.replace(good, embedding=np.zeros((2, 2))),
+        dataclasses.replace(good, embedding=np.zeros((2, 2), dtype=np.float32)),  # not 1-D
         dataclasses.replace(good, jpeg="not bytes"),  # type: ignore[arg-type]
     ]
     for bad in bad_rows:
@@ -478,7 +478,7 @@ def test_claims_and_failure_keys(repo: ic.Repository, rng: np.random.Generator) 
 
 def test_forked_writes_get_the_writers_checks_and_embedding_fill(repo: ic.Repository,
                                                                  rng: np.random.Generator) -> None:
-    from preprocess.store.writer import write_fork
+    from preprocess.store.forks import write_fork
 
     w = DatasetWriter(repo, "main")
     for i in range(CHUNK_ROWS):

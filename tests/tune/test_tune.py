@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pytest
 from PIL import Image
@@ -284,6 +285,25 @@ def test_the_report_opens_in_headless_chromium(report: dict[str, Path], samples:
             .save(Path(os.environ["PREPROCESS_SCREENSHOTS"]) / "tune-report.png", optimize=True)
 
 
+def test_the_report_compares_each_worst_crop_at_100_percent(report: dict[str, Path],
+                                                             samples: list[StoredSample | None]) -> None:
+    """issue 23: the report gets the web UI's comparer, without a script: the source and the stored crop at
+    1:1 in one box, the stored one over the source up to a divider the reader drags, flickering on demand."""
+    import base64
+    import re
+
+    page = report["html"].read_text()
+    boxes = re.findall(r'<div class="compare"><div class="a" style="width:(\d+)px;height:(\d+)px;background-image:'
+                       r'url\(data:image/png;base64,([^)]+)\)"><div class="b" style="background-size:\d+px \d+px;'
+                       r'background-image:url\(data:image/png;base64,([^)]+)\)">', page)
+    crops = [i.crop for s in samples if s is not None for i in s.images if i.crop is not None]
+    assert len(boxes) == len(crops) == 8
+    for (w, h, a, b), crop in zip(boxes, crops, strict=True):
+        assert (int(w), int(h)) == (crop.region.width, crop.region.height)
+        assert base64.b64decode(a) == crop.source and base64.b64decode(b) == crop.stored
+    assert "resize:horizontal" in page and "@keyframes flick" in page and "<script" not in page
+
+
 def test_report_json_holds_every_number(report: dict[str, Path], searched: Sweep) -> None:
     data = json.loads(report["json"].read_text())
     assert data["format"] == 3 and data["mode"] == "search" and data["band"] == searched.band
@@ -425,6 +445,8 @@ def test_the_cli_compares_formats(tmp_path: Path, two: Path) -> None:
                            "--json"], capture_output=True, text=True, cwd=ROOT, check=False)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
+    jsonschema.Draft202012Validator(json.loads((ROOT / "docs" / "json-schema.json").read_text())).validate(data)
+    assert data["version"] == 1 and data["command"] == "tune"
     assert [r["format"] for r in data["recommendations"]] == ["webp", "jxl"]
     assert all(r["stored"]["decode"]["repeats"] == 1 for r in data["recommendations"])
     best = data["decision"]["format"]

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
+import icechunk as ic
 import numpy as np
 import pyarrow as pa
 
@@ -37,14 +38,21 @@ from preprocess.core.timing import Stopwatch
 from preprocess.drivers.ingest import Ingest, JobInfo, Stored, Summary
 from preprocess.drivers.ray.sink import check_region, decode_failure, decode_item, encode_row, items_of
 from preprocess.drivers.run import JobOptions, find_sources
+from preprocess.pipeline.devices import DeviceChoice, DeviceName, EngineChoice
 from preprocess.pipeline.process import BatchResult, Failed, Processor, plan
 from preprocess.rows.provenance import EngineInfo, RayInfo
 from preprocess.rows.recent import Recent
-from preprocess.rows.schema import CHUNK_ROWS, item_key
+from preprocess.rows.schema import CHUNK_ROWS, Values, item_key
 from preprocess.sources.files import SourceFile, read_source, source_path
+from preprocess.sources.location import Location
 from preprocess.store import DatasetWriter, check_target, open_writer
-from preprocess.store.storage import is_remote
-from preprocess.store.writer import write_fork
+from preprocess.store.forks import write_fork
+
+if TYPE_CHECKING:
+    import ray.data
+
+type Batch = dict[str, Values]  # a Ray Data batch in numpy format: column name -> values
+type _Out = tuple[str, str, str, str, bytes, bytes, bytes]  # a processed row: the columns of _OUT
 
 
 @dataclass
@@ -62,7 +70,7 @@ class RayOptions:
 # -- workers ---------------------------------------------------------------------------------------
 
 
-def read_batch(batch: dict[str, Any], *, max_bytes: int) -> Any:
+def read_batch(batch: Batch, *, max_bytes: int) -> pa.Table:
     """Read and hash a batch of sources (a Ray Data task); an unreadable one carries its error."""
     paths, shas, datas, codes, messages = [], [], [], [], []
     for item in batch["path"]:
@@ -85,7 +93,7 @@ def read_batch(batch: dict[str, Any], *, max_bytes: int) -> Any:
                      "message": pa.array(messages, pa.string())})
 
 
-_reader: Any = read_batch  # Ray's map_batches type does not take keyword-only arguments
+_reader: Callable[..., pa.Table] = read_batch  # Ray's map_batches type does not take keyword-only arguments
 
 
 @dataclass(frozen=True)
@@ -94,8 +102,8 @@ class ActorConfig:
     most 512 rows of the model's dimension)."""
 
     spec_path: str | None
-    engine: str
-    device: str
+    engine: EngineChoice
+    device: DeviceChoice
     job_id: str
     fingerprint: str  # the driver's: an actor whose spec or model differs refuses to start
     known: frozenset[str]  # the branch's item keys when the job started (skipped without processing)
@@ -122,7 +130,7 @@ class ProcessActor:
         self.engine = json.dumps({**self.processor.describe(), "engine": p.engine, "device": p.device},
                                  sort_keys=True)
 
-    def __call__(self, batch: dict[str, Any]) -> pa.Table:
+    def __call__(self, batch: Batch) -> pa.Table:
         fp = self.processor.plan.fingerprint
         files: list[SourceFile | Failed] = []
         skipped: list[tuple[str, str]] = []
@@ -135,7 +143,7 @@ class ProcessActor:
             else:
                 files.append(SourceFile(path=str(path), data=bytes(data), sha256=str(sha)))
         result = self.processor.process(files)
-        rows: list[tuple[Any, ...]] = []
+        rows: list[_Out] = []
         for row in result.items:
             light = replace(row, jpeg=b"", embedding=np.zeros(0, dtype=np.float32))
             rows.append((row.source_path, row.source_sha256, "item", row.key, encode_row(row), encode_row(light), b""))
@@ -145,7 +153,7 @@ class ProcessActor:
             rows.append((path, sha, "skipped", item_key(sha, fp), b"", b"", b""))
         return self._table(rows, json.dumps(result.timings))
 
-    def _table(self, rows: list[tuple[Any, ...]], timings: str) -> pa.Table:
+    def _table(self, rows: list[_Out], timings: str) -> pa.Table:
         cols = dict(zip(_OUT, zip(*rows, strict=True), strict=True)) if rows else dict.fromkeys(_OUT, ())
         types = {"item": pa.binary(), "summary": pa.binary(), "failure": pa.binary()}
         n = len(rows)
@@ -156,7 +164,7 @@ class ProcessActor:
         })
 
 
-def _write_task(fork: Any, start: int, total_stop: int, *tables: pa.Table) -> Any:
+def _write_task(fork: ic.ForkSession, start: int, total_stop: int, *tables: pa.Table) -> ic.ForkSession:
     """A Ray task: write whole chunks of item rows into the fork, through the store's writer code."""
     rows = items_of(tables)
     check_region(start, len(rows), total_stop)
@@ -190,18 +198,15 @@ class Shape:
     actors: int
     gpus_per_actor: float
     cpus_per_actor: float
-    device: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+    device: DeviceName
 
 
-def cluster_shape(ro: RayOptions, device: str) -> Shape:
+def cluster_shape(ro: RayOptions, device: DeviceChoice) -> Shape:
     import ray
 
     res: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
     cpus, gpus = float(res.get("CPU", 0.0)), float(res.get("GPU", 0.0))
-    alive: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]
+    alive: list[dict[str, object]] = ray.nodes()  # type: ignore[no-untyped-call]
     nodes = len([n for n in alive if n.get("Alive")])
     if device == "gpu" and gpus <= 0:
         raise ConfigError("--device gpu, but the Ray cluster has no GPUs", code=ErrorCode.RAY_NO_GPU,
@@ -224,18 +229,20 @@ def run_ray_job(opts: JobOptions, ro: RayOptions | None = None, progress: Progre
     progress = progress or SilentProgress()
     since = Stopwatch()
     p = plan(opts.spec_path, opts.engine, "cpu" if opts.device == "cpu" else "auto")
-    paths = find_sources(opts.sources)
-    check_target(opts.store, opts.branch)  # before Ray starts and before anything is created
+    roots = [Location.of_source(s) for s in opts.sources]  # the locations, parsed once
+    paths = find_sources(roots)
+    store = Location.of_store(opts.store)
+    check_target(store, opts.branch)  # before Ray starts and before anything is created
     writer: DatasetWriter | None = None
     try:
         connect(ro.address)
         shape = cluster_shape(ro, opts.device)
-        if shape.nodes > 1 and not is_remote(opts.store):
+        if shape.nodes > 1 and not store.remote:
             raise ConfigError(f"a local dataset path with a {shape.nodes}-node Ray cluster: write tasks on other "
                               "nodes would write to their own disks", code=ErrorCode.RAY_LOCAL_STORE, path=opts.store,
                               hint="put the dataset on object storage (--store s3://bucket/prefix)")
-        writer = open_writer(opts.store, opts.branch, create=True, wait=opts.wait)
-        ingest = Ingest(writer, p, JobInfo(kind="run", roots=opts.sources, store=opts.store,
+        writer = open_writer(store, opts.branch, create=True, wait=opts.wait)
+        ingest = Ingest(writer, p, JobInfo(kind="run", roots=roots, store=store,
                                            title="preprocess run (ray)", device=shape.device), since=since)
         progress.start(len(paths))
         return _Driver(ingest, opts, ro, shape).run(paths, progress)
@@ -268,9 +275,16 @@ class _Row:
     timings: str
 
     @classmethod
-    def of(cls, m: dict[str, Any]) -> _Row:
-        return cls(str(m["path"]), str(m["sha256"]), str(m["kind"]), bytes(m["summary"]), bytes(m["failure"]),
+    def of(cls, m: Mapping[str, object]) -> _Row:
+        return cls(str(m["path"]), str(m["sha256"]), str(m["kind"]), _bytes(m["summary"]), _bytes(m["failure"]),
                    str(m["engine"]), str(m["timings"]))
+
+
+def _bytes(value: object) -> bytes:
+    """A binary column's value (Arrow gives bytes)."""
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise InternalError(f"a processed row holds {type(value).__name__}, not bytes", code=ErrorCode.RAY_ROWS)
+    return bytes(value)
 
 
 class _Driver:
@@ -303,12 +317,12 @@ class _Driver:
             forks = _write(self.ingest.writer, items, len(keep), self.ro.write_chunks, embedding)
             self.ingest.writer.merge_forks(forks)
         engines = sorted({r.engine for r in rows if r.engine})  # what the actors ran (the driver may have no GPU)
-        info = RayInfo(address=self.ro.address, version=ray.__version__, **self.shape.to_dict(),
+        info = RayInfo(address=self.ro.address, version=ray.__version__, **asdict(self.shape),
                        batch_size=self.batch_size, write_chunks=self.ro.write_chunks, write_tasks=len(forks),
                        engines=[EngineInfo.model_validate_json(e) for e in engines])
         return self.ingest.commit(self.opts.message, engine=_Engines(info.engines), ray=info)
 
-    def _process(self, paths: Sequence[Path], *, bars: bool) -> Any:
+    def _process(self, paths: Sequence[Path], *, bars: bool) -> ray.data.Dataset:
         """The Ray Data pipeline, materialized: paths -> read tasks (bytes) -> processing actors (rows)."""
         import ray.data
 
@@ -323,7 +337,7 @@ class _Driver:
                              lanes=max(1, int(shape.cpus_per_actor)))
         with warnings.catch_warnings():  # max_restarts is a "ray_remote_args" (deprecated, still the way)
             warnings.simplefilter("ignore", DeprecationWarning)
-            return ray.data.from_items(
+            processed: ray.data.Dataset = ray.data.from_items(
                 [{"path": str(x)} for x in paths], override_num_blocks=max(1, -(-len(paths) // self.batch_size)),
             ).map_batches(
                 _reader, batch_size=self.batch_size, fn_kwargs={"max_bytes": p.spec.limits.max_file_bytes},
@@ -335,6 +349,7 @@ class _Driver:
                 fn_constructor_kwargs={"config": config},
                 max_restarts=ro.max_restarts, max_task_retries=ro.max_restarts,
             ).materialize()
+        return processed
 
     def _admit(self, rows: list[_Row]) -> tuple[set[str], Stored]:
         """Admit the rows in source order (a second copy of the same content is skipped; what the
@@ -358,12 +373,12 @@ class _Driver:
                                     code=ErrorCode.RAY_ROWS)
         return keep, self.ingest.record(result)
 
-    def _items(self, processed: Any, keep: set[str]) -> Any:
+    def _items(self, processed: ray.data.Dataset, keep: set[str]) -> ray.data.Dataset:
         """The item rows to store (their full rows, in source order), still in the object store."""
         with warnings.catch_warnings():  # a set of paths is no expression
             warnings.simplefilter("ignore", UserWarning)
-            items = processed.filter(lambda r: r["kind"] == "item" and r["path"] in keep).select_columns(
-                ["item"]).materialize()
+            items: ray.data.Dataset = processed.filter(
+                lambda r: r["kind"] == "item" and r["path"] in keep).select_columns(["item"]).materialize()
         count = items.count()
         if count != len(keep):
             raise InternalError(f"{len(keep)} items to store, {count} found", code=ErrorCode.RAY_ROWS)
@@ -382,8 +397,8 @@ class _Engines:
         return {k: str(v) for k, v in self.engines[0].model_dump().items()}
 
 
-def _write(writer: DatasetWriter, items: Any, count: int, chunks_per_task: int,
-           embedding: tuple[str, int]) -> list[Any]:
+def _write(writer: DatasetWriter, items: ray.data.Dataset, count: int, chunks_per_task: int,
+           embedding: tuple[str, int]) -> list[ic.ForkSession]:
     """Fill the partial last chunk in the driver, then whole chunks in forked write tasks
     (``embedding``: the rows' model and its dimension, for the arrays reserved for them)."""
     import ray

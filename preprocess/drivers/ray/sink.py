@@ -3,7 +3,7 @@
 The driver's :class:`~preprocess.store.DatasetWriter` has already resized every array
 (:meth:`~preprocess.store.DatasetWriter.reserve_items`) and forked its session; a write task gets
 the fork, the first row of its region and the rows, and writes them with the store's own code
-(:func:`preprocess.store.writer.write_fork`: the same checks and embedding fill as
+(:func:`preprocess.store.forks.write_fork`: the same checks and embedding fill as
 ``add_item``), in whole 256-row chunks, so no two tasks ever touch the same chunk; it returns the
 fork for the driver to merge. Nothing resizes or commits there, and a retried task rewrites the
 same region: writes are idempotent.

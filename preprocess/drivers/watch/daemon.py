@@ -30,7 +30,7 @@ import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -49,6 +49,7 @@ from preprocess.core.timing import Stopwatch
 from preprocess.drivers.ingest import Ingest, JobInfo, read_files
 from preprocess.drivers.watch.backoff import Backoff
 from preprocess.drivers.watch.detect import Detector, Scanning
+from preprocess.drivers.watch.logs import log_files
 from preprocess.drivers.watch.metrics import Metrics
 from preprocess.drivers.watch.options import WatchOptions
 from preprocess.drivers.watch.queue import FileQueue, Ready, Stat
@@ -57,8 +58,9 @@ from preprocess.drivers.watch.window import Outcome, Taken, Window, move_settled
 from preprocess.pipeline.process import BatchResult, Failed, Plan, Processor, plan
 from preprocess.rows.provenance import WatchInfo
 from preprocess.sources.files import SourceFile, local_roots
+from preprocess.sources.location import Location
 from preprocess.store import DatasetWriter, check_target, open_repo, probe_writable
-from preprocess.store.storage import lock_repo
+from preprocess.store.lock import lock_repo
 
 log = logging.getLogger("preprocess.drivers.watch")
 
@@ -134,6 +136,11 @@ class WatchDaemon:
         self._state = state
         self.metrics.ready.set(1 if state == "running" and not self.backoff.down else 0)
 
+    @cached_property
+    def store(self) -> Location:
+        """The dataset's location, parsed once (first when :meth:`run` checks the target)."""
+        return Location.of_store(self.opts.store)
+
     def run(self, *, install_signals: bool = True) -> int:
         """Run until stopped; returns the process exit code (0 after a clean stop)."""
         if install_signals:
@@ -142,13 +149,14 @@ class WatchDaemon:
         with ExitStack() as cleanup:  # closes in reverse: detector, writer, lock, server, engine
             o = self.opts
             p = plan(o.spec_path, o.engine, o.device)  # spec, model, engine: checked before anything is made
-            check_target(o.store, o.branch)  # where the store goes, and its branch
+            check_target(self.store, o.branch)  # where the store goes, and its branch
             processor = Processor(p, job_id=self.job_id)
             cleanup.callback(processor.close)
             if self._stop.is_set():  # stopped while starting: nothing to do, nothing created
                 return errors.EXIT_OK
             self._serve(cleanup)  # binds the address (METRICS_ADDRESS when it cannot)
-            work = self._start(cleanup, p, processor)
+            work = self._start(cleanup, p, processor)  # the store's lock (STORE_LOCKED when another holds it)
+            self._log_listening()  # only now: a daemon refused the store never said it was listening
             # the first batch's guesses: where the branch's stored images like each new one crossed
             processor.stats.seed_from(work.ingest.writer.recent_choices(p.fingerprint, p.model))
             self.detector = self._detect()
@@ -166,6 +174,10 @@ class WatchDaemon:
         self.server = StatusServer(*self.opts.metrics, live=self.live, ready=self.ready, metrics=self.metrics.render)
         self.server.start()
         cleanup.callback(self.server.stop)
+
+    def _log_listening(self) -> None:
+        if self.server is None:
+            return
         host, port = self.server.address
         log.info("listening", extra={"fields": {"host": host, "port": port,
                                                 "endpoints": ["/healthz", "/readyz", "/metrics"]}})
@@ -173,7 +185,7 @@ class WatchDaemon:
     def _start(self, cleanup: ExitStack, p: Plan, processor: Processor) -> _Work:
         """Open (or create) and lock the store, and open the branch's writer."""
         o = self.opts
-        repo = open_repo(o.store, create=True)
+        repo = open_repo(self.store, create=True)
         # The store's writer lock, held for the daemon's life (across writer reopens): a second
         # daemon or a `run` on this dataset fails fast (STORE_LOCKED) or waits --wait seconds.
         lock = lock_repo(repo, wait=o.wait, purpose=f"watch daemon on {self.folder}")
@@ -184,7 +196,7 @@ class WatchDaemon:
         return work
 
     def _ingest(self, writer: DatasetWriter, p: Plan) -> Ingest:
-        return Ingest(writer, p, JobInfo(kind="watch", roots=[self.opts.folder], store=self.opts.store,
+        return Ingest(writer, p, JobInfo(kind="watch", roots=[self.opts.folder], store=self.store,
                                          job_id=self.job_id))
 
     def _detect(self) -> Detector:
@@ -273,8 +285,8 @@ class WatchDaemon:
         if not self.backoff.due(now):
             return False
         try:
-            probe_writable(self.opts.store)
-            writer = DatasetWriter(open_repo(self.opts.store, create=False), self.opts.branch)
+            probe_writable(self.store)
+            writer = DatasetWriter(open_repo(self.store, create=False), self.opts.branch)
         except PreprocessError as exc:
             self._store_failed(work, exc, "store retry failed", failures=self.backoff.failures + 1)
             return False
@@ -324,6 +336,7 @@ class WatchDaemon:
                                             "seconds": round(took.elapsed(), 3)}})
         for fr in result.failures:
             log.warning("failure", extra={"fields": {"path": fr.source_path, "code": fr.code, "message": fr.message}})
+        log_files(log, result, [f.path for f in admitted.skipped])  # --log-level debug: a line per file
 
     def _unchanged(self, ready: list[Ready], files: list[SourceFile | Failed]) -> dict[str, tuple[SourceFile | Failed,
                                                                                                   Ready]]:
@@ -398,8 +411,9 @@ class WatchDaemon:
         if s.snapshot is not None:
             self._commits += 1
             self._observe_commit(reason, seconds, w)
+        made = {"snapshot": s.snapshot} if s.snapshot else {}  # "settled": every file was a duplicate, no commit
         log.info("commit" if s.snapshot else "settled", extra={"fields": {
-            "snapshot": s.snapshot, "reason": reason, "files": len(w.files), "stored": s.stored, "failed": s.failed,
+            **made, "reason": reason, "files": len(w.files), "stored": s.stored, "failed": s.failed,
             "duplicate": s.skipped, "seconds": round(seconds, 4)}})
         work.window = Window()
         if o.move_to:

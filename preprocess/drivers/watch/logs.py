@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from preprocess.core.codes import ErrorCode
+from preprocess.pipeline.process import BatchResult
 
 LOGGER = "preprocess.drivers.watch"
 
@@ -41,11 +42,26 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         ts = datetime.fromtimestamp(record.created).isoformat(sep=" ", timespec="seconds")
-        fields = " ".join(f"{k}={v}" for k, v in _fields(record).items())
+        fields = " ".join(f"{k}={v}" for k, v in _fields(record).items() if v is not None)
         line = f"{ts} {record.levelname.lower():7} {record.getMessage()}" + (f" {fields}" if fields else "")
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
+
+
+def log_files(logger: logging.Logger, result: BatchResult, duplicates: list[str]) -> None:
+    """``--log-level debug``: one line per file of a batch, with what became of it."""
+    if not logger.isEnabledFor(logging.DEBUG):
+        return
+    for row in result.items:
+        logger.debug("file", extra={"fields": {
+            "path": row.source_path, "outcome": row.status, "format": row.format, "quality": row.quality,
+            "similarity": round(float(row.similarity), 5), "bytes": row.bytes, "source_bytes": row.source_bytes,
+            "probes": row.probes}})
+    for fr in result.failures:
+        logger.debug("file", extra={"fields": {"path": fr.source_path, "outcome": "failed", "code": fr.code}})
+    for path in duplicates:
+        logger.debug("file", extra={"fields": {"path": path, "outcome": "duplicate"}})
 
 
 def configure(fmt: str = "text", level: str = "info", stream: TextIO | None = None) -> logging.Logger:

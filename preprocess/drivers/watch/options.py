@@ -8,7 +8,8 @@ from pathlib import Path
 
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import ConfigError
-from preprocess.sources.objects import is_object_url
+from preprocess.pipeline.devices import DeviceChoice, EngineChoice
+from preprocess.sources.location import is_object_url
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -44,8 +45,8 @@ class WatchOptions:
     store: str
     spec_path: str | None = None
     branch: str = "main"
-    engine: str = "auto"
-    device: str = "auto"
+    engine: EngineChoice = "auto"
+    device: DeviceChoice = "auto"
     commit_every: int = 500  # images (items + failures) per commit at most
     commit_interval: float = 30.0  # seconds from the first uncommitted image to its commit, at most
     poll: bool = False  # poll instead of inotify (automatic on NFS/SMB/FUSE)

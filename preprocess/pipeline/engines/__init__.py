@@ -1,21 +1,35 @@
 """Engines: decode -> resize -> encode behind one small interface (see :mod:`.base`)."""
 
+from typing import TypedDict, Unpack
+
 from preprocess.core.codes import ErrorCode
+from preprocess.pipeline.devices import DeviceChoice, DeviceName, EngineChoice, EngineName, choices
 from preprocess.pipeline.engines.base import Engine, Loaded, Prepared, SourceImage, Tiles, tile_boxes
+from preprocess.pipeline.extractor.manifest import InputView
+from preprocess.pipeline.spec import Encode
 
-__all__ = ["Engine", "Loaded", "Prepared", "SourceImage", "Tiles", "tile_boxes"]
+__all__ = ["Engine", "Loaded", "Prepared", "SourceImage", "Tiles", "gpu_count", "make_engine", "resolve",
+           "tile_boxes"]
 
 
-def make_engine(name: str, device: str, **kwargs: object) -> Engine:
-    """Build an engine by name ("pillow" or "dali"); ``device`` is "cpu" or "gpu" (already resolved)."""
+class Options(TypedDict, total=False):
+    """What every engine takes besides its encoding and model view."""
+
+    max_batch: int  # images per call of its pipelines (default 32)
+    threads: int | None  # its CPU threads (default: the CPUs this process may use)
+
+
+def make_engine(name: EngineName, device: DeviceName, *, encode: Encode, view: InputView,
+                **options: Unpack[Options]) -> Engine:
+    """Build an engine by name on a device (both already resolved: :func:`resolve`)."""
     if name == "pillow":
         from preprocess.pipeline.engines.pillow import PillowEngine
 
-        return PillowEngine(device=device, **kwargs)  # type: ignore[arg-type]
+        return PillowEngine(encode, view, device=device, **options)
     if name == "dali":
         from preprocess.pipeline.engines.dali import DaliEngine
 
-        return DaliEngine(device=device, **kwargs)  # type: ignore[arg-type]
+        return DaliEngine(encode, view, device=device, **options)
     raise ValueError(f"unknown engine {name!r}")
 
 
@@ -28,13 +42,11 @@ def gpu_count() -> int:
     return dali_gpu_count()
 
 
-def resolve(engine: str, device: str) -> tuple[str, str]:
+def resolve(engine: EngineChoice, device: DeviceChoice) -> tuple[EngineName, DeviceName]:
     """Apply the ``auto`` rules: DALI on a GPU when there is one, else pillow on the CPU."""
     from preprocess.core.errors import ConfigError
 
-    if engine not in ("auto", "dali", "pillow") or device not in ("auto", "gpu", "cpu"):
-        raise ConfigError(f"unknown engine/device {engine}/{device}", code=ErrorCode.ENGINE_UNKNOWN,
-                          hint="--engine auto|dali|pillow, --device auto|gpu|cpu")
+    engine, device = choices(engine, device)  # again: a caller that does not type-check gets the same error
     gpus = gpu_count() if (device in ("auto", "gpu") and engine != "pillow") else 0
     if device == "gpu" and engine == "pillow":
         raise ConfigError("the pillow engine runs on the CPU only", code=ErrorCode.ENGINE_DEVICE,
@@ -42,8 +54,6 @@ def resolve(engine: str, device: str) -> tuple[str, str]:
     if device == "gpu" and gpus == 0:
         raise ConfigError("--device gpu was asked for, but no CUDA device is visible", code=ErrorCode.NO_GPU,
                           hint="check nvidia-smi / CUDA_VISIBLE_DEVICES, or use --device cpu")
-    if device == "auto":
-        device = "gpu" if gpus > 0 else "cpu"
-    if engine == "auto":
-        engine = "dali" if device == "gpu" else "pillow"
-    return engine, device
+    where: DeviceName = ("gpu" if gpus > 0 else "cpu") if device == "auto" else device
+    name: EngineName = ("dali" if where == "gpu" else "pillow") if engine == "auto" else engine
+    return name, where

@@ -3,7 +3,8 @@
 An engine never decides anything: the job hands it sources whose headers were already
 probed (so targets are known and bombs are gone), and the gate asks it to encode and to
 view candidates. Pixels stay in the engine's own memory (host for CPU engines, device for
-the DALI GPU engine) behind :class:`Prepared.pixels`; only bytes and model batches leave it.
+the DALI GPU engine) in :class:`Prepared.pixels`; only bytes and model batches
+(:class:`~preprocess.pipeline.batches.ModelBatch`) leave it.
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
-
-import numpy as np
+from typing import ClassVar
 
 from preprocess.core.errors import InputError
 from preprocess.pipeline import codecs
+from preprocess.pipeline.batches import Embeddings, HostPixels, ModelBatch, Pixels, split_rows
 from preprocess.pipeline.codecs import Candidate, Encoded, Variant
+from preprocess.pipeline.devices import DeviceName, EngineName
 from preprocess.pipeline.extractor.manifest import InputView
 from preprocess.pipeline.images import SourceInfo
 from preprocess.pipeline.spec import Encode
@@ -42,16 +43,20 @@ class Prepared:
     index: int  # position in the batch given to load()
     width: int
     height: int
-    pixels: Any  # engine-private handle
-    host: Any = None  # engine-private host copy of device pixels, made on first use (CPU encoders)
+    pixels: Pixels  # where the engine keeps them
+    host: HostPixels | None = None  # the engine's host copy of device pixels, made on first use (CPU encoders)
 
 
 @dataclass
 class Tiles:
     """The result of :meth:`Engine.tiles`: model-view tiles of several images, image after image."""
 
-    batch: Any  # model-view batch of every tile (same layout and memory as ``Loaded.source_view``)
+    batch: ModelBatch  # model-view batch of every tile (same layout and memory as ``Loaded.source_view``)
     counts: list[int]  # tiles per image, in input order (they sum to the batch length)
+
+    def split(self, embeddings: Embeddings) -> list[Embeddings]:
+        """The embeddings of :attr:`batch`, image by image: ``[tiles, D]`` each."""
+        return split_rows(embeddings, self.counts)
 
 
 def tile_boxes(width: int, height: int, tile_width: int, tile_height: int) -> list[tuple[int, int, int, int]]:
@@ -78,14 +83,14 @@ class Loaded:
     """The result of :meth:`Engine.load` for one batch."""
 
     prepared: list[Prepared]  # successes, in input order
-    source_view: Any  # model-view batch of the successes' sources, same order (numpy or device tensor)
+    source_view: ModelBatch  # model-view batch of the successes' sources, same order
     failures: list[tuple[int, InputError]] = field(default_factory=list)
 
 
 class Engine(ABC):
-    name: ClassVar[str]
+    name: ClassVar[EngineName]
 
-    def __init__(self, encode: Encode, view: InputView, *, device: str = "cpu", max_batch: int = 32) -> None:
+    def __init__(self, encode: Encode, view: InputView, *, device: DeviceName = "cpu", max_batch: int = 32) -> None:
         self.encoding = encode
         self.view_spec = view
         self.device = device
@@ -104,7 +109,7 @@ class Engine(ABC):
         rest: progressive, effort)."""
 
     @abstractmethod
-    def view(self, encoded: Sequence[Encoded]) -> Any:
+    def view(self, encoded: Sequence[Encoded]) -> ModelBatch:
         """Decode candidates and return their model-view batch (same layout as ``source_view``)."""
 
     @abstractmethod
@@ -120,13 +125,13 @@ class Engine(ABC):
         pixels as measured, in their smallest form (:func:`preprocess.pipeline.codecs.finish`)."""
         return [codecs.finish(e, progressive=self.encoding.progressive) for e in chosen]
 
-    def crop(self, image: Prepared | Encoded, box: tuple[int, int, int, int]) -> np.ndarray:
+    def crop(self, image: Prepared | Encoded, box: tuple[int, int, int, int]) -> HostPixels:
         """A region ``(x0, y0, x1, y1)`` of a prepared image or a decoded candidate, as host HWC uint8."""
-        return np.asarray(self.pixels(image))[box[1]:box[3], box[0]:box[2]]
+        return self.pixels(image)[box[1]:box[3], box[0]:box[2]]
 
     @abstractmethod
-    def pixels(self, image: Prepared | Encoded) -> Any:
-        """A prepared image's resized pixels, or a candidate decoded, as host HWC uint8 (or a PIL image)."""
+    def pixels(self, image: Prepared | Encoded) -> HostPixels:
+        """A prepared image's resized pixels, or a candidate decoded, as host HWC uint8."""
 
     def library(self, variant: Variant) -> str:
         """The library that encodes ``variant`` on this engine (what a row records as its encoder)."""

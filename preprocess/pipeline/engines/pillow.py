@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 from PIL import Image
@@ -20,7 +20,9 @@ from preprocess.core import errors
 from preprocess.core.cpus import cpu_lanes
 from preprocess.core.errors import InputError, input_error
 from preprocess.pipeline import codecs
+from preprocess.pipeline.batches import HostPixels, ModelBatch, Pixels
 from preprocess.pipeline.codecs import Candidate, Encoded
+from preprocess.pipeline.devices import DeviceName, EngineName
 from preprocess.pipeline.engines.base import Engine, Loaded, Prepared, SourceImage, Tiles, tile_boxes
 from preprocess.pipeline.extractor.manifest import InputView
 from preprocess.pipeline.extractor.view import model_view
@@ -29,9 +31,9 @@ from preprocess.pipeline.spec import Encode
 
 
 class PillowEngine(Engine):
-    name: ClassVar[str] = "pillow"
+    name: ClassVar[EngineName] = "pillow"
 
-    def __init__(self, encode: Encode, view: InputView, *, device: str = "cpu", max_batch: int = 32,
+    def __init__(self, encode: Encode, view: InputView, *, device: DeviceName = "cpu", max_batch: int = 32,
                  threads: int | None = None) -> None:
         if device != "cpu":
             raise ValueError("the pillow engine runs on the CPU only")
@@ -39,8 +41,8 @@ class PillowEngine(Engine):
         n = threads or cpu_lanes()
         self._pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="pillow-engine") if n > 1 else None
 
-    def _map(self, fn: Callable[..., Any], *items: Iterable[Any]) -> Iterator[Any]:
-        return self._pool.map(fn, *items) if self._pool is not None else map(fn, *items)
+    def _map[T, R](self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
+        return self._pool.map(fn, items) if self._pool is not None else map(fn, items)
 
     def _load_one(self, src: SourceImage) -> tuple[Image.Image, Image.Image]:
         full = decode_rgb(src.data, draft_to=src.target, path=src.path)
@@ -61,14 +63,14 @@ class PillowEngine(Engine):
                 failures.append((i, input_error(errors.ENGINE_FAILED, f"pillow engine: {got}", src.path)))
                 continue
             stored, view = got
-            prepared.append(Prepared(index=i, width=stored.width, height=stored.height, pixels=stored))
+            prepared.append(Prepared(index=i, width=stored.width, height=stored.height, pixels=Pixels(stored)))
             views.append(view)
         return Loaded(prepared=prepared, source_view=model_view(views, self.view_spec), failures=failures)
 
     def _encode_one(self, image: Prepared, candidate: Candidate) -> Encoded:
         v = candidate.variant
         if v.encoder == "libjpeg":
-            img = image.pixels
+            img = image.pixels.image()
             if self._pool is not None:
                 # Image.save keeps its options on the Image object (encoderinfo), so two pool threads saving
                 # the same image at different qualities would race: save from a private copy (0.3 ms at 1 MP).
@@ -80,29 +82,34 @@ class PillowEngine(Engine):
         return Encoded(data, candidate)
 
     @staticmethod
-    def _host(image: Prepared) -> np.ndarray:
+    def _host(image: Prepared) -> HostPixels:
         """The prepared pixels as an array, made once per image (its probes run on one lane's thread)."""
         if image.host is None:
-            image.host = np.asarray(image.pixels)
-        arr: np.ndarray = image.host
-        return arr
+            image.host = image.pixels.array()
+        return image.host
 
     def encode(self, images: Sequence[Prepared], candidates: Sequence[Candidate]) -> list[Encoded]:
-        return list(self._map(self._encode_one, images, candidates))
+        if len(images) != len(candidates):
+            raise ValueError("one candidate per image")
+        return list(self._map(lambda pair: self._encode_one(*pair), zip(images, candidates, strict=True)))
 
     def _view_one(self, encoded: Encoded) -> Image.Image:
         # Full decode (no DCT draft): the candidate must be seen exactly as the source is.
         return _decode_candidate(encoded).resize((self.view_spec.width, self.view_spec.height),
                                                  Image.Resampling.BILINEAR)
 
-    def view(self, encoded: Sequence[Encoded]) -> Any:
+    def view(self, encoded: Sequence[Encoded]) -> ModelBatch:
         return model_view(list(self._map(self._view_one, encoded)), self.view_spec)
 
-    def pixels(self, image: Prepared | Encoded) -> Image.Image:
-        return image.pixels if isinstance(image, Prepared) else _decode_candidate(image)
+    @staticmethod
+    def _image(image: Prepared | Encoded) -> Image.Image:
+        return image.pixels.image() if isinstance(image, Prepared) else _decode_candidate(image)
+
+    def pixels(self, image: Prepared | Encoded) -> HostPixels:
+        return image.pixels.array() if isinstance(image, Prepared) else np.asarray(_decode_candidate(image))
 
     def _tiles_one(self, item: Prepared | Encoded) -> list[Image.Image]:
-        img = self.pixels(item)
+        img = self._image(item)
         v = self.view_spec
         return [img.crop(box) for box in tile_boxes(img.width, img.height, v.width, v.height)]
 
@@ -125,11 +132,11 @@ def _decode_candidate(encoded: Encoded) -> Image.Image:
     return img
 
 
-def _attempt(fn: Callable[[SourceImage], Any]) -> Callable[[SourceImage], Any]:
+def _attempt[R](fn: Callable[[SourceImage], R]) -> Callable[[SourceImage], R | Exception]:
     """``fn``, returning the exception it raised instead of raising it (one bad source must not stop
     ``map`` over the others)."""
 
-    def run(src: SourceImage) -> Any:
+    def run(src: SourceImage) -> R | Exception:
         try:
             return fn(src)
         except Exception as exc:

@@ -20,7 +20,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
 
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import ConfigError, InternalError, NotFoundError
@@ -28,7 +28,31 @@ from preprocess.pipeline.extractor.built import BuiltModel
 from preprocess.pipeline.extractor.manifest import Manifest
 from preprocess.sources.files import sha256_file
 
+if TYPE_CHECKING:
+    from torch import nn
+
 __all__ = ["BuiltModel", "build", "cache_dir", "check_dim", "measure_dim"]
+
+
+class Stamp(TypedDict):
+    """A file as it was when it was last hashed."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+
+class Record(TypedDict, total=False):
+    """A built model's ``.json`` next to its ONNX file."""
+
+    name: str
+    weights_sha256: str
+    onnx_sha256: str
+    manifest: str
+    node: str | None
+    source: Stamp
+    dim: int
+    token: int | None
 
 
 def cache_dir() -> Path:
@@ -75,7 +99,7 @@ def _onnx_source(m: Manifest) -> Path:
     return p
 
 
-def load_torch(m: Manifest) -> Any:
+def load_torch(m: Manifest) -> nn.Module:
     """A ``torch-state-dict`` manifest's network in eval mode on the CPU (its weights' hash checked):
     what the ONNX file is exported from, and an independent reference for checks of it."""
     import torch  # heavy; only needed to build (and for independent checks)
@@ -91,7 +115,7 @@ def load_torch(m: Manifest) -> Any:
         raise ConfigError(f"cannot load architecture file {arch_file}", code=ErrorCode.MODEL_PACKAGE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    net = getattr(module, src.class_name)()
+    net: nn.Module = getattr(module, src.class_name)()
     net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     return net.eval()
 
@@ -116,9 +140,11 @@ def _export_torch(m: Manifest, out: Path) -> None:
 def _verify(path: Path, x: object, ref: object, m: Manifest) -> None:
     import numpy as np
 
+    from preprocess.pipeline.batches import ModelBatch
     from preprocess.pipeline.extractor.session import Extractor
 
-    got = Extractor(BuiltModel(m, path, ""), device="cpu").raw(np.asarray(x, dtype=np.float32))
+    batch = ModelBatch(np.asarray(x, dtype=np.float32), m.input.layout)
+    got = Extractor(BuiltModel(m, path, ""), device="cpu").raw(batch)
     err = float(np.abs(got - np.asarray(ref).reshape(got.shape)).max())
     if err > 1e-3:
         raise InternalError(f"exported ONNX of {m.name!r} differs from torch by {err:.2e}")
@@ -146,7 +172,7 @@ def build(m: Manifest, *, force: bool = False) -> BuiltModel:
     out = cache_dir() / f"{m.name}-{m.source.sha256[:12]}.onnx"
     meta = out.with_suffix(".json")
     recorded = None if force else _recorded(out, meta, m)
-    before = dict(recorded or {})
+    before = Record(**recorded) if recorded is not None else Record()
     if recorded is None:
         recorded = _build(m, source, out)
     elif recorded.get("source") != _stamp(source):  # changed (or another environment's copy): re-hash it
@@ -154,7 +180,7 @@ def build(m: Manifest, *, force: bool = False) -> BuiltModel:
         recorded["source"] = _stamp(source)
     built = BuiltModel(m, out, recorded["onnx_sha256"])
     if recorded.get("dim") is None or recorded.get("token") != m.output.token:
-        recorded |= {"dim": measure_dim(built), "token": m.output.token}
+        recorded["dim"], recorded["token"] = measure_dim(built), m.output.token
     if recorded != before:
         _write_meta(meta, recorded)
     check_dim(m, int(recorded["dim"]))
@@ -173,11 +199,13 @@ def measure_dim(built: BuiltModel) -> int:
     """The dimension of the features the ONNX file gives (one all-zero image through it, on the CPU)."""
     import numpy as np
 
+    from preprocess.pipeline.batches import ModelBatch
     from preprocess.pipeline.extractor.session import Extractor
 
     v = built.manifest.input
     shape = (1, 3, v.height, v.width) if v.layout == "NCHW" else (1, v.height, v.width, 3)
-    return int(Extractor(built, device="cpu", threads=1).raw(np.zeros(shape, dtype=np.float32)).shape[1])
+    zeros = ModelBatch(np.zeros(shape, dtype=np.float32), v.layout)
+    return int(Extractor(built, device="cpu", threads=1).raw(zeros).shape[1])
 
 
 def _source_file(m: Manifest) -> Path:
@@ -188,17 +216,17 @@ def _source_file(m: Manifest) -> Path:
     return _onnx_source(m)
 
 
-def _stamp(path: Path) -> dict[str, Any]:
+def _stamp(path: Path) -> Stamp:
     st = path.stat()
     return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def _recorded(out: Path, meta: Path, m: Manifest) -> dict[str, Any] | None:
+def _recorded(out: Path, meta: Path, m: Manifest) -> Record | None:
     """The cache entry's record, when the built file is there and was cut where the manifest says."""
     if not (out.is_file() and meta.is_file()):
         return None
     try:
-        recorded = json.loads(meta.read_text())
+        recorded: Record = json.loads(meta.read_text())  # a JSON object _write_meta wrote (checked below)
     except (OSError, ValueError):
         return None
     if not isinstance(recorded, dict) or "onnx_sha256" not in recorded or recorded.get("node") != m.output.node:
@@ -206,13 +234,13 @@ def _recorded(out: Path, meta: Path, m: Manifest) -> dict[str, Any] | None:
     return recorded
 
 
-def _write_meta(meta: Path, recorded: dict[str, Any]) -> None:
+def _write_meta(meta: Path, recorded: Record) -> None:
     tmp = meta.with_name(f".{meta.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(recorded, indent=2))
     os.replace(tmp, meta)
 
 
-def _build(m: Manifest, source: Path, out: Path) -> dict[str, Any]:
+def _build(m: Manifest, source: Path, out: Path) -> Record:
     """Make the ONNX file for ``m`` (export or copy/cut, hashes checked) and return its record."""
     out_dir = out.parent
     try:

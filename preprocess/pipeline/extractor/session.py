@@ -1,6 +1,7 @@
 """Inference with onnxruntime: the only module that imports it.
 
-CPU: the CPU provider on numpy batches. GPU: the CUDA provider with IOBinding, taking the
+A :class:`~preprocess.pipeline.batches.ModelBatch` in, :data:`~preprocess.pipeline.batches.Embeddings`
+out. CPU: the CPU provider on numpy batches. GPU: the CUDA provider with IOBinding, taking the
 engine's device batch through DLPack, so pixels never leave the GPU.
 
 Batch independence ("how a batch is cut never changes a row"): on the GPU every model call has the
@@ -15,15 +16,21 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnxruntime as ort
+from numpy.typing import NDArray
 
 from preprocess.core.codes import ErrorCode
 from preprocess.core.cpus import cpu_lanes
-from preprocess.core.errors import ConfigError, device_fault
+from preprocess.core.errors import ConfigError, InternalError, device_fault
+from preprocess.pipeline.batches import Embeddings, ModelBatch
+from preprocess.pipeline.devices import DeviceName
 from preprocess.pipeline.extractor.built import BuiltModel
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 ort.set_default_logger_severity(3)
 
@@ -31,7 +38,7 @@ CPU_CHUNK = 8  # measured on 2 cores: batches of 32 cost 2-3x more per image tha
 GPU_BATCH = 64  # every GPU model call has this many rows (the last slice padded)
 
 
-def cuda_options(device_id: int) -> dict[str, Any]:
+def cuda_options(device_id: int) -> dict[str, str | int]:
     """The CUDA provider's options: what makes embeddings reproducible and memory bounded."""
     return {
         "device_id": device_id,
@@ -57,7 +64,7 @@ class Extractor:
     none on the CPU, where calls of up to :data:`CPU_CHUNK` rows run as they are).
     """
 
-    def __init__(self, built: BuiltModel, *, device: str = "cpu", device_id: int = 0,
+    def __init__(self, built: BuiltModel, *, device: DeviceName = "cpu", device_id: int = 0,
                  threads: int | None = None, fixed_batch: int | None = None) -> None:
         self.built = built
         self.manifest = built.manifest
@@ -68,7 +75,7 @@ class Extractor:
         opts.log_severity_level = 3
         # Spinning intra-op threads would steal the cores the engine's decode/encode threads need.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        providers: list[Any]
+        providers: list[str | tuple[str, dict[str, str | int]]]
         if device == "gpu":
             _preload_cuda_libraries()
             providers = [("CUDAExecutionProvider", cuda_options(device_id)), "CPUExecutionProvider"]
@@ -93,28 +100,34 @@ class Extractor:
         self.fixed = fixed_batch if fixed_batch is not None else (GPU_BATCH if device == "gpu" else None)
         self.chunk = self.fixed or CPU_CHUNK
 
-    def raw(self, batch: Any) -> np.ndarray:
+    def raw(self, batch: ModelBatch) -> NDArray[np.float32]:
         """Model outputs as (N, D) float32 (token selection applied, not normalised).
 
-        ``batch``: a numpy array, or a tensor exposing ``__dlpack__`` (the GPU engine's torch CUDA
-        tensor; a torch CPU tensor takes the same IOBinding path on the CPU)."""
-        n = int(batch.shape[0])
-        run = self._run_host if isinstance(batch, np.ndarray) else self._run_bound
-        parts = [run(batch[i:i + self.chunk]) for i in range(0, max(n, 1), self.chunk)]
+        ``batch`` on the host runs as a numpy array; a device batch (the GPU engine's torch CUDA tensor;
+        a torch CPU tensor takes the same IOBinding path on the CPU) is bound through ``__dlpack__``."""
+        if batch.layout != self.manifest.input.layout:
+            raise InternalError(f"a {batch.layout} batch for model {self.manifest.name!r}, which takes "
+                                f"{self.manifest.input.layout}")
+        n = len(batch)
+        rows = batch.rows
+        if isinstance(rows, np.ndarray):
+            parts = [self._run_host(rows[i:i + self.chunk]) for i in range(0, max(n, 1), self.chunk)]
+        else:
+            parts = [self._run_bound(rows[i:i + self.chunk]) for i in range(0, max(n, 1), self.chunk)]
         out = np.concatenate(parts) if len(parts) != 1 else parts[0]
-        feats: np.ndarray = np.asarray(out, dtype=np.float32)
+        feats = np.asarray(out, dtype=np.float32)
         if self.manifest.output.token is not None and feats.ndim == 3:
             feats = feats[:, self.manifest.output.token, :]
         return feats.reshape(feats.shape[0], -1)
 
-    def _run_host(self, rows: np.ndarray) -> np.ndarray:
+    def _run_host(self, rows: NDArray[np.float32]) -> NDArray[np.float32]:
         k = rows.shape[0]
         if self.fixed and 0 < k < self.fixed:
             rows = np.concatenate([rows, np.zeros((self.fixed - k, *rows.shape[1:]), dtype=rows.dtype)])
-        out: np.ndarray = self.session.run([self.output_name], {self.input_name: rows})[0]
+        out: NDArray[np.float32] = self.session.run([self.output_name], {self.input_name: rows})[0]
         return out[:k]
 
-    def _run_bound(self, rows: Any) -> np.ndarray:
+    def _run_bound(self, rows: Tensor) -> NDArray[np.float32]:
         """One call on a DLPack tensor (a slice of the batch: a view), padded to the fixed shape."""
         k = int(rows.shape[0])
         if self.fixed and 0 < k < self.fixed:
@@ -129,17 +142,11 @@ class Extractor:
         binding.bind_ortvalue_input(self.input_name, ort.OrtValue.from_dlpack(rows))
         binding.bind_output(self.output_name, "cpu")
         self.session.run_with_iobinding(binding)
-        out: np.ndarray = binding.copy_outputs_to_cpu()[0]
+        out: NDArray[np.float32] = binding.copy_outputs_to_cpu()[0]
         return out[:k]
 
-    def embed(self, batch: Any) -> np.ndarray:
+    def embed(self, batch: ModelBatch) -> Embeddings:
+        """L2-normalised features, one row per row of ``batch``."""
         feats = self.raw(batch)
         norms = np.linalg.norm(feats, axis=1, keepdims=True)
-        unit: np.ndarray = feats / np.maximum(norms, 1e-12)
-        return unit
-
-
-def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise cosine similarity of two batches of L2-normalised embeddings."""
-    sims: np.ndarray = np.einsum("nd,nd->n", a, b).astype(np.float32)
-    return sims
+        return np.asarray(feats / np.maximum(norms, 1e-12), dtype=np.float32)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 from PIL import Image
 
@@ -61,16 +62,19 @@ def parse(fmt: str, data: bytes) -> Header:
         raise HeaderError(f"{fmt} header is malformed ({type(exc).__name__}: {exc})") from None
 
 
-def _u16(data: bytes, pos: int, order: str = "big") -> int:
+Order = Literal["big", "little"]
+
+
+def _u16(data: bytes, pos: int, order: Order = "big") -> int:
     if pos + 2 > len(data):
         raise IndexError(pos)
-    return int.from_bytes(data[pos:pos + 2], order)  # type: ignore[arg-type]
+    return int.from_bytes(data[pos:pos + 2], order)
 
 
-def _u32(data: bytes, pos: int, order: str = "big") -> int:
+def _u32(data: bytes, pos: int, order: Order = "big") -> int:
     if pos + 4 > len(data):
         raise IndexError(pos)
-    return int.from_bytes(data[pos:pos + 4], order)  # type: ignore[arg-type]
+    return int.from_bytes(data[pos:pos + 4], order)
 
 
 # -- PNG ------------------------------------------------------------------------------------------

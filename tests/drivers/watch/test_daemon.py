@@ -258,6 +258,7 @@ def test_the_daemon_is_the_only_writer_of_its_dataset(tmp_path: Path, small_phot
             assert d2.wait(60) == 4
             assert any("STORE_LOCKED" in e.get("line", "") and f"{d.proc.pid}" in e.get("line", "")
                        for e in d2.events), d2.log()
+            assert d2.event("listening") is None, d2.log()  # issue 23, bug 4: refused, so never listening
         run = subprocess.run([sys.executable, "-m", "preprocess", "run", str(other), "--store", str(store),
                               "--engine", "pillow"], cwd=ROOT, capture_output=True, text=True, check=False)
         assert run.returncode == 4 and "STORE_LOCKED" in run.stderr  # and so does a batch run

@@ -19,7 +19,7 @@ from preprocess.core.errors import InputError
 from preprocess.pipeline import codecs
 from preprocess.pipeline.codecs import Candidate, Variant
 from preprocess.pipeline.engines import make_engine
-from preprocess.pipeline.engines.base import Engine, SourceImage
+from preprocess.pipeline.engines.base import Engine, Prepared, SourceImage
 from preprocess.pipeline.extractor.manifest import find_manifest
 from preprocess.pipeline.extractor.view import model_view
 from preprocess.pipeline.images import probe
@@ -63,14 +63,11 @@ def reference_rgb(data: bytes) -> Image.Image:
     return img.convert("RGB")
 
 
-def pixels(engine: Engine, prepared: object) -> np.ndarray:
+def pixels(engine: Engine, prepared: Prepared) -> np.ndarray:
     """The prepared image as host HWC uint8 (decoded from a lossless-enough encode if on device)."""
-    px = getattr(prepared, "pixels", None)
-    if isinstance(px, Image.Image):
-        return np.asarray(px)
-    if isinstance(px, np.ndarray):
-        return px
-    blob = engine.encode([prepared], [jpeg(100)])[0]  # type: ignore[list-item]
+    if prepared.pixels.device == "cpu":
+        return prepared.pixels.array()
+    blob = engine.encode([prepared], [jpeg(100)])[0]
     return np.asarray(Image.open(io.BytesIO(blob.data)).convert("RGB"))
 
 
@@ -106,20 +103,12 @@ def test_source_view_matches_the_reference_view(engine: Engine, camera_photos: l
     files = [camera_photos[0], small_photos[0]]
     srcs = [source(p.name, p.read_bytes()) for p in files]
     loaded = engine.load(srcs)
-    got = np.asarray(_host(loaded.source_view))
-    ref = model_view([reference_rgb(s.data) for s in srcs], VIEW)
+    got = np.asarray(loaded.source_view.host())
+    ref = model_view([reference_rgb(s.data) for s in srcs], VIEW).host()
     assert got.shape == ref.shape == (2, 3, VIEW.height, VIEW.width)
     assert got.dtype == np.float32
     # normalised units: ~0.02 is about one 8-bit level
     assert float(np.abs(got - ref).mean()) < 0.06
-
-
-def _host(batch: object) -> np.ndarray:
-    if isinstance(batch, np.ndarray):
-        return batch
-    import torch
-
-    return torch.utils.dlpack.from_dlpack(batch).cpu().numpy()  # type: ignore[arg-type]
 
 
 def test_encode_makes_real_jpegs_and_bytes_grow_with_quality(engine: Engine, camera_photos: list[Path]) -> None:
@@ -145,8 +134,8 @@ def test_view_of_encoded_bytes_matches_reference(engine: Engine, camera_photos: 
     s = source("cam", camera_photos[2].read_bytes())
     loaded = engine.load([s])
     blob = engine.encode(loaded.prepared, [jpeg(90)])[0]
-    got = _host(engine.view([blob]))
-    ref = model_view([Image.open(io.BytesIO(blob.data)).convert("RGB")], VIEW)
+    got = engine.view([blob]).host()
+    ref = model_view([Image.open(io.BytesIO(blob.data)).convert("RGB")], VIEW).host()
     assert float(np.abs(got - ref).mean()) < 0.06
 
 
@@ -178,7 +167,7 @@ def test_a_bad_image_fails_alone(engine: Engine, bad_images: dict[str, tuple[byt
     assert err.code in ("E_TRUNCATED", "E_CORRUPT")
     assert err.path == "truncated.jpg"
     assert [p.index for p in loaded.prepared] == [0, 2, 3]
-    assert _host(loaded.source_view).shape[0] == 3
+    assert loaded.source_view.host().shape[0] == 3
 
 
 def test_tiles_line_up_and_match_reference_crops(engine: Engine, camera_photos: list[Path],
@@ -194,15 +183,15 @@ def test_tiles_line_up_and_match_reference_crops(engine: Engine, camera_photos: 
     got_tiles = engine.tiles(blobs)
     expected = [len(tile_boxes(p.width, p.height, VIEW.width, VIEW.height)) for p in loaded.prepared]
     assert ref_tiles.counts == got_tiles.counts == expected == [6, 6]  # 640x400 and 451x300 (not upscaled)
-    ref = _host(ref_tiles.batch)
-    got = _host(got_tiles.batch)
+    ref = ref_tiles.batch.host()
+    got = got_tiles.batch.host()
     assert ref.shape == got.shape == (12, 3, VIEW.height, VIEW.width)
     # q95 candidates' tiles are close to the uncompressed tiles, tile by tile
     assert float(np.abs(ref - got).mean()) < 0.1
     # and each decoded tile is the reference crop of the decoded candidate, in the model's view
     img = Image.open(io.BytesIO(blobs[0].data)).convert("RGB")
     crops = [img.crop(b) for b in tile_boxes(img.width, img.height, VIEW.width, VIEW.height)]
-    assert float(np.abs(got[:6] - model_view(crops, VIEW)).mean()) < 0.06
+    assert float(np.abs(got[:6] - model_view(crops, VIEW).host()).mean()) < 0.06
 
 
 EVERY_VARIANT = [Variant("jpeg", "jpegli", "420"), Variant("jpeg", "libjpeg", "444"), Variant("webp", "libwebp", "420"),
@@ -222,8 +211,8 @@ def test_every_format_encodes_views_and_decodes(engine: Engine, small_photos: li
     decoded = codecs.decode(hi.data, variant.format)
     assert decoded.shape == (p.height, p.width, 3) and decoded.dtype == np.uint8
     assert mean_abs(decoded, pixels(engine, p)) < 4.0  # q90 of any codec is close to the source
-    got = _host(engine.view([hi]))
-    ref = model_view([Image.fromarray(decoded)], VIEW)
+    got = engine.view([hi]).host()
+    ref = model_view([Image.fromarray(decoded)], VIEW).host()
     assert float(np.abs(got - ref).mean()) < 0.06
     assert mean_abs(np.asarray(engine.pixels(hi)), decoded) < 1.0
 

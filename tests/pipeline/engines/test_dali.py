@@ -19,7 +19,8 @@ pytest.importorskip("nvidia.dali")
 
 from preprocess.core.errors import DeviceError
 from preprocess.pipeline.codecs import Candidate, Encoded, Variant
-from preprocess.pipeline.engines.dali import DaliEngine, ImageDecoder, _Pipe, codec_backends
+from preprocess.pipeline.engines.dali import DaliEngine, ImageDecoder, codec_backends
+from preprocess.pipeline.engines.dali.graph import Pipe
 from preprocess.pipeline.extractor.manifest import find_manifest
 from preprocess.pipeline.spec import Encode
 from tests.pipeline.engines.test_conformance import source
@@ -59,11 +60,11 @@ def _loaded(engine: DaliEngine, photos: list[Path]) -> list[Any]:
 def test_a_device_failure_stops_the_batch_instead_of_failing_its_images(
         engine: DaliEngine, small_photos: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
     # Test double: no GPU here to run out of memory; the pipeline raises what DALI raises then.
-    def oom(self: _Pipe, feeds: dict[str, Any]) -> Any:
+    def oom(self: Pipe, feeds: dict[str, Any]) -> Any:
         raise RuntimeError("Critical error in pipeline:\nCUDA runtime API error cudaErrorMemoryAllocation (2):\n"
                            "out of memory")
 
-    monkeypatch.setattr(_Pipe, "run", oom)
+    monkeypatch.setattr(Pipe, "run", oom)
     with pytest.raises(DeviceError) as err:
         engine.load([source(p.name, p.read_bytes()) for p in small_photos[:3]])
     assert err.value.code == "DEVICE_OOM"
@@ -72,7 +73,7 @@ def test_a_device_failure_stops_the_batch_instead_of_failing_its_images(
 def test_an_image_the_encoder_fails_on_is_encoded_on_the_cpu_and_says_so(
         engine: DaliEngine, small_photos: list[Path]) -> None:
     prepared = _loaded(engine, small_photos[:3])
-    engine._encoder = CountingEncoder(engine._encoder, fail={1})
+    engine._jpeg.encoder = CountingEncoder(engine._jpeg.encoder, fail={1})
     got = engine.encode(prepared, [Candidate(LIBJPEG, 60)] * 3)
     assert [e.library for e in got] == ["", "libjpeg-turbo", ""]
     assert engine.fallbacks == 1 and "1 images" in engine.describe()["encode_fallbacks"]
@@ -86,7 +87,7 @@ def test_an_image_the_encoder_fails_on_is_encoded_on_the_cpu_and_says_so(
 
 def test_one_encoder_call_per_quality_and_chroma(engine: DaliEngine, small_photos: list[Path]) -> None:
     prepared = _loaded(engine, small_photos[:4])
-    spy = engine._encoder = CountingEncoder(engine._encoder)
+    spy = engine._jpeg.encoder = CountingEncoder(engine._jpeg.encoder)
     asks = [Candidate(LIBJPEG, 30), Candidate(LIBJPEG, 50), Candidate(LIBJPEG, 30),
             Candidate(Variant("jpeg", "libjpeg", "444"), 30)]
     got = engine.encode(prepared, asks)
@@ -105,19 +106,20 @@ def test_candidates_dali_cannot_decode_are_decoded_on_the_cpu(
     blobs = engine.encode(prepared, [Candidate(LIBJPEG, 80)] * 2)
     expected = engine.view(blobs)
     tiles = engine.tiles(blobs)
-    real = _Pipe.run
+    real = Pipe.run
 
     # Test double: DALI's decoder refuses the encoded candidates (a JPEG it cannot take), nothing else.
-    def refuse_bytes(self: _Pipe, feeds: dict[str, Any]) -> Any:
+    def refuse_bytes(self: Pipe, feeds: dict[str, Any]) -> Any:
         if feeds["data"][0].ndim == 1:
             raise RuntimeError("Assert on \"CanDecode\" failed: Unrecognized image format")
         return real(self, feeds)
 
-    monkeypatch.setattr(_Pipe, "run", refuse_bytes)
-    got = engine.view(blobs)
-    assert got.shape == expected.shape and float(np.abs(got - expected).mean()) < 0.02
+    monkeypatch.setattr(Pipe, "run", refuse_bytes)
+    got = engine.view(blobs).host()
+    assert got.shape == expected.host().shape and float(np.abs(got - expected.host()).mean()) < 0.02
     got_tiles = engine.tiles(blobs)
-    assert got_tiles.counts == tiles.counts and float(np.abs(got_tiles.batch - tiles.batch).mean()) < 0.02
+    assert got_tiles.counts == tiles.counts
+    assert float(np.abs(got_tiles.batch.host() - tiles.batch.host()).mean()) < 0.02
     assert engine.pixels(blobs[0]).shape == (prepared[0].height, prepared[0].width, 3)
 
 
@@ -138,7 +140,7 @@ def test_the_batch_decoder_retries_image_by_image(small_photos: list[Path]) -> N
         assert got[1] is None and all(isinstance(px, np.ndarray) for k, px in enumerate(got) if k != 1)
         ref = np.asarray(Image.open(io.BytesIO(blobs[2])).convert("RGB"), dtype=np.int16)
         last = got[3]
-        assert last is not None and np.abs(last.astype(np.int16) - ref).mean() < 2.0
+        assert isinstance(last, np.ndarray) and np.abs(last.astype(np.int16) - ref).mean() < 2.0
     finally:
         decoder.close()
 
@@ -148,8 +150,12 @@ def test_gpu_lanes_have_their_own_streams_and_encoders() -> None:
     a = DaliEngine(Encode(encoders=("libjpeg",)), VIEW, device="gpu", max_batch=8)
     b = DaliEngine(Encode(encoders=("libjpeg",)), VIEW, device="gpu", max_batch=8)
     try:
-        assert a._cuda_stream.cuda_stream != b._cuda_stream.cuda_stream
-        assert a._encoder is not b._encoder
+        from preprocess.pipeline.engines.dali.cuda import CudaMemory
+
+        assert isinstance(a._memory, CudaMemory) and isinstance(b._memory, CudaMemory)
+        assert a._memory.cuda_stream is not None and b._memory.cuda_stream is not None
+        assert a._memory.cuda_stream.cuda_stream != b._memory.cuda_stream.cuda_stream
+        assert a._jpeg.encoder is not b._jpeg.encoder
     finally:
         a.close()
         b.close()
@@ -172,6 +178,6 @@ def test_gpu_encode_round_trips_every_odd_shape_through_nvjpeg() -> None:
         assert eng.fallbacks == 0, "nvJPEG failed on a shape"
         for e, p in zip(got, loaded.prepared, strict=True):  # long sides above 1280 px are resized
             assert Image.open(io.BytesIO(e.data)).size == (p.width, p.height)
-        assert eng.view(got).shape[0] == len(shapes)
+        assert len(eng.view(got)) == len(shapes)
     finally:
         eng.close()

@@ -1,0 +1,83 @@
+"""`preprocess ls STORE [REF] --where ...`: a version's rows that match, each with the commit that added it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich import box
+from rich.markup import escape
+from rich.table import Table
+
+from preprocess.cli.app import app, emit, err, fail, fmt, out, quiet_libraries
+from preprocess.core.errors import PreprocessError
+from preprocess.core.units import size
+
+if TYPE_CHECKING:
+    from preprocess.store.listing import Listing
+
+SHORT_ID = 12
+WIDE = 110
+
+
+@app.command("ls")
+def ls_cmd(
+    store: Annotated[str, typer.Argument(help="The dataset: a local path or s3://BUCKET/PREFIX.", show_default=False)],
+    ref: Annotated[str, typer.Argument(help="The version (a branch, tag, snapshot or REF~N).")] = "main",
+    where: Annotated[list[str] | None, typer.Option(
+        "--where", "-w", help="Keep the rows that match, e.g. \"similarity < 0.995\", \"name ~ cam0 and "
+                              "format = avif\", \"commit = 7D0G\" (repeatable: each must match). Fields: every "
+                              "row field, and name, folder, camera, time, spec, commit, row.")] = None,
+    sort: Annotated[str, typer.Option(help="Order by this field (NaN last).")] = "row",
+    desc: Annotated[bool, typer.Option("--desc", help="Largest first.")] = False,
+    limit: Annotated[int | None, typer.Option(help="Print at most this many rows.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """List a version's rows (all, or those --where selects): row, source, status, format, size, bytes,
+    quality, similarity, capture time and the commit that added it."""
+    from preprocess.core.codes import ErrorCode
+    from preprocess.core.errors import ConfigError
+    from preprocess.store import open_repo
+    from preprocess.store.listing import Order, ls
+    from preprocess.store.where import parse_all
+
+    js = "ls" if as_json else ""
+    quiet_libraries()
+    try:
+        if limit is not None and limit < 0:
+            raise ConfigError(f"--limit {limit}: a number of rows cannot be negative", code=ErrorCode.CLI_USAGE,
+                              hint="give --limit 1 or more, or leave it out for every row")
+        listing = ls(open_repo(store, create=False), ref, parse_all(where or []), order=Order(sort, desc),
+                     limit=limit)
+    except PreprocessError as exc:
+        fail(exc, as_json=js)
+        return
+    if as_json:
+        emit("ls", listing.to_dict())
+        return
+    out.print(_table(store, ref, listing))
+    shown = len(listing.rows)
+    more = f" (showing {shown}: --limit)" if shown < listing.matched else ""
+    err.print(f"{listing.matched} of {listing.total} rows match{more}", highlight=False, soft_wrap=True)
+
+
+def _table(store: str, ref: str, listing: Listing) -> Table:
+    title = f"{store} ({ref})" + (f" where {listing.where}" if listing.where else "")
+    t = Table(title=escape(title), title_justify="left", box=box.SIMPLE_HEAD)
+    wide = out.width >= WIDE  # narrow terminals: the file name (the whole path is in --json)
+    t.add_column("row", justify="right", no_wrap=True)
+    t.add_column("source" if wide else "file", overflow="fold", ratio=3)
+    t.add_column("status", no_wrap=True)
+    t.add_column("stored", no_wrap=True)
+    t.add_column("q", justify="right", no_wrap=True)
+    t.add_column("similarity", justify="right", no_wrap=True)
+    t.add_column("commit", no_wrap=True)
+    for r in listing.rows:
+        sim = r["similarity"]
+        stored = f"{r['format']} {r['width']}x{r['height']} {size(int(r['bytes'] or 0))}"
+        path = str(r["source_path"])
+        t.add_row(str(r["row"]), escape(path if wide else path.rsplit("/", 1)[-1]), escape(str(r["status"])),
+                  escape(stored),
+                  str(r["quality"]), fmt(float(sim) if isinstance(sim, int | float) else None, ".4f"),
+                  str(r["commit"])[:SHORT_ID if wide else 8])
+    return t

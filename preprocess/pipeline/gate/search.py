@@ -1,0 +1,115 @@
+"""One variant's quality search over the ladder: which rung to measure next, given what was measured.
+
+Pure (no model, no engine): ``tests/pipeline/test_gate_search.py`` runs it over similarity curves of
+every shape. Similarity is not monotone in quality, so the search only narrows an interval between a
+measured failure and a measured pass; what is stored is always a candidate measured to pass.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# How fast the feature deficit (1 - similarity) falls with quality, in decades per quality point,
+# before a job has measured its own: log10(1 - s) drops by ~0.1 per 5 libjpeg quality points on the
+# bundled photos with MobileNetV2 (bench/NOTES.md). Each variant learns its own slope as images are
+# searched (:class:`~preprocess.pipeline.gate.priors.GateStats`). Only a prior for where to probe next:
+# every decision is measured.
+DEFICIT_SLOPE = 0.02
+# A passing candidate this close above the threshold ends its variant's search without measuring
+# the rung below it: near the crossing a quality step moves the similarity by about this much, so
+# the rung below would almost surely fail (simulated on the measured curves of 44 photos: against 0.0005,
+# 0.1% more bytes, 3% fewer probes for AVIF; 0.0015 costs 1% bytes; bench/NOTES.md).
+SETTLE = 0.001
+
+
+def _log_deficit(similarity: float) -> float:
+    return math.log10(max(1.0 - similarity, 1e-6))
+
+
+@dataclass
+class Search:
+    """One variant's search over ladder rungs ``0..top``: the open interval ``[lo, hi]`` between the
+    highest rung measured to fail below it and the lowest rung measured to pass above it."""
+
+    lo: int
+    hi: int
+    best: int | None = None
+    tried: dict[int, float] = field(default_factory=dict)  # quality -> measured similarity
+
+    def next_probe(self, guess: int | None, ladder: Sequence[int], threshold: float,
+                   slope: float = DEFICIT_SLOPE, settle: float = 0.0) -> int | None:
+        """The next rung to measure, or None when the search is over.
+
+        First the guess (else the middle). Then the rung where the similarity is predicted to
+        cross the threshold: interpolated in log(1 - similarity) between the two measured rungs
+        around the interval, or extrapolated from the one measured side with ``slope``. A
+        prediction outside the interval is clamped into it, so every probe still shrinks it: at
+        worst this is a linear search, usually it is 1-2 probes. The search also ends when the
+        lowest pass is within ``settle`` above the threshold.
+        """
+        lo, hi = self.lo, self.hi
+        if lo > hi or (self.best is not None and self.tried[ladder[self.best]] < threshold + settle):
+            return None
+        if not self.tried:
+            return guess if guess is not None and lo <= guess <= hi else (lo + hi) // 2
+        target = self._predict(ladder, threshold, slope)
+        if target is None:
+            return (lo + hi) // 2
+        rung = next((r for r in range(lo, hi + 1) if ladder[r] >= target - 1e-9), hi)
+        return min(max(rung, lo), hi)
+
+    def _predict(self, ladder: Sequence[int], threshold: float, slope: float) -> float | None:
+        """The quality where the similarity is predicted to reach the threshold (None: no basis)."""
+        goal = _log_deficit(threshold)
+        lo, hi = self.lo, self.hi
+        failed = ladder[lo - 1] if lo > 0 and ladder[lo - 1] in self.tried else None
+        passed = ladder[hi + 1] if hi + 1 < len(ladder) and ladder[hi + 1] in self.tried else None
+        if failed is not None and passed is not None:
+            a, b = _log_deficit(self.tried[failed]), _log_deficit(self.tried[passed])
+            if not a > goal >= b:  # only when 1 - threshold is below the log's floor
+                return None
+            return failed + (a - goal) / (a - b) * (passed - failed)
+        if failed is not None:
+            return failed + (_log_deficit(self.tried[failed]) - goal) / self._rising(failed, slope)
+        if passed is not None:
+            return passed - (goal - _log_deficit(self.tried[passed])) / slope
+        return None
+
+    def _rising(self, failed: int, slope: float) -> float:
+        """The slope to extrapolate upwards from the highest failure: the prior, or flatter when the last
+        two failures (4+ points apart) show the curve flattening (dark, smooth images: far from the
+        guess, the deficit falls slowly, and the prior would creep up one short step at a time)."""
+        below = sorted(q for q in self.tried if q < failed)
+        if not below or failed - below[-1] < 4:
+            return slope
+        a = below[-1]
+        secant = (_log_deficit(self.tried[a]) - _log_deficit(self.tried[failed])) / (failed - a)
+        return min(slope, max(secant, slope / 4))
+
+    def update(self, rung: int, similarity: float, threshold: float, ladder: Sequence[int]) -> bool:
+        """Record a measurement; True when it passed."""
+        self.tried[ladder[rung]] = similarity
+        if similarity >= threshold:
+            if self.best is None or rung < self.best:
+                self.best = rung
+            self.hi = rung - 1
+            return True
+        self.lo = rung + 1
+        return False
+
+    def slope(self) -> float | None:
+        """This search's deficit slope: the least-squares fit of log(1 - similarity) against quality
+        over every rung it measured (None with fewer than two rungs 4+ points apart, or no fall).
+        The fit over the whole range, not the last step, is what extrapolating from a first guess
+        needs: near the crossing the curve is steeper and noisier."""
+        qs = sorted(self.tried)
+        if len(qs) < 2 or qs[-1] - qs[0] < 4:
+            return None
+        x = np.asarray(qs, dtype=np.float64)
+        y = np.asarray([_log_deficit(self.tried[q]) for q in qs])
+        fall = -float(np.polyfit(x, y, 1)[0])
+        return fall if fall > 0 else None

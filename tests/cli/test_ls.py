@@ -1,0 +1,60 @@
+"""`preprocess ls STORE [REF] --where ...` (issue 23): a version's rows that match, with the commit that
+added each, as a table or JSON; a bad expression is one line naming what is wrong."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+from typer.testing import CliRunner
+
+from preprocess.cli import app
+from preprocess.store import open_dataset
+from tests.store.conftest import Hist
+
+
+def cli(*args: str) -> Any:
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
+
+
+def test_ls_where_similarity_prints_the_matching_rows(hist: Hist) -> None:
+    s = str(hist.store)
+    t = open_dataset(s, ref="low-q").items_table(["similarity", "source_path"])
+    cut = float(np.median(t["similarity"].astype(np.float64)))
+    want = [i for i, v in enumerate(t["similarity"]) if v < np.float32(cut)]
+    assert 0 < len(want) < len(t["similarity"])
+    r = cli("ls", s, "low-q", "--where", f"similarity < {cut}")
+    assert r.exit_code == 0, r.output
+    shown = [int(line.split()[0]) for line in r.stdout.splitlines() if line.strip()[:1].isdigit()]
+    assert shown == want
+    assert f"{len(want)} of {len(t['similarity'])} rows match" in r.stderr
+    doc = json.loads(cli("ls", s, "low-q", "--where", f"similarity < {cut}", "--json").stdout)
+    assert doc["version"] == 1 and doc["command"] == "ls" and doc["matched"] == len(want)
+    assert [row["row"] for row in doc["rows"]] == want and all(row["commit"] for row in doc["rows"])
+    assert all(row["similarity"] < cut for row in doc["rows"])
+
+
+def test_ls_filters_by_name_commit_and_several_conditions(hist: Hist) -> None:
+    s = str(hist.store)
+    every = json.loads(cli("ls", s, "low-q", "--json").stdout)["rows"]
+    named = json.loads(cli("ls", s, "low-q", "-w", "name ~ apple", "--json").stdout)["rows"]
+    assert named and all(r["source_path"].endswith("apple.jpg") for r in named)
+    by_commit = json.loads(cli("ls", s, "low-q", "-w", f"commit = {str(hist.lowq.snapshot)[:6]}",
+                               "--json").stdout)["rows"]
+    assert [r["row"] for r in by_commit] == [r["row"] for r in every if r["commit"] == hist.lowq.snapshot]
+    both = json.loads(cli("ls", s, "low-q", "-w", "name ~ apple", "-w", f"commit = {hist.lowq.snapshot}",
+                          "--json").stdout)["rows"]
+    assert [r["row"] for r in both] == [r["row"] for r in named if r["commit"] == hist.lowq.snapshot]
+    either = json.loads(cli("ls", s, "low-q", "-w", "quality = 40 or quality = 80", "--sort", "quality", "--desc",
+                            "--json").stdout)["rows"]
+    assert [r["quality"] for r in either] == sorted((r["quality"] for r in every), reverse=True)
+
+
+def test_a_bad_expression_is_one_line_naming_what_is_wrong(hist: Hist) -> None:
+    s = str(hist.store)
+    for where, words in (("simlarity < 0.9", "did you mean 'similarity'"), ("similarity ~ 3", "is a number"),
+                         ("similarity <", "FIELD OP VALUE"), ("quality = 40 name ~ a", "'and' or 'or'")):
+        r = cli("ls", s, "--where", where)
+        assert r.exit_code == 2 and r.stderr.startswith("error[WHERE_INVALID]") and words in r.stderr, (where, r.stderr)
+    assert cli("ls", s, "--sort", "nope").stderr.startswith("error[STORE_FIELD]")

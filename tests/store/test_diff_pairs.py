@@ -1,0 +1,92 @@
+"""The diff pairs the same source across specs (issue 23): a JPEG branch against an AVIF branch of the
+same sources is N sources stored another way, not N removed + N added; the CLI prints each pair
+(``name: jpeg 27.0 KB q41 -> avif 30.4 KB q47``) and the web UI shows them side by side."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+from typer.testing import CliRunner
+
+from preprocess import history
+from preprocess.cli import app
+from preprocess.serve import Catalog, create_app
+from preprocess.store import open_repo, refs
+from tests.jobs import run_pillow
+
+SPEC = """
+[pipeline]
+name = "{fmt}-256"
+[resize]
+mode = "long-side"
+size = 256
+[encode]
+format = "{fmt}"
+[quality]
+mode = "adaptive"
+min = 30
+max = 90
+step = 10
+[gate]
+threshold = 0.98
+[batch]
+size = 8
+"""
+
+
+@pytest.fixture(scope="module")
+def two_formats(tmp_path_factory: pytest.TempPathFactory, photo_sets: list[Path]) -> Path:
+    """``jpeg`` and ``avif``: the same four photos, one branch per format (both from the first snapshot)."""
+    root = tmp_path_factory.mktemp("formats")
+    store = root / "cams.icechunk"
+    specs = {}
+    for fmt in ("jpeg", "avif"):
+        specs[fmt] = root / f"{fmt}.toml"
+        specs[fmt].write_text(SPEC.format(fmt=fmt))
+    run_pillow(photo_sets[:2], store, specs["jpeg"], message="jpeg")
+    repo = open_repo(str(store), create=False)
+    first = refs.history(repo, branch="main")[-1].id
+    refs.create_branch(repo, "jpeg", "main")
+    refs.create_branch(repo, "avif", first)
+    run_pillow(photo_sets[:2], store, specs["avif"], branch="avif", message="avif")
+    return store
+
+
+def test_a_jpeg_branch_against_an_avif_branch_is_pairs(two_formats: Path) -> None:
+    d = history.diff(str(two_formats), "jpeg", "avif")
+    assert len(d.added) == len(d.removed) == len(d.pairs) == 4
+    assert d.added_alone == [] and d.removed_alone == []
+    for p in d.pairs:
+        assert p.a.source_sha256 == p.b.source_sha256 and (p.a.format, p.b.format) == ("jpeg", "avif")
+        assert p.a.fingerprint != p.b.fingerprint
+        assert p.words().startswith(f"{Path(p.source_path).name}: jpeg ") and " -> avif " in p.words()
+    doc: Any = d.to_dict()
+    assert len(doc["pairs"]) == 4 and doc["pairs"][0]["a"]["format"] == "jpeg"
+
+
+def test_the_cli_prints_the_pairs(two_formats: Path) -> None:
+    r = CliRunner().invoke(app, ["diff", str(two_formats), "jpeg", "avif"], env={"COLUMNS": "160"})
+    assert r.exit_code == 0, r.output
+    assert "4 sources stored under another spec" in r.stdout
+    assert "4 stored under another spec: +0 new sources, -0 sources gone" in r.stdout
+    pair = re.compile(r"\.(jpg|png)\s+jpeg [\d.]+ K?B q\d+\s+->\s+avif ")
+    pairs = [line for line in r.stdout.splitlines() if pair.search(line)]
+    assert len(pairs) == 4, r.stdout
+    assert not [line for line in r.stdout.splitlines() if line.strip().startswith(("+ ", "- "))]  # no +/- rows
+    doc = json.loads(CliRunner().invoke(app, ["diff", str(two_formats), "jpeg", "avif", "--json"]).stdout)
+    assert len(doc["pairs"]) == 4 and len(doc["added"]) == 4  # the JSON keeps every row too
+
+
+def test_the_web_ui_shows_the_pairs_side_by_side(two_formats: Path) -> None:
+    cat = Catalog(str(two_formats))
+    with TestClient(create_app(cat)) as c:
+        page = c.get("/diff?a=jpeg&b=avif").text
+    assert '<b>4</b> stored under another spec, <b>+0</b> new sources, <b>−0</b> sources gone' in page
+    table = page.split('id="pairs"', 1)[1].split("</table>", 1)[0]
+    assert table.count("<tr><td") == 4 and table.count("jpeg") >= 4 and table.count("avif") >= 4
+    assert 'id="added"' in page and page.split('id="added"', 1)[1].split("</div>", 1)[0].count("card") == 0
