@@ -300,3 +300,14 @@ def test_a_process_that_reads_through_workers_forks_them_and_falls_back_to_a_for
     assert done.returncode == 0, done.stderr[-3000:]
     every = str(list(range(6)))
     assert done.stdout.splitlines() == ["False fork", every, "True forkserver", every]
+
+
+def test_the_reader_and_a_forkserver_preload_never_import_icechunk() -> None:
+    """What keeps forked workers safe: importing the reader (and what a forkserver preloads) loads numpy,
+    torch, zarr and the decoders, never icechunk (whose runtime a forked child cannot use)."""
+    from preprocess.torchdata.loader import PRELOAD
+
+    code = (f"import sys; import preprocess.torchdata; [__import__(m) for m in {PRELOAD!r}]; "
+            "print('icechunk' in sys.modules, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert done.stdout.split() == ["False", "True"]

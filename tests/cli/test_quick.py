@@ -55,12 +55,12 @@ def test_log_oneline_and_head(hist: Hist) -> None:
     s = str(hist.store)
     r = CliRunner().invoke(app, ["log", s, "--oneline"])
     assert r.exit_code == 0
-    commits = json.loads(CliRunner().invoke(app, ["log", s, "--json"]).stdout)
+    commits = json.loads(CliRunner().invoke(app, ["log", s, "--json"]).stdout)["commits"]
     lines = r.stdout.splitlines()
     assert len(lines) == len(commits) and all(len(line) <= 200 for line in lines)
     first = lines[0].split(" ", 1)
     assert commits[0]["id"].startswith(first[0]) and "(main" in first[1] and first[1].endswith(commits[0]["message"])
-    head = json.loads(CliRunner().invoke(app, ["log", s, "HEAD~1", "--json"]).stdout)
+    head = json.loads(CliRunner().invoke(app, ["log", s, "HEAD~1", "--json"]).stdout)["commits"]
     assert [c["id"] for c in head] == [c["id"] for c in commits[1:]]
     shown = json.loads(CliRunner().invoke(app, ["show", s, "HEAD", "--json"]).stdout)
     assert shown["snapshot"] == commits[0]["id"]
