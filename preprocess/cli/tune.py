@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from preprocess.tune.stored import StoredSample
 
 _RANGE = re.compile(r"^\s*(\d+)\s*\.\.\s*(\d+)\s*(?:/\s*(\d+))?\s*$")
-PRESET_NAMES = ("archive", "train", "index", "preview")  # preprocess.tune.recommend.PRESETS (a test keeps them equal)
 
 
 def parse_qualities(text: str) -> list[int]:

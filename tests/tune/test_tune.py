@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from preprocess.cli.tune import PRESET_NAMES, parse_qualities
+from preprocess.cli.tune import parse_qualities
 from preprocess.drivers.run import JobOptions, run_job
 from preprocess.pipeline import gate
 from preprocess.pipeline.codecs import sniff
@@ -131,7 +131,7 @@ def test_the_decision_is_the_fewest_bytes_across_formats_and_sizes(searched: Swe
 
 
 def test_presets_and_targets_outside_the_band(searched: Sweep, decision: Decision) -> None:
-    assert set(decision.presets) == set(PRESETS) == set(PRESET_NAMES)
+    assert set(decision.presets) == set(PRESETS) == {"archive", "train", "index", "preview"}
     for name, s in decision.presets.items():
         assert s is not None and s.inexact == 0 and s.at_percentile >= PRESETS[name].similarity  # bracketed
     archive, index = decision.presets["archive"], decision.presets["index"]
