@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -19,8 +20,9 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
-from preprocess.core import progress
+from preprocess.core import names, progress
 from preprocess.core.errors import PreprocessError
 from preprocess.core.jsonable import JSON_VERSION, Json
 
@@ -52,12 +54,15 @@ def fail(exc: PreprocessError, *, as_json: str = "") -> None:
     (its ``--json``), the error is also printed as the JSON document on stdout:
     ``{"version": 1, "command": "log", "error": {"code": ..., "message": ..., "hint": ..., ...}}``."""
     if as_json:
-        error = {"code": str(exc.code), "message": exc.message, "path": exc.path, "line": exc.one_line(),
+        error = {"code": str(exc.code), "message": names.text(exc.message),  # JSON is UTF-8: names as stored
+                 "path": names.storable(exc.path) if exc.path else exc.path, "line": names.line(exc.one_line()),
                  "hint": exc.hint or "", "exit_code": exc.exit_code or 1}
         out.print_json(json.dumps({"version": JSON_VERSION, "command": as_json, "error": error}))
-    err.print(f"[bold red]error[{exc.code}][/]: {exc.one_line()}", highlight=False, soft_wrap=True)
+    # one line whatever the message holds: a name in it with a newline or an ESC is quoted (core.names)
+    err.print(f"[bold red]error[{exc.code}][/]: {escape(names.line(exc.one_line()))}", highlight=False,
+              soft_wrap=True)
     if exc.hint:
-        err.print(f"  hint: {exc.hint}", highlight=False, soft_wrap=True)
+        err.print(Text(f"  hint: {names.line(exc.hint)}"), highlight=False, soft_wrap=True)
     raise typer.Exit(exc.exit_code or 1)
 
 

@@ -7,6 +7,7 @@ JSON with ``--json`` (the same bytes for the same content).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -14,8 +15,10 @@ import typer
 from rich import box
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from preprocess.cli.app import app, emit, err, fail, fmt, out, quiet_libraries
+from preprocess.core import names
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import PreprocessError
 from preprocess.core.jsonable import Json
@@ -61,7 +64,7 @@ def _kv(title: str, rows: list[tuple[str, str]]) -> Table:
     t.add_column(style="bold")
     t.add_column(overflow="fold")
     for k, v in rows:
-        t.add_row(k, v)
+        t.add_row(k, Text(v))  # plain text, never markup: values hold names and messages from the data
     return t
 
 
@@ -193,9 +196,9 @@ def _provenance_rows(p: Provenance) -> list[tuple[str, str]]:
     return [
         ("job", p.job_id),
         ("branch", f"{i.branch or '-'} (parent {i.parent_snapshot or '-'})"),
-        ("inputs", f"{i.count} files under {', '.join(i.roots)}"),
+        ("inputs", f"{i.count} files under {', '.join(map(names.shown, i.roots))}"),
         ("input list sha256", i.list_sha256 or "-"),
-        ("spec", f"{p.spec_path or '-'} ({p.spec_info.pipeline.name or '-'})"),
+        ("spec", f"{names.shown(p.spec_path) or '-'} ({p.spec_info.pipeline.name or '-'})"),
         ("spec sha256", p.spec_sha256 or "-"),
         ("fingerprint", p.fingerprint or "-"),
         ("settings", p.spec_info.summary() if p.spec else "-"),
@@ -218,7 +221,7 @@ def _print_lineage(found: Lineage) -> None:
         s, st, c, p = item.row, item.row, item.made_by.commit, item.made_by.provenance
         sim = st["similarity"]
         rows = [
-            ("source", str(s["source_path"])), ("source sha256", str(s["source_sha256"])),
+            ("source", names.shown(str(s["source_path"]))), ("source sha256", str(s["source_sha256"])),
             ("source image", f"{s['source_format']} {s['source_width']}x{s['source_height']}, "
                              f"{size(int(s['source_bytes'] or 0))}"),
             ("camera", f"{s['camera_model'] or '-'} at {s['capture_time'] or '-'}"),
@@ -226,8 +229,8 @@ def _print_lineage(found: Lineage) -> None:
                        f"status {st['status']}"),
             ("quality", f"{st['quality']} (after {st['probes']} probes)"),
             ("similarity", fmt(float(sim) if isinstance(sim, int | float) else None, ".4f")),
-            ("spec", f"{(p.spec_path if p else '') or '-'} ({(p.spec_info.pipeline.name if p else '') or '-'}), "
-                     f"fingerprint {s['fingerprint']}"),
+            ("spec", f"{names.shown(p.spec_path if p else '') or '-'} "
+                     f"({(p.spec_info.pipeline.name if p else '') or '-'}), fingerprint {s['fingerprint']}"),
             ("model", f"{s['model']} (weights {((p.model.weights_sha256 if p else '') or '-')[:16]})"),
             ("commit", f"{c.id} {c.message}" if c else "-"),
             ("committed", f"{_when(c.written_at.isoformat()) if c else '-'} on {(c.branch if c else '') or '-'}, "
@@ -237,8 +240,9 @@ def _print_lineage(found: Lineage) -> None:
     for f in found.failures:
         c = f.made_by.commit
         out.print(_kv(f"failure {f.index} of {ref.name}", [
-            ("source", str(f.row["source_path"])), ("source sha256", str(f.row["source_sha256"] or "-")),
-            ("failure", f"[{f.row['code']}] {f.row['message']}"), ("commit", f"{c.id} {c.message}" if c else "-")]))
+            ("source", names.shown(str(f.row["source_path"]))), ("source sha256", str(f.row["source_sha256"] or "-")),
+            ("failure", f"[{f.row['code']}] {names.line(str(f.row['message']))}"),
+            ("commit", f"{c.id} {c.message}" if c else "-")]))
 
 
 @app.command("diff")
@@ -270,7 +274,7 @@ def diff_cmd(store: Store, ref_a: Annotated[str, typer.Argument(help="From this 
     t.add_column("similarity", justify="right", no_wrap=True)
     t.add_column("fields", overflow="fold", ratio=1)
     for sign, r, fields in rows:
-        t.add_row(sign, escape(r.source_path), r.fingerprint[:8], escape(r.status), size(r.bytes),
+        t.add_row(sign, Text(names.shown(r.source_path)), r.fingerprint[:8], escape(r.status), size(r.bytes),
                   fmt(r.similarity, ".4f"), escape(fields))
     out.print(t)
 
@@ -286,7 +290,8 @@ def _pairs_table(d: Diff, limit: int) -> Table:
     t.add_column("bytes", justify="right", no_wrap=True)
     for p in d.pairs[:limit]:
         delta = p.b.bytes - p.a.bytes
-        t.add_row(escape(p.source_path.rsplit("/", 1)[-1]), escape(p.a.words()), "->", escape(p.b.words()),
+        name = Text(names.quote(os.path.basename(names.real(p.source_path))))
+        t.add_row(name, escape(p.a.words()), "->", escape(p.b.words()),
                   f"{'+' if delta >= 0 else '-'}{size(abs(delta))}")
     if len(d.pairs) > limit:
         t.caption = f"{len(d.pairs) - limit} more (--limit, or --json)"

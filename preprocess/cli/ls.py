@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich import box
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from preprocess.cli.app import app, emit, err, fail, fmt, out, quiet_libraries
+from preprocess.core import names
 from preprocess.core.errors import PreprocessError
 from preprocess.core.units import size
 
@@ -75,8 +78,8 @@ def _table(store: str, ref: str, listing: Listing) -> Table:
     for r in listing.rows:
         sim = r["similarity"]
         stored = f"{r['format']} {r['width']}x{r['height']} {size(int(r['bytes'] or 0))}"
-        path = str(r["source_path"])
-        t.add_row(str(r["row"]), escape(path if wide else path.rsplit("/", 1)[-1]), escape(str(r["status"])),
+        path = names.real(str(r["source_path"]))  # printed escaped (core.names), whole or its file name
+        t.add_row(str(r["row"]), Text(names.quote(path if wide else os.path.basename(path))), escape(str(r["status"])),
                   escape(stored),
                   str(r["quality"]), fmt(float(sim) if isinstance(sim, int | float) else None, ".4f"),
                   str(r["commit"])[:SHORT_ID if wide else 8])

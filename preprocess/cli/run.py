@@ -6,9 +6,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from preprocess.cli.app import app, emit, err, fail, fmt, out, progress_for, quiet_libraries
-from preprocess.core import errors
+from preprocess.core import errors, names
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import PreprocessError
 from preprocess.core.units import size
@@ -107,7 +108,8 @@ def _print_summary(s: Summary) -> None:
     rows = [
         ("snapshot", s.snapshot or "(nothing new: no commit)"),
         ("engine", f"{s.engine} on {s.device}"),
-        ("images", f"{s.sources} found, {s.stored} stored, {s.skipped} already stored, {s.failed} failed"),
+        ("images", f"{s.sources} found, {s.stored} stored, {s.skipped} already stored, {s.failed} failed"
+                   + (f" ({s.failed_known} already recorded)" if s.failed_known else "")),
         ("gate", f"{s.flagged} flagged, {s.kept_source} kept as source (gate failed), "
                  f"{s.passthrough} source already smaller"),
         ("bytes in", size(s.bytes_in)),
@@ -121,7 +123,8 @@ def _print_summary(s: Summary) -> None:
         t.add_row(k, v)
     out.print(t)
     for f in s.failures[:20]:
-        err.print(f"  failed [{f['code']}] {f['path']}: {f['message']}", highlight=False, soft_wrap=True)
+        err.print(Text(f"  failed [{f['code']}] {names.shown(f['path'])}: {names.line(f['message'])}"),
+                  highlight=False, soft_wrap=True)
     if len(s.failures) > 20:
         err.print(f"  ... and {len(s.failures) - 20} more (see the dataset's failures table)")
 

@@ -7,8 +7,10 @@ from types import FrameType
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from preprocess.cli.app import app, err, fail, quiet_libraries
+from preprocess.core import interrupts, names
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import ConfigError, PreprocessError
 from preprocess.core.interrupts import Interrupted
@@ -26,7 +28,11 @@ def serve_cmd(
                                                "0.0.0.0 answers the network (e.g. in a container).")] = "127.0.0.1",
         port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on (0: any free port).")] = 8080,
         log_level: Annotated[str, typer.Option(help="Server log level: warning, info (one line per request), "
-                                                    "debug.")] = "warning") -> None:
+                                                    "debug.")] = "warning",
+        redact: Annotated[bool, typer.Option("--redact", help="Show no folder (sources by file name only), host "
+                                                           "name or software version: for --host 0.0.0.0, where "
+                                                           "every viewer on the network sees the pages.")] = False,
+) -> None:
     """A read-only web UI for a dataset: branches and tags, each ref's commits, a commit's full
     provenance, a version's images (sort by similarity, quality or bytes; filter by status, spec and
     ranges), failures with their codes, one image beside its source with a zoom on what changed most,
@@ -48,12 +54,13 @@ def serve_cmd(
         return
     from preprocess.serve.server import url
 
-    err.print(f"serving {store} (read-only) at {url(sock)}  (Ctrl-C stops)", highlight=False, soft_wrap=True)
+    err.print(f"serving {escape(names.quote(store))} (read-only) at {url(sock)}  (Ctrl-C stops)", highlight=False,
+              soft_wrap=True)
     previous = signal.signal(signal.SIGTERM, _stop)  # a container's stop: the same clean exit as Ctrl-C
     try:
-        run(cat, sock, host=host, log_level=log_level)
+        run(cat, sock, host=host, log_level=log_level, redact=redact)
     except (KeyboardInterrupt, Interrupted):  # the server re-raises the signal it stopped on
-        pass
+        interrupts.handled()  # stopping is what the signal asks of a server: exit 0, no interrupt line
     finally:
         signal.signal(signal.SIGTERM, previous)
         sock.close()

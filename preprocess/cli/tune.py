@@ -10,9 +10,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from preprocess.cli.app import app, emit, err, fail, out, progress_for, quiet_libraries
+from preprocess.core import names
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import ConfigError, PreprocessError
 from preprocess.core.units import size
@@ -268,7 +271,8 @@ def _show(sweep: Sweep, d: Decision, samples: list[StoredSample | None], files: 
           as_json: bool) -> None:
     """The skipped files and notes on stderr; the decision as JSON or as a table."""
     for skip in sweep.skipped:
-        err.print(f"  skipped [{skip.code}] {skip.path}: {skip.message}", highlight=False, soft_wrap=True)
+        err.print(Text(f"  skipped [{skip.code}] {names.quote(skip.path)}: {names.line(skip.message)}"),
+                  highlight=False, soft_wrap=True)
     if as_json:
         from preprocess.tune.report import decision_json
 
@@ -317,8 +321,8 @@ def _format_rows(sweep: Sweep, rec: Recommendation, sample: StoredSample | None)
         return [(rec.format, "target not reached")]
     rows = [(rec.format, f"q{s.ladder.min}..q{s.ladder.max} step {s.ladder.step} at {s.size} px: "
                          f"{size(s.total_bytes)} ({s.total_bytes / rec.source_bytes:.1%})"),
-            ("  worst", ", ".join(f"{Path(c.path).name} q{c.quality} {c.similarity:.4f}"
-                                  for c in s.worst_first()[:3]))]
+            ("  worst", escape(", ".join(f"{names.quote(Path(c.path).name)} q{c.quality} {c.similarity:.4f}"
+                                         for c in s.worst_first()[:3])))]
     if sample is not None and sample.speed is not None:
         sp = sample.speed
         rows.append(("  decode", f"{sp.cpu_ms_per_mp:.1f} ms/MP, {sp.images_per_s:.1f} images/s on 1 core "

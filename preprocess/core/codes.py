@@ -137,7 +137,8 @@ class ErrorCode(StrEnum):
     SOURCE_UNAVAILABLE = "SOURCE_UNAVAILABLE"
     # selecting rows (`ls --where`, the web UI's search)
     WHERE_INVALID = "WHERE_INVALID"
-    # tune, later
+    WATCH_FOLDER_BUSY = "WATCH_FOLDER_BUSY"
+    # tune
     TUNE_REPORT = "TUNE_REPORT"
 
 
@@ -253,6 +254,7 @@ MEANINGS: dict[ErrorCode, str] = {
     ErrorCode.SERVE_INTERNAL: "a page failed (a bug); the log has the traceback",
     ErrorCode.SOURCE_UNAVAILABLE: "the source of a stored image is gone or changed: no comparison",
     ErrorCode.WHERE_INVALID: "a --where (or search) expression cannot be read: field, operator or value",
+    ErrorCode.WATCH_FOLDER_BUSY: "another watch daemon takes files from the folder and one of them moves them (exit 4)",
     ErrorCode.TUNE_REPORT: "tune --from names no report.json this version of tune wrote",
 }
 

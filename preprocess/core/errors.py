@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
+from preprocess.core import names
 from preprocess.core.codes import ErrorCode
 
 
@@ -40,7 +41,8 @@ class PreprocessError(Exception):
         self.path = path
 
     def one_line(self) -> str:
-        where = f"{self.path}: " if self.path else ""
+        """``path: message`` on one line, the path printed by :func:`preprocess.core.names.quote`."""
+        where = f"{names.quote(self.path)}: " if self.path else ""
         return f"{where}{self.message}"
 
     def __str__(self) -> str:

@@ -109,6 +109,21 @@ def check() -> None:
         _raise()
 
 
+def pending() -> Interrupted | None:
+    """The interrupt of the signal this process got, if any (to tell an error a library made of it)."""
+    if _state.first is None:
+        return None
+    return Interrupted(_state.first, _state.snapshots[-1] if _state.snapshots else None)
+
+
+def handled() -> Interrupted | None:
+    """Take the pending interrupt as dealt with (the watch daemon stopping during its start-up, exit
+    0): it is not reported again on the way out; a second signal still exits at once."""
+    found = pending()
+    _state.first = None
+    return found
+
+
 @contextmanager
 def held() -> Iterator[None]:
     """A block a signal does not cut (a commit): a signal during it raises when the block ends
@@ -124,17 +139,23 @@ def held() -> Iterator[None]:
 
 
 def leave(code: int) -> None:
-    """Exit now with ``code``, after an interrupt was reported: the job has unwound (nothing uncommitted
-    is kept, the lock is released), so the interpreter's slow teardown is skipped. Python resets the
-    signal handlers to their defaults late in that teardown, and a second Ctrl-C landing there would
-    kill the process by the signal (exit -2) instead of exit 130; until ``os._exit`` the handler stays
-    and a second signal exits 130 at once. A local Ray started by this process is shut down first."""
+    """Exit now with ``code``, whatever ended the command: the job has unwound (nothing uncommitted is
+    kept, the lock is released), so the interpreter's slow teardown is skipped. Python resets the
+    signal handlers to their defaults late in that teardown, and a Ctrl-C landing there would kill the
+    process by the signal (exit -2) without a line; until ``os._exit`` the handler stays. A first
+    signal from here on is only noted (the exit reports it: one line, 130), a second exits at once.
+    A local Ray started by this process is shut down first."""
+    _state.holding += 1
     for stream in (sys.stdout, sys.stderr):
         with suppress(OSError, ValueError):
             stream.flush()
     ray = sys.modules.get("ray")
     if ray is not None and getattr(ray, "is_initialized", lambda: False)():
         ray.shutdown()
+    late = pending()
+    if late is not None and code != EXIT_INTERRUPTED:  # it came after the command's own ending
+        os.write(2, (late.one_line() + "\n").encode())
+        code = EXIT_INTERRUPTED
     os._exit(code)
 
 

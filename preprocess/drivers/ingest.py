@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from preprocess.core import names
 from preprocess.core.errors import InputError
 from preprocess.core.timing import Stopwatch, Timings, now_iso
 from preprocess.pipeline.process import BatchResult, Failed, Plan
@@ -83,7 +84,8 @@ class Summary:
     sources: int = 0
     skipped: int = 0  # already stored with this spec fingerprint (or duplicate content in this run)
     stored: int = 0
-    failed: int = 0
+    failed: int = 0  # failure rows this commit added
+    failed_known: int = 0  # sources that failed again, their failure already recorded (no row added)
     flagged: int = 0
     kept_source: int = 0  # gate failed and on_fail = source
     passthrough: int = 0  # the source JPEG was already smaller than any candidate
@@ -126,6 +128,7 @@ class Tally:
 
     def __init__(self) -> None:
         self.counts = Counts()
+        self.failed_known = 0  # failed again, their failure already recorded: no row (the summary says how many)
         self.bytes_in = self.bytes_out = 0
         self.similarities: list[float] = []
         self.qualities: list[int] = []
@@ -133,7 +136,9 @@ class Tally:
         self.failures: list[FailureRow] = []
         self.timings = Timings()
 
-    def add(self, result: BatchResult) -> Stored:
+    def add(self, result: BatchResult, failures: Sequence[FailureRow]) -> Stored:
+        """Count a batch's rows; ``failures``: those of its failures that were added (the others were
+        recorded before), so that the counts say what the commit holds."""
         c = self.counts
         self.timings.merge(result.timings)
         bytes_in = sum(row.source_bytes for row in result.items)
@@ -147,8 +152,9 @@ class Tally:
             self.probes.append(row.probes)
             if row.quality:
                 self.qualities.append(row.quality)
-        c.failed += len(result.failures)
-        self.failures.extend(result.failures)
+        c.failed += len(failures)
+        self.failed_known += len(result.failures) - len(failures)
+        self.failures.extend(failures)
         self.bytes_in += bytes_in
         self.bytes_out += bytes_out
         return Stored(bytes_in, bytes_out)
@@ -246,19 +252,22 @@ class Ingest:
         with self.timings.stage("store"):
             for row in result.items:
                 self.writer.add_item(row)
-            self._add_failures(result.failures)
-        return self._tally.add(result)
+            added = self._add_failures(result.failures)
+        return self._tally.add(result, added)
 
     def record(self, result: BatchResult) -> Stored:
         """Like :meth:`store` for rows whose items reach the writer another way (Ray's forked
         writes): records the failures (once) and counts everything."""
-        self._add_failures(result.failures)
-        return self._tally.add(result)
+        return self._tally.add(result, self._add_failures(result.failures))
 
-    def _add_failures(self, failures: Sequence[FailureRow]) -> None:
+    def _add_failures(self, failures: Sequence[FailureRow]) -> list[FailureRow]:
+        """Add the failures not recorded yet (on the branch, or earlier in this job); returns them."""
+        added = []
         for row in failures:
             if not self.writer.has_failure(row.key):
                 self.writer.add_failure(row)
+                added.append(row)
+        return added
 
     # -- the commit ------------------------------------------------------------------------------
 
@@ -303,11 +312,13 @@ class Ingest:
             job_id=self.job_id, snapshot=snapshot, branch=self.writer.branch, store=given(self.job.store),
             engine=engine or p.engine, device=self.job.device or p.device, spec=p.spec_path, fingerprint=p.fingerprint,
             model=p.model, sources=c.sources, skipped=c.skipped, stored=c.stored, failed=c.failed,
+            failed_known=t.failed_known,
             flagged=c.flagged, kept_source=c.kept_source, passthrough=c.passthrough, bytes_in=t.bytes_in,
             bytes_out=t.bytes_out, similarity_min=q.similarity_min, similarity_mean=q.similarity_mean,
             quality_mean=q.quality_mean, probes_mean=q.probes_mean, seconds=round(self._since.elapsed(), 3),
             timings=t.timings.rounded(),
-            failures=[{"path": f.source_path, "code": f.code, "message": f.message} for f in t.failures])
+            failures=[{"path": names.storable(f.source_path), "code": f.code, "message": names.text(f.message)}
+                      for f in t.failures])
 
     def close(self) -> None:
         """Close the writer: what was not committed is discarded."""

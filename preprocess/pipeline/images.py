@@ -51,6 +51,11 @@ from preprocess.pipeline.formats.containers import EXIF_OPS, Header, HeaderError
 # We enforce our own pixel limit (spec.limits.max_pixels) as an error; Pillow's own guard only
 # warns below 2x its limit, so switch it off and never rely on it.
 Image.MAX_IMAGE_PIXELS = None
+# Pillow refuses a compressed PNG text or ICC chunk (zTXt, iTXt, iCCP) that inflates past 1 MiB, so a
+# valid PNG with a large XMP packet or a LUT printer profile was E_CORRUPT. Each chunk may now inflate
+# to 64 MiB and all text to 256 MiB: still bounded (zlib stops there), as much work per input byte.
+PngImagePlugin.MAX_TEXT_CHUNK = 64 * 2**20
+PngImagePlugin.MAX_TEXT_MEMORY = 256 * 2**20
 
 # Orientations 5..8 swap width and height (EXIF 2.32, tag 0x0112).
 _SWAPS_AXES = {5, 6, 7, 8}
@@ -86,12 +91,13 @@ class SourceInfo:
     width: int  # after EXIF orientation
     height: int  # after EXIF orientation
     orientation: int
-    frames: int
+    frames: int  # 1, or more than 1 (2: a TIFF's pages are never counted, it may have 80,000)
     capture_time: str  # ISO 8601 or ""
     camera_model: str  # "Make Model" or ""
     bits: int = 8  # bits per sample as stored
     profile: str = ""  # an embedded ICC profile other than sRGB (converted to sRGB on decode): its name
     compression: int = 0  # TIFF's compression tag (0 for other formats)
+    ambiguous: bool = False  # its header gives its size twice: only the CPU decoder, whose output is checked
 
     @property
     def pixels(self) -> int:
@@ -104,7 +110,7 @@ class SourceInfo:
         profile take the CPU path, where :func:`decode_rgb` converts them to sRGB)."""
         return (self.format in _DALI_FORMATS and self.mode in _PLAIN_MODES and self.frames == 1
                 and self.bits == 8 and not self.profile
-                and (self.format != "TIFF" or self.compression in _DALI_TIFF_COMPRESSIONS))
+                and not self.ambiguous and (self.format != "TIFF" or self.compression in _DALI_TIFF_COMPRESSIONS))
 
 
 @dataclass
@@ -125,6 +131,9 @@ class _Source:
     compression: int = 0
     complete: bool = True
     palette: tuple[str, bytes] | None = field(default=None, repr=False)
+    coded_pixels: int = 0  # a larger frame than ``stored`` that the decoder makes first (AVIF), or 0
+    coded: tuple[int, int] | None = None  # the size the image is coded at, when its container says another
+    ambiguous: bool = False  # the header gives its size twice (decoders disagree): the CPU decoder only
 
     @property
     def size(self) -> tuple[int, int]:
@@ -157,15 +166,26 @@ def probe(data: bytes, *, max_pixels: int, path: str | None = None) -> SourceInf
     w, h = src.size
     if w <= 0 or h <= 0:
         raise input_error(errors.CORRUPT, f"invalid dimensions {w}x{h}", path)
-    if w * h > max_pixels:
+    if max(w * h, src.coded_pixels) > max_pixels:
+        coded = f" (its coded frame: {src.coded_pixels / 1e6:.1f} MP)" if src.coded_pixels > w * h else ""
         raise input_error(errors.TOO_LARGE,
-                          f"{w}x{h} = {w * h / 1e6:.1f} MP exceeds the limit of "
+                          f"{w}x{h}{coded} = {max(w * h, src.coded_pixels) / 1e6:.1f} MP exceeds the limit of "
                           f"{max_pixels / 1e6:.1f} MP (decompression-bomb guard)", path)
+    _check_coded(src, path)
     _, when, camera = _exif_fields(src.exif)
     found = colour.describe(src.icc)
     return SourceInfo(format=src.format, mode=src.mode, width=w, height=h, orientation=src.orientation,
                       frames=src.frames, capture_time=when, camera_model=camera, bits=src.bits,
-                      profile=found[0] if found else "", compression=src.compression)
+                      profile=found[0] if found else "", compression=src.compression,
+                      ambiguous=src.ambiguous)
+
+
+def _check_coded(src: _Source, path: str | None) -> None:
+    """An image coded at another size than its container says is ``E_CORRUPT`` before any decode: libavif
+    crops or pads the frame to the box, silently (a 64x48 photo whose box says 1x1 was stored as 1x1)."""
+    if src.coded is not None and src.coded != src.stored:
+        raise input_error(errors.CORRUPT, f"its header says {src.stored[0]}x{src.stored[1]}, its coded image is "
+                          f"{src.coded[0]}x{src.coded[1]}", path)
 
 
 def _open(data: bytes, path: str | None) -> _Source:
@@ -211,8 +231,9 @@ def _from_header(h: Header) -> _Source:
         except Exception:  # a damaged EXIF block must not fail a readable image
             exif = Image.Exif()
     return _Source(format=h.format, mode=h.mode, stored=(h.width, h.height), orientation=h.orientation,
+                   compression=h.compression,
                    decoder="codecs", oriented=h.format == sniff.JXL, frames=h.frames, bits=h.bits, icc=h.icc, exif=exif,
-                   complete=h.complete)
+                   complete=h.complete, coded_pixels=h.coded_pixels, coded=h.coded)
 
 
 def _open_pillow(fmt: str, data: bytes) -> _Source:
@@ -223,6 +244,8 @@ def _open_pillow(fmt: str, data: bytes) -> _Source:
     except (InputError, HeaderError):
         raise
     except Exception as exc:  # Pillow raises many types for broken headers
+        if fmt == sniff.TIFF and "unknown pixel mode" in str(exc):
+            return _from_header(containers.tiff(data))  # float, 32-bit or signed RGB: no Pillow mode; libtiff
         raise _header_error(fmt, data, exc) from None
 
 
@@ -236,38 +259,37 @@ def _pillow_source(fmt: str, img: ImageFile.ImageFile, data: bytes) -> _Source:
                   oriented=False, frames=_frames(img), bits=8, icc=img.info.get("icc_profile") or b"", exif=exif,
                   pil=img)
     if isinstance(img, TiffImagePlugin.TiffImageFile):
-        _tiff_details(src, img, len(data))
+        _tiff_details(src, img, data)
     elif fmt == sniff.PNG and (bad := containers.png_crc_error(data)):
         raise input_error(errors.CORRUPT, f"PNG chunk {bad} fails its CRC check")
     elif fmt == sniff.JPEG2000:
         h = containers.parse(fmt, data)
         src.bits, src.icc, src.complete, src.orientation = h.bits, h.icc, h.complete, 1
+        src.coded_pixels = h.width * h.height  # the codestream's size (SIZ) counts for the limit, not only the box's
     return src
 
 
 def _frames(img: ImageFile.ImageFile) -> int:
-    """How many frames (Pillow walks every IFD of a TIFF for it); a broken later frame counts as none,
-    the first one is still used."""
+    """1, or 2 when there is more than one frame: never counted (``n_frames`` walks every IFD of a TIFF,
+    40 s for 80,000 one-pixel pages), only the first one is used. A broken later frame counts as none."""
     try:
-        return int(getattr(img, "n_frames", 1) or 1)
+        return 2 if getattr(img, "is_animated", False) else 1
     except Exception:
         img.seek(0)  # back to the first frame's state (raises if even that is broken)
         return 1
 
 
-def _tiff_details(src: _Source, img: TiffImagePlugin.TiffImageFile, size: int) -> None:
+def _tiff_details(src: _Source, img: TiffImagePlugin.TiffImageFile, data: bytes) -> None:
     """Pillow reports a TIFF's size already oriented (and orients when it decodes): keep the stored size
     for libtiff, which does not; note the bit depth, palette and whether every strip is in the data."""
     tags = img.tag_v2
     src.stored = getattr(img, "_tile_size", img.size)
     libtiff = bool(img.tile) and img.tile[0].codec_name == "libtiff"  # a compression Pillow lacks here
     src.decoder, src.oriented = ("codecs", False) if libtiff else ("pillow", True)
-    src.compression = int(tags.get(259, 1) or 1)
-    depth = tags.get(258, (8,))
-    src.bits = int(depth[0] if isinstance(depth, tuple) else depth)
-    ends = [int(o) + int(n) for o, n in zip(tags.get(273, tags.get(324, ())) or (),
-                                            tags.get(279, tags.get(325, ())) or (), strict=False)]
-    src.complete = max(ends, default=0) <= size
+    src.compression = containers.tiff_int(tags, 259, 1)
+    src.bits = containers.tiff_int(tags, 258, 8)
+    src.complete = containers.tiff_complete(tags, len(data))
+    src.coded_pixels, src.ambiguous = containers.tiff_claims(data)
     if img.mode == "P" and img.palette is not None:
         rawmode, table = img.palette.getdata()
         src.palette = rawmode, bytes(table)
@@ -316,8 +338,10 @@ def decode_rgb(data: bytes, *, draft_to: tuple[int, int] | None = None, path: st
     covers the target size: the fast path of the pillow engine.
     """
     src = _open(data, path)
+    _check_coded(src, path)
     try:
         img = _decode_pixels(src, data, draft_to, path)
+        _check_size(img.size, src, drafted=draft_to is not None)
     except InputError:
         raise
     except Exception as exc:  # every decoder has its own error types
@@ -330,6 +354,20 @@ def decode_rgb(data: bytes, *, draft_to: tuple[int, int] | None = None, path: st
         for op in EXIF_OPS.get(src.orientation, ()):
             img = img.transpose(op)
     return _to_srgb(img, src)
+
+
+def _check_size(got: tuple[int, int], src: _Source, *, drafted: bool) -> None:
+    """The decoder made the image its header described (``E_CORRUPT`` otherwise: pixels of another
+    size than the size checked against the limit and used for the target are never stored). A JPEG
+    decoded at a reduced DCT scale (``drafted``) is the header's size at one of libjpeg's scales."""
+    want = src.size if src.oriented else src.stored
+    if got == want:
+        return
+    if drafted and src.decoder == "jpeg" and any(
+            got == (-(-want[0] * k // 8), -(-want[1] * k // 8)) for k in range(1, 8)):
+        return
+    raise input_error(errors.CORRUPT, f"the decoder made {got[0]}x{got[1]} pixels where the header says "
+                      f"{want[0]}x{want[1]}; not stored")
 
 
 def _decode_pixels(src: _Source, data: bytes, draft_to: tuple[int, int] | None, path: str | None) -> Image.Image:

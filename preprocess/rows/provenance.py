@@ -32,7 +32,21 @@ from pydantic import (
     model_validator,
 )
 
+from preprocess.core import names
+
 PROVENANCE_FORMAT = 1
+
+
+def _text(value: object) -> object:
+    """JSON holds UTF-8 text: a string with an undecodable byte (a folder or spec path that is not
+    UTF-8) is kept in its quoted form (:func:`preprocess.core.names.text`)."""
+    if isinstance(value, str):
+        return names.text(value)
+    if isinstance(value, dict):
+        return {k: _text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_text(v) for v in value]
+    return value
 
 _PACKAGES = {
     "preprocess": "preprocess",
@@ -212,7 +226,7 @@ class Counts(Section):
     sources: int = 0
     skipped: int = 0  # already stored with this fingerprint, or a second copy in this job
     stored: int = 0
-    failed: int = 0
+    failed: int = 0  # failure rows added by this commit (a failure recorded before is not counted again)
     flagged: int = 0
     kept_source: int = 0
     passthrough: int = 0
@@ -304,7 +318,7 @@ class Provenance(Section):
         for name in ("watch", "ray"):
             if out.get(name) is None:
                 out.pop(name, None)
-        return out
+        return {k: _text(v) for k, v in out.items()}
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, object] | None) -> Provenance | None:

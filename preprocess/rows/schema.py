@@ -31,6 +31,7 @@ from zarr.abc.store import Store
 from zarr.errors import GroupNotFoundError, UnstableSpecificationWarning
 from zarr.types import ArrayV3
 
+from preprocess.core import names
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import ConfigError, InternalError, StorageError
 
@@ -49,6 +50,9 @@ type Values = NDArray[np.generic]  # one column of rows (object for bytes, Strin
 Part = Literal["data", "stored", "source", "origin"]  # what a row field describes (see Col)
 _FILLS: dict[Kind, Value] = {"bytes": b"", "str": "", "int": 0, "float": float("nan")}  # a missing row's values
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+@-]{0,199}$")
+# Columns that hold a file name: stored by preprocess.core.names.storable (a name that is not UTF-8 text
+# is kept in its quoted form, byte for byte recoverable with names.real); other text columns hold text.
+NAME_COLUMNS = frozenset({"source_path"})
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,9 @@ class Column:
             for i, r in enumerate(rows):
                 out[i] = getattr(r, self.name)
             return out
+        if self.kind == "str":  # zarr's text columns are UTF-8: never a lone surrogate (an undecodable name byte)
+            text = names.storable if self.name in NAME_COLUMNS else names.text
+            return np.array([text(getattr(r, self.name)) for r in rows], dtype=self.numpy_dtype)
         return np.array([getattr(r, self.name) for r in rows], dtype=self.numpy_dtype)
 
     def check(self, value: object) -> None:

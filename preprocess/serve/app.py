@@ -95,16 +95,20 @@ def _host(scope: Scope) -> str:
     return raw.split(":", 1)[0]
 
 
-def create_app(cat: Catalog, *, hosts: frozenset[str] | None = None) -> ASGIApp:
-    """The web UI over ``cat``; ``hosts``: accept only these Host names (None: any)."""
+def create_app(cat: Catalog, *, hosts: frozenset[str] | None = None, redact: bool = False) -> ASGIApp:
+    """The web UI over ``cat``; ``hosts``: accept only these Host names (None: any); ``redact``: show no
+    folder, host name or software version (see :mod:`preprocess.serve.pages`: ``redacted``)."""
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.filters.update(size=size, short=lambda s: str(s or "")[:12], when=_when, sim=_sim, num=_num,
-                                 spec_summary=_spec_summary, engine=engine_words)
+                                 spec_summary=_spec_summary, engine=engine_words,
+                                 path=lambda p: pages.shown_path(str(p or ""), redact=redact),
+                                 filename=lambda p: pages.shown_path(str(p or ""), redact=True))
     templates.env.globals["statuses_help"] = STATUS_HELP
     app = Starlette(routes=ROUTES, exception_handlers={PreprocessError: _error_page, HTTPException: _http_page,
                                                        Exception: _crash_page})
     app.state.catalog = cat
     app.state.templates = templates
+    app.state.redact = redact
     return ReadOnly(app, hosts)
 
 
@@ -151,10 +155,13 @@ def _picture(path: str) -> bool:
 
 def _page(request: Request, status: int, code: str, message: str, hint: str) -> Response:
     templates: Jinja2Templates = request.app.state.templates
+    if request.app.state.redact and ("/" in message or status >= 500):  # a path of the server's, or a bug's text
+        log.info("serve: %s %s: %s", status, code, message)
+        message = "details are in the server's log (this server does not show its folders)"
     if _picture(request.url.path) or request.url.path in ("/items.zip", "/items.csv", "/spec.toml"):
         return PlainTextResponse(f"error[{code}]: {message}\n", status_code=status)  # a picture or a file
     body = templates.get_template("error.html").render(request=request, status=status, code=code, message=message,
-                                                       hint=hint, store=request.app.state.catalog.location)
+                                                       hint=hint, store=pages.store_name(request))
     return HTMLResponse(body, status_code=status)
 
 

@@ -49,6 +49,12 @@ class LRU[V]:
                 self._bytes -= self._sizes.pop(old)
         return value
 
+    def pop(self, key: Hashable) -> None:
+        with self._lock:
+            if key in self._data:
+                self._bytes -= self._sizes.pop(key)
+                del self._data[key]
+
     def get_or_make(self, key: Hashable, make: Callable[[], V]) -> V:
         value = self.get(key)
         return value if value is not None else self.put(key, make())

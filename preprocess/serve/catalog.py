@@ -9,6 +9,7 @@ columns only for what a grid sorts or filters on, the page's rows for everything
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import Counter
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ import icechunk as ic
 import numpy as np
 import numpy.typing as npt
 
+from preprocess.core import names
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import NotFoundError
 from preprocess.pipeline.images import decode_rgb
@@ -68,7 +70,8 @@ class Card:
 
     @property
     def name(self) -> str:
-        return self.source_path.rsplit("/", 1)[-1]
+        """The source's file name, printed escaped (:mod:`preprocess.core.names`)."""
+        return names.quote(os.path.basename(names.real(self.source_path)))
 
     @classmethod
     def of(cls, r: Record) -> Card:
@@ -153,8 +156,13 @@ class Catalog:
         if not refs.SNAPSHOT_ID.match(snapshot):
             raise NotFoundError(f"{snapshot[:40]!r} is not a snapshot id", code=ErrorCode.REF_MISSING,
                                 hint="snapshot ids are 20 characters (0-9, A-Z), as `preprocess log` lists them")
-        known = self._pinned.get(snapshot)  # a snapshot that exists stays (gc removes only unreachable ones)
+        known = self._pinned.get(snapshot)  # until gc deletes it (after a reset): then forget() it
         return known if known is not None else self._pinned.put(snapshot, self.resolve(snapshot))
+
+    def forget(self, snapshot: str) -> None:
+        """Drop what is cached of ``snapshot`` but its renditions (a read of it failed: gc may have deleted it)."""
+        self._pinned.pop(snapshot)
+        self._datasets.pop(snapshot)
 
     def names(self) -> list[str]:
         return sorted(refs.branches(self.repo)) + sorted(refs.tags(self.repo))

@@ -3,19 +3,22 @@ and find the region that changed most, for a zoom.
 
 The source is shown only when it is a regular file (or an S3 object) no larger than
 :data:`MAX_SOURCE_BYTES` whose sha256 is the one recorded in the row: a file changed or replaced
-since is reported, not shown.
+since is reported, not shown. It is read as ``run`` reads (:func:`~preprocess.sources.files.read_source`):
+never through a link that leads out of the source's folder (a source replaced by a link to
+another file is not opened, let alone hashed), never blocking on a FIFO. A recorded name that is
+not UTF-8 is stored quoted: the file opened is the name it stands for (:func:`preprocess.core.names.real`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import stat
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from preprocess.core import names
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import ConfigError, InputError, NotFoundError
 from preprocess.pipeline.images import decode_rgb, probe
@@ -55,35 +58,27 @@ def source_bytes(path: str, sha256: str) -> bytes:
     """
     if not path:
         raise _unavailable("the row records no source path")
-    if is_object_url(path):
-        try:
-            data = read_source(ObjectPath(path), max_bytes=MAX_SOURCE_BYTES).data
-        except InputError as exc:
-            raise _unavailable(f"{path}: {exc.message}") from None
-    else:
-        data = _read_regular_file(path)
+    shown = names.shown(path)
+    source = ObjectPath(path) if is_object_url(path) else Path(names.real(path))
+    try:
+        data = read_source(source, max_bytes=MAX_SOURCE_BYTES).data  # local: confined to its own folder
+    except InputError as exc:
+        raise _unavailable(_why(shown, exc)) from None
     if hashlib.sha256(data).hexdigest() != sha256:
-        raise _unavailable(f"{path} has changed since it was stored (its sha256 differs)")
+        raise _unavailable(f"{shown} has changed since it was stored (its sha256 differs)")
     return data
 
 
-def _read_regular_file(path: str) -> bytes:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO must not block us
-    except OSError as exc:
-        raise _unavailable(f"{path} is not readable here ({exc.strerror or exc})") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise _unavailable(f"{path} is not a regular file")
-        if info.st_size > MAX_SOURCE_BYTES:
-            raise _unavailable(f"{path} is larger than {MAX_SOURCE_BYTES // 2**20} MiB")
-        with os.fdopen(os.dup(fd), "rb") as f:
-            return f.read(MAX_SOURCE_BYTES + 1)[:MAX_SOURCE_BYTES]
-    except OSError as exc:
-        raise _unavailable(f"{path} is not readable here ({exc.strerror or exc})") from None
-    finally:
-        os.close(fd)
+def _why(shown: str, exc: InputError) -> str:
+    if exc.code == ErrorCode.E_UNREADABLE:
+        return f"{shown} is not readable here ({exc.message.removeprefix('cannot read: ')})"
+    if exc.code == ErrorCode.E_NOT_FILE:
+        return f"{shown} is not a regular file ({exc.message.split(',')[0]})"
+    if exc.code == ErrorCode.E_TOO_LARGE:
+        return f"{shown} is larger than {MAX_SOURCE_BYTES // 2**20} MiB"
+    if exc.code == ErrorCode.E_SYMLINK_OUTSIDE:
+        return f"{shown} is now a link that leads out of its folder: not followed, not read"
+    return f"{shown}: {exc.message}"
 
 
 def _unavailable(reason: str) -> ConfigError:

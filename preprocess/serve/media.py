@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from preprocess.core.codes import ErrorCode
-from preprocess.core.errors import NotFoundError
+from preprocess.core.errors import NotFoundError, PreprocessError
 from preprocess.pipeline.images import decode_rgb
 from preprocess.serve import comparer, downloads, renditions
 from preprocess.serve.grid import GridQuery
@@ -36,7 +36,14 @@ def _pinned(request: Request, kind: str, make: Callable[[str, int], tuple[bytes,
     if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)
     catalog(request).pinned(snapshot)
-    body, media = make(snapshot, row)
+    try:
+        body, media = make(snapshot, row)
+    except PreprocessError:
+        raise
+    except Exception:  # gc deleted the snapshot after it was cached? Then 404 (REF_MISSING), not a 500
+        catalog(request).forget(snapshot)
+        catalog(request).pinned(snapshot)
+        raise
     return Response(body, media_type=media, headers=headers)
 
 

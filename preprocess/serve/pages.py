@@ -5,11 +5,13 @@ through the catalog."""
 from __future__ import annotations
 
 import math
+import os
 from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from preprocess.core import names
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import FAILURE_HINTS, ConfigError, InputError, NotFoundError
 from preprocess.rows.formats import FORMATS
@@ -38,8 +40,36 @@ def catalog(request: Request) -> Catalog:
     return cat
 
 
+def shown_path(stored: str, *, redact: bool) -> str:
+    """A recorded path as the page shows it: escaped (:func:`preprocess.core.names.shown`); only its file
+    name when ``redact``."""
+    return names.quote(os.path.basename(names.real(stored))) if redact else names.shown(stored)
+
+
+def store_name(request: Request) -> str:
+    """The store's location, or (``--redact``) only its last part."""
+    location: str = catalog(request).location
+    return os.path.basename(location.rstrip("/")) if request.app.state.redact else location
+
+
+def redacted(request: Request, md: object) -> object:
+    """A commit's provenance as the page shows it: with ``--redact``, no machine (host name, CPU), no
+    software versions, and paths (inputs, spec, model manifest, watched folder) cut to their last part."""
+    if not request.app.state.redact or not isinstance(md, dict) or not md:
+        return md
+    out = {k: v for k, v in md.items() if k not in ("machine", "software")}
+    out["spec_path"] = os.path.basename(str(md.get("spec_path") or ""))
+    for section, keys in (("inputs", ("roots",)), ("model", ("manifest",)), ("watch", ("folder",))):
+        if isinstance(md.get(section), dict):
+            out[section] = {k: ([os.path.basename(str(x)) for x in v] if isinstance(v, list) else
+                                os.path.basename(str(v))) if k in keys else v for k, v in md[section].items()}
+    return out
+
+
 def render(request: Request, name: str, status: int = 200, **context: object) -> Response:
-    context.setdefault("store", catalog(request).location)
+    context.setdefault("store", store_name(request))
+    if "md" in context:
+        context["md"] = redacted(request, context["md"])
     response: Response = request.app.state.templates.TemplateResponse(request, name, context, status_code=status)
     response.headers["Cache-Control"] = "no-cache"  # branches move: always ask again
     return response
@@ -47,7 +77,8 @@ def render(request: Request, name: str, status: int = 200, **context: object) ->
 
 def _page(request: Request, pages: int) -> int:
     text = request.query_params.get("page") or "1"
-    if not text.isdigit() or not 1 <= int(text) <= max(1, pages):
+    # ASCII digits, a few: "²".isdigit() and 5,000 digits (over int()'s limit) were 500s
+    if not (text.isascii() and text.isdigit() and len(text) <= 9) or not 1 <= int(text) <= max(1, pages):
         raise ConfigError(f"bad page={text[:20]!r}: expected 1 to {max(1, pages)}", code=ErrorCode.SERVE_PARAM,
                           hint="fix the URL, or start again from the first page")
     return int(text)
@@ -133,7 +164,7 @@ def item_page(request: Request) -> Response:
     try:
         comparison = cat.comparison(target.snapshot, row, item)
     except (ConfigError, InputError) as exc:  # the source is gone, changed, or not an image any more
-        unavailable = exc.message
+        unavailable = f"{exc.code} (this server does not show its folders)" if request.app.state.redact else exc.message
     size = (int(item["width"] or 1), int(item["height"] or 1))
     window = Window.parse(request.query_params, size, comparison.region if comparison else None)
     siblings = _siblings(cat, target.snapshot, row, item)

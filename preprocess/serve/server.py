@@ -50,15 +50,15 @@ def url(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
-def make_server(cat: Catalog, *, host: str, log_level: str = "warning") -> uvicorn.Server:
+def make_server(cat: Catalog, *, host: str, log_level: str = "warning", redact: bool = False) -> uvicorn.Server:
     """The uvicorn server for ``cat``. On a loopback address only loopback Host names are answered
-    (a web page elsewhere cannot reach the store through DNS rebinding)."""
-    app = create_app(cat, hosts=LOOPBACK if host in LOOPBACK else None)
+    (a web page elsewhere cannot reach the store through DNS rebinding). ``redact``: see ``create_app``."""
+    app = create_app(cat, hosts=LOOPBACK if host in LOOPBACK else None, redact=redact)
     config = uvicorn.Config(app, log_level=log_level, access_log=log_level in ("info", "debug"),
                             timeout_graceful_shutdown=5, server_header=False)
     return uvicorn.Server(config)
 
 
-def run(cat: Catalog, sock: socket.socket, *, host: str, log_level: str = "warning") -> None:
+def run(cat: Catalog, sock: socket.socket, *, host: str, log_level: str = "warning", redact: bool = False) -> None:
     """Serve on ``sock`` until interrupted (Ctrl-C; the caller maps SIGTERM to it)."""
-    make_server(cat, host=host, log_level=log_level).run(sockets=[sock])
+    make_server(cat, host=host, log_level=log_level, redact=redact).run(sockets=[sock])

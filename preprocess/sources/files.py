@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PosixPath
 
-from preprocess.core import errors
+from preprocess.core import errors, names
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import InputError, NotFoundError, input_error
 from preprocess.sources.location import Location, Where, is_object_url
@@ -72,6 +72,8 @@ def list_sources(roots: Iterable[Where | Location]) -> list[Path]:
     ``s3://bucket/prefix`` (every object under it, as :class:`ObjectPath`).
 
     Hidden files (``.name``, e.g. partial uploads) and files without an image suffix are left out.
+    Everything else with an image name is listed, whatever it is (a FIFO, a socket, a device, a broken
+    link): :func:`read_source` refuses it, so it becomes a failure row instead of vanishing.
 
     **The path rule** (what rows record as ``source_path``): a local file's path is absolute, under
     its root's *resolved* folder (``photos``, ``./photos/``, ``/abs/photos`` and a symlink to that
@@ -85,15 +87,12 @@ def list_sources(roots: Iterable[Where | Location]) -> list[Path]:
             found.update(p for p in map(ObjectPath, list_objects(root)) if is_candidate(p))
             continue
         r = root.local
-        if r.is_file():
-            found.add(Path(os.path.realpath(r.parent)) / r.name)
-        elif r.is_dir():
+        if r.is_dir():
             for dirpath, dirnames, filenames in os.walk(os.path.realpath(r), followlinks=False):
                 dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-                for name in filenames:
-                    p = Path(dirpath) / name
-                    if is_candidate(p) and (p.is_file() or p.is_symlink()):
-                        found.add(p)
+                found.update(p for p in (Path(dirpath) / name for name in filenames) if is_candidate(p))
+        elif r.exists() or r.is_symlink():  # a file, or a FIFO, device or broken link named on the command line
+            found.add(Path(os.path.realpath(r.parent)) / r.name)
         else:
             raise NotFoundError("source path does not exist", code=ErrorCode.SOURCE_MISSING, path=root.text,
                               hint="pass a folder of images or image files")
@@ -214,10 +213,11 @@ def sha256_file(path: Path) -> str:
 
 
 def list_digest(entries: Iterable[tuple[str, str]]) -> str:
-    """The input list's hash: sha256 over sorted (path, content sha256) lines."""
+    """The input list's hash: sha256 over sorted (path, content sha256) lines (a path's exact bytes,
+    also when it is not UTF-8)."""
     h = hashlib.sha256()
     for path, sha in sorted(entries):
-        h.update(f"{path}\t{sha}\n".encode())
+        h.update(names.as_bytes(path) + f"\t{sha}\n".encode())
     return h.hexdigest()
 
 

@@ -8,6 +8,7 @@ writer adds or claims; claims end with the writer.
 
 from __future__ import annotations
 
+from preprocess.core import names
 from preprocess.rows import schema
 from preprocess.rows.schema import FailureRow, ItemRow
 from preprocess.store.append import Table
@@ -47,4 +48,5 @@ def _failure_keys(table: Table[FailureRow]) -> set[FailureKey]:
     if not table.stored:
         return set()
     cols = [schema.read(table.arrays[name]) for name in ("source_sha256", "source_path", "fingerprint", "code")]
-    return {schema.failure_key(str(s), str(p), str(f), str(c)) for s, p, f, c in zip(*cols, strict=True)}
+    return {schema.failure_key(str(s), names.real(str(p)), str(f), str(c))  # the name, as rows in memory hold it
+            for s, p, f, c in zip(*cols, strict=True)}

@@ -3,7 +3,8 @@
 A query matches an item row when it is:
 
 - the row's ``source_path`` (as recorded: see the path rule in :mod:`preprocess.sources.files`), the same
-  path typed relative, with ``./`` or through a symlinked folder, or just its file name;
+  path typed relative, with ``./`` or through a symlinked folder, or just its file name; a name that is
+  not UTF-8 may be typed as it is or as it is printed (quoted: :mod:`preprocess.core.names`);
 - 8+ hex digits (any case) starting the source's sha256; when no source sha256 starts with them, the
   sha256 of the **stored** bytes (this reads every stored image of the version: slow on large ones);
 - a file on disk, matched by content: its sha256 is the source's, or the stored bytes' (only rows
@@ -29,6 +30,7 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from preprocess.core import names
 from preprocess.rows.schema import Values
 from preprocess.sources.files import sha256_file
 
@@ -68,7 +70,7 @@ class _Query:
 
 
 def _query(text: str) -> _Query:
-    q = text.strip()
+    q = names.real(text.strip())  # the name itself, also when pasted as printed ("caf\351.jpg")
     lower = q.lower()
     local = Path(q).expanduser()
     paths = {q, os.path.abspath(local), os.path.realpath(local),
@@ -104,9 +106,9 @@ def find(ds: Rows, query: str) -> Matches:
 
 
 def _by_source(q: _Query, paths: Values, shas: Values) -> Mask:
-    objects = np.asarray(paths, dtype=object)
-    names = np.array([Path(str(p)).name for p in objects], dtype=object)
-    hit = np.isin(objects, list(q.paths)) | (names == q.text)
+    objects = np.array([names.real(str(p)) for p in paths], dtype=object)  # the names the stored values stand for
+    files = np.array([Path(p).name for p in objects], dtype=object)
+    hit = np.isin(objects, list(q.paths)) | (files == q.text)
     if q.hex is not None:
         hit |= _prefix(shas, q.hex)
     if q.file_sha256 is not None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +23,7 @@ from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import ConfigError, NotFoundError, PreprocessError, StorageError
 from preprocess.sources.location import Location, S3Location, Where, is_object_url
 from preprocess.sources.objects import s3_config
+from preprocess.store import creating
 
 log = logging.getLogger("preprocess.store")
 
@@ -127,7 +127,7 @@ def _local_exists(path: Path, storage: ic.Storage, *, create: bool) -> bool:
     if path.is_dir():
         if _is_repo(storage, path):
             return True
-        if any(path.iterdir()):
+        if any(path.iterdir()) and not creating.unfinished(path):  # a killed create is resumed, not foreign
             raise _foreign(path, "is a non-empty directory", create=create)
     return False
 
@@ -142,24 +142,12 @@ def _open_repo(path: Path, *, create: bool) -> ic.Repository:
         raise NotFoundError(f"no dataset at {path}", code=ErrorCode.STORE_MISSING,
                           hint="check the path, or create the dataset by running a job into it")
     _check_creatable(path)
-    existed = path.exists()  # an empty directory
-    try:
-        return storage_call("create", where=path, fn=lambda: ic.Repository.create(storage))
-    except StorageError:  # e.g. a full disk: leave no half-made repository (it would read as foreign)
-        _unmake(path, existed)
-        raise
-
-
-def _unmake(path: Path, existed: bool) -> None:
-    """Remove what a failed create made at ``path`` (it was absent, or an empty directory)."""
-    if not existed:
-        shutil.rmtree(path, ignore_errors=True)
-        return
-    for child in path.iterdir():
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child, ignore_errors=True)
-        else:
-            child.unlink(missing_ok=True)
+    # under a creation lock: a kill leaves a create the next command resumes, a second creator opens the
+    # first one's store, a failed create (a full disk) removes only what it made (preprocess.store.creating)
+    return creating.create(
+        path, make=lambda: storage_call("create", where=path, fn=lambda: ic.Repository.create(storage)),
+        opened=lambda: storage_call("open", where=path, fn=lambda: ic.Repository.open(storage))
+        if _is_repo(storage, path) else None)
 
 
 def _check_creatable(path: Path) -> None:

@@ -192,3 +192,53 @@ def test_signals_at_any_moment_of_a_run(tmp_path: Path, camera_photos: list[Path
     assert final.returncode == 0, final.stderr  # the lock was released every time
     n, keys, _ = rows(store)
     assert n == 44 and len(set(keys)) == 44
+
+
+# -- issue 25 item 6: a signal inside a library's start-up, and after the command's end ------------------
+
+
+def mapped(pid: int, library: str) -> bool:
+    try:
+        return library in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+def test_a_signal_while_onnxruntime_initialises_is_one_line_and_130(tmp_path: Path, small_photos: list[Path]) -> None:
+    """pybind11 turns an exception raised in a module's initialisation into ``ImportError: initialization
+    failed``: a signal while onnxruntime's extension initialised gave that traceback and exit 1. The job
+    is stopped (SIGSTOP) the moment the extension is mapped, signalled, and let go."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / small_photos[0].name).write_bytes(small_photos[0].read_bytes())
+    for attempt in range(4):
+        job = Job(src, tmp_path / f"s{attempt}.icechunk")
+        job.started()
+        os.kill(job.proc.pid, signal.SIGSTOP)
+        while not mapped(job.proc.pid, "onnxruntime_pybind11_state") and job.proc.poll() is None:
+            os.kill(job.proc.pid, signal.SIGCONT)  # steps of about 0.2 ms
+            time.sleep(0.0002)
+            os.kill(job.proc.pid, signal.SIGSTOP)
+        job.proc.send_signal(signal.SIGINT)
+        os.kill(job.proc.pid, signal.SIGCONT)
+        _, err = job.proc.communicate(timeout=120)
+        assert job.proc.returncode == 130 and err.splitlines() == [f"interrupted by SIGINT: {NOTHING}"], err
+
+
+def test_a_signal_as_the_command_ends_is_one_line_and_130(tmp_path: Path, small_photos: list[Path]) -> None:
+    """Python resets the handlers late in its teardown: a Ctrl-C just after the summary was printed gave
+    a traceback (or killed the process without a line). The commit is done, and the line says so."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / small_photos[0].name).write_bytes(small_photos[0].read_bytes())
+    for attempt in range(6):
+        job = Job(src, tmp_path / f"s{attempt}.icechunk")
+        assert job.proc.stdout is not None
+        while (line := job.proc.stdout.readline()) and not line.startswith("}"):  # the end of the JSON summary
+            pass
+        job.proc.send_signal(signal.SIGINT)
+        _, err = job.proc.communicate(timeout=60)
+        head = rows(tmp_path / f"s{attempt}.icechunk")[2]
+        assert job.proc.returncode == 130, err
+        assert err.splitlines() == [f"interrupted by SIGINT after the commit: snapshot {head} holds the job "
+                                    "(a rerun adds nothing)"], err

@@ -109,7 +109,9 @@ def test_the_same_failure_is_recorded_once(tmp_path: Path, folder: Path, tiny: P
             summary = ingest.commit(engine=processor)
         finally:
             ingest.close()
-        assert summary.failed == 2 and [f["code"] for f in summary.failures] == ["E_TRUNCATED"] * 2
+        # the counts are the rows (issue 25 item 10: they said 2 failed, and again in the job that committed nothing)
+        assert (summary.failed, summary.failed_known) == ((1, 1) if job == 0 else (0, 2))
+        assert [f["code"] for f in summary.failures] == ["E_TRUNCATED"] * (1 - job)
         assert (summary.snapshot is None) == (job == 1)
     assert open_dataset(str(store)).num_failures == 1
 

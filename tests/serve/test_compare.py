@@ -88,3 +88,23 @@ def test_compare_zooms_where_a_real_photo_was_damaged(small_photos: list[Path]) 
     assert views["zoom-source"].size == views["zoom-stored"].size == views["zoom-diff"].size == \
         (r.width * c.scale, r.height * c.scale)
     assert np.asarray(views["zoom-diff"]).min() < 128  # the blurred patch shows dark
+
+
+def test_a_source_replaced_by_a_link_out_of_its_folder_is_not_read(tmp_path: Path) -> None:
+    """Issue 25 item 14: the row's source replaced by a link to a file outside its folder was opened and
+    hashed (and shown, when the bytes were the same). Now it is not followed at all."""
+    folder, outside = tmp_path / "in", tmp_path / "secret"
+    folder.mkdir()
+    outside.mkdir()
+    data = b"\xff\xd8\xff" + os.urandom(5000)
+    (outside / "a.jpg").write_bytes(data)
+    (folder / "a.jpg").symlink_to(outside / "a.jpg")  # the same bytes, even
+    with pytest.raises(ConfigError) as e:
+        source_bytes(str(folder / "a.jpg"), sha(data))
+    assert e.value.code == "SOURCE_UNAVAILABLE" and "leads out of its folder" in e.value.message
+
+
+def test_a_source_whose_name_is_not_utf8_is_found_by_its_stored_name(tmp_path: Path) -> None:
+    data = b"\xff\xd8\xff" + os.urandom(5000)
+    (tmp_path / os.fsdecode(b"caf\xe9.jpg")).write_bytes(data)
+    assert source_bytes(f'"{tmp_path}/caf\\351.jpg"', sha(data)) == data  # as the store holds it (quoted)

@@ -35,7 +35,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from preprocess.core import errors
+from preprocess.core import errors, interrupts
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import (
     ConflictError,
@@ -48,6 +48,7 @@ from preprocess.core.errors import (
 from preprocess.core.timing import Stopwatch
 from preprocess.drivers.ingest import Ingest, JobInfo, read_files
 from preprocess.drivers.watch.backoff import Backoff
+from preprocess.drivers.watch.claim import FolderClaim
 from preprocess.drivers.watch.detect import Detector, Scanning
 from preprocess.drivers.watch.logs import log_files
 from preprocess.drivers.watch.metrics import Metrics
@@ -100,7 +101,6 @@ class WatchDaemon:
         self._state = "starting"
         self._heartbeat = time.monotonic()
         self._commits = 0
-        self._seen = self._refused = self._scans = 0
         self.backoff = Backoff()
         self.server: StatusServer | None = None
         self.detector: Detector | None = None
@@ -142,14 +142,34 @@ class WatchDaemon:
         return Location.of_store(self.opts.store)
 
     def run(self, *, install_signals: bool = True) -> int:
-        """Run until stopped; returns the process exit code (0 after a clean stop)."""
-        if install_signals:
-            signal.signal(signal.SIGTERM, self._on_signal)
-            signal.signal(signal.SIGINT, self._on_signal)
+        """Run until stopped; returns the process exit code (0 after a clean stop).
+
+        Until it watches, a signal is the command line's interrupt (:mod:`preprocess.core.interrupts`): it
+        stops whatever start-up is doing at once (building the model, waiting ``--wait`` for the store's
+        lock, the first scan), and the daemon exits 0 having taken nothing. From then on
+        (``install_signals``) the first signal finishes the batch and commits."""
+        try:
+            return self._run(install_signals)
+        except interrupts.Interrupted:
+            return self._stopped_starting()
+        except Exception:
+            if interrupts.pending() is None:  # not a signal that a library turned into its own error
+                raise
+            return self._stopped_starting()
+
+    def _stopped_starting(self) -> int:
+        signum = interrupts.handled()
+        log.info("stopped", extra={"fields": {"signal": signum.name if signum else "", "during": "start-up",
+                                              "commits": 0}})
+        return errors.EXIT_OK
+
+    def _run(self, install_signals: bool) -> int:
         with ExitStack() as cleanup:  # closes in reverse: detector, writer, lock, server, engine
             o = self.opts
             p = plan(o.spec_path, o.engine, o.device)  # spec, model, engine: checked before anything is made
             check_target(self.store, o.branch)  # where the store goes, and its branch
+            claim = FolderClaim(self.folder, moves=o.move_to is not None, wait=o.wait)  # WATCH_FOLDER_BUSY
+            cleanup.callback(claim.release)
             processor = Processor(p, job_id=self.job_id)
             cleanup.callback(processor.close)
             if self._stop.is_set():  # stopped while starting: nothing to do, nothing created
@@ -161,6 +181,9 @@ class WatchDaemon:
             processor.stats.seed_from(work.ingest.writer.recent_choices(p.fingerprint, p.model))
             self.detector = self._detect()
             cleanup.callback(self.detector.stop)
+            if install_signals:  # from now on a signal stops the loop: the batch in flight is committed
+                signal.signal(signal.SIGTERM, self._on_signal)
+                signal.signal(signal.SIGINT, self._on_signal)
             self._set_state("running")
             self._log_start(work)
             self._loop(work)
@@ -329,7 +352,7 @@ class WatchDaemon:
         outcomes.update({row.source_path: "stored" for row in result.items})
         for path, outcome in outcomes.items():
             work.window.add(Taken(path, taken[path][1].stat, outcome))
-        self._count(result, len(admitted.skipped))
+        self.metrics.count_batch(result.items, result.failures, len(admitted.skipped))
         self.metrics.batch_seconds.observe(took.elapsed())
         log.info("batch", extra={"fields": {"files": len(taken), "stored": len(result.items),
                                             "failed": len(result.failures), "duplicate": len(admitted.skipped),
@@ -382,19 +405,6 @@ class WatchDaemon:
                                 code=ErrorCode.WATCH_ENGINE)
         return out
 
-    def _count(self, result: BatchResult, duplicates: int) -> None:
-        m = self.metrics
-        m.duplicates.inc(duplicates)
-        for row in result.items:
-            m.processed.inc()
-            m.bytes_in.inc(row.source_bytes)
-            m.bytes_out.inc(row.bytes)
-            m.similarity.observe(row.similarity)
-            if row.quality:
-                m.quality.observe(row.quality)
-        for fr in result.failures:
-            m.failed.labels(code=fr.code).inc()
-
     # -- committing ------------------------------------------------------------------------------
 
     def _commit(self, work: _Work, reason: str) -> None:
@@ -410,7 +420,7 @@ class WatchDaemon:
         seconds = s.timings.get("commit", 0.0)
         if s.snapshot is not None:
             self._commits += 1
-            self._observe_commit(reason, seconds, w)
+            self.metrics.observe_commit(reason, seconds, w.files)
         made = {"snapshot": s.snapshot} if s.snapshot else {}  # "settled": every file was a duplicate, no commit
         log.info("commit" if s.snapshot else "settled", extra={"fields": {
             **made, "reason": reason, "files": len(w.files), "stored": s.stored, "failed": s.failed,
@@ -423,15 +433,6 @@ class WatchDaemon:
             except OSError as exc:
                 log.error("cannot move committed files", extra={"fields": {"error": str(exc)}})
 
-    def _observe_commit(self, reason: str, seconds: float, window: Window) -> None:
-        m, committed_at = self.metrics, time.time()
-        m.commits.labels(reason=reason).inc()
-        m.commit_seconds.observe(seconds)
-        m.last_commit.set(committed_at)
-        for f in window.files:
-            if f.outcome != "duplicate":
-                m.close_to_commit.observe(max(0.0, committed_at - f.closed_at))
-
     def _gauges(self, work: _Work) -> None:
         m, q = self.metrics, self.queue
         m.queued.set(len(q))
@@ -439,15 +440,7 @@ class WatchDaemon:
         m.in_flight.set(len(work.window.files))
         m.store_writable.set(0 if self.backoff.down else 1)
         m.store_backoff.set(self.backoff.delay if self.backoff.down else 0.0)
-        if q.seen > self._seen:
-            m.seen.inc(q.seen - self._seen)
-            self._seen = q.seen
-        if q.refused > self._refused:
-            m.refused.inc(q.refused - self._refused)
-            self._refused = q.refused
-        if self.detector is not None and self.detector.scans > self._scans:
-            m.scans.inc(self.detector.scans - self._scans)
-            self._scans = self.detector.scans
+        m.count_up(seen=q.seen, refused=q.refused, scans=self.detector.scans if self.detector is not None else 0)
 
 
 def run_watch(opts: WatchOptions) -> int:

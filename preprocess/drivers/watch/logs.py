@@ -13,6 +13,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from preprocess.core import names
 from preprocess.core.codes import ErrorCode
 from preprocess.pipeline.process import BatchResult
 
@@ -24,6 +25,13 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     return dict(fields) if isinstance(fields, dict) else {}
 
 
+def _text(value: object) -> str:
+    """A field's value in a text line: a file name never raw (:func:`preprocess.core.names.quote`), and
+    quoted when it holds a space or ``=`` so that no value reads as another field."""
+    text = value if isinstance(value, str) else str(value)
+    return names.quote(text, always=any(c.isspace() or c == "=" for c in text))
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
@@ -33,7 +41,7 @@ class JsonFormatter(logging.Formatter):
             "event": record.getMessage(),
         }
         for key, value in _fields(record).items():
-            out.setdefault(key, value)
+            out.setdefault(key, names.text(value) if isinstance(value, str) else value)  # JSON is UTF-8 text
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str, ensure_ascii=False)
@@ -42,8 +50,9 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         ts = datetime.fromtimestamp(record.created).isoformat(sep=" ", timespec="seconds")
-        fields = " ".join(f"{k}={v}" for k, v in _fields(record).items() if v is not None)
-        line = f"{ts} {record.levelname.lower():7} {record.getMessage()}" + (f" {fields}" if fields else "")
+        fields = " ".join(f"{k}={_text(v)}" for k, v in _fields(record).items() if v is not None)
+        line = f"{ts} {record.levelname.lower():7} {names.line(record.getMessage())}"
+        line += f" {fields}" if fields else ""
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line

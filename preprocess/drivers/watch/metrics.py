@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
+
+from preprocess.drivers.watch.window import Taken
+from preprocess.rows.schema import FailureRow, ItemRow
 
 PREFIX = "preprocess_watch"
 
@@ -14,6 +20,7 @@ SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
+        self._totals: dict[str, int] = {}  # what count_up counted so far
         ProcessCollector(registry=r)  # process_resident_memory_bytes, cpu seconds, open fds
         p = PREFIX
         self.seen = Counter(f"{p}_files_seen", "File versions noticed in the folder (events or rescans).",
@@ -62,6 +69,35 @@ class Metrics:
                                    registry=r)
         self.ready = Gauge(f"{p}_ready", "1 when the daemon takes files (store open, model loaded, watching).",
                            registry=r)
+
+    def count_up(self, **totals: int) -> None:
+        """Bring the counters ``seen``, ``refused`` and ``scans`` up to the totals the queue and detector keep."""
+        for name, total in totals.items():
+            done = self._totals.get(name, 0)
+            if total > done:
+                getattr(self, name).inc(total - done)
+                self._totals[name] = total
+
+    def count_batch(self, items: Sequence[ItemRow], failures: Sequence[FailureRow], duplicates: int) -> None:
+        self.duplicates.inc(duplicates)
+        for row in items:
+            self.processed.inc()
+            self.bytes_in.inc(row.source_bytes)
+            self.bytes_out.inc(row.bytes)
+            self.similarity.observe(row.similarity)
+            if row.quality:
+                self.quality.observe(row.quality)
+        for fr in failures:
+            self.failed.labels(code=fr.code).inc()
+
+    def observe_commit(self, reason: str, seconds: float, files: Sequence[Taken]) -> None:
+        committed_at = time.time()
+        self.commits.labels(reason=reason).inc()
+        self.commit_seconds.observe(seconds)
+        self.last_commit.set(committed_at)
+        for f in files:
+            if f.outcome != "duplicate":
+                self.close_to_commit.observe(max(0.0, committed_at - f.closed_at))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -30,14 +30,22 @@ class Stat:
 
     @classmethod
     def of(cls, path: str) -> Stat | None:
-        """The file's (size, mtime), or None when it is gone or not a regular file."""
+        """The file's (size, mtime); for what is not a regular file, even through a link (a FIFO, a socket,
+        a device, a broken link), the entry's own: it is taken like a file and the read refuses it, as in
+        ``run`` (a failure row, never a read that blocks). None when it is gone or a folder."""
         try:
             st = os.stat(path)
         except OSError:
+            st = None
+        if st is not None and stat_mod.S_ISREG(st.st_mode):
+            return cls(st.st_size, st.st_mtime_ns)
+        try:
+            own = os.lstat(path)
+        except OSError:
             return None
-        if not stat_mod.S_ISREG(st.st_mode):
+        if stat_mod.S_ISDIR(own.st_mode) or (st is not None and stat_mod.S_ISDIR(st.st_mode)):
             return None
-        return cls(st.st_size, st.st_mtime_ns)
+        return cls(own.st_size, own.st_mtime_ns)
 
 
 @dataclass

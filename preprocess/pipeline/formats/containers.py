@@ -8,14 +8,18 @@ when the data ends inside a header field) for anything it cannot make sense of.
 
 from __future__ import annotations
 
+import io
+import struct
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from PIL import Image
+from PIL import Image, TiffImagePlugin
 
-from preprocess.pipeline.formats import sniff
+from preprocess.core import errors
+from preprocess.core.errors import input_error
+from preprocess.pipeline.formats import av1, sniff
 
 # PIL transpose operations for EXIF orientations 1..8 (EXIF 2.32, tag 0x0112).
 EXIF_OPS: dict[int, tuple[Image.Transpose, ...]] = {
@@ -45,6 +49,14 @@ class Header:
     icc: bytes = b""
     exif: bytes = b""
     complete: bool = True  # every size the container declares fits in the data (else: cut off)
+    coded_pixels: int = 0  # the largest frame the decoder may make whatever the size box says (AVIF), or 0
+    coded: tuple[int, int] | None = None  # the primary image's coded frame (AVIF), when it is one frame
+    compression: int = 0  # TIFF's compression tag
+
+    @property
+    def pixels(self) -> int:
+        """What the decoder allocates at most: the image's size, or a larger coded frame."""
+        return max(self.width * self.height, self.coded_pixels)
 
     @property
     def mode(self) -> str:
@@ -188,6 +200,8 @@ def avif(data: bytes) -> Header:
     if not sizes:
         raise HeaderError("AVIF: no image size (ispe)", truncated=not complete)
     w, h = max(sizes, key=lambda wh: wh[0] * wh[1])
+    frames = av1.frame_sizes(data, meta)
+    coded = frames.get(av1.primary_item(data, meta) or -1)
     icc = next((data[s + 4:e] for s, e in ipco.get(b"colr", []) if data[s:s + 4] in (b"prof", b"rICC")), b"")
     bits = 8
     for s, _ in ipco.get(b"av1C", [])[:1]:
@@ -199,7 +213,8 @@ def avif(data: bytes) -> Header:
     for s, _ in ipco.get(b"imir", [])[:1]:
         ops.append(Image.Transpose.FLIP_TOP_BOTTOM if data[s] & 1 else Image.Transpose.FLIP_LEFT_RIGHT)
     channels = 4 if any(b"alpha" in data[s:e] for s, e in ipco.get(b"auxC", [])) else 3
-    return Header(sniff.AVIF, w, h, channels, bits=bits, icc=icc, complete=complete, orientation=_orientation(ops))
+    return Header(sniff.AVIF, w, h, channels, bits=bits, icc=icc, complete=complete, orientation=_orientation(ops),
+                  coded_pixels=max((fw * fh for fw, fh in frames.values()), default=0), coded=coded)
 
 
 def _orientation(ops: list[Image.Transpose]) -> int:
@@ -298,3 +313,69 @@ def jpeg2000(data: bytes) -> Header:
     if width <= 0 or height <= 0 or not 1 <= components <= 16384:
         raise HeaderError(f"JPEG 2000: invalid size {width}x{height} with {components} components")
     return Header(sniff.JPEG2000, width, height, min(components, 4), bits=depth, icc=icc, complete=complete)
+
+
+# -- TIFF samples Pillow has no mode for --------------------------------------------------------------
+
+_TIFF_LAYOUTS = {(1, 1): "L", (2, 1): "LA", (3, 2): "RGB", (4, 2): "RGBA"}  # (samples, photometric) -> mode
+
+
+def tiff_int(tags: TiffImagePlugin.ImageFileDirectory_v2, tag: int, default: int) -> int:
+    """A TIFF tag's (first) value as an int (per-sample tags are tuples)."""
+    value = tags.get(tag, default)
+    return int((value[0] if isinstance(value, tuple) else value) or default)
+
+
+def tiff_complete(tags: TiffImagePlugin.ImageFileDirectory_v2, size: int) -> bool:
+    """Whether every strip (or tile) the IFD declares lies in the ``size`` bytes of the file."""
+    ends = [int(o) + int(n) for o, n in zip(tags.get(273, tags.get(324, ())) or (),
+                                            tags.get(279, tags.get(325, ())) or (), strict=False)]
+    return max(ends, default=0) <= size
+
+
+def tiff(data: bytes) -> Header:
+    """The first IFD of a TIFF whose samples have no Pillow mode (float 16/32/64-bit, 32-bit integer or
+    signed RGB), read with Pillow's tag parser; imagecodecs (libtiff) decodes its pixels. Another
+    layout (palette of deep samples, CMYK floats, ...) is ``E_UNSUPPORTED``."""
+    fp = io.BytesIO(data)
+    try:
+        tags = TiffImagePlugin.ImageFileDirectory_v2(fp.read(16 if data[2:4] in (b"+\x00", b"\x00+") else 8))
+        fp.seek(tags.next)
+        tags.load(fp)
+    except (OSError, SyntaxError, struct.error) as exc:
+        raise HeaderError(f"TIFF: {exc}", truncated=isinstance(exc, EOFError | struct.error)) from None
+    samples, photometric, kind = (tiff_int(tags, tag, default) for tag, default in ((277, 1), (262, -1), (339, 1)))
+    if (samples, photometric) not in _TIFF_LAYOUTS or kind not in (1, 2, 3):
+        raise input_error(errors.UNSUPPORTED, f"TIFF with {samples} samples of format {kind} "
+                          f"(photometric {photometric}): no decoder for this layout")
+    exif = Image.Exif()
+    for tag in (0x010F, 0x0110, 0x0112, 0x0132):  # Make, Model, Orientation, DateTime
+        if tag in tags:
+            exif[tag] = tags[tag]
+    return Header(sniff.TIFF, int(tags[256]), int(tags[257]), samples, bits=tiff_int(tags, 258, 8),
+                  frames=2 if tags.next else 1, orientation=exif_orientation(exif.tobytes()),
+                  icc=bytes(tags.get(34675, b"") or b""), exif=exif.tobytes(),
+                  complete=tiff_complete(tags, len(data)), compression=tiff_int(tags, 259, 1),
+                  coded_pixels=tiff_claims(data)[0])
+
+
+def tiff_claims(data: bytes) -> tuple[int, bool]:
+    """The largest image the first IFD can stand for (its largest width x its largest height claim), and
+    whether it gives a size twice. Such a tag is read differently by Pillow (the last) and libtiff (the
+    first), so the pixel limit takes the largest of each, the file never goes to a decoder whose output
+    is not checked (DALI), and the decoded size is checked against the header after the decode."""
+    big = data[2:4] in (b"+\x00", b"\x00+")
+    order = "little" if data[:2] == b"II" else "big"
+    pos = int.from_bytes(data[8:16] if big else data[4:8], order)  # type: ignore[arg-type]
+    count_size, entry, value_at = (8, 20, 12) if big else (2, 12, 8)
+    count = int.from_bytes(data[pos:pos + count_size], order)  # type: ignore[arg-type]
+    claims: dict[int, list[int]] = {256: [0], 257: [0]}
+    for i in range(min(count, 4096)):
+        at = pos + count_size + i * entry
+        if at + entry > len(data):
+            break
+        tag, kind = int.from_bytes(data[at:at + 2], order), int.from_bytes(data[at + 2:at + 4], order)  # type: ignore[arg-type]
+        if tag in claims and kind in (3, 4, 16):  # SHORT, LONG, LONG8
+            size = 2 if kind == 3 else 8 if kind == 16 else 4
+            claims[tag].append(int.from_bytes(data[at + value_at:at + value_at + size], order))  # type: ignore[arg-type]
+    return max(claims[256]) * max(claims[257]), len(claims[256]) > 2 or len(claims[257]) > 2

@@ -1,16 +1,23 @@
 """Samples of any type to 8 bits, scaled, never saturated.
 
-- unsigned integers of a known bit depth (8..16: PNG/TIFF 16-bit, 10/12-bit AVIF and JPEG 2000): by
-  that depth's full range;
+- unsigned integers of a known bit depth (8..32: PNG/TIFF 16-bit, 10/12-bit AVIF and JPEG 2000, 32-bit
+  TIFF): by that depth's full range;
 - floats within [0, 1]: by 255;
-- anything else (signed or 32-bit integers, floats beyond [0, 1]): stretched linearly from the
-  image's own minimum..maximum to 0..255, since such samples have no nominal range; NaN is 0.
+- anything else (signed integers, floats beyond [0, 1]): stretched linearly from the image's own
+  minimum..maximum, since such samples have no nominal range.
+
+Float infinities are the ends of the range (+inf white, -inf black) and never move the scale (it
+comes from the finite samples). A NaN sample has no value at all: any grey stored for it would be a
+guess, so an image holding one is refused (``E_CORRUPT``) rather than stored with black holes.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from PIL import Image
+
+from preprocess.core import errors
+from preprocess.core.errors import input_error
 
 
 def to_8bit(arr: np.ndarray, bits: int | None = None) -> np.ndarray:
@@ -19,18 +26,25 @@ def to_8bit(arr: np.ndarray, bits: int | None = None) -> np.ndarray:
         return arr
     if arr.dtype == np.bool_:
         return arr.astype(np.uint8) * np.uint8(255)
-    a = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
-    if arr.dtype.kind == "u" and arr.dtype.itemsize <= 2:
+    a = arr.astype(np.float64)
+    finite = a
+    if arr.dtype.kind == "f":
+        nan = int(np.count_nonzero(np.isnan(a)))
+        if nan:
+            raise input_error(errors.CORRUPT, f"{nan} of its {a.size} samples are NaN (not a number): they have no "
+                              "value to store")
+        finite = a[np.isfinite(a)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    if arr.dtype.kind == "u" and arr.dtype.itemsize <= 4:
         peak = float((1 << bits) - 1) if bits and bits < 8 * arr.dtype.itemsize else float(np.iinfo(arr.dtype).max)
         if hi <= peak:
             return (a * (255.0 / peak) + 0.5).astype(np.uint8)
     elif arr.dtype.kind == "f" and lo >= 0.0 and hi <= 1.0:
-        return (a * 255.0 + 0.5).astype(np.uint8)
+        return (np.clip(a, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)  # clip: +inf is 1, -inf is 0
     span = hi - lo
     if span <= 0:
-        return np.zeros(arr.shape, dtype=np.uint8)
-    return ((a - lo) * (255.0 / span) + 0.5).clip(0, 255).astype(np.uint8)
+        return np.where(a > lo, 255, 0).astype(np.uint8)  # one value (black), +inf white
+    return np.clip((a - lo) * (255.0 / span) + 0.5, 0, 255).astype(np.uint8)
 
 
 def to_image(arr: np.ndarray, *, bits: int | None = None, cmyk: bool = False) -> Image.Image:

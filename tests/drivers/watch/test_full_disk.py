@@ -58,7 +58,7 @@ def test_a_full_disk_is_retried_reported_and_recovered_from(tmp_path: Path, came
             wait_until(lambda: d.get("/readyz")[0] == 200, 30, "ready again")
             m = d.metrics()
             assert m["preprocess_watch_store_writable"] == 1 and m["preprocess_watch_store_backoff_seconds"] == 0
-            assert d.event("store recovered") is not None
+            d.wait_event("store recovered", 10)  # the log line may come a moment after the commit it follows
             d.signal(signal.SIGTERM)
             assert d.wait(25) == 0, d.log()
         assert not any("Traceback" in e.get("line", "") for e in d.events), d.log()

@@ -4,6 +4,10 @@ daemon runs with follow_symlinks (in-process daemon, real files, real model, rea
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -12,6 +16,7 @@ import pytest
 
 from preprocess.drivers.watch import WatchDaemon, WatchOptions
 from tests.drivers.watch.harness import read_store, sha, wait_until
+from tests.paths import ROOT
 
 
 def _watch(incoming: Path, store: Path, follow: bool, until: int) -> None:
@@ -82,3 +87,33 @@ def test_a_folder_reached_through_a_link_moves_its_files_under_the_move_to_folde
         ["archive/done/photo.jpg"]
     state = read_store(store)
     assert state is not None and state.shas == [sha(photo)] and state.failures == []
+
+
+def test_the_daemon_records_what_run_records_for_what_is_not_a_file(tmp_path: Path, small_photos: list[Path]) -> None:
+    """Issue 25 item 11: a FIFO or socket with an image name was skipped by `run` without a failure row, and
+    the daemon recorded nothing for a broken link or a link to a device that `run` recorded. Both record
+    every one of them, with the same code, and neither blocks on any."""
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    (incoming / "photo.jpg").write_bytes(small_photos[2].read_bytes())
+    os.mkfifo(incoming / "fifo.jpg")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(incoming / "socket.jpg"))
+    (incoming / "broken.jpg").symlink_to(incoming / "gone.jpg")
+    (incoming / "zero.jpg").symlink_to("/dev/zero")
+    (incoming / "fifo-link.jpg").symlink_to(incoming / "fifo.jpg")
+    try:
+        run = subprocess.run([sys.executable, "-m", "preprocess", "run", str(incoming), "--store",
+                              str(tmp_path / "run.icechunk"), "--engine", "pillow", "--json"], cwd=ROOT,
+                             capture_output=True, text=True, check=False, timeout=300)
+        assert run.returncode == 3, run.stderr
+        _watch(incoming, tmp_path / "watch.icechunk", False, until=6)
+    finally:
+        sock.close()
+    by_run, by_watch = read_store(tmp_path / "run.icechunk"), read_store(tmp_path / "watch.icechunk")
+    assert by_run is not None and by_watch is not None
+    expected = {"fifo.jpg": "E_NOT_FILE", "socket.jpg": "E_NOT_FILE", "broken.jpg": "E_UNREADABLE",
+                "zero.jpg": "E_SYMLINK_OUTSIDE", "fifo-link.jpg": "E_NOT_FILE"}
+    for state in (by_run, by_watch):
+        assert {Path(p).name: code for code, p in state.failures} == expected
+        assert len(state.items) == 1

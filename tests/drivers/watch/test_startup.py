@@ -6,11 +6,14 @@ store is created or locked; a port in use is a usage error (exit 2), not a trace
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+from tests.drivers.watch.harness import Daemon
 from tests.paths import ROOT
 
 
@@ -62,3 +65,51 @@ def test_a_metrics_port_in_use_is_a_usage_error(tmp_path: Path) -> None:
                                                    "used: Address already in use"), err
     assert "127.0.0.1:0 for any free port" in err
     assert not store.exists()
+
+
+def test_a_signal_stops_a_daemon_that_waits_for_the_store_at_once(tmp_path: Path) -> None:
+    """Issue 25 item 6: started with --wait 600 while a job held the store, the daemon ignored SIGTERM
+    until it got the lock (10 minutes). During start-up a signal stops it at once: exit 0, nothing taken."""
+    incoming, store = tmp_path / "incoming", tmp_path / "s.icechunk"
+    incoming.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(store)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        daemon = subprocess.Popen([sys.executable, "-m", "preprocess", "watch", str(incoming), "--store", str(store),
+                                   "--engine", "pillow", "--metrics", "off", "--log-format", "json", "--wait", "600"],
+                                  cwd=ROOT, stderr=subprocess.PIPE, text=True)
+        time.sleep(10)  # start-up done: it waits for the lock now
+        assert daemon.poll() is None
+        daemon.send_signal(signal.SIGTERM)
+        _, err = daemon.communicate(timeout=20)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert daemon.returncode == 0, err
+    assert [json.loads(line)["event"] for line in err.splitlines()] == ["stopped"], err
+
+
+HOLD = ("import sys, time; from preprocess.store import open_repo; from preprocess.store.lock import lock_repo; "
+        "lock = lock_repo(open_repo(sys.argv[1], create=True), wait=0, purpose='a test'); print('locked', flush=True); "
+        "time.sleep(300)")
+
+
+def test_a_daemon_that_moves_files_is_the_only_one_on_its_folder(tmp_path: Path) -> None:
+    """Issue 25 item 12: two daemons on one folder, one moving committed files away (--move-to), silently
+    missed files (the mover took them before the other had read them). The second one is refused before it
+    takes anything (exit 4, WATCH_FOLDER_BUSY), whichever of them moves; two that leave files may share."""
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    moved = ("--move-to", str(tmp_path / "moved"))
+    for n, (first, second, who) in enumerate(((moved, (), "that daemon"), ((), moved, "this daemon"))):
+        with Daemon(incoming, tmp_path / f"first{n}.icechunk", *first) as daemon:
+            daemon.start()
+            code, _, stderr = watch(incoming, tmp_path / f"second{n}.icechunk", "--metrics", "off", *second)
+        assert code == 4, stderr
+        assert errors(stderr) == [f"error[WATCH_FOLDER_BUSY]: {incoming}: another watch daemon takes files from "
+                                  f"this folder, and {who} moves committed files away (--move-to), so "
+                                  f"{'the other' if second else 'this one'} would miss them"], stderr
+        assert not (tmp_path / f"second{n}.icechunk").exists()  # refused before its store was made
+    with Daemon(incoming, tmp_path / "a.icechunk") as a, Daemon(incoming, tmp_path / "b.icechunk") as b:
+        a.start()
+        b.start()  # both watching

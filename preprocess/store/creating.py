@@ -1,0 +1,129 @@
+"""Creating a local store so that a kill or a second creator never leaves it unusable.
+
+icechunk writes a new repository in steps (its snapshots and transactions folders, then the ``repo``
+object that makes it one), so a process killed a few milliseconds into a create left a folder that
+was no repository and not empty: every later command refused it (``STORE_FOREIGN``). And two
+processes creating the same store raced: the loser's cleanup removed the winner's folder.
+
+So a create goes through a marker inside the store, ``CREATING_FILE``, locked (``flock``) while one
+process creates. It is an empty folder: icechunk creates a repository only where it finds no object,
+and an empty folder is none.
+
+1. the folder is made (or is an empty one), the marker made, opened and locked: a second creator
+   waits for the lock (``wait`` seconds at most: ConflictError ``STORE_LOCKED``);
+2. whoever holds the lock looks again: a repository there (another creator finished) is opened as it
+   is; else what a killed creator left beside its marker is removed and the repository created (a
+   folder that holds anything without a marker is never emptied);
+3. the marker is removed when the repository is complete. A marker left behind means a create that
+   did not finish: the next command resumes it (:func:`unfinished` tells the location check so).
+
+A failed create (a full disk) removes only what it made itself, under the lock: never another's store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from preprocess.core.codes import ErrorCode
+from preprocess.core.errors import ConfigError, ConflictError
+
+CREATING_FILE = ".preprocess.creating"
+WAIT = 60.0  # seconds a second creator waits for the first
+
+
+# What a folder holds while icechunk creates a repository in it (its ``repo`` object is written last).
+_BEING_MADE = frozenset({CREATING_FILE, "snapshots", "transactions", "repo"})
+
+
+def unfinished(path: Path) -> bool:
+    """Whether the folder ``path`` holds nothing but a repository being created (now, or by a process that
+    was killed): the marker and what icechunk writes first. Such a folder is resumed, never foreign."""
+    try:
+        entries = set(os.listdir(path))
+    except OSError:
+        return False
+    return entries <= _BEING_MADE and bool(entries & {CREATING_FILE, "repo"})  # a marker, or one just finished
+
+
+def create[R](path: Path, *, make: Callable[[], R], opened: Callable[[], R | None], wait: float = WAIT) -> R:
+    """The repository at ``path``: ``opened()`` when one is there once the creation lock is held (a
+    concurrent creator made it), else ``make()`` after removing what a killed create left."""
+    while True:
+        made_dir = _make_dir(path)
+        killed = not _make_dir(path / CREATING_FILE)  # a marker there: a create is running, or was killed
+        fd = os.open(path / CREATING_FILE, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            _lock(fd, path, wait)
+            if os.fstat(fd).st_nlink == 0:  # the creator before us finished (or gave up): look again
+                found = opened()
+                if found is not None:
+                    return found
+                continue
+            return _create_locked(path, made_dir, killed, make=make, opened=opened)
+        finally:
+            os.close(fd)
+
+
+def _create_locked[R](path: Path, made_dir: bool, killed: bool, *, make: Callable[[], R],
+                      opened: Callable[[], R | None]) -> R:
+    found = opened()
+    if found is None:
+        if not killed and set(os.listdir(path)) != {CREATING_FILE}:  # not ours to remove: touch nothing
+            os.rmdir(path / CREATING_FILE)
+            raise ConfigError(f"{path} is a non-empty directory, not a dataset (no icechunk repository)",
+                              code=ErrorCode.STORE_FOREIGN,
+                              hint="choose a new or empty directory for the dataset (nothing there was changed)")
+        _clear(path)  # a killed create's leftovers
+        try:
+            found = make()
+        except BaseException:
+            _clear(path)
+            os.rmdir(path / CREATING_FILE)
+            if made_dir:
+                _remove_empty(path)
+            raise
+    os.rmdir(path / CREATING_FILE)
+    return found
+
+
+def _make_dir(path: Path) -> bool:
+    try:
+        path.mkdir()
+    except FileExistsError:
+        return False
+    return True
+
+
+def _lock(fd: int, path: Path, wait: float) -> None:
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise ConflictError(f"another process is creating the dataset at {path}",
+                                    code=ErrorCode.STORE_LOCKED, hint="wait for it to finish, then rerun") from None
+            time.sleep(0.05)
+
+
+def _clear(path: Path) -> None:
+    """Remove everything in ``path`` but the marker (only ever called while holding its lock)."""
+    for child in path.iterdir():
+        if child.name == CREATING_FILE:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
+def _remove_empty(path: Path) -> None:
+    with contextlib.suppress(OSError):  # not empty: something else is there now
+        path.rmdir()

@@ -1,0 +1,196 @@
+"""Hostile and odd inputs to the decoders (issue 25 items 2, 3, 8 and 15), all generated from a real photo:
+a header that lies about the size (AVIF's size box, a TIFF that names its width twice), a TIFF of
+80,000 pages, float and 32-bit RGB TIFFs, NaN and infinities, PNGs with large text and ICC chunks."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import imagecodecs
+import numpy as np
+import pytest
+from PIL import Image, TiffImagePlugin
+
+from preprocess.core.errors import InputError
+from preprocess.pipeline.images import decode_rgb, probe
+from tests.pipeline.test_images import tifffile_bytes
+
+MAX = 120_000_000
+
+
+@pytest.fixture(scope="module")
+def rgb(small_photos: list[Path]) -> np.ndarray:
+    src = next(p for p in small_photos if p.name == "chelsea.png")
+    return np.asarray(Image.open(src).convert("RGB").resize((64, 48)))
+
+
+def refused(data: bytes, *, max_pixels: int = MAX, decode: bool = False) -> InputError:
+    """The error of the probe, or (``decode``) of the decode that follows a probe that passed."""
+    if decode:
+        probe(data, max_pixels=max_pixels, path="x")
+    with pytest.raises(InputError) as caught:
+        decode_rgb(data, path="x") if decode else probe(data, max_pixels=max_pixels, path="x")
+    return caught.value
+
+
+def _set_ispe(avif: bytes, width: int, height: int) -> bytes:
+    """The AVIF with its size box (``ispe``) saying ``width`` x ``height``; the AV1 frame unchanged."""
+    at = avif.index(b"ispe")
+    out = bytearray(avif)
+    struct.pack_into(">II", out, at + 8, width, height)
+    return bytes(out)
+
+
+# -- item 2: the size a header claims is checked against what the decoder makes --------------------------
+
+
+def test_a_lying_avif_size_box_is_corrupt_before_any_decode(rgb: np.ndarray) -> None:
+    """A 64x48 photo whose size box says 1x1 was decoded, cropped by libavif to the box and stored as 1x1,
+    status ok: the AV1 sequence header says 64x48, so it is E_CORRUPT at the probe and at the decode."""
+    real = bytes(imagecodecs.avif_encode(rgb, level=80))
+    assert probe(real, max_pixels=MAX).width == 64
+    lying = _set_ispe(real, 1, 1)
+    assert imagecodecs.avif_decode(lying).shape[:2] == (1, 1)  # what libavif does with it: a silent crop
+    error = refused(lying)
+    assert error.code == "E_CORRUPT" and "64x48" in error.message and "1x1" in error.message, error.message
+    with pytest.raises(InputError, match="64x48") as caught:
+        decode_rgb(lying)  # also without a probe first
+    assert caught.value.code == "E_CORRUPT"
+
+
+def test_the_pixel_limit_holds_whatever_the_size_box_says(rgb: np.ndarray) -> None:
+    """The 12000x11000 AVIF whose box said 100x100 was decoded whole (132 MP over a 120 MP limit): the same
+    file at a smaller scale, a 640x480 frame behind a 10x10 box under a 1,000-pixel limit, is E_TOO_LARGE
+    from its headers alone."""
+    frame = np.asarray(Image.fromarray(rgb).resize((640, 480)))
+    lying = _set_ispe(bytes(imagecodecs.avif_encode(frame, level=50, speed=9)), 10, 10)
+    error = refused(lying, max_pixels=1_000)
+    assert error.code == "E_TOO_LARGE" and "0.3 MP" in error.message, error.message
+
+
+def _deflate_tiff(rgb: np.ndarray, widths: tuple[int, ...], heights: tuple[int, ...]) -> bytes:
+    """A Deflate RGB TIFF (libtiff decodes it) whose one IFD gives ImageWidth once per ``widths`` (and
+    ImageLength per ``heights``): Pillow reads the last of a repeated tag, libtiff the first."""
+    strip = zlib.compress(rgb.tobytes())
+    entries = ([(256, 3, w) for w in widths] + [(257, 3, h) for h in heights]
+               + [(258, 3, 8), (259, 3, 8), (262, 3, 2), (273, 4, 8), (277, 3, 3), (278, 3, rgb.shape[0]),
+                  (279, 4, len(strip))])
+    ifd_at = 8 + len(strip) + (len(strip) & 1)
+    out = bytearray(b"II*\x00" + struct.pack("<I", ifd_at) + strip)
+    out += b"\x00" * (ifd_at - len(out)) + struct.pack("<H", len(entries))
+    for tag, kind, value in entries:
+        out += struct.pack("<HHII", tag, kind, 1, value) if kind == 4 else struct.pack("<HHIHH", tag, kind, 1, value, 0)
+    return bytes(out + struct.pack("<I", 0))
+
+
+def test_a_tiff_whose_decoder_makes_another_size_than_its_header_is_corrupt(rgb: np.ndarray) -> None:
+    """ImageWidth given as 64 then 1: the header (Pillow) says 1x48, libtiff decodes 64x48, and a 1x48
+    image was stored from those pixels. The decoded size is checked against the header: E_CORRUPT."""
+    assert decode_rgb(_deflate_tiff(rgb, (64,), (48,))).size == (64, 48)
+    twice = _deflate_tiff(rgb, (64, 1), (48,))
+    info = probe(twice, max_pixels=MAX)
+    assert info.width == 1 and not info.plain  # what the header says; never for DALI, whose output is unchecked
+    assert probe(_deflate_tiff(rgb, (64,), (48,)), max_pixels=MAX).plain
+    error = refused(twice, decode=True)
+    assert error.code == "E_CORRUPT" and "64x48" in error.message and "1x48" in error.message, error.message
+
+
+def test_the_pixel_limit_takes_the_largest_size_a_tiff_claims(rgb: np.ndarray) -> None:
+    error = refused(_deflate_tiff(rgb, (60000, 1), (48,)), max_pixels=10_000)
+    assert error.code == "E_TOO_LARGE", error.message
+
+
+# -- item 3: a TIFF's pages are never counted -----------------------------------------------------------
+
+
+def many_pages(n: int) -> bytes:
+    """A little-endian TIFF of ``n`` 1x1 grey pages, each IFD pointing at the next (9 MB for 80,000)."""
+    out = bytearray(b"II*\x00" + struct.pack("<I", 8))
+    size = 2 + 12 * 9 + 4 + 2  # nine entries, the next IFD's offset, the page's one pixel (padded)
+    for i in range(n):
+        at = 8 + i * size
+        ifd = bytearray(struct.pack("<H", 9))
+        for tag, kind, value in ((256, 3, 1), (257, 3, 1), (258, 3, 8), (259, 3, 1), (262, 3, 1),
+                                 (273, 4, at + size - 2), (277, 3, 1), (278, 3, 1), (279, 4, 1)):
+            ifd += struct.pack("<HHII", tag, kind, 1, value) if kind == 4 else struct.pack("<HHIHH", tag, kind, 1,
+                                                                                          value, 0)
+        out += ifd + struct.pack("<I", at + size if i + 1 < n else 0) + bytes([(i * 37 + 200) % 256, 0])
+    return bytes(out)
+
+
+@pytest.fixture
+def ifd_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many TIFF IFDs Pillow parses: a spy around the real parser (it still runs), because the time a
+    40 s walk of 80,000 pages takes is not something a test may assert."""
+    reads: list[int] = []
+    real = TiffImagePlugin.ImageFileDirectory_v2.load
+
+    def counting(self: TiffImagePlugin.ImageFileDirectory_v2, fp: object) -> None:
+        reads.append(1)
+        real(self, fp)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(TiffImagePlugin.ImageFileDirectory_v2, "load", counting)
+    return reads
+
+
+def test_the_first_page_of_an_80000_page_tiff_reads_a_few_ifds_not_all(ifd_reads: list[int]) -> None:
+    data = many_pages(80_000)
+    info = probe(data, max_pixels=MAX)
+    img = decode_rgb(data)
+    assert (info.width, info.height, info.frames) == (1, 1, 2)  # "more than one", never counted
+    assert img.size == (1, 1) and img.getpixel((0, 0)) == (200, 200, 200)  # the first page
+    assert len(ifd_reads) <= 8, len(ifd_reads)  # probe and decode (6 here): 80,000 before
+
+
+# -- item 8: float and 32-bit RGB TIFFs, NaN and infinities -----------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["float16", "float32", "float64", "uint32", "float32-deflate"])
+def test_float_and_32_bit_rgb_tiffs_convert_to_their_pixels(rgb: np.ndarray, kind: str) -> None:
+    dtype, _, compression = kind.partition("-")
+    arr = rgb.astype(np.uint32) * 16843009 if dtype == "uint32" else (rgb / 255.0).astype(dtype)
+    data = tifffile_bytes(arr, compression or None, photometric="rgb")
+    info = probe(data, max_pixels=MAX)
+    assert (info.mode, info.width, info.height) == ("RGB", 64, 48)
+    got = np.asarray(decode_rgb(data)).astype(int)
+    assert np.abs(got - rgb).max() <= 1, kind
+
+
+def test_infinities_are_white_and_black_and_nan_is_refused(rgb: np.ndarray) -> None:
+    grey = (rgb[:, :, 1] / 255.0).astype(np.float32)
+    inf = grey.copy()
+    inf[0, :8], inf[1, :8] = np.inf, -np.inf
+    got = np.asarray(decode_rgb(tifffile_bytes(inf, None)))[:, :, 0].astype(int)
+    assert (got[0, :8] == 255).all() and (got[1, :8] == 0).all()  # +inf was stored black
+    assert np.abs(got[2:] - rgb[2:, :, 1]).max() <= 1  # the finite samples keep their scale
+    nan = grey.copy()
+    nan[0, :8] = np.nan
+    error = refused(tifffile_bytes(nan, None), decode=True)
+    assert error.code == "E_CORRUPT" and "NaN" in error.message, error.message
+
+
+# -- item 15: PNG chunks over 1 MB ------------------------------------------------------------------------
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def test_pngs_with_large_text_and_icc_chunks_decode(rgb: np.ndarray) -> None:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    png = buf.getvalue()
+    text = b"x" * 2_000_000
+    noise = np.random.default_rng(25).integers(0, 256, 2_000_000, dtype=np.uint8).tobytes()
+    icc = bytearray(bytes(imagecodecs.cms_profile("srgb")) + noise)  # sRGB with a large private tail
+    struct.pack_into(">I", icc, 0, len(icc))
+    chunks = {"zTXt": _chunk(b"zTXt", b"XML:com.adobe.xmp\x00\x00" + zlib.compress(text)),
+              "iTXt": _chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x01\x00\x00\x00" + zlib.compress(text)),
+              "iCCP": _chunk(b"iCCP", b"big sRGB\x00\x00" + zlib.compress(bytes(icc)))}
+    for name, chunk in chunks.items():
+        data = png[:33] + chunk + png[33:]  # after IHDR
+        assert probe(data, max_pixels=MAX).mode == "RGB", name
+        assert np.array_equal(np.asarray(decode_rgb(data)), rgb), name

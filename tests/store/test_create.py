@@ -1,0 +1,131 @@
+"""Creating a store against kills and a second creator (issue 25 items 4 and 5): real processes, real
+SIGKILLs at the moment icechunk has written part of the repository, real concurrent creators."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from preprocess.core.errors import ConfigError
+from preprocess.store import open_repo, storage
+from preprocess.store.creating import CREATING_FILE
+from tests.paths import ROOT
+
+# A creator that says when its imports are done, waits for a byte on stdin, then creates the store.
+CREATOR = ("import sys; from preprocess.store import open_repo; print('ready', flush=True); sys.stdin.read(1); "
+           "open_repo(sys.argv[1], create=True); print('created', flush=True)")
+
+
+def creator(store: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", CREATOR, str(store)], cwd=ROOT, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def ready(proc: subprocess.Popen[bytes]) -> None:
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"ready\n"
+
+
+def go(proc: subprocess.Popen[bytes]) -> None:
+    assert proc.stdin is not None
+    proc.stdin.write(b"x")
+    proc.stdin.flush()
+
+
+def kill_when(proc: subprocess.Popen[bytes], written: Path, limit: float = 20.0) -> None:
+    """SIGKILL ``proc`` as soon as ``written`` exists. A create takes milliseconds, so the creator runs in
+    steps of about 0.1 ms (SIGCONT, a short sleep, SIGSTOP) and is looked at between steps: the kill lands
+    while it is stopped, right after the step that wrote ``written``."""
+    ready(proc)
+    go(proc)
+    os.kill(proc.pid, signal.SIGSTOP)
+    deadline = time.monotonic() + limit
+    while not written.exists() and proc.poll() is None and time.monotonic() < deadline:
+        os.kill(proc.pid, signal.SIGCONT)
+        time.sleep(0.0001)
+        os.kill(proc.pid, signal.SIGSTOP)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+@pytest.mark.parametrize("moment", ["snapshots", "transactions"])
+def test_a_create_killed_half_way_is_resumed(tmp_path: Path, moment: str) -> None:
+    """Killed when icechunk had written its snapshots (or transactions) folder but not its ``repo``
+    object, the folder was no repository and not empty: STORE_FOREIGN for every later command."""
+    store = tmp_path / "s.icechunk"
+    kill_when(creator(store), store / moment)
+    left = sorted(p.name for p in store.iterdir())
+    assert moment in left and "repo" not in left, left  # killed half way, as the red team did
+    repo = open_repo(str(store), create=True)  # the rerun resumes the create
+    assert [s.id for s in repo.ancestry(branch="main")] and not (store / CREATING_FILE).exists()
+    assert sorted(p.name for p in store.iterdir()) == ["repo", "snapshots", "transactions"]
+
+
+def test_a_run_after_a_killed_create_commits(tmp_path: Path, small_photos: list[Path]) -> None:
+    store = tmp_path / "s.icechunk"
+    kill_when(creator(store), store / "snapshots")
+    photos = tmp_path / "in"
+    photos.mkdir()
+    (photos / small_photos[0].name).write_bytes(small_photos[0].read_bytes())
+    done = subprocess.run([sys.executable, "-m", "preprocess", "run", str(photos), "--store", str(store), "--engine",
+                           "pillow"], cwd=ROOT, capture_output=True, text=True, check=False, timeout=300)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_creator_that_loses_the_race_opens_the_winners_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The forced interleaving: this process checks that the store can be created, then another process
+    creates it completely, then this one creates. Its create failed and its cleanup deleted the winner's
+    folder, commits and lock included. A hook on the real check (it still runs) starts the winner."""
+    store = tmp_path / "s.icechunk"
+    real_check = storage._check_creatable
+
+    def then_the_other_wins(path: Path) -> None:
+        real_check(path)
+        winner = creator(store)
+        ready(winner)
+        go(winner)
+        out, err = winner.communicate(timeout=60)
+        assert winner.returncode == 0 and out == b"created\n", err
+
+    monkeypatch.setattr(storage, "_check_creatable", then_the_other_wins)
+    repo = open_repo(str(store), create=True)
+    monkeypatch.undo()
+    assert (store / "repo").exists() and not (store / CREATING_FILE).exists()
+    assert len(list(repo.ancestry(branch="main"))) == 1
+    assert len(list(open_repo(str(store), create=False).ancestry(branch="main"))) == 1
+
+
+def test_two_processes_creating_one_store_both_get_it(tmp_path: Path) -> None:
+    for round_ in range(4):
+        store = tmp_path / f"s{round_}.icechunk"
+        racers = [creator(store), creator(store)]
+        for proc in racers:
+            ready(proc)
+        for proc in racers:
+            go(proc)
+        for proc in racers:
+            out, err = proc.communicate(timeout=90)
+            assert proc.returncode == 0 and out == b"created\n", err
+        assert len(list(open_repo(str(store), create=False).ancestry(branch="main"))) == 1
+        assert sorted(os.listdir(store)) == ["repo", "snapshots", "transactions"]
+
+
+def test_a_folder_that_only_looks_half_made_is_never_emptied(tmp_path: Path) -> None:
+    """Only a create's own marker lets a later create remove what is there: a user's folder that happens
+    to hold folders named ``repo`` and ``snapshots`` is refused as before, and left as it was."""
+    store = tmp_path / "photos"
+    (store / "snapshots").mkdir(parents=True)
+    (store / "snapshots" / "cam1.jpg").write_bytes(b"a photo")
+    (store / "repo").mkdir()
+    (store / "repo" / "README").write_text("someone's own folder")
+    with pytest.raises(ConfigError) as refused:
+        open_repo(str(store), create=True)
+    assert refused.value.code == "STORE_FOREIGN"
+    assert sorted(p.name for p in store.iterdir()) == ["repo", "snapshots"]
+    assert (store / "snapshots" / "cam1.jpg").read_bytes() == b"a photo"
