@@ -17,6 +17,11 @@ from preprocess.core import interrupts
 
 def main() -> None:
     interrupts.install()
+    if sys.argv[1:] == ["--version"]:  # answered before typer and the commands are imported (as cli.app does)
+        import preprocess
+
+        print(f"preprocess {preprocess.__version__}")
+        return
     try:
         from preprocess.cli import main as cli
 

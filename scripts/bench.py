@@ -27,7 +27,13 @@ And the bytes (scripts/bench_bytes.py): what the default and the AVIF spec store
 and photos/more (distinct photos, not the frames), against an exhaustive per-image search (every quality of the
 ladder, every allowed encoder) and an independent decode + model check of every stored image.
 
+Then the faces (issue 22): the training reader against a plain PIL + DataLoader loop over the same version
+exported to files (scripts/bench_reader.py), `tune` with its defaults against `run` on the same 19 photos
+and `tune --from` (scripts/bench_tune.py), and how fast the command line answers, with and without bytecode
+(scripts/bench_cli.py).
+
 Usage: scripts/bench [--quick] [--images N] [--rounds R] [--contenders a,b,...] [--out FILE]
+                     [--sections throughput,watch,bytes,reader,tune,cli]
 """
 
 from __future__ import annotations
@@ -165,6 +171,7 @@ def _versions() -> dict[str, str]:
 
 
 BASELINE_PYTHON = ROOT / ".bench" / "baseline" / "bin" / "python"
+SECTIONS = ("throughput", "watch", "bytes", "reader", "tune", "cli")
 
 
 def _command(contender: str, baseline_python: str) -> list[str]:
@@ -289,6 +296,9 @@ def _args() -> argparse.Namespace:
     ap.add_argument("--out", default="")
     ap.add_argument("--watch-files", type=int, default=24, help="files for the watch latency (0: skip)")
     ap.add_argument("--no-bytes", action="store_true", help="skip the bytes benchmark (scripts/bench_bytes.py)")
+    ap.add_argument("--sections", default=",".join(SECTIONS),
+                    help=f"what to run, of {','.join(SECTIONS)} (default: all); a subset writes "
+                         "<date>-<cpu|gpu>-<sections>.json")
     ap.add_argument("--baseline-python", default=str(BASELINE_PYTHON),
                     help="a Python with stock Pillow, numpy and onnxruntime for the baseline (default: the "
                          "environment scripts/bench sets up)")
@@ -307,14 +317,27 @@ def _stored_bytes(quick: bool) -> dict[str, Any]:
     return bench_bytes.main(["--images", "3", "--specs", "camera.toml"] if quick else ["--oracle-jpeg"])
 
 
-def main() -> None:
-    args = _args()
-    if args.worker:
-        run_worker(args)
-        return
-    if args.quick:
-        args.images, args.rounds, args.watch_files = 12, 1, 6
-    gpu = _gpu_name()
+def _faces(sections: list[str], quick: bool) -> dict[str, Any]:
+    """The reader, tune and the command line (scripts/bench_reader.py, bench_tune.py, bench_cli.py)."""
+    import bench_cli
+    import bench_reader
+    import bench_tune
+
+    out: dict[str, Any] = {}
+    if "reader" in sections:
+        print("  reader: loader() vs a plain PIL + DataLoader loop over the same version as files", file=sys.stderr)
+        out["reader"] = bench_reader.main(["--rounds", "1" if quick else "3"])
+    if "tune" in sections:
+        print("  tune: defaults vs run on 19 photos, whole processes", file=sys.stderr)
+        out["tune"] = bench_tune.main(["--rounds", "1", "--no-every"] if quick else ["--rounds", "2"])
+    if "cli" in sections:
+        print("  cli: --version, log, show, branch; with and without bytecode", file=sys.stderr)
+        out["cli"] = bench_cli.main(["--repeats", "3" if quick else "5"])
+    return out
+
+
+def _throughput(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any]]:
+    """The contenders' rounds and the watch latency: (summary, watch, the photo set's facts)."""
     sys.path.insert(0, str(ROOT))
     from preprocess.pipeline.engines import gpu_count
 
@@ -322,18 +345,17 @@ def main() -> None:
     contenders = [c for c in args.contenders.split(",") if c] or (
         ["baseline", "baseline-simd", "pillow", "dali-cpu"] + (["dali-gpu", "decode-only"] if has_gpu else [])
         + (["ray-local"] if importlib.util.find_spec("ray") and not args.quick else []))
-    commands = {c: _command(c, args.baseline_python) for c in contenders}
+    commands = {c: _command(c, args.baseline_python) for c in contenders} if "throughput" in args.sections else {}
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     paths = _make_set(args.images, work / "photos")
     mp = _megapixels(paths)
     bytes_in = sum(p.stat().st_size for p in paths)
     print(f"bench: {len(paths)} images ({mp:.0f} MP, {bytes_in / 1e6:.1f} MB), {args.rounds} round(s), "
-          f"contenders: {', '.join(contenders)}", file=sys.stderr)
+          f"contenders: {', '.join(commands) or 'none'}", file=sys.stderr)
     runs = _rounds(commands, work, args.rounds, len(paths))
-    watch = _watch_latency(args.watch_files, work, "dali" if has_gpu else "pillow") if args.watch_files else None
+    watch = (_watch_latency(args.watch_files, work, "dali" if has_gpu else "pillow")
+             if args.watch_files and "watch" in args.sections else None)
     shutil.rmtree(work, ignore_errors=True)
-    stored_bytes = None if args.no_bytes else _stored_bytes(args.quick)
-
     summary = _summarize(runs, len(paths), mp, bytes_in)
     base = summary.get("baseline", {}).get("images_per_s")
     simd = summary.get("baseline-simd", {}).get("images_per_s")
@@ -346,26 +368,42 @@ def main() -> None:
     if "pillow" in summary and "dali-gpu" in summary:  # the GPU target: >= 20x this machine's CPU engine
         summary["dali-gpu"]["vs_cpu_engine"] = round(
             summary["dali-gpu"]["images_per_s"] / summary["pillow"]["images_per_s"], 2)
+    photos = {"count": len(paths), "megapixels": round(mp, 1), "bytes": bytes_in,
+              "source": "photos/camera (2560x1600 JPEG with EXIF), then frames of the same scenes (shifted 8 px "
+                        "per frame, JPEG q92)"}
+    return summary, watch, photos
+
+
+def main() -> None:
+    args = _args()
+    if args.worker:
+        run_worker(args)
+        return
+    if args.quick:
+        args.images, args.rounds, args.watch_files = 12, 1, 6
+    args.sections = [x for x in args.sections.split(",") if x]
+    unknown = set(args.sections) - set(SECTIONS)
+    if unknown:
+        sys.exit(f"bench: unknown sections {sorted(unknown)}; choose among {','.join(SECTIONS)}")
+    gpu = _gpu_name()
+    summary, watch, photos = (_throughput(args) if {"throughput", "watch"} & set(args.sections)
+                              else ({}, None, {}))
+    stored_bytes = None if args.no_bytes or "bytes" not in args.sections else _stored_bytes(args.quick)
     result = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpu_cores": os.cpu_count(), "platform": platform.platform(), "gpu": gpu or "none",
-                    "processor": platform.processor()},
-        "versions": _versions(),
-        "photos": {"count": len(paths), "source": "photos/camera (2560x1600 JPEG with EXIF), then frames of the "
-                   "same scenes (shifted 8 px per frame, JPEG q92)",
-                   "megapixels": round(mp, 1), "bytes": bytes_in},
-        "rounds": args.rounds,
-        "spec": "pipelines/camera.toml",
-        "results": summary,
+                    "processor": platform.processor(), "load_average_at_start": os.getloadavg()},
+        "versions": _versions(), "sections": args.sections, "photos": photos, "rounds": args.rounds,
+        "spec": "pipelines/camera.toml", "results": summary,
         "stage_times": "ms per image of busy time per stage, summed over threads: the pillow engine's lanes "
                        "work in parallel, so its stages add up to more than its wall time per image",
-        "watch_close_to_commit_s": watch,
-        "bytes": stored_bytes,
+        "watch_close_to_commit_s": watch, "bytes": stored_bytes, **_faces(args.sections, args.quick),
     }
     _print(result)
+    subset = "" if set(args.sections) == set(SECTIONS) else "-" + "-".join(args.sections)
     out = Path(args.out) if args.out else (
-        ROOT / "bench" / "results" / f"{datetime.now(UTC):%Y-%m-%d}-{'gpu' if has_gpu else 'cpu'}"
-        f"{'-quick' if args.quick else ''}.json")
+        ROOT / "bench" / "results" / f"{datetime.now(UTC):%Y-%m-%d}-{'gpu' if gpu else 'cpu'}"
+        f"{'-quick' if args.quick else ''}{subset}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}", file=sys.stderr)
@@ -398,8 +436,8 @@ def _watch_latency(n: int, work: Path, engine: str) -> dict[str, Any] | None:
 
 def _print(result: dict[str, Any]) -> None:
     rows = result["results"]
-    print(f"\n{result['photos']['count']} photos, {result['machine']['cpu_cores']} cores, GPU: "
-          f"{result['machine']['gpu']}, {result['date']}")
+    print(f"\n{result['photos'].get('count', 0)} photos, {result['machine']['cpu_cores']} cores, GPU: "
+          f"{result['machine']['gpu']}, {result['date']}, load {result['machine']['load_average_at_start'][0]:.1f}")
     print(f"{'contender':12} {'img/s':>8} {'MP/s':>8} {'x base':>7} {'probes':>6} {'out MB':>7} {'RSS MB':>7}  "
           "ms/image by stage")
     for c, s in rows.items():
@@ -418,6 +456,22 @@ def _print(result: dict[str, Any]) -> None:
     if w:
         print(f"watch daemon close-to-commit latency: median {w['median']:.2f} s, p95 {w['p95']:.2f} s "
               f"({w['files']} files)")
+    _print_faces(result)
+
+
+def _print_faces(result: dict[str, Any]) -> None:
+    r, t, c = result.get("reader"), result.get("tune"), result.get("cli")
+    if r:
+        print(f"reader: steady {r['reader']['steady_images_per_s']:.0f} img/s vs baseline "
+              f"{r['baseline']['steady_images_per_s']:.0f} ({r['steady_vs_baseline']:.2f}x); first batch "
+              f"{r['reader']['first_batch_s']:.2f} s (baseline {r['baseline']['first_batch_s']:.2f} s)")
+    if t:
+        s = t["seconds"]
+        print(f"tune: {s['tune']:.1f} s vs run {s['run']:.1f} s ({t['tune_vs_run']:.1f}x); --from "
+              f"{s['tune-from']:.1f} s" + (f"; --every-quality {s['tune-every']:.1f} s" if "tune-every" in s else ""))
+    if c:
+        for mode, cmds in c["seconds"].items():
+            print(f"cli ({mode}): " + ", ".join(f"{k} {v:.2f} s" for k, v in cmds.items()))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import io
 import pickle
+import subprocess
+import sys
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,11 +20,17 @@ from torch.utils.data import DataLoader
 from preprocess import open_dataset
 from preprocess.core.errors import ConfigError
 from preprocess.drivers.run import JobOptions, run_job
-from preprocess.torchdata import Loader, VersionDataset, Where, collate, fit_box, loader
+from preprocess.torchdata import Loader, VersionDataset, Where, WorkerForked, collate, fit_box, loader
+from tests.paths import ROOT
 from tests.store import conftest as shared
 
 photo_sets = shared.photo_sets  # the history tests' fixtures: small real-photo folders, tiny specs
 tiny_specs = shared.tiny_specs
+
+
+def each(batches: Iterable[dict[str, object]]) -> list[dict[str, Any]]:
+    """The batches, typed for these tests (a batch's values are tensors or lists by field: object to the reader)."""
+    return list(batches)
 
 
 @pytest.fixture(scope="module")
@@ -31,12 +41,12 @@ def store(tmp_path_factory: pytest.TempPathFactory, photo_sets: list[Path], tiny
     return path
 
 
-def test_two_spawned_workers_yield_every_item_of_the_version_once(store: Path) -> None:
+def test_two_workers_yield_every_item_of_the_version_once(store: Path) -> None:
     ds = VersionDataset(str(store), ref="main", decode="cpu")
     plain = open_dataset(str(store))
     assert len(ds) == len(plain) == 6
     seen: dict[int, dict[str, object]] = {}
-    for batch in loader(ds, batch_size=2, num_workers=2):
+    for batch in each(loader(ds, batch_size=2, num_workers=2)):
         assert isinstance(batch["quality"], torch.Tensor) and isinstance(batch["source_path"], list)
         for j, index in enumerate(batch["index"].tolist()):
             assert index not in seen
@@ -57,21 +67,25 @@ def test_the_dataset_pickles_as_location_and_snapshot(store: Path) -> None:
     a, b = ds[3], copy[3]
     assert a["jpeg"] == b["jpeg"] and a["quality"] == b["quality"] and set(a) == {"index", "jpeg", "quality",
                                                                                  "source_sha256"}
-    batch = collate([ds[0], ds[1]])
+    (batch,) = each([collate([ds[0], ds[1]])])
     assert batch["quality"].shape == (2,) and len(batch["jpeg"]) == 2
     with pytest.raises(ConfigError):
         VersionDataset(str(store), fields=["nope"])
 
 
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
-def test_forked_workers_are_refused_with_a_clear_error(store: Path) -> None:
+def test_forked_workers_are_refused_with_one_line_and_its_fix(store: Path) -> None:
+    """This process has loaded icechunk (every test here opens stores), so a forked worker would hang."""
     ds = VersionDataset(str(store), decode="none")
     with pytest.raises(ConfigError) as e:
         loader(ds, multiprocessing_context="fork")
     assert e.value.code == "TORCH_FORK"
     forked = DataLoader(ds, batch_size=2, num_workers=1, multiprocessing_context="fork", timeout=60)
-    with pytest.raises(ConfigError, match="fork"):
+    with pytest.raises(WorkerForked) as raised:
         next(iter(forked))
+    line = str(raised.value)  # torch rebuilds the worker's error from its traceback text: one line still
+    assert "\n" not in line and line.startswith("error[TORCH_FORK]") and "multiprocessing_context='forkserver'" in line
+    assert raised.value.code == "TORCH_FORK"
 
 
 def test_dali_decodes_stored_images_on_the_cpu(store: Path) -> None:
@@ -93,7 +107,7 @@ def test_gpu_batches_are_decoded_by_dali_on_the_device(store: Path) -> None:
     ds = VersionDataset(str(store), decode="gpu")
     plain = open_dataset(str(store))
     seen = 0
-    for batch in loader(ds, batch_size=4, num_workers=2):
+    for batch in each(loader(ds, batch_size=4, num_workers=2)):
         for j, image in enumerate(batch["image"]):
             assert image.is_cuda and image.dtype == torch.uint8
             ref = np.asarray(plain[int(batch["index"][j])]["image"], dtype=np.int16)
@@ -153,8 +167,8 @@ def test_the_gpu_reader_gives_the_cpu_readers_layout_and_pixels(mixed_store: Pat
                                                                 size: tuple[int, int] | None) -> None:
     cpu = VersionDataset(str(mixed_store), decode="cpu", size=size)
     gpu = VersionDataset(str(mixed_store), decode="gpu", size=size)
-    (a,) = list(loader(cpu, batch_size=len(cpu), num_workers=0))
-    (b,) = list(_dali_cpu_loader(gpu, batch_size=len(gpu)))
+    (a,) = each(loader(cpu, batch_size=len(cpu), num_workers=0))
+    (b,) = each(_dali_cpu_loader(gpu, batch_size=len(gpu)))
     assert torch.equal(a["index"], b["index"]) and a["status"] == b["status"]
     if size is None:  # different sizes: a list of CHW tensors on both
         assert isinstance(a["image"], list) and isinstance(b["image"], list)
@@ -168,7 +182,7 @@ def test_the_gpu_reader_gives_the_cpu_readers_layout_and_pixels(mixed_store: Pat
 
 def test_kept_sources_are_converted_like_the_pipeline_does(mixed_store: Path) -> None:
     ds = VersionDataset(str(mixed_store), decode="gpu", where=Where(status="source"))
-    (batch,) = list(_dali_cpu_loader(ds))
+    (batch,) = each(_dali_cpu_loader(ds))
     by_path = {Path(p).name: img for p, img in zip(batch["source_path"], batch["image"], strict=True)}
     rgba = by_path["rgba.png"]
     top = rgba[:, : rgba.shape[1] // 2 - 2]  # the transparent half: white, not the colour under it
@@ -187,10 +201,10 @@ def test_a_row_dali_cannot_decode_is_decoded_on_the_cpu(mixed_store: Path) -> No
 
     ds = VersionDataset(str(mixed_store), decode="gpu", where=Where(status="ok"), size=(64, 64))
     dl = DataLoader(ds, batch_size=4, num_workers=0, collate_fn=collate)
-    got = torch.cat([b["image"] for b in Loader(ds, dl, decoder=Refusing())])
-    ref = torch.cat([b["image"] for b in loader(VersionDataset(str(mixed_store), decode="cpu",
+    got = torch.cat([b["image"] for b in each(Loader(ds, dl, decoder=Refusing()))])
+    ref = torch.cat([b["image"] for b in each(loader(VersionDataset(str(mixed_store), decode="cpu",
                                                                  where=Where(status="ok"), size=(64, 64)),
-                                                  batch_size=4, num_workers=0)])
+                                                  batch_size=4, num_workers=0))])
     assert torch.equal(got, ref)
 
 
@@ -199,7 +213,7 @@ def test_rows_are_selected_by_where(mixed_store: Path, tiny_specs: list[Path]) -
     table = plain.items_table()
     fps = list(dict.fromkeys(str(f) for f in table["fingerprint"]))  # in job order
     q80 = VersionDataset(str(mixed_store), decode="none", where={"fingerprint": fps[0]})
-    assert len(q80) == 2 and {int(q80[i]["quality"]) for i in range(len(q80))} == {80}
+    assert len(q80) == 2 and {q80[i]["quality"] for i in range(len(q80))} == {80}
     ok = VersionDataset(str(mixed_store), decode="none", where=Where(status=["ok", "flagged"], quality=(50, 100)))
     assert {int(plain.record(int(r))["quality"]) for r in ok.rows} == {60, 80}
     sims = VersionDataset(str(mixed_store), decode="none", where=Where(similarity=(0.9999, 1.0)))
@@ -207,7 +221,7 @@ def test_rows_are_selected_by_where(mixed_store: Path, tiny_specs: list[Path]) -
     prefix = str(Path(str(table["source_path"][0])).parent)
     assert len(VersionDataset(str(mixed_store), decode="none", where=Where(source_prefix=prefix))) == 4
     newest = VersionDataset(str(mixed_store), decode="none", where=Where(source_prefix=prefix, one_per_source=True))
-    assert len(newest) == 2 and {int(newest[i]["quality"]) for i in range(2)} == {40}  # the later spec's rows
+    assert len(newest) == 2 and {newest[i]["quality"] for i in range(2)} == {40}  # the later spec's rows
     assert newest[0]["index"] == int(newest.rows[0]) and newest.rows.tolist() == sorted(newest.rows.tolist())
     copy = pickle.loads(pickle.dumps(newest))
     assert copy.rows.tolist() == newest.rows.tolist() and copy[1]["jpeg"] == newest[1]["jpeg"]
@@ -217,7 +231,7 @@ def test_rows_are_selected_by_where(mixed_store: Path, tiny_specs: list[Path]) -
 def test_size_and_fit_give_every_image_one_shape(mixed_store: Path) -> None:
     for fit in ("crop", "stretch"):
         ds = VersionDataset(str(mixed_store), decode="cpu", size=(50, 30), fit=fit)
-        (batch,) = list(loader(ds, batch_size=len(ds), num_workers=0))
+        (batch,) = each(loader(ds, batch_size=len(ds), num_workers=0))
         assert batch["image"].shape == (len(ds), 3, 30, 50)
     assert fit_box(200, 100, (50, 50), "crop") == ((100, 50), (25, 0, 75, 50))
     assert fit_box(100, 200, (50, 30), "crop") == ((50, 100), (0, 35, 50, 65))
@@ -252,6 +266,48 @@ def test_avif_rows_decode_in_spawned_workers_of_the_gpu_reader(mixed_store: Path
     dl = DataLoader(ds, batch_size=len(ds), num_workers=1, multiprocessing_context="spawn", collate_fn=collate)
     from preprocess.pipeline.engines.dali import ImageDecoder
 
-    (batch,) = list(Loader(ds, dl, decoder=ImageDecoder(device="cpu")))
+    (batch,) = each(Loader(ds, dl, decoder=ImageDecoder(device="cpu")))
     assert batch["image"].shape == (len(ds), 3, 32, 32)
     assert "avif" in batch["format"] and "jpeg" in batch["format"]
+
+
+CLEAN = """
+import sys, warnings
+warnings.simplefilter("ignore", DeprecationWarning)  # fork() of a process with torch's thread
+from torch.utils.data import DataLoader
+from preprocess.torchdata import VersionDataset, collate, loader
+from preprocess.torchdata.loader import start_method
+
+if __name__ == "__main__":
+    ds = VersionDataset(sys.argv[1], decode="cpu", size=(32, 32))
+    print("icechunk" in sys.modules, start_method(None))
+    plain = DataLoader(ds, batch_size=4, num_workers=2, collate_fn=collate, timeout=120)  # fork: Linux's default
+    print(sorted(i for b in plain for i in b["index"].tolist()))
+    ds[0]  # this process reads the store itself: icechunk is loaded, workers come from a forkserver now
+    print("icechunk" in sys.modules, start_method(None))
+    print(sorted(i for b in loader(ds, batch_size=4, num_workers=2, timeout=120) for i in b["index"].tolist()))
+"""
+
+
+def test_a_process_that_reads_through_workers_forks_them_and_falls_back_to_a_forkserver(
+        store: Path, tmp_path: Path) -> None:
+    """Reading the version's rows leaves this process free of icechunk, so DataLoader's plain fork works;
+    once the process opened the store itself, loader() starts its workers from a forkserver."""
+    script = tmp_path / "train.py"
+    script.write_text(CLEAN)
+    done = subprocess.run([sys.executable, str(script), str(store)], capture_output=True, text=True, timeout=600,
+                          check=False, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    every = str(list(range(6)))
+    assert done.stdout.splitlines() == ["False fork", every, "True forkserver", every]
+
+
+def test_the_reader_and_a_forkserver_preload_never_import_icechunk() -> None:
+    """What keeps forked workers safe: importing the reader (and what a forkserver preloads) loads numpy,
+    torch, zarr and the decoders, never icechunk (whose runtime a forked child cannot use)."""
+    from preprocess.torchdata.loader import PRELOAD
+
+    code = (f"import sys; import preprocess.torchdata; [__import__(m) for m in {PRELOAD!r}]; "
+            "print('icechunk' in sys.modules, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert done.stdout.split() == ["False", "True"]

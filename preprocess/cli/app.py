@@ -7,21 +7,28 @@ import logging
 import threading
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.text import Text
 
-from preprocess.core import names
+from preprocess.core import names, progress
 from preprocess.core.errors import PreprocessError
 from preprocess.core.jsonable import JSON_VERSION, Json
 
 app = typer.Typer(help="GPU image preprocessing: resize + recompress camera images as small as a neural "
                        "feature check allows, into versioned zarr (icechunk) datasets.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+                  no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False)
 models_app = typer.Typer(help="Feature extractor models: list the bundled ones, build their ONNX files.",
                          no_args_is_help=True)
 app.add_typer(models_app, name="models")
@@ -59,20 +66,38 @@ def fail(exc: PreprocessError, *, as_json: str = "") -> None:
     raise typer.Exit(exc.exit_code or 1)
 
 
-def quiet_libraries() -> None:
+def quiet_libraries(*, icechunk: bool = True) -> None:
     """Keep library chatter (torch export warnings, icechunk's local-storage WARN lines) off the
-    user's terminal; ``ICECHUNK_LOG`` still overrides icechunk's filter."""
+    user's terminal; ``ICECHUNK_LOG`` still overrides icechunk's filter. ``icechunk=False`` leaves
+    icechunk alone (setting its filter imports it: ~1 s that a command without a store never pays);
+    commands call this with the default before they open a store."""
     warnings.filterwarnings("ignore", module="torch")
     warnings.filterwarnings("ignore", module="zarr")
     logging.getLogger("torch").setLevel(logging.ERROR)
-    from preprocess.store.storage import quiet_icechunk
+    if icechunk:
+        from preprocess.store.storage import quiet_icechunk
 
-    quiet_icechunk("error")
+        quiet_icechunk("error")
+
+
+def print_version() -> None:
+    """``preprocess --version``: the package's version, from its metadata (nothing else is imported;
+    ``preprocess/__main__.py`` answers a lone ``--version`` the same way before importing the CLI)."""
+    from importlib.metadata import version as installed
+
+    print(f"preprocess {installed('preprocess')}")
+
+
+def _version(value: bool) -> None:
+    if value:
+        print_version()
+        raise typer.Exit()
 
 
 @app.callback()
-def _root() -> None:
-    quiet_libraries()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the version and exit.")] = False) -> None:
+    quiet_libraries(icechunk=False)
 
 
 class RichProgress:
@@ -106,13 +131,46 @@ class RichProgress:
         self._p.stop()
 
 
+class BarProgress:
+    """A bar with the count, the rate and the time left (tune's measurements)."""
+
+    def __init__(self, console: Console, label: str, unit: str) -> None:
+        self._p = Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
+                           TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                           TimeRemainingColumn(), console=console)
+        self._unit = unit
+        self._task = self._p.add_task(label, total=0, rate="", start=False)
+
+    def start(self, total: int) -> None:
+        self._p.update(self._task, total=total)
+        self._p.start_task(self._task)
+        self._p.start()
+
+    def advance(self, steps: int, bytes_in: int = 0, bytes_out: int = 0) -> None:
+        self._p.update(self._task, advance=steps)
+        task = self._p.tasks[0]
+        rate = task.completed / task.elapsed if task.elapsed else 0.0
+        self._p.update(self._task, rate=f"{rate:.1f}/s")
+
+    def finish(self) -> None:
+        self._p.stop()
+
+
+def progress_for(label: str, *, unit: str = "images", job: bool = False) -> progress.Progress:
+    """A live bar when stdout and stderr are terminals; else plain lines on stderr (a log file, CI): N/M,
+    the rate and the time left (:class:`preprocess.core.progress.LineProgress`). ``job``: run's bar."""
+    if out.is_terminal and err.is_terminal:
+        return RichProgress(err) if job else BarProgress(err, label, unit)
+    return progress.LineProgress(lambda line: err.print(line, highlight=False, soft_wrap=True), label, unit)
+
+
 def fmt(value: float | None, pattern: str) -> str:
     return "-" if value is None else format(value, pattern)
 
 
 @app.command()
 def version() -> None:
-    """Print the versions of preprocess and the stack it runs on."""
+    """Print the versions of preprocess and the stack it runs on (`preprocess --version`: the package's alone)."""
     from preprocess.rows.provenance import software_versions
 
     for k, v in software_versions().items():

@@ -11,14 +11,13 @@ import os
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Annotated, Literal
 
-import icechunk as ic
 import typer
 from rich import box
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from preprocess.cli.app import app, emit, err, fail, fmt, out
+from preprocess.cli.app import app, emit, err, fail, fmt, out, quiet_libraries
 from preprocess.core import names
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import PreprocessError
@@ -26,6 +25,8 @@ from preprocess.core.jsonable import Json
 from preprocess.core.units import size
 
 if TYPE_CHECKING:
+    import icechunk as ic
+
     from preprocess.rows.provenance import Provenance
     from preprocess.store.diff import Diff
     from preprocess.store.history import Commit, Log, ShownCommit
@@ -45,6 +46,7 @@ RefWait = Annotated[float, typer.Option("--wait", help="Seconds to wait for a co
 def _repo(store: str) -> ic.Repository:
     from preprocess.store import open_repo
 
+    quiet_libraries()
     return open_repo(store, create=False)
 
 
@@ -77,8 +79,11 @@ def log_cmd(store: Store,
             branch: Annotated[str | None, typer.Option("--branch", "-b", "--ref",
                                                        help="The same as REF (kept for scripts).")] = None,
             limit: Annotated[int | None, typer.Option(help="Show at most this many commits (1 or more).")] = None,
+            oneline: Annotated[bool, typer.Option("--oneline", help="One line per commit: id, refs, "
+                                                                    "message (as git log --oneline).")] = False,
             as_json: AsJson = False) -> None:
-    """The commits of a branch (or any REF), newest first: id, time, +items, failures, spec, message."""
+    """The commits of a branch (or any REF; HEAD is main's tip), newest first: id, time, +items, failures,
+    spec, message."""
     from preprocess.core.errors import ConfigError
     from preprocess.store import history
 
@@ -91,7 +96,11 @@ def log_cmd(store: Store,
     if as_json:
         emit("log", [c.to_dict() for c in found.commits], key="commits")
         return
-    if found.commits:
+    if found.commits and oneline:
+        for c in found.commits:
+            refs = f" ({', '.join(c.refs)})" if c.refs else ""
+            out.print(f"{c.id[:SHORT_ID]}{refs} {c.message}", highlight=False, markup=False, soft_wrap=True)
+    elif found.commits:
         out.print(_log_table(f"{store} ({branch})", found.commits))
     else:
         err.print(_no_commits(store, branch, found), highlight=False, soft_wrap=True)

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from preprocess.cli.app import app, emit, err, fail, fmt, out
+from preprocess.cli.app import app, emit, err, fail, fmt, out, quiet_libraries
 from preprocess.core import names
 from preprocess.core.errors import PreprocessError
 from preprocess.core.units import size
@@ -45,6 +45,7 @@ def ls_cmd(
     from preprocess.store.where import parse_all
 
     js = "ls" if as_json else ""
+    quiet_libraries()
     try:
         if limit is not None and limit < 0:
             raise ConfigError(f"--limit {limit}: a number of rows cannot be negative", code=ErrorCode.CLI_USAGE,

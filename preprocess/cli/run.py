@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from preprocess.cli.app import RichProgress, app, emit, err, fail, fmt, out, quiet_libraries
+from preprocess.cli.app import app, emit, err, fail, fmt, out, progress_for, quiet_libraries
 from preprocess.cli.helptext import SPEC_HELP
 from preprocess.core import errors, names
 from preprocess.core.codes import ErrorCode
@@ -63,7 +63,7 @@ def run(
     from preprocess.drivers.run import JobOptions, run_job
 
     quiet_libraries()
-    progress = None if as_json else RichProgress(err)
+    progress = None if as_json else progress_for("processing", job=True)
     try:
         engine_choice, device_choice = choices(engine, device)
         opts = JobOptions(sources=sources, store=store, spec_path=spec, branch=branch, message=message,

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from preprocess.cli.app import app, err, fail
+from preprocess.cli.app import app, err, fail, quiet_libraries
 from preprocess.core import interrupts, names
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import ConfigError, PreprocessError
@@ -42,6 +42,7 @@ def serve_cmd(
     Exit codes: 0 stopped, 2 no dataset at STORE or the address cannot be used, 5 storage error."""
     from preprocess.serve import listen, open_catalog, run
 
+    quiet_libraries()
     if log_level not in ("warning", "info", "debug"):
         fail(ConfigError(f"--log-level {log_level!r} is not one of warning, info, debug", code=ErrorCode.SERVE_OPTION,
                          hint="see `preprocess serve --help`"))

@@ -1,19 +1,20 @@
-"""`preprocess tune`: sweep formats x sizes x qualities over a sample, recommend a setting per format,
-write a report."""
+"""`preprocess tune`: measure formats x sizes x qualities over a sample, decide the setting with the fewest
+bytes that meets a target, write a report; or decide again from a saved report (``--from``)."""
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from preprocess.cli.app import app, emit, err, fail, out, quiet_libraries
+from preprocess.cli.app import app, emit, err, fail, out, progress_for, quiet_libraries
 from preprocess.core import names
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import ConfigError, PreprocessError
@@ -21,7 +22,10 @@ from preprocess.core.units import size
 from preprocess.pipeline.devices import choices
 
 if TYPE_CHECKING:
-    from preprocess.tune import Recommendation, StoredSample, Sweep
+    from preprocess.pipeline.spec import Spec
+    from preprocess.tune.grid import Sweep
+    from preprocess.tune.recommend import Decision, Recommendation, Setting, Target
+    from preprocess.tune.stored import StoredSample
 
 _RANGE = re.compile(r"^\s*(\d+)\s*\.\.\s*(\d+)\s*(?:/\s*(\d+))?\s*$")
 
@@ -42,29 +46,16 @@ def parse_qualities(text: str) -> list[int]:
                           hint="e.g. --qualities 10..95/5 or --qualities 30,50,70,90") from None
 
 
-def parse_sizes(text: str) -> list[int]:
+def _numbers[T: (int, float)](text: str | None, kind: type[T], option: str, example: str) -> list[T]:
     try:
-        return [int(x) for x in text.split(",") if x.strip()]
+        return [kind(x) for x in (text or "").split(",") if x.strip()]
     except ValueError:
-        raise ConfigError(f"--sizes {text!r}: expected a list of pixel sizes", code=ErrorCode.TUNE_GRID,
-                          hint="e.g. --sizes 2560,1920,1280,960,640") from None
+        raise ConfigError(f"{option} {text!r}: expected a list of numbers", code=ErrorCode.TUNE_GRID,
+                          hint=f"e.g. {option} {example}") from None
 
 
-class _SweepProgress:
-    def __init__(self) -> None:
-        self._p = Progress(TextColumn("[bold]sweeping"), BarColumn(), MofNCompleteColumn(),
-                           TextColumn("batch x size x quality"), TimeElapsedColumn(), console=err)
-        self._task: Any = None
-
-    def start(self, total: int) -> None:
-        self._p.start()
-        self._task = self._p.add_task("tune", total=total)
-
-    def advance(self, steps: int, bytes_in: int = 0, bytes_out: int = 0) -> None:
-        self._p.update(self._task, advance=steps)
-
-    def finish(self) -> None:
-        self._p.stop()
+def parse_sizes(text: str | None) -> list[int]:
+    return _numbers(text, int, "--sizes", "1920,1280,640")
 
 
 def parse_formats(text: str | None) -> list[str]:
@@ -72,120 +63,266 @@ def parse_formats(text: str | None) -> list[str]:
     return [x.strip().lower() for x in (text or "").split(",") if x.strip()]
 
 
-@app.command()
-def tune(
-    sample: Annotated[list[str], typer.Argument(help="Sample folders (searched recursively) or image files.")],
-    report: Annotated[str, typer.Option(help="Folder for report.html, report.json and recommended.toml.")],
-    spec: Annotated[str | None, typer.Option(help="Spec to start from; default: pipelines/camera.toml.")] = None,
-    formats: Annotated[str | None, typer.Option(
-        help="Stored formats to compare, e.g. jpeg,avif,webp,jxl (the first is recommended.toml's; each other "
-             "gets recommended-FORMAT.toml). Each takes its default \\[encode] options, the spec's own format "
-             "the spec's. Default: the spec's format.")] = None,
-    gate_model: Annotated[str | None, typer.Option(
-        help="Judge by this model (name or manifest) instead of the spec's gate.model.")] = None,
-    model: Annotated[list[str] | None, typer.Option(
-        "--model", help="Another model (name or manifest) to compare with the spec's gate model; repeatable.")] = None,
-    qualities: Annotated[str, typer.Option(help="Qualities (each encoder's own 1-100 scale): LO..HI/STEP or a "
-                                                "list; the recommended ladder uses swept ones only.")] = "10..95/5",
-    sizes: Annotated[str, typer.Option(help="Long-side sizes in px (the spec's resize.size is replaced).")] = (
-        "2560,1920,1280,960,640"),
-    target: Annotated[float | None, typer.Option(help="Similarity to reach; default: gate.threshold.")] = None,
-    percentile: Annotated[float, typer.Option(help="... at this percentile of the sample (1: 99% of images).")] = 1.0,
-    view: Annotated[str | None, typer.Option(help="whole | tiles: the gate view (default: the spec's).")] = None,
-    tiles_combine: Annotated[str | None, typer.Option(help="min | p10 | mean (default: the spec's).")] = None,
-    at_size: Annotated[int | None, typer.Option("--size", help="Recommend for this size (default: resize.size "
-                                                 "if swept, else the largest meeting the target).")] = None,
-    tiles: Annotated[bool, typer.Option(help="Measure the tile view (one embedding per tile: slower).")] = True,
-    compare_tiles: Annotated[bool, typer.Option(help="Measure the tile view with the compared models too.")] = False,
-    decode_repeats: Annotated[int, typer.Option(
-        help="Time decoding each format's stored sample this many times (median); 0: do not time.")] = 5,
-    engine: Annotated[str, typer.Option(help="auto | dali | pillow (auto: DALI on a GPU, else pillow).")] = "auto",
-    device: Annotated[str, typer.Option(help="auto | gpu | cpu.")] = "auto",
-    as_json: Annotated[bool, typer.Option("--json", help="Print the recommendations as JSON.")] = False,
-) -> None:
-    """Measure how far SAMPLE compresses at every format x size x quality, as judged by your model, and
-    recommend a setting per format: writes report.html (opens offline: every sample image as it would be
-    stored, crops where it changed most, decode speed per format), report.json and recommended.toml.
-
-    Exit codes: 0 recommendation written; 2 bad options, an empty sample, or a target no swept
-    setting of the first format reaches (the report is still written: it shows the best reachable).
-    """
-    from preprocess.tune import SweepOptions, Target, recommend_formats, run_sweep, store_sample, write_report
-
-    quiet_libraries()
-    try:
-        if decode_repeats < 0:
-            raise ConfigError(f"--decode-repeats must be >= 0, got {decode_repeats}", code=ErrorCode.TUNE_GRID)
-        engine, device = choices(engine, device)  # parsed: their types from here on
-        opts = SweepOptions(sources=sample, spec_path=spec, gate_model=gate_model, compare=model or (), engine=engine,
-                            device=device, sizes=parse_sizes(sizes), qualities=parse_qualities(qualities),
-                            formats=parse_formats(formats), tiles=tiles, compare_tiles=compare_tiles)
-        sweep = run_sweep(opts, None if as_json else _SweepProgress())
-        gauge = _gauge(sweep, view, tiles_combine)
-        recs = recommend_formats(sweep, Target(sweep.spec.gate.threshold if target is None else target, percentile,
-                                               gauge=gauge, size=at_size))
-        samples = [store_sample(sweep, r, repeats=decode_repeats) for r in recs]
-        files = write_report(sweep, recs, report, samples)
-        if not recs[0].ok:
-            raise ConfigError(f"{recs[0].message} (report: {files['html']})", code=ErrorCode.TARGET_UNREACHABLE,
-                              hint="lower --target, raise the quality range, or judge by another view/model")
-    except PreprocessError as exc:
-        fail(exc, as_json="tune" if as_json else "")
-        return
-    _show(sweep, recs, samples, files, as_json=as_json)
-
-
-def _gauge(sweep: Sweep, view: str | None, tiles_combine: str | None) -> str:
-    """The gauge to recommend by: the spec's gate view unless --view / --tiles-combine say otherwise."""
-    gate = sweep.spec.gate
-    v, combine = view or gate.view, tiles_combine or gate.tiles_combine
+def _gauge(view: str | None, tiles_combine: str | None, spec: Spec | None, sweep: Sweep | None = None) -> str:
+    """The gauge to judge by: the spec's gate view (or the saved report's) unless --view / --tiles-combine
+    say otherwise."""
+    default_view = "tiles" if sweep is not None and sweep.gauge != "whole" else (spec.gate.view if spec else "whole")
+    default_combine = (sweep.gauge.removeprefix("tiles-") if sweep is not None and sweep.gauge != "whole" else
+                       spec.gate.tiles_combine if spec else "p10")
+    v, combine = view or default_view, tiles_combine or default_combine
     if v not in ("whole", "tiles") or combine not in ("min", "p10", "mean"):
         raise ConfigError(f"--view {v} --tiles-combine {combine}", code=ErrorCode.TUNE_VIEW,
                           hint="--view whole|tiles, --tiles-combine min|p10|mean")
     return "whole" if v == "whole" else f"tiles-{combine}"
 
 
-def _show(sweep: Sweep, recs: list[Recommendation], samples: list[StoredSample | None], files: dict[str, Path], *,
+def _target(target: float | None, percentile: float | None, preset: str | None, default: float) -> tuple[float, float]:
+    """(similarity, percentile): --preset's, else --target / --percentile (default: the gate's threshold at p1)."""
+    if preset is not None:
+        from preprocess.tune.recommend import PRESETS
+
+        if preset not in PRESETS:
+            raise ConfigError(f"--preset {preset!r}: not a preset", code=ErrorCode.TUNE_TARGET,
+                              hint=f"one of {', '.join(PRESETS)} (see `preprocess tune --help`)")
+        if target is not None or percentile is not None:
+            raise ConfigError("--preset names a target and a percentile: give it, or --target/--percentile",
+                              code=ErrorCode.CLI_USAGE, hint=f"--preset {preset}, or --target 0.99 --percentile 1")
+        return PRESETS[preset].similarity, PRESETS[preset].percentile
+    return (default if target is None else target), (1.0 if percentile is None else percentile)
+
+
+Sample = Annotated[list[str] | None, typer.Argument(help="Sample folders (searched recursively) or image files; "
+                                                          "not with --from.", show_default=False)]
+FromReport = Annotated[str | None, typer.Option(
+    "--from", help="Decide again from a saved report.json (or its folder): a new --target, --preset, --percentile, "
+                   "--size or view, in about a second, nothing encoded again.")]
+Formats = Annotated[str | None, typer.Option(
+    help="Stored formats to compare, e.g. jpeg,avif,webp,jxl. Each takes its default \\[encode] options, the "
+         "spec's own format the spec's. Default: the spec's format.")]
+Preset = Annotated[str | None, typer.Option(
+    help="A named target instead of --target/--percentile: archive (0.995 at p1: features kept for models to "
+         "come), train (0.99 at p1: the default gate), index (0.98 at p5: search and deduplication by embedding), "
+         "preview (0.95 at p5: people browsing).")]
+WhatIf = Annotated[str | None, typer.Option(
+    help="More similarities to bracket, e.g. 0.985,0.993, so that --from answers them exactly (the asked target "
+         "and the presets' always are).")]
+EveryQuality = Annotated[bool, typer.Option(
+    help="Measure every quality of the ladder for every image (full curves; slower) instead of the search, "
+         "which measures the rungs that decide.")]
+
+
+@dataclass(frozen=True)
+class _Judge:
+    """What the decision is judged by (the options ``--from`` takes as well)."""
+
+    target: float | None
+    percentile: float | None
+    preset: str | None
+    view: str | None
+    tiles_combine: str | None
+    size: int | None
+    model: str | None
+
+    def resolve(self, spec: Spec, sweep: Sweep | None = None) -> Target:
+        from preprocess.tune.recommend import Target
+
+        similarity, pct = _target(self.target, self.percentile, self.preset, spec.gate.threshold)
+        gauge = _gauge(self.view, self.tiles_combine, None if sweep is not None else spec, sweep)
+        return Target(similarity, pct, self.model if sweep is not None else None, gauge, self.size)
+
+
+@app.command()
+def tune(
+    sample: Sample = None,
+    report: Annotated[str | None, typer.Option(help="Folder for report.html, report.json and the recommended "
+                                                    "specs (with --from: optional).")] = None,
+    from_report: FromReport = None,
+    spec: Annotated[str | None, typer.Option(help="Spec to start from; default: pipelines/camera.toml.")] = None,
+    formats: Formats = None,
+    gate_model: Annotated[str | None, typer.Option(
+        help="Judge by this model (name or manifest) instead of the spec's gate.model.")] = None,
+    model: Annotated[list[str] | None, typer.Option(
+        "--model", help="Another model (name or manifest) to compare with the spec's gate model; repeatable.")] = None,
+    qualities: Annotated[str | None, typer.Option(help="The quality ladder (each encoder's own 1-100 scale): "
+                                                       "LO..HI/STEP or a list. Default: the spec's.")] = None,
+    sizes: Annotated[str | None, typer.Option(help="Long-side sizes in px to compare, e.g. 1920,1280,640. "
+                                                   "Default: the spec's resize.size.")] = None,
+    target: Annotated[float | None, typer.Option(help="Similarity to reach; default: gate.threshold.")] = None,
+    percentile: Annotated[float | None, typer.Option(help="... at this percentile of the sample (1: 99% of "
+                                                          "images); default 1.")] = None,
+    preset: Preset = None,
+    what_if: WhatIf = None,
+    view: Annotated[str | None, typer.Option(help="whole | tiles: the gate view to judge by (default: the "
+                                                  "spec's); tiles measures the tile view.")] = None,
+    tiles_combine: Annotated[str | None, typer.Option(help="min | p10 | mean (default: the spec's).")] = None,
+    at_size: Annotated[int | None, typer.Option("--size", help="Decide at this size only (default: whichever "
+                                                 "measured size stores the fewest bytes).")] = None,
+    tiles: Annotated[bool, typer.Option(help="Also measure the tile view (one embedding per tile: slower).")] = False,
+    compare_tiles: Annotated[bool, typer.Option(help="Measure the tile view with the compared models too.")] = False,
+    every_quality: EveryQuality = False,
+    decode_repeats: Annotated[int, typer.Option(
+        help="Time decoding each format's stored sample this many times (median); 0: do not time.")] = 5,
+    engine: Annotated[str, typer.Option(help="auto | dali | pillow (auto: DALI on a GPU, else pillow).")] = "auto",
+    device: Annotated[str, typer.Option(help="auto | gpu | cpu.")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the decision as JSON.")] = False,
+) -> None:
+    """Decide how to store: measure how far SAMPLE compresses in each format and size, as judged by your
+    model, and pick the setting with the fewest stored bytes that meets the target (with the runner-up
+    and what it costs, and each preset's pick). Writes report.html (opens offline: every sample image as
+    it would be stored, crops where it changed most, decode speed per format), report.json and
+    recommended.toml (the decision; recommended-FORMAT.toml per format). Progress goes to stderr: a bar
+    on a terminal, plain lines in a log.
+
+    Exit codes: 0 decided; 2 bad options, an empty sample, or a target no measured setting reaches (the
+    report is still written: it shows the best reachable).
+    """
+    judge = _Judge(target, percentile, preset, view, tiles_combine, at_size, gate_model)
+    try:
+        if from_report is not None:
+            _from(from_report, sample, report, judge, as_json=as_json)
+            return
+        if decode_repeats < 0:
+            raise ConfigError(f"--decode-repeats must be >= 0, got {decode_repeats}", code=ErrorCode.TUNE_GRID)
+        _measure(sample, report, judge, spec=spec, formats=formats, compare=model or [], qualities=qualities,
+                 sizes=sizes, what_if=what_if, tiles=tiles, compare_tiles=compare_tiles, every_quality=every_quality,
+                 decode_repeats=decode_repeats, engine=engine, device=device, as_json=as_json)
+    except PreprocessError as exc:
+        fail(exc, as_json="tune" if as_json else "")
+
+
+def _band(what_if: str | None) -> list[float]:
+    """The similarities the search brackets besides the asked one: the presets' and --what-if's."""
+    from preprocess.tune.recommend import PRESETS
+
+    extra = _numbers(what_if, float, "--what-if", "0.985,0.993")
+    if any(not 0.0 < x <= 1.0 for x in extra):
+        raise ConfigError(f"--what-if {what_if}: similarities are in (0, 1]", code=ErrorCode.TUNE_TARGET)
+    return sorted({p.similarity for p in PRESETS.values()} | set(extra))
+
+
+def _measure(sample: list[str] | None, report: str | None, judge: _Judge, *, spec: str | None,
+             formats: str | None, compare: list[str], qualities: str | None, sizes: str | None, what_if: str | None,
+             tiles: bool, compare_tiles: bool, every_quality: bool, decode_repeats: int, engine: str, device: str,
+             as_json: bool) -> None:
+    if not sample or report is None:
+        raise ConfigError("tune measures SAMPLE into --report", code=ErrorCode.CLI_USAGE,
+                          hint="preprocess tune PHOTOS --report ./tune-report (or --from REPORT to decide again)")
+    quiet_libraries()
+    from preprocess.pipeline.spec import default_spec_path, load_spec
+    from preprocess.tune.recommend import decide
+    from preprocess.tune.report import write_report
+    from preprocess.tune.stored import store_sample
+    from preprocess.tune.sweep import SweepOptions, run_sweep
+
+    engine_choice, device_choice = choices(engine, device)  # parsed: their types from here on
+    asked = judge.resolve(load_spec(spec or default_spec_path()))
+    opts = SweepOptions(sources=sample, spec_path=spec, gate_model=judge.model, compare=compare,
+                        sizes=parse_sizes(sizes), qualities=parse_qualities(qualities) if qualities else (),
+                        formats=parse_formats(formats), tiles=tiles or asked.gauge != "whole",
+                        compare_tiles=compare_tiles, engine=engine_choice, device=device_choice,
+                        every_quality=every_quality,
+                        target=asked.similarity, band=_band(what_if), gauge=asked.gauge)
+    sweep = run_sweep(opts, None if as_json else progress_for("tune: measuring", unit="images"))
+    decision = decide(sweep, asked)
+    samples = [store_sample(sweep, r, repeats=decode_repeats) for r in decision.recs]
+    files = write_report(sweep, decision, report, samples)
+    _finish(sweep, decision, samples, files, as_json=as_json)
+
+
+def _from(path: str, sample: list[str] | None, report: str | None, judge: _Judge, *, as_json: bool) -> None:
+    """Decide again from a saved report.json: numpy and the decision, nothing measured again."""
+    from preprocess.tune.grid import from_json
+    from preprocess.tune.recommend import decide
+
+    if sample:
+        raise ConfigError("--from decides from a saved report: no SAMPLE", code=ErrorCode.CLI_USAGE,
+                          hint="drop the sample folders, or drop --from to measure them")
+    file = Path(path) / "report.json" if Path(path).is_dir() else Path(path)
+    try:
+        doc = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{file}: cannot read a report: {exc}", code=ErrorCode.TUNE_REPORT,
+                          hint="pass the report.json (or its folder) that `preprocess tune --report` wrote") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{file}: not a report", code=ErrorCode.TUNE_REPORT, hint="pass a tune report.json")
+    sweep = from_json(doc, str(file))
+    decision = decide(sweep, judge.resolve(sweep.spec, sweep))
+    files: dict[str, Path] = {}
+    if report is not None:
+        from preprocess.tune.report import write_report
+
+        files = write_report(sweep, decision, report)
+    _finish(sweep, decision, [None] * len(decision.recs), files, as_json=as_json)
+
+
+def _finish(sweep: Sweep, d: Decision, samples: list[StoredSample | None], files: dict[str, Path], *,
+            as_json: bool) -> None:
+    """Show the decision; exit 2 (TARGET_UNREACHABLE) when no setting meets the target (with --json, the
+    error is the document; the report says what came closest)."""
+    if d.best is not None or not as_json:
+        _show(sweep, d, samples, files, as_json=as_json)
+    if d.best is None:
+        where = f" (report: {files['html']})" if "html" in files else ""
+        raise ConfigError(f"{d.message}{where}", code=ErrorCode.TARGET_UNREACHABLE,
+                          hint="lower --target, raise the quality range, or judge by another view/model")
+
+
+def _show(sweep: Sweep, d: Decision, samples: list[StoredSample | None], files: dict[str, Path], *,
           as_json: bool) -> None:
-    """The skipped files on stderr; the recommendations as JSON or as a table."""
+    """The skipped files and notes on stderr; the decision as JSON or as a table."""
     for skip in sweep.skipped:
         err.print(Text(f"  skipped [{skip.code}] {names.quote(skip.path)}: {names.line(skip.message)}"),
                   highlight=False, soft_wrap=True)
     if as_json:
-        emit("tune", {"files": {k: str(p) for k, p in files.items()},
-                      "recommendations": json.loads(files["json"].read_text())["recommendations"]})
+        from preprocess.tune.report import decision_json
+
+        emit("tune", {"files": {k: str(p) for k, p in files.items()}, **decision_json(sweep, d, samples)})
         return
-    rec0 = recs[0]
-    t = Table(title=f"preprocess tune ({len(sweep.images)} images, {sweep.engine} on {sweep.device})",
-              show_header=False, title_justify="left")
+    for rec in d.recs:
+        for note in (rec.message, rec.setting.ladder.note if rec.setting else ""):
+            if note:
+                err.print(f"note: {note}", highlight=False, soft_wrap=True)
+    t = Table(title=f"preprocess tune ({len(sweep.images)} images, {sweep.engine} on {sweep.device}, "
+                    f"{sweep.seconds:.0f} s)", show_header=False, title_justify="left")
     t.add_column(style="bold")
     t.add_column()
-    rows = [("judged by", f"{rec0.model}, {rec0.gauge} >= {rec0.target:g} at p{rec0.percentile:g}")]
-    for rec, sample in zip(recs, samples, strict=True):
-        rows += _format_rows(rec, sample)
-    rows += [(g, "  ".join(f"{sz}px:{'q' + str(q) if q else 'never'}" for sz, q in row.items()))
-             for g, row in rec0.by_gauge.items()]
-    rows += [("report", str(files["html"]))]
-    rows += [(k, str(p)) for k, p in files.items() if k.startswith("spec")]
-    for k, val in rows:
+    for k, val in _rows(sweep, d, samples, files):
         t.add_row(k, val)
-    for rec in recs:
-        for note in (rec.message, rec.adaptive.ladder.note if rec.adaptive else ""):
-            if note:
-                err.print(f"note: {note}")
     out.print(t)
 
 
-def _format_rows(rec: Recommendation, sample: StoredSample | None) -> list[tuple[str, str]]:
-    if rec.single is None or rec.adaptive is None:
+def _setting_line(sweep: Sweep, s: Setting) -> str:
+    line = (f"{s.label}: {size(s.total_bytes)} ({s.total_bytes / sweep.source_bytes:.1%} of "
+            f"{size(sweep.source_bytes)}), similarity {s.at_percentile:.4f}")
+    return line + (f", {s.below_target} flagged" if s.below_target else "") + (
+        f", {s.inexact} upper bound(s)" if s.inexact else "")
+
+
+def _rows(sweep: Sweep, d: Decision, samples: list[StoredSample | None],
+          files: dict[str, Path]) -> list[tuple[str, str]]:
+    t = d.target
+    rows = [("judged by", f"{d.recs[0].model}, {t.gauge} >= {t.similarity:g} at p{t.percentile:g}")]
+    if d.best is not None:
+        rows.append(("decision", _setting_line(sweep, d.best)))
+    if d.runner_up is not None and d.extra_cost is not None:
+        rows.append(("runner-up", f"{_setting_line(sweep, d.runner_up)}: {d.extra_cost:+.1%} bytes"))
+    for rec, sample in zip(d.recs, samples, strict=True):
+        rows += _format_rows(sweep, rec, sample)
+    rows += [(f"preset {name}", f"{_setting_line(sweep, s)}" if s else "not reached")
+             for name, s in d.presets.items()]
+    rows += [("report", str(files["html"]))] if "html" in files else []
+    rows += [(k, str(p)) for k, p in files.items() if k.startswith("spec")]
+    return rows
+
+
+def _format_rows(sweep: Sweep, rec: Recommendation, sample: StoredSample | None) -> list[tuple[str, str]]:
+    s = rec.setting
+    if s is None:
         return [(rec.format, "target not reached")]
-    s, a, src = rec.single, rec.adaptive, rec.source_bytes
-    rows = [(rec.format, f"{s.size} px, single q{s.quality}: {size(s.total_bytes)} ({s.total_bytes / src:.1%} of "
-                         f"{size(src)}), similarity {s.at_percentile:.4f} at p{rec.percentile:g}"),
-            ("  adaptive", f"q{a.ladder.min}..q{a.max_quality} step {a.ladder.step}: {size(a.total_bytes)} expected "
-                           f"({a.total_bytes / src:.1%}), {a.saving:.1%} less"),
-            ("  worst", ", ".join(f"{Path(c.path).name} q{c.quality} {c.similarity:.4f}"
-                                  for c in a.worst_first()[:3]))]
+    rows = [(rec.format, f"q{s.ladder.min}..q{s.ladder.max} step {s.ladder.step} at {s.size} px: "
+                         f"{size(s.total_bytes)} ({s.total_bytes / rec.source_bytes:.1%})"),
+            ("  worst", escape(", ".join(f"{names.quote(Path(c.path).name)} q{c.quality} {c.similarity:.4f}"
+                                         for c in s.worst_first()[:3])))]
     if sample is not None and sample.speed is not None:
         sp = sample.speed
         rows.append(("  decode", f"{sp.cpu_ms_per_mp:.1f} ms/MP, {sp.images_per_s:.1f} images/s on 1 core "

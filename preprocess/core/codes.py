@@ -138,6 +138,8 @@ class ErrorCode(StrEnum):
     # selecting rows (`ls --where`, the web UI's search)
     WHERE_INVALID = "WHERE_INVALID"
     WATCH_FOLDER_BUSY = "WATCH_FOLDER_BUSY"
+    # tune
+    TUNE_REPORT = "TUNE_REPORT"
 
 
 # What each code means, in one line (README's table; the hint at the raise site says what to do).
@@ -243,7 +245,7 @@ MEANINGS: dict[ErrorCode, str] = {
     ErrorCode.TORCH_DECODE: "decode is not auto, cpu, gpu or none",
     ErrorCode.TORCH_TRANSFORM: "a transform (PIL) with decode='gpu'",
     ErrorCode.TORCH_SIZE: "size is not (width, height) >= 1, or fit is not crop or stretch",
-    ErrorCode.TORCH_FORK: "a DataLoader worker was forked after icechunk was opened: spawn it",
+    ErrorCode.TORCH_FORK: "a DataLoader worker was forked from a process that had loaded icechunk: use loader()",
     ErrorCode.SERVE_OPTION: "a serve option has an unusable value",
     ErrorCode.SERVE_LISTEN: "serve cannot listen on that host and port",
     ErrorCode.SERVE_PARAM: "a bad query parameter in a page's address",
@@ -253,6 +255,7 @@ MEANINGS: dict[ErrorCode, str] = {
     ErrorCode.SOURCE_UNAVAILABLE: "the source of a stored image is gone or changed: no comparison",
     ErrorCode.WHERE_INVALID: "a --where (or search) expression cannot be read: field, operator or value",
     ErrorCode.WATCH_FOLDER_BUSY: "another watch daemon takes files from the folder and one of them moves them (exit 4)",
+    ErrorCode.TUNE_REPORT: "tune --from names no report.json this version of tune wrote",
 }
 
 

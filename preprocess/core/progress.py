@@ -1,7 +1,11 @@
-"""How long-running work reports progress: one protocol for the CLI's bars (run, tune) and silence."""
+"""How long-running work reports progress: one protocol for the CLI's bars (run, tune), plain lines (logs,
+CI) and silence."""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from typing import Protocol
 
 
@@ -21,3 +25,49 @@ class SilentProgress:
     def start(self, total: int) -> None: ...
     def advance(self, steps: int, bytes_in: int = 0, bytes_out: int = 0) -> None: ...
     def finish(self) -> None: ...
+
+
+class LineProgress:
+    """Progress as plain lines, for logs and CI (no terminal to redraw a bar on): ``LABEL: N/M UNIT
+    (P%), R UNIT/s, ETA S`` at most every ``every`` seconds, and a last line when it finishes."""
+
+    def __init__(self, write: Callable[[str], None], label: str, unit: str = "images", every: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._write, self._label, self._unit, self._every, self._clock = write, label, unit, every, clock
+        self._lock = threading.Lock()  # advance may be called from several threads
+        self._total = self._done = 0
+        self._t0 = self._last = 0.0
+
+    def start(self, total: int) -> None:
+        self._total, self._done = total, 0
+        self._t0 = self._last = self._clock()
+        self._write(f"{self._label}: 0/{total} {self._unit}")
+
+    def advance(self, steps: int, bytes_in: int = 0, bytes_out: int = 0) -> None:
+        with self._lock:
+            self._done += steps
+            now = self._clock()
+            if now - self._last >= self._every and self._done < self._total:
+                self._last = now
+                self._write(self.line(now))
+
+    def line(self, now: float) -> str:
+        elapsed = max(now - self._t0, 1e-9)
+        rate = self._done / elapsed
+        eta = (self._total - self._done) / rate if rate > 0 else float("inf")
+        share = self._done / self._total if self._total else 1.0
+        return (f"{self._label}: {self._done}/{self._total} {self._unit} ({share:.0%}), {rate:.1f} {self._unit}/s, "
+                f"ETA {_duration(eta)}")
+
+    def finish(self) -> None:
+        elapsed = self._clock() - self._t0
+        rate = self._done / elapsed if elapsed > 0 else 0.0
+        self._write(f"{self._label}: {self._done}/{self._total} {self._unit} in {_duration(elapsed)} "
+                    f"({rate:.1f} {self._unit}/s)")
+
+
+def _duration(seconds: float) -> str:
+    if seconds == float("inf"):
+        return "?"
+    s = round(seconds)
+    return f"{s // 60}:{s % 60:02d}" if s >= 60 else f"{s} s"

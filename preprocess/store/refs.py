@@ -3,8 +3,9 @@
 A REF is a branch, a tag or a snapshot id; a unique prefix of a snapshot id (4 characters at
 least, any case) is enough. Branches win over tags, tags over snapshot ids. ``REF~N`` is the Nth
 first-parent ancestor of REF, as in git (``main~1``: the commit before main's tip; ``REF~`` is
-``REF~1``; ``~`` steps add up). Snapshots that no branch or tag reaches any more (after a reset, or a
-deleted branch or tag) stay readable by id until :func:`gc` deletes them.
+``REF~1``; ``~`` steps add up). ``HEAD`` is main's tip (``HEAD~1`` the commit before it). Snapshots that
+no branch or tag reaches any more (after a reset, or a deleted branch or tag) stay readable by id until
+:func:`gc` deletes them.
 
 Deleting a branch some job may be committing to is refused: on a local store the writer lock says
 which branches its holder writes (:func:`preprocess.store.lock.lock_holder`). Object stores have
@@ -42,6 +43,8 @@ _ANCESTOR = re.compile(r"^(?P<base>[^~]+)(?P<steps>(?:~\d{0,6})+)$")  # REF~N (g
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _AGE_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 REF_WAIT = 10.0  # seconds tag/branch/reset wait for a commit in progress (a moment)
+DEFAULT_BRANCH = "main"
+HEAD = "HEAD"  # an alias of DEFAULT_BRANCH's tip, as git's HEAD names the current branch's
 
 
 @dataclass(frozen=True)
@@ -196,6 +199,8 @@ def _resolve_name(repo: ic.Repository, ref: str) -> Ref:
         return Ref(ref, "branch", branch_tip(repo, ref))
     if ref in tags(repo):
         return Ref(ref, "tag", tag_target(repo, ref))
+    if ref == HEAD:  # the tip of the branch every command reads by default (a branch named HEAD wins, as above)
+        return Ref(ref, "branch", branch_tip(repo, DEFAULT_BRANCH))
     upper = ref.upper()
     if SNAPSHOT_ID.match(upper) and _exists(repo, upper):
         return Ref(ref, "snapshot", upper)
@@ -231,6 +236,9 @@ def _check_name(repo: ic.Repository, name: str, what: str) -> None:
     if not _NAME.match(name) or ".." in name or name.endswith(("/", ".lock")):
         raise ConfigError(f"{name!r} is not a usable {what} name", code=ErrorCode.REF_NAME,
                           hint="use letters, digits and . _ / - (starting with a letter or digit)")
+    if name == HEAD:
+        raise ConfigError(f"{name!r} is not a usable {what} name: it names {DEFAULT_BRANCH}'s tip",
+                          code=ErrorCode.REF_NAME, hint=f"choose another {what} name")
     if SNAPSHOT_ID.match(name.upper()):
         raise ConfigError(f"{name!r} looks like a snapshot id", code=ErrorCode.REF_NAME,
                           hint=f"choose a {what} name that cannot be mistaken for a snapshot id")

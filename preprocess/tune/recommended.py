@@ -1,26 +1,31 @@
 """The recommended spec: the sweep's spec with the recommendation's format (its ``[encode]``), size,
-adaptive quality ladder, target and gate view, written as TOML that ``preprocess run --spec`` takes as is."""
+adaptive quality ladder, target and gate view, written as TOML that ``preprocess run --spec`` takes as is:
+``recommended.toml`` for the decision (the fewest bytes across formats and sizes), and
+``recommended-FORMAT.toml`` for each format's own best."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Sequence
 
+from preprocess.core.jsonable import Json
 from preprocess.pipeline.spec import Spec, parse_spec
+from preprocess.tune.grid import Sweep
 from preprocess.tune.recommend import Recommendation
-from preprocess.tune.sweep import Sweep
+
+DECISION_FILE = "recommended.toml"
 
 
-def spec_file(rec: Recommendation, first: bool) -> str:
-    """``recommended.toml`` for the first format asked, ``recommended-FORMAT.toml`` for the others."""
-    return "recommended.toml" if first else f"recommended-{rec.format}.toml"
+def spec_file(rec: Recommendation) -> str:
+    """Each format's own recommended spec (``recommended.toml`` is the decision's, a copy of one of them)."""
+    return f"recommended-{rec.format}.toml"
 
 
 def recommended_spec(sweep: Sweep, rec: Recommendation) -> Spec:
     """The adaptive spec of ``rec`` (which must be :attr:`~Recommendation.ok`). Its quality ladder is
-    exactly :attr:`Adaptive.ladder` (rungs that were all swept)."""
-    assert rec.single is not None and rec.adaptive is not None
-    ladder = rec.adaptive.ladder
+    exactly :attr:`Setting.ladder` (rungs that were all measured or searched)."""
+    assert rec.setting is not None
+    ladder = rec.setting.ladder
     view, combine = ("whole", sweep.spec.gate.tiles_combine) if rec.gauge == "whole" else (
         "tiles", rec.gauge.removeprefix("tiles-"))
     data = sweep.spec.to_dict()
@@ -28,26 +33,26 @@ def recommended_spec(sweep: Sweep, rec: Recommendation) -> Spec:
                         "description": f"preprocess tune: {rec.format}, {rec.model} {rec.gauge} >= {rec.target:g} "
                                        f"at p{rec.percentile:g}, {len(sweep.images)} sample images"}
     data["encode"] = sweep.codings[rec.codings[0]].encode.to_dict()
-    data["resize"] = {**data["resize"], "size": rec.single.size}
+    data["resize"] = {**data["resize"], "size": rec.setting.size}
     data["quality"] = {**data["quality"], "mode": "adaptive", "min": ladder.min, "max": ladder.max,
                        "step": ladder.step, "value": ladder.max}
     ref = next(m.ref for m in sweep.models if m.name == rec.model)
     # one model under the one view the recommendation was judged by (the spec's other views and models
     # are not what tune measured its target with)
     data["gate"] = {"model": ref, "threshold": rec.target, "on_fail": "flag", "view": view, "tiles_combine": combine}
-    spec = parse_spec(data, source=spec_file(rec, True))
+    spec = parse_spec(data, source=spec_file(rec))
     assert spec.quality.ladder() == ladder.rungs, (spec.quality.ladder(), ladder.rungs)
     return spec
 
 
-def _toml_value(v: Any) -> str:
+def _toml_value(v: Json) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, int | float):
         return repr(v)
     if isinstance(v, str):
         return json.dumps(v)  # a TOML basic string: JSON's escapes are valid TOML
-    if isinstance(v, list | tuple):
+    if isinstance(v, Sequence):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     raise TypeError(f"cannot write {type(v).__name__} to TOML")
 
@@ -62,17 +67,21 @@ def spec_toml(spec: Spec, header: list[str]) -> str:
 
 def header(sweep: Sweep, rec: Recommendation, spec: Spec) -> list[str]:
     """What the recommended spec's comment lines say: where it came from and what it should cost."""
-    assert rec.single is not None and rec.adaptive is not None
-    s, a = rec.single, rec.adaptive
+    a = rec.setting
+    assert a is not None
     lines = [f"Made by `preprocess tune` from {sweep.spec_path} on {len(sweep.images)} sample images.",
-             f"Stored format: {rec.format} ({', '.join(sweep.codings[c].label for c in rec.codings)}).",
+             f"Stored format: {rec.format} ({', '.join(sweep.codings[c].label for c in rec.codings)}) at {a.size} px.",
              f"Target: {rec.model} {rec.gauge} similarity >= {rec.target:g} at percentile {rec.percentile:g} of "
              "the sample.",
-             f"Single quality q{s.quality} ({s.coding}) at {s.size} px: {s.total_bytes:,} bytes "
-             f"({s.total_bytes / rec.source_bytes:.1%} of the sources), similarity at the percentile "
-             f"{s.at_percentile:.4f}.",
              f"This adaptive spec (q{spec.quality.min}..q{spec.quality.max} step {spec.quality.step}): expected "
-             f"{a.total_bytes:,} bytes as stored, {a.saving:.1%} less."]
+             f"{a.total_bytes:,} bytes as stored ({a.total_bytes / rec.source_bytes:.1%} of the sources), "
+             f"similarity at the percentile {a.at_percentile:.4f}, {a.below_target} image(s) flagged."]
+    if a.single is not None:
+        lines.append(f"One quality for all (q{a.single.quality}, {a.single.coding}): {a.single.total_bytes:,} bytes; "
+                     f"the ladder stores {a.saving:.1%} less.")
+    if a.inexact:
+        lines.append(f"{a.inexact} image(s) rest on a rung whose next lower rung was not measured at this target: "
+                     "their bytes are an upper bound.")
     if a.ladder.note:
         lines.append(f"Note: {a.ladder.note}.")
     return lines

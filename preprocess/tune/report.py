@@ -1,7 +1,8 @@
 """The tune report: ``report.html`` (one self-contained file: figures inlined as SVG, pictures as
-data: URIs, no scripts, no external resources), ``report.json`` (every number behind it) and the
-recommended specs (``recommended.toml`` for the first format asked, ``recommended-FORMAT.toml`` for
-the others), which ``preprocess run --spec`` takes as they are."""
+data: URIs, no scripts, no external resources), ``report.json`` (every number behind it: the
+measurement, which ``tune --from`` reads back, and the decision) and the recommended specs
+(``recommended.toml`` for the decision, ``recommended-FORMAT.toml`` for each format's best), which
+``preprocess run --spec`` takes as they are."""
 
 from __future__ import annotations
 
@@ -11,18 +12,16 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
+from preprocess.core.jsonable import Json, JsonObject
 from preprocess.pipeline.spec import load_spec
 from preprocess.tune import plots
-from preprocess.tune.recommend import Recommendation, Setting, setting
-from preprocess.tune.recommended import header, recommended_spec, spec_file, spec_toml
-from preprocess.tune.stored import DIFF_GAIN, THUMB_SIDE, StoredImage, StoredSample, store_sample
-from preprocess.tune.sweep import Sweep
+from preprocess.tune.grid import Sweep, to_json
+from preprocess.tune.recommend import PRESETS, Decision, Recommendation, Setting
+from preprocess.tune.recommended import DECISION_FILE, header, recommended_spec, spec_file, spec_toml
+from preprocess.tune.stored import DIFF_GAIN, THUMB_SIDE, StoredImage, StoredSample
 
-REPORT_FORMAT = 2
+Samples = Sequence[StoredSample | None]
 
 
 def mb(n: float) -> str:
@@ -33,7 +32,7 @@ def _data_uri(data: bytes, mime: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
-def _table(head: list[str], rows: list[list[Any]], ident: str = "") -> str:
+def _table(head: Sequence[str], rows: Sequence[Sequence[object]], ident: str = "") -> str:
     th = "".join(f"<th>{html.escape(str(h))}</th>" for h in head)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
     idattr = f' id="{ident}"' if ident else ""
@@ -43,15 +42,6 @@ def _table(head: list[str], rows: list[list[Any]], ident: str = "") -> str:
 def _s(x: float) -> str:
     return f"{x:.4f}"
 
-
-def _setting_row(s: Setting, source_bytes: int) -> list[Any]:
-    return [s.size, s.quality, mb(s.total_bytes), f"{source_bytes / s.total_bytes:.1f}x" if s.total_bytes else "-",
-            f"{s.bits_per_pixel:.3f}", _s(s.at_percentile), _s(s.minimum), _s(s.p1), _s(s.p5), _s(s.median),
-            _s(s.mean)]
-
-
-SETTING_HEAD = ["size", "quality", "bytes", "smaller than sources", "bits/pixel", "at percentile", "min", "p1",
-                "p5", "median", "mean"]
 
 _CSS = """body{font:14px/1.45 system-ui,sans-serif;max-width:1180px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.6em}h2{margin-top:2em;border-bottom:1px solid #ddd}table{border-collapse:collapse;margin:.6em 0}
@@ -75,31 +65,41 @@ max-width:100%;overflow:hidden;resize:horizontal;border-right:2px solid #e8175d;
 .gallery svg.worst-crop rect{fill:none;stroke:#e8175d;stroke-width:2;vector-effect:non-scaling-stroke}"""
 
 
-def _cards(rec: Recommendation, sample: StoredSample | None) -> str:
-    assert rec.single is not None and rec.adaptive is not None
-    s, a, src = rec.single, rec.adaptive, rec.source_bytes
-    cards = [("format", rec.format), ("size", f"{s.size} px"), ("single quality", f"q{s.quality}"),
-             ("bytes (single)", f"{mb(s.total_bytes)} = {s.total_bytes / src:.1%} of sources"),
-             (f"similarity at p{rec.percentile:g}", _s(s.at_percentile)),
-             ("adaptive (expected)", f"{mb(a.total_bytes)} = {a.total_bytes / src:.1%}, saves {a.saving:.1%}"),
-             ("sources", mb(src))]
-    if sample is not None and sample.speed is not None:
-        cards.append(("decode (1 core)", f"{sample.speed.cpu_ms_per_mp:.1f} ms/MP"))
+def _cards(cards: Sequence[tuple[str, str]]) -> str:
     return "".join(f"<div>{html.escape(k)}<b>{html.escape(v)}</b></div>" for k, v in cards)
 
 
-def _decision(sweep: Sweep, rec: Recommendation, sample: StoredSample | None, first: bool) -> str:
-    if rec.single is None or rec.adaptive is None:
-        return f'<p class="warn no-recommendation" id="no-recommendation-{rec.format}">{html.escape(rec.message)}</p>'
-    s, a = rec.single, rec.adaptive
-    notes = "".join(f'<p class="warn">{html.escape(n)}</p>' for n in (rec.message, a.ladder.note) if n)
-    return (f'<div class="big decision" id="decision-{rec.format}">{_cards(rec, sample)}</div>{notes}'
-            f"<p>Judged by <b>{html.escape(rec.model)}</b>, view <b>{rec.gauge}</b>: the lowest swept quality "
-            f"whose p{rec.percentile:g} similarity is &ge; {rec.target:g} ({html.escape(s.coding)}). Adaptive: each "
-            f"image at the lowest rung of the ladder q{a.ladder.min}..q{a.max_quality} step {a.ladder.step} that "
-            f"reaches {rec.target:g} on its own ({a.below_target} image(s) never do and stay at q{a.max_quality}, "
-            f"flagged); similarity at p{rec.percentile:g} {_s(a.at_percentile)}. "
-            f"<code>{spec_file(rec, first)}</code> is that adaptive spec.</p>")
+def _decision(sweep: Sweep, d: Decision) -> str:
+    t, b, r = d.target, d.best, d.runner_up
+    if b is None:
+        return f'<p class="warn no-recommendation" id="no-recommendation">{html.escape(d.message)}</p>'
+    src = sweep.source_bytes
+    cards = [("decision", b.label), ("stored", f"{mb(b.total_bytes)} = {b.total_bytes / src:.1%} of sources"),
+             (f"similarity at p{t.percentile:g}", _s(b.at_percentile)), ("flagged", str(b.below_target))]
+    if r is not None and d.extra_cost is not None:
+        cards.append(("runner-up", f"{r.label}: {mb(r.total_bytes)}, {d.extra_cost:+.1%}"))
+    notes = "" if not b.inexact else (
+        f'<p class="warn">{b.inexact} image(s) rest on a rung whose next lower rung was not measured at this target '
+        f"(it was not in the search's band {', '.join(f'{x:g}' for x in sweep.band)}): the bytes are an upper "
+        f"bound. Measure again with --target {t.similarity:g} for the exact answer.</p>")
+    return (f'<div class="big decision" id="decision">{_cards(cards)}</div>{notes}'
+            f"<p>The fewest stored bytes among every format and size measured whose images reach similarity "
+            f"&ge; {t.similarity:g} at p{t.percentile:g} (judged by {html.escape(d.recs[0].model)}, view "
+            f"{t.gauge}); each image at the lowest rung of its format's ladder that reaches the target on its own, "
+            f"in whichever coding stores it smallest. <code>{DECISION_FILE}</code> is that spec.</p>"
+            + _presets(sweep, d))
+
+
+def _presets(sweep: Sweep, d: Decision) -> str:
+    rows = []
+    for name, setting in d.presets.items():
+        p = PRESETS[name]
+        got = ([setting.label, mb(setting.total_bytes), f"{setting.total_bytes / sweep.source_bytes:.1%}",
+                setting.inexact] if setting is not None else ["not reached", "-", "-", "-"])
+        rows.append([name, p.use, f"{p.similarity:g} at p{p.percentile:g}", *got])
+    return ("<h3>Presets</h3><p>Named targets (<code>--preset NAME</code>; <code>tune --from report.json --preset "
+            "NAME</code> writes the spec), each with its fewest-bytes setting.</p>"
+            + _table(["preset", "for", "target", "setting", "stored", "of sources", "inexact"], rows, "presets"))
 
 
 def _views(item: StoredImage) -> str:
@@ -173,7 +173,7 @@ def _pictures(sweep: Sweep, rec: Recommendation, sample: StoredSample | None) ->
     missing = "".join(f'<p class="warn">{html.escape(f"{m.path}: [{m.code}] {m.message}")}</p>' for m in sample.missing)
     thumbs = "".join(_thumb(sweep, k, item) for k, item in enumerate(sample.images, 1))
     return (f"<h3>Every sample image as stored, worst first</h3>{missing}"
-            f"<p>Each image at its adaptive choice (coding and quality), made again by the {sweep.engine} engine "
+            f"<p>Each image at its choice (coding and quality), made again by the {sweep.engine} engine "
             f"as stored ({mb(sample.total_bytes)} in all), then decoded; thumbnails downscaled to "
             f"{THUMB_SIDE} px (their own JPEG). Hover for details; a red frame marks an image flagged below the "
             f"target.</p><div class=\"gallery\" id=\"gallery-{rec.format}\">{thumbs}</div>"
@@ -182,151 +182,121 @@ def _pictures(sweep: Sweep, rec: Recommendation, sample: StoredSample | None) ->
             f"difference between the uncompressed resized source and the stored image.</p>{_crops(sweep, sample)}")
 
 
-def _details(sweep: Sweep, rec: Recommendation, first: bool) -> str:
+SETTING_HEAD = ["size", "ladder", "stored", "of sources", "bits/pixel", "at percentile", "flagged", "inexact",
+                "single quality"]
+
+
+def _setting_row(sweep: Sweep, s: Setting) -> list[object]:
+    px = int(sweep.pixels()[sweep.sizes.index(s.size)].sum())
+    single = f"q{s.single.quality}: {mb(s.single.total_bytes)}" if s.single is not None else "-"
+    return [s.size, f"q{s.ladder.min}..q{s.ladder.max}/{s.ladder.step}", mb(s.total_bytes),
+            f"{s.total_bytes / sweep.source_bytes:.2%}", f"{8 * s.total_bytes / px:.3f}" if px else "-",
+            _s(s.at_percentile), s.below_target, s.inexact, single]
+
+
+def _details(sweep: Sweep, rec: Recommendation) -> str:
     f = rec.format
-    parts = ["<h3>Single quality per size</h3>", _per_size(sweep, rec),
-             "<h3>Rate and fidelity</h3>", plots.rate_fidelity(sweep, rec, f"curves-{f}"),
-             "<h3>Pareto front (size x quality)</h3>", plots.pareto_front(sweep, rec, f"pareto-{f}"),
-             _table(["coding", *SETTING_HEAD], [[p.coding, *_setting_row(p, rec.source_bytes)] for p in rec.pareto],
-                    f"pareto-table-{f}"),
-             "<h3>Every image</h3><p>Hover a point for the image, quality, bytes and similarity.</p>",
+    gauges = [[g, _s(at), _s(med)] for g, (at, med) in rec.gauges.items()]
+    nb = rec.neighbours
+    parts = ["<h3>Every size</h3>", _table(SETTING_HEAD, [_setting_row(sweep, s) for s in rec.per_size.values()],
+                                           f"per-size-{f}"),
+             "<h3>Every image: what was measured</h3><p>Each line is one image through the qualities measured "
+             "(the search measures only the rungs that decide; --every-quality measures all); hover a point.</p>",
              plots.per_image(sweep, rec, f"scatter-{f}"),
-             "<h3>Views and models: what each calls safe</h3>",
-             "<p>Whole: the whole image in the model's view. Tiles: the stored image cut into model-sized "
-             "tiles at its own resolution, each against the same tile of the uncompressed resized image, "
-             "combined by the worst tile (min), the 10th percentile (p10) or the mean. The minimum is the "
-             "harshest and noisiest: one tile of sky or texture can decide. Tiles compare against the "
-             "uncompressed image <i>at the stored size</i>, so they see compression only; the whole view "
-             "compares with the source, so it also sees the resize.</p>",
-             plots.views_and_models(sweep, rec, f"views-{f}"), _gauges(sweep, rec),
-             "<h3>Neighbour agreement</h3>",
-             f"<p>For each image, its nearest neighbours among the sample's source embeddings, against its nearest "
-             f"neighbours when every image is replaced by its stored copy (k = {sweep.models[0].k}).</p>",
-             plots.neighbours(sweep, rec, f"neighbours-{f}"),
-             "<h3>Every setting</h3>", _grid_tables(sweep, rec)]
-    return f"<details{' open' if first else ''}><summary>{f}: the measurements</summary>{''.join(parts)}</details>"
+             "<h3>Views and models at the chosen setting</h3><p>What every measured model and view reads at "
+             "the images' choices: models disagree about what is safe, and the tile view (each model-sized tile "
+             "against the uncompressed resized image) is far stricter than the whole view.</p>",
+             _table(["model and view", f"p{rec.percentile:g}", "median"], gauges, f"gauges-{f}")]
+    if nb is not None:
+        parts.append(f"<p>Neighbour agreement at the choices (k = {nb[2]}): top-1 {nb[0]:.2f}, top-{nb[2]} "
+                     f"{nb[1]:.2f} (does each image keep its nearest neighbours among the sample?).</p>")
+    return f"<details><summary>{f}: the measurements</summary>{''.join(parts)}</details>"
 
 
-def _section(sweep: Sweep, rec: Recommendation, sample: StoredSample | None, first: bool) -> str:
-    body = _decision(sweep, rec, sample, first)
-    if rec.ok:
-        body += _pictures(sweep, rec, sample)
-    return (f'<section class="format" id="rec-{rec.format}"><h2>Recommendation: {rec.format}</h2>{body}'
-            f"{_details(sweep, rec, first)}</section>")
+def _section(sweep: Sweep, rec: Recommendation, sample: StoredSample | None) -> str:
+    s = rec.setting
+    if s is None:
+        body = f'<p class="warn no-recommendation" id="no-recommendation-{rec.format}">{html.escape(rec.message)}</p>'
+    else:
+        cards = [("size", f"{s.size} px"), ("ladder", f"q{s.ladder.min}..q{s.ladder.max}/{s.ladder.step}"),
+                 ("stored (expected)", f"{mb(s.total_bytes)} = {s.total_bytes / rec.source_bytes:.1%}"),
+                 (f"similarity at p{rec.percentile:g}", _s(s.at_percentile))]
+        if sample is not None and sample.speed is not None:
+            cards.append(("decode (1 core)", f"{sample.speed.cpu_ms_per_mp:.1f} ms/MP"))
+        notes = "".join(f'<p class="warn">{html.escape(n)}</p>' for n in (rec.message, s.ladder.note) if n)
+        body = (f'<div class="big" id="decision-{rec.format}">{_cards(cards)}</div>{notes}'
+                f"<p><code>{spec_file(rec)}</code> is this format's spec.</p>" + _pictures(sweep, rec, sample))
+    return (f'<section class="format" id="rec-{rec.format}"><h2>{rec.format}</h2>{body}'
+            f"{_details(sweep, rec)}</section>")
 
 
 def _summary(sweep: Sweep) -> str:
+    probes = int(sweep.measured().sum())
+    per = probes / max(1, len(sweep.images) * len(sweep.sizes) * len(sweep.codings))
+    how = (f"the search (the gate's own) bracketed each image's crossing of {', '.join(f'{b:g}' for b in sweep.band)}"
+           if sweep.mode == "search" else "every quality measured for every image")
     return (f"<p>{len(sweep.images)} sample images ({mb(sweep.source_bytes)}), {len(sweep.skipped)} skipped; "
-            f"sizes {sweep.sizes}; qualities {', '.join(map(str, sweep.qualities))}; "
-            f"codings {', '.join(c.label for c in sweep.codings)}; models {', '.join(m.name for m in sweep.models)}; "
-            f"engine {sweep.engine} on {sweep.device}; sweep {sweep.seconds:.1f} s.</p>")
+            f"sizes {sweep.sizes}; qualities q{min(sweep.qualities)}..q{max(sweep.qualities)} "
+            f"({len(sweep.qualities)} rungs); {how}: {per:.1f} of {len(sweep.qualities)} rungs measured per image "
+            f"and coding; codings {', '.join(c.label for c in sweep.codings)}; models "
+            f"{', '.join(m.name for m in sweep.models)}; engine {sweep.engine} on {sweep.device}; measured in "
+            f"{sweep.seconds:.1f} s.</p>")
 
 
-def render_html(sweep: Sweep, recs: Sequence[Recommendation], samples: Sequence[StoredSample | None]) -> str:
+FORMATS_HEAD = ["format", "codings", "size", "ladder", "stored (expected)", "re-made", "at percentile", "flagged",
+                "inexact", "decode ms/MP", "images/s", "decoder", "spec"]
+
+
+def _format_row(sweep: Sweep, rec: Recommendation, sample: StoredSample | None) -> list[object]:
+    codings = ", ".join(sweep.codings[c].label.removeprefix(f"{rec.format} ") for c in rec.codings)
+    speed = sample.speed if sample is not None else None
+    decode: list[object] = ([f"{speed.cpu_ms_per_mp:.1f}", f"{speed.images_per_s:.0f}", speed.decoder]
+                            if speed is not None else ["-", "-", "-"])
+    s = rec.setting
+    if s is None:
+        return [rec.format, codings, "never", *["-"] * 6, *decode, "-"]
+    return [rec.format, codings, s.size, f"q{s.ladder.min}..q{s.ladder.max}/{s.ladder.step}",
+            f"{mb(s.total_bytes)} ({s.total_bytes / rec.source_bytes:.2%})",
+            mb(sample.total_bytes) if sample is not None else "-", _s(s.at_percentile), s.below_target, s.inexact,
+            *decode, spec_file(rec)]
+
+
+def _formats(sweep: Sweep, d: Decision, samples: Samples) -> str:
+    rows = [_format_row(sweep, rec, sample) for rec, sample in zip(d.recs, samples, strict=True)]
+    return ("<p>Per stored format, its best size. Every byte count is of the bytes <b>as stored</b>: after "
+            "<code>Engine.finish</code>, which rewrites progressive JPEG with mozjpeg's lossless scan optimization "
+            "(the encoder's own bytes are in report.json as <code>encoded_bytes</code>). Decode speed: each "
+            "format's stored sample decoded as the dataset reader does, one image after another on one thread, "
+            "median of repeated passes, CPU time. Quality scales differ between encoders: compare bytes and "
+            "similarity, not quality numbers.</p>"
+            + f'<div class="wide">{_table(FORMATS_HEAD, rows, "formats")}</div>'
+            + plots.formats(sweep, d, "formats-chart"))
+
+
+def render_html(sweep: Sweep, d: Decision, samples: Samples) -> str:
     title = f"preprocess tune: {sweep.spec.pipeline.name}"
-    parts = [f"<h1>{html.escape(title)}</h1>", _summary(sweep), "<h2>Formats</h2>", _formats(sweep, recs, samples)]
-    for k, (rec, sample) in enumerate(zip(recs, samples, strict=True)):
-        parts.append(_section(sweep, rec, sample, k == 0))
+    parts = [f"<h1>{html.escape(title)}</h1>", _summary(sweep), "<h2>Decision</h2>", _decision(sweep, d),
+             "<h2>Formats</h2>", _formats(sweep, d, samples)]
+    if not any(s is not None for s in samples):
+        parts.append("<p>No pictures or decode speed here: a report made again from a saved one "
+                     "(<code>tune --from</code>) shows the numbers only; the measuring run's report has them.</p>")
+    parts += [_section(sweep, rec, sample) for rec, sample in zip(d.recs, samples, strict=True)]
     skipped = _table(["file", "code", "reason"], [[s.path, s.code, s.message] for s in sweep.skipped], "skipped")
     parts += ["<h2>Skipped files</h2>", skipped if sweep.skipped else "<p>none</p>"]
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f'<link rel="icon" href="data:,"><style>{_CSS}</style></head><body>{"".join(parts)}</body></html>\n')
 
 
-FORMATS_HEAD = ["format", "codings", "size", "single quality", "adaptive ladder", "adaptive (expected)", "re-made",
-                "at percentile (adaptive)", "flagged", "decode ms/MP", "images/s", "decoder", "spec"]
+def _setting_json(sweep: Sweep, s: Setting | None) -> Json:
+    if s is None:
+        return None
+    out: JsonObject = json.loads(json.dumps(asdict(s)))
+    out["choices"] = [{**asdict(c), "coding": sweep.codings[c.coding].label} for c in s.choices]
+    return out
 
 
-def _format_row(rec: Recommendation, sample: StoredSample | None, first: bool, sweep: Sweep) -> list[Any]:
-    codings = ", ".join(sweep.codings[c].label.removeprefix(f"{rec.format} ") for c in rec.codings)
-    speed = sample.speed if sample is not None else None
-    decode = ([f"{speed.cpu_ms_per_mp:.1f}", f"{speed.images_per_s:.0f}", speed.decoder] if speed is not None
-              else ["-", "-", "-"])
-    if rec.single is None or rec.adaptive is None:
-        return [rec.format, codings, "never", *["-"] * 6, *decode, "-"]
-    s, a, src = rec.single, rec.adaptive, rec.source_bytes
-    return [rec.format, codings, s.size, f"q{s.quality}: {mb(s.total_bytes)} ({s.total_bytes / src:.2%})",
-            f"q{a.ladder.min}..q{a.max_quality}/{a.ladder.step}", f"{mb(a.total_bytes)} ({a.total_bytes / src:.2%})",
-            mb(sample.total_bytes) if sample is not None else "-", _s(a.at_percentile), a.below_target, *decode,
-            spec_file(rec, first)]
-
-
-def _formats(sweep: Sweep, recs: Sequence[Recommendation], samples: Sequence[StoredSample | None]) -> str:
-    rows = [_format_row(rec, sample, k == 0, sweep) for k, (rec, sample) in enumerate(zip(recs, samples, strict=True))]
-    size = next((r.size for r in recs if r.size is not None), sweep.sizes[-1])
-    rec0 = recs[0]
-    return (f"<p>Per stored format, judged by {html.escape(rec0.model)} {rec0.gauge} &ge; {rec0.target:g} at "
-            f"p{rec0.percentile:g}. Every byte count is of the bytes <b>as stored</b>: after "
-            f"<code>Engine.finish</code>, which rewrites progressive JPEG with mozjpeg's lossless scan "
-            f"optimization (the encoder's own bytes are in report.json as <code>encoded_bytes</code>). Decode "
-            f"speed: each format's stored sample at its recommended setting decoded as the dataset reader does "
-            f"(<code>preprocess.pipeline.images.decode_rgb</code>), one image after another on one thread, median of "
-            f"repeated passes, CPU time (wall time is in report.json; on a busy machine it is longer). Quality "
-            f"scales differ between encoders: compare bytes and similarity, not quality numbers.</p>"
-            + f'<div class="wide">{_table(FORMATS_HEAD, rows, "formats")}</div>'
-            + plots.formats(sweep, recs, size, "formats-chart"))
-
-
-def _per_size(sweep: Sweep, rec: Recommendation) -> str:
-    m = next(x for x in sweep.models if x.name == rec.model)
-    sims = m.values(rec.gauge)
-    rows = []
-    for si, sz in enumerate(sweep.sizes):
-        q = rec.per_size.get(sz)
-        found = [setting(sweep, sims, (ci, si, sweep.qualities.index(q)), rec.percentile) for ci in rec.codings
-                 if q is not None]
-        best = min((p for p in found if p.at_percentile >= rec.target), key=lambda p: p.total_bytes, default=None)
-        rows.append([best.coding, *_setting_row(best, rec.source_bytes)] if best else
-                    ["-", sz, "never", *["-"] * (len(SETTING_HEAD) - 2)])
-    return _table(["coding", *SETTING_HEAD], rows, f"per-size-{rec.format}")
-
-
-def _gauges(sweep: Sweep, rec: Recommendation) -> str:
-    """Per model and view: the lowest quality meeting the target per size; what it reads at the
-    recommended setting; and how often similarity drops when quality rises (noise)."""
-    si = sweep.sizes.index(rec.size) if rec.size is not None else len(sweep.sizes) - 1
-    qi = sweep.qualities.index(rec.single.quality) if rec.single is not None else len(sweep.qualities) - 1
-    ci = rec.codings[0]
-    at = f"q{sweep.qualities[qi]} @ {sweep.sizes[si]} px"
-    rows = []
-    for m in sweep.models:
-        for g in m.gauges():
-            sims = m.values(g)[ci]
-            lowest = rec.by_gauge[f"{m.name} {g}"]
-            steps = np.diff(sims[si], axis=0)  # [quality - 1, image]
-            drops = int((steps < -1e-4).sum())
-            rows.append([f"{m.name} {g}", *[f"q{v}" if v is not None else "never" for v in lowest.values()],
-                         _s(float(np.percentile(sims[si, qi], rec.percentile))), _s(float(np.median(sims[si, qi]))),
-                         f"{drops} of {steps.size}"])
-    head = ["model and view", *[f"lowest q @ {s} px" for s in sweep.sizes], f"p{rec.percentile:g} at {at}",
-            f"median at {at}", f"quality up, similarity down ({sweep.sizes[si]} px)"]
-    return _table(head, rows, f"gauges-{rec.format}")
-
-
-def _grid_tables(sweep: Sweep, rec: Recommendation) -> str:
-    out = []
-    for m in sweep.models:
-        for g in m.gauges():
-            sims = m.values(g)
-            rows = []
-            for ci in rec.codings:
-                for si in range(len(sweep.sizes)):
-                    for qi in range(len(sweep.qualities)):
-                        row = _setting_row(setting(sweep, sims, (ci, si, qi), rec.percentile), rec.source_bytes)
-                        per_image = int(sweep.bytes[ci, si, qi].mean())
-                        rows.append([sweep.codings[ci].label, *row, f"{per_image:,}", f"{m.top1[ci, si, qi]:.2f}",
-                                     f"{m.topk[ci, si, qi]:.2f}"])
-            head = ["coding", *SETTING_HEAD, "bytes/image", "top-1", f"top-{m.k}"]
-            out.append(f"<details><summary>{html.escape(m.name)}: {g}</summary>{_table(head, rows)}</details>")
-    return "".join(out)
-
-
-def _rec_json(sweep: Sweep, rec: Recommendation, sample: StoredSample | None, first: bool) -> dict[str, Any]:
-    adaptive = None
-    if rec.adaptive is not None:
-        adaptive = {**asdict(rec.adaptive), "choices": [
-            {**asdict(c), "coding": sweep.codings[c.coding].label} for c in rec.adaptive.choices]}
-    stored = None
+def _rec_json(sweep: Sweep, rec: Recommendation, sample: StoredSample | None) -> JsonObject:
+    stored: Json = None
     if sample is not None:
         sp = sample.speed
         stored = {"total_bytes": sample.total_bytes, "images": len(sample.images),
@@ -336,59 +306,62 @@ def _rec_json(sweep: Sweep, rec: Recommendation, sample: StoredSample | None, fi
                       "repeats": sp.repeats, "cpu_seconds": round(sp.cpu_seconds, 5),
                       "wall_seconds": round(sp.wall_seconds, 5), "cpu_ms_per_mp": round(sp.cpu_ms_per_mp, 3),
                       "wall_ms_per_mp": round(sp.wall_ms_per_mp, 3), "images_per_s": round(sp.images_per_s, 2)}}
+    nb = rec.neighbours
     return {"format": rec.format, "codings": [sweep.codings[c].label for c in rec.codings], "model": rec.model,
             "gauge": rec.gauge, "target": rec.target, "percentile": rec.percentile, "ok": rec.ok,
             "message": rec.message, "size": rec.size, "source_bytes": rec.source_bytes,
-            "single": asdict(rec.single) if rec.single else None, "adaptive": adaptive,
-            "per_size": {str(k): v for k, v in rec.per_size.items()},
-            "by_gauge": {k: {str(s): q for s, q in v.items()} for k, v in rec.by_gauge.items()},
-            "pareto": [asdict(p) for p in rec.pareto], "stored": stored,
-            "spec": spec_file(rec, first) if rec.ok else None}
+            "setting": _setting_json(sweep, rec.setting),
+            "per_size": {str(k): _setting_json(sweep, v) for k, v in rec.per_size.items()},
+            "gauges": {k: [round(a, 6), round(b, 6)] for k, (a, b) in rec.gauges.items()},
+            "neighbours": None if nb is None else {"top1": round(nb[0], 4), f"top{nb[2]}": round(nb[1], 4), "k": nb[2]},
+            "stored": stored, "spec": spec_file(rec) if rec.ok else None}
 
 
-def to_json(sweep: Sweep, recs: Sequence[Recommendation], samples: Sequence[StoredSample | None]) -> dict[str, Any]:
-    def arr(a: np.ndarray) -> Any:
-        return np.round(a.astype(np.float64), 6).tolist()
-
-    return {
-        "format": REPORT_FORMAT,
-        "spec": sweep.spec.to_dict(), "spec_path": sweep.spec_path,
-        "engine": sweep.engine, "device": sweep.device, "seconds": round(sweep.seconds, 3), "timings": sweep.timings,
-        "sizes": sweep.sizes, "qualities": sweep.qualities,
-        "codings": [{"label": c.label, "format": c.format, "encoder": c.variant.encoder, "chroma": c.variant.chroma,
-                     "encode": c.encode.to_dict()} for c in sweep.codings],
-        "images": [{"path": i.path, "source_bytes": i.source_bytes, "width": i.width, "height": i.height}
-                   for i in sweep.images],
-        "skipped": [{"path": s.path, "code": s.code, "message": s.message} for s in sweep.skipped],
-        "bytes": sweep.bytes.tolist(), "encoded_bytes": sweep.encoded_bytes.tolist(),
-        "stored_size": sweep.dims.tolist(),
-        "bits_per_pixel": arr(8 * sweep.bytes / np.maximum(sweep.pixels(), 1)[None, :, None, :]),
-        "models": [{"name": m.name, "ref": m.ref, "dim": m.dim, "weights_sha256": m.weights_sha256, "k": m.k,
-                    "similarity": {g: arr(m.values(g)) for g in m.gauges()},
-                    "neighbours": {"top1": arr(m.top1), f"top{m.k}": arr(m.topk)}} for m in sweep.models],
-        "recommendations": [_rec_json(sweep, r, s, k == 0)
-                            for k, (r, s) in enumerate(zip(recs, samples, strict=True))],
-    }
+def _brief(sweep: Sweep, s: Setting | None) -> Json:
+    return None if s is None else {"format": s.format, "size": s.size, "total_bytes": s.total_bytes,
+                                   "share": round(s.total_bytes / sweep.source_bytes, 6),
+                                   "at_percentile": round(s.at_percentile, 6), "flagged": s.below_target,
+                                   "inexact": s.inexact}
 
 
-def write_report(sweep: Sweep, recs: Sequence[Recommendation], out_dir: str | Path,
-                 samples: Sequence[StoredSample | None] | None = None) -> dict[str, Path]:
-    """Write the report files; a recommended spec for each format whose target is reachable.
-    ``samples`` (:func:`~preprocess.tune.stored.store_sample` per recommendation) are made when not given."""
+def decision_json(sweep: Sweep, d: Decision, samples: Samples) -> JsonObject:
+    t = d.target
+    return {"target": {"similarity": t.similarity, "percentile": t.percentile, "model": d.recs[0].model,
+                       "gauge": t.gauge, "size": t.size},
+            "decision": _brief(sweep, d.best), "runner_up": _brief(sweep, d.runner_up),
+            "extra_cost": None if d.extra_cost is None else round(d.extra_cost, 6), "message": d.message,
+            "presets": {k: {"similarity": PRESETS[k].similarity, "percentile": PRESETS[k].percentile,
+                            "setting": _brief(sweep, v)} for k, v in d.presets.items()},
+            "recommendations": [_rec_json(sweep, r, s) for r, s in zip(d.recs, samples, strict=True)],
+            "recommended_spec": DECISION_FILE if d.best is not None else None}
+
+
+def write_report(sweep: Sweep, d: Decision, out_dir: str | Path, samples: Samples | None = None,
+                 *, html_too: bool = True) -> dict[str, Path]:
+    """Write the report files and a recommended spec for each format that reaches the target
+    (``recommended.toml``: the decision's). Without ``samples``, no pictures and no decode speed."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if samples is None:
-        samples = [store_sample(sweep, r) for r in recs]
-    written = {"html": out / "report.html", "json": out / "report.json"}
-    written["html"].write_text(render_html(sweep, recs, samples), encoding="utf-8")
-    written["json"].write_text(json.dumps(to_json(sweep, recs, samples), indent=1), encoding="utf-8")
-    for k, rec in enumerate(recs):
-        toml = out / spec_file(rec, k == 0)
+    samples = list(samples) if samples is not None else [None] * len(d.recs)
+    written = {"json": out / "report.json"}
+    if html_too:
+        written["html"] = out / "report.html"
+        written["html"].write_text(render_html(sweep, d, samples), encoding="utf-8")
+    doc = {**to_json(sweep), **decision_json(sweep, d, samples)}
+    written["json"].write_text(json.dumps(doc, indent=1), encoding="utf-8")
+    for rec in d.recs:
+        toml = out / spec_file(rec)
         if not rec.ok:
             toml.unlink(missing_ok=True)  # never leave an older recommendation next to a report that has none
             continue
         spec = recommended_spec(sweep, rec)
         toml.write_text(spec_toml(spec, header(sweep, rec, spec)), encoding="utf-8")
         load_spec(toml)  # what was written must read back as a valid spec
-        written["spec" if k == 0 else f"spec-{rec.format}"] = toml
+        written[f"spec-{rec.format}"] = toml
+    decided = out / DECISION_FILE
+    if d.best is None:
+        decided.unlink(missing_ok=True)
+    else:
+        decided.write_text(written[f"spec-{d.best.format}"].read_text(encoding="utf-8"), encoding="utf-8")
+        written["spec"] = decided
     return written

@@ -33,8 +33,8 @@ from preprocess.pipeline.gate import Checks, Measure, judge
 from preprocess.pipeline.images import probe
 from preprocess.pipeline.regions import Region, abs_difference, changed_region, heat
 from preprocess.sources.files import read_source
+from preprocess.tune.grid import Skipped, Sweep
 from preprocess.tune.recommend import Choice, Recommendation
-from preprocess.tune.sweep import Skipped, Sweep
 
 THUMB_SIDE = 240  # px, a thumbnail's long side
 THUMB_QUALITY = 90  # the thumbnails' own JPEG quality (downscaled: they show the picture, the crops the damage)

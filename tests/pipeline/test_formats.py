@@ -56,10 +56,12 @@ def test_a_format_round_trips_through_run_store_reader_and_export(fmt: str, phot
         assert item["image"].size == (item["width"], item["height"])  # the reader decodes every format
         assert np.array_equal(np.asarray(item["image"]), codecs.decode(item["jpeg"], fmt))
 
+    import torch
+
     from preprocess.torchdata import VersionDataset
 
     tensor = VersionDataset(store, decode="cpu")[0]["image"]
-    assert tuple(tensor.shape) == (3, ds[0]["height"], ds[0]["width"])
+    assert isinstance(tensor, torch.Tensor) and tuple(tensor.shape) == (3, ds[0]["height"], ds[0]["width"])
 
     out = tmp_path / "export"
     done = export(open_repo(store, create=False), out)

@@ -1,0 +1,209 @@
+"""``VersionDataset``: one snapshot's rows as a ``torch.utils.data.Dataset`` of decoded images.
+
+Cheap to start in a worker: this module imports torch, numpy, Pillow, zarr (through the row schema)
+and the decoders, never icechunk; the store is opened at a worker's first item, and the rows' small
+fields travel with the dataset when it is forked (or are read by the worker once, when it is
+pickled). A batch's stored bytes are read in one call (``__getitems__``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from PIL import Image
+from torch.utils.data import Dataset as TorchDataset
+
+from preprocess.core.codes import ErrorCode
+from preprocess.core.errors import ConfigError
+from preprocess.pipeline.images import decode_rgb as decode_image
+from preprocess.rows.schema import ITEM_COLUMNS
+from preprocess.torchdata import forking
+from preprocess.torchdata.where import WHERE_FIELDS, Where
+
+if TYPE_CHECKING:
+    from preprocess.store import Dataset
+
+Decode = Literal["auto", "cpu", "gpu", "none"]
+Fit = Literal["crop", "stretch"]
+FIELDS = tuple(c.name for c in ITEM_COLUMNS if c.name != "jpeg")
+Item = dict[str, object]  # "index", the chosen fields, "image" (and/or "jpeg")
+Columns = dict[str, npt.NDArray[np.generic]]
+Transform = Callable[[Image.Image], object]
+Box = tuple[int, int, int, int]
+
+
+def fit_box(width: int, height: int, size: tuple[int, int], fit: Fit) -> tuple[tuple[int, int], Box]:
+    """Where an image of ``width`` x ``height`` is resized to and the box cut from it for an output of
+    ``size`` (width, height): the one geometry of the CPU and the GPU readers."""
+    w_out, h_out = size
+    if fit == "stretch":
+        return (w_out, h_out), (0, 0, w_out, h_out)
+    scale = max(w_out / width, h_out / height)
+    rw, rh = max(w_out, round(width * scale)), max(h_out, round(height * scale))
+    x0, y0 = (rw - w_out) // 2, (rh - h_out) // 2
+    return (rw, rh), (x0, y0, x0 + w_out, y0 + h_out)
+
+
+def fit_pil(img: Image.Image, size: tuple[int, int] | None, fit: Fit) -> Image.Image:
+    """``size``/``fit`` on the CPU (Pillow, bilinear antialiased)."""
+    if size is None:
+        return img
+    resized, box = fit_box(img.width, img.height, size, fit)
+    if resized != img.size:
+        img = img.resize(resized, Image.Resampling.BILINEAR)
+    return img if box == (0, 0, *resized) else img.crop(box)
+
+
+def _device_decodes(data: bytes, status: str) -> bool:
+    """Rows the GPU decoder takes: our own JPEGs (a kept source may need the CPU's conversion)."""
+    from preprocess.pipeline.codecs import sniff
+
+    return status != "source" and sniff(data) == "jpeg"
+
+
+@dataclass(frozen=True)
+class Version:
+    """What a reader needs of a version before any item: its snapshot, the selected rows and their fields."""
+
+    snapshot_id: str
+    rows: npt.NDArray[np.int64]
+    columns: Columns  # field -> values of the selected rows
+
+
+def read_version(location: str, ref: str, where: Where | None, fields: Sequence[str]) -> Version:
+    """Resolve ``ref`` and read the rows ``where`` selects, with their ``fields``, in one pass over the columns."""
+    from preprocess.store import open_dataset
+
+    ds = open_dataset(location, ref=ref)
+    table = ds.items_table(sorted({*fields, *(WHERE_FIELDS if where is not None else ())}))
+    rows = where.select(table) if where is not None else np.arange(len(ds), dtype=np.int64)
+    return Version(ds.snapshot_id, rows, {f: table[f][rows] for f in fields})
+
+
+def _version(location: str, ref: str, where: Where | None, fields: Sequence[str]) -> Version:
+    """:func:`read_version`, in a forked child when this process has not loaded icechunk yet: it then
+    stays free to fork fast workers."""
+    if forking.can_fork():
+        return forking.in_child(lambda: read_version(location, ref, where, fields), Version)
+    return read_version(location, ref, where, fields)
+
+
+def _decode_mode(decode: str, transform: Transform | None) -> Decode:
+    if decode not in ("auto", "cpu", "gpu", "none"):
+        raise ConfigError(f"decode must be auto, cpu, gpu or none, not {decode!r}", code=ErrorCode.TORCH_DECODE)
+    if decode == "gpu" and transform is not None:
+        raise ConfigError("transform takes a PIL image, decoded on the CPU; decode='gpu' gives CUDA tensors",
+                          code=ErrorCode.TORCH_TRANSFORM,
+                          hint="use size=/fit= (done on the GPU) and apply tensor transforms to each batch, or "
+                               "decode='cpu'")
+    if decode == "auto":  # torch counts devices without DALI's import or a CUDA context
+        dali = importlib.util.find_spec("nvidia.dali") is not None
+        return "gpu" if transform is None and dali and torch.cuda.device_count() > 0 else "cpu"
+    return "gpu" if decode == "gpu" else "cpu" if decode == "cpu" else "none"
+
+
+def _python(value: object) -> object:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+class VersionDataset(TorchDataset[Item]):
+    """Items of one snapshot of the dataset at ``location``: ``{"index", "image" | "jpeg", fields...}``
+    (``index``: the row in the version). See :mod:`preprocess.torchdata` for ``decode``, ``where``,
+    ``size`` and ``fit``."""
+
+    def __init__(self, location: str, ref: str = "main", *, decode: Decode = "auto",  # noqa: PLR0913 (options, by keyword)
+                 fields: Sequence[str] | None = None, transform: Transform | None = None,
+                 where: Where | Mapping[str, object] | None = None, size: tuple[int, int] | None = None,
+                 fit: Fit = "crop") -> None:
+        self.decode: Decode = _decode_mode(decode, transform)
+        self.location = location
+        self.fields = tuple(FIELDS if fields is None else fields)
+        unknown = set(self.fields) - set(FIELDS)
+        if unknown:
+            raise ConfigError(f"unknown fields {sorted(unknown)}", code=ErrorCode.STORE_FIELD,
+                              hint=f"fields: {', '.join(FIELDS)}")
+        if fit not in ("crop", "stretch") or (size is not None and (len(size) != 2 or min(size) < 1)):
+            raise ConfigError(f"size={size!r}, fit={fit!r}: size is (width, height) >= 1, fit crop or stretch",
+                              code=ErrorCode.TORCH_SIZE)
+        self.transform = transform
+        self.size = None if size is None else (int(size[0]), int(size[1]))
+        self.fit: Fit = fit
+        self.ref = ref
+        self.where = Where(**where) if isinstance(where, Mapping) else where  # type: ignore[arg-type]
+        # the GPU reader needs every row's status (kept sources are decoded on the CPU)
+        self._read = tuple(dict.fromkeys([*self.fields, *(["status"] if self.decode == "gpu" else [])]))
+        version = _version(location, ref, self.where, self._read)
+        self.snapshot_id = version.snapshot_id  # every worker reads exactly this snapshot
+        self.rows = version.rows
+        self._columns: Columns | None = version.columns
+        self._ds: Dataset | None = None  # opened at the first item, in the process that reads it
+        self._pid = os.getpid()
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _dataset(self) -> Dataset:
+        if os.getpid() != self._pid:  # forked (an unpickled copy resets the pid): the parent's store is not ours
+            if forking.forked_with_icechunk():
+                raise forking.WorkerForked()
+            self._ds, self._pid = None, os.getpid()
+        if self._ds is None:
+            from preprocess.store import open_dataset
+
+            self._ds = open_dataset(self.location, ref=self.snapshot_id)
+        return self._ds
+
+    def _position(self, i: int) -> int:
+        if not -len(self.rows) <= i < len(self.rows):
+            raise IndexError(f"item {i} out of range: {len(self.rows)} rows")
+        return i % len(self.rows)
+
+    def __getitem__(self, i: int) -> Item:
+        return self.__getitems__([i])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[Item]:
+        """Several items, their stored bytes read in one call (torch's DataLoader fetches a batch so)."""
+        positions = [self._position(int(i)) for i in indices]
+        ds = self._dataset()
+        if self._columns is None:  # a pickled copy: the fields of the selected rows, read once
+            self._columns = ds.items_at(self.rows, self._read)
+        rows = self.rows[positions]
+        blobs = ds.items_at(rows, ["jpeg"])["jpeg"]
+        return [self._item(p, int(row), bytes(data)) for p, row, data in zip(positions, rows, blobs, strict=True)]
+
+    def _item(self, position: int, row: int, data: bytes) -> Item:
+        assert self._columns is not None
+        item: Item = {"index": row, **{k: _python(self._columns[k][position]) for k in self.fields}}
+        if self.decode == "none":
+            item["jpeg"] = data
+        elif self.decode == "gpu":  # our JPEGs go to the GPU in the main process; other rows are decoded here
+            on_device = _device_decodes(data, str(self._columns["status"][position]))
+            item["jpeg"] = data if on_device else None
+            item["image"] = None if on_device else self.image(data)
+        else:
+            item["image"] = self.image(data)
+        return item
+
+    def image(self, data: bytes) -> object:
+        """Stored bytes decoded on the CPU: CHW uint8 at ``size`` (or ``transform``'s result)."""
+        img = fit_pil(decode_image(data), self.size, self.fit)
+        if self.transform is not None:
+            return self.transform(img)
+        return torch.from_numpy(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy())
+
+    def __getstate__(self) -> dict[str, object]:
+        state = dict(self.__dict__)
+        state["_ds"] = None  # reopened lazily in the worker (a repository does not cross processes) ...
+        state["_columns"] = None  # ... which reads the selected rows' fields once
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._pid = os.getpid()

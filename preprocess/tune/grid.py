@@ -1,0 +1,255 @@
+"""What tune measured, and its form in ``report.json`` (read back by ``tune --from``).
+
+A *coding* is one way of storing: a format's ``[encode]`` section and one of its variants (encoder,
+chroma subsampling). Arrays are indexed ``[coding, size, quality, image]``; a point the search did
+not measure is NaN (similarity) and 0 (bytes). A *gauge* is one way of judging a stored image: a
+model and a view (``whole``, or the tile view combined by ``tiles-min`` / ``tiles-p10`` /
+``tiles-mean``); every gauge is measured at every point measured, whichever gauge led the search.
+
+Nothing here encodes or embeds (no engine, no model session): ``tune --from`` re-recommends from a saved
+report with this module, :mod:`.recommend` and numpy alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from preprocess.core.codes import ErrorCode
+from preprocess.core.errors import ConfigError
+from preprocess.core.jsonable import Json, JsonObject
+from preprocess.pipeline.codecs import Variant
+from preprocess.pipeline.devices import DeviceName, EngineName
+from preprocess.pipeline.spec import Encode, Resize, Spec, parse_spec
+from preprocess.rows.formats import FORMATS
+
+TILE_STATS = ("min", "p10", "mean")
+GAUGES = ("whole", *(f"tiles-{s}" for s in TILE_STATS))
+REPORT_FORMAT = 3  # report.json's layout (3: points not measured are null; the search's band)
+Floats = npt.NDArray[np.float32]
+Ints = npt.NDArray[np.int64]
+Key = tuple[int, int, int, int]  # (coding, size, quality, image)
+Mode = Literal["search", "every-quality"]
+
+
+@dataclass(frozen=True)
+class Coding:
+    """One way of storing that tune measures: a format's ``[encode]`` section (the spec's own when
+    it is that format, else the format's defaults) and one of its variants (encoder, chroma)."""
+
+    encode: Encode
+    variant: Variant
+
+    @property
+    def format(self) -> str:
+        return self.variant.format
+
+    @property
+    def label(self) -> str:
+        """e.g. ``jpeg jpegli 4:2:0``, ``jxl libjxl``."""
+        return f"{self.format} {self.variant.label}"
+
+
+def codings(spec: Spec, formats: Sequence[str]) -> list[Coding]:
+    """The codings of ``formats`` (in that order; default: the spec's format), raising ConfigError for
+    a name that is not a stored format."""
+    names = list(dict.fromkeys(f.strip().lower() for f in formats if f.strip())) or [spec.encode.format]
+    unknown = [f for f in names if f not in FORMATS]
+    if unknown:
+        raise ConfigError(f"--formats: not a stored format: {', '.join(map(repr, unknown))}",
+                          code=ErrorCode.TUNE_FORMAT,
+                          hint=f"choose among {','.join(FORMATS)}, e.g. --formats jpeg,avif")
+    out: list[Coding] = []
+    for name in names:
+        enc = spec.encode if spec.encode.format == name else Encode.model_validate({"format": name})
+        out += [Coding(enc, v) for v in enc.variants()]
+    return out
+
+
+@dataclass
+class SampleImage:
+    path: str
+    source_bytes: int
+    width: int  # oriented source size
+    height: int
+    location: Path | None = field(default=None, repr=False, compare=False)  # to read it again (an s3:// ObjectPath too)
+
+
+@dataclass
+class Skipped:
+    path: str
+    code: str
+    message: str
+
+
+@dataclass
+class ModelSweep:
+    """One model's verdicts; arrays are indexed [coding, size, quality, image], NaN where not measured."""
+
+    name: str
+    ref: str  # how a spec names it: the bundled name, or the manifest's absolute path
+    dim: int
+    weights_sha256: str
+    whole: Floats  # similarity of the stored image's whole view to the source's
+    tiles: dict[str, Floats] | None  # TILE_STATS -> combined tile similarity
+    worst_tile: npt.NDArray[np.int32] | None  # index of the worst tile (into tile_boxes of the stored size)
+    reference: Floats | None = None  # [image, D] the sources' embeddings (not in report.json)
+    stored: dict[Key, Floats] = field(default_factory=dict)  # each measured point's embedding (idem)
+
+    def gauges(self) -> list[str]:
+        return ["whole"] + ([f"tiles-{s}" for s in TILE_STATS] if self.tiles is not None else [])
+
+    def values(self, gauge: str) -> Floats:
+        if gauge == "whole":
+            return self.whole
+        if self.tiles is None or not gauge.startswith("tiles-"):
+            raise KeyError(f"{self.name} has no {gauge!r} measurement")
+        return self.tiles[gauge.removeprefix("tiles-")]
+
+
+@dataclass
+class Sweep:
+    spec: Spec
+    spec_path: str
+    sizes: list[int]
+    qualities: list[int]
+    codings: list[Coding]
+    images: list[SampleImage]
+    skipped: list[Skipped]
+    bytes: Ints  # [coding, size, quality, image] bytes as stored (after Engine.finish); 0: not measured
+    encoded_bytes: Ints  # [coding, size, quality, image] the encoder's bytes (before Engine.finish)
+    dims: Ints  # [size, image, 2] stored (width, height)
+    models: list[ModelSweep]  # the spec's gate model first
+    engine: EngineName
+    device: DeviceName
+    mode: Mode = "every-quality"
+    band: list[float] = field(default_factory=list)  # the similarities whose crossings the search bracketed
+    gauge: str = "whole"  # the gauge (of the first model) that led the search
+    seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def resize(self, size: int) -> Resize:
+        return self.spec.resize.model_copy(update={"size": size})
+
+    @property
+    def source_bytes(self) -> int:
+        return sum(im.source_bytes for im in self.images)
+
+    @property
+    def formats(self) -> list[str]:
+        """The measured formats, in the order asked."""
+        return list(dict.fromkeys(c.format for c in self.codings))
+
+    def of_format(self, fmt: str) -> list[int]:
+        """Indices of ``fmt``'s codings (its [encode] section's variants, the primary first)."""
+        return [i for i, c in enumerate(self.codings) if c.format == fmt]
+
+    def pixels(self) -> Ints:
+        """[size, image] stored pixel count."""
+        px: Ints = self.dims[..., 0].astype(np.int64) * self.dims[..., 1]
+        return px
+
+    def measured(self) -> npt.NDArray[np.bool_]:
+        """[coding, size, quality, image]: which points were measured."""
+        return np.isfinite(self.models[0].whole)
+
+    def model(self, name: str | None) -> ModelSweep:
+        found = next((m for m in self.models if name in (None, m.name)), None)
+        if found is None:
+            raise ConfigError(f"model {name!r} was not measured ({', '.join(m.name for m in self.models)})",
+                              code=ErrorCode.TUNE_MODEL)
+        return found
+
+
+def _nulls(a: npt.NDArray[np.float64]) -> Json:
+    """Nested lists, with null for NaN (JSON has no NaN)."""
+    if a.ndim == 0:
+        v = float(a)
+        return v if np.isfinite(v) else None
+    return [_nulls(x) for x in a]
+
+
+def to_json(sweep: Sweep) -> JsonObject:
+    """The measurement: everything ``tune --from`` needs to recommend again."""
+    return {
+        "format": REPORT_FORMAT, "spec": sweep.spec.to_dict(), "spec_path": sweep.spec_path,
+        "engine": sweep.engine, "device": sweep.device, "mode": sweep.mode, "band": list(sweep.band),
+        "gauge": sweep.gauge, "seconds": round(sweep.seconds, 3), "timings": dict(sweep.timings),
+        "sizes": list(sweep.sizes), "qualities": list(sweep.qualities),
+        "codings": [{"label": c.label, "format": c.format, "encoder": c.variant.encoder, "chroma": c.variant.chroma,
+                     "encode": c.encode.to_dict()} for c in sweep.codings],
+        "images": [{"path": i.path, "source_bytes": i.source_bytes, "width": i.width, "height": i.height}
+                   for i in sweep.images],
+        "skipped": [{"path": s.path, "code": s.code, "message": s.message} for s in sweep.skipped],
+        "bytes": sweep.bytes.tolist(), "encoded_bytes": sweep.encoded_bytes.tolist(),
+        "stored_size": sweep.dims.tolist(),
+        "models": [{"name": m.name, "ref": m.ref, "dim": m.dim, "weights_sha256": m.weights_sha256,
+                    "similarity": {g: _nulls(np.round(m.values(g).astype(np.float64), 6)) for g in m.gauges()},
+                    "worst_tile": m.worst_tile.tolist() if m.worst_tile is not None else None}
+                   for m in sweep.models],
+    }
+
+
+def _get[T](doc: JsonObject, key: str, kind: type[T]) -> T:
+    value = doc.get(key)
+    if not isinstance(value, kind):
+        raise ConfigError(f"report.json: {key!r} is missing or not a {kind.__name__}", code=ErrorCode.TUNE_REPORT,
+                          hint="pass the report.json (or its folder) that `preprocess tune --report` wrote")
+    return value
+
+
+def _nan(value: Json) -> object:
+    if isinstance(value, list):
+        return [_nan(v) for v in value]
+    return np.nan if value is None else value
+
+
+def _coding(doc: JsonObject) -> Coding:
+    enc = Encode.model_validate(_get(doc, "encode", dict))
+    found = [v for v in enc.variants() if (v.encoder, v.chroma) == (doc.get("encoder"), doc.get("chroma"))]
+    if not found:
+        raise ConfigError(f"report.json: coding {doc.get('label')!r} is not a variant of its [encode]",
+                          code=ErrorCode.TUNE_REPORT, hint="measure again: preprocess tune ...")
+    return Coding(enc, found[0])
+
+
+def _model(doc: JsonObject) -> ModelSweep:
+    sims = _get(doc, "similarity", dict)
+    whole = np.asarray(_nan(sims["whole"]), dtype=np.float32)
+    tiles = {s: np.asarray(_nan(sims[f"tiles-{s}"]), dtype=np.float32) for s in TILE_STATS} \
+        if "tiles-min" in sims else None
+    worst = doc.get("worst_tile")
+    return ModelSweep(name=_get(doc, "name", str), ref=_get(doc, "ref", str), dim=_get(doc, "dim", int),
+                      weights_sha256=_get(doc, "weights_sha256", str), whole=whole, tiles=tiles,
+                      worst_tile=np.asarray(worst, dtype=np.int32) if worst is not None else None)
+
+
+def from_json(doc: JsonObject, path: str) -> Sweep:
+    """The measurement of a saved ``report.json`` (format 3): ConfigError TUNE_REPORT for anything else."""
+    if doc.get("format") != REPORT_FORMAT:
+        raise ConfigError(f"{path}: a report.json of format {doc.get('format')!r}, not {REPORT_FORMAT}",
+                          code=ErrorCode.TUNE_REPORT, hint="measure again with this version: preprocess tune ...")
+    spec = parse_spec(_get(doc, "spec", dict), source=_get(doc, "spec_path", str))
+    coding_list = [_coding(c) for c in _get(doc, "codings", list) if isinstance(c, dict)]
+    images = [SampleImage(str(i["path"]), int(str(i["source_bytes"])), int(str(i["width"])), int(str(i["height"])))
+              for i in _get(doc, "images", list) if isinstance(i, dict)]
+    skipped = [Skipped(str(s["path"]), str(s["code"]), str(s["message"]))
+               for s in _get(doc, "skipped", list) if isinstance(s, dict)]
+    mode = _get(doc, "mode", str)
+    return Sweep(spec=spec, spec_path=_get(doc, "spec_path", str),
+                 sizes=[int(str(x)) for x in _get(doc, "sizes", list)],
+                 qualities=[int(str(x)) for x in _get(doc, "qualities", list)], codings=coding_list, images=images,
+                 skipped=skipped, bytes=np.asarray(_get(doc, "bytes", list), dtype=np.int64),
+                 encoded_bytes=np.asarray(_get(doc, "encoded_bytes", list), dtype=np.int64),
+                 dims=np.asarray(_get(doc, "stored_size", list), dtype=np.int64),
+                 models=[_model(m) for m in _get(doc, "models", list) if isinstance(m, dict)],
+                 engine="dali" if doc.get("engine") == "dali" else "pillow",
+                 device="gpu" if doc.get("device") == "gpu" else "cpu",
+                 mode="search" if mode == "search" else "every-quality",
+                 band=[float(str(b)) for b in _get(doc, "band", list)], gauge=_get(doc, "gauge", str),
+                 seconds=float(str(doc.get("seconds", 0.0))))
