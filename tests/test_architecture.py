@@ -1,6 +1,6 @@
 """The gates that keep the architecture easy to see: every import goes down the layers (ARCHITECTURE.md), no
 import cycle inside the package, no function in it over 60 lines (scripts/function_length.py, run by
-scripts/check), one declaration of the schema."""
+scripts/check), one declaration of the schema, no module over 450 lines, Any in at most 5% of the signatures."""
 
 from __future__ import annotations
 
@@ -160,3 +160,26 @@ def test_the_read_records_mirror_the_rows() -> None:
     assert set(get_type_hints(Item)) - set(fields) == {"index", "jpeg", "image"}
     assert set(get_type_hints(StoredItem)) - set(fields) == {"jpeg", "embedding"}
     assert Item.__optional_keys__ == frozenset({"image"})  # only with a decoder
+
+
+# Issue 20's budgets: a module a reader can hold in mind, and types at the seams.
+MAX_MODULE_LINES = 450
+MAX_ANY_SHARE = 0.05
+
+
+def test_no_module_is_over_the_line_budget() -> None:
+    long = {str(p.relative_to(ROOT)): n for p in PACKAGE.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert not long, f"modules over {MAX_MODULE_LINES} lines (split them by concern): {long}"
+
+
+def test_any_is_in_few_signatures() -> None:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from signatures import signatures  # scripts/ is not a package
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    total, with_any = signatures(PACKAGE)
+    share = sum(with_any.values()) / total
+    assert total > 500 and share <= MAX_ANY_SHARE, (f"{share:.1%} of {total} signatures use Any "
+                                                     f"(python scripts/signatures.py --by-module): {with_any}")

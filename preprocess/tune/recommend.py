@@ -447,7 +447,3 @@ def decide(sweep: Sweep, target: Target) -> Decision:
                for name, p in PRESETS.items()}
     return Decision(target, recs, best, runner_up, presets)
 
-
-def recommend_formats(sweep: Sweep, target: Target) -> list[Recommendation]:
-    """One recommendation per measured format, in the order measured."""
-    return decide(sweep, target).recs
