@@ -174,6 +174,8 @@ def test_the_recommended_specs_meet_the_target_in_real_runs(report: dict[str, Pa
                                                             sample: Path, tmp_path: Path) -> None:
     assert set(report) == {"html", "json", "spec", "spec-jpeg", "spec-avif"}
     assert report["spec"].read_text() == report["spec-avif"].read_text()  # recommended.toml: the decision
+    crops = dict(load_spec(default_spec_path()).gate.views.items())["crops"]  # tune judges by the whole view only:
+    assert f"not checked by this spec: the base spec's views crops >= {crops:g}" in report["spec"].read_text()
     for rec in decision.recs:
         spec, s = load_spec(report[f"spec-{rec.format}"]), rec.setting
         assert s is not None and spec.encode.format == rec.format and spec.resize.size == s.size
