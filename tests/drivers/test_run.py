@@ -106,7 +106,7 @@ def test_the_commit_records_its_provenance(first_run: tuple[Path, Summary]) -> N
     assert snap.id == summary.snapshot
     assert snap.message == "first"
     md = snap.metadata
-    assert md["spec"]["gate"]["threshold"] == 0.99
+    assert md["spec"]["gate"]["views"] == {"whole": 0.99, "crops": 0.975}
     assert md["spec_path"] == str(default_spec_path())
     assert len(md["spec_sha256"]) == 64
     assert md["model"]["name"] == "mobilenetv2-imagenet"

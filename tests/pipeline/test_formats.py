@@ -50,7 +50,10 @@ def test_a_format_round_trips_through_run_store_reader_and_export(fmt: str, phot
     ds = open_dataset(store)
     for i in range(len(ds)):
         item = ds[i]
-        assert item["status"] == "ok" and item["format"] == fmt and item["similarity"] >= 0.99
+        # at 320 px a crop is stretched 1.4x to the model's input: a 4:2:0 JPEG's worst crop may stay under
+        # 0.975 even at q95, and the image is then stored at the top rung, flagged (its whole view passes)
+        assert item["format"] == fmt and item["similarity"] >= 0.99
+        assert item["status"] == "ok" or (item["status"] == "flagged" and item["similarity_crops"] < 0.975)
         assert item["encoder"] == formats.FORMATS[fmt].encoders[0].library
         assert codecs.sniff(item["jpeg"]) == fmt  # the stored bytes are in the row's format
         assert item["image"].size == (item["width"], item["height"])  # the reader decodes every format
