@@ -48,7 +48,15 @@ def unfinished(path: Path) -> bool:
         entries = set(os.listdir(path))
     except OSError:
         return False
+    entries = {_staged(e) for e in entries}
     return entries <= _BEING_MADE and bool(entries & {CREATING_FILE, "repo"})  # a marker, or one just finished
+
+
+def _staged(name: str) -> str:
+    """The object a local store's file is being written as: object_store writes ``NAME#N`` and renames it to
+    ``NAME``, so a create killed while writing ``repo`` leaves ``repo#1`` beside the marker."""
+    head, sep, tail = name.partition("#")
+    return head if sep and tail.isdigit() else name
 
 
 def create[R](path: Path, *, make: Callable[[], R], opened: Callable[[], R | None], wait: float = WAIT) -> R:

@@ -129,3 +129,22 @@ def test_a_folder_that_only_looks_half_made_is_never_emptied(tmp_path: Path) -> 
     assert refused.value.code == "STORE_FOREIGN"
     assert sorted(p.name for p in store.iterdir()) == ["repo", "snapshots"]
     assert (store / "snapshots" / "cam1.jpg").read_bytes() == b"a photo"
+
+
+def test_a_create_killed_while_writing_its_repo_object_is_resumed(tmp_path: Path) -> None:
+    """icechunk's local storage writes ``repo#1`` and links it to ``repo``: a kill between the two left
+    ``repo#1`` beside the marker, and the folder was refused as foreign (CI caught it once in the killed
+    create test above). The folder is made here as that kill leaves it, from a real create's files."""
+    made = tmp_path / "made.icechunk"
+    open_repo(str(made), create=True)
+    store = tmp_path / "s.icechunk"
+    store.mkdir()
+    (store / CREATING_FILE).mkdir()
+    for name in ("snapshots", "transactions"):
+        (store / name).mkdir()
+        for f in (made / name).iterdir():
+            (store / name / f.name).write_bytes(f.read_bytes())
+    (store / "repo#1").write_bytes((made / "repo").read_bytes()[:10])  # half written
+    repo = open_repo(str(store), create=True)
+    assert [s.id for s in repo.ancestry(branch="main")] and not (store / CREATING_FILE).exists()
+    assert sorted(p.name for p in store.iterdir()) == ["repo", "snapshots", "transactions"]
