@@ -53,7 +53,7 @@ def unfinished(path: Path) -> bool:
 
 
 def _staged(name: str) -> str:
-    """The object a local store's file is being written as: object_store writes ``NAME#N`` and renames it to
+    """The object a local store's file is being written as: object_store writes ``NAME#N`` and links it to
     ``NAME``, so a create killed while writing ``repo`` leaves ``repo#1`` beside the marker."""
     head, sep, tail = name.partition("#")
     return head if sep and tail.isdigit() else name
