@@ -21,10 +21,12 @@ FORMATS = ["jpeg", "webp", "avif", "jxl"]
 
 
 def spec_for(fmt: str, folder: Path) -> Path:
-    """The default spec with another format and a small size (fast), nothing else changed."""
+    """The default spec with another format and a smaller size (faster), nothing else changed. Not below
+    640 px: at 320 px a crop is stretched 1.4x to the model's input, and a 4:2:0 JPEG's worst crop stays
+    under the default's 0.975 even at q95 (flagged)."""
     text = default_spec_path().read_text()
     text = text.replace('format = "jpeg"              #', f'format = "{fmt}"              #', 1)
-    text = text.replace("size = 1280", "size = 320", 1)
+    text = text.replace("size = 1280", "size = 640", 1)
     if fmt == "jxl":  # JPEG XL has no chroma subsampling
         text = text.replace('chroma_subsampling = "420"', "# (no chroma_subsampling)", 1)
     path = folder / f"{fmt}.toml"
@@ -50,10 +52,7 @@ def test_a_format_round_trips_through_run_store_reader_and_export(fmt: str, phot
     ds = open_dataset(store)
     for i in range(len(ds)):
         item = ds[i]
-        # at 320 px a crop is stretched 1.4x to the model's input: a 4:2:0 JPEG's worst crop may stay under
-        # 0.975 even at q95, and the image is then stored at the top rung, flagged (its whole view passes)
-        assert item["format"] == fmt and item["similarity"] >= 0.99
-        assert item["status"] == "ok" or (item["status"] == "flagged" and item["similarity_crops"] < 0.975)
+        assert item["status"] == "ok" and item["format"] == fmt and item["similarity"] >= 0.99
         assert item["encoder"] == formats.FORMATS[fmt].encoders[0].library
         assert codecs.sniff(item["jpeg"]) == fmt  # the stored bytes are in the row's format
         assert item["image"].size == (item["width"], item["height"])  # the reader decodes every format
