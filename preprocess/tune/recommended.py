@@ -84,17 +84,17 @@ def header(sweep: Sweep, rec: Recommendation, spec: Spec) -> list[str]:
                      "their bytes are an upper bound.")
     if a.ladder.note:
         lines.append(f"Note: {a.ladder.note}.")
-    untuned = _untuned(sweep.spec, rec)
+    untuned = _untuned(sweep.spec, spec, rec.model)
     if untuned:
         lines.append(f"Not measured by tune, so not checked by this spec: the base spec's {untuned}. Add them to "
                      "[gate] to keep them (then each image may store more bytes than the above).")
     return lines
 
 
-def _untuned(base: Spec, rec: Recommendation) -> str:
-    """The base spec's checks the recommendation was not judged by (other views, other models), as words."""
-    view = "whole" if rec.gauge == "whole" else "tiles"
-    views = [f"{v} >= {t:g}" for v, t in base.gate.views.items() if v != view]
-    models = [m for m in base.gate.models if m != rec.model]
+def _untuned(base: Spec, spec: Spec, model: str) -> str:
+    """The base spec's checks that the recommended ``spec`` (judged by ``model``) does not keep, as words."""
+    kept = dict(spec.gate.views.items())
+    views = [f"{v} >= {t:g}" for v, t in base.gate.views.items() if v not in kept]
+    models = [m for m in base.gate.models if m != model]
     parts = ([f"views {', '.join(views)}"] if views else []) + ([f"models {', '.join(models)}"] if models else [])
     return "; ".join(parts)

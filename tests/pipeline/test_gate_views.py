@@ -116,9 +116,9 @@ def test_where_every_failure_is_shallow_the_lowest_pass_is_found(curve: list[flo
 
 
 def test_the_fixed_camera_frame_is_stored_at_its_lowest_pass() -> None:
-    """The curve of issue 21's CCTV frame: passes q25, fails q27 and q37-39, passes from q41. A monotone
-    search that starts near q41 stops there; confirming each pass against the shallow failures below it
-    goes down to q25."""
+    """A curve shaped like issue 21's CCTV frame: passes q25, fails q27 and q37-39 (shallow failures, within
+    DIP decades of the threshold's deficit), passes from q41. A monotone search that starts near q41 stops
+    there; confirming each pass against the shallow failures below it goes down to q25."""
     shallow = 1 - (1 - T) * 10 ** (DIP / 2)  # a failure within DIP decades of the threshold's deficit
 
     def sim(q: int) -> float:
