@@ -186,7 +186,7 @@ class Oracle:
             asks = [Candidate(v, q) for v in self.variants for q in self.spec.quality.ladder()]
             for start in range(0, len(asks), 8):
                 enc = self.engine.encode([p] * len(asks[start:start + 8]), asks[start:start + 8])
-                for e, m in zip(enc, rounds.score(enc, [0] * len(enc), [p] * len(enc)), strict=True):
+                for e, m in zip(enc, rounds.score(enc, [0] * len(enc), [p] * len(enc), full=True), strict=True):
                     points.append(Point(e.candidate.variant.label, target, e.candidate.quality, len(e.data),
                                         round(m.similarity, 6), m.checks))
                     if m.similarity >= self.spec.gate.threshold:

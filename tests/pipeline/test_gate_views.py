@@ -8,18 +8,23 @@ import hashlib
 import json
 import math
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from preprocess.core.timing import Laps
 from preprocess.pipeline.batches import Embeddings, ModelBatch
-from preprocess.pipeline.engines import crop_boxes, make_engine
+from preprocess.pipeline.codecs import Candidate
+from preprocess.pipeline.engines import crop_boxes
 from preprocess.pipeline.engines.base import Engine, Loaded, SourceImage
+from preprocess.pipeline.engines.pillow import PillowEngine
 from preprocess.pipeline.extractor.build import build
 from preprocess.pipeline.extractor.manifest import find_manifest
 from preprocess.pipeline.extractor.session import Extractor
 from preprocess.pipeline.gate import DIP, Measure, Search, decide, gate_score, view_columns
+from preprocess.pipeline.gate.measure import Rounds
 from preprocess.pipeline.images import probe
 from preprocess.pipeline.spec import Spec, ViewName, parse_spec
 
@@ -159,8 +164,15 @@ class Counting:
         return self.inner.embed(batch)
 
 
-def load(spec: Spec, photos: list[Path]) -> tuple[Engine, Loaded, list[SourceImage]]:
-    engine = make_engine("pillow", "cpu", encode=spec.encode, view=MODEL.input, threads=1)
+class OneBatch(PillowEngine):
+    """The pillow engine looking at each round's candidates in one batch, every check at once: the real engine
+    with its ``staged`` switch off, as the DALI engine has it (the GPU path, which this machine cannot run)."""
+
+    staged: ClassVar[bool] = False
+
+
+def load(spec: Spec, photos: list[Path], *, staged: bool = True) -> tuple[Engine, Loaded, list[SourceImage]]:
+    engine = (PillowEngine if staged else OneBatch)(spec.encode, MODEL.input, threads=1)
     srcs = []
     for p in photos:
         data = p.read_bytes()
@@ -204,7 +216,7 @@ def test_every_model_checks_every_view_in_one_call_per_model_per_round(three: li
                                                           "views": {"whole": 0.99, "crops": 0.97}}})
     dino = Extractor(build(find_manifest("dinov2-small")), threads=1)
     first, second = Counting(mobilenet), Counting(dino)
-    engine, loaded, _ = load(spec, three)
+    engine, loaded, _ = load(spec, three, staged=False)
     try:
         decisions, _ = decide(Measure(engine, first, (second,)), loaded, spec)
     finally:
@@ -218,6 +230,72 @@ def test_every_model_checks_every_view_in_one_call_per_model_per_round(three: li
     # per model: the sources, their crops, then one call per round for every candidate's whole view + crops
     assert first.calls == second.calls == 2 + rounds and first.rows == second.rows
     assert first.rows == len(three) * (1 + 5) + probes * (1 + 5)
+
+
+def test_a_staged_engine_turns_a_candidate_down_at_its_first_failing_check(three: list[Path],
+                                                                          mobilenet: Extractor) -> None:
+    """Check by check (the pillow engine): every candidate of the ladder passes or fails exactly as under every
+    check at once; a pass is measured under every check, the same values; a failure stops at a failing check,
+    so it scores at or above its full score (never a pass), in fewer rows."""
+    spec = parse_spec({"resize": {"size": 320}, "gate": {"views": {"whole": 0.99, "crops": 0.97}}})
+    engine, loaded, _ = load(spec, three)
+    counted = Counting(mobilenet)
+    rounds = Rounds(Measure(engine, counted), loaded, spec, Laps(None))
+    assert rounds.staged
+    p = loaded.prepared[0]
+    rows = []
+    try:
+        for q in range(10, 96, 5):
+            (enc,) = engine.encode([p], [Candidate(spec.encode.variants()[0], q)])
+            before = counted.rows
+            (staged,) = rounds.score([enc], [0], [p])
+            rows.append(counted.rows - before)
+            (full,) = rounds.score([enc], [0], [p], full=True)
+            passed = full.similarity >= T
+            assert (staged.similarity >= T) == passed and staged.complete == (rows[-1] == 6)
+            if passed:
+                assert staged.checks == full.checks and staged.worst_crop == full.worst_crop
+                assert staged.embedding is not None and rows[-1] == 6
+            else:
+                assert full.similarity <= staged.similarity < T and rows[-1] <= 6
+    finally:
+        engine.close()
+    assert min(rows) == 1 and max(rows) == 6  # the lowest qualities fail at their first check
+
+
+def test_staged_and_one_batch_decisions_store_what_passes_every_check(three: list[Path],
+                                                                      mobilenet: Extractor) -> None:
+    """The same search either way: every stored candidate passes every check, measured in full, and the staged
+    engine needs fewer model rows for it."""
+    spec = parse_spec({"resize": {"size": 320}, "gate": {"views": {"whole": 0.99, "crops": 0.97}}})
+    got = {}
+    for staged in (True, False):
+        counted = Counting(mobilenet)
+        engine, loaded, _ = load(spec, three, staged=staged)
+        try:
+            decisions, _ = decide(Measure(engine, counted), loaded, spec)
+        finally:
+            engine.close()
+        for d in decisions:
+            checks = d.checks["mobilenetv2-imagenet"]
+            assert d.status == "ok" and set(checks) == {"whole", "crops"}
+            assert checks["whole"] >= 0.99 and checks["crops"] >= 0.97
+        got[staged] = counted.rows
+    assert got[True] < got[False]
+
+
+def test_a_flagged_candidate_is_recorded_under_every_check(three: list[Path], mobilenet: Extractor) -> None:
+    """Nothing passes (a threshold no JPEG reaches): the top rung is stored flagged, and its row records every
+    check, not the one it was turned down at."""
+    spec = parse_spec({"resize": {"size": 320}, "quality": {"min": 85},
+                       "gate": {"views": {"whole": 0.99, "crops": 0.99999}}})
+    engine, loaded, _ = load(spec, three[:1])
+    try:
+        (d,), _ = decide(Measure(engine, mobilenet), loaded, spec)
+    finally:
+        engine.close()
+    assert d.status == "flagged" and d.quality == 95
+    assert set(d.checks["mobilenetv2-imagenet"]) == {"whole", "crops"} and d.worst_crop is not None
 
 
 def test_the_size_search_stores_the_fewest_bytes_that_pass(small_photos: list[Path], mobilenet: Extractor) -> None:

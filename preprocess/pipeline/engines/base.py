@@ -51,6 +51,22 @@ Box = tuple[int, int, int, int]  # (x0, y0, x1, y1) at an image's own resolution
 BoxRule = Callable[[int, int], list[Box]]  # an image's (width, height) -> the boxes to look at
 
 
+@dataclass(frozen=True, eq=False)
+class Opened:
+    """A candidate decoded once, for looks at it one check at a time (:meth:`Engine.look`)."""
+
+    encoded: Encoded
+    pixels: Pixels  # the decoded candidate, in its engine's memory
+
+    @property
+    def width(self) -> int:
+        return self.pixels.width
+
+    @property
+    def height(self) -> int:
+        return self.pixels.height
+
+
 @dataclass
 class Tiles:
     """The result of :meth:`Engine.regions` (and :meth:`Engine.tiles`): model views of regions of several
@@ -124,6 +140,10 @@ class Loaded:
 
 class Engine(ABC):
     name: ClassVar[EngineName]
+    # Whether the gate looks at a candidate check by check (:meth:`open`, :meth:`look`), stopping at the
+    # first that fails: on a CPU a model row costs the same in a call of 1 or of 32, so a failing candidate
+    # costs one or two rows instead of all of them. On a GPU one call of every view is what is fast.
+    staged: ClassVar[bool] = False
 
     def __init__(self, encode: Encode, view: InputView, *, device: DeviceName = "cpu", max_batch: int = 32) -> None:
         self.encoding = encode
@@ -174,6 +194,15 @@ class Engine(ABC):
             raise ValueError("looks: neither the whole view nor regions asked for")
         batch = parts[0] if len(parts) == 1 else ModelBatch.concat(parts)
         return Looks(batch, len(encoded) if whole else 0, counts)
+
+    def open(self, encoded: Sequence[Encoded]) -> list[Opened]:
+        """Each candidate decoded, once, for :meth:`look` (engines that are :attr:`staged`)."""
+        raise NotImplementedError(f"the {self.name} engine looks at candidates in one batch (staged = False)")
+
+    def look(self, picks: Sequence[tuple[Opened, Box | None]]) -> ModelBatch:
+        """One model-view row per pick, in order: the candidate's whole view (``None``, as :meth:`view`
+        makes it) or a region at its own resolution (as :meth:`regions` makes it)."""
+        raise NotImplementedError(f"the {self.name} engine looks at candidates in one batch (staged = False)")
 
     def finish(self, images: Sequence[Prepared], chosen: Sequence[Encoded]) -> list[bytes]:
         """The bytes to store for each measured candidate (of the image at the same position): the same

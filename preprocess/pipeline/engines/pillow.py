@@ -24,7 +24,17 @@ from preprocess.pipeline import codecs
 from preprocess.pipeline.batches import HostPixels, ModelBatch, Pixels
 from preprocess.pipeline.codecs import Candidate, Encoded
 from preprocess.pipeline.devices import DeviceName, EngineName
-from preprocess.pipeline.engines.base import BoxRule, Engine, Loaded, Looks, Prepared, SourceImage, Tiles
+from preprocess.pipeline.engines.base import (
+    Box,
+    BoxRule,
+    Engine,
+    Loaded,
+    Looks,
+    Opened,
+    Prepared,
+    SourceImage,
+    Tiles,
+)
 from preprocess.pipeline.extractor.manifest import InputView
 from preprocess.pipeline.extractor.view import model_view
 from preprocess.pipeline.images import decode_rgb
@@ -44,6 +54,7 @@ def draft_size(src: SourceImage) -> tuple[int, int]:
 
 class PillowEngine(Engine):
     name: ClassVar[EngineName] = "pillow"
+    staged: ClassVar[bool] = True
 
     def __init__(self, encode: Encode, view: InputView, *, device: DeviceName = "cpu", max_batch: int = 32,
                  threads: int | None = None) -> None:
@@ -145,6 +156,28 @@ class PillowEngine(Engine):
         parts += [model_view(regions, v, precise=True)] if regions or not parts else []
         batch = parts[0] if len(parts) == 1 else ModelBatch.concat(parts)
         return Looks(batch, len(encoded) if whole else 0, [len(rs) for _, rs in got])
+
+    def open(self, encoded: Sequence[Encoded]) -> list[Opened]:
+        return [Opened(e, Pixels(img)) for e, img in zip(encoded, self._map(_decode_candidate, encoded), strict=True)]
+
+    def look(self, picks: Sequence[tuple[Opened, Box | None]]) -> ModelBatch:
+        v = self.view_spec
+
+        def one(pick: tuple[Opened, Box | None]) -> Image.Image:
+            img = pick[0].pixels.image()
+            return img.resize((v.width, v.height), Image.Resampling.BILINEAR) if pick[1] is None else img.crop(pick[1])
+
+        got = list(self._map(one, picks))
+        wholes = [k for k, (_, box) in enumerate(picks) if box is None]
+        regions = [k for k, (_, box) in enumerate(picks) if box is not None]
+        parts = [(wholes, model_view([got[k] for k in wholes], v))] if wholes else []
+        parts += [(regions, model_view([got[k] for k in regions], v, precise=True))] if regions else []
+        if len(parts) == 1:
+            return parts[0][1]
+        rows = np.empty((len(picks), *parts[0][1].host().shape[1:]), dtype=np.float32)
+        for at, part in parts:
+            rows[at] = part.host()
+        return ModelBatch(rows, parts[0][1].layout)
 
     def finish(self, images: Sequence[Prepared], chosen: Sequence[Encoded]) -> list[bytes]:
         return list(self._map(lambda e: codecs.finish(e, progressive=self.encoding.progressive), chosen))

@@ -15,7 +15,8 @@ from preprocess.pipeline.codecs import Candidate, Encoded, Variant
 from preprocess.pipeline.engines.base import Box, Loaded, Prepared, SourceImage
 from preprocess.pipeline.gate.measure import Checks, Measure, Measured, Rounds
 from preprocess.pipeline.gate.priors import Outcome, Prior, Priors, Track, order
-from preprocess.pipeline.gate.search import DIP, SETTLE, Search
+from preprocess.pipeline.gate.search import DIP, LEAN, SETTLE, Search
+from preprocess.pipeline.gate.stages import Margins
 from preprocess.pipeline.spec import Spec
 from preprocess.rows.schema import ItemStatus
 
@@ -59,14 +60,17 @@ class ImageSearch:
     measured: dict[tuple[int, int], Measured] = field(default_factory=dict)  # (track, rung) -> measured
     bound: dict[Variant, int] = field(default_factory=dict)  # a variant's fewest encoded bytes that passed
 
-    def next_probe(self, ladder: Sequence[int], priors: Priors, threshold: float) -> tuple[int, int] | None:
-        """The next (track, rung) to measure, or None when every track is done."""
+    def next_probe(self, ladder: Sequence[int], priors: Priors, threshold: float, *,
+                   staged: bool = False) -> tuple[int, int] | None:
+        """The next (track, rung) to measure, or None when every track is done (``staged``: a failure costs
+        less to measure than a pass, and the search leans lower, :data:`~.search.LEAN`)."""
         while self.current < len(self.order):
             t = self.order[self.current]
             prior = priors.get(self.tracks[t], Prior())
             search = self.searches[t]
             guess = prior.first(self.reference) if not search.tried else None
-            rung = search.next_probe(guess, ladder, threshold, slope=prior.slope, settle=SETTLE, dip=DIP)
+            rung = search.next_probe(guess, ladder, threshold, slope=prior.slope, settle=SETTLE, dip=DIP,
+                                     lean=LEAN if staged else 0)
             if rung is not None:
                 return t, rung
             self._done(t, ladder)
@@ -138,6 +142,10 @@ def decide(measure: Measure, loaded: Loaded, spec: Spec, priors: Priors | None =
     rounds = Rounds(measure, loaded, spec, clock)
     priors = priors or {}
     states = _states(rounds, spec, sources, priors)
+    if rounds.staged:  # the first candidate's checks in the order the nearest earlier image's last ones failed
+        for i, st in enumerate(states):
+            if st.order:
+                rounds.order.learn(i, priors.get(st.tracks[st.order[0]], Prior()).checks(st.reference))
     clock("sizes")
     _search(rounds, states, spec.quality.ladder(), priors)
     return _conclude(rounds, states, spec.quality.ladder())
@@ -180,7 +188,9 @@ def _sides(spec: Spec, source: SourceImage) -> list[tuple[int, tuple[int, int]]]
 
 def _search(rounds: Rounds, states: list[ImageSearch], ladder: Sequence[int], priors: Priors) -> None:
     threshold = rounds.spec.gate.threshold
-    while todo := [(i, tr) for i, st in enumerate(states) if (tr := st.next_probe(ladder, priors, threshold))]:
+    staged = rounds.staged
+    while todo := [(i, tr) for i, st in enumerate(states)
+                   if (tr := st.next_probe(ladder, priors, threshold, staged=staged))]:
         encoded = rounds.encode([states[i].images[t] for i, (t, _) in todo],
                                 [Candidate(states[i].tracks[t].variant, ladder[r]) for i, (t, r) in todo])
         keep = [k for k, (i, (t, r)) in enumerate(todo) if not states[i].prune(t, r, encoded[k])]
@@ -200,6 +210,7 @@ def _conclude(rounds: Rounds, states: Sequence[ImageSearch],
     """Pick each image's stored candidate (fewest final bytes among its tracks' passes), or apply on_fail."""
     spec, engine = rounds.spec, rounds.engine
     threshold = spec.gate.threshold
+    _complete_tops(rounds, states, ladder)
     flat = [(i, t, m) for i, st in enumerate(states) for t, m in (st.passes(threshold) or [st.top(ladder)])]
     if spec.gate.on_fail != "flag":  # a failing top candidate is not stored: no need to finish it
         flat = [(i, t, m) for i, t, m in flat if m.similarity >= threshold]
@@ -211,7 +222,19 @@ def _conclude(rounds: Rounds, states: Sequence[ImageSearch],
             final[i] = (t, m, data)
     rounds.embed_stored([m for _, m, _ in final.values()])
     decisions = [_decision(rounds, st, final.get(i), rounds.reference[i]) for i, st in enumerate(states)]
-    return decisions, [_outcome(st, final.get(i)) for i, st in enumerate(states)]
+    return decisions, [_outcome(st, final.get(i), rounds.order.margins.get(i, {})) for i, st in enumerate(states)]
+
+
+def _complete_tops(rounds: Rounds, states: Sequence[ImageSearch], ladder: Sequence[int]) -> None:
+    """Where nothing passed, the top rung is what ``on_fail`` goes by (stored flagged, or recorded as
+    rejected): measured under every check, not only up to its first failing one."""
+    top = (0, len(ladder) - 1)
+    todo = [(i, st) for i, st in enumerate(states)
+            if not st.passes(rounds.spec.gate.threshold) and not st.measured[top].complete]
+    done = rounds.complete([st.measured[top] for _, st in todo], [i for i, _ in todo],
+                           [st.images[0] for _, st in todo])
+    for (_, st), m in zip(todo, done, strict=True):
+        st.measured[top] = m
 
 
 def _first(spec: Spec, m: Measured) -> float:
@@ -239,8 +262,8 @@ def _decision(rounds: Rounds, st: ImageSearch, chosen: tuple[int, Measured, byte
                     checks=top.checks, worst_crop=top.worst_crop)
 
 
-def _outcome(st: ImageSearch, chosen: tuple[int, Measured, bytes] | None) -> Outcome:
-    out = Outcome(reference=st.reference.copy())  # not a view that keeps its whole batch alive
+def _outcome(st: ImageSearch, chosen: tuple[int, Measured, bytes] | None, margins: Margins) -> Outcome:
+    out = Outcome(reference=st.reference.copy(), margins=dict(margins))  # not views that keep their batch alive
     for track, s in zip(st.tracks, st.searches, strict=True):
         if s.best is not None:
             out.chosen[track] = s.best

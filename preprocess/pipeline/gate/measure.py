@@ -27,7 +27,8 @@ from numpy.typing import NDArray
 from preprocess.core.timing import Laps
 from preprocess.pipeline.batches import Embeddings, ModelBatch, similarity
 from preprocess.pipeline.codecs import Candidate, Encoded
-from preprocess.pipeline.engines.base import Box, Engine, Loaded, Prepared, crop_boxes, tile_boxes
+from preprocess.pipeline.engines.base import Box, Engine, Loaded, Opened, Prepared, crop_boxes, tile_boxes
+from preprocess.pipeline.gate.stages import WHOLE, Check, CheckOrder, margin
 from preprocess.pipeline.spec import Spec, ViewName
 
 Checks = dict[str, dict[ViewName, float]]  # model -> view -> measured similarity
@@ -62,6 +63,9 @@ class Measured:
     embedding: Embeddings | None  # the primary model's whole-view embedding [D] (None until stored, without it)
     checks: Checks = field(default_factory=dict)
     worst_crop: Box | None = None  # the crop with the lowest similarity of any model (crops view)
+    # False for a candidate turned down at its first failing check (a staged engine): ``checks`` and
+    # ``similarity`` then hold what was measured, whose worst is an upper bound of the full measure's
+    complete: bool = True
 
 
 def combine_tiles(sims: NDArray[np.float32], how: str) -> float:
@@ -155,6 +159,26 @@ def tile_similarities(engine: Engine, embedder: Embedder, encoded: Sequence[Enco
     return [similarity(e, r) for e, r in zip(tile_embeddings(engine, embedder, encoded), reference, strict=True)]
 
 
+@dataclass
+class _Looking:
+    """One candidate looked at check by check (:meth:`Rounds.score` on a staged engine)."""
+
+    opened: Opened
+    image: int  # its batch image
+    boxes: list[Box]  # its region boxes (at its own size)
+    todo: list[Check]  # every check, in the order looked at
+    got: dict[Check, float] = field(default_factory=dict)  # the similarities measured so far
+    whole: Embeddings | None = None  # the primary model's whole-view embedding, once looked at
+
+    @property
+    def next(self) -> Check:
+        return self.todo[len(self.got)]
+
+    @property
+    def done(self) -> bool:
+        return len(self.got) == len(self.todo)
+
+
 class Rounds:
     """Measuring candidates for one batch of prepared images, round after round: the sources' whole-view
     embeddings per model (the primary's are every image's reference for the priors and the rows) and the
@@ -170,6 +194,10 @@ class Rounds:
         v = self.engine.view_spec
         self.views = [RegionView(name, spec, (v.width, v.height)) for name in self.thresholds if name != "whole"]
         self.whole = "whole" in self.thresholds
+        # check by check on a staged engine, where every region is a check of its own (not tiles: one score of
+        # many tiles is not decided by any one of them)
+        self.staged = self.engine.staged and all(view.name == "crops" for view in self.views)
+        self.order = CheckOrder()
         self.regions: list[list[Embeddings]] = [[] for _ in self.embedders]  # per model, per image [boxes, D]
         if self.views:
             ref = self.engine.regions(self.images, self.boxes)
@@ -187,9 +215,13 @@ class Rounds:
         self.clock("encode")
         return encoded
 
-    def score(self, encoded: Sequence[Encoded], idxs: Sequence[int], images: Sequence[Prepared]) -> list[Measured]:
+    def score(self, encoded: Sequence[Encoded], idxs: Sequence[int], images: Sequence[Prepared], *,
+              full: bool = False) -> list[Measured]:
         """Each candidate (of batch image ``idxs[k]``, made from ``images[k]``) under every check: one look,
-        one model call per model."""
+        one model call per model; on a staged engine (unless ``full``) check by check, each candidate up
+        to its first failing check (:mod:`.stages`)."""
+        if self.staged and not full:
+            return self._staged(encoded, idxs, images)
         look = self.engine.looks(encoded, self.boxes if self.views else None, whole=self.whole)
         self.clock("view")
         checks: list[Checks] = [{} for _ in encoded]
@@ -210,6 +242,59 @@ class Rounds:
                          None if firsts is None else firsts[k], c, worst[k][1])
                 for k, (e, c) in enumerate(zip(encoded, checks, strict=True))]
 
+    def _staged(self, encoded: Sequence[Encoded], idxs: Sequence[int], images: Sequence[Prepared]) -> list[Measured]:
+        """:meth:`score` check by check: each stage looks at every open candidate's next check (the one most
+        likely to fail, :class:`CheckOrder`), one model call per model, until each one failed a check or
+        passed them all."""
+        looks = []
+        for o, i, im in zip(self.engine.open(encoded), idxs, images, strict=True):
+            boxes = self.boxes(im.width, im.height) if self.views else []
+            looks.append(_Looking(o, i, boxes, self.order.checks(i, len(self.embedders), len(boxes), whole=self.whole)))
+        self.clock("view")
+        live = looks
+        while live:
+            stage = [(look, look.next) for look in live]
+            for m, embedder in enumerate(self.embedders):
+                self._stage(m, embedder, [(look, c) for look, c in stage if c.model == m])
+            live = [look for look, c in stage if not look.done and look.got[c] >= self._threshold(c)]
+        for look in looks:
+            self.order.learn(look.image, {c: margin(s, self._threshold(c)) for c, s in look.got.items()})
+        return [self._measured(look) for look in looks]
+
+    def _stage(self, m: int, embedder: Embedder, picks: Sequence[tuple[_Looking, Check]]) -> None:
+        """One model's rows of a stage: each pick's check looked at, embedded in one call and compared with
+        the source's same view."""
+        if not picks:
+            return
+        batch = self.engine.look([(look.opened, None if c.box == WHOLE else look.boxes[c.box]) for look, c in picks])
+        self.clock("view")
+        emb = embedder.embed(batch)
+        refs = np.stack([self.sources[m][look.image] if c.box == WHOLE else self.regions[m][look.image][c.box]
+                         for look, c in picks])
+        for row, ((look, c), s) in enumerate(zip(picks, similarity(emb, refs), strict=True)):
+            look.got[c] = float(s)
+            if c.box == WHOLE and m == 0:
+                look.whole = emb[row]
+        self.clock("infer")
+
+    def _threshold(self, check: Check) -> float:
+        return self.thresholds["whole" if check.box == WHOLE else "crops"]
+
+    def _measured(self, look: _Looking) -> Measured:
+        """A candidate's checks from its looks: per model its whole view and its worst crop so far."""
+        checks: Checks = {}
+        worst: tuple[float, Box | None] = (2.0, None)
+        for c, s in sorted(look.got.items()):
+            per_view = checks.setdefault(self.spec.gate.models[c.model], {})
+            if c.box == WHOLE:
+                per_view["whole"] = s
+                continue
+            per_view["crops"] = min(s, per_view.get("crops", 2.0))
+            if s < worst[0]:
+                worst = (s, look.boxes[c.box])
+        return Measured(look.opened.encoded, gate_score(checks, self.thresholds, self.spec.gate.threshold),
+                        look.whole, checks, worst[1], complete=len(look.got) == len(look.todo))
+
     def _regions(self, out: dict[ViewName, float], got: Embeddings, ref: Embeddings, image: Prepared,
                  worst: tuple[float, Box | None]) -> tuple[float, Box | None]:
         """Each region view's score of one candidate into ``out``; the worst crop so far, updated."""
@@ -222,6 +307,18 @@ class Rounds:
             if view.name == "crops" and float(sims[at]) < worst[0]:
                 worst = (float(sims[at]), boxes[at])
         return worst
+
+    def complete(self, measured: Sequence[Measured], idxs: Sequence[int], images: Sequence[Prepared]) -> list[Measured]:
+        """Candidates turned down at their first failing check, measured under every check (what a row
+        records of a candidate stored although it failed: ``on_fail = "flag"``)."""
+        todo = [k for k, m in enumerate(measured) if not m.complete]
+        out = list(measured)
+        if todo:
+            full = self.score([measured[k].encoded for k in todo], [idxs[k] for k in todo],
+                              [images[k] for k in todo], full=True)
+            for k, m in zip(todo, full, strict=True):
+                out[k] = m
+        return out
 
     def embed_stored(self, measured: Sequence[Measured]) -> None:
         """The primary model's whole-view embedding of what is stored, in one batch, where no round made it."""
@@ -238,4 +335,4 @@ def judge(measure: Measure, loaded: Loaded, spec: Spec, encoded: Sequence[Encode
     """Every check of ``spec`` (each model under each view) of ``encoded[k]``, a candidate made from
     ``loaded.prepared[k]``: what the gate would measure of it, for a report (``preprocess tune``)."""
     rounds = Rounds(measure, loaded, spec, Laps(None))
-    return rounds.score(encoded, range(len(encoded)), loaded.prepared)
+    return rounds.score(encoded, range(len(encoded)), loaded.prepared, full=True)

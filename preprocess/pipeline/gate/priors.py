@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 from preprocess.pipeline.batches import Embeddings, similarity
 from preprocess.pipeline.codecs import Variant
 from preprocess.pipeline.gate.search import DEFICIT_SLOPE
+from preprocess.pipeline.gate.stages import Margins
 from preprocess.pipeline.spec import Spec
 from preprocess.rows.recent import Recent
 
@@ -50,17 +51,30 @@ class Prior:
     guess: int | None = None  # ladder index of the first probe; None: the middle
     slope: float = DEFICIT_SLOPE
     seen: Embeddings | None = None  # [N, D] reference embeddings of earlier images, and ...
-    rungs: NDArray[np.int_] | None = None  # [N] ... the rung each chose
+    rungs: NDArray[np.int_] | None = None  # [N] ... the rung each chose, and ...
+    margins: tuple[Margins, ...] = ()  # [N] ... its checks' last margins (a staged engine's; else empty)
+
+    def _near(self, reference: Embeddings) -> NDArray[np.intp]:
+        """Indices of the nearest earlier images that look alike (at most NEIGHBOURS, nearest first)."""
+        if self.seen is None or not len(self.seen):
+            return np.zeros(0, dtype=np.intp)
+        sims = similarity(self.seen, reference)
+        near = np.argsort(-sims, kind="stable")[:NEIGHBOURS]
+        return near[sims[near] >= NEIGHBOUR]
 
     def first(self, reference: Embeddings) -> int | None:
         """The first probe for an image whose source embeds as ``reference`` [D]: the median rung of its
         nearest earlier images when they look alike, else the median of all (:attr:`guess`)."""
-        if self.seen is None or self.rungs is None or not len(self.seen):
-            return self.guess
-        sims = similarity(self.seen, reference)
-        near = np.argsort(-sims, kind="stable")[:NEIGHBOURS]
-        near = near[sims[near] >= NEIGHBOUR]
-        return int(np.median(self.rungs[near])) if len(near) else self.guess
+        near = self._near(reference)
+        return int(np.median(self.rungs[near])) if len(near) and self.rungs is not None else self.guess
+
+    def checks(self, reference: Embeddings) -> Margins:
+        """The margins of the checks of the nearest earlier image that looks alike and has them (where a
+        staged engine looks first on a new image's first candidate: the same scene fails at the same crop)."""
+        for k in map(int, self._near(reference)):
+            if k < len(self.margins) and self.margins[k]:
+                return self.margins[k]
+        return {}
 
 
 Priors = dict[Track, Prior]  # per track, for one batch (a snapshot of :class:`GateStats`)
@@ -91,6 +105,7 @@ class Outcome:
     slopes: dict[Track, float] = field(default_factory=dict)
     reference: Embeddings | None = None  # the source's embedding [D]
     side: int = 0  # the side of what was stored (a size search; 0 otherwise)
+    margins: Margins = field(default_factory=dict)  # its checks' last margins (a staged engine's)
 
 
 @dataclass
@@ -104,6 +119,7 @@ class GateStats:
     chosen: dict[Track, deque[int]] = field(default_factory=dict)
     slopes: dict[Track, deque[float]] = field(default_factory=dict)
     seen: dict[Track, deque[tuple[Embeddings, int]]] = field(default_factory=dict)  # (reference, rung)
+    marks: dict[Track, deque[Margins]] = field(default_factory=dict)  # the margins of each of ``seen``
     window: int = 512  # the latest images each median is taken over (a daemon runs for months)
 
     def priors(self) -> Priors:
@@ -113,7 +129,8 @@ class GateStats:
             out[t] = Prior(guess=int(np.median(chosen)) if chosen else None,
                            slope=float(np.median(slopes)) if slopes else DEFICIT_SLOPE,
                            seen=np.stack([e for e, _ in seen]) if seen else None,
-                           rungs=np.array([r for _, r in seen]) if seen else None)
+                           rungs=np.array([r for _, r in seen]) if seen else None,
+                           margins=tuple(self.marks.get(t, ())))
         return out
 
     def _list[T](self, lists: dict[Track, deque[T]], t: Track) -> deque[T]:
@@ -135,6 +152,7 @@ class GateStats:
                 self._list(self.chosen, t).append(rung)
                 if o.reference is not None:
                     self._list(self.seen, t).append((o.reference, rung))
+                    self._list(self.marks, t).append(o.margins)
             for t, slope in o.slopes.items():
                 self._list(self.slopes, t).append(slope)
             if o.side:
@@ -157,6 +175,7 @@ class GateStats:
             self._list(self.chosen, t).append(ladder.index(q))
             if embeddings is not None:
                 self._list(self.seen, t).append((np.asarray(embeddings[k], np.float32), ladder.index(q)))
+                self._list(self.marks, t).append({})
 
     def seed_from(self, recent: Recent) -> None:
         """:meth:`seed` from the branch's rows (:meth:`DatasetWriter.recent_choices`)."""
