@@ -12,14 +12,16 @@ Adaptive mode searches, per image, every track the spec allows: a variant
 (:meth:`preprocess.pipeline.spec.Encode.variants`: an encoder and a chroma subsampling) at a stored size
 (one, or each side of ``resize.sizes``), over the quality ladder. Every round, all images still
 searching encode at their own next candidate, the candidates' views are made in one batch and each
-model embeds it in ONE call, and each image narrows its interval. Similarity is not monotone in quality,
+model embeds it in ONE call (on a ``staged`` engine, the CPU's: check by check, each candidate up to its
+first failing check, :mod:`.stages`), and each image narrows its interval. Similarity is not monotone in quality,
 so what is stored is always a candidate measured to pass, with the similarities that were measured: of
 every measured pass, the one with the fewest bytes in its stored form (:meth:`Engine.finish`), and a
 pass sitting on a failure near the threshold is confirmed against the rungs below it.
 
 By concern: :mod:`.decide` (the per-image search and the decision), :mod:`.search` (one track's search
 over the ladder, pure), :mod:`.measure` (encode, look, embed, score: the checks and the gate score),
-:mod:`.priors` (what earlier images and the branch's rows teach the next searches).
+:mod:`.priors` (what earlier images and the branch's rows teach the next searches), :mod:`.stages` (which
+check a staged engine looks at next).
 """
 
 from preprocess.pipeline.gate.decide import Decision, ImageSearch, Status, decide

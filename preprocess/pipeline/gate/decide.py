@@ -1,7 +1,7 @@
 """The per-image search: every image searches each track the spec allows (a variant at a stored size)
 over the quality ladder, all images of a batch in lockstep (one encode + one model call per model per
-round), and the candidate with the fewest bytes among every one measured to pass is stored
-(:func:`decide`)."""
+round; check by check on a staged engine, :mod:`.stages`), and the candidate with the fewest bytes among
+every one measured to pass is stored (:func:`decide`)."""
 
 from __future__ import annotations
 

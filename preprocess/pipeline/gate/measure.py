@@ -6,7 +6,11 @@ model sees it, against the source's; a region view (:class:`RegionView`: ``crops
 candidate at its own resolution into boxes, each against the same box of the uncompressed resized image,
 and makes one score of them. Each round, the engine makes ONE model batch of every candidate's whole view
 and every region of every region view (:meth:`~preprocess.pipeline.engines.base.Engine.looks`), and each
-model embeds it in ONE call. The models of a spec share one model input (checked by the plan).
+model embeds it in ONE call. The models of a spec share one model input (checked by the plan). On a staged
+engine (``Engine.staged``: the CPU's, where a row costs the same alone as in a batch) each candidate is
+decoded once and looked at check by check, the one most likely to fail first (:mod:`.stages`), up to its
+first failing check: a failure usually costs one row instead of all of them (its ``similarity`` is then
+the worst of what was measured, ``complete`` is False), a pass is measured under every check.
 
 A candidate's gate score (:func:`gate_score`) puts every check on the scale of the first check's
 threshold: it passes that threshold exactly when every check passes its own, and with one check it is
