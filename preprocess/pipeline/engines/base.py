@@ -58,14 +58,6 @@ class Opened:
     encoded: Encoded
     pixels: Pixels  # the decoded candidate, in its engine's memory
 
-    @property
-    def width(self) -> int:
-        return self.pixels.width
-
-    @property
-    def height(self) -> int:
-        return self.pixels.height
-
 
 @dataclass
 class Tiles:

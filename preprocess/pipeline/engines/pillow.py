@@ -161,23 +161,11 @@ class PillowEngine(Engine):
         return [Opened(e, Pixels(img)) for e, img in zip(encoded, self._map(_decode_candidate, encoded), strict=True)]
 
     def look(self, picks: Sequence[tuple[Opened, Box | None]]) -> ModelBatch:
-        v = self.view_spec
-
         def one(pick: tuple[Opened, Box | None]) -> Image.Image:
             img = pick[0].pixels.image()
-            return img.resize((v.width, v.height), Image.Resampling.BILINEAR) if pick[1] is None else img.crop(pick[1])
+            return img if pick[1] is None else img.crop(pick[1])
 
-        got = list(self._map(one, picks))
-        wholes = [k for k, (_, box) in enumerate(picks) if box is None]
-        regions = [k for k, (_, box) in enumerate(picks) if box is not None]
-        parts = [(wholes, model_view([got[k] for k in wholes], v))] if wholes else []
-        parts += [(regions, model_view([got[k] for k in regions], v, precise=True))] if regions else []
-        if len(parts) == 1:
-            return parts[0][1]
-        rows = np.empty((len(picks), *parts[0][1].host().shape[1:]), dtype=np.float32)
-        for at, part in parts:
-            rows[at] = part.host()
-        return ModelBatch(rows, parts[0][1].layout)
+        return model_view(list(self._map(one, picks)), self.view_spec, precise=[box is not None for _, box in picks])
 
     def finish(self, images: Sequence[Prepared], chosen: Sequence[Encoded]) -> list[bytes]:
         return list(self._map(lambda e: codecs.finish(e, progressive=self.encoding.progressive), chosen))

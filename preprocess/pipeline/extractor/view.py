@@ -48,16 +48,18 @@ def stretch(image: Image.Image | NDArray[np.uint8], view: InputView) -> NDArray[
     return np.stack(planes(img, view, precise=True), axis=-1)
 
 
-def model_view(images: Sequence[Image.Image], view: InputView, *, precise: bool = False) -> ModelBatch:
-    """A batch of RGB images -> one float32 batch in the model's layout, on the host. ``precise``: resample
-    in floating point (:func:`planes`; regions of an image at its own resolution), else with 8-bit output
-    (the whole-image view, as it always was). Each plane is normalised straight into its place in the
-    batch: ``(x - mean) / std``, channel first."""
+def model_view(images: Sequence[Image.Image], view: InputView, *,
+               precise: bool | Sequence[bool] = False) -> ModelBatch:
+    """A batch of RGB images -> one float32 batch in the model's layout, on the host. ``precise`` (for all
+    images, or one flag each): resample in floating point (:func:`planes`; regions of an image at its own
+    resolution), else with 8-bit output (the whole-image view, as it always was). Each plane is normalised
+    straight into its place in the batch: ``(x - mean) / std``, channel first."""
+    flags = [precise] * len(images) if isinstance(precise, bool) else list(precise)
     mean, std = view_arrays(view)
     out = np.empty((len(images), 3, view.height, view.width), dtype=np.float32)
     order = (2, 1, 0) if view.colour == "BGR" else (0, 1, 2)
     for i, img in enumerate(images):
-        got = planes(img, view, precise=precise)
+        got = planes(img, view, precise=flags[i])
         for at, c in enumerate(order):
             np.subtract(got[c], mean[c], out=out[i, at])
             out[i, at] /= std[c]
