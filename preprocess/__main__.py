@@ -23,20 +23,29 @@ def main() -> None:
         print(f"preprocess {preprocess.__version__}")
         return
     try:
+        interrupts.leave(_command())
+    except interrupts.Interrupted as exc:
+        # The first signal landed after the command's own handlers: while its ending was handled, or in
+        # leave() before it holds the signals. From here a second signal exits at once, with its line.
+        interrupts.leave(_report(exc))
+
+
+def _command() -> int:
+    """The command's exit code, however it ended."""
+    try:
         from preprocess.cli import main as cli
 
         cli()
-        code = 0
+        return 0
     except SystemExit as exc:
-        code = _exit_code(exc)
+        return _exit_code(exc)
     except interrupts.Interrupted as exc:
-        code = _report(exc)
+        return _report(exc)
     except Exception:
         pending = interrupts.pending()
         if pending is None:
             raise  # a bug: its traceback, exit 1
-        code = _report(pending)  # what the signal became inside a library
-    interrupts.leave(code)
+        return _report(pending)  # what the signal became inside a library
 
 
 def _report(exc: interrupts.Interrupted) -> int:
