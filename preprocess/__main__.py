@@ -25,13 +25,13 @@ def main() -> None:
     try:
         interrupts.leave(_command())
     except interrupts.Interrupted as exc:
-        # The first signal landed after the command's own handlers: while its ending was handled, or in
-        # leave() before it holds the signals. From here a second signal exits at once, with its line.
+        # Wherever the first signal landed: in the command, while its ending was handled, or in leave()
+        # before it holds the signals. From here a second signal exits at once, with its line.
         interrupts.leave(_report(exc))
 
 
 def _command() -> int:
-    """The command's exit code, however it ended."""
+    """The command's exit code, however it ended but by a signal (:class:`~interrupts.Interrupted` goes up)."""
     try:
         from preprocess.cli import main as cli
 
@@ -39,8 +39,6 @@ def _command() -> int:
         return 0
     except SystemExit as exc:
         return _exit_code(exc)
-    except interrupts.Interrupted as exc:
-        return _report(exc)
     except Exception:
         pending = interrupts.pending()
         if pending is None:
