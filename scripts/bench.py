@@ -392,7 +392,7 @@ def main() -> None:
     result = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpu_cores": os.cpu_count(), "platform": platform.platform(), "gpu": gpu or "none",
-                    "processor": platform.processor(), "load_average_at_start": os.getloadavg()},
+                    "processor": platform.processor(), "cpu": _cpu(), "load_average_at_start": os.getloadavg()},
         "versions": _versions(), "sections": args.sections, "photos": photos, "rounds": args.rounds,
         "spec": "pipelines/camera.toml", "results": summary,
         "stage_times": "ms per image of busy time per stage, summed over threads: the pillow engine's lanes "
@@ -434,9 +434,29 @@ def _watch_latency(n: int, work: Path, engine: str) -> dict[str, Any] | None:
             "files": n, "settings": rep.settings}
 
 
+def _cpu() -> str:
+    """The CPU as /proc/cpuinfo names it, with its family/model and widest vector unit: the ratios move with
+    it (a model row costs 7 ms on a Zen 4 core with AVX-512, 9.7 on a Zen 2 core; bench/NOTES.md)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown"
+    info: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        info.setdefault(key.strip(), value.strip())
+        if not line.strip():
+            break  # the first CPU says it for all
+    flags = set(info.get("flags", "").split())
+    vector = next((f for f in ("avx512f", "avx2", "avx", "sse4_2") if f in flags), "none")
+    name, family, model = info.get("model name", "unknown"), info.get("cpu family", "?"), info.get("model", "?")
+    return f"{name} (family {family}, model {model}, {vector})"
+
+
 def _print(result: dict[str, Any]) -> None:
     rows = result["results"]
-    print(f"\n{result['photos'].get('count', 0)} photos, {result['machine']['cpu_cores']} cores, GPU: "
+    print(f"\n{result['photos'].get('count', 0)} photos, {result['machine']['cpu_cores']} cores "
+          f"({result['machine'].get('cpu', '?')}), GPU: "
           f"{result['machine']['gpu']}, {result['date']}, load {result['machine']['load_average_at_start'][0]:.1f}")
     print(f"{'contender':12} {'img/s':>8} {'MP/s':>8} {'x base':>7} {'probes':>6} {'out MB':>7} {'RSS MB':>7}  "
           "ms/image by stage")
