@@ -22,7 +22,7 @@ from preprocess.core import names
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import PreprocessError
 from preprocess.core.jsonable import Json
-from preprocess.core.units import size
+from preprocess.core.units import count, size
 
 if TYPE_CHECKING:
     import icechunk as ic
@@ -224,7 +224,7 @@ def _print_lineage(found: Lineage) -> None:
             ("source", names.shown(str(s["source_path"]))), ("source sha256", str(s["source_sha256"])),
             ("source image", f"{s['source_format']} {s['source_width']}x{s['source_height']}, "
                              f"{size(int(s['source_bytes'] or 0))}"),
-            ("camera", f"{s['camera_model'] or '-'} at {s['capture_time'] or '-'}"),
+            ("camera", names.line(f"{s['camera_model'] or '-'} at {s['capture_time'] or '-'}")),  # older rows: raw EXIF
             ("stored", f"{st['format']} {st['width']}x{st['height']}, {size(int(st['bytes'] or 0))}, "
                        f"status {st['status']}"),
             ("quality", f"{st['quality']} (after {st['probes']} probes)"),
@@ -428,10 +428,10 @@ def gc_cmd(store: Store,
     js = "gc" if as_json else ""
     done = _guard(lambda: refs.gc(_repo(store), refs.parse_age(older_than), dry_run=dry_run, wait=wait), js)
     verb = "would delete" if dry_run else "deleted"
-    _done(js, done.to_dict(), f"{verb} {done.counts['snapshots_deleted']} snapshots, "
-                                   f"{done.counts['manifests_deleted']} manifests, {done.counts['chunks_deleted']} "
-                                   f"chunks ({size(done.counts['bytes_deleted'])}) unreachable since before "
-                                   f"{_when(done.cutoff.isoformat())}")
+    n = done.counts
+    what = ", ".join(count(n[f"{k}s_deleted"], k) for k in ("snapshot", "manifest", "chunk"))
+    _done(js, done.to_dict(), f"{verb} {what} ({size(n['bytes_deleted'])}) unreachable since before "
+                              f"{_when(done.cutoff.isoformat())}")
 
 
 def _done(js: str, value: Mapping[str, Json], line: str) -> None:

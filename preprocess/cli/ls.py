@@ -33,11 +33,11 @@ def ls_cmd(
                               "row field, and name, folder, camera, time, spec, commit, row.")] = None,
     sort: Annotated[str, typer.Option(help="Order by this field (NaN last).")] = "row",
     desc: Annotated[bool, typer.Option("--desc", help="Largest first.")] = False,
-    limit: Annotated[int | None, typer.Option(help="Print at most this many rows.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Print at most this many rows (1 or more).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """List a version's rows (all, or those --where selects): row, source, status, format, size, bytes,
-    quality, similarity, capture time and the commit that added it."""
+    quality, similarity and the commit that added it (--json: every field, capture time and camera too)."""
     from preprocess.core.codes import ErrorCode
     from preprocess.core.errors import ConfigError
     from preprocess.store import open_repo
@@ -47,9 +47,9 @@ def ls_cmd(
     js = "ls" if as_json else ""
     quiet_libraries()
     try:
-        if limit is not None and limit < 0:
-            raise ConfigError(f"--limit {limit}: a number of rows cannot be negative", code=ErrorCode.CLI_USAGE,
-                              hint="give --limit 1 or more, or leave it out for every row")
+        if limit is not None and limit < 1:
+            raise ConfigError(f"--limit {limit}: the number of rows to list must be 1 or more",
+                              code=ErrorCode.CLI_USAGE, hint="give --limit 1 or more, or leave it out for every row")
         listing = ls(open_repo(store, create=False), ref, parse_all(where or []), order=Order(sort, desc),
                      limit=limit)
     except PreprocessError as exc:
@@ -66,8 +66,8 @@ def ls_cmd(
 
 def _table(store: str, ref: str, listing: Listing) -> Table:
     title = f"{store} ({ref})" + (f" where {listing.where}" if listing.where else "")
-    t = Table(title=escape(title), title_justify="left", box=box.SIMPLE_HEAD)
-    wide = out.width >= WIDE  # narrow terminals: the file name (the whole path is in --json)
+    wide = out.width >= WIDE  # narrow terminals: the file name, no dimensions (the rest is in --json)
+    t = Table(title=escape(title), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=wide)
     t.add_column("row", justify="right", no_wrap=True)
     t.add_column("source" if wide else "file", overflow="fold", ratio=3)
     t.add_column("status", no_wrap=True)
@@ -77,7 +77,8 @@ def _table(store: str, ref: str, listing: Listing) -> Table:
     t.add_column("commit", no_wrap=True)
     for r in listing.rows:
         sim = r["similarity"]
-        stored = f"{r['format']} {r['width']}x{r['height']} {size(int(r['bytes'] or 0))}"
+        dims = f" {r['width']}x{r['height']}" if wide else ""
+        stored = f"{r['format']}{dims} {size(int(r['bytes'] or 0))}"
         path = names.real(str(r["source_path"]))  # printed escaped (core.names), whole or its file name
         t.add_row(str(r["row"]), Text(names.quote(path if wide else os.path.basename(path))), escape(str(r["status"])),
                   escape(stored),

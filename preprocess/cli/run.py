@@ -118,7 +118,8 @@ def _print_summary(s: Summary) -> None:
         ("ratio", ratio),
         ("similarity", f"min {fmt(s.similarity_min, '.4f')}  mean {fmt(s.similarity_mean, '.4f')}"),
         ("quality", f"mean {fmt(s.quality_mean, '.1f')}  (probes/image {fmt(s.probes_mean, '.2f')})"),
-        ("time", f"{s.seconds:.1f} s ({s.images_per_second:.1f} images/s)"),
+        ("time", f"{s.seconds:.1f} s " + (f"({s.images_per_second:.1f} images/s)" if s.stored + s.failed
+                                           else "(nothing new: no image processed)")),
     ]
     for k, v in rows:
         t.add_row(k, v)

@@ -100,7 +100,7 @@ Formats = Annotated[str | None, typer.Option(
     help="Stored formats to compare, e.g. jpeg,avif,webp,jxl. Each takes its default \\[encode] options, the "
          "spec's own format the spec's. Default: the spec's format.")]
 Preset = Annotated[str | None, typer.Option(
-    help="A named target instead of --target/--percentile: archive (0.995 at p1: features kept for models to "
+    help="A named target instead of --target and --percentile: archive (0.995 at p1: features kept for models to "
          "come), train (0.99 at p1: the default gate), index (0.98 at p5: search and deduplication by embedding), "
          "preview (0.95 at p5: people browsing).")]
 WhatIf = Annotated[str | None, typer.Option(
@@ -137,17 +137,19 @@ def tune(
     report: Annotated[str | None, typer.Option(help="Folder for report.html, report.json and the recommended "
                                                     "specs (with --from: optional).")] = None,
     from_report: FromReport = None,
-    spec: Annotated[str | None, typer.Option(help="Spec to start from; default: pipelines/camera.toml.")] = None,
+    spec: Annotated[str | None, typer.Option(
+        help="Spec to start from; default: camera (the bundled default spec).")] = None,
     formats: Formats = None,
     gate_model: Annotated[str | None, typer.Option(
-        help="Judge by this model (name or manifest) instead of the spec's gate.model.")] = None,
+        help="Judge by this model (name or manifest) instead of the spec's first gate model.")] = None,
     model: Annotated[list[str] | None, typer.Option(
         "--model", help="Another model (name or manifest) to compare with the spec's gate model; repeatable.")] = None,
     qualities: Annotated[str | None, typer.Option(help="The quality ladder (each encoder's own 1-100 scale): "
                                                        "LO..HI/STEP or a list. Default: the spec's.")] = None,
     sizes: Annotated[str | None, typer.Option(help="Long-side sizes in px to compare, e.g. 1920,1280,640. "
                                                    "Default: the spec's resize.size.")] = None,
-    target: Annotated[float | None, typer.Option(help="Similarity to reach; default: gate.threshold.")] = None,
+    target: Annotated[float | None, typer.Option(
+        help="Similarity to reach; default: the threshold of the spec's first view.")] = None,
     percentile: Annotated[float | None, typer.Option(help="... at this percentile of the sample (1: 99% of "
                                                           "images); default 1.")] = None,
     preset: Preset = None,

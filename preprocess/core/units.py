@@ -1,4 +1,5 @@
-"""Units as people read them: byte counts in decimal units (``27.0 KB``), for every face."""
+"""Units as people read them: byte counts in decimal units (``27.0 KB``), counts of things (``1 commit``,
+``3 commits``), for every face."""
 
 from __future__ import annotations
 
@@ -11,3 +12,9 @@ def size(n: int) -> str:
             return f"{value:.1f} {unit}" if unit != "B" else f"{int(value)} B"
         value /= 1000
     return f"{n} B"
+
+
+def count(n: int, noun: str) -> str:
+    """``n`` and ``noun`` as English reads them: ``"1 commit"``, ``"0 commits"``, ``"3 snapshots"`` (the plural
+    by ``s``: the nouns the messages count take it)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -59,6 +59,8 @@ PngImagePlugin.MAX_TEXT_MEMORY = 256 * 2**20
 
 # Orientations 5..8 swap width and height (EXIF 2.32, tag 0x0112).
 _SWAPS_AXES = {5, 6, 7, 8}
+# Characters kept of an EXIF text field (a camera's make or model, a time): a header is not trusted.
+EXIF_TEXT_MAX = 64
 # Formats DALI's decoder takes straight from the bytes (when 8-bit RGB/L, single-frame, sRGB). Checked
 # on DALI 2.4's CPU decoder: it decodes WebP, JPEG 2000 and compressed TIFF; not AVIF or JPEG XL.
 _DALI_FORMATS = {"JPEG", "PNG", "TIFF", "BMP", "WEBP", "JPEG2000"}
@@ -142,19 +144,28 @@ class _Source:
         return (h, w) if self.orientation in _SWAPS_AXES else (w, h)
 
 
+def exif_text(value: object) -> str:
+    """An EXIF ASCII field as one line of text: up to its first NUL (EXIF ends an ASCII value with one; a
+    camera may write "Nokia\\x002"), unprintable characters as spaces, runs of spaces as one, at most
+    :data:`EXIF_TEXT_MAX` characters."""
+    raw = value.decode("latin-1") if isinstance(value, bytes) else str(value or "")
+    raw = raw.split("\x00", 1)[0]
+    return " ".join("".join(ch if ch.isprintable() else " " for ch in raw).split())[:EXIF_TEXT_MAX]
+
+
 def _exif_fields(exif: Image.Exif) -> tuple[int, str, str]:
     orientation = int(exif.get(ExifTags.Base.Orientation, 1) or 1)
     if orientation not in range(1, 9):
         orientation = 1
-    make = str(exif.get(ExifTags.Base.Make, "") or "").strip("\x00 ")
-    model = str(exif.get(ExifTags.Base.Model, "") or "").strip("\x00 ")
+    make = exif_text(exif.get(ExifTags.Base.Make))
+    model = exif_text(exif.get(ExifTags.Base.Model))
     camera = model if make and model.startswith(make) else " ".join(p for p in (make, model) if p)
     when = ""
     try:
         sub = exif.get_ifd(ExifTags.IFD.Exif)
         raw = sub.get(ExifTags.Base.DateTimeOriginal) or exif.get(ExifTags.Base.DateTime)
         if raw:
-            when = datetime.strptime(str(raw).strip("\x00 "), "%Y:%m:%d %H:%M:%S").isoformat()
+            when = datetime.strptime(exif_text(raw), "%Y:%m:%d %H:%M:%S").isoformat()
     except (ValueError, KeyError, TypeError, AttributeError, struct.error):
         when = ""
     return orientation, when, camera

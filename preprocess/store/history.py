@@ -157,14 +157,14 @@ class Log:
 
 def log(repo: ic.Repository, ref: str = "main", *, limit: int | None = None) -> list[Commit]:
     """The commits of ``ref``'s history, newest first (without the repository's first, empty snapshot).
-    ``limit``: at most that many (ConfigError CLI_USAGE when it is negative)."""
+    ``limit``: at most that many (ConfigError CLI_USAGE when it is below 1)."""
     return history_of(repo, ref, limit=limit).commits
 
 
 def history_of(repo: ic.Repository, ref: str = "main", *, limit: int | None = None) -> Log:
     """:func:`log`, with the ref it resolved and whether that ref is the repository's first snapshot."""
-    if limit is not None and limit < 0:
-        raise ConfigError(f"--limit {limit}: a number of commits cannot be negative", code=ErrorCode.CLI_USAGE,
+    if limit is not None and limit < 1:  # 0 would list nothing and say the dataset has no commits
+        raise ConfigError(f"--limit {limit}: the number of commits to list must be 1 or more", code=ErrorCode.CLI_USAGE,
                           hint="give --limit 1 or more, or leave it out for every commit")
     target = refs.resolve_ref(repo, ref)
     check_format(repo, target)

@@ -20,7 +20,7 @@ from preprocess.store.history import canonical_metadata
 from preprocess.store.origins import origins
 from preprocess.store.reader import Dataset
 from preprocess.store.refs import Ref
-from preprocess.store.where import ITEM_FIELDS, NUMERIC, Column, Columns, Where
+from preprocess.store.where import ALIASES, FIELDS, NUMERIC, Column, Columns, Where, field_values
 
 LISTED = ("source_path", "status", "format", "width", "height", "bytes", "quality", "similarity",
           "capture_time", "camera_model", "fingerprint")  # the fields `ls` shows by default
@@ -73,9 +73,10 @@ class Listing:
 
 
 def check_field(name: str, what: str) -> None:
-    if name not in ITEM_FIELDS and name not in ("row", "commit"):
-        raise ConfigError(f"{what} {name!r}: no such field{did_you_mean(name, ITEM_FIELDS)}",
-                          code=ErrorCode.STORE_FIELD, hint=f"fields: {', '.join(ITEM_FIELDS)}")
+    """``name`` is a field ``--where`` takes (a row field, or one of its aliases: name, folder, camera ...)."""
+    if name not in FIELDS:
+        raise ConfigError(f"{what} {name!r}: no such field{did_you_mean(name, FIELDS)}",
+                          code=ErrorCode.STORE_FIELD, hint=f"fields: {', '.join(FIELDS)}")
 
 
 @dataclass(frozen=True)
@@ -104,9 +105,9 @@ def ls(repo: ic.Repository, ref: str = "main", where: Where | None = None, *, or
     column = version_columns(repo, target.snapshot, read)
     picked = np.flatnonzero(where.mask(column, len(ds)))
     if sort != "row":
-        key = column(sort)[picked]
-        idx = np.argsort(-key.astype(np.float64) if sort in NUMERIC and descending else key, kind="stable")
-        picked = picked[idx[::-1]] if descending and sort not in NUMERIC else picked[idx]
+        key, numeric = field_values(sort, column)[picked], ALIASES.get(sort, sort) in NUMERIC
+        idx = np.argsort(-key.astype(np.float64) if numeric and descending else key, kind="stable")
+        picked = picked[idx[::-1]] if descending and not numeric else picked[idx]
     elif descending:
         picked = picked[::-1]
     shown = picked[:limit] if limit is not None else picked

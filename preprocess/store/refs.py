@@ -31,6 +31,7 @@ import icechunk as ic
 
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import ConfigError, ConflictError, NotFoundError, did_you_mean
+from preprocess.core.units import count
 from preprocess.store.lock import LOCK_FILE, REFS_LOCK_FILE, local_root, lock_holder, lock_repo
 from preprocess.store.storage import storage_call, storage_error
 
@@ -188,7 +189,7 @@ def resolve_ref(repo: ic.Repository, ref: str) -> Ref:
     n = sum(int(step or "1") for step in steps["steps"].split("~")[1:])
     line = history(repo, snapshot=base.snapshot)  # base first, then its first parents
     if n >= len(line):
-        raise NotFoundError(f"{ref!r}: {steps['base']!r} has only {len(line) - 1} commits before it "
+        raise NotFoundError(f"{ref!r}: {steps['base']!r} has only {count(len(line) - 1, 'commit')} before it "
                           "(counting the repository's first, empty one)", code=ErrorCode.REF_MISSING,
                           hint=f"`preprocess log STORE {steps['base']}` lists them")
     return Ref(ref, "snapshot", line[n].id)

@@ -190,6 +190,13 @@ def _text(values: Column) -> Text:
     return cast("Text", values if values.dtype == _STR else np.asarray(values).astype(_STR))
 
 
+def field_values(field: str, column: Columns) -> Column:
+    """What ``field`` (a row field or one of :data:`ALIASES`) is for every row, as ``--where`` compares it
+    and ``--sort`` orders by it: a number column, or the text (a path's file name for ``name``)."""
+    c = Condition(field, "=", "")
+    return column(c.column) if c.column in NUMERIC else _derived(c, column)
+
+
 def _derived(c: Condition, column: Columns) -> Text:
     """The text a condition compares: the file name or folder of a path, or the column itself."""
     values = _text(column(c.column))

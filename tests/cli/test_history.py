@@ -133,9 +133,10 @@ def test_a_store_that_is_not_a_dataset_is_a_usage_error_for_every_command(
     assert (sorted(os.listdir(store)) if store.is_dir() else store.read_text()) == before
 
 
-def test_a_negative_limit_is_an_error_not_fewer_commits(hist: Hist) -> None:
-    """issue 23, bug 2: ``--limit -1`` silently dropped the oldest commit."""
-    for limit in ("-1", "-2"):
+def test_a_negative_or_zero_limit_is_an_error_not_fewer_commits(hist: Hist) -> None:
+    """issue 23, bug 2: ``--limit -1`` silently dropped the oldest commit; ``--limit 0`` listed none and said
+    "no commits yet" of a dataset with commits (a newcomer's walkthrough, 2026-12-06)."""
+    for limit in ("-1", "-2", "0"):
         r = cli("log", str(hist.store), "--limit", limit)
         assert r.exit_code == 2 and r.stderr.startswith("error[CLI_USAGE]") and "--limit" in r.stderr
     assert len(json.loads(cli("log", str(hist.store), "--limit", "1", "--json").stdout)["commits"]) == 1

@@ -58,3 +58,21 @@ def test_a_bad_expression_is_one_line_naming_what_is_wrong(hist: Hist) -> None:
         r = cli("ls", s, "--where", where)
         assert r.exit_code == 2 and r.stderr.startswith("error[WHERE_INVALID]") and words in r.stderr, (where, r.stderr)
     assert cli("ls", s, "--sort", "nope").stderr.startswith("error[STORE_FIELD]")
+
+
+def test_a_limit_below_one_is_an_error_not_an_empty_listing(hist: Hist) -> None:
+    """``--limit 0`` printed an empty table, as if no row matched; the help says 1 or more."""
+    for limit in ("0", "-1"):
+        r = cli("ls", str(hist.store), "--limit", limit)
+        assert r.exit_code == 2 and r.stderr.startswith("error[CLI_USAGE]") and "--limit" in r.stderr, r.output
+    assert len(json.loads(cli("ls", str(hist.store), "--limit", "1", "--json").stdout)["rows"]) == 1
+
+
+def test_sort_takes_the_fields_where_takes(hist: Hist) -> None:
+    """``--where "name ~ ..."`` worked but ``--sort name`` was "no such field" (a newcomer's walkthrough)."""
+    s = str(hist.store)
+    rows = json.loads(cli("ls", s, "low-q", "--sort", "name", "--desc", "--json").stdout)["rows"]
+    names = [str(r["source_path"]).rsplit("/", 1)[-1] for r in rows]
+    assert len(names) > 1 and names == sorted(names, reverse=True)
+    r = cli("ls", s, "--sort", "nam")
+    assert r.exit_code == 2 and r.stderr.startswith("error[STORE_FIELD]") and "did you mean 'name'" in r.stderr

@@ -263,3 +263,18 @@ def test_cmyk_jpegs_decode_like_pillow(rgb: np.ndarray) -> None:
     data = buf.getvalue()
     pillow = np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(int)
     assert np.abs(np.asarray(decode_rgb(data)).astype(int) - pillow).max() <= 1
+
+
+def test_exif_text_ends_at_its_nul_and_prints(rgb: np.ndarray, camera_photos: list[Path]) -> None:
+    """A newcomer's walkthrough (2026-12-06): BytheWater.jpg's EXIF Make is "Nokia\\x002" (EXIF ends an ASCII
+    value with a NUL; what follows is not the value), and the row said "Nokia\\x002 N9", which `show` printed raw
+    to the terminal. A hostile header's controls and length are not kept either."""
+    real = next(p for p in camera_photos if p.name == "BytheWater.jpg")
+    assert probe(real.read_bytes(), max_pixels=MAX).camera_model == "Nokia N9"
+    exif = Image.Exif()
+    exif[0x010F] = "Evil\x1b[31m Corp\r\n"  # Make: an escape sequence and a line break
+    exif[0x0110] = "X" * 500  # Model
+    exif[0x0132] = "2024:01:02 03:04:05\x00junk"  # DateTime
+    got = probe(_pil(rgb, "JPEG", exif=exif.tobytes()), max_pixels=MAX)
+    assert got.camera_model == "Evil [31m Corp " + "X" * 64 and got.capture_time == "2024-01-02T03:04:05"
+    assert all(ch.isprintable() for ch in got.camera_model)

@@ -275,3 +275,13 @@ def test_ref_tilde_n_works_in_urls(client: TestClient, served: Served) -> None:
     assert client.get("/diff?a=main~1&b=main").status_code == 200
     missing = client.get("/commits/main~9")
     assert missing.status_code == 404 and "REF_MISSING" in missing.text
+
+
+def test_the_first_snapshot_s_page_says_it_added_nothing(client: TestClient) -> None:
+    """Its page read "The - items it added" (a newcomer's walkthrough, 2026-12-06)."""
+    n = 0
+    while client.get(f"/commits/main~{n + 1}").status_code == 200:
+        n += 1
+    first = client.get(f"/commits/main~{n}").text
+    assert "It added no items (the repository" in first and "The - items" not in first
+    assert "items it added</a>" in client.get("/commits/main").text
