@@ -76,3 +76,12 @@ def test_sort_takes_the_fields_where_takes(hist: Hist) -> None:
     assert len(names) > 1 and names == sorted(names, reverse=True)
     r = cli("ls", s, "--sort", "nam")
     assert r.exit_code == 2 and r.stderr.startswith("error[STORE_FIELD]") and "did you mean 'name'" in r.stderr
+
+
+def test_on_80_columns_file_names_are_whole(hist: Hist) -> None:
+    """On an 80-column terminal the file column was squeezed to ~7 characters ("BytheWa" / "ter.jpg")."""
+    r = CliRunner().invoke(app, ["ls", str(hist.store), "low-q"], env={"COLUMNS": "80"})
+    assert r.exit_code == 0, r.output
+    rows = json.loads(cli("ls", str(hist.store), "low-q", "--json").stdout)["rows"]
+    names = {str(row["source_path"]).rsplit("/", 1)[-1] for row in rows}
+    assert names and all(f" {name} " in r.stdout for name in names), r.stdout

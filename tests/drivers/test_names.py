@@ -95,5 +95,6 @@ def test_a_rerun_adds_nothing_and_exits_0(folder: Path, store: tuple[Path, ...])
     assert again.returncode == 0, again.stderr
     text = _clean(again.stdout)
     assert "nothing new: no commit" in text and "1 already recorded" in text, text
+    assert "no image processed" in text and "0.0 images/s" not in text, text  # not a rate of nothing
     root = open_root(path)
     assert len(column(root, "items/source_path")) == 3 and len(column(root, "failures/source_path")) == 1
