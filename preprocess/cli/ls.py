@@ -38,8 +38,6 @@ def ls_cmd(
 ) -> None:
     """List a version's rows (all, or those --where selects): row, source, status, format, size, bytes,
     quality, similarity and the commit that added it (--json: every field, capture time and camera too)."""
-    from preprocess.core.codes import ErrorCode
-    from preprocess.core.errors import ConfigError
     from preprocess.store import open_repo
     from preprocess.store.listing import Order, ls
     from preprocess.store.where import parse_all
@@ -47,9 +45,6 @@ def ls_cmd(
     js = "ls" if as_json else ""
     quiet_libraries()
     try:
-        if limit is not None and limit < 1:
-            raise ConfigError(f"--limit {limit}: the number of rows to list must be 1 or more",
-                              code=ErrorCode.CLI_USAGE, hint="give --limit 1 or more, or leave it out for every row")
         listing = ls(open_repo(store, create=False), ref, parse_all(where or []), order=Order(sort, desc),
                      limit=limit)
     except PreprocessError as exc:

@@ -161,11 +161,17 @@ def log(repo: ic.Repository, ref: str = "main", *, limit: int | None = None) -> 
     return history_of(repo, ref, limit=limit).commits
 
 
+def check_limit(limit: int | None, things: str) -> None:
+    """A ``--limit`` on how many ``things`` to list is 1 or more (ConfigError CLI_USAGE): a negative one
+    dropped the oldest commit once, and 0 would list none and read as "there are none"."""
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit {limit}: the number of {things} to list must be 1 or more",
+                          code=ErrorCode.CLI_USAGE, hint="give --limit 1 or more, or leave it out for every one")
+
+
 def history_of(repo: ic.Repository, ref: str = "main", *, limit: int | None = None) -> Log:
     """:func:`log`, with the ref it resolved and whether that ref is the repository's first snapshot."""
-    if limit is not None and limit < 1:  # 0 would list nothing and say the dataset has no commits
-        raise ConfigError(f"--limit {limit}: the number of commits to list must be 1 or more", code=ErrorCode.CLI_USAGE,
-                          hint="give --limit 1 or more, or leave it out for every commit")
+    check_limit(limit, "commits")
     target = refs.resolve_ref(repo, ref)
     check_format(repo, target)
     labels = refs.labels(repo)

@@ -16,11 +16,11 @@ from preprocess.core.jsonable import JsonObject
 from preprocess.rows.provenance import Provenance
 from preprocess.store import refs
 from preprocess.store.cells import Record, record
-from preprocess.store.history import canonical_metadata
+from preprocess.store.history import canonical_metadata, check_limit
 from preprocess.store.origins import origins
 from preprocess.store.reader import Dataset
 from preprocess.store.refs import Ref
-from preprocess.store.where import ALIASES, FIELDS, NUMERIC, Column, Columns, Where, field_values
+from preprocess.store.where import FIELDS, Column, Columns, Where, field_values, is_number
 
 LISTED = ("source_path", "status", "format", "width", "height", "bytes", "quality", "similarity",
           "capture_time", "camera_model", "fingerprint")  # the fields `ls` shows by default
@@ -93,6 +93,7 @@ def ls(repo: ic.Repository, ref: str = "main", where: Where | None = None, *, or
     most ``limit``; each with :data:`LISTED`, its ``row`` number and the ``commit`` that added it."""
     where, fields, sort, descending = where or Where(), LISTED, order.field, order.descending
     check_field(sort, "--sort")
+    check_limit(limit, "rows")
     target = refs.resolve_ref(repo, ref)
     ds = Dataset(refs.session(repo, target), ref=ref)
     cache: dict[str, Column] = {}
@@ -105,7 +106,7 @@ def ls(repo: ic.Repository, ref: str = "main", where: Where | None = None, *, or
     column = version_columns(repo, target.snapshot, read)
     picked = np.flatnonzero(where.mask(column, len(ds)))
     if sort != "row":
-        key, numeric = field_values(sort, column)[picked], ALIASES.get(sort, sort) in NUMERIC
+        key, numeric = field_values(sort, column)[picked], is_number(sort)
         idx = np.argsort(-key.astype(np.float64) if numeric and descending else key, kind="stable")
         picked = picked[idx[::-1]] if descending and not numeric else picked[idx]
     elif descending:

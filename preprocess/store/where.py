@@ -166,10 +166,9 @@ def _condition(text: str, field: str, op: str, value: str) -> Condition:
     if field not in FIELDS:
         raise _bad(text, f"no field {field!r}{did_you_mean(field, FIELDS)}")
     op = "=" if op == "==" else op
-    column = ALIASES.get(field, field)
-    if column in NUMERIC and op in ("~", "!~"):
+    if is_number(field) and op in ("~", "!~"):
         raise _bad(text, f"{field} is a number: compare it with = != < <= > >=")
-    if column in NUMERIC:
+    if is_number(field):
         try:
             number = float(value)
         except ValueError:
@@ -190,11 +189,16 @@ def _text(values: Column) -> Text:
     return cast("Text", values if values.dtype == _STR else np.asarray(values).astype(_STR))
 
 
+def is_number(field: str) -> bool:
+    """Whether ``field`` (a row field or one of :data:`ALIASES`) compares and sorts as a number."""
+    return ALIASES.get(field, field) in NUMERIC
+
+
 def field_values(field: str, column: Columns) -> Column:
     """What ``field`` (a row field or one of :data:`ALIASES`) is for every row, as ``--where`` compares it
     and ``--sort`` orders by it: a number column, or the text (a path's file name for ``name``)."""
     c = Condition(field, "=", "")
-    return column(c.column) if c.column in NUMERIC else _derived(c, column)
+    return column(c.column) if is_number(field) else _derived(c, column)
 
 
 def _derived(c: Condition, column: Columns) -> Text:
