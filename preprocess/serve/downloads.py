@@ -1,14 +1,16 @@
 """What the web UI lets a person take away: one stored image as a file, the items a filter selects
 (a zip of their images with a manifest, or the manifest alone as CSV), and a commit's spec as TOML.
 
-File names inside a zip are ``preprocess export``'s (``<sha256[:16]>-<fingerprint>.<ext>``), and the
-manifest has its columns plus ``row`` and ``commit`` (the snapshot that added the row); its text
-cells are neutralised for spreadsheets as the export's are. Nothing is written to disk.
+File names inside a zip are ``preprocess export``'s (``<sha256[:16]>-<fingerprint>.<ext>``), and its
+manifest has export's columns (:func:`~preprocess.store.export.manifest_columns`); the manifest alone
+(CSV) has them all but ``stored_sha256``: it does not read the images. Text cells are neutralised for
+spreadsheets as the export's are. Nothing is written to disk.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import zipfile
 from collections.abc import Sequence
@@ -18,17 +20,15 @@ import numpy as np
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import ConfigError, NotFoundError
 from preprocess.rows.provenance import Provenance
-from preprocess.rows.schema import ITEM_COLUMNS
 from preprocess.rows.spec_toml import dumps
 from preprocess.serve.catalog import Catalog
 from preprocess.serve.grid import Rows
 from preprocess.store.cells import Record
-from preprocess.store.export import csv_cell, file_name
+from preprocess.store.export import FIELDS, csv_cell, file_name, manifest_columns
 from preprocess.store.history import Commit
 
 MAX_ITEMS = 5000  # images in one zip
 MAX_BYTES = 512 * 2**20  # stored bytes in one zip
-FIELDS = [c.name for c in ITEM_COLUMNS if c.name != "jpeg"]
 
 
 def item_file(cat: Catalog, snapshot: str, row: int) -> tuple[bytes, str]:
@@ -41,29 +41,29 @@ def item_file(cat: Catalog, snapshot: str, row: int) -> tuple[bytes, str]:
     return cat.stored(snapshot, row), f"{safe}-{str(r['fingerprint'])[:8]}.{ext}"
 
 
-def _manifest(cat: Catalog, snapshot: str, rows: Rows) -> tuple[list[Record], list[str]]:
-    records = cat.rows(snapshot, rows, FIELDS)
+def _manifest(cat: Catalog, snapshot: str, rows: Rows) -> list[Record]:
+    """The selected rows' manifest records, every column but ``stored_sha256``."""
+    records = cat.rows(snapshot, rows, list(FIELDS))
     commits = cat.origins(snapshot).item_commits(rows)
     for r, c in zip(records, commits, strict=True):
-        r["commit"] = c
-    names = [f"images/{file_name(str(r['source_sha256']), str(r['fingerprint']), str(r['format']))}" for r in records]
-    return records, names
+        r["file"] = f"images/{file_name(str(r['source_sha256']), str(r['fingerprint']), str(r['format']))}"
+        r["commit"], r["snapshot"] = c, snapshot
+    return records
 
 
-def _csv(records: Sequence[Record], names: Sequence[str], snapshot: str) -> bytes:
+def _csv(records: Sequence[Record], *, stored_sha256: bool) -> bytes:
     buf = io.StringIO()
     w = csv.writer(buf)
-    header = ["file", "row", *FIELDS, "commit", "snapshot"]
+    header = manifest_columns(stored_sha256=stored_sha256)
     w.writerow(header)
-    for r, name in zip(records, names, strict=True):
-        w.writerow([csv_cell(v) for v in (name, r["row"], *(r[f] for f in FIELDS), r["commit"], snapshot)])
+    for r in records:
+        w.writerow([csv_cell(r[c]) for c in header])
     return buf.getvalue().encode("utf-8")
 
 
 def selection_csv(cat: Catalog, snapshot: str, rows: Rows) -> bytes:
-    """The manifest of the selected rows (no images)."""
-    records, names = _manifest(cat, snapshot, rows)
-    return _csv(records, names, snapshot)
+    """The manifest of the selected rows (no images, so no ``stored_sha256``)."""
+    return _csv(_manifest(cat, snapshot, rows), stored_sha256=False)
 
 
 def selection_zip(cat: Catalog, snapshot: str, rows: Rows) -> bytes:
@@ -74,15 +74,17 @@ def selection_zip(cat: Catalog, snapshot: str, rows: Rows) -> bytes:
         raise ConfigError(f"the selection is {rows.size} images, {total / 2**20:.0f} MiB: more than a download "
                           f"takes ({MAX_ITEMS} images, {MAX_BYTES // 2**20} MiB)", code=ErrorCode.SERVE_TOO_LARGE,
                           hint="filter further, take the manifest (CSV) alone, or use `preprocess export STORE DIR`")
-    records, names = _manifest(cat, snapshot, rows)
+    records = _manifest(cat, snapshot, rows)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as z:
         written: set[str] = set()
-        for r, name in zip(records, names, strict=True):
-            if name not in written:  # the same key twice in one version (not written by preprocess jobs)
-                z.writestr(name, cat.stored(snapshot, int(r["row"] or 0)))
-                written.add(name)
-        z.writestr("manifest.csv", _csv(records, names, snapshot), compress_type=zipfile.ZIP_DEFLATED)
+        for r in records:
+            data = cat.stored(snapshot, int(r["row"] or 0))
+            r["stored_sha256"] = hashlib.sha256(data).hexdigest()
+            if r["file"] not in written:  # the same key twice in one version (not written by preprocess jobs)
+                z.writestr(str(r["file"]), data)
+                written.add(str(r["file"]))
+        z.writestr("manifest.csv", _csv(records, stored_sha256=True), compress_type=zipfile.ZIP_DEFLATED)
     return buf.getvalue()
 
 

@@ -7,6 +7,11 @@ spreadsheet would run as a formula (``= + - @``, tab, CR) start with a single qu
 (:func:`csv_cell`); Parquet keeps the raw values. File names are built from hex
 digests only, never from stored paths, and every file is created new inside OUT_DIR
 (``O_EXCL | O_NOFOLLOW``): whatever a dataset holds, nothing is written outside OUT_DIR.
+
+Every manifest this project writes (this one, and the web UI's downloads) has the columns of
+:func:`manifest_columns`, in that order: ``file``, ``row`` (the row in the version: what ``show``,
+``ls`` and the web UI call it), ``stored_sha256`` (where the stored bytes were read), every item
+field, ``commit`` (the snapshot that added the row) and ``snapshot`` (the version's).
 """
 
 from __future__ import annotations
@@ -27,9 +32,11 @@ from preprocess.rows.formats import file_suffix
 from preprocess.rows.records import Plain, plain
 from preprocess.rows.schema import ITEM_COLUMNS
 from preprocess.store import refs
+from preprocess.store.origins import origins
 from preprocess.store.reader import Dataset
 
 Format = Literal["csv", "parquet"]
+FIELDS = tuple(c.name for c in ITEM_COLUMNS if c.name != "jpeg")  # the item fields a manifest carries
 _HEX = re.compile(r"^[0-9a-f]{16,}$")
 _FP = re.compile(r"^[0-9A-Za-z]{1,64}$")
 
@@ -45,6 +52,11 @@ class Exported:
 
     def to_dict(self) -> dict[str, str | int | dict[str, str]]:
         return dict(self.__dict__)
+
+
+def manifest_columns(*, stored_sha256: bool) -> list[str]:
+    """A manifest's columns, in order (``stored_sha256`` only where the stored bytes were read)."""
+    return ["file", "row", *(["stored_sha256"] if stored_sha256 else []), *FIELDS, "commit", "snapshot"]
 
 
 def file_name(source_sha256: str, fingerprint: str, fmt: str) -> str:
@@ -117,11 +129,11 @@ def export(repo: ic.Repository, out_dir: str | Path, *, ref: str = "main", fmt: 
         names.append(f"images/{name}")
         stored_sha.append(hashlib.sha256(data).hexdigest())
         total += len(data)
-    columns: dict[str, list[Plain]] = {"file": names, "stored_sha256": stored_sha, "index": list(range(len(ds)))}
-    for col in ITEM_COLUMNS:
-        if col.name != "jpeg":
-            columns[col.name] = [plain(v) for v in table[col.name]]  # NaN: an empty cell
-    columns["snapshot"] = [target.snapshot] * len(ds)
+    values: dict[str, list[Plain]] = {"file": names, "row": list(range(len(ds))), "stored_sha256": stored_sha,
+                                      "commit": list(origins(repo, target.snapshot).item_commits(range(len(ds)))),
+                                      "snapshot": [target.snapshot] * len(ds)}
+    values |= {f: [plain(v) for v in table[f]] for f in FIELDS}  # NaN: an empty cell
+    columns = {c: values[c] for c in manifest_columns(stored_sha256=True)}
     out = images.parent
     manifest = out / f"manifest.{fmt}"
     if fmt == "csv":

@@ -6,6 +6,7 @@ commit's spec as TOML), and the bugs: the engine field in words, -1 as a page.""
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import re
 import tomllib
@@ -22,6 +23,7 @@ from preprocess import history
 from preprocess.pipeline.spec import parse_spec
 from preprocess.serve import Catalog, create_app
 from preprocess.store import open_dataset
+from preprocess.store.export import manifest_columns
 from tests.serve.conftest import Served
 
 
@@ -132,8 +134,12 @@ def test_downloads_an_image_the_selection_and_a_commits_spec(client: TestClient,
     assert [int(r["row"]) for r in manifest] == picked
     for r in manifest:
         assert z.read(r["file"]) == ds.jpeg(int(r["row"])) and r["commit"] == ds.added_by(int(r["row"]))
+        assert r["stored_sha256"] == hashlib.sha256(z.read(r["file"])).hexdigest()
+    # the columns of `preprocess export`'s manifest, in its order; the CSV alone reads no image, so no hash
+    assert list(manifest[0]) == manifest_columns(stored_sha256=True)
     listed = list(csv.DictReader(io.StringIO(client.get("/items.csv?ref=main").text)))
     assert len(listed) == len(ds) and {r["snapshot"] for r in listed} == {ds.snapshot_id}
+    assert list(listed[0]) == manifest_columns(stored_sha256=False)
     toml = client.get("/spec.toml?ref=v1")
     assert toml.headers["content-disposition"].endswith('.toml"')
     recorded = history.show(str(served.store), "v1").commit.provenance

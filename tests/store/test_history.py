@@ -245,6 +245,8 @@ def test_export_writes_every_image_and_a_manifest_row_each(hist: Hist, tmp_path:
         assert m["file"] == f"images/{m['source_sha256'][:16]}-{m['fingerprint']}.jpg"
         assert int(m["quality"]) == int(table["quality"][i]) and m["snapshot"] == hist.lowq.snapshot
         assert abs(float(m["similarity"]) - float(table["similarity"][i])) < 1e-6
+        assert int(m["row"]) == i and m["commit"] == ds.added_by(i)  # the names the CLI and the web UI use
+    assert list(manifest[0]) == export_mod.manifest_columns(stored_sha256=True)
     pq_done = export_mod.export(hist.repo, tmp_path / "pq", ref="v1", fmt="parquet")
     t = pq.read_table(pq_done.manifest).to_pydict()
     assert len(t["file"]) == 2 and len(t["embedding"][0]) == 1280
