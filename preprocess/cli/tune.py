@@ -22,10 +22,12 @@ from preprocess.core.units import size
 from preprocess.pipeline.devices import choices
 
 if TYPE_CHECKING:
+    from preprocess.core.progress import Progress
     from preprocess.pipeline.spec import Spec
     from preprocess.tune.grid import Sweep
     from preprocess.tune.recommend import Decision, Recommendation, Setting, Target
     from preprocess.tune.stored import StoredSample
+    from preprocess.tune.sweep import SweepOptions
 
 _RANGE = re.compile(r"^\s*(\d+)\s*\.\.\s*(\d+)\s*(?:/\s*(\d+))?\s*$")
 
@@ -217,18 +219,30 @@ def _measure(sample: list[str] | None, report: str | None, judge: _Judge, *, spe
     from preprocess.tune.sweep import SweepOptions, run_sweep
 
     engine_choice, device_choice = choices(engine, device)  # parsed: their types from here on
-    asked = judge.resolve(load_spec(spec or default_spec_path()))
+    base = load_spec(spec or default_spec_path())
+    asked = judge.resolve(base)
     opts = SweepOptions(sources=sample, spec_path=spec, gate_model=judge.model, compare=compare,
                         sizes=parse_sizes(sizes), qualities=parse_qualities(qualities) if qualities else (),
                         formats=parse_formats(formats), tiles=tiles or asked.gauge != "whole",
                         compare_tiles=compare_tiles, engine=engine_choice, device=device_choice,
                         every_quality=every_quality,
                         target=asked.similarity, band=_band(what_if), gauge=asked.gauge)
-    sweep = run_sweep(opts, None if as_json else progress_for("tune: measuring", unit="images"))
+    sweep = run_sweep(opts, None if as_json else _progress(base, opts))
     decision = decide(sweep, asked)
     samples = [store_sample(sweep, r, repeats=decode_repeats) for r in decision.recs]
     files = write_report(sweep, decision, report, samples)
     _finish(sweep, decision, samples, files, as_json=as_json)
+
+
+def _progress(spec: Spec, opts: SweepOptions) -> Progress:
+    """tune's progress counts searches, one per image, format variant and size: in images when that is one
+    search an image, else in searches, saying how many make an image."""
+    from preprocess.tune.grid import codings
+
+    per_image = len(codings(spec, opts.formats)) * len(opts.sizes or [spec.resize.size or 0])
+    if per_image == 1:
+        return progress_for("tune: measuring", unit="images")
+    return progress_for(f"tune: measuring ({per_image} searches an image: format variants x sizes)", unit="searches")
 
 
 def _from(path: str, sample: list[str] | None, report: str | None, judge: _Judge, *, as_json: bool) -> None:
