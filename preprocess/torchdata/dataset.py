@@ -22,7 +22,7 @@ from torch.utils.data import Dataset as TorchDataset
 
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import ConfigError
-from preprocess.pipeline.images import decode_rgb as decode_image
+from preprocess.pipeline.images import decode_rgb_into
 from preprocess.rows.schema import ITEM_COLUMNS
 from preprocess.torchdata import forking
 from preprocess.torchdata.where import WHERE_FIELDS, Where
@@ -193,7 +193,7 @@ class VersionDataset(TorchDataset[Item]):
 
     def image(self, data: bytes) -> object:
         """Stored bytes decoded on the CPU: CHW uint8 at ``size`` (or ``transform``'s result)."""
-        img = fit_pil(decode_image(data), self.size, self.fit)
+        img = decode_rgb_into(data, lambda decoded: fit_pil(decoded, self.size, self.fit))
         if self.transform is not None:
             return self.transform(img)
         return torch.from_numpy(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy())

@@ -278,3 +278,42 @@ def test_exif_text_ends_at_its_nul_and_prints(rgb: np.ndarray, camera_photos: li
     got = probe(_pil(rgb, "JPEG", exif=exif.tobytes()), max_pixels=MAX)
     assert got.camera_model == "Evil [31m Corp " + "X" * 64 and got.capture_time == "2024-01-02T03:04:05"
     assert all(ch.isprintable() for ch in got.camera_model)
+
+
+def test_a_bare_jpeg_decodes_into_a_reused_buffer_to_the_same_pixels(rgb: np.ndarray, odd_images: dict[str, bytes],
+                                                                     bad_images: dict[str, tuple[bytes, str]]) -> None:
+    """The reader's fast decode (libjpeg-turbo straight into a reused RGBX buffer that Pillow wraps) gives
+    exactly what decode_rgb and the same resize give, for every JPEG: the bare ones it takes and the ones it
+    hands to decode_rgb (orientation, CMYK, an ICC profile); damaged bytes fail with decode_rgb's code."""
+    import pyjpegli
+
+    from preprocess.pipeline.codecs import optimize_jpeg
+    from preprocess.pipeline.formats.jpeg import bare_size
+    from preprocess.pipeline.images import decode_rgb_into
+    from preprocess.torchdata.dataset import fit_pil
+
+    h, w = rgb.shape[:2]
+    jpegli = bytes(pyjpegli.encode(rgb.tobytes(), w, h, 60))
+    bare = {"jpegli": jpegli, "mozjpeg": optimize_jpeg(jpegli), "libjpeg 4:2:0": _pil(rgb, "JPEG", quality=80),
+            "libjpeg 4:4:4 progressive": _pil(rgb, "JPEG", quality=90, subsampling=0, progressive=True),
+            "gray": odd_images["gray.jpg"]}
+    srgb = bytes(imagecodecs.cms_profile("srgb"))
+    other = {"rotated": odd_images["rotated6.jpg"], "cmyk": odd_images["cmyk.jpg"],
+             "icc": _pil(rgb, "JPEG", quality=90, icc_profile=srgb)}
+    assert all(bare_size(d) is not None for d in bare.values()) and bare_size(jpegli) == (w, h)
+    assert all(bare_size(d) is None for d in other.values())
+    uses: list[Callable[[Image.Image], Image.Image]] = [
+        lambda im: im, lambda im: fit_pil(im, (64, 48), "crop"), lambda im: fit_pil(im, (50, 70), "stretch")]
+    for name, data in {**bare, **other}.items():
+        for use in uses:
+            got = decode_rgb_into(data, use)
+            assert got.mode == "RGB" and np.array_equal(np.asarray(got), np.asarray(use(decode_rgb(data)))), name
+    # what it returns is its own: the next decode into the same buffer does not change it
+    first = decode_rgb_into(bare["jpegli"], uses[0])
+    decode_rgb_into(bare["libjpeg 4:2:0"], uses[0])
+    assert np.array_equal(np.asarray(first), np.asarray(decode_rgb(bare["jpegli"])))
+    for name in ("bitflip.jpg", "truncated.jpg"):
+        data, code = bad_images[name]
+        with pytest.raises(InputError) as caught:
+            decode_rgb_into(data, uses[1])
+        assert caught.value.code == code, name

@@ -47,6 +47,50 @@ def header_end(data: bytes) -> int | None:
             i += 2 + length
 
 
+# Start-of-frame markers of the Huffman-coded 8-bit processes libjpeg-turbo decodes: baseline, extended
+# sequential, progressive.
+_BARE_SOF = (0xC0, 0xC1, 0xC2)
+# Segments that change what the decoded samples mean: EXIF (orientation), an ICC profile, Adobe's (RGB or
+# inverted CMYK samples).
+_MEANING = (0xE1, 0xE2, 0xEE)
+
+
+def bare_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of a bare JPEG, whose decoded samples need nothing more to be the image: 8-bit, 1 or
+    3 components, and no EXIF, ICC or Adobe segment before its first scan (what this project's encoders
+    write). None for any other JPEG, or a header that breaks off: those take :func:`decode` and the
+    orientation, colour and CMYK steps after it."""
+    n, i, size = len(data), 2, None
+    while i + 4 <= n and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker in (0xFF, 0x01) or 0xD0 <= marker <= 0xD8:  # fill byte, standalone markers
+            i += 1 if marker == 0xFF else 2
+            continue
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if marker == 0xDA:
+            return size
+        if marker in _MEANING or (0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC, *_BARE_SOF)):
+            return None
+        if marker in _BARE_SOF:
+            if size is not None or i + 10 > n or data[i + 4] != 8 or data[i + 9] not in (1, 3):
+                return None
+            size = (int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big"))
+            if 0 in size:
+                return None
+        i += 2 + length
+    return None
+
+
+def decode_rgbx_into(data: bytes, out: np.ndarray) -> bool:
+    """A bare JPEG's (:func:`bare_size`) pixels as RGBX rows into ``out``, strictly: False when libjpeg
+    reports anything at all (then :func:`decode` says what, or decodes what is harmless)."""
+    try:
+        simplejpeg.decode_jpeg(data, colorspace="RGBX", buffer=out, strict=True)
+    except ValueError:
+        return False
+    return True
+
+
 def suspect(data: bytes) -> bool:
     """Cheap structural check: truncated (no EOI) or invalid markers inside the entropy-coded data.
 
