@@ -238,8 +238,9 @@ def _progress(spec: Spec, opts: SweepOptions) -> Progress:
     """tune's progress counts searches, one per image, format variant and size: in images when that is one
     search an image, else in searches, saying how many make an image."""
     from preprocess.tune.grid import codings
+    from preprocess.tune.sweep import sweep_grid
 
-    per_image = len(codings(spec, opts.formats)) * len(opts.sizes or [spec.resize.size or 0])
+    per_image = len(codings(spec, opts.formats)) * len(sweep_grid(spec, opts)[0])
     if per_image == 1:
         return progress_for("tune: measuring", unit="images")
     return progress_for(f"tune: measuring ({per_image} searches an image: format variants x sizes)", unit="searches")

@@ -370,6 +370,7 @@ def decode_rgb(data: bytes, *, draft_to: tuple[int, int] | None = None, path: st
 
 
 _SCRATCH = threading.local()  # per thread: the buffer decode_rgb_into decodes bare JPEGs into
+SCRATCH_MAX = 64 * 2**20  # its largest size (16 MP): a larger image takes decode_rgb, nothing is kept for it
 
 
 def decode_rgb_into(data: bytes, use: Callable[[Image.Image], Image.Image]) -> Image.Image:
@@ -378,13 +379,13 @@ def decode_rgb_into(data: bytes, use: Callable[[Image.Image], Image.Image]) -> I
     reused RGBX buffer, which a Pillow image wraps for ``use`` (a reader's resize) to read. The same pixels
     either way; anything else, and bytes libjpeg complains about, take :func:`decode_rgb` (and its error)."""
     size = jpeg.bare_size(data)
-    if size is not None:
+    if size is not None and size[0] * size[1] * 4 <= SCRATCH_MAX:
         need = size[0] * size[1] * 4
         buf: np.ndarray | None = getattr(_SCRATCH, "buf", None)
         if buf is None or buf.size < need:
             buf = _SCRATCH.buf = np.empty(need, dtype=np.uint8)
         view = buf[:need]
-        if jpeg.decode_rgbx_into(data, view):
+        if jpeg.decode_rgbx_into(data, view, size):
             wrapped = Image.frombuffer("RGBX", size, view, "raw", "RGBX", 0, 1)
             return use(wrapped).convert("RGB")  # its own pixels, even where ``use`` gave ``wrapped`` back
     out = use(decode_rgb(data))

@@ -24,7 +24,7 @@ from preprocess.rows.spec_toml import dumps
 from preprocess.serve.catalog import Catalog
 from preprocess.serve.grid import Rows
 from preprocess.store.cells import Record
-from preprocess.store.export import FIELDS, csv_cell, file_name, manifest_columns
+from preprocess.store.export import FIELDS, csv_cell, file_name, manifest_columns, manifest_files
 from preprocess.store.history import Commit
 
 MAX_ITEMS = 5000  # images in one zip
@@ -45,9 +45,10 @@ def _manifest(cat: Catalog, snapshot: str, rows: Rows) -> list[Record]:
     """The selected rows' manifest records, every column but ``stored_sha256``."""
     records = cat.rows(snapshot, rows, list(FIELDS))
     commits = cat.origins(snapshot).item_commits(rows)
-    for r, c in zip(records, commits, strict=True):
-        r["file"] = f"images/{file_name(str(r['source_sha256']), str(r['fingerprint']), str(r['format']))}"
-        r["commit"], r["snapshot"] = c, snapshot
+    files = manifest_files((str(r["source_sha256"]), str(r["fingerprint"]), str(r["format"]), int(r["row"] or 0))
+                           for r in records)
+    for r, c, f in zip(records, commits, files, strict=True):
+        r["file"], r["commit"], r["snapshot"] = f, c, snapshot
     return records
 
 
@@ -77,13 +78,10 @@ def selection_zip(cat: Catalog, snapshot: str, rows: Rows) -> bytes:
     records = _manifest(cat, snapshot, rows)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as z:
-        written: set[str] = set()
-        for r in records:
+        for r in records:  # every row its own file (manifest_files)
             data = cat.stored(snapshot, int(r["row"] or 0))
             r["stored_sha256"] = hashlib.sha256(data).hexdigest()
-            if r["file"] not in written:  # the same key twice in one version (not written by preprocess jobs)
-                z.writestr(str(r["file"]), data)
-                written.add(str(r["file"]))
+            z.writestr(str(r["file"]), data)
         z.writestr("manifest.csv", _csv(records, stored_sha256=True), compress_type=zipfile.ZIP_DEFLATED)
     return buf.getvalue()
 

@@ -20,6 +20,7 @@ import csv
 import hashlib
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -57,6 +58,22 @@ class Exported:
 def manifest_columns(*, stored_sha256: bool) -> list[str]:
     """A manifest's columns, in order (``stored_sha256`` only where the stored bytes were read)."""
     return ["file", "row", *(["stored_sha256"] if stored_sha256 else []), *FIELDS, "commit", "snapshot"]
+
+
+def manifest_files(keys: Iterable[tuple[str, str, str, int]]) -> list[str]:
+    """``images/<file name>`` for each (source sha256, fingerprint, format, row), in order: a key met again
+    in one manifest (not written by preprocess jobs) gets ``-<row>`` before its extension, so every row
+    has a file of its own."""
+    taken: set[str] = set()
+    out: list[str] = []
+    for sha, fp, fmt, row in keys:
+        name = file_name(sha, fp, fmt)
+        if name in taken:
+            stem, ext = name.rsplit(".", 1)
+            name = f"{stem}-{row}.{ext}"
+        taken.add(name)
+        out.append(f"images/{name}")
+    return out
 
 
 def file_name(source_sha256: str, fingerprint: str, fmt: str) -> str:
@@ -114,19 +131,13 @@ def export(repo: ic.Repository, out_dir: str | Path, *, ref: str = "main", fmt: 
                           hint="`preprocess log` lists the commits; export a version that has items")
     images = _prepare(Path(out_dir).expanduser().absolute())
     table = ds.items_table()
-    names: list[Plain] = []  # manifest columns
+    names: list[Plain] = list(manifest_files((str(table["source_sha256"][i]), str(table["fingerprint"][i]),
+                                              str(table["format"][i]), i) for i in range(len(ds))))
     stored_sha: list[Plain] = []
-    taken: set[str] = set()
     total = 0
     for i in range(len(ds)):
-        name = file_name(str(table["source_sha256"][i]), str(table["fingerprint"][i]), str(table["format"][i]))
-        if name in taken:  # the same key twice in one version (not written by preprocess jobs)
-            stem, ext = name.rsplit(".", 1)
-            name = f"{stem}-{i}.{ext}"
-        taken.add(name)
         data = ds.jpeg(i)
-        _write_new(images, name, data)
-        names.append(f"images/{name}")
+        _write_new(images, str(names[i]).removeprefix("images/"), data)
         stored_sha.append(hashlib.sha256(data).hexdigest())
         total += len(data)
     values: dict[str, list[Plain]] = {"file": names, "row": list(range(len(ds))), "stored_sha256": stored_sha,

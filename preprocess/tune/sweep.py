@@ -67,6 +67,11 @@ def check_grid(sizes: Sequence[int], qualities: Sequence[int]) -> tuple[list[int
     return sorted(set(sizes), reverse=True), sorted(set(qualities))
 
 
+def sweep_grid(spec: Spec, opts: SweepOptions) -> tuple[list[int], list[int]]:
+    """The long sides and qualities a sweep of ``spec`` measures (ConfigError TUNE_GRID for bad ones)."""
+    return check_grid(opts.sizes or [spec.resize.size or 0], opts.qualities or spec.quality.ladder())
+
+
 def _models(spec: Spec, opts: SweepOptions, engine: EngineName, device: DeviceName) -> list[ModelUse]:
     manifests: list[tuple[str, Manifest]] = []
     for n in [spec.gate.model, *opts.compare]:
@@ -191,7 +196,7 @@ def run_sweep(opts: SweepOptions, progress: Progress | None = None) -> Sweep:
     """Measure; raise ConfigError before any decode for a bad spec, grid, view or an empty sample."""
     t_start = time.perf_counter()
     spec, spec_path = _spec(opts)
-    sizes, qualities = check_grid(opts.sizes or [spec.resize.size or 0], opts.qualities or spec.quality.ladder())
+    sizes, qualities = sweep_grid(spec, opts)
     coding_list = codings(spec, opts.formats)
     engine_name, device = resolve(opts.engine, opts.device)
     paths = list_sources(opts.sources)

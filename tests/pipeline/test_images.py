@@ -291,6 +291,7 @@ def test_a_bare_jpeg_decodes_into_a_reused_buffer_to_the_same_pixels(rgb: np.nda
     from preprocess.pipeline.formats.jpeg import bare_size
     from preprocess.pipeline.images import decode_rgb_into
     from preprocess.torchdata.dataset import fit_pil
+    from tests.conftest import _huge_header
 
     h, w = rgb.shape[:2]
     jpegli = bytes(pyjpegli.encode(rgb.tobytes(), w, h, 60))
@@ -302,6 +303,11 @@ def test_a_bare_jpeg_decodes_into_a_reused_buffer_to_the_same_pixels(rgb: np.nda
              "icc": _pil(rgb, "JPEG", quality=90, icc_profile=srgb)}
     assert all(bare_size(d) is not None for d in bare.values()) and bare_size(jpegli) == (w, h)
     assert all(bare_size(d) is None for d in other.values())
+    # what decode_rgb refuses or libjpeg never decodes is not bare either: TEM before the frame, no SOI, a
+    # side over libjpeg-turbo's 65500
+    assert bare_size(jpegli[:2] + b"\xff\x01" + jpegli[2:]) is None and bare_size(jpegli[2:]) is None
+    assert bare_size(_huge_header(jpegli, 65535, 10)) is None
+    assert bare_size(_huge_header(jpegli, 65500, 10)) == (65500, 10)
     uses: list[Callable[[Image.Image], Image.Image]] = [
         lambda im: im, lambda im: fit_pil(im, (64, 48), "crop"), lambda im: fit_pil(im, (50, 70), "stretch")]
     for name, data in {**bare, **other}.items():

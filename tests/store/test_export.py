@@ -14,7 +14,7 @@ from PIL import Image
 
 from preprocess.drivers.run import JobOptions, run_job
 from preprocess.store import open_repo
-from preprocess.store.export import csv_cell, export
+from preprocess.store.export import csv_cell, export, manifest_files
 
 HOSTILE = "=cmd|' -c calc'!A0.jpg"
 CAMERA = "=HYPERLINK(\"http://x\")"
@@ -47,3 +47,11 @@ def test_csv_cell_rules() -> None:
         assert csv_cell(bad) == "'" + bad
     assert csv_cell("photo.jpg") == "photo.jpg" and csv_cell(-3) == -3 and csv_cell(0.5) == 0.5
     assert csv_cell(None) == ""
+
+
+def test_every_row_of_a_manifest_has_a_file_of_its_own() -> None:
+    """export and the web UI's zip name files by one rule: a key met again (a version not written by
+    preprocess jobs) gets its row number, so no row's file is another row's bytes."""
+    sha, other = "ab" * 32, "cd" * 32
+    names = manifest_files([(sha, "fp1", "jpeg", 0), (other, "fp1", "jpeg", 1), (sha, "fp1", "jpeg", 7)])
+    assert names == [f"images/{sha[:16]}-fp1.jpg", f"images/{other[:16]}-fp1.jpg", f"images/{sha[:16]}-fp1-7.jpg"]

@@ -443,7 +443,7 @@ def test_the_cli_prints_progress_lines_when_piped_and_says_what_is_wrong(tmp_pat
     assert (out / "report.html").is_file() and not (out / "recommended.toml").exists()
     assert "no-recommendation" in (out / "report.html").read_text()
     # two sizes: two searches an image, counted as searches, not as images
-    proc = subprocess.run([*CLI, "tune", str(two), "--report", str(tmp_path / "r2"), "--sizes", "320,224",
+    proc = subprocess.run([*CLI, "tune", str(two), "--report", str(tmp_path / "r2"), "--sizes", "320,224,320",
                            "--qualities", "10,20", "--target", "0.9999", "--engine", "pillow", "--decode-repeats", "0"],
                           capture_output=True, text=True, cwd=ROOT, check=False)
     lines = [x for x in proc.stderr.splitlines() if x.startswith("tune: measuring")]

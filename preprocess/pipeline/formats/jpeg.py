@@ -47,6 +47,7 @@ def header_end(data: bytes) -> int | None:
             i += 2 + length
 
 
+JPEG_MAX_DIMENSION = 65500  # libjpeg-turbo's JPEG_MAX_DIMENSION: a larger side never decodes
 # Start-of-frame markers of the Huffman-coded 8-bit processes libjpeg-turbo decodes: baseline, extended
 # sequential, progressive.
 _BARE_SOF = (0xC0, 0xC1, 0xC2)
@@ -61,34 +62,43 @@ def bare_size(data: bytes) -> tuple[int, int] | None:
     write). None for any other JPEG, or a header that breaks off: those take :func:`decode` and the
     orientation, colour and CMYK steps after it."""
     n, i, size = len(data), 2, None
-    while i + 4 <= n and data[i] == 0xFF:
+    while data.startswith(b"\xff\xd8") and i + 4 <= n and data[i] == 0xFF:
         marker = data[i + 1]
-        if marker in (0xFF, 0x01) or 0xD0 <= marker <= 0xD8:  # fill byte, standalone markers
+        if marker == 0xFF or 0xD0 <= marker <= 0xD7:  # a fill byte, RSTn
             i += 1 if marker == 0xFF else 2
             continue
-        length = int.from_bytes(data[i + 2:i + 4], "big")
         if marker == 0xDA:
             return size
-        if marker in _MEANING or (0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC, *_BARE_SOF)):
+        bare_frame = marker in _BARE_SOF and size is None
+        if (marker in (0x01, 0xD8, *_MEANING)  # TEM (Pillow's parser refuses it), a second SOI, a meaning
+                or (0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and not bare_frame)):
             return None
-        if marker in _BARE_SOF:
-            if size is not None or i + 10 > n or data[i + 4] != 8 or data[i + 9] not in (1, 3):
+        if bare_frame:
+            size = _frame_size(data, i)
+            if size is None:
                 return None
-            size = (int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big"))
-            if 0 in size:
-                return None
-        i += 2 + length
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
     return None
 
 
-def decode_rgbx_into(data: bytes, out: np.ndarray) -> bool:
-    """A bare JPEG's (:func:`bare_size`) pixels as RGBX rows into ``out``, strictly: False when libjpeg
-    reports anything at all (then :func:`decode` says what, or decodes what is harmless)."""
+def _frame_size(data: bytes, i: int) -> tuple[int, int] | None:
+    """(width, height) of the SOF segment at ``i`` when it is 8-bit with 1 or 3 components and a size
+    libjpeg-turbo decodes."""
+    if i + 10 > len(data) or data[i + 4] != 8 or data[i + 9] not in (1, 3):
+        return None
+    width, height = int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
+    return (width, height) if 0 < width <= JPEG_MAX_DIMENSION and 0 < height <= JPEG_MAX_DIMENSION else None
+
+
+def decode_rgbx_into(data: bytes, out: np.ndarray, size: tuple[int, int]) -> bool:
+    """A bare JPEG's (:func:`bare_size`) ``size`` pixels as RGBX rows into ``out``, strictly: False when
+    libjpeg reports anything at all or decodes another size (then :func:`decode` says what, or decodes
+    what is harmless)."""
     try:
-        simplejpeg.decode_jpeg(data, colorspace="RGBX", buffer=out, strict=True)
+        got = simplejpeg.decode_jpeg(data, colorspace="RGBX", buffer=out, strict=True)
     except ValueError:
         return False
-    return True
+    return bool(np.shape(got) == (size[1], size[0], 4))
 
 
 def suspect(data: bytes) -> bool:
