@@ -379,8 +379,8 @@ def decode_rgb_into(data: bytes, use: Callable[[Image.Image], Image.Image]) -> I
     reused RGBX buffer, which a Pillow image wraps for ``use`` (a reader's resize) to read. The same pixels
     either way; anything else, and bytes libjpeg complains about, take :func:`decode_rgb` (and its error)."""
     size = jpeg.bare_size(data)
-    if size is not None and size[0] * size[1] * 4 <= SCRATCH_MAX:
-        need = size[0] * size[1] * 4
+    need = size[0] * size[1] * 4 if size is not None else 0
+    if size is not None and need <= SCRATCH_MAX:
         buf: np.ndarray | None = getattr(_SCRATCH, "buf", None)
         if buf is None or buf.size < need:
             buf = _SCRATCH.buf = np.empty(need, dtype=np.uint8)

@@ -131,16 +131,16 @@ def export(repo: ic.Repository, out_dir: str | Path, *, ref: str = "main", fmt: 
                           hint="`preprocess log` lists the commits; export a version that has items")
     images = _prepare(Path(out_dir).expanduser().absolute())
     table = ds.items_table()
-    names: list[Plain] = list(manifest_files((str(table["source_sha256"][i]), str(table["fingerprint"][i]),
-                                              str(table["format"][i]), i) for i in range(len(ds))))
+    files = manifest_files((str(table["source_sha256"][i]), str(table["fingerprint"][i]), str(table["format"][i]), i)
+                           for i in range(len(ds)))
     stored_sha: list[Plain] = []
     total = 0
-    for i in range(len(ds)):
+    for i, file in enumerate(files):
         data = ds.jpeg(i)
-        _write_new(images, str(names[i]).removeprefix("images/"), data)
+        _write_new(images, file.removeprefix("images/"), data)
         stored_sha.append(hashlib.sha256(data).hexdigest())
         total += len(data)
-    values: dict[str, list[Plain]] = {"file": names, "row": list(range(len(ds))), "stored_sha256": stored_sha,
+    values: dict[str, list[Plain]] = {"file": list(files), "row": list(range(len(ds))), "stored_sha256": stored_sha,
                                       "commit": list(origins(repo, target.snapshot).item_commits(range(len(ds)))),
                                       "snapshot": [target.snapshot] * len(ds)}
     values |= {f: [plain(v) for v in table[f]] for f in FIELDS}  # NaN: an empty cell

@@ -10,6 +10,8 @@ is accepted (cameras and uploaders cut it; no pixel is missing).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import simplejpeg
 
@@ -26,25 +28,35 @@ _HARMLESS = ("unknown JFIF revision", "Invalid SOS parameters for sequential JPE
 _EOI = b"\xff\xd9"
 
 
-def header_end(data: bytes) -> int | None:
-    """Where the entropy-coded data of the first scan starts (after the SOS segment); None when the file
-    ends before it, -1 when the marker structure breaks before it."""
+def _markers(data: bytes) -> Iterator[tuple[int, int]]:
+    """(marker, offset) of each marker before the first scan, in order, SOS last (fill bytes skipped); where
+    a marker should be and is not, (-1, offset) last. Stops early where the data ends."""
     n, i = len(data), 2
-    while True:
-        if i + 4 > n:
-            return None
+    while i + 4 <= n:
         if data[i] != 0xFF:
-            return -1
+            yield -1, i
+            return
         marker = data[i + 1]
         if marker == 0xFF:  # fill byte
             i += 1
-        elif marker == 0x01 or 0xD0 <= marker <= 0xD8:  # standalone markers
-            i += 2
-        else:
-            length = int.from_bytes(data[i + 2:i + 4], "big")
-            if marker == 0xDA:
-                return i + 2 + length if i + 2 + length <= n else None
-            i += 2 + length
+            continue
+        yield marker, i
+        if marker == 0xDA:
+            return
+        standalone = marker == 0x01 or 0xD0 <= marker <= 0xD8
+        i += 2 if standalone else 2 + int.from_bytes(data[i + 2:i + 4], "big")
+
+
+def header_end(data: bytes) -> int | None:
+    """Where the entropy-coded data of the first scan starts (after the SOS segment); None when the file
+    ends before it, -1 when the marker structure breaks before it."""
+    for marker, i in _markers(data):
+        if marker < 0:
+            return -1
+        if marker == 0xDA:
+            end = i + 2 + int.from_bytes(data[i + 2:i + 4], "big")
+            return end if end <= len(data) else None
+    return None
 
 
 JPEG_MAX_DIMENSION = 65500  # libjpeg-turbo's JPEG_MAX_DIMENSION: a larger side never decodes
@@ -61,23 +73,18 @@ def bare_size(data: bytes) -> tuple[int, int] | None:
     3 components, and no EXIF, ICC or Adobe segment before its first scan (what this project's encoders
     write). None for any other JPEG, or a header that breaks off: those take :func:`decode` and the
     orientation, colour and CMYK steps after it."""
-    n, i, size = len(data), 2, None
-    while data.startswith(b"\xff\xd8") and i + 4 <= n and data[i] == 0xFF:
-        marker = data[i + 1]
-        if marker == 0xFF or 0xD0 <= marker <= 0xD7:  # a fill byte, RSTn
-            i += 1 if marker == 0xFF else 2
-            continue
+    size = None
+    for marker, i in _markers(data) if data.startswith(b"\xff\xd8") else ():
         if marker == 0xDA:
             return size
         bare_frame = marker in _BARE_SOF and size is None
-        if (marker in (0x01, 0xD8, *_MEANING)  # TEM (Pillow's parser refuses it), a second SOI, a meaning
+        if (marker in (-1, 0x01, 0xD8, *_MEANING)  # broken, TEM (Pillow refuses it), a second SOI, EXIF/ICC/Adobe
                 or (0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and not bare_frame)):
             return None
         if bare_frame:
             size = _frame_size(data, i)
             if size is None:
                 return None
-        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
     return None
 
 
