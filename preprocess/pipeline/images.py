@@ -4,7 +4,8 @@ oriented 8-bit sRGB.
 Shared by every engine: the header probe runs before any decode (so a bomb or a non-image never
 reaches a DALI batch), and :func:`decode_rgb` is the one CPU decode path (the pillow engine, the
 DALI engine's CPU fallback, and the stored-bytes reader all use it; the training reader through
-:func:`decode_rgb_into`, which decodes a bare JPEG without its copies, to the same pixels).
+:func:`preprocess.pipeline.stored_pixels.decode_rgb_into`, which decodes a bare JPEG without its copies, to
+the same pixels).
 
 What decodes what (this pillow-simd has libjpeg-turbo and zlib only):
 
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import io
 import struct
-import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -201,6 +201,11 @@ def _check_coded(src: _Source, path: str | None) -> None:
                           f"{src.coded[0]}x{src.coded[1]}", path)
 
 
+def header_size(data: bytes, path: str | None = None) -> tuple[int, int]:
+    """(width, height) after orientation, from the header alone (its errors are :func:`probe`'s)."""
+    return _open(data, path).size
+
+
 def _open(data: bytes, path: str | None) -> _Source:
     """Identify ``data`` by its signature and read its header (no pixel is decoded)."""
     if not data:
@@ -369,29 +374,6 @@ def decode_rgb(data: bytes, *, draft_to: tuple[int, int] | None = None, path: st
     return _to_srgb(img, src)
 
 
-_SCRATCH = threading.local()  # per thread: the buffer decode_rgb_into decodes bare JPEGs into
-SCRATCH_MAX = 64 * 2**20  # its largest size (16 MP): a larger image takes decode_rgb, nothing is kept for it
-
-
-def decode_rgb_into(data: bytes, use: Callable[[Image.Image], Image.Image]) -> Image.Image:
-    """``use(decode_rgb(data))`` as an RGB image of its own, for a bare JPEG (:func:`jpeg.bare_size`: what
-    this project stores) without decode_rgb's copies: libjpeg-turbo decodes straight into this thread's
-    reused RGBX buffer, which a Pillow image wraps for ``use`` (a reader's resize) to read. The same pixels
-    either way; anything else, and bytes libjpeg complains about, take :func:`decode_rgb` (and its error)."""
-    size = jpeg.bare_size(data)
-    need = size[0] * size[1] * 4 if size is not None else 0
-    if size is not None and need <= SCRATCH_MAX:
-        buf: np.ndarray | None = getattr(_SCRATCH, "buf", None)
-        if buf is None or buf.size < need:
-            buf = _SCRATCH.buf = np.empty(need, dtype=np.uint8)
-        view = buf[:need]
-        if jpeg.decode_rgbx_into(data, view, size):
-            wrapped = Image.frombuffer("RGBX", size, view, "raw", "RGBX", 0, 1)
-            return use(wrapped).convert("RGB")  # its own pixels, even where ``use`` gave ``wrapped`` back
-    out = use(decode_rgb(data))
-    return out if out.mode == "RGB" else out.convert("RGB")
-
-
 def _check_size(got: tuple[int, int], src: _Source, *, drafted: bool) -> None:
     """The decoder made the image its header described (``E_CORRUPT`` otherwise: pixels of another
     size than the size checked against the limit and used for the target are never stored). A JPEG
@@ -443,4 +425,4 @@ def _to_srgb(img: Image.Image, src: _Source) -> Image.Image:
 
 jpeg_suspect = jpeg.suspect  # the DALI engine keeps damaged-looking JPEGs from its decoder with it
 
-__all__ = ["SourceInfo", "decode_rgb", "decode_rgb_into", "jpeg_suspect", "probe", "to_rgb"]
+__all__ = ["SourceInfo", "decode_rgb", "header_size", "jpeg_suspect", "probe", "to_rgb"]

@@ -23,6 +23,7 @@ from preprocess.core import names
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import NotFoundError
 from preprocess.pipeline.images import decode_rgb
+from preprocess.pipeline.stored_pixels import check_recorded
 from preprocess.rows.schema import item_key
 from preprocess.serve import compare, renditions
 from preprocess.serve.cache import LRU
@@ -263,13 +264,19 @@ class Catalog:
         self._check_row(snapshot, row)
         return self.rows(snapshot, [row])[0]
 
-    def stored(self, snapshot: str, row: int) -> bytes:
-        """The stored bytes of one row, as they are."""
+    def stored(self, snapshot: str, row: int, *, shown: bool = False) -> bytes:
+        """The stored bytes of one row, as they are. ``shown``: for a page to decode or show, so their header
+        must give the size the row records (:func:`~preprocess.pipeline.stored_pixels.check_recorded`: E_CORRUPT,
+        a 422, before any decode); a download takes them as they are."""
         self._check_row(snapshot, row)
         size = self.rows(snapshot, [row], ["width", "height"])[0]
-        renditions.check_pixels(int(size["width"] or 0), int(size["height"] or 0))
+        recorded = (int(size["width"] or 0), int(size["height"] or 0))
+        renditions.check_pixels(*recorded)
         self._count("jpeg", 1)
-        return self.dataset(snapshot).jpeg(row)
+        data = self.dataset(snapshot).jpeg(row)
+        if shown:
+            check_recorded(data, recorded)
+        return data
 
     def _check_row(self, snapshot: str, row: int) -> None:
         n = len(self.dataset(snapshot))
@@ -306,7 +313,8 @@ class Catalog:
     # -- what the browser is shown ---------------------------------------------------------------
 
     def thumbnail(self, snapshot: str, row: int) -> bytes:
-        return self.thumbnails.get_or_make((snapshot, row), lambda: renditions.thumbnail(self.stored(snapshot, row)))
+        return self.thumbnails.get_or_make((snapshot, row),
+                                           lambda: renditions.thumbnail(self.stored(snapshot, row, shown=True)))
 
     def comparison(self, snapshot: str, row: int, item: Record | None = None) -> compare.Comparison:
         """Source beside stored (NotFoundError SOURCE_UNAVAILABLE when the source cannot be shown);
@@ -314,7 +322,8 @@ class Catalog:
         def make() -> compare.Comparison:
             fields = item or self.item(snapshot, row)
             source = compare.source_bytes(str(fields["source_path"]), str(fields["source_sha256"]))
-            return compare.compare(source, decode_rgb(self.stored(snapshot, row)), path=str(fields["source_path"]))
+            stored = decode_rgb(self.stored(snapshot, row, shown=True))
+            return compare.compare(source, stored, path=str(fields["source_path"]))
 
         return self.comparisons.get_or_make((snapshot, row), make)
 

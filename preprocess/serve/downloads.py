@@ -14,6 +14,7 @@ import hashlib
 import io
 import zipfile
 from collections.abc import Sequence
+from urllib.parse import quote
 
 import numpy as np
 
@@ -29,6 +30,17 @@ from preprocess.store.history import Commit
 
 MAX_ITEMS = 5000  # images in one zip
 MAX_BYTES = 512 * 2**20  # stored bytes in one zip
+
+
+def attachment(name: str) -> str:
+    """A Content-Disposition header saving the response as ``name`` (RFC 6266): an ASCII ``filename`` every
+    client reads, and the name itself as UTF-8 (``filename*``) when it is not ASCII. A header is Latin-1, so a
+    source called ``日本.jpg`` put as it is made every download of its row a 500 (and ``café.jpg`` one that
+    clients decoded as they guessed)."""
+    plain = "".join(ch if ch.isascii() and (ch.isalnum() or ch in "-_.") else "_" for ch in name)
+    if plain == name:
+        return f'attachment; filename="{name}"'
+    return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
 def item_file(cat: Catalog, snapshot: str, row: int) -> tuple[bytes, str]:

@@ -54,7 +54,7 @@ def thumbnail(request: Request) -> Response:
 
 def stored(request: Request) -> Response:
     cat = catalog(request)
-    return _pinned(request, "stored", lambda s, r: renditions.for_browser(cat.stored(s, r)))
+    return _pinned(request, "stored", lambda s, r: renditions.for_browser(cat.stored(s, r, shown=True)))
 
 
 def comparison(request: Request) -> Response:
@@ -78,7 +78,8 @@ def crop(request: Request) -> Response:
         item = cat.item(s, r)
         size = (int(item["width"] or 1), int(item["height"] or 1))
         box = comparer.crop_box(request.query_params, size)
-        img: Image.Image = cat.comparison(s, r, item).source if view == "source" else decode_rgb(cat.stored(s, r))
+        img: Image.Image = (cat.comparison(s, r, item).source if view == "source"
+                            else decode_rgb(cat.stored(s, r, shown=True)))
         return renditions.png(comparer.crop(img, box)), "image/png"
 
     box = urlencode({k: request.query_params.get(k, "") for k in ("x", "y", "w", "h")})
@@ -97,7 +98,7 @@ def download(request: Request) -> Response:
 
     response = _pinned(request, "download", make)
     if name:
-        response.headers["Content-Disposition"] = f'attachment; filename="{name[0]}"'
+        response.headers["Content-Disposition"] = downloads.attachment(name[0])
     return response
 
 
@@ -108,7 +109,7 @@ def items_zip(request: Request) -> Response:
     rows = cat.select(target.snapshot, GridQuery.parse(request.query_params))
     body = downloads.selection_zip(cat, target.snapshot, rows)
     return Response(body, media_type="application/zip", headers={
-        "Content-Disposition": f'attachment; filename="items-{target.snapshot[:12]}.zip"', "Cache-Control": "no-cache"})
+        "Content-Disposition": downloads.attachment(f"items-{target.snapshot[:12]}.zip"), "Cache-Control": "no-cache"})
 
 
 def items_csv(request: Request) -> Response:
@@ -117,7 +118,7 @@ def items_csv(request: Request) -> Response:
     target = cat.resolve(ref)
     rows = cat.select(target.snapshot, GridQuery.parse(request.query_params))
     return Response(downloads.selection_csv(cat, target.snapshot, rows), media_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": f'attachment; filename="items-{target.snapshot[:12]}.csv"',
+                    headers={"Content-Disposition": downloads.attachment(f"items-{target.snapshot[:12]}.csv"),
                              "Cache-Control": "no-cache"})
 
 
@@ -127,4 +128,4 @@ def spec(request: Request) -> Response:
     target = cat.resolve(_ref(request))
     text = downloads.spec_toml(cat.commit_at(target.snapshot))
     return Response(text, media_type="application/toml; charset=utf-8", headers={
-        "Content-Disposition": f'attachment; filename="spec-{target.snapshot[:12]}.toml"', "Cache-Control": "no-cache"})
+        "Content-Disposition": downloads.attachment(f"spec-{target.snapshot[:12]}.toml"), "Cache-Control": "no-cache"})

@@ -35,7 +35,9 @@ from preprocess.store.storage import open_repo
 if TYPE_CHECKING:
     import pandas as pd
 
-type Decode = Callable[[bytes], object]  # stored bytes -> an image (the face's choice of decoder)
+# stored bytes and the (width, height) their row records -> an image (the face's choice of decoder, which
+# refuses bytes whose header gives another size)
+type Decode = Callable[[bytes, tuple[int, int]], object]
 type RowNumbers = Sequence[int] | NDArray[np.integer]  # which rows (any order, repeats allowed)
 
 
@@ -115,7 +117,7 @@ class Dataset:
         out = cast(Item, self.record(i))
         out["jpeg"] = self.jpeg(i)
         if self._decode is not None:
-            out["image"] = self._decode(out["jpeg"])
+            out["image"] = self._decode(out["jpeg"], (int(out["width"]), int(out["height"])))
         return out
 
     def __iter__(self) -> Iterator[Item]:

@@ -22,7 +22,7 @@ from torch.utils.data import Dataset as TorchDataset
 
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import ConfigError
-from preprocess.pipeline.images import decode_rgb_into
+from preprocess.pipeline.stored_pixels import check_recorded, decode_rgb_into
 from preprocess.rows.schema import ITEM_COLUMNS
 from preprocess.torchdata import forking
 from preprocess.torchdata.where import WHERE_FIELDS, Where
@@ -137,8 +137,10 @@ class VersionDataset(TorchDataset[Item]):
         self.fit: Fit = fit
         self.ref = ref
         self.where = Where(**where) if isinstance(where, Mapping) else where  # type: ignore[arg-type]
-        # the GPU reader needs every row's status (kept sources are decoded on the CPU)
-        self._read = tuple(dict.fromkeys([*self.fields, *(["status"] if self.decode == "gpu" else [])]))
+        # the GPU reader needs every row's status (kept sources are decoded on the CPU); a decoded row's
+        # header is checked against its recorded size before any pixel is decoded
+        decoded = ["width", "height"] if self.decode != "none" else []
+        self._read = tuple(dict.fromkeys([*self.fields, *decoded, *(["status"] if self.decode == "gpu" else [])]))
         version = _version(location, ref, self.where, self._read)
         self.snapshot_id = version.snapshot_id  # every worker reads exactly this snapshot
         self.rows = version.rows
@@ -183,17 +185,22 @@ class VersionDataset(TorchDataset[Item]):
         item: Item = {"index": row, **{k: _python(self._columns[k][position]) for k in self.fields}}
         if self.decode == "none":
             item["jpeg"] = data
-        elif self.decode == "gpu":  # our JPEGs go to the GPU in the main process; other rows are decoded here
+            return item
+        recorded = (int(self._columns["width"][position]), int(self._columns["height"][position]))
+        if self.decode == "gpu":  # our JPEGs go to the GPU in the main process; other rows are decoded here
             on_device = _device_decodes(data, str(self._columns["status"][position]))
+            if on_device:
+                check_recorded(data, recorded)  # what the device decodes has the size its row records
             item["jpeg"] = data if on_device else None
-            item["image"] = None if on_device else self.image(data)
+            item["image"] = None if on_device else self.image(data, recorded)
         else:
-            item["image"] = self.image(data)
+            item["image"] = self.image(data, recorded)
         return item
 
-    def image(self, data: bytes) -> object:
-        """Stored bytes decoded on the CPU: CHW uint8 at ``size`` (or ``transform``'s result)."""
-        img = decode_rgb_into(data, lambda decoded: fit_pil(decoded, self.size, self.fit))
+    def image(self, data: bytes, recorded: tuple[int, int] | None = None) -> object:
+        """Stored bytes decoded on the CPU: CHW uint8 at ``size`` (or ``transform``'s result); ``recorded``:
+        the row's width and height, which the bytes' header must give (E_CORRUPT before any decode)."""
+        img = decode_rgb_into(data, lambda decoded: fit_pil(decoded, self.size, self.fit), recorded=recorded)
         if self.transform is not None:
             return self.transform(img)
         return torch.from_numpy(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy())

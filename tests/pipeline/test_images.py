@@ -289,7 +289,7 @@ def test_a_bare_jpeg_decodes_into_a_reused_buffer_to_the_same_pixels(rgb: np.nda
 
     from preprocess.pipeline.codecs import optimize_jpeg
     from preprocess.pipeline.formats.jpeg import bare_size
-    from preprocess.pipeline.images import decode_rgb_into
+    from preprocess.pipeline.stored_pixels import decode_rgb_into
     from preprocess.torchdata.dataset import fit_pil
     from tests.conftest import _huge_header
 
