@@ -101,3 +101,45 @@ def test_stores_written_by_older_versions_name_the_same_commits(tmp_path: Path, 
         ray = preprocess.open_dataset(store, ref="ray")
         (ray_commit,) = preprocess.history.log(store, "ray")
         assert [ray.added_by(i) for i in range(len(ray))] == [ray_commit.id] * len(ray) == [ray_commit.id] * 2
+
+
+def test_each_commit_records_its_counts_and_readers_take_them_from_the_history(daemon_store: DaemonStore,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading each snapshot's arrays costs ~8 ms a commit (a daemon commits every 30 s): the counts every
+    commit records are read with the history, and only the tip's arrays are read, to check them."""
+    from preprocess.store import origins as module
+
+    commits = _commits(daemon_store.store)
+    assert [c.metadata[module.HELD] for c in commits] == [{"items": 3, "failures": 0}, {"items": 5, "failures": 1},
+                                                          {"items": 8, "failures": 1}]
+    truth = preprocess.history.added_by(str(daemon_store.store))
+    read: list[str] = []
+    counts = module.counts
+
+    def counting(repo: Any, snapshot: str) -> tuple[int, int]:  # the real counts, and which snapshots were read
+        read.append(snapshot)
+        return counts(repo, snapshot)
+
+    monkeypatch.setattr(module, "counts", counting)
+    o = origins(open_repo(str(daemon_store.store), create=False), commits[-1].id)
+    assert o.commits() == truth
+    assert set(read) <= {commits[-1].id, truth[0].snapshot}  # the tip (checked) and the first, empty snapshot
+
+
+@pytest.mark.parametrize("claim", [{"items": 999, "failures": 1}, {"items": 1, "failures": 0}])
+def test_counts_a_commit_claims_are_checked_before_use(daemon_store: DaemonStore, tmp_path: Path,
+                                                       claim: dict[str, int]) -> None:
+    """A hostile or damaged store's tip claims more rows than its arrays hold, or fewer than the commit
+    before it: every snapshot's arrays are read instead, and the answers are the arrays'. (Taken as they
+    are, the first gave the tip's empty commit 991 rows, the second had no item 5.)"""
+    from preprocess.store.origins import HELD
+
+    copy = tmp_path / "store"
+    shutil.copytree(daemon_store.store, copy)
+    repo = open_repo(str(copy), create=False)
+    truth = preprocess.history.added_by(str(copy))
+    tip = repo.writable_session("main").commit("a claim", metadata={HELD: claim}, allow_empty=True)
+    o = origins(repo, tip)
+    assert o.commits()[:-1] == truth and o.commits()[-1].items == range(8, 8)
+    rows = [a.snapshot for a in truth for _ in a.items]
+    assert o.item_commits() == rows and [o.item(r) for r in range(8)] == rows

@@ -264,6 +264,14 @@ class QualityStats(Section):
     probes_mean: float | None = None
 
 
+class RowsHeld(Section):
+    """``rows_held``: the items and failures the version holds after this commit, which the writer fills
+    in as it commits (``store.origins`` reads them with the history to tell which commit added a row)."""
+
+    items: int = 0
+    failures: int = 0
+
+
 class WatchInfo(Section):
     """``watch``: the daemon's commit policy and why this commit was made."""
 
@@ -311,6 +319,7 @@ class Provenance(Section):
     counts: Counts = Field(default_factory=Counts)
     bytes_: ByteCounts = Field(default_factory=ByteCounts, alias="bytes")
     quality: QualityStats = Field(default_factory=QualityStats)
+    rows_held: RowsHeld = Field(default_factory=RowsHeld)  # the writer's, at the commit
     timings: dict[str, float] = Field(default_factory=dict)
     started_at: str = ""
     finished_at: str = ""

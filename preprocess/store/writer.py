@@ -28,7 +28,7 @@ from preprocess.core.errors import ConflictError, InternalError, NotFoundError, 
 from preprocess.rows.recent import Recent
 from preprocess.rows.schema import FailureRow, ItemRow
 from preprocess.sources.location import Location, Where
-from preprocess.store import forks, seed
+from preprocess.store import forks, origins, seed
 from preprocess.store.append import Tables
 from preprocess.store.commit import NEW_BRANCH, BranchSession, check_branch, plain_metadata
 from preprocess.store.keys import FailureKey, Keys
@@ -190,6 +190,8 @@ class DatasetWriter:
             return None
         meta = plain_metadata(metadata)
         self._write(final=True)
+        totals = self.counts
+        meta.update(origins.held(totals.items, totals.failures))  # what the version holds: read with its history
         branch = self._branch.branch
         try:
             snapshot = self._branch.commit(message, meta, allow_empty=allow_empty,
