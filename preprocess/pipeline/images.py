@@ -268,6 +268,8 @@ def _open_pillow(fmt: str, data: bytes) -> _Source:
 
 
 def _pillow_source(fmt: str, img: ImageFile.ImageFile, data: bytes) -> _Source:
+    if fmt == sniff.PNG:  # else getexif() decodes the pixels, and its errors were lost with a damaged EXIF's
+        img.info.setdefault("exif", containers.png_exif(data))
     try:
         exif = img.getexif()
     except Exception:  # a damaged EXIF block must not fail a readable image
@@ -280,6 +282,8 @@ def _pillow_source(fmt: str, img: ImageFile.ImageFile, data: bytes) -> _Source:
         _tiff_details(src, img, data)
     elif fmt == sniff.PNG and (bad := containers.png_crc_error(data)):
         raise input_error(errors.CORRUPT, f"PNG chunk {bad} fails its CRC check")
+    elif fmt == sniff.PNG and (wrong := containers.png_data_mismatch(data)):
+        raise input_error(errors.CORRUPT, f"PNG: {wrong}")
     elif fmt == sniff.JPEG2000:
         h = containers.parse(fmt, data)
         src.bits, src.icc, src.complete, src.orientation = h.bits, h.icc, h.complete, 1

@@ -194,3 +194,41 @@ def test_pngs_with_large_text_and_icc_chunks_decode(rgb: np.ndarray) -> None:
         data = png[:33] + chunk + png[33:]  # after IHDR
         assert probe(data, max_pixels=MAX).mode == "RGB", name
         assert np.array_equal(np.asarray(decode_rgb(data)), rgb), name
+
+
+# -- round 3 (a newcomer's hostile sweep): PNG image data that disagrees with its header -----------------
+
+
+def _png(rows: list[bytes], width: int, height: int, *, exif: bytes = b"") -> bytes:
+    """An RGB PNG of ``rows`` (each a filter byte + its samples) whose IHDR says ``width`` x ``height``;
+    every CRC valid."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+    after = chunk(b"eXIf", exif) if exif else b""
+    return b"\x89PNG\r\n\x1a\n" + ihdr + chunk(b"IDAT", zlib.compress(b"".join(rows))) + after + chunk(b"IEND", b"")
+
+
+def test_png_image_data_that_disagrees_with_its_header_is_corrupt(rgb: np.ndarray) -> None:
+    """Stored as ok with their missing rows black: a bad filter byte (Pillow's getexif() decoded the image at
+    the probe and its error was taken for a damaged EXIF), data for 20 of 48 rows, and a header that says
+    128x96 or 32x24 over 64x48 data. Now E_CORRUPT at the probe (so on every engine) or the decode."""
+    rows = [b"\x00" + rgb[y].tobytes() for y in range(48)]
+    assert np.array_equal(np.asarray(decode_rgb(_png(rows, 64, 48))), rgb)  # the honest file
+    bad_filter = [*rows[:10], b"\x09" + rows[10][1:], *rows[11:]]
+    for data, decode in ((_png(bad_filter, 64, 48), True), (_png(rows[:20], 64, 48), False),
+                         (_png(rows, 128, 96), False), (_png(rows, 32, 24), False)):
+        error = refused(data, decode=decode)
+        assert error.code == "E_CORRUPT" and error.path == "x", error.message
+    assert "ends after" in refused(_png(rows[:20], 64, 48)).message
+    assert "more than" in refused(_png(rows, 32, 24)).message
+
+
+def test_a_png_exif_block_after_the_pixels_is_read_without_decoding_them(rgb: np.ndarray) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated: width and height swap
+    data = _png([b"\x00" + rgb[y].tobytes() for y in range(48)], 64, 48, exif=exif.tobytes())
+    info = probe(data, max_pixels=MAX)
+    assert (info.orientation, info.width, info.height) == (6, 48, 64)
+    assert decode_rgb(data).size == (48, 64)
