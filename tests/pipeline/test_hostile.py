@@ -232,3 +232,38 @@ def test_a_png_exif_block_after_the_pixels_is_read_without_decoding_them(rgb: np
     info = probe(data, max_pixels=MAX)
     assert (info.orientation, info.width, info.height) == (6, 48, 64)
     assert decode_rgb(data).size == (48, 64)
+
+
+# -- round 3: a harmless JPEG header warning no longer switches off the checks of the scan ---------------
+
+
+def _segment(data: bytes | bytearray, marker: int) -> int:
+    i = 2
+    while data[i + 1] != marker:
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+    return i
+
+
+def test_a_harmless_header_warning_leaves_the_scan_checked(rgb: np.ndarray) -> None:
+    """A JFIF 2.01 header, and a baseline scan whose SOS says Se=62, are warnings about header fields that
+    do not touch the pixels: decoded as the honest file is. But the first made the file E_CORRUPT (libjpeg
+    warns while reading the header, even when lenient), and the second switched to a lenient decode that
+    took any garbage in the scan after it: stored as ok, 50 levels off on average."""
+    buf = io.BytesIO()
+    Image.fromarray(rgb).resize((256, 192)).save(buf, "JPEG", quality=90)
+    good = buf.getvalue()
+    want = np.asarray(decode_rgb(good))
+    jfif2, sos = bytearray(good), bytearray(good)
+    jfif2[_segment(jfif2, 0xE0) + 9] = 2
+    at = _segment(sos, 0xDA)
+    sos[at + 5 + 2 * sos[at + 4] + 1] = 62
+    scan = at + 2 + int.from_bytes(sos[at + 2:at + 4], "big")
+    rng = np.random.default_rng(1)
+    for lied in (jfif2, sos):
+        assert np.array_equal(np.asarray(decode_rgb(bytes(lied))), want)
+        damaged = bytearray(lied)
+        middle = scan + (len(damaged) - scan) // 3
+        for k in range(middle, middle + 300):
+            if damaged[k] != 0xFF and damaged[k - 1] != 0xFF:
+                damaged[k] = int(rng.integers(0, 0xFF))  # garbage without a marker
+        assert refused(bytes(damaged), decode=True).code == "E_CORRUPT"

@@ -22,7 +22,9 @@ from preprocess.core.errors import input_error
 # the entropy-coded data, which libjpeg reports as an unsupported marker or a second SOF) ...
 _DAMAGE = ("Corrupt JPEG data", "Premature end of JPEG file", "Huffman", "Inconsistent progression",
            "arithmetic code")
-# ... and warnings that do not touch the pixels: accepted, the image is decoded without strict checks.
+# ... and warnings about a header field that does not touch the pixels: that field is set to what libjpeg
+# expects (:func:`_mended`) and the image decoded strictly again, so damage after it is still found (a lenient
+# decode took garbage in the scan of a file with one of these as its first warning).
 _HARMLESS = ("unknown JFIF revision", "Invalid SOS parameters for sequential JPEG", "Unknown Adobe color transform",
              "thumbnail image size")
 _EOI = b"\xff\xd9"
@@ -143,13 +145,55 @@ def decode(data: bytes, mode: str, *, min_size: tuple[int, int] = (0, 0), path: 
             except ValueError:
                 pass
         raise input_error(errors.TRUNCATED if cut else errors.CORRUPT, f"cannot decode: {message}", path)
-    if any(word in message for word in _HARMLESS):
+    for _ in _HARMLESS:  # each field at most once
+        mended = _mended(data, message) if any(word in message for word in _HARMLESS) else None
+        if mended is None or mended == data:
+            break
+        data = mended
         try:
-            return _decode(data, colorspace, min_size, strict=False)
+            return _decode(data, colorspace, min_size, strict=True)
         except ValueError as exc:
             message = str(exc)
+        if any(word in message for word in _DAMAGE) or suspect(data):
+            raise input_error(errors.TRUNCATED if cut else errors.CORRUPT, f"cannot decode: {message}", path)
     code = errors.UNSUPPORTED if "Unsupported" in message else errors.CORRUPT
     raise input_error(code, f"cannot decode: {message}", path)
+
+
+def _mended(data: bytes, message: str) -> bytes | None:
+    """``data`` with the header field a harmless warning (``message``) is about set to what libjpeg expects:
+    a JFIF APP0's version 1.01 and no thumbnail, a sequential scan's spectral range 0..63 with no successive
+    approximation, an Adobe segment's colour transform libjpeg's own default for its component count. The
+    pixels are the same (libjpeg assumed those values after its warning); None when there is no such field."""
+    out = bytearray(data)
+    frame = 0
+    for marker, i in _markers(data):
+        if marker < 0 or i + 18 > len(data):
+            break
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            frame = marker
+        if marker == 0xE0 and data[i + 4:i + 9] == b"JFIF\x00" and "JFIF" in message:
+            out[i + 9:i + 11] = b"\x01\x01"
+        elif marker == 0xE0 and data[i + 4:i + 9] == b"JFIF\x00" and "thumbnail" in message:
+            out[i + 16:i + 18] = b"\x00\x00"
+        elif marker == 0xEE and data[i + 4:i + 9] == b"Adobe" and "Adobe" in message:
+            out[i + 15] = 0 if _components(data) == 4 else 1
+        elif marker == 0xDA and frame in (0xC0, 0xC1) and "SOS" in message:
+            at = i
+            while at >= 0:  # every scan: a 0xFFDA in entropy-coded data is a marker (0xFF is stuffed there)
+                after = at + 5 + 2 * data[at + 4] if at + 4 < len(data) else len(data)
+                if after + 3 > len(data):
+                    break
+                out[after:after + 3] = b"\x00\x3f\x00"
+                at = data.find(b"\xff\xda", after + 3)
+    return bytes(out)
+
+
+def _components(data: bytes) -> int:
+    for marker, i in _markers(data):
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and i + 10 <= len(data):
+            return data[i + 9]
+    return 0
 
 
 def _decode(data: bytes, colorspace: str, min_size: tuple[int, int], *, strict: bool) -> np.ndarray:
