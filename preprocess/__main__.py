@@ -39,11 +39,24 @@ def _command() -> int:
         return 0
     except SystemExit as exc:
         return _exit_code(exc)
-    except Exception:
+    except Exception as exc:
         pending = interrupts.pending()
-        if pending is None:
-            raise  # a bug: its traceback, exit 1
-        return _report(pending)  # what the signal became inside a library
+        if pending is not None:
+            return _report(pending)  # what the signal became inside a library
+        return _bug(exc)
+
+
+def _bug(exc: Exception) -> int:
+    """An exception no command turned into an error line: a bug. Its traceback (where), then the error line
+    every other failure ends with, and exit 70, as README's exit codes say (it was Python's 1)."""
+    import traceback
+
+    from preprocess.core.errors import InternalError, first_line
+
+    traceback.print_exception(exc)
+    sys.stderr.write(f"error[{InternalError.code}]: {type(exc).__name__}: {first_line(exc)}\n  hint: "
+                     f"{InternalError.hint}\n")
+    return InternalError.exit_code
 
 
 def _report(exc: interrupts.Interrupted) -> int:

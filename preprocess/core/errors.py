@@ -116,14 +116,14 @@ def device_fault(exc: BaseException) -> DeviceError | None:
             return seen
         text = f"{type(seen).__name__}: {seen}".lower()
         if "outofmemoryerror" in text or any(p in text for p in _OOM):
-            return DeviceError(f"GPU out of memory: {_first_line(seen)}", code=ErrorCode.DEVICE_OOM, hint=OOM_HINT)
+            return DeviceError(f"GPU out of memory: {first_line(seen)}", code=ErrorCode.DEVICE_OOM, hint=OOM_HINT)
         if any(p in text for p in _FAULT):
-            return DeviceError(f"GPU fault: {_first_line(seen)}")
+            return DeviceError(f"GPU fault: {first_line(seen)}")
         seen = seen.__cause__ or seen.__context__
     return None
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     return (lines[0] if lines else type(exc).__name__)[:300]
 

@@ -23,6 +23,7 @@ from matplotlib.colors import ListedColormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from preprocess.core import names
 from preprocess.tune.grid import Sweep
 from preprocess.tune.recommend import Decision, Recommendation, Setting, Target, setting
 
@@ -80,7 +81,8 @@ class Chart:
 
 
 def _name(path: str) -> str:
-    return Path(path).name
+    """A file's name as the report prints it (:func:`~preprocess.core.names.quote`: one printable UTF-8 line)."""
+    return names.quote(Path(path).name)
 
 
 def _log_x(ax: Axes) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from preprocess.core import names
 from preprocess.core.jsonable import Json, JsonObject
 from preprocess.pipeline.spec import load_spec
 from preprocess.tune import plots
@@ -34,7 +35,7 @@ def _data_uri(data: bytes, mime: str) -> str:
 
 def _table(head: Sequence[str], rows: Sequence[Sequence[object]], ident: str = "") -> str:
     th = "".join(f"<th>{html.escape(str(h))}</th>" for h in head)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(names.text(str(c)))}</td>" for c in r) + "</tr>" for r in rows)
     idattr = f' id="{ident}"' if ident else ""
     return f"<table{idattr}><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
 
@@ -122,7 +123,7 @@ def _worst_crop(item: StoredImage) -> str:
 
 def _thumb(sweep: Sweep, rank: int, item: StoredImage) -> str:
     c = item.choice
-    name = Path(c.path).name
+    name = names.quote(Path(c.path).name)  # printable, and UTF-8 whatever the file's name
     views = _views(item)
     label = (f"{rank}. {name}: {sweep.codings[c.coding].label} q{c.quality}, {len(item.data):,} B, "
              f"{item.width}x{item.height}, similarity {c.similarity:.4f}" + ("" if c.passed else " (flagged)")
@@ -146,10 +147,11 @@ def _crops(sweep: Sweep, sample: StoredSample) -> str:
             f'src="{_data_uri(data, "image/png")}"><span>{what}</span></div>'
             for what, data in (("source (resized, uncompressed)", item.crop.source), ("stored", item.crop.stored),
                                (f"|difference| x {DIFF_GAIN:g} (dark: changed)", item.crop.difference)))
-        caption = (f"{rank}. {Path(c.path).name}, {sweep.codings[c.coding].label} q{c.quality}, similarity "
+        name = names.quote(Path(c.path).name)
+        caption = (f"{rank}. {name}, {sweep.codings[c.coding].label} q{c.quality}, similarity "
                    f"{c.similarity:.4f}: the {r.width} px square at ({r.x}, {r.y}) where it changed most (mean "
                    f"|difference| {r.mean_abs_diff:.1f} of 255), shown x{zoom}")
-        out.append(f'<figure class="crop-set" data-name="{html.escape(Path(c.path).name)}">'
+        out.append(f'<figure class="crop-set" data-name="{html.escape(name)}">'
                    f'<figcaption>{html.escape(caption)}</figcaption><div class="row">{imgs}</div>'
                    f'{_comparer(item.crop.source, item.crop.stored, r.width, r.height)}</figure>')
     return f'<div class="crops" id="crops-{sample.format}">{"".join(out)}</div>'
@@ -170,7 +172,8 @@ def _comparer(source: bytes, stored: bytes, width: int, height: int) -> str:
 def _pictures(sweep: Sweep, rec: Recommendation, sample: StoredSample | None) -> str:
     if sample is None:
         return ""
-    missing = "".join(f'<p class="warn">{html.escape(f"{m.path}: [{m.code}] {m.message}")}</p>' for m in sample.missing)
+    missing = "".join(f'<p class="warn">{html.escape(f"{names.quote(m.path)}: [{m.code}] {names.text(m.message)}")}</p>'
+                      for m in sample.missing)
     thumbs = "".join(_thumb(sweep, k, item) for k, item in enumerate(sample.images, 1))
     return (f"<h3>Every sample image as stored, worst first</h3>{missing}"
             f"<p>Each image at its choice (coding and quality), made again by the {sweep.engine} engine "
@@ -281,7 +284,8 @@ def render_html(sweep: Sweep, d: Decision, samples: Samples) -> str:
         parts.append("<p>No pictures or decode speed here: a report made again from a saved one "
                      "(<code>tune --from</code>) shows the numbers only; the measuring run's report has them.</p>")
     parts += [_section(sweep, rec, sample) for rec, sample in zip(d.recs, samples, strict=True)]
-    skipped = _table(["file", "code", "reason"], [[s.path, s.code, s.message] for s in sweep.skipped], "skipped")
+    skipped = _table(["file", "code", "reason"], [[names.quote(s.path), s.code, s.message] for s in sweep.skipped],
+                     "skipped")
     parts += ["<h2>Skipped files</h2>", skipped if sweep.skipped else "<p>none</p>"]
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f'<link rel="icon" href="data:,"><style>{_CSS}</style></head><body>{"".join(parts)}</body></html>\n')

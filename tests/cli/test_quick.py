@@ -66,3 +66,16 @@ def test_log_oneline_and_head(hist: Hist) -> None:
     assert shown["snapshot"] == commits[0]["id"]
     refused = CliRunner().invoke(app, ["branch", s, "HEAD"])
     assert refused.exit_code == 2 and "REF_NAME" in refused.stderr
+
+
+def test_a_bug_ends_in_its_traceback_an_error_line_and_exit_70() -> None:
+    """README's exit codes say 70 for an internal error; an exception no command turned into an error line
+    exited 1 with a bare traceback (a tune report's name did, before it was quoted)."""
+    code = ("import sys, preprocess.cli\n"
+            "def broken(): raise RuntimeError('a bug for this test')\n"  # test double: a command with a bug
+            "preprocess.cli.main = broken\nsys.argv = ['preprocess', 'log', '.']\n"
+            "from preprocess.__main__ import main\nmain()\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False)
+    assert proc.returncode == 70, proc.stderr
+    assert "Traceback" in proc.stderr and "error[INTERNAL]: RuntimeError: a bug for this test" in proc.stderr
+    assert proc.stderr.rstrip().splitlines()[-1].startswith("  hint: This is a bug")

@@ -493,3 +493,21 @@ def test_judging_by_another_models_manifest_writes_a_spec_that_finds_it(two: Pat
     spec = load_spec(write_report(sweep, d, tmp_path / "r")["spec"])
     assert spec.gate.model == str(manifest)
     assert plan(str(tmp_path / "r" / "recommended.toml"), engine="pillow").model == "dinov2-small"
+
+
+def test_a_file_name_that_is_not_utf8_is_shown_quoted_in_the_report(tmp_path: Path, two: Path) -> None:
+    """A sample named caf\\xe9.jpg (bytes, not UTF-8) ended tune in a traceback while writing report.html
+    (its name went into the page and the plots as a lone surrogate) and left an empty report."""
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    first, second = sorted(two.iterdir())[:2]
+    shutil.copy(first, folder / first.name)
+    shutil.copy(bytes(second), os.fsencode(folder) + b"/caf\xe9.jpg")
+    out = tmp_path / "r"
+    proc = subprocess.run([*CLI, "tune", str(folder), "--report", str(out), "--sizes", "320", "--qualities", "30,60",
+                           "--target", "0.9", "--engine", "pillow", "--decode-repeats", "0"],
+                          capture_output=True, text=True, cwd=ROOT, check=False)
+    assert proc.returncode in (0, 2) and "Traceback" not in proc.stderr, proc.stderr
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "caf\\351.jpg" in page and first.name in page
+    assert json.loads((out / "report.json").read_text())["images"]
