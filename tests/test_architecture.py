@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -183,3 +184,12 @@ def test_any_is_in_few_signatures() -> None:
     share = sum(with_any.values()) / total
     assert total > 500 and share <= MAX_ANY_SHARE, (f"{share:.1%} of {total} signatures use Any "
                                                      f"(python scripts/signatures.py --by-module): {with_any}")
+
+
+def test_no_pattern_ends_in_a_dollar() -> None:
+    """A regex's ``$`` also matches before a final newline: ``^[A-Z]{20}$`` took 'ID\\n' as a snapshot id and
+    ``nl\\n`` as a branch name. Whole-string patterns end in ``\\Z`` (or use ``re.fullmatch``)."""
+    found = re.compile(r"""re\.(?:compile|match|search)\(\s*r?["'][^"']*\$["']""")
+    bad = [f"{p.relative_to(ROOT)}:{n}" for p in PACKAGE.rglob("*.py")
+           for n, text in enumerate(p.read_text().splitlines(), 1) if found.search(text)]
+    assert not bad, bad

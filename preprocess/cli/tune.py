@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from preprocess.tune.stored import StoredSample
     from preprocess.tune.sweep import SweepOptions
 
-_RANGE = re.compile(r"^\s*(\d+)\s*\.\.\s*(\d+)\s*(?:/\s*(\d+))?\s*$")
+_RANGE = re.compile(r"^\s*(\d+)\s*\.\.\s*(\d+)\s*(?:/\s*(\d+))?\s*\Z")
 
 
 def parse_qualities(text: str) -> list[int]:

@@ -49,7 +49,7 @@ type Value = builtins.bytes | str | int | float  # one row field's value, as a r
 type Values = NDArray[np.generic]  # one column of rows (object for bytes, StringDType for str, ints, floats)
 Part = Literal["data", "stored", "source", "origin"]  # what a row field describes (see Col)
 _FILLS: dict[Kind, Value] = {"bytes": b"", "str": "", "int": 0, "float": float("nan")}  # a missing row's values
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+@-]{0,199}$")
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+@-]{0,199}\Z")
 # Columns that hold a file name: stored by preprocess.core.names.storable (a name that is not UTF-8 text
 # is kept in its quoted form, byte for byte recoverable with names.real); other text columns hold text.
 NAME_COLUMNS = frozenset({"source_path"})

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 
 from preprocess.core.jsonable import Json
 
-_BARE = re.compile(r"^[A-Za-z0-9_-]+$")
+_BARE = re.compile(r"^[A-Za-z0-9_-]+\Z")
 
 
 def key(k: str) -> str:

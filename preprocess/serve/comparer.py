@@ -23,7 +23,7 @@ from preprocess.pipeline.regions import Region
 SIDES = (128, 256, 384, 512)  # px: the square's side choices
 DEFAULT_SIDE = 256
 MAX_CROP = 2048  # px: the largest crop served (a sibling much larger than the stored image)
-_OTHER = re.compile(r"^(?P<snapshot>[0-9A-HJKMNP-TV-Z]{20}):(?P<row>\d{1,12})$")
+_OTHER = re.compile(r"^(?P<snapshot>[0-9A-HJKMNP-TV-Z]{20}):(?P<row>\d{1,12})\Z")
 
 
 def _bad(name: str, value: str, expected: str) -> ConfigError:

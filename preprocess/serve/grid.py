@@ -28,10 +28,10 @@ PER_PAGE = (24, 48, 96, 192)
 RANGES = {"similarity": float, "quality": int, "bytes": int}  # filterable by min/max
 CARD_FIELDS = ("source_path", "status", "format", "width", "height", "bytes", "quality", "similarity",
                "fingerprint")
-_FINGERPRINT = re.compile(r"^[0-9A-Za-z_.:-]{1,128}$")
-_COMMIT = re.compile(r"^[0-9A-Za-z]{4,20}$")
-_FORMAT = re.compile(r"^[0-9A-Za-z]{1,16}$")
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_FINGERPRINT = re.compile(r"^[0-9A-Za-z_.:-]{1,128}\Z")
+_COMMIT = re.compile(r"^[0-9A-Za-z]{4,20}\Z")
+_FORMAT = re.compile(r"^[0-9A-Za-z]{1,16}\Z")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}\Z")
 TEXTS = {"q": 200, "camera": 200, "where": 1000}  # free-text parameters and their longest value
 
 type Rows = npt.NDArray[np.int64]

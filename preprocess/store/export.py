@@ -38,8 +38,8 @@ from preprocess.store.reader import Dataset
 
 Format = Literal["csv", "parquet"]
 FIELDS = tuple(c.name for c in ITEM_COLUMNS if c.name != "jpeg")  # the item fields a manifest carries
-_HEX = re.compile(r"^[0-9a-f]{16,}$")
-_FP = re.compile(r"^[0-9A-Za-z]{1,64}$")
+_HEX = re.compile(r"^[0-9a-f]{16,}\Z")
+_FP = re.compile(r"^[0-9A-Za-z]{1,64}\Z")
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,8 @@ from preprocess.core import names
 from preprocess.rows.schema import Values
 from preprocess.sources.files import sha256_file
 
-_HEX = re.compile(r"^[0-9a-f]{8,64}$")
-_EXPORTED = re.compile(r"^(?P<sha>[0-9a-f]{16})-(?P<fp>[0-9A-Za-z]{1,64})(?:-\d+)?\.[0-9a-z]{1,8}$")
+_HEX = re.compile(r"^[0-9a-f]{8,64}\Z")
+_EXPORTED = re.compile(r"^(?P<sha>[0-9a-f]{16})-(?P<fp>[0-9A-Za-z]{1,64})(?:-\d+)?\.[0-9a-z]{1,8}\Z")
 
 type Mask = NDArray[np.bool_]  # one flag per row
 

@@ -37,11 +37,11 @@ from preprocess.store.storage import storage_call, storage_error
 
 RefKind = Literal["branch", "tag", "snapshot"]
 
-SNAPSHOT_ID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{20}$")  # icechunk's ids: Crockford base32, 20 characters
-_PREFIX = re.compile(r"^[0-9A-Za-z]{4,19}$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$")
-_ANCESTOR = re.compile(r"^(?P<base>[^~]+)(?P<steps>(?:~\d{0,6})+)$")  # REF~N (git's first-parent steps)
-_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+SNAPSHOT_ID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{20}\Z")  # icechunk's ids: Crockford base32, 20 characters
+_PREFIX = re.compile(r"^[0-9A-Za-z]{4,19}\Z")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}\Z")
+_ANCESTOR = re.compile(r"^(?P<base>[^~]+)(?P<steps>(?:~\d{0,6})+)\Z")  # REF~N (git's first-parent steps)
+_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*\Z")
 _AGE_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 REF_WAIT = 10.0  # seconds tag/branch/reset wait for a commit in progress (a moment)
 DEFAULT_BRANCH = "main"

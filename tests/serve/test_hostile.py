@@ -112,3 +112,12 @@ def test_redact_hides_folders_host_and_versions(small: Small) -> None:
         assert r.status_code in (200, 404), url
         assert not [s for s in secrets if s in r.text], url
     assert "caf\\351 \\033[2Jx.jpg" in hidden.get(f"/snapshots/{small.first}/items/0").text  # its file name
+
+
+def test_a_snapshot_id_with_a_final_newline_is_not_found(small: Small) -> None:
+    """``^...$`` matched 'ID\\n' (a regex's $ matches before a final newline): its item page answered 200 and
+    its pictures and download 500 (STORE_IO: invalid snapshot id)."""
+    c = client(small)
+    for what in ("", "/thumb", "/stored", "/download", "/compare/source", "/crop/stored?x=0&y=0&w=8&h=8"):
+        r = c.get(f"/snapshots/{small.first}%0A/items/0{what}")
+        assert r.status_code == 404, (what, r.status_code)

@@ -194,10 +194,13 @@ def test_reset_rolls_back_and_the_old_commits_stay_reachable(hist: Hist, scratch
 
 def test_tag_and_branch_names_are_checked(scratch: ic.Repository) -> None:
     for name, code in (("v1", "REF_EXISTS"), ("main", "REF_EXISTS"), ("../x", "REF_NAME"), ("-x", "REF_NAME"),
-                       ("a b", "REF_NAME"), ("ABCDEFGHJKMNPQRSTVWX", "REF_NAME")):
-        with pytest.raises(ConfigError) as e:
+                       ("a b", "REF_NAME"), ("ABCDEFGHJKMNPQRSTVWX", "REF_NAME"), ("nl\n", "REF_NAME")):
+        with pytest.raises(ConfigError) as e:  # "nl\n": a regex's $ matches before a final newline (\Z does not)
             refs.create_tag(scratch, name, "main")
         assert e.value.code == code, name
+    with pytest.raises(ConfigError) as e:
+        refs.create_branch(scratch, "nl\n", "main")
+    assert e.value.code == "REF_NAME"
     made = refs.create_branch(scratch, "exp/one", "v1")
     assert refs.resolve_ref(scratch, "exp/one").snapshot == made.snapshot
     with pytest.raises(ConfigError):

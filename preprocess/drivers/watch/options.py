@@ -11,7 +11,7 @@ from preprocess.core.errors import ConfigError
 from preprocess.pipeline.devices import DeviceChoice, EngineChoice
 from preprocess.sources.location import is_object_url
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*\Z")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 
