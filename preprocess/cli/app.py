@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import warnings
 from collections.abc import Mapping, Sequence
@@ -43,7 +44,19 @@ def emit(command: str, result: Mapping[str, Json] | Sequence[Json], key: str = "
     ``{"version": 1, "command": "log", "commits": [...]}``."""
     fields = {key: result} if key or not isinstance(result, Mapping) else dict(result)
     assert not fields.keys() & HEADER, f"{command}: a result may not use the header's keys {HEADER}"
-    out.print_json(json.dumps({"version": JSON_VERSION, "command": command, **fields}, default=str))
+    _print_json({"version": JSON_VERSION, "command": command, **fields})
+
+
+# Characters that are text to JSON but act on a terminal: DEL and C1 controls, bidi marks, embeddings,
+# overrides and isolates (U+202E shows "gpj.exe" as "exe.jpg"), line and paragraph separators.
+_UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _print_json(doc: Mapping[str, object]) -> None:
+    """``doc`` indented, UTF-8, with :data:`_UNSAFE` characters written as ``\\uXXXX`` escapes (the same
+    strings to a JSON parser; JSON escapes the C0 controls itself). They can only be inside strings."""
+    text = json.dumps(doc, indent=2, ensure_ascii=False, default=str)
+    out.print(Text(_UNSAFE.sub(lambda m: f"\\u{ord(m[0]):04x}", text)), soft_wrap=True, highlight=False)
 
 
 HEADER = frozenset({"version", "command", "error"})  # the keys every --json document may have besides its result's
@@ -57,7 +70,7 @@ def fail(exc: PreprocessError, *, as_json: str = "") -> None:
         error = {"code": str(exc.code), "message": names.text(exc.message),  # JSON is UTF-8: names as stored
                  "path": names.storable(exc.path) if exc.path else exc.path, "line": names.line(exc.one_line()),
                  "hint": exc.hint or "", "exit_code": exc.exit_code or 1}
-        out.print_json(json.dumps({"version": JSON_VERSION, "command": as_json, "error": error}))
+        _print_json({"version": JSON_VERSION, "command": as_json, "error": error})
     # one line whatever the message holds: a name in it with a newline or an ESC is quoted (core.names)
     err.print(f"[bold red]error[{exc.code}][/]: {escape(names.line(exc.one_line()))}", highlight=False,
               soft_wrap=True)

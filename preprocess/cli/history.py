@@ -60,11 +60,11 @@ def _guard[T](call: Callable[[], T], as_json: str = "") -> T:
 
 
 def _kv(title: str, rows: list[tuple[str, str]]) -> Table:
-    t = Table(title=title, show_header=False, title_justify="left")
+    t = Table(title=escape(names.line(title)), show_header=False, title_justify="left")
     t.add_column(style="bold")
     t.add_column(overflow="fold")
-    for k, v in rows:
-        t.add_row(k, Text(v))  # plain text, never markup: values hold names and messages from the data
+    for k, v in rows:  # plain text, never markup, and one printable line: values hold names and messages
+        t.add_row(k, Text(names.line(v)))
     return t
 
 
@@ -99,9 +99,10 @@ def log_cmd(store: Store,
     if found.commits and oneline:
         for c in found.commits:
             refs = f" ({', '.join(c.refs)})" if c.refs else ""
-            out.print(f"{c.id[:SHORT_ID]}{refs} {c.message}", highlight=False, markup=False, soft_wrap=True)
+            out.print(f"{c.id[:SHORT_ID]}{refs} {names.line(c.message)}", highlight=False, markup=False,
+                      soft_wrap=True)
     elif found.commits:
-        out.print(_log_table(f"{store} ({branch})", found.commits))
+        out.print(_log_table(f"{names.quote(store)} ({branch})", found.commits))
     else:
         err.print(_no_commits(store, branch, found), highlight=False, soft_wrap=True)
 
@@ -111,7 +112,7 @@ def _no_commits(store: str, ref: str, found: Log) -> str:
     it), or the dataset has no commit at all."""
     if found.at_root and found.ref.kind == "snapshot":
         return (f"{ref} is the repository's first snapshot ({found.ref.snapshot}, {ROOT_WORDS}): no commit "
-                f"comes before it; `preprocess log {store}` lists the commits of main")
+                f"comes before it; `preprocess log {names.quote(store)}` lists the commits of main")
     return "no commits yet: run a job into this dataset (`preprocess run PHOTOS --store ...`)"
 
 
@@ -123,7 +124,7 @@ def _log_table(title: str, commits: list[Commit]) -> Table:
     80 columns the refs under the id, the date over the time and the spec name over its fingerprint,
     so that the message keeps a third of the width."""
     wide = out.width >= WIDE  # on narrow terminals the model is in `show` and --json only
-    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    t = Table(title=escape(title), title_justify="left", box=box.SIMPLE_HEAD)
     t.add_column("snapshot", overflow="fold", max_width=SHORT_ID)
     t.add_column("time (UTC)", no_wrap=True)
     t.add_column("+items", justify="right", no_wrap=True)
@@ -137,7 +138,7 @@ def _log_table(title: str, commits: list[Commit]) -> Table:
         refs = f"[cyan]{escape(', '.join(c.refs))}[/]" if c.refs else ""
         spec = f"{escape(c.spec)}{sep}{c.fingerprint[:8]}".strip() if c.fingerprint else "-"
         when = c.written_at.strftime(f"%Y-%m-%d{sep}%H:%M")
-        snapshot, message = f"[bold]{c.id[:SHORT_ID]}[/]", escape(c.message)
+        snapshot, message = f"[bold]{c.id[:SHORT_ID]}[/]", escape(names.line(c.message))
         if wide and refs:
             message = f"({refs}) {message}"
         elif refs:
@@ -371,14 +372,16 @@ def _print_refs(store: str, kind: str, found: list[RefInfo], *, js: str) -> None
     if js:
         emit(js, [r.to_dict() for r in found], key="branches" if kind == "branch" else "tags")
         return
-    t = Table(title=f"{kind}es of {store}" if kind == "branch" else f"tags of {store}", title_justify="left",
+    where = escape(names.quote(store))
+    t = Table(title=f"{kind}es of {where}" if kind == "branch" else f"tags of {where}", title_justify="left",
               box=box.SIMPLE_HEAD)
     t.add_column(kind, overflow="fold", style="bold", ratio=1)
     t.add_column("snapshot", no_wrap=True)
     t.add_column("time (UTC)", no_wrap=True)
     t.add_column("message", overflow="fold", ratio=2)
     for r in found:
-        t.add_row(escape(r.name), r.snapshot[:SHORT_ID], r.written_at.strftime("%Y-%m-%d %H:%M"), escape(r.message))
+        t.add_row(escape(r.name), r.snapshot[:SHORT_ID], r.written_at.strftime("%Y-%m-%d %H:%M"),
+                  escape(names.line(r.message)))
     out.print(t)
     if not found:
         err.print(f"no {kind}es" if kind == "branch" else "no tags", highlight=False)

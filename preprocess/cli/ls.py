@@ -60,7 +60,7 @@ def ls_cmd(
 
 
 def _table(store: str, ref: str, listing: Listing) -> Table:
-    title = f"{store} ({ref})" + (f" where {listing.where}" if listing.where else "")
+    title = f"{names.quote(store)} ({ref})" + (f" where {names.line(listing.where)}" if listing.where else "")
     wide = out.width >= WIDE  # narrow terminals: the file name, no dimensions (the rest is in --json)
     t = Table(title=escape(title), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=wide)
     t.add_column("row", justify="right", no_wrap=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -102,7 +103,8 @@ def _run_on_ray(opts: JobOptions, progress: Progress | None, ro: RayOptions) -> 
 
 
 def _print_summary(s: Summary) -> None:
-    t = Table(title=f"preprocess run -> {s.store} ({s.branch})", show_header=False, title_justify="left")
+    t = Table(title=escape(f"preprocess run -> {names.quote(s.store)} ({s.branch})"), show_header=False,
+              title_justify="left")
     t.add_column(style="bold")
     t.add_column()
     ratio = f"{s.bytes_in / s.bytes_out:.2f}x" if s.bytes_out else "-"

@@ -5,6 +5,7 @@ every command that takes a store."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -150,3 +151,29 @@ def test_the_log_of_the_first_snapshot_says_what_it_is(hist: Hist) -> None:
     assert "first snapshot" in r.stderr and "no commits yet" not in r.stderr
     assert r.stderr.strip().count("\n") == 0  # one line, however narrow the terminal
     assert json.loads(cli("log", str(hist.store), "main~2", "--json").stdout)["commits"] == []
+
+
+def test_a_store_path_a_message_and_a_where_are_printed_as_one_printable_line(tmp_path: Path) -> None:
+    """A store path with an OSC escape (a terminal's title), a commit message with an ESC[2J (clears the
+    screen) and a newline (a forged line in `log`), a --where holding an ESC: titles and cells printed them
+    raw, where error lines already quoted them."""
+    import numpy as np
+
+    from preprocess.store import DatasetWriter, open_repo
+    from tests.store.test_store import make_item
+
+    store = str(tmp_path / "st\x1b]0;pwn")
+    w = DatasetWriter(open_repo(store, create=True), "main")
+    odd = "/photos/del\x7f rtl\u202egpj.exe.jpg"  # DEL, and a right-to-left override ("exe.jpg" shown as "gpj.exe")
+    w.add_item(dataclasses.replace(make_item(np.random.default_rng(3), 0), source_path=odd))
+    w.commit("msg\x1b[2J\nforged line", {})
+    w.close()
+    for args in (["log", store], ["log", store, "--oneline"], ["show", store], ["branch", store], ["tag", store],
+                 ["ls", store, "-w", "name ~ \x1b[2J"]):
+        result = CliRunner().invoke(app, args)
+        shown = result.stdout + result.stderr
+        assert "\x1b" not in shown and "forged line\n" not in shown, (args, shown)
+    assert '"msg\\033[2J\\nforged line"' in CliRunner().invoke(app, ["log", store, "--oneline"]).stdout
+    listed = CliRunner().invoke(app, ["ls", store, "--json"]).stdout  # JSON: the same strings, escaped
+    assert "\x7f" not in listed and "\u202e" not in listed and "\\u202e" in listed
+    assert json.loads(listed)["rows"][0]["source_path"] == odd
