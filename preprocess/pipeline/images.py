@@ -322,13 +322,15 @@ def _header_error(fmt: str, data: bytes, exc: Exception) -> InputError:
     text = str(exc)
     if fmt == sniff.TIFF and isinstance(cause, KeyError):
         return input_error(errors.UNSUPPORTED, f"TIFF with an unknown compression or layout ({text})")
-    ended = isinstance(cause, EOFError | struct.error) or any(w in text.lower() for w in ("truncated", "end of"))
+    ended = isinstance(cause, EOFError | struct.error) or any(w in text.lower() for w in ("truncated", "end of", "eof"))
     if fmt == sniff.JPEG:
         ended = jpeg.header_end(data) is None
     elif fmt == sniff.TIFF and data[2:4] in (b"*\x00", b"\x00*"):  # the first IFD lies past the end
         ended = ended or int.from_bytes(data[4:8], "little" if data[:1] == b"I" else "big") + 2 > len(data)
     if "not identified by this driver" in text:
         text = "no image mode, or a zero width or height"
+    if ended:  # in words, not the parser's ("unpack_from requires a buffer of at least 4 bytes ...")
+        text = f"the file ends inside it ({len(data)} bytes)"
     return input_error(errors.TRUNCATED if ended else errors.CORRUPT, f"unreadable {fmt} header: {text}")
 
 

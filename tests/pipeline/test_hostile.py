@@ -267,3 +267,12 @@ def test_a_harmless_header_warning_leaves_the_scan_checked(rgb: np.ndarray) -> N
             if damaged[k] != 0xFF and damaged[k - 1] != 0xFF:
                 damaged[k] = int(rng.integers(0, 0xFF))  # garbage without a marker
         assert refused(bytes(damaged), decode=True).code == "E_CORRUPT"
+
+
+def test_a_header_cut_short_says_so_in_words() -> None:
+    """A PNG of its 8 signature bytes said "unpack_from requires a buffer of at least 4 bytes for unpacking 4
+    bytes at offset 0 (actual buffer size is 0)"; a PPM cut in its header was E_CORRUPT."""
+    for data in (b"\x89PNG\r\n\x1a\n", b"GIF89a", b"BM\x00\x00", b"\xff\xd8\xff", b"II*\x00", b"P6\n"):
+        error = refused(data)
+        assert error.code == "E_TRUNCATED" and "the file ends inside it" in error.message, (data, error.message)
+        assert "buffer" not in error.message and "unpack" not in error.message
