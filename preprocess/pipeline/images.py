@@ -47,7 +47,7 @@ from PIL import (
 
 from preprocess.core import errors
 from preprocess.core.errors import InputError, input_error
-from preprocess.pipeline.formats import colour, containers, jpeg, pixels, sniff
+from preprocess.pipeline.formats import colour, containers, jpeg, pixels, png, sniff
 from preprocess.pipeline.formats.containers import EXIF_OPS, Header, HeaderError
 
 # We enforce our own pixel limit (spec.limits.max_pixels) as an error; Pillow's own guard only
@@ -269,7 +269,7 @@ def _open_pillow(fmt: str, data: bytes) -> _Source:
 
 def _pillow_source(fmt: str, img: ImageFile.ImageFile, data: bytes) -> _Source:
     if fmt == sniff.PNG:  # else getexif() decodes the pixels, and its errors were lost with a damaged EXIF's
-        img.info.setdefault("exif", containers.png_exif(data))
+        img.info.setdefault("exif", png.exif(data))
     try:
         exif = img.getexif()
     except Exception:  # a damaged EXIF block must not fail a readable image
@@ -280,9 +280,9 @@ def _pillow_source(fmt: str, img: ImageFile.ImageFile, data: bytes) -> _Source:
                   pil=img)
     if isinstance(img, TiffImagePlugin.TiffImageFile):
         _tiff_details(src, img, data)
-    elif fmt == sniff.PNG and (bad := containers.png_crc_error(data)):
+    elif fmt == sniff.PNG and (bad := png.crc_error(data)):
         raise input_error(errors.CORRUPT, f"PNG chunk {bad} fails its CRC check")
-    elif fmt == sniff.PNG and (wrong := containers.png_data_mismatch(data)):
+    elif fmt == sniff.PNG and (wrong := png.data_mismatch(data)):
         raise input_error(errors.CORRUPT, f"PNG: {wrong}")
     elif fmt == sniff.JPEG2000:
         h = containers.parse(fmt, data)
@@ -311,6 +311,8 @@ def _tiff_details(src: _Source, img: TiffImagePlugin.TiffImageFile, data: bytes)
     src.compression = containers.tiff_int(tags, 259, 1)
     src.bits = containers.tiff_int(tags, 258, 8)
     src.complete = containers.tiff_complete(tags, len(data))
+    if not libtiff and (wrong := containers.tiff_strips_oversized(tags)):
+        raise input_error(errors.CORRUPT, f"TIFF: {wrong}")
     src.coded_pixels, src.ambiguous = containers.tiff_claims(data)
     if img.mode == "P" and img.palette is not None:
         rawmode, table = img.palette.getdata()

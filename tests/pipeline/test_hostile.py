@@ -276,3 +276,24 @@ def test_a_header_cut_short_says_so_in_words() -> None:
         error = refused(data)
         assert error.code == "E_TRUNCATED" and "the file ends inside it" in error.message, (data, error.message)
         assert "buffer" not in error.message and "unpack" not in error.message
+
+
+def test_an_uncompressed_tiff_whose_size_lies_about_its_strips_is_corrupt(rgb: np.ndarray) -> None:
+    """A 64x48 uncompressed TIFF whose width and height say 32x24 was stored striped (Pillow reads each row
+    at the wrong width, no error): its strips hold 4x the bytes that size needs."""
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "TIFF")
+    data = bytearray(buf.getvalue())
+    at = struct.unpack("<I", data[4:8])[0]
+    for k in range(struct.unpack("<H", data[at:at + 2])[0]):
+        entry = at + 2 + 12 * k
+        tag, kind = struct.unpack("<HH", data[entry:entry + 4])
+        if tag in (256, 257):
+            struct.pack_into("<H" if kind == 3 else "<I", data, entry + 8, 32 if tag == 256 else 24)
+    error = refused(bytes(data))
+    assert error.code == "E_CORRUPT" and "more than its 32x24 needs" in error.message, error.message
+    planar = io.BytesIO()  # strips of planes and a short last strip are what their size needs
+    tifffile = pytest.importorskip("tifffile")
+    tifffile.imwrite(planar, np.ascontiguousarray(rgb.transpose(2, 0, 1)), photometric="rgb",
+                     planarconfig="separate", rowsperstrip=7)
+    assert np.array_equal(np.asarray(decode_rgb(planar.getvalue())), rgb)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import struct
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -87,80 +86,6 @@ def _u32(data: bytes, pos: int, order: Order = "big") -> int:
     if pos + 4 > len(data):
         raise IndexError(pos)
     return int.from_bytes(data[pos:pos + 4], order)
-
-
-# -- PNG ------------------------------------------------------------------------------------------
-
-
-def _png_chunks(data: bytes) -> Iterator[tuple[bytes, int, int]]:
-    """(type, start of its body, end of its body) of each whole chunk of a PNG, up to IEND; stops at a chunk
-    cut off by the end of the file."""
-    pos = 8
-    while pos + 12 <= len(data):
-        length = int.from_bytes(data[pos:pos + 4], "big")
-        end = pos + 8 + length
-        if end + 4 > len(data):
-            return
-        yield data[pos + 4:pos + 8], pos + 8, end
-        if data[pos + 4:pos + 8] == b"IEND":
-            return
-        pos = end + 4
-
-
-def png_crc_error(data: bytes) -> str | None:
-    """The name of the first chunk whose CRC does not match (Pillow checks only some), or None.
-    A chunk cut off by the end of the file is left to the decoder (``E_TRUNCATED``)."""
-    for kind, start, end in _png_chunks(data):
-        if zlib.crc32(memoryview(data)[start - 4:end]) != int.from_bytes(data[end:end + 4], "big"):  # no copy
-            return kind.decode("latin-1")
-    return None
-
-
-_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
-_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by colour type
-
-
-def png_data_mismatch(data: bytes) -> str | None:
-    """What is wrong when a PNG's image data (its IDAT chunks, inflated) holds fewer or more bytes than its
-    header's size needs, or None. Pillow stored an image whose data ends early with its missing rows
-    black, and a header whose size disagrees with the data fails there only when a row's first byte
-    happens not to be a filter type (else the rows are cut at the wrong places: wrong pixels)."""
-    chunks = list(_png_chunks(data))
-    if not chunks or chunks[0][0] != b"IHDR" or chunks[0][2] - chunks[0][1] < 13 or chunks[-1][0] != b"IEND":
-        return None  # Pillow's header errors say what is wrong; a file cut off before IEND is E_TRUNCATED
-    i = chunks[0][1]
-    width, height = int.from_bytes(data[i:i + 4], "big"), int.from_bytes(data[i + 4:i + 8], "big")
-    depth, colour, interlaced = data[i + 8], data[i + 9], data[i + 12] == 1
-    bits = depth * _PNG_CHANNELS.get(colour, 1)
-    passes = _ADAM7 if interlaced else ((0, 0, 1, 1),)
-    need = 0
-    for x0, y0, dx, dy in passes:
-        w, h = -(-(width - x0) // dx), -(-(height - y0) // dy)
-        if w > 0 and h > 0:
-            need += h * (1 + -(-w * bits // 8))
-    inflate, got = zlib.decompressobj(), 0
-    try:
-        for kind, start, end in chunks:
-            if kind == b"IDAT" and got <= need:
-                got += len(inflate.decompress(memoryview(data)[start:end], need + 1 - got))
-    except zlib.error:
-        return None  # the decoder says what
-    if got == need:
-        return None
-    if got > need:
-        return f"its image data holds more than the {need} bytes its {width}x{height} needs"
-    return f"its image data ends after {got} of the {need} bytes its {width}x{height} needs"
-
-
-def png_exif(data: bytes) -> bytes:
-    """A PNG's EXIF block (its first eXIf chunk, before or after the pixels) as Pillow keeps it
-    (``Exif\0\0`` + the TIFF structure), or b"": read from the chunks, so no pixel is decoded (Pillow's
-    own ``getexif()`` decodes the whole image to find a chunk after IDAT)."""
-    for kind, start, end in _png_chunks(data):
-        if kind == b"eXIf":
-            body = data[start:end]
-            return body if body.startswith(b"Exif\x00\x00") else b"Exif\x00\x00" + body
-    return b""
 
 
 # -- WebP (RIFF) -------------------------------------------------------------------------------
@@ -385,6 +310,24 @@ def tiff_complete(tags: TiffImagePlugin.ImageFileDirectory_v2, size: int) -> boo
     ends = [int(o) + int(n) for o, n in zip(tags.get(273, tags.get(324, ())) or (),
                                             tags.get(279, tags.get(325, ())) or (), strict=False)]
     return max(ends, default=0) <= size
+
+
+def tiff_strips_oversized(tags: TiffImagePlugin.ImageFileDirectory_v2) -> str | None:
+    """What is wrong when an uncompressed, stripped TIFF's strips hold more bytes than its size needs (a
+    byte of padding a strip allowed), or None: its width or height then lies about the samples, which an
+    uncompressed decode takes row by row at the wrong width (stripes, no error)."""
+    counts = tags.get(279) or ()
+    if tiff_int(tags, 259, 1) != 1 or not counts or 273 not in tags:
+        return None
+    width, height = tiff_int(tags, 256, 0), tiff_int(tags, 257, 0)
+    bits, samples = tiff_int(tags, 258, 1), tiff_int(tags, 277, 1)
+    planes = samples if tiff_int(tags, 284, 1) == 2 else 1
+    row = -(-width * bits * (samples // planes) // 8)
+    rows = min(tiff_int(tags, 278, height) or height, height)
+    strips = len(counts)
+    room = planes * -(-height // max(rows, 1)) * rows * row + strips  # whole strips, a byte of padding each
+    total = sum(int(n) for n in counts)
+    return None if total <= room else f"its strips hold {total} bytes, more than its {width}x{height} needs"
 
 
 def tiff(data: bytes) -> Header:
