@@ -319,7 +319,7 @@ class Provenance(Section):
     counts: Counts = Field(default_factory=Counts)
     bytes_: ByteCounts = Field(default_factory=ByteCounts, alias="bytes")
     quality: QualityStats = Field(default_factory=QualityStats)
-    rows_held: RowsHeld = Field(default_factory=RowsHeld)  # the writer's, at the commit
+    rows_held: RowsHeld | None = None  # the writer's, at every commit since 2026-12-06 (older ones have none)
     timings: dict[str, float] = Field(default_factory=dict)
     started_at: str = ""
     finished_at: str = ""
@@ -341,7 +341,7 @@ class Provenance(Section):
     def to_metadata(self) -> dict[str, object]:
         """Plain JSON for a commit's metadata (a driver's section only when it has one)."""
         out = self.model_dump(mode="json", by_alias=True)
-        for name in ("watch", "ray", "others"):
+        for name in ("watch", "ray", "others", "rows_held"):
             if out.get(name) is None:
                 out.pop(name, None)
         return {k: _text(v) for k, v in out.items()}

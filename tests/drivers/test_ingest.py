@@ -12,7 +12,7 @@ import pytest
 
 from preprocess.drivers.ingest import Ingest, JobInfo, Summary, read_files
 from preprocess.pipeline.process import Failed, Plan, Processor, plan
-from preprocess.rows.provenance import Provenance, WatchInfo
+from preprocess.rows.provenance import Provenance, RowsHeld, WatchInfo
 from preprocess.sources.files import SourceFile, list_digest
 from preprocess.store import DatasetWriter, open_dataset, open_repo, open_writer
 from preprocess.store.history import log
@@ -164,5 +164,6 @@ def test_the_commit_records_the_provenance_of_its_rows(tmp_path: Path, folder: P
     assert {"store", "probe", "decode_resize"} <= p.timings.keys() and "commit" not in p.timings
     assert "commit" in summary.timings  # the summary also times the commit itself
     assert p.watch is None and p.ray is None and "watch" not in commit.metadata and "ray" not in commit.metadata
-    assert shape(commit.metadata) == shape(Provenance().to_metadata())  # every declared field, nothing else
+    # every declared field, nothing else (rows_held: the writer adds it to every commit)
+    assert shape(commit.metadata) == shape(Provenance(rows_held=RowsHeld()).to_metadata())
     assert p.started_at < p.finished_at

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from preprocess.rows.provenance import Provenance, WatchInfo
+from preprocess.rows.provenance import Provenance, RowsHeld, WatchInfo
 from tests.drivers.watch.harness import Daemon, read_store, sha, small_jpegs, spec_file, wait_until
 from tests.paths import ROOT
 from tests.plain import shape
@@ -84,7 +84,7 @@ def test_writers_renames_copies_and_bad_files(tmp_path: Path, small_photos: list
         assert codes == {name: code for name, (_, code) in bad_images.items()}
         md = state.metadata
         assert md["preprocess"]["kind"] == "watch"
-        assert shape(md) == shape(Provenance(watch=WatchInfo()).to_metadata())  # run's fields, plus its own section
+        assert shape(md) == shape(Provenance(watch=WatchInfo(), rows_held=RowsHeld()).to_metadata())  # run's + its own
         assert md["watch"]["mode"] == "inotify" and md["inputs"]["roots"] == [str(incoming)]
         # originals are left untouched
         assert (incoming / "slow.jpg").read_bytes() == photos[0]
