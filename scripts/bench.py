@@ -30,10 +30,11 @@ ladder, every allowed encoder) and an independent decode + model check of every 
 Then the faces (issue 22): the training reader against a plain PIL + DataLoader loop over the same version
 exported to files (scripts/bench_reader.py), `tune` with its defaults against `run` on the same 19 photos
 and `tune --from` (scripts/bench_tune.py), and how fast the command line answers, with and without bytecode
-(scripts/bench_cli.py).
+(scripts/bench_cli.py); and on a history of 300 commits, which commit added each row from the counts
+every commit records against reading every snapshot (scripts/bench_history.py).
 
 Usage: scripts/bench [--quick] [--images N] [--rounds R] [--contenders a,b,...] [--out FILE]
-                     [--sections throughput,watch,bytes,reader,tune,cli]
+                     [--sections throughput,watch,bytes,reader,tune,cli,history]
 """
 
 from __future__ import annotations
@@ -171,7 +172,7 @@ def _versions() -> dict[str, str]:
 
 
 BASELINE_PYTHON = ROOT / ".bench" / "baseline" / "bin" / "python"
-SECTIONS = ("throughput", "watch", "bytes", "reader", "tune", "cli")
+SECTIONS = ("throughput", "watch", "bytes", "reader", "tune", "cli", "history")
 
 
 def _command(contender: str, baseline_python: str) -> list[str]:
@@ -318,8 +319,10 @@ def _stored_bytes(quick: bool) -> dict[str, Any]:
 
 
 def _faces(sections: list[str], quick: bool) -> dict[str, Any]:
-    """The reader, tune and the command line (scripts/bench_reader.py, bench_tune.py, bench_cli.py)."""
+    """The reader, tune, the command line and a long history (scripts/bench_reader.py, bench_tune.py, bench_cli.py,
+    bench_history.py)."""
     import bench_cli
+    import bench_history
     import bench_reader
     import bench_tune
 
@@ -333,6 +336,9 @@ def _faces(sections: list[str], quick: bool) -> dict[str, Any]:
     if "cli" in sections:
         print("  cli: --version, log, show, branch; with and without bytecode", file=sys.stderr)
         out["cli"] = bench_cli.main(["--repeats", "3" if quick else "5"])
+    if "history" in sections:
+        print("  history: which commit added each row, recorded counts vs every snapshot read", file=sys.stderr)
+        out["history"] = bench_history.main(["--commits", "60" if quick else "300"])
     return out
 
 
