@@ -320,9 +320,11 @@ def tiff_strips_oversized(tags: TiffImagePlugin.ImageFileDirectory_v2) -> str | 
     if tiff_int(tags, 259, 1) != 1 or not counts or 273 not in tags:
         return None
     width, height = tiff_int(tags, 256, 0), tiff_int(tags, 257, 0)
-    bits, samples = tiff_int(tags, 258, 1), tiff_int(tags, 277, 1)
+    samples = tiff_int(tags, 277, 1)
+    per_sample = tags.get(258, 1)
+    bits = sum(int(b) for b in per_sample) if isinstance(per_sample, tuple) else int(per_sample or 1) * samples
     planes = samples if tiff_int(tags, 284, 1) == 2 else 1
-    row = -(-width * bits * (samples // planes) // 8)
+    row = -(-width * bits // planes // 8)  # a row of one plane (planar: every sample its own plane)
     rows = min(tiff_int(tags, 278, height) or height, height)
     strips = len(counts)
     room = planes * -(-height // max(rows, 1)) * rows * row + strips  # whole strips, a byte of padding each
