@@ -431,6 +431,7 @@ def _to_srgb(img: Image.Image, src: _Source) -> Image.Image:
     return colour.to_srgb(rgb, src.icc) if space == "RGB" else rgb
 
 
-jpeg_suspect = jpeg.suspect  # the DALI engine keeps damaged-looking JPEGs from its decoder with it
+jpeg_suspect = jpeg.suspect  # the DALI engine keeps damaged JPEGs from its decoder with these two
+jpeg_intact = jpeg.entropy_intact
 
-__all__ = ["SourceInfo", "decode_rgb", "header_size", "jpeg_suspect", "probe", "to_rgb"]
+__all__ = ["SourceInfo", "decode_rgb", "header_size", "jpeg_intact", "jpeg_suspect", "probe", "to_rgb"]

@@ -113,8 +113,8 @@ def decode_rgbx_into(data: bytes, out: np.ndarray, size: tuple[int, int]) -> boo
 def suspect(data: bytes) -> bool:
     """Cheap structural check: truncated (no EOI) or invalid markers inside the entropy-coded data.
 
-    Not a verdict (garbage without 0xFF bytes passes it); :func:`decode` is. The DALI engine uses it to
-    keep damaged-looking files away from its decoder.
+    Not a verdict (garbage without 0xFF bytes passes it; :func:`entropy_intact` does not); :func:`decode`
+    is. The DALI engine uses both to keep damaged files away from its decoder.
     """
     start = header_end(data)
     if start is None or start < 0:
@@ -126,6 +126,19 @@ def suspect(data: bytes) -> bool:
         return True
     after_ff = after_ff[:eoi[0]]  # data after the first EOI (MPF trailers, ...) is not ours
     return bool(np.any((after_ff > 0x00) & (after_ff < 0xC0)))
+
+
+def entropy_intact(data: bytes) -> bool:
+    """Whether libjpeg-turbo reads every scan of ``data`` without a single warning, decoding at its smallest
+    DCT scale (the entropy-coded data is read in full, little else is done: about 2/3 of a full decode of a
+    baseline JPEG, nearly all of one for a progressive one). False is not a verdict (a harmless header
+    warning gives False too): :func:`decode` is. The DALI engine asks this of every JPEG its decoder takes,
+    since DALI decodes damaged entropy-coded data without a word."""
+    try:
+        simplejpeg.decode_jpeg(data, colorspace="GRAY", min_width=1, min_height=1, strict=True)
+    except ValueError:
+        return False
+    return True
 
 
 def decode(data: bytes, mode: str, *, min_size: tuple[int, int] = (0, 0), path: str | None = None) -> np.ndarray:

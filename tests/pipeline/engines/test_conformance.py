@@ -170,6 +170,52 @@ def test_a_bad_image_fails_alone(engine: Engine, bad_images: dict[str, tuple[byt
     assert loaded.source_view.host().shape[0] == 3
 
 
+def _scan_garbage(data: bytes, seed: int) -> bytes:
+    """``data`` with 300 bytes in the middle of its entropy-coded data made random, with no 0xFF among them
+    (so no marker: the cheap structural check, :func:`~preprocess.pipeline.formats.jpeg.suspect`, sees
+    nothing)."""
+    at = data.index(b"\xff\xda")
+    scan = at + 2 + int.from_bytes(data[at + 2:at + 4], "big")
+    out, rng = bytearray(data), np.random.default_rng(seed)
+    middle = scan + (len(out) - scan) // 3
+    for k in range(middle, middle + 300):
+        if out[k] != 0xFF and out[k - 1] != 0xFF:
+            out[k] = int(rng.integers(0, 0xFF))
+    return bytes(out)
+
+
+def test_garbage_without_a_marker_in_the_scan_is_corrupt_on_every_engine(
+        engine: Engine, small_photos: list[Path]) -> None:
+    """DALI decoded these without a word (libjpeg-turbo's warning went to stderr): stored as ok, 40 levels
+    off on average. Every engine now says E_CORRUPT, and the good images beside them load."""
+    from preprocess.pipeline.formats.jpeg import entropy_intact, suspect
+
+    good = [p.read_bytes() for p in small_photos[:2]]
+    bad = [_scan_garbage(good[0], seed) for seed in (1, 2)]
+    assert not any(suspect(b) for b in bad) and not any(entropy_intact(b) for b in bad)
+    assert all(entropy_intact(g) for g in good)
+    loaded = engine.load([source("a.jpg", good[0]), source("bad1.jpg", bad[0]), source("b.jpg", good[1]),
+                          source("bad2.jpg", bad[1])])
+    assert [(i, e.code, e.path) for i, e in loaded.failures] == [(1, "E_CORRUPT", "bad1.jpg"),
+                                                                 (3, "E_CORRUPT", "bad2.jpg")]
+    assert [p.index for p in loaded.prepared] == [0, 2]
+
+
+def test_a_harmless_header_warning_still_loads_on_every_engine(engine: Engine, small_photos: list[Path]) -> None:
+    """A JFIF 2.01 header makes libjpeg-turbo warn (so the strict read of the scans says no), yet the pixels
+    are the honest file's: the DALI engine hands it to the CPU decoder, which mends the field."""
+    from preprocess.pipeline.formats.jpeg import entropy_intact
+
+    data = bytearray(small_photos[0].read_bytes())
+    at = data.index(b"JFIF\x00")
+    data[at + 5] = 2
+    assert not entropy_intact(bytes(data))
+    honest = engine.load([source("honest.jpg", small_photos[0].read_bytes())]).prepared[0]
+    loaded = engine.load([source("jfif2.jpg", bytes(data))])
+    assert not loaded.failures
+    assert mean_abs(pixels(engine, loaded.prepared[0]), pixels(engine, honest)) < 1.0
+
+
 def test_tiles_line_up_and_match_reference_crops(engine: Engine, camera_photos: list[Path],
                                                  small_photos: list[Path]) -> None:
     from preprocess.pipeline.engines.base import tile_boxes

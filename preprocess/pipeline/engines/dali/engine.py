@@ -15,9 +15,11 @@ the GPU one:
   (:meth:`.memory.Memory.tile_row`).
 
 Failure isolation (:func:`.graph.run_samples`): a failed batch is retried sample by sample. A source
-DALI cannot decode, or a JPEG that looks damaged (no EOI, invalid markers in the scan; libjpeg-turbo in
-DALI decodes many damaged files silently), goes to the CPU decoder: Pillow then either reports the same
-error the pillow engine would (TRUNCATED / CORRUPT ...) or decodes it into the ``pixels`` variant. A
+DALI cannot decode, a JPEG that looks damaged (no EOI, invalid markers in the scan), or one that
+libjpeg-turbo warns about when it reads its scans strictly
+(:func:`~preprocess.pipeline.formats.jpeg.entropy_intact`, on the engine's CPU threads while DALI decodes:
+DALI decodes damaged entropy-coded data silently) goes to the CPU decoder: Pillow then either reports the
+same error the pillow engine would (TRUNCATED / CORRUPT ...) or decodes it into the ``pixels`` variant. A
 candidate DALI cannot decode is decoded on the CPU; an image nvImageCodec cannot encode is encoded by
 libjpeg-turbo on the CPU, and its row records that library. A device failure raises
 :class:`~preprocess.core.errors.DeviceError`, which stops the job before its commit.
@@ -75,7 +77,7 @@ from preprocess.pipeline.engines.dali.host import Image_, Row
 from preprocess.pipeline.engines.dali.memory import memory
 from preprocess.pipeline.extractor.manifest import InputView
 from preprocess.pipeline.extractor.view import view_arrays
-from preprocess.pipeline.images import decode_rgb, jpeg_suspect
+from preprocess.pipeline.images import decode_rgb, jpeg_intact, jpeg_suspect
 from preprocess.pipeline.spec import Encode
 from preprocess.rows import formats
 
@@ -224,9 +226,18 @@ class DaliEngine(Engine):
         failures: dict[int, InputError] = {}
         encoded = [Sample(i, np.frombuffer(s.data, dtype=np.uint8), s.target)
                    for i, s in enumerate(sources) if self._to_dali(s)]
+        # DALI decodes garbage in a JPEG's entropy-coded data without a word: every JPEG it takes is read
+        # strictly on the CPU meanwhile, and what libjpeg-turbo warns about is decoded again on the CPU
+        # (which reports the damage, or mends a harmless header field), whatever DALI made of it.
+        intact = {it.index: self._pool.submit(jpeg_intact, sources[it.index].data)
+                  for it in encoded if sources[it.index].info.format == "JPEG"}
         on_cpu = sorted(set(range(len(sources))) - {it.index for it in encoded})
         done, bad = run_samples(self._pipes["encoded", True], encoded, self._take_stored, self.max_batch)
         on_cpu.extend(bad)  # DALI could not decode it: Pillow gives the verdict (or the pixels)
+        for i, check in intact.items():
+            if not check.result() and i in done:
+                del done[i]
+                on_cpu.append(i)
         decoded = {i: self._pool.submit(self._decode_cpu, sources[i]) for i in sorted(on_cpu)}
         pixels: list[Sample] = []
         for i, fut in decoded.items():
