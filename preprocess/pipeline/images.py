@@ -64,12 +64,12 @@ _SWAPS_AXES = {5, 6, 7, 8}
 # Characters kept of an EXIF text field (a camera's make or model, a time): a header is not trusted.
 EXIF_TEXT_MAX = 64
 # Formats DALI's decoder takes straight from the bytes (when 8-bit RGB/L, single-frame, sRGB). Checked
-# on DALI 2.4's CPU decoder: it decodes WebP, JPEG 2000 and compressed TIFF; not AVIF or JPEG XL.
-_DALI_FORMATS = {"JPEG", "PNG", "TIFF", "BMP", "WEBP", "JPEG2000"}
+# on DALI 2.4's CPU decoder: it decodes WebP and JPEG 2000; not AVIF or JPEG XL. Not BMP nor TIFF: they
+# decode there, but a damaged one comes back as ok with garbage (a truncated BMP striped, its pixel offset
+# ignored; a TIFF strip that fails to decode left black), so they take the strict CPU decoder (a
+# differential sweep of both engines found ~380 such files; neither format has a GPU decoder in DALI).
+_DALI_FORMATS = {"JPEG", "PNG", "WEBP", "JPEG2000"}
 _PLAIN_MODES = {"RGB", "L"}
-# TIFF compressions DALI's CPU decoder took (none, LZW, JPEG, Deflate, PackBits, ZSTD); LZMA, WebP,
-# LERC ... failed there, so they take the CPU path.
-_DALI_TIFF_COMPRESSIONS = {1, 5, 7, 8, 32946, 32773, 50000}
 # Header parsers Pillow has here (their decoders may be missing: see _decode_pixels).
 _PILLOW: dict[str, type[ImageFile.ImageFile]] = {
     sniff.JPEG: JpegImagePlugin.JpegImageFile, sniff.PNG: PngImagePlugin.PngImageFile,
@@ -114,7 +114,7 @@ class SourceInfo:
         profile take the CPU path, where :func:`decode_rgb` converts them to sRGB)."""
         return (self.format in _DALI_FORMATS and self.mode in _PLAIN_MODES and self.frames == 1
                 and self.bits == 8 and not self.profile
-                and not self.ambiguous and (self.format != "TIFF" or self.compression in _DALI_TIFF_COMPRESSIONS))
+                and not self.ambiguous)
 
 
 @dataclass
@@ -133,6 +133,8 @@ class _Source:
     exif: Image.Exif
     pil: ImageFile.ImageFile | None = None
     compression: int = 0
+    separate_planes: bool = False  # TIFF PlanarConfiguration 2: imagecodecs gives (samples, height, width)
+    min_is_white: bool = False  # TIFF Photometric 0 decoded by imagecodecs, which gives the samples as stored
     complete: bool = True
     palette: tuple[str, bytes] | None = field(default=None, repr=False)
     coded_pixels: int = 0  # a larger frame than ``stored`` that the decoder makes first (AVIF), or 0
@@ -309,6 +311,10 @@ def _tiff_details(src: _Source, img: TiffImagePlugin.TiffImageFile, data: bytes)
     libtiff = bool(img.tile) and img.tile[0].codec_name == "libtiff"  # a compression Pillow lacks here
     src.decoder, src.oriented = ("codecs", False) if libtiff else ("pillow", True)
     src.compression = containers.tiff_int(tags, 259, 1)
+    src.separate_planes = libtiff and containers.tiff_int(tags, 284, 1) == 2  # Pillow's own decoders interleave
+    if tags.get(262) == 0:  # MinIsWhite (not tiff_int: 0 is its "absent"); Pillow inverts 1-8 bit ("L;I") only
+        rawmode = str(img.tile[0].args[0]) if img.tile and isinstance(img.tile[0].args, tuple) else ""
+        src.min_is_white = libtiff or not rawmode.rpartition(";")[2].endswith("I")
     src.bits = containers.tiff_int(tags, 258, 8)
     src.complete = containers.tiff_complete(tags, len(data))
     if not libtiff and (wrong := containers.tiff_strips_oversized(tags)):
@@ -413,13 +419,37 @@ def _decode_pixels(src: _Source, data: bytes, draft_to: tuple[int, int] | None, 
             if src.frames > 1:
                 img.seek(0)
             img.load()
+        if src.min_is_white:
+            arr = _white_is_zero(np.asarray(img), src.bits)
+            return pixels.to_image(arr, bits=src.bits if src.bits < 8 * arr.dtype.itemsize else None)
         return img
     arr = np.asarray(_CODECS[src.format](data))
+    w, h = src.stored
+    if src.separate_planes and arr.ndim == 3 and arr.shape[1:] == (h, w):
+        arr = np.moveaxis(arr, 0, -1)  # planes -> pixels (a valid file was refused: "77x3 pixels")
     if src.palette is not None and arr.ndim == 2:
         out = Image.fromarray(pixels.to_8bit(arr), "L")
         out.putpalette(src.palette[1], rawmode=src.palette[0])
         return out
+    if src.min_is_white:
+        arr = _white_is_zero(arr, src.bits)
     return pixels.to_image(arr, bits=src.bits if src.bits < 8 * arr.dtype.itemsize else None)
+
+
+def _white_is_zero(arr: np.ndarray, bits: int) -> np.ndarray:
+    """MinIsWhite samples (TIFF Photometric 0: 0 is white) as MinIsBlack: the grey sample inverted within
+    its bit depth, an alpha (extra) sample left as it is. Imagecodecs gives the samples as stored, and
+    Pillow inverts only 1- to 8-bit ones: a compressed or 16-bit MinIsWhite file was stored as a negative."""
+    out = np.array(arr)
+    grey = out if out.ndim == 2 else out[:, :, 0]
+    if out.dtype == np.bool_:
+        np.logical_not(grey, out=grey)
+    elif out.dtype.kind == "u":
+        peak = (1 << bits) - 1 if bits < 8 * out.dtype.itemsize else int(np.iinfo(out.dtype).max)
+        np.subtract(peak, np.minimum(grey, peak), out=grey)
+    else:
+        raise input_error(errors.UNSUPPORTED, f"TIFF: MinIsWhite (Photometric 0) with {out.dtype} samples")
+    return out
 
 
 def _to_srgb(img: Image.Image, src: _Source) -> Image.Image:

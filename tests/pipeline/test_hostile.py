@@ -92,8 +92,8 @@ def test_a_tiff_whose_decoder_makes_another_size_than_its_header_is_corrupt(rgb:
     assert decode_rgb(_deflate_tiff(rgb, (64,), (48,))).size == (64, 48)
     twice = _deflate_tiff(rgb, (64, 1), (48,))
     info = probe(twice, max_pixels=MAX)
-    assert info.width == 1 and not info.plain  # what the header says; never for DALI, whose output is unchecked
-    assert probe(_deflate_tiff(rgb, (64,), (48,)), max_pixels=MAX).plain
+    assert info.width == 1 and info.ambiguous  # what the header says, and that it says two things
+    assert not probe(_deflate_tiff(rgb, (64,), (48,)), max_pixels=MAX).ambiguous
     error = refused(twice, decode=True)
     assert error.code == "E_CORRUPT" and "64x48" in error.message and "1x48" in error.message, error.message
 

@@ -3,11 +3,12 @@
 One graph builder, parameterised by device, so the CPU variant (run in CI) exercises the same graph as
 the GPU one:
 
-- ``encoded`` sources (``SourceInfo.plain``): bytes -> the decoder (:func:`.graph.decoder`: ``cpu``
-  or ``mixed``, EXIF orientation applied) -> Lanczos-3 antialiased resize to the target (the stored
+- ``encoded`` sources (``SourceInfo.plain``, upright by the probe's reading of EXIF): bytes -> the decoder
+  (:func:`.graph.decoder`: ``cpu`` or ``mixed``) -> Lanczos-3 antialiased resize to the target (the stored
   image) and a linear antialiased stretch + ``crop_mirror_normalize`` (the model view of the source).
-- ``pixels`` sources (CMYK, 16-bit, alpha, palette, multi-frame, ...): decoded on the CPU with
-  :func:`preprocess.pipeline.images.decode_rgb`, fed as HWC uint8 into the same resize + view ops.
+- ``pixels`` sources (CMYK, 16-bit, alpha, palette, multi-frame, BMP, TIFF, EXIF-rotated, ...): decoded
+  on the CPU with :func:`preprocess.pipeline.images.decode_rgb`, fed as HWC uint8 into the same resize +
+  view ops.
 - ``view`` of candidates: bytes -> decoder -> the same view ops (no stored output).
 - ``regions`` (tiles, crops): stored pixels, or candidates through the decoder pipeline
   (:func:`.graph.decoder_pipeline`), cut into the boxes asked for (e.g.
@@ -215,11 +216,9 @@ class DaliEngine(Engine):
     def _to_dali(self, src: SourceImage) -> bool:
         """Whether DALI's decoder takes this source straight from its bytes."""
         info = src.info
-        if not info.plain:
+        if not info.plain or info.orientation != 1:  # the probe's orientation, applied by the CPU decoder
             return False
-        if info.format == "JPEG":
-            return not jpeg_suspect(src.data)
-        return info.orientation == 1  # EXIF orientation is only trusted from DALI for JPEG
+        return info.format != "JPEG" or not jpeg_suspect(src.data)
 
     @_on_lane_stream
     def load(self, sources: Sequence[SourceImage]) -> Loaded:

@@ -91,14 +91,17 @@ def encoded_input() -> DataNode:
 
 
 def decoder(data: DataNode, where: Placement, hw_decoder_load: float) -> DataNode:
-    """The image decoder every graph uses: RGB, EXIF orientation applied; on the GPU the ``mixed``
+    """The image decoder every graph uses: RGB, the pixels as stored (EXIF orientation NOT applied: the
+    header probe's reading of it is the only one, and only sources it says are upright come here; DALI read
+    a file with two EXIF blocks or a repeated orientation tag another way, and sized its output for one
+    reading while decoding the other, leaving rows of uninitialised memory); on the GPU the ``mixed``
     decoder (nvJPEG, the hardware JPEG decoder for ``hw_decoder_load`` of the images where present),
     with libjpeg-turbo's fancy chroma upsampling so that it gives the CPU decoder's pixels."""
     rgb = types.DALIImageType.RGB
     if where.gpu:
-        return node(fn.decoders.image(data, device="mixed", output_type=rgb, adjust_orientation=True,
+        return node(fn.decoders.image(data, device="mixed", output_type=rgb, adjust_orientation=False,
                                       hw_decoder_load=hw_decoder_load, jpeg_fancy_upsampling=True))
-    return node(fn.decoders.image(data, device="cpu", output_type=rgb, adjust_orientation=True))
+    return node(fn.decoders.image(data, device="cpu", output_type=rgb, adjust_orientation=False))
 
 
 def decoder_pipeline(batch: int, threads: int, where: Placement, hw_decoder_load: float) -> Graph:
