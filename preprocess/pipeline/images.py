@@ -317,7 +317,7 @@ def _tiff_details(src: _Source, img: TiffImagePlugin.TiffImageFile, data: bytes)
         src.min_is_white = libtiff or not rawmode.rpartition(";")[2].endswith("I")
     src.bits = containers.tiff_int(tags, 258, 8)
     src.complete = containers.tiff_complete(tags, len(data))
-    if not libtiff and (wrong := containers.tiff_strips_oversized(tags)):
+    if (wrong := containers.tiff_jpeg_strips_misfit(tags, data) if libtiff else containers.tiff_strips_oversized(tags)):
         raise input_error(errors.CORRUPT, f"TIFF: {wrong}")
     src.coded_pixels, src.ambiguous = containers.tiff_claims(data)
     if img.mode == "P" and img.palette is not None:

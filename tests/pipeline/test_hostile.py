@@ -98,6 +98,26 @@ def test_a_tiff_whose_decoder_makes_another_size_than_its_header_is_corrupt(rgb:
     assert error.code == "E_CORRUPT" and "64x48" in error.message and "1x48" in error.message, error.message
 
 
+def test_a_jpeg_tiff_whose_header_lies_about_its_strips_is_corrupt(rgb: np.ndarray) -> None:
+    """A JPEG-compressed TIFF whose ImageWidth says 10000 (its strips are 64 px wide JPEGs): libtiff decoded
+    the strips into 10000 px rows, no error, and both engines stored stripes on black (a differential sweep
+    found it). The first strip's (or tile's) JPEG frame is checked against the header."""
+    strips = bytes(imagecodecs.tiff_encode(rgb[:48, :64], compression="jpeg", rowsperstrip=16))
+    tiles = bytes(imagecodecs.tiff_encode(rgb[:48, :64], compression="jpeg", tile=(16, 16)))
+    for good in (strips, tiles):
+        assert np.asarray(decode_rgb(good)).shape == (48, 64, 3)
+    lied = bytearray(strips)
+    order = "<" if lied[:2] == b"II" else ">"
+    at = struct.unpack(order + "I", lied[4:8])[0]
+    for k in range(struct.unpack(order + "H", lied[at:at + 2])[0]):
+        entry = at + 2 + 12 * k
+        tag, kind = struct.unpack(order + "HH", lied[entry:entry + 4])
+        if tag == 256:
+            struct.pack_into(order + ("H" if kind == 3 else "I"), lied, entry + 8, 10000)
+    error = refused(bytes(lied))  # the header probe's verdict, before any decode
+    assert error.code == "E_CORRUPT" and "64x16" in error.message and "10000x16" in error.message, error.message
+
+
 def test_the_pixel_limit_takes_the_largest_size_a_tiff_claims(rgb: np.ndarray) -> None:
     error = refused(_deflate_tiff(rgb, (60000, 1), (48,)), max_pixels=10_000)
     assert error.code == "E_TOO_LARGE", error.message

@@ -18,7 +18,7 @@ from PIL import Image, TiffImagePlugin
 
 from preprocess.core import errors
 from preprocess.core.errors import input_error
-from preprocess.pipeline.formats import av1, sniff
+from preprocess.pipeline.formats import av1, jpeg, sniff
 
 # PIL transpose operations for EXIF orientations 1..8 (EXIF 2.32, tag 0x0112).
 EXIF_OPS: dict[int, tuple[Image.Transpose, ...]] = {
@@ -330,6 +330,31 @@ def tiff_strips_oversized(tags: TiffImagePlugin.ImageFileDirectory_v2) -> str | 
     room = planes * -(-height // max(rows, 1)) * rows * row + strips  # whole strips, a byte of padding each
     total = sum(int(n) for n in counts)
     return None if total <= room else f"its strips hold {total} bytes, more than its {width}x{height} needs"
+
+
+def tiff_jpeg_strips_misfit(tags: TiffImagePlugin.ImageFileDirectory_v2, data: bytes) -> str | None:
+    """What is wrong when a JPEG-compressed TIFF's first strip (or tile) is a JPEG of another size than the
+    header's strip (or tile), or None: libtiff decodes the strips into rows of the header's width with no
+    error (a 320 px wide file whose width says 10000 was stored as stripes on black)."""
+    if tiff_int(tags, 259, 1) != 7:  # JPEG ("new style"); old-style JPEG (6) is refused by its decoders
+        return None
+    tiled = 324 in tags
+    offsets, counts = tags.get(324 if tiled else 273) or (), tags.get(325 if tiled else 279) or ()
+    if not offsets or not counts:
+        return None
+    start, length = int(offsets[0]), int(counts[0])
+    frame = jpeg.frame_size(data[start:start + min(length, 1 << 20)])
+    if frame is None:  # no SOF in reach, or a depth libjpeg-turbo's 8-bit check does not cover: the decoder says
+        return None
+    width, height = tiff_int(tags, 256, 0), tiff_int(tags, 257, 0)
+    if tiled:
+        want = (tiff_int(tags, 322, 0), tiff_int(tags, 323, 0))
+    else:
+        want = (width, min(tiff_int(tags, 278, height) or height, height))
+    if frame == want:
+        return None
+    part, (fw, fh) = "tile" if tiled else "strip", frame
+    return f"its first JPEG {part} is {fw}x{fh} where its header ({width}x{height}) says {want[0]}x{want[1]}"
 
 
 def tiff(data: bytes) -> Header:

@@ -90,6 +90,17 @@ def bare_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+def frame_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of the first frame (SOF) of a JPEG stream, when it is 8-bit with 1 or 3 components
+    (a TIFF's JPEG strip may take its tables from the TIFF, so nothing else is asked of the stream)."""
+    for marker, i in _markers(data) if data.startswith(b"\xff\xd8") else ():
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return _frame_size(data, i)
+        if marker < 0 or marker == 0xDA:
+            return None
+    return None
+
+
 def _frame_size(data: bytes, i: int) -> tuple[int, int] | None:
     """(width, height) of the SOF segment at ``i`` when it is 8-bit with 1 or 3 components and a size
     libjpeg-turbo decodes."""
