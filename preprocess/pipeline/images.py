@@ -311,10 +311,8 @@ def _tiff_details(src: _Source, img: TiffImagePlugin.TiffImageFile, data: bytes)
     libtiff = bool(img.tile) and img.tile[0].codec_name == "libtiff"  # a compression Pillow lacks here
     src.decoder, src.oriented = ("codecs", False) if libtiff else ("pillow", True)
     src.compression = containers.tiff_int(tags, 259, 1)
-    src.separate_planes = libtiff and containers.tiff_int(tags, 284, 1) == 2  # Pillow's own decoders interleave
-    if tags.get(262) == 0:  # MinIsWhite (not tiff_int: 0 is its "absent"); Pillow inverts 1-8 bit ("L;I") only
-        rawmode = str(img.tile[0].args[0]) if img.tile and isinstance(img.tile[0].args, tuple) else ""
-        src.min_is_white = libtiff or not rawmode.rpartition(";")[2].endswith("I")
+    rawmode = str(img.tile[0].args[0]) if img.tile and isinstance(img.tile[0].args, tuple) else ""
+    src.separate_planes, src.min_is_white = containers.tiff_layout(tags, rawmode, libtiff=libtiff)
     src.bits = containers.tiff_int(tags, 258, 8)
     src.complete = containers.tiff_complete(tags, len(data))
     if (wrong := containers.tiff_jpeg_strips_misfit(tags, data) if libtiff else containers.tiff_strips_oversized(tags)):
@@ -420,7 +418,7 @@ def _decode_pixels(src: _Source, data: bytes, draft_to: tuple[int, int] | None, 
                 img.seek(0)
             img.load()
         if src.min_is_white:
-            arr = _white_is_zero(np.asarray(img), src.bits)
+            arr = pixels.white_is_zero(np.asarray(img), src.bits)
             return pixels.to_image(arr, bits=src.bits if src.bits < 8 * arr.dtype.itemsize else None)
         return img
     arr = np.asarray(_CODECS[src.format](data))
@@ -432,24 +430,8 @@ def _decode_pixels(src: _Source, data: bytes, draft_to: tuple[int, int] | None, 
         out.putpalette(src.palette[1], rawmode=src.palette[0])
         return out
     if src.min_is_white:
-        arr = _white_is_zero(arr, src.bits)
+        arr = pixels.white_is_zero(arr, src.bits)
     return pixels.to_image(arr, bits=src.bits if src.bits < 8 * arr.dtype.itemsize else None)
-
-
-def _white_is_zero(arr: np.ndarray, bits: int) -> np.ndarray:
-    """MinIsWhite samples (TIFF Photometric 0: 0 is white) as MinIsBlack: the grey sample inverted within
-    its bit depth, an alpha (extra) sample left as it is. Imagecodecs gives the samples as stored, and
-    Pillow inverts only 1- to 8-bit ones: a compressed or 16-bit MinIsWhite file was stored as a negative."""
-    out = np.array(arr)
-    grey = out if out.ndim == 2 else out[:, :, 0]
-    if out.dtype == np.bool_:
-        np.logical_not(grey, out=grey)
-    elif out.dtype.kind == "u":
-        peak = (1 << bits) - 1 if bits < 8 * out.dtype.itemsize else int(np.iinfo(out.dtype).max)
-        np.subtract(peak, np.minimum(grey, peak), out=grey)
-    else:
-        raise input_error(errors.UNSUPPORTED, f"TIFF: MinIsWhite (Photometric 0) with {out.dtype} samples")
-    return out
 
 
 def _to_srgb(img: Image.Image, src: _Source) -> Image.Image:

@@ -332,6 +332,15 @@ def tiff_strips_oversized(tags: TiffImagePlugin.ImageFileDirectory_v2) -> str | 
     return None if total <= room else f"its strips hold {total} bytes, more than its {width}x{height} needs"
 
 
+def tiff_layout(tags: TiffImagePlugin.ImageFileDirectory_v2, rawmode: str, *, libtiff: bool) -> tuple[bool, bool]:
+    """(separate planes, MinIsWhite left to do) for a TIFF about to be decoded by imagecodecs (``libtiff``:
+    it gives planes as (samples, height, width) and the samples as stored) or by Pillow with ``rawmode``
+    (which interleaves planes, and inverts 1- to 8-bit MinIsWhite samples only: "L;I", "1;I")."""
+    separate = libtiff and tiff_int(tags, 284, 1) == 2
+    white = tags.get(262) == 0 and (libtiff or not rawmode.rpartition(";")[2].endswith("I"))  # 0 is tiff_int's "absent"
+    return separate, white
+
+
 def tiff_jpeg_strips_misfit(tags: TiffImagePlugin.ImageFileDirectory_v2, data: bytes) -> str | None:
     """What is wrong when a JPEG-compressed TIFF's first strip (or tile) is a JPEG of another size than the
     header's strip (or tile), or None: libtiff decodes the strips into rows of the header's width with no

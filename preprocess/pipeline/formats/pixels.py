@@ -9,6 +9,8 @@
 Float infinities are the ends of the range (+inf white, -inf black) and never move the scale (it
 comes from the finite samples). A NaN sample has no value at all: any grey stored for it would be a
 guess, so an image holding one is refused (``E_CORRUPT``) rather than stored with black holes.
+
+MinIsWhite samples (TIFF) are inverted within their bit depth first (:func:`white_is_zero`).
 """
 
 from __future__ import annotations
@@ -59,3 +61,19 @@ def to_image(arr: np.ndarray, *, bits: int | None = None, cmyk: bool = False) ->
     if mode is None:  # more channels than colour + alpha (extra samples): keep the first three
         eight, mode = eight[:, :, :3], "RGB"
     return Image.fromarray(np.ascontiguousarray(eight), mode)
+
+
+def white_is_zero(arr: np.ndarray, bits: int) -> np.ndarray:
+    """MinIsWhite samples (TIFF Photometric 0: 0 is white) as MinIsBlack: the grey sample inverted within
+    its bit depth, an alpha (extra) sample left as it is. Imagecodecs gives the samples as stored, and
+    Pillow inverts only 1- to 8-bit ones: a compressed or 16-bit MinIsWhite file was stored as a negative."""
+    out = np.array(arr)
+    grey = out if out.ndim == 2 else out[:, :, 0]
+    if out.dtype == np.bool_:
+        np.logical_not(grey, out=grey)
+    elif out.dtype.kind == "u":
+        peak = (1 << bits) - 1 if bits < 8 * out.dtype.itemsize else int(np.iinfo(out.dtype).max)
+        np.subtract(peak, np.minimum(grey, peak), out=grey)
+    else:
+        raise input_error(errors.UNSUPPORTED, f"TIFF: MinIsWhite (Photometric 0) with {out.dtype} samples")
+    return out
