@@ -134,7 +134,7 @@ class _Source:
     pil: ImageFile.ImageFile | None = None
     compression: int = 0
     separate_planes: bool = False  # TIFF PlanarConfiguration 2: imagecodecs gives (samples, height, width)
-    min_is_white: bool = False  # TIFF Photometric 0 decoded by imagecodecs, which gives the samples as stored
+    min_is_white: bool = False  # TIFF Photometric 0 whose decoder gives the samples as stored (inverted after)
     complete: bool = True
     palette: tuple[str, bytes] | None = field(default=None, repr=False)
     coded_pixels: int = 0  # a larger frame than ``stored`` that the decoder makes first (AVIF), or 0
