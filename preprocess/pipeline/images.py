@@ -12,8 +12,9 @@ What decodes what (this pillow-simd has libjpeg-turbo and zlib only):
 - JPEG: simplejpeg (libjpeg-turbo), strict: damaged entropy-coded data is ``E_CORRUPT`` /
   ``E_TRUNCATED`` instead of grey blocks stored as ok (:mod:`preprocess.pipeline.formats.jpeg`);
 - PNG, BMP, GIF, PPM/PGM and uncompressed TIFF: Pillow;
-- compressed TIFF (LZW, Deflate, JPEG, PackBits, ZSTD, ...), WebP, JPEG 2000 (JP2 and J2K),
-  AVIF and JPEG XL: imagecodecs (libtiff, libwebp, OpenJPEG, libavif, libjxl);
+- compressed TIFF (LZW, Deflate, JPEG, PackBits, ZSTD, ...) and the uncompressed layouts Pillow misreads
+  (signed or 32-bit integers, YCbCr: :func:`.formats.tiff.pillow_misreads`), WebP, JPEG 2000 (JP2 and
+  J2K), AVIF and JPEG XL: imagecodecs (libtiff, libwebp, OpenJPEG, libavif, libjxl);
 - HEIF/HEIC and anything else Pillow recognises: ``E_UNSUPPORTED``, with the list of what is.
 
 Then, in this order: EXIF (or container) orientation, samples scaled to 8 bits
@@ -47,8 +48,9 @@ from PIL import (
 
 from preprocess.core import errors
 from preprocess.core.errors import InputError, input_error
-from preprocess.pipeline.formats import colour, containers, jpeg, pixels, png, sniff
+from preprocess.pipeline.formats import colour, containers, jpeg, pixels, png, sniff, tiff
 from preprocess.pipeline.formats.containers import EXIF_OPS, Header, HeaderError
+from preprocess.pipeline.formats.pixels import to_rgb
 
 # We enforce our own pixel limit (spec.limits.max_pixels) as an error; Pillow's own guard only
 # warns below 2x its limit, so switch it off and never rely on it.
@@ -135,6 +137,7 @@ class _Source:
     compression: int = 0
     separate_planes: bool = False  # TIFF PlanarConfiguration 2: imagecodecs gives (samples, height, width)
     min_is_white: bool = False  # TIFF Photometric 0 whose decoder gives the samples as stored (inverted after)
+    extra_samples: int = -1  # TIFF ExtraSamples (0 unspecified, 1 premultiplied alpha) imagecodecs leaves to us
     complete: bool = True
     palette: tuple[str, bytes] | None = field(default=None, repr=False)
     coded_pixels: int = 0  # a larger frame than ``stored`` that the decoder makes first (AVIF), or 0
@@ -253,7 +256,7 @@ def _from_header(h: Header) -> _Source:
     return _Source(format=h.format, mode=h.mode, stored=(h.width, h.height), orientation=h.orientation,
                    compression=h.compression,
                    decoder="codecs", oriented=h.format == sniff.JXL, frames=h.frames, bits=h.bits, icc=h.icc, exif=exif,
-                   complete=h.complete, coded_pixels=h.coded_pixels, coded=h.coded)
+                   complete=h.complete, coded_pixels=h.coded_pixels, coded=h.coded, min_is_white=h.min_is_white)
 
 
 def _open_pillow(fmt: str, data: bytes) -> _Source:
@@ -265,8 +268,8 @@ def _open_pillow(fmt: str, data: bytes) -> _Source:
         raise
     except Exception as exc:  # Pillow raises many types for broken headers
         if fmt == sniff.TIFF and "unknown pixel mode" in str(exc):
-            return _from_header(containers.tiff(data))  # float, 32-bit or signed RGB: no Pillow mode; libtiff
-        raise _header_error(fmt, data, exc) from None
+            return _from_header(tiff.header(data))  # float, 32-bit or signed RGB: no Pillow mode; libtiff
+        raise containers.header_error(fmt, data, exc) from None
 
 
 def _pillow_source(fmt: str, img: ImageFile.ImageFile, data: bytes) -> _Source:
@@ -286,6 +289,10 @@ def _pillow_source(fmt: str, img: ImageFile.ImageFile, data: bytes) -> _Source:
         raise input_error(errors.CORRUPT, f"PNG chunk {bad} fails its CRC check")
     elif fmt == sniff.PNG and (wrong := png.data_mismatch(data)):
         raise input_error(errors.CORRUPT, f"PNG: {wrong}")
+    elif fmt == sniff.PNG:
+        src.bits = data[24]  # IHDR's bit depth (its CRC is checked)
+    elif fmt == sniff.PPM and img.mode == "I":
+        src.bits = 16  # maxval > 255: Pillow scales the samples to 16 bits
     elif fmt == sniff.JPEG2000:
         h = containers.parse(fmt, data)
         src.bits, src.icc, src.complete, src.orientation = h.bits, h.icc, h.complete, 1
@@ -308,57 +315,23 @@ def _tiff_details(src: _Source, img: TiffImagePlugin.TiffImageFile, data: bytes)
     for libtiff, which does not; note the bit depth, palette and whether every strip is in the data."""
     tags = img.tag_v2
     src.stored = getattr(img, "_tile_size", img.size)
-    libtiff = bool(img.tile) and img.tile[0].codec_name == "libtiff"  # a compression Pillow lacks here
+    # a compression Pillow lacks here, or samples its raw decoder misreads: libtiff (imagecodecs) decodes them
+    libtiff = (bool(img.tile) and img.tile[0].codec_name == "libtiff") or tiff.pillow_misreads(tags)
     src.decoder, src.oriented = ("codecs", False) if libtiff else ("pillow", True)
-    src.compression = containers.tiff_int(tags, 259, 1)
+    src.compression = tiff.int_tag(tags, 259, 1)
     rawmode = str(img.tile[0].args[0]) if img.tile and isinstance(img.tile[0].args, tuple) else ""
-    src.separate_planes, src.min_is_white = containers.tiff_layout(tags, rawmode, libtiff=libtiff)
-    src.bits = containers.tiff_int(tags, 258, 8)
-    src.complete = containers.tiff_complete(tags, len(data))
-    if (wrong := containers.tiff_jpeg_strips_misfit(tags, data) if libtiff else containers.tiff_strips_oversized(tags)):
+    src.separate_planes, src.min_is_white = tiff.layout(tags, rawmode, libtiff=libtiff)
+    src.extra_samples = tiff.extra_sample(tags) if libtiff else -1
+    if (photometric := tags.get(262)) in (8, 9, 10):
+        raise input_error(errors.UNSUPPORTED, f"TIFF in CIELab (Photometric {photometric}): no sRGB conversion here")
+    src.bits = tiff.int_tag(tags, 258, 8)
+    src.complete = tiff.complete(tags, len(data))
+    if (wrong := tiff.jpeg_strips_misfit(tags, data) if libtiff else tiff.strips_oversized(tags)):
         raise input_error(errors.CORRUPT, f"TIFF: {wrong}")
-    src.coded_pixels, src.ambiguous = containers.tiff_claims(data)
+    src.coded_pixels, src.ambiguous = tiff.claims(data)
     if img.mode == "P" and img.palette is not None:
         rawmode, table = img.palette.getdata()
         src.palette = rawmode, bytes(table)
-
-
-def _header_error(fmt: str, data: bytes, exc: Exception) -> InputError:
-    cause = exc.__cause__ or exc
-    text = str(exc)
-    if fmt == sniff.TIFF and isinstance(cause, KeyError):
-        return input_error(errors.UNSUPPORTED, f"TIFF with an unknown compression or layout ({text})")
-    ended = isinstance(cause, EOFError | struct.error) or any(w in text.lower() for w in ("truncated", "end of", "eof"))
-    if fmt == sniff.JPEG:
-        ended = jpeg.header_end(data) is None
-    elif fmt == sniff.TIFF and data[2:4] in (b"*\x00", b"\x00*"):  # the first IFD lies past the end
-        ended = ended or int.from_bytes(data[4:8], "little" if data[:1] == b"I" else "big") + 2 > len(data)
-    if "not identified by this driver" in text:
-        text = "no image mode, or a zero width or height"
-    if ended:  # in words, not the parser's ("unpack_from requires a buffer of at least 4 bytes ...")
-        text = f"the file ends inside it ({len(data)} bytes)"
-    return input_error(errors.TRUNCATED if ended else errors.CORRUPT, f"unreadable {fmt} header: {text}")
-
-
-def to_rgb(img: Image.Image, *, bits: int | None = None) -> Image.Image:
-    """Convert any Pillow mode to 8-bit RGB correctly: deep samples scaled (never saturated, see
-    :mod:`preprocess.pipeline.formats.pixels`), alpha composited on white, palettes expanded."""
-    mode = img.mode
-    if mode == "RGB":
-        return img
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(img)
-        if mode == "I" and arr.size and int(arr.min()) >= 0 and int(arr.max()) <= 65535:
-            # mode "I" holds 16-bit PNGs as 32-bit ints: their range, unless every value is 8-bit
-            arr = arr.astype(np.uint16) if int(arr.max()) > 255 else arr.astype(np.uint8)
-        return Image.fromarray(pixels.to_8bit(arr, bits), "L").convert("RGB")
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        canvas = Image.new("RGB", rgba.size, (255, 255, 255))
-        canvas.paste(rgba, mask=rgba.getchannel("A"))
-        return canvas
-    # CMYK (Adobe-style inverted JPEGs are already un-inverted by the decoder), L, P, 1, YCbCr, ...
-    return img.convert("RGB")
 
 
 def decode_rgb(data: bytes, *, draft_to: tuple[int, int] | None = None, path: str | None = None) -> Image.Image:
@@ -377,6 +350,8 @@ def decode_rgb(data: bytes, *, draft_to: tuple[int, int] | None = None, path: st
     except Exception as exc:  # every decoder has its own error types
         code = errors.CORRUPT if src.complete else errors.TRUNCATED
         text = str(exc) or type(exc).__name__
+        if "can not handle" in text:  # libtiff's "Sorry, can not handle image": a layout, not damage
+            code = errors.UNSUPPORTED
         if isinstance(exc, OSError) and any(w in text.lower() for w in ("truncated", "end of file")):
             code = errors.TRUNCATED
         raise input_error(code, f"cannot decode: {text}", path) from None
@@ -421,17 +396,23 @@ def _decode_pixels(src: _Source, data: bytes, draft_to: tuple[int, int] | None, 
             arr = pixels.white_is_zero(np.asarray(img), src.bits)
             return pixels.to_image(arr, bits=src.bits if src.bits < 8 * arr.dtype.itemsize else None)
         return img
-    arr = np.asarray(_CODECS[src.format](data))
-    w, h = src.stored
-    if src.separate_planes and arr.ndim == 3 and arr.shape[1:] == (h, w):
-        arr = np.moveaxis(arr, 0, -1)  # planes -> pixels (a valid file was refused: "77x3 pixels")
+    return _codecs_pixels(src, np.asarray(_CODECS[src.format](data)))
+
+
+def _codecs_pixels(src: _Source, arr: np.ndarray) -> Image.Image:
+    """imagecodecs' samples (as stored) as a Pillow image: planes interleaved, palette, MinIsWhite and
+    TIFF extra samples applied, deep samples scaled."""
+    if src.format == sniff.TIFF:
+        arr = tiff.interleaved(arr, src.stored, separate=src.separate_planes, extra=src.extra_samples)
     if src.palette is not None and arr.ndim == 2:
         out = Image.fromarray(pixels.to_8bit(arr), "L")
         out.putpalette(src.palette[1], rawmode=src.palette[0])
         return out
     if src.min_is_white:
         arr = pixels.white_is_zero(arr, src.bits)
-    return pixels.to_image(arr, bits=src.bits if src.bits < 8 * arr.dtype.itemsize else None)
+    # libjxl scales its output to the whole range of its type, whatever the depth coded (10, 12, 16 bits)
+    deeper = src.bits < 8 * arr.dtype.itemsize and src.format != sniff.JXL
+    return pixels.to_image(arr, bits=src.bits if deeper else None)
 
 
 def _to_srgb(img: Image.Image, src: _Source) -> Image.Image:
@@ -440,6 +421,10 @@ def _to_srgb(img: Image.Image, src: _Source) -> Image.Image:
     if space in ("CMYK", "L") and img.mode == space:
         return colour.to_srgb(img, src.icc)
     rgb = to_rgb(img, bits=src.bits if src.bits > 8 else None)
+    if src.format == sniff.PNG and img.mode in ("1", "L", "I", "I;16", "RGB") and "transparency" in img.info:
+        rgb = png.keyed_out(img, rgb, src.bits)
+    if space == "L":  # deep grey, or grey with alpha (now on white): the grey profile still applies
+        return colour.to_srgb(rgb.convert("L"), src.icc)
     return colour.to_srgb(rgb, src.icc) if space == "RGB" else rgb
 
 

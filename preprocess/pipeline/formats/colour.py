@@ -55,3 +55,34 @@ def to_srgb(img: Image.Image, icc: bytes) -> Image.Image:
     except Exception:  # the profile could not build a transform: as if it were not there
         return img
     return Image.fromarray(np.ascontiguousarray(out), "RGB")
+
+
+# ITU-T H.273 colour primaries whose gamut is not sRGB's: (red, green, blue, white) chromaticities.
+_PRIMARIES = {9: ((0.708, 0.292), (0.170, 0.797), (0.131, 0.046), (0.3127, 0.3290)),  # BT.2020
+              11: ((0.680, 0.320), (0.265, 0.690), (0.150, 0.060), (0.314, 0.351)),  # DCI-P3
+              12: ((0.680, 0.320), (0.265, 0.690), (0.150, 0.060), (0.3127, 0.3290))}  # Display P3
+_GAMMA = {4: 2.2, 5: 2.8, 8: 1.0}  # H.273 transfer characteristics that are a plain power law
+_HDR = {16: "PQ (SMPTE 2084)", 18: "HLG"}  # transfers that need tone mapping to be seen in sRGB
+
+
+def from_encoding(primaries: int, transfer: int) -> bytes:
+    """An ICC profile for a colour encoding given as H.273 code points (AVIF's ``nclx``), or b"" for sRGB's
+    (BT.709 primaries, or unspecified; the sRGB curve, or a video one, which is shown as sRGB). Raises
+    ValueError for an HDR transfer: stored as sRGB it would be wrong, and tone mapping is not done here."""
+    if transfer in _HDR:
+        raise ValueError(f"an HDR transfer, {_HDR[transfer]}")
+    if primaries not in _PRIMARIES and transfer not in _GAMMA:
+        return b""
+    red, green, blue, white = _PRIMARIES.get(primaries, ((0.64, 0.33), (0.30, 0.60), (0.15, 0.06), (0.3127, 0.3290)))
+    chroma = [v for xy in (red, green, blue) for v in (*xy, 1.0)]
+    if transfer in _GAMMA:
+        return bytes(imagecodecs.cms_profile("rgb", whitepoint=[*white, 1.0], primaries=chroma,
+                                             gamma=_GAMMA[transfer]))
+    return bytes(imagecodecs.cms_profile("rgb", whitepoint=[*white, 1.0], primaries=chroma,
+                                         transferfunction=_srgb_curve()))
+
+
+@cache
+def _srgb_curve() -> np.ndarray:
+    x = np.linspace(0.0, 1.0, 4096)
+    return np.round(np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4) * 65535).astype(np.uint16)

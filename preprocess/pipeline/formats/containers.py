@@ -8,17 +8,16 @@ when the data ends inside a header field) for anything it cannot make sense of.
 
 from __future__ import annotations
 
-import io
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from PIL import Image, TiffImagePlugin
+from PIL import Image
 
 from preprocess.core import errors
-from preprocess.core.errors import input_error
-from preprocess.pipeline.formats import av1, jpeg, sniff
+from preprocess.core.errors import InputError, input_error
+from preprocess.pipeline.formats import av1, colour, jpeg, sniff
 
 # PIL transpose operations for EXIF orientations 1..8 (EXIF 2.32, tag 0x0112).
 EXIF_OPS: dict[int, tuple[Image.Transpose, ...]] = {
@@ -51,6 +50,7 @@ class Header:
     coded_pixels: int = 0  # the largest frame the decoder may make whatever the size box says (AVIF), or 0
     coded: tuple[int, int] | None = None  # the primary image's coded frame (AVIF), when it is one frame
     compression: int = 0  # TIFF's compression tag
+    min_is_white: bool = False  # TIFF's Photometric 0: the decoder gives the samples as stored, 0 is white
 
     @property
     def pixels(self) -> int:
@@ -182,6 +182,12 @@ def avif(data: bytes) -> Header:
     frames = av1.frame_sizes(data, meta)
     coded = frames.get(av1.primary_item(data, meta) or -1)
     icc = next((data[s + 4:e] for s, e in ipco.get(b"colr", []) if data[s:s + 4] in (b"prof", b"rICC")), b"")
+    for s, _ in ipco.get(b"colr", []) if not icc else ():
+        if data[s:s + 4] == b"nclx":  # the colour as code points (P3, BT.2020, linear ...): made a profile
+            try:
+                icc = colour.from_encoding(_u16(data, s + 4), _u16(data, s + 6))
+            except ValueError as exc:
+                raise input_error(errors.UNSUPPORTED, f"AVIF with {exc}: no tone mapping to sRGB here") from None
     bits = 8
     for s, _ in ipco.get(b"av1C", [])[:1]:
         flags = data[s + 2]
@@ -296,119 +302,23 @@ def jpeg2000(data: bytes) -> Header:
 
 # -- TIFF samples Pillow has no mode for --------------------------------------------------------------
 
-_TIFF_LAYOUTS = {(1, 1): "L", (2, 1): "LA", (3, 2): "RGB", (4, 2): "RGBA"}  # (samples, photometric) -> mode
 
-
-def tiff_int(tags: TiffImagePlugin.ImageFileDirectory_v2, tag: int, default: int) -> int:
-    """A TIFF tag's (first) value as an int (per-sample tags are tuples)."""
-    value = tags.get(tag, default)
-    return int((value[0] if isinstance(value, tuple) else value) or default)
-
-
-def tiff_complete(tags: TiffImagePlugin.ImageFileDirectory_v2, size: int) -> bool:
-    """Whether every strip (or tile) the IFD declares lies in the ``size`` bytes of the file."""
-    ends = [int(o) + int(n) for o, n in zip(tags.get(273, tags.get(324, ())) or (),
-                                            tags.get(279, tags.get(325, ())) or (), strict=False)]
-    return max(ends, default=0) <= size
-
-
-def tiff_strips_oversized(tags: TiffImagePlugin.ImageFileDirectory_v2) -> str | None:
-    """What is wrong when an uncompressed, stripped TIFF's strips hold more bytes than its size needs (a
-    byte of padding a strip allowed), or None: its width or height then lies about the samples, which an
-    uncompressed decode takes row by row at the wrong width (stripes, no error)."""
-    counts = tags.get(279) or ()
-    if tiff_int(tags, 259, 1) != 1 or not counts or 273 not in tags:
-        return None
-    width, height = tiff_int(tags, 256, 0), tiff_int(tags, 257, 0)
-    samples = tiff_int(tags, 277, 1)
-    per_sample = tags.get(258, 1)
-    bits = sum(int(b) for b in per_sample) if isinstance(per_sample, tuple) else int(per_sample or 1) * samples
-    planes = samples if tiff_int(tags, 284, 1) == 2 else 1
-    row = -(-width * bits // planes // 8)  # a row of one plane (planar: every sample its own plane)
-    rows = min(tiff_int(tags, 278, height) or height, height)
-    strips = len(counts)
-    room = planes * -(-height // max(rows, 1)) * rows * row + strips  # whole strips, a byte of padding each
-    total = sum(int(n) for n in counts)
-    return None if total <= room else f"its strips hold {total} bytes, more than its {width}x{height} needs"
-
-
-def tiff_layout(tags: TiffImagePlugin.ImageFileDirectory_v2, rawmode: str, *, libtiff: bool) -> tuple[bool, bool]:
-    """(separate planes, MinIsWhite left to do) for a TIFF about to be decoded by imagecodecs (``libtiff``:
-    it gives planes as (samples, height, width) and the samples as stored) or by Pillow with ``rawmode``
-    (which interleaves planes, and inverts 1- to 8-bit MinIsWhite samples only: "L;I", "1;I")."""
-    separate = libtiff and tiff_int(tags, 284, 1) == 2
-    white = tags.get(262) == 0 and (libtiff or not rawmode.rpartition(";")[2].endswith("I"))  # 0 is tiff_int's "absent"
-    return separate, white
-
-
-def tiff_jpeg_strips_misfit(tags: TiffImagePlugin.ImageFileDirectory_v2, data: bytes) -> str | None:
-    """What is wrong when a JPEG-compressed TIFF's first strip (or tile) is a JPEG of another size than the
-    header's strip (or tile), or None: libtiff decodes the strips into rows of the header's width with no
-    error (a 320 px wide file whose width says 10000 was stored as stripes on black)."""
-    if tiff_int(tags, 259, 1) != 7:  # JPEG ("new style"); old-style JPEG (6) is refused by its decoders
-        return None
-    tiled = 324 in tags
-    offsets, counts = tags.get(324 if tiled else 273) or (), tags.get(325 if tiled else 279) or ()
-    if not offsets or not counts:
-        return None
-    start, length = int(offsets[0]), int(counts[0])
-    frame = jpeg.frame_size(data[start:start + min(length, 1 << 20)])
-    if frame is None:  # no SOF in reach, or a depth libjpeg-turbo's 8-bit check does not cover: the decoder says
-        return None
-    width, height = tiff_int(tags, 256, 0), tiff_int(tags, 257, 0)
-    if tiled:
-        want = (tiff_int(tags, 322, 0), tiff_int(tags, 323, 0))
-    else:
-        want = (width, min(tiff_int(tags, 278, height) or height, height))
-    if frame == want:
-        return None
-    part, (fw, fh) = "tile" if tiled else "strip", frame
-    return f"its first JPEG {part} is {fw}x{fh} where its header ({width}x{height}) says {want[0]}x{want[1]}"
-
-
-def tiff(data: bytes) -> Header:
-    """The first IFD of a TIFF whose samples have no Pillow mode (float 16/32/64-bit, 32-bit integer or
-    signed RGB), read with Pillow's tag parser; imagecodecs (libtiff) decodes its pixels. Another
-    layout (palette of deep samples, CMYK floats, ...) is ``E_UNSUPPORTED``."""
-    fp = io.BytesIO(data)
-    try:
-        tags = TiffImagePlugin.ImageFileDirectory_v2(fp.read(16 if data[2:4] in (b"+\x00", b"\x00+") else 8))
-        fp.seek(tags.next)
-        tags.load(fp)
-    except (OSError, SyntaxError, struct.error) as exc:
-        raise HeaderError(f"TIFF: {exc}", truncated=isinstance(exc, EOFError | struct.error)) from None
-    samples, photometric, kind = (tiff_int(tags, tag, default) for tag, default in ((277, 1), (262, -1), (339, 1)))
-    if (samples, photometric) not in _TIFF_LAYOUTS or kind not in (1, 2, 3):
-        raise input_error(errors.UNSUPPORTED, f"TIFF with {samples} samples of format {kind} "
-                          f"(photometric {photometric}): no decoder for this layout")
-    exif = Image.Exif()
-    for tag in (0x010F, 0x0110, 0x0112, 0x0132):  # Make, Model, Orientation, DateTime
-        if tag in tags:
-            exif[tag] = tags[tag]
-    return Header(sniff.TIFF, int(tags[256]), int(tags[257]), samples, bits=tiff_int(tags, 258, 8),
-                  frames=2 if tags.next else 1, orientation=exif_orientation(exif.tobytes()),
-                  icc=bytes(tags.get(34675, b"") or b""), exif=exif.tobytes(),
-                  complete=tiff_complete(tags, len(data)), compression=tiff_int(tags, 259, 1),
-                  coded_pixels=tiff_claims(data)[0])
-
-
-def tiff_claims(data: bytes) -> tuple[int, bool]:
-    """The largest image the first IFD can stand for (its largest width x its largest height claim), and
-    whether it gives a size twice. Such a tag is read differently by Pillow (the last) and libtiff (the
-    first), so the pixel limit takes the largest of each, the file never goes to a decoder whose output
-    is not checked (DALI), and the decoded size is checked against the header after the decode."""
-    big = data[2:4] in (b"+\x00", b"\x00+")
-    order = "little" if data[:2] == b"II" else "big"
-    pos = int.from_bytes(data[8:16] if big else data[4:8], order)  # type: ignore[arg-type]
-    count_size, entry, value_at = (8, 20, 12) if big else (2, 12, 8)
-    count = int.from_bytes(data[pos:pos + count_size], order)  # type: ignore[arg-type]
-    claims: dict[int, list[int]] = {256: [0], 257: [0]}
-    for i in range(min(count, 4096)):
-        at = pos + count_size + i * entry
-        if at + entry > len(data):
-            break
-        tag, kind = int.from_bytes(data[at:at + 2], order), int.from_bytes(data[at + 2:at + 4], order)  # type: ignore[arg-type]
-        if tag in claims and kind in (3, 4, 16):  # SHORT, LONG, LONG8
-            size = 2 if kind == 3 else 8 if kind == 16 else 4
-            claims[tag].append(int.from_bytes(data[at + value_at:at + value_at + size], order))  # type: ignore[arg-type]
-    return max(claims[256]) * max(claims[257]), len(claims[256]) > 2 or len(claims[257]) > 2
+def header_error(fmt: str, data: bytes, exc: Exception) -> InputError:
+    """The error for a header Pillow's parser (or ours) could not read: E_TRUNCATED where the file ends inside
+    it, E_UNSUPPORTED for a valid layout no decoder here takes, else E_CORRUPT; in words, never a parser's."""
+    cause = exc.__cause__ or exc
+    text = str(exc)
+    if fmt == sniff.TIFF and isinstance(cause, KeyError):
+        return input_error(errors.UNSUPPORTED, f"TIFF with an unknown compression or layout ({text})")
+    ended = isinstance(cause, EOFError | struct.error) or any(w in text.lower() for w in ("truncated", "end of", "eof"))
+    if fmt == sniff.JPEG:
+        ended = jpeg.header_end(data) is None
+    elif fmt == sniff.TIFF and data[2:4] in (b"*\x00", b"\x00*"):  # the first IFD lies past the end
+        ended = ended or int.from_bytes(data[4:8], "little" if data[:1] == b"I" else "big") + 2 > len(data)
+    if "cannot handle" in text:  # Pillow: "cannot handle 12-bit layers" (a 12-bit JPEG): valid, not ours
+        return input_error(errors.UNSUPPORTED, f"{fmt}: {text}")
+    if "not identified by this driver" in text:
+        text = "no image mode, or a zero width or height"
+    if ended:  # in words, not the parser's ("unpack_from requires a buffer of at least 4 bytes ...")
+        text = f"the file ends inside it ({len(data)} bytes)"
+    return input_error(errors.TRUNCATED if ended else errors.CORRUPT, f"unreadable {fmt} header: {text}")

@@ -24,8 +24,8 @@ from preprocess.core.errors import input_error
 
 def to_8bit(arr: np.ndarray, bits: int | None = None) -> np.ndarray:
     """``arr`` as uint8; ``bits``: the samples' bit depth when it is less than their type's."""
-    if arr.dtype == np.uint8:
-        return arr
+    if arr.dtype == np.uint8 and not (bits and bits < 8):
+        return arr  # (2- and 4-bit samples from imagecodecs come as 0..3 and 0..15: scaled below)
     if arr.dtype == np.bool_:
         return arr.astype(np.uint8) * np.uint8(255)
     a = arr.astype(np.float64)
@@ -63,6 +63,20 @@ def to_image(arr: np.ndarray, *, bits: int | None = None, cmyk: bool = False) ->
     return Image.fromarray(np.ascontiguousarray(eight), mode)
 
 
+def unpremultiplied(arr: np.ndarray) -> np.ndarray:
+    """Colour samples premultiplied by their alpha (the last sample; TIFF ExtraSamples 1) divided by it
+    again, so that alpha composites as straight alpha does; unsigned integer samples only."""
+    if arr.dtype.kind != "u":
+        raise input_error(errors.UNSUPPORTED, f"premultiplied alpha with {arr.dtype} samples")
+    a = arr[:, :, -1:].astype(np.float64)
+    peak = float(np.iinfo(arr.dtype).max)
+    colour = np.where(a > 0, arr[:, :, :-1] * (peak / np.maximum(a, 1.0)), 0.0)
+    out = np.empty_like(arr)
+    out[:, :, :-1] = np.clip(colour + 0.5, 0, peak).astype(arr.dtype)
+    out[:, :, -1:] = arr[:, :, -1:]
+    return out
+
+
 def white_is_zero(arr: np.ndarray, bits: int) -> np.ndarray:
     """MinIsWhite samples (TIFF Photometric 0: 0 is white) as MinIsBlack: the grey sample inverted within
     its bit depth, an alpha (extra) sample left as it is. Imagecodecs gives the samples as stored, and
@@ -77,3 +91,25 @@ def white_is_zero(arr: np.ndarray, bits: int) -> np.ndarray:
     else:
         raise input_error(errors.UNSUPPORTED, f"TIFF: MinIsWhite (Photometric 0) with {out.dtype} samples")
     return out
+
+
+def to_rgb(img: Image.Image, *, bits: int | None = None) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB correctly: deep samples scaled (never saturated, see
+    :mod:`preprocess.pipeline.formats.pixels`), alpha composited on white, palettes expanded."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img)
+        if mode == "I" and arr.size and int(arr.min()) >= 0 and int(arr.max()) <= 65535:
+            # mode "I" holds 16-bit PGMs (and PNGs, on older Pillows) as 32-bit ints: the header's depth when
+            # known (a dark 16-bit image is not an 8-bit one), else their range unless every value is 8-bit
+            arr = arr.astype(np.uint16) if (bits or int(arr.max()) > 255) else arr.astype(np.uint8)
+        return Image.fromarray(to_8bit(arr, bits), "L").convert("RGB")
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, (255, 255, 255))
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    # CMYK (Adobe-style inverted JPEGs are already un-inverted by the decoder), L, P, 1, YCbCr, ...
+    return img.convert("RGB")

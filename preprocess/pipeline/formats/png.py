@@ -1,12 +1,19 @@
 """PNG's chunks, read from the bytes: their CRCs (Pillow checks only some), the EXIF block wherever it is
 (Pillow's ``getexif()`` decodes the pixels to find one after them), and whether the image data is the
-size the header says (Pillow decodes data that ends early, or is cut at the wrong width, without an error).
+size the header says (Pillow decodes data that ends early, or is cut at the wrong width, without an error);
+and a grey or RGB image's tRNS colour key, which Pillow keeps aside (:func:`keyed_out`).
 """
 
 from __future__ import annotations
 
 import zlib
 from collections.abc import Iterator
+
+import numpy as np
+from PIL import Image
+
+from preprocess.core import errors
+from preprocess.core.errors import input_error
 
 
 def _png_chunks(data: bytes) -> Iterator[tuple[bytes, int, int]]:
@@ -78,3 +85,21 @@ def exif(data: bytes) -> bytes:
             body = data[start:end]
             return body if body.startswith(b"Exif\x00\x00") else b"Exif\x00\x00" + body
     return b""
+
+
+def keyed_out(img: Image.Image, rgb: Image.Image, depth: int) -> Image.Image:
+    """``rgb`` (``img`` converted) with the pixels that match a grey or RGB PNG's tRNS colour key, which are
+    transparent, made white (alpha on white): Pillow keeps the key as the raw sample value of ``depth``
+    bits. A 16-bit RGB key cannot be matched on Pillow's 8-bit RGB: refused rather than ignored."""
+    key = img.info["transparency"]
+    arr = np.asarray(img)
+    if img.mode == "RGB" and isinstance(key, tuple) and depth <= 8:
+        mask = np.all(arr == np.asarray(key[:3], dtype=np.int64), axis=2)
+    elif img.mode != "RGB" and isinstance(key, int):
+        scale = 255 // ((1 << depth) - 1) if img.mode == "L" and depth < 8 else 1  # Pillow spreads 1/2/4 bits
+        mask = arr == (bool(key) if img.mode == "1" else key * scale)
+    else:
+        raise input_error(errors.UNSUPPORTED, f"a {depth}-bit {img.mode} PNG with a tRNS colour key")
+    out = np.array(rgb)
+    out[mask] = 255
+    return Image.fromarray(out, "RGB")

@@ -1,0 +1,205 @@
+"""Valid files in unusual layouts decode to their pixels, or are refused as E_UNSUPPORTED, never stored
+wrong: what a sweep of 452 valid odd files against independent writers and decoders found (2026-12-06).
+Every file is made here by an independent writer (a raw TIFF/PNG/PGM writer below, tifffile, imagecodecs)
+with its intended pixels computed beside it."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import imagecodecs
+import numpy as np
+import pytest
+import tifffile
+
+from preprocess.core.errors import InputError
+from preprocess.pipeline.images import decode_rgb, probe
+
+RAMP = np.tile(np.arange(64, dtype=np.uint8) * 4, (16, 1))  # a 64x16 grey ramp 0..252
+DEEP = np.tile(np.linspace(0, 65535, 64).round().astype(np.uint16), (16, 1))
+RGB = np.dstack([RAMP, RAMP[:, ::-1], np.full_like(RAMP, 128)])
+ALPHA = np.tile(np.linspace(0, 255, 64).round().astype(np.uint8), (16, 1))
+
+
+def decoded(data: bytes) -> np.ndarray | str:
+    """The decoded RGB pixels, or the failure code."""
+    try:
+        probe(data, max_pixels=10**9)
+        return np.asarray(decode_rgb(data))
+    except InputError as exc:
+        return exc.code
+
+
+def grey(a: np.ndarray) -> np.ndarray:
+    return np.repeat(a[..., None], 3, 2)
+
+
+def on_white(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    a = alpha[..., None] / 255.0
+    return np.round(colour * a + 255 * (1 - a)).astype(np.uint8)
+
+
+def tif(arr: np.ndarray, **kw: object) -> bytes:
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, arr, **kw)  # type: ignore[arg-type]
+    return buf.getvalue()
+
+
+def raw_tiff(w: int, h: int, strip: bytes, tags: dict[int, list[int]]) -> bytes:
+    """A one-strip little-endian TIFF with SHORT ``tags`` (what tifffile will not write: 4-bit LZW, Lab ...)."""
+    every = {**{t: (3, v) for t, v in tags.items()}, 256: (4, [w]), 257: (4, [h]), 278: (4, [h]), 273: (4, [8]),
+             279: (4, [len(strip)])}
+    out = bytearray(b"II*\0" + struct.pack("<I", 8 + len(strip) + (len(strip) & 1))) + strip + b"\0" * (len(strip) & 1)
+    extra, entries = bytearray(), b""
+    base = len(out) + 2 + 12 * len(every) + 4
+    for tag in sorted(every):
+        kind, values = every[tag]
+        payload = b"".join(struct.pack("<H" if kind == 3 else "<I", v) for v in values)
+        if len(payload) <= 4:
+            entries += struct.pack("<HHI", tag, kind, len(values)) + payload.ljust(4, b"\0")
+        else:
+            entries += struct.pack("<HHII", tag, kind, len(values), base + len(extra))
+            extra += payload
+    return bytes(out + struct.pack("<H", len(every)) + entries + b"\0\0\0\0" + extra)
+
+
+def chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def png(arr: np.ndarray, depth: int, colour_type: int, extra: bytes = b"", width: int | None = None) -> bytes:
+    rows = b"".join(b"\0" + r.tobytes() for r in arr.reshape(arr.shape[0], -1))
+    head = struct.pack(">IIBBBBB", width or arr.shape[1], arr.shape[0], depth, colour_type, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", head) + extra + chunk(b"IDAT", zlib.compress(rows))
+            + chunk(b"IEND", b""))
+
+
+def test_compressed_tiffs_of_few_bits_are_scaled() -> None:
+    """4-bit grey LZW: imagecodecs gives 0..15, which went to the store as 0..15 (black)."""
+    v4 = RAMP >> 4
+    packed = np.packbits(np.unpackbits(v4[..., None].astype(np.uint8), axis=2)[..., 4:].reshape(16, -1), axis=1)
+    lzw = bytes(imagecodecs.lzw_encode(packed.tobytes()))
+    got = decoded(raw_tiff(64, 16, lzw, {258: [4], 259: [5], 262: [1], 277: [1]}))
+    assert np.array_equal(got, grey(v4 * 17))
+
+
+def test_tiff_extra_samples_are_what_they_say() -> None:
+    """Premultiplied alpha was composited as straight alpha (21-25 levels off); an unspecified extra
+    sample was taken as alpha (washed to white)."""
+    premultiplied = np.round(RGB * (ALPHA[..., None] / 255.0)).astype(np.uint8)
+    got = decoded(tif(np.dstack([premultiplied, ALPHA]), photometric="rgb", extrasamples=["assocalpha"],
+                      compression="lzw"))
+    assert np.abs(np.asarray(got).astype(int) - on_white(RGB, ALPHA)).max() <= 1
+    got = decoded(tif(np.dstack([RGB, ALPHA]), photometric="rgb", extrasamples=["unspecified"], compression="lzw"))
+    assert np.array_equal(got, RGB)
+
+
+@pytest.mark.parametrize("compression", [None, "lzw"])
+def test_signed_and_32_bit_grey_tiffs_decode_alike_whatever_the_compression(compression: str | None) -> None:
+    """Uncompressed, Pillow read 32-bit unsigned samples as signed (high values wrapped) and signed 8-bit ones
+    as unsigned (128 levels off); libtiff reads both right, compressed or not."""
+    u32 = DEEP.astype(np.uint32) * 65537
+    assert np.array_equal(decoded(tif(u32, compression=compression)), grey(np.round(u32 / (2**32 - 1) * 255)))
+    s8 = (RAMP.astype(np.int16) - 128).astype(np.int8)
+    stretched = np.round((s8.astype(float) + 128) * 255 / 252).astype(np.uint8)  # no nominal range: min..max
+    assert np.array_equal(decoded(tif(s8, compression=compression)), grey(stretched))
+
+
+def test_a_dark_deep_image_is_not_taken_for_an_8_bit_one() -> None:
+    """A 16-bit PGM (and PNG) whose samples are all <= 255 came out 256x too bright: the depth is the
+    header's, not a guess from the values."""
+    dark = DEEP // 256
+    want = grey(np.round(dark / 65535 * 255).astype(np.uint8))
+    assert np.array_equal(decoded(b"P5\n64 16\n65535\n" + dark.astype(">u2").tobytes()), want)
+    assert np.array_equal(decoded(png(dark.astype(">u2"), 16, 0)), want)
+
+
+def test_a_png_colour_key_is_transparent() -> None:
+    """tRNS on a grey or RGB PNG (one value is transparent) was ignored: the key's pixels kept their colour."""
+    want = grey(RAMP).copy()
+    want[RAMP == 8] = 255
+    assert np.array_equal(decoded(png(RAMP, 8, 0, chunk(b"tRNS", struct.pack(">H", 8)))), want)
+    deep = (RAMP.astype(np.uint16) * 257).astype(">u2")
+    assert np.array_equal(decoded(png(deep, 16, 0, chunk(b"tRNS", struct.pack(">H", 8 * 257)))), want)
+    want = RGB.copy()
+    want[(RGB == (8, 244, 128)).all(axis=2)] = 255
+    assert np.array_equal(decoded(png(RGB, 8, 2, chunk(b"tRNS", struct.pack(">HHH", 8, 244, 128)))), want)
+    two_bit = RAMP >> 6  # 0..3, four to a byte
+    packed = np.packbits(np.unpackbits(two_bit[..., None].astype(np.uint8), axis=2)[..., 6:].reshape(16, -1), axis=1)
+    want = grey(two_bit * 85)
+    want[two_bit == 1] = 255
+    assert np.array_equal(decoded(png(packed, 2, 0, chunk(b"tRNS", struct.pack(">H", 1)), width=64)), want)
+    rgb16 = (RGB.astype(np.uint16) * 257).astype(">u2")
+    assert decoded(png(rgb16, 16, 2, chunk(b"tRNS", struct.pack(">HHH", 1, 2, 3)))) == "E_UNSUPPORTED"
+
+
+def test_layouts_without_a_decoder_here_are_unsupported_not_corrupt_nor_wrong() -> None:
+    """CIELab TIFF: an ImportError escaped (uncompressed) or the Lab numbers were stored as RGB (LZW);
+    16-bit CMYK LZW and 12-bit JPEG, valid files, were E_CORRUPT."""
+    lab = np.dstack([RAMP, np.zeros_like(RAMP), np.zeros_like(RAMP)])
+    tags = {258: [8, 8, 8], 259: [1], 262: [8], 277: [3]}
+    assert decoded(raw_tiff(64, 16, lab.tobytes(), tags)) == "E_UNSUPPORTED"
+    lzw = bytes(imagecodecs.lzw_encode(lab.tobytes()))
+    assert decoded(raw_tiff(64, 16, lzw, {**tags, 259: [5]})) == "E_UNSUPPORTED"
+    cmyk = np.dstack([RAMP, RAMP, RAMP, np.zeros_like(RAMP)]).astype(np.uint16) * 257
+    assert decoded(tif(cmyk, photometric="separated", compression="lzw")) == "E_UNSUPPORTED"
+    twelve = imagecodecs.jpeg8_encode(RGB.astype(np.uint16) * 16, level=95, bitspersample=12)
+    assert decoded(bytes(twelve)) == "E_UNSUPPORTED"
+
+
+def test_an_uncompressed_ycbcr_tiff_decodes() -> None:
+    """Pillow read it at 4 bytes a pixel: E_TRUNCATED (the LZW one decoded)."""
+    ycc = np.dstack([RAMP, np.full_like(RAMP, 128), np.full_like(RAMP, 128)])
+    tags = {258: [8, 8, 8], 259: [1], 262: [6], 277: [3], 530: [1, 1]}
+    assert np.array_equal(decoded(raw_tiff(64, 16, ycc.tobytes(), tags)), grey(RAMP))
+
+
+def test_a_12_bit_min_is_white_tiff_decodes() -> None:
+    """Photometric 0 was read as "absent" (-1): E_UNSUPPORTED "photometric -1"."""
+    v12 = DEEP >> 4
+    bits = np.unpackbits((4095 - v12).astype(">u2").view(np.uint8).reshape(16, 64, 2), axis=2)[..., 4:]
+    packed = np.packbits(bits.reshape(16, -1), axis=1).tobytes()
+    got = decoded(raw_tiff(64, 16, packed, {258: [12], 259: [1], 262: [0], 277: [1]}))
+    assert np.array_equal(got, grey(np.round(v12 / 4095 * 255).astype(np.uint8)))
+
+
+def test_a_deep_jpeg_xl_keeps_its_contrast() -> None:
+    """libjxl gives 16-bit samples over the whole range; the header's depth was never read (8), so they
+    were stretched min..max (a low-contrast photo came out 0..255)."""
+    low = (DEEP // 2 + 8000).astype(np.uint16)
+    got = decoded(bytes(imagecodecs.jpegxl_encode(low, lossless=True)))
+    assert np.array_equal(got, grey(np.round(low / 65535 * 255).astype(np.uint8)))
+
+
+def test_a_grey_profile_applies_to_deep_grey() -> None:
+    """A 16-bit grey PNG's grey ICC profile was ignored (8-bit grey was converted)."""
+    linear = bytes(imagecodecs.cms_profile("gray", gamma=1.0))
+    eight = np.round(DEEP / 257).astype(np.uint8)
+    want = np.asarray(imagecodecs.cms_transform(eight, linear, bytes(imagecodecs.cms_profile("srgb")),
+                                                colorspace="gray", outcolorspace="rgb"))
+    got = decoded(png(DEEP.astype(">u2"), 16, 0, chunk(b"iCCP", b"linear\0\0" + zlib.compress(linear))))
+    assert np.abs(np.asarray(got).astype(int) - want).max() <= 1
+
+
+def test_an_avif_colour_encoding_is_converted_to_srgb() -> None:
+    """AVIF gives its colour as H.273 code points (nclx) more often than as an ICC profile: a Display P3 one
+    was stored as if it were sRGB (11.6 levels off, 76 at most). An HDR transfer (PQ, HLG) is refused."""
+    x = np.linspace(0, 1, 4096)
+    curve = np.round(np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4) * 65535).astype(np.uint16)
+    p3 = bytes(imagecodecs.cms_profile("rgb", whitepoint=[0.3127, 0.3290, 1], primaries=[0.68, 0.32, 1, 0.265, 0.69, 1,
+                                       0.15, 0.06, 1], transferfunction=curve))
+    want = np.asarray(imagecodecs.cms_transform(RGB, p3, bytes(imagecodecs.cms_profile("srgb")), colorspace="rgb",
+                                                outcolorspace="rgb"))
+    avif = imagecodecs.AVIF
+
+    def encoded(primaries: int, transfer: int) -> bytes:
+        return bytes(imagecodecs.avif_encode(RGB, level=100, pixelformat=avif.PIXEL_FORMAT.YUV444,
+                                             primaries=primaries, transfer=transfer))
+
+    p3_avif = encoded(avif.COLOR_PRIMARIES.SMPTE432, avif.TRANSFER_CHARACTERISTICS.SRGB)
+    assert np.abs(np.asarray(decoded(p3_avif)).astype(int) - want).max() <= 2
+    srgb_avif = encoded(avif.COLOR_PRIMARIES.BT709, avif.TRANSFER_CHARACTERISTICS.SRGB)
+    assert np.abs(np.asarray(decoded(srgb_avif)).astype(int) - RGB).max() <= 2  # sRGB: as it is
+    assert decoded(encoded(avif.COLOR_PRIMARIES.BT2020, 16)) == "E_UNSUPPORTED"  # PQ
