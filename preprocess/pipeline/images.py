@@ -410,9 +410,7 @@ def _codecs_pixels(src: _Source, arr: np.ndarray) -> Image.Image:
         return out
     if src.min_is_white:
         arr = pixels.white_is_zero(arr, src.bits)
-    # libjxl scales its output to the whole range of its type, whatever the depth coded (10, 12, 16 bits)
-    deeper = src.bits < 8 * arr.dtype.itemsize and src.format != sniff.JXL
-    return pixels.to_image(arr, bits=src.bits if deeper else None)
+    return pixels.to_image(arr, bits=src.bits if src.bits < 8 * arr.dtype.itemsize else None)
 
 
 def _to_srgb(img: Image.Image, src: _Source) -> Image.Image:

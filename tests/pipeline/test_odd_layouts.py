@@ -166,11 +166,15 @@ def test_a_12_bit_min_is_white_tiff_decodes() -> None:
 
 
 def test_a_deep_jpeg_xl_keeps_its_contrast() -> None:
-    """libjxl gives 16-bit samples over the whole range; the header's depth was never read (8), so they
-    were stretched min..max (a low-contrast photo came out 0..255)."""
+    """The header's depth was never read (8), so deep samples were stretched min..max (a low-contrast photo
+    came out 0..255)."""
     low = (DEEP // 2 + 8000).astype(np.uint16)
     got = decoded(bytes(imagecodecs.jpegxl_encode(low, lossless=True)))
     assert np.array_equal(got, grey(np.round(low / 65535 * 255).astype(np.uint8)))
+    for depth in (10, 12):  # libjxl gives these as 0..1023 and 0..4095: the depth comes from the header
+        samples = (DEEP >> (16 - depth)).astype(np.uint16)
+        got = decoded(bytes(imagecodecs.jpegxl_encode(samples, lossless=True, bitspersample=depth)))
+        assert np.array_equal(got, grey(np.round(samples / ((1 << depth) - 1) * 255).astype(np.uint8))), depth
 
 
 def test_a_grey_profile_applies_to_deep_grey() -> None:

@@ -238,6 +238,45 @@ class _Bits:
             return (self.u(5) + 1) * 8
         return self.u((9, 13, 18, 30)[self.u(2)]) + 1
 
+    def metadata(self) -> tuple[int, int]:
+        """(orientation, bits per sample) from the ImageMetadata after the SizeHeader; bits 0 for float
+        samples. Integer samples come from libjxl at this depth (10-bit: 0..1023 in uint16)."""
+        orientation = 1
+        if self.u(1):  # all_default
+            return orientation, 8
+        if self.u(1):  # extra_fields: the orientation, then what may come before the bit depth
+            orientation = 1 + self.u(3)
+            for skip in (self.skip_size, self.skip_preview, self.skip_animation):
+                if self.u(1):  # have_intrinsic_size, have_preview, have_animation, each read in turn
+                    skip()
+        return orientation, 0 if self.u(1) else self.u32((0, 8), (0, 10), (0, 12), (6, 1))
+
+    def u32(self, *choices: tuple[int, int]) -> int:
+        """The spec's U32: a 2-bit selector, then (bits, offset) of the chosen distribution."""
+        n, offset = choices[self.u(2)]
+        return self.u(n) + offset
+
+    def skip_size(self) -> None:
+        """A SizeHeader (the intrinsic size)."""
+        div8 = bool(self.u(1))
+        self.size(div8)
+        if not self.u(3):
+            self.size(div8)
+
+    def skip_preview(self) -> None:
+        """A PreviewHeader."""
+        side = ((0, 16), (0, 32), (5, 1), (9, 33)) if self.u(1) else ((6, 1), (8, 65), (10, 321), (12, 1345))
+        self.u32(*side)
+        if not self.u(3):
+            self.u32(*side)
+
+    def skip_animation(self) -> None:
+        """An AnimationHeader."""
+        self.u32((0, 100), (0, 1000), (10, 1), (30, 1))
+        self.u32((0, 1), (0, 1001), (8, 1), (10, 1))
+        self.u32((0, 0), (3, 0), (16, 0), (32, 0))
+        self.u(1)
+
 
 _JXL_RATIOS = {1: (1, 1), 2: (12, 10), 3: (4, 3), 4: (3, 2), 5: (16, 9), 6: (5, 4), 7: (2, 1)}
 
@@ -267,11 +306,10 @@ def jxl(data: bytes) -> Header:
         width = height * num // den
     else:
         width = bits.size(div8)
-    orientation = 1
-    if not bits.u(1) and bits.u(1):  # not all_default, extra_fields: the orientation comes first
-        orientation = 1 + bits.u(3)
+    orientation, depth = bits.metadata()
     # libjxl applies the orientation while decoding: report it, the caller must not apply it again
-    return Header(sniff.JXL, width, height, 3, orientation=orientation, exif=exif, complete=complete)
+    return Header(sniff.JXL, width, height, 3, bits=depth or 8, orientation=orientation, exif=exif,
+                  complete=complete)
 
 
 # -- JPEG 2000 -----------------------------------------------------------------------------------
