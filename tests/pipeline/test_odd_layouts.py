@@ -168,12 +168,12 @@ def test_a_12_bit_min_is_white_tiff_decodes() -> None:
 def test_a_deep_jpeg_xl_keeps_its_contrast() -> None:
     """The header's depth was never read (8), so deep samples were stretched min..max (a low-contrast photo
     came out 0..255)."""
-    low = (DEEP // 2 + 8000).astype(np.uint16)
-    got = decoded(bytes(imagecodecs.jpegxl_encode(low, lossless=True)))
+    low = (DEEP // 2 + 8000).astype(np.uint16)  # (imagecodecs declares 16-bit samples linear unless told)
+    got = decoded(bytes(imagecodecs.jpegxl_encode(low, lossless=True, transfer="srgb")))
     assert np.array_equal(got, grey(np.round(low / 65535 * 255).astype(np.uint8)))
     for depth in (10, 12):  # libjxl gives these as 0..1023 and 0..4095: the depth comes from the header
         samples = (DEEP >> (16 - depth)).astype(np.uint16)
-        got = decoded(bytes(imagecodecs.jpegxl_encode(samples, lossless=True, bitspersample=depth)))
+        got = decoded(bytes(imagecodecs.jpegxl_encode(samples, lossless=True, bitspersample=depth, transfer="srgb")))
         assert np.array_equal(got, grey(np.round(samples / ((1 << depth) - 1) * 255).astype(np.uint8))), depth
 
 
@@ -207,3 +207,27 @@ def test_an_avif_colour_encoding_is_converted_to_srgb() -> None:
     srgb_avif = encoded(avif.COLOR_PRIMARIES.BT709, avif.TRANSFER_CHARACTERISTICS.SRGB)
     assert np.abs(np.asarray(decoded(srgb_avif)).astype(int) - RGB).max() <= 2  # sRGB: as it is
     assert decoded(encoded(avif.COLOR_PRIMARIES.BT2020, 16)) == "E_UNSUPPORTED"  # PQ
+
+
+def test_a_jpeg_xl_colour_encoding_is_converted_to_srgb() -> None:
+    """JPEG XL names its colour in its codestream (no ICC box): a Display P3 or linear one was stored as if
+    it were sRGB (P3: 6.5 levels off on average, linear: 40). libjxl gives the pixels in that encoding,
+    lossless or not; the header's encoding is read (past an alpha channel's description) and converted."""
+    srgb = bytes(imagecodecs.cms_profile("srgb"))
+    x = np.linspace(0, 1, 4096)
+    curve = np.round(np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4) * 65535).astype(np.uint16)
+    p3 = bytes(imagecodecs.cms_profile("rgb", whitepoint=[0.3127, 0.3290, 1], primaries=[0.68, 0.32, 1, 0.265, 0.69, 1,
+                                       0.15, 0.06, 1], transferfunction=curve))
+    bt709 = [0.64, 0.33, 1, 0.30, 0.60, 1, 0.15, 0.06, 1]
+    linear = bytes(imagecodecs.cms_profile("rgb", whitepoint=[0.3127, 0.3290, 1], primaries=bt709, gamma=1.0))
+    for profile, encoding in ((p3, {"primaries": "p3"}), (linear, {"transfer": "linear"})):
+        want = np.asarray(imagecodecs.cms_transform(RGB, profile, srgb, colorspace="rgb", outcolorspace="rgb"))
+        for kind in ({"lossless": True}, {"level": 95}):
+            got = decoded(bytes(imagecodecs.jpegxl_encode(RGB, **kind, **encoding)))  # type: ignore[arg-type]
+            assert np.abs(np.asarray(got).astype(int) - want).mean() < 2.0, (encoding, kind)
+    opaque = np.dstack([RGB, np.full_like(RAMP, 255)])  # an alpha channel's description comes before the colour
+    want = np.asarray(imagecodecs.cms_transform(RGB, p3, srgb, colorspace="rgb", outcolorspace="rgb"))
+    got = decoded(bytes(imagecodecs.jpegxl_encode(opaque, lossless=True, primaries="p3")))
+    assert np.abs(np.asarray(got).astype(int) - want).max() <= 1
+    assert np.array_equal(decoded(bytes(imagecodecs.jpegxl_encode(RGB, lossless=True))), RGB)  # sRGB: as it is
+    assert decoded(bytes(imagecodecs.jpegxl_encode(RGB, lossless=True, transfer="pq"))) == "E_UNSUPPORTED"

@@ -57,29 +57,38 @@ def to_srgb(img: Image.Image, icc: bytes) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(out), "RGB")
 
 
-# ITU-T H.273 colour primaries whose gamut is not sRGB's: (red, green, blue, white) chromaticities.
-_PRIMARIES = {9: ((0.708, 0.292), (0.170, 0.797), (0.131, 0.046), (0.3127, 0.3290)),  # BT.2020
-              11: ((0.680, 0.320), (0.265, 0.690), (0.150, 0.060), (0.314, 0.351)),  # DCI-P3
-              12: ((0.680, 0.320), (0.265, 0.690), (0.150, 0.060), (0.3127, 0.3290))}  # Display P3
-_GAMMA = {4: 2.2, 5: 2.8, 8: 1.0}  # H.273 transfer characteristics that are a plain power law
-_HDR = {16: "PQ (SMPTE 2084)", 18: "HLG"}  # transfers that need tone mapping to be seen in sRGB
+XY = tuple[float, float]
+SRGB_PRIMARIES: tuple[XY, XY, XY] = ((0.64, 0.33), (0.30, 0.60), (0.15, 0.06))
+D65: XY = (0.3127, 0.3290)
+BT2020: tuple[XY, XY, XY] = ((0.708, 0.292), (0.170, 0.797), (0.131, 0.046))
+P3: tuple[XY, XY, XY] = ((0.680, 0.320), (0.265, 0.690), (0.150, 0.060))
+DCI_WHITE: XY = (0.314, 0.351)
+# ITU-T H.273 colour primaries whose gamut is not sRGB's: (red, green, blue), white
+_PRIMARIES = {9: (BT2020, D65), 11: (P3, DCI_WHITE), 12: (P3, D65)}  # BT.2020, DCI-P3, Display P3
+GAMMA = {4: 2.2, 5: 2.8, 8: 1.0, 17: 2.6}  # H.273 transfers that are a plain power law (17: JPEG XL's DCI)
+HDR = {16: "PQ (SMPTE 2084)", 18: "HLG"}  # transfers that need tone mapping to be seen in sRGB
 
 
 def from_encoding(primaries: int, transfer: int) -> bytes:
     """An ICC profile for a colour encoding given as H.273 code points (AVIF's ``nclx``), or b"" for sRGB's
     (BT.709 primaries, or unspecified; the sRGB curve, or a video one, which is shown as sRGB). Raises
     ValueError for an HDR transfer: stored as sRGB it would be wrong, and tone mapping is not done here."""
-    if transfer in _HDR:
-        raise ValueError(f"an HDR transfer, {_HDR[transfer]}")
-    if primaries not in _PRIMARIES and transfer not in _GAMMA:
+    if transfer in HDR:
+        raise ValueError(f"an HDR transfer, {HDR[transfer]}")
+    if primaries not in _PRIMARIES and transfer not in GAMMA:
         return b""
-    red, green, blue, white = _PRIMARIES.get(primaries, ((0.64, 0.33), (0.30, 0.60), (0.15, 0.06), (0.3127, 0.3290)))
-    chroma = [v for xy in (red, green, blue) for v in (*xy, 1.0)]
-    if transfer in _GAMMA:
-        return bytes(imagecodecs.cms_profile("rgb", whitepoint=[*white, 1.0], primaries=chroma,
-                                             gamma=_GAMMA[transfer]))
-    return bytes(imagecodecs.cms_profile("rgb", whitepoint=[*white, 1.0], primaries=chroma,
-                                         transferfunction=_srgb_curve()))
+    rgb, white = _PRIMARIES.get(primaries, (SRGB_PRIMARIES, D65))
+    return profile(rgb, white, GAMMA.get(transfer))
+
+
+def profile(rgb: tuple[XY, XY, XY] | None, white: XY, gamma: float | None) -> bytes:
+    """An ICC profile: RGB with ``rgb`` primaries (grey when None), ``white``, and a power law of ``gamma``
+    (None: the sRGB curve)."""
+    curve: dict[str, object] = {"gamma": gamma} if gamma is not None else {"transferfunction": _srgb_curve()}
+    if rgb is None:
+        return bytes(imagecodecs.cms_profile("gray", whitepoint=[*white, 1.0], **curve))  # type: ignore[arg-type]
+    chroma = [v for xy in rgb for v in (*xy, 1.0)]
+    return bytes(imagecodecs.cms_profile("rgb", whitepoint=[*white, 1.0], primaries=chroma, **curve))  # type: ignore[arg-type]
 
 
 @cache

@@ -238,18 +238,81 @@ class _Bits:
             return (self.u(5) + 1) * 8
         return self.u((9, 13, 18, 30)[self.u(2)]) + 1
 
-    def metadata(self) -> tuple[int, int]:
-        """(orientation, bits per sample) from the ImageMetadata after the SizeHeader; bits 0 for float
-        samples. Integer samples come from libjxl at this depth (10-bit: 0..1023 in uint16)."""
+    def metadata(self) -> tuple[int, int, bytes]:
+        """(orientation, bits per sample, an ICC profile for its colour encoding or b"") from the ImageMetadata
+        after the SizeHeader; bits 0 for float samples. Integer samples come from libjxl at this depth
+        (10-bit: 0..1023 in uint16), in the colour encoding the header names (Display P3, linear ...)."""
         orientation = 1
-        if self.u(1):  # all_default
-            return orientation, 8
+        if self.u(1):  # all_default: 8-bit sRGB
+            return orientation, 8, b""
         if self.u(1):  # extra_fields: the orientation, then what may come before the bit depth
             orientation = 1 + self.u(3)
             for skip in (self.skip_size, self.skip_preview, self.skip_animation):
                 if self.u(1):  # have_intrinsic_size, have_preview, have_animation, each read in turn
                     skip()
-        return orientation, 0 if self.u(1) else self.u32((0, 8), (0, 10), (0, 12), (6, 1))
+        depth = 0 if self.u(1) else self.u32((0, 8), (0, 10), (0, 12), (6, 1))
+        if not depth:
+            self.u32((0, 32), (0, 16), (0, 24), (6, 1))
+            self.u(4)
+        try:
+            return orientation, depth, self.colour()
+        except IndexError:  # a header this short is the decoder's to judge; its colour is then taken as sRGB
+            return orientation, depth, b""
+
+    def enum(self) -> int:
+        return self.u32((0, 0), (0, 1), (4, 2), (6, 18))
+
+    def xy(self) -> tuple[float, float]:
+        """A CustomXY: two signed millionths."""
+        got = [self.u32((19, 0), (19, 524288), (20, 1048576), (21, 2097152)) for _ in range(2)]
+        x, y = ((v >> 1) if v % 2 == 0 else -((v + 1) >> 1) for v in got)
+        return x / 1e6, y / 1e6
+
+    def skip_extra_channel(self) -> None:
+        """An ExtraChannelInfo."""
+        if self.u(1):  # d_alpha: the default alpha channel
+            return
+        kind = self.enum()
+        if self.u(1):  # float samples
+            self.u32((0, 32), (0, 16), (0, 24), (6, 1))
+            self.u(4)
+        else:
+            self.u32((0, 8), (0, 10), (0, 12), (6, 1))
+        self.u32((0, 0), (0, 3), (0, 4), (3, 1))  # dim_shift
+        self.u(8 * self.u32((0, 0), (4, 0), (5, 16), (10, 48)))  # its name
+        if kind == 0:  # alpha: whether it is premultiplied
+            self.u(1)
+        elif kind == 2:  # a spot colour: four F16
+            self.u(64)
+        elif kind == 5:  # CFA channel
+            self.u32((0, 1), (2, 0), (4, 3), (8, 19))
+
+    def colour(self) -> bytes:
+        """The ColourEncoding after the bit depth, its extra channels and the XYB flag, as an ICC profile;
+        b"" for sRGB, or for an ICC profile coded later in the stream (not read here)."""
+        self.u(1)  # modular_16_bit_buffer_sufficient
+        for _ in range(self.u32((0, 0), (0, 1), (4, 2), (12, 1))):
+            self.skip_extra_channel()
+        self.u(1)  # xyb_encoded
+        if self.u(1) or self.u(1):  # all_default (sRGB), or want_icc
+            return b""
+        space = self.enum()
+        if space not in (0, 1):  # XYB or unknown: nothing to convert from here
+            return b""
+        white = {1: colour.D65, 10: (1 / 3, 1 / 3), 11: colour.DCI_WHITE}.get(point := self.enum(), colour.D65)
+        white = self.xy() if point == 2 else white
+        rgb = None
+        if space == 0:
+            rgb = {9: colour.BT2020, 11: colour.P3}.get(prims := self.enum(), colour.SRGB_PRIMARIES)
+            rgb = (self.xy(), self.xy(), self.xy()) if prims == 2 else rgb
+        gamma = 1e7 / max(self.u(24), 1) if self.u(1) else None
+        transfer = self.enum() if gamma is None else 0
+        if transfer in colour.HDR:
+            raise ValueError(f"an HDR transfer, {colour.HDR[transfer]}")
+        gamma = colour.GAMMA.get(transfer, gamma)
+        if rgb in (None, colour.SRGB_PRIMARIES) and white == colour.D65 and gamma is None:
+            return b""  # sRGB, or grey with sRGB's curve
+        return colour.profile(rgb, white, gamma)
 
     def u32(self, *choices: tuple[int, int]) -> int:
         """The spec's U32: a 2-bit selector, then (bits, offset) of the chosen distribution."""
@@ -306,9 +369,12 @@ def jxl(data: bytes) -> Header:
         width = height * num // den
     else:
         width = bits.size(div8)
-    orientation, depth = bits.metadata()
+    try:
+        orientation, depth, icc = bits.metadata()
+    except ValueError as exc:
+        raise input_error(errors.UNSUPPORTED, f"JPEG XL with {exc}: no tone mapping to sRGB here") from None
     # libjxl applies the orientation while decoding: report it, the caller must not apply it again
-    return Header(sniff.JXL, width, height, 3, bits=depth or 8, orientation=orientation, exif=exif,
+    return Header(sniff.JXL, width, height, 3, bits=depth or 8, orientation=orientation, icc=icc, exif=exif,
                   complete=complete)
 
 
