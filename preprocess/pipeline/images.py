@@ -291,6 +291,8 @@ def _pillow_source(fmt: str, img: ImageFile.ImageFile, data: bytes) -> _Source:
         raise input_error(errors.CORRUPT, f"PNG: {wrong}")
     elif fmt == sniff.PNG:
         src.bits = data[24]  # IHDR's bit depth (its CRC is checked)
+        if (code_points := png.cicp(data)) is not None:
+            src.icc = colour.from_encoding(*code_points, fmt="PNG")
     elif fmt == sniff.PPM and img.mode == "I":
         src.bits = 16  # maxval > 255: Pillow scales the samples to 16 bits
     elif fmt == sniff.JPEG2000:

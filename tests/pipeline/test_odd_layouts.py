@@ -231,3 +231,17 @@ def test_a_jpeg_xl_colour_encoding_is_converted_to_srgb() -> None:
     assert np.abs(np.asarray(got).astype(int) - want).max() <= 1
     assert np.array_equal(decoded(bytes(imagecodecs.jpegxl_encode(RGB, lossless=True))), RGB)  # sRGB: as it is
     assert decoded(bytes(imagecodecs.jpegxl_encode(RGB, lossless=True, transfer="pq"))) == "E_UNSUPPORTED"
+
+
+def test_a_png_cicp_colour_encoding_is_converted_to_srgb() -> None:
+    """PNG's third edition names the colour as H.273 code points (cICP), over any iCCP: it was ignored."""
+    x = np.linspace(0, 1, 4096)
+    curve = np.round(np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4) * 65535).astype(np.uint16)
+    p3 = bytes(imagecodecs.cms_profile("rgb", whitepoint=[0.3127, 0.3290, 1], primaries=[0.68, 0.32, 1, 0.265, 0.69, 1,
+                                       0.15, 0.06, 1], transferfunction=curve))
+    want = np.asarray(imagecodecs.cms_transform(RGB, p3, bytes(imagecodecs.cms_profile("srgb")), colorspace="rgb",
+                                                outcolorspace="rgb"))
+    got = decoded(png(RGB, 8, 2, chunk(b"cICP", bytes([12, 13, 0, 1]))))  # Display P3, the sRGB curve
+    assert np.abs(np.asarray(got).astype(int) - want).max() <= 1
+    assert np.array_equal(decoded(png(RGB, 8, 2, chunk(b"cICP", bytes([1, 13, 0, 1])))), RGB)  # sRGB
+    assert decoded(png(RGB, 8, 2, chunk(b"cICP", bytes([9, 16, 0, 1])))) == "E_UNSUPPORTED"  # BT.2100 PQ

@@ -17,6 +17,9 @@ import imagecodecs
 import numpy as np
 from PIL import Image
 
+from preprocess.core import errors
+from preprocess.core.errors import InputError, input_error
+
 INTENT = imagecodecs.CMS.INTENT.RELATIVE_COLORIMETRIC
 _SPACE = {"rgb": "RGB", "gray": "L", "cmyk": "CMYK"}  # profile colour space -> the Pillow mode it fits
 
@@ -69,16 +72,21 @@ GAMMA = {4: 2.2, 5: 2.8, 8: 1.0, 17: 2.6}  # H.273 transfers that are a plain po
 HDR = {16: "PQ (SMPTE 2084)", 18: "HLG"}  # transfers that need tone mapping to be seen in sRGB
 
 
-def from_encoding(primaries: int, transfer: int) -> bytes:
-    """An ICC profile for a colour encoding given as H.273 code points (AVIF's ``nclx``), or b"" for sRGB's
-    (BT.709 primaries, or unspecified; the sRGB curve, or a video one, which is shown as sRGB). Raises
-    ValueError for an HDR transfer: stored as sRGB it would be wrong, and tone mapping is not done here."""
+def from_encoding(primaries: int, transfer: int, fmt: str) -> bytes:
+    """An ICC profile for a colour encoding given as H.273 code points (AVIF's ``nclx``, PNG's ``cICP``), or
+    b"" for sRGB's (BT.709 primaries, or unspecified; the sRGB curve, or a video one, which is shown as sRGB).
+    An HDR transfer is E_UNSUPPORTED: stored as sRGB it would be wrong, and tone mapping is not done here."""
     if transfer in HDR:
-        raise ValueError(f"an HDR transfer, {HDR[transfer]}")
+        raise hdr(fmt, transfer)
     if primaries not in _PRIMARIES and transfer not in GAMMA:
         return b""
     rgb, white = _PRIMARIES.get(primaries, (SRGB_PRIMARIES, D65))
     return profile(rgb, white, GAMMA.get(transfer))
+
+
+def hdr(fmt: str, transfer: int) -> InputError:
+    return input_error(errors.UNSUPPORTED, f"{fmt} with an HDR transfer, {HDR[transfer]}: no tone mapping to "
+                       "sRGB here")
 
 
 def profile(rgb: tuple[XY, XY, XY] | None, white: XY, gamma: float | None) -> bytes:

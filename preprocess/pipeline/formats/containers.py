@@ -184,10 +184,7 @@ def avif(data: bytes) -> Header:
     icc = next((data[s + 4:e] for s, e in ipco.get(b"colr", []) if data[s:s + 4] in (b"prof", b"rICC")), b"")
     for s, _ in ipco.get(b"colr", []) if not icc else ():
         if data[s:s + 4] == b"nclx":  # the colour as code points (P3, BT.2020, linear ...): made a profile
-            try:
-                icc = colour.from_encoding(_u16(data, s + 4), _u16(data, s + 6))
-            except ValueError as exc:
-                raise input_error(errors.UNSUPPORTED, f"AVIF with {exc}: no tone mapping to sRGB here") from None
+            icc = colour.from_encoding(_u16(data, s + 4), _u16(data, s + 6), "AVIF")
     bits = 8
     for s, _ in ipco.get(b"av1C", [])[:1]:
         flags = data[s + 2]
@@ -308,7 +305,7 @@ class _Bits:
         gamma = 1e7 / max(self.u(24), 1) if self.u(1) else None
         transfer = self.enum() if gamma is None else 0
         if transfer in colour.HDR:
-            raise ValueError(f"an HDR transfer, {colour.HDR[transfer]}")
+            raise colour.hdr("JPEG XL", transfer)
         gamma = colour.GAMMA.get(transfer, gamma)
         if rgb in (None, colour.SRGB_PRIMARIES) and white == colour.D65 and gamma is None:
             return b""  # sRGB, or grey with sRGB's curve
@@ -369,10 +366,7 @@ def jxl(data: bytes) -> Header:
         width = height * num // den
     else:
         width = bits.size(div8)
-    try:
-        orientation, depth, icc = bits.metadata()
-    except ValueError as exc:
-        raise input_error(errors.UNSUPPORTED, f"JPEG XL with {exc}: no tone mapping to sRGB here") from None
+    orientation, depth, icc = bits.metadata()
     # libjxl applies the orientation while decoding: report it, the caller must not apply it again
     return Header(sniff.JXL, width, height, 3, bits=depth or 8, orientation=orientation, icc=icc, exif=exif,
                   complete=complete)

@@ -1,7 +1,8 @@
 """PNG's chunks, read from the bytes: their CRCs (Pillow checks only some), the EXIF block wherever it is
 (Pillow's ``getexif()`` decodes the pixels to find one after them), and whether the image data is the
 size the header says (Pillow decodes data that ends early, or is cut at the wrong width, without an error);
-and a grey or RGB image's tRNS colour key, which Pillow keeps aside (:func:`keyed_out`).
+a grey or RGB image's tRNS colour key, which Pillow keeps aside (:func:`keyed_out`); its cICP colour
+encoding, which Pillow does not read (:func:`cicp`).
 """
 
 from __future__ import annotations
@@ -85,6 +86,17 @@ def exif(data: bytes) -> bytes:
             body = data[start:end]
             return body if body.startswith(b"Exif\x00\x00") else b"Exif\x00\x00" + body
     return b""
+
+
+def cicp(data: bytes) -> tuple[int, int] | None:
+    """(colour primaries, transfer characteristics) of a PNG's cICP chunk (H.273 code points, PNG's third
+    edition: P3, BT.2020, HDR), or None. It overrides an iCCP profile."""
+    for kind, start, end in _png_chunks(data):
+        if kind == b"cICP" and end - start == 4:
+            return data[start], data[start + 1]
+        if kind == b"IDAT":  # cICP comes before the image data
+            return None
+    return None
 
 
 def keyed_out(img: Image.Image, rgb: Image.Image, depth: int) -> Image.Image:
