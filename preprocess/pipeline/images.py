@@ -229,6 +229,8 @@ def _open(data: bytes, path: str | None) -> _Source:
         raise input_error(code, f"unreadable {fmt} header: {exc}", path) from None
     except InputError as exc:
         raise input_error(exc.code, exc.message, path) from None
+    except Exception as exc:  # a header parser's own error on hostile bytes is a verdict, not a crash of the run
+        raise input_error(errors.CORRUPT, f"unreadable {fmt} header ({type(exc).__name__}: {exc})", path) from None
 
 
 def _unknown(data: bytes, path: str | None) -> InputError:
@@ -256,7 +258,8 @@ def _from_header(h: Header) -> _Source:
     return _Source(format=h.format, mode=h.mode, stored=(h.width, h.height), orientation=h.orientation,
                    compression=h.compression,
                    decoder="codecs", oriented=h.format == sniff.JXL, frames=h.frames, bits=h.bits, icc=h.icc, exif=exif,
-                   complete=h.complete, coded_pixels=h.coded_pixels, coded=h.coded, min_is_white=h.min_is_white)
+                   complete=h.complete, coded_pixels=h.coded_pixels, coded=h.coded, min_is_white=h.min_is_white,
+                   separate_planes=h.separate_planes, extra_samples=h.extra_samples)
 
 
 def _open_pillow(fmt: str, data: bytes) -> _Source:
@@ -285,14 +288,8 @@ def _pillow_source(fmt: str, img: ImageFile.ImageFile, data: bytes) -> _Source:
                   pil=img)
     if isinstance(img, TiffImagePlugin.TiffImageFile):
         _tiff_details(src, img, data)
-    elif fmt == sniff.PNG and (bad := png.crc_error(data)):
-        raise input_error(errors.CORRUPT, f"PNG chunk {bad} fails its CRC check")
-    elif fmt == sniff.PNG and (wrong := png.data_mismatch(data)):
-        raise input_error(errors.CORRUPT, f"PNG: {wrong}")
     elif fmt == sniff.PNG:
-        src.bits = data[24]  # IHDR's bit depth (its CRC is checked)
-        if (code_points := png.cicp(data)) is not None:
-            src.icc = colour.from_encoding(*code_points, fmt="PNG")
+        _png_details(src, img, data)
     elif fmt == sniff.PPM and img.mode == "I":
         src.bits = 16  # maxval > 255: Pillow scales the samples to 16 bits
     elif fmt == sniff.JPEG2000:
@@ -300,6 +297,20 @@ def _pillow_source(fmt: str, img: ImageFile.ImageFile, data: bytes) -> _Source:
         src.bits, src.icc, src.complete, src.orientation = h.bits, h.icc, h.complete, 1
         src.coded_pixels = h.width * h.height  # the codestream's size (SIZ) counts for the limit, not only the box's
     return src
+
+
+def _png_details(src: _Source, img: ImageFile.ImageFile, data: bytes) -> None:
+    """Check a PNG's chunks (Pillow checks only some CRCs, and decodes short image data), and note its bit
+    depth, a colour key and a cICP colour encoding (Pillow reads neither)."""
+    if bad := png.crc_error(data):
+        raise input_error(errors.CORRUPT, f"PNG chunk {bad} fails its CRC check")
+    if wrong := png.data_mismatch(data):
+        raise input_error(errors.CORRUPT, f"PNG: {wrong}")
+    src.bits = data[24]  # IHDR's bit depth (its CRC is checked)
+    if "transparency" in img.info and img.mode in ("1", "L", "RGB"):  # a colour key: transparent pixels
+        src.mode = "RGBA" if img.mode == "RGB" else "LA"  # (so never "plain": DALI's decoder drops the key)
+    if (code_points := png.cicp(data)) is not None:
+        src.icc = colour.from_encoding(*code_points, fmt="PNG")
 
 
 def _frames(img: ImageFile.ImageFile) -> int:
@@ -360,7 +371,7 @@ def decode_rgb(data: bytes, *, draft_to: tuple[int, int] | None = None, path: st
     if not src.oriented:
         for op in EXIF_OPS.get(src.orientation, ()):
             img = img.transpose(op)
-    return _to_srgb(img, src)
+    return _to_srgb(img, src, data)
 
 
 def _check_size(got: tuple[int, int], src: _Source, *, drafted: bool) -> None:
@@ -405,7 +416,7 @@ def _codecs_pixels(src: _Source, arr: np.ndarray) -> Image.Image:
     """imagecodecs' samples (as stored) as a Pillow image: planes interleaved, palette, MinIsWhite and
     TIFF extra samples applied, deep samples scaled."""
     if src.format == sniff.TIFF:
-        arr = tiff.interleaved(arr, src.stored, separate=src.separate_planes, extra=src.extra_samples)
+        arr = tiff.interleaved(arr, src.stored, separate=src.separate_planes, extra=src.extra_samples, bits=src.bits)
     if src.palette is not None and arr.ndim == 2:
         out = Image.fromarray(pixels.to_8bit(arr), "L")
         out.putpalette(src.palette[1], rawmode=src.palette[0])
@@ -415,17 +426,20 @@ def _codecs_pixels(src: _Source, arr: np.ndarray) -> Image.Image:
     return pixels.to_image(arr, bits=src.bits if src.bits < 8 * arr.dtype.itemsize else None)
 
 
-def _to_srgb(img: Image.Image, src: _Source) -> Image.Image:
+def _to_srgb(img: Image.Image, src: _Source, data: bytes) -> Image.Image:
     found = colour.describe(src.icc)
     space = found[1] if found else ""
     if space in ("CMYK", "L") and img.mode == space:
-        return colour.to_srgb(img, src.icc)
-    rgb = to_rgb(img, bits=src.bits if src.bits > 8 else None)
+        rgb = colour.to_srgb(img, src.icc)
+    else:
+        rgb = to_rgb(img, bits=src.bits if src.bits > 8 else None)
+        if space == "L":  # deep grey, or grey with alpha (now on white): the grey profile still applies
+            rgb = colour.to_srgb(rgb.convert("L"), src.icc)
+        elif space == "RGB":
+            rgb = colour.to_srgb(rgb, src.icc)
     if src.format == sniff.PNG and img.mode in ("1", "L", "I", "I;16", "RGB") and "transparency" in img.info:
-        rgb = png.keyed_out(img, rgb, src.bits)
-    if space == "L":  # deep grey, or grey with alpha (now on white): the grey profile still applies
-        return colour.to_srgb(rgb.convert("L"), src.icc)
-    return colour.to_srgb(rgb, src.icc) if space == "RGB" else rgb
+        rgb = png.keyed_out(img, rgb, src.bits, data)  # transparent on white, whatever the profile
+    return rgb
 
 
 jpeg_suspect = jpeg.suspect  # the DALI engine keeps damaged JPEGs from its decoder with these two

@@ -132,7 +132,15 @@ def test_a_png_colour_key_is_transparent() -> None:
     want[two_bit == 1] = 255
     assert np.array_equal(decoded(png(packed, 2, 0, chunk(b"tRNS", struct.pack(">H", 1)), width=64)), want)
     rgb16 = (RGB.astype(np.uint16) * 257).astype(">u2")
-    assert decoded(png(rgb16, 16, 2, chunk(b"tRNS", struct.pack(">HHH", 1, 2, 3)))) == "E_UNSUPPORTED"
+    rgb16[0, 0] += 1  # the key's high bytes, not its low ones: opaque (Pillow keeps only the high bytes)
+    want = RGB.copy()
+    want[(RGB == (8, 244, 128)).all(axis=2)] = 255
+    want[0, 0] = RGB[0, 0]
+    key16 = chunk(b"tRNS", struct.pack(">HHH", 8 * 257, 244 * 257, 128 * 257))
+    assert np.array_equal(decoded(png(rgb16, 16, 2, key16)), want)
+    linear = bytes(imagecodecs.cms_profile("gray", gamma=1.0))  # a grey profile does not lose the key
+    got = decoded(png(RAMP, 8, 0, chunk(b"iCCP", b"linear\0\0" + zlib.compress(linear)) + chunk(b"tRNS", b"\0\x08")))
+    assert (np.asarray(got)[RAMP == 8] == 255).all() and (np.asarray(got)[RAMP == 12] < 255).all()
 
 
 def test_layouts_without_a_decoder_here_are_unsupported_not_corrupt_nor_wrong() -> None:
@@ -172,7 +180,7 @@ def test_a_deep_jpeg_xl_keeps_its_contrast() -> None:
     got = decoded(bytes(imagecodecs.jpegxl_encode(low, lossless=True, transfer="srgb")))
     assert np.array_equal(got, grey(np.round(low / 65535 * 255).astype(np.uint8)))
     for depth in (10, 12):  # libjxl gives these as 0..1023 and 0..4095: the depth comes from the header
-        samples = (DEEP >> (16 - depth)).astype(np.uint16)
+        samples = (low >> (16 - depth)).astype(np.uint16)
         got = decoded(bytes(imagecodecs.jpegxl_encode(samples, lossless=True, bitspersample=depth, transfer="srgb")))
         assert np.array_equal(got, grey(np.round(samples / ((1 << depth) - 1) * 255).astype(np.uint8))), depth
 
@@ -245,3 +253,98 @@ def test_a_png_cicp_colour_encoding_is_converted_to_srgb() -> None:
     assert np.abs(np.asarray(got).astype(int) - want).max() <= 1
     assert np.array_equal(decoded(png(RGB, 8, 2, chunk(b"cICP", bytes([1, 13, 0, 1])))), RGB)  # sRGB
     assert decoded(png(RGB, 8, 2, chunk(b"cICP", bytes([9, 16, 0, 1])))) == "E_UNSUPPORTED"  # BT.2100 PQ
+
+
+def test_float_and_32_bit_tiffs_take_their_planes_and_extra_samples() -> None:
+    """TIFFs without a Pillow mode (float, 32-bit) were read without their PlanarConfiguration (E_CORRUPT)
+    and ExtraSamples (premultiplied colour 38 levels off; an unspecified sample taken as alpha)."""
+    unit = RGB.astype(np.float32) / 255
+    planes = tif(np.moveaxis(unit, -1, 0).copy(), photometric="rgb", planarconfig="separate", compression="zlib")
+    assert np.array_equal(decoded(planes), RGB)
+    alpha = ALPHA.astype(np.float32)[..., None] / 255
+    premultiplied = tif(np.dstack([unit * alpha, alpha]), photometric="rgb", extrasamples=["assocalpha"])
+    assert np.abs(np.asarray(decoded(premultiplied)).astype(int) - on_white(RGB, ALPHA)).max() <= 1
+    unspecified = tif(np.dstack([unit, alpha]), photometric="rgb", extrasamples=["unspecified"])
+    assert np.array_equal(decoded(unspecified), RGB)
+
+
+def test_a_colour_encoding_that_makes_no_profile_is_corrupt() -> None:
+    """A JPEG XL header may give any chromaticities: LittleCMS's CmsError escaped the probe (a crash of the
+    run, not a failure row)."""
+    from preprocess.pipeline.formats import colour
+
+    for rgb, white in ((((0.3, 0.3),) * 3, colour.D65), (colour.P3, (0.0, 0.0)), (colour.P3, (-0.1, 0.3))):
+        with pytest.raises(InputError) as caught:
+            colour.profile(rgb, white, None)
+        assert caught.value.code == "E_CORRUPT"
+
+
+def test_a_header_parser_failure_is_a_verdict(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever a header parser raises on hostile bytes is E_CORRUPT with the file's path, never an exception
+    that ends the run. Test double: a parser that fails as a bug would (no real file makes one fail today)."""
+    from preprocess.pipeline.formats import containers
+
+    def broken(fmt: str, data: bytes) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(containers, "parse", broken)
+    with pytest.raises(InputError) as caught:
+        probe(bytes(imagecodecs.avif_encode(RGB, level=90)), max_pixels=10**9, path="x.avif")
+    assert caught.value.code == "E_CORRUPT" and caught.value.path == "x.avif" and "RuntimeError" in caught.value.message
+
+
+def test_an_avif_takes_its_primary_images_colour_only() -> None:
+    """Every item's properties were read: a gain map's colour box (libavif writes PQ there) made an SDR
+    photo E_UNSUPPORTED, or converted it with another item's primaries (152 levels off)."""
+    base = bytes(imagecodecs.avif_encode(RGB, level=100, pixelformat=imagecodecs.AVIF.PIXEL_FORMAT.YUV444))
+    for primaries, transfer in ((9, 16), (9, 13)):
+        body = b"colr" + b"nclx" + struct.pack(">HHHB", primaries, transfer, 9, 0x80)
+        other = _with_property(base, struct.pack(">I", len(body) + 4) + body)  # associated with no item
+        assert np.abs(np.asarray(decoded(other)).astype(int) - RGB).max() <= 2
+
+
+def _with_property(data: bytes, prop: bytes) -> bytes:
+    """``data`` (an AVIF with its meta before its mdat) with ``prop`` appended to ipco, which no item uses;
+    the sizes of the boxes around it and the item offsets after it are moved by its length."""
+    def children(start: int, end: int) -> dict[bytes, tuple[int, int]]:
+        out, pos = {}, start
+        while pos + 8 <= end:
+            size = struct.unpack(">I", data[pos:pos + 4])[0]
+            out[data[pos + 4:pos + 8]] = (pos, pos + size)
+            pos += size
+        return out
+
+    meta = children(0, len(data))[b"meta"]
+    kids = children(meta[0] + 12, meta[1])
+    iprp = kids[b"iprp"]
+    ipco = children(iprp[0] + 8, iprp[1])[b"ipco"]
+    out = bytearray(data)
+    for at in (meta[0], iprp[0], ipco[0]):
+        struct.pack_into(">I", out, at, struct.unpack(">I", data[at:at + 4])[0] + len(prop))
+    start = kids[b"iloc"][0]
+    version, pos = data[start + 8], start + 12
+    offset_size, length_size, base_size = data[pos] >> 4, data[pos] & 15, data[pos + 1] >> 4
+    index_size = data[pos + 1] & 15 if version in (1, 2) else 0
+    pos += 2
+    count = struct.unpack(">H", data[pos:pos + 2])[0] if version < 2 else struct.unpack(">I", data[pos:pos + 4])[0]
+    pos += 2 if version < 2 else 4
+    for _ in range(count):
+        pos += (2 if version < 2 else 4) + (2 if version in (1, 2) else 0) + 2
+        for size in (base_size,):
+            _bump(out, pos, size, ipco[1], len(prop))
+            pos += size
+        extents = struct.unpack(">H", data[pos:pos + 2])[0]
+        pos += 2
+        for _ in range(extents):
+            pos += index_size
+            _bump(out, pos, offset_size, ipco[1], len(prop))
+            pos += offset_size + length_size
+    out[ipco[1]:ipco[1]] = prop
+    return bytes(out)
+
+
+def _bump(out: bytearray, pos: int, size: int, after: int, by: int) -> None:
+    if size:
+        value = int.from_bytes(out[pos:pos + size], "big")
+        if value >= after:
+            out[pos:pos + size] = (value + by).to_bytes(size, "big")

@@ -159,6 +159,25 @@ def frame_sizes(data: bytes, meta: Boxes) -> dict[int, tuple[int, int]]:
     return out
 
 
+def item_properties(data: bytes, ipma: tuple[int, int], item: int) -> set[int]:
+    """The 1-based ``ipco`` property indices the ``ipma`` box (body ``ipma``) associates with ``item``."""
+    start, end = ipma
+    version, flags = data[start], _int(data, start + 1, 3)
+    pos, count = start + 8, _int(data, start + 4, 4)
+    for _ in range(count):
+        id_size = 2 if version < 1 else 4
+        this, n = _int(data, pos, id_size), _int(data, pos + id_size, 1)
+        pos += id_size + 1
+        size = 2 if flags & 1 else 1
+        found = {_int(data, pos + k * size, size) & (0x7FFF if size == 2 else 0x7F) for k in range(n)}
+        pos += n * size
+        if this == item:
+            return found
+        if pos > end:
+            break
+    return set()
+
+
 def primary_item(data: bytes, meta: Boxes) -> int | None:
     """The primary item's id (``pitm``), or None."""
     for start, _ in meta.get(b"pitm", [])[:1]:

@@ -67,7 +67,14 @@ BT2020: tuple[XY, XY, XY] = ((0.708, 0.292), (0.170, 0.797), (0.131, 0.046))
 P3: tuple[XY, XY, XY] = ((0.680, 0.320), (0.265, 0.690), (0.150, 0.060))
 DCI_WHITE: XY = (0.314, 0.351)
 # ITU-T H.273 colour primaries whose gamut is not sRGB's: (red, green, blue), white
-_PRIMARIES = {9: (BT2020, D65), 11: (P3, DCI_WHITE), 12: (P3, D65)}  # BT.2020, DCI-P3, Display P3
+_ILLUMINANT_C: XY = (0.310, 0.316)
+_BT601_525: tuple[XY, XY, XY] = ((0.630, 0.340), (0.310, 0.595), (0.155, 0.070))
+_PRIMARIES = {4: (((0.67, 0.33), (0.21, 0.71), (0.14, 0.08)), _ILLUMINANT_C),  # BT.470 System M
+              5: (((0.64, 0.33), (0.29, 0.60), (0.15, 0.06)), D65),  # BT.601 625 lines (PAL)
+              6: (_BT601_525, D65), 7: (_BT601_525, D65),  # BT.601 525 lines, SMPTE 240M
+              8: (((0.681, 0.319), (0.243, 0.692), (0.145, 0.049)), _ILLUMINANT_C),  # generic film
+              9: (BT2020, D65), 11: (P3, DCI_WHITE), 12: (P3, D65),  # BT.2020, DCI-P3, Display P3
+              22: (((0.630, 0.340), (0.295, 0.605), (0.155, 0.077)), D65)}  # EBU Tech 3213
 GAMMA = {4: 2.2, 5: 2.8, 8: 1.0, 17: 2.6}  # H.273 transfers that are a plain power law (17: JPEG XL's DCI)
 HDR = {16: "PQ (SMPTE 2084)", 18: "HLG"}  # transfers that need tone mapping to be seen in sRGB
 
@@ -93,10 +100,16 @@ def profile(rgb: tuple[XY, XY, XY] | None, white: XY, gamma: float | None) -> by
     """An ICC profile: RGB with ``rgb`` primaries (grey when None), ``white``, and a power law of ``gamma``
     (None: the sRGB curve)."""
     curve: dict[str, object] = {"gamma": gamma} if gamma is not None else {"transferfunction": _srgb_curve()}
-    if rgb is None:
-        return bytes(imagecodecs.cms_profile("gray", whitepoint=[*white, 1.0], **curve))  # type: ignore[arg-type]
-    chroma = [v for xy in rgb for v in (*xy, 1.0)]
-    return bytes(imagecodecs.cms_profile("rgb", whitepoint=[*white, 1.0], primaries=chroma, **curve))  # type: ignore[arg-type]
+    points = [white, *(rgb or ())]
+    try:
+        if not all(0.0 < x < 1.0 and 0.0 < y < 1.0 for x, y in points):
+            raise ValueError(f"chromaticities outside (0, 1): {points}")
+        if rgb is None:
+            return bytes(imagecodecs.cms_profile("gray", whitepoint=[*white, 1.0], **curve))  # type: ignore[arg-type]
+        chroma = [v for xy in rgb for v in (*xy, 1.0)]
+        return bytes(imagecodecs.cms_profile("rgb", whitepoint=[*white, 1.0], primaries=chroma, **curve))  # type: ignore[arg-type]
+    except Exception as exc:  # LittleCMS refuses primaries on one line, a white of (0, 0) ...
+        raise input_error(errors.CORRUPT, f"its colour encoding makes no colour profile ({exc})") from None
 
 
 @cache

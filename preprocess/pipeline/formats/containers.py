@@ -51,6 +51,8 @@ class Header:
     coded: tuple[int, int] | None = None  # the primary image's coded frame (AVIF), when it is one frame
     compression: int = 0  # TIFF's compression tag
     min_is_white: bool = False  # TIFF's Photometric 0: the decoder gives the samples as stored, 0 is white
+    separate_planes: bool = False  # TIFF's PlanarConfiguration 2
+    extra_samples: int = -1  # TIFF's first ExtraSamples value (0 unspecified, 1 premultiplied alpha), -1 none
 
     @property
     def pixels(self) -> int:
@@ -174,7 +176,7 @@ def avif(data: bytes) -> Header:
     if b"meta" not in top:
         raise HeaderError("AVIF: no meta box", truncated=not complete)
     meta = _children(data, top[b"meta"], full=True)
-    ipco = _children(data, _children(data, meta[b"iprp"][0])[b"ipco"][0]) if b"iprp" in meta else {}
+    ipco = _primary_properties(data, meta)
     sizes = [(_u32(data, s + 4), _u32(data, s + 8)) for s, _ in ipco.get(b"ispe", [])]
     if not sizes:
         raise HeaderError("AVIF: no image size (ispe)", truncated=not complete)
@@ -197,6 +199,24 @@ def avif(data: bytes) -> Header:
     channels = 4 if any(b"alpha" in data[s:e] for s, e in ipco.get(b"auxC", [])) else 3
     return Header(sniff.AVIF, w, h, channels, bits=bits, icc=icc, complete=complete, orientation=_orientation(ops),
                   coded_pixels=max((fw * fh for fw, fh in frames.values()), default=0), coded=coded)
+
+
+def _primary_properties(data: bytes, meta: dict[bytes, list[tuple[int, int]]]) -> dict[bytes, list[tuple[int, int]]]:
+    """The ``ipco`` properties of the primary item, by type (a gain map's colour is not the image's), plus
+    every item's size and auxiliary type (an alpha plane is another item). Every property where ``ipma`` or
+    ``pitm`` is missing."""
+    if b"iprp" not in meta:
+        return {}
+    iprp = _children(data, meta[b"iprp"][0])
+    ordered = list(boxes(data, *iprp[b"ipco"][0]))
+    primary = av1.primary_item(data, meta)
+    mine = (av1.item_properties(data, iprp[b"ipma"][0], primary) if primary is not None and b"ipma" in iprp
+            else set(range(1, len(ordered) + 1)))
+    out: dict[bytes, list[tuple[int, int]]] = {}
+    for index, (kind, s, e) in enumerate(ordered, 1):
+        if index in mine or kind in (b"ispe", b"auxC"):  # every size (the limit takes the largest); an alpha item
+            out.setdefault(kind, []).append((s, e))
+    return out
 
 
 def _orientation(ops: list[Image.Transpose]) -> int:

@@ -63,13 +63,16 @@ def to_image(arr: np.ndarray, *, bits: int | None = None, cmyk: bool = False) ->
     return Image.fromarray(np.ascontiguousarray(eight), mode)
 
 
-def unpremultiplied(arr: np.ndarray) -> np.ndarray:
+def unpremultiplied(arr: np.ndarray, bits: int) -> np.ndarray:
     """Colour samples premultiplied by their alpha (the last sample; TIFF ExtraSamples 1) divided by it
-    again, so that alpha composites as straight alpha does; unsigned integer samples only."""
+    again, so that alpha composites as straight alpha does: unsigned samples of ``bits`` bits, or floats."""
+    a = arr[:, :, -1:].astype(np.float64)
+    if arr.dtype.kind == "f":
+        colour = np.where(a > 0, arr[:, :, :-1] / np.where(a > 0, a, 1.0), 0.0)
+        return np.concatenate([colour, a], axis=2).astype(arr.dtype)
     if arr.dtype.kind != "u":
         raise input_error(errors.UNSUPPORTED, f"premultiplied alpha with {arr.dtype} samples")
-    a = arr[:, :, -1:].astype(np.float64)
-    peak = float(np.iinfo(arr.dtype).max)
+    peak = float((1 << bits) - 1 if bits < 8 * arr.dtype.itemsize else np.iinfo(arr.dtype).max)
     colour = np.where(a > 0, arr[:, :, :-1] * (peak / np.maximum(a, 1.0)), 0.0)
     out = np.empty_like(arr)
     out[:, :, :-1] = np.clip(colour + 0.5, 0, peak).astype(arr.dtype)

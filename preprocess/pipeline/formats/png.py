@@ -10,6 +10,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterator
 
+import imagecodecs
 import numpy as np
 from PIL import Image
 
@@ -99,13 +100,16 @@ def cicp(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def keyed_out(img: Image.Image, rgb: Image.Image, depth: int) -> Image.Image:
+def keyed_out(img: Image.Image, rgb: Image.Image, depth: int, data: bytes) -> Image.Image:
     """``rgb`` (``img`` converted) with the pixels that match a grey or RGB PNG's tRNS colour key, which are
     transparent, made white (alpha on white): Pillow keeps the key as the raw sample value of ``depth``
-    bits. A 16-bit RGB key cannot be matched on Pillow's 8-bit RGB: refused rather than ignored."""
+    bits. A 16-bit RGB key is matched on the 16-bit samples (``data`` decoded again: Pillow keeps 8 bits)."""
     key = img.info["transparency"]
     arr = np.asarray(img)
-    if img.mode == "RGB" and isinstance(key, tuple) and depth <= 8:
+    if img.mode == "RGB" and isinstance(key, tuple) and depth == 16:
+        deep = np.asarray(imagecodecs.png_decode(data))
+        mask = np.all(deep[:, :, :3] == np.asarray(key[:3], dtype=np.int64), axis=2)
+    elif img.mode == "RGB" and isinstance(key, tuple):
         mask = np.all(arr == np.asarray(key[:3], dtype=np.int64), axis=2)
     elif img.mode != "RGB" and isinstance(key, int):
         scale = 255 // ((1 << depth) - 1) if img.mode == "L" and depth < 8 else 1  # Pillow spreads 1/2/4 bits

@@ -76,7 +76,7 @@ def pillow_misreads(tags: TiffImagePlugin.ImageFileDirectory_v2) -> bool:
     return signed or grey32 or ycbcr
 
 
-def interleaved(arr: np.ndarray, stored: tuple[int, int], *, separate: bool, extra: int) -> np.ndarray:
+def interleaved(arr: np.ndarray, stored: tuple[int, int], *, separate: bool, extra: int, bits: int) -> np.ndarray:
     """imagecodecs' samples of a ``stored`` (width, height) TIFF as pixels: separate planes (it gives them as
     (samples, height, width); a valid file was refused, "77x3 pixels") interleaved, premultiplied alpha
     (ExtraSamples 1) divided out, an unspecified extra sample (ExtraSamples 0: not alpha) dropped."""
@@ -84,7 +84,7 @@ def interleaved(arr: np.ndarray, stored: tuple[int, int], *, separate: bool, ext
     if separate and arr.ndim == 3 and arr.shape[1:] == (h, w):
         arr = np.moveaxis(arr, 0, -1)
     if extra == 1 and arr.ndim == 3 and arr.shape[2] in (2, 4):
-        arr = pixels.unpremultiplied(arr)
+        arr = pixels.unpremultiplied(arr, bits)
     elif extra == 0 and arr.ndim == 3 and arr.shape[2] in (2, 4):
         arr = arr[:, :, :-1]
     return arr
@@ -139,7 +139,8 @@ def header(data: bytes) -> Header:
                   frames=2 if tags.next else 1, orientation=exif_orientation(exif.tobytes()),
                   icc=bytes(tags.get(34675, b"") or b""), exif=exif.tobytes(),
                   complete=complete(tags, len(data)), compression=int_tag(tags, 259, 1),
-                  coded_pixels=claims(data)[0], min_is_white=photometric == 0)
+                  coded_pixels=claims(data)[0], min_is_white=photometric == 0,
+                  separate_planes=int_tag(tags, 284, 1) == 2, extra_samples=extra_sample(tags))
 
 
 def claims(data: bytes) -> tuple[int, bool]:

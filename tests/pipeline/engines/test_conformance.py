@@ -229,7 +229,7 @@ def _odd_sources(photo: bytes) -> dict[str, bytes]:
     """Files a differential sweep of the two engines found DALI reading another way than the CPU decoder:
     two EXIF blocks (DALI took the other one, and sized its output for one reading while decoding the other:
     rows of uninitialised memory), a BMP cut in its last rows or with its pixel offset at 0, TIFFs whose
-    strips fail to decode (DALI: ok, black)."""
+    strips fail to decode (DALI: ok, black), a PNG with a colour key (DALI kept the transparent pixels)."""
     small = Image.open(io.BytesIO(photo)).convert("RGB").resize((160, 100))
     jpg, bmp = io.BytesIO(), io.BytesIO()
     small.save(jpg, "JPEG", quality=90)
@@ -239,8 +239,10 @@ def _odd_sources(photo: bytes) -> dict[str, bytes]:
     flipped[len(tif) // 2] ^= 0xFF
     offset0 = bytearray(bmp.getvalue())
     offset0[10:14] = bytes(4)
+    keyed = io.BytesIO()
+    small.save(keyed, "PNG", transparency=small.getpixel((0, 0)))  # tRNS: pixels of that colour are transparent
     j = jpg.getvalue()
-    return {"exif-1-then-6.jpg": j[:2] + _exif(1) + _exif(6) + j[2:],
+    return {"keyed.png": keyed.getvalue(),"exif-1-then-6.jpg": j[:2] + _exif(1) + _exif(6) + j[2:],
             "exif-6-then-1.jpg": j[:2] + _exif(6) + _exif(1) + j[2:],
             "cut.bmp": bmp.getvalue()[:-10], "offset0.bmp": bytes(offset0), "flipped.tif": bytes(flipped)}
 
