@@ -41,6 +41,22 @@ def on_white(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return np.round(colour * a + 255 * (1 - a)).astype(np.uint8)
 
 
+def display_p3() -> bytes:
+    """Display P3 (P3 primaries, D65, the sRGB curve) as an ICC profile built by LittleCMS, not by the code
+    under test."""
+    x = np.linspace(0, 1, 4096)
+    curve = np.round(np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4) * 65535).astype(np.uint16)
+    primaries = [0.68, 0.32, 1, 0.265, 0.69, 1, 0.15, 0.06, 1]
+    return bytes(imagecodecs.cms_profile("rgb", whitepoint=[0.3127, 0.3290, 1], primaries=primaries,
+                                         transferfunction=curve))
+
+
+def in_srgb(rgb: np.ndarray, profile: bytes) -> np.ndarray:
+    """``rgb`` read in ``profile``, converted to sRGB (LittleCMS's default intent)."""
+    return np.asarray(imagecodecs.cms_transform(rgb, profile, bytes(imagecodecs.cms_profile("srgb")),
+                                                colorspace="rgb", outcolorspace="rgb"))
+
+
 def tif(arr: np.ndarray, **kw: object) -> bytes:
     buf = io.BytesIO()
     tifffile.imwrite(buf, arr, **kw)  # type: ignore[arg-type]
@@ -198,12 +214,7 @@ def test_a_grey_profile_applies_to_deep_grey() -> None:
 def test_an_avif_colour_encoding_is_converted_to_srgb() -> None:
     """AVIF gives its colour as H.273 code points (nclx) more often than as an ICC profile: a Display P3 one
     was stored as if it were sRGB (11.6 levels off, 76 at most). An HDR transfer (PQ, HLG) is refused."""
-    x = np.linspace(0, 1, 4096)
-    curve = np.round(np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4) * 65535).astype(np.uint16)
-    p3 = bytes(imagecodecs.cms_profile("rgb", whitepoint=[0.3127, 0.3290, 1], primaries=[0.68, 0.32, 1, 0.265, 0.69, 1,
-                                       0.15, 0.06, 1], transferfunction=curve))
-    want = np.asarray(imagecodecs.cms_transform(RGB, p3, bytes(imagecodecs.cms_profile("srgb")), colorspace="rgb",
-                                                outcolorspace="rgb"))
+    want = in_srgb(RGB, display_p3())
     avif = imagecodecs.AVIF
 
     def encoded(primaries: int, transfer: int) -> bytes:
@@ -221,20 +232,16 @@ def test_a_jpeg_xl_colour_encoding_is_converted_to_srgb() -> None:
     """JPEG XL names its colour in its codestream (no ICC box): a Display P3 or linear one was stored as if
     it were sRGB (P3: 6.5 levels off on average, linear: 40). libjxl gives the pixels in that encoding,
     lossless or not; the header's encoding is read (past an alpha channel's description) and converted."""
-    srgb = bytes(imagecodecs.cms_profile("srgb"))
-    x = np.linspace(0, 1, 4096)
-    curve = np.round(np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4) * 65535).astype(np.uint16)
-    p3 = bytes(imagecodecs.cms_profile("rgb", whitepoint=[0.3127, 0.3290, 1], primaries=[0.68, 0.32, 1, 0.265, 0.69, 1,
-                                       0.15, 0.06, 1], transferfunction=curve))
+    p3 = display_p3()
     bt709 = [0.64, 0.33, 1, 0.30, 0.60, 1, 0.15, 0.06, 1]
     linear = bytes(imagecodecs.cms_profile("rgb", whitepoint=[0.3127, 0.3290, 1], primaries=bt709, gamma=1.0))
     for profile, encoding in ((p3, {"primaries": "p3"}), (linear, {"transfer": "linear"})):
-        want = np.asarray(imagecodecs.cms_transform(RGB, profile, srgb, colorspace="rgb", outcolorspace="rgb"))
+        want = in_srgb(RGB, profile)
         for kind in ({"lossless": True}, {"level": 95}):
             got = decoded(bytes(imagecodecs.jpegxl_encode(RGB, **kind, **encoding)))  # type: ignore[arg-type]
             assert np.abs(np.asarray(got).astype(int) - want).mean() < 2.0, (encoding, kind)
     opaque = np.dstack([RGB, np.full_like(RAMP, 255)])  # an alpha channel's description comes before the colour
-    want = np.asarray(imagecodecs.cms_transform(RGB, p3, srgb, colorspace="rgb", outcolorspace="rgb"))
+    want = in_srgb(RGB, p3)
     got = decoded(bytes(imagecodecs.jpegxl_encode(opaque, lossless=True, primaries="p3")))
     assert np.abs(np.asarray(got).astype(int) - want).max() <= 1
     assert np.array_equal(decoded(bytes(imagecodecs.jpegxl_encode(RGB, lossless=True))), RGB)  # sRGB: as it is
@@ -243,12 +250,7 @@ def test_a_jpeg_xl_colour_encoding_is_converted_to_srgb() -> None:
 
 def test_a_png_cicp_colour_encoding_is_converted_to_srgb() -> None:
     """PNG's third edition names the colour as H.273 code points (cICP), over any iCCP: it was ignored."""
-    x = np.linspace(0, 1, 4096)
-    curve = np.round(np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4) * 65535).astype(np.uint16)
-    p3 = bytes(imagecodecs.cms_profile("rgb", whitepoint=[0.3127, 0.3290, 1], primaries=[0.68, 0.32, 1, 0.265, 0.69, 1,
-                                       0.15, 0.06, 1], transferfunction=curve))
-    want = np.asarray(imagecodecs.cms_transform(RGB, p3, bytes(imagecodecs.cms_profile("srgb")), colorspace="rgb",
-                                                outcolorspace="rgb"))
+    want = in_srgb(RGB, display_p3())
     got = decoded(png(RGB, 8, 2, chunk(b"cICP", bytes([12, 13, 0, 1]))))  # Display P3, the sRGB curve
     assert np.abs(np.asarray(got).astype(int) - want).max() <= 1
     assert np.array_equal(decoded(png(RGB, 8, 2, chunk(b"cICP", bytes([1, 13, 0, 1])))), RGB)  # sRGB
