@@ -237,8 +237,8 @@ def _tiff_details(src: Opened, img: TiffImagePlugin.TiffImageFile, data: bytes) 
     src.compression = tiff.int_tag(tags, 259, 1)
     rawmode = str(img.tile[0].args[0]) if img.tile and isinstance(img.tile[0].args, tuple) else ""
     src.separate_planes, src.min_is_white = tiff.layout(tags, rawmode, libtiff=libtiff)
-    src.extra_samples = tiff.extra_sample(tags) if libtiff else -1
-    if (photometric := tags.get(262)) in (8, 9, 10):
+    src.extra_samples = tiff.int_tag(tags, 338, -1) if libtiff else -1
+    if (photometric := tiff.int_tag(tags, 262, -1)) in (8, 9, 10):
         raise input_error(errors.UNSUPPORTED, f"TIFF in CIELab (Photometric {photometric}): no sRGB conversion here")
     src.bits = tiff.int_tag(tags, 258, 8)
     src.complete = tiff.complete(tags, len(data))

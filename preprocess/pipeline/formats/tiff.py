@@ -19,9 +19,12 @@ _LAYOUTS = {(1, 0): "L", (1, 1): "L", (2, 1): "LA", (3, 2): "RGB", (4, 2): "RGBA
 
 
 def int_tag(tags: TiffImagePlugin.ImageFileDirectory_v2, tag: int, default: int) -> int:
-    """A TIFF tag's (first) value as an int (per-sample tags are tuples)."""
-    value = tags.get(tag, default)
-    return int((value[0] if isinstance(value, tuple) else value) or default)
+    """A TIFF tag's (first) value as an int (per-sample tags are tuples); ``default`` when it is absent or
+    empty. 0 is a value (MinIsWhite, an unspecified extra sample), not an absence."""
+    value = tags.get(tag)
+    if isinstance(value, tuple):
+        value = value[0] if value else None
+    return default if value is None else int(value)
 
 
 def complete(tags: TiffImagePlugin.ImageFileDirectory_v2, size: int) -> bool:
@@ -56,23 +59,17 @@ def layout(tags: TiffImagePlugin.ImageFileDirectory_v2, rawmode: str, *, libtiff
     it gives planes as (samples, height, width) and the samples as stored) or by Pillow with ``rawmode``
     (which interleaves planes, and inverts 1- to 8-bit MinIsWhite samples only: "L;I", "1;I")."""
     separate = libtiff and int_tag(tags, 284, 1) == 2
-    white = tags.get(262) == 0 and (libtiff or not rawmode.rpartition(";")[2].endswith("I"))  # 0 is int_tag's "absent"
+    white = int_tag(tags, 262, -1) == 0 and (libtiff or not rawmode.rpartition(";")[2].endswith("I"))
     return separate, white
-
-
-def extra_sample(tags: TiffImagePlugin.ImageFileDirectory_v2) -> int:
-    """The first ExtraSamples value (0 unspecified, 1 premultiplied alpha, 2 straight alpha), -1 if none."""
-    value = tags.get(338)
-    value = value[0] if isinstance(value, tuple) and value else value
-    return int(value) if isinstance(value, int) else -1
 
 
 def pillow_misreads(tags: TiffImagePlugin.ImageFileDirectory_v2) -> bool:
     """Uncompressed layouts Pillow's raw decoder opens and reads wrong: signed integers (read as unsigned),
     32-bit unsigned grey (read as signed: high values wrap), YCbCr (4 bytes a pixel; E_TRUNCATED)."""
     signed = int_tag(tags, 339, 1) == 2
-    grey32 = int_tag(tags, 258, 8) == 32 and int_tag(tags, 339, 1) == 1 and tags.get(262) in (0, 1)
-    ycbcr = tags.get(262) == 6 and int_tag(tags, 259, 1) != 7
+    photometric = int_tag(tags, 262, -1)
+    grey32 = int_tag(tags, 258, 8) == 32 and int_tag(tags, 339, 1) == 1 and photometric in (0, 1)
+    ycbcr = photometric == 6 and int_tag(tags, 259, 1) != 7
     return signed or grey32 or ycbcr
 
 
@@ -126,8 +123,7 @@ def header(data: bytes) -> Header:
         tags.load(fp)
     except (OSError, SyntaxError, struct.error) as exc:
         raise HeaderError(f"TIFF: {exc}", truncated=isinstance(exc, EOFError | struct.error)) from None
-    samples, kind = int_tag(tags, 277, 1), int_tag(tags, 339, 1)
-    photometric = int(tags.get(262, -1))  # (not int_tag: 0, MinIsWhite, is its "absent")
+    samples, photometric, kind = int_tag(tags, 277, 1), int_tag(tags, 262, -1), int_tag(tags, 339, 1)
     if (samples, photometric) not in _LAYOUTS or kind not in (1, 2, 3):
         raise input_error(errors.UNSUPPORTED, f"TIFF with {samples} samples of format {kind} "
                           f"(photometric {photometric}): no decoder for this layout")
@@ -140,7 +136,7 @@ def header(data: bytes) -> Header:
                   icc=bytes(tags.get(34675, b"") or b""), exif=exif.tobytes(),
                   complete=complete(tags, len(data)), compression=int_tag(tags, 259, 1),
                   coded_pixels=claims(data)[0], min_is_white=photometric == 0,
-                  separate_planes=int_tag(tags, 284, 1) == 2, extra_samples=extra_sample(tags))
+                  separate_planes=int_tag(tags, 284, 1) == 2, extra_samples=int_tag(tags, 338, -1))
 
 
 def claims(data: bytes) -> tuple[int, bool]:
