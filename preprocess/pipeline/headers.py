@@ -79,6 +79,8 @@ class Opened:
     coded_pixels: int = 0  # a larger frame than ``stored`` that the decoder makes first (AVIF), or 0
     coded: tuple[int, int] | None = None  # the size the image is coded at, when its container says another
     ambiguous: bool = False  # the header gives its size twice (decoders disagree): the CPU decoder only
+    icc_coded: bool = False  # JPEG XL: pixels in an ICC profile inside its codestream, not yet read (coded_profile)
+    jpeg_inside: bool = False  # JPEG XL: the JPEG it was transcoded from can be rebuilt (a jbrd box)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -162,7 +164,33 @@ def _from_header(h: Header) -> Opened:
                    compression=h.compression,
                    decoder="codecs", oriented=h.format == sniff.JXL, frames=h.frames, bits=h.bits, icc=h.icc, exif=exif,
                    complete=h.complete, coded_pixels=h.coded_pixels, coded=h.coded, min_is_white=h.min_is_white,
-                   separate_planes=h.separate_planes, extra_samples=h.extra_samples)
+                   separate_planes=h.separate_planes, extra_samples=h.extra_samples, icc_coded=h.icc_coded,
+                   jpeg_inside=h.jpeg_inside)
+
+
+def coded_profile(src: Opened, data: bytes, path: str | None) -> None:
+    """Fill in the ICC profile of a JPEG XL whose pixels are in one coded inside its codestream (libjxl gives
+    the pixels in that profile, and imagecodecs does not give the profile out: they were taken as sRGB, a
+    Display P3 photo 11.6 levels off). A JPEG transcoded to JPEG XL (a jbrd box, what cjxl makes of a JPEG by
+    default) has it in the JPEG it rebuilds losslessly; any other is ``E_UNSUPPORTED``. Call it after the
+    size limit: rebuilding allocates the image's coefficients."""
+    if not src.icc_coded:
+        return
+    if not src.jpeg_inside:
+        raise input_error(errors.UNSUPPORTED, "JPEG XL whose pixels are in an ICC profile coded inside its "
+                          "codestream: the JPEG XL decoder here does not give the profile out, so its colours "
+                          "cannot be converted to sRGB (convert it to PNG or JPEG with its profile)", path)
+    import imagecodecs
+
+    try:
+        rebuilt = bytes(imagecodecs.jpegxl_decode_jpeg(data, numthreads=1))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            icc = JpegImagePlugin.JpegImageFile(io.BytesIO(rebuilt)).info.get("icc_profile") or b""
+    except Exception as exc:  # libjxl's and Pillow's own errors on hostile bytes
+        raise input_error(errors.CORRUPT, "JPEG XL: the JPEG it was transcoded from (for its colour profile) "
+                          f"cannot be rebuilt ({type(exc).__name__}: {exc})", path) from None
+    src.icc, src.icc_coded = icc, False
 
 
 def _open_pillow(fmt: str, data: bytes) -> Opened:

@@ -37,7 +37,7 @@ from preprocess.core.errors import InputError, input_error
 from preprocess.pipeline.formats import colour, jpeg, pixels, png, sniff, tiff
 from preprocess.pipeline.formats.containers import EXIF_OPS
 from preprocess.pipeline.formats.pixels import to_rgb
-from preprocess.pipeline.headers import SWAPS_AXES, Opened, exif_fields, open_source
+from preprocess.pipeline.headers import SWAPS_AXES, Opened, coded_profile, exif_fields, open_source
 
 # Formats DALI's decoder takes straight from the bytes (when 8-bit RGB/L, single-frame, sRGB). Checked
 # on DALI 2.4's CPU decoder: it decodes WebP and JPEG 2000; not AVIF or JPEG XL. Not BMP nor TIFF: they
@@ -98,6 +98,7 @@ def probe(data: bytes, *, max_pixels: int, path: str | None = None) -> SourceInf
                           f"{w}x{h}{coded} = {max(w * h, src.coded_pixels) / 1e6:.1f} MP exceeds the limit of "
                           f"{max_pixels / 1e6:.1f} MP (decompression-bomb guard)", path)
     _check_coded(src, path)
+    coded_profile(src, data, path)
     _, when, camera = exif_fields(src.exif)
     found = colour.describe(src.icc)
     return SourceInfo(format=src.format, mode=src.mode, width=w, height=h, orientation=src.orientation,
@@ -127,6 +128,7 @@ def decode_rgb(data: bytes, *, draft_to: tuple[int, int] | None = None, path: st
     """
     src = open_source(data, path)
     _check_coded(src, path)
+    coded_profile(src, data, path)
     try:
         img = _decode_pixels(src, data, draft_to, path)
         _check_size(img.size, src, drafted=draft_to is not None)

@@ -248,6 +248,34 @@ def test_a_jpeg_xl_colour_encoding_is_converted_to_srgb() -> None:
     assert decoded(bytes(imagecodecs.jpegxl_encode(RGB, lossless=True, transfer="pq"))) == "E_UNSUPPORTED"
 
 
+def test_a_jpeg_transcoded_to_jpeg_xl_keeps_its_colour_profile() -> None:
+    """A JPEG losslessly transcoded to JPEG XL (cjxl's default for a JPEG) keeps its ICC profile inside the
+    codestream, where imagecodecs does not give it out: a Display P3 photo was stored as if it were sRGB,
+    11.6 levels off on average. The profile is now read from the JPEG the file rebuilds; a codestream that
+    cannot rebuild one is refused, not stored wrong."""
+    from PIL import Image
+
+    from preprocess.pipeline.formats import containers
+
+    p3 = display_p3()
+    wide = np.asarray(Image.fromarray(RGB).resize((256, 64)))
+    buf = io.BytesIO()
+    Image.fromarray(wide).save(buf, "JPEG", quality=95, icc_profile=p3)
+    jxl = bytes(imagecodecs.jpegxl_encode_jpeg(buf.getvalue()))
+    want = in_srgb(np.asarray(imagecodecs.jpegxl_decode(jxl)), p3)  # libjxl's pixels, read in their profile
+    assert np.abs(np.asarray(decoded(jxl)).astype(int) - want).max() <= 1
+    assert probe(jxl, max_pixels=10**9).profile  # named in the row, as a JPEG's profile is
+    boxes = list(containers.boxes(jxl))
+    bare = b"".join(jxl[s + 4:e] for kind, s, e in boxes if kind == b"jxlp")  # the codestream alone: no jbrd
+    assert decoded(bare) == "E_UNSUPPORTED"
+    s = next(s for kind, s, _ in boxes if kind == b"jbrd")
+    assert decoded(jxl[:s + 5] + b"\xff" * 35 + jxl[s + 40:]) == "E_CORRUPT"  # a damaged jbrd box
+    buf = io.BytesIO()
+    Image.fromarray(wide).save(buf, "JPEG", quality=95)  # no profile: sRGB, decoded as before
+    plain = bytes(imagecodecs.jpegxl_encode_jpeg(buf.getvalue()))
+    assert np.array_equal(decoded(plain), imagecodecs.jpegxl_decode(plain))
+
+
 def test_a_png_cicp_colour_encoding_is_converted_to_srgb() -> None:
     """PNG's third edition names the colour as H.273 code points (cICP), over any iCCP: it was ignored."""
     want = in_srgb(RGB, display_p3())

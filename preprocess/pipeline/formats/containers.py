@@ -53,6 +53,8 @@ class Header:
     min_is_white: bool = False  # TIFF's Photometric 0: the decoder gives the samples as stored, 0 is white
     separate_planes: bool = False  # TIFF's PlanarConfiguration 2
     extra_samples: int = -1  # TIFF's first ExtraSamples value (0 unspecified, 1 premultiplied alpha), -1 none
+    icc_coded: bool = False  # JPEG XL: its pixels are in an ICC profile coded inside the codestream (not read here)
+    jpeg_inside: bool = False  # JPEG XL: a jbrd box, so the JPEG it was transcoded from can be rebuilt
 
     @property
     def pixels(self) -> int:
@@ -255,10 +257,11 @@ class _Bits:
             return (self.u(5) + 1) * 8
         return self.u((9, 13, 18, 30)[self.u(2)]) + 1
 
-    def metadata(self) -> tuple[int, int, bytes]:
-        """(orientation, bits per sample, an ICC profile for its colour encoding or b"") from the ImageMetadata
+    def metadata(self) -> tuple[int, int, bytes | None]:
+        """(orientation, bits per sample, an ICC profile for its colour encoding) from the ImageMetadata
         after the SizeHeader; bits 0 for float samples. Integer samples come from libjxl at this depth
-        (10-bit: 0..1023 in uint16), in the colour encoding the header names (Display P3, linear ...)."""
+        (10-bit: 0..1023 in uint16), in the colour encoding the header names (Display P3, linear ...). The
+        profile is b"" for sRGB, None when the pixels are in an ICC profile coded later (see :meth:`colour`)."""
         orientation = 1
         if self.u(1):  # all_default: 8-bit sRGB
             return orientation, 8, b""
@@ -304,15 +307,19 @@ class _Bits:
         elif kind == 5:  # CFA channel
             self.u32((0, 1), (2, 0), (4, 3), (8, 19))
 
-    def colour(self) -> bytes:
+    def colour(self) -> bytes | None:
         """The ColourEncoding after the bit depth, its extra channels and the XYB flag, as an ICC profile;
-        b"" for sRGB, or for an ICC profile coded later in the stream (not read here)."""
+        b"" for sRGB. An ICC profile coded later in the stream (want_icc; entropy-coded, not read here):
+        None when the pixels are in it (not XYB: lossless, or a JPEG transcoded), b"" under XYB, where libjxl
+        gives integer samples in sRGB when the original profile is not one it can name."""
         self.u(1)  # modular_16_bit_buffer_sufficient
         for _ in range(self.u32((0, 0), (0, 1), (4, 2), (12, 1))):
             self.skip_extra_channel()
-        self.u(1)  # xyb_encoded
-        if self.u(1) or self.u(1):  # all_default (sRGB), or want_icc
+        xyb = self.u(1)
+        if self.u(1):  # all_default: sRGB
             return b""
+        if self.u(1):  # want_icc
+            return b"" if xyb else None
         space = self.enum()
         if space not in (0, 1):  # XYB or unknown: nothing to convert from here
             return b""
@@ -362,7 +369,7 @@ _JXL_RATIOS = {1: (1, 1), 2: (12, 10), 3: (4, 3), 4: (3, 2), 5: (16, 9), 6: (5, 
 
 
 def jxl(data: bytes) -> Header:
-    complete = True
+    complete, jpeg_inside = True, False
     code, exif = data, b""
     if not data.startswith(b"\xff\x0a"):  # the container: the codestream is in jxlc, or starts in the first jxlp
         found = b""
@@ -374,6 +381,8 @@ def jxl(data: bytes) -> Header:
                 found = data[s + 4:e]
             elif kind == b"Exif":
                 exif = data[s + 4:e]  # after the 4-byte offset to the TIFF header
+            elif kind == b"jbrd":
+                jpeg_inside = True
         if not found:
             raise HeaderError("JPEG XL: no codestream box", truncated=not complete)
         code = found
@@ -388,8 +397,8 @@ def jxl(data: bytes) -> Header:
         width = bits.size(div8)
     orientation, depth, icc = bits.metadata()
     # libjxl applies the orientation while decoding: report it, the caller must not apply it again
-    return Header(sniff.JXL, width, height, 3, bits=depth or 8, orientation=orientation, icc=icc, exif=exif,
-                  complete=complete)
+    return Header(sniff.JXL, width, height, 3, bits=depth or 8, orientation=orientation, icc=icc or b"", exif=exif,
+                  complete=complete, icc_coded=icc is None, jpeg_inside=jpeg_inside)
 
 
 # -- JPEG 2000 -----------------------------------------------------------------------------------
