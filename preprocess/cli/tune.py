@@ -72,9 +72,15 @@ def _gauge(view: str | None, tiles_combine: str | None, spec: Spec | None, sweep
     default_combine = (sweep.gauge.removeprefix("tiles-") if sweep is not None and sweep.gauge != "whole" else
                        spec.gate.tiles_combine if spec else "p10")
     v, combine = view or default_view, tiles_combine or default_combine
-    if v not in ("whole", "tiles") or combine not in ("min", "p10", "mean"):
-        raise ConfigError(f"--view {v} --tiles-combine {combine}", code=ErrorCode.TUNE_VIEW,
-                          hint="--view whole|tiles, --tiles-combine min|p10|mean")
+    if v == "crops":
+        raise ConfigError("--view crops: tune does not measure the crops view (it measures whole and tiles)",
+                          code=ErrorCode.TUNE_VIEW, hint="--view whole or --view tiles; `preprocess run` checks "
+                          "the crops a spec names, and its rows record each view's similarity")
+    if v not in ("whole", "tiles"):
+        raise ConfigError(f"--view {v}: not a view tune measures", code=ErrorCode.TUNE_VIEW, hint="--view whole|tiles")
+    if combine not in ("min", "p10", "mean"):
+        raise ConfigError(f"--tiles-combine {combine}: not a way to combine tiles", code=ErrorCode.TUNE_VIEW,
+                          hint="--tiles-combine min|p10|mean")
     return "whole" if v == "whole" else f"tiles-{combine}"
 
 
@@ -299,6 +305,8 @@ def _show(sweep: Sweep, d: Decision, samples: list[StoredSample | None], files: 
         for note in (rec.message, rec.setting.ladder.note if rec.setting else ""):
             if note:
                 err.print(f"note: {note}", highlight=False, soft_wrap=True)
+    if dropped := _dropped(sweep, d):
+        err.print(f"warning: {dropped}", highlight=False, soft_wrap=True)
     t = Table(title=f"preprocess tune ({len(sweep.images)} images, {sweep.engine} on {sweep.device}, "
                     f"{sweep.seconds:.0f} s)", show_header=False, title_justify="left")
     t.add_column(style="bold")
@@ -306,6 +314,18 @@ def _show(sweep: Sweep, d: Decision, samples: list[StoredSample | None], files: 
     for k, val in _rows(sweep, d, samples, files):
         t.add_row(k, val)
     out.print(t)
+
+
+def _dropped(sweep: Sweep, d: Decision) -> str:
+    """What the recommendation leaves unchecked of the base spec's gate, as a warning; "" when nothing."""
+    from preprocess.tune.recommended import dropped_checks
+
+    dropped = dropped_checks(sweep.spec, d.target.gauge, d.recs[0].model)
+    if not dropped:
+        return ""
+    return (f"tune judged by {d.recs[0].model} {d.target.gauge} only; the base spec also checks {dropped}, which "
+            "the recommended spec does not: `run` with the base spec stores more bytes than the figures below. "
+            "Add them to the recommended spec's [gate] to keep them (more bytes).")
 
 
 def _setting_line(sweep: Sweep, s: Setting) -> str:

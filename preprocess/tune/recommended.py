@@ -26,8 +26,8 @@ def recommended_spec(sweep: Sweep, rec: Recommendation) -> Spec:
     exactly :attr:`Setting.ladder` (rungs that were all measured or searched)."""
     assert rec.setting is not None
     ladder = rec.setting.ladder
-    view, combine = ("whole", sweep.spec.gate.tiles_combine) if rec.gauge == "whole" else (
-        "tiles", rec.gauge.removeprefix("tiles-"))
+    view = gauge_view(rec.gauge)
+    combine = sweep.spec.gate.tiles_combine if view == "whole" else rec.gauge.removeprefix("tiles-")
     data = sweep.spec.to_dict()
     data["pipeline"] = {**data["pipeline"], "name": f"{sweep.spec.pipeline.name}-tuned",
                         "description": f"preprocess tune: {rec.format}, {rec.model} {rec.gauge} >= {rec.target:g} "
@@ -84,17 +84,22 @@ def header(sweep: Sweep, rec: Recommendation, spec: Spec) -> list[str]:
                      "their bytes are an upper bound.")
     if a.ladder.note:
         lines.append(f"Note: {a.ladder.note}.")
-    untuned = _untuned(sweep.spec, spec, rec.model)
+    untuned = dropped_checks(sweep.spec, rec.gauge, rec.model)
     if untuned:
         lines.append(f"Not measured by tune, so not checked by this spec: the base spec's {untuned}. Add them to "
                      "[gate] to keep them (then each image may store more bytes than the above).")
     return lines
 
 
-def _untuned(base: Spec, spec: Spec, model: str) -> str:
-    """The base spec's checks that the recommended ``spec`` (judged by ``model``) does not keep, as words."""
-    kept = dict(spec.gate.views.items())
-    views = [f"{v} >= {t:g}" for v, t in base.gate.views.items() if v not in kept]
+def gauge_view(gauge: str) -> str:
+    """The gate view a tune gauge measures: ``whole``, or ``tiles`` for ``tiles-p10`` and the like."""
+    return "whole" if gauge == "whole" else "tiles"
+
+
+def dropped_checks(base: Spec, gauge: str, model: str) -> str:
+    """The base spec's checks that a recommendation judged by ``gauge`` and ``model`` does not keep (tune
+    measures one view of one model: the crops view, another model), as words; "" when none."""
+    views = [f"{v} >= {t:g}" for v, t in base.gate.views.items() if v != gauge_view(gauge)]
     models = [m for m in base.gate.models if m != model]
     parts = ([f"views {', '.join(views)}"] if views else []) + ([f"models {', '.join(models)}"] if models else [])
     return "; ".join(parts)

@@ -19,7 +19,7 @@ from preprocess.pipeline.spec import load_spec
 from preprocess.tune import plots
 from preprocess.tune.grid import Sweep, to_json
 from preprocess.tune.recommend import PRESETS, Decision, Recommendation, Setting
-from preprocess.tune.recommended import DECISION_FILE, header, recommended_spec, spec_file, spec_toml
+from preprocess.tune.recommended import DECISION_FILE, dropped_checks, header, recommended_spec, spec_file, spec_toml
 from preprocess.tune.stored import DIFF_GAIN, THUMB_SIDE, StoredImage, StoredSample
 
 Samples = Sequence[StoredSample | None]
@@ -83,6 +83,10 @@ def _decision(sweep: Sweep, d: Decision) -> str:
         f'<p class="warn">{b.inexact} image(s) rest on a rung whose next lower rung was not measured at this target '
         f"(it was not in the search's band {', '.join(f'{x:g}' for x in sweep.band)}): the bytes are an upper "
         f"bound. Measure again with --target {t.similarity:g} for the exact answer.</p>")
+    if dropped := dropped_checks(sweep.spec, t.gauge, d.recs[0].model):
+        notes += (f'<p class="warn">Not measured by tune, so not checked by <code>{DECISION_FILE}</code>: the base '
+                  f"spec's {html.escape(dropped)}. <code>preprocess run</code> with the base spec stores more bytes "
+                  "than these figures; add them to the recommended spec's <code>[gate]</code> to keep them.</p>")
     return (f'<div class="big decision" id="decision">{_cards(cards)}</div>{notes}'
             f"<p>The fewest stored bytes among every format and size measured whose images reach similarity "
             f"&ge; {t.similarity:g} at p{t.percentile:g} (judged by {html.escape(d.recs[0].model)}, view "
@@ -337,7 +341,8 @@ def decision_json(sweep: Sweep, d: Decision, samples: Samples) -> JsonObject:
             "presets": {k: {"similarity": PRESETS[k].similarity, "percentile": PRESETS[k].percentile,
                             "setting": _brief(sweep, v)} for k, v in d.presets.items()},
             "recommendations": [_rec_json(sweep, r, s) for r, s in zip(d.recs, samples, strict=True)],
-            "recommended_spec": DECISION_FILE if d.best is not None else None}
+            "recommended_spec": DECISION_FILE if d.best is not None else None,
+            "not_checked": dropped_checks(sweep.spec, t.gauge, d.recs[0].model)}
 
 
 def write_report(sweep: Sweep, d: Decision, out_dir: str | Path, samples: Samples | None = None,

@@ -162,10 +162,17 @@ def test_a_saved_report_decides_the_same_and_answers_what_ifs(report: dict[str, 
     assert data["decision"]["at_percentile"] == pytest.approx(saved.pop("at_percentile"), abs=2e-6)  # rounded to 1e-6
     assert {k: v for k, v in data["decision"].items() if k != "at_percentile"} == saved
     assert load_spec(tmp_path / "again" / "recommended.toml").gate.threshold == 0.98
+    crops = dict(load_spec(default_spec_path()).gate.views.items())["crops"]  # judged by the whole view only:
+    assert data["not_checked"] == f"views crops >= {crops:g}"  # said in the JSON, and loudly in the text
+    text = subprocess.run([*CLI, "tune", "--from", str(report["json"].parent), "--preset", "index"],
+                          capture_output=True, text=True, cwd=ROOT, check=False, env={**os.environ, "COLUMNS": "200"})
+    assert text.returncode == 0 and f"warning: tune judged by mobilenetv2-imagenet whole only; the base spec also " \
+        f"checks views crops >= {crops:g}" in " ".join(text.stderr.split()), text.stderr
     for args, code in ((["--from", str(tmp_path)], "TUNE_REPORT"),
                        (["--from", str(report["json"]), "--preset", "index", "--target", "0.9"], "CLI_USAGE"),
                        (["--from", str(report["json"]), "--preset", "best"], "TUNE_TARGET"),
-                       (["--from", str(report["json"]), "--view", "tiles"], "TUNE_VIEW")):
+                       (["--from", str(report["json"]), "--view", "tiles"], "TUNE_VIEW"),
+                       (["--from", str(report["json"]), "--view", "crops"], "does not measure the crops view")):
         bad = subprocess.run([*CLI, "tune", *args], capture_output=True, text=True, cwd=ROOT, check=False)
         assert bad.returncode == 2 and code in bad.stderr and bad.stderr.count("\n") <= 3, (args, bad.stderr)
 
