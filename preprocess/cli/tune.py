@@ -65,23 +65,45 @@ def parse_formats(text: str | None) -> list[str]:
     return [x.strip().lower() for x in (text or "").split(",") if x.strip()]
 
 
+VIEWS = ("gate", "whole", "crops", "tiles")
+
+
+def _default_gauge(spec: Spec | None, sweep: Sweep | None) -> str:
+    """The saved report's gauge; else the spec's gate: its whole view and crops together when it checks
+    both (``gate``), else its first view."""
+    from preprocess.tune.grid import gate_checks
+
+    if sweep is not None:
+        return sweep.gauge
+    if spec is None:
+        return "whole"
+    if gate_checks(spec) is not None:
+        return "gate"
+    return f"tiles-{spec.gate.tiles_combine}" if spec.gate.view == "tiles" else spec.gate.view
+
+
 def _gauge(view: str | None, tiles_combine: str | None, spec: Spec | None, sweep: Sweep | None = None) -> str:
-    """The gauge to judge by: the spec's gate view (or the saved report's) unless --view / --tiles-combine
+    """The gauge to judge by: the spec's gate (or the saved report's gauge) unless --view / --tiles-combine
     say otherwise."""
-    default_view = "tiles" if sweep is not None and sweep.gauge != "whole" else (spec.gate.view if spec else "whole")
-    default_combine = (sweep.gauge.removeprefix("tiles-") if sweep is not None and sweep.gauge != "whole" else
-                       spec.gate.tiles_combine if spec else "p10")
-    v, combine = view or default_view, tiles_combine or default_combine
-    if v == "crops":
-        raise ConfigError("--view crops: tune does not measure the crops view (it measures whole and tiles)",
-                          code=ErrorCode.TUNE_VIEW, hint="--view whole or --view tiles; `preprocess run` checks "
-                          "the crops a spec names, and its rows record each view's similarity")
-    if v not in ("whole", "tiles"):
-        raise ConfigError(f"--view {v}: not a view tune measures", code=ErrorCode.TUNE_VIEW, hint="--view whole|tiles")
+    default = _default_gauge(spec, sweep)
+    v = view or ("tiles" if default.startswith("tiles-") else default)
+    combine = tiles_combine or (default.removeprefix("tiles-") if default.startswith("tiles-") else
+                                spec.gate.tiles_combine if spec else "p10")
+    if v not in VIEWS:
+        raise ConfigError(f"--view {v}: not a view tune measures", code=ErrorCode.TUNE_VIEW,
+                          hint="--view gate (the whole view and the crops together, as the default gate checks "
+                               "them) | whole | crops | tiles")
     if combine not in ("min", "p10", "mean"):
         raise ConfigError(f"--tiles-combine {combine}: not a way to combine tiles", code=ErrorCode.TUNE_VIEW,
                           hint="--tiles-combine min|p10|mean")
-    return "whole" if v == "whole" else f"tiles-{combine}"
+    return f"tiles-{combine}" if v == "tiles" else v
+
+
+def _view_threshold(spec: Spec, gauge: str) -> float:
+    """The spec's threshold for what ``gauge`` judges (the gate's whole view's for ``gate``)."""
+    views = dict(spec.gate.views.items())
+    return views.get("crops" if gauge == "crops" else "tiles" if gauge.startswith("tiles-") else "whole",
+                     spec.gate.threshold)
 
 
 def _target(target: float | None, percentile: float | None, preset: str | None, default: float) -> tuple[float, float]:
@@ -134,8 +156,8 @@ class _Judge:
     def resolve(self, spec: Spec, sweep: Sweep | None = None) -> Target:
         from preprocess.tune.recommend import Target
 
-        similarity, pct = _target(self.target, self.percentile, self.preset, spec.gate.threshold)
         gauge = _gauge(self.view, self.tiles_combine, None if sweep is not None else spec, sweep)
+        similarity, pct = _target(self.target, self.percentile, self.preset, _view_threshold(spec, gauge))
         return Target(similarity, pct, self.model if sweep is not None else None, gauge, self.size)
 
 
@@ -157,13 +179,16 @@ def tune(
     sizes: Annotated[str | None, typer.Option(help="Long-side sizes in px to compare, e.g. 1920,1280,640. "
                                                    "Default: the spec's resize.size.")] = None,
     target: Annotated[float | None, typer.Option(
-        help="Similarity to reach; default: the threshold of the spec's first view.")] = None,
+        help="Similarity to reach; default: the spec's threshold of the view judged by (gate: the whole "
+             "view's).")] = None,
     percentile: Annotated[float | None, typer.Option(help="... at this percentile of the sample (1: 99% of "
                                                           "images); default 1.")] = None,
     preset: Preset = None,
     what_if: WhatIf = None,
-    view: Annotated[str | None, typer.Option(help="whole | tiles: the gate view to judge by (default: the "
-                                                  "spec's); tiles measures the tile view.")] = None,
+    view: Annotated[str | None, typer.Option(help="gate | whole | crops | tiles: what to judge by. gate (the "
+                                                  "default when the spec checks whole and crops): both together, "
+                                                  "the crops' threshold moved with the target as the whole view's; "
+                                                  "else the spec's first view. tiles measures the tile view.")] = None,
     tiles_combine: Annotated[str | None, typer.Option(help="min | p10 | mean (default: the spec's).")] = None,
     at_size: Annotated[int | None, typer.Option("--size", help="Decide at this size only (default: whichever "
                                                  "measured size stores the fewest bytes).")] = None,
@@ -229,7 +254,7 @@ def _measure(sample: list[str] | None, report: str | None, judge: _Judge, *, spe
     asked = judge.resolve(base)
     opts = SweepOptions(sources=sample, spec_path=spec, gate_model=judge.model, compare=compare,
                         sizes=parse_sizes(sizes), qualities=parse_qualities(qualities) if qualities else (),
-                        formats=parse_formats(formats), tiles=tiles or asked.gauge != "whole",
+                        formats=parse_formats(formats), tiles=tiles or asked.gauge.startswith("tiles-"),
                         compare_tiles=compare_tiles, engine=engine_choice, device=device_choice,
                         every_quality=every_quality,
                         target=asked.similarity, band=_band(what_if), gauge=asked.gauge)
@@ -338,7 +363,9 @@ def _setting_line(sweep: Sweep, s: Setting) -> str:
 def _rows(sweep: Sweep, d: Decision, samples: list[StoredSample | None],
           files: dict[str, Path]) -> list[tuple[str, str]]:
     t = d.target
-    rows = [("judged by", f"{d.recs[0].model}, {t.gauge} >= {t.similarity:g} at p{t.percentile:g}")]
+    from preprocess.tune.recommended import judged
+
+    rows = [("judged by", f"{d.recs[0].model}, {judged(sweep.spec, t.gauge, t.similarity)} at p{t.percentile:g}")]
     if d.best is not None:
         rows.append(("decision", _setting_line(sweep, d.best)))
     if d.runner_up is not None and d.extra_cost is not None:

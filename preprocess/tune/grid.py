@@ -3,8 +3,10 @@
 A *coding* is one way of storing: a format's ``[encode]`` section and one of its variants (encoder,
 chroma subsampling). Arrays are indexed ``[coding, size, quality, image]``; a point the search did
 not measure is NaN (similarity) and 0 (bytes). A *gauge* is one way of judging a stored image: a
-model and a view (``whole``, or the tile view combined by ``tiles-min`` / ``tiles-p10`` /
-``tiles-mean``); every gauge is measured at every point measured, whichever gauge led the search.
+model and a view (``whole``; ``crops``, the worst of the spec's crops; the tile view combined by
+``tiles-min`` / ``tiles-p10`` / ``tiles-mean``), or ``gate``: the whole view and the crops together as
+the gate judges them (:func:`gate_values`); every gauge is measured at every point measured, whichever
+gauge led the search.
 
 Nothing here encodes or embeds (no engine, no model session): ``tune --from`` re-recommends from a saved
 report with this module, :mod:`.recommend` and numpy alone.
@@ -29,7 +31,7 @@ from preprocess.pipeline.spec import Encode, Resize, Spec, parse_spec
 from preprocess.rows.formats import FORMATS
 
 TILE_STATS = ("min", "p10", "mean")
-GAUGES = ("whole", *(f"tiles-{s}" for s in TILE_STATS))
+GAUGES = ("whole", "crops", "gate", *(f"tiles-{s}" for s in TILE_STATS))
 REPORT_FORMAT = 3  # report.json's layout (3: points not measured are null; the search's band)
 Floats = npt.NDArray[np.float32]
 Ints = npt.NDArray[np.int64]
@@ -100,16 +102,56 @@ class ModelSweep:
     worst_tile: npt.NDArray[np.int32] | None  # index of the worst tile (into tile_boxes of the stored size)
     reference: Floats | None = None  # [image, D] the sources' embeddings (not in report.json)
     stored: dict[Key, Floats] = field(default_factory=dict)  # each measured point's embedding (idem)
+    crops: Floats | None = None  # the worst crop's similarity (the spec's crops), when measured
+    worst_crop: npt.NDArray[np.int32] | None = None  # its index (into the spec's crop boxes)
+    checks: tuple[float, float] | None = None  # the spec's (whole, crops) thresholds: the "gate" gauge's
 
     def gauges(self) -> list[str]:
-        return ["whole"] + ([f"tiles-{s}" for s in TILE_STATS] if self.tiles is not None else [])
+        crops = ["crops"] + (["gate"] if self.checks is not None else []) if self.crops is not None else []
+        return ["whole", *crops] + ([f"tiles-{s}" for s in TILE_STATS] if self.tiles is not None else [])
 
     def values(self, gauge: str) -> Floats:
         if gauge == "whole":
             return self.whole
+        if gauge in self.gauges() and self.crops is not None:
+            if gauge == "crops":
+                return self.crops
+            if gauge == "gate" and self.checks is not None:
+                return gate_values(self.whole, self.crops, self.checks)
         if self.tiles is None or not gauge.startswith("tiles-"):
             raise KeyError(f"{self.name} has no {gauge!r} measurement")
         return self.tiles[gauge.removeprefix("tiles-")]
+
+
+def gate_checks(spec: Spec) -> tuple[float, float] | None:
+    """The spec's (whole, crops) thresholds when its gate checks both (the ``gate`` gauge), else None."""
+    views = dict(spec.gate.views.items())
+    return (views["whole"], views["crops"]) if {"whole", "crops"} <= set(views) else None
+
+
+def gate_values(whole: Floats, crops: Floats, checks: tuple[float, float]) -> Floats:
+    """The whole view and the worst crop judged together, as the gate scores a candidate
+    (:func:`preprocess.pipeline.gate.measure.gate_score`, array-wise): the smaller margin, in decades of
+    the deficit 1 - similarity below each view's threshold, carried to the whole view's threshold. It is
+    >= that threshold exactly when both pass; a target T judges both views in proportion (the crops'
+    threshold moves by as many decades as T from the whole view's: :func:`scaled_checks`)."""
+    tw, tc = checks
+
+    def deficit(s: npt.NDArray[np.float64] | float) -> npt.NDArray[np.float64]:
+        return np.log10(np.maximum(1.0 - np.asarray(s, dtype=np.float64), 1e-6))
+
+    w, c = whole.astype(np.float64), crops.astype(np.float64)
+    margin = np.minimum(deficit(tw) - deficit(w), deficit(tc) - deficit(c))
+    margin = np.where((w >= tw) & (c >= tc), np.maximum(margin, 0.0), np.where(margin >= 0, -1e-9, margin))
+    out: Floats = (1.0 - (1.0 - tw) * 10.0 ** (-margin)).astype(np.float32)
+    return out
+
+
+def scaled_checks(checks: tuple[float, float], target: float) -> tuple[float, float]:
+    """The (whole, crops) thresholds that the ``gate`` gauge at ``target`` stands for: the whole view at
+    ``target``, the crops' deficit scaled as the whole view's (the spec's own at its own threshold)."""
+    tw, tc = checks
+    return target, round(1.0 - (1.0 - tc) * (1.0 - target) / (1.0 - tw), 6)
 
 
 @dataclass
@@ -189,8 +231,10 @@ def to_json(sweep: Sweep) -> JsonObject:
         "bytes": sweep.bytes.tolist(), "encoded_bytes": sweep.encoded_bytes.tolist(),
         "stored_size": sweep.dims.tolist(),
         "models": [{"name": m.name, "ref": m.ref, "dim": m.dim, "weights_sha256": m.weights_sha256,
-                    "similarity": {g: _nulls(np.round(m.values(g).astype(np.float64), 6)) for g in m.gauges()},
-                    "worst_tile": m.worst_tile.tolist() if m.worst_tile is not None else None}
+                    "similarity": {g: _nulls(np.round(m.values(g).astype(np.float64), 6))
+                                   for g in m.gauges() if g != "gate"},  # gate: from whole and crops
+                    "worst_tile": m.worst_tile.tolist() if m.worst_tile is not None else None,
+                    "worst_crop": m.worst_crop.tolist() if m.worst_crop is not None else None}
                    for m in sweep.models],
     }
 
@@ -218,15 +262,18 @@ def _coding(doc: JsonObject) -> Coding:
     return Coding(enc, found[0])
 
 
-def _model(doc: JsonObject) -> ModelSweep:
+def _model(doc: JsonObject, checks: tuple[float, float] | None) -> ModelSweep:
     sims = _get(doc, "similarity", dict)
     whole = np.asarray(_nan(sims["whole"]), dtype=np.float32)
     tiles = {s: np.asarray(_nan(sims[f"tiles-{s}"]), dtype=np.float32) for s in TILE_STATS} \
         if "tiles-min" in sims else None
-    worst = doc.get("worst_tile")
+    crops = np.asarray(_nan(sims["crops"]), dtype=np.float32) if "crops" in sims else None
+    worst, worst_crop = doc.get("worst_tile"), doc.get("worst_crop")
     return ModelSweep(name=_get(doc, "name", str), ref=_get(doc, "ref", str), dim=_get(doc, "dim", int),
                       weights_sha256=_get(doc, "weights_sha256", str), whole=whole, tiles=tiles,
-                      worst_tile=np.asarray(worst, dtype=np.int32) if worst is not None else None)
+                      worst_tile=np.asarray(worst, dtype=np.int32) if worst is not None else None, crops=crops,
+                      worst_crop=np.asarray(worst_crop, dtype=np.int32) if worst_crop is not None else None,
+                      checks=checks if crops is not None else None)
 
 
 def from_json(doc: JsonObject, path: str) -> Sweep:
@@ -247,7 +294,8 @@ def from_json(doc: JsonObject, path: str) -> Sweep:
                  skipped=skipped, bytes=np.asarray(_get(doc, "bytes", list), dtype=np.int64),
                  encoded_bytes=np.asarray(_get(doc, "encoded_bytes", list), dtype=np.int64),
                  dims=np.asarray(_get(doc, "stored_size", list), dtype=np.int64),
-                 models=[_model(m) for m in _get(doc, "models", list) if isinstance(m, dict)],
+                 models=[_model(m, gate_checks(spec) if i == 0 else None)
+                         for i, m in enumerate(m for m in _get(doc, "models", list) if isinstance(m, dict))],
                  engine="dali" if doc.get("engine") == "dali" else "pillow",
                  device="gpu" if doc.get("device") == "gpu" else "cpu",
                  mode="search" if mode == "search" else "every-quality",

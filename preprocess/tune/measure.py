@@ -1,9 +1,9 @@
 """One round of tune's measurement, as the gate measures a round: the probes of every (coding, image)
 still searching encoded (one call per format), finished as stored (``Engine.finish``: progressive JPEG
 losslessly scan-optimized by mozjpeg), viewed once per engine and embedded in one model call per model
-(whole view and tiles together where the engine's batches are host arrays); every gauge recorded.
+(whole view, crops and tiles together: :meth:`Engine.looks`); every gauge recorded.
 Also the batch's arrays and, per size, its decode + resize and the references (the source's
-embedding once per source and model, whatever the formats and sizes; the tiles' once per size).
+embedding once per source and model, whatever the formats and sizes; the crops' and tiles' once per size).
 """
 
 from __future__ import annotations
@@ -16,17 +16,17 @@ import numpy as np
 
 from preprocess.core.progress import Progress
 from preprocess.core.timing import Laps, Timings
-from preprocess.pipeline.batches import Embeddings, ModelBatch, similarity, split_rows
+from preprocess.pipeline.batches import Embeddings, ModelBatch, similarity
 from preprocess.pipeline.codecs import Candidate, Encoded
 from preprocess.pipeline.engines import tile_boxes
-from preprocess.pipeline.engines.base import Engine, Loaded, Prepared, SourceImage
+from preprocess.pipeline.engines.base import BoxRule, Engine, Loaded, Prepared, SourceImage
 from preprocess.pipeline.extractor.build import BuiltModel
 from preprocess.pipeline.extractor.manifest import Manifest
 from preprocess.pipeline.extractor.session import Extractor
 from preprocess.pipeline.gate import combine_tiles, tile_embeddings
 from preprocess.pipeline.images import SourceInfo
 from preprocess.pipeline.spec import Encode, Spec
-from preprocess.tune.grid import TILE_STATS, Coding, SampleImage, Skipped
+from preprocess.tune.grid import TILE_STATS, Coding, SampleImage, Skipped, gate_values
 from preprocess.tune.search import Crossings, EveryRung, Learned, Plan
 
 IMAGE_AXIS = {"ref": 0, "dims": 1, "tiles": 4}  # where the image axis is per kind of batch array; else 3
@@ -56,6 +56,19 @@ class ModelUse:
     extractor: Extractor
     engine: Engine  # the engine whose model view this model takes
     tiles: bool
+    crops: BoxRule | None = None  # the spec's crop boxes, when this model measures the crops view
+
+    def regions(self) -> BoxRule | None:
+        """The regions a candidate is looked at by: its tiles (with the tile view), then its crops (with
+        the crops view); None for neither."""
+        view, crops = self.manifest.input, self.crops
+        if not self.tiles:
+            return crops
+
+        def rule(w: int, h: int) -> list[tuple[int, int, int, int]]:
+            return tile_boxes(w, h, view.width, view.height) + (crops(w, h) if crops is not None else [])
+
+        return rule
 
 
 @dataclass
@@ -71,6 +84,7 @@ class Run:
     every_quality: bool  # every rung, or the search (:mod:`.search`)
     gauge: str  # the gauge of the first model that leads the search
     band: list[float]
+    checks: tuple[float, float] | None = None  # the spec's (whole, crops) thresholds: the "gate" gauge's
     skipped: list[Skipped] = field(default_factory=list)
     timings: Timings = field(default_factory=Timings)
     learned: dict[tuple[int, int], Learned] = field(default_factory=dict)  # (coding, size) -> priors
@@ -109,6 +123,9 @@ class Batch:
             if m.tiles:
                 self.arrays[f"tiles:{name}"] = np.full((len(TILE_STATS), c, s, q, n), np.nan, dtype=np.float32)
                 self.arrays[f"worst:{name}"] = np.full((c, s, q, n), -1, dtype=np.int32)
+            if m.crops is not None:
+                self.arrays[f"crops:{name}"] = np.full((c, s, q, n), np.nan, dtype=np.float32)
+                self.arrays[f"worstcrop:{name}"] = np.full((c, s, q, n), -1, dtype=np.int32)
 
     def kept(self) -> dict[str, np.ndarray]:
         """Every array restricted to the images that survived every size."""
@@ -129,6 +146,7 @@ class SizeBatch:
     ids: list[int]  # batch image indices of ``prepared``
     prepared: list[Prepared]  # by the first model's engine (the one that encodes)
     tile_refs: dict[str, list[np.ndarray]]  # model -> per image, its uncompressed tiles' embeddings
+    crop_refs: dict[str, list[np.ndarray]] = field(default_factory=dict)  # ... and its crops'
 
 
 def load_size(b: Batch, si: int) -> tuple[SizeBatch, dict[Engine, Loaded]]:
@@ -152,7 +170,8 @@ def load_size(b: Batch, si: int) -> tuple[SizeBatch, dict[Engine, Loaded]]:
 
 
 def references(b: Batch, size: SizeBatch, loads: dict[Engine, Loaded]) -> None:
-    """The sources' whole-image embeddings (once, at the first size) and their tiles' (every size)."""
+    """The sources' whole-image embeddings (once, at the first size) and their crops' and tiles' (every
+    size)."""
     keep = {p.index for p in size.prepared}
     for m in b.run.models:
         name, ld = m.manifest.name, loads[m.engine]
@@ -165,6 +184,10 @@ def references(b: Batch, size: SizeBatch, loads: dict[Engine, Loaded]) -> None:
             counts = [len(tile_boxes(p.width, p.height, view.width, view.height)) for p in own]
             size.tile_refs[name] = [e for g in tile_chunks(counts)
                                     for e in tile_embeddings(m.engine, m.extractor, [own[j] for j in g])]
+        if m.crops is not None:
+            own = [p for p in ld.prepared if p.index in keep]
+            cut = m.engine.regions(own, m.crops)
+            size.crop_refs[name] = cut.split(m.extractor.embed(cut.batch))
 
 
 TILES_PER_CALL = 512  # bound the tiles held in one model-view batch (a 2560 px image has 96)
@@ -207,23 +230,28 @@ def encode_probes(b: Batch, size: SizeBatch, probes: Sequence[Probe]) -> list[En
 
 
 def embed_probes(m: ModelUse, blobs: Sequence[Encoded], images: Sequence[Prepared],
-                 views: dict[int, ModelBatch]) -> tuple[Embeddings, list[Embeddings]]:
-    """The candidates' whole-view embeddings and, with the tile view, each one's tile embeddings (of
-    ``images``' sizes): one model call for both (:meth:`ModelBatch.concat`)."""
-    if not m.tiles:
+                 views: dict[int, ModelBatch]) -> tuple[Embeddings, list[Embeddings], list[Embeddings]]:
+    """The candidates' whole-view embeddings and, with the tile view and the crops view, each one's tile
+    and crop embeddings (of ``images``' sizes): one look and one model call for all
+    (:meth:`Engine.looks`)."""
+    rule = m.regions()
+    if rule is None:
         if id(m.engine) not in views:
             views[id(m.engine)] = m.engine.view(blobs)
-        return m.extractor.embed(views[id(m.engine)]), []
-    whole, tiles = [], []
+        return m.extractor.embed(views[id(m.engine)]), [], []
+    whole, tiles, crops = [], [], []
     view_size = m.manifest.input
-    counts = [len(tile_boxes(p.width, p.height, view_size.width, view_size.height)) for p in images]
-    for group in tile_chunks(counts):
-        part = [blobs[i] for i in group]
-        view, cut = m.engine.view(part), m.engine.tiles(part)
-        emb = m.extractor.embed(ModelBatch.concat([view, cut.batch]))
-        whole.append(emb[: len(part)])
-        tiles += split_rows(emb[len(part):], cut.counts)
-    return np.concatenate(whole), tiles
+    n_tiles = [len(tile_boxes(p.width, p.height, view_size.width, view_size.height)) if m.tiles else 0
+               for p in images]
+    for group in tile_chunks([len(rule(p.width, p.height)) for p in images]):
+        looks = m.engine.looks([blobs[i] for i in group], rule)
+        wholes, regions = looks.split(m.extractor.embed(looks.batch))
+        assert wholes is not None
+        whole.append(wholes)
+        for i, r in zip(group, regions, strict=True):
+            tiles.append(r[:n_tiles[i]])
+            crops.append(r[n_tiles[i]:])
+    return np.concatenate(whole), tiles, crops
 
 
 def judge(b: Batch, size: SizeBatch, probes: Sequence[Probe], blobs: Sequence[Encoded]) -> list[float]:
@@ -233,7 +261,7 @@ def judge(b: Batch, size: SizeBatch, probes: Sequence[Probe], blobs: Sequence[En
     lead: list[float] = []
     for mi, m in enumerate(run.models):
         name = m.manifest.name
-        whole, tiles = embed_probes(m, blobs, images, views)
+        whole, tiles, crops = embed_probes(m, blobs, images, views)
         run.clock("view_infer")
         refs = b.arrays[f"ref:{name}"][[size.ids[k] for _, k, _ in probes]]
         sims = similarity(whole, refs)
@@ -246,11 +274,26 @@ def judge(b: Batch, size: SizeBatch, probes: Sequence[Probe], blobs: Sequence[En
                 for c, stat in enumerate(TILE_STATS):
                     b.arrays[f"tiles:{name}"][(c, *at)] = combine_tiles(per_tile, stat)
                 b.arrays[f"worst:{name}"][at] = int(np.argmin(per_tile))
+            if m.crops is not None:
+                per_crop = similarity(crops[p], size.crop_refs[name][k])
+                b.arrays[f"crops:{name}"][at] = float(per_crop.min())
+                b.arrays[f"worstcrop:{name}"][at] = int(np.argmin(per_crop))
         if mi == 0:
-            gauge = run.gauge
-            lead = [float(sims[p]) if gauge == "whole" else
-                    float(b.arrays[f"tiles:{name}"][(TILE_STATS.index(gauge.removeprefix("tiles-")), ci, size.si,
-                                                     rung, size.ids[k])])
-                    for p, (ci, k, rung) in enumerate(probes)]
+            lead = [_gauge(b, name, (ci, size.si, rung, size.ids[k])) for ci, k, rung in probes]
     return lead
+
+
+def _gauge(b: Batch, model: str, at: tuple[int, int, int, int]) -> float:
+    """The leading gauge's value at a measured point."""
+    gauge, arrays = b.run.gauge, b.arrays
+    if gauge == "whole":
+        return float(arrays[f"whole:{model}"][at])
+    if gauge in ("crops", "gate"):
+        crops = arrays[f"crops:{model}"][at]
+        if gauge == "crops":
+            return float(crops)
+        assert b.run.checks is not None
+        whole = arrays[f"whole:{model}"][at]
+        return float(gate_values(np.asarray([whole]), np.asarray([crops]), b.run.checks)[0])
+    return float(arrays[f"tiles:{model}"][(TILE_STATS.index(gauge.removeprefix("tiles-")), *at)])
 

@@ -2,7 +2,8 @@
 fewest stored bytes that meets the target, the runner-up and what it costs.
 
 A *target* is a similarity to reach at a percentile of the sample, judged by one gauge (a model and
-a view, :mod:`.grid`): views judge, they do not compete (a laxer view is not a cheaper setting). A
+a view, or the whole view and the crops together as the gate judges them: :mod:`.grid`): views judge,
+they do not compete (a laxer view is not a cheaper setting). A
 *setting* is one format at one size with an adaptive quality ladder, as ``run`` stores it: each image
 at the lowest rung whose similarity meets the target, in whichever of the format's codings (encoder,
 chroma) stores it in the fewest bytes; an image no rung passes is stored at the top rung, flagged.

@@ -1,16 +1,14 @@
 """The recommended spec: the sweep's spec with the recommendation's format (its ``[encode]``), size,
-adaptive quality ladder, target and gate view, written as TOML that ``preprocess run --spec`` takes as is:
+adaptive quality ladder, target and gate views, written as TOML that ``preprocess run --spec`` takes as is:
 ``recommended.toml`` for the decision (the fewest bytes across formats and sizes), and
 ``recommended-FORMAT.toml`` for each format's own best."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
-
-from preprocess.core.jsonable import Json
+from preprocess.pipeline.gatespec import JSON
 from preprocess.pipeline.spec import Spec, parse_spec
-from preprocess.tune.grid import Sweep
+from preprocess.rows.spec_toml import dumps
+from preprocess.tune.grid import Sweep, gate_checks, scaled_checks
 from preprocess.tune.recommend import Recommendation
 
 DECISION_FILE = "recommended.toml"
@@ -26,43 +24,31 @@ def recommended_spec(sweep: Sweep, rec: Recommendation) -> Spec:
     exactly :attr:`Setting.ladder` (rungs that were all measured or searched)."""
     assert rec.setting is not None
     ladder = rec.setting.ladder
-    view = gauge_view(rec.gauge)
-    combine = sweep.spec.gate.tiles_combine if view == "whole" else rec.gauge.removeprefix("tiles-")
+    combine = rec.gauge.removeprefix("tiles-") if rec.gauge.startswith("tiles-") else sweep.spec.gate.tiles_combine
     data = sweep.spec.to_dict()
     data["pipeline"] = {**data["pipeline"], "name": f"{sweep.spec.pipeline.name}-tuned",
-                        "description": f"preprocess tune: {rec.format}, {rec.model} {rec.gauge} >= {rec.target:g} "
-                                       f"at p{rec.percentile:g}, {len(sweep.images)} sample images"}
+                        "description": f"preprocess tune: {rec.format}, {rec.model} "
+                                       f"{judged(sweep.spec, rec.gauge, rec.target)} at p{rec.percentile:g}, "
+                                       f"{len(sweep.images)} sample images"}
     data["encode"] = sweep.codings[rec.codings[0]].encode.to_dict()
     data["resize"] = {**data["resize"], "size": rec.setting.size}
     data["quality"] = {**data["quality"], "mode": "adaptive", "min": ladder.min, "max": ladder.max,
                        "step": ladder.step, "value": ladder.max}
     ref = next(m.ref for m in sweep.models if m.name == rec.model)
-    # one model under the one view the recommendation was judged by (the spec's other views and models
-    # are not what tune measured its target with)
-    data["gate"] = {"model": ref, "threshold": rec.target, "on_fail": "flag", "view": view, "tiles_combine": combine}
+    # one model under the views the recommendation was judged by (the spec's other views and models are
+    # not what tune measured its target with)
+    views: dict[str, JSON] = dict(judged_views(sweep.spec, rec.gauge, rec.target))
+    gate: dict[str, JSON] = {"models": [ref], "views": views, "on_fail": "flag", "tiles_combine": combine}
+    if "crops" in views:  # the boxes the crops view was measured with
+        gate["crops"] = {"grids": list(sweep.spec.gate.crops.grids), "centre": sweep.spec.gate.crops.centre}
+    data["gate"] = gate
     spec = parse_spec(data, source=spec_file(rec))
     assert spec.quality.ladder() == ladder.rungs, (spec.quality.ladder(), ladder.rungs)
     return spec
 
 
-def _toml_value(v: Json) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)  # a TOML basic string: JSON's escapes are valid TOML
-    if isinstance(v, Sequence):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    raise TypeError(f"cannot write {type(v).__name__} to TOML")
-
-
 def spec_toml(spec: Spec, header: list[str]) -> str:
-    lines = [f"# {h}" for h in header]
-    for section, values in spec.to_dict().items():
-        lines += ["", f"[{section}]"]
-        lines += [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None]
-    return "\n".join(lines) + "\n"
+    return dumps(spec.to_dict(), header)
 
 
 def header(sweep: Sweep, rec: Recommendation, spec: Spec) -> list[str]:
@@ -71,8 +57,8 @@ def header(sweep: Sweep, rec: Recommendation, spec: Spec) -> list[str]:
     assert a is not None
     lines = [f"Made by `preprocess tune` from {sweep.spec_path} on {len(sweep.images)} sample images.",
              f"Stored format: {rec.format} ({', '.join(sweep.codings[c].label for c in rec.codings)}) at {a.size} px.",
-             f"Target: {rec.model} {rec.gauge} similarity >= {rec.target:g} at percentile {rec.percentile:g} of "
-             "the sample.",
+             f"Target: {rec.model} {judged(sweep.spec, rec.gauge, rec.target)} at percentile {rec.percentile:g} "
+             "of the sample.",
              f"This adaptive spec (q{spec.quality.min}..q{spec.quality.max} step {spec.quality.step}): expected "
              f"{a.total_bytes:,} bytes as stored ({a.total_bytes / rec.source_bytes:.1%} of the sources), "
              f"similarity at the percentile {a.at_percentile:.4f}, {a.below_target} image(s) flagged."]
@@ -91,15 +77,30 @@ def header(sweep: Sweep, rec: Recommendation, spec: Spec) -> list[str]:
     return lines
 
 
-def gauge_view(gauge: str) -> str:
-    """The gate view a tune gauge measures: ``whole``, or ``tiles`` for ``tiles-p10`` and the like."""
-    return "whole" if gauge == "whole" else "tiles"
+def judged_views(base: Spec, gauge: str, target: float) -> dict[str, float]:
+    """The gate views (and thresholds) a recommendation judged by ``gauge`` at ``target`` checks: ``gate``
+    the whole view at ``target`` and the crops at the base spec's threshold moved as far
+    (:func:`~preprocess.tune.grid.scaled_checks`); any other gauge its one view at ``target``."""
+    checks = gate_checks(base)
+    if gauge == "gate" and checks is not None:
+        whole, crops = scaled_checks(checks, target)
+        return {"whole": whole, "crops": crops}
+    return {"tiles" if gauge.startswith("tiles-") else gauge: target}
+
+
+def judged(base: Spec, gauge: str, target: float) -> str:
+    """What a target judges, in words: ``whole >= 0.99 and crops >= 0.975``, ``tiles-p10 >= 0.85``."""
+    views = judged_views(base, gauge, target)
+    if gauge.startswith("tiles-"):
+        return f"{gauge} >= {target:g}"
+    return " and ".join(f"{v} >= {t:g}" for v, t in views.items())
 
 
 def dropped_checks(base: Spec, gauge: str, model: str) -> str:
     """The base spec's checks that a recommendation judged by ``gauge`` and ``model`` does not keep (tune
-    measures one view of one model: the crops view, another model), as words; "" when none."""
-    views = [f"{v} >= {t:g}" for v, t in base.gate.views.items() if v != gauge_view(gauge)]
+    judges by one model, and by the whole view and the crops, or one view), as words; "" when none."""
+    kept = judged_views(base, gauge, base.gate.threshold)
+    views = [f"{v} >= {t:g}" for v, t in base.gate.views.items() if v not in kept]
     models = [m for m in base.gate.models if m != model]
     parts = ([f"views {', '.join(views)}"] if views else []) + ([f"models {', '.join(models)}"] if models else [])
     return "; ".join(parts)

@@ -19,7 +19,15 @@ from preprocess.pipeline.spec import load_spec
 from preprocess.tune import plots
 from preprocess.tune.grid import Sweep, to_json
 from preprocess.tune.recommend import PRESETS, Decision, Recommendation, Setting
-from preprocess.tune.recommended import DECISION_FILE, dropped_checks, header, recommended_spec, spec_file, spec_toml
+from preprocess.tune.recommended import (
+    DECISION_FILE,
+    dropped_checks,
+    header,
+    judged,
+    recommended_spec,
+    spec_file,
+    spec_toml,
+)
 from preprocess.tune.stored import DIFF_GAIN, THUMB_SIDE, StoredImage, StoredSample
 
 Samples = Sequence[StoredSample | None]
@@ -89,9 +97,10 @@ def _decision(sweep: Sweep, d: Decision) -> str:
                   "than these figures; add them to the recommended spec's <code>[gate]</code> to keep them.</p>")
     return (f'<div class="big decision" id="decision">{_cards(cards)}</div>{notes}'
             f"<p>The fewest stored bytes among every format and size measured whose images reach similarity "
-            f"&ge; {t.similarity:g} at p{t.percentile:g} (judged by {html.escape(d.recs[0].model)}, view "
-            f"{t.gauge}); each image at the lowest rung of its format's ladder that reaches the target on its own, "
-            f"in whichever coding stores it smallest. <code>{DECISION_FILE}</code> is that spec.</p>"
+            f"&ge; {t.similarity:g} at p{t.percentile:g} (judged by {html.escape(d.recs[0].model)}: "
+            f"{html.escape(judged(sweep.spec, t.gauge, t.similarity))}); each image at the lowest rung of its "
+            f"format's ladder that reaches the target on its own, in whichever coding stores it smallest. "
+            f"<code>{DECISION_FILE}</code> is that spec.</p>"
             + _presets(sweep, d))
 
 

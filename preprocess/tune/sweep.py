@@ -8,13 +8,15 @@ Then rounds, as the gate runs them: each (coding, image) still searching names i
 Recorded per measured (coding, size, quality, image): stored bytes (and the encoder's bytes before
 ``Engine.finish``), per model the similarity to the source (whole view) and, with the tile view,
 the worst / 10th-percentile / mean tile similarity and which tile was worst, and the stored image's
-embedding (neighbour agreement). Per (size, image): the stored width/height.
+embedding (neighbour agreement); with the crops view (the gate model's, when the spec checks crops or the
+search is led by them), the worst crop's similarity and which crop. Per (size, image): the stored
+width/height.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,14 +27,14 @@ from preprocess.core.errors import ConfigError, InputError
 from preprocess.core.progress import Progress, SilentProgress
 from preprocess.pipeline.devices import DeviceChoice, DeviceName, EngineChoice, EngineName
 from preprocess.pipeline.engines import make_engine, resolve
-from preprocess.pipeline.engines.base import Engine
+from preprocess.pipeline.engines.base import Box, Engine, crop_boxes
 from preprocess.pipeline.extractor.build import build
 from preprocess.pipeline.extractor.manifest import Manifest, find_manifest
 from preprocess.pipeline.extractor.session import Extractor
 from preprocess.pipeline.images import SourceInfo, probe
 from preprocess.pipeline.spec import Spec, default_spec_path, load_spec
 from preprocess.sources.files import batched, list_sources, read_source
-from preprocess.tune.grid import GAUGES, TILE_STATS, ModelSweep, SampleImage, Skipped, Sweep, codings
+from preprocess.tune.grid import GAUGES, TILE_STATS, ModelSweep, SampleImage, Skipped, Sweep, codings, gate_checks
 from preprocess.tune.measure import Batch, ModelUse, Probe, Run, encode_probes, image_axis, judge, load_size, references
 from preprocess.tune.search import Learned, band_order
 
@@ -87,8 +89,20 @@ def _models(spec: Spec, opts: SweepOptions, engine: EngineName, device: DeviceNa
             engines[m.input] = make_engine(engine, device, encode=spec.encode, view=m.input,
                                            max_batch=spec.batch.size)
         out.append(ModelUse(ref, m, built, Extractor(built, device=device), engines[m.input],
-                          tiles=opts.tiles if i == 0 else opts.compare_tiles))
+                          tiles=opts.tiles if i == 0 else opts.compare_tiles,
+                          crops=_crop_rule(spec) if i == 0 and measures_crops(spec, opts.gauge) else None))
     return out
+
+
+def measures_crops(spec: Spec, gauge: str) -> bool:
+    """Whether a sweep measures the crops view (with the gate model): when the spec's gate checks it, or
+    the search is led by it."""
+    return "crops" in dict(spec.gate.views.items()) or gauge in ("crops", "gate")
+
+
+def _crop_rule(spec: Spec) -> Callable[[int, int], list[Box]]:
+    grids, centre = spec.gate.crops.grids, spec.gate.crops.centre
+    return lambda w, h: crop_boxes(w, h, grids, centre)
 
 
 def _read(paths: Sequence[Path], spec: Spec, skipped: list[Skipped]) -> list[tuple[bytes, SourceInfo, SampleImage]]:
@@ -172,23 +186,29 @@ def _spec(opts: SweepOptions) -> tuple[Spec, str]:
         raise ConfigError(f"tune measures resize.size, but the spec's resize.mode is {spec.resize.mode!r}",
                           code=ErrorCode.TUNE_RESIZE, path=spec_path,
                           hint='use resize.mode = "long-side" or "short-side"')
-    if opts.gauge not in GAUGES or (opts.gauge != "whole" and not opts.tiles):
+    if opts.gauge not in GAUGES or (opts.gauge.startswith("tiles-") and not opts.tiles):
         raise ConfigError(f"the search cannot be led by {opts.gauge!r}", code=ErrorCode.TUNE_VIEW,
                           hint="--view tiles measures the tile view (--tiles); --tiles-combine min|p10|mean")
+    if opts.gauge == "gate" and gate_checks(spec) is None:
+        raise ConfigError("--view gate judges the whole view and the crops together, and the spec's gate does "
+                          "not check both", code=ErrorCode.TUNE_VIEW, path=spec_path,
+                          hint="--view whole or --view crops, or a spec whose [gate.views] has whole and crops")
     return spec, spec_path
 
 
 def _model_sweeps(models: Sequence[ModelUse], full: dict[str, np.ndarray],
-                  stored: dict[str, dict[tuple[int, int, int, int], np.ndarray]]) -> list[ModelSweep]:
+                  stored: dict[str, dict[tuple[int, int, int, int], np.ndarray]],
+                  checks: tuple[float, float] | None) -> list[ModelSweep]:
     out = []
     for m in models:
         name = m.manifest.name
-        tiles = full.get(f"tiles:{name}")
+        tiles, crops = full.get(f"tiles:{name}"), full.get(f"crops:{name}")
         out.append(ModelSweep(
             name=name, ref=m.ref, dim=m.manifest.output.dim, weights_sha256=m.manifest.weights_sha256(),
             whole=full[f"whole:{name}"],
             tiles={s: tiles[c] for c, s in enumerate(TILE_STATS)} if tiles is not None else None,
-            worst_tile=full.get(f"worst:{name}"), reference=full[f"ref:{name}"], stored=stored[name]))
+            worst_tile=full.get(f"worst:{name}"), reference=full[f"ref:{name}"], stored=stored[name],
+            crops=crops, worst_crop=full.get(f"worstcrop:{name}"), checks=checks if crops is not None else None))
     return out
 
 
@@ -205,7 +225,7 @@ def run_sweep(opts: SweepOptions, progress: Progress | None = None) -> Sweep:
                           path=", ".join(opts.sources), hint="pass folders holding .jpg/.png/... images")
     band = band_order(spec.gate.threshold if opts.target is None else opts.target, opts.band)
     run = Run(spec, sizes, qualities, coding_list, _models(spec, opts, engine_name, device),
-               progress or SilentProgress(), opts.every_quality, opts.gauge, band)
+               progress or SilentProgress(), opts.every_quality, opts.gauge, band, gate_checks(spec))
     images, parts, stored = _measure(run, paths)
     if not images:
         first = run.skipped[0] if run.skipped else None
@@ -215,6 +235,6 @@ def run_sweep(opts: SweepOptions, progress: Progress | None = None) -> Sweep:
     full = {key: np.concatenate(a, axis=image_axis(key)) for key, a in parts.items()}
     return Sweep(spec=spec, spec_path=spec_path, sizes=sizes, qualities=qualities, codings=coding_list,
                  images=images, skipped=run.skipped, bytes=full["bytes"], encoded_bytes=full["encoded"],
-                 dims=full["dims"], models=_model_sweeps(run.models, full, stored), engine=engine_name,
+                 dims=full["dims"], models=_model_sweeps(run.models, full, stored, run.checks), engine=engine_name,
                  device=device, mode="every-quality" if opts.every_quality else "search", band=band,
                  gauge=opts.gauge, seconds=time.perf_counter() - t_start, timings=run.timings.rounded(3))

@@ -27,6 +27,7 @@ from preprocess.pipeline.spec import default_spec_path, load_spec
 from preprocess.tune import Decision, StoredSample, Sweep, SweepOptions, Target, decide, run_sweep, store_sample
 from preprocess.tune.grid import from_json
 from preprocess.tune.recommend import PRESETS, SETTLE, Point, lowest_meeting, pareto, setting
+from preprocess.tune.recommended import dropped_checks, recommended_spec
 from preprocess.tune.report import write_report
 from tests.drivers.test_run import read_items
 from tests.paths import ROOT
@@ -172,9 +173,40 @@ def test_a_saved_report_decides_the_same_and_answers_what_ifs(report: dict[str, 
                        (["--from", str(report["json"]), "--preset", "index", "--target", "0.9"], "CLI_USAGE"),
                        (["--from", str(report["json"]), "--preset", "best"], "TUNE_TARGET"),
                        (["--from", str(report["json"]), "--view", "tiles"], "TUNE_VIEW"),
-                       (["--from", str(report["json"]), "--view", "crops"], "does not measure the crops view")):
+                       (["--from", str(report["json"]), "--view", "bogus"], "not a view tune measures")):
         bad = subprocess.run([*CLI, "tune", *args], capture_output=True, text=True, cwd=ROOT, check=False)
         assert bad.returncode == 2 and code in bad.stderr and bad.stderr.count("\n") <= 3, (args, bad.stderr)
+
+
+def test_judged_by_the_gate_a_recommendation_checks_what_run_checks(searched: Sweep, sample: Path,
+                                                                    tmp_path: Path) -> None:
+    """The default spec's gate checks the whole view and the crops; tune judged by the whole view alone
+    and promised about half the bytes `run` then stored (a newcomer's walkthrough: 312.7 KB against 596.4
+    KB). Now the crops are measured beside the whole view, the ``gate`` gauge judges both as the gate
+    does, the recommended spec keeps both thresholds (moved with the target) and `run` stores what tune
+    said."""
+    m = searched.models[0]
+    assert m.crops is not None and m.worst_crop is not None and {"crops", "gate"} <= set(m.gauges())
+    measured = np.isfinite(m.whole)
+    assert np.array_equal(np.isfinite(m.crops), measured)
+    both = (m.whole >= TARGET) & (m.crops >= 0.975)
+    assert np.array_equal((m.values("gate") >= TARGET)[measured], both[measured])  # passes when both pass
+    assert dropped_checks(searched.spec, "gate", m.name) == ""
+    assert dropped_checks(searched.spec, "whole", m.name) == "views crops >= 0.975"
+    gated = run_sweep(SweepOptions(sources=[str(sample)], formats=["jpeg"], engine="pillow", gauge="gate",
+                                   band=[0.985]))  # the spec's 1280 px, the search led by the gate's score
+    d = decide(gated, Target(0.985, PERCENTILE, gauge="gate"))
+    rec = d.recs[0]
+    assert rec.setting is not None, d.message
+    files = write_report(gated, d, tmp_path / "report", html_too=False)
+    spec = load_spec(files["spec-jpeg"])
+    assert dict(spec.gate.views.items()) == {"whole": 0.985, "crops": 0.9625}  # the crops moved as far
+    assert "Not measured by tune" not in files["spec-jpeg"].read_text()
+    summary = run_job(JobOptions(sources=[str(sample)], store=str(tmp_path / "s.icechunk"),
+                                 spec_path=str(files["spec-jpeg"]), engine="pillow"))
+    cols, _, _ = read_items(tmp_path / "s.icechunk")
+    assert summary.stored == 6 and (cols["similarity_crops"] >= 0.9625).all()
+    assert summary.bytes_out == pytest.approx(rec.setting.total_bytes, rel=0.1)
 
 
 def test_the_recommended_specs_meet_the_target_in_real_runs(report: dict[str, Path], decision: Decision,
@@ -363,8 +395,8 @@ def test_every_quality_measures_full_curves_and_the_search_ends_on_them(every: S
     s = d.best
     assert s is not None and s.single is not None  # one quality for all exists with every rung measured
     assert s.ladder.max == s.single.quality and s.total_bytes <= s.single.total_bytes and 0 <= s.saving < 1
-    assert set(d.recs[0].gauges) == {f"mobilenetv2-imagenet {g}" for g in ("whole", "tiles-min", "tiles-p10",
-                                                                           "tiles-mean")}
+    assert set(d.recs[0].gauges) == {f"mobilenetv2-imagenet {g}" for g in ("whole", "crops", "gate", "tiles-min",
+                                                                           "tiles-p10", "tiles-mean")}
     # the search on the same grid ends at a boundary of the full curves (same encoder, same model)
     found = run_sweep(SweepOptions(sources=[str(two)], sizes=(640,), qualities=every.qualities, target=0.98,
                                    engine="pillow"))
@@ -483,7 +515,8 @@ def test_another_model_judges_the_same_candidates(two: Path) -> None:
     # DINOv2 is far less compression-sensitive than MobileNetV2 (stack.md)
     assert dino.whole[0, 0, 0].mean() > mobilenet.whole[0, 0, 0].mean()
     d = decide(sweep, Target(0.98, PERCENTILE))
-    assert set(d.recs[0].gauges) == {"mobilenetv2-imagenet whole", "dinov2-small whole"}
+    assert set(d.recs[0].gauges) == {"mobilenetv2-imagenet whole", "mobilenetv2-imagenet crops",
+                                     "mobilenetv2-imagenet gate", "dinov2-small whole"}  # the gate model's crops
     judged_by_dino = decide(sweep, Target(0.98, PERCENTILE, model="dinov2-small"))
     assert judged_by_dino.best is not None and judged_by_dino.best.choices[0].quality == 30
 
