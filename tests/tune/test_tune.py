@@ -27,7 +27,7 @@ from preprocess.pipeline.spec import default_spec_path, load_spec
 from preprocess.tune import Decision, StoredSample, Sweep, SweepOptions, Target, decide, run_sweep, store_sample
 from preprocess.tune.grid import from_json
 from preprocess.tune.recommend import PRESETS, SETTLE, Point, lowest_meeting, pareto, setting
-from preprocess.tune.recommended import dropped_checks, recommended_spec
+from preprocess.tune.recommended import dropped_checks
 from preprocess.tune.report import write_report
 from tests.drivers.test_run import read_items
 from tests.paths import ROOT
