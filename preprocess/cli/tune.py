@@ -136,6 +136,10 @@ Preset = Annotated[str | None, typer.Option(
 WhatIf = Annotated[str | None, typer.Option(
     help="More similarities to bracket, e.g. 0.985,0.993, so that --from answers them exactly (the asked target "
          "and the presets' always are).")]
+View = Annotated[str | None, typer.Option(
+    help="gate | whole | crops | tiles: what to judge by. gate (the default when the spec checks whole and crops): "
+         "both together, the crops' threshold moved with the target as the whole view's; else the spec's first "
+         "view. tiles measures the tile view.")]
 EveryQuality = Annotated[bool, typer.Option(
     help="Measure every quality of the ladder for every image (full curves; slower) instead of the search, "
          "which measures the rungs that decide.")]
@@ -185,10 +189,7 @@ def tune(
                                                           "images); default 1.")] = None,
     preset: Preset = None,
     what_if: WhatIf = None,
-    view: Annotated[str | None, typer.Option(help="gate | whole | crops | tiles: what to judge by. gate (the "
-                                                  "default when the spec checks whole and crops): both together, "
-                                                  "the crops' threshold moved with the target as the whole view's; "
-                                                  "else the spec's first view. tiles measures the tile view.")] = None,
+    view: View = None,
     tiles_combine: Annotated[str | None, typer.Option(help="min | p10 | mean (default: the spec's).")] = None,
     at_size: Annotated[int | None, typer.Option("--size", help="Decide at this size only (default: whichever "
                                                  "measured size stores the fewest bytes).")] = None,
