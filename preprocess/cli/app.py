@@ -8,7 +8,7 @@ import re
 import threading
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 from rich.console import Console
@@ -22,12 +22,61 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.text import Text
+from typer._click.exceptions import NoArgsIsHelpError, NoSuchOption, UsageError  # typer >= 0.29 vendors click
+from typer.core import TyperGroup
 
+from preprocess.cli.helptext import Command, tidy
 from preprocess.core import names, progress
-from preprocess.core.errors import PreprocessError
+from preprocess.core.codes import ErrorCode
+from preprocess.core.errors import ConfigError, PreprocessError, did_you_mean
 from preprocess.core.jsonable import JSON_VERSION, Json
 
-app = typer.Typer(help="GPU image preprocessing: resize + recompress camera images as small as a neural "
+
+class _Group(TyperGroup):
+    """The ``preprocess`` group: a usage error (a missing argument, an unknown command or option, a bad
+    value) is printed like every other error (:func:`usage_failed`), not in click's box. Its help, and
+    every subcommand's, is tidied (:func:`~preprocess.cli.helptext.tidy`) as it is built: by the program
+    and by ``CliRunner().invoke(app, ...)`` alike."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        tidy(cast("Command", self))
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        argv = list(args)  # parsing consumes ``args``
+        try:
+            ctx = super().make_context(info_name, args, parent, **extra)
+        except UsageError as exc:
+            usage_failed(exc, argv)
+            raise  # not reached: usage_failed exits
+        ctx.meta["preprocess.argv"] = argv
+        return ctx
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UsageError as exc:
+            usage_failed(exc, ctx.meta.get("preprocess.argv", ()))
+            raise
+
+
+def usage_failed(exc: UsageError, args: Sequence[str]) -> None:
+    """Exit 2 with ``error[CLI_USAGE]`` and a hint naming the command's ``--help`` (a JSON error document
+    too when ``args`` hold ``--json``); click's own ``Did you mean`` becomes ours. A bare group, which
+    shows its help, is left to click."""
+    if isinstance(exc, NoArgsIsHelpError) or exc.ctx is None:
+        raise exc
+    words = exc.ctx.command_path.split()[1:]  # without the program's name (``root`` in tests)
+    message = re.sub(r"\. Did you mean (.*)\?$", r" (did you mean \1?)", exc.format_message())
+    if isinstance(exc, NoSuchOption):
+        message = exc.message + did_you_mean(exc.option_name, exc.possibilities or ())
+    message = message[:1].lower() + message[1:].rstrip(".")
+    help_of = " ".join(["preprocess", *words, "--help"])
+    fail(ConfigError(message, code=ErrorCode.CLI_USAGE, hint=f"see `{help_of}`"),
+         as_json=(" ".join(words) or "preprocess") if "--json" in args else "")
+
+
+app = typer.Typer(cls=_Group, help="GPU image preprocessing: resize + recompress camera images as small as a neural "
                        "feature check allows, into versioned zarr (icechunk) datasets.",
                   no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False)
 models_app = typer.Typer(help="Feature extractor models: list the bundled ones, build their ONNX files.",

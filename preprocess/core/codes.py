@@ -162,7 +162,8 @@ MEANINGS: dict[ErrorCode, str] = {
     ErrorCode.E_ENGINE: "the engine failed on this image alone",
     ErrorCode.E_SYMLINK_OUTSIDE: "a link that leads outside the input folders (see --follow-symlinks)",
     ErrorCode.E_NOT_FILE: "not a regular file (FIFO, socket, device): never read, so no read can block",
-    ErrorCode.CLI_USAGE: "the command line's arguments contradict each other",
+    ErrorCode.CLI_USAGE: "the command line is wrong: a missing or unknown argument, option or command, a bad value, or "
+                        "arguments that contradict each other",
     ErrorCode.ENV_INVALID: "an environment variable (PREPROCESS_*) has an unusable value",
     ErrorCode.INSTALL_BROKEN: "a folder the package ships (models, pipelines) is missing: reinstall",
     ErrorCode.NO_SOURCES: "the inputs hold no image files: nothing to do",
