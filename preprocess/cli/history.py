@@ -266,33 +266,41 @@ def diff_cmd(store: Store, ref_a: Annotated[str, typer.Argument(help="From this 
             + [("~", c.item, ", ".join(c.fields)) for c in d.changed[:limit]])
     if not rows:
         return
+    wide = out.width >= WIDE  # as ls: the whole source path on a wide terminal, else its file name
     t = Table(box=box.SIMPLE_HEAD)
     t.add_column("", no_wrap=True)
-    t.add_column("source", overflow="fold", ratio=3)
+    t.add_column("source" if wide else "file", overflow="fold", ratio=3,
+                 min_width=min(max(len(_source(r.source_path, wide=False)) for _, r, _ in rows), 32))
     t.add_column("spec", no_wrap=True)
     t.add_column("status", no_wrap=True)
     t.add_column("bytes", justify="right", no_wrap=True)
     t.add_column("similarity", justify="right", no_wrap=True)
     t.add_column("fields", overflow="fold", ratio=1)
     for sign, r, fields in rows:
-        t.add_row(sign, Text(names.shown(r.source_path)), r.fingerprint[:8], escape(r.status), size(r.bytes),
+        t.add_row(sign, Text(_source(r.source_path, wide=wide)), r.fingerprint[:8], escape(r.status), size(r.bytes),
                   fmt(r.similarity, ".4f"), escape(fields))
     out.print(t)
+
+
+def _source(stored: str, *, wide: bool) -> str:
+    """A row's source as ``ls`` prints it: the whole path (wide terminals) or its file name, escaped."""
+    path = names.real(stored)
+    return names.quote(path if wide else os.path.basename(path))
 
 
 def _pairs_table(d: Diff, limit: int) -> Table:
     """The same sources under the two versions' specs: ``name: jpeg 27.0 KB q41 -> avif 30.4 KB q47``."""
     t = Table(title=f"{len(d.pairs)} sources stored under another spec (a -> b)", title_justify="left",
               box=box.SIMPLE_HEAD)
-    t.add_column("source", overflow="fold", ratio=2)
+    t.add_column("source", overflow="fold", ratio=2,
+                 min_width=min(max(len(_source(p.source_path, wide=False)) for p in d.pairs[:limit]), 32))
     t.add_column("a", no_wrap=True)
     t.add_column("", no_wrap=True)
     t.add_column("b", no_wrap=True)
     t.add_column("bytes", justify="right", no_wrap=True)
     for p in d.pairs[:limit]:
         delta = p.b.bytes - p.a.bytes
-        name = Text(names.quote(os.path.basename(names.real(p.source_path))))
-        t.add_row(name, escape(p.a.words()), "->", escape(p.b.words()),
+        t.add_row(Text(_source(p.source_path, wide=False)), escape(p.a.words()), "->", escape(p.b.words()),
                   f"{'+' if delta >= 0 else '-'}{size(abs(delta))}")
     if len(d.pairs) > limit:
         t.caption = f"{len(d.pairs) - limit} more (--limit, or --json)"

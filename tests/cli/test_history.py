@@ -69,6 +69,22 @@ def test_tables_fit_80_columns_without_cutting_ids_or_names(hist: Hist, monkeypa
     assert "mobilenetv2-imagenet" in cli("models", "list").stdout
 
 
+def test_diff_on_80_columns_shows_whole_file_names_as_ls_does(hist: Hist, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Walkthrough finding 2: diff printed the whole source path in a narrow folded column, so at 80
+    columns names broke mid-word ("/tmp/nc1/photos/open" / "cv/aero3.jpg"). Now, as ls: file names."""
+    monkeypatch.setattr(out, "_width", 80)
+    s = str(hist.store)
+    for args in (("diff", s, "v1", "main"), ("diff", s, "main", "low-q")):
+        r = cli(*args)
+        assert r.exit_code == 0, (args, r.output)
+        shown = json.loads(cli(*args, "--json").stdout)
+        paths = [p["source_path"] for p in shown["pairs"]] + [r["source_path"] for r in shown["added"]]
+        assert paths, args
+        for path in paths:
+            assert f" {str(path).rsplit('/', 1)[-1]} " in r.stdout, (args, path, r.stdout)
+        assert str(hist.sets[0].parent) not in r.stdout, (args, r.stdout)  # no path, folded or not
+
+
 def test_branch_and_tag_list_create_and_delete(hist: Hist, tmp_path: Path) -> None:
     copy = tmp_path / "c.icechunk"
     shutil.copytree(hist.store, copy)
