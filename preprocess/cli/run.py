@@ -14,7 +14,7 @@ from preprocess.cli.helptext import SPEC_HELP
 from preprocess.core import errors, names
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import PreprocessError
-from preprocess.core.units import size
+from preprocess.core.units import count, size
 from preprocess.pipeline.devices import choices
 
 if TYPE_CHECKING:
@@ -111,8 +111,11 @@ def _print_summary(s: Summary) -> None:
     rows = [
         ("snapshot", s.snapshot or "(nothing new: no commit)"),
         ("engine", f"{s.engine} on {s.device}"),
-        ("images", f"{s.sources} found, {s.stored} stored, {s.skipped} already stored, {s.failed} failed"
-                   + (f" ({s.failed_known} already recorded)" if s.failed_known else "")),
+        ("images", f"{s.sources} found, {s.stored} stored, {s.skipped - len(s.duplicates)} already stored, "
+                   + (f"{count(len(s.duplicates), 'duplicate')} of another file in this job, " if s.duplicates else "")
+                   + f"{s.failed} failed" + (f" ({s.failed_known} already recorded)" if s.failed_known else "")),
+        *[("duplicate", escape(f"{names.shown(d['path'])}: the same content as {names.shown(d['same_as'])}, "
+                               "stored under that name")) for d in s.duplicates],
         ("gate", f"{s.flagged} flagged, {s.kept_source} kept as source (gate failed), "
                  f"{s.passthrough} source already smaller"),
         ("bytes in", size(s.bytes_in)),

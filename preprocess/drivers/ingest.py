@@ -99,6 +99,8 @@ class Summary:
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     failures: list[dict[str, str]] = field(default_factory=list)
+    # the skipped sources that are a second copy of a source of this commit: path, and same_as (its path)
+    duplicates: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def images_per_second(self) -> float:
@@ -136,6 +138,8 @@ class Tally:
         self.probes: list[int] = []
         self.failures: list[FailureRow] = []
         self.timings = Timings()
+        self.admitted: dict[str, str] = {}  # item key -> the path of the source admitted with it
+        self.duplicates: dict[str, str] = {}  # a skipped second copy's path -> the path admitted with its content
 
     def add(self, result: BatchResult, failures: Sequence[FailureRow]) -> Stored:
         """Count a batch's rows; ``failures``: those of its failures that were added (the others were
@@ -242,13 +246,17 @@ class Ingest:
         """Lists every read source as an input and drops what is stored (see the module doc)."""
         todo: list[F] = []
         skipped: list[F] = []
-        fingerprint = self.plan.fingerprint
+        fingerprint, t = self.plan.fingerprint, self._tally
         for f in files:
             if f.sha256:
                 self._listed.append((f.path, f.sha256))
-                if not self.writer.claim(item_key(f.sha256, fingerprint)):
+                key = item_key(f.sha256, fingerprint)
+                if not self.writer.claim(key):
+                    if key in t.admitted:  # not on the branch: the same content came first in this commit
+                        t.duplicates[f.path] = t.admitted[key]
                     skipped.append(f)
                     continue
+                t.admitted[key] = f.path
             todo.append(f)
         self._tally.counts.sources += len(files)
         self._tally.counts.skipped += len(skipped)
@@ -325,7 +333,9 @@ class Ingest:
             quality_mean=q.quality_mean, probes_mean=q.probes_mean, seconds=round(self._since.elapsed(), 3),
             timings=t.timings.rounded(),
             failures=[{"path": names.storable(f.source_path), "code": f.code, "message": names.text(f.message)}
-                      for f in t.failures])
+                      for f in t.failures],
+            duplicates=[{"path": names.storable(path), "same_as": names.storable(first)}
+                        for path, first in t.duplicates.items()])
 
     def close(self) -> None:
         """Close the writer: what was not committed is discarded."""

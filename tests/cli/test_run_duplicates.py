@@ -1,0 +1,31 @@
+"""Walkthrough finding 3: two files with the same content in one job, into a brand-new store, were
+counted as "1 already stored" (nothing was stored before). The summary now says it is a duplicate of
+another file in this job and names both; ``--json`` lists it under ``duplicates``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from preprocess.cli import app
+
+
+def test_a_second_copy_in_one_job_is_a_duplicate_not_already_stored(tmp_path: Path, photo_sets: list[Path],
+                                                                     tiny_specs: list[Path]) -> None:
+    folder = tmp_path / "in"
+    shutil.copytree(photo_sets[2], folder)
+    first = sorted(folder.iterdir())[0]
+    shutil.copy(first, folder / f"zz-copy-of-{first.name}")
+    args = ["run", str(folder), "--spec", str(tiny_specs[0]), "--engine", "pillow"]
+    r = CliRunner().invoke(app, [*args, "--store", str(tmp_path / "a.icechunk")], env={"COLUMNS": "250"})
+    assert r.exit_code == 0, r.output
+    assert "3 found, 2 stored, 0 already stored, 1 duplicate of another file in this job" in r.stdout, r.stdout
+    assert f"zz-copy-of-{first.name}: the same content as {first}" in r.stdout, r.stdout
+    doc = json.loads(CliRunner().invoke(app, [*args, "--store", str(tmp_path / "b.icechunk"), "--json"]).stdout)
+    assert doc["skipped"] == 1 and doc["duplicates"] == [{"path": str(folder / f"zz-copy-of-{first.name}"),
+                                                          "same_as": str(first)}], doc
+    again = CliRunner().invoke(app, [*args, "--store", str(tmp_path / "a.icechunk")], env={"COLUMNS": "250"})
+    assert "3 found, 0 stored, 3 already stored, 0 failed" in again.stdout, again.stdout  # stored before: not dups
