@@ -103,6 +103,7 @@ def ls(repo: ic.Repository, ref: str = "main", where: Where | None = None, *, or
             cache[name] = ds.items_table([name])[name]
         return cache[name]
 
+    where.check_commits([info.id for info in refs.history(repo, snapshot=target.snapshot)])
     column = version_columns(repo, target.snapshot, read)
     picked = np.flatnonzero(where.mask(column, len(ds)))
     if sort != "row":

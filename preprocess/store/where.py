@@ -23,7 +23,7 @@ from __future__ import annotations
 import fnmatch
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from preprocess.core.codes import ErrorCode
-from preprocess.core.errors import ConfigError, did_you_mean
+from preprocess.core.errors import ConfigError, NotFoundError, did_you_mean
 from preprocess.rows.schema import ITEM_COLUMNS
 
 NUMERIC = frozenset(c.name for c in ITEM_COLUMNS if c.kind in ("int", "float")) | {"row"}
@@ -89,6 +89,13 @@ class Where:
         names = [c.column for g in self.groups for c in g]
         names += ["spec_name" for g in self.groups for c in g if c.field == "spec"]
         return list(dict.fromkeys(names))
+
+    def check_commits(self, history: Sequence[str]) -> None:
+        """Each ``commit`` condition names a snapshot of ``history`` (the version's snapshot ids) by a prefix
+        of 4+ characters; else NotFoundError REF_MISSING with the closest ids, as a bad REF is (a filter on
+        a misspelt id would match nothing, silently)."""
+        for c in (c for g in self.groups for c in g if c.field == "commit"):
+            _check_commit(c.value.upper(), history)
 
     def mask(self, column: Columns, rows: int) -> Mask:
         """Which of ``rows`` rows match (all of them for an empty expression)."""
@@ -221,9 +228,7 @@ def _match(c: Condition, column: Columns, rows: int) -> Mask:
         value = numbers.dtype.type(c.value)  # at the column's precision: similarity = 0.99 finds a float32 0.99
         return _compare(numbers, c.op, value) & ~np.isnan(numbers)
     if c.field == "commit":
-        hit: Mask = np.zeros(rows, dtype=np.bool_)
-        if len(c.value) >= 4:
-            hit = np.asarray(np.strings.startswith(_text(column("commit")), c.value.upper()), dtype=np.bool_)
+        hit: Mask = np.asarray(np.strings.startswith(_text(column("commit")), c.value.upper()), dtype=np.bool_)
         return hit if c.op == "=" else ~hit
     if c.field == "spec" and c.op in ("=", "!="):
         hit = np.asarray(np.strings.startswith(_text(column("fingerprint")), c.value), dtype=np.bool_)
@@ -234,6 +239,15 @@ def _match(c: Condition, column: Columns, rows: int) -> Mask:
         hit = _contains(values, c.value)
         return hit if c.op == "~" else ~hit
     return _compare(values, c.op, c.value)
+
+
+def _check_commit(prefix: str, history: Sequence[str]) -> None:
+    if len(prefix) >= 4 and any(h.startswith(prefix) for h in history):
+        return
+    close = did_you_mean(prefix, [h[:len(prefix)] for h in history]) if len(prefix) >= 4 else ""
+    why = "no snapshot id of this version's history starts so" if len(prefix) >= 4 else "give 4+ characters of an id"
+    raise NotFoundError(f"commit = {prefix!r}: {why}{close}",
+                        code=ErrorCode.REF_MISSING, hint="the snapshots are listed by `preprocess log STORE REF`")
 
 
 def _contains(values: Text, needle: str) -> Mask:

@@ -85,3 +85,16 @@ def test_on_80_columns_file_names_are_whole(hist: Hist) -> None:
     rows = json.loads(cli("ls", str(hist.store), "low-q", "--json").stdout)["rows"]
     names = {str(row["source_path"]).rsplit("/", 1)[-1] for row in rows}
     assert names and all(f" {name} " in r.stdout for name in names), r.stdout
+
+
+def test_a_commit_no_snapshot_of_the_history_has_is_ref_missing_not_zero_rows(hist: Hist) -> None:
+    """Walkthrough finding 4: ``--where "commit = NOPE"`` printed "0 of 26 rows match" and exit 0."""
+    s = str(hist.store)
+    r = cli("ls", s, "-w", "commit = NOPE")
+    assert r.exit_code == 2 and r.stderr.startswith("error[REF_MISSING]: commit = 'NOPE'"), r.output
+    known = (hist.v1.snapshot or "")[:6]
+    typo = known[:5] + ("X" if known[5] != "X" else "Y")
+    r = cli("ls", s, "-w", f"commit = {typo}")
+    assert r.exit_code == 2 and f"did you mean '{known}'" in r.stderr, r.output
+    assert cli("ls", s, "-w", "commit = AB").exit_code == 2  # fewer than 4 characters names nothing
+    assert cli("ls", s, "-w", f"commit = {known}").exit_code == 0
