@@ -152,6 +152,14 @@ def _num(n: int | None) -> str:
     return "-" if n is None else str(n)
 
 
+def _camera(s: Mapping[str, object]) -> str:
+    """The source's camera and capture time from its EXIF, as one line; "no EXIF camera or time" for none."""
+    camera, when = s.get("camera_model") or "", s.get("capture_time") or ""  # older rows: raw EXIF
+    if not camera and not when:
+        return "no EXIF camera or time"
+    return names.line(f"{camera or 'unknown camera'}" + (f" at {when}" if when else ""))
+
+
 @app.command("show")
 def show_cmd(store: Store,
              ref: Annotated[str, typer.Argument(help="The commit (REF); with --item, the version to "
@@ -225,7 +233,7 @@ def _print_lineage(found: Lineage) -> None:
             ("source", names.shown(str(s["source_path"]))), ("source sha256", str(s["source_sha256"])),
             ("source image", f"{s['source_format']} {s['source_width']}x{s['source_height']}, "
                              f"{size(int(s['source_bytes'] or 0))}"),
-            ("camera", names.line(f"{s['camera_model'] or '-'} at {s['capture_time'] or '-'}")),  # older rows: raw EXIF
+            ("camera", _camera(s)),
             ("stored", f"{st['format']} {st['width']}x{st['height']}, {size(int(st['bytes'] or 0))}, "
                        f"status {st['status']}"),
             ("quality", f"{st['quality']} (after {st['probes']} probes)"),

@@ -53,13 +53,17 @@ def ls_cmd(
     if as_json:
         emit("ls", listing.to_dict())
         return
-    out.print(_table(store, ref, listing))
+    out.print(_table(store, ref, listing, sort))
     shown = len(listing.rows)
     more = f" (showing {shown}: --limit)" if shown < listing.matched else ""
     err.print(f"{listing.matched} of {listing.total} rows match{more}", highlight=False, soft_wrap=True)
 
 
-def _table(store: str, ref: str, listing: Listing) -> Table:
+# the fields the table shows; ordering by another one adds its column
+_SHOWN = {"row", "source_path", "status", "format", "width", "height", "bytes", "quality", "similarity", "commit"}
+
+
+def _table(store: str, ref: str, listing: Listing, sort: str = "row") -> Table:
     title = f"{names.quote(store)} ({ref})" + (f" where {names.line(listing.where)}" if listing.where else "")
     wide = out.width >= WIDE  # narrow terminals: the file name, no dimensions (the rest is in --json)
     t = Table(title=escape(title), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=wide)
@@ -70,6 +74,12 @@ def _table(store: str, ref: str, listing: Listing) -> Table:
     t.add_column("q", justify="right", no_wrap=True)
     t.add_column("similarity", justify="right", no_wrap=True)
     t.add_column("commit", no_wrap=True)
+    from preprocess.store.where import ALIASES
+
+    key = ALIASES.get(sort, sort)
+    extra = key if key not in _SHOWN and listing.rows and key in listing.rows[0] else ""
+    if extra:
+        t.add_column(escape(extra), overflow="fold")
     for r in listing.rows:
         sim = r["similarity"]
         dims = f" {r['width']}x{r['height']}" if wide else ""
@@ -78,5 +88,12 @@ def _table(store: str, ref: str, listing: Listing) -> Table:
         t.add_row(str(r["row"]), Text(names.quote(path if wide else os.path.basename(path))), escape(str(r["status"])),
                   escape(stored),
                   str(r["quality"]), fmt(float(sim) if isinstance(sim, int | float) else None, ".4f"),
-                  str(r["commit"])[:SHORT_ID if wide else 8])
+                  str(r["commit"])[:SHORT_ID if wide else 8], *([_cell(r[extra])] if extra else []))
     return t
+
+
+def _cell(value: object) -> Text:
+    """A field's value as one line of text ("-" for none)."""
+    if isinstance(value, float):
+        return Text(f"{value:.4f}")
+    return Text(names.line(str(value)) if value not in (None, "") else "-")

@@ -20,7 +20,7 @@ from preprocess.store.history import canonical_metadata, check_limit
 from preprocess.store.origins import origins
 from preprocess.store.reader import Dataset
 from preprocess.store.refs import Ref
-from preprocess.store.where import FIELDS, Column, Columns, Where, field_values, is_number
+from preprocess.store.where import ALIASES, FIELDS, ITEM_FIELDS, Column, Columns, Where, field_values, is_number
 
 LISTED = ("source_path", "status", "format", "width", "height", "bytes", "quality", "similarity",
           "capture_time", "camera_model", "fingerprint")  # the fields `ls` shows by default
@@ -90,8 +90,10 @@ class Order:
 def ls(repo: ic.Repository, ref: str = "main", where: Where | None = None, *, order: Order = Order(),
        limit: int | None = None) -> Listing:
     """The rows of version ``ref`` that ``where`` selects (every row without it), in ``order``, at
-    most ``limit``; each with :data:`LISTED`, its ``row`` number and the ``commit`` that added it."""
-    where, fields, sort, descending = where or Where(), LISTED, order.field, order.descending
+    most ``limit``; each with :data:`LISTED` (and the field ordered by), its ``row`` number and the ``commit``
+    that added it."""
+    where, sort, descending = where or Where(), order.field, order.descending
+    fields: tuple[str, ...] = LISTED
     check_field(sort, "--sort")
     check_limit(limit, "rows")
     target = refs.resolve_ref(repo, ref)
@@ -113,6 +115,8 @@ def ls(repo: ic.Repository, ref: str = "main", where: Where | None = None, *, or
     elif descending:
         picked = picked[::-1]
     shown = picked[:limit] if limit is not None else picked
+    real = ALIASES.get(sort, sort)
+    fields = (*fields, real) if real in ITEM_FIELDS and real not in fields else fields  # the order's own column
     table = ds.items_at(shown, [f for f in fields if f not in ("row", "commit")])
     commits = column("commit")
     rows = [{"row": int(r), **record(table, k), "commit": str(commits[int(r)])} for k, r in enumerate(shown)]

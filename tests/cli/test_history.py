@@ -193,3 +193,12 @@ def test_a_store_path_a_message_and_a_where_are_printed_as_one_printable_line(tm
     listed = CliRunner().invoke(app, ["ls", store, "--json"]).stdout  # JSON: the same strings, escaped
     assert "\x7f" not in listed and "\u202e" not in listed and "\\u202e" in listed
     assert json.loads(listed)["rows"][0]["source_path"] == odd
+
+
+def test_show_says_when_a_source_has_no_exif_camera_or_time(hist: Hist) -> None:
+    """`show --item` printed "camera │ - at -" for a source without EXIF."""
+    s = str(hist.store)
+    rows = json.loads(cli("ls", s, "low-q", "--json").stdout)["rows"]
+    out = cli("show", s, "low-q", "--item", str(rows[0]["source_path"])).stdout
+    assert "- at -" not in out
+    assert ("no EXIF camera or time" in out) == (not rows[0].get("camera_model") and not rows[0].get("capture_time"))

@@ -98,3 +98,16 @@ def test_a_commit_no_snapshot_of_the_history_has_is_ref_missing_not_zero_rows(hi
     assert r.exit_code == 2 and f"did you mean '{known}'" in r.stderr, r.output
     assert cli("ls", s, "-w", "commit = AB").exit_code == 2  # fewer than 4 characters names nothing
     assert cli("ls", s, "-w", f"commit = {known}").exit_code == 0
+
+
+def test_ordering_by_a_field_the_table_does_not_show_shows_it(hist: Hist) -> None:
+    """`ls --sort capture_time` ordered by a column it did not show (a newcomer's walkthrough); an alias
+    (`--sort time`) shows the field it names."""
+    s = str(hist.store)
+    r = cli("ls", s, "low-q", "--sort", "source_bytes")
+    assert r.exit_code == 0, r.output
+    assert "source_bytes" in r.stdout
+    rows = json.loads(cli("ls", s, "low-q", "--sort", "source_bytes", "--json").stdout)["rows"]
+    assert all(str(row["source_bytes"]) in r.stdout for row in rows)
+    assert "source_bytes" not in cli("ls", s, "low-q", "--sort", "quality").stdout  # a shown field: no extra column
+    assert "capture_time" in cli("ls", s, "low-q", "--sort", "time").stdout

@@ -82,7 +82,7 @@ def test_the_gate_searches_on_tiles(engine_name: EngineName, camera_photos: list
         timings: dict[str, float] = {}
         spec = Spec(quality=Quality(min=30, max=95, step=5), gate=gate)
         decisions, _ = decide(Measure(engine, extractor), loaded, spec, timings=timings)
-        assert timings["tiles"] > 0
+        assert timings["regions"] > 0
         ref_tiles = tile_embeddings(engine, extractor, loaded.prepared)
         whole_ref = extractor.embed(loaded.source_view)
         for d, ref_t, w_ref in zip(decisions, ref_tiles, whole_ref, strict=True):

@@ -203,11 +203,11 @@ class Rounds:
         self.staged = self.engine.staged and all(view.name == "crops" for view in self.views)
         self.order = CheckOrder()
         self.regions: list[list[Embeddings]] = [[] for _ in self.embedders]  # per model, per image [boxes, D]
-        if self.views:
+        if self.views:  # the sources' crops and tiles (the stage "regions": it was named "tiles" for both)
             ref = self.engine.regions(self.images, self.boxes)
             for m, e in enumerate(self.embedders):
                 self.regions[m] = ref.split(e.embed(ref.batch))
-        clock("tiles")
+            clock("regions")
 
     def boxes(self, width: int, height: int) -> list[Box]:
         """Every region view's boxes of a ``width`` x ``height`` image, view after view."""
