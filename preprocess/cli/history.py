@@ -298,7 +298,8 @@ def _source(stored: str, *, wide: bool) -> str:
 
 def _pairs_table(d: Diff, limit: int) -> Table:
     """The same sources under the two versions' specs: ``name: jpeg 27.0 KB q41 -> avif 30.4 KB q47``."""
-    t = Table(title=f"{len(d.pairs)} sources stored under another spec (a -> b)", title_justify="left",
+    both = " ; +: a's row kept too" if any(p.kept for p in d.pairs) else ""
+    t = Table(title=f"{len(d.pairs)} sources stored under another spec (a -> b{both})", title_justify="left",
               box=box.SIMPLE_HEAD)
     t.add_column("source", overflow="fold", ratio=2,
                  min_width=min(max(len(_source(p.source_path, wide=False)) for p in d.pairs[:limit]), 32))
@@ -308,11 +309,18 @@ def _pairs_table(d: Diff, limit: int) -> Table:
     t.add_column("bytes", justify="right", no_wrap=True)
     for p in d.pairs[:limit]:
         delta = p.b.bytes - p.a.bytes
-        t.add_row(Text(_source(p.source_path, wide=False)), escape(p.a.words()), "->", escape(p.b.words()),
+        t.add_row(Text(_source(p.source_path, wide=False)), escape(p.a.words()), "+" if p.kept else "->",
+                  escape(p.b.words()),
                   f"{'+' if delta >= 0 else '-'}{size(abs(delta))}")
     if len(d.pairs) > limit:
         t.caption = f"{len(d.pairs) - limit} more (--limit, or --json)"
     return t
+
+
+def _kept(d: Diff) -> str:
+    """How many of the pairs keep their first row too (the source stored under both specs), in words."""
+    kept = sum(p.kept for p in d.pairs)
+    return "" if not kept else f" ({'all' if kept == len(d.pairs) else kept} also kept under the first)"
 
 
 def _diff_rows(d: Diff, ref_a: str, ref_b: str) -> list[tuple[str, str]]:
@@ -322,8 +330,8 @@ def _diff_rows(d: Diff, ref_a: str, ref_b: str) -> list[tuple[str, str]]:
         ("common base", d.base or "-"),
         ("items", f"+{len(d.added)} added, -{len(d.removed)} removed, {len(d.changed)} changed, "
                   f"{d.unchanged} unchanged"),
-        *([("same sources", f"{len(d.pairs)} stored under another spec: +{len(d.added_alone)} new sources, "
-                            f"-{len(d.removed_alone)} sources gone")] if d.pairs else []),
+        *([("same sources", f"{len(d.pairs)} stored under another spec{_kept(d)}: +{len(d.added_alone)} new "
+                            f"sources, -{len(d.removed_alone)} sources gone")] if d.pairs else []),
         ("bytes", f"{'+' if d.bytes_delta >= 0 else '-'}{size(abs(d.bytes_delta))} "
                   f"(+{size(d.bytes_added)} added, -{size(d.bytes_removed)} removed)"),
         ("failures", f"+{len(d.failures_added)}, -{len(d.failures_removed)}"),

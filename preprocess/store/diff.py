@@ -3,12 +3,15 @@
 icechunk's own diff is structural and works only along ancestry; :func:`diff` compares the rows of
 any two versions (two diverged branches included), keyed by source sha256 + spec fingerprint. A
 source stored in both versions under different specs (a JPEG branch against an AVIF branch, a new
-quality ladder) is one removed and one added row: :attr:`Diff.pairs` puts them side by side.
+quality ladder) is one removed and one added row: :attr:`Diff.pairs` puts them side by side, and an
+added row whose source ``a`` also holds (its row there kept in ``b``: the same photos stored again under
+another spec) beside that row (:attr:`Pair.kept`): neither is a new source.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import icechunk as ic
@@ -63,10 +66,12 @@ class ItemChange:
 
 @dataclass(frozen=True)
 class Pair:
-    """The same source in both versions under different specs: its row in a and its row in b."""
+    """The same source in both versions under different specs: its row in a and its row in b (``kept``:
+    a's row is in b too, so b stores the source twice, under both specs)."""
 
     a: ItemBrief
     b: ItemBrief
+    kept: bool = False
 
     @property
     def source_path(self) -> str:
@@ -74,7 +79,8 @@ class Pair:
 
     def to_dict(self) -> JsonObject:
         return {"source_sha256": self.b.source_sha256, "source_path": self.source_path,
-                "a": self.a.to_dict(), "b": self.b.to_dict(), "bytes_delta": self.b.bytes - self.a.bytes}
+                "a": self.a.to_dict(), "b": self.b.to_dict(), "bytes_delta": self.b.bytes - self.a.bytes,
+                "kept": self.kept}
 
     def words(self) -> str:
         """``cam0-0780.jpg: jpeg 27.0 KB q41 -> avif 30.4 KB q47``."""
@@ -210,6 +216,9 @@ def diff(repo: ic.Repository, ref_a: str, ref_b: str) -> Diff:
     fps_a, fps_b = va.column("fingerprint"), vb.column("fingerprint")
     added = [_brief(vb.table, i, k) for k, i in vb.keys.items() if k not in va.keys]
     removed = [_brief(va.table, i, k) for k, i in va.keys.items() if k not in vb.keys]
+    new_shas = {r.source_sha256 for r in added}
+    kept = [_brief(va.table, va.keys[k], k) for k in sorted(common)
+            if str(va.table["source_sha256"][va.keys[k]]) in new_shas]  # a's rows of sources b adds again
     return Diff(
         a=a, b=b, base=merge_base(repo, a, b), items_a=len(va.ds), items_b=len(vb.ds),
         added=added, removed=removed, changed=changed, unchanged=len(common) - len(changed),
@@ -218,23 +227,29 @@ def diff(repo: ic.Repository, ref_a: str, ref_b: str) -> Diff:
         specs_added=[SpecBrief(fp, sb.get(fp)) for fp in sorted(fps_b - fps_a)],
         specs_removed=[SpecBrief(fp, sa.get(fp)) for fp in sorted(fps_a - fps_b)],
         models_added=sorted(vb.column("model") - va.column("model")),
-        models_removed=sorted(va.column("model") - vb.column("model")), pairs=pair(removed, added))
+        models_removed=sorted(va.column("model") - vb.column("model")), pairs=pair(removed, added, kept))
 
 
 def _total(table: Table) -> int:
     return int(np.asarray(table["bytes"], dtype=np.int64).sum())
 
 
-def pair(removed: list[ItemBrief], added: list[ItemBrief]) -> list[Pair]:
+def pair(removed: list[ItemBrief], added: list[ItemBrief], kept: Sequence[ItemBrief] = ()) -> list[Pair]:
     """Removed and added rows of the same source (by content), in the added rows' order; a source
-    with several rows on a side pairs them in fingerprint order, the rest stay unpaired."""
+    with several rows on a side pairs them in fingerprint order. An added row left unpaired whose source
+    has a ``kept`` row (in both versions) pairs with it (:attr:`Pair.kept`); the rest stay unpaired."""
     gone: dict[str, list[ItemBrief]] = defaultdict(list)
     for r in sorted(removed, key=lambda r: r.fingerprint):
         gone[r.source_sha256].append(r)
+    also: dict[str, ItemBrief] = {}
+    for r in sorted(kept, key=lambda r: r.fingerprint):
+        also.setdefault(r.source_sha256, r)
     out: list[Pair] = []
     for r in sorted(added, key=lambda r: (r.source_path, r.fingerprint)):
         if gone.get(r.source_sha256):
             out.append(Pair(gone[r.source_sha256].pop(0), r))
+        elif r.source_sha256 in also:
+            out.append(Pair(also[r.source_sha256], r, kept=True))
     return out
 
 

@@ -90,3 +90,23 @@ def test_the_web_ui_shows_the_pairs_side_by_side(two_formats: Path) -> None:
     table = page.split('id="pairs"', 1)[1].split("</table>", 1)[0]
     assert table.count("<tr><td") == 4 and table.count("jpeg") >= 4 and table.count("avif") >= 4
     assert 'id="added"' in page and page.split('id="added"', 1)[1].split("</div>", 1)[0].count("card") == 0
+
+
+def test_the_same_sources_stored_again_under_another_spec_are_not_new(two_formats: Path) -> None:
+    """A branch that keeps main's JPEG rows and stores the same photos again as AVIF: the diff said "+4
+    added ... 4 new sources" (a newcomer's walkthrough); they are the same sources, kept under the first
+    spec too."""
+    repo = open_repo(str(two_formats), create=False)
+    refs.create_branch(repo, "both", "jpeg")
+    spec = two_formats.parent / "avif.toml"
+    photos = sorted({Path(r.source_path).parent for r in history.diff(str(two_formats), "avif", "jpeg").added})
+    run_pillow(photos, two_formats, spec, branch="both", message="avif too")
+    d = history.diff(str(two_formats), "jpeg", "both")
+    assert len(d.added) == len(d.pairs) == 4 and d.removed == [] and d.added_alone == []
+    assert all(p.kept and (p.a.format, p.b.format) == ("jpeg", "avif") for p in d.pairs)
+    doc: Any = d.to_dict()
+    assert all(p["kept"] for p in doc["pairs"])
+    r = CliRunner().invoke(app, ["diff", str(two_formats), "jpeg", "both"], env={"COLUMNS": "160"})
+    assert r.exit_code == 0, r.output
+    assert "4 stored under another spec (all also kept under the first): +0 new sources" in r.stdout
+    assert not [line for line in r.stdout.splitlines() if line.strip().startswith(("+ ", "- "))]
