@@ -226,6 +226,9 @@ def _provenance_rows(p: Provenance) -> list[tuple[str, str]]:
 
 def _print_lineage(found: Lineage) -> None:
     ref = found.ref
+    if found.same_as:
+        err.print(Text(f"note: {names.quote(found.query)} had the same content as {names.shown(found.same_as)} in "
+                       "the job that stored it: stored under that name"), highlight=False, soft_wrap=True)
     for item in found.items:
         s, st, c, p = item.row, item.row, item.made_by.commit, item.made_by.provenance
         sim = st["similarity"]

@@ -315,7 +315,9 @@ class Ingest:
             software=software_versions(), engine=EngineInfo.model_validate(engine), machine=Machine.here(),
             inputs=Inputs(roots=input_roots(self.job.roots), count=len(self._listed),
                           list_sha256=list_digest(self._listed), branch=self.writer.branch,
-                          parent_snapshot=self.writer.base_snapshot),
+                          parent_snapshot=self.writer.base_snapshot,
+                          duplicates={names.storable(path): names.storable(first)
+                                      for path, first in t.duplicates.items()} or None),
             counts=t.counts.model_copy(), bytes=ByteCounts.of(t.bytes_in, t.bytes_out), quality=t.quality(),
             timings=t.timings.rounded(), started_at=self._since.started_at, finished_at=now_iso(),
             watch=watch, ray=ray)

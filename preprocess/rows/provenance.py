@@ -236,6 +236,9 @@ class Inputs(Section):
     list_sha256: str = ""  # sorted (path, content sha256) lines (preprocess.sources.files.list_digest)
     branch: str = ""
     parent_snapshot: str = ""
+    # a source of this commit whose content another of its sources brought first: its path -> that
+    # source's path, the row's source_path (its name is recorded nowhere else; `show --item` finds it)
+    duplicates: dict[str, str] | None = None
 
 
 class Counts(Section):
@@ -344,6 +347,8 @@ class Provenance(Section):
         for name in ("watch", "ray", "others", "rows_held"):
             if out.get(name) is None:
                 out.pop(name, None)
+        if isinstance(inputs := out.get("inputs"), dict) and inputs.get("duplicates") is None:
+            inputs.pop("duplicates", None)  # only a commit that had duplicates says so
         return {k: _text(v) for k, v in out.items()}
 
     @classmethod

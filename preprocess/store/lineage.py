@@ -4,10 +4,12 @@ commit's spec, model, engine and inputs."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import icechunk as ic
 
+from preprocess.core import names
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import NotFoundError
 from preprocess.core.jsonable import JsonObject
@@ -15,7 +17,7 @@ from preprocess.rows.provenance import Provenance
 from preprocess.rows.schema import ITEM_COLUMNS, item_key
 from preprocess.store import lookup, refs
 from preprocess.store.cells import Cell, Record, record
-from preprocess.store.history import Commit, commit
+from preprocess.store.history import Commit, canonical_metadata, commit
 from preprocess.store.origins import origins
 from preprocess.store.reader import Dataset
 from preprocess.store.refs import Ref
@@ -92,10 +94,11 @@ class Lineage:
     query: str
     items: list[LineageItem]
     failures: list[LineageFailure]
+    same_as: str = ""  # the query named a second copy of a source of one job: the source its row is under
 
     def to_dict(self) -> JsonObject:
         return {**self.ref.to_dict(), "query": self.query, "items": [r.to_dict() for r in self.items],
-                "failures": [f.to_dict() for f in self.failures]}
+                "failures": [f.to_dict() for f in self.failures], "same_as": self.same_as or None}
 
 
 class Commits:
@@ -124,7 +127,9 @@ def lineage(repo: ic.Repository, query: str, ref: str = "main") -> Lineage:
     """
     target = refs.resolve_ref(repo, ref)
     ds = Dataset(refs.session(repo, target), ref=ref)
-    hits = lookup.find(ds, query)
+    hits, same_as = lookup.find(ds, query), ""
+    if not hits and (same_as := _duplicate_of(repo, target, query)):
+        hits = lookup.find(ds, same_as)
     if not hits:
         raise NotFoundError(f"no stored image or failure of {ref!r} comes from {query!r}", code=ErrorCode.ITEM_MISSING,
                             hint="give a source path or file name, a source or stored (exported) file, or 8+ hex "
@@ -134,4 +139,17 @@ def lineage(repo: ic.Repository, query: str, ref: str = "main") -> Lineage:
     found = [LineageItem(i, record(items, k), MadeBy(commits[added.item(i)])) for k, i in enumerate(hits.items)]
     failed = [LineageFailure(i, record(failures, k), MadeBy(commits[added.failure(i)]))
               for k, i in enumerate(hits.failures)]
-    return Lineage(target, query, found, failed)
+    return Lineage(target, query, found, failed, same_as)
+
+
+def _duplicate_of(repo: ic.Repository, target: Ref, query: str) -> str:
+    """The source whose row holds the content of the second copy ``query`` names (its path or file name),
+    as the commits of ``target``'s history recorded it (``inputs.duplicates``); "" when none did."""
+    text = names.real(query.strip())
+    for info in refs.history(repo, snapshot=target.snapshot):
+        p = Provenance.from_metadata(canonical_metadata(info.metadata))
+        for path, first in ((p.inputs.duplicates or {}).items() if p is not None else ()):
+            real = names.real(path)
+            if text in (real, os.path.basename(real)):
+                return first
+    return ""

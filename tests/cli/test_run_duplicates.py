@@ -29,3 +29,11 @@ def test_a_second_copy_in_one_job_is_a_duplicate_not_already_stored(tmp_path: Pa
                                                           "same_as": str(first)}], doc
     again = CliRunner().invoke(app, [*args, "--store", str(tmp_path / "a.icechunk")], env={"COLUMNS": "250"})
     assert "3 found, 0 stored, 3 already stored, 0 failed" in again.stdout, again.stdout  # stored before: not dups
+    copy = f"zz-copy-of-{first.name}"  # its name is in the commit's provenance: `show --item` finds its row
+    shown = CliRunner().invoke(app, ["show", str(tmp_path / "a.icechunk"), "--item", copy], env={"COLUMNS": "250"})
+    assert shown.exit_code == 0, shown.output
+    assert f"had the same content as {first}" in " ".join(shown.stderr.split()) and first.name in shown.stdout
+    doc = json.loads(CliRunner().invoke(app, ["show", str(tmp_path / "a.icechunk"), "--item", copy, "--json"]).stdout)
+    assert doc["same_as"] == str(first) and doc["items"][0]["source"]["source_path"] == str(first)
+    missing = CliRunner().invoke(app, ["show", str(tmp_path / "a.icechunk"), "--item", "no-such.jpg"])
+    assert missing.exit_code == 2 and "ITEM_MISSING" in missing.output
