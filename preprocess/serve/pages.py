@@ -131,6 +131,12 @@ def _grid(request: Request) -> tuple[Catalog, str, Ref, GridQuery]:
     return cat, ref, cat.resolve(ref), GridQuery.parse(request.query_params)
 
 
+def grid_query(ref: str, q: GridQuery, **changes: str | int | float | None) -> str:
+    """``ref=REF`` and the grid's own parameters (with ``changes``): no stray ``&`` when they are the defaults."""
+    own = q.params(**changes)
+    return urlencode({"ref": ref}) + (f"&{own}" if own else "")
+
+
 def items_page(request: Request) -> Response:
     cat, ref, target, q = _grid(request)
     page = Page.of(cat.select(target.snapshot, q), q)
@@ -140,8 +146,7 @@ def items_page(request: Request) -> Response:
                   cards=cat.cards(target.snapshot, page.rows), specs=cat.specs(target), items=len(ds),
                   failures=ds.num_failures, sorts=list(SORTS), statuses=sorted(ITEM_STATUSES), ranges=list(RANGES),
                   per_page=PER_PAGE, commits=commits, formats=sorted(FORMATS), fields=CARD_FIELDS,
-                  query=lambda **kw: urlencode({"ref": ref}) + "&" + q.params(**kw),
-                  filters=urlencode({"ref": ref}) + "&" + q.params(page=1, per_page=48))
+                  query=lambda **kw: grid_query(ref, q, **kw), filters=grid_query(ref, q, page=1, per_page=48))
 
 
 def failures_page(request: Request) -> Response:
@@ -287,7 +292,7 @@ def charts_page(request: Request) -> Response:
     over = charts.commit_charts(points, lambda s: "/charts?" + urlencode({"ref": ref, "commit": s}))
     return render(request, "charts.html", ref=ref, target=target, q=q, hists=hists, over=over, total=int(rows.size),
                   commit=cat.commit_at(q.commit) if len(q.commit) == 20 else None,
-                  items_link="/items?" + urlencode({"ref": ref}) + "&" + q.params(page=1))
+                  items_link="/items?" + grid_query(ref, q, page=1))
 
 
 def diff_page(request: Request) -> Response:
