@@ -6,6 +6,7 @@ commits link to that commit's own charts.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
@@ -59,22 +60,34 @@ def bars_svg(bars: Sequence[Bar], *, title: str, ticks: tuple[str, str], fmt: Ca
 
 @dataclass(frozen=True)
 class Histogram:
-    """Counts of a column's values in equal bins (NaN left out and counted)."""
+    """Counts of a column's values in equal bins (NaN left out and counted). ``whole``: the values are whole
+    numbers (quality) and so are the bins: bin ``i`` holds ``edges[i]`` to ``edges[i + 1] - 1``, both included."""
 
     name: str
     edges: npt.NDArray[np.float64]
     counts: npt.NDArray[np.int64]
     missing: int
     fmt: Callable[[float], str]
+    whole: bool = False
+    lowest: float = 0.0  # the smallest and largest value counted (the axis's ends)
+    highest: float = 0.0
 
     @property
     def total(self) -> int:
         return int(self.counts.sum())
 
+    def ranges(self) -> list[str]:
+        """What each bin holds, in words: ``88–90`` (whole numbers, no two bins share one), else ``a to b``."""
+        pairs = zip(self.edges[:-1].tolist(), self.edges[1:].tolist(), strict=True)
+        if not self.whole:
+            return [f"{self.fmt(lo)} to {self.fmt(hi)}" for lo, hi in pairs]
+        spans = [(lo, min(hi - 1, self.highest)) for lo, hi in pairs]
+        return [self.fmt(lo) if lo == hi else f"{self.fmt(lo)}\u2013{self.fmt(hi)}" for lo, hi in spans]
+
     def svg(self) -> Markup:
-        bars = [Bar(float(c), f"{self.fmt(lo)} to {self.fmt(hi)}: {int(c)} item{'s' if c != 1 else ''}")
-                for lo, hi, c in zip(self.edges[:-1], self.edges[1:], self.counts, strict=True)]
-        ticks = (self.fmt(float(self.edges[0])), self.fmt(float(self.edges[-1]))) if self.total else ("", "")
+        bars = [Bar(float(c), f"{what}: {int(c)} item{'s' if c != 1 else ''}")
+                for what, c in zip(self.ranges(), self.counts, strict=True)]
+        ticks = (self.fmt(self.lowest), self.fmt(self.highest)) if self.total else ("", "")
         return bars_svg(bars, title=f"{self.name}: {self.total} items", ticks=ticks, fmt=lambda v: str(int(v)),
                         css=f"hist-{self.name}")
 
@@ -84,23 +97,27 @@ FORMATS: dict[str, Callable[[float], str]] = {
     "quality": lambda v: f"{v:.0f}",
     "bytes": lambda v: size(int(v)),
 }
+WHOLE = frozenset({"quality"})  # columns of whole numbers, binned by whole numbers
 
 
 def histogram(name: str, values: npt.NDArray[np.generic], bins: int = 24) -> Histogram:
-    """``values``' histogram: integer-valued columns (quality) in bins of whole numbers."""
+    """``values``' histogram in at most ``bins`` bins: whole-number columns (:data:`WHOLE`) in bins of
+    whole numbers, the same count of values each, from the smallest value up."""
     data = np.asarray(values, dtype=np.float64)
     ok = data[~np.isnan(data)]
     fmt = FORMATS.get(name, lambda v: f"{v:g}")
     if not ok.size:
         return Histogram(name, np.zeros(2), np.zeros(1, dtype=np.int64), int(data.size), fmt)
     lo, hi = float(ok.min()), float(ok.max())
-    if name == "quality":
-        lo, hi = np.floor(lo), np.floor(hi) + 1
-        bins = int(min(bins, max(1, hi - lo)))
-    elif hi == lo:
-        hi = lo + (abs(lo) * 1e-6 or 1.0)
-    counts, edges = np.histogram(ok, bins=bins, range=(lo, hi))
-    return Histogram(name, edges, counts.astype(np.int64), int(data.size - ok.size), fmt)
+    missing = int(data.size - ok.size)
+    if name in WHOLE:
+        first, last = math.floor(lo), math.floor(hi)
+        width = math.ceil((last - first + 1) / bins)
+        edges = np.arange(first, last + width + 1, width, dtype=np.float64)  # the last edge is past the largest
+        counts, _ = np.histogram(np.floor(ok), bins=edges)
+        return Histogram(name, edges, counts.astype(np.int64), missing, fmt, whole=True, lowest=first, highest=last)
+    counts, edges = np.histogram(ok, bins=bins, range=(lo, hi if hi > lo else lo + (abs(lo) * 1e-6 or 1.0)))
+    return Histogram(name, edges, counts.astype(np.int64), missing, fmt, lowest=lo, highest=hi)
 
 
 @dataclass(frozen=True)

@@ -113,13 +113,13 @@ def test_charts_are_plain_svg_per_version_and_per_commit(client: TestClient, ser
     for name in ("similarity", "quality", "bytes"):
         svg = page.split(f'id="hist-{name}"', 1)[1].split("</svg>", 1)[0]
         assert "<svg" in svg and svg.count('class="bar"') >= 1
-        counts = [int(n) for n in re.findall(r" to [^<:]+: (\d+) items?</title>", svg)]
+        counts = [int(n) for n in re.findall(r": (\d+) items?</title></rect>", svg)]
         assert sum(counts) == 8, name  # main: 5 + 3 items
     over = page.split('id="over-commits"', 1)[1]
     assert over.count(f'commit={served.second.snapshot}') >= 3  # one bar per chart links to each commit
     one = client.get(f"/charts?ref=main&commit={served.second.snapshot}").text
     svg = one.split('id="hist-bytes"', 1)[1].split("</svg>", 1)[0]
-    assert sum(int(n) for n in re.findall(r" to [^<:]+: (\d+) items?</title>", svg)) == 3
+    assert sum(int(n) for n in re.findall(r": (\d+) items?</title></rect>", svg)) == 3
     assert "<script" not in page.replace('<script src="/static/compare.js"', "")
 
 
