@@ -36,6 +36,7 @@ LOG_PAGE = 50  # commits per page
 FAILURE_PAGE = 100  # failures per page
 DIFF_PAGE = 48  # items per kind per page
 SIBLINGS_UP_TO = 50_000  # rows: look for the same source elsewhere on the item page up to this many
+CHECKS_ROUNDING = 0.5e-5 + 1e-7  # a row's ``checks`` JSON keeps 5 digits (of a float32: off by ~1e-7 more)
 type Context = dict[str, object]
 
 
@@ -215,9 +216,19 @@ def checks_of(item: Record, metadata: Mapping[str, object]) -> list[Check]:
         return []
     gate = SpecInfo.of(_mapping(metadata.get("spec"))).gate
     thresholds = gate.views or ({gate.view or "whole": gate.threshold} if gate.threshold is not None else {})
-    return [Check(view, model, float(sim), thresholds.get(view))
+    return [Check(view, model, _unrounded(item, view, float(sim)), thresholds.get(view))
             for model, views in measured.items() if isinstance(views, dict)
             for view, sim in views.items() if isinstance(sim, int | float)]
+
+
+def _unrounded(item: Record, view: str, recorded: float) -> float:
+    """A check's similarity as the row's own column for its view holds it (``similarity_whole``: the worst
+    model's, unrounded) when ``recorded`` (``checks`` keeps 5 digits) is that value rounded; else as recorded.
+    Shown to 4 digits, 0.99835 (0.9983515 rounded) read 0.9983 beside the column's 0.9984."""
+    column = item.get(f"similarity_{view}")
+    if isinstance(column, int | float) and math.isfinite(column) and abs(float(column) - recorded) <= CHECKS_ROUNDING:
+        return float(column)
+    return recorded
 
 
 def _mapping(value: object) -> Mapping[str, object] | None:

@@ -4,6 +4,7 @@ histogram whose bins overlapped, a commit filter naming no commit answering "0 i
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 
@@ -11,7 +12,10 @@ import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
-from preprocess.serve import Catalog, charts, create_app
+from preprocess.serve import Catalog, charts, create_app, pages
+from preprocess.serve.app import _sim as sim_filter
+from preprocess.store import open_dataset
+from preprocess.store.cells import Record
 from tests.serve.conftest import Served
 
 
@@ -63,3 +67,24 @@ def test_the_charts_quality_axis_ends_at_the_stored_qualities(client: TestClient
     ticks = re.findall(r'class="tick"[^>]*>([^<]*)</text>', svg)
     assert ticks[-2:] == [str(int(qualities.min())), str(int(qualities.max()))], ticks
     assert " to " not in svg.split("</title>", 1)[1]
+
+
+def test_a_check_and_the_similarity_it_is_show_one_number() -> None:
+    """The item page said ``similarity 0.9984`` above a check ``whole mobilenetv2-imagenet 0.9983``: the
+    stored 0.9983515 rounded once, and rounded twice (``checks`` keeps 0.99835)."""
+    stored = float(np.float32(0.9983515))
+    item: Record = {"similarity": stored, "similarity_whole": stored, "similarity_crops": float(np.float32(0.97)),
+                    "checks": json.dumps({"mobilenetv2-imagenet": {"whole": round(stored, 5), "crops": 0.97},
+                                          "dinov2-small": {"whole": 0.99912}})}
+    shown = {(c.model, c.view): sim_filter(c.similarity) for c in pages.checks_of(item, {})}
+    assert shown[("mobilenetv2-imagenet", "whole")] == sim_filter(item["similarity"]) == "0.9984"
+    assert shown[("mobilenetv2-imagenet", "crops")] == "0.9700"
+    assert shown[("dinov2-small", "whole")] == "0.9991"  # no column holds it: as recorded
+
+
+def test_the_item_page_shows_each_checks_similarity_as_its_column(client: TestClient, served: Served) -> None:
+    page = client.get(f"/snapshots/{served.first.snapshot}/items/0").text
+    item = open_dataset(str(served.store), ref=str(served.first.snapshot)).items_at([0], ["similarity_whole"])
+    whole = sim_filter(float(item["similarity_whole"][0]))
+    checks = page.split('id="checks"', 1)[1].split("</table>", 1)[0]
+    assert re.search(rf"<td>whole</td><td>[^<]*</td><td><b>{whole}</b>", checks), checks
