@@ -107,7 +107,7 @@ def items_zip(request: Request) -> Response:
     cat, ref = catalog(request), _ref(request)
     target = cat.resolve(ref)
     rows = cat.select(target.snapshot, GridQuery.parse(request.query_params))
-    body = downloads.selection_zip(cat, target.snapshot, rows)
+    body = downloads.selection_zip(cat, target.snapshot, rows, redact=request.app.state.redact)
     return Response(body, media_type="application/zip", headers={
         "Content-Disposition": downloads.attachment(f"items-{target.snapshot[:12]}.zip"), "Cache-Control": "no-cache"})
 
@@ -117,7 +117,8 @@ def items_csv(request: Request) -> Response:
     cat, ref = catalog(request), _ref(request)
     target = cat.resolve(ref)
     rows = cat.select(target.snapshot, GridQuery.parse(request.query_params))
-    return Response(downloads.selection_csv(cat, target.snapshot, rows), media_type="text/csv; charset=utf-8",
+    body = downloads.selection_csv(cat, target.snapshot, rows, redact=request.app.state.redact)
+    return Response(body, media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": downloads.attachment(f"items-{target.snapshot[:12]}.csv"),
                              "Cache-Control": "no-cache"})
 
@@ -126,6 +127,6 @@ def spec(request: Request) -> Response:
     """The spec of the commit REF names, as TOML."""
     cat = catalog(request)
     target = cat.resolve(_ref(request))
-    text = downloads.spec_toml(cat.commit_at(target.snapshot))
+    text = downloads.spec_toml(cat.commit_at(target.snapshot), redact=request.app.state.redact)
     return Response(text, media_type="application/toml; charset=utf-8", headers={
         "Content-Disposition": downloads.attachment(f"spec-{target.snapshot[:12]}.toml"), "Cache-Control": "no-cache"})

@@ -4,11 +4,17 @@ histogram whose bins overlapped, a commit filter naming no commit answering "0 i
 
 from __future__ import annotations
 
+import csv
+import importlib.metadata
+import io
 import json
 import re
+import socket
+import zipfile
 from collections.abc import Iterator
 
 import numpy as np
+import PIL
 import pytest
 from starlette.testclient import TestClient
 
@@ -16,7 +22,7 @@ from preprocess.serve import Catalog, charts, create_app, pages
 from preprocess.serve.app import _sim as sim_filter
 from preprocess.store import open_dataset
 from preprocess.store.cells import Record
-from tests.serve.conftest import Served
+from tests.serve.conftest import GONE, Served
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +94,48 @@ def test_the_item_page_shows_each_checks_similarity_as_its_column(client: TestCl
     whole = sim_filter(float(item["similarity_whole"][0]))
     checks = page.split('id="checks"', 1)[1].split("</table>", 1)[0]
     assert re.search(rf"<td>whole</td><td>[^<]*</td><td><b>{whole}</b>", checks), checks
+
+
+def redacted_responses(c: TestClient, served: Served) -> dict[str, tuple[dict[str, str], str]]:
+    """Every kind of response of the served store (pages, downloads, pictures, errors): headers and text
+    (a zip's member names and manifest)."""
+    snap, second = served.first.snapshot, served.second.snapshot
+    gone = next(i for i, p in enumerate(open_dataset(str(served.store), ref="main").items_table(["source_path"])[
+        "source_path"].tolist()) if str(p).endswith(GONE))
+    urls = ["/items.csv?ref=main", "/items.zip?ref=main", "/spec.toml?ref=main", "/spec.toml?ref=low-q",
+            "/failures?ref=main", f"/snapshots/{snap}/items/0", f"/snapshots/{second}/items/0/download",
+            f"/snapshots/{second}/items/{gone}", f"/snapshots/{second}/items/{gone}/crop/source?x=0&y=0&w=8&h=8",
+            f"/snapshots/{second}/items/{gone}/compare/source", "/items.csv?ref=main&where=folder+~+%2Fnope",
+            "/items?ref=main&where=folder+~+%2Fnope", f"/commits/{second}", "/charts?ref=main", "/spec.toml?ref=NOPE"]
+    out = {}
+    for url in urls:
+        r = c.get(url)
+        assert r.status_code < 500, (url, r.status_code)
+        text = r.text
+        if url.startswith("/items.zip"):
+            with zipfile.ZipFile(io.BytesIO(r.content)) as z:
+                text = "\n".join(z.namelist()) + z.read("manifest.csv").decode()
+        out[url] = (dict(r.headers.items()), text)
+    return out
+
+
+def test_redact_covers_every_download_and_error(catalog: Catalog, served: Served) -> None:
+    """``--redact`` cut paths on the pages, but the CSV, the zip's manifest.csv and the spec's TOML had every
+    source's absolute path and the spec's ("# recorded from /abs/path/camera-640.toml")."""
+    secrets = (str(served.photos), str(served.store.parent), socket.gethostname(),
+               importlib.metadata.version("icechunk"), PIL.__version__)
+    plain = redacted_responses(TestClient(create_app(catalog), raise_server_exceptions=False), served)
+    assert str(served.photos) in plain["/items.csv?ref=main"][1] and str(served.store.parent) in plain[
+        "/spec.toml?ref=main"][1]  # what a viewer gets without it
+    hidden = redacted_responses(TestClient(create_app(catalog, redact=True), raise_server_exceptions=False), served)
+    for url, (headers, text) in hidden.items():
+        told = [s for s in secrets if s in text or any(s in v for v in headers.values())]
+        assert not told, (url, told)
+    rows = list(csv.DictReader(io.StringIO(hidden["/items.csv?ref=main"][1])))
+    assert rows and all(r["source_path"] and "/" not in r["source_path"] for r in rows)
+    assert {r["source_path"] for r in rows} == {p.rsplit("/", 1)[-1] for p in csv_column(plain, "source_path")}
+    assert "# recorded from camera-640.toml," in hidden["/spec.toml?ref=main"][1]
+
+
+def csv_column(responses: dict[str, tuple[dict[str, str], str]], name: str) -> list[str]:
+    return [r[name] for r in csv.DictReader(io.StringIO(responses["/items.csv?ref=main"][1]))]
