@@ -34,7 +34,7 @@ from preprocess.store.diff import Diff, ItemBrief, diff
 from preprocess.store.history import Commit, ShownCommit
 from preprocess.store.listing import spec_names, version_columns
 from preprocess.store.origins import Origins, origins
-from preprocess.store.where import Column
+from preprocess.store.where import HISTORY, Column
 
 type Picture = npt.NDArray[np.generic]
 
@@ -225,7 +225,7 @@ class Catalog:
 
     def column(self, snapshot: str, name: str) -> Column:
         """A whole item column (read once per snapshot); ``commit``: the snapshot that added each row,
-        ``spec_name``: each row's spec's name."""
+        ``spec_name``: each row's spec's name; ``HISTORY``: the version's snapshot ids (not one per row)."""
         def read(field_name: str) -> Column:
             ds = self.dataset(snapshot)
             self._count(field_name, len(ds))
@@ -234,6 +234,8 @@ class Catalog:
         def make() -> Column:
             if name == "commit":
                 return np.asarray(self.origins(snapshot).item_commits(), dtype=np.dtypes.StringDType())
+            if name == HISTORY:
+                return np.asarray(self.origins(snapshot).history, dtype=np.dtypes.StringDType())
             return version_columns(self.repo, snapshot, read)(name)
 
         return self._columns.get_or_make((snapshot, name), make)

@@ -20,7 +20,17 @@ from preprocess.store.history import canonical_metadata, check_limit
 from preprocess.store.origins import origins
 from preprocess.store.reader import Dataset
 from preprocess.store.refs import Ref
-from preprocess.store.where import ALIASES, FIELDS, ITEM_FIELDS, Column, Columns, Where, field_values, is_number
+from preprocess.store.where import (
+    ALIASES,
+    FIELDS,
+    HISTORY,
+    ITEM_FIELDS,
+    Column,
+    Columns,
+    Where,
+    field_values,
+    is_number,
+)
 
 LISTED = ("source_path", "status", "format", "width", "height", "bytes", "quality", "similarity",
           "capture_time", "camera_model", "fingerprint")  # the fields `ls` shows by default
@@ -38,8 +48,9 @@ def spec_names(repo: ic.Repository, snapshot: str) -> dict[str, str]:
 
 
 def version_columns(repo: ic.Repository, snapshot: str, read: Callable[[str], Column]) -> Columns:
-    """The columns an expression may ask for: ``read(name)`` for a row field, and the two that are not
-    stored: ``commit`` (the snapshot that added each row) and ``spec_name`` (each row's spec's name)."""
+    """The columns an expression may ask for: ``read(name)`` for a row field, and those that are not
+    stored: ``commit`` (the snapshot that added each row), ``spec_name`` (each row's spec's name) and
+    :data:`~preprocess.store.where.HISTORY` (the snapshot ids of the version's history, oldest first)."""
     made: dict[str, Column] = {}
 
     def column(name: str) -> Column:
@@ -47,6 +58,8 @@ def version_columns(repo: ic.Repository, snapshot: str, read: Callable[[str], Co
             if name not in made:
                 made[name] = np.asarray(origins(repo, snapshot).item_commits(), dtype=_STR)
             return made[name]
+        if name == HISTORY:
+            return np.asarray(origins(repo, snapshot).history, dtype=_STR)
         if name == "spec_name":
             if name not in made:
                 names = spec_names(repo, snapshot)
@@ -105,7 +118,6 @@ def ls(repo: ic.Repository, ref: str = "main", where: Where | None = None, *, or
             cache[name] = ds.items_table([name])[name]
         return cache[name]
 
-    where.check_commits([info.id for info in refs.history(repo, snapshot=target.snapshot)])
     column = version_columns(repo, target.snapshot, read)
     picked = np.flatnonzero(where.mask(column, len(ds)))
     if sort != "row":

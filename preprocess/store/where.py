@@ -12,7 +12,9 @@ A condition is ``FIELD OP VALUE``. FIELD is a row field (``ITEM_FIELDS``: simila
 bytes, status, format, source_path, camera_model, capture_time, ...) or one of ``ALIASES``:
 ``name`` (the source's file name), ``folder`` (its folder), ``path``, ``camera``, ``time``,
 ``spec`` (a fingerprint prefix or the spec's pipeline name), ``commit`` (the snapshot that added
-the row: an id or a prefix of 4+ characters; see :mod:`preprocess.store.origins`), ``row``.
+the row: an id or a prefix of 4+ characters; see :mod:`preprocess.store.origins`), ``row``. A
+``commit`` that names no commit of the version's history is NotFoundError REF_MISSING, as a missing
+REF is (a typo is not "no rows"): the caller's columns give that history as :data:`HISTORY`.
 OP: ``= != < <= > >=`` (numbers compare as numbers, text as text: ISO times sort as times) and
 ``~`` / ``!~`` (text contains VALUE, case-insensitive; with ``*`` or ``?`` a glob on the whole
 text). VALUE: a number, a word, or a quoted string. A NaN similarity matches no comparison.
@@ -23,7 +25,7 @@ from __future__ import annotations
 import fnmatch
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -44,8 +46,10 @@ OPS = ("<=", ">=", "!=", "!~", "==", "=", "<", ">", "~")
 _TOKEN = re.compile(r"""\s*(?:"(?P<dq>[^"]*)"|'(?P<sq>[^']*)'|(?P<op><=|>=|!=|!~|==|=|<|>|~)"""
                     r"""|(?P<word>[^\s<>=!~"']+))""")
 
+HISTORY = "history"  # not a row field: the snapshot ids of the version's history (any order), for ``commit``
+
 type Column = npt.NDArray[np.generic]
-type Columns = Callable[[str], Column]  # a column by name: a row field, "commit" or "spec_name"
+type Columns = Callable[[str], Column]  # a column by name: a row field, "commit", "spec_name" or HISTORY
 type Mask = npt.NDArray[np.bool_]
 
 
@@ -89,13 +93,6 @@ class Where:
         names = [c.column for g in self.groups for c in g]
         names += ["spec_name" for g in self.groups for c in g if c.field == "spec"]
         return list(dict.fromkeys(names))
-
-    def check_commits(self, history: Sequence[str]) -> None:
-        """Each ``commit`` condition names a snapshot of ``history`` (the version's snapshot ids) by a prefix
-        of 4+ characters; else NotFoundError REF_MISSING with the closest ids, as a bad REF is (a filter on
-        a misspelt id would match nothing, silently)."""
-        for c in (c for g in self.groups for c in g if c.field == "commit"):
-            _check_commit(c.value.upper(), history)
 
     def mask(self, column: Columns, rows: int) -> Mask:
         """Which of ``rows`` rows match (all of them for an empty expression)."""
@@ -228,8 +225,7 @@ def _match(c: Condition, column: Columns, rows: int) -> Mask:
         value = numbers.dtype.type(c.value)  # at the column's precision: similarity = 0.99 finds a float32 0.99
         return _compare(numbers, c.op, value) & ~np.isnan(numbers)
     if c.field == "commit":
-        hit: Mask = np.asarray(np.strings.startswith(_text(column("commit")), c.value.upper()), dtype=np.bool_)
-        return hit if c.op == "=" else ~hit
+        return _commit(c, column, rows)
     if c.field == "spec" and c.op in ("=", "!="):
         hit = np.asarray(np.strings.startswith(_text(column("fingerprint")), c.value), dtype=np.bool_)
         hit |= _compare(_text(column("spec_name")), "=", c.value)
@@ -241,13 +237,27 @@ def _match(c: Condition, column: Columns, rows: int) -> Mask:
     return _compare(values, c.op, c.value)
 
 
-def _check_commit(prefix: str, history: Sequence[str]) -> None:
-    if len(prefix) >= 4 and any(h.startswith(prefix) for h in history):
+def _commit(c: Condition, column: Columns, rows: int) -> Mask:
+    """The rows a ``commit`` condition selects; when none was added by a commit it names, the version's
+    history is read to tell a commit that added no rows (no rows) from no such commit (REF_MISSING)."""
+    hit: Mask = np.zeros(rows, dtype=np.bool_)
+    if len(c.value) >= 4:
+        hit = np.asarray(np.strings.startswith(_text(column("commit")), c.value.upper()), dtype=np.bool_)
+    if not hit.any():
+        _check_commit(c, [str(s) for s in column(HISTORY).tolist()])
+    return hit if c.op == "=" else ~hit
+
+
+def _check_commit(c: Condition, history: list[str]) -> None:
+    """NotFoundError REF_MISSING unless ``c.value`` is a snapshot id of ``history`` or a prefix of 4+ of one."""
+    value = c.value.upper()
+    if len(value) >= 4 and any(s.startswith(value) for s in history):
         return
-    close = did_you_mean(prefix, [h[:len(prefix)] for h in history]) if len(prefix) >= 4 else ""
-    why = "no snapshot id of this version's history starts so" if len(prefix) >= 4 else "give 4+ characters of an id"
-    raise NotFoundError(f"commit = {prefix!r}: {why}{close}",
-                        code=ErrorCode.REF_MISSING, hint="the snapshots are listed by `preprocess log STORE REF`")
+    near = {s[:len(value)] for s in history} if len(value) >= 4 else set()
+    raise NotFoundError(f"{c}: no commit of this version's history is {c.value!r} or starts with it"
+                        f"{did_you_mean(value, near)}", code=ErrorCode.REF_MISSING,
+                        hint="a snapshot id, or a prefix of 4+ characters of one, as `preprocess log STORE REF` "
+                             "lists this version's commits")
 
 
 def _contains(values: Text, needle: str) -> Mask:

@@ -91,7 +91,7 @@ def test_a_commit_no_snapshot_of_the_history_has_is_ref_missing_not_zero_rows(hi
     """Walkthrough finding 4: ``--where "commit = NOPE"`` printed "0 of 26 rows match" and exit 0."""
     s = str(hist.store)
     r = cli("ls", s, "-w", "commit = NOPE")
-    assert r.exit_code == 2 and r.stderr.startswith("error[REF_MISSING]: commit = 'NOPE'"), r.output
+    assert r.exit_code == 2 and r.stderr.startswith("error[REF_MISSING]: commit = NOPE"), r.output
     known = (hist.v1.snapshot or "")[:6]
     typo = known[:5] + ("X" if known[5] != "X" else "Y")
     r = cli("ls", s, "-w", f"commit = {typo}")

@@ -18,10 +18,14 @@ import PIL
 import pytest
 from starlette.testclient import TestClient
 
+from preprocess.core.codes import ErrorCode
+from preprocess.core.errors import NotFoundError
 from preprocess.serve import Catalog, charts, create_app, pages
 from preprocess.serve.app import _sim as sim_filter
-from preprocess.store import open_dataset
+from preprocess.store import open_dataset, open_repo
 from preprocess.store.cells import Record
+from preprocess.store.listing import ls
+from preprocess.store.where import HISTORY, parse
 from tests.serve.conftest import GONE, Served
 
 
@@ -139,3 +143,34 @@ def test_redact_covers_every_download_and_error(catalog: Catalog, served: Served
 
 def csv_column(responses: dict[str, tuple[dict[str, str], str]], name: str) -> list[str]:
     return [r[name] for r in csv.DictReader(io.StringIO(responses["/items.csv?ref=main"][1]))]
+
+
+def test_a_commit_filter_naming_no_commit_of_the_history_is_ref_missing(client: TestClient, served: Served) -> None:
+    """``/items?ref=v1&commit=NOPE`` answered 200 "The 0 items that match commit = NOPE" (so did ``ls``): a typo
+    read as an empty selection. A commit of the history is still a filter, even one that added no rows here."""
+    second = str(served.second.snapshot)
+    for url in ("/items?ref=v1&commit=NOPE", "/charts?ref=v1&commit=NOPE", "/items.csv?ref=v1&commit=NOPE",
+                "/items?ref=v1&where=commit+%3D+NOPE", f"/items?ref=v1&commit={second}",  # main's, not v1's
+                "/items?ref=v1&where=commit+!%3D+NOPE", "/items?ref=main&where=commit+%3D+7D"):
+        r = client.get(url)
+        assert r.status_code == 404 and "REF_MISSING" in r.text and "no commit of this version" in r.text, url
+    typo = client.get(f"/items?ref=main&commit={second[:7]}{'Z' if second[7] != 'Z' else 'Y'}").text
+    assert f"did you mean &#39;{second[:8]}&#39;?" in typo or f"did you mean '{second[:8]}'?" in typo
+    assert client.get(f"/items?ref=main&commit={second[:6]}").status_code == 200
+    first_commit = catalog_history(client)[0]  # the repository's first, empty commit: it added no rows
+    page = client.get(f"/items?ref=main&commit={first_commit}")
+    assert page.status_code == 200 and "No items" in page.text
+
+
+def catalog_history(c: TestClient) -> list[str]:
+    cat: Catalog = c.app.app.state.catalog  # type: ignore[attr-defined]  # ReadOnly wraps the Starlette app
+    return [str(s) for s in cat.column(cat.resolve("main").snapshot, HISTORY).tolist()]
+
+
+def test_ls_where_commit_naming_no_commit_is_ref_missing(served: Served) -> None:
+    """The same rule for ``preprocess ls --where`` (it shares the evaluation: :mod:`preprocess.store.where`)."""
+    repo = open_repo(str(served.store), create=False)
+    with pytest.raises(NotFoundError) as e:
+        ls(repo, "v1", parse("commit = NOPE"))
+    assert e.value.code == ErrorCode.REF_MISSING
+    assert ls(repo, "main", parse(f"commit = {str(served.second.snapshot)[:6]}")).matched == 3
