@@ -13,7 +13,7 @@ import os
 import threading
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import icechunk as ic
 import numpy as np
@@ -121,6 +121,21 @@ class Sibling:
         return max(1, self.card.width), max(1, self.card.height)
 
 
+@dataclass(frozen=True)
+class Shown:
+    """A comparison kept, with what its source was when it was read: its path, sha256 and stamp
+    (:func:`~preprocess.serve.compare.source_stamp`), to tell whether the source is still the same."""
+
+    comparison: compare.Comparison
+    path: str
+    sha256: str
+    stamp: compare.Stamp | None
+
+    @property
+    def nbytes(self) -> int:
+        return self.comparison.nbytes
+
+
 class Catalog:
     """Read-only access to one store, with per-snapshot caches (columns, selections, thumbnails,
     comparisons) and a count of the rows read per field (``reads``)."""
@@ -140,8 +155,7 @@ class Catalog:
         self._specs: LRU[dict[str, str]] = LRU(max_items=64)
         self._diffs: LRU[DiffView] = LRU(max_items=8)
         self.thumbnails: LRU[bytes] = LRU(max_items=8192, max_bytes=128 * 2**20, size=len)
-        self.comparisons: LRU[compare.Comparison] = LRU(max_items=32, max_bytes=256 * 2**20,
-                                                        size=lambda c: c.nbytes)
+        self.comparisons: LRU[Shown] = LRU(max_items=32, max_bytes=256 * 2**20, size=lambda c: c.nbytes)
 
     # -- refs ------------------------------------------------------------------------------------
 
@@ -319,15 +333,26 @@ class Catalog:
                                            lambda: renditions.thumbnail(self.stored(snapshot, row, shown=True)))
 
     def comparison(self, snapshot: str, row: int, item: Record | None = None) -> compare.Comparison:
-        """Source beside stored (NotFoundError SOURCE_UNAVAILABLE when the source cannot be shown);
-        ``item``: the row's fields when the caller has them already."""
-        def make() -> compare.Comparison:
-            fields = item or self.item(snapshot, row)
-            source = compare.source_bytes(str(fields["source_path"]), str(fields["source_sha256"]))
-            stored = decode_rgb(self.stored(snapshot, row, shown=True))
-            return compare.compare(source, stored, path=str(fields["source_path"]))
-
-        return self.comparisons.get_or_make((snapshot, row), make)
+        """Source beside stored (NotFoundError SOURCE_UNAVAILABLE when the source cannot be shown: gone,
+        changed, ...); ``item``: the row's fields when the caller has them already. A kept comparison is
+        checked on every call: its source's stamp taken again (a stat), the file read and hashed again when
+        the stamp changed (deleted, rewritten, replaced, touched)."""
+        key = (snapshot, row)
+        kept = self.comparisons.get(key)
+        if kept is not None:
+            stamp = compare.source_stamp(kept.path)
+            if stamp is not None and stamp == kept.stamp:
+                return kept.comparison
+            self.comparisons.pop(key)
+            compare.source_bytes(kept.path, kept.sha256)  # SOURCE_UNAVAILABLE when it is gone or changed
+            return self.comparisons.put(key, replace(kept, stamp=stamp)).comparison
+        fields = item or self.item(snapshot, row)
+        path, sha256 = str(fields["source_path"]), str(fields["source_sha256"])
+        stamp = compare.source_stamp(path)  # before the read: a change while it is read shows next time
+        source = compare.source_bytes(path, sha256)
+        stored = decode_rgb(self.stored(snapshot, row, shown=True))
+        made = Shown(compare.compare(source, stored, path=path), path, sha256, stamp)
+        return self.comparisons.put(key, made).comparison
 
     def _count(self, name: str, rows: int) -> None:
         with self._reads_lock:

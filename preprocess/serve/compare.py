@@ -7,11 +7,16 @@ since is reported, not shown. It is read as ``run`` reads (:func:`~preprocess.so
 never through a link that leads out of the source's folder (a source replaced by a link to
 another file is not opened, let alone hashed), never blocking on a FIFO. A recorded name that is
 not UTF-8 is stored quoted: the file opened is the name it stands for (:func:`preprocess.core.names.real`).
+
+A source that was shown may be deleted, rewritten or replaced while the server runs: its
+:func:`source_stamp` (a stat, or one HEAD for an object) is taken again on every request that shows it,
+and the file is read and hashed again when the stamp changed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,12 +30,14 @@ from preprocess.pipeline.images import decode_rgb, probe
 from preprocess.pipeline.regions import Region, abs_difference, changed_region, heat
 from preprocess.serve.renditions import png
 from preprocess.sources.files import ObjectPath, read_source
-from preprocess.sources.objects import is_object_url
+from preprocess.sources.location import parse_s3
+from preprocess.sources.objects import is_object_url, object_store
 
 MAX_SOURCE_BYTES = 256 * 2**20
 MAX_SOURCE_PIXELS = 200_000_000
 ZOOM_SIDE = 320  # px: a zoom crop is enlarged (nearest neighbour) to about this size
 DIFF_GAIN = 4.0  # the difference map shows |source - stored| x this (small changes become visible)
+type Stamp = tuple[object, ...]
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,26 @@ def source_bytes(path: str, sha256: str) -> bytes:
     if hashlib.sha256(data).hexdigest() != sha256:
         raise _unavailable(f"{shown} has changed since it was stored (its sha256 differs)")
     return data
+
+
+def source_stamp(path: str) -> Stamp | None:
+    """What changes when a source is deleted, rewritten or replaced, had without reading it: a local file's
+    size, mtime (ns), inode and device, of the name and of the file it leads to; an object's size, ETag and
+    time (one HEAD). None when it cannot be had (the file is gone, say): the caller reads the file again."""
+    if not path:
+        return None
+    try:
+        if is_object_url(path):
+            loc = parse_s3(path)
+            import obstore
+
+            meta = obstore.head(object_store(loc), loc.prefix)
+            return int(meta["size"]), str(meta.get("e_tag")), str(meta.get("last_modified"))
+        real = names.real(path)
+        st, own = os.stat(real), os.lstat(real)
+    except (OSError, RuntimeError, ValueError):
+        return None
+    return st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev, own.st_ino, own.st_mtime_ns, own.st_size
 
 
 def _why(shown: str, exc: InputError) -> str:

@@ -1,6 +1,8 @@
 """Image responses and downloads: thumbnails, the stored image (as stored where browsers show its
 format), the side-by-side comparison's pictures and the comparer's crops, all pinned to a snapshot
-id, so they never change (ETag + ``Cache-Control: immutable``, 304 when the browser has them); and
+id, so they never change (ETag + ``Cache-Control: immutable``, 304 when the browser has them) but for
+those made from the source, which may be deleted or rewritten since: the browser asks again each time,
+and gets 304 only while the source is the same (:meth:`~preprocess.serve.catalog.Catalog.comparison`); and
 the downloads: one image, the filtered items as a zip or a CSV manifest, a commit's spec as TOML."""
 
 from __future__ import annotations
@@ -21,19 +23,25 @@ from preprocess.serve.pages import _ref, catalog
 from preprocess.store.refs import SNAPSHOT_ID
 
 IMMUTABLE = "private, max-age=31536000, immutable"
+REVALIDATE = "private, no-cache"  # a picture made from the source: asked again, 304 while the source is the same
 VIEWS = ("source", "zoom-source", "zoom-stored", "zoom-diff")
 CROPS = ("source", "stored")
 PICTURES = ("thumb", "stored", "download", *(f"compare/{v}" for v in VIEWS), *(f"crop/{v}" for v in CROPS))
 
 
 def _pinned(request: Request, kind: str, make: Callable[[str, int], tuple[bytes, str]],
-            headers: dict[str, str] | None = None) -> Response:
+            headers: dict[str, str] | None = None, *, from_source: bool = False) -> Response:
+    """``make(snapshot, row)``'s picture; ``from_source``: made from the row's source, which is checked
+    (SOURCE_UNAVAILABLE when it is gone or changed) before a 304 as before any picture."""
     snapshot, row = str(request.path_params["snapshot"]), int(request.path_params["row"])
     if not SNAPSHOT_ID.match(snapshot):
         catalog(request).pinned(snapshot)  # raises REF_MISSING with the CLI's wording
     etag = f'"{snapshot}-{row}-{kind}"'
-    headers = {"ETag": etag, "Cache-Control": IMMUTABLE, **(headers or {})}
+    headers = {"ETag": etag, "Cache-Control": REVALIDATE if from_source else IMMUTABLE, **(headers or {})}
     if etag in request.headers.get("if-none-match", ""):
+        if from_source:
+            catalog(request).pinned(snapshot)
+            catalog(request).comparison(snapshot, row)
         return Response(status_code=304, headers=headers)
     catalog(request).pinned(snapshot)
     try:
@@ -63,7 +71,7 @@ def comparison(request: Request) -> Response:
     if view not in VIEWS:
         raise NotFoundError(f"no picture {view[:40]!r} in a comparison", code=ErrorCode.SERVE_NOT_FOUND,
                             hint=f"one of {', '.join(VIEWS)}")
-    return _pinned(request, view, lambda s, r: (cat.comparison(s, r).images[view], "image/png"))
+    return _pinned(request, view, lambda s, r: (cat.comparison(s, r).images[view], "image/png"), from_source=True)
 
 
 def crop(request: Request) -> Response:
@@ -83,7 +91,7 @@ def crop(request: Request) -> Response:
         return renditions.png(comparer.crop(img, box)), "image/png"
 
     box = urlencode({k: request.query_params.get(k, "") for k in ("x", "y", "w", "h")})
-    return _pinned(request, f"crop-{view}-{box}", make)
+    return _pinned(request, f"crop-{view}-{box}", make, from_source=view == "source")
 
 
 def download(request: Request) -> Response:

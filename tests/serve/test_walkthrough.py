@@ -8,10 +8,13 @@ import csv
 import importlib.metadata
 import io
 import json
+import os
 import re
+import shutil
 import socket
 import zipfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import PIL
@@ -26,6 +29,7 @@ from preprocess.store import open_dataset, open_repo
 from preprocess.store.cells import Record
 from preprocess.store.listing import ls
 from preprocess.store.where import HISTORY, parse
+from tests.jobs import run_pillow
 from tests.serve.conftest import GONE, Served
 
 
@@ -174,3 +178,41 @@ def test_ls_where_commit_naming_no_commit_is_ref_missing(served: Served) -> None
         ls(repo, "v1", parse("commit = NOPE"))
     assert e.value.code == ErrorCode.REF_MISSING
     assert ls(repo, "main", parse(f"commit = {str(served.second.snapshot)[:6]}")).matched == 3
+
+
+def test_a_source_deleted_or_replaced_while_the_server_runs_is_reported(tmp_path: Path,
+                                                                        small_photos: list[Path]) -> None:
+    """Once an item's page had been seen, its source kept being shown beside the stored image (and its crops
+    served) after the file was deleted or replaced: the comparison was kept without looking at the file again."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    source = folder / small_photos[0].name
+    shutil.copy(small_photos[0], source)
+    spec = tmp_path / "tiny.toml"
+    spec.write_text('[resize]\nsize = 128\n[quality]\nmode = "fixed"\nvalue = 80\n')
+    snap = run_pillow([folder], tmp_path / "s.icechunk", spec).snapshot
+    c = TestClient(create_app(Catalog(str(tmp_path / "s.icechunk"))), raise_server_exceptions=False)
+    item, crop = f"/snapshots/{snap}/items/0", f"/snapshots/{snap}/items/0/crop/source?x=0&y=0&w=8&h=8"
+
+    def shown() -> tuple[bool, int, int]:
+        page = c.get(item).text
+        first = c.get(crop)
+        again = c.get(crop, headers={"If-None-Match": first.headers.get("etag", '"none"')})
+        return 'id="no-source"' not in page, first.status_code, again.status_code
+
+    assert shown() == (True, 200, 304)
+    original = source.read_bytes()
+    source.unlink()
+    assert shown() == (False, 404, 404)
+    assert "is not readable here" in c.get(item).text
+    source.write_bytes(original)  # back as it was (another inode): shown again
+    assert shown() == (True, 200, 304)
+    stat = source.stat()
+    changed = bytearray(original)
+    changed[-3] ^= 0xFF  # the same size, and (below) the same times, another file
+    replacement = folder / "new"
+    replacement.write_bytes(bytes(changed))
+    os.utime(replacement, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    replacement.replace(source)
+    assert shown() == (False, 404, 404)
+    assert "has changed since it was stored" in c.get(item).text
