@@ -174,7 +174,7 @@ def item_page(request: Request) -> Response:
     try:
         comparison = cat.comparison(target.snapshot, row, item)
     except (ConfigError, InputError) as exc:  # the source is gone, changed, or not an image any more
-        unavailable = f"{exc.code} (this server does not show its folders)" if request.app.state.redact else exc.message
+        unavailable = _why_unavailable(exc, str(item["source_path"] or ""), redact=request.app.state.redact)
     size = (int(item["width"] or 1), int(item["height"] or 1))
     window = Window.parse(request.query_params, size, comparison.region if comparison else None)
     siblings = _siblings(cat, target.snapshot, row, item)
@@ -191,6 +191,15 @@ def item_page(request: Request) -> Response:
                   a=sides[a] if a != b else None, b=sides[b],
                   side_choices=SIDES, size=size, cells=window.cells(size),
                   here=lambda **kw: _item_query(request, **kw))
+
+
+def _why_unavailable(exc: ConfigError | InputError, path: str, *, redact: bool) -> str:
+    """Why the source is not shown; with ``redact``, naming it by its file name (or by the code alone when
+    the reason names another path)."""
+    if not redact:
+        return exc.message
+    why = exc.message.replace(names.shown(path), shown_path(path, redact=True)) if path else exc.message
+    return why if "/" not in why else f"{exc.code} (this server does not show its folders)"
 
 
 @dataclass(frozen=True)

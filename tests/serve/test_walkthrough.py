@@ -143,6 +143,9 @@ def test_redact_covers_every_download_and_error(catalog: Catalog, served: Served
     assert rows and all(r["source_path"] and "/" not in r["source_path"] for r in rows)
     assert {r["source_path"] for r in rows} == {p.rsplit("/", 1)[-1] for p in csv_column(plain, "source_path")}
     assert "# recorded from camera-640.toml," in hidden["/spec.toml?ref=main"][1]
+    gone = next(text for url, (_, text) in hidden.items() if url.startswith("/snapshots/") and url.endswith(
+        tuple("0123456789")) and "no-source" in text)
+    assert f"{GONE} is not readable here" in gone  # which, by its file name (it said only SOURCE_UNAVAILABLE)
 
 
 def csv_column(responses: dict[str, tuple[dict[str, str], str]], name: str) -> list[str]:
