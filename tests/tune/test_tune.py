@@ -551,3 +551,20 @@ def test_a_file_name_that_is_not_utf8_is_shown_quoted_in_the_report(tmp_path: Pa
     page = (out / "report.html").read_text(encoding="utf-8")
     assert "caf\\351.jpg" in page and first.name in page
     assert json.loads((out / "report.json").read_text())["images"]
+
+
+def test_the_gate_gauge_is_the_gates_own_score() -> None:
+    """tune's ``gate`` gauge (array-wise, numpy only: ``tune --from`` loads no engine) scores as the gate does."""
+    from preprocess.pipeline.gate.measure import gate_score
+    from preprocess.tune.grid import gate_values
+
+    rng = np.random.default_rng(7)
+    whole = np.concatenate([1 - 10 ** rng.uniform(-7, -0.5, 300), [0.99, 0.985, 1.0, np.nan]]).astype(np.float32)
+    crops = np.concatenate([1 - 10 ** rng.uniform(-7, -0.5, 300), [0.975, 0.99, 1.0, 0.9]]).astype(np.float32)
+    got = gate_values(whole, crops, (0.99, 0.975))
+    for w, c, g in zip(whole, crops, got, strict=True):
+        if np.isnan(w):
+            assert np.isnan(g)
+            continue
+        want = gate_score({"m": {"whole": float(w), "crops": float(c)}}, {"whole": 0.99, "crops": 0.975}, 0.99)
+        assert g == pytest.approx(want, abs=1e-6) and (g >= np.float32(0.99)) == (w >= 0.99 and c >= 0.975)
