@@ -296,3 +296,22 @@ def test_a_new_job_starts_its_search_from_the_branchs_recent_qualities(first_run
     guess = stats.guess()
     assert guess is not None
     assert min(got) <= ladder[guess] <= max(got)
+
+
+def test_flat_images_are_stored_and_the_folder_commits(tmp_path: Path, small_photos: list[Path]) -> None:
+    """A single-colour image (a grey wall, fog, a lens-cap frame) made `run` and `watch` spin for ever, and
+    the rest of the folder never committed: every quality encodes to about the same bytes, the search pruned
+    every lower rung and then asked to confirm its pass with the same pruned rung again (a hostile-input
+    sweep, 2026-12-06). The timeout is the hang's test; nothing here times the job."""
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(small_photos[0], src / small_photos[0].name)
+    Image.new("RGB", (96, 64), (128, 128, 128)).save(src / "wall.png")
+    Image.new("RGB", (640, 480), (40, 40, 40)).save(src / "night.jpg", quality=90)
+    noise = np.random.default_rng(0).integers(-1, 2, (240, 320, 3))
+    Image.fromarray((128 + noise).astype(np.uint8)).save(src / "fog.png")
+    store = tmp_path / "s.icechunk"
+    proc = subprocess.run([*CLI, "run", str(src), "--store", str(store), "--engine", "pillow", "--json"],
+                          capture_output=True, text=True, cwd=ROOT, check=False, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["stored"] == 4

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from preprocess.pipeline.gate import DEFICIT_SLOPE, SETTLE, Search
+from preprocess.pipeline.gate import DEFICIT_SLOPE, DIP, SETTLE, Search
 from preprocess.pipeline.spec import Quality
 
 LADDER = Quality(min=30, max=95, step=5).ladder()  # 30, 35, ..., 95: the grid the curves below were measured on
@@ -241,3 +241,32 @@ def test_seeded_rows_are_credited_to_the_variant_that_made_them() -> None:
     rungs = priors[lib444].rungs
     assert rungs is not None and sorted(rungs) == [30, 31]
     assert sum(len(p.rungs) for p in priors.values() if p.rungs is not None) == 3
+
+
+def run_pruning(curve: list[float], sizes: list[int], guess: int | None, dip: float) -> tuple[Search, list[int]]:
+    """The search as the gate drives it: a rung whose bytes are at least a pass's is pruned, not measured."""
+    s, asked, bound = Search(lo=0, hi=len(LADDER) - 1), list[int](), None
+    while (r := s.next_probe(guess, LADDER, T, dip=dip, settle=SETTLE)) is not None:
+        assert len(asked) < 4 * len(LADDER), f"the search does not end: {asked}"
+        asked.append(r)
+        if bound is not None and sizes[r] >= bound:
+            s.prune(r)
+            continue
+        if s.update(r, curve[r], T, LADDER):
+            bound = min(bound or sizes[r], sizes[r])
+    return s, asked
+
+
+@settings(max_examples=300, deadline=None)
+@given(curves, st.lists(st.integers(100, 105), min_size=len(LADDER), max_size=len(LADDER)), guesses,
+       st.sampled_from([0.0, 0.05, 0.5]))
+def test_a_search_that_prunes_rungs_ends_and_never_asks_twice(curve: list[float], sizes: list[int],
+                                                             guess: int | None, dip: float) -> None:
+    """A flat image (a grey wall, a lens cap) encodes to about the same bytes at every quality: once a rung
+    passed, every lower one was pruned, and confirming the pass asked for the same pruned rung for ever
+    (`run` and `watch` hung; a hostile-input sweep, 2026-12-06)."""
+    s, asked = run_pruning(curve, sizes, guess, dip)
+    assert len(asked) == len(set(asked)), asked
+    flat = [0.999999] * len(LADDER)
+    s, asked = run_pruning(flat, [120] * len(LADDER), len(LADDER) // 2, DIP)
+    assert s.best == len(LADDER) // 2 and len(asked) <= 3

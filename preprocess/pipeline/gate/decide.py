@@ -99,8 +99,7 @@ class ImageSearch:
         bound = self.bound.get(self.tracks[t].variant)
         if bound is None or len(encoded.data) < bound:
             return False
-        search = self.searches[t]
-        search.hi = min(search.hi, rung - 1)
+        self.searches[t].prune(rung)
         return True
 
     def passes(self, threshold: float) -> list[tuple[int, Measured]]:

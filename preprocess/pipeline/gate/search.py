@@ -52,6 +52,7 @@ class Search:
     hi: int
     best: int | None = None
     tried: dict[int, float] = field(default_factory=dict)  # quality -> measured similarity
+    pruned: set[int] = field(default_factory=set)  # rungs left unmeasured: they cannot be stored (:meth:`prune`)
     floor: int = field(default=-1, repr=False)  # the lowest rung searched (the first lo)
 
     def __post_init__(self) -> None:
@@ -116,16 +117,25 @@ class Search:
     def _confirm(self, ladder: Sequence[int], threshold: float, dip: float) -> int | None:
         """Below the lowest pass, walk down the measured failures while each is shallow (its deficit
         within ``dip`` decades of the threshold's): the first rung not measured yet is the next probe.
-        None at a deeper failure, or at the bottom of the ladder."""
+        None at a deeper failure, at a rung :meth:`prune` left out (it has the pass's bytes or more: on a flat
+        image every rung has, and the walk asked for that rung for ever), or at the bottom of the ladder."""
         assert self.best is not None
         goal = _log_deficit(threshold)
         for rung in range(self.best - 1, -1, -1):
+            if rung in self.pruned:
+                return None
             sim = self.tried.get(ladder[rung])
             if sim is None:
                 return rung
             if _log_deficit(sim) - goal >= dip:
                 return None
         return None
+
+    def prune(self, rung: int) -> None:
+        """Leave ``rung`` and every rung above it out: it cannot be stored (its bytes are at least those of a
+        pass), and neither can a higher quality."""
+        self.pruned.add(rung)
+        self.hi = min(self.hi, rung - 1)
 
     def update(self, rung: int, similarity: float, threshold: float, ladder: Sequence[int]) -> bool:
         """Record a measurement; True when it passed. The interval is what the measurements leave: below
@@ -136,7 +146,7 @@ class Search:
         if passed and (self.best is None or rung < self.best):
             self.best = rung
         if self.best is not None:
-            self.hi = self.best - 1
+            self.hi = min([self.best - 1, *(r - 1 for r in self.pruned)])  # pruned rungs stay out
         below = [r for r in range(len(ladder)) if (self.best is None or r < self.best)
                  and ladder[r] in self.tried and self.tried[ladder[r]] < threshold]
         self.lo = max(below) + 1 if below else min(self.lo, self.floor)
