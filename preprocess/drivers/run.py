@@ -53,7 +53,7 @@ def run_job(opts: JobOptions, progress: Progress | None = None) -> Summary:
     since = Stopwatch()
     p = plan(opts.spec_path, opts.engine, opts.device)
     roots = [Location.of_source(s) for s in opts.sources]  # the locations, parsed once
-    paths = find_sources(roots)
+    paths = find_sources(roots, follow_symlinks=opts.follow_symlinks)
     store = Location.of_store(opts.store)
     with ExitStack() as cleanup:
         ingest = Ingest(open_writer(store, opts.branch, create=True, wait=opts.wait), p,
@@ -70,11 +70,11 @@ def run_job(opts: JobOptions, progress: Progress | None = None) -> Summary:
         return ingest.commit(opts.message, engine=processor)
 
 
-def find_sources(roots: Sequence[Where | Location]) -> list[Path]:
+def find_sources(roots: Sequence[Where | Location], *, follow_symlinks: bool = False) -> list[Path]:
     """The job's source files (:func:`~preprocess.sources.files.list_sources`); ConfigError NO_SOURCES when
     there are none: a job with nothing to do creates and commits nothing."""
     locations = [Location.of_source(r) for r in roots]
-    paths = list_sources(locations)
+    paths = list_sources(locations, follow_symlinks=follow_symlinks)
     if not paths:
         raise ConfigError(f"no image files in {', '.join(loc.text for loc in locations)}: nothing to do",
                           code=ErrorCode.NO_SOURCES,

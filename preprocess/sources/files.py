@@ -67,13 +67,16 @@ def is_candidate(p: Path) -> bool:
     return p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
 
 
-def list_sources(roots: Iterable[Where | Location]) -> list[Path]:
+def list_sources(roots: Iterable[Where | Location], *, follow_symlinks: bool = False) -> list[Path]:
     """Every image file under the roots (recursively), sorted; a root may also be one file, or an
     ``s3://bucket/prefix`` (every object under it, as :class:`ObjectPath`).
 
     Hidden files (``.name``, e.g. partial uploads) and files without an image suffix are left out.
     Everything else with an image name is listed, whatever it is (a FIFO, a socket, a device, a broken
-    link): :func:`read_source` refuses it, so it becomes a failure row instead of vanishing.
+    link): :func:`read_source` refuses it, so it becomes a failure row instead of vanishing. So is a
+    folder that cannot be listed (no permission, a path over the system's limit: ``E_UNREADABLE``) and
+    a link to a folder outside the roots (``E_SYMLINK_OUTSIDE``; ``follow_symlinks`` walks into it, once
+    per folder however many links lead there); a link to a folder inside them is left to that folder.
 
     **The path rule** (what rows record as ``source_path``): a local file's path is absolute, under
     its root's *resolved* folder (``photos``, ``./photos/``, ``/abs/photos`` and a symlink to that
@@ -82,21 +85,46 @@ def list_sources(roots: Iterable[Where | Location]) -> list[Path]:
     listed.
     """
     found: set[Path] = set()
-    for root in map(Location.of_source, roots):
+    locations = [Location.of_source(r) for r in roots]
+    inside = local_roots(locations)
+    for root in locations:
         if root.remote:  # an S3 prefix (or one object)
             found.update(p for p in map(ObjectPath, list_objects(root)) if is_candidate(p))
             continue
         r = root.local
         if r.is_dir():
-            for dirpath, dirnames, filenames in os.walk(os.path.realpath(r), followlinks=False):
-                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-                found.update(p for p in (Path(dirpath) / name for name in filenames) if is_candidate(p))
+            found.update(_walk(os.path.realpath(r), inside, follow=follow_symlinks))
         elif r.exists() or r.is_symlink():  # a file, or a FIFO, device or broken link named on the command line
             found.add(Path(os.path.realpath(r.parent)) / r.name)
         else:
             raise NotFoundError("source path does not exist", code=ErrorCode.SOURCE_MISSING, path=root.text,
                               hint="pass a folder of images or image files")
     return sorted(found)
+
+
+def _walk(top: str, roots: Sequence[str], *, follow: bool) -> Iterator[Path]:
+    """The image files under ``top``, and the folders that :func:`list_sources` lists as themselves."""
+    unlisted: list[str] = []
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=follow,
+                                                onerror=lambda e: unlisted.append(str(e.filename))):
+        if (real := os.path.realpath(dirpath)) in seen:  # a loop, or a second link to a folder walked
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        keep = []
+        for d in (d for d in dirnames if not d.startswith(".")):
+            full = os.path.join(dirpath, d)
+            if os.path.islink(full):
+                if any(_inside(os.path.realpath(full), r) for r in roots):
+                    continue  # walked as itself
+                if not follow:
+                    yield Path(full)  # read_source: E_SYMLINK_OUTSIDE
+                    continue
+            keep.append(d)
+        dirnames[:] = keep
+        yield from (p for p in (Path(dirpath) / name for name in filenames) if is_candidate(p))
+    yield from map(Path, unlisted)
 
 
 def local_roots(roots: Iterable[Where | Location]) -> tuple[str, ...]:
@@ -179,6 +207,12 @@ _KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"), (
 def _require_regular(mode: int, path: str) -> None:
     if stat.S_ISREG(mode):
         return
+    if stat.S_ISDIR(mode):  # listed because it could not be listed itself (list_sources)
+        try:
+            os.listdir(path)
+        except OSError as exc:
+            raise input_error(errors.UNREADABLE, f"a folder that cannot be listed ({exc.strerror or exc}): the "
+                              "images in it were not read", path) from None
     kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
     raise input_error(errors.NOT_A_FILE, f"{kind}, not a regular file; not read", path)
 

@@ -61,8 +61,14 @@ def test_links_out_of_the_root_are_refused_unless_followed(tmp_path: Path) -> No
     (root / "out.jpg").symlink_to(outside / "photo.jpg")
     (root / "p.jpg").symlink_to(PASSWD)
     (root / "dirlink").symlink_to(outside, target_is_directory=True)
+    (root / "again").symlink_to(root / "sub", target_is_directory=True)  # inside: left to the folder itself
     listed = {p.name for p in list_sources([root])}
-    assert listed == {"zz-inside.jpg", "in-link.jpg", "out.jpg", "p.jpg"}  # linked folders are not walked
+    # a link to a folder outside is listed itself (a failure row, E_SYMLINK_OUTSIDE: it was silently ignored)
+    assert listed == {"zz-inside.jpg", "in-link.jpg", "out.jpg", "p.jpg", "dirlink"}
+    got = _read(root / "dirlink", root)
+    assert isinstance(got, InputError) and got.code == "E_SYMLINK_OUTSIDE"
+    followed = {str(p.relative_to(root)) for p in list_sources([root], follow_symlinks=True)}
+    assert followed == {"zz-inside.jpg", "sub/in-link.jpg", "out.jpg", "p.jpg", "dirlink/photo.jpg"}
     assert _read(root / "sub" / "in-link.jpg", root) == b"\xff\xd8\xff inside"
     for name in ("out.jpg", "p.jpg", "dirlink/photo.jpg"):
         got = _read(root / name, root)
@@ -163,3 +169,27 @@ def test_source_paths_are_recorded_by_one_rule_however_typed(tmp_path: Path, sma
     assert sorted(map(str, items["source_path"])) == stored
     assert [Path(str(p)).name for p in failures["source_path"]] == ["out.jpg"]
     assert failures["code"] == ["E_SYMLINK_OUTSIDE"] and summary.skipped == 1  # zz-inside.jpg: the same content
+
+
+def test_a_folder_that_cannot_be_listed_is_a_failure_not_nothing(tmp_path: Path) -> None:
+    """A folder whose path is over the system's limit (or that may not be read) was skipped without a word:
+    `2 found, 2 stored` for a folder of three images (a hostile-input sweep, 2026-12-06)."""
+    root = tmp_path / "in"
+    root.mkdir()
+    (root / "top.jpg").write_bytes(b"\xff\xd8\xff top")
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        for i in range(20):  # each level's name is short; the whole path is over PATH_MAX (4096)
+            name = f"d{i:02d}" + "x" * 240
+            os.mkdir(name, dir_fd=fd)
+            fd, old = os.open(name, os.O_RDONLY, dir_fd=fd), fd
+            os.close(old)
+        with os.fdopen(os.open("deep.jpg", os.O_WRONLY | os.O_CREAT, dir_fd=fd), "wb") as f:
+            f.write(b"\xff\xd8\xff deep")
+    finally:
+        os.close(fd)
+    listed = list_sources([root])
+    assert len(listed) == 2 and root / "top.jpg" in listed
+    (deep,) = (p for p in listed if p.name != "top.jpg")
+    got = _read(deep, root)
+    assert isinstance(got, InputError) and got.code == "E_UNREADABLE" and got.path == str(deep)

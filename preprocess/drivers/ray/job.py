@@ -230,7 +230,7 @@ def run_ray_job(opts: JobOptions, ro: RayOptions | None = None, progress: Progre
     since = Stopwatch()
     p = plan(opts.spec_path, opts.engine, "cpu" if opts.device == "cpu" else "auto")
     roots = [Location.of_source(s) for s in opts.sources]  # the locations, parsed once
-    paths = find_sources(roots)
+    paths = find_sources(roots, follow_symlinks=opts.follow_symlinks)
     store = Location.of_store(opts.store)
     check_target(store, opts.branch)  # before Ray starts and before anything is created
     writer: DatasetWriter | None = None

@@ -34,6 +34,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
+from preprocess.core import names
 from preprocess.drivers.watch.queue import FileQueue, Stat
 from preprocess.sources.files import is_candidate
 
@@ -94,6 +95,7 @@ class Detector:
         self.scans = 0
         self._observer: BaseObserver | None = None
         self._stop = threading.Event()
+        self._said: set[str] = set()  # folders the scan could not list, each said once
         self._wake = threading.Event()
         self._dirs: set[str] = set()
         self._full = True
@@ -177,7 +179,7 @@ class Detector:
         (their delete events may have been lost)."""
         offered = 0
         present: set[str] = set()
-        for dirpath, dirnames, filenames in os.walk(top):
+        for dirpath, dirnames, filenames in os.walk(top, onerror=self._unlisted):
             if self._stop.is_set():
                 return offered
             dirnames[:] = [d for d in dirnames if not d.startswith(".")
@@ -196,6 +198,15 @@ class Detector:
         if top == self.folder:
             self.queue.prune_handled(present)
         return offered
+
+    def _unlisted(self, exc: OSError) -> None:
+        """A folder the scan cannot list (no permission, a path over the system's limit): said once, not
+        silently skipped (its images cannot be offered; ``run`` records it as an E_UNREADABLE row)."""
+        where = str(exc.filename)
+        if where not in self._said:
+            self._said.add(where)
+            log.warning("cannot list the folder %s (%s): the images in it are not ingested",
+                        names.quote(where), exc.strerror or exc)
 
     def _excluded(self, path: str) -> bool:
         return any(path == e or path.startswith(e + os.sep) for e in self.exclude)

@@ -188,3 +188,25 @@ def test_a_folder_reached_through_a_link_is_scanned_at_its_real_path(tmp_path: P
     q.settle()
     q.settle()
     assert [Path(r.path) for r in q.take(10)] == [real / "a.jpg"]
+
+
+def test_a_folder_the_scan_cannot_list_is_said_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A folder the scan could not list (a path over the system's limit here; no permission elsewhere) was
+    skipped without a word (a hostile-input sweep, 2026-12-06)."""
+    import os
+
+    (tmp_path / "a.jpg").write_bytes(b"data")
+    fd = os.open(tmp_path, os.O_RDONLY)
+    try:
+        for i in range(20):  # the whole path is over PATH_MAX (4096), each name is short
+            os.mkdir(f"d{i:02d}" + "x" * 240, dir_fd=fd)
+            fd, old = os.open(f"d{i:02d}" + "x" * 240, os.O_RDONLY, dir_fd=fd), fd
+            os.close(old)
+    finally:
+        os.close(fd)
+    det = Detector(str(tmp_path), FileQueue(10, quiet=0.0), Scanning(poll=True, rescan_interval=60.0))
+    with caplog.at_level(logging.WARNING, logger="preprocess.drivers.watch"):
+        assert det.scan(str(tmp_path)) == 1
+        det.scan(str(tmp_path))
+    said = [r.getMessage() for r in caplog.records if "cannot list the folder" in r.getMessage()]
+    assert len(said) == 1 and "not ingested" in said[0]
