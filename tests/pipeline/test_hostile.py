@@ -317,3 +317,62 @@ def test_an_uncompressed_tiff_whose_size_lies_about_its_strips_is_corrupt(rgb: n
     tifffile.imwrite(planar, np.ascontiguousarray(rgb.transpose(2, 0, 1)), photometric="rgb",
                      planarconfig="separate", rowsperstrip=7)
     assert np.array_equal(np.asarray(decode_rgb(planar.getvalue())), rgb)
+
+
+def _scan_bomb(side: int, rounds: int) -> bytes:
+    """A valid progressive grey JPEG of a flat ``side`` x ``side`` image in 1 + 63 * (rounds + 1) scans: every
+    AC coefficient first at Al=13, then refined bit by bit; each scan is a few end-of-band runs."""
+    def seg(marker: int, body: bytes) -> bytes:
+        return struct.pack(">BBH", 0xFF, marker, len(body) + 2) + body
+
+    blocks = (-(-side // 8)) ** 2
+    eob = bytearray()
+    acc = n = 0
+    for v, bits in _eob_symbols(blocks):
+        for i in range(bits - 1, -1, -1):
+            acc, n = (acc << 1) | ((v >> i) & 1), n + 1
+            if n == 8:
+                eob += bytes([acc]) + (b"\x00" if acc == 0xFF else b"")
+                acc = n = 0
+    if n:
+        eob.append((acc << (8 - n)) | ((1 << (8 - n)) - 1))
+    out = bytearray(b"\xff\xd8" + seg(0xDB, b"\x00" + b"\x01" * 64))
+    out += seg(0xC2, struct.pack(">BHHB", 8, side, side, 1) + b"\x01\x11\x00")
+    out += seg(0xC4, b"\x00" + bytes([1] + [0] * 15) + b"\x00")
+    out += seg(0xC4, b"\x10" + bytes([0, 0, 0, 15] + [0] * 12) + bytes(r << 4 for r in range(15)))
+    dc = b"\x00" * (blocks // 8) + (bytes([(1 << (8 - blocks % 8)) - 1]) if blocks % 8 else b"")  # category 0
+    out += seg(0xDA, b"\x01\x01\x00\x00\x00\x00") + dc
+    for k in range(1, 64):  # each AC coefficient's first scan, at Al = 13
+        out += seg(0xDA, bytes([1, 1, 0x00, k, k, 0x0D])) + bytes(eob)
+    for a in range(13, 13 - rounds, -1):  # then refined one bit at a time
+        for k in range(1, 64):
+            out += seg(0xDA, bytes([1, 1, 0x00, k, k, (a << 4) | (a - 1)])) + bytes(eob)
+    return bytes(out + b"\xff\xd9")
+
+
+def _eob_symbols(n: int) -> list[tuple[int, int]]:
+    """End-of-band runs covering ``n`` blocks, as (value, bits) pairs of the Huffman table above."""
+    out = []
+    while n > 0:
+        r = min(14, n.bit_length() - 1)
+        chunk = min(n, (1 << (r + 1)) - 1)
+        out.append((r, 4))
+        if r:
+            out.append((chunk - (1 << r), r))
+        n -= chunk
+    return out
+
+
+def test_a_progressive_jpeg_of_hundreds_of_scans_is_refused_before_decoding(rgb: np.ndarray) -> None:
+    """883 scans of a 120 MP flat grey image (421 KB) took 18-20 s of CPU to decode, at any DCT scale (a
+    hostile-input sweep, 2026-12-06). Encoders write at most a few dozen scans."""
+    bomb = _scan_bomb(64, 13)
+    assert bomb.count(b"\xff\xda") == 1 + 63 * 14
+    assert refused(bomb).code == "E_TOO_LARGE" and "scans" in refused(bomb).message
+    modest = _scan_bomb(64, 0)  # 64 scans: unusual but allowed, and it decodes
+    assert probe(modest, max_pixels=MAX).width == 64 and decode_rgb(modest).size == (64, 64)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=80, progressive=True)
+    from preprocess.pipeline.codecs import optimize_jpeg
+    for ok in (buf.getvalue(), optimize_jpeg(buf.getvalue())):  # libjpeg's and mozjpeg's progressive scripts
+        assert probe(ok, max_pixels=MAX).width == rgb.shape[1]
