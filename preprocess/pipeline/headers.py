@@ -213,7 +213,7 @@ def _pillow_source(fmt: str, img: ImageFile.ImageFile, data: bytes) -> Opened:
         exif = img.getexif()
     except Exception:  # a damaged EXIF block must not fail a readable image
         exif = Image.Exif()
-    if fmt == sniff.JPEG and (n := jpeg.scans(data)) > jpeg.MAX_SCANS:
+    if fmt == sniff.JPEG and img.info.get("progressive") and (n := jpeg.scans(data)) > jpeg.MAX_SCANS:
         raise input_error(errors.TOO_LARGE, f"a progressive JPEG of {n} scans (encoders write at most a few "
                           f"dozen; the limit is {jpeg.MAX_SCANS}): each scan is a pass over the whole image, "
                           "a decompression bomb")
