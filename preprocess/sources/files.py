@@ -113,7 +113,7 @@ def _walk(top: str, roots: Sequence[str], *, follow: bool) -> Iterator[Path]:
             continue
         seen.add(real)
         keep = []
-        for d in (d for d in dirnames if not d.startswith(".")):
+        for d in sorted(d for d in dirnames if not d.startswith(".")):  # sorted: which link names a folder is fixed
             full = os.path.join(dirpath, d)
             if os.path.islink(full):
                 if any(_inside(os.path.realpath(full), r) for r in roots):
@@ -209,7 +209,7 @@ def _require_regular(mode: int, path: str) -> None:
         return
     if stat.S_ISDIR(mode):  # listed because it could not be listed itself (list_sources)
         try:
-            os.listdir(path)
+            os.scandir(path).close()
         except OSError as exc:
             raise input_error(errors.UNREADABLE, f"a folder that cannot be listed ({exc.strerror or exc}): the "
                               "images in it were not read", path) from None

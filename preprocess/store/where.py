@@ -254,8 +254,9 @@ def _check_commit(c: Condition, history: list[str]) -> None:
     if len(value) >= 4 and any(s.startswith(value) for s in history):
         return
     near = {s[:len(value)] for s in history} if len(value) >= 4 else set()
-    raise NotFoundError(f"{c}: no commit of this version's history is {c.value!r} or starts with it"
-                        f"{did_you_mean(value, near)}", code=ErrorCode.REF_MISSING,
+    why = ("no commit of this version's history is {!r} or starts with it" if len(value) >= 4 else
+           "{!r} is too short to name a commit: give 4 or more characters of its id")
+    raise NotFoundError(f"{c}: {why.format(c.value)}{did_you_mean(value, near)}", code=ErrorCode.REF_MISSING,
                         hint="a snapshot id, or a prefix of 4+ characters of one, as `preprocess log STORE REF` "
                              "lists this version's commits")
 

@@ -151,7 +151,9 @@ def scaled_checks(checks: tuple[float, float], target: float) -> tuple[float, fl
     """The (whole, crops) thresholds that the ``gate`` gauge at ``target`` stands for: the whole view at
     ``target``, the crops' deficit scaled as the whole view's (the spec's own at its own threshold)."""
     tw, tc = checks
-    return target, round(1.0 - (1.0 - tc) * (1.0 - target) / (1.0 - tw), 6)
+    if tw >= 1.0:  # the whole view's deficit is 0: there is no scale to move the crops' by
+        return target, tc
+    return target, max(round(1.0 - (1.0 - tc) * (1.0 - target) / (1.0 - tw), 6), 0.0)
 
 
 @dataclass

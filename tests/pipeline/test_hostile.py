@@ -374,5 +374,6 @@ def test_a_progressive_jpeg_of_hundreds_of_scans_is_refused_before_decoding(rgb:
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, "JPEG", quality=80, progressive=True)
     from preprocess.pipeline.codecs import optimize_jpeg
-    for ok in (buf.getvalue(), optimize_jpeg(buf.getvalue())):  # libjpeg's and mozjpeg's progressive scripts
-        assert probe(ok, max_pixels=MAX).width == rgb.shape[1]
+    trailer = np.random.default_rng(1).bytes(8_000_000)  # a Motion Photo's video: ~120 FF DA byte pairs, no scans
+    for ok in (buf.getvalue(), optimize_jpeg(buf.getvalue()), buf.getvalue() + trailer):
+        assert probe(ok, max_pixels=MAX).width == rgb.shape[1]  # libjpeg's and mozjpeg's progressive scripts

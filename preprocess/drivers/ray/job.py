@@ -43,7 +43,7 @@ from preprocess.pipeline.process import BatchResult, Failed, Processor, plan
 from preprocess.rows.provenance import EngineInfo, RayInfo
 from preprocess.rows.recent import Recent
 from preprocess.rows.schema import CHUNK_ROWS, Values, item_key
-from preprocess.sources.files import SourceFile, read_source, source_path
+from preprocess.sources.files import SourceFile, local_roots, read_source, source_path
 from preprocess.sources.location import Location
 from preprocess.store import DatasetWriter, check_target, open_writer
 from preprocess.store.forks import write_fork
@@ -70,13 +70,15 @@ class RayOptions:
 # -- workers ---------------------------------------------------------------------------------------
 
 
-def read_batch(batch: Batch, *, max_bytes: int) -> pa.Table:
-    """Read and hash a batch of sources (a Ray Data task); an unreadable one carries its error."""
+def read_batch(batch: Batch, *, max_bytes: int, roots: Sequence[str] | None = None,
+               follow_symlinks: bool = False) -> pa.Table:
+    """Read and hash a batch of sources (a Ray Data task); an unreadable one carries its error. ``roots``
+    and ``follow_symlinks``: the symlink rules of a local run (:func:`~preprocess.sources.files.read_source`)."""
     paths, shas, datas, codes, messages = [], [], [], [], []
     for item in batch["path"]:
         loc = str(item)
         try:
-            f = read_source(source_path(loc), max_bytes=max_bytes)
+            f = read_source(source_path(loc), max_bytes=max_bytes, roots=roots, follow_symlinks=follow_symlinks)
             paths.append(f.path)
             shas.append(f.sha256)
             datas.append(f.data)
@@ -340,7 +342,9 @@ class _Driver:
             processed: ray.data.Dataset = ray.data.from_items(
                 [{"path": str(x)} for x in paths], override_num_blocks=max(1, -(-len(paths) // self.batch_size)),
             ).map_batches(
-                _reader, batch_size=self.batch_size, fn_kwargs={"max_bytes": p.spec.limits.max_file_bytes},
+                _reader, batch_size=self.batch_size,
+                fn_kwargs={"max_bytes": p.spec.limits.max_file_bytes, "follow_symlinks": self.opts.follow_symlinks,
+                           "roots": list(local_roots([Location.of_source(s) for s in self.opts.sources]))},
                 num_cpus=ro.read_cpus, batch_format="numpy",
             ).map_batches(
                 ProcessActor, batch_size=self.batch_size, batch_format="numpy",

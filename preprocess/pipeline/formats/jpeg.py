@@ -70,8 +70,33 @@ MAX_SCANS = 100
 
 
 def scans(data: bytes) -> int:
-    """Start-of-scan markers in ``data``: its scans (an upper bound: an embedded thumbnail's count too)."""
-    return data.count(b"\xff\xda")
+    """The first image's scans, exact above :data:`MAX_SCANS` and at most that many below it: every FF DA
+    after the first scan's header bounds them at C speed; only a count over the limit walks the markers to
+    the image's end (a phone's Motion Photo or gain-map trailer holds FF DA byte pairs that are no scans)."""
+    start = header_end(data)
+    if start is None or start < 0:
+        return 0  # the header breaks before a scan: the decoder's to judge
+    bound = data.count(b"\xff\xda", start)
+    return 1 + (bound if bound < MAX_SCANS else _later_scans(data, start))
+
+
+def _later_scans(data: bytes, pos: int) -> int:
+    """SOS markers from ``pos`` (inside the first scan's data) to the image's EOI: entropy-coded data is
+    skipped from one FF byte to the next (FF 00, restart markers and fill are no markers), segments by
+    their length."""
+    n, end = 0, len(data)
+    while (pos := data.find(b"\xff", pos)) >= 0 and pos + 1 < end:
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+        elif marker in (0x00, 0x01) or 0xD0 <= marker <= 0xD7:
+            pos += 2
+        elif marker == 0xD9:  # EOI: what follows is another file's
+            return n
+        else:
+            n += marker == 0xDA
+            pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+    return n
 # Start-of-frame markers of the Huffman-coded 8-bit processes libjpeg-turbo decodes: baseline, extended
 # sequential, progressive.
 _BARE_SOF = (0xC0, 0xC1, 0xC2)
