@@ -7,7 +7,6 @@ JSON with ``--json`` (the same bytes for the same content).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -28,7 +27,6 @@ if TYPE_CHECKING:
     import icechunk as ic
 
     from preprocess.rows.provenance import Provenance
-    from preprocess.store.diff import Diff
     from preprocess.store.history import Commit, Log, ShownCommit
     from preprocess.store.lineage import Lineage
     from preprocess.store.refs import RefInfo
@@ -264,85 +262,18 @@ def diff_cmd(store: Store, ref_a: Annotated[str, typer.Argument(help="From this 
              as_json: AsJson = False) -> None:
     """Item-level difference between two versions (any two refs, diverged branches included):
     added, removed, changed items (which fields), bytes delta, spec and model changes."""
+    from preprocess.cli import diffview
     from preprocess.store import diff
 
     d = _guard(lambda: diff.diff(_repo(store), ref_a, ref_b), "diff" if as_json else "")
     if as_json:
         emit("diff", d.to_dict())
         return
-    out.print(_kv(f"diff {ref_a} -> {ref_b}", _diff_rows(d, ref_a, ref_b)))
+    out.print(_kv(f"diff {ref_a} -> {ref_b}", diffview.summary_rows(d, ref_a, ref_b)))
     if d.pairs:
-        out.print(_pairs_table(d, limit))
-    rows = ([("+", r, "") for r in d.added_alone[:limit]] + [("-", r, "") for r in d.removed_alone[:limit]]
-            + [("~", c.item, ", ".join(c.fields)) for c in d.changed[:limit]])
-    if not rows:
-        return
-    wide = out.width >= WIDE  # as ls: the whole source path on a wide terminal, else its file name
-    t = Table(box=box.SIMPLE_HEAD)
-    t.add_column("", no_wrap=True)
-    t.add_column("source" if wide else "file", overflow="fold", ratio=3,
-                 min_width=min(max(len(_source(r.source_path, wide=False)) for _, r, _ in rows), 32))
-    t.add_column("spec", no_wrap=True)
-    t.add_column("status", no_wrap=True)
-    t.add_column("bytes", justify="right", no_wrap=True)
-    t.add_column("similarity", justify="right", no_wrap=True)
-    t.add_column("fields", overflow="fold", ratio=1)
-    for sign, r, fields in rows:
-        t.add_row(sign, Text(_source(r.source_path, wide=wide)), r.fingerprint[:8], escape(r.status), size(r.bytes),
-                  fmt(r.similarity, ".4f"), escape(fields))
-    out.print(t)
-
-
-def _source(stored: str, *, wide: bool) -> str:
-    """A row's source as ``ls`` prints it: the whole path (wide terminals) or its file name, escaped."""
-    path = names.real(stored)
-    return names.quote(path if wide else os.path.basename(path))
-
-
-def _pairs_table(d: Diff, limit: int) -> Table:
-    """The same sources under the two versions' specs: ``name: jpeg 27.0 KB q41 -> avif 30.4 KB q47``."""
-    both = " ; +: a's row kept too" if any(p.kept for p in d.pairs) else ""
-    t = Table(title=f"{len(d.pairs)} sources stored under another spec (a -> b{both})", title_justify="left",
-              box=box.SIMPLE_HEAD)
-    t.add_column("source", overflow="fold", ratio=2,
-                 min_width=min(max(len(_source(p.source_path, wide=False)) for p in d.pairs[:limit]), 32))
-    t.add_column("a", no_wrap=True)
-    t.add_column("", no_wrap=True)
-    t.add_column("b", no_wrap=True)
-    t.add_column("bytes", justify="right", no_wrap=True)
-    for p in d.pairs[:limit]:
-        delta = p.b.bytes - p.a.bytes
-        t.add_row(Text(_source(p.source_path, wide=False)), escape(p.a.words()), "+" if p.kept else "->",
-                  escape(p.b.words()),
-                  f"{'+' if delta >= 0 else '-'}{size(abs(delta))}")
-    if len(d.pairs) > limit:
-        t.caption = f"{len(d.pairs) - limit} more (--limit, or --json)"
-    return t
-
-
-def _kept(d: Diff) -> str:
-    """How many of the pairs keep their first row too (the source stored under both specs), in words."""
-    kept = sum(p.kept for p in d.pairs)
-    return "" if not kept else f" ({'all' if kept == len(d.pairs) else kept} also kept under the first)"
-
-
-def _diff_rows(d: Diff, ref_a: str, ref_b: str) -> list[tuple[str, str]]:
-    rows = [
-        ("from", f"{ref_a} ({d.a.snapshot}): {d.items_a} items, {size(d.bytes_a)}"),
-        ("to", f"{ref_b} ({d.b.snapshot}): {d.items_b} items, {size(d.bytes_b)}"),
-        ("common base", d.base or "-"),
-        ("items", f"+{len(d.added)} added, -{len(d.removed)} removed, {len(d.changed)} changed, "
-                  f"{d.unchanged} unchanged"),
-        *([("same sources", f"{len(d.pairs)} stored under another spec{_kept(d)}: +{len(d.added_alone)} new "
-                            f"sources, -{len(d.removed_alone)} sources gone")] if d.pairs else []),
-        ("bytes", f"{'+' if d.bytes_delta >= 0 else '-'}{size(abs(d.bytes_delta))} "
-                  f"(+{size(d.bytes_added)} added, -{size(d.bytes_removed)} removed)"),
-        ("failures", f"+{len(d.failures_added)}, -{len(d.failures_removed)}"),
-    ]
-    for specs, sign in ((d.specs_added, "+"), (d.specs_removed, "-")):
-        rows += [("spec", f"{sign} {s.info.pipeline.name or '?'} {s.fingerprint}: {s.info.summary()}") for s in specs]
-    rows += [("model", f"+ {m}") for m in d.models_added] + [("model", f"- {m}") for m in d.models_removed]
-    return rows
+        out.print(diffview.pairs_table(d, limit))
+    if (table := diffview.items_table(d, limit, wide=out.width >= WIDE)) is not None:
+        out.print(table)
 
 
 @app.command("tag")

@@ -10,9 +10,11 @@ Every function here takes a parsed :class:`Location` (a string is parsed once, o
 
 from __future__ import annotations
 
+import atexit
 import errno
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,8 +55,25 @@ def local_path(location: Where | Location) -> Path:
     return Location.of_store(location).local
 
 
+# icechunk's Python binding finishes a read on a tokio thread, which then drops the awaiting task's context
+# holding the GIL; a process that exits in that window has CPython end the thread during finalization, and
+# the drop crashes it (SIGSEGV or abort at exit, after all the output: gdb shows pyo3_async_runtimes'
+# TaskLocalsInner dropped into context_tp_dealloc). 5 of 48 short scripts that open a store, 4 running at
+# once on 2 cores; 0 of 96 with a wait this long before finalization (10 and 50 ms alike).
+EXIT_SETTLE_S = 0.03
+_settling: set[int] = set()  # the process that registered the wait (a forked child registers its own)
+
+
+def settle_at_exit() -> None:
+    """Once per process that opens a store: let icechunk's threads finish before the interpreter finalizes."""
+    if os.getpid() not in _settling:
+        _settling.add(os.getpid())
+        atexit.register(time.sleep, EXIT_SETTLE_S)
+
+
 def open_storage(location: Where | Location) -> ic.Storage:
     """The icechunk storage for ``location`` (the ONE place storage is chosen)."""
+    settle_at_exit()
     loc = Location.of_store(location)
     if loc.object is not None:
         return _s3_storage(loc.object, loc.text)
@@ -95,6 +114,7 @@ def open_repo(location: Where | Location, *, create: bool) -> ic.Repository:
     (icechunk failed to read or write it).
     """
     quiet_icechunk()
+    settle_at_exit()
     loc = Location.of_store(location)
     if loc.object is not None:
         return _open_remote(loc.object, loc.text, create=create)

@@ -63,3 +63,22 @@ def test_opening_a_store_prints_nothing_unless_icechunk_log_is_set(hist: Hist) -
     loud = subprocess.run([sys.executable, "-c", OPEN, str(hist.store)], capture_output=True, text=True,
                           env={**env, "ICECHUNK_LOG": "warn"}, timeout=120, check=True)
     assert "not safe for concurrent commits" in loud.stderr  # the user's filter wins
+
+
+def test_a_process_that_opened_a_store_waits_for_icechunk_before_it_exits(hist: Hist,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """icechunk's binding finishes reads on its own threads; a process that exits at once could crash in
+    finalization (SIGSEGV after all its output: this file's subprocess test and a README example did, under
+    load). Opening a store registers a short wait at exit; the crash itself is too timing-bound to test."""
+    import os
+    import time
+
+    from preprocess.store import storage
+
+    seen: list[object] = []
+    monkeypatch.setattr("preprocess.store.storage.atexit.register", lambda fn, *args: seen.append((fn, args)))
+    monkeypatch.setattr(storage, "_settling", set())
+    storage.open_repo(str(hist.store), create=False)
+    storage.open_repo(str(hist.store), create=False)
+    assert seen == [(time.sleep, (storage.EXIT_SETTLE_S,))]  # once per process
+    assert os.getpid() in storage._settling

@@ -309,9 +309,8 @@ class _Bits:
 
     def colour(self) -> bytes | None:
         """The ColourEncoding after the bit depth, its extra channels and the XYB flag, as an ICC profile;
-        b"" for sRGB. An ICC profile coded later in the stream (want_icc; entropy-coded, not read here):
-        None when the pixels are in it (not XYB: lossless, or a JPEG transcoded), b"" under XYB, where libjxl
-        gives integer samples in sRGB when the original profile is not one it can name."""
+        b"" for sRGB. An ICC profile coded later (want_icc, not read here): None when the pixels are in it (not
+        XYB: lossless, a JPEG transcoded), b"" under XYB (libjxl gives integer samples in sRGB then)."""
         self.u(1)  # modular_16_bit_buffer_sufficient
         for _ in range(self.u32((0, 0), (0, 1), (4, 2), (12, 1))):
             self.skip_extra_channel()
@@ -369,8 +368,7 @@ _JXL_RATIOS = {1: (1, 1), 2: (12, 10), 3: (4, 3), 4: (3, 2), 5: (16, 9), 6: (5, 
 
 
 def jxl(data: bytes) -> Header:
-    complete, jpeg_inside = True, False
-    code, exif = data, b""
+    (complete, jpeg_inside), code, exif = (True, False), data, b""
     if not data.startswith(b"\xff\x0a"):  # the container: the codestream is in jxlc, or starts in the first jxlp
         found = b""
         for kind, s, e in boxes(data):
