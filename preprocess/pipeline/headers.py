@@ -30,7 +30,7 @@ from PIL import (
 
 from preprocess.core import errors
 from preprocess.core.errors import InputError, input_error
-from preprocess.pipeline.formats import colour, containers, jpeg, png, sniff, tiff
+from preprocess.pipeline.formats import colour, containers, png, sniff, tiff
 from preprocess.pipeline.formats.containers import Header, HeaderError
 
 # We enforce our own pixel limit (spec.limits.max_pixels) as an error; Pillow's own guard only
@@ -213,10 +213,6 @@ def _pillow_source(fmt: str, img: ImageFile.ImageFile, data: bytes) -> Opened:
         exif = img.getexif()
     except Exception:  # a damaged EXIF block must not fail a readable image
         exif = Image.Exif()
-    if fmt == sniff.JPEG and img.info.get("progressive") and (n := jpeg.scans(data)) > jpeg.MAX_SCANS:
-        raise input_error(errors.TOO_LARGE, f"a progressive JPEG of {n} scans (encoders write at most a few "
-                          f"dozen; the limit is {jpeg.MAX_SCANS}): each scan is a pass over the whole image, "
-                          "a decompression bomb")
     decoder = {sniff.JPEG: "jpeg", sniff.JPEG2000: "codecs"}.get(fmt, "pillow")
     src = Opened(format=fmt, mode=img.mode, stored=img.size, orientation=exif_fields(exif)[0], decoder=decoder,
                   oriented=False, frames=_frames(img), bits=8, icc=img.info.get("icc_profile") or b"", exif=exif,

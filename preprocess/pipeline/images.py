@@ -98,6 +98,7 @@ def probe(data: bytes, *, max_pixels: int, path: str | None = None) -> SourceInf
                           f"{w}x{h}{coded} = {max(w * h, src.coded_pixels) / 1e6:.1f} MP exceeds the limit of "
                           f"{max_pixels / 1e6:.1f} MP (decompression-bomb guard)", path)
     _check_coded(src, path)
+    _check_scans(src, data, path)
     coded_profile(src, data, path)
     _, when, camera = exif_fields(src.exif)
     found = colour.describe(src.icc)
@@ -113,6 +114,16 @@ def _check_coded(src: Opened, path: str | None) -> None:
     if src.coded is not None and src.coded != src.stored:
         raise input_error(errors.CORRUPT, f"its header says {src.stored[0]}x{src.stored[1]}, its coded image is "
                           f"{src.coded[0]}x{src.coded[1]}", path)
+
+
+def _check_scans(src: Opened, data: bytes, path: str | None) -> None:
+    """A progressive JPEG of more scans than any encoder writes is ``E_TOO_LARGE``, with the pixel limit
+    (each scan is a pass over the whole image: a decompression bomb of few bytes)."""
+    if src.format == sniff.JPEG and src.pil is not None and src.pil.info.get("progressive") and (
+            n := jpeg.scans(data)) > jpeg.MAX_SCANS:
+        raise input_error(errors.TOO_LARGE, f"a progressive JPEG of {n} scans (encoders write at most a few "
+                          f"dozen; the limit is {jpeg.MAX_SCANS}): each scan is a pass over the whole image, "
+                          "a decompression bomb", path)
 
 
 def header_size(data: bytes, path: str | None = None) -> tuple[int, int]:

@@ -65,7 +65,8 @@ _settling: set[int] = set()  # the process that registered the wait (a forked ch
 
 
 def settle_at_exit() -> None:
-    """Once per process that opens a store: let icechunk's threads finish before the interpreter finalizes."""
+    """Once per process that opens a store (:func:`open_repo`): let icechunk's threads finish before the
+    interpreter finalizes."""
     if os.getpid() not in _settling:
         _settling.add(os.getpid())
         atexit.register(time.sleep, EXIT_SETTLE_S)
@@ -73,7 +74,6 @@ def settle_at_exit() -> None:
 
 def open_storage(location: Where | Location) -> ic.Storage:
     """The icechunk storage for ``location`` (the ONE place storage is chosen)."""
-    settle_at_exit()
     loc = Location.of_store(location)
     if loc.object is not None:
         return _s3_storage(loc.object, loc.text)
