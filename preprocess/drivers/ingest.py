@@ -141,6 +141,10 @@ class Tally:
         self.admitted: dict[str, str] = {}  # item key -> the path of the source admitted with it
         self.duplicates: dict[str, str] = {}  # a skipped second copy's path -> the path admitted with its content
 
+    def duplicate_pairs(self) -> list[tuple[str, str]]:
+        """(a second copy's path, the path its content was admitted with), as stored."""
+        return [(names.storable(path), names.storable(first)) for path, first in self.duplicates.items()]
+
     def add(self, result: BatchResult, failures: Sequence[FailureRow]) -> Stored:
         """Count a batch's rows; ``failures``: those of its failures that were added (the others were
         recorded before), so that the counts say what the commit holds."""
@@ -316,8 +320,7 @@ class Ingest:
             inputs=Inputs(roots=input_roots(self.job.roots), count=len(self._listed),
                           list_sha256=list_digest(self._listed), branch=self.writer.branch,
                           parent_snapshot=self.writer.base_snapshot,
-                          duplicates={names.storable(path): names.storable(first)
-                                      for path, first in t.duplicates.items()} or None),
+                          duplicates=dict(t.duplicate_pairs()) or None),
             counts=t.counts.model_copy(), bytes=ByteCounts.of(t.bytes_in, t.bytes_out), quality=t.quality(),
             timings=t.timings.rounded(), started_at=self._since.started_at, finished_at=now_iso(),
             watch=watch, ray=ray)
@@ -336,8 +339,7 @@ class Ingest:
             timings=t.timings.rounded(),
             failures=[{"path": names.storable(f.source_path), "code": f.code, "message": names.text(f.message)}
                       for f in t.failures],
-            duplicates=[{"path": names.storable(path), "same_as": names.storable(first)}
-                        for path, first in t.duplicates.items()])
+            duplicates=[{"path": path, "same_as": first} for path, first in t.duplicate_pairs()])
 
     def close(self) -> None:
         """Close the writer: what was not committed is discarded."""
