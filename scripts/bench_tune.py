@@ -33,15 +33,25 @@ ROOT = Path(__file__).resolve().parents[1]
 PREPROCESS = ROOT / ".venv" / "bin" / "preprocess"
 
 
-def make_sample(dest: Path) -> list[Path]:
+BENCH_PHOTOS = "photos/camera (12), photos/skimage (6), photos/opencv/messi5.jpg"
+
+
+def make_sample(dest: Path, folder: Path | None = None) -> list[Path]:
+    """The bench's 19 photos (tuning data), or every file of ``folder`` (e.g. photos/held-out)."""
     photos = ROOT / "photos"
-    chosen = sorted((photos / "camera").glob("*.jpg")) + sorted((photos / "skimage").iterdir()) + [
-        photos / "opencv" / "messi5.jpg"]
+    chosen = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")) if folder else (
+        sorted((photos / "camera").glob("*.jpg")) + sorted((photos / "skimage").iterdir())
+        + [photos / "opencv" / "messi5.jpg"])
     dest.mkdir(parents=True)
     for p in chosen:
         shutil.copy(p, dest / p.name)
-    assert len(chosen) == 19, f"expected 19 photos, found {len(chosen)}: run scripts/fetch-photos"
+    assert folder is not None or len(chosen) == 19, f"expected 19 photos, found {len(chosen)}: run scripts/fetch-photos"
     return chosen
+
+
+def stored_bytes(proc: subprocess.CompletedProcess[str]) -> int:
+    """The bytes a ``run --json`` stored."""
+    return int(json.loads(proc.stdout)["bytes_out"])
 
 
 def timed(cmd: list[str]) -> tuple[float, subprocess.CompletedProcess[str]]:
@@ -67,20 +77,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--no-every", action="store_true", help="skip the --every-quality contender")
+    ap.add_argument("--sample", type=Path, help="measure on this folder's photos instead of the bench's 19")
     args = ap.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bench-tune-"))
     sample = work / "sample"
-    photos = make_sample(sample)
+    photos = make_sample(sample, args.sample)
     times: dict[str, list[float]] = {"run": [], "tune": [], "tune-from": [], "tune-every": []}
     facts: dict[str, Any] = {}
     try:
         for r in range(args.rounds):
-            t, _ = timed([str(PREPROCESS), "run", str(sample), "--store", str(work / f"s{r}.icechunk")])
+            t, ran = timed([str(PREPROCESS), "run", str(sample), "--store", str(work / f"s{r}.icechunk"), "--json"])
             times["run"].append(t)
             report = work / f"report{r}"
             t, proc = timed([str(PREPROCESS), "tune", str(sample), "--report", str(report)])
             times["tune"].append(t)
             facts["tune"] = _tune_facts(report, proc)
+            if r == 0:  # what tune expects against what `run` stores, with the default and with its spec
+                _, rec = timed([str(PREPROCESS), "run", str(sample), "--store", str(work / "rec.icechunk"), "--json",
+                                "--spec", str(report / "recommended.toml")])
+                expected = int(facts["tune"]["decision"]["total_bytes"])
+                facts["bytes"] = {"tune_expects": expected, "run_default_spec": stored_bytes(ran),
+                                  "run_recommended_spec": stored_bytes(rec),
+                                  "recommended_vs_expected": round(stored_bytes(rec) / expected, 4)}
             t, _ = timed([str(PREPROCESS), "tune", "--from", str(report), "--target", "0.985"])
             times["tune-from"].append(t)
             if r == 0 and not args.no_every:
@@ -94,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         shutil.rmtree(work, ignore_errors=True)
     med = {k: round(statistics.median(v), 2) for k, v in times.items() if v}
     return {"photos": {"count": len(photos), "bytes": sum(p.stat().st_size for p in photos),
-                       "source": "photos/camera (12), photos/skimage (6), photos/opencv/messi5.jpg"},
+                       "source": str(args.sample) if args.sample else BENCH_PHOTOS},
             "rounds": args.rounds, "seconds": med, "seconds_every_round": times,
             "tune_vs_run": round(med["tune"] / med["run"], 2), **facts}
 
