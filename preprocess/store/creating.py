@@ -18,6 +18,10 @@ and an empty folder is none.
    did not finish: the next command resumes it (:func:`unfinished` tells the location check so).
 
 A failed create (a full disk) removes only what it made itself, under the lock: never another's store.
+What it cannot remove is a write still on its way: icechunk writes the first snapshot and its transaction
+log together and, when one fails, gives up on the other, whose write (a blocking thread nobody waits for)
+runs on and may make its folder again after the cleanup. Such strays (:func:`_strays`) are recognised by
+the one object they can hold and cleared by the next create, so they never make the folder "foreign".
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ WAIT = 60.0  # seconds a second creator waits for the first
 
 # What a folder holds while icechunk creates a repository in it (its ``repo`` object is written last).
 _BEING_MADE = frozenset({CREATING_FILE, "snapshots", "transactions", "repo"})
+# icechunk's first snapshot id: the one object a create writes in ``snapshots`` and in ``transactions``.
+FIRST_SNAPSHOT = "1CECHNKREP0F1RSTCMT0"
 
 
 def unfinished(path: Path) -> bool:
@@ -48,8 +54,23 @@ def unfinished(path: Path) -> bool:
         entries = set(os.listdir(path))
     except OSError:
         return False
-    entries = {_staged(e) for e in entries}
-    return entries <= _BEING_MADE and bool(entries & {CREATING_FILE, "repo"})  # a marker, or one just finished
+    staged = {_staged(e) for e in entries}
+    if staged <= _BEING_MADE and bool(staged & {CREATING_FILE, "repo"}):  # a marker, or one just finished
+        return True
+    return bool(entries) and _strays(path)
+
+
+def _strays(path: Path) -> bool:
+    """Whether ``path`` holds nothing (its marker aside) but what a failed create's last write can leave:
+    ``snapshots`` and ``transactions`` folders holding at most the first snapshot's object (or its staged
+    ``#N`` file). A user's folder never looks like that; anything else there is never removed."""
+    try:
+        entries = set(os.listdir(path)) - {CREATING_FILE}
+        if not entries <= {"snapshots", "transactions"}:
+            return False
+        return all({_staged(f) for f in os.listdir(path / e)} <= {FIRST_SNAPSHOT} for e in entries)
+    except OSError:  # a file where a folder was expected, or unreadable: not ours
+        return False
 
 
 def _staged(name: str) -> str:
@@ -82,12 +103,12 @@ def _create_locked[R](path: Path, made_dir: bool, killed: bool, *, make: Callabl
                       opened: Callable[[], R | None]) -> R:
     found = opened()
     if found is None:
-        if not killed and set(os.listdir(path)) != {CREATING_FILE}:  # not ours to remove: touch nothing
+        if not killed and not _strays(path):  # not ours to remove: touch nothing
             os.rmdir(path / CREATING_FILE)
             raise ConfigError(f"{path} is a non-empty directory, not a dataset (no icechunk repository)",
                               code=ErrorCode.STORE_FOREIGN,
                               hint="choose a new or empty directory for the dataset (nothing there was changed)")
-        _clear(path)  # a killed create's leftovers
+        _clear(path)  # a killed create's leftovers, or a failed one's strays
         try:
             found = make()
         except BaseException:

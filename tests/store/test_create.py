@@ -14,7 +14,7 @@ import pytest
 
 from preprocess.core.errors import ConfigError
 from preprocess.store import open_repo, storage
-from preprocess.store.creating import CREATING_FILE
+from preprocess.store.creating import CREATING_FILE, FIRST_SNAPSHOT
 from tests.paths import ROOT
 
 # A creator that says when its imports are done, waits for a byte on stdin, then creates the store.
@@ -152,3 +152,34 @@ def test_a_create_killed_while_writing_its_repo_object_is_resumed(tmp_path: Path
     repo = open_repo(str(store), create=True)
     assert [s.id for s in repo.ancestry(branch="main")] and not (store / CREATING_FILE).exists()
     assert sorted(p.name for p in store.iterdir()) == ["repo", "snapshots", "transactions"]
+
+
+@pytest.mark.parametrize("marker", [False, True])
+def test_a_failed_creates_stray_write_is_cleared_by_the_next_create(tmp_path: Path, marker: bool) -> None:
+    """icechunk writes the first snapshot and its transaction log together and abandons the second when the
+    first fails (a full disk); the abandoned write runs on and made ``transactions`` again after the failed
+    create's cleanup. The next create (CI, a full-disk test) refused the folder as foreign. The folder is
+    made here as that write leaves it: with a killed creator's marker beside it, or without one."""
+    made = tmp_path / "made.icechunk"
+    open_repo(str(made), create=True)
+    store = tmp_path / "s.icechunk"
+    (store / "transactions").mkdir(parents=True)
+    (store / "snapshots").mkdir()
+    (store / "transactions" / f"{FIRST_SNAPSHOT}#3").write_bytes((made / "transactions" / FIRST_SNAPSHOT).read_bytes())
+    if marker:
+        (store / CREATING_FILE).mkdir()
+    assert storage.check_location(str(store)) is False  # creatable, not foreign
+    repo = open_repo(str(store), create=True)
+    assert [s.id for s in repo.ancestry(branch="main")] and not (store / CREATING_FILE).exists()
+    assert sorted(p.name for p in store.iterdir()) == ["repo", "snapshots", "transactions"]
+
+
+def test_a_folder_named_like_a_stray_but_holding_more_is_refused(tmp_path: Path) -> None:
+    store = tmp_path / "s.icechunk"
+    (store / "transactions").mkdir(parents=True)
+    (store / "transactions" / FIRST_SNAPSHOT).write_bytes(b"x")
+    (store / "transactions" / "notes.txt").write_text("someone's own")
+    with pytest.raises(ConfigError) as refused:
+        open_repo(str(store), create=True)
+    assert refused.value.code == "STORE_FOREIGN"
+    assert sorted(p.name for p in (store / "transactions").iterdir()) == [FIRST_SNAPSHOT, "notes.txt"]

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from preprocess.core.errors import StorageError
-from preprocess.store import DatasetWriter, open_dataset, open_repo, probe_writable
+from preprocess.store import DatasetWriter, creating, open_dataset, open_repo, probe_writable
 from preprocess.store.storage import storage_error, storage_errors
 from tests.smallfs import fill, small_tmpfs
 from tests.store.test_store import make_item
@@ -73,7 +73,10 @@ def test_creating_a_store_on_a_full_disk_leaves_nothing_behind(tmp_path: Path) -
         with pytest.raises(StorageError) as e:
             open_repo(str(location), create=True)
         assert e.value.code == "STORE_FULL"
-        assert not location.exists()  # not a half-made repository that would later read as "foreign"
+        # not a half-made repository that would later read as "foreign"; icechunk's abandoned write of the
+        # first transaction log can make its folder again after the cleanup (CI saw it once): such strays
+        # are recognised and cleared by the next create (tests/store/test_create.py)
+        assert not location.exists() or creating.unfinished(location)
         filler.unlink()
         open_repo(str(location), create=True)
         assert open_repo(str(location), create=False).list_branches() == {"main"}
