@@ -27,6 +27,7 @@ from preprocess.core.errors import ConfigError
 from preprocess.core.jsonable import Json, JsonObject
 from preprocess.pipeline.codecs import Variant
 from preprocess.pipeline.devices import DeviceName, EngineName
+from preprocess.pipeline.gate.measure import DEFICIT_FLOOR, carried
 from preprocess.pipeline.spec import Encode, Resize, Spec, parse_spec
 from preprocess.rows.formats import FORMATS
 
@@ -138,12 +139,11 @@ def gate_values(whole: Floats, crops: Floats, checks: tuple[float, float]) -> Fl
     tw, tc = checks
 
     def deficit(s: npt.NDArray[np.float64] | float) -> npt.NDArray[np.float64]:
-        return np.log10(np.maximum(1.0 - np.asarray(s, dtype=np.float64), 1e-6))
+        return np.log10(np.maximum(1.0 - np.asarray(s, dtype=np.float64), DEFICIT_FLOOR))
 
     w, c = whole.astype(np.float64), crops.astype(np.float64)
     margin = np.minimum(deficit(tw) - deficit(w), deficit(tc) - deficit(c))
-    margin = np.where((w >= tw) & (c >= tc), np.maximum(margin, 0.0), np.where(margin >= 0, -1e-9, margin))
-    out: Floats = (1.0 - (1.0 - tw) * 10.0 ** (-margin)).astype(np.float32)
+    out: Floats = carried(margin, (w >= tw) & (c >= tc), tw).astype(np.float32)
     return out
 
 

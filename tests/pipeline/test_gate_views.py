@@ -39,8 +39,11 @@ sims = st.floats(0.5, 1.0)
 views: list[ViewName] = ["whole", "crops", "tiles"]
 
 
-@given(st.lists(st.tuples(st.sampled_from(views), sims, st.floats(0.9, 0.999)), min_size=1, max_size=3,
-                unique_by=lambda c: c[0]), st.integers(1, 3), st.floats(0.9, 0.999))
+thresholds_ = st.one_of(st.floats(0.9, 0.999), st.just(1.0))  # 1.0: "identical" (it once passed everything)
+
+
+@given(st.lists(st.tuples(st.sampled_from(views), sims, thresholds_), min_size=1, max_size=3,
+                unique_by=lambda c: c[0]), st.integers(1, 3), thresholds_)
 def test_the_gate_score_passes_exactly_when_every_check_does(checks: list[tuple[ViewName, float, float]],
                                                               models: int, scale: float) -> None:
     thresholds = {v: t for v, _, t in checks}
@@ -52,6 +55,14 @@ def test_the_gate_score_passes_exactly_when_every_check_does(checks: list[tuple[
 @given(sims, st.floats(0.9, 0.999))
 def test_one_check_scores_its_own_similarity(s: float, t: float) -> None:
     assert gate_score({"m": {"whole": s}}, {"whole": t}, t) == s
+
+
+def test_a_threshold_of_one_still_fails_the_other_checks() -> None:
+    """whole >= 1.0 (identical pixels) beside crops: the carry to a threshold with no deficit gave 1.0 to
+    every candidate, so a spec asking for identical pixels stored the worst quality as a pass."""
+    assert gate_score({"m": {"whole": 1.0, "crops": 0.5}}, {"whole": 1.0, "crops": 0.975}, 1.0) < 1.0
+    assert gate_score({"m": {"whole": 0.9999, "crops": 0.99}}, {"whole": 1.0, "crops": 0.975}, 1.0) < 1.0
+    assert gate_score({"m": {"whole": 1.0, "crops": 0.99}}, {"whole": 1.0, "crops": 0.975}, 1.0) == 1.0
 
 
 def test_the_worst_check_decides_the_score() -> None:

@@ -109,7 +109,20 @@ def view_columns(checks: Checks, worst_crop: Box | None) -> ViewColumns:
 
 
 def _log_deficit(s: float) -> float:
-    return math.log10(max(1.0 - s, 1e-6))
+    return math.log10(max(1.0 - s, DEFICIT_FLOOR))
+
+
+DEFICIT_FLOOR = 1e-6  # the smallest deficit 1 - similarity told apart (float32 cosines near 1)
+
+
+def carried[F: (float, NDArray[np.float64])](margin: F, passed: bool | NDArray[np.bool_], scale: float) -> F:
+    """A margin (in decades of the deficit below a check's threshold, >= 0 for a pass) carried to the scale
+    of threshold ``scale``: >= ``scale`` exactly when ``passed``. Also array-wise (tune's gauges). A
+    threshold of 1 has no deficit to scale by: its floor stands in, so a failure still scores below it."""
+    m = np.where(passed, np.maximum(margin, 0.0), np.minimum(margin, -1e-9))  # a pass at the log's floor stays one
+    score = 1.0 - max(1.0 - scale, DEFICIT_FLOOR) * 10.0 ** (-m)
+    out = np.where(passed, np.maximum(score, scale), score)
+    return float(out) if np.ndim(out) == 0 else out  # type: ignore[return-value]
 
 
 def gate_score(checks: Checks, thresholds: dict[ViewName, float], scale: float) -> float:
@@ -121,11 +134,7 @@ def gate_score(checks: Checks, thresholds: dict[ViewName, float], scale: float) 
     if len(pairs) == 1 and pairs[0][1] == scale:
         return pairs[0][0]
     margin = min(_log_deficit(t) - _log_deficit(s) for s, t in pairs)
-    if all(s >= t for s, t in pairs):
-        margin = max(margin, 0.0)  # a pass at the log's floor stays a pass
-    elif margin >= 0:
-        margin = -1e-9
-    return 1.0 - (1.0 - scale) * 10 ** (-margin)
+    return carried(margin, all(s >= t for s, t in pairs), scale)
 
 
 class RegionView:
