@@ -226,7 +226,7 @@ def _print_lineage(found: Lineage) -> None:
     ref = found.ref
     if found.same_as:
         err.print(Text(f"note: {names.quote(found.query)} had the same content as {names.shown(found.same_as)} in "
-                       "the job that stored it: stored under that name"), highlight=False, soft_wrap=True)
+                       "the job that recorded it: recorded under that name"), highlight=False, soft_wrap=True)
     for item in found.items:
         s, st, c, p = item.row, item.row, item.made_by.commit, item.made_by.provenance
         sim = st["similarity"]

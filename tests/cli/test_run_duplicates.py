@@ -37,3 +37,16 @@ def test_a_second_copy_in_one_job_is_a_duplicate_not_already_stored(tmp_path: Pa
     assert doc["same_as"] == str(first) and doc["items"][0]["source"]["source_path"] == str(first)
     missing = CliRunner().invoke(app, ["show", str(tmp_path / "a.icechunk"), "--item", "no-such.jpg"])
     assert missing.exit_code == 2 and "ITEM_MISSING" in missing.output
+
+
+def test_a_second_copy_of_a_file_that_failed_says_it_failed(tmp_path: Path, photo_sets: list[Path],
+                                                             tiny_specs: list[Path]) -> None:
+    """The duplicate line said "stored under that name" when the first copy had failed (nothing stored)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a-cut.jpg").write_bytes(sorted(photo_sets[2].iterdir())[0].read_bytes()[:200])  # truncated
+    shutil.copy(folder / "a-cut.jpg", folder / "b-copy.jpg")
+    r = CliRunner().invoke(app, ["run", str(folder), "--spec", str(tiny_specs[0]), "--engine", "pillow", "--store",
+                                 str(tmp_path / "s.icechunk")], env={"COLUMNS": "250"})
+    assert "1 duplicate of another file in this job, 1 failed" in r.stdout, r.stdout
+    assert f"b-copy.jpg: the same content as {folder / 'a-cut.jpg'}, failed under that name" in r.stdout, r.stdout
