@@ -179,34 +179,41 @@ class Detector:
         (their delete events may have been lost)."""
         offered = 0
         present: set[str] = set()
-        for dirpath, dirnames, filenames in os.walk(top, onerror=self._unlisted):
+        unlisted: list[str] = []
+        for dirpath, dirnames, filenames in os.walk(top, onerror=lambda e: unlisted.append(str(e.filename))):
             if self._stop.is_set():
                 return offered
             dirnames[:] = [d for d in dirnames if not d.startswith(".")
                            and not self._excluded(os.path.join(dirpath, d))]
-            for name in filenames:
-                path = os.path.join(dirpath, name)
-                if not self.wanted(path):
-                    continue
-                present.add(path)
-                st = Stat.of(path)
-                if st is None or self.queue.is_handled(path, st):
-                    continue
-                if not self.queue.offer(path):
-                    return offered  # full: the daemon asks for a rescan once there is room
-                offered += 1
+            for path in (os.path.join(dirpath, name) for name in filenames):
+                if self.wanted(path):
+                    if (took := self._offer(path, present)) is None:
+                        return offered  # full: the daemon asks for a rescan once there is room
+                    offered += took
+        for folder in unlisted:  # taken like a file: the read records it as an E_UNREADABLE row, as in `run`
+            self._unlisted(folder)
+            if (took := self._offer(folder, present)) is None:
+                return offered
+            offered += took
         if top == self.folder:
             self.queue.prune_handled(present)
         return offered
 
-    def _unlisted(self, exc: OSError) -> None:
+    def _offer(self, path: str, present: set[str]) -> int | None:
+        """Offer ``path`` unless this version was handled: 1 offered, 0 not, None when the queue is full."""
+        present.add(path)
+        st = Stat.of(path)
+        if st is None or self.queue.is_handled(path, st):
+            return 0
+        return 1 if self.queue.offer(path) else None
+
+    def _unlisted(self, where: str) -> None:
         """A folder the scan cannot list (no permission, a path over the system's limit): said once, not
-        silently skipped (its images cannot be offered; ``run`` records it as an E_UNREADABLE row)."""
-        where = str(exc.filename)
+        silently skipped; it is offered as a file, so its failure row is recorded as ``run`` records it."""
         if where not in self._said:
             self._said.add(where)
-            log.warning("cannot list the folder %s (%s): the images in it are not ingested",
-                        names.quote(where), exc.strerror or exc)
+            log.warning("cannot list the folder %s: the images in it are not ingested (recorded as E_UNREADABLE)",
+                        names.quote(where))
 
     def _excluded(self, path: str) -> bool:
         return any(path == e or path.startswith(e + os.sep) for e in self.exclude)

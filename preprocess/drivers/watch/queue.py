@@ -32,7 +32,9 @@ class Stat:
     def of(cls, path: str) -> Stat | None:
         """The file's (size, mtime); for what is not a regular file, even through a link (a FIFO, a socket,
         a device, a broken link), the entry's own: it is taken like a file and the read refuses it, as in
-        ``run`` (a failure row, never a read that blocks). None when it is gone or a folder."""
+        ``run`` (a failure row, never a read that blocks). So are a folder that cannot be listed and a path
+        that cannot be looked at (over the system's limit): the read records them as ``E_UNREADABLE``.
+        None when it is gone or a folder."""
         try:
             st = os.stat(path)
         except OSError:
@@ -41,11 +43,26 @@ class Stat:
             return cls(st.st_size, st.st_mtime_ns)
         try:
             own = os.lstat(path)
-        except OSError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
-        if stat_mod.S_ISDIR(own.st_mode) or (st is not None and stat_mod.S_ISDIR(st.st_mode)):
+        except OSError:  # there, but not to be looked at (ENAMETOOLONG, EACCES): the read says why
+            return UNSEEN
+        if stat_mod.S_ISDIR(own.st_mode):
+            return None if _listable(path) else cls(own.st_size, own.st_mtime_ns)
+        if st is not None and stat_mod.S_ISDIR(st.st_mode):
             return None
         return cls(own.st_size, own.st_mtime_ns)
+
+
+UNSEEN = Stat(-1, -1)  # the stat of a path that cannot be looked at
+
+
+def _listable(folder: str) -> bool:
+    try:
+        os.scandir(folder).close()
+    except OSError:
+        return False
+    return True
 
 
 @dataclass

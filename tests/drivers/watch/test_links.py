@@ -117,3 +117,25 @@ def test_the_daemon_records_what_run_records_for_what_is_not_a_file(tmp_path: Pa
     for state in (by_run, by_watch):
         assert {Path(p).name: code for code, p in state.failures} == expected
         assert len(state.items) == 1
+
+
+def test_the_daemon_records_a_folder_it_cannot_list(tmp_path: Path, small_photos: list[Path]) -> None:
+    """A folder the watch could not list (a path over the system's limit here; no permission elsewhere) was
+    only said in the log, once: nothing in the dataset said its images were never ingested. It is now an
+    E_UNREADABLE row, as in `run`."""
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    (incoming / "photo.jpg").write_bytes(small_photos[2].read_bytes())
+    fd = os.open(incoming, os.O_RDONLY)
+    try:
+        for i in range(20):  # each level's name is short; the whole path is over PATH_MAX (4096)
+            os.mkdir(f"d{i:02d}" + "x" * 240, dir_fd=fd)
+            fd, old = os.open(f"d{i:02d}" + "x" * 240, os.O_RDONLY, dir_fd=fd), fd
+            os.close(old)
+    finally:
+        os.close(fd)
+    _watch(incoming, tmp_path / "watch.icechunk", False, until=2)
+    state = read_store(tmp_path / "watch.icechunk")
+    assert state is not None and len(state.items) == 1
+    ((code, path),) = state.failures
+    assert code == "E_UNREADABLE" and len(path) > 4096 and Path(path).name.startswith("d")

@@ -204,9 +204,15 @@ def test_a_folder_the_scan_cannot_list_is_said_once(tmp_path: Path, caplog: pyte
             os.close(old)
     finally:
         os.close(fd)
-    det = Detector(str(tmp_path), FileQueue(10, quiet=0.0), Scanning(poll=True, rescan_interval=60.0))
+    q = FileQueue(10, quiet=0.0)
+    det = Detector(str(tmp_path), q, Scanning(poll=True, rescan_interval=60.0))
     with caplog.at_level(logging.WARNING, logger="preprocess.drivers.watch"):
-        assert det.scan(str(tmp_path)) == 1
-        det.scan(str(tmp_path))
+        assert det.scan(str(tmp_path)) == 2  # a.jpg, and the folder: taken like a file, its read fails
+        q.settle()
+        q.settle()
+        taken = q.take(10)
+        assert det.scan(str(tmp_path)) == 0  # handled: not offered again
     said = [r.getMessage() for r in caplog.records if "cannot list the folder" in r.getMessage()]
     assert len(said) == 1 and "not ingested" in said[0]
+    (deep,) = (r for r in taken if not r.path.endswith("a.jpg"))
+    assert len(deep.path) > 4096 and deep.stat == Stat.of(deep.path)
