@@ -30,7 +30,7 @@ from PIL import (
 
 from preprocess.core import errors
 from preprocess.core.errors import InputError, input_error
-from preprocess.pipeline.formats import colour, containers, png, sniff, tiff
+from preprocess.pipeline.formats import bounds, colour, containers, png, sniff, tiff
 from preprocess.pipeline.formats.containers import Header, HeaderError
 
 # We enforce our own pixel limit (spec.limits.max_pixels) as an error; Pillow's own guard only
@@ -126,6 +126,7 @@ def open_source(data: bytes, path: str | None) -> Opened:
     if fmt == sniff.HEIF:
         raise input_error(errors.UNSUPPORTED, "HEIF/HEIC image: no HEVC decoder is available here", path)
     try:
+        bounds.check(fmt, data)  # before any parser walks a million pieces
         if fmt in _PILLOW:
             return _open_pillow(fmt, data)
         return _from_header(containers.parse(fmt, data))
