@@ -30,7 +30,7 @@ from PIL import (
 
 from preprocess.core import errors
 from preprocess.core.errors import InputError, input_error
-from preprocess.pipeline.formats import bounds, colour, containers, png, sniff, tiff
+from preprocess.pipeline.formats import bounds, colour, containers, jpeg, png, sniff, tiff
 from preprocess.pipeline.formats.containers import Header, HeaderError
 
 # We enforce our own pixel limit (spec.limits.max_pixels) as an error; Pillow's own guard only
@@ -204,6 +204,8 @@ def _open_pillow(fmt: str, data: bytes) -> Opened:
     except Exception as exc:  # Pillow raises many types for broken headers
         if fmt == sniff.TIFF and "unknown pixel mode" in str(exc):
             return _from_header(tiff.header(data))  # float, 32-bit or signed RGB: no Pillow mode; libtiff
+        if fmt == sniff.JPEG and (layout := jpeg.unsupported(data)):
+            raise input_error(errors.UNSUPPORTED, f"a valid JPEG this build cannot decode: {layout}") from None
         raise containers.header_error(fmt, data, exc) from None
 
 

@@ -377,3 +377,20 @@ def test_a_progressive_jpeg_of_hundreds_of_scans_is_refused_before_decoding(rgb:
     trailer = np.random.default_rng(1).bytes(8_000_000)  # a Motion Photo's video: ~120 FF DA byte pairs, no scans
     for ok in (buf.getvalue(), optimize_jpeg(buf.getvalue()), buf.getvalue() + trailer):
         assert probe(ok, max_pixels=MAX).width == rgb.shape[1]  # libjpeg's and mozjpeg's progressive scripts
+
+
+def test_valid_jpegs_libjpeg_cannot_decode_are_unsupported_not_corrupt(rgb: np.ndarray) -> None:
+    """A JPEG-LS file and a JPEG whose height is given by a DNL marker (both valid, neither decoded by
+    libjpeg-turbo) were E_CORRUPT, "no image mode, or a zero width or height" (hostile input, round 5)."""
+    jpeg_ls = bytes(imagecodecs.jpegls_encode(rgb))
+    assert jpeg_ls.startswith(b"\xff\xd8") and b"\xff\xf7" in jpeg_ls
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=90)
+    data = bytearray(buf.getvalue())
+    sof = data.index(b"\xff\xc0")
+    struct.pack_into(">H", data, sof + 5, 0)  # height 0 in the frame header: given after the first scan
+    dnl = bytes(data[:-2]) + b"\xff\xdc\x00\x04" + struct.pack(">H", rgb.shape[0]) + b"\xff\xd9"
+    for valid, what in ((jpeg_ls, "JPEG-LS"), (dnl, "DNL")):
+        error = refused(valid)
+        assert error.code == "E_UNSUPPORTED" and what in error.message, error.message
+    assert refused(bytes(data)).code == "E_CORRUPT"  # height 0 and no DNL: damage

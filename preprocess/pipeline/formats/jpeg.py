@@ -136,6 +136,21 @@ def frame_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+def unsupported(data: bytes) -> str | None:
+    """What makes a valid JPEG one libjpeg-turbo cannot decode (JPEG-LS; a height given by a DNL marker after
+    the first scan), said where Pillow's parser gave up on its header; None otherwise."""
+    for marker, i in _markers(data):
+        if marker in (0xF7, 0xF8):  # SOF55, LSE
+            return "JPEG-LS (ISO 14495), which no decoder here takes"
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            if data[i + 5:i + 7] == b"\x00\x00" and b"\xff\xdc" in data:
+                return "its height is given by a DNL marker after its first scan, which libjpeg does not take"
+            return None
+        if marker < 0 or marker == 0xDA:
+            return None
+    return None
+
+
 def _frame_size(data: bytes, i: int) -> tuple[int, int] | None:
     """(width, height) of the SOF segment at ``i`` when it is 8-bit with 1 or 3 components and a size
     libjpeg-turbo decodes."""
