@@ -43,6 +43,17 @@ def _gif_header_end(gif: bytes) -> int:
     return 13 + (3 << ((gif[10] & 7) + 1) if gif[10] & 0x80 else 0)
 
 
+def _one_byte_sub_blocks(gif: bytes) -> bytes:
+    pos = _gif_header_end(gif)
+    assert gif[pos] == 0x2C and not gif[pos + 9] & 0x80  # the image descriptor, no local palette
+    start = end = pos + 11  # after the descriptor and the LZW code size
+    data = bytearray()
+    while gif[end]:
+        data += gif[end + 1:end + 1 + gif[end]]
+        end += 1 + gif[end]
+    return gif[:start] + b"".join(b"\x01" + data[i:i + 1] for i in range(len(data))) + gif[end:]
+
+
 def _riff(chunks: bytes) -> bytes:
     return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WEBP" + chunks
 
@@ -53,6 +64,10 @@ BOMBS: dict[str, Callable[[np.ndarray], bytes]] = {
     # 20 MB: 4 million one-byte comments (Pillow joins them quadratically: over a minute, then more)
     "gif_comments": lambda a: ((g := _saved(a, "GIF"))[:_gif_header_end(g)] + b"\x21\xfe\x01A\x00" * 4_000_000
                                + g[_gif_header_end(g):]),
+    # 11 MB: a 2000x2000 GIF's image data in one-byte sub-blocks (1.5 s, 35 s at 256 MB: Pillow walks them to
+    # tell whether a second frame follows)
+    "gif_sub_blocks": lambda a: _one_byte_sub_blocks(_saved(np.random.default_rng(0).integers(0, 255, (2000, 2000, 3),
+                                                                                              np.uint8), "GIF")),
     # 20 MB of fill bytes before the first segment (8 s to probe, 11 more to decode)
     "jpeg_fill": lambda a: (j := _saved(a, "JPEG"))[:2] + b"\xff" * 20_000_000 + j[2:],
     # 28 MB: 7 million empty APP5 segments (20 s to probe, 21 more to decode)

@@ -140,7 +140,7 @@ _COUNTERS = {sniff.JPEG: _jpeg, sniff.PNG: _png, sniff.GIF: _gif, sniff.WEBP: _r
              sniff.JPEG2000: _boxes, sniff.JXL: _boxes, sniff.PPM: _ppm}
 _LIMITS = {sniff.JPEG: (MAX_HEADER_PIECES, "segments and fill bytes before its first scan"),
            sniff.PNG: (MAX_CHUNKS, "chunks"),
-           sniff.GIF: (MAX_HEADER_PIECES, "extension blocks before its first frames"),
+           sniff.GIF: (MAX_HEADER_PIECES, "extension blocks and short sub-blocks before its second frame"),
            sniff.WEBP: (MAX_CHUNKS, "chunks"), sniff.AVIF: (MAX_CHUNKS, "boxes"),
            sniff.JPEG2000: (MAX_CHUNKS, "boxes"), sniff.JXL: (MAX_CHUNKS, "boxes"),
            sniff.PPM: (MAX_PPM_HEADER, "bytes of header")}
