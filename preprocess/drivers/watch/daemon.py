@@ -427,11 +427,11 @@ class WatchDaemon:
             "duplicate": s.skipped, "seconds": round(seconds, 4)}})
         work.window = Window()
         if o.move_to:
-            try:
-                for src, _ in move_settled(w.files, self.folder, o.move_to):
-                    self.queue.discard(src)
-            except OSError as exc:
-                log.error("cannot move committed files", extra={"fields": {"error": str(exc)}})
+            moves = move_settled(w.files, self.folder, o.move_to)
+            for src, _ in moves.moved:
+                self.queue.discard(src)
+            for src, error in moves.failed:
+                log.error("cannot move a committed file", extra={"fields": {"path": src, "error": error}})
 
     def _gauges(self, work: _Work) -> None:
         m, q = self.metrics, self.queue

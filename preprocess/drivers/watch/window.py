@@ -54,24 +54,51 @@ class Window:
         return None
 
 
-def move_settled(files: list[Taken], folder: str, move_to: str) -> list[tuple[str, str]]:
-    """Move committed files to MOVE_TO/done/<relative path> (or failed/); returns (from, to) pairs.
+NAME_MAX = 255  # bytes in one file name (Linux filesystems)
 
-    A file that changed since it was read is left where it is (its new version is taken again);
-    a name already taken in the destination gets a numbered suffix.
+
+@dataclass
+class Moves:
+    """What :func:`move_settled` did: the (from, to) pairs moved, and the (path, error) of those it could not."""
+
+    moved: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def move_settled(files: list[Taken], folder: str, move_to: str) -> Moves:
+    """Move committed files to MOVE_TO/done/<relative path> (or failed/).
+
+    A file that changed since it was read is left where it is (its new version is taken again), and so
+    is a folder that could not be listed (recorded as a failure, never moved); a name already taken in
+    the destination gets a numbered suffix, its stem shortened to fit a file name's 255 bytes. A file
+    that cannot be moved is reported and the others are moved.
     """
-    moved: list[tuple[str, str]] = []
+    out = Moves()
     for f in files:
-        if Stat.of(f.path) != f.stat:
+        if Stat.of(f.path) != f.stat or os.path.isdir(f.path):
             continue
-        rel = os.path.relpath(f.path, folder)
-        dest = Path(move_to) / ("failed" if f.outcome == "failed" else "done") / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        n = 0
-        target = dest
-        while target.exists():
-            n += 1
-            target = dest.with_name(f"{dest.stem}.{n}{dest.suffix}")
-        shutil.move(f.path, target)
-        moved.append((f.path, str(target)))
-    return moved
+        try:
+            out.moved.append((f.path, _move(f, folder, move_to)))
+        except OSError as exc:
+            out.failed.append((f.path, exc.strerror or str(exc)))
+    return out
+
+
+def _move(f: Taken, folder: str, move_to: str) -> str:
+    rel = os.path.relpath(f.path, folder)
+    dest = Path(move_to) / ("failed" if f.outcome == "failed" else "done") / rel
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    n, target = 0, dest
+    while target.exists():
+        n += 1
+        target = dest.with_name(numbered(dest.name, n))
+    shutil.move(f.path, target)
+    return str(target)
+
+
+def numbered(name: str, n: int) -> str:
+    """``name`` with ``.n`` before its suffix (``a.jpg`` -> ``a.1.jpg``), its stem cut (on bytes) to keep the
+    whole within :data:`NAME_MAX` bytes."""
+    p = Path(name)
+    stem, tail = os.fsencode(p.stem), os.fsencode(f".{n}{p.suffix}")
+    return os.fsdecode(stem[:max(NAME_MAX - len(tail), 1)] + tail)

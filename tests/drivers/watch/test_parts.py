@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from preprocess.drivers.watch.detect import Detector, Scanning, filesystem_type
 from preprocess.drivers.watch.logs import configure
 from preprocess.drivers.watch.options import WatchOptions, parse_address, parse_duration
 from preprocess.drivers.watch.queue import FileQueue, Stat
+from preprocess.drivers.watch.window import NAME_MAX, Outcome, Taken, move_settled, numbered
 
 
 class Clock:
@@ -193,7 +195,6 @@ def test_a_folder_reached_through_a_link_is_scanned_at_its_real_path(tmp_path: P
 def test_a_folder_the_scan_cannot_list_is_said_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A folder the scan could not list (a path over the system's limit here; no permission elsewhere) was
     skipped without a word (a hostile-input sweep, 2026-12-06)."""
-    import os
 
     (tmp_path / "a.jpg").write_bytes(b"data")
     fd = os.open(tmp_path, os.O_RDONLY)
@@ -216,3 +217,33 @@ def test_a_folder_the_scan_cannot_list_is_said_once(tmp_path: Path, caplog: pyte
     assert len(said) == 1 and "not ingested" in said[0]
     (deep,) = (r for r in taken if not r.path.endswith("a.jpg"))
     assert len(deep.path) > 4096 and deep.stat == Stat.of(deep.path)
+
+
+def test_moving_a_long_name_beside_its_namesake_and_what_cannot_be_moved(tmp_path: Path) -> None:
+    """--move-to: a 254-byte name already taken in done/ became a 256-byte one with ".1", over a file name's
+    255 bytes; the ENAMETOOLONG stopped every other move of the batch (a hostile-input sweep, 2026-12-07).
+    The stem is cut to fit, a file that cannot be moved is reported alone, and a folder that could not be
+    listed (taken as a failure row) is never moved."""
+    folder, to = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    long_name = "é" * 124 + "xx.jpg"  # 254 bytes
+    (to / "done").mkdir(parents=True)
+    (to / "done" / long_name).write_bytes(b"an earlier one")
+    files = []
+    outcomes: list[tuple[str, Outcome]] = [(long_name, "stored"), ("b.jpg", "stored"), ("c.jpg", "failed")]
+    for name, outcome in outcomes:
+        (folder / name).write_bytes(name.encode())
+        st = Stat.of(str(folder / name))
+        assert st is not None
+        files.append(Taken(str(folder / name), st, outcome))
+    (folder / "sub").mkdir()
+    files.append(Taken(str(folder / "sub"), Stat.of(str(folder / "sub")) or Stat(0, 0), "failed"))
+    (to / "failed").write_text("a file where failed/ should be")  # c.jpg cannot be moved
+    moves = move_settled(files, str(folder), str(to))
+    moved = {Path(a).name: Path(b) for a, b in moves.moved}
+    assert sorted(moved) == ["b.jpg", long_name]
+    assert len(os.fsencode(moved[long_name].name)) <= NAME_MAX and moved[long_name].name.endswith(".1.jpg")
+    assert moved[long_name].read_bytes() == long_name.encode() and moved["b.jpg"] == to / "done" / "b.jpg"
+    assert [Path(p).name for p, _ in moves.failed] == ["c.jpg"] and (folder / "c.jpg").exists()
+    assert (folder / "sub").is_dir()
+    assert numbered("a.jpg", 2) == "a.2.jpg" and len(os.fsencode(numbered("é" * 200 + ".jpg", 12))) <= NAME_MAX
