@@ -11,7 +11,10 @@ terminal or a line-based log as they are.
   other is shown in double quotes with C escapes (``\\n``, ``\\t``, ``\\"``, ``\\\\``, ...) and every
   other unprintable or undecodable byte as a 3-digit octal escape (``"caf\\351.jpg"``). Printable
   non-ASCII (``café.jpg``) is shown as it is. The quoted form is one line, and names another file than
-  any unquoted name (an unquoted name never starts with ``"``): the printed names of two files differ.
+  any unquoted name (an unquoted name never starts with ``"``): the printed names of two files differ as
+  text. Not always to the eye: a name in NFD (``cafe`` + U+0301, as macOS writes it) and its NFC twin
+  (``caf`` + U+00E9) are two files whose printed names a terminal renders alike (git prints them so
+  too); each is stored and found by its own text.
 - :func:`storable` is how a name is **stored** in a text (UTF-8) column, such as a row's
   ``source_path``: the name itself when it is UTF-8 text (nothing changes for those, older stores
   included), else its quoted form. A stored name starting with ``"`` is always the quoted form (a
