@@ -99,9 +99,7 @@ def exif_text(value: object) -> str:
 
 
 def exif_fields(exif: Image.Exif) -> tuple[int, str, str]:
-    orientation = int(exif.get(ExifTags.Base.Orientation, 1) or 1)
-    if orientation not in range(1, 9):
-        orientation = 1
+    orientation = containers.orientation_value(exif.get(ExifTags.Base.Orientation, 1))
     make = exif_text(exif.get(ExifTags.Base.Make))
     model = exif_text(exif.get(ExifTags.Base.Model))
     camera = model if make and model.startswith(make) else " ".join(p for p in (make, model) if p)

@@ -394,3 +394,35 @@ def test_valid_jpegs_libjpeg_cannot_decode_are_unsupported_not_corrupt(rgb: np.n
         error = refused(valid)
         assert error.code == "E_UNSUPPORTED" and what in error.message, error.message
     assert refused(bytes(data)).code == "E_CORRUPT"  # height 0 and no DNL: damage
+
+
+def _webp_with_exif(rgb: np.ndarray, exif: bytes) -> bytes:
+    """A lossy WebP (imagecodecs) in the extended layout: VP8X with the EXIF flag, the image, an EXIF chunk."""
+    simple = imagecodecs.webp_encode(rgb, level=80)
+    image = simple[12:]  # the VP8 chunk of a simple-layout file
+    h, w = rgb.shape[:2]
+    vp8x = b"VP8X" + struct.pack("<I", 10) + bytes([0x08, 0, 0, 0]) + (w - 1).to_bytes(3, "little") \
+        + (h - 1).to_bytes(3, "little")
+    chunk = b"EXIF" + struct.pack("<I", len(exif)) + exif + b"\x00" * (len(exif) & 1)
+    body = b"WEBP" + vp8x + image + chunk
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "WEBP"])  # Pillow's header reader, and ours
+@pytest.mark.parametrize("value", [b"6", b"x"])
+def test_an_orientation_written_as_text_is_ignored(value: bytes, fmt: str) -> None:
+    """EXIF says Orientation is a SHORT. Written as ASCII, "6" was applied (Pillow's exif_transpose ignores
+    it, so the engines could disagree) and "x" made a JPEG E_CORRUPT (int("x") in the header read): both
+    are now ignored, as Pillow does, and the pixels are the file's (a hostile-input sweep, 2026-12-07)."""
+    tiff = (b"MM\x00*" + struct.pack(">IH", 8, 1) + struct.pack(">HHI", 0x0112, 2, 2) + value + b"\x00\x00\x00"
+            + struct.pack(">I", 0))
+    pixels = np.full((20, 40, 3), (200, 10, 10), np.uint8)
+    if fmt == "WEBP":
+        data = _webp_with_exif(pixels, tiff)
+    else:
+        out = io.BytesIO()
+        Image.fromarray(pixels).save(out, fmt, exif=b"Exif\x00\x00" + tiff)
+        data = out.getvalue()
+    info = probe(data, max_pixels=MAX, path="x")
+    assert info.format.upper() == fmt and info.orientation == 1 and (info.width, info.height) == (40, 20)
+    assert decode_rgb(data, path="x").size == (40, 20)

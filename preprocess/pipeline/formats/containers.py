@@ -27,6 +27,12 @@ EXIF_OPS: dict[int, tuple[Image.Transpose, ...]] = {
 }
 
 
+def orientation_value(raw: object) -> int:
+    """An EXIF Orientation value as the orientation to apply: a SHORT 1..8; anything else (text such as
+    "6", out of range, missing) is 1, as Pillow's ``exif_transpose`` reads it, so every engine agrees."""
+    return raw if isinstance(raw, int) and raw in EXIF_OPS else 1
+
+
 class HeaderError(Exception):
     def __init__(self, message: str, *, truncated: bool = False) -> None:
         super().__init__(message)
@@ -139,10 +145,9 @@ def exif_orientation(exif: bytes) -> int:
     try:
         value = Image.Exif()
         value.load(exif if exif.startswith(b"Exif") else b"Exif\x00\x00" + exif)
-        o = int(value.get(0x0112, 1) or 1)
+        return orientation_value(value.get(0x0112, 1))
     except Exception:  # a damaged EXIF block must not fail a readable image
         return 1
-    return o if o in EXIF_OPS else 1
 
 
 # -- ISO BMFF boxes (AVIF, the JPEG XL and JP2 containers) ----------------------------------------
