@@ -398,9 +398,9 @@ def test_valid_jpegs_libjpeg_cannot_decode_are_unsupported_not_corrupt(rgb: np.n
 
 def _webp_with_exif(rgb: np.ndarray, exif: bytes) -> bytes:
     """A lossy WebP (imagecodecs) in the extended layout: VP8X with the EXIF flag, the image, an EXIF chunk."""
-    simple = imagecodecs.webp_encode(rgb, level=80)
+    simple = bytes(imagecodecs.webp_encode(rgb, level=80))
     image = simple[12:]  # the VP8 chunk of a simple-layout file
-    h, w = rgb.shape[:2]
+    h, w = int(rgb.shape[0]), int(rgb.shape[1])
     vp8x = b"VP8X" + struct.pack("<I", 10) + bytes([0x08, 0, 0, 0]) + (w - 1).to_bytes(3, "little") \
         + (h - 1).to_bytes(3, "little")
     chunk = b"EXIF" + struct.pack("<I", len(exif)) + exif + b"\x00" * (len(exif) & 1)
