@@ -30,7 +30,7 @@ from PIL import (
 
 from preprocess.core import errors
 from preprocess.core.errors import InputError, input_error
-from preprocess.pipeline.formats import bounds, colour, containers, jpeg, png, sniff, tiff
+from preprocess.pipeline.formats import bounds, colour, containers, jpeg, orientations, png, sniff, tiff
 from preprocess.pipeline.formats.containers import Header, HeaderError
 
 # We enforce our own pixel limit (spec.limits.max_pixels) as an error; Pillow's own guard only
@@ -99,7 +99,7 @@ def exif_text(value: object) -> str:
 
 
 def exif_fields(exif: Image.Exif) -> tuple[int, str, str]:
-    orientation = containers.orientation_value(exif.get(ExifTags.Base.Orientation, 1))
+    orientation = orientations.value(exif.get(ExifTags.Base.Orientation, 1))
     make = exif_text(exif.get(ExifTags.Base.Make))
     model = exif_text(exif.get(ExifTags.Base.Model))
     camera = model if make and model.startswith(make) else " ".join(p for p in (make, model) if p)

@@ -35,7 +35,7 @@ from PIL import Image
 from preprocess.core import errors
 from preprocess.core.errors import InputError, input_error
 from preprocess.pipeline.formats import colour, jpeg, pixels, png, sniff, tiff
-from preprocess.pipeline.formats.containers import EXIF_OPS
+from preprocess.pipeline.formats.orientations import EXIF_OPS
 from preprocess.pipeline.formats.pixels import to_rgb
 from preprocess.pipeline.headers import SWAPS_AXES, Opened, coded_profile, exif_fields, open_source
 

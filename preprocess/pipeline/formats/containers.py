@@ -17,20 +17,7 @@ from PIL import Image
 
 from preprocess.core import errors
 from preprocess.core.errors import InputError, input_error
-from preprocess.pipeline.formats import av1, colour, jpeg, sniff
-
-# PIL transpose operations for EXIF orientations 1..8 (EXIF 2.32, tag 0x0112).
-EXIF_OPS: dict[int, tuple[Image.Transpose, ...]] = {
-    1: (), 2: (Image.Transpose.FLIP_LEFT_RIGHT,), 3: (Image.Transpose.ROTATE_180,),
-    4: (Image.Transpose.FLIP_TOP_BOTTOM,), 5: (Image.Transpose.TRANSPOSE,), 6: (Image.Transpose.ROTATE_270,),
-    7: (Image.Transpose.TRANSVERSE,), 8: (Image.Transpose.ROTATE_90,),
-}
-
-
-def orientation_value(raw: object) -> int:
-    """An EXIF Orientation value as the orientation to apply: a SHORT 1..8; anything else (text such as
-    "6", out of range, missing) is 1, as Pillow's ``exif_transpose`` reads it, so every engine agrees."""
-    return raw if isinstance(raw, int) and raw in EXIF_OPS else 1
+from preprocess.pipeline.formats import av1, colour, jpeg, orientations, sniff
 
 
 class HeaderError(Exception):
@@ -121,7 +108,7 @@ def webp(data: bytes) -> Header:
     if not w:
         raise HeaderError("WebP: no image header", truncated=len(data) < end)
     return Header(sniff.WEBP, w, h, 4 if alpha else 3, frames=max(frames, 1), icc=icc, exif=exif,
-                  complete=len(data) >= end, orientation=exif_orientation(exif))
+                  complete=len(data) >= end, orientation=orientations.from_exif(exif))
 
 
 def _webp_frame(fourcc: bytes, body: bytes, alpha: bool) -> tuple[int, int, bool]:
@@ -137,17 +124,6 @@ def _webp_frame(fourcc: bytes, body: bytes, alpha: bool) -> tuple[int, int, bool
         raise HeaderError("WebP: bad VP8L signature")
     bits = _u32(body, 1, "little")
     return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1, bool(bits >> 28 & 1)
-
-
-def exif_orientation(exif: bytes) -> int:
-    if not exif:
-        return 1
-    try:
-        value = Image.Exif()
-        value.load(exif if exif.startswith(b"Exif") else b"Exif\x00\x00" + exif)
-        return orientation_value(value.get(0x0112, 1))
-    except Exception:  # a damaged EXIF block must not fail a readable image
-        return 1
 
 
 # -- ISO BMFF boxes (AVIF, the JPEG XL and JP2 containers) ----------------------------------------
@@ -204,7 +180,8 @@ def avif(data: bytes) -> Header:
     for s, _ in ipco.get(b"imir", [])[:1]:
         ops.append(Image.Transpose.FLIP_TOP_BOTTOM if data[s] & 1 else Image.Transpose.FLIP_LEFT_RIGHT)
     channels = 4 if any(b"alpha" in data[s:e] for s, e in ipco.get(b"auxC", [])) else 3
-    return Header(sniff.AVIF, w, h, channels, bits=bits, icc=icc, complete=complete, orientation=_orientation(ops),
+    return Header(sniff.AVIF, w, h, channels, bits=bits, icc=icc, complete=complete,
+                  orientation=orientations.of_ops(ops),
                   coded_pixels=max((fw * fh for fw, fh in frames.values()), default=0), coded=coded)
 
 
@@ -224,21 +201,6 @@ def _primary_properties(data: bytes, meta: dict[bytes, list[tuple[int, int]]]) -
         if index in mine or kind in (b"ispe", b"auxC"):  # every size (the limit takes the largest); an alpha item
             out.setdefault(kind, []).append((s, e))
     return out
-
-
-def _orientation(ops: list[Image.Transpose]) -> int:
-    """The EXIF orientation that does what ``ops`` do (tried on a small asymmetric image)."""
-    probe = Image.frombytes("L", (3, 2), bytes(range(6)))
-    want = probe
-    for op in ops:
-        want = want.transpose(op)
-    for code, seq in EXIF_OPS.items():
-        got = probe
-        for op in seq:
-            got = got.transpose(op)
-        if got.size == want.size and got.tobytes() == want.tobytes():
-            return code
-    return 1
 
 
 # -- JPEG XL -------------------------------------------------------------------------------------

@@ -12,8 +12,8 @@ from PIL import Image, TiffImagePlugin
 
 from preprocess.core import errors
 from preprocess.core.errors import input_error
-from preprocess.pipeline.formats import jpeg, pixels, sniff
-from preprocess.pipeline.formats.containers import Header, HeaderError, exif_orientation
+from preprocess.pipeline.formats import jpeg, orientations, pixels, sniff
+from preprocess.pipeline.formats.containers import Header, HeaderError
 
 _LAYOUTS = {(1, 0): "L", (1, 1): "L", (2, 1): "LA", (3, 2): "RGB", (4, 2): "RGBA"}  # (samples, photometric) -> mode
 
@@ -132,7 +132,7 @@ def header(data: bytes) -> Header:
         if tag in tags:
             exif[tag] = tags[tag]
     return Header(sniff.TIFF, int(tags[256]), int(tags[257]), samples, bits=int_tag(tags, 258, 8),
-                  frames=2 if tags.next else 1, orientation=exif_orientation(exif.tobytes()),
+                  frames=2 if tags.next else 1, orientation=orientations.from_exif(exif.tobytes()),
                   icc=bytes(tags.get(34675, b"") or b""), exif=exif.tobytes(),
                   complete=complete(tags, len(data)), compression=int_tag(tags, 259, 1),
                   coded_pixels=claims(data)[0], min_is_white=photometric == 0,
