@@ -239,6 +239,7 @@ def _print_lineage(found: Lineage) -> None:
                        f"status {st['status']}"),
             ("quality", f"{st['quality']} (after {st['probes']} probes)"),
             ("similarity", fmt(float(sim) if isinstance(sim, int | float) else None, ".4f")),
+            *([("checks", checks)] if (checks := _checks_line(s, c)) else []),
             ("spec", f"{names.shown(p.spec_path if p else '') or '-'} "
                      f"({(p.spec_info.pipeline.name if p else '') or '-'}), fingerprint {s['fingerprint']}"),
             ("model", f"{s['model']} (weights {((p.model.weights_sha256 if p else '') or '-')[:16]})"),
@@ -253,6 +254,21 @@ def _print_lineage(found: Lineage) -> None:
             ("source", names.shown(str(f.row["source_path"]))), ("source sha256", str(f.row["source_sha256"] or "-")),
             ("failure", f"[{f.row['code']}] {names.line(str(f.row['message']))}"),
             ("commit", f"{c.id} {c.message}" if c else "-")]))
+
+
+def _checks_line(row: Mapping[str, object], commit: Commit | None) -> str:
+    """Every check the gate measured of the stored image, as the web UI's item page lists them: ``whole
+    0.9980 >= 0.99, crops 0.9831 >= 0.975 (worst crop 256x240 at x 0, y 240)``; "" for a row without checks."""
+    from preprocess.store.checks import checks_of, worst_crop
+
+    found = checks_of(dict(row), commit.metadata if commit else {})  # type: ignore[arg-type]
+    several = len({c.model for c in found}) > 1
+    words = [f"{c.model + ' ' if several else ''}{c.view} {c.similarity:.4f}"
+             + (f" >= {c.threshold:g}" if c.threshold is not None else "")
+             + ("" if c.passed is not False else " (failed)") for c in found]
+    box = worst_crop(dict(row))  # type: ignore[arg-type]
+    crop = f" (worst crop {box[2] - box[0]}x{box[3] - box[1]} at x {box[0]}, y {box[1]})" if box and words else ""
+    return ", ".join(words) + crop
 
 
 @app.command("diff")

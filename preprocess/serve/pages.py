@@ -4,11 +4,8 @@ through the catalog."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from starlette.requests import Request
@@ -18,7 +15,6 @@ from preprocess.core import names
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import FAILURE_HINTS, ConfigError, InputError, NotFoundError
 from preprocess.rows.formats import FORMATS
-from preprocess.rows.provenance import SpecInfo
 from preprocess.rows.schema import ITEM_STATUSES
 from preprocess.serve import charts
 from preprocess.serve.catalog import Catalog, Sibling
@@ -26,6 +22,7 @@ from preprocess.serve.comparer import SIDES, Side, Window, parse_side
 from preprocess.serve.grid import CARD_FIELDS, PER_PAGE, RANGES, SORTS, GridQuery, Page
 from preprocess.store import Ref
 from preprocess.store.cells import Record
+from preprocess.store.checks import checks_of, worst_crop
 
 # Item fields the item page shows in its own words; any other column (a newer one) is listed as is.
 SHOWN_FIELDS = frozenset({"row", "source_path", "source_sha256", "source_format", "source_width", "source_height",
@@ -36,7 +33,6 @@ LOG_PAGE = 50  # commits per page
 FAILURE_PAGE = 100  # failures per page
 DIFF_PAGE = 48  # items per kind per page
 SIBLINGS_UP_TO = 50_000  # rows: look for the same source elsewhere on the item page up to this many
-CHECKS_ROUNDING = 0.5e-5 + 1e-7  # a row's ``checks`` JSON keeps 5 digits (of a float32: off by ~1e-7 more)
 type Context = dict[str, object]
 
 
@@ -200,57 +196,6 @@ def _why_unavailable(exc: ConfigError | InputError, path: str, *, redact: bool) 
         return exc.message
     why = exc.message.replace(names.shown(path), shown_path(path, redact=True)) if path else exc.message
     return why if "/" not in why else f"{exc.code} (this server does not show its folders)"
-
-
-@dataclass(frozen=True)
-class Check:
-    """One line of the item page's checks: a model under a view, its similarity and threshold."""
-
-    view: str
-    model: str
-    similarity: float
-    threshold: float | None
-
-    @property
-    def passed(self) -> bool | None:
-        return None if self.threshold is None else self.similarity >= self.threshold
-
-
-def checks_of(item: Record, metadata: Mapping[str, object]) -> list[Check]:
-    """Every check the gate measured of the stored image (the row's ``checks``), with the thresholds of
-    the commit's recorded spec; [] for a row made before views (or that keeps its source's bytes)."""
-    try:
-        measured = json.loads(str(item.get("checks") or "{}"))
-    except ValueError:
-        return []
-    gate = SpecInfo.of(_mapping(metadata.get("spec"))).gate
-    thresholds = gate.views or ({gate.view or "whole": gate.threshold} if gate.threshold is not None else {})
-    return [Check(view, model, _unrounded(item, view, float(sim)), thresholds.get(view))
-            for model, views in measured.items() if isinstance(views, dict)
-            for view, sim in views.items() if isinstance(sim, int | float)]
-
-
-def _unrounded(item: Record, view: str, recorded: float) -> float:
-    """A check's similarity as the row's own column for its view holds it (``similarity_whole``: the worst
-    model's, unrounded) when ``recorded`` (``checks`` keeps 5 digits) is that value rounded; else as recorded.
-    Shown to 4 digits, 0.99835 (0.9983515 rounded) read 0.9983 beside the column's 0.9984."""
-    column = item.get(f"similarity_{view}")
-    if isinstance(column, int | float) and math.isfinite(column) and abs(float(column) - recorded) <= CHECKS_ROUNDING:
-        return float(column)
-    return recorded
-
-
-def _mapping(value: object) -> Mapping[str, object] | None:
-    return value if isinstance(value, Mapping) else None
-
-
-def worst_crop(item: Record) -> tuple[int, int, int, int] | None:
-    """The worst crop's box (``x0, y0, x1, y1`` in the stored image), when the row has one."""
-    parts = str(item.get("crop_box") or "").split(",")
-    if len(parts) != 4 or not all(p.strip().isdigit() for p in parts):
-        return None
-    x0, y0, x1, y1 = (int(p) for p in parts)
-    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
 
 
 def _item_query(request: Request, **changes: object) -> str:

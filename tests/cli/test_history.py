@@ -202,3 +202,32 @@ def test_show_says_when_a_source_has_no_exif_camera_or_time(hist: Hist) -> None:
     out = cli("show", s, "low-q", "--item", str(rows[0]["source_path"])).stdout
     assert "- at -" not in out
     assert ("no EXIF camera or time" in out) == (not rows[0].get("camera_model") and not rows[0].get("capture_time"))
+
+
+def test_show_item_prints_every_check_the_web_ui_shows(tmp_path: Path) -> None:
+    """`show --item` printed one similarity (the whole view's) where the web UI's item page lists every check
+    the gate made, the crops' too (the default spec's binding check, 0.9831 >= 0.975 against a whole view's
+    0.9980), and the worst crop: the terminal now lists the same checks, with the same numbers."""
+    import numpy as np
+    from starlette.testclient import TestClient
+
+    from preprocess.serve import Catalog, create_app
+    from preprocess.store import DatasetWriter, open_repo
+    from tests.store.test_store import make_item
+
+    store = str(tmp_path / "cams.icechunk")
+    w = DatasetWriter(open_repo(store, create=True), "main")
+    item = dataclasses.replace(make_item(np.random.default_rng(5), 0), similarity=0.99801, similarity_whole=0.99801,
+                               similarity_crops=0.98306, crop_box="0,240,256,480",
+                               checks='{"mobilenetv2-imagenet": {"whole": 0.99801, "crops": 0.98306}}')
+    w.add_item(item)
+    snapshot = w.commit("one", {"spec": {"gate": {"views": {"whole": 0.99, "crops": 0.975}}}})
+    w.close()
+    out = cli("show", store, "--item", item.source_path).stdout
+    assert "whole 0.9980 >= 0.99, crops 0.9831 >= 0.975 (worst crop 256x240 at x 0, y 240)" in " ".join(
+        line.strip("│ ") for line in out.splitlines()), out
+    with TestClient(create_app(Catalog(store))) as client:
+        page = client.get(f"/snapshots/{snapshot}/items/0").text
+    for view, sim in (("whole", "0.9980"), ("crops", "0.9831")):
+        assert f"<td>{view}</td><td>mobilenetv2-imagenet</td><td><b>{sim}</b>" in page
+    assert "the worst crop (256×240 at x 0, y 240)" in page

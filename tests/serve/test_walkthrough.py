@@ -23,9 +23,9 @@ from starlette.testclient import TestClient
 
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import NotFoundError
-from preprocess.serve import Catalog, charts, create_app, pages
+from preprocess.serve import Catalog, charts, create_app
 from preprocess.serve.app import _sim as sim_filter
-from preprocess.store import open_dataset, open_repo
+from preprocess.store import checks, open_dataset, open_repo
 from preprocess.store.cells import Record
 from preprocess.store.listing import ls
 from preprocess.store.where import HISTORY, parse
@@ -90,7 +90,7 @@ def test_a_check_and_the_similarity_it_is_show_one_number() -> None:
     item: Record = {"similarity": stored, "similarity_whole": stored, "similarity_crops": float(np.float32(0.97)),
                     "checks": json.dumps({"mobilenetv2-imagenet": {"whole": round(stored, 5), "crops": 0.97},
                                           "dinov2-small": {"whole": 0.99912}})}
-    shown = {(c.model, c.view): sim_filter(c.similarity) for c in pages.checks_of(item, {})}
+    shown = {(c.model, c.view): sim_filter(c.similarity) for c in checks.checks_of(item, {})}
     assert shown[("mobilenetv2-imagenet", "whole")] == sim_filter(item["similarity"]) == "0.9984"
     assert shown[("mobilenetv2-imagenet", "crops")] == "0.9700"
     assert shown[("dinov2-small", "whole")] == "0.9991"  # no column holds it: as recorded
