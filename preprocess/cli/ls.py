@@ -37,16 +37,16 @@ def ls_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """List a version's rows (all, or those --where selects): row, source, status, format, size, bytes,
-    quality, similarity and the commit that added it (--json: every field, capture time and camera too)."""
+    quality, similarity and the commit that added it (--json: every row field, the gate's checks too)."""
     from preprocess.store import open_repo
-    from preprocess.store.listing import Order, ls
-    from preprocess.store.where import parse_all
+    from preprocess.store.listing import LISTED, Order, ls
+    from preprocess.store.where import ITEM_FIELDS, parse_all
 
     js = "ls" if as_json else ""
     quiet_libraries()
     try:
         listing = ls(open_repo(store, create=False), ref, parse_all(where or []), order=Order(sort, desc),
-                     limit=limit)
+                     limit=limit, fields=ITEM_FIELDS if as_json else LISTED)  # --json: every row field
     except PreprocessError as exc:
         fail(exc, as_json=js)
         return
@@ -65,7 +65,12 @@ _SHOWN = {"row", "source_path", "status", "format", "width", "height", "bytes", 
 
 def _table(store: str, ref: str, listing: Listing, sort: str = "row") -> Table:
     title = f"{names.quote(store)} ({ref})" + (f" where {names.line(listing.where)}" if listing.where else "")
-    wide = out.width >= WIDE  # narrow terminals: the file name, no dimensions (the rest is in --json)
+    from preprocess.store.where import ALIASES
+
+    key = ALIASES.get(sort, sort)
+    extra = key if key not in _SHOWN and listing.rows and key in listing.rows[0] else ""
+    # narrow terminals: the file name, no dimensions (the rest is in --json); the order's own column needs room
+    wide = out.width >= WIDE + (_width(listing, extra) if extra else 0)
     t = Table(title=escape(title), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=wide)
     t.add_column("row", justify="right", no_wrap=True)
     t.add_column("source" if wide else "file", overflow="fold", ratio=3)
@@ -74,10 +79,6 @@ def _table(store: str, ref: str, listing: Listing, sort: str = "row") -> Table:
     t.add_column("q", justify="right", no_wrap=True)
     t.add_column("similarity", justify="right", no_wrap=True)
     t.add_column("commit", no_wrap=True)
-    from preprocess.store.where import ALIASES
-
-    key = ALIASES.get(sort, sort)
-    extra = key if key not in _SHOWN and listing.rows and key in listing.rows[0] else ""
     if extra:
         t.add_column(escape(extra), overflow="fold")
     for r in listing.rows:
@@ -90,6 +91,11 @@ def _table(store: str, ref: str, listing: Listing, sort: str = "row") -> Table:
                   str(r["quality"]), fmt(float(sim) if isinstance(sim, int | float) else None, ".4f"),
                   str(r["commit"])[:SHORT_ID if wide else 8], *([_cell(r[extra])] if extra else []))
     return t
+
+
+def _width(listing: Listing, extra: str) -> int:
+    """The columns the order's own column ``extra`` takes (its widest cell, at most 24, and its padding)."""
+    return 3 + min(24, max(len(extra), *(len(_cell(r[extra]).plain) for r in listing.rows)))
 
 
 def _cell(value: object) -> Text:

@@ -100,13 +100,12 @@ class Order:
     descending: bool = False
 
 
-def ls(repo: ic.Repository, ref: str = "main", where: Where | None = None, *, order: Order = Order(),
-       limit: int | None = None) -> Listing:
+def ls(repo: ic.Repository, ref: str = "main", where: Where | None = None, *, order: Order = Order(),  # noqa: PLR0913 (options, by keyword)
+       limit: int | None = None, fields: tuple[str, ...] = LISTED) -> Listing:
     """The rows of version ``ref`` that ``where`` selects (every row without it), in ``order``, at
-    most ``limit``; each with :data:`LISTED` (and the field ordered by), its ``row`` number and the ``commit``
-    that added it."""
+    most ``limit``; each with ``fields`` (:data:`LISTED`, or e.g. every row field: ``ITEM_FIELDS``; and the
+    field ordered by), its ``row`` number and the ``commit`` that added it."""
     where, sort, descending = where or Where(), order.field, order.descending
-    fields: tuple[str, ...] = LISTED
     check_field(sort, "--sort")
     check_limit(limit, "rows")
     target = refs.resolve_ref(repo, ref)

@@ -4,6 +4,7 @@ added each, as a table or JSON; a bad expression is one line naming what is wron
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import numpy as np
@@ -111,3 +112,30 @@ def test_ordering_by_a_field_the_table_does_not_show_shows_it(hist: Hist) -> Non
     assert all(str(row["source_bytes"]) in r.stdout for row in rows)
     assert "source_bytes" not in cli("ls", s, "low-q", "--sort", "quality").stdout  # a shown field: no extra column
     assert "capture_time" in cli("ls", s, "low-q", "--sort", "time").stdout
+
+
+def test_ls_json_carries_every_row_field(hist: Hist) -> None:
+    """`ls --help` promised "--json: every field", but the rows held ten of them: not the gate's checks
+    (``similarity_crops``, ``crop_box``, ``checks``), the encoder, the probes or the source's sha256."""
+    from preprocess.store.where import ITEM_FIELDS
+
+    s = str(hist.store)
+    rows = json.loads(cli("ls", s, "--json").stdout)["rows"]
+    assert rows and all(set(ITEM_FIELDS) <= set(row) for row in rows), sorted(rows[0])
+    t = open_dataset(s).items_table(["similarity_crops", "source_sha256", "checks"])
+    assert [r["source_sha256"] for r in rows] == [str(v) for v in t["source_sha256"]]
+    assert [r["checks"] for r in rows] == [str(v) for v in t["checks"]]
+    assert "every row field" in cli("ls", "--help").stdout
+
+
+def test_the_column_of_the_order_leaves_no_file_name_split(hist: Hist) -> None:
+    """On a 110-column terminal `ls --sort similarity_crops` added its column and kept the whole source paths,
+    folded mid-word ("/tmp/walk3/photo" / "s/opencv/leuvenB" / ".jpg"): it shows file names, whole."""
+    s = str(hist.store)
+    paths = [str(r["source_path"]) for r in json.loads(cli("ls", s, "--json").stdout)["rows"]]
+    for sort in ("similarity_crops", "probes", "encoder"):
+        r = CliRunner().invoke(app, ["ls", s, "--sort", sort], env={"COLUMNS": "110"})
+        assert r.exit_code == 0, r.output
+        body = [line for line in r.stdout.split("\u2500")[-1].splitlines()[1:] if line.strip()]
+        assert len(body) == len(paths) and all(line.split()[0].isdigit() for line in body), (sort, r.stdout)
+        assert all(os.path.basename(p) in r.stdout for p in paths), (sort, r.stdout)
