@@ -14,7 +14,7 @@ from rich.text import Text
 
 from preprocess.cli.app import fmt
 from preprocess.core import names
-from preprocess.core.units import size
+from preprocess.core.units import count, size
 
 if TYPE_CHECKING:
     from preprocess.store.diff import Diff
@@ -76,8 +76,8 @@ def _kept(d: Diff) -> str:
 
 def summary_rows(d: Diff, ref_a: str, ref_b: str) -> list[tuple[str, str]]:
     rows = [
-        ("from", f"{ref_a} ({d.a.snapshot}): {d.items_a} items, {size(d.bytes_a)}"),
-        ("to", f"{ref_b} ({d.b.snapshot}): {d.items_b} items, {size(d.bytes_b)}"),
+        ("from", f"{ref_a} ({d.a.snapshot}): {count(d.items_a, 'item')}, {size(d.bytes_a)}"),
+        ("to", f"{ref_b} ({d.b.snapshot}): {count(d.items_b, 'item')}, {size(d.bytes_b)}"),
         ("common base", d.base or "-"),
         ("items", f"+{len(d.added)} added, -{len(d.removed)} removed, {len(d.changed)} changed, "
                   f"{d.unchanged} unchanged"),

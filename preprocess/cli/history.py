@@ -191,7 +191,7 @@ def _print_commit(shown: ShownCommit) -> None:
             ("written", _when(c.written_at.isoformat())), ("message", c.message), ("kind", c.kind)]
     if p is not None:
         rows += _provenance_rows(p)
-    rows.append(("version holds", f"{v.items} items, {v.failures} failures"))
+    rows.append(("version holds", f"{count(v.items, 'item')}, {count(v.failures, 'failure')}"))
     out.print(_kv(f"commit {shown.ref.snapshot}", rows))
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 from markupsafe import Markup
 
-from preprocess.core.units import size
+from preprocess.core.units import count, size
 
 WIDTH, HEIGHT = 420, 170
 LEFT, BOTTOM, TOP, RIGHT = 44, 28, 10, 10  # plot margins, px
@@ -85,10 +85,10 @@ class Histogram:
         return [self.fmt(lo) if lo == hi else f"{self.fmt(lo)}\u2013{self.fmt(hi)}" for lo, hi in spans]
 
     def svg(self) -> Markup:
-        bars = [Bar(float(c), f"{what}: {int(c)} item{'s' if c != 1 else ''}")
+        bars = [Bar(float(c), f"{what}: {count(int(c), 'item')}")
                 for what, c in zip(self.ranges(), self.counts, strict=True)]
         ticks = (self.fmt(self.lowest), self.fmt(self.highest)) if self.total else ("", "")
-        return bars_svg(bars, title=f"{self.name}: {self.total} items", ticks=ticks, fmt=lambda v: str(int(v)),
+        return bars_svg(bars, title=f"{self.name}: {count(self.total, 'item')}", ticks=ticks, fmt=lambda v: str(int(v)),
                         css=f"hist-{self.name}")
 
 
@@ -137,7 +137,8 @@ def commit_charts(points: Sequence[CommitPoint], href: Callable[[str], str]) -> 
         return {}
     ticks = (points[0].label.split(" · ")[0], points[-1].label.split(" · ")[0])
     return {
-        "items added": bars_svg([Bar(p.items, f"{p.label}: +{p.items} items", href(p.snapshot)) for p in points],
+        "items added": bars_svg([Bar(p.items, f"{p.label}: +{count(p.items, 'item')}", href(p.snapshot))
+                                 for p in points],
                                 title="items added per commit", ticks=ticks, fmt=lambda v: str(int(v)), css="items"),
         "bytes added": bars_svg([Bar(p.bytes, f"{p.label}: +{size(p.bytes)}", href(p.snapshot)) for p in points],
                                 title="bytes added per commit", ticks=ticks, fmt=lambda v: size(int(v)), css="bytes"),

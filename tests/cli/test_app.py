@@ -70,3 +70,10 @@ def test_errors_under_json_are_json_documents_too() -> None:
     assert doc["version"] == 1 and doc["command"] == "log" and "result" not in doc
     assert doc["error"]["code"] == "STORE_MISSING" and doc["error"]["exit_code"] == 2 and doc["error"]["hint"]
     assert r.stderr.startswith("error[STORE_MISSING]")  # the line a person reads, as without --json
+
+
+def test_every_exit_code_of_watch_names_its_codes() -> None:
+    """`watch --help` said "4 STORE_LOCKED", but a second daemon on a folder that one of them moves files from
+    exits 4 as well, with WATCH_FOLDER_BUSY (README, "Exit codes"): the help names both."""
+    help_text = " ".join((commands()["watch"].help or "").split())
+    assert "4 STORE_LOCKED or WATCH_FOLDER_BUSY;" in help_text, help_text

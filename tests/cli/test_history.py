@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -231,3 +232,30 @@ def test_show_item_prints_every_check_the_web_ui_shows(tmp_path: Path) -> None:
     for view, sim in (("whole", "0.9980"), ("crops", "0.9831")):
         assert f"<td>{view}</td><td>mobilenetv2-imagenet</td><td><b>{sim}</b>" in page
     assert "the worst crop (256×240 at x 0, y 240)" in page
+
+
+def test_one_item_and_one_failure_are_counted_in_the_singular(tmp_path: Path) -> None:
+    """A watch daemon's first commit (2 stored, 1 failed, then 1 stored) read "version holds 3 items, 1
+    failures" in `show` and on the web UI's commit page, and a diff "1 items"."""
+    import numpy as np
+    from starlette.testclient import TestClient
+
+    from preprocess.serve import Catalog, create_app
+    from preprocess.store import DatasetWriter, open_repo
+    from tests.store.test_store import make_failure, make_item
+
+    store = str(tmp_path / "cams.icechunk")
+    w = DatasetWriter(open_repo(store, create=True), "main")
+    w.add_item(make_item(np.random.default_rng(7), 0))
+    w.add_failure(make_failure(np.random.default_rng(7), 0))
+    snapshot = w.commit("one of each", {})
+    w.close()
+    flat = " ".join(line.strip("│ ") for line in cli("show", store).stdout.splitlines())
+    assert "1 item, 1 failure" in flat and "1 failures" not in flat, flat
+    diffed = cli("diff", store, "main~1", "main").stdout
+    assert "1 item," in diffed and "1 items" not in diffed, diffed
+    with TestClient(create_app(Catalog(store))) as client:
+        pages = [client.get(f"/commits/{snapshot}").text, client.get("/items?ref=main").text,
+                 client.get("/diff?a=main~1&b=main").text, client.get("/charts?ref=main").text]
+    assert "1 item, 1 failure" in pages[0]
+    assert not any(re.search(r"\b1 (items|failures)\b", page) for page in pages)
