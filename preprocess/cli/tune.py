@@ -66,6 +66,8 @@ def parse_formats(text: str | None) -> list[str]:
 
 
 VIEWS = ("gate", "whole", "crops", "tiles")
+GATE_SCORE = ("gate score: the worse check on the whole view's scale, what the gate compares; `ls` and `show` give "
+              "each view's similarity")
 
 
 def _default_gauge(spec: Spec | None, sweep: Sweep | None) -> str:
@@ -354,9 +356,9 @@ def _dropped(sweep: Sweep, d: Decision) -> str:
             "Add them to the recommended spec's [gate] to keep them (more bytes).")
 
 
-def _setting_line(sweep: Sweep, s: Setting) -> str:
+def _setting_line(sweep: Sweep, s: Setting, score: str = "similarity") -> str:
     line = (f"{s.label}: {size(s.total_bytes)} ({s.total_bytes / sweep.source_bytes:.1%} of "
-            f"{size(sweep.source_bytes)}), similarity {s.at_percentile:.4f}")
+            f"{size(sweep.source_bytes)}), {score} {s.at_percentile:.4f}")
     return line + (f", {s.below_target} flagged" if s.below_target else "") + (
         f", {s.inexact} upper bound(s)" if s.inexact else "")
 
@@ -364,29 +366,32 @@ def _setting_line(sweep: Sweep, s: Setting) -> str:
 def _rows(sweep: Sweep, d: Decision, samples: list[StoredSample | None],
           files: dict[str, Path]) -> list[tuple[str, str]]:
     t = d.target
-    from preprocess.tune.recommended import judged
+    from preprocess.tune.recommended import judged, score_name
 
-    rows = [("judged by", f"{d.recs[0].model}, {judged(sweep.spec, t.gauge, t.similarity)} at p{t.percentile:g}")]
+    score = score_name(t.gauge)
+    rows = [("judged by", f"{d.recs[0].model}, {judged(sweep.spec, t.gauge, t.similarity)} at p{t.percentile:g}"
+                          + (f" ({GATE_SCORE})" if t.gauge == "gate" else ""))]
     if d.best is not None:
-        rows.append(("decision", _setting_line(sweep, d.best)))
+        rows.append(("decision", _setting_line(sweep, d.best, score)))
     if d.runner_up is not None and d.extra_cost is not None:
-        rows.append(("runner-up", f"{_setting_line(sweep, d.runner_up)}: {d.extra_cost:+.1%} bytes"))
+        rows.append(("runner-up", f"{_setting_line(sweep, d.runner_up, score)}: {d.extra_cost:+.1%} bytes"))
     for rec, sample in zip(d.recs, samples, strict=True):
-        rows += _format_rows(sweep, rec, sample)
-    rows += [(f"preset {name}", f"{_setting_line(sweep, s)}" if s else "not reached")
+        rows += _format_rows(sweep, rec, sample, score)
+    rows += [(f"preset {name}", f"{_setting_line(sweep, s, score)}" if s else "not reached")
              for name, s in d.presets.items()]
     rows += [("report", str(files["html"]))] if "html" in files else []
     rows += [(k, str(p)) for k, p in files.items() if k.startswith("spec")]
     return rows
 
 
-def _format_rows(sweep: Sweep, rec: Recommendation, sample: StoredSample | None) -> list[tuple[str, str]]:
+def _format_rows(sweep: Sweep, rec: Recommendation, sample: StoredSample | None,
+                 score: str = "similarity") -> list[tuple[str, str]]:
     s = rec.setting
     if s is None:
         return [(rec.format, "target not reached")]
     rows = [(rec.format, f"q{s.ladder.min}..q{s.ladder.max} step {s.ladder.step} at {s.size} px: "
                          f"{size(s.total_bytes)} ({s.total_bytes / rec.source_bytes:.1%})"),
-            ("  worst", escape(", ".join(f"{names.quote(Path(c.path).name)} q{c.quality} {c.similarity:.4f}"
+            (f"  worst ({score})", escape(", ".join(f"{names.quote(Path(c.path).name)} q{c.quality} {c.similarity:.4f}"
                                          for c in s.worst_first()[:3])))]
     if sample is not None and sample.speed is not None:
         sp = sample.speed

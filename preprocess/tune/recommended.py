@@ -61,7 +61,7 @@ def header(sweep: Sweep, rec: Recommendation, spec: Spec) -> list[str]:
              "of the sample.",
              f"This adaptive spec (q{spec.quality.min}..q{spec.quality.max} step {spec.quality.step}): expected "
              f"{a.total_bytes:,} bytes as stored ({a.total_bytes / rec.source_bytes:.1%} of the sources), "
-             f"similarity at the percentile {a.at_percentile:.4f}, {a.below_target} image(s) flagged."]
+             f"{score_name(rec.gauge)} at the percentile {a.at_percentile:.4f}, {a.below_target} image(s) flagged."]
     if a.single is not None:
         lines.append(f"One quality for all (q{a.single.quality}, {a.single.coding}): {a.single.total_bytes:,} bytes; "
                      f"the ladder stores {a.saving:.1%} less.")
@@ -86,6 +86,12 @@ def judged_views(base: Spec, gauge: str, target: float) -> dict[str, float]:
         whole, crops = scaled_checks(checks, target)
         return {"whole": whole, "crops": crops}
     return {"tiles" if gauge.startswith("tiles-") else gauge: target}
+
+
+def score_name(gauge: str) -> str:
+    """What a target's number is called: the ``gate`` gauge's is the gate score (the worse of the whole view
+    and the crops, on the whole view's scale), which no row stores: `ls` and `show` give each view's similarity."""
+    return "gate score" if gauge == "gate" else "similarity"
 
 
 def judged(base: Spec, gauge: str, target: float) -> str:

@@ -568,3 +568,23 @@ def test_the_gate_gauge_is_the_gates_own_score() -> None:
             continue
         want = gate_score({"m": {"whole": float(w), "crops": float(c)}}, {"whole": 0.99, "crops": 0.975}, 0.99)
         assert g == pytest.approx(want, abs=1e-6) and (g >= np.float32(0.99)) == (w >= 0.99 and c >= 0.975)
+
+
+def test_a_gate_target_is_a_gate_score_not_a_similarity(report: dict[str, Path], tmp_path: Path) -> None:
+    """Judged by the gate (the whole view and the crops), `tune` printed "similarity 0.9902" and "leuvenB.jpg
+    q87 0.9901" where `ls` and `show` say 0.9981 for that image at q87: the number is the gate score (the crops'
+    0.9754 on the whole view's scale), which no row stores. It is called a gate score, in the CLI and the spec;
+    judged by one view it is that view's similarity, as before."""
+    def tune(*args: str) -> str:
+        proc = subprocess.run([*CLI, "tune", "--from", str(report["json"].parent), *args], capture_output=True,
+                              text=True, cwd=ROOT, check=False, env={**os.environ, "COLUMNS": "200"})
+        assert proc.returncode == 0, proc.stderr
+        return " ".join(proc.stdout.split())
+
+    gate = tune("--view", "gate", "--preset", "preview", "--report", str(tmp_path / "gate"))
+    assert "gate score: the worse check on the whole view's scale" in gate, gate
+    assert "similarity 0." not in gate and ", gate score 0." in gate and "worst (gate score)" in gate
+    assert "# This adaptive spec" in (spec := (tmp_path / "gate" / "recommended.toml").read_text())
+    assert "gate score at the percentile 0." in spec and "similarity at the percentile" not in spec
+    whole = tune("--view", "whole", "--preset", "preview")
+    assert "gate score" not in whole and ", similarity 0." in whole and "worst (similarity)" in whole
