@@ -100,7 +100,7 @@ def create_app(cat: Catalog, *, hosts: frozenset[str] | None = None, redact: boo
     folder, host name or software version (see :mod:`preprocess.serve.pages`: ``redacted``)."""
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.filters.update(size=size, short=lambda s: str(s or "")[:12], when=_when, sim=_sim, num=_num,
-                                 count=_count, spec_summary=_spec_summary, engine=engine_words,
+                                 counted=_counted, spec_summary=_spec_summary, engine=engine_words,
                                  path=lambda p: pages.shown_path(str(p or ""), redact=redact),
                                  filename=lambda p: pages.shown_path(str(p or ""), redact=True))
     templates.env.globals["statuses_help"] = STATUS_HELP
@@ -184,7 +184,7 @@ def _sim(value: object) -> str:
     return "-" if not isinstance(value, int | float) else f"{float(value):.4f}"
 
 
-def _count(value: object, noun: str) -> str:
+def _counted(value: object, noun: str) -> str:
     """``1 item``, ``1,024 items`` (as :func:`preprocess.core.units.count`, with the thousands marked)."""
     return f"{_num(value)} {noun}" + ("" if value == 1 else "s")
 
