@@ -220,3 +220,18 @@ def test_a_source_deleted_or_replaced_while_the_server_runs_is_reported(tmp_path
     replacement.replace(source)
     assert shown() == (False, 404, 404)
     assert "has changed since it was stored" in c.get(item).text
+
+
+def test_the_item_page_says_what_show_says_of_a_source_without_exif(client: TestClient, served: Served) -> None:
+    """`show --item` says "no EXIF camera or time" (and "unknown camera at ..." for a time alone); the item
+    page said "–", and "– at 2019-04-14T13:46:10"."""
+    from preprocess.cli.history import _camera
+
+    ds = open_dataset(str(served.store), ref=str(served.first.snapshot))
+    rows = ds.items_at(list(range(len(ds))), ["camera_model", "capture_time"])
+    for row in range(len(ds)):
+        fields = {k: str(rows[k][row]) for k in ("camera_model", "capture_time")}
+        page = client.get(f"/snapshots/{served.first.snapshot}/items/{row}").text
+        cell = page.split('<td id="camera">', 1)[1].split("</td>", 1)[0]
+        assert cell == _camera(fields), (row, fields, cell)
+    assert any(not str(v) for v in rows["camera_model"])  # the case the page got wrong is here
