@@ -25,6 +25,7 @@ from preprocess.tune.recommended import (
     header,
     judged,
     recommended_spec,
+    score_name,
     spec_file,
     spec_toml,
 )
@@ -84,7 +85,7 @@ def _decision(sweep: Sweep, d: Decision) -> str:
         return f'<p class="warn no-recommendation" id="no-recommendation">{html.escape(d.message)}</p>'
     src = sweep.source_bytes
     cards = [("decision", b.label), ("stored", f"{mb(b.total_bytes)} = {b.total_bytes / src:.1%} of sources"),
-             (f"similarity at p{t.percentile:g}", _s(b.at_percentile)), ("flagged", str(b.below_target))]
+             (f"{score_name(t.gauge)} at p{t.percentile:g}", _s(b.at_percentile)), ("flagged", str(b.below_target))]
     if r is not None and d.extra_cost is not None:
         cards.append(("runner-up", f"{r.label}: {mb(r.total_bytes)}, {d.extra_cost:+.1%}"))
     notes = "" if not b.inexact else (
@@ -134,12 +135,12 @@ def _worst_crop(item: StoredImage) -> str:
             f'aria-hidden="true"><rect x="{x0}" y="{y0}" width="{x1 - x0}" height="{y1 - y0}"/></svg>')
 
 
-def _thumb(sweep: Sweep, rank: int, item: StoredImage) -> str:
+def _thumb(sweep: Sweep, rank: int, item: StoredImage, score: str = "similarity") -> str:
     c = item.choice
     name = names.quote(Path(c.path).name)  # printable, and UTF-8 whatever the file's name
     views = _views(item)
     label = (f"{rank}. {name}: {sweep.codings[c.coding].label} q{c.quality}, {len(item.data):,} B, "
-             f"{item.width}x{item.height}, similarity {c.similarity:.4f}" + ("" if c.passed else " (flagged)")
+             f"{item.width}x{item.height}, {score} {c.similarity:.4f}" + ("" if c.passed else " (flagged)")
              + (f"; the spec's gate: {views}" if views else ""))
     cls = "" if c.passed else ' class="flagged"'
     return (f'<figure{cls} data-rank="{rank}" data-similarity="{c.similarity:.6f}" data-name="{html.escape(name)}">'
@@ -148,7 +149,7 @@ def _thumb(sweep: Sweep, rank: int, item: StoredImage) -> str:
             f'<figcaption>{html.escape(label)}</figcaption></figure>')
 
 
-def _crops(sweep: Sweep, sample: StoredSample) -> str:
+def _crops(sweep: Sweep, sample: StoredSample, score: str = "similarity") -> str:
     out = []
     for rank, item in enumerate(sample.images, 1):
         if item.crop is None:
@@ -161,7 +162,7 @@ def _crops(sweep: Sweep, sample: StoredSample) -> str:
             for what, data in (("source (resized, uncompressed)", item.crop.source), ("stored", item.crop.stored),
                                (f"|difference| x {DIFF_GAIN:g} (dark: changed)", item.crop.difference)))
         name = names.quote(Path(c.path).name)
-        caption = (f"{rank}. {name}, {sweep.codings[c.coding].label} q{c.quality}, similarity "
+        caption = (f"{rank}. {name}, {sweep.codings[c.coding].label} q{c.quality}, {score} "
                    f"{c.similarity:.4f}: the {r.width} px square at ({r.x}, {r.y}) where it changed most (mean "
                    f"|difference| {r.mean_abs_diff:.1f} of 255), shown x{zoom}")
         out.append(f'<figure class="crop-set" data-name="{html.escape(name)}">'
@@ -187,7 +188,8 @@ def _pictures(sweep: Sweep, rec: Recommendation, sample: StoredSample | None) ->
         return ""
     missing = "".join(f'<p class="warn">{html.escape(f"{names.quote(m.path)}: [{m.code}] {names.text(m.message)}")}</p>'
                       for m in sample.missing)
-    thumbs = "".join(_thumb(sweep, k, item) for k, item in enumerate(sample.images, 1))
+    score = score_name(rec.gauge)
+    thumbs = "".join(_thumb(sweep, k, item, score) for k, item in enumerate(sample.images, 1))
     return (f"<h3>Every sample image as stored, worst first</h3>{missing}"
             f"<p>Each image at its choice (coding and quality), made again by the {sweep.engine} engine "
             f"as stored ({mb(sample.total_bytes)} in all), then decoded; thumbnails downscaled to "
@@ -195,7 +197,8 @@ def _pictures(sweep: Sweep, rec: Recommendation, sample: StoredSample | None) ->
             f"target.</p><div class=\"gallery\" id=\"gallery-{rec.format}\">{thumbs}</div>"
             f"<h3>Where the worst images changed most</h3>"
             f"<p>Crops at 1:1 pixels (enlarged without smoothing) of the square with the largest mean absolute "
-            f"difference between the uncompressed resized source and the stored image.</p>{_crops(sweep, sample)}")
+            f"difference between the uncompressed resized source and the stored image.</p>"
+            f"{_crops(sweep, sample, score)}")
 
 
 SETTING_HEAD = ["size", "ladder", "stored", "of sources", "bits/pixel", "at percentile", "flagged", "inexact",
@@ -236,7 +239,7 @@ def _section(sweep: Sweep, rec: Recommendation, sample: StoredSample | None) -> 
     else:
         cards = [("size", f"{s.size} px"), ("ladder", f"q{s.ladder.min}..q{s.ladder.max}/{s.ladder.step}"),
                  ("stored (expected)", f"{mb(s.total_bytes)} = {s.total_bytes / rec.source_bytes:.1%}"),
-                 (f"similarity at p{rec.percentile:g}", _s(s.at_percentile))]
+                 (f"{score_name(rec.gauge)} at p{rec.percentile:g}", _s(s.at_percentile))]
         if sample is not None and sample.speed is not None:
             cards.append(("decode (1 core)", f"{sample.speed.cpu_ms_per_mp:.1f} ms/MP"))
         notes = "".join(f'<p class="warn">{html.escape(n)}</p>' for n in (rec.message, s.ladder.note) if n)

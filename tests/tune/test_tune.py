@@ -586,5 +586,7 @@ def test_a_gate_target_is_a_gate_score_not_a_similarity(report: dict[str, Path],
     assert "similarity 0." not in gate and ", gate score 0." in gate and "worst (gate score)" in gate
     assert "# This adaptive spec" in (spec := (tmp_path / "gate" / "recommended.toml").read_text())
     assert "gate score at the percentile 0." in spec and "similarity at the percentile" not in spec
+    page = (tmp_path / "gate" / "report.html").read_text()
+    assert "gate score at p5" in page  # the decision and each format (the chart says "similarity at p5 (gate)")
     whole = tune("--view", "whole", "--preset", "preview")
     assert "gate score" not in whole and ", similarity 0." in whole and "worst (similarity)" in whole
