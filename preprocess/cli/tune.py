@@ -366,7 +366,8 @@ def _setting_line(sweep: Sweep, s: Setting, score: str = "similarity") -> str:
 def _rows(sweep: Sweep, d: Decision, samples: list[StoredSample | None],
           files: dict[str, Path]) -> list[tuple[str, str]]:
     t = d.target
-    from preprocess.tune.recommended import judged, score_name
+    from preprocess.tune.grid import score_name
+    from preprocess.tune.recommended import judged
 
     score = score_name(t.gauge)
     rows = [("judged by", f"{d.recs[0].model}, {judged(sweep.spec, t.gauge, t.similarity)} at p{t.percentile:g}"

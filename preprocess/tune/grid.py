@@ -124,6 +124,12 @@ class ModelSweep:
         return self.tiles[gauge.removeprefix("tiles-")]
 
 
+def score_name(gauge: str) -> str:
+    """What a target's number is called: the ``gate`` gauge's is the gate score (the worse of the whole view
+    and the crops, on the whole view's scale), which no row stores: `ls` and `show` give each view's similarity."""
+    return "gate score" if gauge == "gate" else "similarity"
+
+
 def gate_checks(spec: Spec) -> tuple[float, float] | None:
     """The spec's (whole, crops) thresholds when its gate checks both (the ``gate`` gauge), else None."""
     views = dict(spec.gate.views.items())

@@ -32,7 +32,7 @@ import numpy.typing as npt
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import ConfigError
 from preprocess.pipeline.spec import Quality
-from preprocess.tune.grid import Floats, ModelSweep, Sweep
+from preprocess.tune.grid import Floats, ModelSweep, Sweep, score_name
 
 MAX_STEP = 50  # quality.step's bound in a spec
 # The gate's settle margin (preprocess.pipeline.gate.SETTLE, which imports the store's schema: `tune --from`
@@ -411,7 +411,7 @@ def recommend(sweep: Sweep, target: Target, fmt: str | None = None) -> Recommend
     meeting = [s for s in allowed if s.meets]
     if not meeting:
         best = max(allowed, key=lambda s: s.at_percentile)
-        rec.message = (f"{fmt}: no measured setting reaches similarity >= {target.similarity:g} at "
+        rec.message = (f"{fmt}: no measured setting reaches {score_name(target.gauge)} >= {target.similarity:g} at "
                        f"p{target.percentile:g} ({m.name}, {target.gauge}); the best is {best.at_percentile:.4f} "
                        f"at size {best.size}, quality up to {best.ladder.max}")
         return rec

@@ -8,7 +8,7 @@ from __future__ import annotations
 from preprocess.pipeline.gatespec import JSON
 from preprocess.pipeline.spec import Spec, parse_spec
 from preprocess.rows.spec_toml import dumps
-from preprocess.tune.grid import Sweep, gate_checks, scaled_checks
+from preprocess.tune.grid import Sweep, gate_checks, scaled_checks, score_name
 from preprocess.tune.recommend import Recommendation
 
 DECISION_FILE = "recommended.toml"
@@ -86,12 +86,6 @@ def judged_views(base: Spec, gauge: str, target: float) -> dict[str, float]:
         whole, crops = scaled_checks(checks, target)
         return {"whole": whole, "crops": crops}
     return {"tiles" if gauge.startswith("tiles-") else gauge: target}
-
-
-def score_name(gauge: str) -> str:
-    """What a target's number is called: the ``gate`` gauge's is the gate score (the worse of the whole view
-    and the crops, on the whole view's scale), which no row stores: `ls` and `show` give each view's similarity."""
-    return "gate score" if gauge == "gate" else "similarity"
 
 
 def judged(base: Spec, gauge: str, target: float) -> str:

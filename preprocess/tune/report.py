@@ -17,7 +17,7 @@ from preprocess.core import names
 from preprocess.core.jsonable import Json, JsonObject
 from preprocess.pipeline.spec import load_spec
 from preprocess.tune import plots
-from preprocess.tune.grid import Sweep, to_json
+from preprocess.tune.grid import Sweep, score_name, to_json
 from preprocess.tune.recommend import PRESETS, Decision, Recommendation, Setting
 from preprocess.tune.recommended import (
     DECISION_FILE,
@@ -25,7 +25,6 @@ from preprocess.tune.recommended import (
     header,
     judged,
     recommended_spec,
-    score_name,
     spec_file,
     spec_toml,
 )

@@ -590,3 +590,8 @@ def test_a_gate_target_is_a_gate_score_not_a_similarity(report: dict[str, Path],
     assert "gate score at p5" in page  # the decision and each format (the chart says "similarity at p5 (gate)")
     whole = tune("--view", "whole", "--preset", "preview")
     assert "gate score" not in whole and ", similarity 0." in whole and "worst (similarity)" in whole
+    unreachable = subprocess.run([*CLI, "tune", "--from", str(report["json"].parent), "--view", "gate",
+                                  "--target", "0.999"],
+                                 capture_output=True, text=True, cwd=ROOT, check=False)
+    assert unreachable.returncode == 2 and "no measured setting reaches gate score >= 0.999" in " ".join(
+        unreachable.stderr.split())
