@@ -21,6 +21,7 @@ commit: :func:`preprocess.drivers.run.run_job`, :class:`preprocess.drivers.watch
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from preprocess.core import names
 from preprocess.core.errors import InputError
 from preprocess.core.timing import Stopwatch, Timings, now_iso
 from preprocess.pipeline.extractor.built import BuiltModel
+from preprocess.pipeline.gatespec import VIEW_NAMES
 from preprocess.pipeline.process import BatchResult, Failed, Plan
 from preprocess.rows.provenance import (
     ByteCounts,
@@ -94,6 +96,7 @@ class Summary:
     bytes_out: int = 0
     similarity_min: float | None = None
     similarity_mean: float | None = None
+    views: dict[str, dict[str, float]] = field(default_factory=dict)  # each checked view's min and mean
     quality_mean: float | None = None
     probes_mean: float | None = None
     seconds: float = 0.0
@@ -134,6 +137,7 @@ class Tally:
         self.failed_known = 0  # failed again, their failure already recorded: no row (the summary says how many)
         self.bytes_in = self.bytes_out = 0
         self.similarities: list[float] = []
+        self.views: dict[str, list[float]] = {v: [] for v in VIEW_NAMES}
         self.qualities: list[int] = []
         self.probes: list[int] = []
         self.failures: list[FailureRow] = []
@@ -158,6 +162,9 @@ class Tally:
             c.kept_source += row.status == "source"
             c.passthrough += row.status == "passthrough"
             self.similarities.append(row.similarity)
+            for view, sims in self.views.items():
+                if math.isfinite(value := getattr(row, f"similarity_{view}")):
+                    sims.append(value)
             self.probes.append(row.probes)
             if row.quality:
                 self.qualities.append(row.quality)
@@ -172,9 +179,11 @@ class Tally:
         def mean(values: Sequence[float]) -> float | None:
             return float(np.mean(values)) if values else None
 
+        views = {v: {"min": round(float(min(sims)), 6), "mean": round(float(np.mean(sims)), 6)}
+                 for v, sims in self.views.items() if sims}
         return QualityStats(similarity_min=float(min(self.similarities)) if self.similarities else None,
                             similarity_mean=mean(self.similarities), quality_mean=mean(self.qualities),
-                            probes_mean=mean(self.probes))
+                            probes_mean=mean(self.probes), views=views or None)
 
 
 def read_files(paths: Sequence[Path], max_bytes: int, *, roots: Sequence[str] | None = None,
@@ -335,6 +344,7 @@ class Ingest:
             failed_known=t.failed_known,
             flagged=c.flagged, kept_source=c.kept_source, passthrough=c.passthrough, bytes_in=t.bytes_in,
             bytes_out=t.bytes_out, similarity_min=q.similarity_min, similarity_mean=q.similarity_mean,
+            views=q.views or {},
             quality_mean=q.quality_mean, probes_mean=q.probes_mean, seconds=round(self._since.elapsed(), 3),
             timings=t.timings.rounded(),
             failures=[{"path": names.storable(f.source_path), "code": f.code, "message": names.text(f.message)}

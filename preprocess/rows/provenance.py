@@ -261,10 +261,13 @@ class ByteCounts(Section):
 
 
 class QualityStats(Section):
-    similarity_min: float | None = None
+    similarity_min: float | None = None  # the first check's (a row's ``similarity``)
     similarity_mean: float | None = None
     quality_mean: float | None = None
     probes_mean: float | None = None
+    # each checked view's similarity over the stored rows: {"whole": {"min": ., "mean": .}, "crops": ...}
+    # (absent in commits before views were summed up)
+    views: dict[str, dict[str, float]] | None = None
 
 
 class RowsHeld(Section):
