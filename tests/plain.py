@@ -42,7 +42,7 @@ def blob(group: zarr.Group, path: str, i: int) -> bytes:
 
 
 # Sections whose keys vary: the spec's own, versions, stages, what each engine describes of itself.
-FREE_FORM = frozenset({"spec", "software", "timings", "engine"})
+FREE_FORM = frozenset({"spec", "software", "timings", "engine", "quality.views"})  # keys: data (views, ...)
 
 
 def shape(metadata: Mapping[str, Any], prefix: str = "") -> set[str]:
