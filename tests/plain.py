@@ -11,6 +11,8 @@ import icechunk
 import numpy as np
 import zarr
 
+from preprocess.rows.provenance import QualityStats
+
 
 def open_root(store: Path | str, ref: str = "main", *, snapshot: str | None = None) -> zarr.Group:
     """The root group of branch ``ref`` (or of ``snapshot``) of the local store, read-only."""
@@ -42,6 +44,8 @@ def blob(group: zarr.Group, path: str, i: int) -> bytes:
 
 
 # Sections whose keys vary: the spec's own, versions, stages, what each engine describes of itself.
+# a commit that stored rows: its quality has each checked view's figures (``views``)
+STORED = QualityStats(views={"whole": {"min": 1.0, "mean": 1.0}})
 FREE_FORM = frozenset({"spec", "software", "timings", "engine", "quality.views"})  # keys: data (views, ...)
 
 

@@ -56,17 +56,19 @@ class _Group(TyperGroup):
         try:
             return super().invoke(ctx)
         except UsageError as exc:
-            usage_failed(exc, ctx.meta.get("preprocess.argv", ()))
+            usage_failed(exc, ctx.meta.get("preprocess.argv", ()), ctx.command)
             raise
 
 
-def usage_failed(exc: UsageError, args: Sequence[str]) -> None:
+def usage_failed(exc: UsageError, args: Sequence[str], root: Any = None) -> None:
     """Exit 2 with ``error[CLI_USAGE]`` and a hint naming the command's ``--help`` (a JSON error document
     too when ``args`` hold ``--json``); click's own ``Did you mean`` becomes ours. A bare group, which
-    shows its help, is left to click."""
-    if isinstance(exc, NoArgsIsHelpError) or exc.ctx is None:
+    shows its help, is left to click. An error raised without its context (an option missing its value)
+    names the command that ``args`` call under ``root``."""
+    if isinstance(exc, NoArgsIsHelpError) or (exc.ctx is None and root is None):
         raise exc
-    words = exc.ctx.command_path.split()[1:]  # without the program's name (``root`` in tests)
+    # the command's words, without the program's name (``root`` in tests)
+    words = exc.ctx.command_path.split()[1:] if exc.ctx is not None else _called(root, args)
     message = re.sub(r"\. Did you mean (.*)\?$", r" (did you mean \1?)", exc.format_message())
     if isinstance(exc, NoSuchOption):
         message = exc.message + did_you_mean(exc.option_name, exc.possibilities or ())
@@ -74,6 +76,18 @@ def usage_failed(exc: UsageError, args: Sequence[str]) -> None:
     help_of = " ".join(["preprocess", *words, "--help"])
     fail(ConfigError(message, code=ErrorCode.CLI_USAGE, hint=f"see `{help_of}`"),
          as_json=(" ".join(words) or "preprocess") if "--json" in args else "")
+
+
+def _called(group: Any, args: Sequence[str]) -> list[str]:
+    """The (sub)command names that ``args`` start with under ``group`` (``["models", "build"]``)."""
+    words: list[str] = []
+    for arg in args:
+        commands = getattr(group, "commands", {})
+        if arg not in commands:
+            break
+        words.append(arg)
+        group = commands[arg]
+    return words
 
 
 app = typer.Typer(cls=_Group, help="GPU image preprocessing: resize + recompress camera images as small as a neural "

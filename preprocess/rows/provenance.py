@@ -352,6 +352,8 @@ class Provenance(Section):
                 out.pop(name, None)
         if isinstance(inputs := out.get("inputs"), dict) and inputs.get("duplicates") is None:
             inputs.pop("duplicates", None)  # only a commit that had duplicates says so
+        if isinstance(quality := out.get("quality"), dict) and quality.get("views") is None:
+            quality.pop("views", None)  # a commit that stored nothing (or before views were summed up)
         return {k: _text(v) for k, v in out.items()}
 
     @classmethod

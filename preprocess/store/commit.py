@@ -11,6 +11,7 @@ which the writer turns into COMMIT_CONFLICT) and commits nothing.
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 
@@ -26,11 +27,13 @@ COMMIT_WAIT = 60.0  # seconds a commit waits for a tag/branch/reset (a moment) o
 NEW_BRANCH = "main"  # the only branch of a new dataset
 
 
-def check_branch(repo: ic.Repository, branch: str) -> None:
-    """NotFoundError BRANCH_MISSING unless ``branch`` is a branch of ``repo``."""
+def check_branch(repo: ic.Repository, branch: str, where: str = "STORE") -> None:
+    """NotFoundError BRANCH_MISSING unless ``branch`` is a branch of ``repo`` (at ``where``: its hint gives
+    the command that creates the branch)."""
     if branch not in repo.list_branches():
+        command = shlex.join(["preprocess", "branch", where, branch, NEW_BRANCH])
         raise NotFoundError(f"branch {branch!r} does not exist in this dataset", code=ErrorCode.BRANCH_MISSING,
-                          hint="create it first (e.g. from main) with the branch command")
+                          hint=f"create it first, from {NEW_BRANCH} or another ref: `{command}`")
 
 
 def plain_metadata(metadata: Mapping[str, object] | None) -> dict[str, object]:
@@ -52,7 +55,7 @@ class BranchSession:
         self.branch = branch
         root = local_root(repo)
         self.where = str(root) if root is not None else "its object store"  # for storage errors
-        check_branch(repo, branch)
+        check_branch(repo, branch, self.where if root is not None else "STORE")
         self._lock: StoreLock | None = lock_repo(repo, wait=wait, purpose=f"writer on branch {branch}",
                                                  branch=branch)
 

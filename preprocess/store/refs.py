@@ -390,8 +390,12 @@ def _mutate[T](action: str, call: Callable[[], T]) -> T:
         raise ConflictError(f"cannot {action}: the dataset's refs changed meanwhile", code=ErrorCode.REF_CONFLICT,
                             hint="look at `preprocess log` and run the command again") from exc
     except ic.AlreadyExistsError as exc:
-        raise ConfigError(f"cannot {action}: {str(exc).splitlines()[0]}", code=ErrorCode.REF_EXISTS,
-                          hint="icechunk never reuses a deleted tag's name; choose another") from exc
+        said = str(exc).splitlines()[0]
+        if "already deleted" in said:  # icechunk: "does not allow tag reuse and tag was already deleted `t1`"
+            said = "a tag by that name was deleted, and a deleted tag's name is never used again"
+        raise ConfigError(f"cannot {action}: {said}", code=ErrorCode.REF_EXISTS,
+                          hint="choose another name (icechunk keeps deleted tags' names so that a name never "
+                               "means two versions)") from exc
     except ic.IcechunkError as exc:
         raise storage_error(exc, action) from exc
 

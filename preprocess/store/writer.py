@@ -245,7 +245,7 @@ def check_target(location: Where | Location, branch: str = NEW_BRANCH) -> None:
     new dataset has only ``main``: BRANCH_MISSING)."""
     loc = Location.of_store(location)
     if check_location(loc):
-        check_branch(open_repo(loc, create=False), branch)
+        check_branch(open_repo(loc, create=False), branch, loc.text)
     elif branch != NEW_BRANCH:
         raise NotFoundError(f"branch {branch!r} does not exist: {loc.text} is a new dataset, whose only branch "
                           f"is {NEW_BRANCH!r}", code=ErrorCode.BRANCH_MISSING,

@@ -33,7 +33,14 @@ def test_usage_errors_print_the_code_and_a_hint() -> None:
             (("models", "lst"), "error[CLI_USAGE]: no such command 'lst' (did you mean 'list'?)",
              "preprocess models --help"),
             (("serve", "/tmp/s", "--port", "99999"), "error[CLI_USAGE]: invalid value for '--port'",
-             "preprocess serve --help")):
+             "preprocess serve --help"),
+            # an option missing its value at the end: click raises it without a context (printed in its box)
+            (("ls", "/tmp/s", "--sort"), "error[CLI_USAGE]: option '--sort' requires an argument",
+             "preprocess ls --help"),
+            (("tag", "/tmp/s", "--delete"), "error[CLI_USAGE]: option '--delete' requires an argument",
+             "preprocess tag --help"),
+            (("tune", "photos", "--spec"), "error[CLI_USAGE]: option '--spec' requires an argument",
+             "preprocess tune --help")):
         r = CliRunner().invoke(app, list(args))
         assert r.exit_code == 2, (args, r.output)
         first, second = r.stderr.splitlines()[:2]

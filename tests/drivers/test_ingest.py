@@ -16,7 +16,7 @@ from preprocess.rows.provenance import Provenance, RowsHeld, WatchInfo
 from preprocess.sources.files import SourceFile, list_digest
 from preprocess.store import DatasetWriter, open_dataset, open_repo, open_writer
 from preprocess.store.history import log
-from tests.plain import shape
+from tests.plain import STORED, shape
 from tests.store.conftest import TINY
 
 
@@ -165,5 +165,5 @@ def test_the_commit_records_the_provenance_of_its_rows(tmp_path: Path, folder: P
     assert "commit" in summary.timings  # the summary also times the commit itself
     assert p.watch is None and p.ray is None and "watch" not in commit.metadata and "ray" not in commit.metadata
     # every declared field, nothing else (rows_held: the writer adds it to every commit)
-    assert shape(commit.metadata) == shape(Provenance(rows_held=RowsHeld()).to_metadata())
+    assert shape(commit.metadata) == shape(Provenance(rows_held=RowsHeld(), quality=STORED).to_metadata())
     assert p.started_at < p.finished_at

@@ -104,4 +104,5 @@ def test_a_refused_run_creates_nothing(tmp_path: Path, small_photos: list[Path],
     missing = run(photos, "--store", new, "--branch", "nope", "--spec", tiny)  # an existing store
     assert missing.returncode == 2 and error_lines(missing.stderr) == [
         "error[BRANCH_MISSING]: branch 'nope' does not exist in this dataset"]
+    assert f"`preprocess branch {new} nope main`" in missing.stderr  # the command that makes it
     assert sorted((p.relative_to(new), p.stat().st_mtime_ns) for p in new.rglob("*")) == before

@@ -17,7 +17,7 @@ import pytest
 from preprocess.rows.provenance import Provenance, RowsHeld, WatchInfo
 from tests.drivers.watch.harness import Daemon, read_store, sha, small_jpegs, spec_file, wait_until
 from tests.paths import ROOT
-from tests.plain import shape
+from tests.plain import STORED, shape
 
 
 def slow_write(path: Path, data: bytes, *, pieces: int, pause: float, reopen: bool = False) -> None:
@@ -34,6 +34,10 @@ def slow_write(path: Path, data: bytes, *, pieces: int, pause: float, reopen: bo
                 f = open(path, "ab")  # noqa: SIM115
     finally:
         f.close()
+
+
+# what a watch commit records: a run's provenance and its own section
+WATCH_SHAPE = shape(Provenance(watch=WatchInfo(), rows_held=RowsHeld(), quality=STORED).to_metadata())
 
 
 def test_writers_renames_copies_and_bad_files(tmp_path: Path, small_photos: list[Path],
@@ -84,7 +88,7 @@ def test_writers_renames_copies_and_bad_files(tmp_path: Path, small_photos: list
         assert codes == {name: code for name, (_, code) in bad_images.items()}
         md = state.metadata
         assert md["preprocess"]["kind"] == "watch"
-        assert shape(md) == shape(Provenance(watch=WatchInfo(), rows_held=RowsHeld()).to_metadata())  # run's + its own
+        assert shape(md) == WATCH_SHAPE
         assert md["watch"]["mode"] == "inotify" and md["inputs"]["roots"] == [str(incoming)]
         # originals are left untouched
         assert (incoming / "slow.jpg").read_bytes() == photos[0]
