@@ -218,7 +218,7 @@ def _provenance_rows(p: Provenance) -> list[tuple[str, str]]:
         ("counts", f"sources {c.sources}, stored {c.stored}, skipped {c.skipped}, failed {c.failed}, "
                    f"flagged {c.flagged}, kept_source {c.kept_source}, passthrough {c.passthrough}"),
         ("bytes", f"in {size(p.bytes_.in_)}, out {size(p.bytes_.out)}"),
-        ("time", f"{p.started_at or '-'} .. {p.finished_at or '-'}"),
+        ("time", f"{_when(p.started_at) if p.started_at else '-'} .. {_when(p.finished_at) if p.finished_at else '-'}"),
     ]
 
 

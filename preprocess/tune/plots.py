@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from preprocess.core import names
-from preprocess.tune.grid import Sweep
+from preprocess.tune.grid import Sweep, score_name
 from preprocess.tune.recommend import Decision, Recommendation, Setting, Target, setting
 
 # Okabe & Ito (2008), without its yellow (unreadable on white)
@@ -151,7 +151,7 @@ def formats(sweep: Sweep, decision: Decision, name: str = "formats") -> str:
                     color=FORMAT_STYLE[s.format][0], markeredgecolor="black", markeredgewidth=0.8)
         ax.plot([], [], mark, color="#888888", markeredgecolor="black", ms=10, label=what)
     _target_line(ax, t.similarity)
-    _label(ax, "total stored MB (log)", f"similarity at p{t.percentile:g} ({t.gauge})",
+    _label(ax, "total stored MB (log)", f"{score_name(t.gauge)} at p{t.percentile:g} ({t.gauge})",
            f"bytes per similarity, every format and size ({sweep.models[0].name if t.model is None else t.model})",
            log_x=True)
     return chart.svg()

@@ -259,3 +259,11 @@ def test_one_item_and_one_failure_are_counted_in_the_singular(tmp_path: Path) ->
                  client.get("/diff?a=main~1&b=main").text, client.get("/charts?ref=main").text]
     assert "1 item, 1 failure" in pages[0]
     assert not any(re.search(r"\b1 (items|failures)\b", page) for page in pages)
+
+
+def test_show_gives_a_jobs_times_as_it_gives_when_it_was_written(hist: Hist) -> None:
+    """`show STORE`'s time row printed raw ISO times with microseconds beside `written` in
+    ``YYYY-MM-DD HH:MM:SS UTC``."""
+    out = cli("show", str(hist.store)).stdout
+    (line,) = [ln for ln in out.splitlines() if re.search(r"\btime\b", ln) and ".." in ln]
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \.\. \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", line), line

@@ -235,3 +235,9 @@ def test_the_item_page_says_what_show_says_of_a_source_without_exif(client: Test
         cell = page.split('<td id="camera">', 1)[1].split("</td>", 1)[0]
         assert cell == _camera(fields), (row, fields, cell)
     assert any(not str(v) for v in rows["camera_model"])  # the case the page got wrong is here
+
+
+def test_the_commit_page_gives_the_ratio_as_run_does(client: TestClient, served: Served) -> None:
+    """The web commit page said "3.7× smaller" where `run`'s summary said "3.75x" for the same commit."""
+    page = client.get(f"/commits/{served.first.snapshot}").text
+    assert re.search(r"\(\d+\.\d\d× smaller\)", page), page
