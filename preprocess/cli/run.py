@@ -131,9 +131,13 @@ def _print_summary(s: Summary) -> None:
     for k, v in rows:
         t.add_row(k, v)
     out.print(t)
+    hinted: set[str] = set()
     for f in s.failures[:20]:
         err.print(Text(f"  failed [{f['code']}] {names.shown(f['path'])}: {names.line(f['message'])}"),
                   highlight=False, soft_wrap=True)
+        if (hint := errors.failure_hint(f["code"])) and f["code"] not in hinted:  # once, under its first file
+            hinted.add(f["code"])
+            err.print(Text(f"    hint: {hint}"), highlight=False, soft_wrap=True)
     if len(s.failures) > 20:
         err.print(f"  ... and {len(s.failures) - 20} more (see the dataset's failures table)")
 

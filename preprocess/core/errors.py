@@ -164,6 +164,11 @@ FAILURE_HINTS: dict[ErrorCode, str] = {
 }
 
 
+def failure_hint(code: str) -> str:
+    """What to do about a failure row's code (a code stored as text; "" for one without a hint, or unknown)."""
+    return next((hint for known, hint in FAILURE_HINTS.items() if known == code), "")
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """``" (did you mean 'main'?)"`` naming the closest of ``choices`` (difflib), or ``""``: appended to
     the message of an error about a misspelt name (a REF, a spec field, a column)."""

@@ -13,7 +13,7 @@ from starlette.responses import PlainTextResponse, Response
 
 from preprocess.core import names
 from preprocess.core.codes import ErrorCode
-from preprocess.core.errors import FAILURE_HINTS, ConfigError, InputError, NotFoundError
+from preprocess.core.errors import ConfigError, InputError, NotFoundError, failure_hint
 from preprocess.rows.formats import FORMATS
 from preprocess.rows.schema import ITEM_STATUSES
 from preprocess.serve import charts
@@ -155,7 +155,7 @@ def failures_page(request: Request) -> Response:
     page = _page(request, pages)
     rows = cat.failures(target.snapshot, list(range((page - 1) * FAILURE_PAGE, min(total, page * FAILURE_PAGE))))
     for r in rows:
-        r["hint"] = next((hint for code, hint in FAILURE_HINTS.items() if code == r["code"]), "")
+        r["hint"] = failure_hint(str(r["code"]))
         r["commit"] = cat.failure_added_by(target.snapshot, int(r["row"] or 0))
     return render(request, "failures.html", ref=ref, target=target, rows=rows, page=page, pages=pages, total=total,
                   query=lambda p: urlencode({"ref": ref, "page": p}))

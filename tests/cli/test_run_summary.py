@@ -10,6 +10,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from preprocess.cli import app
+from preprocess.core.errors import failure_hint
 from preprocess.store import open_dataset
 
 SPEC = """
@@ -39,3 +40,19 @@ def test_the_summary_gives_each_checked_views_min_and_mean(tmp_path: Path, photo
     assert f"whole min {min(whole):.4f}" in r.stdout and f"crops min {min(crops):.4f}" in r.stdout, r.stdout
     doc = json.loads(CliRunner().invoke(app, [*args[:-1], str(tmp_path / "b.icechunk"), "--json"]).stdout)
     assert set(doc["views"]) == {"whole", "crops"} and abs(doc["views"]["crops"]["min"] - min(crops)) < 2e-6
+
+
+def test_each_failures_code_gets_its_hint_once(tmp_path: Path, photo_sets: list[Path]) -> None:
+    """`run` printed each failure's code and message but no hint, where the web UI's failures page says what
+    to do (a newcomer's third walkthrough). Each code's hint now follows its first file."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        (folder / name).write_bytes(b"")
+    (folder / "c.png").write_text("not an image")
+    r = CliRunner().invoke(app, ["run", str(folder), "--engine", "pillow", "--store", str(tmp_path / "s.icechunk")],
+                           env={"COLUMNS": "200"})
+    lines = [ln.strip() for ln in r.stderr.splitlines() if ln.startswith("  ")]
+    empty = "hint: " + failure_hint("E_EMPTY")
+    assert lines.count(empty) == 1 and lines[lines.index(empty) - 1].startswith("failed [E_EMPTY]"), lines
+    assert "hint: " + failure_hint("E_NOT_IMAGE") in lines and failure_hint("E_NOT_IMAGE")
