@@ -43,7 +43,8 @@ def _gif_header_end(gif: bytes) -> int:
     return 13 + (3 << ((gif[10] & 7) + 1) if gif[10] & 0x80 else 0)
 
 
-def _one_byte_sub_blocks(gif: bytes) -> bytes:
+def _sub_blocks_of(gif: bytes, size: int) -> bytes:
+    """``gif`` with its (first) image's LZW data cut into sub-blocks of ``size`` bytes."""
     pos = _gif_header_end(gif)
     assert gif[pos] == 0x2C and not gif[pos + 9] & 0x80  # the image descriptor, no local palette
     start = end = pos + 11  # after the descriptor and the LZW code size
@@ -51,7 +52,17 @@ def _one_byte_sub_blocks(gif: bytes) -> bytes:
     while gif[end]:
         data += gif[end + 1:end + 1 + gif[end]]
         end += 1 + gif[end]
-    return gif[:start] + b"".join(b"\x01" + data[i:i + 1] for i in range(len(data))) + gif[end:]
+    return gif[:start] + b"".join(bytes([len(c)]) + c for c in (data[i:i + size] for i in range(0, len(data), size))) \
+        + gif[end:]
+
+
+def _one_byte_sub_blocks(gif: bytes) -> bytes:
+    return _sub_blocks_of(gif, 1)
+
+
+def _after_app0(jpeg: bytes) -> int:
+    assert jpeg[2:4] == b"\xff\xe0"  # Pillow writes JFIF's APP0 first
+    return 4 + int.from_bytes(jpeg[4:6], "big")
 
 
 def _riff(chunks: bytes) -> bytes:
@@ -78,6 +89,13 @@ BOMBS: dict[str, Callable[[np.ndarray], bytes]] = {
     # 16 MB: 2 million empty boxes in a JPEG 2000 file (5 s)
     "jp2_boxes": lambda a: ((j := bytes(imagecodecs.jpeg2k_encode(a, codecformat="jp2")))[:j.index(b"jp2h") - 4]
                             + b"\x00\x00\x00\x08free" * 2_000_000 + j[j.index(b"jp2h") - 4:]),
+    # one junk byte, then 2 million empty APP5 segments: Pillow skips junk and walks on (a count that stopped
+    # at the junk let the 7 MB file through: 1.5 s to open, the 40 s bomb again at 28 MB)
+    "jpeg_junk_then_segments": lambda a: ((j := _saved(a, "JPEG"))[:_after_app0(j)] + b"\x00"
+                                          + b"\xff\xe5\x00\x02" * 2_000_000 + j[_after_app0(j):]),
+    # one stray byte, then 400,000 one-byte comments (2 MB; Pillow skips the byte and joins the comments)
+    "gif_junk_then_comments": lambda a: ((g := _saved(a, "GIF"))[:_gif_header_end(g)] + b"\x00"
+                                         + b"\x21\xfe\x01A\x00" * 400_000 + g[_gif_header_end(g):]),
     # 15 MB of comments in a PPM header (9 s: Pillow reads it a byte at a time)
     "ppm_comments": lambda a: b"P6\n" + b"#c\n" * 5_000_000 + b"64 48\n255\n" + a.tobytes(),
 }
@@ -112,3 +130,13 @@ def test_valid_files_with_many_pieces_still_decode(rgb: np.ndarray) -> None:
         assert decode_rgb(data).size == (64, 48)
     assert len(one_row_idats) // 19 > 1000  # many chunks, under the bound
     assert bounds.MAX_CHUNKS >= 32_768  # a 256 MB PNG in libpng's 8 KB chunks
+
+
+def test_a_large_gif_in_254_byte_sub_blocks_is_valid() -> None:
+    """Encoders from the classic GIFCOMPR.C (gif.js, AnimatedGifEncoder, netpbm) flush LZW data at 254 bytes:
+    a 2000x2000 noise frame is ~17,000 such sub-blocks, over the fixed bound that refused it; a GIF may hold
+    one piece per 128 bytes of its size beyond it."""
+    noise = np.random.default_rng(1).integers(0, 255, (2000, 2000, 3), np.uint8)
+    gif = _sub_blocks_of(_saved(noise, "GIF"), 254)
+    assert len(gif) // 255 > bounds.MAX_HEADER_PIECES
+    assert probe(gif, max_pixels=MAX).width == 2000
