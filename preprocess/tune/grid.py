@@ -149,8 +149,12 @@ def gate_values(whole: Floats, crops: Floats, checks: tuple[float, float]) -> Fl
 
     w, c = whole.astype(np.float64), crops.astype(np.float64)
     margin = np.minimum(deficit(tw) - deficit(w), deficit(tc) - deficit(c))
-    out: Floats = carried(margin, (w >= tw) & (c >= tc), tw).astype(np.float32)
-    return out
+    passed = (w >= tw) & (c >= tc)
+    out: Floats = carried(margin, passed, tw).astype(np.float32)
+    # a failure a hair below tw rounds to float32(tw), which reads as a pass (the gauges are compared with a
+    # target in float32): it stays a float32 step below
+    below = np.nextafter(np.float32(tw), np.float32(0))
+    return np.where(passed, out, np.minimum(out, below)).astype(np.float32)
 
 
 def scaled_checks(checks: tuple[float, float], target: float) -> tuple[float, float]:

@@ -570,6 +570,24 @@ def test_the_gate_gauge_is_the_gates_own_score() -> None:
         assert g == pytest.approx(want, abs=1e-6) and (g >= np.float32(0.99)) == (w >= 0.99 and c >= 0.975)
 
 
+@pytest.mark.parametrize("checks", [(0.99, 0.975), (0.95, 0.9), (0.999, 0.99), (1.0, 0.975)])
+def test_the_gate_gauge_passes_exactly_when_the_gate_does_at_a_thresholds_float32_step(
+        checks: tuple[float, float]) -> None:
+    """A crop one float32 step below its threshold failed the gate but scored float32(0.99), which the
+    recommendation read as a pass (a review): the gauge's failures stay below every float32 >= the target."""
+    from preprocess.pipeline.gate.measure import gate_score
+    from preprocess.tune.grid import gate_values
+
+    tw, tc = checks
+    near = [np.nextafter(np.float32(t), np.float32(d)) for t in (tw, tc) for d in (0, 2)] + [np.float32(tw),
+                                                                                          np.float32(tc)]
+    for w in [np.float32(0.99999), *near]:
+        for c in near:
+            v = gate_values(np.asarray([w], np.float32), np.asarray([c], np.float32), checks)[0]
+            passes = gate_score({"m": {"whole": float(w), "crops": float(c)}}, {"whole": tw, "crops": tc}, tw) >= tw
+            assert bool(v >= tw) == passes, (w, c, v)
+
+
 def test_a_gate_target_is_a_gate_score_not_a_similarity(report: dict[str, Path], tmp_path: Path) -> None:
     """Judged by the gate (the whole view and the crops), `tune` printed "similarity 0.9902" and "leuvenB.jpg
     q87 0.9901" where `ls` and `show` say 0.9981 for that image at q87: the number is the gate score (the crops'
