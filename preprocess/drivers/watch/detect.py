@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,29 +175,48 @@ class Detector:
     def scan(self, top: str) -> int:
         """Offer every image file under ``top`` not yet handled; stops early when the queue is full.
 
-        A complete scan of the whole folder also drops handled entries of files that are gone
+        A folder that cannot be listed is offered too (its read records it as an E_UNREADABLE row, as in
+        ``run``). A complete scan of the whole folder also drops handled entries of files that are gone
         (their delete events may have been lost)."""
-        offered = 0
         present: set[str] = set()
         unlisted: list[str] = []
-        for dirpath, dirnames, filenames in os.walk(top, onerror=lambda e: unlisted.append(str(e.filename))):
-            if self._stop.is_set():
-                return offered
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")
-                           and not self._excluded(os.path.join(dirpath, d))]
-            for path in (os.path.join(dirpath, name) for name in filenames):
-                if self.wanted(path):
-                    if (took := self._offer(path, present)) is None:
-                        return offered  # full: the daemon asks for a rescan once there is room
-                    offered += took
-        for folder in unlisted:  # taken like a file: the read records it as an E_UNREADABLE row, as in `run`
-            self._unlisted(folder)
-            if (took := self._offer(folder, present)) is None:
-                return offered
-            offered += took
-        if top == self.folder:
+        offered, full = self._offer_all(self._images(top, unlisted), present)
+        if not full:
+            more, full = self._offer_all(self._unlistable(unlisted), present)
+            offered += more
+        if top == self.folder and not full and not self._stop.is_set():
             self.queue.prune_handled(present)
         return offered
+
+    def _images(self, top: str, unlisted: list[str]) -> Iterator[str]:
+        """The wanted image files under ``top`` (until stopped); the folders it cannot list go to ``unlisted``."""
+
+        def unlistable(e: OSError) -> None:
+            if not isinstance(e, FileNotFoundError | NotADirectoryError):  # gone, or a file now: nothing to say
+                unlisted.append(str(e.filename))
+
+        for dirpath, dirnames, filenames in os.walk(top, onerror=unlistable):
+            if self._stop.is_set():
+                return
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")
+                           and not self._excluded(os.path.join(dirpath, d))]
+            yield from (path for path in (os.path.join(dirpath, name) for name in filenames) if self.wanted(path))
+
+    def _unlistable(self, folders: list[str]) -> Iterator[str]:
+        """Of the folders a walk could not list, those inside the watched folder that still cannot be (said once)."""
+        for folder in folders:
+            if self._inside(folder) and Stat.of(folder) is not None:  # not hidden or excluded; still unlistable
+                self._unlisted(folder)
+                yield folder
+
+    def _offer_all(self, paths: Iterable[str], present: set[str]) -> tuple[int, bool]:
+        """(how many of ``paths`` were offered, whether the queue filled up: the rest wait for a rescan)."""
+        offered = 0
+        for path in paths:
+            if (took := self._offer(path, present)) is None:
+                return offered, True
+            offered += took
+        return offered, False
 
     def _offer(self, path: str, present: set[str]) -> int | None:
         """Offer ``path`` unless this version was handled: 1 offered, 0 not, None when the queue is full."""
@@ -220,10 +239,13 @@ class Detector:
 
     def wanted(self, path: str) -> bool:
         """An image file inside the folder, not hidden (nor in a hidden folder), not excluded."""
+        return is_candidate(Path(path)) and self._inside(path)
+
+    def _inside(self, path: str) -> bool:
+        """Inside the folder, not hidden (nor in a hidden folder), not excluded."""
         if not path.startswith(self.folder + os.sep) or self._excluded(path):
             return False
-        rel = os.path.relpath(path, self.folder).split(os.sep)
-        return is_candidate(Path(path)) and not any(part.startswith(".") for part in rel[:-1])
+        return not any(part.startswith(".") for part in os.path.relpath(path, self.folder).split(os.sep))
 
 
 class _Handler(FileSystemEventHandler):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from preprocess.drivers.watch.queue import Stat
+from preprocess.drivers.watch.queue import UNSEEN, Stat
 
 Outcome = Literal["stored", "failed", "duplicate"]
 
@@ -75,7 +75,7 @@ def move_settled(files: list[Taken], folder: str, move_to: str) -> Moves:
     """
     out = Moves()
     for f in files:
-        if Stat.of(f.path) != f.stat or os.path.isdir(f.path):
+        if Stat.of(f.path) != f.stat or f.stat == UNSEEN or os.path.isdir(f.path):  # changed; not a file
             continue
         try:
             out.moved.append((f.path, _move(f, folder, move_to)))
@@ -101,4 +101,8 @@ def numbered(name: str, n: int) -> str:
     whole within :data:`NAME_MAX` bytes."""
     p = Path(name)
     stem, tail = os.fsencode(p.stem), os.fsencode(f".{n}{p.suffix}")
-    return os.fsdecode(stem[:max(NAME_MAX - len(tail), 1)] + tail)
+    cut = max(NAME_MAX - len(tail), 1)
+    if not any("\udc80" <= ch <= "\udcff" for ch in p.stem):  # UTF-8 text: cut between two characters
+        while 1 < cut < len(stem) and stem[cut] & 0xC0 == 0x80:
+            cut -= 1
+    return os.fsdecode(stem[:cut] + tail)

@@ -236,8 +236,9 @@ def test_moving_a_long_name_beside_its_namesake_and_what_cannot_be_moved(tmp_pat
         st = Stat.of(str(folder / name))
         assert st is not None
         files.append(Taken(str(folder / name), st, outcome))
-    (folder / "sub").mkdir()
-    files.append(Taken(str(folder / "sub"), Stat.of(str(folder / "sub")) or Stat(0, 0), "failed"))
+    _deep(folder / "sub")  # a folder the scan cannot list: taken as a failure row, never moved
+    deep = _unlistable_in(folder / "sub")
+    files.append(Taken(deep, Stat.of(deep) or Stat(0, 0), "failed"))
     (to / "failed").write_text("a file where failed/ should be")  # c.jpg cannot be moved
     moves = move_settled(files, str(folder), str(to))
     moved = {Path(a).name: Path(b) for a, b in moves.moved}
@@ -245,5 +246,43 @@ def test_moving_a_long_name_beside_its_namesake_and_what_cannot_be_moved(tmp_pat
     assert len(os.fsencode(moved[long_name].name)) <= NAME_MAX and moved[long_name].name.endswith(".1.jpg")
     assert moved[long_name].read_bytes() == long_name.encode() and moved["b.jpg"] == to / "done" / "b.jpg"
     assert [Path(p).name for p, _ in moves.failed] == ["c.jpg"] and (folder / "c.jpg").exists()
-    assert (folder / "sub").is_dir()
+    assert not [p for p, _ in moves.failed if p == deep] and not (to / "failed" / "sub").exists()
     assert numbered("a.jpg", 2) == "a.2.jpg" and len(os.fsencode(numbered("é" * 200 + ".jpg", 12))) <= NAME_MAX
+    cut = numbered("é" * 125 + "x.jpg", 1)  # 255 bytes: the cut falls inside an "é"; it is made before it
+    assert cut == "é" * 124 + ".1.jpg" and cut.encode("utf-8")
+
+
+def _deep(top: Path) -> None:
+    """Folders under ``top`` whose whole path is over PATH_MAX (4096): a folder the scan cannot list, as root."""
+    top.mkdir(parents=True, exist_ok=True)
+    fd = os.open(top, os.O_RDONLY)
+    try:
+        for i in range(20):
+            os.mkdir(f"d{i:02d}" + "x" * 240, dir_fd=fd)
+            fd, old = os.open(f"d{i:02d}" + "x" * 240, os.O_RDONLY, dir_fd=fd), fd
+            os.close(old)
+    finally:
+        os.close(fd)
+
+
+def test_an_event_rescan_offers_no_hidden_gone_or_listable_folder(tmp_path: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """A rescan started by a folder event walks that folder alone: an unlistable folder under a hidden one
+    was offered (a row for what a full scan never looks at), and a folder gone before its rescan was logged
+    as "cannot list ... recorded as E_UNREADABLE" while nothing was recorded (a review)."""
+    _deep(tmp_path / ".cache")
+    q = FileQueue(10, quiet=0.0)
+    det = Detector(str(tmp_path), q, Scanning(poll=True, rescan_interval=60.0))
+    with caplog.at_level(logging.WARNING, logger="preprocess.drivers.watch"):
+        assert det.scan(str(tmp_path / ".cache")) == 0
+        assert det.scan(str(tmp_path / "gone")) == 0
+        assert det.scan(str(tmp_path)) == 0
+    assert not [r for r in caplog.records if "cannot list" in r.getMessage()]
+
+
+def _unlistable_in(top: Path) -> str:
+    """The folder under ``top`` that os.walk cannot list (see :func:`_deep`)."""
+    found: list[str] = []
+    for _ in os.walk(top, onerror=lambda e: found.append(str(e.filename))):
+        pass
+    return found[0]
