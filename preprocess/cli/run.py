@@ -108,7 +108,6 @@ def _print_summary(s: Summary) -> None:
     t.add_column(style="bold")
     t.add_column()
     ratio = f"{s.bytes_in / s.bytes_out:.2f}x" if s.bytes_out else "-"
-    failed = {f["path"] for f in s.failures}
     rows = [
         ("snapshot", s.snapshot or "(nothing new: no commit)"),
         ("engine", f"{s.engine} on {s.device}"),
@@ -116,7 +115,7 @@ def _print_summary(s: Summary) -> None:
                    + (f"{count(len(s.duplicates), 'duplicate')} of another file in this job, " if s.duplicates else "")
                    + f"{s.failed} failed" + (f" ({s.failed_known} already recorded)" if s.failed_known else "")),
         *[("duplicate", escape(f"{names.shown(d['path'])}: the same content as {names.shown(d['same_as'])}, "
-                               + ("failed" if d["same_as"] in failed else "stored") + " under that name"))
+                               + d.get("same_as_outcome", "stored") + " under that name"))
           for d in s.duplicates],
         ("gate", f"{s.flagged} flagged, {s.kept_source} kept as source (gate failed), "
                  f"{s.passthrough} source already smaller"),

@@ -135,6 +135,7 @@ class Tally:
     def __init__(self) -> None:
         self.counts = Counts()
         self.failed_known = 0  # failed again, their failure already recorded: no row (the summary says how many)
+        self.failed_paths: set[str] = set()  # every source that failed in this commit (its row new or known)
         self.bytes_in = self.bytes_out = 0
         self.similarities: list[float] = []
         self.views: dict[str, list[float]] = {v: [] for v in VIEW_NAMES}
@@ -171,6 +172,7 @@ class Tally:
         c.failed += len(failures)
         self.failed_known += len(result.failures) - len(failures)
         self.failures.extend(failures)
+        self.failed_paths.update(f.source_path for f in result.failures)  # recorded now or before
         self.bytes_in += bytes_in
         self.bytes_out += bytes_out
         return Stored(bytes_in, bytes_out)
@@ -349,7 +351,9 @@ class Ingest:
             timings=t.timings.rounded(),
             failures=[{"path": names.storable(f.source_path), "code": f.code, "message": names.text(f.message)}
                       for f in t.failures],
-            duplicates=[{"path": path, "same_as": first} for path, first in t.duplicate_pairs()])
+            duplicates=[{"path": names.storable(path), "same_as": names.storable(first),
+                         "same_as_outcome": "failed" if first in t.failed_paths else "stored"}
+                        for path, first in t.duplicates.items()])
 
     def close(self) -> None:
         """Close the writer: what was not committed is discarded."""

@@ -261,12 +261,12 @@ class ByteCounts(Section):
 
 
 class QualityStats(Section):
-    similarity_min: float | None = None  # the first check's (a row's ``similarity``)
+    similarity_min: float | None = None  # of the rows' ``similarity``: the gate score, on the first check's scale
     similarity_mean: float | None = None
     quality_mean: float | None = None
     probes_mean: float | None = None
-    # each checked view's similarity over the stored rows: {"whole": {"min": ., "mean": .}, "crops": ...}
-    # (absent in commits before views were summed up)
+    # each checked view's similarity over the rows the gate measured: {"whole": {"min": ., "mean": .}, ...}
+    # (absent in commits before views were summed up, and in one that measured none)
     views: dict[str, dict[str, float]] | None = None
 
 

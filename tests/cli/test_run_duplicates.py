@@ -26,7 +26,7 @@ def test_a_second_copy_in_one_job_is_a_duplicate_not_already_stored(tmp_path: Pa
     assert f"zz-copy-of-{first.name}: the same content as {first}" in r.stdout, r.stdout
     doc = json.loads(CliRunner().invoke(app, [*args, "--store", str(tmp_path / "b.icechunk"), "--json"]).stdout)
     assert doc["skipped"] == 1 and doc["duplicates"] == [{"path": str(folder / f"zz-copy-of-{first.name}"),
-                                                          "same_as": str(first)}], doc
+                                                          "same_as": str(first), "same_as_outcome": "stored"}], doc
     again = CliRunner().invoke(app, [*args, "--store", str(tmp_path / "a.icechunk")], env={"COLUMNS": "250"})
     assert "3 found, 0 stored, 3 already stored, 0 failed" in again.stdout, again.stdout  # stored before: not dups
     copy = f"zz-copy-of-{first.name}"  # its name is in the commit's provenance: `show --item` finds its row
@@ -50,3 +50,7 @@ def test_a_second_copy_of_a_file_that_failed_says_it_failed(tmp_path: Path, phot
                                  str(tmp_path / "s.icechunk")], env={"COLUMNS": "250"})
     assert "1 duplicate of another file in this job, 1 failed" in r.stdout, r.stdout
     assert f"b-copy.jpg: the same content as {folder / 'a-cut.jpg'}, failed under that name" in r.stdout, r.stdout
+    again = CliRunner().invoke(app, ["run", str(folder), "--spec", str(tiny_specs[0]), "--engine", "pillow",
+                                     "--store", str(tmp_path / "s.icechunk")], env={"COLUMNS": "250"})
+    assert "0 failed (1 already recorded)" in again.stdout, again.stdout  # its failure is known: no new row
+    assert "b-copy.jpg: the same content as" in again.stdout and "failed under that name" in again.stdout
