@@ -13,7 +13,8 @@ and an empty folder is none.
    waits for the lock (``wait`` seconds at most: ConflictError ``STORE_LOCKED``);
 2. whoever holds the lock looks again: a repository there (another creator finished) is opened as it
    is; else what a killed creator left beside its marker is removed and the repository created (a
-   folder that holds anything without a marker is never emptied);
+   folder that holds anything without a marker is never emptied, but for a failed create's strays: empty
+   ``snapshots``/``transactions`` folders, or ones holding icechunk's first snapshot object alone);
 3. the marker is removed when the repository is complete. A marker left behind means a create that
    did not finish: the next command resumes it (:func:`unfinished` tells the location check so).
 

@@ -426,3 +426,16 @@ def test_an_orientation_written_as_text_is_ignored(value: bytes, fmt: str) -> No
     info = probe(data, max_pixels=MAX, path="x")
     assert info.format.upper() == fmt and info.orientation == 1 and (info.width, info.height) == (40, 20)
     assert decode_rgb(data, path="x").size == (40, 20)
+
+
+def test_an_orientation_written_as_a_whole_rational_is_applied_as_pillow_does() -> None:
+    """A RATIONAL 6/1 is 6 to Pillow's exif_transpose: the text rule must not turn it off (a review)."""
+    from PIL import ImageOps
+
+    tiff = (b"MM\x00*" + struct.pack(">IH", 8, 1) + struct.pack(">HHII", 0x0112, 5, 1, 26) + struct.pack(">I", 0)
+            + struct.pack(">II", 6, 1))
+    out = io.BytesIO()
+    Image.new("RGB", (40, 20), (200, 10, 10)).save(out, "JPEG", exif=b"Exif\x00\x00" + tiff)
+    info = probe(out.getvalue(), max_pixels=MAX, path="x")
+    assert info.orientation == 6 and (info.width, info.height) == (20, 40)
+    assert decode_rgb(out.getvalue(), path="x").size == ImageOps.exif_transpose(Image.open(out)).size == (20, 40)

@@ -1,11 +1,13 @@
 """EXIF orientation: the eight orientations as Pillow transposes, and one rule for reading the tag.
 
-EXIF 2.32 (tag 0x0112) makes Orientation a SHORT 1..8. Anything else (text such as "6", out of range,
-missing, a damaged block) is 1, as Pillow's ``exif_transpose`` reads it, so every header reader and
-engine agrees on a file's pixels.
+EXIF 2.32 (tag 0x0112) makes Orientation a SHORT 1..8. A whole number 1..8 of another type (a LONG, a
+RATIONAL 6/1) counts as Pillow's ``exif_transpose`` reads it; anything else (text such as "6", out of
+range, missing, a damaged block) is 1, so every header reader and engine agrees on a file's pixels.
 """
 
 from __future__ import annotations
+
+import numbers
 
 from PIL import Image
 
@@ -18,8 +20,15 @@ EXIF_OPS: dict[int, tuple[Image.Transpose, ...]] = {
 
 
 def value(raw: object) -> int:
-    """An EXIF Orientation value as the orientation to apply (see the module doc)."""
-    return raw if isinstance(raw, int) and raw in EXIF_OPS else 1
+    """An EXIF Orientation value as the orientation to apply (see the module doc): a whole number 1..8, as
+    Pillow looks it up (a RATIONAL 6/1 is 6); text, a fraction or anything else is 1."""
+    if not isinstance(raw, numbers.Real) or isinstance(raw, bool):
+        return 1
+    try:
+        whole = int(float(raw))
+    except (ValueError, OverflowError, ZeroDivisionError):  # NaN, infinities, a RATIONAL n/0
+        return 1
+    return whole if whole == raw and whole in EXIF_OPS else 1
 
 
 def from_exif(exif: bytes) -> int:
