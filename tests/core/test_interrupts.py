@@ -232,7 +232,7 @@ def test_a_signal_as_the_command_ends_is_one_line_and_130(tmp_path: Path, small_
     src.mkdir()
     (src / small_photos[0].name).write_bytes(small_photos[0].read_bytes())
     landed = 0
-    for attempt in range(12):
+    for attempt in range(24):  # the window is the process's exit (~0.1 s): a loaded machine misses it often
         job = Job(src, tmp_path / f"s{attempt}.icechunk")
         assert job.proc.stdout is not None
         while (line := job.proc.stdout.readline()) and not line.startswith("}"):  # the end of the JSON summary
@@ -246,9 +246,8 @@ def test_a_signal_as_the_command_ends_is_one_line_and_130(tmp_path: Path, small_
         assert err.splitlines() == [f"interrupted by SIGINT after the commit: snapshot {head} holds the job "
                                     "(a rerun adds nothing)"], err
         landed += 1
-        if landed == 2:
-            break
-    assert landed, "no signal reached the job before it ended in 12 tries"
+        break
+    assert landed, "no signal reached the job before it ended in 24 tries"
 
 
 # The moments the test above hits only by chance (the CI's fresh clone hit one of them once): the signal
