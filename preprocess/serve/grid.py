@@ -154,7 +154,8 @@ def _number(text: str, name: str, kind: type[int] | type[float]) -> int | float 
     except ValueError:
         raise ConfigError(f"bad {name}={text[:80]!r}: expected a number", code=ErrorCode.SERVE_PARAM,
                           hint="fix the URL, or start again from the items page") from None
-    _check(math.isfinite(value) and abs(value) < 2**62, name, text, "a finite number")
+    # abs() first: math.isfinite(10**400) raises OverflowError (a 500), where a big int is just too big
+    _check(abs(value) < 2**62 and math.isfinite(value), name, text, "a finite number")
     return value
 
 

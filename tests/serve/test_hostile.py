@@ -60,6 +60,16 @@ def test_odd_page_numbers_are_a_bad_request(small: Small) -> None:
             assert r.status_code == 400 and "SERVE_PARAM" in r.text, (url[:60], r.status_code)
 
 
+def test_a_number_too_big_for_a_float_is_a_bad_request(small: Small) -> None:
+    """Round 6: a 400-digit ``quality_min`` or ``per_page`` (under Python's 4,300-digit limit) answered 500:
+    ``math.isfinite`` raised OverflowError on the int, on the grid, the charts and both downloads."""
+    c = client(small)
+    for name in ("page", "per_page", "quality_min", "bytes_max", "similarity_min"):
+        for path in ("/items", "/charts", "/items.zip", "/items.csv"):
+            r = c.get(f"{path}?ref=main&{name}={'9' * 400}")
+            assert r.status_code == 400 and "SERVE_PARAM" in r.text, (path, name, r.status_code)
+
+
 def test_a_snapshot_deleted_by_gc_is_not_found(small: Small) -> None:
     """A snapshot the server had cached, then deleted by gc after a reset: its images answered 500. What
     needs its data again is 404; a page made only of what the server had read may still be shown."""
