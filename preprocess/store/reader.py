@@ -12,6 +12,7 @@ The store never decodes an image: a face that wants ``ds[i]["image"]`` passes ``
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from importlib import import_module
 from types import ModuleType
 from typing import TYPE_CHECKING, cast
@@ -30,7 +31,7 @@ from preprocess.sources.location import Location, Where
 from preprocess.store import lookup
 from preprocess.store.origins import origins
 from preprocess.store.refs import resolve_ref, session
-from preprocess.store.storage import open_repo
+from preprocess.store.storage import open_repo, storage_error
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -106,9 +107,9 @@ class Dataset:
         out: dict[str, object] = {}
         for col in ITEM_COLUMNS:
             arr = self._items.get(col.name)
-            out[col.name] = plain(schema.read(arr, slice(i, i + 1))[0], keep_nan=True) if arr is not None else col.fill
+            out[col.name] = plain(_read(arr, slice(i, i + 1))[0], keep_nan=True) if arr is not None else col.fill
         emb = self._emb.get(str(out["model"]))
-        out["embedding"] = schema.read(emb, i).astype(np.float32) if emb is not None else None
+        out["embedding"] = _read(emb, i).astype(np.float32) if emb is not None else None
         return cast(StoredItem, out)
 
     def __getitem__(self, i: int) -> Item:
@@ -135,7 +136,7 @@ class Dataset:
     def jpeg(self, i: int) -> bytes:
         """The stored bytes of item ``i`` (JPEG, or the source's own bytes for source/passthrough)."""
         i = self._index(i)
-        return bytes(schema.read(self._items["jpeg"], slice(i, i + 1))[0])
+        return bytes(_read(self._items["jpeg"], slice(i, i + 1))[0])
 
     def _index(self, i: int) -> int:
         if not -self._n <= i < self._n:
@@ -195,7 +196,7 @@ class Dataset:
         if arr is None:
             raise NotFoundError(f"no embeddings for model {model!r} in this dataset (it has "
                               f"{sorted(self._emb) or 'none'})", code=ErrorCode.STORE_NO_MODEL)
-        return schema.read(arr).astype(np.float32, copy=False)
+        return _read(arr).astype(np.float32, copy=False)
 
 
 def open_dataset(location: Where | Location, *, ref: str = "main", decode: Decode | None = None) -> Dataset:
@@ -254,9 +255,33 @@ def _missing(col: Column, n: int) -> Values:
     return np.full(n, col.fill, dtype=col.numpy_dtype)
 
 
+def _read(arr: ArrayV3, selection: int | slice = slice(None)) -> Values:
+    """``schema.read``, a failed or damaged read mapped to a StorageError (:func:`_damage`)."""
+    with _damage():
+        return schema.read(arr, selection)
+
+
+@contextmanager
+def _damage() -> Iterator[None]:
+    """Map what a read of damaged or missing chunk files raises (icechunk: a chunk file cut short or gone;
+    zarr: a shard index whose checksum does not match) to STORE_IO with a hint, never a traceback."""
+    try:
+        yield
+    except (ic.IcechunkError, OSError) as exc:
+        if isinstance(exc, StorageError):
+            raise
+        raise storage_error(exc, "read the stored rows") from exc
+    except ValueError as exc:
+        if "checksum" not in str(exc):
+            raise
+        raise StorageError(f"cannot read the stored rows: a chunk file is damaged ({str(exc)[:120]})",
+                           code=ErrorCode.STORE_IO, hint="the dataset's files were changed on disk: restore them "
+                           "from a backup or copy; what a damaged chunk holds cannot be read") from exc
+
+
 def _table(arrays: dict[str, ArrayV3], columns: Sequence[Column], names: Sequence[str],
            n: int) -> dict[str, Values]:
-    return {c.name: schema.read(arrays[c.name]) if c.name in arrays else _missing(c, n)
+    return {c.name: _read(arrays[c.name]) if c.name in arrays else _missing(c, n)
             for c in _fields(columns, names)}
 
 
@@ -274,6 +299,6 @@ def _take(arrays: dict[str, ArrayV3], columns: Sequence[Column], names: Sequence
         elif not unique.size:
             out[c.name] = np.empty(0, dtype=c.numpy_dtype)
         else:
-            with schema.quiet():
+            with schema.quiet(), _damage():
                 out[c.name] = np.asarray(arr.get_orthogonal_selection(unique))[back]
     return out

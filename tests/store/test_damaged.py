@@ -1,0 +1,53 @@
+"""A store whose chunk files were damaged on disk (round 6): every reader answers STORE_IO with a hint, never a
+raw icechunk or zarr traceback, and `export` exits 5, not 70 ("a bug, report it"). A real store made by `run`
+on real photos; its largest chunk file (the stored bytes) is cut short or zeroed."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import preprocess
+from preprocess.cli import app
+from preprocess.core.errors import StorageError
+from preprocess.torchdata import VersionDataset
+from tests.jobs import run_pillow
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory, small_photos: list[Path]) -> Path:
+    base = tmp_path_factory.mktemp("damaged")
+    (base / "src").mkdir()
+    for p in small_photos[:3]:
+        shutil.copy(p, base / "src" / p.name)
+    spec = base / "tiny.toml"
+    spec.write_text('[resize]\nsize = 256\n[quality]\nmode = "fixed"\nvalue = 80\n')
+    run_pillow([base / "src"], base / "s.icechunk", spec)
+    return base / "s.icechunk"
+
+
+def damaged(made: Path, tmp_path: Path, how: str) -> Path:
+    store = tmp_path / "s.icechunk"
+    shutil.copytree(made, store)
+    chunk = max((store / "chunks").iterdir(), key=lambda p: p.stat().st_size)
+    data = chunk.read_bytes()
+    chunk.write_bytes(data[: len(data) // 2] if how == "cut" else bytes(len(data)))
+    return store
+
+
+@pytest.mark.parametrize("how", ["cut", "zeroed"])
+def test_a_damaged_chunk_file_is_store_io_in_every_reader(made: Path, tmp_path: Path, how: str) -> None:
+    store = damaged(made, tmp_path, how)
+    ds = preprocess.open_dataset(str(store))
+    with pytest.raises(StorageError) as caught:
+        ds[0]
+    assert caught.value.code == "STORE_IO" and caught.value.hint
+    with pytest.raises(StorageError) as caught:
+        VersionDataset(str(store), size=(32, 32))[0]
+    assert caught.value.code == "STORE_IO"
+    r = CliRunner().invoke(app, ["export", str(store), str(tmp_path / "out")])
+    assert r.exit_code == 5 and "error[STORE_IO]" in r.output and "Traceback" not in r.output, r.output
+    assert "report it" not in r.output
