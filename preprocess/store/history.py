@@ -23,6 +23,7 @@ from preprocess.rows.provenance import Provenance
 from preprocess.store import refs
 from preprocess.store.reader import Dataset
 from preprocess.store.refs import Ref
+from preprocess.store.storage import read_errors
 
 ROOT_MESSAGE = "Repository initialized"
 
@@ -142,7 +143,8 @@ def canonical_metadata(metadata: Mapping[str, Json] | None) -> JsonObject:
 
 def check_format(repo: ic.Repository, target: Ref) -> None:
     """StorageError STORE_FORMAT when ``target`` holds something preprocess did not write."""
-    schema.open_layout(refs.session(repo, target).store, writable=False)
+    with read_errors():
+        schema.open_layout(refs.session(repo, target).store, writable=False)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from preprocess.rows import schema
 from preprocess.rows.schema import FAILURE_COLUMNS, FAILURES, ITEM_COLUMNS, ITEMS
 from preprocess.store import refs
 from preprocess.store.refs import Ref
+from preprocess.store.storage import read_errors
 
 _COUNTS: dict[str, tuple[int, int]] = {}  # snapshot id -> (items, failures) it holds
 _COUNTS_LOCK = threading.Lock()
@@ -75,10 +76,11 @@ def counts(repo: ic.Repository, snapshot: str) -> tuple[int, int]:
         known = _COUNTS.get(snapshot)
     if known is not None:
         return known
-    root = schema.open_layout(refs.session(repo, Ref(snapshot, "snapshot", snapshot)).store, writable=False)
-    found = (0, 0)
-    if root is not None:
-        found = (_rows(root, ITEMS, "source_sha256"), _rows(root, FAILURES, "source_path"))
+    with read_errors():
+        root = schema.open_layout(refs.session(repo, Ref(snapshot, "snapshot", snapshot)).store, writable=False)
+        found = (0, 0)
+        if root is not None:
+            found = (_rows(root, ITEMS, "source_sha256"), _rows(root, FAILURES, "source_path"))
     with _COUNTS_LOCK:
         if len(_COUNTS) >= _MAX_KEPT:
             _COUNTS.clear()

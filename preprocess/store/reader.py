@@ -12,7 +12,6 @@ The store never decodes an image: a face that wants ``ds[i]["image"]`` passes ``
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from importlib import import_module
 from types import ModuleType
 from typing import TYPE_CHECKING, cast
@@ -31,7 +30,7 @@ from preprocess.sources.location import Location, Where
 from preprocess.store import lookup
 from preprocess.store.origins import origins
 from preprocess.store.refs import resolve_ref, session
-from preprocess.store.storage import open_repo, storage_error
+from preprocess.store.storage import open_repo, read_errors
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -52,7 +51,8 @@ class Dataset:
         self._repo = repo  # for added_by: the history the snapshot belongs to
         self.ref = ref
         self.snapshot_id: str = str(session.snapshot_id)
-        root = schema.open_layout(session.store, writable=False)
+        with read_errors():
+            root = schema.open_layout(session.store, writable=False)
         self._items: dict[str, ArrayV3] = {}
         self._failures: dict[str, ArrayV3] = {}
         self._emb: dict[str, ArrayV3] = {}
@@ -256,27 +256,9 @@ def _missing(col: Column, n: int) -> Values:
 
 
 def _read(arr: ArrayV3, selection: int | slice = slice(None)) -> Values:
-    """``schema.read``, a failed or damaged read mapped to a StorageError (:func:`_damage`)."""
-    with _damage():
+    """``schema.read``, a failed or damaged read mapped to STORE_IO (:func:`preprocess.store.storage.read_errors`)."""
+    with read_errors():
         return schema.read(arr, selection)
-
-
-@contextmanager
-def _damage() -> Iterator[None]:
-    """Map what a read of damaged or missing chunk files raises (icechunk: a chunk file cut short or gone;
-    zarr: a shard index whose checksum does not match) to STORE_IO with a hint, never a traceback."""
-    try:
-        yield
-    except (ic.IcechunkError, OSError) as exc:
-        if isinstance(exc, StorageError):
-            raise
-        raise storage_error(exc, "read the stored rows") from exc
-    except ValueError as exc:
-        if "checksum" not in str(exc):
-            raise
-        raise StorageError(f"cannot read the stored rows: a chunk file is damaged ({str(exc)[:120]})",
-                           code=ErrorCode.STORE_IO, hint="the dataset's files were changed on disk: restore them "
-                           "from a backup or copy; what a damaged chunk holds cannot be read") from exc
 
 
 def _table(arrays: dict[str, ArrayV3], columns: Sequence[Column], names: Sequence[str],
@@ -299,6 +281,6 @@ def _take(arrays: dict[str, ArrayV3], columns: Sequence[Column], names: Sequence
         elif not unique.size:
             out[c.name] = np.empty(0, dtype=c.numpy_dtype)
         else:
-            with schema.quiet(), _damage():
+            with schema.quiet(), read_errors():
                 out[c.name] = np.asarray(arr.get_orthogonal_selection(unique))[back]
     return out

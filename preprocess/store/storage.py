@@ -245,6 +245,26 @@ def storage_errors(action: str, where: Location | Path | str | None = None) -> I
         raise storage_error(exc, action, where) from exc
 
 
+@contextmanager
+def read_errors() -> Iterator[None]:
+    """Map what a read of a dataset whose files were damaged or cut on disk raises to STORE_IO with a hint,
+    never a traceback: icechunk's errors (a chunk or snapshot file cut short, gone or unparsable), zarr's
+    checksum ValueError (a shard index) and a codec's RuntimeError (zstd: "Data corruption detected")."""
+    try:
+        yield
+    except (PreprocessError, ic.ConflictError):
+        raise
+    except (ic.IcechunkError, OSError) as exc:
+        raise storage_error(exc, "read the dataset's stored rows") from exc
+    except (ValueError, RuntimeError) as exc:
+        text = str(exc)
+        if not any(word in text.lower() for word in ("checksum", "corrupt", "decompress")):
+            raise
+        raise StorageError(f"cannot read the dataset's stored rows: a file of it is damaged ({text[:120]})",
+                           code=ErrorCode.STORE_IO, hint="the dataset's files were changed on disk: restore them "
+                           "from a backup or copy (what a damaged file holds cannot be read)") from exc
+
+
 def storage_call[T](action: str, fn: Callable[[], T], where: Location | Path | str | None = None) -> T:
     """``fn()``, its storage failure mapped as :func:`storage_errors` maps it."""
     with storage_errors(action, where):

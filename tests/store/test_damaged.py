@@ -4,6 +4,7 @@ on real photos; its largest chunk file (the stored bytes) is cut short or zeroed
 
 from __future__ import annotations
 
+import random
 import shutil
 from pathlib import Path
 
@@ -51,3 +52,27 @@ def test_a_damaged_chunk_file_is_store_io_in_every_reader(made: Path, tmp_path: 
     r = CliRunner().invoke(app, ["export", str(store), str(tmp_path / "out")])
     assert r.exit_code == 5 and "error[STORE_IO]" in r.output and "Traceback" not in r.output, r.output
     assert "report it" not in r.output
+
+
+@pytest.mark.parametrize("folder", ["snapshots", "manifests"])
+def test_damaged_snapshot_and_manifest_files_are_store_io_not_a_bug(made: Path, tmp_path: Path, folder: str) -> None:
+    """A snapshot file cut short made every command exit 70 with icechunk's FormatError ("a bug, please
+    report it") and its traceback; a manifest with a flipped byte made `ls` raise zstd's RuntimeError."""
+    store = tmp_path / "s.icechunk"
+    shutil.copytree(made, store)
+    rnd = random.Random(0)
+    for f in sorted((store / folder).iterdir()):
+        data = bytearray(f.read_bytes())
+        if folder == "snapshots":
+            data = data[: len(data) // 2]
+        else:
+            for _ in range(4):  # bits flipped in the zstd-compressed body
+                i = rnd.randrange(len(data))
+                data[i] ^= 1 << rnd.randrange(8)
+        f.write_bytes(bytes(data))
+    for args in (["ls", str(store)], ["show", str(store), "--item", "0"], ["export", str(store), str(tmp_path / "o")]):
+        r = CliRunner().invoke(app, args)
+        assert r.exit_code == 5 and "error[STORE_IO]" in r.output and "report it" not in r.output, (args, r.output)
+    with pytest.raises(StorageError) as caught:
+        preprocess.open_dataset(str(store))[0]
+    assert caught.value.code == "STORE_IO"
