@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping, Sequence
 
 from preprocess.core.jsonable import Json
+from preprocess.core.names import quote
 
 _BARE = re.compile(r"^[A-Za-z0-9_-]+\Z")
 
@@ -39,7 +40,7 @@ def value(v: Json) -> str:
 
 def dumps(spec: Mapping[str, Json], header: Sequence[str] = ()) -> str:
     """``spec`` (section -> fields) as TOML, each section a table; top-level scalars first."""
-    lines = [f"# {h}" for h in header]
+    lines = [f"# {quote(h)}" for h in header]  # a newline in a commit message would end the comment (TOML)
     top = {k: v for k, v in spec.items() if not isinstance(v, Mapping) and v is not None}
     lines += [f"{key(k)} = {value(v)}" for k, v in top.items()]
     for section, fields in spec.items():

@@ -7,6 +7,7 @@ import importlib.metadata
 import os
 import shutil
 import socket
+import tomllib
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -68,6 +69,24 @@ def test_a_number_too_big_for_a_float_is_a_bad_request(small: Small) -> None:
         for path in ("/items", "/charts", "/items.zip", "/items.csv"):
             r = c.get(f"{path}?ref=main&{name}={'9' * 400}")
             assert r.status_code == 400 and "SERVE_PARAM" in r.text, (path, name, r.status_code)
+
+
+def test_a_commit_message_cannot_write_into_the_downloaded_spec(tmp_path: Path, small_photos: list[Path]) -> None:
+    """Round 6: the spec download put the commit message in a ``#`` comment as it was, so a message with a
+    newline wrote TOML: ``-m $'hi\\n[gate]\\nthreshold = 0.1'`` made a file that declared [gate] twice
+    (`run --spec` refused it), or one whose settings were the message's."""
+    (tmp_path / "a").mkdir()
+    shutil.copy(small_photos[0], tmp_path / "a" / small_photos[0].name)
+    spec = tmp_path / "tiny.toml"
+    spec.write_text('[resize]\nsize = 256\n[quality]\nmode = "fixed"\nvalue = 80\n')
+    message = 'hi\n[gate]\nthreshold = 0.1\r\nwho = "\x1b[2J"'
+    run_pillow([tmp_path / "a"], tmp_path / "s.icechunk", spec, message=message)
+    c = TestClient(create_app(Catalog(str(tmp_path / "s.icechunk"))), raise_server_exceptions=False)
+    r = c.get("/spec.toml?ref=main")
+    assert r.status_code == 200
+    parsed = tomllib.loads(r.text)  # one [gate], the recorded one
+    assert "who" not in parsed and parsed["gate"].get("threshold") != 0.1
+    assert r.text.count("\n[gate]") == 1 and "\x1b" not in r.text
 
 
 def test_a_snapshot_deleted_by_gc_is_not_found(small: Small) -> None:
