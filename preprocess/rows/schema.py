@@ -28,6 +28,7 @@ import numpy as np
 import zarr
 from numpy.typing import NDArray
 from zarr.abc.store import Store
+from zarr.codecs import Crc32cCodec
 from zarr.errors import GroupNotFoundError, UnstableSpecificationWarning
 from zarr.types import ArrayV3
 
@@ -230,9 +231,11 @@ def create_column(group: zarr.Group, col: Column, rows: int) -> ArrayV3:
         if col.kind == "bytes":
             # One storage object (shard) per CHUNK_ROWS rows like every other array, but one inner
             # chunk per image, so reading one image reads only its bytes (via the shard index), not
-            # the whole ~25 MB shard. JPEG does not compress further: no compressor.
+            # the whole ~25 MB shard. JPEG does not compress further: no compressor; a CRC32C of each
+            # image's bytes instead, so that bytes damaged on disk are an error (STORE_IO), never an
+            # image that decodes to other pixels (arrays made before it have none and read as before).
             return group.create_array(col.name, shape=(rows,), chunks=(1,), shards=(CHUNK_ROWS,),
-                                      dtype=col.dtype, fill_value=col.fill, compressors=None)
+                                      dtype=col.dtype, fill_value=col.fill, compressors=[Crc32cCodec()])
         return group.create_array(col.name, shape=(rows,), chunks=(CHUNK_ROWS,), dtype=col.dtype,
                                   fill_value=col.fill)
 
