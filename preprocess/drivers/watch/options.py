@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +83,24 @@ class WatchOptions:
             raise ConfigError("--quiet and --batch-wait cannot be negative", code=ErrorCode.WATCH_OPTION)
         if self.queue_size < 1:
             raise ConfigError("--queue-size must be at least 1", code=ErrorCode.WATCH_OPTION)
-        if self.move_to is not None and Path(self.move_to).resolve() == folder.resolve():
-            raise ConfigError("--move-to cannot be the watched folder itself", code=ErrorCode.WATCH_OPTION,
-                              hint="use a folder beside it, or a subfolder (which is then not watched)")
+        if self.move_to is not None:
+            check_move_to(Path(self.move_to), folder)
+
+
+def check_move_to(move_to: Path, folder: Path) -> None:
+    """``--move-to`` must be a folder this process can write, or one it can create (nothing is made here):
+    else every committed file would fail to move, one error line each, while /readyz said ok."""
+    if move_to.resolve() == folder.resolve():
+        raise ConfigError("--move-to cannot be the watched folder itself", code=ErrorCode.WATCH_OPTION,
+                          hint="use a folder beside it, or a subfolder (which is then not watched)")
+    existing = move_to.absolute()
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent  # the nearest part of the path that exists: the rest is created at the first move
+    if not existing.is_dir():
+        raise ConfigError(f"--move-to {move_to}: {existing} is not a folder", code=ErrorCode.WATCH_OPTION,
+                          hint="name a folder (created if missing) beside the watched one")
+    if not os.access(existing, os.W_OK | os.X_OK):  # also false on a read-only mount
+        raise ConfigError(f"--move-to {move_to}: {existing} cannot be written by this process",
+                          code=ErrorCode.WATCH_OPTION,
+                          hint="give the daemon's user write access to it (systemd: add it to ReadWritePaths=; "
+                               "a container: mount it read-write), or pass another folder")

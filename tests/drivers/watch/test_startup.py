@@ -6,6 +6,7 @@ store is created or locked; a port in use is a usage error (exit 2), not a trace
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -113,3 +114,29 @@ def test_a_daemon_that_moves_files_is_the_only_one_on_its_folder(tmp_path: Path)
     with Daemon(incoming, tmp_path / "a.icechunk") as a, Daemon(incoming, tmp_path / "b.icechunk") as b:
         a.start()
         b.start()  # both watching
+
+
+def test_a_move_to_that_cannot_take_files_is_refused_before_anything_is_made(tmp_path: Path) -> None:
+    """An operator's first deployment: ``--move-to`` naming a file, or a folder the daemon may not write
+    (systemd's ProtectSystem=strict without ReadWritePaths=, a read-only mount), was accepted; every
+    committed file then logged "cannot move a committed file" and stayed, while /readyz said ok. It is an
+    option error (exit 2) before the store is created or the port bound, like the other options."""
+    incoming, store = tmp_path / "incoming", tmp_path / "new.icechunk"
+    incoming.mkdir()
+    a_file = tmp_path / "archive.txt"
+    a_file.write_text("not a folder\n")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    targets = [a_file, a_file / "under"] + ([locked / "archive"] if os.geteuid() != 0 else [])  # root writes anyway
+    try:
+        for target in targets:
+            code, events, err = watch(incoming, store, "--move-to", str(target), "--metrics", "127.0.0.1:0")
+            assert code == 2, err
+            lines = errors(err)
+            assert len(lines) == 1 and lines[0].startswith("error[WATCH_OPTION]: --move-to"), err
+            assert "hint:" in err
+            assert not store.exists() and not any(e.get("event") == "listening" for e in events)
+    finally:
+        locked.chmod(0o700)
+    assert not (locked / "archive").exists()
