@@ -48,7 +48,7 @@ def watch(
 ) -> None:
     """Watch FOLDER and turn every new image into a committed row of the dataset at --store.
 
-    Until SIGTERM/SIGINT: then finishes its batch, commits, exits 0 (twice: 130).
+    Until SIGTERM/SIGINT/SIGHUP: then finishes its batch, commits, exits 0 (twice: 130).
     A full disk is retried (/readyz says why). Exit 2: bad spec, options, paths or
     --metrics in use (nothing made); 4 STORE_LOCKED or WATCH_FOLDER_BUSY; 5 storage; 6 GPU; 70 internal."""
     from preprocess.drivers.watch import WatchOptions, parse_address, parse_duration, run_watch

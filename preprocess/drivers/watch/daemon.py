@@ -9,7 +9,7 @@ One loop in the main thread owns the engine and the only writer of the branch:
   start, so copies, renames and restarts never add a second row.
 - A commit carries the same provenance as ``run`` (kind "watch"). Nothing is visible before it;
   a killed daemon loses only uncommitted work, which the start-up rescan finds again.
-- SIGTERM/SIGINT: stop taking files, finish the batch in flight, commit, exit 0. A second signal
+- SIGTERM/SIGINT/SIGHUP: stop taking files, finish the batch in flight, commit, exit 0. A second signal
   exits at once (what was not committed is redone at the next start).
 - Start-up checks everything before it creates, binds or locks anything: options, spec, model,
   engine, the store's location and branch, then the metrics address; a refusal exits 2.
@@ -182,8 +182,8 @@ class WatchDaemon:
             self.detector = self._detect()
             cleanup.callback(self.detector.stop)
             if install_signals:  # from now on a signal stops the loop: the batch in flight is committed
-                signal.signal(signal.SIGTERM, self._on_signal)
-                signal.signal(signal.SIGINT, self._on_signal)
+                for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # a hangup too (no exit 129)
+                    signal.signal(signum, self._on_signal)
             self._set_state("running")
             self._log_start(work)
             self._loop(work)

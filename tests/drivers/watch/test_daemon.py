@@ -219,6 +219,28 @@ def test_sigterm_mid_batch_commits_what_is_in_flight(tmp_path: Path, camera_phot
     assert len(final.items) == len(blobs) and set(final.shas) == {sha(b) for b in blobs}
 
 
+def test_a_hangup_stops_the_daemon_like_sigterm(tmp_path: Path, small_photos: list[Path]) -> None:
+    """An operator's first deployment: a daemon started from a terminal (ssh, tmux closing) or sent
+    `kill -HUP` died at once with exit 129 and no log line, dropping the rows processed since its last
+    commit (redone at the next start, after the whole gate again). A hangup is a stop like SIGTERM: it
+    finishes the batch, commits the window and exits 0."""
+    incoming, store = tmp_path / "incoming", tmp_path / "cams.icechunk"
+    incoming.mkdir()
+    with Daemon(incoming, store, commit_interval="5m") as d:
+        d.start()
+        for p in small_photos[:3]:
+            (incoming / p.name).write_bytes(p.read_bytes())
+        wait_until(lambda: sum(e["files"] for e in d.named("batch")) >= 3, 60, "the files processed")
+        d.signal(signal.SIGHUP)
+        assert d.wait(25) == 0, d.log()
+    stopping = d.event("stopping")
+    assert stopping is not None and stopping["signal"] == "SIGHUP", d.log()
+    commit = d.event("commit")
+    assert commit is not None and commit["reason"] == "shutdown" and commit["stored"] == 3
+    state = read_store(store)
+    assert state is not None and len(state.items) == 3
+
+
 @pytest.mark.slow
 def test_sigkill_mid_batch_then_restart_loses_nothing_and_duplicates_nothing(tmp_path: Path,
                                                                             camera_photos: list[Path]) -> None:
