@@ -16,7 +16,8 @@ from preprocess.pipeline.devices import choices
 def watch(
     folder: Annotated[str, typer.Argument(help="The folder cameras or uploaders drop files into (watched "
                                                 "recursively).")],
-    store: Annotated[str, typer.Option("--store", "-s", help="The dataset: a local path (created if missing).")],
+    store: Annotated[str, typer.Option("--store", "-s", help="The dataset: a local path or s3://bucket/prefix "
+                                                             "(created if missing).")],
     spec: Annotated[str | None, typer.Option(help=SPEC_HELP)] = None,
     branch: Annotated[str, typer.Option(help="Branch to commit to (one daemon per dataset).")] = "main",
     engine: Annotated[str, typer.Option(help="auto | dali | pillow (auto: DALI on a GPU, else pillow).")] = "auto",

@@ -40,6 +40,10 @@ def test_every_store_argument_says_s3_works() -> None:
         assert "(a local path)" not in store.help
     run_store = next(p for p in commands()["run"].params if p.name == "store")
     assert "s3://" in run_store.help
+    # an operator's first deployment: `watch --help` said "a local path" while an S3 dataset works (the
+    # folder is what must be local)
+    watch_store = next(p for p in commands()["watch"].params if p.name == "store")
+    assert "s3://" in watch_store.help, watch_store.help
 
 
 def test_help_keeps_paragraphs_whole_and_shows_no_type_for_flags() -> None:
