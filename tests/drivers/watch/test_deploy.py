@@ -7,9 +7,11 @@ from __future__ import annotations
 import getpass
 import importlib.util
 import json
+import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -161,3 +163,46 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
     copy.write_text(unit)
     done = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _deployed_env(path: Path) -> dict[str, str]:
+    """The environment a deployment file gives the daemon: the runtime stage's last ENV, or the unit's
+    Environment= lines."""
+    text = path.read_text().replace("\\\n", " ")
+    if path.suffix == ".service":
+        lines = re.findall(r"^Environment=(.*)$", text, re.M)
+    else:
+        lines = re.findall(r"^ENV (.*)$", text, re.M)[-1:]
+    return dict(word.split("=", 1) for line in lines for word in shlex.split(line))
+
+
+def test_the_deployed_daemon_logs_only_json_without_a_home(tmp_path: Path) -> None:
+    """An operator's first deployment: every deployment runs the daemon as a user whose home
+    (/nonexistent) cannot be made, and onnxruntime's first call writes a device id under ~/.cache: it
+    failed, and said so on stderr, in colour, as the first line of a log promised to be one JSON object
+    per line (journald, `docker logs`, a log shipper). Each file gives it a cache under /tmp (a private
+    one under systemd, an emptyDir in Kubernetes), and the daemon's log is JSON from its first line."""
+    models = os.environ.get("PREPROCESS_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "preprocess")
+    for name in ("Dockerfile", "Dockerfile.cpu", "systemd/preprocess-watch.service"):
+        deployed = _deployed_env(DOCKER / name)
+        cache = deployed.get("XDG_CACHE_HOME", "")
+        assert cache.startswith("/tmp/"), (name, deployed)
+        incoming = tmp_path / name.replace("/", "-") / "incoming"
+        incoming.mkdir(parents=True)
+        env = {k: v for k, v in os.environ.items() if k not in ("HOME", "XDG_CACHE_HOME")}
+        env |= {"HOME": "/proc/nonexistent", "XDG_CACHE_HOME": str(tmp_path / cache.removeprefix("/")),
+                "PYTHONUNBUFFERED": "1", "PREPROCESS_CACHE": models}  # built in, as in the image
+        proc = subprocess.Popen([sys.executable, "-m", "preprocess", "watch", str(incoming), "--store",
+                                 str(incoming.parent / "cams.icechunk"), "--engine", "pillow", "--metrics",
+                                 "127.0.0.1:0", "--log-format", "json"], cwd=ROOT, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        assert proc.stderr is not None
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            if '"event": "watching"' in line:
+                proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, "".join(lines)
+        for line in lines:
+            assert isinstance(json.loads(line), dict), (name, line)
