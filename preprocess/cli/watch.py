@@ -11,13 +11,14 @@ from preprocess.cli.helptext import SPEC_HELP
 from preprocess.core.errors import PreprocessError
 from preprocess.pipeline.devices import choices
 
+STORE_HELP = "The dataset: a local path or s3://bucket/prefix (created if missing)."
+
 
 @app.command()
 def watch(
     folder: Annotated[str, typer.Argument(help="The folder cameras or uploaders drop files into (watched "
                                                 "recursively).")],
-    store: Annotated[str, typer.Option("--store", "-s", help="The dataset: a local path or s3://bucket/prefix "
-                                                             "(created if missing).")],
+    store: Annotated[str, typer.Option("--store", "-s", help=STORE_HELP)],
     spec: Annotated[str | None, typer.Option(help=SPEC_HELP)] = None,
     branch: Annotated[str, typer.Option(help="Branch to commit to (one daemon per dataset).")] = "main",
     engine: Annotated[str, typer.Option(help="auto | dali | pillow (auto: DALI on a GPU, else pillow).")] = "auto",
