@@ -206,3 +206,16 @@ def test_the_deployed_daemon_logs_only_json_without_a_home(tmp_path: Path) -> No
         assert proc.wait(60) == 0, "".join(lines)
         for line in lines:
             assert isinstance(json.loads(line), dict), (name, line)
+
+
+def test_the_units_install_steps_make_the_folders_it_needs() -> None:
+    """An operator's first deployment: the unit's steps made the user and installed the unit, but not the
+    folders it names; ReadWritePaths= (ProtectSystem=strict) of a missing folder fails the start with
+    226/NAMESPACE, and the daemon's user must own them to write the dataset. The steps make each one."""
+    unit = (DOCKER / "systemd" / "preprocess-watch.service").read_text()
+    steps = [line.removeprefix("#").strip() for line in unit.splitlines() if line.startswith("#   sudo ")]
+    paths = re.search(r"^ReadWritePaths=(.*)$", unit, re.M).group(1).split()  # type: ignore[union-attr]
+    made = [shlex.split(s) for s in steps if s.startswith("sudo install -d")]
+    assert made, steps
+    for path in paths:
+        assert any(path in argv and "preprocess" in argv for argv in made), (path, steps)
