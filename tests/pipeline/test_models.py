@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -191,3 +192,14 @@ def test_a_manifest_whose_onnx_file_is_gone_or_changed_is_refused_even_when_cach
     assert e.value.code == "MODEL_HASH"
     (tmp_path / "own.onnx.moved").replace(tmp_path / "own.onnx")  # back as it was: used again, re-hashed once
     assert build(load_manifest(manifest)).manifest.name == "own"
+
+
+def test_building_a_model_prints_nothing_of_torchs_exporter(tmp_path: Path) -> None:
+    """torch's exporter logged "torchvision is not installed. Skipping torchvision::nms" (four lines) when a
+    model was built: in a watch daemon whose model was not built yet, lines that are not JSON in a log
+    promised to be JSON (an operator's first deployment)."""
+    env = {**os.environ, "PREPROCESS_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, "-m", "preprocess", "models", "build", "mobilenetv2-imagenet"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, check=False, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "torchvision" not in done.stderr and "Skipping" not in done.stderr, done.stderr

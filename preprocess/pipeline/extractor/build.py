@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -125,6 +126,10 @@ def load_torch(m: Manifest) -> nn.Module:
 def _export_torch(m: Manifest, out: Path) -> None:
     import torch
 
+    # torch's exporter logs "torchvision is not installed. Skipping torchvision::nms" (and the like) as it
+    # starts: not ours, and not JSON in a watch daemon's --log-format json (set after the import: torch
+    # sets its loggers' levels when imported)
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     net = load_torch(m)
     v = m.input
     shape = (2, 3, v.height, v.width) if v.layout == "NCHW" else (2, v.height, v.width, 3)
