@@ -36,8 +36,8 @@ WIDE = 110  # a terminal at least this wide gets the wide tables
 
 Store = Annotated[str, typer.Argument(help="The dataset: a local path or s3://BUCKET/PREFIX.", show_default=False)]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
-Wait = Annotated[float, typer.Option(help="Seconds to wait while a job writes the same local store.")]
-RefWait = Annotated[float, typer.Option("--wait", help="Seconds to wait for a commit in progress on the same "
+Wait = Annotated[float, typer.Option(min=0.0, help="Seconds to wait while a job writes the same local store.")]
+RefWait = Annotated[float, typer.Option("--wait", min=0.0, help="Seconds to wait for a commit in progress on the same "
                                                        "local store.")]
 
 

@@ -35,7 +35,7 @@ def run(
     branch: Annotated[str, typer.Option(help="Branch to commit to.")] = "main",
     engine: Annotated[str, typer.Option(help="auto | dali | pillow (auto: DALI on a GPU, else pillow).")] = "auto",
     device: Annotated[str, typer.Option(help="auto | gpu | cpu.")] = "auto",
-    wait: Annotated[float, typer.Option(help="Seconds to wait while another job writes the same local "
+    wait: Annotated[float, typer.Option(min=0.0, help="Seconds to wait while another job writes the same local "
                                              "store (default: fail at once, exit 4).")] = 0.0,
     follow_symlinks: Annotated[bool, typer.Option(
         "--follow-symlinks", help="Follow symlinks that lead outside the source folders (default: such a "

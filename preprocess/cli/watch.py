@@ -45,7 +45,7 @@ def watch(
     log_format: Annotated[str, typer.Option(help="text | json (one JSON object per line).")] = "text",
     log_level: Annotated[str, typer.Option(help="debug | info | warning | error.")] = "info",
     message: Annotated[str, typer.Option("--message", "-m", help="Commit message (default: counts).")] = "",
-    wait: Annotated[float, typer.Option(help="Seconds to wait at start while another process writes the "
+    wait: Annotated[float, typer.Option(min=0.0, help="Seconds to wait at start while another process writes the "
                                             "dataset (default: fail at once).")] = 0.0,
 ) -> None:
     """Watch FOLDER and turn every new image into a committed row of the dataset at --store.

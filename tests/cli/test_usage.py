@@ -40,7 +40,12 @@ def test_usage_errors_print_the_code_and_a_hint() -> None:
             (("tag", "/tmp/s", "--delete"), "error[CLI_USAGE]: option '--delete' requires an argument",
              "preprocess tag --help"),
             (("tune", "photos", "--spec"), "error[CLI_USAGE]: option '--spec' requires an argument",
-             "preprocess tune --help")):
+             "preprocess tune --help"),
+            # a negative wait was taken as 0 (an operator's first deployment)
+            (("watch", "in", "--store", "s", "--wait", "-5"), "error[CLI_USAGE]: invalid value for '--wait'",
+             "preprocess watch --help"),
+            (("tag", "/tmp/s", "t", "--wait", "-1"), "error[CLI_USAGE]: invalid value for '--wait'",
+             "preprocess tag --help")):
         r = CliRunner().invoke(app, list(args))
         assert r.exit_code == 2, (args, r.output)
         first, second = r.stderr.splitlines()[:2]
