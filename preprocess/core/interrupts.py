@@ -23,9 +23,10 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from types import FrameType
+from typing import Any
 
 from preprocess.core.errors import EXIT_INTERRUPTED
 
@@ -76,7 +77,23 @@ def install() -> None:
     for sig in SIGNALS:
         if signal.getsignal(sig) is not signal.SIG_IGN:
             signal.signal(sig, _on_signal)
+    if not _state.installed:
+        sys.unraisablehook = _quiet_interrupts(sys.unraisablehook)
     _state.installed = True
+
+
+def _quiet_interrupts(hook: Callable[[Any], object]) -> Callable[[Any], object]:
+    """``hook``, but silent for an :class:`Interrupted` raised where Python cannot raise (the signal landed
+    in a weakref callback, such as importlib's module-lock cleanup, or a ``__del__``): it printed
+    "Exception ignored in ..." and a traceback; the signal is acted upon at the next :func:`check` or
+    :func:`held`, as one that a library swallowed."""
+
+    def quiet(unraisable: Any) -> object:
+        if isinstance(unraisable.exc_value, Interrupted):
+            return None
+        return hook(unraisable)
+
+    return quiet
 
 
 def reinstall() -> None:
