@@ -166,7 +166,7 @@ FAILURE_HINTS: dict[ErrorCode, str] = {
 
 def failure_hint(code: str) -> str:
     """What to do about a failure row's code (a code stored as text; "" for one without a hint, or unknown)."""
-    return next((hint for known, hint in FAILURE_HINTS.items() if known == code), "")
+    return FAILURE_HINTS.get(ErrorCode(code), "") if code in ErrorCode else ""
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

@@ -27,7 +27,8 @@ from preprocess.core.errors import ConfigError
 from preprocess.core.jsonable import Json, JsonObject
 from preprocess.pipeline.codecs import Variant
 from preprocess.pipeline.devices import DeviceName, EngineName
-from preprocess.pipeline.gate.measure import DEFICIT_FLOOR, carried
+from preprocess.pipeline.gate.measure import carried
+from preprocess.pipeline.gate.stages import DEFICIT_FLOOR
 from preprocess.pipeline.spec import Encode, Resize, Spec, parse_spec
 from preprocess.rows.formats import FORMATS
 

@@ -20,7 +20,6 @@ that check's similarity. So the quality search (:mod:`.search`) works on one cur
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypedDict
@@ -32,7 +31,7 @@ from preprocess.core.timing import Laps
 from preprocess.pipeline.batches import Embeddings, ModelBatch, similarity
 from preprocess.pipeline.codecs import Candidate, Encoded
 from preprocess.pipeline.engines.base import Box, Engine, Loaded, Opened, Prepared, crop_boxes, tile_boxes
-from preprocess.pipeline.gate.stages import WHOLE, Check, CheckOrder, margin
+from preprocess.pipeline.gate.stages import DEFICIT_FLOOR, WHOLE, Check, CheckOrder, margin
 from preprocess.pipeline.spec import Spec, ViewName
 
 Checks = dict[str, dict[ViewName, float]]  # model -> view -> measured similarity
@@ -108,13 +107,6 @@ def view_columns(checks: Checks, worst_crop: Box | None) -> ViewColumns:
                           separators=(",", ":")) if checks else "")
 
 
-def _log_deficit(s: float) -> float:
-    return math.log10(max(1.0 - s, DEFICIT_FLOOR))
-
-
-DEFICIT_FLOOR = 1e-6  # the smallest deficit 1 - similarity told apart (float32 cosines near 1)
-
-
 def carried[F: (float, NDArray[np.float64])](margin: F, passed: bool | NDArray[np.bool_], scale: float) -> F:
     """A margin (in decades of the deficit below a check's threshold, >= 0 for a pass) carried to the scale
     of threshold ``scale``: >= ``scale`` exactly when ``passed``. Also array-wise (tune's gauges). A
@@ -133,8 +125,8 @@ def gate_score(checks: Checks, thresholds: dict[ViewName, float], scale: float) 
     pairs = [(s, thresholds[v]) for per_view in checks.values() for v, s in per_view.items()]
     if len(pairs) == 1 and pairs[0][1] == scale:
         return pairs[0][0]
-    margin = min(_log_deficit(t) - _log_deficit(s) for s, t in pairs)
-    return carried(margin, all(s >= t for s, t in pairs), scale)
+    worst = min(margin(s, t) for s, t in pairs)
+    return carried(worst, all(s >= t for s, t in pairs), scale)
 
 
 class RegionView:

@@ -7,11 +7,12 @@ measured failure and a measured pass; what is stored is always a candidate measu
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from preprocess.pipeline.gate.stages import log_deficit
 
 # How fast the feature deficit (1 - similarity) falls with quality, in decades per quality point,
 # before a job has measured its own: log10(1 - s) drops by ~0.1 per 5 libjpeg quality points on the
@@ -37,10 +38,6 @@ DIP = 0.05
 # passes and 1.4 failures an image at 0, 1.4 and 1.7 at 1, 5% fewer model rows and 0.6% fewer bytes
 # (bench/NOTES.md).
 LEAN = 1
-
-
-def _log_deficit(similarity: float) -> float:
-    return math.log10(max(1.0 - similarity, 1e-6))
 
 
 @dataclass
@@ -88,19 +85,19 @@ class Search:
 
     def _predict(self, ladder: Sequence[int], threshold: float, slope: float) -> float | None:
         """The quality where the similarity is predicted to reach the threshold (None: no basis)."""
-        goal = _log_deficit(threshold)
+        goal = log_deficit(threshold)
         lo, hi = self.lo, self.hi
         failed = ladder[lo - 1] if lo > 0 and ladder[lo - 1] in self.tried else None
         passed = ladder[hi + 1] if hi + 1 < len(ladder) and ladder[hi + 1] in self.tried else None
         if failed is not None and passed is not None:
-            a, b = _log_deficit(self.tried[failed]), _log_deficit(self.tried[passed])
+            a, b = log_deficit(self.tried[failed]), log_deficit(self.tried[passed])
             if not a > goal >= b:  # only when 1 - threshold is below the log's floor
                 return None
             return failed + (a - goal) / (a - b) * (passed - failed)
         if failed is not None:
-            return failed + (_log_deficit(self.tried[failed]) - goal) / self._rising(failed, slope)
+            return failed + (log_deficit(self.tried[failed]) - goal) / self._rising(failed, slope)
         if passed is not None:
-            return passed - (goal - _log_deficit(self.tried[passed])) / slope
+            return passed - (goal - log_deficit(self.tried[passed])) / slope
         return None
 
     def _rising(self, failed: int, slope: float) -> float:
@@ -111,7 +108,7 @@ class Search:
         if not below or failed - below[-1] < 4:
             return slope
         a = below[-1]
-        secant = (_log_deficit(self.tried[a]) - _log_deficit(self.tried[failed])) / (failed - a)
+        secant = (log_deficit(self.tried[a]) - log_deficit(self.tried[failed])) / (failed - a)
         return min(slope, max(secant, slope / 4))
 
     def _confirm(self, ladder: Sequence[int], threshold: float, dip: float) -> int | None:
@@ -120,14 +117,14 @@ class Search:
         None at a deeper failure, at a rung :meth:`prune` left out (it has the pass's bytes or more: on a flat
         image every rung has, and the walk asked for that rung for ever), or at the bottom of the ladder."""
         assert self.best is not None
-        goal = _log_deficit(threshold)
+        goal = log_deficit(threshold)
         for rung in range(self.best - 1, -1, -1):
             if rung in self.pruned:
                 return None
             sim = self.tried.get(ladder[rung])
             if sim is None:
                 return rung
-            if _log_deficit(sim) - goal >= dip:
+            if log_deficit(sim) - goal >= dip:
                 return None
         return None
 
@@ -161,6 +158,6 @@ class Search:
         if len(qs) < 2 or qs[-1] - qs[0] < 4:
             return None
         x = np.asarray(qs, dtype=np.float64)
-        y = np.asarray([_log_deficit(self.tried[q]) for q in qs])
+        y = np.asarray([log_deficit(self.tried[q]) for q in qs])
         fall = -float(np.polyfit(x, y, 1)[0])
         return fall if fall > 0 else None

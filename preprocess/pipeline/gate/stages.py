@@ -32,9 +32,17 @@ WHOLE = -1
 Margins = dict[Check, float]  # a candidate's checks -> their margins (:func:`margin`)
 
 
+DEFICIT_FLOOR = 1e-6  # the smallest deficit 1 - similarity told apart (float32 cosines near 1)
+
+
+def log_deficit(similarity: float) -> float:
+    """log10 of the deficit 1 - similarity (floored): the scale every margin, prediction and score is on."""
+    return math.log10(max(1.0 - similarity, DEFICIT_FLOOR))
+
+
 def margin(similarity: float, threshold: float) -> float:
     """How far a similarity is above its threshold, in decades of the deficit (negative: it fails)."""
-    return math.log10(max(1.0 - threshold, 1e-6)) - math.log10(max(1.0 - similarity, 1e-6))
+    return log_deficit(threshold) - log_deficit(similarity)
 
 
 @dataclass
