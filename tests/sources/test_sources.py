@@ -15,6 +15,7 @@ import pytest
 
 from preprocess.core.errors import InputError
 from preprocess.sources.files import list_sources, local_roots, read_source
+from tests.deepfs import deep_folders
 from tests.paths import ROOT
 from tests.plain import column, open_root
 
@@ -177,17 +178,7 @@ def test_a_folder_that_cannot_be_listed_is_a_failure_not_nothing(tmp_path: Path)
     root = tmp_path / "in"
     root.mkdir()
     (root / "top.jpg").write_bytes(b"\xff\xd8\xff top")
-    fd = os.open(root, os.O_RDONLY)
-    try:
-        for i in range(20):  # each level's name is short; the whole path is over PATH_MAX (4096)
-            name = f"d{i:02d}" + "x" * 240
-            os.mkdir(name, dir_fd=fd)
-            fd, old = os.open(name, os.O_RDONLY, dir_fd=fd), fd
-            os.close(old)
-        with os.fdopen(os.open("deep.jpg", os.O_WRONLY | os.O_CREAT, dir_fd=fd), "wb") as f:
-            f.write(b"\xff\xd8\xff deep")
-    finally:
-        os.close(fd)
+    deep_folders(root, file=("deep.jpg", b"\xff\xd8\xff deep"))
     listed = list_sources([root])
     assert len(listed) == 2 and root / "top.jpg" in listed
     (deep,) = (p for p in listed if p.name != "top.jpg")

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from preprocess.drivers.watch import WatchDaemon, WatchOptions
+from tests.deepfs import deep_folders
 from tests.drivers.watch.harness import read_store, sha, wait_until
 from tests.paths import ROOT
 
@@ -126,14 +127,7 @@ def test_the_daemon_records_a_folder_it_cannot_list(tmp_path: Path, small_photos
     incoming = tmp_path / "incoming"
     incoming.mkdir()
     (incoming / "photo.jpg").write_bytes(small_photos[2].read_bytes())
-    fd = os.open(incoming, os.O_RDONLY)
-    try:
-        for i in range(20):  # each level's name is short; the whole path is over PATH_MAX (4096)
-            os.mkdir(f"d{i:02d}" + "x" * 240, dir_fd=fd)
-            fd, old = os.open(f"d{i:02d}" + "x" * 240, os.O_RDONLY, dir_fd=fd), fd
-            os.close(old)
-    finally:
-        os.close(fd)
+    deep_folders(incoming)
     _watch(incoming, tmp_path / "watch.icechunk", False, until=2)
     state = read_store(tmp_path / "watch.icechunk")
     assert state is not None and len(state.items) == 1

@@ -16,6 +16,7 @@ from preprocess.drivers.watch.logs import configure
 from preprocess.drivers.watch.options import WatchOptions, parse_address, parse_duration
 from preprocess.drivers.watch.queue import FileQueue, Stat
 from preprocess.drivers.watch.window import NAME_MAX, Outcome, Taken, move_settled, numbered
+from tests.deepfs import deep_folders, unlistable_in
 
 
 class Clock:
@@ -197,14 +198,7 @@ def test_a_folder_the_scan_cannot_list_is_said_once(tmp_path: Path, caplog: pyte
     skipped without a word (a hostile-input sweep, 2026-12-06)."""
 
     (tmp_path / "a.jpg").write_bytes(b"data")
-    fd = os.open(tmp_path, os.O_RDONLY)
-    try:
-        for i in range(20):  # the whole path is over PATH_MAX (4096), each name is short
-            os.mkdir(f"d{i:02d}" + "x" * 240, dir_fd=fd)
-            fd, old = os.open(f"d{i:02d}" + "x" * 240, os.O_RDONLY, dir_fd=fd), fd
-            os.close(old)
-    finally:
-        os.close(fd)
+    deep_folders(tmp_path)
     q = FileQueue(10, quiet=0.0)
     det = Detector(str(tmp_path), q, Scanning(poll=True, rescan_interval=60.0))
     with caplog.at_level(logging.WARNING, logger="preprocess.drivers.watch"):
@@ -236,8 +230,8 @@ def test_moving_a_long_name_beside_its_namesake_and_what_cannot_be_moved(tmp_pat
         st = Stat.of(str(folder / name))
         assert st is not None
         files.append(Taken(str(folder / name), st, outcome))
-    _deep(folder / "sub")  # a folder the scan cannot list: taken as a failure row, never moved
-    deep = _unlistable_in(folder / "sub")
+    deep_folders(folder / "sub")  # a folder the scan cannot list: taken as a failure row, never moved
+    deep = unlistable_in(folder / "sub")
     files.append(Taken(deep, Stat.of(deep) or Stat(0, 0), "failed"))
     (to / "failed").write_text("a file where failed/ should be")  # c.jpg cannot be moved
     moves = move_settled(files, str(folder), str(to))
@@ -252,25 +246,12 @@ def test_moving_a_long_name_beside_its_namesake_and_what_cannot_be_moved(tmp_pat
     assert cut == "é" * 124 + ".1.jpg" and cut.encode("utf-8")
 
 
-def _deep(top: Path) -> None:
-    """Folders under ``top`` whose whole path is over PATH_MAX (4096): a folder the scan cannot list, as root."""
-    top.mkdir(parents=True, exist_ok=True)
-    fd = os.open(top, os.O_RDONLY)
-    try:
-        for i in range(20):
-            os.mkdir(f"d{i:02d}" + "x" * 240, dir_fd=fd)
-            fd, old = os.open(f"d{i:02d}" + "x" * 240, os.O_RDONLY, dir_fd=fd), fd
-            os.close(old)
-    finally:
-        os.close(fd)
-
-
 def test_an_event_rescan_offers_no_hidden_gone_or_listable_folder(tmp_path: Path,
                                                                   caplog: pytest.LogCaptureFixture) -> None:
     """A rescan started by a folder event walks that folder alone: an unlistable folder under a hidden one
     was offered (a row for what a full scan never looks at), and a folder gone before its rescan was logged
     as "cannot list ... recorded as E_UNREADABLE" while nothing was recorded (a review)."""
-    _deep(tmp_path / ".cache")
+    deep_folders(tmp_path / ".cache")
     q = FileQueue(10, quiet=0.0)
     det = Detector(str(tmp_path), q, Scanning(poll=True, rescan_interval=60.0))
     with caplog.at_level(logging.WARNING, logger="preprocess.drivers.watch"):
@@ -278,11 +259,3 @@ def test_an_event_rescan_offers_no_hidden_gone_or_listable_folder(tmp_path: Path
         assert det.scan(str(tmp_path / "gone")) == 0
         assert det.scan(str(tmp_path)) == 0
     assert not [r for r in caplog.records if "cannot list" in r.getMessage()]
-
-
-def _unlistable_in(top: Path) -> str:
-    """The folder under ``top`` that os.walk cannot list (see :func:`_deep`)."""
-    found: list[str] = []
-    for _ in os.walk(top, onerror=lambda e: found.append(str(e.filename))):
-        pass
-    return found[0]
