@@ -34,7 +34,9 @@ if TYPE_CHECKING:
 
 ort.set_default_logger_severity(3)
 
-CPU_CHUNK = 8  # measured on 2 cores: batches of 32 cost 2-3x more per image than batches of 8
+# Calls of 1-3 rows cost 3.9-4.3 ms a row on one core, calls of 6-8 rows 4.4-5.0 (Zen 5, both cores busy:
+# bench/NOTES.md, 2026-12-07 session 6; on Zen 2 and Zen 4 small calls were no slower); 2-3x more at 32.
+CPU_CHUNK = 2
 GPU_BATCH = 64  # every GPU model call has this many rows (the last slice padded)
 
 
