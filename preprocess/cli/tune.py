@@ -177,9 +177,10 @@ def tune(
         help="Spec to start from; default: camera (the bundled default spec).")] = None,
     formats: Formats = None,
     gate_model: Annotated[str | None, typer.Option(
-        help="Judge by this model (name or manifest) instead of the spec's first gate model.")] = None,
+        help="Judge by this model (name or manifest) instead of the spec's gate models (jointly).")] = None,
     model: Annotated[list[str] | None, typer.Option(
-        "--model", help="Another model (name or manifest) to compare with the spec's gate model; repeatable.")] = None,
+        "--model", help="Another model (name or manifest) to compare with the spec's gate models; "
+                        "repeatable.")] = None,
     qualities: Annotated[str | None, typer.Option(help="The quality ladder (each encoder's own 1-100 scale): "
                                                        "LO..HI/STEP or a list. Default: the spec's.")] = None,
     sizes: Annotated[str | None, typer.Option(help="Long-side sizes in px to compare, e.g. 1920,1280,640. "
@@ -346,9 +347,9 @@ def _show(sweep: Sweep, d: Decision, samples: list[StoredSample | None], files: 
 
 def _dropped(sweep: Sweep, d: Decision) -> str:
     """What the recommendation leaves unchecked of the base spec's gate, as a warning; "" when nothing."""
-    from preprocess.tune.recommended import dropped_checks
+    from preprocess.tune.recommended import not_checked
 
-    dropped = dropped_checks(sweep.spec, d.target.gauge, d.recs[0].model)
+    dropped = not_checked(sweep, d.target.gauge, d.recs[0].model)
     if not dropped:
         return ""
     return (f"tune judged by {d.recs[0].model} {d.target.gauge} only; the base spec also checks {dropped}, which "

@@ -107,6 +107,12 @@ class ModelSweep:
     crops: Floats | None = None  # the worst crop's similarity (the spec's crops), when measured
     worst_crop: npt.NDArray[np.int32] | None = None  # its index (into the spec's crop boxes)
     checks: tuple[float, float] | None = None  # the spec's (whole, crops) thresholds: the "gate" gauge's
+    members: tuple[str, ...] = ()  # the joint judge of several gate models (:func:`joint`): their refs
+
+    @property
+    def refs(self) -> list[str]:
+        """How a spec names the model(s) this judges by."""
+        return list(self.members) or [self.ref]
 
     def gauges(self) -> list[str]:
         crops = ["crops"] + (["gate"] if self.checks is not None else []) if self.crops is not None else []
@@ -123,6 +129,48 @@ class ModelSweep:
         if self.tiles is None or not gauge.startswith("tiles-"):
             raise KeyError(f"{self.name} has no {gauge!r} measurement")
         return self.tiles[gauge.removeprefix("tiles-")]
+
+
+def model_ref(name: str) -> str:
+    """How a recommended spec names a model the sweep's spec named ``name``: a bundled model by its name, a
+    manifest by its absolute path (the recommended spec is written elsewhere)."""
+    bundled = not (name.endswith(".toml") or "/" in name)
+    return name if bundled else str(Path(name).resolve())
+
+
+def joint(models: Sequence[ModelSweep]) -> ModelSweep:
+    """Several gate models judged as the gate judges them (every one must pass every view): each view's
+    similarity is the least of the models'. The gate score of those least values is the least of the
+    models' gate scores (each view's margin grows with its similarity), so the ``gate`` gauge passes
+    exactly where every model's does. One model is itself."""
+    if len(models) == 1:
+        return models[0]
+
+    def least(arrays: Sequence[Floats | None]) -> Floats | None:
+        return None if any(a is None for a in arrays) else np.minimum.reduce([a for a in arrays if a is not None])
+
+    def worst(values: Sequence[Floats | None], where: Sequence[npt.NDArray[np.int32] | None]
+              ) -> npt.NDArray[np.int32] | None:
+        """At each point, the index recorded by the model whose value is the least."""
+        if any(v is None for v in values) or any(w is None for w in where):
+            return None
+        stacked = np.nan_to_num(np.stack([v for v in values if v is not None]), nan=np.inf)
+        picked: npt.NDArray[np.int32] = np.choose(np.argmin(stacked, axis=0), [w for w in where if w is not None])
+        return picked
+
+    first = models[0]
+    each = [m.tiles for m in models if m.tiles is not None]
+    tiles = {s: np.minimum.reduce([t[s] for t in each]) for s in TILE_STATS} if len(each) == len(models) else None
+    crops = least([m.crops for m in models])
+    return ModelSweep(
+        name=" + ".join(m.name for m in models), ref=first.ref, dim=first.dim, weights_sha256=first.weights_sha256,
+        whole=np.minimum.reduce([m.whole for m in models]), tiles=tiles,
+        # the worst tile's index is into the tile grid of the model that saw it (one grid: the bundled models'
+        # inputs are all 224 x 224)
+        worst_tile=worst([m.tiles["min"] if m.tiles else None for m in models], [m.worst_tile for m in models]),
+        reference=first.reference, stored=first.stored,  # neighbours: as the first model sees them
+        crops=crops, worst_crop=worst([m.crops for m in models], [m.worst_crop for m in models]),
+        checks=first.checks if crops is not None else None, members=tuple(m.ref for m in models))
 
 
 def score_name(gauge: str) -> str:
@@ -179,14 +227,15 @@ class Sweep:
     bytes: Ints  # [coding, size, quality, image] bytes as stored (after Engine.finish); 0: not measured
     encoded_bytes: Ints  # [coding, size, quality, image] the encoder's bytes (before Engine.finish)
     dims: Ints  # [size, image, 2] stored (width, height)
-    models: list[ModelSweep]  # the spec's gate model first
+    models: list[ModelSweep]  # the spec's gate models first (``gate_models`` of them), then the compared ones
     engine: EngineName
     device: DeviceName
     mode: Mode = "every-quality"
     band: list[float] = field(default_factory=list)  # the similarities whose crossings the search bracketed
-    gauge: str = "whole"  # the gauge (of the first model) that led the search
+    gauge: str = "whole"  # the gauge (of the gate models, jointly) that led the search
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+    gate_models: int = 1  # how many of ``models`` are the spec's gate models
 
     def resize(self, size: int) -> Resize:
         return self.spec.resize.model_copy(update={"size": size})
@@ -213,8 +262,15 @@ class Sweep:
         """[coding, size, quality, image]: which points were measured."""
         return np.isfinite(self.models[0].whole)
 
+    @property
+    def judge(self) -> ModelSweep:
+        """What a target judges by unless it names a model: the spec's gate models jointly (:func:`joint`)."""
+        return joint(self.models[:self.gate_models])
+
     def model(self, name: str | None) -> ModelSweep:
-        found = next((m for m in self.models if name in (None, m.name)), None)
+        """The judge named ``name`` (a model's name, or the gate models' joint name), or :attr:`judge`."""
+        judge = self.judge
+        found = judge if name in (None, judge.name) else next((m for m in self.models if m.name == name), None)
         if found is None:
             raise ConfigError(f"model {name!r} was not measured ({', '.join(m.name for m in self.models)})",
                               code=ErrorCode.TUNE_MODEL)
@@ -235,6 +291,7 @@ def to_json(sweep: Sweep) -> JsonObject:
         "format": REPORT_FORMAT, "spec": sweep.spec.to_dict(), "spec_path": sweep.spec_path,
         "engine": sweep.engine, "device": sweep.device, "mode": sweep.mode, "band": list(sweep.band),
         "gauge": sweep.gauge, "seconds": round(sweep.seconds, 3), "timings": dict(sweep.timings),
+        "gate_models": sweep.gate_models,
         "sizes": list(sweep.sizes), "qualities": list(sweep.qualities),
         "codings": [{"label": c.label, "format": c.format, "encoder": c.variant.encoder, "chroma": c.variant.chroma,
                      "encode": c.encode.to_dict()} for c in sweep.codings],
@@ -301,16 +358,20 @@ def from_json(doc: JsonObject, path: str) -> Sweep:
     skipped = [Skipped(str(s["path"]), str(s["code"]), str(s["message"]))
                for s in _get(doc, "skipped", list) if isinstance(s, dict)]
     mode = _get(doc, "mode", str)
+    gate_models = doc.get("gate_models", 1)  # reports before it judged by the first model only
+    if not isinstance(gate_models, int) or isinstance(gate_models, bool) or gate_models < 1:
+        raise ConfigError(f"report.json: 'gate_models' is {gate_models!r}, not a count of models",
+                          code=ErrorCode.TUNE_REPORT, hint="measure again: preprocess tune ...")
     return Sweep(spec=spec, spec_path=_get(doc, "spec_path", str),
                  sizes=[int(str(x)) for x in _get(doc, "sizes", list)],
                  qualities=[int(str(x)) for x in _get(doc, "qualities", list)], codings=coding_list, images=images,
                  skipped=skipped, bytes=np.asarray(_get(doc, "bytes", list), dtype=np.int64),
                  encoded_bytes=np.asarray(_get(doc, "encoded_bytes", list), dtype=np.int64),
                  dims=np.asarray(_get(doc, "stored_size", list), dtype=np.int64),
-                 models=[_model(m, gate_checks(spec) if i == 0 else None)
+                 models=[_model(m, gate_checks(spec) if i < gate_models else None)
                          for i, m in enumerate(m for m in _get(doc, "models", list) if isinstance(m, dict))],
                  engine="dali" if doc.get("engine") == "dali" else "pillow",
                  device="gpu" if doc.get("device") == "gpu" else "cpu",
                  mode="search" if mode == "search" else "every-quality",
                  band=[float(str(b)) for b in _get(doc, "band", list)], gauge=_get(doc, "gauge", str),
-                 seconds=float(str(doc.get("seconds", 0.0))))
+                 seconds=float(str(doc.get("seconds", 0.0))), gate_models=gate_models)

@@ -57,6 +57,7 @@ class ModelUse:
     engine: Engine  # the engine whose model view this model takes
     tiles: bool
     crops: BoxRule | None = None  # the spec's crop boxes, when this model measures the crops view
+    gate: bool = False  # one of the spec's gate models (they lead the search jointly), not a compared one
 
     def regions(self) -> BoxRule | None:
         """The regions a candidate is looked at by: its tiles (with the tile view), then its crops (with
@@ -82,7 +83,7 @@ class Run:
     models: list[ModelUse]
     progress: Progress
     every_quality: bool  # every rung, or the search (:mod:`.search`)
-    gauge: str  # the gauge of the first model that leads the search
+    gauge: str  # the gauge that leads the search (the gate models' least: every one must pass)
     band: list[float]
     checks: tuple[float, float] | None = None  # the spec's (whole, crops) thresholds: the "gate" gauge's
     skipped: list[Skipped] = field(default_factory=list)
@@ -255,11 +256,12 @@ def embed_probes(m: ModelUse, blobs: Sequence[Encoded], images: Sequence[Prepare
 
 
 def judge(b: Batch, size: SizeBatch, probes: Sequence[Probe], blobs: Sequence[Encoded]) -> list[float]:
-    """Every model's verdict on the probes (recorded); the leading gauge's similarity of each."""
+    """Every model's verdict on the probes (recorded); the leading gauge's value of each: the least of the
+    gate models' (a candidate passes the gate only where every one of them passes)."""
     run, views = b.run, dict[int, ModelBatch]()
     images = [size.prepared[k] for _, k, _ in probes]
-    lead: list[float] = []
-    for mi, m in enumerate(run.models):
+    lead = [np.inf] * len(probes)
+    for m in run.models:
         name = m.manifest.name
         whole, tiles, crops = embed_probes(m, blobs, images, views)
         run.clock("view_infer")
@@ -278,8 +280,9 @@ def judge(b: Batch, size: SizeBatch, probes: Sequence[Probe], blobs: Sequence[En
                 per_crop = similarity(crops[p], size.crop_refs[name][k])
                 b.arrays[f"crops:{name}"][at] = float(per_crop.min())
                 b.arrays[f"worstcrop:{name}"][at] = int(np.argmin(per_crop))
-        if mi == 0:
-            lead = [_gauge(b, name, (ci, size.si, rung, size.ids[k])) for ci, k, rung in probes]
+        if m.gate:
+            lead = [float(np.minimum(v, _gauge(b, name, (ci, size.si, rung, size.ids[k]))))  # NaN stays NaN
+                    for v, (ci, k, rung) in zip(lead, probes, strict=True)]
     return lead
 
 

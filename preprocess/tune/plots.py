@@ -152,7 +152,7 @@ def formats(sweep: Sweep, decision: Decision, name: str = "formats") -> str:
         ax.plot([], [], mark, color="#888888", markeredgecolor="black", ms=10, label=what)
     _target_line(ax, t.similarity)
     _label(ax, "total stored MB (log)", f"{score_name(t.gauge)} at p{t.percentile:g} ({t.gauge})",
-           f"bytes per similarity, every format and size ({sweep.models[0].name if t.model is None else t.model})",
+           f"bytes per similarity, every format and size ({sweep.model(t.model).name})",
            log_x=True)
     return chart.svg()
 

@@ -61,7 +61,7 @@ PRESETS = {p.name: p for p in (
 @dataclass(frozen=True)
 class Target:
     """What a recommendation must reach: ``similarity`` at the ``percentile``-th percentile of the sample,
-    judged by ``model`` (default: the first measured, the spec's gate model) through ``gauge``; at
+    judged by ``model`` (default: the spec's gate models jointly, :attr:`Sweep.judge`) through ``gauge``; at
     ``size`` when given (else whichever size stores the fewest bytes)."""
 
     similarity: float

@@ -8,7 +8,7 @@ from __future__ import annotations
 from preprocess.pipeline.gatespec import JSON
 from preprocess.pipeline.spec import Spec, parse_spec
 from preprocess.rows.spec_toml import dumps
-from preprocess.tune.grid import Sweep, gate_checks, scaled_checks, score_name
+from preprocess.tune.grid import Sweep, gate_checks, model_ref, scaled_checks, score_name
 from preprocess.tune.recommend import Recommendation
 
 DECISION_FILE = "recommended.toml"
@@ -34,11 +34,11 @@ def recommended_spec(sweep: Sweep, rec: Recommendation) -> Spec:
     data["resize"] = {**data["resize"], "size": rec.setting.size}
     data["quality"] = {**data["quality"], "mode": "adaptive", "min": ladder.min, "max": ladder.max,
                        "step": ladder.step, "value": ladder.max}
-    ref = next(m.ref for m in sweep.models if m.name == rec.model)
-    # one model under the views the recommendation was judged by (the spec's other views and models are
-    # not what tune measured its target with)
+    # the model(s) and views the recommendation was judged by (the spec's other views, and its other models
+    # when one was asked for, are not what tune measured its target with)
     views: dict[str, JSON] = dict(judged_views(sweep.spec, rec.gauge, rec.target))
-    gate: dict[str, JSON] = {"models": [ref], "views": views, "on_fail": "flag", "tiles_combine": combine}
+    models: list[JSON] = list(sweep.model(rec.model).refs)
+    gate: dict[str, JSON] = {"models": models, "views": views, "on_fail": "flag", "tiles_combine": combine}
     if "crops" in views:  # the boxes the crops view was measured with
         gate["crops"] = {"grids": list(sweep.spec.gate.crops.grids), "centre": sweep.spec.gate.crops.centre}
     data["gate"] = gate
@@ -70,7 +70,7 @@ def header(sweep: Sweep, rec: Recommendation, spec: Spec) -> list[str]:
                      "their bytes are an upper bound.")
     if a.ladder.note:
         lines.append(f"Note: {a.ladder.note}.")
-    untuned = dropped_checks(sweep.spec, rec.gauge, rec.model)
+    untuned = not_checked(sweep, rec.gauge, rec.model)
     if untuned:
         lines.append(f"Not measured by tune, so not checked by this spec: the base spec's {untuned}. Add them to "
                      "[gate] to keep them (then each image may store more bytes than the above).")
@@ -96,11 +96,18 @@ def judged(base: Spec, gauge: str, target: float) -> str:
     return " and ".join(f"{v} >= {t:g}" for v, t in views.items())
 
 
-def dropped_checks(base: Spec, gauge: str, model: str) -> str:
-    """The base spec's checks that a recommendation judged by ``gauge`` and ``model`` does not keep (tune
-    judges by one model, and by the whole view and the crops, or one view), as words; "" when none."""
+def not_checked(sweep: Sweep, gauge: str, model: str) -> str:
+    """:func:`dropped_checks` of a recommendation judged by ``gauge`` and ``model`` (a name, or the gate
+    models' joint name) from ``sweep``."""
+    return dropped_checks(sweep.spec, gauge, sweep.model(model).refs)
+
+
+def dropped_checks(base: Spec, gauge: str, judged_by: list[str]) -> str:
+    """The base spec's checks that a recommendation judged by ``gauge`` and the models ``judged_by`` (their
+    refs: the spec's gate models unless one was asked for) does not keep (tune judges by the whole view and
+    the crops, or one view), as words; "" when none."""
     kept = judged_views(base, gauge, base.gate.threshold)
     views = [f"{v} >= {t:g}" for v, t in base.gate.views.items() if v not in kept]
-    models = [m for m in base.gate.models if m != model]
+    models = [m for m in base.gate.models if model_ref(m) not in judged_by]
     parts = ([f"views {', '.join(views)}"] if views else []) + ([f"models {', '.join(models)}"] if models else [])
     return "; ".join(parts)

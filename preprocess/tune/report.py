@@ -21,9 +21,9 @@ from preprocess.tune.grid import Sweep, score_name, to_json
 from preprocess.tune.recommend import PRESETS, Decision, Recommendation, Setting
 from preprocess.tune.recommended import (
     DECISION_FILE,
-    dropped_checks,
     header,
     judged,
+    not_checked,
     recommended_spec,
     spec_file,
     spec_toml,
@@ -91,7 +91,7 @@ def _decision(sweep: Sweep, d: Decision) -> str:
         f'<p class="warn">{b.inexact} image(s) rest on a rung whose next lower rung was not measured at this target '
         f"(it was not in the search's band {', '.join(f'{x:g}' for x in sweep.band)}): the bytes are an upper "
         f"bound. Measure again with --target {t.similarity:g} for the exact answer.</p>")
-    if dropped := dropped_checks(sweep.spec, t.gauge, d.recs[0].model):
+    if dropped := not_checked(sweep, t.gauge, d.recs[0].model):
         notes += (f'<p class="warn">Not measured by tune, so not checked by <code>{DECISION_FILE}</code>: the base '
                   f"spec's {html.escape(dropped)}. <code>preprocess run</code> with the base spec stores more bytes "
                   "than these figures; add them to the recommended spec's <code>[gate]</code> to keep them.</p>")
@@ -353,7 +353,7 @@ def decision_json(sweep: Sweep, d: Decision, samples: Samples) -> JsonObject:
                             "setting": _brief(sweep, v)} for k, v in d.presets.items()},
             "recommendations": [_rec_json(sweep, r, s) for r, s in zip(d.recs, samples, strict=True)],
             "recommended_spec": DECISION_FILE if d.best is not None else None,
-            "not_checked": dropped_checks(sweep.spec, t.gauge, d.recs[0].model)}
+            "not_checked": not_checked(sweep, t.gauge, d.recs[0].model)}
 
 
 def write_report(sweep: Sweep, d: Decision, out_dir: str | Path, samples: Samples | None = None,

@@ -224,7 +224,7 @@ def store_sample(sweep: Sweep, rec: Recommendation, *, crops: int = CROPS,
     order = rec.adaptive.worst_first()
     with_crops = {c.index for c in order[:crops]}
     by_format = {sweep.codings[ci].format: sweep.codings[ci].encode for ci in rec.codings}
-    view = find_manifest(rec.model).input
+    view = find_manifest(sweep.model(rec.model).refs[0]).input  # the judge's (the first, of several gate models)
     engine = make_engine(sweep.engine, sweep.device, encode=by_format[rec.format], view=view,
                          max_batch=sweep.spec.batch.size)
     maker = _Maker(engine, sweep, rec.adaptive.size, with_crops, _gate_models(sweep, view, engine))

@@ -8,8 +8,9 @@ Then rounds, as the gate runs them: each (coding, image) still searching names i
 Recorded per measured (coding, size, quality, image): stored bytes (and the encoder's bytes before
 ``Engine.finish``), per model the similarity to the source (whole view) and, with the tile view,
 the worst / 10th-percentile / mean tile similarity and which tile was worst, and the stored image's
-embedding (neighbour agreement); with the crops view (the gate model's, when the spec checks crops or the
-search is led by them), the worst crop's similarity and which crop. Per (size, image): the stored
+embedding (neighbour agreement); with the crops view (every gate model's, when the spec checks crops or the
+search is led by them), the worst crop's similarity and which crop. The search is led by the gate models
+jointly: a probe passes where every one of them passes (:func:`.grid.joint`). Per (size, image): the stored
 width/height.
 """
 
@@ -34,7 +35,17 @@ from preprocess.pipeline.extractor.session import Extractor
 from preprocess.pipeline.images import SourceInfo, probe
 from preprocess.pipeline.spec import Spec, default_spec_path, load_spec
 from preprocess.sources.files import batched, list_sources, read_source
-from preprocess.tune.grid import GAUGES, TILE_STATS, ModelSweep, SampleImage, Skipped, Sweep, codings, gate_checks
+from preprocess.tune.grid import (
+    GAUGES,
+    TILE_STATS,
+    ModelSweep,
+    SampleImage,
+    Skipped,
+    Sweep,
+    codings,
+    gate_checks,
+    model_ref,
+)
 from preprocess.tune.measure import Batch, ModelUse, Probe, Run, encode_probes, image_axis, judge, load_size, references
 from preprocess.tune.search import Learned, band_order
 
@@ -43,19 +54,19 @@ from preprocess.tune.search import Learned, band_order
 class SweepOptions:
     sources: Sequence[str]
     spec_path: str | None = None
-    gate_model: str | None = None  # judge by this model instead of the spec's gate.model
+    gate_model: str | None = None  # judge by this model instead of the spec's gate models
     compare: Sequence[str] = ()  # other models (names or manifest paths), judged on the same candidates
     sizes: Sequence[int] = ()  # default: the spec's resize.size
     qualities: Sequence[int] = ()  # default: the spec's quality ladder
     formats: Sequence[str] = ()  # stored formats to compare (default: the spec's [encode] format only)
-    tiles: bool = False  # measure the tile view with the spec's gate model
+    tiles: bool = False  # measure the tile view with the spec's gate models
     compare_tiles: bool = False  # ... and with the compared models (slower: one embedding per tile)
     engine: EngineChoice = "auto"
     device: DeviceChoice = "auto"
     every_quality: bool = False  # measure every rung (full curves) instead of searching the crossings
     target: float | None = None  # the asked similarity (default: the spec's gate.threshold) ...
     band: Sequence[float] = ()  # ... and the others whose crossings the search brackets (the presets')
-    gauge: str = "whole"  # the gauge (of the gate model) that leads the search
+    gauge: str = "whole"  # the gauge (of the gate models, jointly) that leads the search
 
 
 def check_grid(sizes: Sequence[int], qualities: Sequence[int]) -> tuple[list[int], list[int]]:
@@ -75,27 +86,30 @@ def sweep_grid(spec: Spec, opts: SweepOptions) -> tuple[list[int], list[int]]:
 
 
 def _models(spec: Spec, opts: SweepOptions, engine: EngineName, device: DeviceName) -> list[ModelUse]:
+    """The spec's gate models (each measures every view the spec checks, with the tile view when asked),
+    then the compared ones."""
     manifests: list[tuple[str, Manifest]] = []
-    for n in [spec.gate.model, *opts.compare]:
+    for n in [*spec.gate.models, *opts.compare]:
         m = find_manifest(n)
         if m.name not in [x.name for _, x in manifests]:
-            bundled = not (n.endswith(".toml") or "/" in n)
-            manifests.append((n if bundled else str(Path(n).resolve()), m))
+            manifests.append((model_ref(n), m))
     engines: dict[object, Engine] = {}
     out = []
+    gate = len(spec.gate.models)
     for i, (ref, m) in enumerate(manifests):
         built = build(m)
         if m.input not in engines:
             engines[m.input] = make_engine(engine, device, encode=spec.encode, view=m.input,
                                            max_batch=spec.batch.size)
         out.append(ModelUse(ref, m, built, Extractor(built, device=device), engines[m.input],
-                          tiles=opts.tiles if i == 0 else opts.compare_tiles,
-                          crops=_crop_rule(spec) if i == 0 and measures_crops(spec, opts.gauge) else None))
+                            tiles=opts.tiles if i < gate else opts.compare_tiles,
+                            crops=_crop_rule(spec) if i < gate and measures_crops(spec, opts.gauge) else None,
+                            gate=i < gate))
     return out
 
 
 def measures_crops(spec: Spec, gauge: str) -> bool:
-    """Whether a sweep measures the crops view (with the gate model): when the spec's gate checks it, or
+    """Whether a sweep measures the crops view (with the gate models): when the spec's gate checks it, or
     the search is led by it."""
     return "crops" in dict(spec.gate.views.items()) or gauge in ("crops", "gate")
 
@@ -237,4 +251,5 @@ def run_sweep(opts: SweepOptions, progress: Progress | None = None) -> Sweep:
                  images=images, skipped=run.skipped, bytes=full["bytes"], encoded_bytes=full["encoded"],
                  dims=full["dims"], models=_model_sweeps(run.models, full, stored, run.checks), engine=engine_name,
                  device=device, mode="every-quality" if opts.every_quality else "search", band=band,
-                 gauge=opts.gauge, seconds=time.perf_counter() - t_start, timings=run.timings.rounded(3))
+                 gauge=opts.gauge, seconds=time.perf_counter() - t_start, timings=run.timings.rounded(3),
+                 gate_models=sum(m.gate for m in run.models))

@@ -191,8 +191,8 @@ def test_judged_by_the_gate_a_recommendation_checks_what_run_checks(searched: Sw
     assert np.array_equal(np.isfinite(m.crops), measured)
     both = (m.whole >= TARGET) & (m.crops >= 0.975)
     assert np.array_equal((m.values("gate") >= TARGET)[measured], both[measured])  # passes when both pass
-    assert dropped_checks(searched.spec, "gate", m.name) == ""
-    assert dropped_checks(searched.spec, "whole", m.name) == "views crops >= 0.975"
+    assert dropped_checks(searched.spec, "gate", [m.ref]) == ""
+    assert dropped_checks(searched.spec, "whole", [m.ref]) == "views crops >= 0.975"
     gated = run_sweep(SweepOptions(sources=[str(sample)], formats=["jpeg"], engine="pillow", gauge="gate",
                                    band=[0.985]))  # the spec's 1280 px, the search led by the gate's score
     d = decide(gated, Target(0.985, PERCENTILE, gauge="gate"))
