@@ -16,6 +16,7 @@ field, ``commit`` (the snapshot that added the row) and ``snapshot`` (the versio
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import os
@@ -86,17 +87,50 @@ def file_name(source_sha256: str, fingerprint: str, fmt: str) -> str:
     return f"{sha[:16]}-{fp}{file_suffix(fmt)}"
 
 
+# Written first and removed last: a folder holding it is an export that did not finish (killed, or its
+# clean-up failed too), which the next export into it clears (:func:`_cut_short`), and nothing else.
+INCOMPLETE = ".export-incomplete"
+_OURS = {INCOMPLETE, "images", "manifest.csv", "manifest.parquet"}
+
+
+def _cut_short(out_dir: Path) -> bool:
+    """Whether ``out_dir`` holds only what an unfinished export wrote: its marker, ``images/`` of plain
+    files, a manifest."""
+    names = set(os.listdir(out_dir))
+    images = out_dir / "images"
+    if INCOMPLETE not in names or not names <= _OURS or images.is_symlink():
+        return False
+    if not images.exists():
+        return True
+    return images.is_dir() and all(e.is_file(follow_symlinks=False) for e in os.scandir(images))
+
+
+def _clear(out_dir: Path) -> None:
+    """Remove what an export wrote into ``out_dir`` (never following a link), the marker last."""
+    images = out_dir / "images"
+    if images.is_dir() and not images.is_symlink():
+        for e in os.scandir(images):
+            os.unlink(e.path)
+        images.rmdir()
+    for name in ("manifest.csv", "manifest.parquet", INCOMPLETE):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(out_dir / name)
+
+
 def _prepare(out_dir: Path) -> Path:
     if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
         raise ConfigError(f"{out_dir} exists and is not a directory", code=ErrorCode.EXPORT_DIR,
                           hint="give a new or empty directory")
     if out_dir.is_dir() and any(out_dir.iterdir()):
-        raise ConfigError(f"{out_dir} is not empty", code=ErrorCode.EXPORT_DIR,
-                          hint="give a new or empty directory (an export never overwrites files)")
+        if not _cut_short(out_dir):
+            raise ConfigError(f"{out_dir} is not empty", code=ErrorCode.EXPORT_DIR,
+                              hint="give a new or empty directory (an export never overwrites files)")
+        _clear(out_dir)  # an export into it was cut short: this one starts again
     if not out_dir.parent.is_dir():
         raise ConfigError(f"cannot create {out_dir}: {out_dir.parent} is not a directory", code=ErrorCode.EXPORT_DIR)
     try:
         out_dir.mkdir(exist_ok=True)
+        _write_new(out_dir.resolve(), INCOMPLETE, b"")
         images = out_dir / "images"
         images.mkdir()
     except OSError as exc:
@@ -113,8 +147,11 @@ def _write_new(directory: Path, name: str, data: bytes) -> None:
         fd = os.open(path, flags, 0o644)
     except OSError as exc:
         raise StorageError(f"cannot create {path}: {exc.strerror or exc}", code=ErrorCode.EXPORT_IO) from exc
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+    except OSError as exc:  # a full disk, a quota
+        raise StorageError(f"cannot write {path}: {exc.strerror or exc}", code=ErrorCode.EXPORT_IO) from exc
 
 
 def export(repo: ic.Repository, out_dir: str | Path, *, ref: str = "main", fmt: Format = "csv") -> Exported:
@@ -129,7 +166,23 @@ def export(repo: ic.Repository, out_dir: str | Path, *, ref: str = "main", fmt: 
     if len(ds) == 0:
         raise ConfigError(f"{ref!r} holds no images to export", code=ErrorCode.EXPORT_EMPTY,
                           hint="`preprocess log` lists the commits; export a version that has items")
-    images = _prepare(Path(out_dir).expanduser().absolute())
+    out = Path(out_dir).expanduser().absolute()
+    made = not out.exists()
+    images = _prepare(out)
+    try:
+        exported = _write(repo, target, ds, images, fmt)
+    except BaseException:  # disk full, a damaged store, an interrupt: nothing of this export is left
+        with contextlib.suppress(OSError):
+            _clear(out)
+            if made:
+                out.rmdir()
+        raise
+    os.unlink(out / INCOMPLETE)
+    return exported
+
+
+def _write(repo: ic.Repository, target: refs.Ref, ds: Dataset, images: Path, fmt: Format) -> Exported:
+    """The images into ``images`` and the manifest beside it."""
     table = ds.items_table()
     files = manifest_files((str(table["source_sha256"][i]), str(table["fingerprint"][i]), str(table["format"][i]), i)
                            for i in range(len(ds)))
@@ -147,10 +200,15 @@ def export(repo: ic.Repository, out_dir: str | Path, *, ref: str = "main", fmt: 
     columns = {c: values[c] for c in manifest_columns(stored_sha256=True)}
     out = images.parent
     manifest = out / f"manifest.{fmt}"
-    if fmt == "csv":
-        _write_csv(manifest, columns)
-    else:
-        _write_parquet(manifest, columns, ds)
+    try:
+        if fmt == "csv":
+            _write_csv(manifest, columns)
+        else:
+            _write_parquet(manifest, columns, ds)
+    except OSError as exc:  # a full disk, a quota (a StorageError of ours is one too: kept as it is)
+        if isinstance(exc, StorageError):
+            raise
+        raise StorageError(f"cannot write {manifest}: {exc.strerror or exc}", code=ErrorCode.EXPORT_IO) from exc
     return Exported(out_dir=str(out), ref=target.to_dict(), manifest=str(manifest), format=fmt, files=len(ds),
                     bytes=total)
 

@@ -12,9 +12,12 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from preprocess import open_dataset
+from preprocess.core.errors import ConfigError, StorageError
 from preprocess.drivers.run import JobOptions, run_job
 from preprocess.store import open_repo
-from preprocess.store.export import csv_cell, export, manifest_files
+from preprocess.store.export import INCOMPLETE, csv_cell, export, manifest_files
+from tests.smallfs import fill, small_tmpfs
 
 HOSTILE = "=cmd|' -c calc'!A0.jpg"
 CAMERA = "=HYPERLINK(\"http://x\")"
@@ -55,3 +58,57 @@ def test_every_row_of_a_manifest_has_a_file_of_its_own() -> None:
     sha, other = "ab" * 32, "cd" * 32
     names = manifest_files([(sha, "fp1", "jpeg", 0), (other, "fp1", "jpeg", 1), (sha, "fp1", "jpeg", 7)])
     assert names == [f"images/{sha[:16]}-fp1.jpg", f"images/{other[:16]}-fp1.jpg", f"images/{sha[:16]}-fp1-7.jpg"]
+
+
+@pytest.fixture(scope="module")
+def three(tmp_path_factory: pytest.TempPathFactory, small_photos: list[Path]) -> Path:
+    base = tmp_path_factory.mktemp("export3")
+    summary = run_job(JobOptions(sources=[str(p) for p in small_photos[:3]], store=str(base / "s.icechunk"),
+                                 engine="pillow"))
+    assert summary.stored == 3
+    return base / "s.icechunk"
+
+
+def test_an_export_that_fails_on_a_full_disk_leaves_nothing_and_the_rerun_finishes(three: Path,
+                                                                                  tmp_path: Path) -> None:
+    """A failed export left its partial files, and every rerun into that folder was refused (EXPORT_DIR)
+    until someone removed them. Now a failure removes what the export wrote. A real full disk: a small
+    tmpfs with room for about one image (tests/smallfs.py)."""
+    repo = open_repo(str(three), create=False)
+    sizes = sorted(len(open_dataset(str(three)).jpeg(i)) for i in range(3))
+    with small_tmpfs(tmp_path / "disk", "1m") as disk:
+        filler = fill(disk)
+        os.truncate(filler, filler.stat().st_size - sizes[0] - 8192)  # room for the smallest image, not all
+        with pytest.raises(StorageError) as caught:
+            export(repo, disk / "out")
+        assert caught.value.code == "EXPORT_IO"
+        assert not (disk / "out").exists()  # made by the export, removed with what it wrote
+        (disk / "kept").mkdir()  # an empty folder the user made stays, empty
+        with pytest.raises(StorageError):
+            export(repo, disk / "kept")
+        assert list((disk / "kept").iterdir()) == []
+        filler.unlink()
+        done = export(repo, disk / "kept")
+        assert done.files == 3 and sorted(os.listdir(disk / "kept")) == ["images", "manifest.csv"]
+
+
+def test_an_export_that_was_killed_is_started_again_and_nothing_else_is_touched(three: Path,
+                                                                                tmp_path: Path) -> None:
+    """A kill leaves the marker an export writes first and removes last (SIGKILL runs no clean-up): the next
+    export into the folder clears what that export wrote and starts again. A folder with anything else in
+    it is still refused and left as it is."""
+    repo = open_repo(str(three), create=False)
+    out = tmp_path / "out"
+    (out / "images").mkdir(parents=True)
+    (out / INCOMPLETE).write_bytes(b"")
+    (out / "images" / "0123456789abcdef-x.jpg").write_bytes(b"\xff\xd8 half")
+    done = export(repo, out)
+    assert done.files == 3 and sorted(os.listdir(out)) == ["images", "manifest.csv"]
+    assert "0123456789abcdef-x.jpg" not in os.listdir(out / "images")
+    mine = tmp_path / "mine"
+    (mine / "images").mkdir(parents=True)
+    (mine / INCOMPLETE).write_bytes(b"")
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError) as refused:
+        export(repo, mine)
+    assert refused.value.code == "EXPORT_DIR" and (mine / "notes.txt").read_text() == "mine"
