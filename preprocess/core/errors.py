@@ -17,6 +17,7 @@ Groups (by remedy):
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Iterable
 
 from preprocess.core import names
@@ -34,6 +35,8 @@ class PreprocessError(Exception):
                  path: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        if code is None and hint is None and path is None:  # rebuilt from a traceback's text (:func:`carry`)?
+            code, hint, path = _carried(message)
         if code is not None:
             self.code = code
         if hint is not None:
@@ -47,6 +50,32 @@ class PreprocessError(Exception):
 
     def __str__(self) -> str:
         return self.one_line()
+
+
+# A DataLoader worker's error reaches the main process as its type and its traceback's text, from which torch
+# builds it again (``type(message)``): the code, hint and path it was raised with would be lost. The worker
+# adds a note that carries them (:func:`carry`); the rebuilt error reads them back from the text.
+CARRIED = "preprocess error: "
+
+
+def carry[E: PreprocessError](exc: E) -> E:
+    """``exc`` with a note (printed with its traceback) from which an error rebuilt from that text takes
+    ``exc``'s code, hint and path."""
+    if not any(n.startswith(CARRIED) for n in getattr(exc, "__notes__", ())):
+        exc.add_note(CARRIED + json.dumps({"code": exc.code.value, "hint": exc.hint, "path": exc.path}))
+    return exc
+
+
+def _carried(message: str) -> tuple[ErrorCode | None, str | None, str | None]:
+    """The code, hint and path a :func:`carry` note in ``message`` holds (the last one), else Nones."""
+    for line in reversed(message.splitlines() if CARRIED in message else []):
+        if line.startswith(CARRIED):
+            try:
+                d = json.loads(line.removeprefix(CARRIED))
+                return ErrorCode(d["code"]), str(d["hint"]), None if d["path"] is None else str(d["path"])
+            except (ValueError, KeyError, TypeError):
+                return None, None, None
+    return None, None, None
 
 
 class InputError(PreprocessError):

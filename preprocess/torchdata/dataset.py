@@ -21,7 +21,7 @@ from PIL import Image
 from torch.utils.data import Dataset as TorchDataset
 
 from preprocess.core.codes import ErrorCode
-from preprocess.core.errors import ConfigError
+from preprocess.core.errors import ConfigError, PreprocessError, carry
 from preprocess.pipeline.stored_pixels import check_recorded, decode_rgb_into
 from preprocess.rows.schema import ITEM_COLUMNS
 from preprocess.torchdata import forking
@@ -171,7 +171,16 @@ class VersionDataset(TorchDataset[Item]):
         return self.__getitems__([i])[0]
 
     def __getitems__(self, indices: Sequence[int]) -> list[Item]:
-        """Several items, their stored bytes read in one call (torch's DataLoader fetches a batch so)."""
+        """Several items, their stored bytes read in one call (torch's DataLoader fetches a batch so). In a
+        DataLoader worker, an error carries its code, hint and path to the main process (:func:`carry`)."""
+        try:
+            return self._items(indices)
+        except PreprocessError as exc:
+            if torch.utils.data.get_worker_info() is not None:
+                carry(exc)
+            raise
+
+    def _items(self, indices: Sequence[int]) -> list[Item]:
         positions = [self._position(int(i)) for i in indices]
         ds = self._dataset()
         if self._columns is None:  # a pickled copy: the fields of the selected rows, read once

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 import preprocess
 from preprocess.cli import app
 from preprocess.core.errors import StorageError
-from preprocess.torchdata import VersionDataset
+from preprocess.torchdata import VersionDataset, loader
 from tests.jobs import run_pillow
 
 
@@ -52,6 +52,17 @@ def test_a_damaged_chunk_file_is_store_io_in_every_reader(made: Path, tmp_path: 
     r = CliRunner().invoke(app, ["export", str(store), str(tmp_path / "out")])
     assert r.exit_code == 5 and "error[STORE_IO]" in r.output and "Traceback" not in r.output, r.output
     assert "report it" not in r.output
+
+
+def test_a_loader_workers_error_keeps_its_code_and_hint(made: Path, tmp_path: Path) -> None:
+    """torch rebuilds a worker's error in the main process from its type and traceback text: a StorageError
+    raised with code STORE_IO arrived as STORAGE with no hint. The worker's note carries them."""
+    store = damaged(made, tmp_path, "cut")
+    batches = loader(VersionDataset(str(store), size=(32, 32)), batch_size=2, num_workers=1)
+    with pytest.raises(StorageError) as caught:
+        list(batches)
+    assert caught.value.code == "STORE_IO" and caught.value.hint and "DataLoader worker" in str(caught.value)
+    assert StorageError("no note").code == "STORAGE"  # an error made here keeps its class's code
 
 
 @pytest.mark.parametrize("folder", ["snapshots", "manifests"])
