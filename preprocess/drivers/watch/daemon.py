@@ -225,7 +225,7 @@ class WatchDaemon:
     def _detect(self) -> Detector:
         o = self.opts
         scanning = Scanning(poll=o.poll, poll_interval=o.poll_interval, rescan_interval=o.rescan_interval,
-                            exclude=(o.move_to,) if o.move_to else ())
+                            exclude=o.never_taken())
         detector = Detector(self.folder, self.queue, scanning, on_lost_events=self.metrics.lost_events.inc)
         detector.start()
         return detector
@@ -234,7 +234,7 @@ class WatchDaemon:
         o, p, d = self.opts, work.plan, self.detector
         assert d is not None
         log.info("watching", extra={"fields": {
-            "folder": self.folder, "store": o.store, "branch": o.branch, "mode": d.mode,
+            "folder": self.folder, "store": str(Location.of_store(o.store)), "branch": o.branch, "mode": d.mode,
             "fs": d.fs_type, "engine": p.engine, "device": p.device, "fingerprint": p.fingerprint,
             "stored": len(work.ingest.writer.existing_keys()), "job_id": self.job_id}})
 

@@ -27,7 +27,10 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
 
 def _text(value: object) -> str:
     """A field's value in a text line: a file name never raw (:func:`preprocess.core.names.quote`), and
-    quoted when it holds a space or ``=`` so that no value reads as another field."""
+    quoted when it holds a space or ``=`` so that no value reads as another field; a list or tuple is its
+    items joined by commas (``/healthz,/readyz``), not Python's repr."""
+    if isinstance(value, list | tuple):
+        value = ",".join(str(v) for v in value)
     text = value if isinstance(value, str) else str(value)
     return names.quote(text, always=any(c.isspace() or c == "=" for c in text))
 

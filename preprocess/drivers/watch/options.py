@@ -10,7 +10,7 @@ from pathlib import Path
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import ConfigError
 from preprocess.pipeline.devices import DeviceChoice, EngineChoice
-from preprocess.sources.location import is_object_url
+from preprocess.sources.location import Location, is_object_url
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*\Z")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -62,6 +62,12 @@ class WatchOptions:
     message: str = ""
     wait: float = 0.0  # seconds to wait at start for another writer of the same local store
     follow_symlinks: bool = False  # follow symlinks that lead outside the folder (default: refuse them)
+
+    def never_taken(self) -> tuple[str, ...]:
+        """The folders no file is taken from (nor watched): ``--move-to``, and a local store (it may lie
+        inside the watched folder: its files are no images, but each commit writes dozens, each an event)."""
+        store = Location.of_store(self.store)
+        return tuple(str(x) for x in (self.move_to, None if store.remote else store.local) if x is not None)
 
     def check(self) -> None:
         if is_object_url(self.folder):

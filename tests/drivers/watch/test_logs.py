@@ -34,8 +34,10 @@ def test_text_lines_leave_out_fields_without_a_value() -> None:
     log = configure("text", "info", stream)
     try:
         log.info("settled", extra={"fields": {"snapshot": None, "files": 1}})
+        log.info("listening", extra={"fields": {"endpoints": ["/healthz", "/readyz"]}})
     finally:
         log.handlers[:] = []
         logging.getLogger("watchdog").handlers[:] = []
     line = stream.getvalue()
     assert "settled files=1" in line and "None" not in line and "snapshot" not in line
+    assert "listening endpoints=/healthz,/readyz" in line  # not Python's ['/healthz', '/readyz']

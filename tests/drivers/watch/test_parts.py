@@ -124,6 +124,22 @@ def test_a_scan_offers_image_files_only_and_stops_when_the_queue_is_full(tmp_pat
     assert det2.scan(str(tmp_path)) == 1 and small.overflowed
 
 
+def test_a_store_inside_the_watched_folder_is_never_scanned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store given inside the watched folder (an operator's walkthrough): every commit writes dozens of files
+    there, each an event the detector looked at. It is excluded as --move-to is, by its absolute path, whatever
+    way it was written; an s3:// store excludes nothing."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cams.icechunk" / "chunks").mkdir(parents=True)
+    (tmp_path / "cams.icechunk" / "chunks" / "looks-like.jpg").write_bytes(b"data")
+    (tmp_path / "a.jpg").write_bytes(b"data")
+    opts = WatchOptions(folder=".", store="cams.icechunk", move_to="done")
+    assert opts.never_taken() == ("done", str(tmp_path / "cams.icechunk"))
+    q = FileQueue(10, quiet=0.0)
+    det = Detector(str(tmp_path), q, Scanning(poll=True, rescan_interval=60.0, exclude=opts.never_taken()))
+    assert det.scan(str(tmp_path)) == 1
+    assert WatchOptions(folder=".", store="s3://bucket/cams").never_taken() == ()
+
+
 def test_filesystem_type_reads_the_longest_mount_point(tmp_path: Path) -> None:
     mounts = tmp_path / "mounts"
     mounts.write_text(f"/dev/sda1 / ext4 rw 0 0\nserver:/export {tmp_path} nfs4 rw 0 0\n")
