@@ -62,13 +62,16 @@ def carry[E: PreprocessError](exc: E) -> E:
     """``exc`` with a note (printed with its traceback) from which an error rebuilt from that text takes
     ``exc``'s code, hint and path."""
     if not any(n.startswith(CARRIED) for n in getattr(exc, "__notes__", ())):
-        exc.add_note(CARRIED + json.dumps({"code": exc.code.value, "hint": exc.hint, "path": exc.path}))
+        exc.add_note(CARRIED + json.dumps({"code": str(exc.code), "hint": exc.hint, "path": exc.path}))
     return exc
 
 
 def _carried(message: str) -> tuple[ErrorCode | None, str | None, str | None]:
-    """The code, hint and path a :func:`carry` note in ``message`` holds (the last one), else Nones."""
-    for line in reversed(message.splitlines() if CARRIED in message else []):
+    """The code, hint and path a :func:`carry` note holds in the text torch rebuilds a worker's error from
+    (``Caught StorageError in DataLoader worker process 0. Original Traceback ...``; the last note), else
+    Nones: any other message is taken as it is."""
+    rebuilt = message.startswith("Caught ") and "DataLoader worker" in message.partition("\n")[0]
+    for line in reversed(message.splitlines() if rebuilt and CARRIED in message else []):
         if line.startswith(CARRIED):
             try:
                 d = json.loads(line.removeprefix(CARRIED))

@@ -87,71 +87,81 @@ def file_name(source_sha256: str, fingerprint: str, fmt: str) -> str:
     return f"{sha[:16]}-{fp}{file_suffix(fmt)}"
 
 
-# Written first and removed last: a folder holding it is an export that did not finish (killed, or its
-# clean-up failed too), which the next export into it clears (:func:`_cut_short`), and nothing else.
-INCOMPLETE = ".export-incomplete"
-_OURS = {INCOMPLETE, "images", "manifest.csv", "manifest.parquet"}
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def _cut_short(out_dir: Path) -> bool:
-    """Whether ``out_dir`` holds only what an unfinished export wrote: its marker, ``images/`` of plain
-    files, a manifest."""
-    names = set(os.listdir(out_dir))
-    images = out_dir / "images"
-    if INCOMPLETE not in names or not names <= _OURS or images.is_symlink():
-        return False
-    if not images.exists():
-        return True
-    return images.is_dir() and all(e.is_file(follow_symlinks=False) for e in os.scandir(images))
+class _Made:
+    """What one export made in OUT_DIR, so that a failed export removes exactly that: its folders, held open
+    from their creation (a folder swapped for a link afterwards is never followed), and its files by name."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.made_out = False  # OUT_DIR was made by this export (else: an empty folder the user gave)
+        self.out_fd = self.images_fd = -1
+        self.files: list[str] = []  # in images/
+        self.manifest = ""  # in OUT_DIR, once its writing began
+
+    def write(self, name: str, data: bytes) -> None:
+        """``images/NAME``, created new (never over a file, never through a link)."""
+        if "/" in name or "\0" in name or name in ("", ".", ".."):
+            raise StorageError(f"refusing to write {name!r} outside {self.out}", code=ErrorCode.EXPORT_PATH)
+        path = self.out / "images" / name
+        try:
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                         dir_fd=self.images_fd)
+        except OSError as exc:
+            raise StorageError(f"cannot create {path}: {exc.strerror or exc}", code=ErrorCode.EXPORT_IO) from exc
+        self.files.append(name)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        except OSError as exc:  # a full disk, a quota
+            raise StorageError(f"cannot write {path}: {exc.strerror or exc}", code=ErrorCode.EXPORT_IO) from exc
+
+    def undo(self) -> None:
+        """Remove what this export made (best effort: it runs while another error is on its way)."""
+        for name in self.files:
+            with contextlib.suppress(OSError):
+                os.unlink(name, dir_fd=self.images_fd)
+        with contextlib.suppress(OSError):
+            if self.images_fd >= 0:
+                os.rmdir("images", dir_fd=self.out_fd)
+            if self.manifest:
+                os.unlink(self.manifest, dir_fd=self.out_fd)
+        self.close()
+        if self.made_out:
+            with contextlib.suppress(OSError):
+                self.out.rmdir()  # a link put in its place is not a folder: not removed
+
+    def close(self) -> None:
+        for fd in (self.images_fd, self.out_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.out_fd = self.images_fd = -1
 
 
-def _clear(out_dir: Path) -> None:
-    """Remove what an export wrote into ``out_dir`` (never following a link), the marker last."""
-    images = out_dir / "images"
-    if images.is_dir() and not images.is_symlink():
-        for e in os.scandir(images):
-            os.unlink(e.path)
-        images.rmdir()
-    for name in ("manifest.csv", "manifest.parquet", INCOMPLETE):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(out_dir / name)
-
-
-def _prepare(out_dir: Path) -> Path:
+def _prepare(out_dir: Path) -> _Made:
     if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
         raise ConfigError(f"{out_dir} exists and is not a directory", code=ErrorCode.EXPORT_DIR,
                           hint="give a new or empty directory")
     if out_dir.is_dir() and any(out_dir.iterdir()):
-        if not _cut_short(out_dir):
-            raise ConfigError(f"{out_dir} is not empty", code=ErrorCode.EXPORT_DIR,
-                              hint="give a new or empty directory (an export never overwrites files)")
-        _clear(out_dir)  # an export into it was cut short: this one starts again
+        raise ConfigError(f"{out_dir} is not empty", code=ErrorCode.EXPORT_DIR,
+                          hint="give a new or empty directory (an export never overwrites files; one that fails "
+                               "removes what it wrote, one that was killed leaves it: remove that folder)")
     if not out_dir.parent.is_dir():
         raise ConfigError(f"cannot create {out_dir}: {out_dir.parent} is not a directory", code=ErrorCode.EXPORT_DIR)
+    made = _Made(out_dir)
     try:
-        out_dir.mkdir(exist_ok=True)
-        _write_new(out_dir.resolve(), INCOMPLETE, b"")
-        images = out_dir / "images"
-        images.mkdir()
+        with contextlib.suppress(FileExistsError):
+            out_dir.mkdir()
+            made.made_out = True
+        made.out_fd = os.open(out_dir, _DIR_FLAGS)
+        os.mkdir("images", dir_fd=made.out_fd)
+        made.images_fd = os.open("images", _DIR_FLAGS, dir_fd=made.out_fd)
     except OSError as exc:
+        made.undo()
         raise StorageError(f"cannot create {out_dir}: {exc.strerror or exc}", code=ErrorCode.EXPORT_IO) from exc
-    return images.resolve()
-
-
-def _write_new(directory: Path, name: str, data: bytes) -> None:
-    path = directory / name
-    if path.resolve().parent != directory or "/" in name or name in ("", ".", ".."):
-        raise StorageError(f"refusing to write {name!r} outside {directory}", code=ErrorCode.EXPORT_PATH)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        fd = os.open(path, flags, 0o644)
-    except OSError as exc:
-        raise StorageError(f"cannot create {path}: {exc.strerror or exc}", code=ErrorCode.EXPORT_IO) from exc
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-    except OSError as exc:  # a full disk, a quota
-        raise StorageError(f"cannot write {path}: {exc.strerror or exc}", code=ErrorCode.EXPORT_IO) from exc
+    return made
 
 
 def export(repo: ic.Repository, out_dir: str | Path, *, ref: str = "main", fmt: Format = "csv") -> Exported:
@@ -166,23 +176,18 @@ def export(repo: ic.Repository, out_dir: str | Path, *, ref: str = "main", fmt: 
     if len(ds) == 0:
         raise ConfigError(f"{ref!r} holds no images to export", code=ErrorCode.EXPORT_EMPTY,
                           hint="`preprocess log` lists the commits; export a version that has items")
-    out = Path(out_dir).expanduser().absolute()
-    made = not out.exists()
-    images = _prepare(out)
+    made = _prepare(Path(out_dir).expanduser().absolute())
     try:
-        exported = _write(repo, target, ds, images, fmt)
-    except BaseException:  # disk full, a damaged store, an interrupt: nothing of this export is left
-        with contextlib.suppress(OSError):
-            _clear(out)
-            if made:
-                out.rmdir()
+        exported = _write(repo, target, ds, made, fmt)
+    except BaseException:  # a full disk, a damaged store, an interrupt: nothing of this export is left
+        made.undo()
         raise
-    os.unlink(out / INCOMPLETE)
+    made.close()
     return exported
 
 
-def _write(repo: ic.Repository, target: refs.Ref, ds: Dataset, images: Path, fmt: Format) -> Exported:
-    """The images into ``images`` and the manifest beside it."""
+def _write(repo: ic.Repository, target: refs.Ref, ds: Dataset, made: _Made, fmt: Format) -> Exported:
+    """The images into ``OUT_DIR/images`` and the manifest beside them."""
     table = ds.items_table()
     files = manifest_files((str(table["source_sha256"][i]), str(table["fingerprint"][i]), str(table["format"][i]), i)
                            for i in range(len(ds)))
@@ -190,7 +195,7 @@ def _write(repo: ic.Repository, target: refs.Ref, ds: Dataset, images: Path, fmt
     total = 0
     for i, file in enumerate(files):
         data = ds.jpeg(i)
-        _write_new(images, file.removeprefix("images/"), data)
+        made.write(file.removeprefix("images/"), data)
         stored_sha.append(hashlib.sha256(data).hexdigest())
         total += len(data)
     values: dict[str, list[Plain]] = {"file": list(files), "row": list(range(len(ds))), "stored_sha256": stored_sha,
@@ -198,13 +203,13 @@ def _write(repo: ic.Repository, target: refs.Ref, ds: Dataset, images: Path, fmt
                                       "snapshot": [target.snapshot] * len(ds)}
     values |= {f: [plain(v) for v in table[f]] for f in FIELDS}  # NaN: an empty cell
     columns = {c: values[c] for c in manifest_columns(stored_sha256=True)}
-    out = images.parent
+    out = made.out.resolve()
     manifest = out / f"manifest.{fmt}"
     try:
         if fmt == "csv":
-            _write_csv(manifest, columns)
+            _write_csv(made, manifest.name, columns)
         else:
-            _write_parquet(manifest, columns, ds)
+            _write_parquet(made, manifest.name, columns, ds)
     except OSError as exc:  # a full disk, a quota (a StorageError of ours is one too: kept as it is)
         if isinstance(exc, StorageError):
             raise
@@ -229,8 +234,9 @@ def csv_cell(value: Plain) -> Plain:
     return value
 
 
-def _write_csv(path: Path, columns: dict[str, list[Plain]]) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+def _write_csv(made: _Made, name: str, columns: dict[str, list[Plain]]) -> None:
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=made.out_fd)
+    made.manifest = name
     with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow([csv_cell(c) for c in columns])
@@ -239,7 +245,7 @@ def _write_csv(path: Path, columns: dict[str, list[Plain]]) -> None:
             w.writerow([csv_cell(columns[c][i]) for c in columns])
 
 
-def _write_parquet(path: Path, columns: dict[str, list[Plain]], ds: Dataset) -> None:
+def _write_parquet(made: _Made, name: str, columns: dict[str, list[Plain]], ds: Dataset) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -252,6 +258,8 @@ def _write_parquet(path: Path, columns: dict[str, list[Plain]], ds: Dataset) -> 
             vec = by_model.get(str(m))
             emb.append(vec[i].tolist() if vec is not None else None)
         data["embedding"] = pa.array(emb, type=pa.list_(pa.float32()))
+    path = made.out / name
     if path.exists() or path.is_symlink():
         raise StorageError(f"{path} already exists", code=ErrorCode.EXPORT_IO)
+    made.manifest = name  # pyarrow opens the path itself
     pq.write_table(pa.table(data), str(path))

@@ -27,6 +27,7 @@ from preprocess.core.errors import ConfigError
 from preprocess.core.jsonable import Json, JsonObject
 from preprocess.pipeline.codecs import Variant
 from preprocess.pipeline.devices import DeviceName, EngineName
+from preprocess.pipeline.extractor.manifest import names_a_file
 from preprocess.pipeline.gate.measure import carried
 from preprocess.pipeline.gate.stages import DEFICIT_FLOOR
 from preprocess.pipeline.spec import Encode, Resize, Spec, parse_spec
@@ -134,8 +135,7 @@ class ModelSweep:
 def model_ref(name: str) -> str:
     """How a recommended spec names a model the sweep's spec named ``name``: a bundled model by its name, a
     manifest by its absolute path (the recommended spec is written elsewhere)."""
-    bundled = not (name.endswith(".toml") or "/" in name)
-    return name if bundled else str(Path(name).resolve())
+    return str(Path(name).resolve()) if names_a_file(name) else name
 
 
 def joint(models: Sequence[ModelSweep]) -> ModelSweep:
@@ -359,7 +359,8 @@ def from_json(doc: JsonObject, path: str) -> Sweep:
                for s in _get(doc, "skipped", list) if isinstance(s, dict)]
     mode = _get(doc, "mode", str)
     gate_models = doc.get("gate_models", 1)  # reports before it judged by the first model only
-    if not isinstance(gate_models, int) or isinstance(gate_models, bool) or gate_models < 1:
+    listed = [m for m in _get(doc, "models", list) if isinstance(m, dict)]
+    if not isinstance(gate_models, int) or isinstance(gate_models, bool) or not 1 <= gate_models <= len(listed):
         raise ConfigError(f"report.json: 'gate_models' is {gate_models!r}, not a count of models",
                           code=ErrorCode.TUNE_REPORT, hint="measure again: preprocess tune ...")
     return Sweep(spec=spec, spec_path=_get(doc, "spec_path", str),
@@ -368,8 +369,7 @@ def from_json(doc: JsonObject, path: str) -> Sweep:
                  skipped=skipped, bytes=np.asarray(_get(doc, "bytes", list), dtype=np.int64),
                  encoded_bytes=np.asarray(_get(doc, "encoded_bytes", list), dtype=np.int64),
                  dims=np.asarray(_get(doc, "stored_size", list), dtype=np.int64),
-                 models=[_model(m, gate_checks(spec) if i < gate_models else None)
-                         for i, m in enumerate(m for m in _get(doc, "models", list) if isinstance(m, dict))],
+                 models=[_model(m, gate_checks(spec) if i < gate_models else None) for i, m in enumerate(listed)],
                  engine="dali" if doc.get("engine") == "dali" else "pillow",
                  device="gpu" if doc.get("device") == "gpu" else "cpu",
                  mode="search" if mode == "search" else "every-quality",

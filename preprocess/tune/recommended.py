@@ -99,15 +99,19 @@ def judged(base: Spec, gauge: str, target: float) -> str:
 def not_checked(sweep: Sweep, gauge: str, model: str) -> str:
     """:func:`dropped_checks` of a recommendation judged by ``gauge`` and ``model`` (a name, or the gate
     models' joint name) from ``sweep``."""
-    return dropped_checks(sweep.spec, gauge, sweep.model(model).refs)
+    gate, recorded = sweep.spec.gate.models, [m.ref for m in sweep.models[:sweep.gate_models]]
+    # each gate entry as the sweep recorded it (a relative manifest path was resolved where tune measured)
+    refs = dict(zip(gate, recorded, strict=True)) if len(gate) == len(recorded) else {}
+    return dropped_checks(sweep.spec, gauge, sweep.model(model).refs, refs)
 
 
-def dropped_checks(base: Spec, gauge: str, judged_by: list[str]) -> str:
+def dropped_checks(base: Spec, gauge: str, judged_by: list[str], refs: dict[str, str] | None = None) -> str:
     """The base spec's checks that a recommendation judged by ``gauge`` and the models ``judged_by`` (their
     refs: the spec's gate models unless one was asked for) does not keep (tune judges by the whole view and
-    the crops, or one view), as words; "" when none."""
+    the crops, or one view), as words; "" when none. ``refs``: a gate entry's ref when not
+    :func:`~preprocess.tune.grid.model_ref`'s."""
     kept = judged_views(base, gauge, base.gate.threshold)
     views = [f"{v} >= {t:g}" for v, t in base.gate.views.items() if v not in kept]
-    models = [m for m in base.gate.models if model_ref(m) not in judged_by]
+    models = [m for m in base.gate.models if (refs or {}).get(m, model_ref(m)) not in judged_by]
     parts = ([f"views {', '.join(views)}"] if views else []) + ([f"models {', '.join(models)}"] if models else [])
     return "; ".join(parts)

@@ -205,10 +205,10 @@ class _Maker:
         return out
 
 
-def _gate_models(sweep: Sweep, view: InputView, engine: Engine) -> Measure | None:
-    """The sweep spec's gate models, to judge what is stored by every view it checks (None when their
-    model input is not the one ``engine`` makes views for)."""
-    manifests = [find_manifest(m) for m in sweep.spec.gate.models]
+def _gate_models(sweep: Sweep, rec: Recommendation, view: InputView, engine: Engine) -> Measure | None:
+    """The models ``rec`` was judged by (those its spec checks), to judge what is stored by every view the
+    sweep's spec checks (None when their model input is not the one ``engine`` makes views for)."""
+    manifests = [find_manifest(m) for m in sweep.model(rec.model).refs]
     if any(m.input != view for m in manifests):
         return None
     extractors = [Extractor(build(m), device=sweep.device) for m in manifests]
@@ -227,7 +227,7 @@ def store_sample(sweep: Sweep, rec: Recommendation, *, crops: int = CROPS,
     view = find_manifest(sweep.model(rec.model).refs[0]).input  # the judge's (the first, of several gate models)
     engine = make_engine(sweep.engine, sweep.device, encode=by_format[rec.format], view=view,
                          max_batch=sweep.spec.batch.size)
-    maker = _Maker(engine, sweep, rec.adaptive.size, with_crops, _gate_models(sweep, view, engine))
+    maker = _Maker(engine, sweep, rec.adaptive.size, with_crops, _gate_models(sweep, rec, view, engine))
     try:
         made = [s for batch in itertools.batched(order, sweep.spec.batch.size) for s in maker(batch)]
     finally:

@@ -88,23 +88,22 @@ def sweep_grid(spec: Spec, opts: SweepOptions) -> tuple[list[int], list[int]]:
 def _models(spec: Spec, opts: SweepOptions, engine: EngineName, device: DeviceName) -> list[ModelUse]:
     """The spec's gate models (each measures every view the spec checks, with the tile view when asked),
     then the compared ones."""
-    manifests: list[tuple[str, Manifest]] = []
-    for n in [*spec.gate.models, *opts.compare]:
+    manifests: list[tuple[str, Manifest, bool]] = []  # (ref, manifest, one of the gate's), each manifest once
+    for k, n in enumerate([*spec.gate.models, *opts.compare]):
         m = find_manifest(n)
-        if m.name not in [x.name for _, x in manifests]:
-            manifests.append((model_ref(n), m))
+        if m.name not in [x.name for _, x, _ in manifests]:
+            manifests.append((model_ref(n), m, k < len(spec.gate.models)))
     engines: dict[object, Engine] = {}
     out = []
-    gate = len(spec.gate.models)
-    for i, (ref, m) in enumerate(manifests):
+    for ref, m, gate in manifests:
         built = build(m)
         if m.input not in engines:
             engines[m.input] = make_engine(engine, device, encode=spec.encode, view=m.input,
                                            max_batch=spec.batch.size)
         out.append(ModelUse(ref, m, built, Extractor(built, device=device), engines[m.input],
-                            tiles=opts.tiles if i < gate else opts.compare_tiles,
-                            crops=_crop_rule(spec) if i < gate and measures_crops(spec, opts.gauge) else None,
-                            gate=i < gate))
+                            tiles=opts.tiles if gate else opts.compare_tiles,
+                            crops=_crop_rule(spec) if gate and measures_crops(spec, opts.gauge) else None,
+                            gate=gate))
     return out
 
 

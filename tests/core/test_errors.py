@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import ast
+import json
 
 import pytest
 
 from preprocess.core.codes import MEANINGS, ErrorCode, table
-from preprocess.core.errors import EXIT_CODES, ConfigError, DeviceError, InputError, NotFoundError, device_fault
+from preprocess.core.errors import (
+    CARRIED,
+    EXIT_CODES,
+    ConfigError,
+    DeviceError,
+    InputError,
+    NotFoundError,
+    StorageError,
+    carry,
+    device_fault,
+)
 from tests.paths import ROOT
 
 OOM = [
@@ -95,3 +106,18 @@ def test_not_found_is_a_type() -> None:
     exc = NotFoundError("no branch 'x'", code=ErrorCode.BRANCH_MISSING)
     assert isinstance(exc, ConfigError) and isinstance(exc, LookupError) and exc.exit_code == 2
     assert str(exc) == "no branch 'x'"  # not KeyError's quoted repr
+
+
+def test_only_the_text_torch_rebuilds_a_workers_error_from_gives_back_its_code() -> None:
+    """An error raised in a DataLoader worker carries its code, hint and path in a note (`carry`); torch rebuilds
+    it in the main process from its type and traceback text, and the note is read back from there only: a
+    message of any other shape holding such a line (a file's contents, a user's text) changes nothing."""
+    note = CARRIED + json.dumps({"code": "STORE_IO", "hint": "check the disk", "path": "/data/s.icechunk"})
+    rebuilt = StorageError(f"Caught StorageError in DataLoader worker process 0.\nOriginal Traceback ...\n{note}\n")
+    assert (rebuilt.code, rebuilt.hint, rebuilt.path) == ("STORE_IO", "check the disk", "/data/s.icechunk")
+    plain = InputError(f"a file that said:\n{note}")
+    assert (plain.code, plain.path) == ("INPUT", None)
+    odd = StorageError(f"Caught StorageError in DataLoader worker process 0.\n{CARRIED}{{not json")
+    assert odd.code == "STORAGE"
+    assert carry(carry(StorageError("x", code=ErrorCode.STORE_IO))).__notes__ == [
+        CARRIED + json.dumps({"code": "STORE_IO", "hint": "", "path": None})]  # one note, however often carried

@@ -16,7 +16,7 @@ from preprocess import open_dataset
 from preprocess.core.errors import ConfigError, StorageError
 from preprocess.drivers.run import JobOptions, run_job
 from preprocess.store import open_repo
-from preprocess.store.export import INCOMPLETE, csv_cell, export, manifest_files
+from preprocess.store.export import csv_cell, export, manifest_files
 from tests.smallfs import fill, small_tmpfs
 
 HOSTILE = "=cmd|' -c calc'!A0.jpg"
@@ -71,9 +71,9 @@ def three(tmp_path_factory: pytest.TempPathFactory, small_photos: list[Path]) ->
 
 def test_an_export_that_fails_on_a_full_disk_leaves_nothing_and_the_rerun_finishes(three: Path,
                                                                                   tmp_path: Path) -> None:
-    """A failed export left its partial files, and every rerun into that folder was refused (EXPORT_DIR)
-    until someone removed them. Now a failure removes what the export wrote. A real full disk: a small
-    tmpfs with room for about one image (tests/smallfs.py)."""
+    """A failed export left its partial files (and raised a raw OSError), and every rerun into that folder
+    was refused (EXPORT_DIR) until someone removed them. Now a failure removes what the export wrote, and
+    only that. A real full disk: a small tmpfs with room for about one image (tests/smallfs.py)."""
     repo = open_repo(str(three), create=False)
     sizes = sorted(len(open_dataset(str(three)).jpeg(i)) for i in range(3))
     with small_tmpfs(tmp_path / "disk", "1m") as disk:
@@ -90,25 +90,9 @@ def test_an_export_that_fails_on_a_full_disk_leaves_nothing_and_the_rerun_finish
         filler.unlink()
         done = export(repo, disk / "kept")
         assert done.files == 3 and sorted(os.listdir(disk / "kept")) == ["images", "manifest.csv"]
-
-
-def test_an_export_that_was_killed_is_started_again_and_nothing_else_is_touched(three: Path,
-                                                                                tmp_path: Path) -> None:
-    """A kill leaves the marker an export writes first and removes last (SIGKILL runs no clean-up): the next
-    export into the folder clears what that export wrote and starts again. A folder with anything else in
-    it is still refused and left as it is."""
-    repo = open_repo(str(three), create=False)
-    out = tmp_path / "out"
-    (out / "images").mkdir(parents=True)
-    (out / INCOMPLETE).write_bytes(b"")
-    (out / "images" / "0123456789abcdef-x.jpg").write_bytes(b"\xff\xd8 half")
-    done = export(repo, out)
-    assert done.files == 3 and sorted(os.listdir(out)) == ["images", "manifest.csv"]
-    assert "0123456789abcdef-x.jpg" not in os.listdir(out / "images")
-    mine = tmp_path / "mine"
-    (mine / "images").mkdir(parents=True)
-    (mine / INCOMPLETE).write_bytes(b"")
-    (mine / "notes.txt").write_text("mine")
+    (tmp_path / "killed" / "images").mkdir(parents=True)  # what a killed export leaves (SIGKILL runs no clean-up)
+    (tmp_path / "killed" / "images" / "0123456789abcdef-x.jpg").write_bytes(b"\xff\xd8 half")
     with pytest.raises(ConfigError) as refused:
-        export(repo, mine)
-    assert refused.value.code == "EXPORT_DIR" and (mine / "notes.txt").read_text() == "mine"
+        export(repo, tmp_path / "killed")
+    assert refused.value.code == "EXPORT_DIR" and "killed" in refused.value.hint
+    assert (tmp_path / "killed" / "images" / "0123456789abcdef-x.jpg").read_bytes() == b"\xff\xd8 half"

@@ -109,3 +109,28 @@ def test_the_search_is_led_by_every_gate_model_not_the_first(tmp_path: Path, str
     assert rec.setting is not None and all(c.exact and c.passed for c in rec.setting.choices), rec.message
     first = decide(strict, Target(CHECKS[0], 1.0, gauge="gate")).recs[0].setting
     assert first is not None and [c.quality for c in rec.setting.choices] == [c.quality for c in first.choices]
+
+
+def test_a_gate_model_named_twice_is_one_and_a_compared_model_stays_compared(strict: Sweep, tmp_path: Path) -> None:
+    """The gate names MobileNetV2 by name and by its manifest's path: measured once, so the compared DINOv2
+    is the second model measured, and is not a gate model for all that (it was counted as one)."""
+    spec = tmp_path / "twice.toml"
+    manifest = ROOT / "models" / f"{MODELS[0]}.toml"
+    spec.write_text(STRICT.read_text().replace(f'models = ["{MODELS[0]}", "{MODELS[1]}"]',
+                                               f'models = ["{MODELS[0]}", "{manifest}"]'))
+    one = sorted({str(Path(i.path).parent) for i in strict.images})
+    sweep = run_sweep(SweepOptions(sources=one, spec_path=str(spec), sizes=(320,), qualities=(60, 90),
+                                   compare=(MODELS[1],), gauge="gate", band=[CHECKS[0]], engine="pillow"))
+    assert [m.name for m in sweep.models] == MODELS and sweep.gate_models == 1
+    assert sweep.models[1].crops is None and sweep.model(None).name == MODELS[0]
+
+
+def test_a_gate_entry_is_matched_as_the_sweep_recorded_it(strict: Sweep) -> None:
+    """A spec naming a manifest by a relative path: `tune --from` run in another folder would resolve it
+    elsewhere and warn about a model it did judge by. The sweep's recorded ref is what is compared."""
+    relative = "models/dinov2-small.toml"
+    spec = strict.spec.model_copy(update={"gate": strict.spec.gate.model_copy(
+        update={"models": (MODELS[0], relative)})})
+    judged = [MODELS[0], "/elsewhere/models/dinov2-small.toml"]
+    assert dropped_checks(spec, "gate", judged, {relative: judged[1]}) == ""
+    assert dropped_checks(spec, "gate", judged) == f"models {relative}"  # resolved against this folder instead

@@ -178,6 +178,8 @@ class Detector:
         A folder that cannot be listed is offered too (its read records it as an E_UNREADABLE row, as in
         ``run``). A complete scan of the whole folder also drops handled entries of files that are gone
         (their delete events may have been lost)."""
+        if self.excluded(top):
+            return 0
         present: set[str] = set()
         unlisted: list[str] = []
         offered, full = self._offer_all(self._images(top, unlisted), present)
@@ -199,7 +201,7 @@ class Detector:
             if self._stop.is_set():
                 return
             dirnames[:] = [d for d in dirnames if not d.startswith(".")
-                           and not self._excluded(os.path.join(dirpath, d))]
+                           and not self.excluded(os.path.join(dirpath, d))]
             yield from (path for path in (os.path.join(dirpath, name) for name in filenames) if self.wanted(path))
 
     def _unlistable(self, folders: list[str]) -> Iterator[str]:
@@ -234,7 +236,7 @@ class Detector:
             log.warning("cannot list the folder %s: the images in it are not ingested (recorded as E_UNREADABLE)",
                         names.quote(where))
 
-    def _excluded(self, path: str) -> bool:
+    def excluded(self, path: str) -> bool:
         return any(path == e or path.startswith(e + os.sep) for e in self.exclude)
 
     def wanted(self, path: str) -> bool:
@@ -243,7 +245,7 @@ class Detector:
 
     def _inside(self, path: str) -> bool:
         """Inside the folder, not hidden (nor in a hidden folder), not excluded."""
-        if not path.startswith(self.folder + os.sep) or self._excluded(path):
+        if not path.startswith(self.folder + os.sep) or self.excluded(path):
             return False
         return not any(part.startswith(".") for part in os.path.relpath(path, self.folder).split(os.sep))
 
@@ -255,6 +257,8 @@ class _Handler(FileSystemEventHandler):
     def on_any_event(self, event: FileSystemEvent) -> None:
         src = os.fsdecode(event.src_path)
         dest = os.fsdecode(event.dest_path) if event.dest_path else ""
+        if self.d.excluded(src) and (not dest or self.d.excluded(dest)):
+            return  # inside --move-to or the store: dropped first (a commit writes dozens of files there)
         if not event.is_directory:
             self._file(event.event_type, src, dest)
         elif event.event_type in ("created", "moved"):  # a folder dropped in whole: its files may have no events

@@ -64,8 +64,8 @@ class WatchOptions:
     follow_symlinks: bool = False  # follow symlinks that lead outside the folder (default: refuse them)
 
     def never_taken(self) -> tuple[str, ...]:
-        """The folders no file is taken from (nor watched): ``--move-to``, and a local store (it may lie
-        inside the watched folder: its files are no images, but each commit writes dozens, each an event)."""
+        """The folders no file is taken from and whose events are dropped first: ``--move-to``, and a local
+        store (it may lie inside the watched folder: its files are no images, but each commit writes dozens)."""
         store = Location.of_store(self.store)
         return tuple(str(x) for x in (self.move_to, None if store.remote else store.local) if x is not None)
 
@@ -91,6 +91,11 @@ class WatchOptions:
             raise ConfigError("--queue-size must be at least 1", code=ErrorCode.WATCH_OPTION)
         if self.move_to is not None:
             check_move_to(Path(self.move_to), folder)
+        store = Location.of_store(self.store)
+        if not store.remote and folder.resolve().is_relative_to(store.local.resolve()):
+            raise ConfigError("the store cannot be the watched folder, nor a folder holding it", path=self.store,
+                              code=ErrorCode.WATCH_OPTION,
+                              hint="keep the store beside the watched folder (or inside it: it is never scanned)")
 
 
 def check_move_to(move_to: Path, folder: Path) -> None:

@@ -103,9 +103,14 @@ def list_manifests() -> list[Manifest]:
     return [load_manifest(p) for p in sorted(bundled_dir("models").glob("*.toml"))]
 
 
+def names_a_file(name_or_path: str) -> bool:
+    """Whether a spec's model entry is a manifest's path (``.toml`` or a ``/`` in it), not a bundled name."""
+    return name_or_path.endswith(".toml") or "/" in name_or_path
+
+
 def find_manifest(name_or_path: str) -> Manifest:
     """A bundled model by name, or a manifest file by path."""
-    if name_or_path.endswith(".toml") or "/" in name_or_path:
+    if names_a_file(name_or_path):
         return load_manifest(name_or_path)
     candidate = bundled_dir("models") / f"{name_or_path}.toml"
     if candidate.is_file():

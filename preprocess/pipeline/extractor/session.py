@@ -34,8 +34,9 @@ if TYPE_CHECKING:
 
 ort.set_default_logger_severity(3)
 
-# Calls of 1-3 rows cost 3.9-4.3 ms a row on one core, calls of 6-8 rows 4.4-5.0 (Zen 5, both cores busy:
-# bench/NOTES.md, 2026-12-07 session 6; on Zen 2 and Zen 4 small calls were no slower); 2-3x more at 32.
+# Calls of 1-2 rows cost 4.0-4.4 ms a row on one core, calls of 6-8 rows 4.7-5.0 (Zen 5, both cores busy:
+# bench/NOTES.md, 2026-12-07 session 6; there too, a row on Zen 2 and Zen 4 costs no more in small calls);
+# batches of 32 cost 2-3x more per row than batches of 8 (session 1).
 CPU_CHUNK = 2
 GPU_BATCH = 64  # every GPU model call has this many rows (the last slice padded)
 

@@ -138,6 +138,11 @@ def test_a_store_inside_the_watched_folder_is_never_scanned(tmp_path: Path, monk
     det = Detector(str(tmp_path), q, Scanning(poll=True, rescan_interval=60.0, exclude=opts.never_taken()))
     assert det.scan(str(tmp_path)) == 1
     assert WatchOptions(folder=".", store="s3://bucket/cams").never_taken() == ()
+    assert det.scan(str(tmp_path / "cams.icechunk")) == 0  # a folder made in the store asks for a rescan of it
+    for inside in (".", str(tmp_path.parent)):  # the store is the watched folder, or holds it: nothing to watch
+        with pytest.raises(ConfigError, match="cannot be the watched folder") as refused:
+            WatchOptions(folder=".", store=inside).check()
+        assert refused.value.code == "WATCH_OPTION"
 
 
 def test_filesystem_type_reads_the_longest_mount_point(tmp_path: Path) -> None:
