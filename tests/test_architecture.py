@@ -44,7 +44,7 @@ FLOORS: dict[str, int] = {
     "sources": 1, "rows": 1,
     "pipeline": 2, "store": 2,
     "drivers": 3,
-    "tune": 4, "serve": 4, "torchdata": 4, "history": 4, "notebook": 4,  # the faces
+    "tune": 4, "serve": 4, "torchdata": 4, "history": 4, "notebook": 4, "verify": 4,  # the faces
     "cli": 5,  # the command line: the face over every face
     "preprocess": 5,  # the package's __init__: the public Python surface, over the faces
     "__main__": 6,

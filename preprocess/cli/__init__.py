@@ -5,7 +5,7 @@ The process starts in ``preprocess/__main__.py`` (signal handlers first), which 
 
 from __future__ import annotations
 
-from preprocess.cli import history, ls, models, run, serve, tune, watch  # noqa: F401  (registers the commands)
+from preprocess.cli import history, ls, models, run, serve, tune, verify, watch  # noqa: F401  (registers the commands)
 from preprocess.cli.app import app
 from preprocess.cli.helptext import command
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, cast
 import icechunk as ic
 import numpy as np
 from numpy.typing import NDArray
+from zarr.codecs import Crc32cCodec
 from zarr.types import ArrayV3
 
 from preprocess.core.codes import ErrorCode
@@ -71,6 +72,13 @@ class Dataset:
     @property
     def num_failures(self) -> int:
         return self._n_failures
+
+    @property
+    def image_crc(self) -> bool:
+        """Whether each stored image carries a CRC32C that every read of it checks (stores made since
+        2026-12-07; an older one reads its bytes as they are)."""
+        arr = self._items.get("jpeg")
+        return arr is not None and any(isinstance(c, Crc32cCodec) for c in arr.compressors)
 
     @property
     def models(self) -> dict[str, int]:

@@ -34,7 +34,7 @@ def test_no_help_text_loses_brackets_to_rich_markup() -> None:
 
 
 def test_every_store_argument_says_s3_works() -> None:
-    for name in ("log", "show", "diff", "tag", "branch", "reset", "export", "gc", "serve"):
+    for name in ("log", "show", "diff", "tag", "branch", "reset", "export", "gc", "verify", "serve"):
         store = next(p for p in commands()[name].params if p.name == "store")
         assert "s3://" in store.help and "a local path" in store.help, name
         assert "(a local path)" not in store.help

@@ -56,7 +56,8 @@ def test_errors_validate_and_say_the_code_under_json(hist: Hist, tmp_path: Path)
 
 def test_the_docs_name_every_command_and_the_schema() -> None:
     doc = (ROOT / "docs" / "json.md").read_text()
-    commands = ("log", "show", "diff", "ls", "branch", "tag", "reset", "export", "gc", "run", "tune", "models list")
+    commands = ("log", "show", "diff", "ls", "branch", "tag", "reset", "export", "gc", "verify", "run", "tune",
+                "models list")
     for command in commands:
         assert f"`{command}`" in doc, command
     assert "json-schema.json" in doc and '"version": 1' in doc

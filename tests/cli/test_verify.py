@@ -1,0 +1,73 @@
+"""`preprocess verify`: every stored image of a version read back and checked against its row. A real store
+made by `run` on real photos; bits flipped in its chunk file on disk, as bit rot or a bad disk would."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import jsonschema
+import pytest
+from typer.testing import CliRunner
+
+from preprocess.cli import app
+from preprocess.store import open_repo
+from preprocess.verify import verify
+from tests.jobs import run_pillow
+from tests.paths import ROOT
+
+SCHEMA = json.loads((ROOT / "docs" / "json-schema.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory, small_photos: list[Path]) -> Path:
+    base = tmp_path_factory.mktemp("verify")
+    (base / "src").mkdir()
+    for p in small_photos[:4]:
+        shutil.copy(p, base / "src" / p.name)
+    spec = base / "tiny.toml"
+    spec.write_text('[resize]\nsize = 256\n[quality]\nmode = "fixed"\nvalue = 80\n')
+    run_pillow([base / "src"], base / "s.icechunk", spec)
+    return base / "s.icechunk"
+
+
+def test_an_intact_store_verifies(made: Path) -> None:
+    r = CliRunner().invoke(app, ["verify", str(made)])
+    assert r.exit_code == 0, r.output
+    assert "4 intact, 0 damaged" in r.output and "decoded in full" in r.output and "CRC32C checked" in r.output
+    done = verify(open_repo(str(made), create=False), decode=False)
+    assert done.ok and done.rows == 4 and done.crc and not done.decoded and done.bytes > 0
+
+
+def test_flipped_bits_are_found_and_named_with_their_rows(made: Path, tmp_path: Path) -> None:
+    store = tmp_path / "s.icechunk"
+    shutil.copytree(made, store)
+    chunk = max((store / "chunks").iterdir(), key=lambda p: p.stat().st_size)
+    data = bytearray(chunk.read_bytes())
+    rng = random.Random(4)
+    for at in rng.sample(range(len(data) // 8, len(data) * 6 // 8), 4):  # the images, not the shard index
+        data[at] ^= 1 << rng.randrange(8)
+    chunk.write_bytes(bytes(data))
+    r = CliRunner().invoke(app, ["verify", str(store), "--json"])
+    assert r.exit_code == 5, r.output
+    doc = json.loads(r.stdout)
+    jsonschema.Draft202012Validator(SCHEMA).validate(doc)
+    assert doc["command"] == "verify" and doc["ok"] is False and doc["rows"] == 4
+    damaged = doc["damaged"]
+    assert damaged and {d["code"] for d in damaged} == {"STORE_IO"} and doc["intact"] == 4 - len(damaged)
+    assert all(d["source_path"].endswith((".jpg", ".png")) for d in damaged)
+    text = CliRunner().invoke(app, ["verify", str(store)])
+    assert text.exit_code == 5 and "error[STORE_IO]" in text.output and "damaged in main" in text.output
+    assert "Traceback" not in text.output
+
+
+def test_a_ref_that_is_not_there_is_a_usage_error(made: Path) -> None:
+    r = CliRunner().invoke(app, ["verify", str(made), "nope", "--json"])
+    assert r.exit_code == 2 and json.loads(r.stdout)["error"]["code"] == "REF_MISSING", r.output
+
+
+def test_verify_is_listed_in_the_help() -> None:
+    r = CliRunner().invoke(app, ["--help"])
+    assert "verify" in r.output
