@@ -7,13 +7,15 @@ be the row's ``bytes`` and their magic its ``format`` (``STORE_IO``: the row doe
 their header must give the row's width x height (``E_CORRUPT``, before any pixel is decoded); and unless
 ``decode=False`` they are decoded in full, as a reader would (the decoder's own code: ``E_CORRUPT``,
 ``E_TRUNCATED``). A row that fails is reported with its number, source path, code and reason, and the
-others go on; a snapshot or manifest that cannot be read at all ends it (``STORE_IO``).
+others go on; a snapshot or manifest that cannot be read at all ends it (``STORE_IO``). It checks the images,
+not the store's own metadata: icechunk reads a version's snapshot and manifests as it opens them, and has
+no checksum over a snapshot file (a flipped bit inside one can read as another value).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import icechunk as ic
@@ -25,12 +27,12 @@ from preprocess.core.jsonable import JsonObject
 from preprocess.core.progress import Progress, SilentProgress
 from preprocess.pipeline.formats.sniff import sniff
 from preprocess.pipeline.stored_pixels import check_recorded, decode_rgb_into
-from preprocess.rows.formats import FORMATS
 from preprocess.rows.schema import Values
 from preprocess.store import refs
 from preprocess.store.reader import Dataset
 
-CHUNK = 64  # rows read in one call (their bytes: one image each); a call that fails is read row by row
+CHUNK = 64  # rows read in one call at most (their bytes: one image each); a call that fails is read row by row
+CHUNK_BYTES = 256 * 2**20  # ... and bytes: kept sources (source and passthrough rows) can be tens of MB each
 FIELDS = ("source_path", "bytes", "format", "width", "height")
 
 
@@ -76,8 +78,7 @@ def verify(repo: ic.Repository, ref: str = "main", *, decode: bool = True,
     bar = progress or SilentProgress()
     bar.start(len(ds))
     try:
-        for start in range(0, len(ds), CHUNK):
-            rows = list(range(start, min(start + CHUNK, len(ds))))
+        for rows in _batches([int(n) for n in table["bytes"]]):
             for row, data in zip(rows, _read(ds, rows), strict=True):
                 problem = data if isinstance(data, PreprocessError) else _check(data, table, row, decode)
                 if problem is not None:
@@ -89,6 +90,20 @@ def verify(repo: ic.Repository, ref: str = "main", *, decode: bool = True,
         bar.finish()
     done.seconds = time.perf_counter() - t0
     return done
+
+
+def _batches(sizes: Sequence[int]) -> Iterator[list[int]]:
+    """Row numbers in runs of at most :data:`CHUNK` rows and :data:`CHUNK_BYTES` bytes (at least one row)."""
+    rows: list[int] = []
+    total = 0
+    for row, n in enumerate(sizes):
+        if rows and (len(rows) == CHUNK or total + n > CHUNK_BYTES):
+            yield rows
+            rows, total = [], 0
+        rows.append(row)
+        total += max(n, 0)
+    if rows:
+        yield rows
 
 
 def _read(ds: Dataset, rows: Sequence[int]) -> list[bytes | PreprocessError]:
@@ -112,8 +127,8 @@ def _check(data: bytes, table: Mapping[str, Values], row: int, decode: bool) -> 
     size = (int(table["width"][row]), int(table["height"][row]))
     if len(data) != recorded:
         return StorageError(f"{len(data):,} stored bytes where the row records {recorded:,}", code=ErrorCode.STORE_IO)
-    found = (sniff(data) or "").lower()
-    if fmt in FORMATS and found != fmt:
+    found = (sniff(data) or "").lower()  # the same sniff that named the row's format when it was stored
+    if fmt and found != fmt:
         return StorageError(f"the stored bytes are {found or 'no image format'}, where the row records {fmt}",
                             code=ErrorCode.STORE_IO)
     try:

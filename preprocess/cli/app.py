@@ -153,7 +153,8 @@ def quiet_libraries(*, icechunk: bool = True) -> None:
     if icechunk:
         from preprocess.store.storage import quiet_icechunk
 
-        quiet_icechunk("error")
+        # errors only; not the background pre-load of a manifest, whose failure the read that needs it reports
+        quiet_icechunk("error,icechunk::repository=off")
 
 
 def print_version() -> None:

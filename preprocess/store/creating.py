@@ -86,8 +86,11 @@ def create[R](path: Path, *, make: Callable[[], R], opened: Callable[[], R | Non
     concurrent creator made it), else ``make()`` after removing what a killed create left."""
     while True:
         made_dir = _make_dir(path)
-        killed = not _make_dir(path / CREATING_FILE)  # a marker there: a create is running, or was killed
-        fd = os.open(path / CREATING_FILE, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            killed = not _make_dir(path / CREATING_FILE)  # a marker there: a create is running, or was killed
+            fd = os.open(path / CREATING_FILE, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:  # the creator before us finished (or gave up) between our look and our open
+            continue
         try:
             _lock(fd, path, wait)
             if os.fstat(fd).st_nlink == 0:  # the creator before us finished (or gave up): look again

@@ -19,12 +19,14 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
+import io
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import icechunk as ic
 
@@ -96,38 +98,51 @@ class _Made:
 
     def __init__(self, out: Path) -> None:
         self.out = out
-        self.made_out = False  # OUT_DIR was made by this export (else: an empty folder the user gave)
+        self.made_out = self.made_images = False  # made by this export (OUT_DIR may be an empty folder given)
         self.out_fd = self.images_fd = -1
         self.files: list[str] = []  # in images/
-        self.manifest = ""  # in OUT_DIR, once its writing began
+        self.manifest: list[str] = []  # in OUT_DIR: the manifest's temporary name, then its own
 
-    def write(self, name: str, data: bytes) -> None:
-        """``images/NAME``, created new (never over a file, never through a link)."""
+    def _create(self, name: str, dir_fd: int, where: Path) -> BinaryIO:
+        """A new file ``name`` in the folder ``dir_fd`` (never over a file, never through a link)."""
         if "/" in name or "\0" in name or name in ("", ".", ".."):
             raise StorageError(f"refusing to write {name!r} outside {self.out}", code=ErrorCode.EXPORT_PATH)
-        path = self.out / "images" / name
         try:
             fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
-                         dir_fd=self.images_fd)
+                         dir_fd=dir_fd)
         except OSError as exc:
-            raise StorageError(f"cannot create {path}: {exc.strerror or exc}", code=ErrorCode.EXPORT_IO) from exc
-        self.files.append(name)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-        except OSError as exc:  # a full disk, a quota
-            raise StorageError(f"cannot write {path}: {exc.strerror or exc}", code=ErrorCode.EXPORT_IO) from exc
+            raise StorageError(f"cannot create {where / name}: {exc.strerror or exc}",
+                               code=ErrorCode.EXPORT_IO) from exc
+        (self.files if dir_fd == self.images_fd else self.manifest).append(name)
+        return os.fdopen(fd, "wb")
+
+    def write(self, name: str, data: bytes) -> None:
+        """``images/NAME``: ``data``."""
+        with _io(self.out / "images" / name), self._create(name, self.images_fd, self.out / "images") as f:
+            f.write(data)
+
+    def publish(self, name: str, write: Callable[[BinaryIO], None]) -> None:
+        """``OUT_DIR/NAME`` written by ``write`` under a temporary name, then linked to its own (which never
+        replaces a file): a manifest cut short by a kill is never found under the manifest's name."""
+        partial = f".{name}.partial"
+        with _io(self.out / name), self._create(partial, self.out_fd, self.out) as f:
+            write(f)
+        with _io(self.out / name):
+            os.link(partial, name, src_dir_fd=self.out_fd, dst_dir_fd=self.out_fd, follow_symlinks=False)
+        self.manifest.append(name)
+        with contextlib.suppress(OSError):
+            os.unlink(partial, dir_fd=self.out_fd)
+            self.manifest.remove(partial)
 
     def undo(self) -> None:
-        """Remove what this export made (best effort: it runs while another error is on its way)."""
-        for name in self.files:
+        """Remove what this export made (best effort, each on its own: it runs while another error is on its
+        way), the manifest first."""
+        for name, fd in [(n, self.out_fd) for n in self.manifest] + [(n, self.images_fd) for n in self.files]:
             with contextlib.suppress(OSError):
-                os.unlink(name, dir_fd=self.images_fd)
-        with contextlib.suppress(OSError):
-            if self.images_fd >= 0:
+                os.unlink(name, dir_fd=fd)
+        if self.made_images:
+            with contextlib.suppress(OSError):
                 os.rmdir("images", dir_fd=self.out_fd)
-            if self.manifest:
-                os.unlink(self.manifest, dir_fd=self.out_fd)
         self.close()
         if self.made_out:
             with contextlib.suppress(OSError):
@@ -138,6 +153,17 @@ class _Made:
             if fd >= 0:
                 os.close(fd)
         self.out_fd = self.images_fd = -1
+
+
+@contextlib.contextmanager
+def _io(path: Path) -> Iterator[None]:
+    """A write's OSError (a full disk, a quota) as EXPORT_IO; a StorageError of ours as it is."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except OSError as exc:
+        raise StorageError(f"cannot write {path}: {exc.strerror or exc}", code=ErrorCode.EXPORT_IO) from exc
 
 
 def _prepare(out_dir: Path) -> _Made:
@@ -157,10 +183,13 @@ def _prepare(out_dir: Path) -> _Made:
             made.made_out = True
         made.out_fd = os.open(out_dir, _DIR_FLAGS)
         os.mkdir("images", dir_fd=made.out_fd)
+        made.made_images = True
         made.images_fd = os.open("images", _DIR_FLAGS, dir_fd=made.out_fd)
-    except OSError as exc:
+    except BaseException as exc:  # an OSError, or Ctrl-C: nothing of this export is left
         made.undo()
-        raise StorageError(f"cannot create {out_dir}: {exc.strerror or exc}", code=ErrorCode.EXPORT_IO) from exc
+        if isinstance(exc, OSError):
+            raise StorageError(f"cannot create {out_dir}: {exc.strerror or exc}", code=ErrorCode.EXPORT_IO) from exc
+        raise
     return made
 
 
@@ -205,15 +234,7 @@ def _write(repo: ic.Repository, target: refs.Ref, ds: Dataset, made: _Made, fmt:
     columns = {c: values[c] for c in manifest_columns(stored_sha256=True)}
     out = made.out.resolve()
     manifest = out / f"manifest.{fmt}"
-    try:
-        if fmt == "csv":
-            _write_csv(made, manifest.name, columns)
-        else:
-            _write_parquet(made, manifest.name, columns, ds)
-    except OSError as exc:  # a full disk, a quota (a StorageError of ours is one too: kept as it is)
-        if isinstance(exc, StorageError):
-            raise
-        raise StorageError(f"cannot write {manifest}: {exc.strerror or exc}", code=ErrorCode.EXPORT_IO) from exc
+    made.publish(manifest.name, partial(_write_csv, columns) if fmt == "csv" else partial(_write_parquet, columns, ds))
     return Exported(out_dir=str(out), ref=target.to_dict(), manifest=str(manifest), format=fmt, files=len(ds),
                     bytes=total)
 
@@ -234,10 +255,8 @@ def csv_cell(value: Plain) -> Plain:
     return value
 
 
-def _write_csv(made: _Made, name: str, columns: dict[str, list[Plain]]) -> None:
-    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=made.out_fd)
-    made.manifest = name
-    with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+def _write_csv(columns: dict[str, list[Plain]], binary: BinaryIO) -> None:
+    with io.TextIOWrapper(binary, encoding="utf-8", newline="", write_through=True) as f:
         w = csv.writer(f)
         w.writerow([csv_cell(c) for c in columns])
         n = len(next(iter(columns.values())))
@@ -245,7 +264,7 @@ def _write_csv(made: _Made, name: str, columns: dict[str, list[Plain]]) -> None:
             w.writerow([csv_cell(columns[c][i]) for c in columns])
 
 
-def _write_parquet(made: _Made, name: str, columns: dict[str, list[Plain]], ds: Dataset) -> None:
+def _write_parquet(columns: dict[str, list[Plain]], ds: Dataset, f: BinaryIO) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -258,8 +277,4 @@ def _write_parquet(made: _Made, name: str, columns: dict[str, list[Plain]], ds: 
             vec = by_model.get(str(m))
             emb.append(vec[i].tolist() if vec is not None else None)
         data["embedding"] = pa.array(emb, type=pa.list_(pa.float32()))
-    path = made.out / name
-    if path.exists() or path.is_symlink():
-        raise StorageError(f"{path} already exists", code=ErrorCode.EXPORT_IO)
-    made.manifest = name  # pyarrow opens the path itself
-    pq.write_table(pa.table(data), str(path))
+    pq.write_table(pa.table(data), f)

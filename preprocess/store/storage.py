@@ -255,14 +255,30 @@ def read_errors() -> Iterator[None]:
     except (PreprocessError, ic.ConflictError):
         raise
     except (ic.IcechunkError, OSError) as exc:
-        raise storage_error(exc, "read the dataset's stored rows") from exc
+        if not _damaged(str(exc)):
+            raise storage_error(exc, "read the dataset's stored rows") from exc
+        raise damaged_error(str(exc)) from exc
     except (ValueError, RuntimeError) as exc:
-        text = str(exc)
-        if not any(word in text.lower() for word in ("checksum", "corrupt", "decompress")):
+        if not _damaged(str(exc)):
             raise
-        raise StorageError(f"cannot read the dataset's stored rows: a file of it is damaged ({text[:120]})",
-                           code=ErrorCode.STORE_IO, hint="the dataset's files were changed on disk: restore them "
-                           "from a backup or copy (what a damaged file holds cannot be read)") from exc
+        raise damaged_error(str(exc)) from exc
+
+
+# What zarr's checksums, zstd and icechunk's readers say of a file whose bytes were changed or cut on disk.
+_DAMAGE = ("checksum", "corrupt", "decompress", "src size is incorrect", "unknown frame descriptor",
+           "invalid flatbuffer", "deserializ")
+
+
+def _damaged(text: str) -> bool:
+    return any(word in text.lower() for word in _DAMAGE)
+
+
+def damaged_error(text: str) -> StorageError:
+    """STORE_IO for a read that found a file of the dataset damaged, with the hint that says so."""
+    detail = (text.strip().splitlines() or ["?"])[0][:120]
+    return StorageError(f"cannot read the dataset's stored rows: a file of it is damaged ({detail})",
+                        code=ErrorCode.STORE_IO, hint="the dataset's files were changed on disk: restore them "
+                        "from a backup or copy (what a damaged file holds cannot be read)")
 
 
 def storage_call[T](action: str, fn: Callable[[], T], where: Location | Path | str | None = None) -> T:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from preprocess.core.errors import ConfigError
-from preprocess.store import open_repo, storage
+from preprocess.store import creating, open_repo, storage
 from preprocess.store.creating import CREATING_FILE, FIRST_SNAPSHOT
 from tests.paths import ROOT
 
@@ -118,6 +118,29 @@ def test_two_processes_creating_one_store_both_get_it(tmp_path: Path) -> None:
             assert proc.returncode == 0 and out == b"created\n", err
         assert len(list(open_repo(str(store), create=False).ancestry(branch="main"))) == 1
         assert sorted(os.listdir(store)) == ["repo", "snapshots", "transactions"]
+
+
+def test_a_creator_that_finishes_between_our_look_and_our_open_is_waited_out(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """CI's race of two creators: the second saw the first's marker, the first then finished and removed it,
+    and the second's open of the marker raised a raw "No such file or directory". The interleaving is forced
+    here (the store and both creates are real; only their order is set): when the first create looks for
+    the marker, a second create runs to its end, and the first then finds its marker gone. It looks again
+    and opens the store the other made."""
+    store = tmp_path / "s.icechunk"
+    real = creating._make_dir
+    looked: list[Path] = []
+
+    def another_creator_finishes_meanwhile(path: Path) -> bool:
+        if path.name == CREATING_FILE and not looked:
+            looked.append(path)
+            open_repo(str(store), create=True)  # the other creator, from its marker to its removal
+            return False  # what the first saw: a marker there
+        return real(path)
+
+    monkeypatch.setattr(creating, "_make_dir", another_creator_finishes_meanwhile)
+    repo = open_repo(str(store), create=True)
+    assert looked and len(list(repo.ancestry(branch="main"))) == 1 and not (store / CREATING_FILE).exists()
 
 
 def test_a_folder_that_only_looks_half_made_is_never_emptied(tmp_path: Path) -> None:
