@@ -1,15 +1,17 @@
-"""Verify a version: every stored image read back and checked against its row, as ``git fsck`` and
-``restic check --read-data`` check what they keep. Nothing is written.
+"""Verify a version: every array read back in full, and every stored image checked against its row, as
+``git fsck`` and ``restic check --read-data`` check what they keep. Nothing is written.
 
-For each item row of a version: its stored bytes are read (a store made since 2026-12-07 checks each
-image's CRC32C as it reads it: bits flipped on disk are ``STORE_IO``, never other pixels); their length must
-be the row's ``bytes`` and their magic its ``format`` (``STORE_IO``: the row does not hold what it says);
-their header must give the row's width x height (``E_CORRUPT``, before any pixel is decoded); and unless
-``decode=False`` they are decoded in full, as a reader would (the decoder's own code: ``E_CORRUPT``,
-``E_TRUNCATED``). A row that fails is reported with its number, source path, code and reason, and the
-others go on; a snapshot or manifest that cannot be read at all ends it (``STORE_IO``). It checks the images,
-not the store's own metadata: icechunk reads a version's snapshot and manifests as it opens them, and has
-no checksum over a snapshot file (a flipped bit inside one can read as another value).
+Every array of the version (each item field, each model's embeddings, the failures' fields) is read chunk by
+chunk: a store made since 2026-12-07 checks zstd's frame checksum of each chunk as it reads it, so a field or an
+embedding damaged on disk is ``STORE_IO`` for the rows of that chunk, never another value. Then each item's
+stored bytes are read (with their CRC32C in such a store: bits flipped on disk are ``STORE_IO``, never other
+pixels); their length must be the row's ``bytes`` and their magic its ``format`` (``STORE_IO``: the row does
+not hold what it says); their header must give the row's width x height (``E_CORRUPT``, before any pixel is
+decoded); and unless ``decode=False`` they are decoded in full, as a reader would (the decoder's own code:
+``E_CORRUPT``, ``E_TRUNCATED``). A row that fails is reported with its table, number, source path, code and
+reason, and the others go on; a snapshot or manifest that cannot be read at all ends it (``STORE_IO``). It
+checks the data, not the store's own metadata: icechunk reads a version's snapshot and manifests as it opens
+them, and keeps no checksum over a snapshot file (a flipped bit inside one can read as another value).
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import icechunk as ic
+import numpy as np
 
 from preprocess.core import names
 from preprocess.core.codes import ErrorCode
@@ -27,21 +31,24 @@ from preprocess.core.jsonable import JsonObject
 from preprocess.core.progress import Progress, SilentProgress
 from preprocess.pipeline.formats.sniff import sniff
 from preprocess.pipeline.stored_pixels import check_recorded, decode_rgb_into
-from preprocess.rows.schema import Values
+from preprocess.rows.schema import CHUNK_ROWS, FAILURES, ITEMS, Values
 from preprocess.store import refs
 from preprocess.store.reader import Dataset
 
 CHUNK = 64  # rows read in one call at most (their bytes: one image each); a call that fails is read row by row
 CHUNK_BYTES = 256 * 2**20  # ... and bytes: kept sources (source and passthrough rows) can be tens of MB each
-FIELDS = ("source_path", "bytes", "format", "width", "height")
+FIELDS = ("source_path", "bytes", "format", "width", "height")  # what an image is checked against
+IMAGES = f"{ITEMS}/jpeg"
+Table = Literal["items", "failures"]
 
 
 @dataclass(frozen=True)
 class Damaged:
-    """A row whose stored image is not what its row says."""
+    """A row of the version that does not read back as it was written."""
 
+    table: Table
     row: int
-    source_path: str
+    source_path: str  # "" where that field itself cannot be read
     code: str
     message: str
 
@@ -49,10 +56,12 @@ class Damaged:
 @dataclass
 class Verified:
     ref: dict[str, str]  # the version verified (:meth:`Ref.to_dict`)
-    rows: int
-    bytes: int  # stored bytes read
+    rows: int  # item rows
+    failures: int  # failure rows
+    bytes: int  # stored image bytes read
     decoded: bool  # every image was decoded in full (else: read, and checked by its header)
     crc: bool  # the store checks a CRC32C of each image as it reads it
+    checksums: bool  # ... and zstd's checksum of every other array's chunks
     damaged: list[Damaged] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -60,48 +69,93 @@ class Verified:
     def ok(self) -> bool:
         return not self.damaged
 
+    @property
+    def intact(self) -> int:
+        return self.rows - len({d.row for d in self.damaged if d.table == "items"})
+
     def to_dict(self) -> JsonObject:
-        return {"ref": self.ref, "rows": self.rows, "intact": self.rows - len(self.damaged), "bytes": self.bytes,
-                "decoded": self.decoded, "crc": self.crc, "ok": self.ok, "seconds": round(self.seconds, 3),
-                "damaged": [{"row": d.row, "source_path": names.storable(d.source_path), "code": d.code,
-                             "message": names.text(d.message)} for d in self.damaged]}
+        return {"ref": self.ref, "rows": self.rows, "failures": self.failures, "intact": self.intact,
+                "bytes": self.bytes, "decoded": self.decoded, "crc": self.crc, "checksums": self.checksums,
+                "ok": self.ok, "seconds": round(self.seconds, 3),
+                "damaged": [{"table": d.table, "row": d.row, "source_path": names.storable(d.source_path),
+                             "code": d.code, "message": names.text(d.message)} for d in self.damaged]}
 
 
 def verify(repo: ic.Repository, ref: str = "main", *, decode: bool = True,
            progress: Progress | None = None) -> Verified:
-    """Check every item row of ``ref`` (see the module); ConfigError for a ref that is not there."""
+    """Check every array and every stored image of ``ref`` (see the module); ConfigError for a ref that is
+    not there."""
     t0 = time.perf_counter()
     target = refs.resolve_ref(repo, ref)
     ds = Dataset(refs.session(repo, target), ref=ref)
-    table = ds.items_table(list(FIELDS))
-    done = Verified(target.to_dict(), len(ds), 0, decode, ds.image_crc)
+    done = Verified(target.to_dict(), len(ds), ds.num_failures, 0, decode, ds.image_crc, ds.checksummed)
     bar = progress or SilentProgress()
     bar.start(len(ds))
     try:
-        for rows in _batches([int(n) for n in table["bytes"]]):
+        table, unread = _arrays(ds, done)
+        for rows in _batches([int(n) for n in table["bytes"]], unread):
             for row, data in zip(rows, _read(ds, rows), strict=True):
                 problem = data if isinstance(data, PreprocessError) else _check(data, table, row, decode)
                 if problem is not None:
-                    done.damaged.append(Damaged(row, str(table["source_path"][row]), str(problem.code),
+                    done.damaged.append(Damaged("items", row, str(table["source_path"][row]), str(problem.code),
                                                 problem.message))
                 done.bytes += len(data) if isinstance(data, bytes) else 0
             bar.advance(len(rows))
+        bar.advance(len(unread))
     finally:
         bar.finish()
+    done.damaged.sort(key=lambda d: (d.table != "items", d.row))
     done.seconds = time.perf_counter() - t0
     return done
 
 
-def _batches(sizes: Sequence[int]) -> Iterator[list[int]]:
-    """Row numbers in runs of at most :data:`CHUNK` rows and :data:`CHUNK_BYTES` bytes (at least one row)."""
+def _arrays(ds: Dataset, done: Verified) -> tuple[dict[str, Values], set[int]]:
+    """Read every array but the images chunk by chunk; each row of a chunk that cannot be read is damaged.
+    Returns the item fields an image is checked against (blank where unread) and the item rows left unchecked
+    (a field they are checked against is unread)."""
+    keep: dict[str, list[Values]] = {f: [] for f in FIELDS}
+    bad: dict[tuple[Table, int], list[str]] = {}
+    errors: dict[tuple[Table, int], PreprocessError] = {}
+    for path in ds.arrays():
+        if path == IMAGES:
+            continue
+        tbl: Table = "failures" if path.startswith(f"{FAILURES}/") else "items"
+        n = done.failures if tbl == "failures" else done.rows
+        name = path.removeprefix(f"{tbl}/")
+        for start in range(0, n, CHUNK_ROWS):
+            stop = min(start + CHUNK_ROWS, n)
+            try:
+                values = ds.read_rows(path, start, stop)
+            except StorageError as exc:
+                for row in range(start, stop):
+                    bad.setdefault((tbl, row), []).append(name)
+                    errors.setdefault((tbl, row), exc)
+                values = np.full(stop - start, None, dtype=object)
+            if tbl == "items" and name in keep:
+                keep[name].append(values)
+    table = {f: np.concatenate(parts) if parts else np.zeros(0) for f, parts in keep.items()}
+    paths = {("items", r): str(p) for r, p in enumerate(table["source_path"]) if p is not None}
+    for (tbl, row), fields in bad.items():
+        err = errors[(tbl, row)]
+        done.damaged.append(Damaged(tbl, row, paths.get((tbl, row), ""), str(err.code),
+                                    f"its {', '.join(fields)} cannot be read: {err.message}"))
+    unread = {row for (tbl, row), fields in bad.items() if tbl == "items" and set(fields) & set(FIELDS)}
+    return table, unread
+
+
+def _batches(sizes: Sequence[int | None], skip: set[int]) -> Iterator[list[int]]:
+    """Row numbers (but ``skip``) in runs of at most :data:`CHUNK` rows and :data:`CHUNK_BYTES` bytes (at least
+    one row)."""
     rows: list[int] = []
     total = 0
     for row, n in enumerate(sizes):
-        if rows and (len(rows) == CHUNK or total + n > CHUNK_BYTES):
+        if row in skip:
+            continue
+        if rows and (len(rows) == CHUNK or total + (n or 0) > CHUNK_BYTES):
             yield rows
             rows, total = [], 0
         rows.append(row)
-        total += max(n, 0)
+        total += max(n or 0, 0)
     if rows:
         yield rows
 

@@ -28,9 +28,10 @@ def verify_cmd(store: Annotated[str, typer.Argument(help="The dataset: a local p
                decode: Annotated[bool, typer.Option(help="Decode every image in full (--no-decode: read and "
                                                          "check each one's header only, faster).")] = True,
                as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False) -> None:
-    """Read every stored image of a version back and check it against its row: its CRC32C (stores made since
-    2026-12-07), its length and format, its header's size, and a full decode. Writes nothing. Exit codes: 0
-    every row intact; 5 a row damaged (each listed with its code) or the store unreadable; 2 a bad REF."""
+    """Read a version back in full: every field, embedding and failure row (with their checksums, in stores
+    made since 2026-12-07), and every stored image checked against its row: its CRC32C, its length and format,
+    its header's size, and a full decode. Writes nothing. Exit codes: 0 every row intact; 5 a row damaged
+    (each listed with its code) or the store unreadable; 2 a REF that is not there."""
     from preprocess.store import open_repo
     from preprocess.verify import verify
 
@@ -48,25 +49,27 @@ def verify_cmd(store: Annotated[str, typer.Argument(help="The dataset: a local p
         _print(done)
     if not done.ok:
         if not as_json:
-            fail(StorageError(f"{count(len(done.damaged), 'row')} of {done.rows:,} damaged in {ref}",
-                              code=ErrorCode.STORE_IO,
-                              hint="restore the store's files from a backup or a copy; `preprocess show STORE "
-                                   "--item ROW` gives a row's source, to store it again"))
+            fail(StorageError(f"{count(len(done.damaged), 'row')} damaged in {ref} (of {done.rows:,} items and "
+                              f"{count(done.failures, 'failure')})", code=ErrorCode.STORE_IO,
+                              hint="restore the store's files from a backup or a copy, or store the sources listed "
+                                   "above again"))
         raise typer.Exit(5)
 
 
 def _print(done: Verified) -> None:
     how = "decoded in full" if done.decoded else "headers checked (--no-decode)"
-    crc = "CRC32C checked" if done.crc else "no CRC32C in this store (made before 2026-12-07)"
-    out.print(f"verified {count(done.rows, 'row')} of {done.ref['ref']} ({done.ref['snapshot']}): "
-              f"{done.rows - len(done.damaged):,} intact, {len(done.damaged):,} damaged; {size(done.bytes)} read, "
-              f"{how}, {crc}; {done.seconds:.1f} s", highlight=False, soft_wrap=True)
+    sums = ("CRC32C and checksums checked" if done.crc and done.checksums else
+            "no checksums in this store's older arrays (made before 2026-12-07): their bits are not checked")
+    out.print(f"verified {count(done.rows, 'row')} and {count(done.failures, 'failure')} of {done.ref['ref']} "
+              f"({done.ref['snapshot']}): {done.intact:,} items intact, {len(done.damaged):,} rows damaged; "
+              f"{size(done.bytes)} of images read, {how}, {sums}", highlight=False, soft_wrap=True)
     if done.damaged:
         t = Table(box=box.SIMPLE_HEAD, show_edge=False)
         for c in ("row", "source", "code", "what"):
             t.add_column(c, overflow="fold")
         for d in done.damaged[:SHOWN]:
-            t.add_row(str(d.row), escape(names.line(d.source_path)), d.code, escape(names.line(d.message)))
+            row = str(d.row) if d.table == "items" else f"failure {d.row}"
+            t.add_row(row, escape(names.line(d.source_path)), d.code, escape(names.line(d.message)))
         out.print(t)
         if len(done.damaged) > SHOWN:
             err.print(f"... and {len(done.damaged) - SHOWN:,} more (--json lists every one)", highlight=False)

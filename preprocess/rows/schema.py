@@ -28,7 +28,7 @@ import numpy as np
 import zarr
 from numpy.typing import NDArray
 from zarr.abc.store import Store
-from zarr.codecs import Crc32cCodec
+from zarr.codecs import Crc32cCodec, ZstdCodec
 from zarr.errors import GroupNotFoundError, UnstableSpecificationWarning
 from zarr.types import ArrayV3
 
@@ -237,14 +237,21 @@ def create_column(group: zarr.Group, col: Column, rows: int) -> ArrayV3:
             return group.create_array(col.name, shape=(rows,), chunks=(1,), shards=(CHUNK_ROWS,),
                                       dtype=col.dtype, fill_value=col.fill, compressors=[Crc32cCodec()])
         return group.create_array(col.name, shape=(rows,), chunks=(CHUNK_ROWS,), dtype=col.dtype,
-                                  fill_value=col.fill)
+                                  fill_value=col.fill, compressors=[checked_zstd()])
+
+
+def checked_zstd() -> ZstdCodec:
+    """zarr's default compressor (zstd, level 0) with zstd's frame checksum, which every read checks: a field or
+    an embedding damaged on disk is an error (STORE_IO), never another value (arrays made before 2026-12-07
+    have none: a flipped bit there read as a float of 1e34)."""
+    return ZstdCodec(level=0, checksum=True)
 
 
 def create_embedding(group: zarr.Group, model: str, rows: int, dim: int) -> ArrayV3:
     check_model_name(model)
     with quiet():
         return group.create_array(model, shape=(rows, dim), chunks=(CHUNK_ROWS, dim), dtype="float32",
-                                  fill_value=float("nan"))
+                                  fill_value=float("nan"), compressors=[checked_zstd()])
 
 
 def create_layout(store: Store) -> zarr.Group:

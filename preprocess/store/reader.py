@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, cast
 import icechunk as ic
 import numpy as np
 from numpy.typing import NDArray
-from zarr.codecs import Crc32cCodec
+from zarr.codecs import Crc32cCodec, ZstdCodec
 from zarr.types import ArrayV3
 
 from preprocess.core.codes import ErrorCode
@@ -79,6 +79,24 @@ class Dataset:
         2026-12-07; an older one reads its bytes as they are)."""
         arr = self._items.get("jpeg")
         return arr is not None and any(isinstance(c, Crc32cCodec) for c in arr.compressors)
+
+    @property
+    def checksummed(self) -> bool:
+        """Whether every other array of the version (the fields, the failures, the embeddings) carries zstd's
+        frame checksum, which every read of it checks (stores made since 2026-12-07)."""
+        arrays = [a for name, a in self.arrays().items() if name != f"{ITEMS}/jpeg"]
+        return all(any(isinstance(c, ZstdCodec) and c.checksum for c in a.compressors) for a in arrays)
+
+    def arrays(self) -> dict[str, ArrayV3]:
+        """Every array of the version by its path (``items/quality``, ``items/embedding/MODEL``,
+        ``failures/code``), item arrays first."""
+        return ({f"{ITEMS}/{k}": a for k, a in self._items.items()}
+                | {f"{EMBEDDING}/{k}": a for k, a in self._emb.items()}
+                | {f"{FAILURES}/{k}": a for k, a in self._failures.items()})
+
+    def read_rows(self, path: str, start: int, stop: int) -> Values:
+        """Rows ``start:stop`` of the array at ``path`` (:meth:`arrays`), read as stored (STORE_IO when damaged)."""
+        return _read(self.arrays()[path], slice(start, stop))
 
     @property
     def models(self) -> dict[str, int]:

@@ -266,7 +266,7 @@ def read_errors() -> Iterator[None]:
 
 # What zarr's checksums, zstd and icechunk's readers say of a file whose bytes were changed or cut on disk.
 _DAMAGE = ("checksum", "corrupt", "decompress", "src size is incorrect", "unknown frame descriptor",
-           "invalid flatbuffer", "deserializ")
+           "invalid flatbuffer", "deserializ", "invalid magic numbers")
 
 
 def _damaged(text: str) -> bool:

@@ -36,9 +36,10 @@ def made(tmp_path_factory: pytest.TempPathFactory, small_photos: list[Path]) -> 
 def test_an_intact_store_verifies(made: Path) -> None:
     r = CliRunner().invoke(app, ["verify", str(made)])
     assert r.exit_code == 0, r.output
-    assert "4 intact, 0 damaged" in r.output and "decoded in full" in r.output and "CRC32C checked" in r.output
+    assert "4 items intact, 0 rows damaged" in r.output and "decoded in full" in r.output
+    assert "CRC32C and checksums checked" in r.output
     done = verify(open_repo(str(made), create=False), decode=False)
-    assert done.ok and done.rows == 4 and done.crc and not done.decoded and done.bytes > 0
+    assert done.ok and done.rows == 4 and done.crc and done.checksums and not done.decoded and done.bytes > 0
 
 
 def test_flipped_bits_are_found_and_named_with_their_rows(made: Path, tmp_path: Path) -> None:
@@ -56,11 +57,33 @@ def test_flipped_bits_are_found_and_named_with_their_rows(made: Path, tmp_path: 
     jsonschema.Draft202012Validator(SCHEMA).validate(doc)
     assert doc["command"] == "verify" and doc["ok"] is False and doc["rows"] == 4
     damaged = doc["damaged"]
-    assert damaged and {d["code"] for d in damaged} == {"STORE_IO"} and doc["intact"] == 4 - len(damaged)
+    assert damaged and {(d["table"], d["code"]) for d in damaged} == {("items", "STORE_IO")}
+    assert doc["intact"] == 4 - len(damaged)
     assert all(d["source_path"].endswith((".jpg", ".png")) for d in damaged)
     text = CliRunner().invoke(app, ["verify", str(store)])
     assert text.exit_code == 5 and "error[STORE_IO]" in text.output and "damaged in main" in text.output
+    assert "show STORE --item ROW" not in text.output  # a form `show` does not take
     assert "Traceback" not in text.output
+
+
+def test_damaged_embeddings_are_found_not_read_as_other_values(made: Path, tmp_path: Path) -> None:
+    """A walkthrough flipped 8 bytes in the embeddings' chunk: verify said every row was intact, and export and
+    the reader gave floats of 1e38. Every array but the images now carries zstd's frame checksum, and verify
+    reads every array: the rows of that chunk are STORE_IO, naming what cannot be read."""
+    store = tmp_path / "s.icechunk"
+    shutil.copytree(made, store)
+    chunks = sorted((store / "chunks").iterdir(), key=lambda p: p.stat().st_size, reverse=True)
+    embeddings = chunks[1]  # the images' shard is the largest; then 4 x 1280 float32, zstd'd (a field: < 1 KB)
+    assert embeddings.stat().st_size > 4 * 1280
+    data = bytearray(embeddings.read_bytes())
+    for k in range(8):
+        data[len(data) // 2 + 7 * k] ^= 0x40
+    embeddings.write_bytes(bytes(data))
+    done = verify(open_repo(str(store), create=False))
+    assert done.checksums and not done.ok and done.intact == 0
+    assert {(d.table, d.code) for d in done.damaged} == {("items", "STORE_IO")}
+    assert all("embedding/mobilenetv2-imagenet cannot be read" in d.message for d in done.damaged), done.damaged
+    assert sorted(d.row for d in done.damaged) == [0, 1, 2, 3] and all(d.source_path for d in done.damaged)
 
 
 def test_a_ref_that_is_not_there_is_a_usage_error(made: Path) -> None:
