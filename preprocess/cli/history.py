@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from preprocess.cli.app import app, emit, err, fail, fmt, out, quiet_libraries
-from preprocess.core import names
+from preprocess.core import interrupts, names
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import PreprocessError
 from preprocess.core.jsonable import Json
@@ -387,7 +387,9 @@ def export_cmd(store: Store, out_dir: Annotated[str, typer.Argument(help="A new 
     from preprocess.store import export
 
     js = "export" if as_json else ""
+    interrupts.leaves(f"the export was removed: {out_dir} is as it was (the store was not changed)")
     done = _guard(lambda: export.export(_repo(store), out_dir, ref=ref, fmt=manifest), js)  # type: ignore[arg-type]
+    interrupts.finished(f"the export was complete: {done.out_dir} holds it")
     _done(js, done.to_dict(), f"exported {done.files} images ({size(done.bytes)}) of {ref} "
                                    f"({done.ref['snapshot']}) to {done.out_dir}; manifest {done.manifest}")
 

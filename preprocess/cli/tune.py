@@ -335,7 +335,7 @@ def _show(sweep: Sweep, d: Decision, samples: list[StoredSample | None], files: 
             if note:
                 err.print(f"note: {note}", highlight=False, soft_wrap=True)
     if dropped := _dropped(sweep, d):
-        err.print(f"warning: {dropped}", highlight=False, soft_wrap=True)
+        err.print(f"warning: {escape(dropped)}", highlight=False, soft_wrap=True)  # [gate] is no markup
     t = Table(title=f"preprocess tune ({len(sweep.images)} images, {sweep.engine} on {sweep.device}, "
                     f"{sweep.seconds:.0f} s)", show_header=False, title_justify="left")
     t.add_column(style="bold")
@@ -353,8 +353,8 @@ def _dropped(sweep: Sweep, d: Decision) -> str:
     if not dropped:
         return ""
     return (f"tune judged by {d.recs[0].model} {d.target.gauge} only; the base spec also checks {dropped}, which "
-            "the recommended spec does not: `run` with the base spec stores more bytes than the figures below. "
-            "Add them to the recommended spec's [gate] to keep them (more bytes).")
+            "the recommended spec does not: `run` with the base spec may store more bytes than the figures below. "
+            "Add them to the recommended spec's [gate] to keep them (then each image may store more).")
 
 
 def _setting_line(sweep: Sweep, s: Setting, score: str = "similarity") -> str:

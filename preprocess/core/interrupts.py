@@ -39,16 +39,22 @@ class Interrupted(BaseException):
 
     exit_code = EXIT_INTERRUPTED
 
-    def __init__(self, signum: int, committed: str | None = None) -> None:
+    def __init__(self, signum: int, committed: str | None = None, *, left: str = "", done: str = "") -> None:
         super().__init__(signum)
         self.signum = signum
         self.committed = committed  # the snapshot this process committed last, if any
+        self.left = left  # what the command says an interrupt before its end leaves (:func:`leaves`)
+        self.done = done  # what it finished before the interrupt (:func:`finished`)
 
     @property
     def name(self) -> str:
         return signal.Signals(self.signum).name
 
     def one_line(self) -> str:
+        if self.done:
+            return f"interrupted by {self.name} after {self.done}"
+        if self.left:
+            return f"interrupted by {self.name}: {self.left}"
         if self.committed:
             return (f"interrupted by {self.name} after the commit: snapshot {self.committed} holds the job "
                     "(a rerun adds nothing)")
@@ -66,6 +72,8 @@ class _State:
         self.first: int | None = None  # the first signal
         self.holding = 0  # depth of held() blocks
         self.snapshots: list[str] = []  # committed by this process
+        self.left = ""  # what an interrupt leaves, as the command says (else: a job's words)
+        self.done = ""
 
 
 _state = _State()
@@ -116,8 +124,9 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 
 
 def _raise() -> None:
-    assert _state.first is not None
-    raise Interrupted(_state.first, _state.snapshots[-1] if _state.snapshots else None)
+    found = pending()
+    assert found is not None
+    raise found
 
 
 def check() -> None:
@@ -130,7 +139,22 @@ def pending() -> Interrupted | None:
     """The interrupt of the signal this process got, if any (to tell an error a library made of it)."""
     if _state.first is None:
         return None
-    return Interrupted(_state.first, _state.snapshots[-1] if _state.snapshots else None)
+    return Interrupted(_state.first, _state.snapshots[-1] if _state.snapshots else None, left=_state.left,
+                       done=_state.done)
+
+
+def leaves(what: str) -> None:
+    """Say what an interrupt of this command leaves (a command that commits nothing: ``export`` removes
+    what it wrote); the interrupt's line says it instead of a job's words. Nothing unless installed."""
+    if _state.installed:
+        _state.left = what
+
+
+def finished(what: str) -> None:
+    """Say that the command's outcome is complete (``the export to OUT``): an interrupt after it says so.
+    Nothing unless installed."""
+    if _state.installed:
+        _state.done = what
 
 
 def handled() -> Interrupted | None:

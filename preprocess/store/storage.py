@@ -277,8 +277,9 @@ def damaged_error(text: str) -> StorageError:
     """STORE_IO for a read that found a file of the dataset damaged, with the hint that says so."""
     detail = (text.strip().splitlines() or ["?"])[0][:120]
     return StorageError(f"cannot read the dataset's stored rows: a file of it is damaged ({detail})",
-                        code=ErrorCode.STORE_IO, hint="the dataset's files were changed on disk: restore them "
-                        "from a backup or copy (what a damaged file holds cannot be read)")
+                        code=ErrorCode.STORE_IO, hint="the dataset's files were changed on disk: `preprocess verify "
+                        "STORE` lists the rows it damaged; restore the files from a backup or copy (what a damaged "
+                        "file holds cannot be read)")
 
 
 def storage_call[T](action: str, fn: Callable[[], T], where: Location | Path | str | None = None) -> T:

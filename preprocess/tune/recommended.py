@@ -72,7 +72,7 @@ def header(sweep: Sweep, rec: Recommendation, spec: Spec) -> list[str]:
         lines.append(f"Note: {a.ladder.note}.")
     untuned = not_checked(sweep, rec.gauge, rec.model)
     if untuned:
-        lines.append(f"Not measured by tune, so not checked by this spec: the base spec's {untuned}. Add them to "
+        lines.append(f"Not judged by tune, so not checked by this spec: the base spec's {untuned}. Add them to "
                      "[gate] to keep them (then each image may store more bytes than the above).")
     return lines
 

@@ -92,9 +92,9 @@ def _decision(sweep: Sweep, d: Decision) -> str:
         f"(it was not in the search's band {', '.join(f'{x:g}' for x in sweep.band)}): the bytes are an upper "
         f"bound. Measure again with --target {t.similarity:g} for the exact answer.</p>")
     if dropped := not_checked(sweep, t.gauge, d.recs[0].model):
-        notes += (f'<p class="warn">Not measured by tune, so not checked by <code>{DECISION_FILE}</code>: the base '
-                  f"spec's {html.escape(dropped)}. <code>preprocess run</code> with the base spec stores more bytes "
-                  "than these figures; add them to the recommended spec's <code>[gate]</code> to keep them.</p>")
+        notes += (f'<p class="warn">Not judged by tune, so not checked by <code>{DECISION_FILE}</code>: the base '
+                  f"spec's {html.escape(dropped)}. <code>preprocess run</code> with the base spec may store more "
+                  "bytes than these figures; add them to the recommended spec's <code>[gate]</code> to keep them.</p>")
     return (f'<div class="big decision" id="decision">{_cards(cards)}</div>{notes}'
             f"<p>The fewest stored bytes among every format and size measured whose images reach similarity "
             f"&ge; {t.similarity:g} at p{t.percentile:g} (judged by {html.escape(d.recs[0].model)}: "

@@ -76,6 +76,19 @@ def test_a_signal_during_a_commit_waits_for_it_and_then_says_what_was_committed(
     assert finished == [True]
 
 
+def test_a_command_that_commits_nothing_says_what_an_interrupt_leaves(installed: None) -> None:
+    """A walkthrough's Ctrl-C as `export` ended: "nothing was committed ... a rerun resumes" (a job's words),
+    exit 130, and a complete export that the rerun then refused. The command says what an interrupt leaves,
+    and, once its outcome is complete, that it is."""
+    interrupts.leaves("the export was removed: out is as it was")
+    with pytest.raises(interrupts.Interrupted) as e:
+        signal_self(signal.SIGINT)
+    assert e.value.one_line() == "interrupted by SIGINT: the export was removed: out is as it was"
+    interrupts.finished("the export was complete: out holds it")
+    late = interrupts.pending()
+    assert late is not None and late.one_line() == "interrupted by SIGINT after the export was complete: out holds it"
+
+
 def test_a_swallowed_signal_still_stops_at_the_next_check(installed: None) -> None:
     with contextlib.suppress(interrupts.Interrupted):  # what a careless library does
         signal_self(signal.SIGINT)
