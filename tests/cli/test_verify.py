@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from preprocess.cli import app
 from preprocess.store import open_repo
 from preprocess.verify import verify
-from tests.jobs import run_pillow
+from tests.jobs import tiny_store
 from tests.paths import ROOT
 
 SCHEMA = json.loads((ROOT / "docs" / "json-schema.json").read_text())
@@ -23,14 +23,7 @@ SCHEMA = json.loads((ROOT / "docs" / "json-schema.json").read_text())
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory: pytest.TempPathFactory, small_photos: list[Path]) -> Path:
-    base = tmp_path_factory.mktemp("verify")
-    (base / "src").mkdir()
-    for p in small_photos[:4]:
-        shutil.copy(p, base / "src" / p.name)
-    spec = base / "tiny.toml"
-    spec.write_text('[resize]\nsize = 256\n[quality]\nmode = "fixed"\nvalue = 80\n')
-    run_pillow([base / "src"], base / "s.icechunk", spec)
-    return base / "s.icechunk"
+    return tiny_store(tmp_path_factory.mktemp("verify"), small_photos[:4])
 
 
 def test_an_intact_store_verifies(made: Path) -> None:

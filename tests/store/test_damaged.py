@@ -15,19 +15,12 @@ import preprocess
 from preprocess.cli import app
 from preprocess.core.errors import StorageError
 from preprocess.torchdata import VersionDataset, loader
-from tests.jobs import run_pillow
+from tests.jobs import tiny_store
 
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory: pytest.TempPathFactory, small_photos: list[Path]) -> Path:
-    base = tmp_path_factory.mktemp("damaged")
-    (base / "src").mkdir()
-    for p in small_photos[:3]:
-        shutil.copy(p, base / "src" / p.name)
-    spec = base / "tiny.toml"
-    spec.write_text('[resize]\nsize = 256\n[quality]\nmode = "fixed"\nvalue = 80\n')
-    run_pillow([base / "src"], base / "s.icechunk", spec)
-    return base / "s.icechunk"
+    return tiny_store(tmp_path_factory.mktemp("damaged"), small_photos[:3])
 
 
 def damaged(made: Path, tmp_path: Path, how: str) -> Path:
