@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import shutil
 from pathlib import Path
 from typing import Any
@@ -24,3 +25,14 @@ def tiny_store(base: Path, photos: list[Path]) -> Path:
     spec.write_text('[resize]\nsize = 256\n[quality]\nmode = "fixed"\nvalue = 80\n')
     run_pillow([base / "src"], base / "s.icechunk", spec)
     return base / "s.icechunk"
+
+
+def flip_image_bits(store: Path, bits: int = 4, seed: int = 4) -> None:
+    """Flip ``bits`` bits inside the stored images of ``store`` (its largest chunk file, the images' shard; not
+    its index at the end), as bit rot or a bad disk would."""
+    chunk = max((store / "chunks").iterdir(), key=lambda p: p.stat().st_size)
+    data = bytearray(chunk.read_bytes())
+    rng = random.Random(seed)
+    for at in rng.sample(range(len(data) // 8, len(data) * 6 // 8), bits):
+        data[at] ^= 1 << rng.randrange(8)
+    chunk.write_bytes(bytes(data))

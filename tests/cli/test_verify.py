@@ -4,7 +4,6 @@ made by `run` on real photos; bits flipped in its chunk file on disk, as bit rot
 from __future__ import annotations
 
 import json
-import random
 import shutil
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from typer.testing import CliRunner
 from preprocess.cli import app
 from preprocess.store import open_repo
 from preprocess.verify import verify
-from tests.jobs import tiny_store
+from tests.jobs import flip_image_bits, tiny_store
 from tests.paths import ROOT
 
 SCHEMA = json.loads((ROOT / "docs" / "json-schema.json").read_text())
@@ -38,12 +37,7 @@ def test_an_intact_store_verifies(made: Path) -> None:
 def test_flipped_bits_are_found_and_named_with_their_rows(made: Path, tmp_path: Path) -> None:
     store = tmp_path / "s.icechunk"
     shutil.copytree(made, store)
-    chunk = max((store / "chunks").iterdir(), key=lambda p: p.stat().st_size)
-    data = bytearray(chunk.read_bytes())
-    rng = random.Random(4)
-    for at in rng.sample(range(len(data) // 8, len(data) * 6 // 8), 4):  # the images, not the shard index
-        data[at] ^= 1 << rng.randrange(8)
-    chunk.write_bytes(bytes(data))
+    flip_image_bits(store)
     r = CliRunner().invoke(app, ["verify", str(store), "--json"])
     assert r.exit_code == 5, r.output
     doc = json.loads(r.stdout)

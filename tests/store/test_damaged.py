@@ -15,7 +15,7 @@ import preprocess
 from preprocess.cli import app
 from preprocess.core.errors import StorageError
 from preprocess.torchdata import VersionDataset, loader
-from tests.jobs import tiny_store
+from tests.jobs import flip_image_bits, tiny_store
 
 
 @pytest.fixture(scope="module")
@@ -92,12 +92,7 @@ def test_flipped_bits_in_stored_bytes_are_an_error_never_other_pixels(made: Path
     shutil.copytree(made, store)
     before = preprocess.open_dataset(str(store))
     stored = [before.jpeg(i) for i in range(len(before))]
-    chunk = max((store / "chunks").iterdir(), key=lambda p: p.stat().st_size)
-    data = bytearray(chunk.read_bytes())
-    rng = random.Random(4)
-    for at in rng.sample(range(len(data) // 8, len(data) * 6 // 8), 4):  # the images, not the shard index
-        data[at] ^= 1 << rng.randrange(8)
-    chunk.write_bytes(bytes(data))
+    flip_image_bits(store)
     after, codes = preprocess.open_dataset(str(store)), []
     for i, want in enumerate(stored):
         try:
