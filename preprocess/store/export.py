@@ -124,15 +124,15 @@ class _Made:
     def publish(self, name: str, write: Callable[[BinaryIO], None]) -> None:
         """``OUT_DIR/NAME`` written by ``write`` under a temporary name, then linked to its own (which never
         replaces a file): a manifest cut short by a kill is never found under the manifest's name."""
-        partial = f".{name}.partial"
-        with _io(self.out / name), self._create(partial, self.out_fd, self.out) as f:
+        temporary = f".{name}.partial"
+        with _io(self.out / name), self._create(temporary, self.out_fd, self.out) as f:
             write(f)
         with _io(self.out / name):
-            os.link(partial, name, src_dir_fd=self.out_fd, dst_dir_fd=self.out_fd, follow_symlinks=False)
+            os.link(temporary, name, src_dir_fd=self.out_fd, dst_dir_fd=self.out_fd, follow_symlinks=False)
         self.manifest.append(name)
         with contextlib.suppress(OSError):
-            os.unlink(partial, dir_fd=self.out_fd)
-            self.manifest.remove(partial)
+            os.unlink(temporary, dir_fd=self.out_fd)
+            self.manifest.remove(temporary)
 
     def undo(self) -> None:
         """Remove what this export made (best effort, each on its own: it runs while another error is on its
