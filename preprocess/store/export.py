@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 
 import icechunk as ic
+import numpy as np
 
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import ConfigError, StorageError
@@ -269,6 +270,9 @@ def _write_parquet(columns: dict[str, list[Plain]], ds: Dataset, f: BinaryIO) ->
     import pyarrow.parquet as pq
 
     data: dict[str, list[Plain] | pa.Array] = dict(columns)
+    for c in ITEM_COLUMNS:  # a column's own type, whatever its values (all-empty tiles gave a null column)
+        if c.kind in ("int", "float") and c.name in data:
+            data[c.name] = pa.array(columns[c.name], type=pa.from_numpy_dtype(np.dtype(c.dtype)))
     models = ds.models
     if models:
         emb: list[list[float] | None] = []
