@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset as TorchDataset
 
+from preprocess.core import names
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import ConfigError, PreprocessError, carry
 from preprocess.pipeline.stored_pixels import check_recorded, decode_rgb_into
@@ -176,9 +177,28 @@ class VersionDataset(TorchDataset[Item]):
         try:
             return self._items(indices)
         except PreprocessError as exc:
+            named = self._named(indices, exc)
             if torch.utils.data.get_worker_info() is not None:
-                carry(exc)
-            raise
+                carry(named)
+            raise named from None if named is exc else exc
+
+    def _named(self, indices: Sequence[int], exc: PreprocessError) -> PreprocessError:
+        """``exc`` (or the error of the row it came from: a batch is read as a whole, so each row is then read
+        alone) with that row's number and source in its message; ``exc`` when no single row fails."""
+        found: tuple[int, PreprocessError] | None = (int(indices[0]), exc) if len(indices) == 1 else None
+        for i in indices if found is None else []:
+            try:
+                self._items([int(i)])
+            except PreprocessError as one:
+                found = (int(i), one)
+                break
+        if found is None:
+            return exc
+        position, err = self._position(found[0]), found[1]
+        source = self._columns["source_path"][position] if self._columns and "source_path" in self._columns else None
+        where = f" (from {names.quote(str(source))})" if source is not None else ""
+        err.message = f"stored row {int(self.rows[position])}{where} of {self.location} at {self.ref}: {err.message}"
+        return err
 
     def _items(self, indices: Sequence[int]) -> list[Item]:
         positions = [self._position(int(i)) for i in indices]

@@ -5,6 +5,7 @@ on real photos; its largest chunk file (the stored bytes) is cut short or zeroed
 from __future__ import annotations
 
 import random
+import re
 import shutil
 from pathlib import Path
 
@@ -55,6 +56,8 @@ def test_a_loader_workers_error_keeps_its_code_and_hint(made: Path, tmp_path: Pa
     with pytest.raises(StorageError) as caught:
         list(batches)
     assert caught.value.code == "STORE_IO" and caught.value.hint and "DataLoader worker" in str(caught.value)
+    # which row: a batch is read as a whole, so the worker read its rows one by one to name the one that failed
+    assert re.search(r"stored row \d+ \(from .+\.(jpg|png)\) of ", str(caught.value)), str(caught.value)[-600:]
     assert StorageError("no note").code == "STORAGE"  # an error made here keeps its class's code
 
 
