@@ -37,7 +37,7 @@ from preprocess.store.reader import Dataset
 
 CHUNK = 64  # rows read in one call at most (their bytes: one image each); a call that fails is read row by row
 CHUNK_BYTES = 256 * 2**20  # ... and bytes: kept sources (source and passthrough rows) can be tens of MB each
-FIELDS = ("source_path", "bytes", "format", "width", "height")  # what an image is checked against
+FIELDS = ("source_path", "bytes", "format", "width", "height")  # kept of the item fields: for the images
 IMAGES = f"{ITEMS}/jpeg"
 Table = Literal["items", "failures"]
 
@@ -73,6 +73,11 @@ class Verified:
     def intact(self) -> int:
         return self.rows - len({d.row for d in self.damaged if d.table == "items"})
 
+    @property
+    def damaged_rows(self) -> int:
+        """Rows with at least one thing damaged (a row can be listed once per thing)."""
+        return len({(d.table, d.row) for d in self.damaged})
+
     def to_dict(self) -> JsonObject:
         return {"ref": self.ref, "rows": self.rows, "failures": self.failures, "intact": self.intact,
                 "bytes": self.bytes, "decoded": self.decoded, "crc": self.crc, "checksums": self.checksums,
@@ -93,12 +98,13 @@ def verify(repo: ic.Repository, ref: str = "main", *, decode: bool = True,
     bar.start(len(ds))
     try:
         table, unread = _arrays(ds, done)
-        for rows in _batches([int(n) for n in table["bytes"]], unread):
+        for rows in _batches([None if n is None else int(n) for n in table["bytes"]], unread):
             for row, data in zip(rows, _read(ds, rows), strict=True):
                 problem = data if isinstance(data, PreprocessError) else _check(data, table, row, decode)
                 if problem is not None:
-                    done.damaged.append(Damaged("items", row, str(table["source_path"][row]), str(problem.code),
-                                                problem.message))
+                    source = table["source_path"][row]
+                    done.damaged.append(Damaged("items", row, "" if source is None else str(source),
+                                                str(problem.code), problem.message))
                 done.bytes += len(data) if isinstance(data, bytes) else 0
             bar.advance(len(rows))
         bar.advance(len(unread))
@@ -109,11 +115,16 @@ def verify(repo: ic.Repository, ref: str = "main", *, decode: bool = True,
     return done
 
 
+GROUP = 16 * CHUNK_ROWS  # rows of an array read in one call (zarr reads its chunks at once); chunk by chunk on error
+CHECKED = ("bytes", "format", "width", "height")  # the fields an image is checked against (FIELDS but its source)
+
+
 def _arrays(ds: Dataset, done: Verified) -> tuple[dict[str, Values], set[int]]:
-    """Read every array but the images chunk by chunk; each row of a chunk that cannot be read is damaged.
-    Returns the item fields an image is checked against (blank where unread) and the item rows left unchecked
-    (a field they are checked against is unread)."""
-    keep: dict[str, list[Values]] = {f: [] for f in FIELDS}
+    """Read every array but the images; each row of a chunk that cannot be read is damaged. Returns the item
+    fields an image is checked against (None where unread) and the item rows left unchecked (a field they are
+    checked against is unread)."""
+    keep: dict[str, list[Values]] = {f"{t}/source_path": [] for t in ("items", "failures")}
+    keep |= {f"{ITEMS}/{f}": [] for f in CHECKED}
     bad: dict[tuple[Table, int], list[str]] = {}
     errors: dict[tuple[Table, int], PreprocessError] = {}
     for path in ds.arrays():
@@ -121,26 +132,50 @@ def _arrays(ds: Dataset, done: Verified) -> tuple[dict[str, Values], set[int]]:
             continue
         tbl: Table = "failures" if path.startswith(f"{FAILURES}/") else "items"
         n = done.failures if tbl == "failures" else done.rows
-        name = path.removeprefix(f"{tbl}/")
-        for start in range(0, n, CHUNK_ROWS):
-            stop = min(start + CHUNK_ROWS, n)
-            try:
-                values = ds.read_rows(path, start, stop)
-            except StorageError as exc:
-                for row in range(start, stop):
-                    bad.setdefault((tbl, row), []).append(name)
-                    errors.setdefault((tbl, row), exc)
-                values = np.full(stop - start, None, dtype=object)
-            if tbl == "items" and name in keep:
-                keep[name].append(values)
-    table = {f: np.concatenate(parts) if parts else np.zeros(0) for f, parts in keep.items()}
-    paths = {("items", r): str(p) for r, p in enumerate(table["source_path"]) if p is not None}
+        for start in range(0, n, GROUP):
+            for lo, hi, got in _read_array(ds, path, start, min(start + GROUP, n)):
+                if isinstance(got, PreprocessError):
+                    for row in range(lo, hi):
+                        bad.setdefault((tbl, row), []).append(path.removeprefix(f"{tbl}/"))
+                        errors.setdefault((tbl, row), got)
+                if path in keep:
+                    keep[path].append(np.full(hi - lo, None, dtype=object) if isinstance(got, PreprocessError) else got)
+    table = {f: _joined(ds, keep, f, done) for f in FIELDS}
+    failed = _joined(ds, keep, "source_path", done, FAILURES)
     for (tbl, row), fields in bad.items():
-        err = errors[(tbl, row)]
-        done.damaged.append(Damaged(tbl, row, paths.get((tbl, row), ""), str(err.code),
+        err, source = errors[(tbl, row)], (table["source_path"] if tbl == "items" else failed)[row]
+        done.damaged.append(Damaged(tbl, row, "" if source is None else str(source), str(err.code),
                                     f"its {', '.join(fields)} cannot be read: {err.message}"))
-    unread = {row for (tbl, row), fields in bad.items() if tbl == "items" and set(fields) & set(FIELDS)}
+    unread = {row for (tbl, row), fields in bad.items() if tbl == "items" and set(fields) & set(CHECKED)}
     return table, unread
+
+
+def _read_array(ds: Dataset, path: str, start: int, stop: int) -> Iterator[tuple[int, int, Values | PreprocessError]]:
+    """Rows ``start:stop`` of an array in one read; when it fails, chunk by chunk (each chunk's values, or the
+    error that reading it raised)."""
+    try:
+        yield start, stop, ds.read_rows(path, start, stop)
+        return
+    except StorageError:
+        pass
+    for lo in range(start, stop, CHUNK_ROWS):
+        hi = min(lo + CHUNK_ROWS, stop)
+        try:
+            yield lo, hi, ds.read_rows(path, lo, hi)
+        except StorageError as exc:
+            yield lo, hi, exc
+
+
+def _joined(ds: Dataset, keep: Mapping[str, list[Values]], name: str, done: Verified, tbl: str = ITEMS) -> Values:
+    """A field's values read in parts, joined; a field the version has no array for reads as the reader fills
+    it (an older version)."""
+    parts = keep.get(f"{tbl}/{name}", [])
+    if parts:
+        return np.concatenate(parts)
+    n = done.failures if tbl == FAILURES else done.rows
+    if tbl == FAILURES:
+        return ds.failures_table([name])[name] if n else np.zeros(0, dtype=object)
+    return ds.items_table([name])[name] if n else np.zeros(0, dtype=object)
 
 
 def _batches(sizes: Sequence[int | None], skip: set[int]) -> Iterator[list[int]]:

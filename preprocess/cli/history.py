@@ -387,9 +387,8 @@ def export_cmd(store: Store, out_dir: Annotated[str, typer.Argument(help="A new 
     from preprocess.store import export
 
     js = "export" if as_json else ""
-    interrupts.leaves(f"the export was removed: {out_dir} is as it was (the store was not changed)")
+    interrupts.leaves(f"the export was removed: {names.quote(out_dir)} is as it was (the store was not changed)")
     done = _guard(lambda: export.export(_repo(store), out_dir, ref=ref, fmt=manifest), js)  # type: ignore[arg-type]
-    interrupts.finished(f"the export was complete: {done.out_dir} holds it")
     _done(js, done.to_dict(), f"exported {done.files} images ({size(done.bytes)}) of {ref} "
                                    f"({done.ref['snapshot']}) to {done.out_dir}; manifest {done.manifest}")
 

@@ -49,7 +49,7 @@ def verify_cmd(store: Annotated[str, typer.Argument(help="The dataset: a local p
         _print(done)
     if not done.ok:
         if not as_json:
-            fail(StorageError(f"{count(len(done.damaged), 'row')} damaged in {ref} (of {done.rows:,} items and "
+            fail(StorageError(f"{count(done.damaged_rows, 'row')} damaged in {ref} (of {done.rows:,} items and "
                               f"{count(done.failures, 'failure')})", code=ErrorCode.STORE_IO,
                               hint="restore the store's files from a backup or a copy, or store the sources listed "
                                    "above again"))
@@ -61,7 +61,7 @@ def _print(done: Verified) -> None:
     sums = ("CRC32C and checksums checked" if done.crc and done.checksums else
             "no checksums in this store's older arrays (made before 2026-12-07): their bits are not checked")
     out.print(f"verified {count(done.rows, 'row')} and {count(done.failures, 'failure')} of {done.ref['ref']} "
-              f"({done.ref['snapshot']}): {done.intact:,} items intact, {len(done.damaged):,} rows damaged; "
+              f"({done.ref['snapshot']}): {done.intact:,} items intact, {done.damaged_rows:,} rows damaged; "
               f"{size(done.bytes)} of images read, {how}, {sums}", highlight=False, soft_wrap=True)
     if done.damaged:
         t = Table(box=box.SIMPLE_HEAD, show_edge=False)

@@ -109,6 +109,13 @@ class StorageError(PreprocessError, OSError):
     exit_code = 5
 
 
+class DamagedError(StorageError):
+    """A file of the dataset was changed on disk (a checksum, a decompression or a format check failed): what
+    it holds cannot be read. STORE_IO, as any failed read; the type says it is the data, not the storage."""
+
+    code = ErrorCode.STORE_IO
+
+
 class DeviceError(PreprocessError, RuntimeError):
     """The accelerator failed, not an image: out of device memory (``DEVICE_OOM``) or a CUDA fault that
     poisons the process's context (``DEVICE_FAULT``: illegal address, launch failure, ECC, lost device).

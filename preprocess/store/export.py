@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 
 import icechunk as ic
-import numpy as np
 
+from preprocess.core import interrupts, names
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import ConfigError, StorageError
 from preprocess.rows.formats import file_suffix
@@ -213,6 +213,7 @@ def export(repo: ic.Repository, out_dir: str | Path, *, ref: str = "main", fmt: 
         made.undo()
         raise
     made.close()
+    interrupts.finished(f"the export was complete: {names.quote(exported.out_dir)} holds it")
     return exported
 
 
@@ -270,9 +271,9 @@ def _write_parquet(columns: dict[str, list[Plain]], ds: Dataset, f: BinaryIO) ->
     import pyarrow.parquet as pq
 
     data: dict[str, list[Plain] | pa.Array] = dict(columns)
-    for c in ITEM_COLUMNS:  # a column's own type, whatever its values (all-empty tiles gave a null column)
-        if c.kind in ("int", "float") and c.name in data:
-            data[c.name] = pa.array(columns[c.name], type=pa.from_numpy_dtype(np.dtype(c.dtype)))
+    for c in ITEM_COLUMNS:  # a number column's type, whatever its values (all-empty tiles gave a null column)
+        if c.kind in ("int", "float") and c.name in data:  # int64 and double, as pyarrow infers from values
+            data[c.name] = pa.array(columns[c.name], type=pa.int64() if c.kind == "int" else pa.float64())
     models = ds.models
     if models:
         emb: list[list[float] | None] = []

@@ -85,7 +85,8 @@ class Dataset:
         """Whether every other array of the version (the fields, the failures, the embeddings) carries zstd's
         frame checksum, which every read of it checks (stores made since 2026-12-07)."""
         arrays = [a for name, a in self.arrays().items() if name != f"{ITEMS}/jpeg"]
-        return all(any(isinstance(c, ZstdCodec) and c.checksum for c in a.compressors) for a in arrays)
+        return bool(arrays) and all(any(isinstance(c, ZstdCodec) and c.checksum for c in a.compressors)
+                                    for a in arrays)
 
     def arrays(self) -> dict[str, ArrayV3]:
         """Every array of the version by its path (``items/quality``, ``items/embedding/MODEL``,

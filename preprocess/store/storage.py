@@ -22,7 +22,7 @@ from pathlib import Path
 import icechunk as ic
 
 from preprocess.core.codes import ErrorCode
-from preprocess.core.errors import ConfigError, NotFoundError, PreprocessError, StorageError
+from preprocess.core.errors import ConfigError, DamagedError, NotFoundError, PreprocessError, StorageError
 from preprocess.sources.location import Location, S3Location, Where, is_object_url
 from preprocess.sources.objects import s3_config
 from preprocess.store import creating
@@ -266,17 +266,18 @@ def read_errors() -> Iterator[None]:
 
 # What zarr's checksums, zstd and icechunk's readers say of a file whose bytes were changed or cut on disk.
 _DAMAGE = ("checksum", "corrupt", "decompress", "src size is incorrect", "unknown frame descriptor",
-           "invalid flatbuffer", "deserializ", "invalid magic numbers")
+           "invalid flatbuffer", "deserializ", "invalid magic numbers",
+           "requested range was invalid", "invalidrange")  # the last two: a file shorter than its manifest says
 
 
 def _damaged(text: str) -> bool:
     return any(word in text.lower() for word in _DAMAGE)
 
 
-def damaged_error(text: str) -> StorageError:
+def damaged_error(text: str) -> DamagedError:
     """STORE_IO for a read that found a file of the dataset damaged, with the hint that says so."""
     detail = (text.strip().splitlines() or ["?"])[0][:120]
-    return StorageError(f"cannot read the dataset's stored rows: a file of it is damaged ({detail})",
+    return DamagedError(f"cannot read the dataset's stored rows: a file of it is damaged ({detail})",
                         code=ErrorCode.STORE_IO, hint="the dataset's files were changed on disk: `preprocess verify "
                         "STORE` lists the rows it damaged; restore the files from a backup or copy (what a damaged "
                         "file holds cannot be read)")

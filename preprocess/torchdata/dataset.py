@@ -22,7 +22,7 @@ from torch.utils.data import Dataset as TorchDataset
 
 from preprocess.core import names
 from preprocess.core.codes import ErrorCode
-from preprocess.core.errors import ConfigError, PreprocessError, carry
+from preprocess.core.errors import ConfigError, DamagedError, InputError, PreprocessError, carry
 from preprocess.pipeline.stored_pixels import check_recorded, decode_rgb_into
 from preprocess.rows.schema import ITEM_COLUMNS
 from preprocess.torchdata import forking
@@ -177,23 +177,28 @@ class VersionDataset(TorchDataset[Item]):
         try:
             return self._items(indices)
         except PreprocessError as exc:
-            named = self._named(indices, exc)
+            found = self._named(indices, exc) if isinstance(exc, InputError | DamagedError) else exc
+            if isinstance(found, list):  # every row read alone: the batch's failure did not come back
+                return found
             if torch.utils.data.get_worker_info() is not None:
-                carry(named)
-            raise named from None if named is exc else exc
+                carry(found)
+            if found is exc:  # the store, the options, or the batch's one row: no row to name but its own
+                raise
+            raise found from exc
 
-    def _named(self, indices: Sequence[int], exc: PreprocessError) -> PreprocessError:
-        """``exc`` (or the error of the row it came from: a batch is read as a whole, so each row is then read
-        alone) with that row's number and source in its message; ``exc`` when no single row fails."""
+    def _named(self, indices: Sequence[int], exc: PreprocessError) -> PreprocessError | list[Item]:
+        """The error of the row a batch's failure came from (a batch is read as a whole, so each row is then
+        read alone), with that row's number and source in its message; the rows themselves when each reads."""
         found: tuple[int, PreprocessError] | None = (int(indices[0]), exc) if len(indices) == 1 else None
+        items: list[Item] = []
         for i in indices if found is None else []:
             try:
-                self._items([int(i)])
-            except PreprocessError as one:
+                items += self._items([int(i)])
+            except (InputError, DamagedError) as one:
                 found = (int(i), one)
                 break
         if found is None:
-            return exc
+            return items
         position, err = self._position(found[0]), found[1]
         source = self._columns["source_path"][position] if self._columns and "source_path" in self._columns else None
         where = f" (from {names.quote(str(source))})" if source is not None else ""

@@ -12,7 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from preprocess.cli import app
+from preprocess.core.errors import DamagedError
 from preprocess.store import open_repo
+from preprocess.store.reader import Dataset
 from preprocess.verify import verify
 from tests.jobs import flip_image_bits, tiny_store
 from tests.paths import ROOT
@@ -81,3 +83,22 @@ def test_a_ref_that_is_not_there_is_a_usage_error(made: Path) -> None:
 def test_verify_is_listed_in_the_help() -> None:
     r = CliRunner().invoke(app, ["--help"])
     assert "verify" in r.output
+
+
+def test_an_unreadable_field_marks_its_rows_and_the_rest_is_checked(made: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rows of a chunk of `bytes` that cannot be read are damaged, their images unchecked (a review found
+    verify then crashed on the missing sizes), and every other array and image is checked as usual. Which
+    chunk file holds `bytes` is icechunk's business, so that one read fails through a stand-in for the store's
+    read (a test double of the damage only: the store and every other read are real)."""
+    real = Dataset.read_rows
+
+    def bytes_damaged(self: Dataset, path: str, start: int, stop: int) -> object:
+        if path == "items/bytes":
+            raise DamagedError("cannot read the dataset's stored rows: a file of it is damaged (test)")
+        return real(self, path, start, stop)
+
+    monkeypatch.setattr(Dataset, "read_rows", bytes_damaged)
+    done = verify(open_repo(str(made), create=False))
+    assert not done.ok and done.intact == 0 and done.damaged_rows == 4 and done.bytes == 0
+    assert all(d.table == "items" and d.source_path and "its bytes cannot be read" in d.message for d in done.damaged)

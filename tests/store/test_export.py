@@ -42,7 +42,7 @@ def test_formula_cells_are_quoted_in_the_csv_only(tmp_path: Path, small_photos: 
     arrow = pq.read_table(export(repo, tmp_path / "pq", fmt="parquet").manifest)
     # each number column has its row type, an empty one too (no tiles checked: every cell null, not a null column)
     types = {f.name: str(f.type) for f in arrow.schema}
-    assert (types["similarity_tiles"], types["bytes"], types["quality"]) == ("float", "int64", "int16")
+    assert (types["similarity_tiles"], types["bytes"], types["quality"]) == ("double", "int64", "int64")
     table = arrow.to_pydict()
     assert table["camera_model"] == [CAMERA]
     # the path rule: a local source is recorded absolute, under its root's resolved folder
