@@ -172,10 +172,8 @@ def _joined(ds: Dataset, keep: Mapping[str, list[Values]], name: str, done: Veri
     parts = keep.get(f"{tbl}/{name}", [])
     if parts:
         return np.concatenate(parts)
-    n = done.failures if tbl == FAILURES else done.rows
-    if tbl == FAILURES:
-        return ds.failures_table([name])[name] if n else np.zeros(0, dtype=object)
-    return ds.items_table([name])[name] if n else np.zeros(0, dtype=object)
+    filled = ds.failures_table if tbl == FAILURES else ds.items_table
+    return filled([name])[name] if (done.failures if tbl == FAILURES else done.rows) else np.zeros(0, dtype=object)
 
 
 def _batches(sizes: Sequence[int | None], skip: set[int]) -> Iterator[list[int]]:

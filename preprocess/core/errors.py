@@ -114,6 +114,8 @@ class DamagedError(StorageError):
     it holds cannot be read. STORE_IO, as any failed read; the type says it is the data, not the storage."""
 
     code = ErrorCode.STORE_IO
+    hint = ("the dataset's files were changed on disk: `preprocess verify STORE` lists the rows it damaged; restore "
+            "the files from a backup or copy (what a damaged file holds cannot be read)")
 
 
 class DeviceError(PreprocessError, RuntimeError):

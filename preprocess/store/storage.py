@@ -275,12 +275,9 @@ def _damaged(text: str) -> bool:
 
 
 def damaged_error(text: str) -> DamagedError:
-    """STORE_IO for a read that found a file of the dataset damaged, with the hint that says so."""
+    """STORE_IO for a read that found a file of the dataset damaged (its hint says so)."""
     detail = (text.strip().splitlines() or ["?"])[0][:120]
-    return DamagedError(f"cannot read the dataset's stored rows: a file of it is damaged ({detail})",
-                        code=ErrorCode.STORE_IO, hint="the dataset's files were changed on disk: `preprocess verify "
-                        "STORE` lists the rows it damaged; restore the files from a backup or copy (what a damaged "
-                        "file holds cannot be read)")
+    return DamagedError(f"cannot read the dataset's stored rows: a file of it is damaged ({detail})")
 
 
 def storage_call[T](action: str, fn: Callable[[], T], where: Location | Path | str | None = None) -> T:
