@@ -36,7 +36,8 @@ class PreprocessError(Exception):
         super().__init__(message)
         self.message = message
         if code is None and hint is None and path is None:  # rebuilt from a traceback's text (:func:`carry`)?
-            code, hint, path = _carried(message)
+            code, hint, path, short = _carried(message)
+            self.message = short or message  # the worker's traceback stays in ``args[0]``
         if code is not None:
             self.code = code
         if hint is not None:
@@ -54,7 +55,8 @@ class PreprocessError(Exception):
 
 # A DataLoader worker's error reaches the main process as its type and its traceback's text, from which torch
 # builds it again (``type(message)``): the code, hint and path it was raised with would be lost. The worker
-# adds a note that carries them (:func:`carry`); the rebuilt error reads them back from the text.
+# adds a note that carries them (:func:`carry`); the rebuilt error reads them back from the text, and its message
+# is the worker's own (the rest of torch's text, the worker's whole traceback, stays in ``args[0]``).
 CARRIED = "preprocess error: "
 
 
@@ -62,23 +64,28 @@ def carry[E: PreprocessError](exc: E) -> E:
     """``exc`` with a note (printed with its traceback) from which an error rebuilt from that text takes
     ``exc``'s code, hint and path."""
     if not any(n.startswith(CARRIED) for n in getattr(exc, "__notes__", ())):
-        exc.add_note(CARRIED + json.dumps({"code": str(exc.code), "hint": exc.hint, "path": exc.path}))
+        exc.add_note(CARRIED + json.dumps({"code": str(exc.code), "hint": exc.hint, "path": exc.path,
+                                           "message": exc.message}))
     return exc
 
 
-def _carried(message: str) -> tuple[ErrorCode | None, str | None, str | None]:
-    """The code, hint and path a :func:`carry` note holds in the text torch rebuilds a worker's error from
-    (``Caught StorageError in DataLoader worker process 0. Original Traceback ...``; the last note), else
-    Nones: any other message is taken as it is."""
-    rebuilt = message.startswith("Caught ") and "DataLoader worker" in message.partition("\n")[0]
+def _carried(message: str) -> tuple[ErrorCode | None, str | None, str | None, str | None]:
+    """The code, hint, path and message a :func:`carry` note holds in the text torch rebuilds a worker's error
+    from (``Caught StorageError in DataLoader worker process 0. Original Traceback ...``; the last note), the
+    message ending with where it was raised; else Nones: any other message is taken as it is."""
+    first = message.partition("\n")[0]
+    rebuilt = first.startswith("Caught ") and "DataLoader worker" in first
     for line in reversed(message.splitlines() if rebuilt and CARRIED in message else []):
         if line.startswith(CARRIED):
             try:
                 d = json.loads(line.removeprefix(CARRIED))
-                return ErrorCode(d["code"]), str(d["hint"]), None if d["path"] is None else str(d["path"])
+                code, hint, path = ErrorCode(d["code"]), str(d["hint"]), None if d["path"] is None else str(d["path"])
             except (ValueError, KeyError, TypeError):
-                return None, None, None
-    return None, None, None
+                return None, None, None, None
+            where = first.partition(" in ")[2].rstrip(".") or "a DataLoader worker"
+            short = f"{d['message']} (raised in {where})" if isinstance(d.get("message"), str) else None
+            return code, hint, path, short
+    return None, None, None, None
 
 
 class InputError(PreprocessError):

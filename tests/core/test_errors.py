@@ -112,12 +112,17 @@ def test_only_the_text_torch_rebuilds_a_workers_error_from_gives_back_its_code()
     """An error raised in a DataLoader worker carries its code, hint and path in a note (`carry`); torch rebuilds
     it in the main process from its type and traceback text, and the note is read back from there only: a
     message of any other shape holding such a line (a file's contents, a user's text) changes nothing."""
-    note = CARRIED + json.dumps({"code": "STORE_IO", "hint": "check the disk", "path": "/data/s.icechunk"})
-    rebuilt = StorageError(f"Caught StorageError in DataLoader worker process 0.\nOriginal Traceback ...\n{note}\n")
+    note = CARRIED + json.dumps({"code": "STORE_IO", "hint": "check the disk", "path": "/data/s.icechunk",
+                                 "message": "a chunk is damaged"})
+    text = f"Caught StorageError in DataLoader worker process 0.\nOriginal Traceback ...\n{note}\n"
+    rebuilt = StorageError(text)
     assert (rebuilt.code, rebuilt.hint, rebuilt.path) == ("STORE_IO", "check the disk", "/data/s.icechunk")
+    # its message is the worker's own, not torch's whole traceback (which stays in args)
+    assert str(rebuilt) == "/data/s.icechunk: a chunk is damaged (raised in DataLoader worker process 0)"
+    assert rebuilt.args == (text,)
     plain = InputError(f"a file that said:\n{note}")
     assert (plain.code, plain.path) == ("INPUT", None)
     odd = StorageError(f"Caught StorageError in DataLoader worker process 0.\n{CARRIED}{{not json")
     assert odd.code == "STORAGE"
-    assert carry(carry(StorageError("x", code=ErrorCode.STORE_IO))).__notes__ == [
-        CARRIED + json.dumps({"code": "STORE_IO", "hint": "", "path": None})]  # one note, however often carried
+    once = CARRIED + json.dumps({"code": "STORE_IO", "hint": "", "path": None, "message": "x"})
+    assert carry(carry(StorageError("x", code=ErrorCode.STORE_IO))).__notes__ == [once]  # however often carried

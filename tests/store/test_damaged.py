@@ -58,6 +58,10 @@ def test_a_loader_workers_error_keeps_its_code_and_hint(made: Path, tmp_path: Pa
     assert caught.value.code == "STORE_IO" and caught.value.hint and "DataLoader worker" in str(caught.value)
     # which row: a batch is read as a whole, so the worker read its rows one by one to name the one that failed
     assert re.search(r"stored row \d+ \(from .+\.(jpg|png)\) of ", str(caught.value)), str(caught.value)[-600:]
+    # one line, not torch's text of the worker's whole traceback (7.5 KB, which stays in args)
+    assert "\n" not in str(caught.value) and len(str(caught.value)) < 600, str(caught.value)
+    assert str(caught.value).endswith("(raised in DataLoader worker process 0)")
+    assert "Traceback" in caught.value.args[0]
     assert StorageError("no note").code == "STORAGE"  # an error made here keeps its class's code
 
 
