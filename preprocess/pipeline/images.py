@@ -101,7 +101,7 @@ def probe(data: bytes, *, max_pixels: int, path: str | None = None) -> SourceInf
     _check_scans(src, data, path)
     coded_profile(src, data, path)
     _, when, camera = exif_fields(src.exif)
-    found = colour.describe(src.icc)
+    found = colour.describe(src.icc, src.mode)
     return SourceInfo(format=src.format, mode=src.mode, width=w, height=h, orientation=src.orientation,
                       frames=src.frames, capture_time=when, camera_model=camera, bits=src.bits,
                       profile=found[0] if found else "", compression=src.compression,
@@ -152,6 +152,8 @@ def decode_rgb(data: bytes, *, draft_to: tuple[int, int] | None = None, path: st
             code = errors.UNSUPPORTED
         if isinstance(exc, OSError) and any(w in text.lower() for w in ("truncated", "end of file")):
             code = errors.TRUNCATED
+        if "NEED_MORE_INPUT" in text:  # libjxl ran out of bytes (a bare codestream has no box sizes to tell)
+            code = errors.TRUNCATED
         raise input_error(code, f"cannot decode: {text}", path) from None
     if not src.oriented:
         for op in EXIF_OPS.get(src.orientation, ()):
@@ -185,6 +187,8 @@ def _decode_pixels(src: Opened, data: bytes, draft_to: tuple[int, int] | None, p
         return pixels.to_image(arr, cmyk=src.mode == "CMYK")
     img = src.pil
     if src.decoder == "pillow" and img is not None:
+        if src.format == sniff.PPM:
+            _check_ppm_samples(img, data, path)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if src.frames > 1:
@@ -195,6 +199,21 @@ def _decode_pixels(src: Opened, data: bytes, draft_to: tuple[int, int] | None, p
             return pixels.to_image(arr, bits=src.bits if src.bits < 8 * arr.dtype.itemsize else None)
         return img
     return _codecs_pixels(src, np.asarray(_CODECS[src.format](data)))
+
+
+def _check_ppm_samples(img: Image.Image, data: bytes, path: str | None) -> None:
+    """A binary PPM/PGM whose samples exceed its maxval is ``E_CORRUPT``: Pillow's decoder clips them to white
+    (its plain-text decoder refuses them). Only where Pillow scales, at a maxval other than 255 and 65535."""
+    tile = img.tile[0] if len(img.tile) == 1 else None
+    if tile is None or tile.codec_name != "ppm" or not isinstance(tile.args, tuple):
+        return
+    maxval = int(tile.args[-1])
+    dtype = np.dtype(">u2" if maxval > 255 else np.uint8)
+    count = min(img.width * img.height * len(img.getbands()), max(0, len(data) - tile.offset) // dtype.itemsize)
+    samples = np.frombuffer(data, dtype=dtype, count=count, offset=tile.offset)
+    if samples.size and (top := int(samples.max())) > maxval:
+        raise input_error(errors.CORRUPT, f"a sample of {top} exceeds the header's maxval of {maxval} (the "
+                          "decoder would clip it to white)", path)
 
 
 def _codecs_pixels(src: Opened, arr: np.ndarray) -> Image.Image:
@@ -212,16 +231,18 @@ def _codecs_pixels(src: Opened, arr: np.ndarray) -> Image.Image:
 
 
 def _to_srgb(img: Image.Image, src: Opened, data: bytes) -> Image.Image:
-    found = colour.describe(src.icc)
+    """RGB in sRGB: the embedded profile applied where it is for these pixels' colour space and builds a
+    transform; ignored otherwise (:mod:`.formats.colour`), the pixels then taken as sRGB."""
+    found = colour.describe(src.icc, img.mode)
     space = found[1] if found else ""
     if space in ("CMYK", "L") and img.mode == space:
-        rgb = colour.to_srgb(img, src.icc)
+        rgb = colour.to_srgb(img, src.icc) or to_rgb(img)
     else:
         rgb = to_rgb(img, bits=src.bits if src.bits > 8 else None)
         if space == "L":  # deep grey, or grey with alpha (now on white): the grey profile still applies
-            rgb = colour.to_srgb(rgb.convert("L"), src.icc)
+            rgb = colour.to_srgb(rgb.convert("L"), src.icc) or rgb
         elif space == "RGB":
-            rgb = colour.to_srgb(rgb, src.icc)
+            rgb = colour.to_srgb(rgb, src.icc) or rgb
     if src.format == sniff.PNG and img.mode in ("1", "L", "I", "I;16", "RGB") and "transparency" in img.info:
         rgb = png.keyed_out(img, rgb, src.bits, data)  # transparent on white, whatever the profile
     return rgb

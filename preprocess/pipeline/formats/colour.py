@@ -22,6 +22,13 @@ from preprocess.core.errors import InputError, input_error
 
 INTENT = imagecodecs.CMS.INTENT.RELATIVE_COLORIMETRIC
 _SPACE = {"rgb": "RGB", "gray": "L", "cmyk": "CMYK"}  # profile colour space -> the Pillow mode it fits
+GREY = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})  # Pillow's grey modes
+
+
+def space_of(mode: str) -> str:
+    """The profile colour space (as :data:`_SPACE`'s values) that pixels of Pillow ``mode`` are in: grey,
+    CMYK, or RGB (palettes and every other mode)."""
+    return "L" if mode in GREY else "CMYK" if mode == "CMYK" else "RGB"
 
 
 @cache
@@ -29,9 +36,10 @@ def _srgb() -> bytes:
     return bytes(imagecodecs.cms_profile("srgb"))
 
 
-def describe(icc: bytes) -> tuple[str, str] | None:
+def describe(icc: bytes, mode: str | None = None) -> tuple[str, str] | None:
     """(description, Pillow mode it applies to) of a profile that needs converting; None for no
-    profile, an sRGB one, or one LittleCMS cannot read."""
+    profile, an sRGB one, one LittleCMS cannot read, or one for another colour space than that of pixels in
+    ``mode`` (a grey profile on a colour photo would make it grey: browsers ignore it, and so is it here)."""
     if not icc:
         return None
     try:
@@ -42,21 +50,24 @@ def describe(icc: bytes) -> tuple[str, str] | None:
     space = _SPACE.get(str(info.get("colorspace", "")).lower())
     if space is None or (space == "RGB" and "srgb" in name.lower().replace(" ", "")):
         return None
+    if mode is not None and space_of(mode) != space:
+        return None
     return name, space
 
 
-def to_srgb(img: Image.Image, icc: bytes) -> Image.Image:
-    """``img`` (L, RGB or CMYK, 8-bit) in sRGB as RGB when ``icc`` applies to it; else unchanged."""
+def to_srgb(img: Image.Image, icc: bytes) -> Image.Image | None:
+    """``img`` (L, RGB or CMYK, 8-bit) in sRGB as RGB when ``icc`` applies to it; None when it does not, or
+    when LittleCMS builds no transform from it (a profile it reads but cannot use: ignored, as browsers do)."""
     found = describe(icc)
     if found is None or found[1] != img.mode:
-        return img
+        return None
     arr = np.asarray(img)
     colorspace = {"L": "gray", "RGB": "rgb", "CMYK": "cmyk"}[img.mode]
     try:
         out = imagecodecs.cms_transform(arr, icc, _srgb(), colorspace=colorspace, outcolorspace="rgb",
                                         intent=INTENT)
     except Exception:  # the profile could not build a transform: as if it were not there
-        return img
+        return None
     return Image.fromarray(np.ascontiguousarray(out), "RGB")
 
 
