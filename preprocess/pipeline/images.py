@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import imagecodecs
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFile
 
 from preprocess.core import errors
 from preprocess.core.errors import InputError, input_error
@@ -204,7 +204,7 @@ def _decode_pixels(src: Opened, data: bytes, draft_to: tuple[int, int] | None, p
 def _check_ppm_samples(img: Image.Image, data: bytes, path: str | None) -> None:
     """A binary PPM/PGM whose samples exceed its maxval is ``E_CORRUPT``: Pillow's decoder clips them to white
     (its plain-text decoder refuses them). Only where Pillow scales, at a maxval other than 255 and 65535."""
-    tile = img.tile[0] if len(img.tile) == 1 else None
+    tile = img.tile[0] if isinstance(img, ImageFile.ImageFile) and len(img.tile) == 1 else None
     if tile is None or tile.codec_name != "ppm" or not isinstance(tile.args, tuple):
         return
     maxval = int(tile.args[-1])
