@@ -99,7 +99,7 @@ def _spec_model(model: str, spec_path: str) -> Manifest:
         if exc.code not in (ErrorCode.MODEL_MISSING, ErrorCode.MODEL_UNKNOWN):
             raise
         where = f" (manifest: {exc.path})" if exc.path else ""
-        raise ConfigError(f"gate.model = {model!r}: {exc.message}{where}", code=exc.code, path=spec_path,
+        raise ConfigError(f"gate.models: {model!r}: {exc.message}{where}", code=exc.code, path=spec_path,
                           hint=f"fix gate.models in {spec_path}: {exc.hint or 'see `preprocess models list`'}",
                           ) from None
 

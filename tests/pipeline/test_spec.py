@@ -21,6 +21,18 @@ def test_default_spec_is_the_documented_camera_pipeline() -> None:
     assert spec.gate.threshold == 0.99 and spec.gate.model == "mobilenetv2-imagenet"
 
 
+def test_a_spec_leaving_a_section_out_gets_the_default_specs_settings(tmp_path: Path) -> None:
+    """A newcomer's walkthrough (session 7): a spec that changed only the size checked the whole frame alone,
+    silently: the built-in gate was whole >= 0.99 while camera.toml (the default) also checks the crops. Every
+    setting a spec leaves out is now the default spec's."""
+    default = load_spec(default_spec_path()).model_dump()
+    assert {k: v for k, v in Spec().model_dump().items() if k != "pipeline"} == {
+        k: v for k, v in default.items() if k != "pipeline"}
+    partial = tmp_path / "size.toml"
+    partial.write_text("[resize]\nsize = 1024\n")
+    assert load_spec(partial).gate.views.items() == [("whole", 0.99), ("crops", 0.975)]
+
+
 def test_errors_name_the_file_and_the_field(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[quality]\nmin = 0\n[gate]\nthreshold = 2\nwat = 1\n")
