@@ -31,7 +31,7 @@ def ls_cmd(
         "--where", "-w", help="Keep the rows that match, e.g. \"similarity < 0.995\", \"name ~ cam0 and "
                               "format = avif\", \"commit = 7D0G\" (repeatable: each must match). Fields: every "
                               "row field, and name, folder, camera, time, spec, commit, row.")] = None,
-    sort: Annotated[str, typer.Option(help="Order by this field (NaN last).")] = "row",
+    sort: Annotated[str, typer.Option(help="Order by this field (a NaN or empty value last).")] = "row",
     desc: Annotated[bool, typer.Option("--desc", help="Largest first.")] = False,
     limit: Annotated[int | None, typer.Option(help="Print at most this many rows (1 or more).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,

@@ -30,6 +30,7 @@ from preprocess.store.where import (
     Where,
     field_values,
     is_number,
+    sort_order,
 )
 
 LISTED = ("source_path", "status", "format", "width", "height", "bytes", "quality", "similarity",
@@ -94,7 +95,7 @@ def check_field(name: str, what: str) -> None:
 
 @dataclass(frozen=True)
 class Order:
-    """``ls``'s order: by a field (``row``: as stored), NaN last either way."""
+    """``ls``'s order: by a field (``row``: as stored), a NaN or an empty text last either way."""
 
     field: str = "row"
     descending: bool = False
@@ -120,9 +121,8 @@ def ls(repo: ic.Repository, ref: str = "main", where: Where | None = None, *, or
     column = version_columns(repo, target.snapshot, read)
     picked = np.flatnonzero(where.mask(column, len(ds)))
     if sort != "row":
-        key, numeric = field_values(sort, column)[picked], is_number(sort)
-        idx = np.argsort(-key.astype(np.float64) if numeric and descending else key, kind="stable")
-        picked = picked[idx[::-1]] if descending and not numeric else picked[idx]
+        picked = picked[sort_order(field_values(sort, column)[picked], numeric=is_number(sort),
+                                   descending=descending)]
     elif descending:
         picked = picked[::-1]
     shown = picked[:limit] if limit is not None else picked

@@ -17,7 +17,8 @@ the row: an id or a prefix of 4+ characters; see :mod:`preprocess.store.origins`
 REF is (a typo is not "no rows"): the caller's columns give that history as :data:`HISTORY`.
 OP: ``= != < <= > >=`` (numbers compare as numbers, text as text: ISO times sort as times) and
 ``~`` / ``!~`` (text contains VALUE, case-insensitive; with ``*`` or ``?`` a glob on the whole
-text). VALUE: a number, a word, or a quoted string. A NaN similarity matches no comparison.
+text). VALUE: a number, a word, or a quoted string. A NaN similarity matches no comparison, and an empty
+text (a row without a capture time or camera) no ``< <= > >=``.
 """
 
 from __future__ import annotations
@@ -234,7 +235,21 @@ def _match(c: Condition, column: Columns, rows: int) -> Mask:
     if c.op in ("~", "!~"):
         hit = _contains(values, c.value)
         return hit if c.op == "~" else ~hit
-    return _compare(values, c.op, c.value)
+    ordered = c.op not in ("=", "!=")  # no value is not before or after any
+    return _compare(values, c.op, c.value) & ((values != "") if ordered else True)
+
+
+def sort_order(keys: Column, *, numeric: bool, descending: bool) -> npt.NDArray[np.intp]:
+    """The order of ``keys`` (stable; ties in row order, reversed when ``descending``), with what has no value
+    (a NaN number, an empty text) last either way."""
+    if numeric:
+        numbers = np.asarray(keys).astype(np.float64)
+        return np.argsort(-numbers if descending else numbers, kind="stable")
+    idx = np.argsort(keys, kind="stable")
+    if descending:
+        idx = idx[::-1]
+    empty = np.asarray(keys == "", dtype=np.bool_)[idx]
+    return np.concatenate([idx[~empty], idx[empty]])
 
 
 def _commit(c: Condition, column: Columns, rows: int) -> Mask:

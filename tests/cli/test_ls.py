@@ -139,3 +139,24 @@ def test_the_column_of_the_order_leaves_no_file_name_split(hist: Hist) -> None:
         body = [line for line in r.stdout.split("\u2500")[-1].splitlines()[1:] if line.strip()]
         assert len(body) == len(paths) and all(line.split()[0].isdigit() for line in body), (sort, r.stdout)
         assert all(os.path.basename(p) in r.stdout for p in paths), (sort, r.stdout)
+
+
+def test_a_row_with_no_value_matches_no_ordering_and_sorts_last() -> None:
+    """A newcomer's walkthrough (session 7): `--where "capture_time < 2000-01-01"` listed the 14 rows with no
+    capture time (an empty text sorts before any), and `--sort time` put them first, where its help says NaN
+    last. Pure (the columns are given): `ls` and the web UI's search share this evaluation."""
+    from preprocess.store.where import parse, sort_order
+
+    times = np.asarray(["2024-05-01T10:00:00", "", "1999-12-31T23:00:00", ""], dtype=np.dtypes.StringDType())
+    cameras = np.asarray(["Canon", "", "Nokia", "Apple"], dtype=np.dtypes.StringDType())
+    column = {"capture_time": times, "camera_model": cameras}.__getitem__
+    assert parse("capture_time < 2000-01-01").mask(column, 4).tolist() == [False, False, True, False]
+    assert parse("time >= 2000").mask(column, 4).tolist() == [True, False, False, False]
+    assert parse("camera < Z").mask(column, 4).tolist() == [True, False, True, True]
+    assert parse('camera = ""').mask(column, 4).tolist() == [False, True, False, False]  # = still finds none
+    assert parse('camera != ""').mask(column, 4).tolist() == [True, False, True, True]
+    assert sort_order(times, numeric=False, descending=False).tolist() == [2, 0, 1, 3]
+    assert sort_order(times, numeric=False, descending=True).tolist() == [0, 2, 3, 1]
+    sims = np.asarray([0.99, np.nan, 0.98], dtype=np.float32)
+    assert sort_order(sims, numeric=True, descending=False).tolist() == [2, 0, 1]
+    assert sort_order(sims, numeric=True, descending=True).tolist() == [0, 2, 1]
