@@ -16,7 +16,7 @@ from preprocess.core import interrupts
 
 
 def main() -> None:
-    interrupts.install()
+    interrupts.install(_subcommand(sys.argv[1:]))
     if sys.argv[1:] == ["--version"]:  # answered before typer and the commands are imported (as cli.app does)
         import preprocess
 
@@ -28,6 +28,11 @@ def main() -> None:
         # Wherever the first signal landed: in the command, while its ending was handled, or in leave()
         # before it holds the signals. From here a second signal exits at once, with its line.
         interrupts.leave(_report(exc))
+
+
+def _subcommand(args: list[str]) -> str | None:
+    """The subcommand ``args`` name (the first word that is not an option), else None."""
+    return next((a for a in args if not a.startswith("-")), None)
 
 
 def _command() -> int:

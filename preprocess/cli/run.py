@@ -59,7 +59,7 @@ def run(
     5 storage error (STORE_FULL: the disk is full; free space and rerun);
     6 the GPU failed (DEVICE_OOM, DEVICE_FAULT); 70 internal error;
     130 interrupted (Ctrl-C, SIGTERM). After any of them the dataset is at its
-    last commit and a rerun resumes.
+    last commit, and a rerun processes the job's images again (no duplicates).
     """
     from preprocess.drivers.run import JobOptions, run_job
 

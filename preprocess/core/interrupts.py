@@ -33,17 +33,24 @@ from preprocess.core.errors import EXIT_INTERRUPTED
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+# What an interrupt leaves of a command that commits a job (``run``): its words until the command says otherwise.
+# A job is one commit, so its images are processed again by a rerun (those that earlier commits hold are not).
+JOB_LEFT = ("nothing was committed (the dataset stays at its last commit, unlocked; a rerun processes this "
+            "job's images again)")
+JOBS = frozenset({"run", "watch"})  # the commands that commit a job
+
+
 class Interrupted(BaseException):
     """The process got SIGINT or SIGTERM. A BaseException, like KeyboardInterrupt, so that
     ``except Exception`` does not stop it (typer turns KeyboardInterrupt into a silent exit)."""
 
     exit_code = EXIT_INTERRUPTED
 
-    def __init__(self, signum: int, committed: str | None = None, *, left: str = "", done: str = "") -> None:
+    def __init__(self, signum: int, committed: str | None = None, *, left: str = JOB_LEFT, done: str = "") -> None:
         super().__init__(signum)
         self.signum = signum
         self.committed = committed  # the snapshot this process committed last, if any
-        self.left = left  # what the command says an interrupt before its end leaves (:func:`leaves`)
+        self.left = left  # what an interrupt before the command's end leaves (:func:`install`, :func:`leaves`)
         self.done = done  # what it finished before the interrupt (:func:`finished`)
 
     @property
@@ -53,13 +60,12 @@ class Interrupted(BaseException):
     def one_line(self) -> str:
         if self.done:
             return f"interrupted by {self.name} after {self.done}"
-        if self.left:
-            return f"interrupted by {self.name}: {self.left}"
         if self.committed:
             return (f"interrupted by {self.name} after the commit: snapshot {self.committed} holds the job "
                     "(a rerun adds nothing)")
-        return (f"interrupted by {self.name}: nothing was committed (the dataset stays at its last commit, "
-                "unlocked; a rerun resumes)")
+        if self.left:
+            return f"interrupted by {self.name}: {self.left}"
+        return f"interrupted by {self.name}"
 
 
 class _State:
@@ -72,16 +78,20 @@ class _State:
         self.first: int | None = None  # the first signal
         self.holding = 0  # depth of held() blocks
         self.snapshots: list[str] = []  # committed by this process
-        self.left = ""  # what an interrupt leaves, as the command says (else: a job's words)
+        self.left = JOB_LEFT  # what an interrupt leaves: a job's words, or the command's (:func:`install`)
         self.done = ""
 
 
 _state = _State()
 
 
-def install() -> None:
+def install(command: str | None = "run") -> None:
     """Make SIGINT and SIGTERM raise :class:`Interrupted` (a signal inherited as ignored, e.g. by a
-    background job of a shell, stays ignored)."""
+    background job of a shell, stays ignored). ``command``: the subcommand (None: not known yet); only a job
+    (:data:`JOBS`) says what an interrupt leaves of the dataset, other commands say only that they were
+    interrupted, unless they say more (:func:`leaves`)."""
+    if not _state.installed:
+        _state.left = JOB_LEFT if command in JOBS else ""
     for sig in SIGNALS:
         if signal.getsignal(sig) is not signal.SIG_IGN:
             signal.signal(sig, _on_signal)

@@ -25,7 +25,8 @@ from tests.drivers.test_kill import distinct_photos, rows
 from tests.drivers.watch.harness import wait_until
 from tests.paths import ROOT
 
-NOTHING = "nothing was committed (the dataset stays at its last commit, unlocked; a rerun resumes)"
+NOTHING = ("nothing was committed (the dataset stays at its last commit, unlocked; a rerun processes this job's "
+           "images again)")
 
 
 # -- the shield around a commit, in this process ----------------------------------------------------
@@ -63,6 +64,26 @@ def test_a_signal_raises_where_the_process_is(installed: None) -> None:
         signal_self(signal.SIGTERM)
     assert e.value.exit_code == 130 and e.value.name == "SIGTERM" and e.value.committed is None
     assert e.value.one_line() == f"interrupted by SIGTERM: {NOTHING}"
+
+
+def test_a_command_that_commits_no_job_says_only_that_it_was_interrupted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A newcomer's walkthrough (session 7): Ctrl-C in `tune` (no dataset) and in `verify` (read-only) said
+    "nothing was committed ... a rerun resumes", a job's words. Only `run` and `watch` say them now."""
+    from preprocess.__main__ import _subcommand
+
+    assert _subcommand(["--no-color", "verify", "s.icechunk"]) == "verify" and _subcommand(["--version"]) is None
+    saved = {sig: signal.getsignal(sig) for sig in interrupts.SIGNALS}
+    try:
+        for command, line in (("verify", "interrupted by SIGINT"), ("tune", "interrupted by SIGINT"),
+                              (None, "interrupted by SIGINT"), ("run", f"interrupted by SIGINT: {NOTHING}")):
+            monkeypatch.setattr(interrupts, "_state", interrupts._State())
+            interrupts.install(command)
+            with pytest.raises(interrupts.Interrupted) as e:
+                signal_self(signal.SIGINT)
+            assert e.value.one_line() == line, command
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 def test_a_signal_during_a_commit_waits_for_it_and_then_says_what_was_committed(installed: None) -> None:
