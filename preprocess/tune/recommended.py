@@ -14,9 +14,12 @@ from preprocess.tune.recommend import Recommendation
 DECISION_FILE = "recommended.toml"
 
 
+SPEC_FILES = "recommended-*.toml"  # every format's (:func:`spec_file`), as a glob
+
+
 def spec_file(rec: Recommendation) -> str:
     """Each format's own recommended spec (``recommended.toml`` is the decision's, a copy of one of them)."""
-    return f"recommended-{rec.format}.toml"
+    return SPEC_FILES.replace("*", rec.format)
 
 
 def recommended_spec(sweep: Sweep, rec: Recommendation) -> Spec:

@@ -69,14 +69,20 @@ class SweepOptions:
     gauge: str = "whole"  # the gauge (of the gate models, jointly) that leads the search
 
 
+def _few(values: Sequence[int]) -> str:
+    """The values out of range, at most a few of them (a range of 98 rungs is not a message)."""
+    shown = ", ".join(map(str, values[:4]))
+    return f"{shown} and {len(values) - 4} more" if len(values) > 4 else shown
+
+
 def check_grid(sizes: Sequence[int], qualities: Sequence[int]) -> tuple[list[int], list[int]]:
     if not sizes or not qualities:
         raise ConfigError("the sweep needs at least one size and one quality", code=ErrorCode.TUNE_GRID,
                           hint="e.g. --sizes 1280,640 --qualities 30..90/10")
-    if any(not 16 <= s <= 65535 for s in sizes):
-        raise ConfigError(f"sizes must be 16..65535 px, got {list(sizes)}", code=ErrorCode.TUNE_GRID)
-    if any(not 1 <= q <= 100 for q in qualities):
-        raise ConfigError(f"qualities must be 1..100, got {list(qualities)}", code=ErrorCode.TUNE_GRID)
+    if bad := [s for s in sizes if not 16 <= s <= 65535]:
+        raise ConfigError(f"sizes must be 16..65535 px, got {_few(bad)}", code=ErrorCode.TUNE_GRID)
+    if bad := [q for q in qualities if not 1 <= q <= 100]:
+        raise ConfigError(f"qualities must be 1..100, got {_few(bad)}", code=ErrorCode.TUNE_GRID)
     return sorted(set(sizes), reverse=True), sorted(set(qualities))
 
 
