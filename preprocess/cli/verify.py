@@ -59,6 +59,7 @@ def verify_cmd(store: Annotated[str, typer.Argument(help="The dataset: a local p
 def _print(done: Verified) -> None:
     how = "decoded in full" if done.decoded else "headers checked (--no-decode)"
     sums = ("CRC32C and checksums checked" if done.crc and done.checksums else
+            "nothing stored to check" if not done.rows and not done.failures else  # a store's first, empty commit
             "no checksums in this store's older arrays (made before 2026-12-07): their bits are not checked")
     out.print(f"verified {count(done.rows, 'row')} and {count(done.failures, 'failure')} of {done.ref['ref']} "
               f"({done.ref['snapshot']}): {done.intact:,} items intact, {done.damaged_rows:,} rows damaged; "

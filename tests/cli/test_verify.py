@@ -34,6 +34,10 @@ def test_an_intact_store_verifies(made: Path) -> None:
     assert "CRC32C and checksums checked" in r.output
     done = verify(open_repo(str(made), create=False), decode=False)
     assert done.ok and done.rows == 4 and done.crc and done.checksums and not done.decoded and done.bytes > 0
+    # the store's first commit holds no array: no note about older stores (a newcomer's walkthrough, session 7)
+    first = CliRunner().invoke(app, ["verify", str(made), "main~1"])
+    assert first.exit_code == 0 and "0 items intact" in first.output, first.output
+    assert "nothing stored to check" in first.output and "older arrays" not in first.output
 
 
 def test_flipped_bits_are_found_and_named_with_their_rows(made: Path, tmp_path: Path) -> None:
