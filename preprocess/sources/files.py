@@ -11,6 +11,7 @@ otherwise; a refused link records no hash or size of its target.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -157,8 +158,18 @@ def read_source(path: Path, *, max_bytes: int, roots: Sequence[str] | None = Non
     except InputError:
         raise
     except OSError as exc:
-        raise input_error(errors.UNREADABLE, f"cannot read: {exc.strerror or exc}", p) from None
+        raise input_error(errors.UNREADABLE, _unreadable(p, exc), p) from None
     return SourceFile(path=p, data=data, sha256=hashlib.sha256(data).hexdigest())
+
+
+def _unreadable(path: str, exc: OSError) -> str:
+    """Why ``path`` could not be read, in words: a link to nothing says where it leads."""
+    if exc.errno == errno.ENOENT and os.path.islink(path):
+        try:
+            return f"a broken link: it leads to {names.quote(os.readlink(path))}, which is not there"
+        except OSError:
+            pass
+    return f"cannot read: {exc.strerror or exc}"
 
 
 def _confinement(path: str, roots: Sequence[str] | None) -> tuple[str, ...]:

@@ -51,6 +51,18 @@ def test_a_symlink_to_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None
     assert got.hint
 
 
+def test_a_broken_link_says_where_it_leads(tmp_path: Path) -> None:
+    """A newcomer's walkthrough (session 7): a link to nothing was "cannot read: No such file or directory",
+    hint "check the file's permissions"."""
+    root = tmp_path / "in"
+    root.mkdir()
+    (root / "dang.jpg").symlink_to("missing.jpg")
+    got = _read(root / "dang.jpg", root)
+    assert isinstance(got, InputError) and got.code == "E_UNREADABLE"
+    assert got.message == "a broken link: it leads to missing.jpg, which is not there", got.message
+    assert "what it leads to exists" in got.hint
+
+
 def test_links_out_of_the_root_are_refused_unless_followed(tmp_path: Path) -> None:
     root, outside = tmp_path / "in", tmp_path / "elsewhere"
     root.mkdir()
