@@ -260,6 +260,19 @@ MEANINGS: dict[ErrorCode, str] = {
 }
 
 
+# What to do, for codes whose every raise site would give the same hint: an error of one of these codes raised
+# without a hint of its own gets this one (:class:`~preprocess.core.errors.PreprocessError`).
+HINTS: dict[ErrorCode, str] = {
+    ErrorCode.SPEC_SYNTAX: "fix the TOML at the line and column named (pipelines/camera.toml is a documented example)",
+    ErrorCode.WATCH_OPTION: "see `preprocess watch --help` for each option's form",
+    ErrorCode.TUNE_GRID: "e.g. --sizes 1280,640 --qualities 30..90/10 (sizes 16..65535 px, qualities 1..100)",
+    ErrorCode.TUNE_MODEL: "name a model the sweep measured (report.json's models); `preprocess tune SAMPLE "
+                          "--model NAME` measures another",
+    ErrorCode.EXPORT_IO: "check the export folder's disk space and permissions, then export again (a failed "
+                         "export removes what it wrote)",
+}
+
+
 def table() -> str:
     """The README's table of codes: one Markdown row per code, in the enum's order."""
     rows = ["| code | what it means |", "|---|---|"]

@@ -21,7 +21,7 @@ import json
 from collections.abc import Iterable
 
 from preprocess.core import names
-from preprocess.core.codes import ErrorCode
+from preprocess.core.codes import HINTS, ErrorCode
 
 
 class PreprocessError(Exception):
@@ -42,6 +42,8 @@ class PreprocessError(Exception):
             self.code = code
         if hint is not None:
             self.hint = hint
+        elif not self.hint:
+            self.hint = HINTS.get(self.code, "")
         self.path = path
 
     def one_line(self) -> str:
@@ -203,7 +205,7 @@ FAILURE_HINTS: dict[ErrorCode, str] = {
     TOO_LARGE: "raise limits.max_pixels in the spec if images this large are expected",
     UNSUPPORTED: "supported here: JPEG, PNG, TIFF (uncompressed, LZW, Deflate, JPEG, PackBits, ZSTD, ...), WebP, "
                  "JPEG 2000, AVIF, JPEG XL, BMP, GIF, PPM/PGM; convert the image to one of them",
-    UNREADABLE: "check the file's permissions",
+    UNREADABLE: "check that the file is there and readable (its permissions; a link: that what it leads to exists)",
     GATE_REJECTED: "even the top quality failed the feature gate; see gate.on_fail in the spec",
     ENGINE_FAILED: "the engine failed on this image alone; try --engine pillow",
     SYMLINK_OUTSIDE: "links are followed only while they stay inside the input folders; copy the file in, "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+from pathlib import Path
 
 import pytest
 
@@ -126,3 +127,24 @@ def test_only_the_text_torch_rebuilds_a_workers_error_from_gives_back_its_code()
     assert odd.code == "STORAGE"
     once = CARRIED + json.dumps({"code": "STORE_IO", "hint": "", "path": None, "message": "x"})
     assert carry(carry(StorageError("x", code=ErrorCode.STORE_IO))).__notes__ == [once]  # however often carried
+
+
+def test_codes_whose_raises_share_a_hint_get_it_wherever_raised(tmp_path: Path) -> None:
+    """A newcomer's walkthrough (session 7): SPEC_SYNTAX, WATCH_OPTION, TUNE_GRID, TUNE_MODEL and EXPORT_IO were
+    printed without a hint, where README says every error has one. A hint given at the raise still wins."""
+    from preprocess.core.codes import HINTS
+    from preprocess.pipeline.spec import load_spec
+    from preprocess.tune.sweep import check_grid
+
+    for code, hint in HINTS.items():
+        assert ConfigError("x", code=code).hint == hint and StorageError("x", code=code).hint == hint
+    assert ConfigError("x", code=ErrorCode.WATCH_OPTION, hint="mine").hint == "mine"
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[resize\nsize = 1\n")
+    with pytest.raises(ConfigError) as caught:
+        load_spec(bad)
+    assert caught.value.code == "SPEC_SYNTAX" and "line and column" in caught.value.hint
+    with pytest.raises(ConfigError) as caught:
+        check_grid([1280], list(range(5, 201, 2)))
+    assert caught.value.message == "qualities must be 1..100, got 101, 103, 105, 107 and 46 more"
+    assert caught.value.hint
