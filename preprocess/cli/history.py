@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 SHORT_ID = 12  # characters of a snapshot id in tables (a unique prefix of 4+ is a REF)
 WIDE = 110  # a terminal at least this wide gets the wide tables
+NARROW = 72  # `log` on a terminal narrower than this prints --oneline's lines
 
 Store = Annotated[str, typer.Argument(help="The dataset: a local path or s3://BUCKET/PREFIX.", show_default=False)]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
@@ -78,7 +79,8 @@ def log_cmd(store: Store,
                                                        help="The same as REF (kept for scripts).")] = None,
             limit: Annotated[int | None, typer.Option(help="Show at most this many commits (1 or more).")] = None,
             oneline: Annotated[bool, typer.Option("--oneline", help="One line per commit: id, refs, "
-                                                                    "message (as git log --oneline).")] = False,
+                                                                    "message (as git log --oneline; also on a "
+                                                                    "terminal under 72 columns).")] = False,
             as_json: AsJson = False) -> None:
     """The commits of a branch (or any REF; HEAD is main's tip), newest first: id, time, +items, failures,
     spec, message."""
@@ -94,7 +96,7 @@ def log_cmd(store: Store,
     if as_json:
         emit("log", [c.to_dict() for c in found.commits], key="commits")
         return
-    if found.commits and oneline:
+    if found.commits and (oneline or out.width < NARROW):  # a table there would split the ids
         for c in found.commits:
             refs = f" ({', '.join(c.refs)})" if c.refs else ""
             out.print(f"{c.id[:SHORT_ID]}{refs} {names.line(c.message)}", highlight=False, markup=False,

@@ -71,26 +71,53 @@ def _table(store: str, ref: str, listing: Listing, sort: str = "row") -> Table:
     extra = key if key not in _SHOWN and listing.rows and key in listing.rows[0] else ""
     # narrow terminals: the file name, no dimensions (the rest is in --json); the order's own column needs room
     wide = out.width >= WIDE + (_width(listing, extra) if extra else 0)
-    t = Table(title=escape(title), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=wide)
-    t.add_column("row", justify="right", no_wrap=True)
-    t.add_column("source" if wide else "file", overflow="fold", ratio=3)
-    t.add_column("status", no_wrap=True)
-    t.add_column("stored", no_wrap=True)
-    t.add_column("q", justify="right", no_wrap=True)
-    t.add_column("similarity", justify="right", no_wrap=True)
-    t.add_column("commit", no_wrap=True)
-    if extra:
-        t.add_column(escape(extra), overflow="fold")
+    columns: dict[str, list[str | Text]] = {"row": [], "source" if wide else "file": [], "status": [], "stored": [],
+                                            "q": [], "similarity": [], "commit": []}
+    cells = list(columns.values())
     for r in listing.rows:
         sim = r["similarity"]
         dims = f" {r['width']}x{r['height']}" if wide else ""
-        stored = f"{r['format']}{dims} {size(int(r['bytes'] or 0))}"
         path = names.real(str(r["source_path"]))  # printed escaped (core.names), whole or its file name
-        t.add_row(str(r["row"]), Text(names.quote(path if wide else os.path.basename(path))), escape(str(r["status"])),
-                  escape(stored),
-                  str(r["quality"]), fmt(float(sim) if isinstance(sim, int | float) else None, ".4f"),
-                  str(r["commit"])[:SHORT_ID if wide else 8], *([_cell(r[extra])] if extra else []))
+        row: list[str | Text] = [
+            str(r["row"]), Text(names.quote(path if wide else os.path.basename(path))), escape(str(r["status"])),
+            escape(f"{r['format']}{dims} {size(int(r['bytes'] or 0))}"), str(r["quality"]),
+            fmt(float(sim) if isinstance(sim, int | float) else None, ".4f"),
+            str(r["commit"])[:SHORT_ID if wide else 8]]
+        for column, cell in zip(cells, row, strict=True):
+            column.append(cell)
+    if extra:
+        columns[escape(extra)] = [_cell(r[extra]) for r in listing.rows]
+    for name in _left_out(columns, out.width):
+        del columns[name]
+    t = Table(title=escape(title), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=wide)
+    for name in columns:
+        t.add_column(name, justify="right" if name in ("row", "q", "similarity") else "left",
+                     **({"overflow": "fold", "ratio": 3} if name in ("source", "file") else
+                        {"overflow": "fold"} if name == extra else {"no_wrap": True}))
+    for k in range(len(listing.rows)):
+        t.add_row(*(column[k] for column in columns.values()))
     return t
+
+
+# what a narrow terminal leaves out first, so that file names stay whole (the rest is in --json)
+_LEAVE_OUT = ("commit", "q", "stored", "similarity", "status")
+
+
+def _left_out(columns: dict[str, list[str | Text]], width: int) -> list[str]:
+    """The columns of :data:`_LEAVE_OUT` to leave out, in that order, until the rest fits ``width`` with each
+    file name whole (at most 24 characters of it)."""
+    def need(names_: list[str]) -> int:
+        return sum(3 + min(24 if n in ("file", "source") else 99,
+                           max(len(n), *(len(Text.from_markup(c).plain if isinstance(c, str) else c.plain)
+                                         for c in columns[n]))) for n in names_)
+
+    kept, gone = list(columns), []
+    for name in _LEAVE_OUT:
+        if need(kept) <= width or name not in kept:
+            break
+        kept.remove(name)
+        gone.append(name)
+    return gone
 
 
 def _width(listing: Listing, extra: str) -> int:

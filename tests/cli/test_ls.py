@@ -160,3 +160,21 @@ def test_a_row_with_no_value_matches_no_ordering_and_sorts_last() -> None:
     sims = np.asarray([0.99, np.nan, 0.98], dtype=np.float32)
     assert sort_order(sims, numeric=True, descending=False).tolist() == [2, 0, 1]
     assert sort_order(sims, numeric=True, descending=True).tolist() == [0, 2, 1]
+
+
+def test_narrow_terminals_leave_columns_out_not_names_or_ids_split(hist: Hist) -> None:
+    """A newcomer's walkthrough (session 7): at 60 columns `ls` dropped the file column and `log` split each
+    snapshot id over two lines (at 40 it dropped the ids). `ls` leaves out its least needed columns first;
+    `log` under 72 columns prints --oneline's lines."""
+    s = str(hist.store)
+    rows = json.loads(cli("ls", s, "low-q", "--json").stdout)["rows"]
+    names = {str(row["source_path"]).rsplit("/", 1)[-1] for row in rows}
+    ids = [c["id"] for c in json.loads(cli("log", s, "--json").stdout)["commits"]]
+    for columns in ("40", "60"):
+        r = CliRunner().invoke(app, ["ls", s, "low-q"], env={"COLUMNS": columns})
+        assert r.exit_code == 0 and all(f" {name} " in r.stdout for name in names), r.stdout
+        assert max(len(line.rstrip()) for line in r.stdout.splitlines()) <= int(columns), r.stdout
+        log = CliRunner().invoke(app, ["log", s], env={"COLUMNS": columns})
+        assert log.exit_code == 0 and all(i[:12] in log.stdout for i in ids), log.stdout
+    wide = CliRunner().invoke(app, ["ls", s, "low-q"], env={"COLUMNS": "80"})
+    assert " commit " in wide.stdout and " similarity " in wide.stdout
