@@ -76,8 +76,10 @@ def find_sources(roots: Sequence[Where | Location], *, follow_symlinks: bool = F
     locations = [Location.of_source(r) for r in roots]
     paths = list_sources(locations, follow_symlinks=follow_symlinks)
     if not paths:
-        raise ConfigError(f"no image files in {', '.join(loc.text for loc in locations)}: nothing to do",
-                          code=ErrorCode.NO_SOURCES,
+        one = locations[0].text if len(locations) == 1 else None
+        raise ConfigError("no image files: nothing to do" if one else
+                          f"no image files in {', '.join(loc.text for loc in locations)}: nothing to do",
+                          code=ErrorCode.NO_SOURCES, path=one,
                           hint="images are found by their suffix (.jpg, .jpeg, .png, .tif, .webp, .avif, ...); "
                                "hidden files and folders (.name) are skipped; check the path")
     return paths

@@ -100,8 +100,8 @@ def _open_remote(loc: S3Location, given: str, *, create: bool) -> ic.Repository:
     if storage_call("inspect", where=url, fn=lambda: ic.Repository.exists(storage)):
         return storage_call("open", where=url, fn=lambda: ic.Repository.open(storage))
     if not create:
-        raise NotFoundError(f"no dataset at {url}", code=ErrorCode.STORE_MISSING,
-                          hint="check the URL and AWS_ENDPOINT_URL, or create the dataset by running a job into it")
+        raise NotFoundError("there is no dataset", code=ErrorCode.STORE_MISSING, path=url,
+                            hint="check the URL and AWS_ENDPOINT_URL, or create the dataset by running a job into it")
     return storage_call("create", where=url, fn=lambda: ic.Repository.create(storage))
 
 
@@ -159,8 +159,8 @@ def _open_repo(path: Path, *, create: bool) -> ic.Repository:
     if _local_exists(path, storage, create=create):
         return storage_call("open", where=path, fn=lambda: ic.Repository.open(storage))
     if not create:
-        raise NotFoundError(f"no dataset at {path}", code=ErrorCode.STORE_MISSING,
-                          hint="check the path, or create the dataset by running a job into it")
+        raise NotFoundError("there is no dataset", code=ErrorCode.STORE_MISSING, path=str(path),
+                            hint="check the path, or create the dataset by running a job into it")
     _check_creatable(path)
     # under a creation lock: a kill leaves a create the next command resumes, a second creator opens the
     # first one's store, a failed create (a full disk) removes only what it made (preprocess.store.creating)
@@ -194,8 +194,8 @@ def _foreign(path: Path, what: str, *, create: bool) -> ConfigError:
     path (exit 2). A writer may create a dataset in a new or empty folder; a reader needs one."""
     hint = ("choose a new or empty directory for the dataset (nothing there was changed)" if create else
             "pass the directory a job wrote (`preprocess run ... --store DIR`); nothing there was read or changed")
-    return ConfigError(f"{path} {what}, not a dataset (no icechunk repository)",
-                       code=ErrorCode.STORE_FOREIGN, hint=hint)
+    return ConfigError(f"{what}, not a dataset (no icechunk repository)", code=ErrorCode.STORE_FOREIGN, hint=hint,
+                       path=str(path))
 
 
 # -- what a failed storage call means (the ONE mapping) --------------------------------------------

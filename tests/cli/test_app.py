@@ -4,6 +4,7 @@ command that takes a store says that ``s3://`` works."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -65,7 +66,7 @@ def test_help_keeps_paragraphs_whole_and_shows_no_type_for_flags() -> None:
         assert "<bool>" not in shown and "--json" in shown, name
 
 
-def test_errors_under_json_are_json_documents_too() -> None:
+def test_errors_under_json_are_json_documents_too(tmp_path: Path) -> None:
     import json
 
     r = CliRunner().invoke(app, ["log", "/nonexistent/store", "--json"])
@@ -74,6 +75,15 @@ def test_errors_under_json_are_json_documents_too() -> None:
     assert doc["version"] == 1 and doc["command"] == "log" and "result" not in doc
     assert doc["error"]["code"] == "STORE_MISSING" and doc["error"]["exit_code"] == 2 and doc["error"]["hint"]
     assert r.stderr.startswith("error[STORE_MISSING]")  # the line a person reads, as without --json
+    # the location an error concerns is its "path" (a newcomer's walkthrough, session 7: it was null where the
+    # message named it, for a missing or foreign store and a folder without images)
+    assert doc["error"]["path"] == "/nonexistent/store"
+    foreign = json.loads(CliRunner().invoke(app, ["log", "/etc/passwd", "--json"]).stdout)["error"]
+    assert (foreign["code"], foreign["path"]) == ("STORE_FOREIGN", "/etc/passwd")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    nothing = CliRunner().invoke(app, ["run", str(empty), "--store", str(tmp_path / "s.icechunk"), "--json"])
+    assert json.loads(nothing.stdout)["error"]["path"] == str(empty), nothing.output
 
 
 def test_every_exit_code_of_watch_names_its_codes() -> None:

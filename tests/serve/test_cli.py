@@ -25,7 +25,8 @@ def test_a_missing_store_exits_2_with_one_line(tmp_path: Path) -> None:
                           check=False)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
-    assert lines[0].startswith("error[STORE_MISSING]: no dataset at") and lines[1].startswith("  hint:")
+    assert lines[0].startswith("error[STORE_MISSING]: ") and lines[0].endswith(": there is no dataset")
+    assert lines[1].startswith("  hint:")
     assert len(lines) == 2 and done.stdout == ""
 
 
