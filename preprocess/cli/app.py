@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import threading
 import warnings
@@ -74,7 +75,11 @@ def usage_failed(exc: UsageError, args: Sequence[str], root: Any = None) -> None
         message = exc.message + did_you_mean(exc.option_name, exc.possibilities or ())
     message = message[:1].lower() + message[1:].rstrip(".")
     help_of = " ".join(["preprocess", *words, "--help"])
-    fail(ConfigError(message, code=ErrorCode.CLI_USAGE, hint=f"see `{help_of}`"),
+    hint = f"see `{help_of}`"
+    named = next((a for a in args if a.startswith("-") and os.path.lexists(a)), None)
+    if isinstance(exc, NoSuchOption) and named is not None:  # a file whose name starts with a dash
+        hint = f"{names.quote(named)} is a file: write ./{names.quote(named)}, or put -- before it; {hint}"
+    fail(ConfigError(message, code=ErrorCode.CLI_USAGE, hint=hint),
          as_json=(" ".join(words) or "preprocess") if "--json" in args else "")
 
 

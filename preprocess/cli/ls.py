@@ -56,7 +56,8 @@ def ls_cmd(
     out.print(_table(store, ref, listing, sort))
     shown = len(listing.rows)
     more = f" (showing {shown}: --limit)" if shown < listing.matched else ""
-    err.print(f"{listing.matched} of {listing.total} rows match{more}", highlight=False, soft_wrap=True)
+    if listing.where or more:  # what the table alone does not say
+        err.print(f"{listing.matched} of {listing.total} rows match{more}", highlight=False, soft_wrap=True)
 
 
 # the fields the table shows; ordering by another one adds its column

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import typer
 from rich.text import Text
 from typer.testing import CliRunner
@@ -91,3 +92,14 @@ def test_every_exit_code_of_watch_names_its_codes() -> None:
     exits 4 as well, with WATCH_FOLDER_BUSY (README, "Exit codes"): the help names both."""
     help_text = " ".join((commands()["watch"].help or "").split())
     assert "4 STORE_LOCKED or WATCH_FOLDER_BUSY;" in help_text, help_text
+
+
+def test_a_file_named_like_an_option_gets_a_hint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A newcomer's walkthrough (session 7): `run -leading.jpg` said "no such option: -l", hint `--help` only."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "-leading.jpg").write_bytes(b"")
+    r = CliRunner().invoke(app, ["run", "-leading.jpg", "--store", "s.icechunk"])
+    assert r.exit_code == 2 and "error[CLI_USAGE]" in r.stderr, r.output
+    assert "-leading.jpg is a file: write ./-leading.jpg, or put -- before it" in r.stderr, r.stderr
+    other = CliRunner().invoke(app, ["run", "-x", "--store", "s.icechunk"])
+    assert "is a file" not in other.stderr and "see `preprocess run --help`" in other.stderr

@@ -30,6 +30,7 @@ def test_ls_where_similarity_prints_the_matching_rows(hist: Hist) -> None:
     shown = [int(line.split()[0]) for line in r.stdout.splitlines() if line.strip()[:1].isdigit()]
     assert shown == want
     assert f"{len(want)} of {len(t['similarity'])} rows match" in r.stderr
+    assert cli("ls", s, "low-q").stderr == ""  # every row: nothing to add on stderr (a walkthrough, session 7)
     doc = json.loads(cli("ls", s, "low-q", "--where", f"similarity < {cut}", "--json").stdout)
     assert doc["version"] == 1 and doc["command"] == "ls" and doc["matched"] == len(want)
     assert [row["row"] for row in doc["rows"]] == want and all(row["commit"] for row in doc["rows"])
