@@ -17,12 +17,13 @@ def run_pillow(sources: list[Path], store: Path, spec: Path, **kw: Any) -> Summa
 
 
 def tiny_store(base: Path, photos: list[Path]) -> Path:
-    """A store made by a real `run` of ``photos`` at 256 px, fixed q80 (fast), in ``base``: ``base/s.icechunk``."""
+    """A store made by a real `run` of ``photos`` at 256 px, fixed q80, the whole view checked (fast), in ``base``:
+    ``base/s.icechunk``."""
     (base / "src").mkdir()
     for p in photos:
         shutil.copy(p, base / "src" / p.name)
     spec = base / "tiny.toml"
-    spec.write_text('[resize]\nsize = 256\n[quality]\nmode = "fixed"\nvalue = 80\n')
+    spec.write_text('[resize]\nsize = 256\n[quality]\nmode = "fixed"\nvalue = 80\n[gate.views]\nwhole = 0.99\n')
     run_pillow([base / "src"], base / "s.icechunk", spec)
     return base / "s.icechunk"
 

@@ -109,8 +109,8 @@ def _left_out(columns: dict[str, list[str | Text]], width: int) -> list[str]:
     file name whole (at most 24 characters of it)."""
     def need(names_: list[str]) -> int:
         return sum(3 + min(24 if n in ("file", "source") else 99,
-                           max(len(n), *(len(Text.from_markup(c).plain if isinstance(c, str) else c.plain)
-                                         for c in columns[n]))) for n in names_)
+                           max([len(n), *(len(Text.from_markup(c).plain if isinstance(c, str) else c.plain)
+                                          for c in columns[n])])) for n in names_)
 
     kept, gone = list(columns), []
     for name in _LEAVE_OUT:

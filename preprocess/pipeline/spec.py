@@ -238,6 +238,23 @@ class Spec(_Frozen):
     batch: Batch = Batch()
     limits: Limits = Limits()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _a_size_search_checks_whole_frames(cls, data: object) -> object:
+        """A spec that searches sizes and names no views checks the whole view alone (the default's crops are
+        for one size: :meth:`_sizes_check_whole_frames`)."""
+        if not isinstance(data, Mapping) or not isinstance(data.get("resize"), Mapping):
+            return data
+        gate = data.get("gate", {})
+        if not isinstance(gate, Mapping) or {"views", "threshold", "view"} & set(gate):
+            return data
+        try:
+            searched = len(Resize.model_validate(data["resize"]).sides()) > 1
+        except ValidationError:
+            return data  # reported by the validation that follows
+        whole = Gate.model_fields["views"].default.whole
+        return {**data, "gate": {**gate, "views": {"whole": whole}}} if searched else data
+
     @model_validator(mode="after")
     def _sizes_check_whole_frames(self) -> Spec:
         if len(self.resize.sides()) > 1 and (self.gate.views.crops is not None or self.gate.views.tiles is not None):

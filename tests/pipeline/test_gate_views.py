@@ -205,7 +205,7 @@ def three(small_photos: list[Path]) -> list[Path]:
 
 def test_crops_are_checked_at_the_stored_resolution(three: list[Path], mobilenet: Extractor) -> None:
     spec = parse_spec({"resize": {"size": 384}, "gate": {"views": {"whole": 0.99, "crops": 0.97}}})
-    whole_only = parse_spec({"resize": {"size": 384}})
+    whole_only = parse_spec({"resize": {"size": 384}, "gate": {"views": {"whole": 0.99}}})
     engine, loaded, _ = load(spec, three)
     try:
         decisions, _ = decide(Measure(engine, mobilenet), loaded, spec)
@@ -312,7 +312,7 @@ def test_a_flagged_candidate_is_recorded_under_every_check(three: list[Path], mo
 def test_the_size_search_stores_the_fewest_bytes_that_pass(small_photos: list[Path], mobilenet: Extractor) -> None:
     photos = [p for p in small_photos if p.name in ("baboon.jpg", "leuvenA.jpg")]
     spec = parse_spec({"resize": {"size": 640, "sizes": [448, 320, 224]}})
-    fixed = parse_spec({"resize": {"size": 640}})
+    fixed = parse_spec({"resize": {"size": 640}, "gate": {"views": {"whole": 0.99}}})  # the size search's check
     engine, loaded, srcs = load(spec, photos)
     try:
         sized, outcomes = decide(Measure(engine, mobilenet), loaded, spec, sources=srcs)

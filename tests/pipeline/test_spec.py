@@ -31,6 +31,10 @@ def test_a_spec_leaving_a_section_out_gets_the_default_specs_settings(tmp_path: 
     partial = tmp_path / "size.toml"
     partial.write_text("[resize]\nsize = 1024\n")
     assert load_spec(partial).gate.views.items() == [("whole", 0.99), ("crops", 0.975)]
+    # ... but a spec that searches sizes checks whole frames (crops of a smaller image are not checked there)
+    assert parse_spec({"resize": {"size": 640, "sizes": [448, 320]}}).gate.views.items() == [("whole", 0.99)]
+    assert parse_spec({"resize": {"size": 640, "sizes": "auto"}, "gate": {"on_fail": "reject"}}
+                      ).gate.views.items() == [("whole", 0.99)]
 
 
 def test_errors_name_the_file_and_the_field(tmp_path: Path) -> None:

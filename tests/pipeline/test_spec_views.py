@@ -64,8 +64,9 @@ def test_views_models_and_crops_are_decisive() -> None:
     prints = {s.fingerprint(["a", "b"][:len(s.gate.models)]) for s in specs}
     assert len(prints) == len(specs)
     # settings of a view that is not checked change nothing
-    assert parse_spec({"gate": {"crops": {"grids": [3]}, "tiles_combine": "min"}}).fingerprint("a") == \
-        base.fingerprint("a")
+    whole = parse_spec({"gate": {"views": {"whole": 0.99}}})
+    assert parse_spec({"gate": {"views": {"whole": 0.99}, "crops": {"grids": [3]}, "tiles_combine": "min"}}
+                      ).fingerprint("a") == whole.fingerprint("a")
 
 
 def test_several_models_and_views(tmp_path: Path) -> None:

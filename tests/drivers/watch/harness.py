@@ -46,7 +46,7 @@ def wait_until[T](probe: Callable[[], T], timeout: float, what: str, every: floa
 
 
 def spec_file(tmp: Path, *, batch: int = 32, fixed: int | None = None) -> Path:
-    text = f"[batch]\nsize = {batch}\n"
+    text = f"[batch]\nsize = {batch}\n[gate.views]\nwhole = 0.99\n"  # the daemon's tests: one check, fast
     if fixed is not None:
         text += f'[quality]\nmode = "fixed"\nvalue = {fixed}\n'
     path = tmp / f"spec-b{batch}-{fixed}.toml"
