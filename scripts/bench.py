@@ -490,7 +490,8 @@ def _print_faces(result: dict[str, Any]) -> None:
     if r:
         print(f"reader: steady {r['reader']['steady_images_per_s']:.0f} img/s vs baseline "
               f"{r['baseline']['steady_images_per_s']:.0f} ({r['steady_vs_baseline']:.2f}x); first batch "
-              f"{r['reader']['first_batch_s']:.2f} s (baseline {r['baseline']['first_batch_s']:.2f} s)")
+              f"{r['reader']['first_batch_s']:.2f} s (baseline {r['baseline']['first_batch_s']:.2f} s); draft=True "
+              f"{r['draft']['steady_images_per_s']:.0f} img/s ({r['draft_vs_baseline']:.2f}x)")
     if t:
         s = t["seconds"]
         print(f"tune: {s['tune']:.1f} s vs run {s['run']:.1f} s ({t['tune_vs_run']:.1f}x); --from "

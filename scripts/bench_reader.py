@@ -7,6 +7,8 @@ contender in a fresh process:
 
   reader    ``loader(VersionDataset(store, size=(224, 224), decode="cpu"), num_workers=2,
             persistent_workers=True)``: what the README shows.
+  draft     the same with ``draft=True``: each stored JPEG decoded at the smallest DCT scale that is at
+            least twice the resize (other pixels: within a level or so of the full decode's).
   baseline  the version exported to files (``preprocess export``), a ``Dataset`` that opens each file
             with PIL, the same resize and crop, ``DataLoader(num_workers=2, persistent_workers=True)``
             with the platform's default start method (fork on Linux), default collate.
@@ -89,11 +91,11 @@ def worker(kind: str, store: str, files: str, epochs: int) -> dict[str, Any]:
     import torch  # noqa: F401  (both pay it; timed apart)
 
     imported = time.perf_counter() - t0
-    if kind == "reader":
+    if kind in ("reader", "draft"):
         from preprocess.torchdata import VersionDataset, loader
 
         t1 = time.perf_counter()
-        ds = VersionDataset(store, size=SIZE, decode="cpu")
+        ds = VersionDataset(store, size=SIZE, decode="cpu", draft=kind == "draft")
         made = time.perf_counter() - t1
         res = _epochs(lambda: loader(ds, batch_size=BATCH, num_workers=WORKERS, persistent_workers=True), epochs)
     else:
@@ -136,14 +138,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="bench-reader-"))
     try:
         store, files = make_version(work, args.rows)
-        runs: dict[str, list[dict[str, Any]]] = {"reader": [], "baseline": []}
+        runs: dict[str, list[dict[str, Any]]] = {"reader": [], "draft": [], "baseline": []}
         for r in range(args.rounds):
-            for kind in ("reader", "baseline"):
+            for kind, done in runs.items():
                 out = subprocess.run([sys.executable, __file__, "--worker", kind, "--store", str(store), "--files",
                                       str(files), "--epochs", str(args.epochs)], check=True, capture_output=True,
                                      text=True, cwd=ROOT)
                 res = json.loads(out.stdout.strip().splitlines()[-1])
-                runs[kind].append(res)
+                done.append(res)
                 steady = statistics.median(res["epoch_images_per_s"][1:])
                 print(f"  round {r + 1}: {kind:8} first batch {res['first_batch_s']:.2f} s, steady {steady:.0f} "
                       f"img/s", file=sys.stderr)
@@ -163,7 +165,9 @@ def summarize(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -
                      "dataset_s": round(statistics.median(r["dataset_s"] for r in rs), 3),
                      "import_torch_s": round(statistics.median(r["import_torch_s"] for r in rs), 3),
                      "process_s": round(statistics.median(r["process_s"] for r in rs), 3)}
-    out["steady_vs_baseline"] = round(out["reader"]["steady_images_per_s"] / out["baseline"]["steady_images_per_s"], 3)
+    base = out["baseline"]["steady_images_per_s"]
+    out["steady_vs_baseline"] = round(out["reader"]["steady_images_per_s"] / base, 3)
+    out["draft_vs_baseline"] = round(out["draft"]["steady_images_per_s"] / base, 3)
     return out
 
 

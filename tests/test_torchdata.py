@@ -88,6 +88,33 @@ def test_forked_workers_are_refused_with_one_line_and_its_fix(store: Path) -> No
     assert raised.value.code == "TORCH_FORK"
 
 
+def test_a_draft_decodes_fewer_pixels_to_nearly_the_same_items(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``draft=True``: a stored JPEG is decoded at the smallest DCT scale that covers the resize (as Pillow's
+    ``Image.draft``), then resized to the same geometry: the same shapes, pixels within a few levels. The real
+    decoder is wrapped only to see the sizes it decoded (a spy, not a stand-in)."""
+    from preprocess.pipeline.formats import jpeg
+
+    sizes: list[tuple[int, int] | None] = []
+    real = jpeg.decode_rgbx_into
+
+    def spy(*args: Any, **kw: Any) -> tuple[int, int] | None:
+        sizes.append(got := real(*args, **kw))
+        return got
+
+    monkeypatch.setattr(jpeg, "decode_rgbx_into", spy)
+    full = VersionDataset(str(store), decode="cpu", size=(48, 32))
+    draft = VersionDataset(str(store), decode="cpu", size=(48, 32), draft=True)
+    for i in range(len(full)):
+        a, b = full[i]["image"], draft[i]["image"]
+        assert isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
+        assert a.shape == b.shape == (3, 32, 48)
+        assert (a.int() - b.int()).abs().float().mean() < 1.0, i  # the geometry exact: 3.4 with it rounded
+    whole, drafted = sizes[0::2], sizes[1::2]
+    for w, d in zip(whole, drafted, strict=True):
+        assert w is not None and d is not None and d[0] * d[1] * 2 <= w[0] * w[1], (w, d)  # fewer pixels ...
+        assert d[0] >= 2 * 48 and d[1] >= 2 * 32  # ... at least twice the resize's
+
+
 def test_dali_decodes_stored_images_on_the_cpu(store: Path) -> None:
     from preprocess.pipeline.engines.dali import ImageDecoder
 

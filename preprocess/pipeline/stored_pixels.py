@@ -39,12 +39,14 @@ def _check(header: tuple[int, int], recorded: tuple[int, int], path: str | None)
 
 
 def decode_rgb_into(data: bytes, use: Callable[[Image.Image], Image.Image], *,
-                    recorded: tuple[int, int] | None = None) -> Image.Image:
+                    recorded: tuple[int, int] | None = None, cover: tuple[int, int] | None = None) -> Image.Image:
     """``use(decode_rgb(data))`` as an RGB image of its own, its header first checked against ``recorded``
     (:func:`check_recorded`) when given. A bare JPEG (:func:`jpeg.bare_size`: what this project stores) is
     decoded without decode_rgb's copies: libjpeg-turbo decodes straight into this thread's reused RGBX
     buffer, which a Pillow image wraps for ``use`` (a reader's resize) to read. The same pixels either way;
-    anything else, and bytes libjpeg complains about, take :func:`decode_rgb` (and its error)."""
+    anything else, and bytes libjpeg complains about, take :func:`decode_rgb` (and its error). With ``cover``
+    (width, height), a bare JPEG is decoded at the smallest DCT scale that still covers it (a draft, as
+    Pillow's ``Image.draft``: ``use`` gets fewer pixels, from another filter); anything else in full."""
     size = jpeg.bare_size(data)
     if recorded is not None:
         _check(size if size is not None else header_size(data), recorded, None)
@@ -53,9 +55,9 @@ def decode_rgb_into(data: bytes, use: Callable[[Image.Image], Image.Image], *,
         buf: np.ndarray | None = getattr(_SCRATCH, "buf", None)
         if buf is None or buf.size < need:
             buf = _SCRATCH.buf = np.empty(need, dtype=np.uint8)
-        view = buf[:need]
-        if jpeg.decode_rgbx_into(data, view, size):
-            wrapped = Image.frombuffer("RGBX", size, view, "raw", "RGBX", 0, 1)
+        decoded = jpeg.decode_rgbx_into(data, buf[:need], size, cover or (0, 0))
+        if decoded is not None:
+            wrapped = Image.frombuffer("RGBX", decoded, buf[:decoded[0] * decoded[1] * 4], "raw", "RGBX", 0, 1)
             return use(wrapped).convert("RGB")  # its own pixels, even where ``use`` gave ``wrapped`` back
     out = use(decode_rgb(data))
     return out if out.mode == "RGB" else out.convert("RGB")

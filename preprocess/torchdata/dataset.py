@@ -54,10 +54,17 @@ def fit_box(width: int, height: int, size: tuple[int, int], fit: Fit) -> tuple[t
 
 def fit_pil(img: Image.Image, size: tuple[int, int] | None, fit: Fit) -> Image.Image:
     """``size``/``fit`` on the CPU (Pillow, bilinear antialiased)."""
-    if size is None:
-        return img
-    resized, box = fit_box(img.width, img.height, size, fit)
-    if resized != img.size:
+    return img if size is None else fit_to(img, *fit_box(img.width, img.height, size, fit))
+
+
+def fit_to(img: Image.Image, resized: tuple[int, int], box: Box, full: tuple[int, int] | None = None) -> Image.Image:
+    """``img`` resized to ``resized`` (Pillow, bilinear antialiased), then ``box`` cut from it: :func:`fit_box`'s
+    geometry of the image ``img`` is, or of the ``full`` image it is a draft of (a JPEG decoded at k/8 of each
+    side, rounded up: the resize reads the k/8 that hold the image, not the rounding's partial pixel)."""
+    if full is not None and img.size != full:
+        k = next((k for k in range(1, 8) if (-(-full[0] * k // 8), -(-full[1] * k // 8)) == img.size), 8)
+        img = img.resize(resized, Image.Resampling.BILINEAR, box=(0, 0, full[0] * k / 8, full[1] * k / 8))
+    elif resized != img.size:
         img = img.resize(resized, Image.Resampling.BILINEAR)
     return img if box == (0, 0, *resized) else img.crop(box)
 
@@ -114,6 +121,11 @@ def _python(value: object) -> object:
     return value.item() if isinstance(value, np.generic) else value
 
 
+# A draft is decoded at least this many times the resize's size (Pillow's thumbnail keeps the same reducing gap):
+# the resize's antialiasing filter then does the rest, so that the draft's coarser filter barely shows.
+DRAFT_GAP = 2
+
+
 class VersionDataset(TorchDataset[Item]):
     """Items of one snapshot of the dataset at ``location``: ``{"index", "image" | "jpeg", fields...}``
     (``index``: the row in the version). See :mod:`preprocess.torchdata` for ``decode``, ``where``,
@@ -122,8 +134,9 @@ class VersionDataset(TorchDataset[Item]):
     def __init__(self, location: str, ref: str = "main", *, decode: Decode = "auto",  # noqa: PLR0913 (options, by keyword)
                  fields: Sequence[str] | None = None, transform: Transform | None = None,
                  where: Where | Mapping[str, object] | None = None, size: tuple[int, int] | None = None,
-                 fit: Fit = "crop") -> None:
+                 fit: Fit = "crop", draft: bool = False) -> None:
         self.decode: Decode = _decode_mode(decode, transform)
+        self.draft = draft  # JPEG rows decoded at the smallest DCT scale that covers size (the CPU decode)
         self.location = location
         self.fields = tuple(FIELDS if fields is None else fields)
         unknown = set(self.fields) - set(FIELDS)
@@ -234,7 +247,18 @@ class VersionDataset(TorchDataset[Item]):
     def image(self, data: bytes, recorded: tuple[int, int] | None = None) -> object:
         """Stored bytes decoded on the CPU: CHW uint8 at ``size`` (or ``transform``'s result); ``recorded``:
         the row's width and height, which the bytes' header must give (E_CORRUPT before any decode)."""
-        img = decode_rgb_into(data, lambda decoded: fit_pil(decoded, self.size, self.fit), recorded=recorded)
+        def use(decoded: Image.Image) -> Image.Image:
+            return fit_pil(decoded, self.size, self.fit)
+
+        cover = None
+        if self.draft and self.size is not None and recorded is not None:  # the geometry of the full image
+            resized, box = fit_box(recorded[0], recorded[1], self.size, self.fit)
+            cover = (DRAFT_GAP * resized[0], DRAFT_GAP * resized[1])
+
+            def use(decoded: Image.Image) -> Image.Image:
+                return fit_to(decoded, resized, box, recorded)
+
+        img = decode_rgb_into(data, use, recorded=recorded, cover=cover)
         if self.transform is not None:
             return self.transform(img)
         return torch.from_numpy(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy())

@@ -160,15 +160,23 @@ def _frame_size(data: bytes, i: int) -> tuple[int, int] | None:
     return (width, height) if 0 < width <= JPEG_MAX_DIMENSION and 0 < height <= JPEG_MAX_DIMENSION else None
 
 
-def decode_rgbx_into(data: bytes, out: np.ndarray, size: tuple[int, int]) -> bool:
-    """A bare JPEG's (:func:`bare_size`) ``size`` pixels as RGBX rows into ``out``, strictly: False when
-    libjpeg reports anything at all or decodes another size (then :func:`decode` says what, or decodes
-    what is harmless)."""
+def decode_rgbx_into(data: bytes, out: np.ndarray, size: tuple[int, int],
+                     cover: tuple[int, int] = (0, 0)) -> tuple[int, int] | None:
+    """A bare JPEG's (:func:`bare_size`) ``size`` pixels as RGBX rows into ``out``, strictly; with ``cover``,
+    at the smallest of libjpeg's DCT scales (k/8 of each side, rounded up) that still covers it (a draft: the
+    IDCT and colour conversion of a smaller image). The size decoded, or None when libjpeg reports anything at
+    all or decodes a size it should not (then :func:`decode` says what, or decodes what is harmless)."""
     try:
-        got = simplejpeg.decode_jpeg(data, colorspace="RGBX", buffer=out, strict=True)
+        got = simplejpeg.decode_jpeg(data, colorspace="RGBX", buffer=out, strict=True, min_width=cover[0],
+                                     min_height=cover[1])
     except ValueError:
-        return False
-    return bool(np.shape(got) == (size[1], size[0], 4))
+        return None
+    shape = np.shape(got)
+    scaled = [(-(-size[0] * k // 8), -(-size[1] * k // 8)) for k in range(1, 9)]
+    decoded = (shape[1], shape[0]) if len(shape) == 3 and shape[2] == 4 else None
+    if decoded is None or decoded not in scaled or decoded[0] < cover[0] or decoded[1] < cover[1]:
+        return None
+    return decoded
 
 
 def suspect(data: bytes) -> bool:
