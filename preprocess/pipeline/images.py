@@ -169,7 +169,7 @@ def _check_size(got: tuple[int, int], src: Opened, *, drafted: bool) -> None:
     if got == want:
         return
     if drafted and src.decoder == "jpeg" and any(
-            got == (-(-want[0] * k // 8), -(-want[1] * k // 8)) for k in range(1, 8)):
+            got == jpeg.scaled(want, k) for k in range(1, 8)):
         return
     raise input_error(errors.CORRUPT, f"the decoder made {got[0]}x{got[1]} pixels where the header says "
                       f"{want[0]}x{want[1]}; not stored")

@@ -55,7 +55,7 @@ def decode_rgb_into(data: bytes, use: Callable[[Image.Image], Image.Image], *,
         buf: np.ndarray | None = getattr(_SCRATCH, "buf", None)
         if buf is None or buf.size < need:
             buf = _SCRATCH.buf = np.empty(need, dtype=np.uint8)
-        decoded = jpeg.decode_rgbx_into(data, buf[:need], size, cover or (0, 0))
+        decoded = jpeg.decode_rgbx_into(data, buf[:need], size, cover)
         if decoded is not None:
             wrapped = Image.frombuffer("RGBX", decoded, buf[:decoded[0] * decoded[1] * 4], "raw", "RGBX", 0, 1)
             return use(wrapped).convert("RGB")  # its own pixels, even where ``use`` gave ``wrapped`` back

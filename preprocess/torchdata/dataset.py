@@ -9,6 +9,7 @@ pickled). A batch's stored bytes are read in one call (``__getitems__``).
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from torch.utils.data import Dataset as TorchDataset
 from preprocess.core import names
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import ConfigError, DamagedError, InputError, PreprocessError, carry
+from preprocess.pipeline.formats import jpeg
 from preprocess.pipeline.stored_pixels import check_recorded, decode_rgb_into
 from preprocess.rows.schema import ITEM_COLUMNS
 from preprocess.torchdata import forking
@@ -62,7 +64,7 @@ def fit_to(img: Image.Image, resized: tuple[int, int], box: Box, full: tuple[int
     geometry of the image ``img`` is, or of the ``full`` image it is a draft of (a JPEG decoded at k/8 of each
     side, rounded up: the resize reads the k/8 that hold the image, not the rounding's partial pixel)."""
     if full is not None and img.size != full:
-        k = next((k for k in range(1, 8) if (-(-full[0] * k // 8), -(-full[1] * k // 8)) == img.size), 8)
+        k = next((k for k in range(1, 8) if jpeg.scaled(full, k) == img.size), 8)
         img = img.resize(resized, Image.Resampling.BILINEAR, box=(0, 0, full[0] * k / 8, full[1] * k / 8))
     elif resized != img.size:
         img = img.resize(resized, Image.Resampling.BILINEAR)
@@ -121,9 +123,10 @@ def _python(value: object) -> object:
     return value.item() if isinstance(value, np.generic) else value
 
 
-# A draft is decoded at least this many times the resize's size (Pillow's thumbnail keeps the same reducing gap):
-# the resize's antialiasing filter then does the rest, so that the draft's coarser filter barely shows.
-DRAFT_GAP = 2
+# A draft is decoded at least this many times the resize's size (Pillow's thumbnail keeps a gap of 2), so that
+# the resize's antialiasing filter does the rest and the draft's coarser filter barely shows: 1280x800 stored
+# images read at 224x224 are decoded at 1/2 (640x400, 1.8 times the 358x224 resize).
+DRAFT_GAP = 1.5
 
 
 class VersionDataset(TorchDataset[Item]):
@@ -253,7 +256,7 @@ class VersionDataset(TorchDataset[Item]):
         cover = None
         if self.draft and self.size is not None and recorded is not None:  # the geometry of the full image
             resized, box = fit_box(recorded[0], recorded[1], self.size, self.fit)
-            cover = (DRAFT_GAP * resized[0], DRAFT_GAP * resized[1])
+            cover = (math.ceil(DRAFT_GAP * resized[0]), math.ceil(DRAFT_GAP * resized[1]))
 
             def use(decoded: Image.Image) -> Image.Image:
                 return fit_to(decoded, resized, box, recorded)
