@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import struct
 import zlib
-from pathlib import Path
 
 import imagecodecs
 import numpy as np
@@ -19,12 +18,6 @@ from preprocess.pipeline.images import decode_rgb, probe
 from tests.pipeline.test_images import tifffile_bytes
 
 MAX = 120_000_000
-
-
-@pytest.fixture(scope="module")
-def rgb(small_photos: list[Path]) -> np.ndarray:
-    src = next(p for p in small_photos if p.name == "chelsea.png")
-    return np.asarray(Image.open(src).convert("RGB").resize((64, 48)))
 
 
 def refused(data: bytes, *, max_pixels: int = MAX, decode: bool = False) -> InputError:

@@ -9,7 +9,6 @@ import struct
 import time
 import zlib
 from collections.abc import Callable
-from pathlib import Path
 
 import imagecodecs
 import numpy as np
@@ -21,12 +20,6 @@ from preprocess.pipeline.formats import bounds
 from preprocess.pipeline.images import decode_rgb, probe
 
 MAX = 120_000_000
-
-
-@pytest.fixture(scope="module")
-def rgb(small_photos: list[Path]) -> np.ndarray:
-    src = next(p for p in small_photos if p.name == "chelsea.png")
-    return np.asarray(Image.open(src).convert("RGB").resize((64, 48)))
 
 
 def _saved(rgb: np.ndarray, fmt: str, **options: object) -> bytes:

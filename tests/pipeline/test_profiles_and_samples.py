@@ -21,12 +21,6 @@ GREY_LCMS_DEFAULT = bytes(imagecodecs.cms_profile("gray"))  # LittleCMS reads it
 GREY = bytes(imagecodecs.cms_profile("gray", whitepoint=[0.3127, 0.329, 1.0], gamma=2.2))
 
 
-@pytest.fixture(scope="module")
-def rgb(small_photos: list[Path]) -> np.ndarray:
-    src = next(p for p in small_photos if p.name == "chelsea.png")
-    return np.asarray(Image.open(src).convert("RGB").resize((64, 48)))
-
-
 def _saved(img: Image.Image, fmt: str, **kw: object) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format=fmt, **kw)
