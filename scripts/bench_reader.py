@@ -7,8 +7,8 @@ contender in a fresh process:
 
   reader    ``loader(VersionDataset(store, size=(224, 224), decode="cpu"), num_workers=2,
             persistent_workers=True)``: what the README shows.
-  draft     the same with ``draft=True``: each stored JPEG decoded at the smallest DCT scale that is at
-            least twice the resize (other pixels: within a level or so of the full decode's).
+  draft     the same with ``draft=True``: each stored JPEG decoded at the smallest fast DCT scale (1/2,
+            1/4, 1/8) that is at least 1.5 times the resize (pixels within about a level of the full decode's).
   baseline  the version exported to files (``preprocess export``), a ``Dataset`` that opens each file
             with PIL, the same resize and crop, ``DataLoader(num_workers=2, persistent_workers=True)``
             with the platform's default start method (fork on Linux), default collate.

@@ -4,6 +4,7 @@ the fork guard, and DALI batch decoding (CPU here; GPU on the lent machine)."""
 from __future__ import annotations
 
 import io
+import math
 import pickle
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from preprocess import open_dataset
 from preprocess.core.errors import ConfigError
 from preprocess.drivers.run import JobOptions, run_job
 from preprocess.torchdata import Loader, VersionDataset, Where, WorkerForked, collate, fit_box, loader
+from preprocess.torchdata.dataset import DRAFT_GAP
 from tests.paths import ROOT
 from tests.store import conftest as shared
 
@@ -112,7 +114,11 @@ def test_a_draft_decodes_fewer_pixels_to_nearly_the_same_items(store: Path, monk
     whole, drafted = sizes[0::2], sizes[1::2]
     for w, d in zip(whole, drafted, strict=True):
         assert w is not None and d is not None and d[0] * d[1] * 2 <= w[0] * w[1], (w, d)  # fewer pixels ...
-        assert d[0] >= 2 * 48 and d[1] >= 2 * 32  # ... at least twice the resize's
+        resized, _ = fit_box(w[0], w[1], (48, 32), "crop")
+        assert d[0] >= math.ceil(DRAFT_GAP * resized[0]) and d[1] >= math.ceil(DRAFT_GAP * resized[1])  # ... enough
+    with pytest.raises(ConfigError) as refused:
+        VersionDataset(str(store), decode="cpu", draft=True)  # no size: nothing to draft for
+    assert refused.value.code == "TORCH_SIZE"
 
 
 def test_dali_decodes_stored_images_on_the_cpu(store: Path) -> None:

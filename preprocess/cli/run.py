@@ -69,6 +69,7 @@ def run(
         engine_choice, device_choice = choices(engine, device)
         opts = JobOptions(sources=sources, store=store, spec_path=spec, branch=branch, message=message,
                           engine=engine_choice, device=device_choice, wait=wait, follow_symlinks=follow_symlinks)
+        _warn(spec)
         if ray is None:
             summary = run_job(opts, progress)
         else:
@@ -81,6 +82,14 @@ def run(
     else:
         _print_summary(summary)
     raise typer.Exit(errors.EXIT_FAILURES if summary.failed else errors.EXIT_OK)
+
+
+def _warn(spec: str | None) -> None:
+    """The spec's warnings (:meth:`~preprocess.pipeline.spec.Spec.warnings`), on stderr before the job starts."""
+    from preprocess.pipeline.spec import default_spec_path, find_spec, load_spec
+
+    for line in load_spec(find_spec(spec) if spec else default_spec_path()).warnings():
+        err.print(Text(f"warning: {line}"), highlight=False, soft_wrap=True)
 
 
 def _ray_options(address: str, gpus_per_worker: float, actors: int | None, batch_size: int | None) -> RayOptions:

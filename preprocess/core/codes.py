@@ -261,8 +261,25 @@ MEANINGS: dict[ErrorCode, str] = {
 
 
 # What to do, for codes whose every raise site would give the same hint: an error of one of these codes raised
-# without a hint of its own gets this one (:class:`~preprocess.core.errors.PreprocessError`).
+# without a hint of its own gets this one (:class:`~preprocess.core.errors.PreprocessError`), and a failure row
+# of a source is shown with its code's (``preprocess.core.errors.failure_hint``).
 HINTS: dict[ErrorCode, str] = {
+    ErrorCode.E_EMPTY: "the file has zero bytes; the writer may have failed",
+    ErrorCode.E_NOT_IMAGE: "the bytes are not a known image format",
+    ErrorCode.E_TRUNCATED: "the file ends early; it may still be being written or was cut off",
+    ErrorCode.E_CORRUPT: "the image data is damaged (the decoder reported it; its pixels would be wrong)",
+    ErrorCode.E_TOO_LARGE: "raise limits.max_pixels in the spec if images this large are expected",
+    ErrorCode.E_UNSUPPORTED: "supported here: JPEG, PNG, TIFF (uncompressed, LZW, Deflate, JPEG, PackBits, ZSTD, "
+                             "...), WebP, JPEG 2000, AVIF, JPEG XL, BMP, GIF, PPM/PGM; convert the image to one of "
+                             "them",
+    ErrorCode.E_UNREADABLE: "check that the file is there and readable (its permissions; a link: that what it leads "
+                            "to exists)",
+    ErrorCode.E_GATE_REJECTED: "even the top quality failed the feature gate; see gate.on_fail in the spec",
+    ErrorCode.E_ENGINE: "the engine failed on this image alone; try --engine pillow",
+    ErrorCode.E_SYMLINK_OUTSIDE: "links are followed only while they stay inside the input folders; copy the file "
+                                 "in, or pass --follow-symlinks to follow links anywhere",
+    ErrorCode.E_NOT_FILE: "only regular files are read: FIFOs, sockets and devices are refused, so that no read can "
+                          "block",
     ErrorCode.SPEC_SYNTAX: "fix the TOML at the line and column named (pipelines/camera.toml is a documented example)",
     ErrorCode.WATCH_OPTION: "see `preprocess watch --help` for each option's form",
     ErrorCode.TUNE_GRID: "e.g. --sizes 1280,640 --qualities 30..90/10 (sizes 16..65535 px, qualities 1..100)",

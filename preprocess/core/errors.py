@@ -197,26 +197,9 @@ ENGINE_FAILED = ErrorCode.E_ENGINE
 SYMLINK_OUTSIDE = ErrorCode.E_SYMLINK_OUTSIDE
 NOT_A_FILE = ErrorCode.E_NOT_FILE
 
-FAILURE_HINTS: dict[ErrorCode, str] = {
-    EMPTY_FILE: "the file has zero bytes; the writer may have failed",
-    NOT_AN_IMAGE: "the bytes are not a known image format",
-    TRUNCATED: "the file ends early; it may still be being written or was cut off",
-    CORRUPT: "the image data is damaged (the decoder reported it; its pixels would be wrong)",
-    TOO_LARGE: "raise limits.max_pixels in the spec if images this large are expected",
-    UNSUPPORTED: "supported here: JPEG, PNG, TIFF (uncompressed, LZW, Deflate, JPEG, PackBits, ZSTD, ...), WebP, "
-                 "JPEG 2000, AVIF, JPEG XL, BMP, GIF, PPM/PGM; convert the image to one of them",
-    UNREADABLE: "check that the file is there and readable (its permissions; a link: that what it leads to exists)",
-    GATE_REJECTED: "even the top quality failed the feature gate; see gate.on_fail in the spec",
-    ENGINE_FAILED: "the engine failed on this image alone; try --engine pillow",
-    SYMLINK_OUTSIDE: "links are followed only while they stay inside the input folders; copy the file in, "
-                     "or pass --follow-symlinks to follow links anywhere",
-    NOT_A_FILE: "only regular files are read: FIFOs, sockets and devices are refused, so that no read can block",
-}
-
-
 def failure_hint(code: str) -> str:
     """What to do about a failure row's code (a code stored as text; "" for one without a hint, or unknown)."""
-    return FAILURE_HINTS.get(ErrorCode(code), "") if code in ErrorCode else ""
+    return HINTS.get(ErrorCode(code), "") if code in ErrorCode else ""
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
@@ -227,7 +210,7 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
 
 
 def input_error(code: ErrorCode, message: str, path: str | None = None) -> InputError:
-    return InputError(message, code=code, hint=FAILURE_HINTS.get(code, ""), path=path)
+    return InputError(message, code=code, hint=HINTS.get(code, ""), path=path)
 
 
 # Process exit codes of the CLI.

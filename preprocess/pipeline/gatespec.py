@@ -70,7 +70,7 @@ class Gate(Frozen):
     parse, and such a spec keeps its fingerprint (:meth:`to_dict`)."""
 
     models: tuple[str, ...] = ("mobilenetv2-imagenet",)
-    views: Views = Views(whole=0.99, crops=0.975)  # camera.toml's: a spec without [gate.views] checks what it stores
+    views: Views = Views(whole=0.99)  # as before the other views: such specs keep their fingerprint (Spec.warnings)
     on_fail: Literal["flag", "source", "reject"] = "flag"
     tiles_combine: Literal["min", "p10", "mean"] = "p10"
     crops: Crops = Crops()

@@ -238,29 +238,25 @@ class Spec(_Frozen):
     batch: Batch = Batch()
     limits: Limits = Limits()
 
-    @model_validator(mode="before")
-    @classmethod
-    def _a_size_search_checks_whole_frames(cls, data: object) -> object:
-        """A spec that searches sizes and names no views checks the whole view alone (the default's crops are
-        for one size: :meth:`_sizes_check_whole_frames`)."""
-        if not isinstance(data, Mapping) or not isinstance(data.get("resize"), Mapping):
-            return data
-        gate = data.get("gate", {})
-        if not isinstance(gate, Mapping) or {"views", "threshold", "view"} & set(gate):
-            return data
-        try:
-            searched = len(Resize.model_validate(data["resize"]).sides()) > 1
-        except ValidationError:
-            return data  # reported by the validation that follows
-        whole = Gate.model_fields["views"].default.whole
-        return {**data, "gate": {**gate, "views": {"whole": whole}}} if searched else data
-
     @model_validator(mode="after")
     def _sizes_check_whole_frames(self) -> Spec:
         if len(self.resize.sides()) > 1 and (self.gate.views.crops is not None or self.gate.views.tiles is not None):
             raise ValueError("resize.sizes: a spec that searches sizes checks the whole view only (crops and tiles "
                              "of a smaller image would be compared with the same smaller image)")
         return self
+
+    def warnings(self) -> list[str]:
+        """What a job with this spec says before it starts: a gate that names no views checks the whole frame
+        alone, as specs did before the crops view (they keep their fingerprint, so a store made with one does
+        not make its rows again), where the default spec also checks the crops at the stored size."""
+        if "views" in self.gate.model_fields_set or len(self.resize.sides()) > 1:  # a size search: whole only
+            return []
+        default = parse_spec(tomllib.loads(default_spec_path().read_text(encoding="utf-8"))).gate.views
+        if self.gate.views == default:
+            return []
+        checks = ", ".join(f"{name} >= {t}" for name, t in default.items())
+        return [f"gate.views is not given: only the whole frame is checked (whole >= {self.gate.threshold}), "
+                f"where the default spec checks {checks}; add [gate.views] to say which views to check"]
 
     def to_dict(self) -> dict[str, dict[str, JSON]]:
         """Each section as data (what provenance records and ``preprocess tune`` writes back)."""

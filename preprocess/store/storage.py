@@ -143,12 +143,12 @@ def _local_exists(path: Path, storage: ic.Storage, *, create: bool) -> bool:
     """Whether a repository is at ``path``; ConfigError STORE_FOREIGN when something else is (its hint
     for a writer when ``create``, else for a reader)."""
     if path.exists() and not path.is_dir():
-        raise _foreign(path, "is a file", create=create)
+        raise _foreign(path, "a file", create=create)
     if path.is_dir():
         if _is_repo(storage, path):
             return True
         if any(path.iterdir()) and not creating.unfinished(path):  # a killed create is resumed, not foreign
-            raise _foreign(path, "is a non-empty directory", create=create)
+            raise _foreign(path, "a non-empty directory", create=create)
     return False
 
 

@@ -30,11 +30,11 @@ when their sizes agree, which ``size=`` makes sure of; otherwise a list):
 similarity range, source path prefix, and, on a branch that holds rows of several specs, one row per
 source (the newest). ``size=(width, height)`` resizes every image on decode, like FFCV's and DALI's
 readers: ``fit="crop"`` scales to cover the box and crops the centre, ``"stretch"`` ignores the
-aspect ratio. ``draft=True`` (the CPU decode, with ``size``) decodes each stored JPEG at the smallest of
-libjpeg's DCT scales that is at least twice the resize (as Pillow's ``thumbnail`` drafts), then resizes the
-part of it that holds the image: fewer pixels to decode, and pixels within about a level of the full
-decode's (a mean of 0.2-0.8 levels on the bundled photos); off by default, so that the items are exactly
-the full decode's.
+aspect ratio. ``draft=True`` (with ``size``; the CPU decode: DALI's decodes in full) decodes each stored
+JPEG at the smallest of libjpeg's fast DCT scales (1/2, 1/4, 1/8) that is at least 1.5 times the resize (as
+Pillow's ``thumbnail`` drafts, with its gap of 2), then resizes the part of it that holds the image: fewer
+pixels to decode, and pixels within about a level of the full decode's (a mean of 0.06-0.84 levels on the
+bundled photos); off by default, so that the items are exactly the full decode's.
 
 Workers start fast and open the store at their first item. This process never loads icechunk for the
 reader (the version's rows are read in a short-lived forked child), so :func:`loader` forks its workers:

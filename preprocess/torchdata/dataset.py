@@ -64,7 +64,7 @@ def fit_to(img: Image.Image, resized: tuple[int, int], box: Box, full: tuple[int
     geometry of the image ``img`` is, or of the ``full`` image it is a draft of (a JPEG decoded at k/8 of each
     side, rounded up: the resize reads the k/8 that hold the image, not the rounding's partial pixel)."""
     if full is not None and img.size != full:
-        k = next((k for k in range(1, 8) if jpeg.scaled(full, k) == img.size), 8)
+        k = next((k for k in jpeg.DRAFT_SCALES if jpeg.scaled(full, k) == img.size), 8)  # the smallest: as decoded
         img = img.resize(resized, Image.Resampling.BILINEAR, box=(0, 0, full[0] * k / 8, full[1] * k / 8))
     elif resized != img.size:
         img = img.resize(resized, Image.Resampling.BILINEAR)
@@ -123,9 +123,9 @@ def _python(value: object) -> object:
     return value.item() if isinstance(value, np.generic) else value
 
 
-# A draft is decoded at least this many times the resize's size (Pillow's thumbnail keeps a gap of 2), so that
-# the resize's antialiasing filter does the rest and the draft's coarser filter barely shows: 1280x800 stored
-# images read at 224x224 are decoded at 1/2 (640x400, 1.8 times the 358x224 resize).
+# A draft is decoded at least this many times the resize's size (Pillow's thumbnail keeps a gap of 2; 1.5 lets
+# 1280x800 images read at 224x224 take the 1/2 scale, 640x400 for a 358x224 resize), so that the resize's
+# antialiasing filter does the rest and the draft's coarser filter barely shows.
 DRAFT_GAP = 1.5
 
 
@@ -139,7 +139,11 @@ class VersionDataset(TorchDataset[Item]):
                  where: Where | Mapping[str, object] | None = None, size: tuple[int, int] | None = None,
                  fit: Fit = "crop", draft: bool = False) -> None:
         self.decode: Decode = _decode_mode(decode, transform)
-        self.draft = draft  # JPEG rows decoded at the smallest DCT scale that covers size (the CPU decode)
+        if draft and (size is None or self.decode == "none"):
+            raise ConfigError("draft=True decodes at a scale that covers size=: give size=(width, height) and a "
+                              "decode that decodes", code=ErrorCode.TORCH_SIZE,
+                              hint="e.g. VersionDataset(STORE, size=(224, 224), draft=True)")
+        self.draft = draft  # JPEG rows decoded at a smaller DCT scale that covers size (the CPU decode only)
         self.location = location
         self.fields = tuple(FIELDS if fields is None else fields)
         unknown = set(self.fields) - set(FIELDS)

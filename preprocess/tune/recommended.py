@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from preprocess.pipeline.gatespec import JSON
 from preprocess.pipeline.spec import Spec, parse_spec
+from preprocess.rows.formats import FORMATS
 from preprocess.rows.spec_toml import dumps
 from preprocess.tune.grid import Sweep, gate_checks, model_ref, scaled_checks, score_name
 from preprocess.tune.recommend import Recommendation
@@ -14,12 +15,12 @@ from preprocess.tune.recommend import Recommendation
 DECISION_FILE = "recommended.toml"
 
 
-SPEC_FILES = "recommended-*.toml"  # every format's (:func:`spec_file`), as a glob
-
-
-def spec_file(rec: Recommendation) -> str:
+def spec_file(rec: Recommendation | str) -> str:
     """Each format's own recommended spec (``recommended.toml`` is the decision's, a copy of one of them)."""
-    return SPEC_FILES.replace("*", rec.format)
+    return f"recommended-{rec if isinstance(rec, str) else rec.format}.toml"
+
+
+SPEC_FILES = tuple(spec_file(f) for f in FORMATS)  # every format's, whatever a report measured
 
 
 def recommended_spec(sweep: Sweep, rec: Recommendation) -> Spec:

@@ -385,7 +385,7 @@ def write_report(sweep: Sweep, d: Decision, out_dir: str | Path, samples: Sample
     else:
         decided.write_text(written[f"spec-{d.best.format}"].read_text(encoding="utf-8"), encoding="utf-8")
         written["spec"] = decided
-    for older in out.glob(SPEC_FILES):  # a format an earlier report into this folder recommended
+    for older in (out / name for name in SPEC_FILES):  # a format an earlier report into this folder recommended
         if older not in written.values():
             older.unlink(missing_ok=True)
     return written

@@ -77,8 +77,7 @@ def _few(values: Sequence[int]) -> str:
 
 def check_grid(sizes: Sequence[int], qualities: Sequence[int]) -> tuple[list[int], list[int]]:
     if not sizes or not qualities:
-        raise ConfigError("the sweep needs at least one size and one quality", code=ErrorCode.TUNE_GRID,
-                          hint="e.g. --sizes 1280,640 --qualities 30..90/10")
+        raise ConfigError("the sweep needs at least one size and one quality", code=ErrorCode.TUNE_GRID)
     if bad := [s for s in sizes if not 16 <= s <= 65535]:
         raise ConfigError(f"sizes must be 16..65535 px, got {_few(bad)}", code=ErrorCode.TUNE_GRID)
     if bad := [q for q in qualities if not 1 <= q <= 100]:

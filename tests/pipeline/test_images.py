@@ -17,8 +17,8 @@ import pytest
 import tifffile
 from PIL import Image
 
-from preprocess.core.codes import ErrorCode
-from preprocess.core.errors import FAILURE_HINTS, InputError
+from preprocess.core.codes import HINTS, ErrorCode
+from preprocess.core.errors import InputError
 from preprocess.pipeline.images import decode_rgb, probe
 
 MAX = 100_000_000
@@ -127,7 +127,7 @@ def test_what_cannot_be_decoded_is_unsupported_with_the_truth(rgb: np.ndarray) -
     heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64)
     assert _code(heic) == "E_UNSUPPORTED"
     assert _code(_pil(rgb, "ICO")) == "E_UNSUPPORTED"
-    hint = FAILURE_HINTS[ErrorCode.E_UNSUPPORTED]
+    hint = HINTS[ErrorCode.E_UNSUPPORTED]
     for name in ("WebP", "JPEG 2000", "AVIF", "JPEG XL", "TIFF"):
         assert name in hint
     unknown = bytearray(ENCODERS["tiff-lzw"](rgb))

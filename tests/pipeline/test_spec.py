@@ -7,7 +7,9 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
+from preprocess.cli import app
 from preprocess.core.errors import ConfigError
 from preprocess.pipeline.spec import Quality, Resize, Spec, default_spec_path, load_spec, parse_spec
 
@@ -21,20 +23,23 @@ def test_default_spec_is_the_documented_camera_pipeline() -> None:
     assert spec.gate.threshold == 0.99 and spec.gate.model == "mobilenetv2-imagenet"
 
 
-def test_a_spec_leaving_a_section_out_gets_the_default_specs_settings(tmp_path: Path) -> None:
-    """A newcomer's walkthrough (session 7): a spec that changed only the size checked the whole frame alone,
-    silently: the built-in gate was whole >= 0.99 while camera.toml (the default) also checks the crops. Every
-    setting a spec leaves out is now the default spec's."""
-    default = load_spec(default_spec_path()).model_dump()
-    assert {k: v for k, v in Spec().model_dump().items() if k != "pipeline"} == {
-        k: v for k, v in default.items() if k != "pipeline"}
+def test_a_spec_that_names_no_views_keeps_its_fingerprint_and_says_what_it_checks(tmp_path: Path) -> None:
+    """A newcomer's walkthrough (session 7): a spec that only set `[resize] size` checked the whole frame alone,
+    silently, where the default spec also checks the crops. It still checks the whole frame (its fingerprint is
+    the one it always had: a store made with it does not make its rows again), and `run` says so."""
+    default = load_spec(default_spec_path())
+    assert {k: v for k, v in Spec().model_dump().items() if k not in ("pipeline", "gate")} == {
+        k: v for k, v in default.model_dump().items() if k not in ("pipeline", "gate")}
+    assert Spec().fingerprint("abc") == "1a8f3b649860a530"  # pinned: every spec's defaults, as written before
     partial = tmp_path / "size.toml"
     partial.write_text("[resize]\nsize = 1024\n")
-    assert load_spec(partial).gate.views.items() == [("whole", 0.99), ("crops", 0.975)]
-    # ... but a spec that searches sizes checks whole frames (crops of a smaller image are not checked there)
-    assert parse_spec({"resize": {"size": 640, "sizes": [448, 320]}}).gate.views.items() == [("whole", 0.99)]
-    assert parse_spec({"resize": {"size": 640, "sizes": "auto"}, "gate": {"on_fail": "reject"}}
-                      ).gate.views.items() == [("whole", 0.99)]
+    (warning,) = load_spec(partial).warnings()
+    assert "only the whole frame is checked" in warning and "crops >= 0.975" in warning and "[gate.views]" in warning
+    assert default.warnings() == [] and parse_spec({"gate": {"views": {"whole": 0.99}}}).warnings() == []
+    assert parse_spec({"resize": {"size": 640, "sizes": [448, 320]}}).warnings() == []  # whole frames by rule
+    r = CliRunner().invoke(app, ["run", str(tmp_path / "none"), "--store", str(tmp_path / "s.icechunk"),
+                                 "--spec", str(partial)])
+    assert r.stderr.startswith("warning: gate.views is not given"), r.stderr
 
 
 def test_errors_name_the_file_and_the_field(tmp_path: Path) -> None:

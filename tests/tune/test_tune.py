@@ -440,10 +440,12 @@ def test_the_recommended_ladder_is_one_that_was_swept(two: Path, tmp_path: Path,
     assert (left_out in d.best.ladder.note) if left_out else d.best.ladder.note == ""
     (tmp_path / "recommended-avif.toml").write_text("# an earlier report's, into this folder\n")
     (tmp_path / "notes.txt").write_text("the user's\n")
+    (tmp_path / "recommended-final.toml").write_text("# the user's, not a format's\n")
     files = write_report(sweep, d, tmp_path)
     # a newcomer's walkthrough (session 7): a jpeg-only report into a folder that held a jpeg+avif one left
     # its recommended-avif.toml, which report.json no longer named; only this report's specs are there now
-    assert sorted(p.name for p in tmp_path.glob("recommended*.toml")) == ["recommended-jpeg.toml", "recommended.toml"]
+    assert sorted(p.name for p in tmp_path.glob("recommended*.toml")) == [
+        "recommended-final.toml", "recommended-jpeg.toml", "recommended.toml"]
     assert (tmp_path / "notes.txt").exists()
     spec = load_spec(files["spec"])  # a valid spec (quality.step <= 50) ...
     assert spec.quality.ladder() == rungs and set(spec.quality.ladder()) <= set(qualities)  # ... that was swept

@@ -237,6 +237,8 @@ class WatchDaemon:
             "folder": self.folder, "store": str(Location.of_store(o.store)), "branch": o.branch, "mode": d.mode,
             "fs": d.fs_type, "engine": p.engine, "device": p.device, "fingerprint": p.fingerprint,
             "stored": len(work.ingest.writer.existing_keys()), "job_id": self.job_id}})
+        for line in p.spec.warnings():
+            log.warning("spec", extra={"fields": {"warning": line}})
 
     # -- the loop --------------------------------------------------------------------------------
 

@@ -160,6 +160,9 @@ def _frame_size(data: bytes, i: int) -> tuple[int, int] | None:
     return (width, height) if 0 < width <= JPEG_MAX_DIMENSION and 0 < height <= JPEG_MAX_DIMENSION else None
 
 
+DRAFT_SCALES = (1, 2, 4)  # the DCT scales (in eighths) a draft is decoded at: libjpeg-turbo's SIMD reduced IDCTs
+
+
 def scaled(size: tuple[int, int], k: int) -> tuple[int, int]:
     """The size libjpeg decodes ``size`` to at the DCT scale ``k``/8: each side rounded up."""
     return -(-size[0] * k // 8), -(-size[1] * k // 8)
@@ -173,7 +176,7 @@ def decode_rgbx_into(data: bytes, out: np.ndarray, size: tuple[int, int],
     of a stored 1 MP JPEG). The size decoded, or None when libjpeg reports anything at all or decodes another
     size (then :func:`decode` says what, or decodes what is harmless)."""
     want = size if cover is None else next(
-        (s for k in (1, 2, 4) if (s := scaled(size, k))[0] >= cover[0] and s[1] >= cover[1]), size)
+        (s for k in DRAFT_SCALES if (s := scaled(size, k))[0] >= cover[0] and s[1] >= cover[1]), size)
     try:
         got = simplejpeg.decode_jpeg(data, colorspace="RGBX", buffer=out, strict=True, min_width=want[0],
                                      min_height=want[1])
