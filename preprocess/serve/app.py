@@ -127,7 +127,24 @@ def _status(exc: PreprocessError) -> int:
 
 async def _error_page(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, PreprocessError)
+    if not isinstance(exc, ConfigError | InputError) and (gone := _deleted(request)) is not None:
+        exc = gone
     return _page(request, _status(exc), exc.code, exc.one_line(), exc.hint)
+
+
+def _deleted(request: Request) -> NotFoundError | None:
+    """When a page of a snapshot failed to read it: REF_MISSING if gc deleted that snapshot after it was cached
+    (its rows then read "object not found"), which is forgotten; None for a snapshot that is there."""
+    snapshot = request.path_params.get("snapshot")
+    if not isinstance(snapshot, str):
+        return None
+    cat = pages.catalog(request)
+    cat.forget(snapshot)
+    try:
+        cat.pinned(snapshot)
+    except NotFoundError as gone:
+        return gone
+    return None
 
 
 async def _http_page(request: Request, exc: Exception) -> Response:
@@ -140,6 +157,8 @@ async def _http_page(request: Request, exc: Exception) -> Response:
 
 
 async def _crash_page(request: Request, exc: Exception) -> Response:
+    if (gone := _deleted(request)) is not None:
+        return await _error_page(request, gone)
     log.exception("serve: %s failed", request.url.path)
     internal = InternalError(f"{type(exc).__name__} while showing {request.url.path[:200]}",
                              code=ErrorCode.SERVE_INTERNAL)

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from preprocess.core.codes import ErrorCode
-from preprocess.core.errors import NotFoundError, PreprocessError, StorageError
+from preprocess.core.errors import NotFoundError
 from preprocess.pipeline.images import decode_rgb
 from preprocess.serve import comparer, downloads, renditions
 from preprocess.serve.grid import GridQuery
@@ -44,14 +44,7 @@ def _pinned(request: Request, kind: str, make: Callable[[str, int], tuple[bytes,
             catalog(request).comparison(snapshot, row)
         return Response(status_code=304, headers=headers)
     catalog(request).pinned(snapshot)
-    try:
-        body, media = make(snapshot, row)
-    except Exception as exc:  # gc deleted the snapshot after it was cached? Then 404 (REF_MISSING), not a 500
-        if isinstance(exc, PreprocessError) and not isinstance(exc, StorageError):
-            raise
-        catalog(request).forget(snapshot)
-        catalog(request).pinned(snapshot)
-        raise
+    body, media = make(snapshot, row)  # a snapshot gc deleted after it was cached: 404 (the app's error pages)
     return Response(body, media_type=media, headers=headers)
 
 
