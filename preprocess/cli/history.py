@@ -335,7 +335,8 @@ def _ref_command(store: str, kind: Literal["branch", "tag"], name: str | None, r
     if delete is not None:
         drop = refs.delete_branch if kind == "branch" else refs.delete_tag
         gone = _guard(lambda: drop(_repo(store), delete, wait=wait), js)
-        _done(js, gone.to_dict(), f"deleted {kind} {delete} (was {gone.snapshot}: readable by id until gc)")
+        _done(js, gone.to_dict(), f"deleted {kind} {delete} (was {gone.snapshot}: readable by id; gc deletes it "
+                                  "unless another branch or tag reaches it)")
     elif name is not None:
         make = refs.create_branch if kind == "branch" else refs.create_tag
         made = _guard(lambda: make(_repo(store), name, ref or "main", wait=wait), js)
@@ -375,8 +376,10 @@ def reset_cmd(store: Store, branch: Annotated[str, typer.Argument(help="The bran
 
     js = "reset" if as_json else ""
     done = _guard(lambda: refs.reset_branch(_repo(store), branch, ref, keep_tag=tag, wait=wait), js)
-    kept = f"tag {tag}" if tag else "its id (until gc; pass --tag to keep it)"
-    _done(js, done.to_dict(), f"{branch}: {done.old} -> {done.new}; the old tip stays readable by {kept}")
+    kept = f"tag {tag}" if tag else ("its id (gc deletes it unless another branch or tag reaches it; pass --tag "
+                                     "to keep it)")
+    _done(js, done.to_dict(), f"{branch}: already at {done.new}: nothing moved" if done.old == done.new else
+          f"{branch}: {done.old} -> {done.new}; the old tip stays readable by {kept}")
 
 
 @app.command("export")

@@ -21,7 +21,7 @@ import numpy.typing as npt
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import ConfigError
 from preprocess.rows.schema import ITEM_STATUSES
-from preprocess.store.where import Condition, Where, parse
+from preprocess.store.where import Condition, Where, is_time, parse
 
 SORTS = {"row": "", "similarity": "similarity", "quality": "quality", "bytes": "bytes"}
 PER_PAGE = (24, 48, 96, 192)
@@ -81,7 +81,7 @@ class GridQuery:
         values.update(commit=commit.upper(), format=fmt.lower())
         for name in ("captured_from", "captured_to"):
             day = params.get(name) or ""
-            _check(not day or bool(_DATE.match(day)), name, day, "a date, YYYY-MM-DD")
+            _check(not day or (bool(_DATE.match(day)) and is_time(day)), name, day, "a date, YYYY-MM-DD")
             values[name] = day
         for name, longest in TEXTS.items():
             text = (params.get(name) or "").strip()

@@ -169,14 +169,15 @@ def _io(path: Path) -> Iterator[None]:
 
 def _prepare(out_dir: Path) -> _Made:
     if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
-        raise ConfigError(f"{out_dir} exists and is not a directory", code=ErrorCode.EXPORT_DIR,
+        raise ConfigError("it exists and is not a directory", code=ErrorCode.EXPORT_DIR, path=str(out_dir),
                           hint="give a new or empty directory")
     if out_dir.is_dir() and any(out_dir.iterdir()):
-        raise ConfigError(f"{out_dir} is not empty", code=ErrorCode.EXPORT_DIR,
+        raise ConfigError("it is not empty", code=ErrorCode.EXPORT_DIR, path=str(out_dir),
                           hint="give a new or empty directory (an export never overwrites files; one that fails "
                                "removes what it wrote, one that was killed leaves it: remove that folder)")
     if not out_dir.parent.is_dir():
-        raise ConfigError(f"cannot create {out_dir}: {out_dir.parent} is not a directory", code=ErrorCode.EXPORT_DIR)
+        raise ConfigError(f"cannot create it: {out_dir.parent} is not a directory", code=ErrorCode.EXPORT_DIR,
+                          path=str(out_dir), hint="give a directory whose parent folder exists")
     made = _Made(out_dir)
     try:
         with contextlib.suppress(FileExistsError):

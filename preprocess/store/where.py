@@ -28,6 +28,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import cast
 
 import numpy as np
@@ -182,7 +183,26 @@ def _condition(text: str, field: str, op: str, value: str) -> Condition:
             raise _bad(text, f"{field} {op} {value!r}: not a finite number")
     if field == "commit" and op not in ("=", "!="):
         raise _bad(text, "commit takes = or != (a snapshot id or a prefix of 4+ characters)")
+    if ALIASES.get(field, field) == "capture_time" and op in ("<", "<=", ">", ">=") and not is_time(value):
+        raise _bad(text, f"{field} {op} {value!r}: not a time (YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS)")
     return Condition(field, op, value)
+
+
+_TIME = re.compile(r"(\d{4})(?:-(\d{2})(?:-(\d{2})(?:[T ](\d{2})(?::(\d{2})(?::(\d{2}))?)?)?)?)?")
+
+
+def is_time(value: str) -> bool:
+    """Whether ``value`` is an ISO time or the start of one (``2026``, ``2026-11``, ``2026-11-05T08:30``) that names a
+    real moment (``2026-13-45`` does not): what capture times are compared with, as text."""
+    m = _TIME.fullmatch(value)
+    if m is None:
+        return False
+    y, mo, d, h, mi, sec = (int(g) if g else None for g in m.groups())
+    try:
+        datetime(y or 1, mo or 1, d or 1, h or 0, mi or 0, sec or 0)
+    except ValueError:
+        return False
+    return True
 
 
 _STR = np.dtypes.StringDType()

@@ -267,3 +267,15 @@ def test_show_gives_a_jobs_times_as_it_gives_when_it_was_written(hist: Hist) -> 
     out = cli("show", str(hist.store)).stdout
     (line,) = [ln for ln in out.splitlines() if re.search(r"\btime\b", ln) and ".." in ln]
     assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \.\. \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", line), line
+
+
+def test_reset_to_where_a_branch_is_moves_nothing_and_says_so(hist: Hist, tmp_path: Path) -> None:
+    """A walkthrough (session 7): `reset main v1` with main already at v1 said the old tip "stays readable by its id
+    (until gc ...)"; and `branch --delete` said gc deletes what a tag still holds."""
+    store = tmp_path / "c.icechunk"
+    shutil.copytree(hist.store, store)
+    r = cli("reset", str(store), "main", "main")
+    assert r.exit_code == 0 and "already at" in r.stdout and "nothing moved" in r.stdout, r.output
+    cli("branch", str(store), "exp", "v1")
+    gone = cli("branch", str(store), "--delete", "exp")
+    assert gone.exit_code == 0 and "unless another branch or tag reaches it" in gone.stdout, gone.output

@@ -179,3 +179,15 @@ def test_narrow_terminals_leave_columns_out_not_names_or_ids_split(hist: Hist) -
         assert log.exit_code == 0 and all(i[:12] in log.stdout for i in ids), log.stdout
     wide = CliRunner().invoke(app, ["ls", s, "low-q"], env={"COLUMNS": "80"})
     assert " commit " in wide.stdout and " similarity " in wide.stdout
+
+
+def test_a_time_that_is_no_time_is_refused_not_compared_as_text(hist: Hist) -> None:
+    """A walkthrough (session 7): `--where "time >= 2026-13-45"` listed 0 rows (a text comparison), and the web
+    UI's captured_from=2026-13-45 answered 200 where captured_from=notadate was a 400."""
+    from preprocess.store.where import is_time
+
+    assert all(is_time(t) for t in ("2026", "2026-11", "2026-11-05", "2026-11-05T08:30", "2026-11-05 08:30:59"))
+    assert not any(is_time(t) for t in ("2026-13-45", "2026-02-30", "26-11-05", "notadate", "2026-11-05T25:00"))
+    r = cli("ls", str(hist.store), "--where", "time >= 2026-13-45")
+    assert r.exit_code == 2 and r.stderr.startswith("error[WHERE_INVALID]") and "not a time" in r.stderr, r.output
+    assert cli("ls", str(hist.store), "--where", "time >= 2026-11").exit_code == 0

@@ -241,3 +241,21 @@ def test_the_commit_page_gives_the_ratio_as_run_does(client: TestClient, served:
     """The web commit page said "3.7× smaller" where `run`'s summary said "3.75x" for the same commit."""
     page = client.get(f"/commits/{served.first.snapshot}").text
     assert re.search(r"\(\d+\.\d\d× smaller\)", page), page
+
+
+def test_the_commit_page_names_the_versions_failures_and_an_item_says_why_it_was_stored(
+        client: TestClient, served: Served) -> None:
+    """A walkthrough (session 7): beside "It added no items", "4 failures" read as the commit's own (it added 1;
+    the link lists the version's); a flagged item said it was stored because every check passed "(or, status
+    flagged, none did)", where its table showed one check passed."""
+    page = client.get(f"/commits/{served.second.snapshot}").text
+    assert re.search(r'id="version-failures">this version&#39;s \d+ failures?<', page) or \
+        re.search(r"id=\"version-failures\">this version's \d+ failures?<", page), page
+    ds = open_dataset(str(served.store), ref=str(served.lowq.snapshot))
+    statuses = [str(s) for s in ds.items_table(["status"])["status"].tolist()]
+    for status in ("ok", "flagged"):
+        if status in statuses:
+            item = client.get(f"/snapshots/{served.lowq.snapshot}/items/{statuses.index(status)}").text
+            assert ("because every check passed" in item) == (status == "ok"), status
+            assert ("Status flagged: even the top quality missed a check" in item) == (status == "flagged"), status
+            assert "none did" not in item

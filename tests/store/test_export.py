@@ -99,4 +99,5 @@ def test_an_export_that_fails_on_a_full_disk_leaves_nothing_and_the_rerun_finish
     with pytest.raises(ConfigError) as refused:
         export(repo, tmp_path / "killed")
     assert refused.value.code == "EXPORT_DIR" and "killed" in refused.value.hint
+    assert refused.value.path == str(tmp_path / "killed")  # --json's path (it was null)
     assert (tmp_path / "killed" / "images" / "0123456789abcdef-x.jpg").read_bytes() == b"\xff\xd8 half"
