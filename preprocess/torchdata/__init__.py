@@ -34,7 +34,8 @@ aspect ratio. ``draft=True`` (with ``size``; the CPU decode: DALI's decodes in f
 JPEG at the smallest of libjpeg's fast DCT scales (1/2, 1/4, 1/8) that is at least 1.5 times the resize (as
 Pillow's ``thumbnail`` drafts, with its gap of 2), then resizes the part of it that holds the image: fewer
 pixels to decode, and pixels within about a level of the full decode's (a mean of 0.06-0.84 levels on the
-bundled photos); off by default, so that the items are exactly the full decode's.
+bundled photos stored at 1280 px, read at 224x224; more at much smaller sizes); off by default, so that the
+items are exactly the full decode's.
 
 Workers start fast and open the store at their first item. This process never loads icechunk for the
 reader (the version's rows are read in a short-lived forked child), so :func:`loader` forks its workers:
