@@ -69,7 +69,8 @@ def run(
         engine_choice, device_choice = choices(engine, device)
         opts = JobOptions(sources=sources, store=store, spec_path=spec, branch=branch, message=message,
                           engine=engine_choice, device=device_choice, wait=wait, follow_symlinks=follow_symlinks)
-        _warn(spec)
+        if not as_json:  # --json: the summary's warnings
+            _warn(spec)
         if ray is None:
             summary = run_job(opts, progress)
         else:

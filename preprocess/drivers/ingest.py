@@ -102,6 +102,7 @@ class Summary:
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     failures: list[dict[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # the spec's (Spec.warnings): what it does not check
     # the skipped sources that are a second copy of a source of this commit: path, and same_as (its path)
     duplicates: list[dict[str, str]] = field(default_factory=list)
 
@@ -346,7 +347,7 @@ class Ingest:
             failed_known=t.failed_known,
             flagged=c.flagged, kept_source=c.kept_source, passthrough=c.passthrough, bytes_in=t.bytes_in,
             bytes_out=t.bytes_out, similarity_min=q.similarity_min, similarity_mean=q.similarity_mean,
-            views=q.views or {},
+            views=q.views or {}, warnings=p.spec.warnings(),
             quality_mean=q.quality_mean, probes_mean=q.probes_mean, seconds=round(self._since.elapsed(), 3),
             timings=t.timings.rounded(),
             failures=[{"path": names.storable(f.source_path), "code": f.code, "message": names.text(f.message)}

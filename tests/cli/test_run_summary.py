@@ -40,6 +40,12 @@ def test_the_summary_gives_each_checked_views_min_and_mean(tmp_path: Path, photo
     assert f"whole min {min(whole):.4f}" in r.stdout and f"crops min {min(crops):.4f}" in r.stdout, r.stdout
     doc = json.loads(CliRunner().invoke(app, [*args[:-1], str(tmp_path / "b.icechunk"), "--json"]).stdout)
     assert set(doc["views"]) == {"whole", "crops"} and abs(doc["views"]["crops"]["min"] - min(crops)) < 2e-6
+    assert doc["warnings"] == []  # it names its views
+    whole_only = tmp_path / "whole-only.toml"
+    whole_only.write_text(SPEC.split("[gate.views]", maxsplit=1)[0])  # no views: the whole frame alone, and it says so
+    doc = json.loads(CliRunner().invoke(app, ["run", str(photo_sets[0]), "--spec", str(whole_only), "--engine",
+                                              "pillow", "--store", str(tmp_path / "c.icechunk"), "--json"]).stdout)
+    assert len(doc["warnings"]) == 1 and "gate.views is not given" in doc["warnings"][0], doc["warnings"]
 
 
 def test_each_failures_code_gets_its_hint_once(tmp_path: Path, photo_sets: list[Path]) -> None:
