@@ -265,7 +265,10 @@ def read_errors() -> Iterator[None]:
 
 
 # What zarr's checksums, zstd and icechunk's readers say of a file whose bytes were changed or cut on disk.
+# zstd's words for a frame whose bytes changed (its header, sizes or body), icechunk's for a file it cannot parse
 _DAMAGE = ("checksum", "corrupt", "decompress", "src size is incorrect", "unknown frame descriptor",
+           "destination buffer is too small", "frame requires too much memory", "unsupported frame parameter",
+           "frame parameter unsupported", "dictionary mismatch",
            "invalid flatbuffer", "deserializ", "invalid magic numbers",
            "requested range was invalid", "invalidrange")  # the last two: a file shorter than its manifest says
 

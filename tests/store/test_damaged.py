@@ -91,6 +91,20 @@ def test_damaged_snapshot_and_manifest_files_are_store_io_not_a_bug(made: Path, 
         assert "changed on disk" in caught.value.hint, caught.value
 
 
+def test_zstds_words_for_a_changed_frame_are_damage() -> None:
+    """Which bits the test above flips decides which of zstd's errors a read meets (the store's files differ
+    run to run): CI's fresh clone once met "Destination buffer is too small", read as a storage fault with the
+    hint "check path, permissions"."""
+    from preprocess.core.errors import DamagedError
+    from preprocess.store.storage import read_errors
+
+    for text in ("I/O error: Destination buffer is too small", "Src size is incorrect", "Unknown frame descriptor",
+                 "Frame requires too much memory for decoding", "Restored data doesn't match checksum"):
+        for raised in (OSError(text), RuntimeError(text)):
+            with pytest.raises(DamagedError), read_errors():
+                raise raised
+
+
 def test_flipped_bits_in_stored_bytes_are_an_error_never_other_pixels(made: Path, tmp_path: Path) -> None:
     """Four bits flipped inside the stored JPEGs (bit rot, a bad disk) decoded to other pixels with no error,
     and `export` wrote the damaged files (round 6): each image's bytes now carry a CRC32C that every read
