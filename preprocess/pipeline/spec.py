@@ -7,6 +7,7 @@ the file and the field (``pipelines/camera.toml: quality.min: ...``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import tomllib
@@ -251,7 +252,7 @@ class Spec(_Frozen):
         not make its rows again), where the default spec also checks the crops at the stored size."""
         if "views" in self.gate.model_fields_set or len(self.resize.sides()) > 1:  # a size search: whole only
             return []
-        default = parse_spec(tomllib.loads(default_spec_path().read_text(encoding="utf-8"))).gate.views
+        default = _default_views()
         if self.gate.views == default:
             return []
         checks = ", ".join(f"{name} >= {t}" for name, t in default.items())
@@ -394,3 +395,9 @@ def bundled_dir(name: str) -> Path:
 
 def default_spec_path() -> Path:
     return bundled_dir("pipelines") / "camera.toml"
+
+
+@functools.cache
+def _default_views() -> Views:
+    """The default spec's views, read once (:meth:`Spec.warnings` is asked at every commit of a job)."""
+    return load_spec(default_spec_path()).gate.views
