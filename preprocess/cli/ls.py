@@ -107,16 +107,14 @@ _LEAVE_OUT = ("commit", "q", "stored", "similarity", "status")
 def _left_out(columns: dict[str, list[str | Text]], width: int) -> list[str]:
     """The columns of :data:`_LEAVE_OUT` to leave out, in that order, until the rest fits ``width`` with each
     file name whole (at most 24 characters of it)."""
-    def need(names_: list[str]) -> int:
-        return sum(3 + min(24 if n in ("file", "source") else 99,
-                           max([len(n), *(len(Text.from_markup(c).plain if isinstance(c, str) else c.plain)
-                                          for c in columns[n])])) for n in names_)
-
-    kept, gone = list(columns), []
+    widths = {n: 3 + min(24 if n in ("file", "source") else 99,  # each column measured once (an escaped
+                         max([len(n), *(len(c) if isinstance(c, str) else c.cell_len for c in cells)]))  # cell
+              for n, cells in columns.items()}  # counts its escapes: a column can only seem wider)
+    need, gone = sum(widths.values()), []
     for name in _LEAVE_OUT:
-        if need(kept) <= width or name not in kept:
+        if need <= width or name not in widths:
             break
-        kept.remove(name)
+        need -= widths[name]
         gone.append(name)
     return gone
 

@@ -87,9 +87,9 @@ def run(
 
 def _warn(spec: str | None) -> None:
     """The spec's warnings (:meth:`~preprocess.pipeline.spec.Spec.warnings`), on stderr before the job starts."""
-    from preprocess.pipeline.spec import default_spec_path, find_spec, load_spec
+    from preprocess.pipeline.spec import default_spec_path, load_spec
 
-    for line in load_spec(find_spec(spec) if spec else default_spec_path()).warnings():
+    for line in load_spec(spec or default_spec_path()).warnings():
         err.print(Text(f"warning: {line}"), highlight=False, soft_wrap=True)
 
 

@@ -210,7 +210,7 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
 
 
 def input_error(code: ErrorCode, message: str, path: str | None = None) -> InputError:
-    return InputError(message, code=code, hint=HINTS.get(code, ""), path=path)
+    return InputError(message, code=code, path=path)  # its hint: the code's (HINTS)
 
 
 # Process exit codes of the CLI.

@@ -21,7 +21,7 @@ import numpy.typing as npt
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import ConfigError
 from preprocess.rows.schema import ITEM_STATUSES
-from preprocess.store.where import Condition, Where, is_time, parse
+from preprocess.store.where import Condition, Where, is_time, parse, sort_order
 
 SORTS = {"row": "", "similarity": "similarity", "quality": "quality", "bytes": "bytes"}
 PER_PAGE = (24, 48, 96, 192)
@@ -166,11 +166,7 @@ def select(column: Column, rows: int, q: GridQuery) -> Rows:
     picked = np.flatnonzero(q.to_where().mask(column, rows))
     if not SORTS[q.sort]:
         return picked[::-1].copy() if q.order == "desc" else picked
-    values = column(SORTS[q.sort])[picked]
-    key = values.astype(np.float64)
-    if q.order == "desc":
-        key = -key  # stable for ties (row order), NaN still last
-    return picked[np.argsort(key, kind="stable")]
+    return picked[sort_order(column(SORTS[q.sort])[picked], numeric=True, descending=q.order == "desc")]
 
 
 @dataclass(frozen=True)

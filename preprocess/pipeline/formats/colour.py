@@ -22,13 +22,15 @@ from preprocess.core.errors import InputError, input_error
 
 INTENT = imagecodecs.CMS.INTENT.RELATIVE_COLORIMETRIC
 _SPACE = {"rgb": "RGB", "gray": "L", "cmyk": "CMYK"}  # profile colour space -> the Pillow mode it fits
-GREY = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})  # Pillow's grey modes
-
-
 def space_of(mode: str) -> str:
-    """The profile colour space (as :data:`_SPACE`'s values) that pixels of Pillow ``mode`` are in: grey,
-    CMYK, or RGB (palettes and every other mode)."""
-    return "L" if mode in GREY else "CMYK" if mode == "CMYK" else "RGB"
+    """The profile colour space (as :data:`_SPACE`'s values) that pixels of Pillow ``mode`` are in: grey (the
+    modes Pillow bases on L: 1, L, LA, I, I;16, F ...), CMYK, or RGB (palettes and every other mode)."""
+    if mode == "CMYK":
+        return "CMYK"
+    try:
+        return "L" if Image.getmodebase(mode) == "L" else "RGB"
+    except KeyError:  # a mode Pillow does not know: as its pixels would be converted, RGB
+        return "RGB"
 
 
 @cache
