@@ -40,8 +40,8 @@ def watch(
                                               "port; 'off' disables).")] = "127.0.0.1:9400",
     liveness_timeout: Annotated[str, typer.Option(help="/healthz fails when the loop is stuck this long.")] = "2m",
     follow_symlinks: Annotated[bool, typer.Option(
-        "--follow-symlinks", help="Follow symlinks that lead outside FOLDER (default: such a link is a "
-                                  "failure, E_SYMLINK_OUTSIDE, and its target is never read).")] = False,
+        "--follow-symlinks", help="Follow symlinks that lead outside FOLDER (found at rescans; default: such a "
+                                  "link is a failure, E_SYMLINK_OUTSIDE, and its target is never read).")] = False,
     log_format: Annotated[str, typer.Option(help="text | json (one JSON object per line).")] = "text",
     log_level: Annotated[str, typer.Option(help="debug | info | warning | error.")] = "info",
     message: Annotated[str, typer.Option("--message", "-m", help="Commit message (default: counts).")] = "",

@@ -15,7 +15,7 @@ import errno
 import hashlib
 import os
 import stat
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PosixPath
 
@@ -106,26 +106,37 @@ def list_sources(roots: Iterable[Where | Location], *, follow_symlinks: bool = F
 def _walk(top: str, roots: Sequence[str], *, follow: bool) -> Iterator[Path]:
     """The image files under ``top``, and the folders that :func:`list_sources` lists as themselves."""
     unlisted: list[str] = []
+    yield from map(Path, walk_images(top, roots, follow=follow, onerror=lambda e: unlisted.append(str(e.filename))))
+    yield from map(Path, unlisted)
+
+
+def walk_images(top: str, roots: Sequence[str], *, follow: bool, onerror: Callable[[OSError], None],
+                prune: Callable[[str], bool] | None = None) -> Iterator[str]:
+    """The walk ``run`` and ``watch`` share: every image file under ``top`` (not hidden, nor in a hidden
+    folder), and each link to a folder outside ``roots`` unless ``follow`` (read as a file, it is refused:
+    ``E_SYMLINK_OUTSIDE``). A link to a folder inside the roots is left to that folder; with ``follow``,
+    each folder is walked once however many links lead there (and a loop ends). ``onerror`` gets each
+    folder that cannot be listed; ``prune`` leaves out a subfolder (and all below it) when it says so."""
     seen: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(top, followlinks=follow,
-                                                onerror=lambda e: unlisted.append(str(e.filename))):
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=follow, onerror=onerror):
         if (real := os.path.realpath(dirpath)) in seen:  # a loop, or a second link to a folder walked
             dirnames[:] = []
             continue
         seen.add(real)
         keep = []
-        for d in sorted(d for d in dirnames if not d.startswith(".")):  # sorted: which link names a folder is fixed
+        for d in sorted(dirnames):  # sorted: which link names a folder is fixed
             full = os.path.join(dirpath, d)
+            if d.startswith(".") or (prune is not None and prune(full)):
+                continue
             if os.path.islink(full):
                 if any(_inside(os.path.realpath(full), r) for r in roots):
                     continue  # walked as itself
                 if not follow:
-                    yield Path(full)  # read_source: E_SYMLINK_OUTSIDE
+                    yield full  # read_source: E_SYMLINK_OUTSIDE
                     continue
             keep.append(d)
         dirnames[:] = keep
-        yield from (p for p in (Path(dirpath) / name for name in filenames) if is_candidate(p))
-    yield from map(Path, unlisted)
+        yield from (full for full in (os.path.join(dirpath, name) for name in filenames) if is_candidate(Path(full)))
 
 
 def local_roots(roots: Iterable[Where | Location]) -> tuple[str, ...]:

@@ -225,7 +225,7 @@ class WatchDaemon:
     def _detect(self) -> Detector:
         o = self.opts
         scanning = Scanning(poll=o.poll, poll_interval=o.poll_interval, rescan_interval=o.rescan_interval,
-                            exclude=o.never_taken())
+                            exclude=o.never_taken(), follow_symlinks=o.follow_symlinks)
         detector = Detector(self.folder, self.queue, scanning, on_lost_events=self.metrics.lost_events.inc)
         detector.start()
         return detector

@@ -36,7 +36,7 @@ from watchdog.observers.polling import PollingObserver
 
 from preprocess.core import names
 from preprocess.drivers.watch.queue import FileQueue, Stat
-from preprocess.sources.files import is_candidate
+from preprocess.sources.files import is_candidate, walk_images
 
 log = logging.getLogger("preprocess.drivers.watch")
 
@@ -76,6 +76,7 @@ class Scanning:
     poll_interval: float = 1.0
     rescan_interval: float = 300.0
     exclude: tuple[str, ...] = ()  # folders inside the watched one that are never taken
+    follow_symlinks: bool = False  # walk into links to folders outside (found by scans: inotify sees no events there)
 
 
 class Detector:
@@ -88,6 +89,7 @@ class Detector:
         self.poll_interval = scanning.poll_interval
         self.rescan_interval = scanning.rescan_interval
         self.exclude = tuple(os.path.realpath(e) for e in scanning.exclude)
+        self.follow = scanning.follow_symlinks
         self.on_lost_events = on_lost_events
         fs = filesystem_type(self.folder)
         self.fs_type = fs
@@ -178,7 +180,7 @@ class Detector:
         A folder that cannot be listed is offered too (its read records it as an E_UNREADABLE row, as in
         ``run``). A complete scan of the whole folder also drops handled entries of files that are gone
         (their delete events may have been lost)."""
-        if self.excluded(top):
+        if top != self.folder and not self._inside(top):  # excluded, hidden, or not in the folder
             return 0
         present: set[str] = set()
         unlisted: list[str] = []
@@ -191,18 +193,21 @@ class Detector:
         return offered
 
     def _images(self, top: str, unlisted: list[str]) -> Iterator[str]:
-        """The wanted image files under ``top`` (until stopped); the folders it cannot list go to ``unlisted``."""
+        """What ``run`` would list under ``top`` (the same walk: image files, and links to folders outside,
+        which the read refuses unless --follow-symlinks) until stopped; the folders it cannot list go to
+        ``unlisted``."""
 
         def unlistable(e: OSError) -> None:
             if not isinstance(e, FileNotFoundError | NotADirectoryError):  # gone, or a file now: nothing to say
                 unlisted.append(str(e.filename))
 
-        for dirpath, dirnames, filenames in os.walk(top, onerror=unlistable):
+        def pruned(folder: str) -> bool:  # once stopped, every folder is left out: the walk ends at once
+            return self._stop.is_set() or self.excluded(folder)
+
+        for path in walk_images(top, (self.folder,), follow=self.follow, onerror=unlistable, prune=pruned):
             if self._stop.is_set():
                 return
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")
-                           and not self.excluded(os.path.join(dirpath, d))]
-            yield from (path for path in (os.path.join(dirpath, name) for name in filenames) if self.wanted(path))
+            yield path
 
     def _unlistable(self, folders: list[str]) -> Iterator[str]:
         """Of the folders a walk could not list, those inside the watched folder that still cannot be (said once)."""
@@ -281,6 +286,8 @@ class _Handler(FileSystemEventHandler):
                 q.offer(src)
         elif kind in ("created", "modified") and d.wanted(src):
             q.offer(src)
+        elif kind == "created" and os.path.islink(src) and os.path.isdir(src):
+            d.request_rescan(os.path.dirname(src))  # a link to a folder: the walk says what it is (as in run)
 
 
 class _LostEventsHook(logging.Handler):

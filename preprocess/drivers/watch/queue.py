@@ -31,10 +31,10 @@ class Stat:
     @classmethod
     def of(cls, path: str) -> Stat | None:
         """The file's (size, mtime); for what is not a regular file, even through a link (a FIFO, a socket,
-        a device, a broken link), the entry's own: it is taken like a file and the read refuses it, as in
-        ``run`` (a failure row, never a read that blocks). So are a folder that cannot be listed and a path
-        that cannot be looked at (over the system's limit): the read records them as ``E_UNREADABLE``.
-        None when it is gone or a folder."""
+        a device, a broken link, a link to a folder), the entry's own: it is taken like a file and the read
+        refuses it, as in ``run`` (a failure row, never a read that blocks). So are a folder that cannot be
+        listed and a path that cannot be looked at (over the system's limit): the read records them as
+        ``E_UNREADABLE``. None when it is gone or a folder."""
         try:
             st = os.stat(path)
         except OSError:
@@ -49,7 +49,7 @@ class Stat:
             return UNSEEN
         if stat_mod.S_ISDIR(own.st_mode):
             return None if _listable(path) else cls(own.st_size, own.st_mtime_ns)
-        if st is not None and stat_mod.S_ISDIR(st.st_mode):
+        if st is not None and stat_mod.S_ISDIR(st.st_mode) and not stat_mod.S_ISLNK(own.st_mode):
             return None
         return cls(own.st_size, own.st_mtime_ns)
 

@@ -280,3 +280,44 @@ def test_an_event_rescan_offers_no_hidden_gone_or_listable_folder(tmp_path: Path
         assert det.scan(str(tmp_path / "gone")) == 0
         assert det.scan(str(tmp_path)) == 0
     assert not [r for r in caplog.records if "cannot list" in r.getMessage()]
+
+
+@pytest.mark.parametrize("follow", [False, True])
+def test_a_scan_takes_what_run_lists_links_to_folders_included(tmp_path: Path, follow: bool) -> None:
+    """watch walked its own way: a link to a folder outside was skipped without a row (run records
+    E_SYMLINK_OUTSIDE), and --follow-symlinks never walked into one (run does). Both now share one walk, so
+    a scan offers exactly what `run` lists; a link made while watching is looked at at once."""
+    from watchdog.events import FileCreatedEvent
+
+    from preprocess.drivers.watch.detect import _Handler
+    from preprocess.sources.files import list_sources
+
+    tmp = tmp_path.resolve()
+    folder, outside = tmp / "in", tmp / "outside"
+    (folder / "sub").mkdir(parents=True)
+    (outside / "dir").mkdir(parents=True)
+    for f in (folder / "a.jpg", folder / "sub" / "b.jpg", outside / "c.jpg", outside / "dir" / "d.jpg"):
+        f.write_bytes(f.name.encode())
+    (folder / "file.jpg").symlink_to(outside / "c.jpg")
+    (folder / "out").symlink_to(outside / "dir")
+    (folder / "again").symlink_to(folder / "sub")  # inside: left to sub/ itself
+    (folder / ".hidden").mkdir()
+    (folder / ".hidden" / "e.jpg").write_bytes(b"e")
+    q = FileQueue(20, quiet=0.0)
+    det = Detector(str(folder), q, Scanning(poll=True, rescan_interval=60.0, follow_symlinks=follow))
+    listed = sorted(map(str, list_sources([str(folder)], follow_symlinks=follow)))
+    assert det.scan(det.folder) == len(listed)
+    q.settle()
+    q.settle()
+    assert sorted(r.path for r in q.take(20)) == listed
+    want = ["a.jpg", "file.jpg", "out/d.jpg" if follow else "out", "sub/b.jpg"]
+    assert [os.path.relpath(p, folder) for p in listed] == want
+    (outside / "late").mkdir()
+    (outside / "late" / "f.jpg").write_bytes(b"f")
+    (folder / "late").symlink_to(outside / "late")
+    _Handler(det).on_any_event(FileCreatedEvent(str(folder / "late")))  # what inotify says of a new link
+    assert det._dirs == {str(folder)}  # a rescan of the link's folder is asked for
+    assert det.scan(str(folder)) == 1
+    q.settle()
+    q.settle()
+    assert [os.path.relpath(r.path, folder) for r in q.take(20)] == ["late/f.jpg" if follow else "late"]
