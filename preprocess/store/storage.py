@@ -94,10 +94,21 @@ def _s3_storage(loc: S3Location, given: str) -> ic.Storage:
                          session_token=cfg.session_token)
 
 
+# The first look at an object store tries 3 times within ~1 s: with icechunk's default of 10 tries and
+# backoff doubling from 0.1 s, an endpoint that refuses connections (a wrong AWS_ENDPOINT_URL, a server not
+# started) answered STORE_IO after 30-40 s of silence. Reads and writes after it keep the default retries.
+FIRST_LOOK = ic.StorageSettings(retries=ic.StorageRetriesSettings(max_tries=3, initial_backoff_ms=200,
+                                                                  max_backoff_ms=1000))
+
+
+def _remote_exists(storage: ic.Storage, url: str) -> bool:
+    return bool(storage_call("inspect", where=url, fn=lambda: ic.Repository.exists(storage, FIRST_LOOK)))
+
+
 def _open_remote(loc: S3Location, given: str, *, create: bool) -> ic.Repository:
     url = loc.url
     storage = _s3_storage(loc, given)
-    if storage_call("inspect", where=url, fn=lambda: ic.Repository.exists(storage)):
+    if _remote_exists(storage, url):
         return storage_call("open", where=url, fn=lambda: ic.Repository.open(storage))
     if not create:
         raise NotFoundError("there is no dataset", code=ErrorCode.STORE_MISSING, path=url,
@@ -129,8 +140,7 @@ def check_location(location: Where | Location) -> bool:
     nothing."""
     loc = Location.of_store(location)
     if loc.object is not None:
-        storage = _s3_storage(loc.object, loc.text)
-        return bool(storage_call("inspect", where=loc.object.url, fn=lambda: ic.Repository.exists(storage)))
+        return _remote_exists(_s3_storage(loc.object, loc.text), loc.object.url)
     path = loc.local
     with storage_errors("access", path):
         if _local_exists(path, ic.local_filesystem_storage(str(path)), create=True):

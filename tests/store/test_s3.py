@@ -85,6 +85,26 @@ def test_missing_datasets_buckets_and_urls_are_clear_errors(s3: str) -> None:
     assert SECRET not in str(caught.value)
 
 
+def test_an_endpoint_that_refuses_connections_is_said_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`preprocess log s3://...` with a wrong AWS_ENDPOINT_URL answered STORE_IO after 30-40 s of silence
+    (icechunk's 10 tries with doubling backoff); the first look now tries 3 times within ~1 s. The bound is
+    loose (10 s): a functional check that no long retry runs, not a speed figure."""
+    import socket
+    import time
+
+    with socket.socket() as sock:  # a port nothing listens on: bound, never listened to
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        for k, v in s3_env(f"http://127.0.0.1:{port}").items():
+            monkeypatch.setenv(k, v)
+        start = time.monotonic()
+        with pytest.raises(StorageError) as e:
+            open_repo("s3://cams/ds", create=False)
+        took = time.monotonic() - start
+    assert e.value.code == "STORE_IO" and "refused" in str(e.value) and "AWS_ENDPOINT_URL" in e.value.hint
+    assert took < 10, took
+
+
 def test_config_comes_from_env_then_profile_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION",
               "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
