@@ -88,6 +88,7 @@ def summary_rows(d: Diff, ref_a: str, ref_b: str) -> list[tuple[str, str]]:
         ("failures", f"+{len(d.failures_added)}, -{len(d.failures_removed)}"),
     ]
     for specs, sign in ((d.specs_added, "+"), (d.specs_removed, "-")):
-        rows += [("spec", f"{sign} {s.info.pipeline.name or '?'} {s.fingerprint}: {s.info.summary()}") for s in specs]
+        rows += [("spec", f"{sign} {names.quote(s.info.pipeline.name or '?')} {s.fingerprint}: {s.info.summary()}")
+                 for s in specs]
     rows += [("model", f"+ {m}") for m in d.models_added] + [("model", f"- {m}") for m in d.models_removed]
     return rows

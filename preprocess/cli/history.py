@@ -136,7 +136,7 @@ def _log_table(title: str, commits: list[Commit]) -> Table:
     sep = " " if wide else "\n"
     for c in commits:
         refs = f"[cyan]{escape(', '.join(c.refs))}[/]" if c.refs else ""
-        spec = f"{escape(c.spec)}{sep}{c.fingerprint[:8]}".strip() if c.fingerprint else "-"
+        spec = f"{escape(names.quote(c.spec))}{sep}{c.fingerprint[:8]}".strip() if c.fingerprint else "-"
         when = c.written_at.strftime(f"%Y-%m-%d{sep}%H:%M")
         snapshot, message = f"[bold]{c.id[:SHORT_ID]}[/]", escape(names.line(c.message))
         if wide and refs:
@@ -144,7 +144,7 @@ def _log_table(title: str, commits: list[Commit]) -> Table:
         elif refs:
             snapshot += f"\n{refs}"
         cells = [snapshot, when, _num(c.added), _num(c.failed), spec]
-        t.add_row(*cells, *([escape(c.model or "-")] if wide else []), message)
+        t.add_row(*cells, *([escape(names.quote(c.model or "-"))] if wide else []), message)
     return t
 
 
@@ -207,11 +207,11 @@ def _provenance_rows(p: Provenance) -> list[tuple[str, str]]:
         ("branch", f"{i.branch or '-'} (parent {i.parent_snapshot or '-'})"),
         ("inputs", f"{i.count} files under {', '.join(map(names.shown, i.roots))}"),
         ("input list sha256", i.list_sha256 or "-"),
-        ("spec", f"{names.shown(p.spec_path) or '-'} ({p.spec_info.pipeline.name or '-'})"),
+        ("spec", f"{names.shown(p.spec_path) or '-'} ({names.quote(p.spec_info.pipeline.name or '-')})"),
         ("spec sha256", p.spec_sha256 or "-"),
         ("fingerprint", p.fingerprint or "-"),
         ("settings", p.spec_info.summary() if p.spec else "-"),
-        ("model", f"{m.name or '-'} ({m.dim if m.dim is not None else '-'}-d)"),
+        ("model", f"{names.quote(m.name or '-')} ({m.dim if m.dim is not None else '-'}-d)"),
         ("weights sha256", m.weights_sha256 or "-"),
         ("onnx sha256", m.onnx_sha256 or "-"),
         ("engine", engine or "-"),
@@ -243,9 +243,11 @@ def _print_lineage(found: Lineage) -> None:
             ("similarity", fmt(float(sim) if isinstance(sim, int | float) else None, ".4f")),
             *([("checks", checks)] if (checks := _checks_line(s, c)) else []),
             ("spec", f"{names.shown(p.spec_path if p else '') or '-'} "
-                     f"({(p.spec_info.pipeline.name if p else '') or '-'}), fingerprint {s['fingerprint']}"),
-            ("model", f"{s['model']} (weights {((p.model.weights_sha256 if p else '') or '-')[:16]})"),
-            ("commit", f"{c.id} {c.message}" if c else "-"),
+                     f"({names.quote((p.spec_info.pipeline.name if p else '') or '-')}), "
+                     f"fingerprint {s['fingerprint']}"),
+            ("model", f"{names.quote(str(s['model']))} "
+                      f"(weights {((p.model.weights_sha256 if p else '') or '-')[:16]})"),
+            ("commit", f"{c.id} {names.line(c.message)}" if c else "-"),
             ("committed", f"{_when(c.written_at.isoformat()) if c else '-'} on {(c.branch if c else '') or '-'}, "
                           f"job {s['job_id']}"),
         ]
@@ -394,8 +396,8 @@ def export_cmd(store: Store, out_dir: Annotated[str, typer.Argument(help="A new 
     js = "export" if as_json else ""
     interrupts.leaves(f"the export was removed: {names.quote(out_dir)} is as it was (the store was not changed)")
     done = _guard(lambda: export.export(_repo(store), out_dir, ref=ref, fmt=manifest), js)  # type: ignore[arg-type]
-    _done(js, done.to_dict(), f"exported {done.files} images ({size(done.bytes)}) of {ref} "
-                                   f"({done.ref['snapshot']}) to {done.out_dir}; manifest {done.manifest}")
+    _done(js, done.to_dict(), f"exported {done.files} images ({size(done.bytes)}) of {ref} ({done.ref['snapshot']}) "
+                              f"to {names.quote(done.out_dir)}; manifest {names.quote(done.manifest)}")
 
 
 @app.command("gc")

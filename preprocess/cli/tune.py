@@ -292,6 +292,9 @@ def _from(path: str, sample: list[str] | None, report: str | None, judge: _Judge
     file = Path(path) / "report.json" if Path(path).is_dir() else Path(path)
     try:
         doc = json.loads(file.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise ConfigError(f"{file}: not a report: nested too deeply", code=ErrorCode.TUNE_REPORT,
+                          hint="pass the report.json (or its folder) that `preprocess tune --report` wrote") from None
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{file}: cannot read a report: {exc}", code=ErrorCode.TUNE_REPORT,
                           hint="pass the report.json (or its folder) that `preprocess tune --report` wrote") from None

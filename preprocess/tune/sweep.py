@@ -178,8 +178,12 @@ def _measure(run: Run, paths: Sequence[Path]) -> tuple[list[SampleImage], dict[s
     run.progress.start(len(paths) * len(run.sizes) * per_image)
     try:
         for paths_batch in batched(paths, run.spec.batch.size):
-            b = Batch(_read(paths_batch, run.spec, run.skipped), run)
+            read = _read(paths_batch, run.spec, run.skipped)
             run.clock("read")
+            if not read:  # every file of this batch was skipped: nothing to measure (arrays of 0 images fail)
+                run.progress.advance(len(paths_batch) * per_image * len(run.sizes))
+                continue
+            b = Batch(read, run)
             for si in range(len(run.sizes)):
                 done = _measure_size(run, b, si)
                 run.progress.advance(len(paths_batch) * per_image - done)  # the unreadable ones

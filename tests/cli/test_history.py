@@ -196,6 +196,30 @@ def test_a_store_path_a_message_and_a_where_are_printed_as_one_printable_line(tm
     assert json.loads(listed)["rows"][0]["source_path"] == odd
 
 
+def test_a_spec_name_and_an_export_folder_are_printed_as_one_printable_line(tmp_path: Path,
+                                                                           small_photos: list[Path]) -> None:
+    """A spec's [pipeline] name holding an ESC[2J, a newline (a forged row in `log`) and a bidi override, and
+    an export folder with an ESC: `log`, `show`, `show --item`, `diff` and `export` printed them raw (a
+    hostile-input audit, session 8)."""
+    from tests.store.conftest import TINY
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(small_photos[0], folder / small_photos[0].name)
+    spec = tmp_path / "odd.toml"
+    spec.write_text(TINY.format(name="ev\\u001b[2Jil\\nLINE2 \\u202egnp", quality=80))
+    store = str(tmp_path / "st")
+    ran = CliRunner().invoke(app, ["run", str(folder), "--store", store, "--spec", str(spec), "--engine", "pillow"])
+    assert ran.exit_code == 0, ran.output
+    out_dir = str(tmp_path / "e\x1b[2Jz")
+    for args in (["log", store], ["show", store], ["show", store, "--item", small_photos[0].name],
+                 ["diff", store, "main~1", "main"], ["export", store, out_dir]):
+        result = CliRunner().invoke(app, args)
+        shown = result.stdout + result.stderr
+        assert result.exit_code == 0, (args, shown)
+        assert "\x1b" not in shown and "\u202e" not in shown and "\nLINE2" not in shown, (args, shown)
+
+
 def test_show_says_when_a_source_has_no_exif_camera_or_time(hist: Hist) -> None:
     """`show --item` printed "camera │ - at -" for a source without EXIF."""
     s = str(hist.store)

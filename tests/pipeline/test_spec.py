@@ -69,6 +69,9 @@ def test_bounds_and_mode_fields_are_checked() -> None:
         parse_spec({"quality": {"min": 90, "max": 40}})
     with pytest.raises(ConfigError, match=r"needs resize\.width and resize\.height"):
         parse_spec({"resize": {"mode": "fit", "width": 100}})
+    with pytest.raises(ConfigError, match=r"resize.sizes: at most 16 sides"):  # 1,265 sides: 115 s, 3.25 GB a photo
+        parse_spec({"resize": {"mode": "long-side", "size": 1280, "sizes": list(range(16, 1281))}})
+    assert parse_spec({"resize": {"mode": "long-side", "size": 1280, "sizes": [640] * 20}}).resize.sizes == (640,) * 20
 
 
 def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
@@ -79,6 +82,25 @@ def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         load_spec(tmp_path / "missing.toml")
     assert e.value.code == "SPEC_MISSING"
+
+
+def test_a_hostile_spec_or_manifest_file_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    """Nesting deeper than Python's recursion limit was a RecursionError (a 3,000-line traceback, exit 70),
+    and `--spec /dev/zero` read until memory ran out (a hostile-input audit, session 8)."""
+    from preprocess.pipeline.extractor.manifest import load_manifest
+
+    deep = tmp_path / "deep.toml"
+    deep.write_text('[pipeline]\nname = "x"\n[encode]\nx = ' + "[" * 2000 + "]" * 2000 + "\n")
+    with pytest.raises(ConfigError) as e:
+        load_spec(deep)
+    assert e.value.code == "SPEC_SYNTAX" and "nested too deeply" in e.value.message
+    (tmp_path / "inline.toml").write_text("a = " + "{a = " * 2000 + "1" + "}" * 2000 + "\n")
+    with pytest.raises(ConfigError) as e:
+        load_manifest(tmp_path / "inline.toml")
+    assert e.value.code == "MODEL_MANIFEST" and "nested too deeply" in e.value.message
+    with pytest.raises(ConfigError) as e:
+        load_spec("/dev/zero")
+    assert e.value.code == "SPEC_UNREADABLE" and "over 1024 KB" in e.value.message
 
 
 @given(w=st.integers(1, 20000), h=st.integers(1, 20000), size=st.integers(16, 4096))

@@ -475,9 +475,16 @@ def test_helpers() -> None:
 def test_the_cli_prints_progress_lines_when_piped_and_says_what_is_wrong(tmp_path: Path, two: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
+    unreadable = tmp_path / "unreadable"
+    unreadable.mkdir()
+    (unreadable / "a.jpg").write_bytes(b"")  # a zero-byte upload: tune crashed (exit 70) on a batch of none
+    deep_report = tmp_path / "deep.json"
+    deep_report.write_text("[" * 100_000 + "]" * 100_000)  # a RecursionError's traceback, exit 70, before
     for args, code in (([str(empty), "--report", str(tmp_path / "r0")], "SAMPLE_EMPTY"),
+                       ([str(unreadable), "--report", str(tmp_path / "r0")], "SAMPLE_EMPTY"),
                        ([str(two), "--report", str(tmp_path / "r0"), "--formats", "jpeg,bmp"], "TUNE_FORMAT"),
-                       ([str(two)], "CLI_USAGE"), ([str(two), "--from", str(tmp_path)], "CLI_USAGE")):
+                       ([str(two)], "CLI_USAGE"), ([str(two), "--from", str(tmp_path)], "CLI_USAGE"),
+                       (["--from", str(deep_report)], "TUNE_REPORT")):
         proc = subprocess.run([*CLI, "tune", *args], capture_output=True, text=True, cwd=ROOT, check=False)
         assert proc.returncode == 2 and code in proc.stderr, (args, proc.stderr)
     out = tmp_path / "r1"
@@ -622,3 +629,20 @@ def test_a_gate_target_is_a_gate_score_not_a_similarity(report: dict[str, Path],
                                  capture_output=True, text=True, cwd=ROOT, check=False)
     assert unreachable.returncode == 2 and "no measured setting reaches gate score >= 0.999" in " ".join(
         unreachable.stderr.split())
+
+
+def test_a_batch_with_no_readable_file_is_passed_over(tmp_path: Path, two: Path) -> None:
+    """The first batch of the sample held only zero-byte files: tune crashed with a traceback (exit 70) before
+    it reached the readable ones (a walkthrough, session 8). The batch is skipped and its files listed."""
+    d = tmp_path / "sample"
+    d.mkdir()
+    for name in ("0a.jpg", "0b.jpg"):
+        (d / name).write_bytes(b"")
+    for p in sorted(two.iterdir()):
+        shutil.copy(p, d / p.name)
+    spec = tmp_path / "batch2.toml"
+    spec.write_text((ROOT / "pipelines" / "camera.toml").read_text().replace("size = 32", "size = 2"))
+    sweep = run_sweep(SweepOptions(sources=[str(d)], spec_path=str(spec), sizes=(320,), qualities=(50, 90),
+                                   formats=["jpeg"], engine="pillow", gauge="gate"))
+    assert [Path(i.path).name for i in sweep.images] == sorted(p.name for p in two.iterdir())
+    assert [(Path(k.path).name, k.code) for k in sweep.skipped] == [("0a.jpg", "E_EMPTY"), ("0b.jpg", "E_EMPTY")]

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import ConfigError, NotFoundError
+from preprocess.core.textfiles import TooLong, parse_toml, read_text
 from preprocess.pipeline.spec import bundled_dir
 
 
@@ -82,11 +83,11 @@ class Manifest(_Frozen):
 def load_manifest(path: str | Path) -> Manifest:
     p = Path(path)
     try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
+        data = parse_toml(read_text(p))
     except FileNotFoundError:
         raise NotFoundError("model manifest not found", code=ErrorCode.MODEL_MISSING, path=str(p),
                           hint="see `preprocess models list`") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, TooLong, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read model manifest: {exc}", code=ErrorCode.MODEL_MANIFEST, path=str(p)) from None
     data["origin"] = str(p.resolve())
     try:
