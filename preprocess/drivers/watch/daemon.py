@@ -66,6 +66,7 @@ from preprocess.store.lock import lock_repo
 log = logging.getLogger("preprocess.drivers.watch")
 
 TICK = 0.05  # the loop's idle sleep (s)
+FOLDER_CHECK = 1.0  # how often the loop looks whether the watched folder was replaced (s)
 MAX_ENGINE_ERRORS = 3  # consecutive batches failing as a whole: the engine is broken, not the files
 
 
@@ -246,12 +247,15 @@ class WatchDaemon:
         o, q, detector = self.opts, self.queue, self.detector
         assert detector is not None
         settle_every = max(0.05, min(0.25, o.quiet / 4))
-        next_settle = 0.0
+        next_settle = next_check = 0.0
         while not self._stop.is_set():
             now = self._heartbeat = time.monotonic()
             if now >= next_settle:
                 q.settle()
                 next_settle = now + settle_every
+            if now >= next_check:  # the folder removed or renamed and made anew: watch the new one
+                detector.check_folder()
+                next_check = now + FOLDER_CHECK
             if q.take_overflow():
                 detector.request_rescan()
             took = self._writable(work, now) and self._step(work)

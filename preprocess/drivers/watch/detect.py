@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -104,6 +105,8 @@ class Detector:
         self._lock = threading.Lock()
         self._scanner = threading.Thread(target=self._scan_loop, name="watch-scanner", daemon=True)
         self._hook = _LostEventsHook(self)
+        self._folder_id = self._identity()
+        self.folder_gone = False  # the folder was removed (or renamed) and no folder stands at its path yet
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -141,7 +144,41 @@ class Detector:
     @property
     def alive(self) -> bool:
         obs = self._observer
-        return obs is not None and obs.is_alive() and self._scanner.is_alive()
+        return obs is not None and obs.is_alive() and self._scanner.is_alive() and not self.folder_gone
+
+    def _identity(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.folder)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
+
+    def _watching(self) -> bool:
+        """Every emitter of the observer lives (inotify's ends when its folder is deleted; a new folder at the
+        path may get the same inode number)."""
+        obs = self._observer
+        return obs is not None and all(e.is_alive() for e in obs.emitters)
+
+    def check_folder(self) -> None:
+        """Watch the folder again when it was removed or renamed and made anew (``mv in in.1; mkdir in``):
+        inotify watches the old folder's inode, and its events stopped without a word while the observer
+        thread lived on. While no folder stands at the path, :attr:`alive` is False (/healthz fails)."""
+        now = self._identity()
+        if now == self._folder_id and not self.folder_gone and self._watching():
+            return
+        if now is None:
+            if not self.folder_gone:
+                log.warning("the watched folder is gone: waiting for a folder at %s", names.quote(self.folder))
+                self.folder_gone = True
+            return
+        log.warning("the watched folder %s was replaced: watching the new one (rescanned)", names.quote(self.folder))
+        self._folder_id, self.folder_gone = now, False
+        old, self._observer = self._observer, None
+        if old is not None:
+            old.stop()
+            old.join(timeout=5)
+        self._observer = self._start_observer()
+        self.request_rescan()
 
     # -- scanning --------------------------------------------------------------------------------
 

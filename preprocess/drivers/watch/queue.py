@@ -1,13 +1,13 @@
 """The bounded queue of files on their way to the engine.
 
 A file enters when an event or a rescan names it (:meth:`FileQueue.offer`), waits until it is
-*quiet* (its size and mtime unchanged for ``quiet`` seconds, and no writer is known to hold it
+*quiet* (its size, mtime and ctime unchanged for ``quiet`` seconds, and no writer is known to hold it
 open), then is *ready*; the daemon :meth:`~FileQueue.take` s ready files in batches. Waiting plus
 ready files never exceed ``capacity``: when full, offers are refused and the queue remembers that
 it overflowed, so the daemon rescans the folder once there is room again. The folder itself is the
 buffer of a burst; memory stays bounded.
 
-Files handed out are remembered with their (size, mtime) as *handled*, so the same version of a
+Files handed out are remembered with their (size, mtime, inode, ctime) as *handled*, so the same version of a
 file is never taken twice by this process (events for it, rescans); a changed file is taken again.
 The handled index holds one small entry per file in the folder (moved or deleted files leave it).
 """
@@ -27,20 +27,28 @@ from dataclasses import dataclass
 class Stat:
     size: int
     mtime_ns: int
+    # The inode and the change time: a file replaced by other bytes of the same size and mtime (cp -p, rsync -a,
+    # tar x, a FAT card's 2 s clock; fixed-size PPM/BMP frames) is another version. ctime cannot be set by a writer.
+    ino: int = 0
+    ctime_ns: int = 0
+
+    @classmethod
+    def _of(cls, st: os.stat_result) -> Stat:
+        return cls(st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
     @classmethod
     def of(cls, path: str) -> Stat | None:
-        """The file's (size, mtime); for what is not a regular file, even through a link (a FIFO, a socket,
-        a device, a broken link, a link to a folder), the entry's own: it is taken like a file and the read
-        refuses it, as in ``run`` (a failure row, never a read that blocks). So are a folder that cannot be
-        listed and a path that cannot be looked at (over the system's limit): the read records them as
+        """The file's (size, mtime, inode, ctime); for what is not a regular file, even through a link (a FIFO,
+        a socket, a device, a broken link, a link to a folder), the entry's own: it is taken like a file and the
+        read refuses it, as in ``run`` (a failure row, never a read that blocks). So are a folder that cannot
+        be listed and a path that cannot be looked at (over the system's limit): the read records them as
         ``E_UNREADABLE``. None when it is gone or a folder."""
         try:
             st = os.stat(path)
         except OSError:
             st = None
         if st is not None and stat_mod.S_ISREG(st.st_mode):
-            return cls(st.st_size, st.st_mtime_ns)
+            return cls._of(st)
         try:
             own = os.lstat(path)
         except (FileNotFoundError, NotADirectoryError):
@@ -48,10 +56,10 @@ class Stat:
         except OSError:  # there, but not to be looked at (ENAMETOOLONG, EACCES): the read says why
             return UNSEEN
         if stat_mod.S_ISDIR(own.st_mode):
-            return None if _listable(path) else cls(own.st_size, own.st_mtime_ns)
+            return None if _listable(path) else cls._of(own)
         if st is not None and stat_mod.S_ISDIR(st.st_mode) and not stat_mod.S_ISLNK(own.st_mode):
             return None
-        return cls(own.st_size, own.st_mtime_ns)
+        return cls._of(own)
 
 
 UNSEEN = Stat(-1, -1)  # the stat of a path that cannot be looked at

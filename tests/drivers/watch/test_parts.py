@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -321,3 +322,79 @@ def test_a_scan_takes_what_run_lists_links_to_folders_included(tmp_path: Path, f
     q.settle()
     q.settle()
     assert [os.path.relpath(r.path, folder) for r in q.take(20)] == ["late/f.jpg" if follow else "late"]
+
+
+def test_a_file_replaced_by_other_bytes_of_the_same_size_and_mtime_is_taken_again(tmp_path: Path) -> None:
+    """`cp -p` over a file, or rsync's hidden temp file renamed over it, with the same size and mtime (fixed-size
+    frames, a preserved or coarse timestamp): watch took it as the version it had handled and never stored the
+    new bytes, which `run` stores (a hostile-input audit, session 8). The inode and ctime tell them apart."""
+    q = FileQueue(10, quiet=0.0)
+    det = Detector(str(tmp_path), q, Scanning(poll=True, rescan_interval=60.0))
+    frame = tmp_path / "frame.ppm"
+    frame.write_bytes(b"P6\n2 1\n255\n" + bytes(6))
+    mtime = frame.stat().st_mtime_ns
+
+    def taken() -> list[str]:
+        det.scan(det.folder)
+        q.settle()
+        q.settle()
+        return [Path(r.path).name for r in q.take(10)]
+
+    assert taken() == ["frame.ppm"]
+    assert taken() == []  # handled: the same version is not taken twice
+    temp = tmp_path / ".frame.ppm.tmp"  # rsync: a hidden temp file, then a rename over the old one
+    temp.write_bytes(b"P6\n2 1\n255\n" + bytes(range(6)))
+    os.utime(temp, ns=(mtime, mtime))
+    temp.rename(frame)
+    assert taken() == ["frame.ppm"]
+    time.sleep(0.01)  # cp -p: the same inode rewritten, its mtime put back; its ctime moves
+    frame.write_bytes(b"P6\n2 1\n255\n" + bytes(range(10, 16)))
+    os.utime(frame, ns=(mtime, mtime))
+    assert taken() == ["frame.ppm"]
+
+
+def test_a_folder_removed_and_made_again_is_watched_again(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """`rm -rf in; mkdir in` (or `mv in in.1; mkdir in`): inotify watched the old folder's inode, its events
+    stopped without a word and /healthz said the watcher lived; new files waited for the 5-minute rescan (a
+    hostile-input audit, session 8). The loop's check says it, fails `alive` while no folder is there, and
+    watches the new folder."""
+    import shutil
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    q = FileQueue(10, quiet=0.0)
+    det = Detector(str(folder), q, Scanning(rescan_interval=3600.0))
+    det.start()
+    try:
+        det.check_folder()
+        assert det.alive
+        shutil.rmtree(folder)
+        with caplog.at_level(logging.WARNING, logger="preprocess.drivers.watch"):
+            det.check_folder()
+            assert not det.alive
+            folder.mkdir()
+            det.check_folder()
+        assert det.alive and [r.getMessage().split(":")[0] for r in caplog.records] == [
+            "the watched folder is gone", f"the watched folder {folder.resolve()} was replaced"]
+        time.sleep(0.5)  # the scan the new watch asked for has run: what is offered now comes from an event
+        (folder / "new.jpg").write_bytes(b"data")
+        deadline = time.monotonic() + 10
+        while not len(q) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(q) == 1
+        shutil.rmtree(folder)  # between two checks, and the new folder may get the old one's inode number
+        folder.mkdir()
+        time.sleep(0.5)
+        with caplog.at_level(logging.WARNING, logger="preprocess.drivers.watch"):
+            det.check_folder()
+        assert caplog.records[-1].getMessage().endswith("was replaced: watching the new one (rescanned)")
+        time.sleep(0.5)
+        (folder / "newer.jpg").write_bytes(b"data")
+        deadline, taken = time.monotonic() + 10, []  # new.jpg's delete event took it out of the queue
+        while not taken and time.monotonic() < deadline:  # ready once its writer's close event came
+            q.settle()
+            taken = [Path(r.path).name for r in q.take(10)]
+            time.sleep(0.05)
+        assert taken == ["newer.jpg"]
+    finally:
+        det.stop()
