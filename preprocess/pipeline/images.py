@@ -221,6 +221,8 @@ def _codecs_pixels(src: Opened, arr: np.ndarray) -> Image.Image:
     TIFF extra samples applied, deep samples scaled."""
     if src.format == sniff.TIFF:
         arr = tiff.interleaved(arr, src.stored, separate=src.separate_planes, extra=src.extra_samples, bits=src.bits)
+    elif src.format == sniff.JPEG2000 and src.extra_samples == 0 and arr.ndim == 3 and arr.shape[2] in (2, 4):
+        arr = arr[..., :1] if arr.shape[2] == 2 else arr[..., :3]  # a JP2 without cdef: no component is alpha
     if src.palette is not None and arr.ndim == 2:
         out = Image.fromarray(pixels.to_8bit(arr), "L")
         out.putpalette(src.palette[1], rawmode=src.palette[0])

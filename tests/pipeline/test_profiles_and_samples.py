@@ -106,3 +106,46 @@ def test_a_jpeg_xl_codestream_cut_short_is_truncated(rgb: np.ndarray) -> None:
     with pytest.raises(InputError) as caught:
         decode_rgb(cut)
     assert caught.value.code == "E_TRUNCATED", caught.value
+
+
+def _jp2(arr: np.ndarray, space: int | None = None, *, opacity: int | None = None) -> bytes:
+    """A JP2 of ``arr``, its colour specification's enumerated space set to ``space``, and a cdef box marking
+    component ``opacity`` as opacity (imagecodecs writes neither)."""
+    data = bytearray(imagecodecs.jpeg2k_encode(arr, level=0, codecformat="jp2"))
+    colr = data.find(b"colr")
+    if space is not None:
+        data[colr + 7:colr + 11] = space.to_bytes(4, "big")
+    if opacity is not None:
+        n = arr.shape[2]
+        body = n.to_bytes(2, "big") + b"".join(
+            i.to_bytes(2, "big") + (1 if i == opacity else 0).to_bytes(2, "big")
+            + (0 if i == opacity else i + 1).to_bytes(2, "big") for i in range(n))
+        cdef = (8 + len(body)).to_bytes(4, "big") + b"cdef" + body
+        jp2h = data.find(b"jp2h") - 4
+        end = jp2h + int.from_bytes(data[jp2h:jp2h + 4], "big")
+        data[end:end] = cdef
+        data[jp2h:jp2h + 4] = (end - jp2h + len(cdef)).to_bytes(4, "big")
+    return bytes(data)
+
+
+def test_jpeg_2000_colour_spaces_and_components_are_read_as_the_file_says() -> None:
+    """A JP2 in CMYK or CIELab was stored as ok as if it were RGB (CMYK red came out white: K taken as alpha;
+    Lab red as teal), and a fourth (or second) component without a cdef box was taken as alpha, so a red image
+    was stored white (a hostile-input audit, session 8). Other spaces are E_UNSUPPORTED; without a cdef box no
+    component is opacity; with one, the opacity it names is composited on white as before."""
+    cmyk = np.zeros((32, 32, 4), np.uint8)
+    cmyk[..., 1:3] = 255
+    lab = np.full((32, 32, 3), (135, 208, 195), np.uint8)
+    for data, name in ((_jp2(cmyk, 12), "CMYK"), (_jp2(lab, 14), "CIELab"), (_jp2(lab, 24), "e-sYCC")):
+        with pytest.raises(InputError) as e:
+            probe(data, max_pixels=MAX)
+        assert e.value.code == "E_UNSUPPORTED" and name in e.value.message
+    red = np.zeros((32, 32, 4), np.uint8)
+    red[..., 0] = 255  # the fourth component 0: as alpha, all transparent (white on white)
+    assert decode_rgb(_jp2(red)).getpixel((16, 16)) == (255, 0, 0)
+    assert probe(_jp2(red), max_pixels=MAX).mode == "RGB"
+    grey = np.zeros((32, 32, 2), np.uint8)
+    grey[..., 0] = 128
+    assert decode_rgb(_jp2(grey)).getpixel((16, 16)) == (128, 128, 128)
+    assert decode_rgb(_jp2(red, opacity=3)).getpixel((16, 16)) == (255, 255, 255)
+    assert decode_rgb(_jp2(red[..., :3].copy(), 16)).getpixel((16, 16)) == (255, 0, 0)

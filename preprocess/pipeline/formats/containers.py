@@ -380,16 +380,37 @@ def jpeg2000(data: bytes) -> Header:
     height = _u32(data, siz + 10) - _u32(data, siz + 18)
     components = _u16(data, siz + 38)
     depth = (data[siz + 40] & 0x7F) + 1
-    icc, complete = b"", data.rstrip(b"\x00").endswith(b"\xff\xd9")
+    icc, complete, extra = b"", data.rstrip(b"\x00").endswith(b"\xff\xd9"), -1
     if at > 0:
         for kind, s, e in boxes(data):
             complete &= e <= len(data)
             if kind == b"jp2h":
-                colr = _children(data, (s, e)).get(b"colr", [])
+                inside = _children(data, (s, e))
+                colr = inside.get(b"colr", [])
                 icc = next((data[cs + 3:ce] for cs, ce in colr if data[cs] in (2, 3)), b"")
+                _check_jp2_space(data, colr, icc)
+                extra = -1 if b"cdef" in inside else 0  # without a cdef box no component is opacity
     if width <= 0 or height <= 0 or not 1 <= components <= 16384:
         raise HeaderError(f"JPEG 2000: invalid size {width}x{height} with {components} components")
-    return Header(sniff.JPEG2000, width, height, min(components, 4), bits=depth, icc=icc, complete=complete)
+    return Header(sniff.JPEG2000, width, height, min(components, 4), bits=depth, icc=icc, complete=complete,
+                  extra_samples=extra)
+
+
+# A JP2's enumerated colour spaces (ISO 15444-1 and -2): the decoder gives sRGB, grey and sYCC (which it
+# converts) as they should be seen; any other would be stored as if it were RGB (CMYK's K as alpha: white).
+_JP2_SPACES = {16: "sRGB", 17: "greyscale", 18: "sYCC"}
+_JP2_OTHER = {12: "CMYK", 13: "YCCK", 14: "CIELab", 15: "bi-level", 19: "YCC", 20: "e-sRGB", 21: "ROMM-RGB",
+              22: "YPbPr 1125/60", 23: "YPbPr 1250/50", 24: "e-sYCC"}
+
+
+def _check_jp2_space(data: bytes, colr: list[tuple[int, int]], icc: bytes) -> None:
+    """``E_UNSUPPORTED`` for a JP2 whose colour specification names a space no decoder here converts."""
+    if icc:
+        return  # a profile says what the samples are (colour.describe checks it against the pixels)
+    for cs, _ in colr:
+        if data[cs] == 1 and (space := _u32(data, cs + 3)) not in _JP2_SPACES:
+            name = _JP2_OTHER.get(space, f"enumerated colour space {space}")
+            raise input_error(errors.UNSUPPORTED, f"JPEG 2000 in {name}: no decoder here converts it to RGB")
 
 
 # -- TIFF samples Pillow has no mode for --------------------------------------------------------------
