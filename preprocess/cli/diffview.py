@@ -82,7 +82,7 @@ def summary_rows(d: Diff, ref_a: str, ref_b: str) -> list[tuple[str, str]]:
         ("items", f"+{len(d.added)} added, -{len(d.removed)} removed, {len(d.changed)} changed, "
                   f"{d.unchanged} unchanged"),
         *([("same sources", f"{len(d.pairs)} stored under another spec{_kept(d)}: +{len(d.added_alone)} new "
-                            f"sources, -{len(d.removed_alone)} sources gone")] if d.pairs else []),
+                            f"sources, -{d.sources_gone} sources gone")] if d.pairs else []),
         ("bytes", f"{'+' if d.bytes_delta >= 0 else '-'}{size(abs(d.bytes_delta))} "
                   f"(+{size(d.bytes_added)} added, -{size(d.bytes_removed)} removed)"),
         ("failures", f"+{len(d.failures_added)}, -{len(d.failures_removed)}"),

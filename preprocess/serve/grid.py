@@ -13,6 +13,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
+from datetime import date, timedelta
 from urllib.parse import urlencode
 
 import numpy as np
@@ -112,7 +113,7 @@ class GridQuery:
                                                         ("commit", self.commit)) if v]
         conditions += [Condition("path", "~", self.q)] if self.q else []
         conditions += [Condition("time", ">=", self.captured_from)] if self.captured_from else []
-        conditions += [Condition("time", "<", f"{self.captured_to}U")] if self.captured_to else []  # 'U' > 'T...'
+        conditions += [Condition("time", "<", _next_day(self.captured_to))] if self.captured_to else []
         for name in RANGES:
             low, high = self.range(name)
             conditions += [Condition(name, ">=", str(low))] if low is not None else []
@@ -185,3 +186,9 @@ class Page:
         _check(q.page <= pages, "page", str(q.page), f"1 to {pages}")
         start = (q.page - 1) * q.per_page
         return cls(rows=selection[start:start + q.per_page], number=q.page, pages=pages, total=total)
+
+
+def _next_day(day: str) -> str:
+    """The day after ``day`` (YYYY-MM-DD): ``time < it`` takes the whole of ``day`` and reads as ``ls --where``
+    takes it (it was ``time < 2015-06-21U``, which the where box refused)."""
+    return (date.fromisoformat(day) + timedelta(days=1)).isoformat()

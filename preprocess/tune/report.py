@@ -71,8 +71,8 @@ max-width:100%;overflow:hidden;resize:horizontal;border-right:2px solid #e8175d;
 .compare:has(.flick:hover) .b{width:100%;animation:flick 1.2s steps(1) infinite}@keyframes flick{50%{opacity:0}}
 .compare .flick{display:inline-block;margin-left:1em;cursor:help;text-decoration:underline dotted}
 .gallery .frame{position:relative;line-height:0;width:fit-content;margin:0 auto}
-.gallery svg.worst-crop{position:absolute;inset:0;width:100%;height:100%}
-.gallery svg.worst-crop rect{fill:none;stroke:#e8175d;stroke-width:2;vector-effect:non-scaling-stroke}"""
+.gallery svg.worst-crop{position:absolute;inset:0;width:100%;height:100%}.gallery svg.worst-crop rect{fill:none;
+stroke:#0072B2;stroke-width:2;stroke-dasharray:6 3;vector-effect:non-scaling-stroke}"""
 
 
 def _cards(cards: Sequence[tuple[str, str]]) -> str:
@@ -193,7 +193,8 @@ def _pictures(sweep: Sweep, rec: Recommendation, sample: StoredSample | None) ->
     return (f"<h3>Every sample image as stored, worst first</h3>{missing}"
             f"<p>Each image at its choice (coding and quality), made again by the {sweep.engine} engine "
             f"as stored ({mb(sample.total_bytes)} in all), then decoded; thumbnails downscaled to "
-            f"{THUMB_SIDE} px (their own JPEG). Hover for details; a red frame marks an image flagged below the "
+            f"{THUMB_SIDE} px (their own JPEG). Hover for details; a dashed blue box outlines an image's worst "
+            f"crop (its lowest-scoring checked crop), and an orange frame marks an image flagged below the "
             f"target.</p><div class=\"gallery\" id=\"gallery-{rec.format}\">{thumbs}</div>"
             f"<h3>Where the worst images changed most</h3>"
             f"<p>Crops at 1:1 pixels (enlarged without smoothing) of the square with the largest mean absolute "

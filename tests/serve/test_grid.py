@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from preprocess.core.errors import ConfigError
 from preprocess.serve.cache import LRU
 from preprocess.serve.grid import GridQuery, Page, select
+from preprocess.store.where import parse
 
 COLUMNS = {
     "similarity": np.array([0.99, np.nan, 0.95, 0.999, 0.95], dtype=np.float32),
@@ -99,6 +100,9 @@ def test_search_commit_format_camera_dates_and_expressions_select_rows() -> None
     assert run(commit="7d0g") == [0, 1] and run(commit="9ZZZ0000") == [2, 3]
     assert run(format="jpeg", camera="B") == [2]
     assert run(captured_from="2026-11-01", captured_to="2026-11-30") == [0, 3]  # both days included, no date out
+    shown = GridQuery.parse({"captured_from": "2026-11-01", "captured_to": "2026-12-31"}).to_where()
+    assert str(shown) == "time >= 2026-11-01 and time < 2027-01-01"  # what `ls --where` takes (was "< 2026-12-31U")
+    assert parse(str(shown)) == shown
     assert run(where="name ~ *.jpg or format = avif") == [0, 1, 2, 4]  # case-insensitive, like the search
     assert run(where="quality >= 40", q="cam", sort="bytes", order="desc") == [1, 4, 2]
     for params in ({"captured_from": "yesterday"}, {"captured_to": "2026-13-45"}, {"commit": "7D"}, {"format": "a/b"},
