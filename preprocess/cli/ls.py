@@ -88,9 +88,12 @@ def _table(store: str, ref: str, listing: Listing, sort: str = "row") -> Table:
             column.append(cell)
     if extra:
         columns[escape(extra)] = [_cell(r[extra]) for r in listing.rows]
-    for name in _left_out(columns, out.width):
+    gone = _left_out(columns, out.width)
+    for name in gone:
         del columns[name]
-    t = Table(title=escape(title), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=wide)
+    t = Table(title=escape(title), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=wide,
+              caption=f"left out at {out.width} columns: {', '.join(gone)} (--json has every field)" if gone else None,
+              caption_justify="left")
     for name in columns:
         t.add_column(name, justify="right" if name in ("row", "q", "similarity") else "left",
                      **({"overflow": "fold", "ratio": 3} if name in ("source", "file") else

@@ -319,7 +319,8 @@ def _finish(sweep: Sweep, d: Decision, samples: list[StoredSample | None], files
     if d.best is None:
         where = f" (report: {files['html']})" if "html" in files else ""
         raise ConfigError(f"{d.message}{where}", code=ErrorCode.TARGET_UNREACHABLE,
-                          hint="lower --target, raise the quality range, or judge by another view/model")
+                          hint="lower --target, raise the quality range, or judge by another view/model; a target "
+                               "the search did not bracket needs --what-if TARGET (or --every-quality)")
 
 
 def _show(sweep: Sweep, d: Decision, samples: list[StoredSample | None], files: dict[str, Path], *,

@@ -194,6 +194,8 @@ def _decode_pixels(src: Opened, data: bytes, draft_to: tuple[int, int] | None, p
             if src.frames > 1:
                 img.seek(0)
             img.load()
+        if src.format == sniff.PNG and img.mode == "P":
+            _check_palette_indices(img, path)
         if src.min_is_white:
             arr = pixels.white_is_zero(np.asarray(img), src.bits)
             return pixels.to_image(arr, bits=src.bits if src.bits < 8 * arr.dtype.itemsize else None)
@@ -214,6 +216,15 @@ def _check_ppm_samples(img: Image.Image, data: bytes, path: str | None) -> None:
     if samples.size and (top := int(samples.max())) > maxval:
         raise input_error(errors.CORRUPT, f"a sample of {top} exceeds the header's maxval of {maxval} (the "
                           "decoder would clip it to white)", path)
+
+
+def _check_palette_indices(img: Image.Image, path: str | None) -> None:
+    """A PNG pixel whose index lies past its palette is an error by the PNG standard (``E_CORRUPT``): Pillow
+    shows it black, stored as ok."""
+    colours = len(img.getpalette(rawmode="RGB") or ()) // 3
+    if 0 < colours < 256 and (top := int(np.asarray(img).max())) >= colours:
+        raise input_error(errors.CORRUPT, f"a pixel uses colour {top} of a palette of {colours} (the decoder would "
+                          "show it black)", path)
 
 
 def _codecs_pixels(src: Opened, arr: np.ndarray) -> Image.Image:

@@ -25,8 +25,10 @@ from preprocess.core.errors import InputError, NotFoundError, input_error
 from preprocess.sources.location import Location, Where, is_object_url
 from preprocess.sources.objects import list_objects, read_object
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif",
-                            ".jp2", ".j2k", ".j2c", ".ppm", ".pgm", ".avif", ".jxl",
+# Every name these formats go by (a .pnm or .jfif was left out without a word, though its format decodes).
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".jif", ".png", ".tif", ".tiff", ".webp", ".bmp",
+                            ".dib", ".gif", ".jp2", ".j2k", ".j2c", ".jpf", ".jpx", ".jph", ".ppm", ".pgm", ".pbm",
+                            ".pnm", ".avif", ".jxl",
                             ".heic", ".heif"})  # HEIF: listed so that it is reported (E_UNSUPPORTED)
 
 # Open flags for a local source: never block (a FIFO or device opened by accident), never follow a

@@ -175,10 +175,12 @@ def test_narrow_terminals_leave_columns_out_not_names_or_ids_split(hist: Hist) -
         r = CliRunner().invoke(app, ["ls", s, "low-q"], env={"COLUMNS": columns})
         assert r.exit_code == 0 and all(f" {name} " in r.stdout for name in names), r.stdout
         assert max(len(line.rstrip()) for line in r.stdout.splitlines()) <= int(columns), r.stdout
+        assert "left out at " in r.stdout and "--json has every field" in " ".join(r.stdout.split()), r.stdout
         log = CliRunner().invoke(app, ["log", s], env={"COLUMNS": columns})
         assert log.exit_code == 0 and all(i[:12] in log.stdout for i in ids), log.stdout
     wide = CliRunner().invoke(app, ["ls", s, "low-q"], env={"COLUMNS": "80"})
     assert " commit " in wide.stdout and " similarity " in wide.stdout
+    assert "left out" not in wide.stdout  # said only when a column is left out (a walkthrough, session 8)
 
 
 def test_a_time_that_is_no_time_is_refused_not_compared_as_text(hist: Hist) -> None:

@@ -149,3 +149,23 @@ def test_jpeg_2000_colour_spaces_and_components_are_read_as_the_file_says() -> N
     assert decode_rgb(_jp2(grey)).getpixel((16, 16)) == (128, 128, 128)
     assert decode_rgb(_jp2(red, opacity=3)).getpixel((16, 16)) == (255, 255, 255)
     assert decode_rgb(_jp2(red[..., :3].copy(), 16)).getpixel((16, 16)) == (255, 0, 0)
+
+
+def test_a_png_pixel_past_its_palette_is_corrupt_not_black() -> None:
+    """A PNG whose pixels index colour 7 of a one-colour palette was stored as ok, black (the PNG standard calls
+    it an error; a hostile-input audit, session 8). A palette that covers its pixels decodes as before."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    def png(index: int) -> bytes:
+        rows = b"".join(b"\x00" + bytes([index] * 8) for _ in range(8))
+        return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 8, 8, 8, 3, 0, 0, 0))
+                + chunk(b"PLTE", bytes([255, 0, 0])) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+    with pytest.raises(InputError) as e:
+        decode_rgb(png(7))
+    assert e.value.code == "E_CORRUPT" and "colour 7 of a palette of 1" in e.value.message
+    assert decode_rgb(png(0)).getpixel((4, 4)) == (255, 0, 0)

@@ -196,3 +196,19 @@ def test_a_folder_that_cannot_be_listed_is_a_failure_not_nothing(tmp_path: Path)
     (deep,) = (p for p in listed if p.name != "top.jpg")
     got = _read(deep, root)
     assert isinstance(got, InputError) and got.code == "E_UNREADABLE" and got.path == str(deep)
+
+
+def test_every_name_a_decoded_format_goes_by_is_listed(tmp_path: Path) -> None:
+    """A .pnm, .pbm or .jfif file (formats that decode) was left out of the listing without a word (a hostile-input
+    audit, session 8); each decodes and is stored."""
+    from PIL import Image
+
+    from preprocess.pipeline.images import decode_rgb
+
+    im = Image.new("RGB", (64, 48), (200, 30, 30))
+    for name, fmt in (("a.jfif", "JPEG"), ("b.pnm", "PPM"), ("d.dib", "BMP")):
+        im.save(tmp_path / name, fmt)
+    im.convert("1").save(tmp_path / "c.pbm", "PPM")
+    listed = [p.name for p in list_sources([str(tmp_path)])]
+    assert listed == ["a.jfif", "b.pnm", "c.pbm", "d.dib"]
+    assert all(decode_rgb((tmp_path / n).read_bytes()).size == (64, 48) for n in listed)

@@ -170,6 +170,10 @@ def test_a_saved_report_decides_the_same_and_answers_what_ifs(report: dict[str, 
     assert text.returncode == 0 and f"warning: tune judged by mobilenetv2-imagenet whole only; the base spec also " \
         f"checks views crops >= {crops:g}" in " ".join(text.stderr.split()), text.stderr
     assert "spec's [gate] to keep them" in " ".join(text.stderr.split())  # rich took [gate] for markup
+    far = subprocess.run([*CLI, "tune", "--from", str(report["json"]), "--target", "0.99999"], capture_output=True,
+                         text=True, cwd=ROOT, check=False, env={**os.environ, "COLUMNS": "200"})
+    said = " ".join(far.stderr.split())  # a target above the band: "the best is" was only where the search stopped
+    assert far.returncode == 2 and "TARGET_UNREACHABLE" in said and "--what-if 0.99999" in said, far.stderr
     for args, code in ((["--from", str(tmp_path)], "TUNE_REPORT"),
                        (["--from", str(report["json"]), "--preset", "index", "--target", "0.9"], "CLI_USAGE"),
                        (["--from", str(report["json"]), "--preset", "best"], "TUNE_TARGET"),
