@@ -168,7 +168,10 @@ def _io(path: Path) -> Iterator[None]:
 
 
 def _prepare(out_dir: Path) -> _Made:
-    if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
+    if out_dir.is_symlink():  # refused: the files would land wherever the link leads
+        raise ConfigError("it is a symbolic link; an export writes only into a real directory",
+                          code=ErrorCode.EXPORT_DIR, path=str(out_dir), hint="give a new or empty directory")
+    if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError("it exists and is not a directory", code=ErrorCode.EXPORT_DIR, path=str(out_dir),
                           hint="give a new or empty directory")
     if out_dir.is_dir() and any(out_dir.iterdir()):

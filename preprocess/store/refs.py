@@ -40,6 +40,7 @@ RefKind = Literal["branch", "tag", "snapshot"]
 SNAPSHOT_ID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{20}\Z")  # icechunk's ids: Crockford base32, 20 characters
 _PREFIX = re.compile(r"^[0-9A-Za-z]{4,19}\Z")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}\Z")
+MAX_NAME = 100  # what _NAME allows; a longer name is cut in its error (a 5,000-character one was echoed whole)
 _ANCESTOR = re.compile(r"^(?P<base>[^~]+)(?P<steps>(?:~\d{0,6})+)\Z")  # REF~N (git's first-parent steps)
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*\Z")
 _AGE_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -234,6 +235,9 @@ def session(repo: ic.Repository, ref: Ref) -> ic.Session:
 
 
 def _check_name(repo: ic.Repository, name: str, what: str) -> None:
+    if len(name) > MAX_NAME:
+        raise ConfigError(f"{name[:40]!r}... ({len(name)} characters) is not a usable {what} name: at most {MAX_NAME}",
+                          code=ErrorCode.REF_NAME, hint=f"choose a shorter {what} name")
     if not _NAME.match(name) or ".." in name or name.endswith(("/", ".lock")):
         raise ConfigError(f"{name!r} is not a usable {what} name", code=ErrorCode.REF_NAME,
                           hint="use letters, digits and . _ / - (starting with a letter or digit)")

@@ -62,6 +62,8 @@ def test_every_page_answers_and_says_what_the_store_holds(client: TestClient, se
     assert "No items match these filters" in grid or "s-flagged" in grid
     snap = served.first.snapshot
     assert client.get(f"/snapshots/{snap}/items/0/thumb").headers["content-type"] == "image/jpeg"
+    item = client.get(f"/snapshots/{snap}/items/0").text  # its menu stays on that version (it went to main)
+    assert f'href="/items?ref={snap}"' in item and f'href="/log?ref={snap}"' in item
 
 
 def test_the_items_grid_sorts_filters_and_pages_by_the_columns(client: TestClient, served: Served) -> None:

@@ -201,6 +201,10 @@ def test_tag_and_branch_names_are_checked(scratch: ic.Repository) -> None:
     with pytest.raises(ConfigError) as e:
         refs.create_branch(scratch, "nl\n", "main")
     assert e.value.code == "REF_NAME"
+    with pytest.raises(ConfigError) as e:  # cut in its error: a 5,000-character name was echoed whole
+        refs.create_branch(scratch, "a" * 5000, "main")
+    assert e.value.code == "REF_NAME" and len(e.value.message) < 200 and "5000 characters" in e.value.message
+    refs.create_branch(scratch, "b" * 100, "main")  # the longest name allowed
     made = refs.create_branch(scratch, "exp/one", "v1")
     assert refs.resolve_ref(scratch, "exp/one").snapshot == made.snapshot
     with pytest.raises(ConfigError):
@@ -257,6 +261,12 @@ def test_export_writes_every_image_and_a_manifest_row_each(hist: Hist, tmp_path:
     with pytest.raises(ConfigError) as e:
         export_mod.export(hist.repo, tmp_path / "out", ref="low-q")
     assert e.value.code == "EXPORT_DIR"
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")  # refused, and said so (it said "is not a directory")
+    with pytest.raises(ConfigError) as e:
+        export_mod.export(hist.repo, tmp_path / "link", ref="low-q")
+    assert e.value.code == "EXPORT_DIR" and "symbolic link" in e.value.message
+    assert not any((tmp_path / "real").iterdir())
     with pytest.raises(ConfigError) as e:
         export_mod.export(hist.repo, tmp_path / "empty", ref=hist.root)
     assert e.value.code == "EXPORT_EMPTY"
