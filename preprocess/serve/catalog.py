@@ -241,6 +241,8 @@ class Catalog:
         """A whole item column (read once per snapshot); ``commit``: the snapshot that added each row,
         ``spec_name``: each row's spec's name; ``HISTORY``: the version's snapshot ids (not one per row)."""
         def read(field_name: str) -> Column:
+            if field_name != name:  # a column another is made from (spec_name: fingerprint): read once, cached
+                return self.column(snapshot, field_name)
             ds = self.dataset(snapshot)
             self._count(field_name, len(ds))
             return ds.items_table([field_name])[field_name]

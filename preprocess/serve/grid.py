@@ -46,7 +46,7 @@ class GridQuery:
     sort: str = "row"
     order: str = "asc"
     status: str = ""
-    spec: str = ""  # a spec fingerprint
+    spec: str = ""  # a spec: a fingerprint, a prefix of one, or its pipeline name (as `ls --where "spec = X"`)
     q: str = ""  # search: the source path (file name, folder) contains this
     commit: str = ""  # the snapshot that added the row (an id or a prefix of 4+)
     format: str = ""
@@ -74,7 +74,7 @@ class GridQuery:
         status = params.get("status") or ""
         _check(not status or status in ITEM_STATUSES, "status", status, f"one of {', '.join(sorted(ITEM_STATUSES))}")
         spec = params.get("spec") or ""
-        _check(not spec or bool(_FINGERPRINT.match(spec)), "spec", spec, "a spec fingerprint")
+        _check(not spec or bool(_FINGERPRINT.match(spec)), "spec", spec, "a spec fingerprint or name")
         values.update(sort=sort, order=order, status=status, spec=spec)
         commit, fmt = params.get("commit") or "", params.get("format") or ""
         _check(not commit or bool(_COMMIT.match(commit)), "commit", commit, "a snapshot id or a prefix of 4+ of it")
@@ -108,7 +108,7 @@ class GridQuery:
 
     def to_where(self) -> Where:
         """The filters as one expression (what ``preprocess ls --where`` takes)."""
-        conditions = [Condition(f, "=", v) for f, v in (("status", self.status), ("fingerprint", self.spec),
+        conditions = [Condition(f, "=", v) for f, v in (("status", self.status), ("spec", self.spec),
                                                         ("format", self.format), ("camera", self.camera),
                                                         ("commit", self.commit)) if v]
         conditions += [Condition("path", "~", self.q)] if self.q else []

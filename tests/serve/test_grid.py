@@ -19,6 +19,7 @@ COLUMNS = {
     "bytes": np.array([100, 900, 300, 50, 400], dtype=np.int64),
     "status": np.array(["ok", "source", "ok", "ok", "flagged"], dtype=np.dtypes.StringDType()),
     "fingerprint": np.array(["a", "a", "b", "a", "b"], dtype=np.dtypes.StringDType()),
+    "spec_name": np.array(["camera", "camera", "avif", "camera", "avif"], dtype=np.dtypes.StringDType()),
     "source_path": np.array(["/c/gate-1/cam0-1.jpg", "/c/gate-1/CAM0-2.JPG", "/c/gate-2/cam1-3.jpg", "/c/x.png",
                              "/c/gate-2/cam0-5.avif"], dtype=np.dtypes.StringDType()),
     "capture_time": np.array(["2026-11-30T23:59:59", "", "2026-10-31T10:00:00", "2026-11-01T00:00:00",
@@ -55,6 +56,7 @@ def test_sorting_puts_ties_in_row_order_and_missing_similarities_last() -> None:
 def test_filters_combine() -> None:
     assert run(status="ok") == [0, 2, 3]
     assert run(spec="b", sort="quality", order="desc") == [4, 2]
+    assert run(spec="avif") == [2, 4]  # a spec by name, as `ls --where "spec = avif"` (it matched only fingerprints)
     assert run(similarity_max="0.96") == [2, 4]
     assert run(quality_min="40", bytes_max="400") == [2, 4]
     assert run(status="passthrough") == []
