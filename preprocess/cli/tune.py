@@ -18,6 +18,7 @@ from preprocess.cli.app import app, emit, err, fail, out, progress_for, quiet_li
 from preprocess.core import names
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import ConfigError, PreprocessError
+from preprocess.core.textfiles import read_text
 from preprocess.core.units import size
 from preprocess.pipeline.devices import choices
 
@@ -66,6 +67,7 @@ def parse_formats(text: str | None) -> list[str]:
 
 
 VIEWS = ("gate", "whole", "crops", "tiles")
+REPORT_LIMIT = 512 << 20  # a report.json read by --from (`--from /dev/zero` read until memory ran out)
 GATE_SCORE = ("gate score: the worse check on the whole view's scale, what the gate compares; `ls` and `show` give "
               "each view's similarity")
 
@@ -291,7 +293,7 @@ def _from(path: str, sample: list[str] | None, report: str | None, judge: _Judge
                           hint="drop the sample folders, or drop --from to measure them")
     file = Path(path) / "report.json" if Path(path).is_dir() else Path(path)
     try:
-        doc = json.loads(file.read_text(encoding="utf-8"))
+        doc = json.loads(read_text(file, REPORT_LIMIT))
     except RecursionError:
         raise ConfigError(f"{file}: not a report: nested too deeply", code=ErrorCode.TUNE_REPORT,
                           hint="pass the report.json (or its folder) that `preprocess tune --report` wrote") from None
@@ -318,9 +320,10 @@ def _finish(sweep: Sweep, d: Decision, samples: list[StoredSample | None], files
         _show(sweep, d, samples, files, as_json=as_json)
     if d.best is None:
         where = f" (report: {files['html']})" if "html" in files else ""
+        if sweep.mode == "search" and sweep.band and d.target.similarity > max(sweep.band):  # where it stopped
+            where += f"; the search did not bracket it: measure again with --what-if {d.target.similarity:g}"
         raise ConfigError(f"{d.message}{where}", code=ErrorCode.TARGET_UNREACHABLE,
-                          hint="lower --target, raise the quality range, or judge by another view/model; a target "
-                               "the search did not bracket needs --what-if TARGET (or --every-quality)")
+                          hint="lower --target, raise the quality range, or judge by another view/model")
 
 
 def _show(sweep: Sweep, d: Decision, samples: list[StoredSample | None], files: dict[str, Path], *,

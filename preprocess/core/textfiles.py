@@ -20,13 +20,17 @@ def read_text(path: Path, limit: int = MAX_TEXT_BYTES) -> str:
     with path.open("rb") as f:
         data = f.read(limit + 1)
     if len(data) > limit:
-        raise TooLong(f"over {limit // 1024} KB: not a settings file")
+        raise TooLong(f"over {limit // 1024} KB")
     return data.decode("utf-8")
 
 
+class TooDeep(ValueError):
+    """Nested deeper than Python's recursion limit."""
+
+
 def parse_toml(text: str) -> dict[str, Any]:
-    """``tomllib.loads``; nesting deeper than Python's recursion limit is a TOMLDecodeError too."""
+    """``tomllib.loads`` (TOMLDecodeError); nesting deeper than Python's recursion limit is TooDeep."""
     try:
         return tomllib.loads(text)
     except RecursionError:
-        raise tomllib.TOMLDecodeError("nested too deeply") from None
+        raise TooDeep("nested too deeply") from None

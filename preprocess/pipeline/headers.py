@@ -227,9 +227,7 @@ def _pillow_source(fmt: str, img: ImageFile.ImageFile, data: bytes) -> Opened:
     elif fmt == sniff.JPEG2000:
         h = containers.parse(fmt, data)
         src.bits, src.icc, src.complete, src.orientation = h.bits, h.icc, h.complete, 1
-        src.extra_samples = h.extra_samples  # a JP2 without cdef: no component is opacity
-        if h.extra_samples == 0:
-            src.mode = {"RGBA": "RGB", "LA": "L"}.get(src.mode, src.mode)
+        src.extra_samples = h.extra_samples  # a JP2 without an opacity in cdef: the decode drops the extra component
         src.coded_pixels = h.width * h.height  # the codestream's size (SIZ) counts for the limit, not only the box's
     return src
 

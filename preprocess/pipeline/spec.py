@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import ConfigError, NotFoundError, did_you_mean
-from preprocess.core.textfiles import TooLong, parse_toml, read_text
+from preprocess.core.textfiles import TooDeep, TooLong, parse_toml, read_text
 from preprocess.pipeline.codecs import Variant, check_encode, variants
 from preprocess.pipeline.gatespec import JSON, VIEW_NAMES, Crops, Gate, ViewName, Views
 from preprocess.pipeline.gatespec import Frozen as _Frozen
@@ -379,7 +379,7 @@ def load_spec(path: str | Path) -> Spec:
         raise ConfigError(f"cannot read pipeline spec: {exc}", code=ErrorCode.SPEC_UNREADABLE, path=str(p)) from None
     try:
         data = parse_toml(text)
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, TooDeep) as exc:
         raise ConfigError(f"not valid TOML: {exc}", code=ErrorCode.SPEC_SYNTAX, path=str(p)) from None
     if not data:  # an empty (or comments-only) file would silently be all defaults
         raise ConfigError("the pipeline spec is empty", code=ErrorCode.SPEC_EMPTY, path=str(p),

@@ -82,7 +82,8 @@ class GridQuery:
         values.update(commit=commit.upper(), format=fmt.lower())
         for name in ("captured_from", "captured_to"):
             day = params.get(name) or ""
-            _check(not day or (bool(_DATE.match(day)) and is_time(day)), name, day, "a date, YYYY-MM-DD")
+            _check(not day or (bool(_DATE.match(day)) and is_time(day) and day < "9999-12-31"), name, day,
+                   "a date, YYYY-MM-DD")  # 9999-12-31 has no next day to compare with
             values[name] = day
         for name, longest in TEXTS.items():
             text = (params.get(name) or "").strip()

@@ -276,8 +276,7 @@ def diff_page(request: Request) -> Response:
     return render(request, "diff.html", names=cat.names(), a_name=a_name, b_name=b_name, a=a, b=b, d=view.d,
                   added=added[window], removed=removed[window], changed=changed, pairs=pairs[window],
                   kept=[p.kept for p in view.d.pairs[window]],
-                  counts={"added": len(added), "removed": len(removed), "gone": view.d.sources_gone,
-                          "pairs": len(pairs),
+                  counts={"added": len(added), "removed": len(removed), "pairs": len(pairs),
                           "kept": sum(p.kept for p in view.d.pairs)},
                   page=page, pages=pages, query=lambda p: urlencode({"a": a_name, "b": b_name, "page": p}))
 

@@ -130,7 +130,8 @@ class Diff:
     models_added: list[str]
     models_removed: list[str]
     pairs: list[Pair]
-    sources_gone: int = 0  # the removed rows (not in pairs) whose source b holds under no spec at all
+    sources_gone: int = 0  # the sources of removed rows (not in pairs) that b holds under no spec at all
+    removed_held: int = 0  # the removed rows (not in pairs) whose source b still holds under another spec
 
     @property
     def bytes_delta(self) -> int:
@@ -162,6 +163,7 @@ class Diff:
             "items_a": self.items_a, "items_b": self.items_b,
             "added": [r.to_dict() for r in self.added], "removed": [r.to_dict() for r in self.removed],
             "pairs": [p.to_dict() for p in self.pairs], "sources_gone": self.sources_gone,
+            "removed_held": self.removed_held,
             "changed": [r.to_dict() for r in self.changed], "unchanged": self.unchanged,
             "bytes_a": self.bytes_a, "bytes_b": self.bytes_b, "bytes_delta": self.bytes_delta,
             "bytes_added": self.bytes_added, "bytes_removed": self.bytes_removed,
@@ -222,7 +224,8 @@ def diff(repo: ic.Repository, ref_a: str, ref_b: str) -> Diff:
             if str(va.table["source_sha256"][va.keys[k]]) in new_shas]  # a's rows of sources b adds again
     pairs = pair(removed, added, kept)
     paired, held = {p.a.key for p in pairs}, {str(sha) for sha in vb.table["source_sha256"]}
-    gone = sum(r.key not in paired and r.source_sha256 not in held for r in removed)
+    alone = [r for r in removed if r.key not in paired]
+    gone = len({r.source_sha256 for r in alone if r.source_sha256 not in held})
     return Diff(
         a=a, b=b, base=merge_base(repo, a, b), items_a=len(va.ds), items_b=len(vb.ds),
         added=added, removed=removed, changed=changed, unchanged=len(common) - len(changed),
@@ -231,7 +234,8 @@ def diff(repo: ic.Repository, ref_a: str, ref_b: str) -> Diff:
         specs_added=[SpecBrief(fp, sb.get(fp)) for fp in sorted(fps_b - fps_a)],
         specs_removed=[SpecBrief(fp, sa.get(fp)) for fp in sorted(fps_a - fps_b)],
         models_added=sorted(vb.column("model") - va.column("model")),
-        models_removed=sorted(va.column("model") - vb.column("model")), pairs=pairs, sources_gone=gone)
+        models_removed=sorted(va.column("model") - vb.column("model")), pairs=pairs, sources_gone=gone,
+        removed_held=sum(r.source_sha256 in held for r in alone))
 
 
 def _total(table: Table) -> int:

@@ -39,8 +39,8 @@ RefKind = Literal["branch", "tag", "snapshot"]
 
 SNAPSHOT_ID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{20}\Z")  # icechunk's ids: Crockford base32, 20 characters
 _PREFIX = re.compile(r"^[0-9A-Za-z]{4,19}\Z")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}\Z")
-MAX_NAME = 100  # what _NAME allows; a longer name is cut in its error (a 5,000-character one was echoed whole)
+MAX_NAME = 100  # a longer name is cut in its error (a 5,000-character one was echoed whole)
+_NAME = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9._/-]{{0,{MAX_NAME - 1}}}\Z")
 _ANCESTOR = re.compile(r"^(?P<base>[^~]+)(?P<steps>(?:~\d{0,6})+)\Z")  # REF~N (git's first-parent steps)
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*\Z")
 _AGE_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

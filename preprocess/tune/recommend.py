@@ -414,10 +414,6 @@ def recommend(sweep: Sweep, target: Target, fmt: str | None = None) -> Recommend
         rec.message = (f"{fmt}: no measured setting reaches {score_name(target.gauge)} >= {target.similarity:g} at "
                        f"p{target.percentile:g} ({m.name}, {target.gauge}); the best is {best.at_percentile:.4f} "
                        f"at size {best.size}, quality up to {best.ladder.max}")
-        if sweep.mode == "search" and sweep.band and target.similarity > max(sweep.band):
-            rec.message += (f" (the search bracketed similarities up to {max(sweep.band):g}, not "
-                            f"{target.similarity:g}: measure again with --what-if {target.similarity:g} or "
-                            "--every-quality)")
         return rec
     chosen = min(meeting, key=lambda s: (s.total_bytes, -s.size))
     rec.size = chosen.size

@@ -24,17 +24,34 @@ class FolderClaim:
 
     def __init__(self, folder: str, *, moves: bool, wait: float = 0.0) -> None:
         self.folder = folder
+        self._how = fcntl.LOCK_EX if moves else fcntl.LOCK_SH
         self._fd: int | None = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         deadline = time.monotonic() + wait
         while True:
             try:
-                fcntl.flock(self._fd, (fcntl.LOCK_EX if moves else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+                fcntl.flock(self._fd, self._how | fcntl.LOCK_NB)
                 return
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     self.release()
                     raise _busy(folder, moves) from None
                 time.sleep(0.2)
+
+    def renew(self) -> bool:
+        """Lock the folder that now stands at the path (the one locked was removed, or renamed, and made anew):
+        False when another daemon holds it so that the two conflict (the old lock is kept, for what it is worth)."""
+        try:
+            fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, self._how | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self.release()
+        self._fd = fd
+        return True
 
     def release(self) -> None:
         if self._fd is not None:

@@ -66,7 +66,6 @@ from preprocess.store.lock import lock_repo
 log = logging.getLogger("preprocess.drivers.watch")
 
 TICK = 0.05  # the loop's idle sleep (s)
-FOLDER_CHECK = 1.0  # how often the loop looks whether the watched folder was replaced (s)
 MAX_ENGINE_ERRORS = 3  # consecutive batches failing as a whole: the engine is broken, not the files
 
 
@@ -180,7 +179,7 @@ class WatchDaemon:
             self._log_listening()  # only now: a daemon refused the store never said it was listening
             # the first batch's guesses: where the branch's stored images like each new one crossed
             processor.stats.seed_from(work.ingest.writer.recent_choices(p.fingerprint, p.model))
-            self.detector = self._detect()
+            self.detector = self._detect(claim)
             cleanup.callback(self.detector.stop)
             if install_signals:  # from now on a signal stops the loop: the batch in flight is committed
                 for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # a hangup too (no exit 129)
@@ -223,11 +222,11 @@ class WatchDaemon:
         return Ingest(writer, p, JobInfo(kind="watch", roots=[self.opts.folder], store=self.store,
                                          job_id=self.job_id))
 
-    def _detect(self) -> Detector:
+    def _detect(self, claim: FolderClaim) -> Detector:
         o = self.opts
         scanning = Scanning(poll=o.poll, poll_interval=o.poll_interval, rescan_interval=o.rescan_interval,
                             exclude=o.never_taken(), follow_symlinks=o.follow_symlinks)
-        detector = Detector(self.folder, self.queue, scanning, on_lost_events=self.metrics.lost_events.inc)
+        detector = Detector(self.folder, self.queue, scanning, self.metrics.lost_events.inc, claim.renew)
         detector.start()
         return detector
 
@@ -247,15 +246,13 @@ class WatchDaemon:
         o, q, detector = self.opts, self.queue, self.detector
         assert detector is not None
         settle_every = max(0.05, min(0.25, o.quiet / 4))
-        next_settle = next_check = 0.0
+        next_settle = 0.0
         while not self._stop.is_set():
             now = self._heartbeat = time.monotonic()
             if now >= next_settle:
                 q.settle()
+                detector.check_folder()  # the folder removed or renamed and made anew: watch (and lock) the new one
                 next_settle = now + settle_every
-            if now >= next_check:  # the folder removed or renamed and made anew: watch the new one
-                detector.check_folder()
-                next_check = now + FOLDER_CHECK
             if q.take_overflow():
                 detector.request_rescan()
             took = self._writable(work, now) and self._step(work)

@@ -83,8 +83,8 @@ class Scanning:
 class Detector:
     """Watches ``folder`` recursively and keeps offering its image files to ``queue``."""
 
-    def __init__(self, folder: str, queue: FileQueue, scanning: Scanning, *,
-                 on_lost_events: Callable[[], None] | None = None) -> None:
+    def __init__(self, folder: str, queue: FileQueue, scanning: Scanning,
+                 on_lost_events: Callable[[], None] | None = None, relock: Callable[[], bool] | None = None) -> None:
         self.folder = os.path.realpath(folder)  # rows record paths under the resolved folder, as run does
         self.queue = queue
         self.poll_interval = scanning.poll_interval
@@ -94,7 +94,7 @@ class Detector:
         self.on_lost_events = on_lost_events
         fs = filesystem_type(self.folder)
         self.fs_type = fs
-        self.mode = "polling" if scanning.poll or fs in EVENTLESS_FS else "inotify"
+        self.mode = self._chosen = "polling" if scanning.poll or fs in EVENTLESS_FS else "inotify"
         self.scans = 0
         self._observer: BaseObserver | None = None
         self._stop = threading.Event()
@@ -107,6 +107,8 @@ class Detector:
         self._hook = _LostEventsHook(self)
         self._folder_id = self._identity()
         self.folder_gone = False  # the folder was removed (or renamed) and no folder stands at its path yet
+        self.relock = relock  # locks a folder made anew (the daemon's FolderClaim.renew): False when another has it
+        self.lock_lost = False  # another daemon locked the folder made anew first
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -144,13 +146,18 @@ class Detector:
     @property
     def alive(self) -> bool:
         obs = self._observer
-        return obs is not None and obs.is_alive() and self._scanner.is_alive() and not self.folder_gone
+        return (obs is not None and obs.is_alive() and self._scanner.is_alive() and not self.folder_gone
+                and not self.lock_lost)
 
     def _identity(self) -> tuple[int, int] | None:
+        """The folder's (device, inode); None when nothing (or a file) stands at its path. Another error (a
+        network share briefly unreachable: ESTALE, EIO) is not "gone": the identity is taken as unchanged."""
         try:
             st = os.stat(self.folder)
-        except OSError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
+        except OSError:
+            return self._folder_id
         return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
 
     def _watching(self) -> bool:
@@ -159,26 +166,33 @@ class Detector:
         obs = self._observer
         return obs is not None and all(e.is_alive() for e in obs.emitters)
 
-    def check_folder(self) -> None:
+    def check_folder(self) -> bool:
         """Watch the folder again when it was removed or renamed and made anew (``mv in in.1; mkdir in``):
         inotify watches the old folder's inode, and its events stopped without a word while the observer
-        thread lived on. While no folder stands at the path, :attr:`alive` is False (/healthz fails)."""
+        thread lived on. While no folder stands at the path, :attr:`alive` is False (/healthz fails).
+        True when it now watches a new folder."""
         now = self._identity()
         if now == self._folder_id and not self.folder_gone and self._watching():
-            return
+            return False
         if now is None:
             if not self.folder_gone:
                 log.warning("the watched folder is gone: waiting for a folder at %s", names.quote(self.folder))
                 self.folder_gone = True
-            return
+            return False
         log.warning("the watched folder %s was replaced: watching the new one (rescanned)", names.quote(self.folder))
         self._folder_id, self.folder_gone = now, False
         old, self._observer = self._observer, None
         if old is not None:
             old.stop()
             old.join(timeout=5)
+        self.mode = self._chosen  # inotify again, if a folder gone while its watch was set made it poll
         self._observer = self._start_observer()
         self.request_rescan()
+        if self.relock is not None and not self.relock():  # /healthz fails: a restart says WATCH_FOLDER_BUSY
+            self.lock_lost = True
+            log.error("another watch daemon locked the new folder at %s first: this one can no longer be sure it "
+                      "is the only one to move files from it", names.quote(self.folder))
+        return True
 
     # -- scanning --------------------------------------------------------------------------------
 
@@ -239,7 +253,7 @@ class Detector:
                 unlisted.append(str(e.filename))
 
         def pruned(folder: str) -> bool:  # once stopped, every folder is left out: the walk ends at once
-            return self._stop.is_set() or self.excluded(folder)
+            return self._stop.is_set() or self.excluded(folder) or self.excluded(os.path.realpath(folder))
 
         for path in walk_images(top, (self.folder,), follow=self.follow, onerror=unlistable, prune=pruned):
             if self._stop.is_set():

@@ -7,7 +7,7 @@ ready files never exceed ``capacity``: when full, offers are refused and the que
 it overflowed, so the daemon rescans the folder once there is room again. The folder itself is the
 buffer of a burst; memory stays bounded.
 
-Files handed out are remembered with their (size, mtime, inode, ctime) as *handled*, so the same version of a
+Files handed out are remembered with their (size, mtime, ctime) as *handled*, so the same version of a
 file is never taken twice by this process (events for it, rescans); a changed file is taken again.
 The handled index holds one small entry per file in the folder (moved or deleted files leave it).
 """
@@ -27,18 +27,19 @@ from dataclasses import dataclass
 class Stat:
     size: int
     mtime_ns: int
-    # The inode and the change time: a file replaced by other bytes of the same size and mtime (cp -p, rsync -a,
-    # tar x, a FAT card's 2 s clock; fixed-size PPM/BMP frames) is another version. ctime cannot be set by a writer.
-    ino: int = 0
+    # The change time: a file replaced by other bytes of the same size and mtime (cp -p, rsync -a's rename over
+    # it, tar x; fixed-size PPM/BMP frames) is another version; a writer cannot set ctime. Not the inode: FUSE and
+    # CIFS mounts (polled) may give a file another number at any time. A chmod -R changes ctime too: the files
+    # are read again, and each is a duplicate of its row.
     ctime_ns: int = 0
 
     @classmethod
     def _of(cls, st: os.stat_result) -> Stat:
-        return cls(st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+        return cls(st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
     @classmethod
     def of(cls, path: str) -> Stat | None:
-        """The file's (size, mtime, inode, ctime); for what is not a regular file, even through a link (a FIFO,
+        """The file's (size, mtime, ctime); for what is not a regular file, even through a link (a FIFO,
         a socket, a device, a broken link, a link to a folder), the entry's own: it is taken like a file and the
         read refuses it, as in ``run`` (a failure row, never a read that blocks). So are a folder that cannot
         be listed and a path that cannot be looked at (over the system's limit): the read records them as
@@ -57,8 +58,6 @@ class Stat:
             return UNSEEN
         if stat_mod.S_ISDIR(own.st_mode):
             return None if _listable(path) else cls._of(own)
-        if st is not None and stat_mod.S_ISDIR(st.st_mode) and not stat_mod.S_ISLNK(own.st_mode):
-            return None
         return cls._of(own)
 
 

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import ConfigError, NotFoundError
-from preprocess.core.textfiles import TooLong, parse_toml, read_text
+from preprocess.core.textfiles import TooDeep, TooLong, parse_toml, read_text
 from preprocess.pipeline.spec import bundled_dir
 
 
@@ -87,7 +87,7 @@ def load_manifest(path: str | Path) -> Manifest:
     except FileNotFoundError:
         raise NotFoundError("model manifest not found", code=ErrorCode.MODEL_MISSING, path=str(p),
                           hint="see `preprocess models list`") from None
-    except (OSError, UnicodeDecodeError, TooLong, tomllib.TOMLDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, TooLong, TooDeep, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read model manifest: {exc}", code=ErrorCode.MODEL_MANIFEST, path=str(p)) from None
     data["origin"] = str(p.resolve())
     try:

@@ -386,10 +386,10 @@ def jpeg2000(data: bytes) -> Header:
             complete &= e <= len(data)
             if kind == b"jp2h":
                 inside = _children(data, (s, e))
-                colr = inside.get(b"colr", [])
+                colr = inside.get(b"colr", [])[:1]  # readers use the first colour specification (15444-1 I.5.3.3)
                 icc = next((data[cs + 3:ce] for cs, ce in colr if data[cs] in (2, 3)), b"")
                 _check_jp2_space(data, colr, icc)
-                extra = -1 if b"cdef" in inside else 0  # without a cdef box no component is opacity
+                extra = -1 if _opacity(data, inside.get(b"cdef", [])) else 0  # only cdef makes a component opacity
     if width <= 0 or height <= 0 or not 1 <= components <= 16384:
         raise HeaderError(f"JPEG 2000: invalid size {width}x{height} with {components} components")
     return Header(sniff.JPEG2000, width, height, min(components, 4), bits=depth, icc=icc, complete=complete,
@@ -401,6 +401,15 @@ def jpeg2000(data: bytes) -> Header:
 _JP2_SPACES = {16: "sRGB", 17: "greyscale", 18: "sYCC"}
 _JP2_OTHER = {12: "CMYK", 13: "YCCK", 14: "CIELab", 15: "bi-level", 19: "YCC", 20: "e-sRGB", 21: "ROMM-RGB",
               22: "YPbPr 1125/60", 23: "YPbPr 1250/50", 24: "e-sYCC"}
+
+
+def _opacity(data: bytes, cdef: list[tuple[int, int]]) -> bool:
+    """Whether a JP2's channel definition box names a component opacity (type 1) or premultiplied (type 2)."""
+    for cs, ce in cdef[:1]:
+        n = _u16(data, cs)
+        if any(_u16(data, cs + 2 + 6 * i + 2) in (1, 2) for i in range(n) if cs + 8 + 6 * i <= ce):
+            return True
+    return False
 
 
 def _check_jp2_space(data: bytes, colr: list[tuple[int, int]], icc: bytes) -> None:

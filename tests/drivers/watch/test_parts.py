@@ -327,7 +327,7 @@ def test_a_scan_takes_what_run_lists_links_to_folders_included(tmp_path: Path, f
 def test_a_file_replaced_by_other_bytes_of_the_same_size_and_mtime_is_taken_again(tmp_path: Path) -> None:
     """`cp -p` over a file, or rsync's hidden temp file renamed over it, with the same size and mtime (fixed-size
     frames, a preserved or coarse timestamp): watch took it as the version it had handled and never stored the
-    new bytes, which `run` stores (a hostile-input audit, session 8). The inode and ctime tell them apart."""
+    new bytes, which `run` stores (a hostile-input audit, session 8). The ctime tells them apart."""
     q = FileQueue(10, quiet=0.0)
     det = Detector(str(tmp_path), q, Scanning(poll=True, rescan_interval=60.0))
     frame = tmp_path / "frame.ppm"
@@ -342,12 +342,13 @@ def test_a_file_replaced_by_other_bytes_of_the_same_size_and_mtime_is_taken_agai
 
     assert taken() == ["frame.ppm"]
     assert taken() == []  # handled: the same version is not taken twice
+    time.sleep(0.02)  # past the kernel's coarse clock tick: the new file's ctime is later
     temp = tmp_path / ".frame.ppm.tmp"  # rsync: a hidden temp file, then a rename over the old one
     temp.write_bytes(b"P6\n2 1\n255\n" + bytes(range(6)))
     os.utime(temp, ns=(mtime, mtime))
     temp.rename(frame)
     assert taken() == ["frame.ppm"]
-    time.sleep(0.01)  # cp -p: the same inode rewritten, its mtime put back; its ctime moves
+    time.sleep(0.02)  # cp -p: the same inode rewritten, its mtime put back; its ctime moves
     frame.write_bytes(b"P6\n2 1\n255\n" + bytes(range(10, 16)))
     os.utime(frame, ns=(mtime, mtime))
     assert taken() == ["frame.ppm"]
@@ -384,10 +385,11 @@ def test_a_folder_removed_and_made_again_is_watched_again(tmp_path: Path, caplog
         assert len(q) == 1
         shutil.rmtree(folder)  # between two checks, and the new folder may get the old one's inode number
         folder.mkdir()
-        time.sleep(0.5)
-        with caplog.at_level(logging.WARNING, logger="preprocess.drivers.watch"):
-            det.check_folder()
-        assert caplog.records[-1].getMessage().endswith("was replaced: watching the new one (rescanned)")
+        deadline, rearmed = time.monotonic() + 10, False
+        while not rearmed and time.monotonic() < deadline:  # once inotify's emitter has seen its folder go
+            time.sleep(0.05)
+            rearmed = det.check_folder()
+        assert rearmed and det.alive
         time.sleep(0.5)
         (folder / "newer.jpg").write_bytes(b"data")
         deadline, taken = time.monotonic() + 10, []  # new.jpg's delete event took it out of the queue
@@ -396,5 +398,40 @@ def test_a_folder_removed_and_made_again_is_watched_again(tmp_path: Path, caplog
             taken = [Path(r.path).name for r in q.take(10)]
             time.sleep(0.05)
         assert taken == ["newer.jpg"]
+    finally:
+        det.stop()
+
+
+def test_the_lock_on_a_folder_made_anew_is_taken_again_or_said_lost(tmp_path: Path) -> None:
+    """The daemon's lock (one daemon that moves files per folder) stayed on the removed folder, so a second daemon
+    could claim the new one (a review, session 8). `renew` locks the folder now at the path, or says it cannot."""
+    import shutil
+
+    from preprocess.core.errors import ConflictError
+    from preprocess.drivers.watch.claim import FolderClaim
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    mover = FolderClaim(str(folder), moves=True)
+    shutil.rmtree(folder)
+    folder.mkdir()
+    other = FolderClaim(str(folder), moves=False)  # the old lock no longer guards the new folder
+    assert not mover.renew()
+    other.release()
+    assert mover.renew()
+    with pytest.raises(ConflictError):
+        FolderClaim(str(folder), moves=False)
+    mover.release()
+    q = FileQueue(10, quiet=0.0)  # the detector asks for the lock when it watches a folder made anew
+    det = Detector(str(folder), q, Scanning(poll=True, rescan_interval=3600.0), relock=lambda: False)
+    det.start()
+    try:
+        folder.rename(tmp_path / "in.1")  # renamed and made anew: the new folder has another inode
+        folder.mkdir()
+        deadline = time.monotonic() + 10
+        while not det.lock_lost and time.monotonic() < deadline:
+            det.check_folder()
+            time.sleep(0.05)
+        assert det.lock_lost and not det.alive  # /healthz fails: a restart meets WATCH_FOLDER_BUSY and says why
     finally:
         det.stop()
