@@ -3,7 +3,6 @@ bytes that meets a target, write a report; or decide again from a saved report (
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from preprocess.cli.app import app, emit, err, fail, out, progress_for, quiet_li
 from preprocess.core import names
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import ConfigError, PreprocessError
-from preprocess.core.textfiles import read_text
+from preprocess.core.textfiles import parse_json, read_text
 from preprocess.core.units import size
 from preprocess.pipeline.devices import choices
 
@@ -293,11 +292,8 @@ def _from(path: str, sample: list[str] | None, report: str | None, judge: _Judge
                           hint="drop the sample folders, or drop --from to measure them")
     file = Path(path) / "report.json" if Path(path).is_dir() else Path(path)
     try:
-        doc = json.loads(read_text(file, REPORT_LIMIT))
-    except RecursionError:
-        raise ConfigError(f"{file}: not a report: nested too deeply", code=ErrorCode.TUNE_REPORT,
-                          hint="pass the report.json (or its folder) that `preprocess tune --report` wrote") from None
-    except (OSError, ValueError) as exc:
+        doc = parse_json(read_text(file, REPORT_LIMIT))
+    except (OSError, ValueError) as exc:  # TooLong and TooDeep too
         raise ConfigError(f"{file}: cannot read a report: {exc}", code=ErrorCode.TUNE_REPORT,
                           hint="pass the report.json (or its folder) that `preprocess tune --report` wrote") from None
     if not isinstance(doc, dict):

@@ -1,9 +1,10 @@
-"""Reading the small text files a user hands over (a pipeline spec, a model manifest): bounded, so a
-path like ``/dev/zero`` or a multi-GB file is refused instead of read until memory runs out, and parsed
-so that a hostile nesting depth is a syntax error, not a RecursionError."""
+"""Reading the text files a user hands over (a pipeline spec, a model manifest, a tune report): bounded, so
+a path like ``/dev/zero`` or a multi-GB file is refused instead of read until memory runs out, and parsed
+so that a hostile nesting depth is a syntax error (TooDeep), not a RecursionError."""
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -32,5 +33,13 @@ def parse_toml(text: str) -> dict[str, Any]:
     """``tomllib.loads`` (TOMLDecodeError); nesting deeper than Python's recursion limit is TooDeep."""
     try:
         return tomllib.loads(text)
+    except RecursionError:
+        raise TooDeep("nested too deeply") from None
+
+
+def parse_json(text: str) -> Any:
+    """``json.loads`` (ValueError); nesting deeper than Python's recursion limit is TooDeep."""
+    try:
+        return json.loads(text)
     except RecursionError:
         raise TooDeep("nested too deeply") from None

@@ -130,8 +130,7 @@ class Diff:
     models_added: list[str]
     models_removed: list[str]
     pairs: list[Pair]
-    sources_gone: int = 0  # the sources of removed rows (not in pairs) that b holds under no spec at all
-    removed_held: int = 0  # the removed rows (not in pairs) whose source b still holds under another spec
+    held: frozenset[str] = frozenset()  # the removed rows' sources (sha256) that b still holds under another spec
 
     @property
     def bytes_delta(self) -> int:
@@ -156,6 +155,16 @@ class Diff:
         """Removed rows whose source is not in a pair."""
         paired = {p.a.key for p in self.pairs}
         return [r for r in self.removed if r.key not in paired]
+
+    @property
+    def sources_gone(self) -> int:
+        """The sources of :attr:`removed_alone` that b holds under no spec at all."""
+        return len({r.source_sha256 for r in self.removed_alone if r.source_sha256 not in self.held})
+
+    @property
+    def removed_held(self) -> int:
+        """The rows of :attr:`removed_alone` whose source b still holds under another spec."""
+        return sum(r.source_sha256 in self.held for r in self.removed_alone)
 
     def to_dict(self) -> JsonObject:
         return {
@@ -222,10 +231,7 @@ def diff(repo: ic.Repository, ref_a: str, ref_b: str) -> Diff:
     new_shas = {r.source_sha256 for r in added}
     kept = [_brief(va.table, va.keys[k], k) for k in sorted(common)
             if str(va.table["source_sha256"][va.keys[k]]) in new_shas]  # a's rows of sources b adds again
-    pairs = pair(removed, added, kept)
-    paired, held = {p.a.key for p in pairs}, {str(sha) for sha in vb.table["source_sha256"]}
-    alone = [r for r in removed if r.key not in paired]
-    gone = len({r.source_sha256 for r in alone if r.source_sha256 not in held})
+    held = {r.source_sha256 for r in removed} & {str(sha) for sha in vb.table["source_sha256"]}
     return Diff(
         a=a, b=b, base=merge_base(repo, a, b), items_a=len(va.ds), items_b=len(vb.ds),
         added=added, removed=removed, changed=changed, unchanged=len(common) - len(changed),
@@ -234,8 +240,8 @@ def diff(repo: ic.Repository, ref_a: str, ref_b: str) -> Diff:
         specs_added=[SpecBrief(fp, sb.get(fp)) for fp in sorted(fps_b - fps_a)],
         specs_removed=[SpecBrief(fp, sa.get(fp)) for fp in sorted(fps_a - fps_b)],
         models_added=sorted(vb.column("model") - va.column("model")),
-        models_removed=sorted(va.column("model") - vb.column("model")), pairs=pairs, sources_gone=gone,
-        removed_held=sum(r.source_sha256 in held for r in alone))
+        models_removed=sorted(va.column("model") - vb.column("model")), pairs=pair(removed, added, kept),
+        held=frozenset(held))
 
 
 def _total(table: Table) -> int:
