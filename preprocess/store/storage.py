@@ -276,11 +276,14 @@ def read_errors() -> Iterator[None]:
 
 # What zarr's checksums, zstd and icechunk's readers say of a file whose bytes were changed or cut on disk.
 # zstd's words for a frame whose bytes changed (its header, sizes or body), icechunk's for a file it cannot parse
+# (the last line: a header or an offset inside a file that no longer parses, a version byte that reads as newer)
 _DAMAGE = ("checksum", "corrupt", "decompress", "src size is incorrect", "unknown frame descriptor",
            "destination buffer is too small", "frame requires too much memory", "unsupported frame parameter",
            "frame parameter unsupported", "dictionary mismatch",
            "invalid flatbuffer", "deserializ", "invalid magic numbers",
-           "requested range was invalid", "invalidrange")  # the last two: a file shorter than its manifest says
+           "requested range was invalid", "invalidrange",  # these two: a file shorter than its manifest says
+           "invalid icechunk metadata file", "icechunk header", "file type code", "cannot read this file type",
+           "compression algorithm", "is out of bounds", "only supports up to version")
 
 
 def _damaged(text: str) -> bool:
@@ -290,6 +293,10 @@ def _damaged(text: str) -> bool:
 def damaged_error(text: str) -> DamagedError:
     """STORE_IO for a read that found a file of the dataset damaged (its hint says so)."""
     detail = (text.strip().splitlines() or ["?"])[0][:120]
+    if "only supports up to version" in text:  # a flipped bit in a file's version byte reads as a newer format
+        return DamagedError(f"cannot read the dataset's stored rows: a file of it names a format this icechunk does "
+                            f"not read ({detail})", hint="if a newer preprocess wrote the dataset, upgrade; else its "
+                            "files were changed on disk: `preprocess verify STORE` lists the rows it damaged")
     return DamagedError(f"cannot read the dataset's stored rows: a file of it is damaged ({detail})")
 
 
