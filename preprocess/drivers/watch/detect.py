@@ -239,8 +239,8 @@ class Detector:
         if not full:
             more, full = self._offer_all(self._unlistable(unlisted), present)
             offered += more
-        if top == self.folder and not full and not self._stop.is_set():
-            self.queue.prune_handled(present)
+        if top == self.folder and not full and not self._stop.is_set():  # a folder it could not list (a share's
+            self.queue.prune_handled(present, kept=tuple(unlisted))  # brief EIO) keeps what it had: no re-reads
         return offered
 
     def _images(self, top: str, unlisted: list[str]) -> Iterator[str]:

@@ -209,10 +209,12 @@ class FileQueue:
         with self._lock:
             self._handled.pop(path, None)
 
-    def prune_handled(self, present: set[str]) -> None:
-        """Keep handled entries only for ``present`` files (after a complete scan)."""
+    def prune_handled(self, present: set[str], kept: tuple[str, ...] = ()) -> None:
+        """Keep handled entries only for ``present`` files (after a complete scan) and files under the folders
+        ``kept`` (the scan could not list them: their files are not known to be gone)."""
+        under = tuple(os.path.join(k, "") for k in kept)
         with self._lock:
-            for path in [p for p in self._handled if p not in present]:
+            for path in [p for p in self._handled if p not in present and not p.startswith(under)]:
                 del self._handled[path]
 
     def oldest_ready_age(self) -> float:

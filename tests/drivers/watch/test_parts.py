@@ -435,3 +435,28 @@ def test_the_lock_on_a_folder_made_anew_is_taken_again_or_said_lost(tmp_path: Pa
         assert det.lock_lost and not det.alive  # /healthz fails: a restart meets WATCH_FOLDER_BUSY and says why
     finally:
         det.stop()
+
+
+def test_a_folder_briefly_unlistable_keeps_its_files_handled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rescan that met a share's brief EIO on a subfolder dropped the handled entries of every file in it
+    (as if gone): the next rescan read them all again (a session-8 finding). The scan keeps what it could not
+    see. os.scandir is replaced for that folder alone: root lists any folder, and EIO cannot be made here."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.jpg").write_bytes(b"data")
+    q = FileQueue(10, quiet=0.0)
+    det = Detector(str(tmp_path), q, Scanning(poll=True, rescan_interval=60.0))
+    assert det.scan(str(tmp_path)) == 1
+    q.settle()
+    q.settle()
+    assert [Path(r.path).name for r in q.take(10)] == ["a.jpg"]
+    real_scandir = os.scandir
+
+    def share_hiccup(path: str = ".") -> object:
+        if os.fspath(path) == str(tmp_path / "sub"):
+            raise OSError(5, "Input/output error", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", share_hiccup)
+    det.scan(str(tmp_path))  # the folder itself is offered (its read records E_UNREADABLE, as run does)
+    monkeypatch.setattr(os, "scandir", real_scandir)
+    assert det.scan(str(tmp_path)) == 0  # a.jpg is still handled: not read again
