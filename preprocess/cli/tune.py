@@ -379,7 +379,8 @@ def _rows(sweep: Sweep, d: Decision, samples: list[StoredSample | None],
     if d.best is not None:
         rows.append(("decision", _setting_line(sweep, d.best, score)))
     if d.runner_up is not None and d.extra_cost is not None:
-        rows.append(("runner-up", f"{_setting_line(sweep, d.runner_up, score)}: {d.extra_cost:+.1%} bytes"))
+        rows.append(("runner-up", f"{_setting_line(sweep, d.runner_up, score)}: {d.extra_cost:+.1%} bytes"
+                                  + _encode_ratio(sweep, d.runner_up.format, d.best.format if d.best else None)))
     for rec, sample in zip(d.recs, samples, strict=True):
         rows += _format_rows(sweep, rec, sample, score)
     rows += [(f"preset {name}", f"{_setting_line(sweep, s, score)}" if s else "not reached")
@@ -398,8 +399,30 @@ def _format_rows(sweep: Sweep, rec: Recommendation, sample: StoredSample | None,
                          f"{size(s.total_bytes)} ({s.total_bytes / rec.source_bytes:.1%})"),
             (f"  worst ({score})", escape(", ".join(f"{names.quote(Path(c.path).name)} q{c.quality} {c.similarity:.4f}"
                                          for c in s.worst_first()[:3])))]
+    if (cost := sweep.encode_cost(rec.format)) is not None:
+        rows.append(("  encode", f"{cost.cpu_ms_per_mp:.1f} ms/MP of CPU time ({cost.encodes} candidates, "
+                                 f"{cost.wall_seconds:.1f} s of this run on {sweep.engine})"
+                                 + _encode_ratio(sweep, rec.format, _cheapest(sweep))))
     if sample is not None and sample.speed is not None:
         sp = sample.speed
         rows.append(("  decode", f"{sp.cpu_ms_per_mp:.1f} ms/MP, {sp.images_per_s:.1f} images/s on 1 core "
                                  f"({sp.decoder})"))
     return rows
+
+
+def _cheapest(sweep: Sweep) -> str | None:
+    """The measured format that cost the least CPU time to encode (per megapixel)."""
+    costs = [c for c in map(sweep.encode_cost, sweep.formats) if c is not None]
+    return min(costs, key=lambda c: c.cpu_ms_per_mp).format if len(costs) > 1 else None
+
+
+def _encode_ratio(sweep: Sweep, fmt: str, other: str | None) -> str:
+    """", encodes 8.9x slower than avif" (by CPU time per megapixel); "" for the same format, a ratio
+    under 1.5 or a cost not measured."""
+    a, b = sweep.encode_cost(fmt), sweep.encode_cost(other) if other and other != fmt else None
+    if a is None or b is None or not (a.cpu_ms_per_mp and b.cpu_ms_per_mp):
+        return ""
+    ratio = a.cpu_ms_per_mp / b.cpu_ms_per_mp
+    if 1 / 1.5 < ratio < 1.5:
+        return ""
+    return f", encodes {max(ratio, 1 / ratio):.1f}x {'slower' if ratio > 1 else 'faster'} than {other}"

@@ -40,6 +40,23 @@ Floats = npt.NDArray[np.float32]
 Ints = npt.NDArray[np.int64]
 Key = tuple[int, int, int, int]  # (coding, size, quality, image)
 Mode = Literal["search", "every-quality"]
+ENCODE_CPU = "encode_cpu:"  # timings' key (+ a format): CPU seconds of every thread encoding and finishing it
+
+
+@dataclass(frozen=True)
+class EncodeCost:
+    """What encoding a format cost the sweep on the machine that measured (every candidate it encoded and
+    finished as stored): CPU time of every thread, per megapixel stored, and the wall time it took."""
+
+    format: str
+    encodes: int
+    megapixels: float
+    cpu_seconds: float
+    wall_seconds: float
+
+    @property
+    def cpu_ms_per_mp(self) -> float:
+        return 1000 * self.cpu_seconds / self.megapixels if self.megapixels else 0.0
 
 
 @dataclass(frozen=True)
@@ -258,6 +275,17 @@ class Sweep:
         px: Ints = self.dims[..., 0].astype(np.int64) * self.dims[..., 1]
         return px
 
+    def encode_cost(self, fmt: str) -> EncodeCost | None:
+        """What encoding ``fmt`` cost (None for a report made before it was measured, or nothing encoded)."""
+        cpu = self.timings.get(f"{ENCODE_CPU}{fmt}")
+        at = self.of_format(fmt)
+        if cpu is None or not at:
+            return None
+        done = self.measured()[at]  # each point measured was encoded once
+        mp = float((done * self.pixels()[None, :, None, :]).sum()) / 1e6
+        wall = self.timings.get(f"encode:{fmt}", 0.0) + self.timings.get(f"finish:{fmt}", 0.0)
+        return EncodeCost(fmt, int(done.sum()), mp, cpu, wall) if mp else None
+
     def measured(self) -> npt.NDArray[np.bool_]:
         """[coding, size, quality, image]: which points were measured."""
         return np.isfinite(self.models[0].whole)
@@ -374,4 +402,12 @@ def from_json(doc: JsonObject, path: str) -> Sweep:
                  device="gpu" if doc.get("device") == "gpu" else "cpu",
                  mode="search" if mode == "search" else "every-quality",
                  band=[float(str(b)) for b in _get(doc, "band", list)], gauge=_get(doc, "gauge", str),
-                 seconds=float(str(doc.get("seconds", 0.0))), gate_models=gate_models)
+                 seconds=float(str(doc.get("seconds", 0.0))), gate_models=gate_models, timings=_timings(doc))
+
+
+def _timings(doc: JsonObject) -> dict[str, float]:
+    """A report's stage seconds (the encode costs among them); what is not a finite number >= 0 is left out."""
+    got = doc.get("timings")
+    items = got.items() if isinstance(got, dict) else ()
+    return {str(k): float(v) for k, v in items
+            if isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v) and v >= 0}

@@ -8,6 +8,7 @@ embedding once per source and model, whatever the formats and sizes; the crops' 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from preprocess.pipeline.extractor.session import Extractor
 from preprocess.pipeline.gate import combine_tiles, tile_embeddings
 from preprocess.pipeline.images import SourceInfo
 from preprocess.pipeline.spec import Encode, Spec
-from preprocess.tune.grid import TILE_STATS, Coding, SampleImage, Skipped, gate_values
+from preprocess.tune.grid import ENCODE_CPU, TILE_STATS, Coding, SampleImage, Skipped, gate_values
 from preprocess.tune.search import Crossings, EveryRung, Learned, Plan
 
 IMAGE_AXIS = {"ref": 0, "dims": 1, "tiles": 4}  # where the image axis is per kind of batch array; else 3
@@ -217,11 +218,13 @@ def encode_probes(b: Batch, size: SizeBatch, probes: Sequence[Probe]) -> list[En
         mine = [p for p, (ci, _, _) in enumerate(probes) if run.codings[ci].format == fmt]
         images = [size.prepared[probes[p][1]] for p in mine]
         cands = [Candidate(run.codings[probes[p][0]].variant, run.qualities[probes[p][2]]) for p in mine]
+        cpu = time.process_time()  # every thread's: the engine encodes a batch's images in a pool
         with encoding(engine, run.codings[probes[mine[0]][0]].encode):
             blobs = engine.encode(images, cands)
             run.clock(f"encode:{fmt}")
             stored = engine.finish(images, blobs)
-            run.clock("finish")
+            run.clock(f"finish:{fmt}")
+        run.timings.add(f"{ENCODE_CPU}{fmt}", time.process_time() - cpu)
         for p, blob, data in zip(mine, blobs, stored, strict=True):
             ci, k, rung = probes[p]
             at = (ci, size.si, rung, size.ids[k])

@@ -241,6 +241,8 @@ def _section(sweep: Sweep, rec: Recommendation, sample: StoredSample | None) -> 
         cards = [("size", f"{s.size} px"), ("ladder", f"q{s.ladder.min}..q{s.ladder.max}/{s.ladder.step}"),
                  ("stored (expected)", f"{mb(s.total_bytes)} = {s.total_bytes / rec.source_bytes:.1%}"),
                  (f"{score_name(rec.gauge)} at p{rec.percentile:g}", _s(s.at_percentile))]
+        if (cost := sweep.encode_cost(rec.format)) is not None:
+            cards.append(("encode (CPU time)", f"{cost.cpu_ms_per_mp:.1f} ms/MP"))
         if sample is not None and sample.speed is not None:
             cards.append(("decode (1 core)", f"{sample.speed.cpu_ms_per_mp:.1f} ms/MP"))
         notes = "".join(f'<p class="warn">{html.escape(n)}</p>' for n in (rec.message, s.ladder.note) if n)
@@ -264,7 +266,7 @@ def _summary(sweep: Sweep) -> str:
 
 
 FORMATS_HEAD = ["format", "codings", "size", "ladder", "stored (expected)", "re-made", "at percentile", "flagged",
-                "inexact", "decode ms/MP", "images/s", "decoder", "spec"]
+                "inexact", "encode ms/MP", "decode ms/MP", "images/s", "decoder", "spec"]
 
 
 def _format_row(sweep: Sweep, rec: Recommendation, sample: StoredSample | None) -> list[object]:
@@ -272,6 +274,8 @@ def _format_row(sweep: Sweep, rec: Recommendation, sample: StoredSample | None) 
     speed = sample.speed if sample is not None else None
     decode: list[object] = ([f"{speed.cpu_ms_per_mp:.1f}", f"{speed.images_per_s:.0f}", speed.decoder]
                             if speed is not None else ["-", "-", "-"])
+    cost = sweep.encode_cost(rec.format)
+    decode.insert(0, f"{cost.cpu_ms_per_mp:.1f}" if cost is not None else "-")
     s = rec.setting
     if s is None:
         return [rec.format, codings, "never", *["-"] * 6, *decode, "-"]
@@ -285,7 +289,9 @@ def _formats(sweep: Sweep, d: Decision, samples: Samples) -> str:
     rows = [_format_row(sweep, rec, sample) for rec, sample in zip(d.recs, samples, strict=True)]
     return ("<p>Per stored format, its best size. Every byte count is of the bytes <b>as stored</b>: after "
             "<code>Engine.finish</code>, which rewrites progressive JPEG with mozjpeg's lossless scan optimization "
-            "(the encoder's own bytes are in report.json as <code>encoded_bytes</code>). Decode speed: each "
+            "(the encoder's own bytes are in report.json as <code>encoded_bytes</code>). Encode: the CPU time "
+            f"(every thread) this run spent encoding and finishing the format's candidates on {sweep.engine}, per "
+            "megapixel stored: what the format costs a job on this machine. Decode speed: each "
             "format's stored sample decoded as the dataset reader does, one image after another on one thread, "
             "median of repeated passes, CPU time. Quality scales differ between encoders: compare bytes and "
             "similarity, not quality numbers.</p>"
@@ -327,8 +333,12 @@ def _rec_json(sweep: Sweep, rec: Recommendation, sample: StoredSample | None) ->
                       "repeats": sp.repeats, "cpu_seconds": round(sp.cpu_seconds, 5),
                       "wall_seconds": round(sp.wall_seconds, 5), "cpu_ms_per_mp": round(sp.cpu_ms_per_mp, 3),
                       "wall_ms_per_mp": round(sp.wall_ms_per_mp, 3), "images_per_s": round(sp.images_per_s, 2)}}
-    nb = rec.neighbours
-    return {"format": rec.format, "codings": [sweep.codings[c].label for c in rec.codings], "model": rec.model,
+    nb, cost = rec.neighbours, sweep.encode_cost(rec.format)
+    encode = None if cost is None else {
+        "candidates": cost.encodes, "megapixels": round(cost.megapixels, 4), "cpu_seconds": round(cost.cpu_seconds, 4),
+        "wall_seconds": round(cost.wall_seconds, 4), "cpu_ms_per_mp": round(cost.cpu_ms_per_mp, 3)}
+    return {"format": rec.format, "encode": encode, "codings": [sweep.codings[c].label for c in rec.codings],
+            "model": rec.model,
             "gauge": rec.gauge, "target": rec.target, "percentile": rec.percentile, "ok": rec.ok,
             "message": rec.message, "size": rec.size, "source_bytes": rec.source_bytes,
             "setting": _setting_json(sweep, rec.setting),

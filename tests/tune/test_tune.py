@@ -25,7 +25,7 @@ from preprocess.pipeline import gate
 from preprocess.pipeline.codecs import sniff
 from preprocess.pipeline.spec import default_spec_path, load_spec
 from preprocess.tune import Decision, StoredSample, Sweep, SweepOptions, Target, decide, run_sweep, store_sample
-from preprocess.tune.grid import from_json
+from preprocess.tune.grid import ENCODE_CPU, from_json, to_json
 from preprocess.tune.recommend import PRESETS, SETTLE, Point, lowest_meeting, pareto, setting
 from preprocess.tune.recommended import dropped_checks
 from preprocess.tune.report import write_report
@@ -102,7 +102,7 @@ def test_the_search_measures_the_rungs_that_decide_and_skips_bad_files(searched:
             passing = [qi for qi in range(len(LADDER)) if row[qi] >= t]
             ends = (not passing and np.isfinite(row[-1])) or any(_boundary(row, qi, t) for qi in passing)
             assert ends, (ci, si, i, t)
-    assert {"decode_resize", "encode:jpeg", "encode:avif", "finish", "view_infer"} <= set(searched.timings)
+    assert {"decode_resize", "encode:jpeg", "encode:avif", "finish:jpeg", "view_infer"} <= set(searched.timings)
     assert gate.SETTLE == SETTLE  # recommend keeps its own copy (it must not import the store's schema)
 
 
@@ -129,6 +129,31 @@ def test_the_decision_is_the_fewest_bytes_across_formats_and_sizes(searched: Swe
     assert [c.similarity for c in best.worst_first()] == sorted(c.similarity for c in best.choices)
     pinned = decide(searched, Target(TARGET, PERCENTILE, size=640))
     assert pinned.best is not None and pinned.best.size == 640
+
+
+def test_each_formats_encode_cost_is_measured_and_shown_beside_its_bytes(searched: Sweep, decision: Decision) -> None:
+    """tune chose AVIF on bytes alone and said nothing of its encode cost (about 10x JPEG's on a CPU: a fleet's
+    throughput). Each format's CPU time per stored megapixel is measured over every candidate the sweep
+    encoded, shown per format, and the runner-up line says how much faster it encodes; JSON and saved report
+    keep it (a report from before has none, and shows none)."""
+    from preprocess.cli.tune import _rows
+
+    measured = searched.measured()
+    costs = {f: searched.encode_cost(f) for f in FORMATS}
+    for ci, f in enumerate(FORMATS):
+        c = costs[f]
+        assert c is not None and c.encodes == int(measured[ci].sum()) > 0 and c.cpu_seconds > 0
+        assert c.megapixels == pytest.approx((measured[ci] * searched.pixels()[:, None, :]).sum() / 1e6)
+    jpeg, avif = costs["jpeg"], costs["avif"]
+    assert jpeg is not None and avif is not None and avif.cpu_ms_per_mp > 2 * jpeg.cpu_ms_per_mp
+    rows = dict(_rows(searched, decision, [None, None], {}))
+    assert "encodes" in rows["runner-up"] and "faster than avif" in rows["runner-up"], rows["runner-up"]
+    assert "ms/MP of CPU time" in rows["  encode"]
+    again = from_json(json.loads(json.dumps(to_json(searched))), "r.json")
+    assert again.encode_cost("avif") == avif
+    again.timings = {k: v for k, v in again.timings.items() if not k.startswith(ENCODE_CPU)}  # an older report
+    assert again.encode_cost("avif") is None and "encodes" not in dict(_rows(again, decision, [None, None], {}))[
+        "runner-up"]
 
 
 def test_presets_and_targets_outside_the_band(searched: Sweep, decision: Decision) -> None:
