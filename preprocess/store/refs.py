@@ -179,8 +179,7 @@ def resolve_ref(repo: ic.Repository, ref: str) -> Ref:
     ConfigError REF_MISSING (nothing by that name, with the closest names; or fewer than N commits
     before it), REF_AMBIGUOUS (a prefix of several snapshots).
     """
-    ref = ref.strip()
-    if not ref:
+    if not ref.strip():
         raise NotFoundError("empty REF: name a branch, a tag or a snapshot id", code=ErrorCode.REF_MISSING,
                           hint=_names_hint(repo))
     steps = _ANCESTOR.match(ref)
@@ -197,10 +196,16 @@ def resolve_ref(repo: ic.Repository, ref: str) -> Ref:
 
 
 def _resolve_name(repo: ic.Repository, ref: str) -> Ref:
+    kind, _, name = ref.partition(":")
+    if kind in ("branch", "tag") and name:  # tag:NAME, branch:NAME (as `log` decorates): that ref, never an id
+        if name in (branches(repo) if kind == "branch" else tags(repo)):
+            return Ref(ref, kind, branch_tip(repo, name) if kind == "branch" else tag_target(repo, name))
+        raise NotFoundError(f"{ref!r}: no {kind} {name!r}{did_you_mean(name, _names(repo))}",
+                            code=ErrorCode.REF_MISSING, hint=_names_hint(repo))
     if ref in branches(repo):
-        return Ref(ref, "branch", branch_tip(repo, ref))
+        return _unambiguous(repo, Ref(ref, "branch", branch_tip(repo, ref)))
     if ref in tags(repo):
-        return Ref(ref, "tag", tag_target(repo, ref))
+        return _unambiguous(repo, Ref(ref, "tag", tag_target(repo, ref)))
     if ref == HEAD:  # the tip of the branch every command reads by default (a branch named HEAD wins, as above)
         return Ref(ref, "branch", branch_tip(repo, DEFAULT_BRANCH))
     upper = ref.upper()
@@ -215,6 +220,25 @@ def _resolve_name(repo: ic.Repository, ref: str) -> Ref:
                               code=ErrorCode.REF_AMBIGUOUS, hint="give more characters of the snapshot id")
     raise NotFoundError(f"{ref!r} is not a branch, tag or snapshot of this dataset{did_you_mean(ref, _names(repo))}",
                       code=ErrorCode.REF_MISSING, hint=_names_hint(repo))
+
+
+def _id_prefix_of(repo: ic.Repository, name: str) -> list[str]:
+    """The snapshots whose id ``name`` is a prefix of (4+ characters; none for a name that cannot be one)."""
+    upper = name.upper()
+    if not (_PREFIX.match(name) and SNAPSHOT_ID.match(upper.ljust(20, "0"))):
+        return []
+    return sorted(s for s in known_snapshots(repo) if s.startswith(upper))
+
+
+def _unambiguous(repo: ic.Repository, ref: Ref) -> Ref:
+    """``ref`` (a branch or tag), unless its name is also the start of another snapshot's id: a tag "ZGVQ" on
+    an old commit read that commit where `log` printed ZGVQ... for the tip (REF_AMBIGUOUS, as git says)."""
+    other = [s for s in _id_prefix_of(repo, ref.name) if s != ref.snapshot]
+    if other:
+        raise NotFoundError(f"{ref.name!r} is ambiguous: a {ref.kind} (at {ref.snapshot}) and the start of snapshot "
+                            f"{other[0]}'s id", code=ErrorCode.REF_AMBIGUOUS,
+                            hint=f"say {ref.kind}:{ref.name} for the {ref.kind}, or more characters of the snapshot id")
+    return ref
 
 
 def _names(repo: ic.Repository) -> set[str]:
@@ -247,6 +271,9 @@ def _check_name(repo: ic.Repository, name: str, what: str) -> None:
     if SNAPSHOT_ID.match(name.upper()):
         raise ConfigError(f"{name!r} looks like a snapshot id", code=ErrorCode.REF_NAME,
                           hint=f"choose a {what} name that cannot be mistaken for a snapshot id")
+    if found := _id_prefix_of(repo, name):  # its name would read that snapshot, or make its prefix read the ref
+        raise ConfigError(f"{name!r} is the start of snapshot {found[0]}'s id", code=ErrorCode.REF_NAME,
+                          hint=f"choose a {what} name that is not the start of a snapshot id")
     if name in branches(repo):
         raise ConfigError(f"{name!r} is already a branch", code=ErrorCode.REF_EXISTS,
                           hint="choose another name (`preprocess reset` moves an existing branch)")

@@ -131,3 +131,32 @@ def test_a_branch_a_running_job_writes_is_not_deleted(scratch: ic.Repository) ->
     assert job.returncode == 0
     assert lock_holder(root) is None
     refs.delete_branch(scratch, "again")
+
+
+def test_a_name_that_is_the_start_of_a_snapshot_id_is_never_read_as_the_other(hist: Hist,
+                                                                              scratch: ic.Repository) -> None:
+    """A tag named with the first 4 characters of main's tip, made on main~1, was accepted; from then on that
+    prefix, copied from `log --oneline`, read the tag's commit everywhere (ls, show, diff, export, the web UI),
+    and a branch named after an older id's prefix read the tip (a hostile-input round, 2026-12-07). Such a
+    name is refused; one that is already there (made before, or an id that came later) is REF_AMBIGUOUS,
+    and `tag:NAME` / `branch:NAME` name the ref alone. A ref is read as given: "main\\n" is not main."""
+    tip, old = hist.main2.snapshot or "", hist.v1.snapshot or ""
+    for make in (refs.create_tag, refs.create_branch):
+        with pytest.raises(ConfigError) as e:
+            make(scratch, tip[:4], "main~1")
+        assert e.value.code == "REF_NAME" and tip in e.value.message
+        with pytest.raises(ConfigError) as e:
+            make(scratch, old[:6].lower(), "main")
+        assert e.value.code == "REF_NAME"
+    scratch.create_tag(tip[:4], old)  # as a store made before the rule (or an id that came after the name) has it
+    with pytest.raises(ConfigError) as e:
+        refs.resolve_ref(scratch, tip[:4])
+    assert e.value.code == "REF_AMBIGUOUS" and f"tag:{tip[:4]}" in (e.value.hint or "")
+    assert refs.resolve_ref(scratch, f"tag:{tip[:4]}").snapshot == old
+    assert refs.resolve_ref(scratch, tip[:5]).snapshot == tip  # more characters: the snapshot
+    assert refs.resolve_ref(scratch, "branch:main").snapshot == tip
+    assert refs.resolve_ref(scratch, "tag:v1~0").snapshot == old
+    for bad in ("tag:main", "branch:nope", "main\n", " main", "main\t"):
+        with pytest.raises(ConfigError) as e:
+            refs.resolve_ref(scratch, bad)
+        assert e.value.code == "REF_MISSING", bad
