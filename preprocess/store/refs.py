@@ -198,8 +198,10 @@ def resolve_ref(repo: ic.Repository, ref: str) -> Ref:
 def _resolve_name(repo: ic.Repository, ref: str) -> Ref:
     kind, _, name = ref.partition(":")
     if kind in ("branch", "tag") and name:  # tag:NAME, branch:NAME (as `log` decorates): that ref, never an id
-        if name in (branches(repo) if kind == "branch" else tags(repo)):
-            return Ref(ref, kind, branch_tip(repo, name) if kind == "branch" else tag_target(repo, name))
+        if kind == "branch" and name in branches(repo):
+            return Ref(ref, "branch", branch_tip(repo, name))
+        if kind == "tag" and name in tags(repo):
+            return Ref(ref, "tag", tag_target(repo, name))
         raise NotFoundError(f"{ref!r}: no {kind} {name!r}{did_you_mean(name, _names(repo))}",
                             code=ErrorCode.REF_MISSING, hint=_names_hint(repo))
     if ref in branches(repo):
