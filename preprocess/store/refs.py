@@ -196,14 +196,8 @@ def resolve_ref(repo: ic.Repository, ref: str) -> Ref:
 
 
 def _resolve_name(repo: ic.Repository, ref: str) -> Ref:
-    kind, _, name = ref.partition(":")
-    if kind in ("branch", "tag") and name:  # tag:NAME, branch:NAME (as `log` decorates): that ref, never an id
-        if kind == "branch" and name in branches(repo):
-            return Ref(ref, "branch", branch_tip(repo, name))
-        if kind == "tag" and name in tags(repo):
-            return Ref(ref, "tag", tag_target(repo, name))
-        raise NotFoundError(f"{ref!r}: no {kind} {name!r}{did_you_mean(name, _names(repo))}",
-                            code=ErrorCode.REF_MISSING, hint=_names_hint(repo))
+    if ref.startswith(("branch:", "tag:")):
+        return _named(repo, ref)
     if ref in branches(repo):
         return _unambiguous(repo, Ref(ref, "branch", branch_tip(repo, ref)))
     if ref in tags(repo):
@@ -222,6 +216,17 @@ def _resolve_name(repo: ic.Repository, ref: str) -> Ref:
                               code=ErrorCode.REF_AMBIGUOUS, hint="give more characters of the snapshot id")
     raise NotFoundError(f"{ref!r} is not a branch, tag or snapshot of this dataset{did_you_mean(ref, _names(repo))}",
                       code=ErrorCode.REF_MISSING, hint=_names_hint(repo))
+
+
+def _named(repo: ic.Repository, ref: str) -> Ref:
+    """``tag:NAME``, ``branch:NAME`` (as `log` decorates): that ref, never a snapshot id."""
+    kind, _, name = ref.partition(":")
+    if kind == "branch" and name in branches(repo):
+        return Ref(ref, "branch", branch_tip(repo, name))
+    if kind == "tag" and name in tags(repo):
+        return Ref(ref, "tag", tag_target(repo, name))
+    raise NotFoundError(f"{ref!r}: no {kind} {name!r}{did_you_mean(name, _names(repo))}",
+                        code=ErrorCode.REF_MISSING, hint=_names_hint(repo))
 
 
 def _id_prefix_of(repo: ic.Repository, name: str) -> list[str]:
