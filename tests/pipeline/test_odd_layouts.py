@@ -378,3 +378,23 @@ def _bump(out: bytearray, pos: int, size: int, after: int, by: int) -> None:
         value = int.from_bytes(out[pos:pos + size], "big")
         if value >= after:
             out[pos:pos + size] = (value + by).to_bytes(size, "big")
+
+
+@pytest.mark.parametrize("deep", [False, True])
+def test_a_tiff_whose_first_page_is_a_thumbnail_is_unsupported_not_stored_small(deep: bool) -> None:
+    """A TIFF whose first page is marked a reduced-resolution copy (NewSubfileType 1), its full image after,
+    was stored as the 90x60 thumbnail with the thumbnail's size recorded as the source's (a hostile-input
+    round, 2026-12-07). It is E_UNSUPPORTED, saying why; a float TIFF (no Pillow mode) alike."""
+    full = RGB.astype(np.float32) / 255 if deep else RGB
+    buf = io.BytesIO()
+    with tifffile.TiffWriter(buf) as t:
+        t.write(full[::4, ::4].copy(), photometric="rgb", subfiletype=1)
+        t.write(full, photometric="rgb")
+    with pytest.raises(InputError) as e:
+        probe(buf.getvalue(), max_pixels=10**8)
+    assert e.value.code == "E_UNSUPPORTED" and "reduced-resolution" in e.value.message
+    assert decoded(buf.getvalue()) == "E_UNSUPPORTED"
+    one = io.BytesIO()
+    tifffile.imwrite(one, full, photometric="rgb")  # the full image alone (NewSubfileType 0): read
+    assert probe(one.getvalue(), max_pixels=10**8).width == full.shape[1]
+    assert np.array_equal(decoded(one.getvalue()), RGB)
