@@ -37,6 +37,7 @@ from preprocess.rows.formats import file_suffix
 from preprocess.rows.records import Plain, plain
 from preprocess.rows.schema import ITEM_COLUMNS
 from preprocess.store import refs
+from preprocess.store.lock import local_root
 from preprocess.store.origins import origins
 from preprocess.store.reader import Dataset
 
@@ -167,6 +168,18 @@ def _io(path: Path) -> Iterator[None]:
         raise StorageError(f"cannot write {path}: {exc.strerror or exc}", code=ErrorCode.EXPORT_IO) from exc
 
 
+def _outside_store(repo: ic.Repository, out_dir: Path) -> None:
+    """EXPORT_DIR for a folder in the dataset's own directory: the files written among icechunk's made every
+    later `gc` print an error per file, and a copy of the store would carry them."""
+    root = local_root(repo)
+    if root is None:
+        return
+    real_root, real_out = os.path.realpath(root), os.path.realpath(out_dir)
+    if real_out == real_root or real_out.startswith(os.path.join(real_root, "")):
+        raise ConfigError("it is inside the dataset's own directory", code=ErrorCode.EXPORT_DIR, path=str(out_dir),
+                          hint="give a new or empty directory outside the dataset")
+
+
 def _prepare(out_dir: Path) -> _Made:
     if out_dir.is_symlink():  # refused: the files would land wherever the link leads
         raise ConfigError("it is a symbolic link; an export writes only into a real directory",
@@ -210,7 +223,9 @@ def export(repo: ic.Repository, out_dir: str | Path, *, ref: str = "main", fmt: 
     if len(ds) == 0:
         raise ConfigError(f"{ref!r} holds no images to export", code=ErrorCode.EXPORT_EMPTY,
                           hint="`preprocess log` lists the commits; export a version that has items")
-    made = _prepare(Path(out_dir).expanduser().absolute())
+    out = Path(out_dir).expanduser().absolute()
+    _outside_store(repo, out)
+    made = _prepare(out)
     try:
         exported = _write(repo, target, ds, made, fmt)
     except BaseException:  # a full disk, a damaged store, an interrupt: nothing of this export is left

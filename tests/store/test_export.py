@@ -101,3 +101,18 @@ def test_an_export_that_fails_on_a_full_disk_leaves_nothing_and_the_rerun_finish
     assert refused.value.code == "EXPORT_DIR" and "killed" in refused.value.hint
     assert refused.value.path == str(tmp_path / "killed")  # --json's path (it was null)
     assert (tmp_path / "killed" / "images" / "0123456789abcdef-x.jpg").read_bytes() == b"\xff\xd8 half"
+
+
+def test_an_export_into_the_datasets_own_directory_is_refused(three: Path, tmp_path: Path) -> None:
+    """`export STORE STORE/chunks/ex` wrote 18 images among icechunk's files; every later `gc` printed two
+    coloured icechunk ERROR lines per file (a hostile-input round, 2026-12-07). It is EXPORT_DIR, through a
+    symbolic link to the store too; beside the store is fine."""
+    repo = open_repo(str(three), create=False)
+    (tmp_path / "link").symlink_to(three)
+    before = sorted(p.relative_to(three) for p in three.rglob("*"))
+    for out in (three, three / "chunks" / "ex", three / "refs", tmp_path / "link" / "x"):
+        with pytest.raises(ConfigError) as refused:
+            export(repo, out)
+        assert refused.value.code == "EXPORT_DIR" and "dataset's own directory" in refused.value.message, out
+    assert sorted(p.relative_to(three) for p in three.rglob("*")) == before
+    assert export(repo, three.parent / "beside").files == 3
