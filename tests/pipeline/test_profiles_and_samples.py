@@ -168,3 +168,39 @@ def test_a_png_pixel_past_its_palette_is_corrupt_not_black() -> None:
         decode_rgb(png(7))
     assert e.value.code == "E_CORRUPT" and "colour 7 of a palette of 1" in e.value.message
     assert decode_rgb(png(0)).getpixel((4, 4)) == (255, 0, 0)
+
+
+def _png_with(arr: np.ndarray, mode: str, chunks: list[tuple[bytes, bytes]]) -> bytes:
+    import struct
+    import zlib
+
+    png = _saved(Image.fromarray(arr, mode), "PNG")
+    extra = b"".join(struct.pack(">I", len(b)) + k + b + struct.pack(">I", zlib.crc32(k + b)) for k, b in chunks)
+    return png[:33] + extra + png[33:]  # after IHDR (8 + 25 bytes), before the image data
+
+
+def test_a_png_gamma_is_applied_as_browsers_show_it() -> None:
+    """A PNG's gAMA chunk was ignored: a linear-light PNG (gAMA 1.0), which a browser shows far brighter, was
+    stored as if its numbers were sRGB (a session-8 finding: 16 stored where a browser shows 71). It is
+    converted to sRGB (primaries from cHRM when given); sRGB's own 1/2.2, an sRGB or iCCP chunk beside it and
+    an invalid value leave the pixels as they are."""
+    ramp = np.tile(np.arange(256, dtype=np.uint8), (8, 1))
+    lin = np.arange(256) / 255
+    srgb = np.where(lin <= 0.0031308, 12.92 * lin, 1.055 * lin ** (1 / 2.4) - 0.055) * 255
+    linear = (100000).to_bytes(4, "big")
+    rgb = np.asarray(decode_rgb(_png_with(np.dstack([ramp] * 3), "RGB", [(b"gAMA", linear)])))[0, :, 0]
+    assert np.abs(rgb - srgb).max() <= 1 and rgb[16] == 71
+    grey = np.asarray(decode_rgb(_png_with(ramp, "L", [(b"gAMA", linear)])))[0, :, 0]
+    assert np.abs(grey - srgb).max() <= 10 and abs(int(grey[16]) - 71) <= 1  # LittleCMS's grey: coarse in the dark
+    for chunks in ([(b"gAMA", (45455).to_bytes(4, "big"))], [(b"sRGB", b"\x00"), (b"gAMA", linear)],
+                   [(b"gAMA", (0).to_bytes(4, "big"))]):
+        same = np.asarray(decode_rgb(_png_with(np.dstack([ramp] * 3), "RGB", chunks)))[0, :, 0]
+        assert np.array_equal(same, ramp[0]), chunks
+    wide = [(0.3127, 0.329), (0.68, 0.32), (0.265, 0.69), (0.15, 0.06)]  # Display P3's primaries
+    chrm = b"".join(round(v * 100000).to_bytes(4, "big") for xy in wide for v in xy)
+    red = np.zeros((8, 8, 3), np.uint8)
+    red[..., 0] = 255
+    p3 = np.asarray(decode_rgb(_png_with(red, "RGB", [(b"gAMA", linear), (b"cHRM", chrm)])))[0, 0]
+    assert p3[0] == 255 and p3[1] < 40 and p3[2] < 40  # P3 red is outside sRGB: clipped to sRGB's red
+    bad = np.asarray(decode_rgb(_png_with(red, "RGB", [(b"gAMA", linear), (b"cHRM", bytes(32))])))[0, 0]
+    assert tuple(bad) == (255, 0, 0)  # an invalid cHRM is ignored: sRGB primaries

@@ -100,6 +100,29 @@ def cicp(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+def gamma(data: bytes) -> tuple[float, tuple[tuple[float, float], ...] | None] | None:
+    """A PNG's gAMA (its file gamma: samples are linear light to the power of it) and cHRM (white, red,
+    green, blue), when they say how to see it: not with an sRGB, iCCP or cICP chunk (which win, as in
+    browsers), nor a gamma within 3% of sRGB's 1/2.2 (taken as sRGB), nor an invalid one (ignored, as libpng
+    does). A browser shows a gAMA 1.0 (linear) PNG far brighter than its numbers read as sRGB."""
+    found: dict[bytes, bytes] = {}
+    for kind, start, end in _png_chunks(data):
+        if kind in (b"sRGB", b"iCCP", b"cICP"):
+            return None
+        if kind in (b"gAMA", b"cHRM"):
+            found.setdefault(kind, data[start:end])
+        if kind == b"IDAT":  # both come before the image data
+            break
+    body = found.get(b"gAMA", b"")
+    if len(body) != 4 or not 0.05 <= (g := int.from_bytes(body, "big") / 100000) <= 5.0 or abs(g * 2.2 - 1) < 0.03:
+        return None
+    chrm = found.get(b"cHRM", b"")
+    points = [int.from_bytes(chrm[i:i + 4], "big") / 100000 for i in range(0, 32, 4)] if len(chrm) == 32 else []
+    if not all(0.0 < v < 1.0 for v in points):  # an invalid cHRM: ignored (the primaries are sRGB's)
+        points = []
+    return g, tuple(zip(points[::2], points[1::2], strict=True)) if points else None
+
+
 def keyed_out(img: Image.Image, rgb: Image.Image, depth: int, data: bytes) -> Image.Image:
     """``rgb`` (``img`` converted) with the pixels that match a grey or RGB PNG's tRNS colour key, which are
     transparent, made white (alpha on white): Pillow keeps the key as the raw sample value of ``depth``
