@@ -19,7 +19,7 @@ from preprocess.core.errors import NotFoundError
 from preprocess.pipeline.images import decode_rgb
 from preprocess.serve import comparer, downloads, renditions
 from preprocess.serve.grid import GridQuery
-from preprocess.serve.pages import _ref, catalog
+from preprocess.serve.pages import _ref, catalog, version
 from preprocess.store.refs import SNAPSHOT_ID
 
 IMMUTABLE = "private, max-age=31536000, immutable"
@@ -105,8 +105,8 @@ def download(request: Request) -> Response:
 
 def items_zip(request: Request) -> Response:
     """The items the grid's filters select: their images and manifest.csv, as a zip."""
-    cat, ref = catalog(request), _ref(request)
-    target = cat.resolve(ref)
+    cat = catalog(request)
+    _, target, _ = version(request, cat)
     rows = cat.select(target.snapshot, GridQuery.parse(request.query_params))
     body = downloads.selection_zip(cat, target.snapshot, rows, redact=request.app.state.redact)
     return Response(body, media_type="application/zip", headers={
@@ -115,8 +115,8 @@ def items_zip(request: Request) -> Response:
 
 def items_csv(request: Request) -> Response:
     """The manifest of the items the grid's filters select, as CSV."""
-    cat, ref = catalog(request), _ref(request)
-    target = cat.resolve(ref)
+    cat = catalog(request)
+    _, target, _ = version(request, cat)
     rows = cat.select(target.snapshot, GridQuery.parse(request.query_params))
     body = downloads.selection_csv(cat, target.snapshot, rows, redact=request.app.state.redact)
     return Response(body, media_type="text/csv; charset=utf-8",

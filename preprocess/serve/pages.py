@@ -122,34 +122,51 @@ def commit_page(request: Request) -> Response:
                   commit=shown.commit, md=shown.commit.metadata)
 
 
-def _grid(request: Request) -> tuple[Catalog, str, Ref, GridQuery]:
+def version(request: Request, cat: Catalog) -> tuple[str, Ref, bool]:
+    """(REF as named, the version a grid page shows, whether REF has moved on since): ``at=SNAPSHOT`` pins the
+    version (every link of a grid page carries it: its next page, sorts and downloads show what it shows,
+    though a job moves the branch meanwhile), else REF's tip now."""
+    ref, at = _ref(request), request.query_params.get("at")
+    if not at:
+        return ref, cat.resolve(ref), False
+    pinned = cat.pinned(at)
+    try:
+        moved = cat.resolve(ref).snapshot != at
+    except NotFoundError:  # the branch was deleted meanwhile: the pinned version still shows
+        moved = True
+    return ref, Ref(ref, pinned.kind if not moved else "snapshot", at), moved
+
+
+def _grid(request: Request) -> tuple[Catalog, str, Ref, GridQuery, bool]:
     cat = catalog(request)
-    ref = _ref(request)
-    return cat, ref, cat.resolve(ref), GridQuery.parse(request.query_params)
+    ref, target, moved = version(request, cat)
+    return cat, ref, target, GridQuery.parse(request.query_params), moved
 
 
-def grid_query(ref: str, q: GridQuery, **changes: str | int | float | None) -> str:
-    """``ref=REF`` and the grid's own parameters (with ``changes``): no stray ``&`` when they are the defaults."""
+def grid_query(ref: str, q: GridQuery, at: str = "", **changes: str | int | float | None) -> str:
+    """``ref=REF`` (``&at=SNAPSHOT``: pinned) and the grid's own parameters (with ``changes``): no stray ``&``
+    when they are the defaults."""
     own = q.params(**changes)
-    return urlencode({"ref": ref}) + (f"&{own}" if own else "")
+    return urlencode({"ref": ref, **({"at": at} if at else {})}) + (f"&{own}" if own else "")
 
 
 def items_page(request: Request) -> Response:
-    cat, ref, target, q = _grid(request)
+    cat, ref, target, q, moved = _grid(request)
     page = Page.of(cat.select(target.snapshot, q), q)
+    at = target.snapshot
     ds = cat.dataset(target.snapshot)
     commits = cat.added_commits(target.snapshot)
     return render(request, "items.html", ref=ref, target=target, q=q, page=page,
                   cards=cat.cards(target.snapshot, page.rows), specs=cat.specs(target), items=len(ds),
                   failures=ds.num_failures, sorts=list(SORTS), statuses=sorted(ITEM_STATUSES), ranges=list(RANGES),
                   per_page=PER_PAGE, commits=commits, formats=sorted(FORMATS), fields=CARD_FIELDS,
-                  query=lambda **kw: grid_query(ref, q, **kw), filters=grid_query(ref, q, page=1, per_page=48))
+                  query=lambda **kw: grid_query(ref, q, at, **kw), filters=grid_query(ref, q, at, page=1, per_page=48),
+                  moved=moved)
 
 
 def failures_page(request: Request) -> Response:
     cat = catalog(request)
-    ref = _ref(request)
-    target = cat.resolve(ref)
+    ref, target, moved = version(request, cat)
     total = cat.dataset(target.snapshot).num_failures
     pages = math.ceil(total / FAILURE_PAGE)
     page = _page(request, pages)
@@ -158,7 +175,7 @@ def failures_page(request: Request) -> Response:
         r["hint"] = failure_hint(str(r["code"]))
         r["commit"] = cat.failure_added_by(target.snapshot, int(r["row"] or 0))
     return render(request, "failures.html", ref=ref, target=target, rows=rows, page=page, pages=pages, total=total,
-                  query=lambda p: urlencode({"ref": ref, "page": p}))
+                  query=lambda p: urlencode({"ref": ref, "at": target.snapshot, "page": p}), moved=moved)
 
 
 def item_page(request: Request) -> Response:
@@ -240,7 +257,7 @@ def _sides(base: str, item: Record, window: Window, siblings: list[Sibling] | No
 
 
 def charts_page(request: Request) -> Response:
-    cat, ref, target, q = _grid(request)
+    cat, ref, target, q, moved = _grid(request)
     rows = cat.select(target.snapshot, q)
     hists = [charts.histogram(name, cat.column(target.snapshot, name)[rows]) for name in ("similarity", "quality",
                                                                                           "bytes")]
@@ -254,10 +271,11 @@ def charts_page(request: Request) -> Response:
         held += got
         points.append(charts.CommitPoint(added.snapshot, f"{c.written_at:%Y-%m-%d %H:%M} · {c.message[:60]}",
                                          len(added.items), got, held))
-    over = charts.commit_charts(points, lambda s: "/charts?" + urlencode({"ref": ref, "commit": s}))
+    over = charts.commit_charts(points, lambda s: "/charts?" + urlencode({"ref": ref, "at": target.snapshot,
+                                                                            "commit": s}))
     return render(request, "charts.html", ref=ref, target=target, q=q, hists=hists, over=over, total=int(rows.size),
                   commit=cat.commit_at(q.commit) if len(q.commit) == 20 else None,
-                  items_link="/items?" + grid_query(ref, q, page=1))
+                  items_link="/items?" + grid_query(ref, q, target.snapshot, page=1), moved=moved)
 
 
 def diff_page(request: Request) -> Response:

@@ -145,3 +145,34 @@ def test_downloads_an_image_the_selection_and_a_commits_spec(client: TestClient,
     recorded = history.show(str(served.store), "v1").commit.provenance
     assert recorded is not None
     assert parse_spec(tomllib.loads(toml.text)) == parse_spec(recorded.spec)  # runs again as it ran
+
+
+def test_a_grid_page_and_its_links_stay_on_the_version_shown(served: Served, tmp_path: Path) -> None:
+    """Pagination, sorts, per page and the zip/CSV downloads of the items grid linked to ref=BRANCH: a job
+    that moved the branch between two clicks showed another version on page 2 (rows of page 1 again) and the
+    zip took rows the page never showed (a web UI audit, 2026-12-07). Every link carries at=SNAPSHOT; the
+    page says when the branch has moved on, and links its tip. The form does not restore stale values."""
+    import re
+    import shutil
+
+    from preprocess.store import open_repo, refs
+
+    store = tmp_path / "s.icechunk"
+    shutil.copytree(served.store, store)
+    tip = served.lowq.snapshot or ""
+    with TestClient(create_app(Catalog(str(store))), raise_server_exceptions=False) as c:
+        page = c.get("/items", params={"ref": "low-q"}).text  # one page: the quick sorts share the pager's links
+        links = re.findall(r'href="(/items\?[^"]*sort=[^"]*)"', page) + re.findall(r'href="(/items\.(?:zip|csv)[^"]*)"',
+                                                                                  page)
+        assert links and all(f"at={tip}" in link for link in links), links
+        assert 'autocomplete="off"' in page and f'name="at" value="{tip}"' in page and 'id="moved"' not in page
+        refs.reset_branch(open_repo(str(store), create=False), "low-q", "v1")  # the branch moves on
+        nxt = c.get(links[0].replace("&amp;", "&"))
+        assert nxt.status_code == 200 and tip in nxt.text and 'id="moved"' in nxt.text
+        assert 'href="/items?ref=low-q">See its tip' in nxt.text
+        csv = c.get(next(link for link in links if ".csv" in link).replace("&amp;", "&"))
+        shown = len(open_dataset(str(store), ref=tip))
+        assert csv.status_code == 200 and len(csv.text.strip().splitlines()) - 1 == shown
+        fresh = c.get("/items", params={"ref": "low-q"}).text
+        assert tip not in fresh and 'id="moved"' not in fresh
+        assert c.get("/items", params={"ref": "low-q", "at": "NOTASNAPSHOT"}).status_code == 404
