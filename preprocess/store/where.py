@@ -11,13 +11,14 @@ An expression is conditions joined by ``and`` / ``or`` (``and`` binds tighter; n
 A condition is ``FIELD OP VALUE``. FIELD is a row field (``ITEM_FIELDS``: similarity, quality,
 bytes, status, format, source_path, camera_model, capture_time, ...) or one of ``ALIASES``:
 ``name`` (the source's file name), ``folder`` (its folder), ``path``, ``camera``, ``time``,
-``spec`` (a fingerprint prefix or the spec's pipeline name), ``commit`` (the snapshot that added
+``spec`` (a fingerprint prefix or the spec's pipeline name; ``~`` looks in both), ``commit`` (the snapshot that added
 the row: an id or a prefix of 4+ characters; see :mod:`preprocess.store.origins`), ``row``. A
 ``commit`` that names no commit of the version's history is NotFoundError REF_MISSING, as a missing
 REF is (a typo is not "no rows"): the caller's columns give that history as :data:`HISTORY`.
 OP: ``= != < <= > >=`` (numbers compare as numbers, text as text: ISO times sort as times) and
 ``~`` / ``!~`` (text contains VALUE, case-insensitive; with ``*`` or ``?`` a glob on the whole
-text). VALUE: a number, a word, or a quoted string. A NaN similarity matches no comparison, and an empty
+text); ``CASELESS`` fields (stored in lower case) take VALUE in any case. VALUE: a number, a word, or a
+quoted string. A NaN similarity matches no comparison, and an empty
 text (a row without a capture time or camera) no ``< <= > >=``.
 """
 
@@ -27,7 +28,7 @@ import fnmatch
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import cast
 
@@ -44,6 +45,7 @@ ALIASES = {"name": "source_path", "folder": "source_path", "path": "source_path"
            "time": "capture_time", "captured": "capture_time", "spec": "fingerprint", "commit": "commit",
            "row": "row"}
 FIELDS = tuple(sorted(set(ITEM_FIELDS) | set(ALIASES)))
+CASELESS = frozenset({"format", "encoder", "status", "source_format", "source_sha256"})  # stored in lower case
 OPS = ("<=", ">=", "!=", "!~", "==", "=", "<", ">", "~")
 _TOKEN = re.compile(r"""\s*(?:"(?P<dq>[^"]*)"|'(?P<sq>[^']*)'|(?P<op><=|>=|!=|!~|==|=|<|>|~)"""
                     r"""|(?P<word>[^\s<>=!~"']+))""")
@@ -247,10 +249,15 @@ def _match(c: Condition, column: Columns, rows: int) -> Mask:
         return _compare(numbers, c.op, value) & ~np.isnan(numbers)
     if c.field == "commit":
         return _commit(c, column, rows)
-    if c.field == "spec" and c.op in ("=", "!="):
-        hit = np.asarray(np.strings.startswith(_text(column("fingerprint")), c.value), dtype=np.bool_)
-        hit |= _compare(_text(column("spec_name")), "=", c.value)
-        return hit if c.op == "=" else ~hit
+    if c.field == "spec" and c.op in ("=", "!=", "~", "!~"):  # the fingerprint or the spec's name
+        if c.op in ("~", "!~"):  # `spec ~ avif` matched the fingerprint's hex digits alone (a web UI audit)
+            hit = _contains(_text(column("fingerprint")), c.value) | _contains(_text(column("spec_name")), c.value)
+        else:
+            hit = np.asarray(np.strings.startswith(_text(column("fingerprint")), c.value), dtype=np.bool_)
+            hit |= _compare(_text(column("spec_name")), "=", c.value)
+        return hit if c.op in ("=", "~") else ~hit
+    if c.field in CASELESS:  # `format = AVIF` matched nothing, where the grid's format=AVIF matched (a web UI audit)
+        c = replace(c, value=c.value.lower())
     values = _derived(c, column)
     if c.op in ("~", "!~"):
         hit = _contains(values, c.value)

@@ -114,3 +114,16 @@ def test_search_commit_format_camera_dates_and_expressions_select_rows() -> None
     with pytest.raises(ConfigError) as e:
         GridQuery.parse({"where": "nope < 1"})
     assert e.value.code == "WHERE_INVALID"
+
+
+def test_spec_contains_matches_the_name_and_enumerations_ignore_case() -> None:
+    """`spec ~ avif` matched the fingerprint's hex digits alone (0 rows where 2 are camera-avif), `spec !~
+    avif` every row; `format = AVIF` matched nothing in `ls --where` where the grid's format=AVIF matched
+    (a web UI audit, 2026-12-07)."""
+    assert run(where="spec ~ AVI") == [2, 4]
+    assert run(where="spec !~ avif") == [0, 1, 3]
+    assert run(where="spec ~ a") == [0, 1, 2, 3, 4]  # a fingerprint or a name that contains it
+    assert run(where="format = AVIF") == run(format="AVIF") == [4]
+    assert run(where="status = OK or status = FLAGGED") == [0, 2, 3, 4]
+    assert run(where="source_path ~ cam0-2.jpg") == [1]  # ~ was caseless already; a path's = is not
+    assert run(where="source_path = /c/gate-1/CAM0-2.jpg") == []
