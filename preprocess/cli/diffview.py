@@ -83,6 +83,9 @@ def summary_rows(d: Diff, ref_a: str, ref_b: str) -> list[tuple[str, str]]:
                   f"{d.unchanged} unchanged"),
         *([("same sources", f"{len(d.pairs)} stored under another spec{_kept(d)}: +{len(d.added_alone)} new "
                             f"sources, -{d.sources_gone} sources gone")] if d.pairs else []),
+        *([("removed", f"{count(len(d.removed_alone), 'row')} of {ref_a}: {d.sources_gone} sources gone, "
+                       f"{count(d.removed_held, 'row')} of sources still stored in {ref_b} under another spec")]
+          if d.removed_held else []),  # as the web UI's compare page says it (only --json said it)
         ("bytes", f"{'+' if d.bytes_delta >= 0 else '-'}{size(abs(d.bytes_delta))} "
                   f"(+{size(d.bytes_added)} added, -{size(d.bytes_removed)} removed)"),
         ("failures", f"+{len(d.failures_added)}, -{len(d.failures_removed)}"),

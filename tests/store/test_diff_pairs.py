@@ -118,4 +118,6 @@ def test_the_same_sources_stored_again_under_another_spec_are_not_new(two_format
     with TestClient(create_app(Catalog(str(two_formats)))) as c:
         page = c.get("/diff?a=both&b=jpeg").text
     assert "4 rows of both: 0 sources gone, 4 rows of sources still stored in jpeg under another spec" in page
+    text = CliRunner().invoke(app, ["diff", str(two_formats), "both", "jpeg"], env={"COLUMNS": "200"}).stdout
+    assert "4 rows of both: 0 sources gone, 4 rows of sources still stored in jpeg under another spec" in text
     assert history.diff(str(two_formats), "jpeg", "avif").sources_gone == 0  # pairs: nothing gone either
