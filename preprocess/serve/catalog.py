@@ -193,6 +193,10 @@ class Catalog:
 
     # -- history ---------------------------------------------------------------------------------
 
+    def other_tips(self, snapshot: str) -> bool:
+        """Whether some branch is at another snapshot than ``snapshot`` (the dataset has commits beyond it)."""
+        return any(refs.branch_tip(self.repo, b) != snapshot for b in refs.branches(self.repo))
+
     def log(self, target: Ref) -> list[Commit]:
         return history.log(self.repo, target.snapshot)
 

@@ -111,7 +111,8 @@ def log_page(request: Request) -> Response:
     page = _page(request, pages)
     shown = commits[(page - 1) * LOG_PAGE:page * LOG_PAGE]
     return render(request, "log.html", ref=ref, target=target, commits=shown, page=page, pages=pages,
-                  total=len(commits), query=lambda p: urlencode({"ref": ref, "page": p}))
+                  total=len(commits), query=lambda p: urlencode({"ref": ref, "page": p}),
+                  at_root=not commits and cat.other_tips(target.snapshot))
 
 
 def commit_page(request: Request) -> Response:

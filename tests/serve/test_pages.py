@@ -176,3 +176,11 @@ def test_a_grid_page_and_its_links_stay_on_the_version_shown(served: Served, tmp
         fresh = c.get("/items", params={"ref": "low-q"}).text
         assert tip not in fresh and 'id="moved"' not in fresh
         assert c.get("/items", params={"ref": "low-q", "at": "NOTASNAPSHOT"}).status_code == 404
+
+
+def test_the_log_of_the_first_snapshot_says_what_it_is(client: TestClient) -> None:
+    """/log?ref=main~2 (the repository's first snapshot) said "no commits yet: run a job into this dataset" of
+    a dataset with commits (a web UI audit, 2026-12-07); `preprocess log` said it right."""
+    page = client.get("/log", params={"ref": "main~2"}).text
+    assert 'id="at-root"' in page and "first snapshot" in page and "no commits yet" not in page
+    assert 'id="at-root"' not in client.get("/log", params={"ref": "main"}).text
