@@ -224,11 +224,22 @@ def _provenance_rows(p: Provenance) -> list[tuple[str, str]]:
     ]
 
 
+def _items(rows: list[int]) -> str:
+    """"item 1 was", "items 1, 4 were"."""
+    return f"item {rows[0]} was" if len(rows) == 1 else f"items {', '.join(map(str, rows))} were"
+
+
 def _print_lineage(found: Lineage) -> None:
     ref = found.ref
     if found.same_as:
         err.print(Text(f"note: {names.quote(found.query)} had the same content as {names.shown(found.same_as)} in "
                        "the job that recorded it: recorded under that name"), highlight=False, soft_wrap=True)
+    if found.changed and found.file_sha256:
+        now = next((i.index for i in found.items if i.row["source_sha256"] == found.file_sha256), None)
+        err.print(Text(f"note: {names.quote(found.query)} has changed since {_items(found.changed)} stored from it: "
+                       f"its content now (sha256 {found.file_sha256[:16]}...) is "
+                       + (f"item {now}'s" if now is not None else f"in no row of {found.ref.name}: run the job "
+                          "again to store it")), highlight=False, soft_wrap=True)
     for item in found.items:
         s, st, c, p = item.row, item.row, item.made_by.commit, item.made_by.provenance
         sim = st["similarity"]

@@ -5,7 +5,7 @@ commit's spec, model, engine and inputs."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import icechunk as ic
 
@@ -95,10 +95,13 @@ class Lineage:
     items: list[LineageItem]
     failures: list[LineageFailure]
     same_as: str = ""  # the query named a second copy of a source of one job: the source its row is under
+    changed: list[int] = field(default_factory=list)  # items of the query's path whose source has changed since
+    file_sha256: str | None = None  # the content of the file the query names, now
 
     def to_dict(self) -> JsonObject:
         return {**self.ref.to_dict(), "query": self.query, "items": [r.to_dict() for r in self.items],
-                "failures": [f.to_dict() for f in self.failures], "same_as": self.same_as or None}
+                "failures": [f.to_dict() for f in self.failures], "same_as": self.same_as or None,
+                "changed_since_stored": self.changed, "file_sha256": self.file_sha256}
 
 
 class Commits:
@@ -139,7 +142,7 @@ def lineage(repo: ic.Repository, query: str, ref: str = "main") -> Lineage:
     found = [LineageItem(i, record(items, k), MadeBy(commits[added.item(i)])) for k, i in enumerate(hits.items)]
     failed = [LineageFailure(i, record(failures, k), MadeBy(commits[added.failure(i)]))
               for k, i in enumerate(hits.failures)]
-    return Lineage(target, query, found, failed, same_as)
+    return Lineage(target, query, found, failed, same_as, hits.changed, hits.file_sha256)
 
 
 def _duplicate_of(repo: ic.Repository, target: Ref, query: str) -> str:

@@ -23,7 +23,7 @@ import os
 import re
 import stat
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -55,6 +55,8 @@ class Matches:
 
     items: list[int]
     failures: list[int]
+    changed: list[int] = field(default_factory=list)  # items recorded under the query's path, whose content differs
+    file_sha256: str | None = None  # the content of the file the query names, now
 
     def __bool__(self) -> bool:
         return bool(self.items or self.failures)
@@ -102,7 +104,12 @@ def find(ds: Rows, query: str) -> Matches:
         hit |= _stored_is(ds, q.file_sha256, np.flatnonzero(items["bytes"] == q.file_size), len(ds))
     if q.hex is not None and not hit.any() and not failed.any():
         hit |= _stored_is(ds, q.hex, np.arange(len(ds)), len(ds))
-    return Matches(np.flatnonzero(hit).tolist(), np.flatnonzero(failed).tolist())
+    changed: list[int] = []
+    if q.file_sha256 is not None:  # the file is there: rows of its path that hold other content than it has now
+        at_path = np.isin(np.array([names.real(str(p)) for p in items["source_path"]], dtype=object), list(q.paths))
+        other = np.asarray(items["source_sha256"], dtype=object) != q.file_sha256
+        changed = np.flatnonzero(at_path & other).tolist()
+    return Matches(np.flatnonzero(hit).tolist(), np.flatnonzero(failed).tolist(), changed, q.file_sha256)
 
 
 def _by_source(q: _Query, paths: Values, shas: Values) -> Mask:

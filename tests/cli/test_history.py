@@ -303,3 +303,25 @@ def test_reset_to_where_a_branch_is_moves_nothing_and_says_so(hist: Hist, tmp_pa
     cli("branch", str(store), "exp", "v1")
     gone = cli("branch", str(store), "--delete", "exp")
     assert gone.exit_code == 0 and "unless another branch or tag reaches it" in gone.stdout, gone.output
+
+
+def test_show_item_says_when_the_named_file_has_changed_since_it_was_stored(tmp_path: Path,
+                                                                            small_photos: list[Path]) -> None:
+    """`show --item in/a.jpg` of a file since overwritten printed the row stored from it and, apart, the row
+    whose content it now has, without a word that the file changed (the web item page says it; a web UI
+    audit, 2026-12-07). A note says so, and which row holds its content now, if any."""
+    from tests.jobs import tiny_store
+
+    store = tiny_store(tmp_path, small_photos[:2])
+    a, b = sorted((tmp_path / "src").iterdir())
+    a.write_bytes(b.read_bytes())
+    r = cli("show", str(store), "--item", str(a))
+    assert r.exit_code == 0, r.output
+    note = " ".join(r.stderr.split())
+    assert "has changed since item" in note and "is item" in note, r.stderr
+    doc = json.loads(cli("show", str(store), "--item", str(a), "--json").stdout)
+    assert len(doc["changed_since_stored"]) == 1 and doc["file_sha256"]
+    a.write_bytes(small_photos[2].read_bytes())
+    again = " ".join(cli("show", str(store), "--item", str(a)).stderr.split())
+    assert "in no row of main: run the job again" in again
+    assert "has changed" not in cli("show", str(store), "--item", str(b)).stderr
