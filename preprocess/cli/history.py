@@ -194,6 +194,9 @@ def _print_commit(shown: ShownCommit) -> None:
     if p is not None:
         rows += _provenance_rows(p)
     rows.append(("version holds", f"{count(v.items, 'item')}, {count(v.failures, 'failure')}"))
+    if not shown.reachable:  # "refs -" and "branch tmpb" read as if tmpb still held it
+        rows.insert(3, ("reached by", "no branch or tag now (a reset or a deleted branch left it; "
+                                      "`preprocess gc` deletes it once older than --older-than)"))
     out.print(_kv(f"commit {shown.ref.snapshot}", rows))
 
 

@@ -201,9 +201,11 @@ class ShownCommit:
     ref: Ref
     commit: Commit
     version: VersionInfo
+    reachable: bool = True  # in the history of some branch or tag (else a reset or a deletion left it: gc deletes it)
 
     def to_dict(self) -> JsonObject:
-        return {**self.ref.to_dict(), **self.commit.to_dict(full=True), "holds": self.version.to_dict()}
+        return {**self.ref.to_dict(), **self.commit.to_dict(full=True), "holds": self.version.to_dict(),
+                "reachable": self.reachable}
 
 
 def show(repo: ic.Repository, ref: str) -> ShownCommit:
@@ -211,7 +213,8 @@ def show(repo: ic.Repository, ref: str) -> ShownCommit:
     target = refs.resolve_ref(repo, ref)
     ds = Dataset(refs.session(repo, target), ref=ref)
     c = commit(refs.snapshot_info(repo, target.snapshot), refs.labels(repo))
-    return ShownCommit(target, c, VersionInfo(len(ds), ds.num_failures, ds.models))
+    reachable = target.kind != "snapshot" or bool(c.refs) or target.snapshot in refs.reachable(repo)
+    return ShownCommit(target, c, VersionInfo(len(ds), ds.num_failures, ds.models), reachable)
 
 
 def merge_base(repo: ic.Repository, a: Ref, b: Ref) -> str | None:

@@ -160,3 +160,26 @@ def test_a_name_that_is_the_start_of_a_snapshot_id_is_never_read_as_the_other(hi
         with pytest.raises(ConfigError) as e:
             refs.resolve_ref(scratch, bad)
         assert e.value.code == "REF_MISSING", bad
+
+
+def test_a_commit_no_ref_reaches_says_so(hist: Hist, scratch: ic.Repository, tmp_path: Path) -> None:
+    """After `reset low-q v1`, `show LOWQ_SNAPSHOT` printed "refs -" and "branch low-q" and the web commit page
+    "added ... on low-q", as if low-q still held it (a web UI audit, 2026-12-07): both say no branch or tag
+    reaches it, and that gc deletes it."""
+    from starlette.testclient import TestClient
+    from typer.testing import CliRunner
+
+    from preprocess.cli import app
+    from preprocess.serve import Catalog, create_app
+    from preprocess.store.history import show
+
+    left = hist.lowq.snapshot or ""
+    assert show(scratch, left).reachable and show(scratch, "main").reachable
+    refs.reset_branch(scratch, "low-q", "v1")
+    assert not show(scratch, left).reachable and show(scratch, left).to_dict()["reachable"] is False
+    store = str(tmp_path / "copy.icechunk")
+    text = " ".join(CliRunner().invoke(app, ["show", store, left], env={"COLUMNS": "200"}).stdout.split())
+    assert "no branch or tag now" in text and "gc" in text, text
+    with TestClient(create_app(Catalog(store))) as c:
+        assert 'id="unreachable"' in c.get(f"/commits/{left}").text
+        assert 'id="unreachable"' not in c.get("/commits/main").text
