@@ -38,14 +38,19 @@ def bars_svg(bars: Sequence[Bar], *, title: str, ticks: tuple[str, str], fmt: Ca
     """Vertical bars, left to right, scaled to the largest; ``ticks``: the labels under the first
     and the last bar."""
     w, h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
-    top = max((b.value for b in bars), default=0.0) or 1.0
+    most = max((b.value for b in bars), default=0.0)
+    top = most or 1.0
     step = w / max(1, len(bars))
     out = [f'<svg class="chart {escape(css)}" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}" '
            f'role="img" aria-label="{escape(title)}"><title>{escape(title)}</title>',
            f'<line class="axis" x1="{LEFT}" y1="{TOP + h}" x2="{LEFT + w}" y2="{TOP + h}"/>',
            f'<line class="axis" x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{TOP + h}"/>',
-           f'<text class="tick" x="{LEFT - 4}" y="{TOP + 8}" text-anchor="end">{_axis_label(top, fmt)}</text>',
+           f'<text class="tick" x="{LEFT - 4}" y="{TOP + 8}" text-anchor="end">{_axis_label(most, fmt) if most else ""}'
+           '</text>',
            f'<text class="tick" x="{LEFT - 4}" y="{TOP + h}" text-anchor="end">0</text>']
+    if not most:  # no items (a filter matched none, a commit of failures only): no bogus bin nor a "1 B" axis
+        out.append(f'<text class="tick empty" x="{LEFT + w / 2:.0f}" y="{TOP + h / 2:.0f}" text-anchor="middle">'
+                   "none</text>")
     for i, b in enumerate(bars):
         bh = h * b.value / top
         rect = (f'<rect class="bar" x="{LEFT + i * step + 0.5:.1f}" y="{TOP + h - bh:.1f}" '
@@ -86,7 +91,7 @@ class Histogram:
 
     def svg(self) -> Markup:
         bars = [Bar(float(c), f"{what}: {count(int(c), 'item')}")
-                for what, c in zip(self.ranges(), self.counts, strict=True)]
+                for what, c in zip(self.ranges(), self.counts, strict=True)] if self.total else []
         ticks = (self.fmt(self.lowest), self.fmt(self.highest)) if self.total else ("", "")
         return bars_svg(bars, title=f"{self.name}: {count(self.total, 'item')}", ticks=ticks, fmt=lambda v: str(int(v)),
                         css=f"hist-{self.name}")

@@ -76,6 +76,17 @@ def test_quality_bins_are_whole_numbers_that_no_two_bars_share() -> None:
     assert one.ranges() == ["80"] and list(one.counts) == [2]
 
 
+def test_a_chart_of_no_items_says_none() -> None:
+    """A filter that matched nothing drew a bin "0.0000 to 0.0000: 0 items" under an axis of 1, and a store of
+    failures only a bytes axis of "1 B" (a web UI audit, 2026-12-07)."""
+    for name in ("similarity", "quality", "bytes"):
+        svg = str(charts.histogram(name, np.array([], dtype=np.float64)).svg())
+        assert "<rect" not in svg and ">none</text>" in svg and ">1</text>" not in svg, svg
+    points = [charts.CommitPoint("A" * 20, "2026-12-07 10:00 · failures only", 0, 0, 0)]
+    held = str(charts.commit_charts(points, lambda s: "")["bytes held"])
+    assert ">1 B</text>" not in held and ">none</text>" in held
+
+
 def test_the_charts_quality_axis_ends_at_the_stored_qualities(client: TestClient, catalog: Catalog) -> None:
     qualities = catalog.column(catalog.resolve("main").snapshot, "quality")
     svg = client.get("/charts?ref=main").text.split('id="hist-quality"', 1)[1].split("</svg>", 1)[0]
