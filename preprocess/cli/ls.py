@@ -53,6 +53,10 @@ def ls_cmd(
     if as_json:
         emit("ls", listing.to_dict())
         return
+    if not listing.total:  # an empty table headed "file" said nothing of why
+        err.print(f"{names.quote(ref)} holds no stored image (its failures: `preprocess show {names.quote(store)} "
+                  f"{names.quote(ref)}`, the web UI's failures page)", highlight=False, soft_wrap=True)
+        return
     out.print(_table(store, ref, listing, sort))
     shown = len(listing.rows)
     more = f" (showing {shown}: --limit)" if shown < listing.matched else ""

@@ -193,3 +193,10 @@ def test_a_time_that_is_no_time_is_refused_not_compared_as_text(hist: Hist) -> N
     r = cli("ls", str(hist.store), "--where", "time >= 2026-13-45")
     assert r.exit_code == 2 and r.stderr.startswith("error[WHERE_INVALID]") and "not a time" in r.stderr, r.output
     assert cli("ls", str(hist.store), "--where", "time >= 2026-11").exit_code == 0
+
+
+def test_a_version_with_no_stored_image_says_so_not_an_empty_table(hist: Hist) -> None:
+    """`ls` of a store of failures only printed an empty table headed "file" (a web UI audit, 2026-12-07)."""
+    r = cli("ls", str(hist.store), hist.root)
+    assert r.exit_code == 0 and r.stdout == "" and "holds no stored image" in r.stderr, r.output
+    assert json.loads(cli("ls", str(hist.store), hist.root, "--json").stdout)["total"] == 0
