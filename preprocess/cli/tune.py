@@ -298,6 +298,10 @@ def _from(path: str, sample: list[str] | None, report: str | None, judge: _Judge
                           hint="pass the report.json (or its folder) that `preprocess tune --report` wrote") from None
     if not isinstance(doc, dict):
         raise ConfigError(f"{file}: not a report", code=ErrorCode.TUNE_REPORT, hint="pass a tune report.json")
+    if report is not None and Path(report).resolve() == file.resolve().parent:
+        raise ConfigError(f"--report {report} is the folder of the report it decides from: its report.html (with "
+                          "every picture), report.json and specs would be replaced", code=ErrorCode.CLI_USAGE,
+                          hint="give another --report folder, e.g. --report tune-index")
     sweep = from_json(doc, str(file))
     decision = decide(sweep, judge.resolve(sweep.spec, sweep))
     files: dict[str, Path] = {}
@@ -305,6 +309,9 @@ def _from(path: str, sample: list[str] | None, report: str | None, judge: _Judge
         from preprocess.tune.report import write_report
 
         files = write_report(sweep, decision, report)
+    elif not as_json:  # a newcomer ran `run --spec DIR/recommended.toml` with the spec of the first decision
+        err.print("note: nothing written: add --report DIR to write this decision's recommended.toml",
+                  highlight=False, soft_wrap=True)
     _finish(sweep, decision, [None] * len(decision.recs), files, as_json=as_json)
 
 
@@ -339,8 +346,9 @@ def _show(sweep: Sweep, d: Decision, samples: list[StoredSample | None], files: 
                 err.print(f"note: {note}", highlight=False, soft_wrap=True)
     if dropped := _dropped(sweep, d):
         err.print(f"warning: {escape(dropped)}", highlight=False, soft_wrap=True)  # [gate] is no markup
+    when = "from a saved report measured in " if sweep.remade else ""  # not the second --from took
     t = Table(title=f"preprocess tune ({len(sweep.images)} images, {sweep.engine} on {sweep.device}, "
-                    f"{sweep.seconds:.0f} s)", show_header=False, title_justify="left")
+                    f"{when}{sweep.seconds:.0f} s)", show_header=False, title_justify="left")
     t.add_column(style="bold")
     t.add_column()
     for k, val in _rows(sweep, d, samples, files):

@@ -253,6 +253,7 @@ class Sweep:
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     gate_models: int = 1  # how many of ``models`` are the spec's gate models
+    remade: bool = False  # read back from a saved report (tune --from): nothing measured now
 
     def resize(self, size: int) -> Resize:
         return self.spec.resize.model_copy(update={"size": size})
@@ -402,7 +403,8 @@ def from_json(doc: JsonObject, path: str) -> Sweep:
                  device="gpu" if doc.get("device") == "gpu" else "cpu",
                  mode="search" if mode == "search" else "every-quality",
                  band=[float(str(b)) for b in _get(doc, "band", list)], gauge=_get(doc, "gauge", str),
-                 seconds=float(str(doc.get("seconds", 0.0))), gate_models=gate_models, timings=_timings(doc))
+                 seconds=float(str(doc.get("seconds", 0.0))), gate_models=gate_models, timings=_timings(doc),
+                 remade=True)
 
 
 def _timings(doc: JsonObject) -> dict[str, float]:

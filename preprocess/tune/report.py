@@ -113,7 +113,7 @@ def _presets(sweep: Sweep, d: Decision) -> str:
                 setting.inexact] if setting is not None else ["not reached", "-", "-", "-"])
         rows.append([name, p.use, f"{p.similarity:g} at p{p.percentile:g}", *got])
     return ("<h3>Presets</h3><p>Named targets (<code>--preset NAME</code>; <code>tune --from report.json --preset "
-            "NAME</code> writes the spec), each with its fewest-bytes setting.</p>"
+            "NAME --report DIR</code> writes its spec), each with its fewest-bytes setting.</p>"
             + _table(["preset", "for", "target", "setting", "stored", "of sources", "inexact"], rows, "presets"))
 
 

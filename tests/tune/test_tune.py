@@ -195,6 +195,15 @@ def test_a_saved_report_decides_the_same_and_answers_what_ifs(report: dict[str, 
     assert text.returncode == 0 and f"warning: tune judged by mobilenetv2-imagenet whole only; the base spec also " \
         f"checks views crops >= {crops:g}" in " ".join(text.stderr.split()), text.stderr
     assert "spec's [gate] to keep them" in " ".join(text.stderr.split())  # rich took [gate] for markup
+    # without --report nothing is written, and it says so (a newcomer stored with the first decision's spec);
+    # the title says the seconds were the measuring run's (it took 1 s); --report into the folder it reads is
+    # refused (it replaced the report.html with every picture)
+    assert "nothing written: add --report DIR" in " ".join(text.stderr.split())
+    assert "from a saved report measured in" in " ".join(text.stdout.split())
+    before = report["html"].read_bytes()
+    mine = subprocess.run([*CLI, "tune", "--from", str(report["json"]), "--preset", "index", "--report",
+                           str(report["json"].parent)], capture_output=True, text=True, cwd=ROOT, check=False)
+    assert mine.returncode == 2 and "error[CLI_USAGE]" in mine.stderr and report["html"].read_bytes() == before
     far = subprocess.run([*CLI, "tune", "--from", str(report["json"]), "--target", "0.99999"], capture_output=True,
                          text=True, cwd=ROOT, check=False, env={**os.environ, "COLUMNS": "200"})
     said = " ".join(far.stderr.split())  # a target above the band: "the best is" was only where the search stopped
