@@ -12,9 +12,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
 from PIL import Image
 
 from tests.paths import ROOT
+
+# Property tests: no per-example deadline (a loaded 2-core CI machine took some past the default 200 ms) and the
+# same examples every run (a fresh clone drew new ones each time: a failure could not be rerun). A session that
+# wants new examples runs with --hypothesis-profile explore.
+settings.register_profile("fixed", deadline=None, derandomize=True)
+settings.register_profile("explore", deadline=None)
+settings.load_profile("fixed")
 
 PHOTOS = ROOT / "photos"
 

@@ -119,7 +119,8 @@ def test_polling_mode_moves_files_after_their_commit(tmp_path: Path, small_photo
     incoming, store, archive = tmp_path / "incoming", tmp_path / "cams.icechunk", tmp_path / "archive"
     incoming.mkdir()
     photos = [p.read_bytes() for p in small_photos[6:9]]
-    with Daemon(incoming, store, "--poll", "--poll-interval", "0.2s", "--move-to", str(archive)) as d:
+    with Daemon(incoming, store, "--poll", "--poll-interval", "0.2s", "--move-to", str(archive), quiet="2s") as d:
+        # quiet 2 s: polling cannot see a file held open, and the slow writer pauses 0.2 s between pieces
         assert d.start().event("watching")["mode"] == "polling"  # type: ignore[index]
         slow = threading.Thread(target=slow_write, args=(incoming / "cam1" / "slow.jpg", photos[0]),
                                 kwargs={"pieces": 4, "pause": 0.2})
@@ -157,7 +158,8 @@ def test_a_burst_is_absorbed_with_a_bounded_queue(tmp_path: Path, camera_photos:
     expected = {sha(b) for b in blobs}
     queue_size = 64
     with Daemon(incoming, store, "--spec", str(spec_file(tmp_path, batch=16, fixed=80)), "--queue-size",
-                str(queue_size), "--commit-every", "50", quiet="0.3s", commit_interval="2s") as d:
+                str(queue_size), "--commit-every", "50", quiet="0.3s", commit_interval="15s") as d:
+        # 15 s: the count commits, not the interval, under a loaded CI machine (2 s left one commit of margin)
         d.start()
         for name in sorted(os.listdir(staging)):  # the burst: 400 files appear at once
             os.rename(staging / name, incoming / name)
@@ -250,8 +252,10 @@ def test_sigkill_mid_batch_then_restart_loses_nothing_and_duplicates_nothing(tmp
     blobs = _mid_size(camera_photos, incoming, 64)
     with Daemon(incoming, store, *args, commit_interval="5m") as d:
         d.start()
-        d.wait_event("commit", 60)
-        time.sleep(0.3)  # somewhere inside a later batch
+        first = d.wait_event("commit", 60)
+        # a batch after that commit has finished: the next is under way (a fixed 0.3 s sleep could outlast the
+        # whole job on a fast machine, and the kill then found nothing left to interrupt)
+        wait_until(lambda: any(e["_t"] > first["_t"] for e in d.named("batch")), 60, "a batch after the commit")
         d.proc.send_signal(signal.SIGKILL)
         d.wait(10)
     killed = read_store(store)
