@@ -67,8 +67,8 @@ def parse_formats(text: str | None) -> list[str]:
 
 VIEWS = ("gate", "whole", "crops", "tiles")
 REPORT_LIMIT = 512 << 20  # a report.json read by --from (`--from /dev/zero` read until memory ran out)
-GATE_SCORE = ("gate score: the worse check on the whole view's scale, what the gate compares; `ls` and `show` give "
-              "each view's similarity")
+GATE_SCORE = ("gate score: the worse check on the whole view's scale, what the gate compares; `show --item`, "
+              "`ls --json` and the web UI's cards give each view's similarity")
 
 
 def _default_gauge(spec: Spec | None, sweep: Sweep | None) -> str:

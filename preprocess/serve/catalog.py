@@ -9,6 +9,7 @@ columns only for what a grid sorts or filters on, the page's rows for everything
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from collections import Counter
@@ -54,6 +55,10 @@ class Tips:
     tags: list[Tip]
 
 
+def _finite(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
 @dataclass(frozen=True)
 class Card:
     """One image of a grid: what its card shows, and the row it links to."""
@@ -68,6 +73,7 @@ class Card:
     fingerprint: str = ""
     width: int = 0
     height: int = 0
+    crops: float | None = None  # the crops view's similarity (its worst crop), when the gate checked it
 
     @property
     def name(self) -> str:
@@ -81,7 +87,8 @@ class Card:
                    status=str(r.get("status") or ""), bytes=int(r.get("bytes") or 0),
                    quality=int(r.get("quality") or 0), similarity=float(sim) if isinstance(sim, int | float) else None,
                    format=str(r.get("format") or ""), fingerprint=str(r.get("fingerprint") or ""),
-                   width=int(r.get("width") or 0), height=int(r.get("height") or 0))
+                   width=int(r.get("width") or 0), height=int(r.get("height") or 0),
+                   crops=_finite(r.get("similarity_crops")))
 
     @classmethod
     def brief(cls, r: ItemBrief, row: int) -> Card:

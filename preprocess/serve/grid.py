@@ -24,11 +24,11 @@ from preprocess.core.errors import ConfigError
 from preprocess.rows.schema import ITEM_STATUSES
 from preprocess.store.where import Condition, Where, is_time, parse, sort_order
 
-SORTS = {"row": "", "similarity": "similarity", "quality": "quality", "bytes": "bytes"}
+SORTS = {"row": "", "similarity": "similarity", "crops": "similarity_crops", "quality": "quality", "bytes": "bytes"}
 PER_PAGE = (24, 48, 96, 192)
 RANGES = {"similarity": float, "quality": int, "bytes": int}  # filterable by min/max
 CARD_FIELDS = ("source_path", "status", "format", "width", "height", "bytes", "quality", "similarity",
-               "fingerprint")
+               "similarity_crops", "fingerprint")
 _FINGERPRINT = re.compile(r"^[0-9A-Za-z_.:-]{1,128}\Z")
 _COMMIT = re.compile(r"^[0-9A-Za-z]{4,20}\Z")
 _FORMAT = re.compile(r"^[0-9A-Za-z]{1,16}\Z")

@@ -55,3 +55,11 @@ def test_the_item_page_shows_every_check_and_outlines_the_worst_crop(tmp_path: P
         assert crops is None or math.isnan(float(crops))  # not checked
         page = client.get(f"/snapshots/{ds.snapshot_id}/items/2").text
         assert 'id="checks"' in page and 'id="worst-crop"' not in page
+        # the grid's cards showed the whole view's similarity alone, where the crops view bound most rows (a
+        # newcomer's walkthrough, 2026-12-07): a card shows both when both were checked, and sorts by crops
+        grid = client.get("/items", params={"ref": "main", "sort": "crops"}).text
+        cards = grid.split('class="card"')[1:]
+        assert f"crops <b>{float(row['similarity_crops']):.4f}</b>" in grid and "whole <b>" in cards[0]
+        assert "crops <b>" not in cards[-1] and "sim <b>" in cards[-1]  # a row of the older spec: whole only
+        shown = [float(v) for v in re.findall(r"crops <b>([0-9.]+)</b>", grid)]
+        assert shown == sorted(shown) and 'id="worst-crops"' in grid
