@@ -265,7 +265,9 @@ MEANINGS: dict[ErrorCode, str] = {
 # of a source is shown with its code's (``preprocess.core.errors.failure_hint``).
 HINTS: dict[ErrorCode, str] = {
     ErrorCode.E_EMPTY: "the file has zero bytes; the writer may have failed",
-    ErrorCode.E_NOT_IMAGE: "the bytes are not a known image format",
+    ErrorCode.E_NOT_IMAGE: "its first bytes match no image format (a text or HTML error page, an archive, a partial "
+                           "download under an image name?): look at it with `file PATH`; supported: JPEG, PNG, TIFF, "
+                           "WebP, JPEG 2000, AVIF, JPEG XL, BMP, GIF, PPM/PGM",
     ErrorCode.E_TRUNCATED: "the file ends early; it may still be being written or was cut off",
     ErrorCode.E_CORRUPT: "the image data is damaged (the decoder reported it; its pixels would be wrong)",
     ErrorCode.E_TOO_LARGE: "raise limits.max_pixels in the spec if images this large are expected",
