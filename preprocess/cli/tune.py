@@ -346,7 +346,7 @@ def _show(sweep: Sweep, d: Decision, samples: list[StoredSample | None], files: 
                 err.print(f"note: {note}", highlight=False, soft_wrap=True)
     if dropped := _dropped(sweep, d):
         err.print(f"warning: {escape(dropped)}", highlight=False, soft_wrap=True)  # [gate] is no markup
-    when = "from a saved report measured in " if sweep.remade else ""  # not the second --from took
+    when = "from a saved report measured in " if sweep.remade else ""  # the measuring run's seconds, not these
     t = Table(title=f"preprocess tune ({len(sweep.images)} images, {sweep.engine} on {sweep.device}, "
                     f"{when}{sweep.seconds:.0f} s)", show_header=False, title_justify="left")
     t.add_column(style="bold")
