@@ -74,6 +74,14 @@ def _kept(d: Diff) -> str:
     return "" if not kept else f" ({'all' if kept == len(d.pairs) else kept} also kept under the first)"
 
 
+def _failures(d: Diff, limit: int = 10) -> list[tuple[str, str]]:
+    """Each failure added (+) or gone (-), by the source it names; the rest counted (``--json`` lists all)."""
+    keys = [("+", k) for k in d.failures_added] + [("-", k) for k in d.failures_removed]
+    rows = [("", f"{sign} [{f['code']}] {names.shown(str(f['source_path']))}")
+            for sign, k in keys[:limit] for f in [d.failure(k)]]
+    return rows + ([("", f"... {len(keys) - limit} more (--json lists them)")] if len(keys) > limit else [])
+
+
 def summary_rows(d: Diff, ref_a: str, ref_b: str) -> list[tuple[str, str]]:
     rows = [
         ("from", f"{ref_a} ({d.a.snapshot}): {count(d.items_a, 'item')}, {size(d.bytes_a)}"),
@@ -89,6 +97,7 @@ def summary_rows(d: Diff, ref_a: str, ref_b: str) -> list[tuple[str, str]]:
         ("bytes", f"{'+' if d.bytes_delta >= 0 else '-'}{size(abs(d.bytes_delta))} "
                   f"(+{size(d.bytes_added)} added, -{size(d.bytes_removed)} removed)"),
         ("failures", f"+{len(d.failures_added)}, -{len(d.failures_removed)}"),
+        *_failures(d),
     ]
     for specs, sign in ((d.specs_added, "+"), (d.specs_removed, "-")):
         rows += [("spec", f"{sign} {names.quote(s.info.pipeline.name or '?')} {s.fingerprint}: {s.info.summary()}")

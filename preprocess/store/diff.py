@@ -11,8 +11,8 @@ another spec) beside that row (:attr:`Pair.kept`): neither is a new source.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 
 import icechunk as ic
 import numpy as np
@@ -131,6 +131,12 @@ class Diff:
     models_removed: list[str]
     pairs: list[Pair]
     held: frozenset[str] = frozenset()  # the removed rows' sources (sha256) that b still holds under another spec
+    failed: Mapping[str, tuple[str, str]] = field(default_factory=dict)  # a failure key -> (source path, code)
+
+    def failure(self, key: str) -> JsonObject:
+        """A failure key as the source it names: ``{"key", "source_path", "code"}``."""
+        path, code = self.failed.get(key, ("", key.rsplit(":", 1)[-1]))
+        return {"key": key, "source_path": path, "code": code}
 
     @property
     def bytes_delta(self) -> int:
@@ -177,6 +183,8 @@ class Diff:
             "bytes_a": self.bytes_a, "bytes_b": self.bytes_b, "bytes_delta": self.bytes_delta,
             "bytes_added": self.bytes_added, "bytes_removed": self.bytes_removed,
             "failures_added": self.failures_added, "failures_removed": self.failures_removed,
+            "failures_added_sources": [self.failure(k) for k in self.failures_added],
+            "failures_removed_sources": [self.failure(k) for k in self.failures_removed],
             "specs_added": [s.to_dict() for s in self.specs_added],
             "specs_removed": [s.to_dict() for s in self.specs_removed],
             "models_added": self.models_added, "models_removed": self.models_removed,
@@ -236,12 +244,12 @@ def diff(repo: ic.Repository, ref_a: str, ref_b: str) -> Diff:
         a=a, b=b, base=merge_base(repo, a, b), items_a=len(va.ds), items_b=len(vb.ds),
         added=added, removed=removed, changed=changed, unchanged=len(common) - len(changed),
         bytes_a=_total(va.table), bytes_b=_total(vb.table),
-        failures_added=sorted(fb - fa), failures_removed=sorted(fa - fb),
+        failures_added=sorted(fb.keys() - fa.keys()), failures_removed=sorted(fa.keys() - fb.keys()),
         specs_added=[SpecBrief(fp, sb.get(fp)) for fp in sorted(fps_b - fps_a)],
         specs_removed=[SpecBrief(fp, sa.get(fp)) for fp in sorted(fps_a - fps_b)],
         models_added=sorted(vb.column("model") - va.column("model")),
         models_removed=sorted(va.column("model") - vb.column("model")), pairs=pair(removed, added, kept),
-        held=frozenset(held))
+        held=frozenset(held), failed={**fa, **fb})
 
 
 def _total(table: Table) -> int:
@@ -290,7 +298,8 @@ def _brief(table: Table, i: int, key: str) -> ItemBrief:
                      format=str(table["format"][i]), source_sha256=str(table["source_sha256"][i]))
 
 
-def _failure_keys(ds: Dataset) -> set[str]:
+def _failure_keys(ds: Dataset) -> dict[str, tuple[str, str]]:
+    """Each failure's key (the writer's identity of a failure) -> (its source path, its code)."""
     t = ds.failures_table(["source_path", "source_sha256", "fingerprint", "code"])
-    return {":".join(schema.failure_key(str(s), str(p), str(f), str(c)))  # the writer's identity of a failure
+    return {":".join(schema.failure_key(str(s), str(p), str(f), str(c))): (str(p), str(c))
             for p, s, f, c in zip(t["source_path"], t["source_sha256"], t["fingerprint"], t["code"], strict=True)}

@@ -156,6 +156,12 @@ def test_diff_of_two_diverged_branches_is_item_level(hist: Hist) -> None:
     assert d.specs_removed == [] and d.models_added == []
     assert len(d.failures_removed) == 1 and d.failures_added == []
     as_json: Any = d.to_dict()
+    # the text diff said "failures +0, -1" and no more (a newcomer's walkthrough): which source, which code
+    gone = as_json["failures_removed_sources"]
+    assert [(f["code"], Path(f["source_path"]).name) for f in gone] == [("E_TRUNCATED", "truncated.jpg")]
+    from preprocess.cli.diffview import summary_rows
+
+    assert ("", f"- [E_TRUNCATED] {gone[0]['source_path']}") in summary_rows(d, "main", "low-q")
     assert as_json["specs_added"][0]["spec"] == "tiny-q40" and as_json["specs_added"][0]["quality"]["value"] == 40
     assert as_json["bytes_delta"] == d.bytes_delta and len(as_json["added"]) == 4
     back = diff.diff(hist.repo, "low-q", "main")
