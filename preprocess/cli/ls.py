@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from typing import TYPE_CHECKING, Annotated
 
@@ -73,20 +74,25 @@ def _table(store: str, ref: str, listing: Listing, sort: str = "row") -> Table:
     from preprocess.store.where import ALIASES
 
     key = ALIASES.get(sort, sort)
-    extra = key if key not in _SHOWN and listing.rows and key in listing.rows[0] else ""
-    # narrow terminals: the file name, no dimensions (the rest is in --json); the order's own column needs room
-    wide = out.width >= WIDE + (_width(listing, extra) if extra else 0)
+    # the crops view was checked: shown beside the whole view's (it binds most rows; whole alone read as overkill)
+    crops = any(_number(r.get("similarity_crops")) is not None for r in listing.rows)
+    shown = _SHOWN | ({"similarity_crops"} if crops else set())
+    extra = key if key not in shown and listing.rows and key in listing.rows[0] else ""
+    # narrow terminals: the file name, no dimensions (the rest is in --json); the order's own column needs room,
+    # and so does the crops view's
+    wide = out.width >= WIDE + (_width(listing, extra) if extra else 0) + (len(" crops  0.9999") if crops else 0)
+    sims = ["whole", "crops"] if crops else ["similarity"]
     columns: dict[str, list[str | Text]] = {"row": [], "source" if wide else "file": [], "status": [], "stored": [],
-                                            "q": [], "similarity": [], "commit": []}
+                                            "q": [], **{name: [] for name in sims}, "commit": []}
     cells = list(columns.values())
     for r in listing.rows:
-        sim = r["similarity"]
         dims = f" {r['width']}x{r['height']}" if wide else ""
         path = names.real(str(r["source_path"]))  # printed escaped (core.names), whole or its file name
         row: list[str | Text] = [
             str(r["row"]), Text(names.quote(path if wide else os.path.basename(path))), escape(str(r["status"])),
             escape(f"{r['format']}{dims} {size(int(r['bytes'] or 0))}"), str(r["quality"]),
-            fmt(float(sim) if isinstance(sim, int | float) else None, ".4f"),
+            fmt(_number(r["similarity"]), ".4f"),
+            *([fmt(_number(r.get("similarity_crops")), ".4f")] if crops else []),
             str(r["commit"])[:SHORT_ID if wide else 8]]
         for column, cell in zip(cells, row, strict=True):
             column.append(cell)
@@ -99,7 +105,7 @@ def _table(store: str, ref: str, listing: Listing, sort: str = "row") -> Table:
               caption=f"left out at {out.width} columns: {', '.join(gone)} (--json has every field)" if gone else None,
               caption_justify="left")
     for name in columns:
-        t.add_column(name, justify="right" if name in ("row", "q", "similarity") else "left",
+        t.add_column(name, justify="right" if name in ("row", "q", "similarity", "whole", "crops") else "left",
                      **({"overflow": "fold", "ratio": 3} if name in ("source", "file") else
                         {"overflow": "fold"} if name == extra else {"no_wrap": True}))
     for k in range(len(listing.rows)):
@@ -108,7 +114,7 @@ def _table(store: str, ref: str, listing: Listing, sort: str = "row") -> Table:
 
 
 # what a narrow terminal leaves out first, so that file names stay whole (the rest is in --json)
-_LEAVE_OUT = ("commit", "q", "stored", "similarity", "status")
+_LEAVE_OUT = ("commit", "q", "stored", "whole", "similarity", "crops", "status")
 
 
 def _left_out(columns: dict[str, list[str | Text]], width: int) -> list[str]:
@@ -118,8 +124,8 @@ def _left_out(columns: dict[str, list[str | Text]], width: int) -> list[str]:
                          max([len(n), *(len(c) if isinstance(c, str) else c.cell_len for c in cells)]))  # cell
               for n, cells in columns.items()}  # counts its escapes: a column can only seem wider)
     need, gone = sum(widths.values()), []
-    for name in _LEAVE_OUT:
-        if need <= width or name not in widths:
+    for name in (n for n in _LEAVE_OUT if n in widths):
+        if need <= width:
             break
         need -= widths[name]
         gone.append(name)
@@ -129,6 +135,11 @@ def _left_out(columns: dict[str, list[str | Text]], width: int) -> list[str]:
 def _width(listing: Listing, extra: str) -> int:
     """The columns the order's own column ``extra`` takes (its widest cell, at most 24, and its padding)."""
     return 3 + min(24, max(len(extra), *(len(_cell(r[extra]).plain) for r in listing.rows)))
+
+
+def _number(value: object) -> float | None:
+    """A similarity as a number; None for none (NaN: the view was not checked)."""
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 
 def _cell(value: object) -> Text:

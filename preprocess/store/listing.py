@@ -34,7 +34,7 @@ from preprocess.store.where import (
 )
 
 LISTED = ("source_path", "status", "format", "width", "height", "bytes", "quality", "similarity",
-          "capture_time", "camera_model", "fingerprint")  # the fields `ls` shows by default
+          "similarity_crops", "capture_time", "camera_model", "fingerprint")  # the fields `ls` shows by default
 _STR = np.dtypes.StringDType()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -200,3 +201,20 @@ def test_a_version_with_no_stored_image_says_so_not_an_empty_table(hist: Hist) -
     r = cli("ls", str(hist.store), hist.root)
     assert r.exit_code == 0 and r.stdout == "" and "holds no stored image" in r.stderr, r.output
     assert json.loads(cli("ls", str(hist.store), hist.root, "--json").stdout)["total"] == 0
+
+
+def test_the_crops_view_is_listed_beside_the_whole_view(tmp_path: Path, small_photos: list[Path]) -> None:
+    """`ls` showed the whole view's similarity alone where the crops view bound 27 of 30 rows (`fruits.jpg`
+    "q87 0.9980" read as overkill; its crops were 0.9831; a newcomer's walkthrough, 2026-12-07)."""
+    from tests.jobs import run_pillow
+
+    spec = tmp_path / "views.toml"
+    spec.write_text('[resize]\nsize = 256\n[gate.views]\nwhole = 0.99\ncrops = 0.97\n')
+    run_pillow(small_photos[:2], tmp_path / "s.icechunk", spec)
+    rows = json.loads(cli("ls", str(tmp_path / "s.icechunk"), "--json").stdout)["rows"]
+    r = cli("ls", str(tmp_path / "s.icechunk"))
+    assert r.exit_code == 0 and " whole " in r.stdout and " crops " in r.stdout, r.stdout
+    for row in rows:
+        assert f"{row['similarity_crops']:.4f}" in r.stdout and f"{row['similarity']:.4f}" in r.stdout
+    narrow = CliRunner().invoke(app, ["ls", str(tmp_path / "s.icechunk")], env={"COLUMNS": "60"})
+    assert " crops " in narrow.stdout and max(len(line.rstrip()) for line in narrow.stdout.splitlines()) <= 60
