@@ -13,6 +13,7 @@ import tomllib
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -184,3 +185,12 @@ def test_the_log_of_the_first_snapshot_says_what_it_is(client: TestClient) -> No
     page = client.get("/log", params={"ref": "main~2"}).text
     assert 'id="at-root"' in page and "first snapshot" in page and "no commits yet" not in page
     assert 'id="at-root"' not in client.get("/log", params={"ref": "main"}).text
+
+
+def test_the_compare_page_names_each_failure_added_or_gone(client: TestClient, served: Served) -> None:
+    """The compare page (and `diff`) said "failures +1, −1" alone (a newcomer's walkthrough, 2026-12-07)."""
+    page = client.get("/diff", params={"a": "main~2", "b": "v1"}).text  # the first snapshot -> v1: truncated.jpg
+    counts = page.split('id="failure-counts">', 1)[1].split("</td>", 1)[0]
+    doc: Any = history.diff(str(served.store), "main~2", "v1").to_dict()
+    assert doc["failures_added_sources"] and all(
+        f["code"] in counts and Path(f["source_path"]).name in counts for f in doc["failures_added_sources"])
