@@ -57,8 +57,11 @@ def bars_svg(bars: Sequence[Bar], *, title: str, ticks: tuple[str, str], fmt: Ca
                 f'width="{min(MAX_BAR, max(1.0, step - 1)):.1f}" height="{max(0.0, bh):.1f}">'
                 f'<title>{escape(b.label)}</title></rect>')
         out.append(f'<a href="{escape(b.href)}">{rect}</a>' if b.href else rect)
+    # the last label ends under the last bar: two commits' bars stand left of the middle, their label was far right
+    last = LEFT + (len(bars) - 1) * step + 0.5 + min(MAX_BAR, max(1.0, step - 1)) if bars else LEFT + w
     out += [f'<text class="tick" x="{LEFT}" y="{HEIGHT - 8}" text-anchor="start">{escape(ticks[0])}</text>',
-            f'<text class="tick" x="{LEFT + w}" y="{HEIGHT - 8}" text-anchor="end">{escape(ticks[1])}</text>',
+            f'<text class="tick" x="{max(last, LEFT + 60):.1f}" y="{HEIGHT - 8}" text-anchor="end">'
+            f'{escape(ticks[1])}</text>',
             "</svg>"]
     return Markup("".join(out))  # every value in it is escaped above
 
