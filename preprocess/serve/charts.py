@@ -61,7 +61,7 @@ def bars_svg(bars: Sequence[Bar], *, title: str, ticks: tuple[str, str], fmt: Ca
     last = LEFT + (len(bars) - 1) * step + 0.5 + min(MAX_BAR, max(1.0, step - 1)) if bars else LEFT + w
     out += [f'<text class="tick" x="{LEFT}" y="{HEIGHT - 8}" text-anchor="start">{escape(ticks[0])}</text>',
             f'<text class="tick" x="{max(last, LEFT + 60):.1f}" y="{HEIGHT - 8}" text-anchor="end">'
-            f'{escape(ticks[1])}</text>',
+            f'{escape(ticks[1]) if ticks[1] != ticks[0] else ""}</text>',
             "</svg>"]
     return Markup("".join(out))  # every value in it is escaped above
 
