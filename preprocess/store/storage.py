@@ -97,8 +97,14 @@ def _s3_storage(loc: S3Location, given: str) -> ic.Storage:
 # The first look at an object store tries 3 times within ~1 s: with icechunk's default of 10 tries and
 # backoff doubling from 0.1 s, an endpoint that refuses connections (a wrong AWS_ENDPOINT_URL, a server not
 # started) answered STORE_IO after 30-40 s of silence. Reads and writes after it keep the default retries.
+# An endpoint that accepts connections and never answers hung every command for good, deaf to Ctrl-C (a call
+# inside icechunk's runtime never returns to Python's signal handlers): each attempt has a time limit, the first
+# look a short one (3 tries of 5 s: STORE_IO in ~15 s), the reads and writes after it a longer one.
 FIRST_LOOK = ic.StorageSettings(retries=ic.StorageRetriesSettings(max_tries=3, initial_backoff_ms=200,
-                                                                  max_backoff_ms=1000))
+                                                                  max_backoff_ms=1000),
+                                timeouts=ic.StorageTimeoutSettings(connect_timeout_ms=5_000, read_timeout_ms=5_000))
+REMOTE = ic.RepositoryConfig(storage=ic.StorageSettings(timeouts=ic.StorageTimeoutSettings(
+    connect_timeout_ms=10_000, read_timeout_ms=60_000)))
 
 
 def _remote_exists(storage: ic.Storage, url: str) -> bool:
@@ -109,11 +115,11 @@ def _open_remote(loc: S3Location, given: str, *, create: bool) -> ic.Repository:
     url = loc.url
     storage = _s3_storage(loc, given)
     if _remote_exists(storage, url):
-        return storage_call("open", where=url, fn=lambda: ic.Repository.open(storage))
+        return storage_call("open", where=url, fn=lambda: ic.Repository.open(storage, REMOTE))
     if not create:
         raise NotFoundError("there is no dataset", code=ErrorCode.STORE_MISSING, path=url,
                             hint="check the URL and AWS_ENDPOINT_URL, or create the dataset by running a job into it")
-    return storage_call("create", where=url, fn=lambda: ic.Repository.create(storage))
+    return storage_call("create", where=url, fn=lambda: ic.Repository.create(storage, REMOTE))
 
 
 def open_repo(location: Where | Location, *, create: bool) -> ic.Repository:

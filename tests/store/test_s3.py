@@ -105,6 +105,43 @@ def test_an_endpoint_that_refuses_connections_is_said_at_once(monkeypatch: pytes
     assert took < 10, took
 
 
+def test_an_endpoint_that_never_answers_is_an_error_not_a_hang(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An endpoint that accepts connections and never answers hung `ls` for good (13 minutes, SIGTERM and
+    SIGINT ignored: a call inside icechunk's runtime never returns to Python's handlers; an audit,
+    2026-12-07). Each attempt has a time limit: STORE_IO in ~15 s. The bound is loose (60 s)."""
+    import contextlib
+    import socket
+    import threading
+    import time
+
+    held: list[socket.socket] = []
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        sock.settimeout(0.2)
+
+        def accept() -> None:  # takes every connection and says nothing
+            while not done.is_set():
+                with contextlib.suppress(OSError):  # the accept's time limit: look at done again
+                    held.append(sock.accept()[0])
+
+        done = threading.Event()
+        threading.Thread(target=accept, daemon=True).start()
+        for k, v in s3_env(f"http://127.0.0.1:{sock.getsockname()[1]}").items():
+            monkeypatch.setenv(k, v)
+        start = time.monotonic()
+        try:
+            with pytest.raises(StorageError) as e:
+                open_repo("s3://cams/ds", create=False)
+        finally:
+            done.set()
+            for c in held:
+                c.close()
+        took = time.monotonic() - start
+    assert e.value.code == "STORE_IO" and "timeout" in str(e.value).lower() and "AWS_ENDPOINT_URL" in e.value.hint
+    assert took < 60, took
+
+
 def test_config_comes_from_env_then_profile_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION",
               "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
