@@ -417,7 +417,8 @@ def export_cmd(store: Store, out_dir: Annotated[str, typer.Argument(help="A new 
 @app.command("gc")
 def gc_cmd(store: Store,
            older_than: Annotated[str, typer.Option(help="Only what became unreachable before this age: "
-                                                        "30d, 12h, 90m, 2w.")] = "30d",
+                                                        "30d, 12h, 90m, 2w (at least 1d on an object store, "
+                                                        "where no lock keeps gc from a running job).")] = "30d",
            dry_run: Annotated[bool, typer.Option(help="Report, delete nothing.")] = False,
            wait: Wait = 0.0, as_json: AsJson = False) -> None:
     """Delete what no branch or tag reaches (commits left by resets and deleted branches, superseded

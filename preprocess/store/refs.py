@@ -391,6 +391,11 @@ def gc(repo: ic.Repository, older_than: timedelta, *, dry_run: bool = False, wai
     The history of every branch and tag is kept whole: each job's commit carries the provenance
     of its rows, so history is never expired here (icechunk's ``expire_snapshots`` is not used).
     """
+    if local_root(repo) is None and older_than < REMOTE_GC_AGE and not dry_run:  # no lock reaches an object store
+        raise ConfigError("--older-than under 1d on an object store: gc would delete the files a running job has "
+                          "written and not yet committed, and that job's commit would point at them",
+                          code=ErrorCode.GC_AGE, hint="give --older-than 1d or more (longer than any job takes); "
+                                                      "--dry-run shows what a shorter age would delete")
     cutoff = (now or datetime.now(UTC)) - older_than
     with _locked(repo, wait, "gc", writer=True):
         keep = reachable(repo)
@@ -403,6 +408,11 @@ def gc(repo: ic.Repository, older_than: timedelta, *, dry_run: bool = False, wai
         "snapshots_deleted", "manifests_deleted", "chunks_deleted", "attributes_deleted",
         "transaction_logs_deleted", "bytes_deleted", "objects_failed_to_delete")}
     return Collected(cutoff=cutoff, dry_run=dry_run, snapshots=gone, counts=counts)
+
+
+# gc on an object store keeps what is younger than this: a running job's files are unreachable until its commit,
+# and gc during an S3 job deleted them under the rows it then committed (an audit, 2026-12-07; locals are locked)
+REMOTE_GC_AGE = timedelta(days=1)
 
 
 @contextmanager

@@ -68,6 +68,21 @@ def test_a_job_reads_s3_sources_into_an_s3_dataset_and_a_rerun_adds_nothing(
     assert done.returncode == 0, done.stderr
     assert SECRET not in done.stdout + done.stderr
 
+    # gc on an object store takes no lock a job holds: during an S3 job, `gc --older-than 0s` deleted the files
+    # the job had written and not yet committed, and the job committed rows pointing at them (an audit,
+    # 2026-12-07). Under a day is refused there; --dry-run may look.
+    from datetime import timedelta
+
+    from preprocess.store import refs
+
+    repo = open_repo("s3://cams/datasets/front-door", create=False)
+    with pytest.raises(ConfigError) as refused:
+        refs.gc(repo, refs.parse_age("0s"))
+    assert refused.value.code == "GC_AGE" and "running job" in refused.value.message
+    assert refs.gc(repo, timedelta(0), dry_run=True).dry_run
+    assert refs.gc(repo, refs.parse_age("1d")).counts["chunks_deleted"] == 0
+    assert len(open_dataset("s3://cams/datasets/front-door")) == len(files)
+
 
 def test_missing_datasets_buckets_and_urls_are_clear_errors(s3: str) -> None:
     with pytest.raises(ConfigError) as e:
