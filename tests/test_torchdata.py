@@ -344,3 +344,28 @@ def test_the_reader_and_a_forkserver_preload_never_import_icechunk() -> None:
             "print('icechunk' in sys.modules, 'torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert done.stdout.split() == ["False", "True"]
+
+
+def test_odd_sizes_fields_and_indices_are_said_not_a_crash(store: Path) -> None:
+    """An audit (2026-12-07): size=(100000, 100000) was taken and the first item asked ~30 GB (the process was
+    killed); size=224 and where={"bogus": 1} were TypeErrors from inside; size=(224.5, 224) was taken as 224;
+    a slice or an array index said "'<=' not supported between 'int' and 'slice'"; "0" and 2.0 were read as
+    row 0 and row 2 by the reader and refused by open_dataset. One rule for both now."""
+    for bad in (0, (100000, 100000), (224.5, 224), (224,), "224", True):
+        with pytest.raises(ConfigError) as e:
+            VersionDataset(str(store), size=bad)  # type: ignore[arg-type]
+        assert e.value.code == "TORCH_SIZE" and "1..16384" in e.value.message, bad
+    assert VersionDataset(str(store), size=32).size == (32, 32)
+    assert VersionDataset(str(store), size=(np.int64(48), 32)).size == (48, 32)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError) as e:
+        VersionDataset(str(store), where={"bogus": 1})
+    assert e.value.code == "STORE_FIELD" and "bogus" in e.value.message and "status" in (e.value.hint or "")
+    assert VersionDataset(str(store), where={"status": "ok"}).where == Where(status="ok")
+    reader, ds = VersionDataset(str(store), size=(16, 16)), open_dataset(str(store))
+    for index in (slice(0, 3), np.array([1, 2]), "0", 2.0):
+        for rows in (reader, ds):
+            with pytest.raises(TypeError, match="a row is one whole number"):
+                rows[index]  # type: ignore[index]
+    one = reader[np.int64(1)]  # type: ignore[index]
+    assert one["index"] == reader[1]["index"] and type(one["index"]) is int
+    assert ds.record(np.int64(-1))["source_path"] == ds.record(len(ds) - 1)["source_path"]  # type: ignore[arg-type]

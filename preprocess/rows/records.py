@@ -15,6 +15,7 @@ numpy value to a plain Python value.
 # (no `from __future__ import annotations` here: a TypedDict reads NotRequired at run time)
 import builtins
 import math
+import operator
 from typing import Any, NotRequired, TypedDict
 
 import numpy as np
@@ -100,3 +101,13 @@ class FailureFields(TypedDict):
     code: str
     message: str
     job_id: str
+
+
+def row_number(i: object) -> int:
+    """``i`` as a row number (an int, numpy's or torch's too); TypeError, saying what to use, for a slice, an
+    array or anything else (a slice was "'<=' not supported between 'int' and 'slice'")."""
+    try:
+        return operator.index(i)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"a row is one whole number, not {type(i).__name__} {i!r:.40}: for many rows, iterate, or "
+                        "read columns with items_table / to_pandas") from None

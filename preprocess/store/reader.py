@@ -25,7 +25,7 @@ from zarr.types import ArrayV3
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import ConfigError, NotFoundError, StorageError, did_you_mean
 from preprocess.rows import schema
-from preprocess.rows.records import Item, ItemRecord, StoredItem, plain
+from preprocess.rows.records import Item, ItemRecord, StoredItem, plain, row_number
 from preprocess.rows.schema import EMBEDDING, FAILURE_COLUMNS, FAILURES, ITEM_COLUMNS, ITEMS, Column, Values
 from preprocess.sources.location import Location, Where
 from preprocess.store import lookup
@@ -166,6 +166,7 @@ class Dataset:
         return bytes(_read(self._items["jpeg"], slice(i, i + 1))[0])
 
     def _index(self, i: int) -> int:
+        i = row_number(i)
         if not -self._n <= i < self._n:
             raise IndexError(f"item {i} out of range: the dataset has {self._n} items")
         return i % self._n

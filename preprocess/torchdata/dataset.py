@@ -8,8 +8,10 @@ pickled). A batch's stored bytes are read in one call (``__getitems__``).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import math
+import numbers
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import ConfigError, DamagedError, InputError, PreprocessError, carry
 from preprocess.pipeline.formats import jpeg
 from preprocess.pipeline.stored_pixels import check_recorded, decode_rgb_into
+from preprocess.rows.records import row_number
 from preprocess.rows.schema import ITEM_COLUMNS
 from preprocess.torchdata import forking
 from preprocess.torchdata.where import WHERE_FIELDS, Where
@@ -129,6 +132,34 @@ def _python(value: object) -> object:
 DRAFT_GAP = 1.5
 
 
+def _where(where: Where | Mapping[str, object] | None) -> Where | None:
+    """``where=`` as a :class:`Where` (a mapping of its fields too): TORCH_WHERE names an unknown field (it was
+    a TypeError from the dataclass)."""
+    if not isinstance(where, Mapping):
+        return where
+    known = {f.name for f in dataclasses.fields(Where)}
+    if unknown := sorted(set(map(str, where)) - known):
+        raise ConfigError(f"where= names no field {', '.join(map(repr, unknown))}", code=ErrorCode.STORE_FIELD,
+                          hint=f"Where's fields: {', '.join(sorted(known))}")
+    return Where(**where)  # type: ignore[arg-type]
+
+
+MAX_SIDE = 16384  # size=(100000, 100000) took ~30 GB an image and the process was killed (an audit, 2026-12-07)
+
+
+def _size(size: object, fit: str) -> tuple[int, int] | None:
+    """``size=`` as (width, height) of whole numbers 1..MAX_SIDE (an int: a square); TORCH_SIZE else (an int was a
+    TypeError, 224.5 was taken as 224)."""
+    pair = (size, size) if isinstance(size, numbers.Integral) and not isinstance(size, bool) else size
+    ok = pair is None or (isinstance(pair, tuple | list) and len(pair) == 2 and all(
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) and 1 <= int(v) <= MAX_SIDE for v in pair))
+    if fit not in ("crop", "stretch") or not ok:
+        raise ConfigError(f"size={size!r}, fit={fit!r}: size is (width, height), whole numbers 1..{MAX_SIDE} (or "
+                          "one for a square); fit crop or stretch", code=ErrorCode.TORCH_SIZE,
+                          hint="e.g. VersionDataset(STORE, size=(224, 224))")
+    return None if pair is None else (int(pair[0]), int(pair[1]))  # type: ignore[index]
+
+
 class VersionDataset(TorchDataset[Item]):
     """Items of one snapshot of the dataset at ``location``: ``{"index", "image" | "jpeg", fields...}``
     (``index``: the row in the version). See :mod:`preprocess.torchdata` for ``decode``, ``where``,
@@ -136,7 +167,7 @@ class VersionDataset(TorchDataset[Item]):
 
     def __init__(self, location: str, ref: str = "main", *, decode: Decode = "auto",  # noqa: PLR0913 (options, by keyword)
                  fields: Sequence[str] | None = None, transform: Transform | None = None,
-                 where: Where | Mapping[str, object] | None = None, size: tuple[int, int] | None = None,
+                 where: Where | Mapping[str, object] | None = None, size: tuple[int, int] | int | None = None,
                  fit: Fit = "crop", draft: bool = False) -> None:
         self.decode: Decode = _decode_mode(decode, transform)
         if draft and (size is None or self.decode == "none"):
@@ -150,14 +181,11 @@ class VersionDataset(TorchDataset[Item]):
         if unknown:
             raise ConfigError(f"unknown fields {sorted(unknown)}", code=ErrorCode.STORE_FIELD,
                               hint=f"fields: {', '.join(FIELDS)}")
-        if fit not in ("crop", "stretch") or (size is not None and (len(size) != 2 or min(size) < 1)):
-            raise ConfigError(f"size={size!r}, fit={fit!r}: size is (width, height) >= 1, fit crop or stretch",
-                              code=ErrorCode.TORCH_SIZE)
+        self.size = _size(size, fit)
         self.transform = transform
-        self.size = None if size is None else (int(size[0]), int(size[1]))
         self.fit: Fit = fit
         self.ref = ref
-        self.where = Where(**where) if isinstance(where, Mapping) else where  # type: ignore[arg-type]
+        self.where = _where(where)
         # the GPU reader needs every row's status (kept sources are decoded on the CPU); a decoded row's
         # header is checked against its recorded size before any pixel is decoded
         decoded = ["width", "height"] if self.decode != "none" else []
@@ -226,7 +254,7 @@ class VersionDataset(TorchDataset[Item]):
         return err
 
     def _items(self, indices: Sequence[int]) -> list[Item]:
-        positions = [self._position(int(i)) for i in indices]
+        positions = [self._position(row_number(i)) for i in indices]
         ds = self._dataset()
         if self._columns is None:  # a pickled copy: the fields of the selected rows, read once
             self._columns = ds.items_at(self.rows, self._read)
