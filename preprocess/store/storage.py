@@ -271,6 +271,12 @@ def read_errors() -> Iterator[None]:
     except (PreprocessError, ic.ConflictError):
         raise
     except (ic.IcechunkError, OSError) as exc:
+        if "object not found" in str(exc).lower():  # "check path, permissions" said nothing of the likely cause
+            raise StorageError("cannot read the dataset's stored rows: a file of the version read is gone",
+                               code=ErrorCode.STORE_IO,
+                               hint="gc deletes a version no branch or tag reaches once older than --older-than: "
+                                    "open the ref again for its version now; else `preprocess verify STORE` "
+                                    "names the rows whose files were lost") from exc
         if not _damaged(str(exc)):
             raise storage_error(exc, "read the dataset's stored rows") from exc
         raise damaged_error(str(exc)) from exc

@@ -128,3 +128,28 @@ def test_flipped_bits_in_stored_bytes_are_an_error_never_other_pixels(made: Path
             continue
         assert got == want, f"row {i} reads other bytes without an error"
     assert codes and set(codes) == {"STORE_IO"}
+
+
+def test_a_version_gc_deleted_under_a_reader_says_so(tmp_path: Path, small_photos: list[Path]) -> None:
+    """A reader pinned to main's tip, then `reset main main~1` and `gc --older-than 0s`: its next read said
+    "object not found" with the hint "check the dataset's storage: path, permissions, free space" (an audit,
+    2026-12-07). It says a file of the version is gone, that gc deletes unreached versions, and what to do."""
+    from datetime import timedelta
+
+    from preprocess.store import open_repo, refs
+    from tests.jobs import run_pillow
+
+    store = tiny_store(tmp_path, small_photos[:2])
+    extra = tmp_path / "more"
+    extra.mkdir()
+    shutil.copy(small_photos[2], extra / small_photos[2].name)
+    run_pillow([extra], store, tmp_path / "tiny.toml")
+    ds = preprocess.open_dataset(str(store))
+    assert len(ds) == 3
+    repo = open_repo(str(store), create=False)
+    refs.reset_branch(repo, "main", "main~1")
+    assert refs.gc(repo, timedelta(0)).counts["chunks_deleted"] > 0
+    with pytest.raises(StorageError) as caught:
+        [ds.jpeg(i) for i in range(3)]
+    assert caught.value.code == "STORE_IO" and "gone" in str(caught.value) and "gc" in (caught.value.hint or "")
+    assert len(preprocess.open_dataset(str(store))) == 2  # the ref opened again: its version now
