@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Literal
 
 import icechunk as ic
@@ -63,8 +64,7 @@ class Ref:
 
 @dataclass(frozen=True)
 class RefInfo:
-    """A branch or a tag as ``preprocess branch|tag STORE`` lists it: its tip and that commit's time
-    and message."""
+    """A branch or a tag as ``preprocess branch|tag STORE`` lists it: its tip and that commit's time and message."""
 
     name: str
     kind: Literal["branch", "tag"]
@@ -229,17 +229,22 @@ def _named(repo: ic.Repository, ref: str) -> Ref:
                         code=ErrorCode.REF_MISSING, hint=_names_hint(repo))
 
 
+@lru_cache(maxsize=8)  # known_snapshots by the refs' tips (``key``): a web UI resolves a ref at every request
+def _known(repo: ic.Repository, key: str) -> frozenset[str]:
+    return frozenset(known_snapshots(repo))
+
+
 def _id_prefix_of(repo: ic.Repository, name: str) -> list[str]:
     """The snapshots whose id ``name`` is a prefix of (4+ characters; none for a name that cannot be one)."""
     upper = name.upper()
     if not (_PREFIX.match(name) and SNAPSHOT_ID.match(upper.ljust(20, "0"))):
         return []
-    return sorted(s for s in known_snapshots(repo) if s.startswith(upper))
+    known = _known(repo, repr(sorted(labels(repo).items())))  # a ref's change changes what is known
+    return sorted(s for s in known if s.startswith(upper))
 
 
 def _unambiguous(repo: ic.Repository, ref: Ref) -> Ref:
-    """``ref`` (a branch or tag), unless its name is also the start of another snapshot's id: a tag "ZGVQ" on
-    an old commit read that commit where `log` printed ZGVQ... for the tip (REF_AMBIGUOUS, as git says)."""
+    """``ref`` (a branch or tag) unless its name starts another snapshot's id (REF_AMBIGUOUS, as git says)."""
     other = [s for s in _id_prefix_of(repo, ref.name) if s != ref.snapshot]
     if other:
         raise NotFoundError(f"{ref.name!r} is ambiguous: a {ref.kind} (at {ref.snapshot}) and the start of snapshot "
@@ -385,12 +390,9 @@ def parse_age(text: str) -> timedelta:
 
 def gc(repo: ic.Repository, older_than: timedelta, *, dry_run: bool = False, wait: float = 0.0,
        now: datetime | None = None) -> Collected:
-    """Delete what no branch or tag reaches and is older than ``older_than``: snapshots left behind
-    by resets and deleted branches, their manifests and chunks, superseded chunk copies.
-
-    The history of every branch and tag is kept whole: each job's commit carries the provenance
-    of its rows, so history is never expired here (icechunk's ``expire_snapshots`` is not used).
-    """
+    """Delete what no branch or tag reaches and is older than ``older_than`` (snapshots left by resets and deleted
+    branches, their manifests and chunks, superseded chunk copies). Every ref's history is kept whole: each commit
+    carries its rows' provenance (icechunk's ``expire_snapshots`` is not used)."""
     if local_root(repo) is None and older_than < REMOTE_GC_AGE and not dry_run:  # no lock reaches an object store
         raise ConfigError("--older-than under 1d on an object store: gc would delete the files a running job has "
                           "written and not yet committed, and that job's commit would point at them",
@@ -410,8 +412,7 @@ def gc(repo: ic.Repository, older_than: timedelta, *, dry_run: bool = False, wai
     return Collected(cutoff=cutoff, dry_run=dry_run, snapshots=gone, counts=counts)
 
 
-# gc on an object store keeps what is younger than this: a running job's files are unreachable until its commit,
-# and gc during an S3 job deleted them under the rows it then committed (an audit, 2026-12-07; locals are locked)
+# gc on an object store keeps what is younger: a running job's files are unreachable until it commits (an audit)
 REMOTE_GC_AGE = timedelta(days=1)
 
 
