@@ -264,7 +264,7 @@ def _tiff_details(src: Opened, img: TiffImagePlugin.TiffImageFile, data: bytes) 
     """Pillow reports a TIFF's size already oriented (and orients when it decodes): keep the stored size
     for libtiff, which does not; note the bit depth, palette and whether every strip is in the data."""
     tags = img.tag_v2
-    if why := tiff.reduced_copy(tags):
+    if why := tiff.reduced_copy(tags, more=src.frames > 1):
         raise input_error(errors.UNSUPPORTED, f"TIFF: {why}")
     src.stored = getattr(img, "_tile_size", img.size)
     # a compression Pillow lacks here, or samples its raw decoder misreads: libtiff (imagecodecs) decodes them

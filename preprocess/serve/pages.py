@@ -130,12 +130,13 @@ def version(request: Request, cat: Catalog) -> tuple[str, Ref, bool]:
     ref, at = _ref(request), request.query_params.get("at")
     if not at:
         return ref, cat.resolve(ref), False
-    pinned = cat.pinned(at)
+    cat.pinned(at)  # a snapshot id (404 else)
     try:
-        moved = cat.resolve(ref).snapshot != at
+        now = cat.resolve(ref)
     except NotFoundError:  # the branch was deleted meanwhile: the pinned version still shows
-        moved = True
-    return ref, Ref(ref, pinned.kind if not moved else "snapshot", at), moved
+        return ref, Ref(ref, "snapshot", at), True
+    moved = now.snapshot != at
+    return ref, Ref(ref, "snapshot" if moved else now.kind, at), moved  # "branch at" while it is its tip
 
 
 def _grid(request: Request) -> tuple[Catalog, str, Ref, GridQuery, bool]:
@@ -162,7 +163,7 @@ def items_page(request: Request) -> Response:
                   failures=ds.num_failures, sorts=list(SORTS), statuses=sorted(ITEM_STATUSES), ranges=list(RANGES),
                   per_page=PER_PAGE, commits=commits, formats=sorted(FORMATS), fields=CARD_FIELDS,
                   query=lambda **kw: grid_query(ref, q, at, **kw), filters=grid_query(ref, q, at, page=1, per_page=48),
-                  moved=moved)
+                  moved=moved, tip=grid_query(ref, q, page=1))
 
 
 def failures_page(request: Request) -> Response:

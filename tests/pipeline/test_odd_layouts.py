@@ -398,3 +398,6 @@ def test_a_tiff_whose_first_page_is_a_thumbnail_is_unsupported_not_stored_small(
     tifffile.imwrite(one, full, photometric="rgb")  # the full image alone (NewSubfileType 0): read
     assert probe(one.getvalue(), max_pixels=10**8).width == full.shape[1]
     assert np.array_equal(decoded(one.getvalue()), RGB)
+    alone = io.BytesIO()  # one page marked reduced (some writers mislabel it): its only page is the image
+    tifffile.imwrite(alone, full, photometric="rgb", subfiletype=1)
+    assert np.array_equal(decoded(alone.getvalue()), RGB)

@@ -112,10 +112,11 @@ def jpeg_strips_misfit(tags: TiffImagePlugin.ImageFileDirectory_v2, data: bytes)
     return f"its first JPEG {part} is {fw}x{fh} where its header ({width}x{height}) says {want[0]}x{want[1]}"
 
 
-def reduced_copy(tags: TiffImagePlugin.ImageFileDirectory_v2) -> str | None:
+def reduced_copy(tags: TiffImagePlugin.ImageFileDirectory_v2, *, more: bool) -> str | None:
     """Why the first IFD is not the image (None when it is): NewSubfileType bit 0 or SubfileType 2 mark a
-    reduced-resolution copy (a thumbnail before the full image); decoded, it was stored as the photo."""
-    if int_tag(tags, 254, 0) & 1 or int_tag(tags, 255, 1) == 2:
+    reduced-resolution copy (a thumbnail before the full image); decoded, it was stored as the photo. A file of
+    one page (``more`` False) so marked is read: its only page is the image (some writers mislabel it)."""
+    if more and (int_tag(tags, 254, 0) & 1 or int_tag(tags, 255, 1) == 2):
         return ("its first page is a reduced-resolution copy (NewSubfileType 1): the full image is on a later "
                 "page, which is not read")
     return None
@@ -132,7 +133,7 @@ def header(data: bytes) -> Header:
         tags.load(fp)
     except (OSError, SyntaxError, struct.error) as exc:
         raise HeaderError(f"TIFF: {exc}", truncated=isinstance(exc, EOFError | struct.error)) from None
-    if why := reduced_copy(tags):
+    if why := reduced_copy(tags, more=bool(tags.next)):
         raise input_error(errors.UNSUPPORTED, f"TIFF: {why}")
     samples, photometric, kind = int_tag(tags, 277, 1), int_tag(tags, 262, -1), int_tag(tags, 339, 1)
     if (samples, photometric) not in _LAYOUTS or kind not in (1, 2, 3):
