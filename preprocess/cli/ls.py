@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from typing import TYPE_CHECKING, Annotated
 
@@ -15,7 +14,7 @@ from rich.text import Text
 from preprocess.cli.app import app, emit, err, fail, fmt, out, quiet_libraries
 from preprocess.core import names
 from preprocess.core.errors import PreprocessError
-from preprocess.core.units import size
+from preprocess.core.units import number, size
 
 if TYPE_CHECKING:
     from preprocess.store.listing import Listing
@@ -75,7 +74,7 @@ def _table(store: str, ref: str, listing: Listing, sort: str = "row") -> Table:
 
     key = ALIASES.get(sort, sort)
     # the crops view was checked: shown beside the whole view's (it binds most rows; whole alone read as overkill)
-    crops = any(_number(r.get("similarity_crops")) is not None for r in listing.rows)
+    crops = any(number(r.get("similarity_crops")) is not None for r in listing.rows)
     shown = _SHOWN | ({"similarity_crops"} if crops else set())
     extra = key if key not in shown and listing.rows and key in listing.rows[0] else ""
     # narrow terminals: the file name, no dimensions (the rest is in --json); the order's own column needs room,
@@ -91,8 +90,8 @@ def _table(store: str, ref: str, listing: Listing, sort: str = "row") -> Table:
         row: list[str | Text] = [
             str(r["row"]), Text(names.quote(path if wide else os.path.basename(path))), escape(str(r["status"])),
             escape(f"{r['format']}{dims} {size(int(r['bytes'] or 0))}"), str(r["quality"]),
-            fmt(_number(r["similarity"]), ".4f"),
-            *([fmt(_number(r.get("similarity_crops")), ".4f")] if crops else []),
+            fmt(number(r["similarity"]), ".4f"),
+            *([fmt(number(r.get("similarity_crops")), ".4f")] if crops else []),
             str(r["commit"])[:SHORT_ID if wide else 8]]
         for column, cell in zip(cells, row, strict=True):
             column.append(cell)
@@ -135,11 +134,6 @@ def _left_out(columns: dict[str, list[str | Text]], width: int) -> list[str]:
 def _width(listing: Listing, extra: str) -> int:
     """The columns the order's own column ``extra`` takes (its widest cell, at most 24, and its padding)."""
     return 3 + min(24, max(len(extra), *(len(_cell(r[extra]).plain) for r in listing.rows)))
-
-
-def _number(value: object) -> float | None:
-    """A similarity as a number; None for none (NaN: the view was not checked)."""
-    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 
 def _cell(value: object) -> Text:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+
 
 def size(n: int) -> str:
     """``n`` bytes as ``"812 B"``, ``"27.0 KB"``, ``"3.4 MB"`` ... (powers of 1000, like file managers)."""
@@ -18,3 +20,8 @@ def count(n: int, noun: str) -> str:
     """``n`` and ``noun`` as English reads them: ``"1 commit"``, ``"0 commits"``, ``"3 snapshots"`` (the plural
     by ``s``: the nouns the messages count take it)."""
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def number(value: object) -> float | None:
+    """A stored number (a similarity) as a float; None for none: NaN is a view the gate did not check."""
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None

@@ -247,7 +247,7 @@ def _png_details(src: Opened, img: ImageFile.ImageFile, data: bytes) -> None:
     elif not src.icc and (told := png.gamma(data)) is not None:  # gAMA (+ cHRM), as browsers show it
         g, chrm = told
         white, rgb = (chrm[0], (chrm[1], chrm[2], chrm[3])) if chrm else (colour.D65, colour.SRGB_PRIMARIES)
-        src.icc = colour.profile(None if img.mode in ("1", "L", "LA", "I", "I;16") else rgb, white, 1 / g)
+        src.icc = colour.profile(None if colour.space_of(img.mode) == "L" else rgb, white, 1 / g)
 
 
 def _frames(img: ImageFile.ImageFile) -> int:

@@ -9,7 +9,6 @@ columns only for what a grid sorts or filters on, the page's rows for everything
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 from collections import Counter
@@ -23,6 +22,7 @@ import numpy.typing as npt
 from preprocess.core import names
 from preprocess.core.codes import ErrorCode
 from preprocess.core.errors import NotFoundError
+from preprocess.core.units import number
 from preprocess.pipeline.images import decode_rgb
 from preprocess.pipeline.stored_pixels import check_recorded
 from preprocess.rows.schema import item_key
@@ -55,10 +55,6 @@ class Tips:
     tags: list[Tip]
 
 
-def _finite(value: object) -> float | None:
-    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
-
-
 @dataclass(frozen=True)
 class Card:
     """One image of a grid: what its card shows, and the row it links to."""
@@ -88,7 +84,7 @@ class Card:
                    quality=int(r.get("quality") or 0), similarity=float(sim) if isinstance(sim, int | float) else None,
                    format=str(r.get("format") or ""), fingerprint=str(r.get("fingerprint") or ""),
                    width=int(r.get("width") or 0), height=int(r.get("height") or 0),
-                   crops=_finite(r.get("similarity_crops")))
+                   crops=number(r.get("similarity_crops")))
 
     @classmethod
     def brief(cls, r: ItemBrief, row: int) -> Card:

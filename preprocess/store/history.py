@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import lru_cache
 
 import icechunk as ic
 
@@ -214,14 +213,8 @@ def show(repo: ic.Repository, ref: str) -> ShownCommit:
     target = refs.resolve_ref(repo, ref)
     ds = Dataset(refs.session(repo, target), ref=ref)
     c = commit(refs.snapshot_info(repo, target.snapshot), refs.labels(repo))
-    reachable = target.kind != "snapshot" or bool(c.refs) or target.snapshot in _reachable(
-        repo, repr(sorted(refs.labels(repo).items())))
+    reachable = target.kind != "snapshot" or bool(c.refs) or target.snapshot in refs.snapshot_ids(repo)[1]
     return ShownCommit(target, c, VersionInfo(len(ds), ds.num_failures, ds.models), reachable)
-
-
-@lru_cache(maxsize=8)  # by the refs' tips (``key``): the web UI's commit page asks at every request
-def _reachable(repo: ic.Repository, key: str) -> frozenset[str]:
-    return frozenset(refs.reachable(repo))
 
 
 def merge_base(repo: ic.Repository, a: Ref, b: Ref) -> str | None:

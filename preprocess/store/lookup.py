@@ -94,8 +94,9 @@ def find(ds: Rows, query: str) -> Matches:
         return Matches([], [])
     items = ds.items_table(["source_path", "source_sha256", "fingerprint", "bytes"])
     failures = ds.failures_table(["source_path", "source_sha256"])
-    hit = _by_source(q, items["source_path"], items["source_sha256"])
-    failed = _by_source(q, failures["source_path"], failures["source_sha256"])
+    item_paths = _real(items["source_path"])
+    hit = _by_source(q, item_paths, items["source_sha256"])
+    failed = _by_source(q, _real(failures["source_path"]), failures["source_sha256"])
     exported = _EXPORTED.match(Path(q.text).name)
     if exported:
         hit |= (_prefix(items["source_sha256"], exported["sha"])
@@ -106,14 +107,18 @@ def find(ds: Rows, query: str) -> Matches:
         hit |= _stored_is(ds, q.hex, np.arange(len(ds)), len(ds))
     changed: list[int] = []
     if q.file_sha256 is not None:  # the file is there: rows of its path that hold other content than it has now
-        at_path = np.isin(np.array([names.real(str(p)) for p in items["source_path"]], dtype=object), list(q.paths))
+        at_path = np.isin(item_paths, list(q.paths))
         other = np.asarray(items["source_sha256"], dtype=object) != q.file_sha256
         changed = np.flatnonzero(at_path & other).tolist()
     return Matches(np.flatnonzero(hit).tolist(), np.flatnonzero(failed).tolist(), changed, q.file_sha256)
 
 
-def _by_source(q: _Query, paths: Values, shas: Values) -> Mask:
-    objects = np.array([names.real(str(p)) for p in paths], dtype=object)  # the names the stored values stand for
+def _real(paths: Values) -> NDArray[np.object_]:
+    """The names the stored values stand for (:func:`names.real`)."""
+    return np.array([names.real(str(p)) for p in paths], dtype=object)
+
+
+def _by_source(q: _Query, objects: NDArray[np.object_], shas: Values) -> Mask:
     files = np.array([Path(p).name for p in objects], dtype=object)
     hit = np.isin(objects, list(q.paths)) | (files == q.text)
     if q.hex is not None:

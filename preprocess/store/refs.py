@@ -1,11 +1,10 @@
 """Naming versions of the dataset and moving names: resolve, tag, branch, reset, gc.
 
-A REF is a branch, a tag or a snapshot id; a unique prefix of a snapshot id (4 characters at
-least, any case) is enough. Branches win over tags, tags over snapshot ids. ``REF~N`` is the Nth
-first-parent ancestor of REF, as in git (``main~1``: the commit before main's tip; ``REF~`` is
-``REF~1``; ``~`` steps add up). ``HEAD`` is main's tip (``HEAD~1`` the commit before it). Snapshots that
-no branch or tag reaches any more (after a reset, or a deleted branch or tag) stay readable by id until
-:func:`gc` deletes them.
+A REF is a branch, a tag (``branch:NAME``, ``tag:NAME``: that ref alone) or a snapshot id or a unique prefix
+of 4+ characters, any case. Branches win over tags; a name that is also the start of another snapshot's id is
+REF_AMBIGUOUS. ``REF~N`` is the Nth first-parent ancestor, as in git (``main~1``; ``REF~`` is ``REF~1``; steps
+add up); ``HEAD`` is main's tip. Snapshots no ref reaches (after a reset or a deletion) stay readable by id
+until :func:`gc` deletes them.
 
 Deleting a branch some job may be committing to is refused: on a local store the writer lock says
 which branches its holder writes (:func:`preprocess.store.lock.lock_holder`). Object stores have
@@ -15,7 +14,7 @@ no lock, so there the delete goes through, and a job still writing to that branc
 On local stores, tag, branch and reset hold the refs lock for a moment (icechunk keeps every ref in
 one object, so a tag made during a commit could otherwise be lost; they work while a job or the
 watch daemon writes), and gc holds the writer lock too (it must not delete the chunks of a job that
-has not committed yet): see :mod:`preprocess.store.storage`.
+has not committed yet; on an object store it keeps what is younger than a day instead).
 """
 
 from __future__ import annotations
@@ -122,10 +121,10 @@ def _exists(repo: ic.Repository, snapshot: str) -> bool:
     return True
 
 
-def known_snapshots(repo: ic.Repository) -> set[str]:
-    """Every snapshot id still stored: the history of every branch and tag, plus every commit and
-    former tip in the repository's operations log (unreachable ones until gc removes them)."""
-    ids = reachable(repo)
+def known_snapshots(repo: ic.Repository, reached: set[str] | None = None) -> set[str]:
+    """Every snapshot id still stored: the history of every branch and tag (``reached``, when the caller has
+    it), plus every commit and former tip in the operations log (unreachable ones until gc removes them)."""
+    ids = set(reachable(repo) if reached is None else reached)
     for update in storage_call("read the operations log", lambda: list(repo.ops_log())):
         for attr in ("new_snap_id", "previous_snap_id", "snap_id", "snapshot_id"):
             value = getattr(update.kind, attr, None)
@@ -208,7 +207,7 @@ def _resolve_name(repo: ic.Repository, ref: str) -> Ref:
     if SNAPSHOT_ID.match(upper) and _exists(repo, upper):
         return Ref(ref, "snapshot", upper)
     if _PREFIX.match(ref):
-        found = sorted(s for s in known_snapshots(repo) if s.startswith(upper))
+        found = sorted(s for s in snapshot_ids(repo)[0] if s.startswith(upper))
         if len(found) == 1:
             return Ref(ref, "snapshot", found[0])
         if len(found) > 1:
@@ -229,9 +228,14 @@ def _named(repo: ic.Repository, ref: str) -> Ref:
                         code=ErrorCode.REF_MISSING, hint=_names_hint(repo))
 
 
-@lru_cache(maxsize=8)  # known_snapshots by the refs' tips (``key``): a web UI resolves a ref at every request
-def _known(repo: ic.Repository, key: str) -> frozenset[str]:
-    return frozenset(known_snapshots(repo))
+@lru_cache(maxsize=8)  # by the refs' tips (``key``): a web UI resolves a ref and shows a commit at every request
+def _ids(repo: ic.Repository, key: str) -> tuple[frozenset[str], frozenset[str]]:
+    return frozenset(known_snapshots(repo, reached := reachable(repo))), frozenset(reached)
+
+
+def snapshot_ids(repo: ic.Repository) -> tuple[frozenset[str], frozenset[str]]:
+    """(:func:`known_snapshots`, :func:`reachable`), read once per state of the refs (a change of one moves a tip)."""
+    return _ids(repo, repr(sorted(labels(repo).items())))
 
 
 def _id_prefix_of(repo: ic.Repository, name: str) -> list[str]:
@@ -239,17 +243,14 @@ def _id_prefix_of(repo: ic.Repository, name: str) -> list[str]:
     upper = name.upper()
     if not (_PREFIX.match(name) and SNAPSHOT_ID.match(upper.ljust(20, "0"))):
         return []
-    known = _known(repo, repr(sorted(labels(repo).items())))  # a ref's change changes what is known
-    return sorted(s for s in known if s.startswith(upper))
+    return sorted(s for s in snapshot_ids(repo)[0] if s.startswith(upper))
 
 
 def _unambiguous(repo: ic.Repository, ref: Ref) -> Ref:
     """``ref`` (a branch or tag) unless its name starts another snapshot's id (REF_AMBIGUOUS, as git says)."""
-    other = [s for s in _id_prefix_of(repo, ref.name) if s != ref.snapshot]
-    if other:
-        raise NotFoundError(f"{ref.name!r} is ambiguous: a {ref.kind} (at {ref.snapshot}) and the start of snapshot "
-                            f"{other[0]}'s id", code=ErrorCode.REF_AMBIGUOUS,
-                            hint=f"say {ref.kind}:{ref.name} for the {ref.kind}, or more characters of the snapshot id")
+    if other := [s for s in _id_prefix_of(repo, ref.name) if s != ref.snapshot]:
+        raise NotFoundError(f"{ref.name!r} is ambiguous: a {ref.kind} and the start of snapshot {other[0]}'s id",
+                            code=ErrorCode.REF_AMBIGUOUS, hint=f"say {ref.kind}:{ref.name}, or more of the snapshot id")
     return ref
 
 
@@ -272,8 +273,8 @@ def session(repo: ic.Repository, ref: Ref) -> ic.Session:
 
 def _check_name(repo: ic.Repository, name: str, what: str) -> None:
     if len(name) > MAX_NAME:
-        raise ConfigError(f"{name[:40]!r}... ({len(name)} characters) is not a usable {what} name: at most {MAX_NAME}",
-                          code=ErrorCode.REF_NAME, hint=f"choose a shorter {what} name")
+        raise ConfigError(f"{name[:40]!r}... ({len(name)} characters) is not a usable {what} name: at most "
+                          f"{MAX_NAME}", code=ErrorCode.REF_NAME, hint=f"choose a shorter {what} name")
     if not _NAME.match(name) or ".." in name or name.endswith(("/", ".lock")):
         raise ConfigError(f"{name!r} is not a usable {what} name", code=ErrorCode.REF_NAME,
                           hint="use letters, digits and . _ / - (starting with a letter or digit)")
@@ -390,9 +391,8 @@ def parse_age(text: str) -> timedelta:
 
 def gc(repo: ic.Repository, older_than: timedelta, *, dry_run: bool = False, wait: float = 0.0,
        now: datetime | None = None) -> Collected:
-    """Delete what no branch or tag reaches and is older than ``older_than`` (snapshots left by resets and deleted
-    branches, their manifests and chunks, superseded chunk copies). Every ref's history is kept whole: each commit
-    carries its rows' provenance (icechunk's ``expire_snapshots`` is not used)."""
+    """Delete what no ref reaches and is older than ``older_than`` (snapshots left by resets and deletions, their
+    manifests and chunks, superseded chunks); every ref's history is kept whole (no ``expire_snapshots``)."""
     if local_root(repo) is None and older_than < REMOTE_GC_AGE and not dry_run:  # no lock reaches an object store
         raise ConfigError("--older-than under 1d on an object store: gc would delete the files a running job has "
                           "written and not yet committed, and that job's commit would point at them",
@@ -402,7 +402,7 @@ def gc(repo: ic.Repository, older_than: timedelta, *, dry_run: bool = False, wai
     with _locked(repo, wait, "gc", writer=True):
         keep = reachable(repo)
         gone = []
-        for snap in sorted(known_snapshots(repo) - keep):
+        for snap in sorted(known_snapshots(repo, keep) - keep):
             if snapshot_info(repo, snap).written_at < cutoff:
                 gone.append(snap)
         summary = _mutate("garbage-collect", lambda: repo.garbage_collect(cutoff, dry_run=dry_run))

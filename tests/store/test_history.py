@@ -95,7 +95,8 @@ def test_refs_resolve_by_branch_tag_id_and_unique_prefix(hist: Hist, monkeypatch
             refs.resolve_ref(hist.repo, bad)
         assert e.value.code == code and "branches: again, low-q, main" in e.value.hint
     twins = {snap, snap[:5] + "0" * 15}
-    monkeypatch.setattr(refs, "known_snapshots", lambda repo: twins)
+    # a second snapshot whose id starts alike cannot be made on demand: the ids the lookup reads are given
+    monkeypatch.setattr(refs, "snapshot_ids", lambda repo: (frozenset(twins), frozenset(twins)))
     with pytest.raises(ConfigError) as e:
         refs.resolve_ref(hist.repo, snap[:5])
     assert e.value.code == "REF_AMBIGUOUS"
