@@ -207,7 +207,7 @@ def _resolve_name(repo: ic.Repository, ref: str) -> Ref:
     if SNAPSHOT_ID.match(upper) and _exists(repo, upper):
         return Ref(ref, "snapshot", upper)
     if _PREFIX.match(ref):
-        found = sorted(s for s in snapshot_ids(repo)[0] if s.startswith(upper))
+        found = sorted(s for s in snapshot_ids(repo)[0] if s.startswith(upper) and _exists(repo, s))  # gc since?
         if len(found) == 1:
             return Ref(ref, "snapshot", found[0])
         if len(found) > 1:
@@ -243,7 +243,7 @@ def _id_prefix_of(repo: ic.Repository, name: str) -> list[str]:
     upper = name.upper()
     if not (_PREFIX.match(name) and SNAPSHOT_ID.match(upper.ljust(20, "0"))):
         return []
-    return sorted(s for s in snapshot_ids(repo)[0] if s.startswith(upper))
+    return sorted(s for s in snapshot_ids(repo)[0] if s.startswith(upper) and _exists(repo, s))
 
 
 def _unambiguous(repo: ic.Repository, ref: Ref) -> Ref:

@@ -97,6 +97,7 @@ def test_refs_resolve_by_branch_tag_id_and_unique_prefix(hist: Hist, monkeypatch
     twins = {snap, snap[:5] + "0" * 15}
     # a second snapshot whose id starts alike cannot be made on demand: the ids the lookup reads are given
     monkeypatch.setattr(refs, "snapshot_ids", lambda repo: (frozenset(twins), frozenset(twins)))
+    monkeypatch.setattr(refs, "_exists", lambda repo, snapshot: snapshot in twins)
     with pytest.raises(ConfigError) as e:
         refs.resolve_ref(hist.repo, snap[:5])
     assert e.value.code == "REF_AMBIGUOUS"
